@@ -1,1 +1,5 @@
-fn main(){}
+//! The cross-crate tests, in one binary so that linking happens once.
+
+mod drift;
+mod lint_rules;
+mod spec_sources;

@@ -1,1 +1,87 @@
-fn main() {}
+//! `cargo xtask`: see `cargo xtask help`.
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Result};
+use xtask::{codegen, lint, spec, tools};
+
+const HELP: &str = "\
+cargo xtask <command>
+
+commands:
+  codegen          regenerate every file that openapi/v1.yaml generates
+  codegen --check  change nothing; fail, with a diff, when a generated file is stale
+  lint             check openapi/v1.yaml: structure, the project's rules, Spectral,
+                   Redocly and openapi-spec-validator (installed into target/lint-tools)
+  ci               everything CI runs: codegen --check, lint, clippy, every test
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = match args.as_slice() {
+        ["codegen"] => codegen::run(false),
+        ["codegen", "--check"] => codegen::run(true),
+        ["lint"] => run_lint(),
+        ["ci"] => ci(),
+        ["help" | "--help" | "-h"] | [] => {
+            print!("{HELP}");
+            Ok(true)
+        }
+        _ => {
+            eprint!("unknown command: {}\n\n{HELP}", args.join(" "));
+            Ok(false)
+        }
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_lint() -> Result<bool> {
+    let doc = spec::load()?;
+    let findings = lint::check(&doc);
+    for finding in &findings {
+        println!("{}: {finding}", spec::SPEC_PATH);
+    }
+    println!("project rules: {} findings", findings.len());
+    let mut passed = findings.is_empty();
+    for verdict in tools::lint(&[spec::SPEC_PATH, "openapi/v1.json"])? {
+        passed &= verdict.passed;
+        let mark = if verdict.passed { "ok" } else { "FAILED" };
+        println!("{}: {mark}\n{}", verdict.tool, indent(&verdict.report));
+    }
+    Ok(passed)
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|line| format!("  {line}")).collect::<Vec<_>>().join("\n")
+}
+
+fn ci() -> Result<bool> {
+    println!("== cargo xtask codegen --check");
+    if !codegen::run(true)? {
+        return Ok(false);
+    }
+    println!("== cargo xtask lint");
+    if !run_lint()? {
+        return Ok(false);
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    for args in [
+        &["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"][..],
+        &["test", "--workspace", "--locked"][..],
+    ] {
+        println!("== cargo {}", args.join(" "));
+        let status = Command::new(&cargo).args(args).current_dir(spec::workspace_root()).status()?;
+        if !status.success() {
+            bail!("cargo {} failed", args.join(" "));
+        }
+    }
+    Ok(true)
+}

@@ -1,0 +1,190 @@
+//! Loading `openapi/v1.yaml` and reading it as plain JSON: JSON pointers, `$ref`
+//! resolution, and the translation of OpenAPI 3.0 schemas into JSON Schema.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Map, Value};
+
+/// The spec's path, relative to the workspace root.
+pub const SPEC_PATH: &str = "openapi/v1.yaml";
+
+/// The HTTP methods an OpenAPI path item can hold, in the order the spec writes them.
+pub const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+
+/// The workspace root, found from this crate's manifest so that the xtask works from any
+/// directory.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+/// Reads and parses the spec at the workspace root.
+pub fn load() -> Result<Value> {
+    let path = workspace_root().join(SPEC_PATH);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    parse(&text).with_context(|| format!("parsing {SPEC_PATH}"))
+}
+
+/// Parses YAML into JSON values, keeping the order of keys as written.
+pub fn parse(yaml: &str) -> Result<Value> {
+    Ok(serde_yaml::from_str(yaml)?)
+}
+
+/// Follows a local reference (`#/components/schemas/Agent`) inside `doc`.
+pub fn resolve_ref<'a>(doc: &'a Value, reference: &str) -> Option<&'a Value> {
+    doc.pointer(reference.strip_prefix('#')?)
+}
+
+/// Follows `$ref`s until reaching an object that is not a reference; `None` when one of
+/// them does not resolve or they form a loop.
+pub fn deref<'a>(doc: &'a Value, mut value: &'a Value) -> Option<&'a Value> {
+    for _ in 0..32 {
+        match value.get("$ref").and_then(Value::as_str) {
+            Some(reference) => value = resolve_ref(doc, reference)?,
+            None => return Some(value),
+        }
+    }
+    None
+}
+
+/// Escapes one segment of a JSON pointer (RFC 6901).
+pub fn escape_pointer(segment: &str) -> String {
+    segment.replace('~', "~0").replace('/', "~1")
+}
+
+/// A JSON pointer from its segments, written as a fragment (`#/paths/~1v1~1agents/get`).
+pub fn pointer(segments: &[&str]) -> String {
+    let mut out = String::from("#");
+    for segment in segments {
+        out.push('/');
+        out.push_str(&escape_pointer(segment));
+    }
+    out
+}
+
+/// One operation of the spec, in the order the spec writes them.
+#[derive(Debug, Clone)]
+pub struct Operation<'a> {
+    /// The path template, such as `/v1/agents/{id}`.
+    pub path: &'a str,
+    /// The lowercase HTTP method.
+    pub method: &'a str,
+    /// The operation object.
+    pub op: &'a Value,
+    /// The path item's parameters, which every operation of the path inherits.
+    pub path_parameters: &'a [Value],
+}
+
+impl Operation<'_> {
+    /// The operation's `operationId`, or an empty string when it has none.
+    pub fn id(&self) -> &str {
+        self.op.get("operationId").and_then(Value::as_str).unwrap_or("")
+    }
+
+    /// The JSON pointer of the operation object.
+    pub fn pointer(&self) -> String {
+        pointer(&["paths", self.path, self.method])
+    }
+
+    /// Path-level then operation-level parameters, unresolved.
+    pub fn parameters(&self) -> impl Iterator<Item = &Value> {
+        let own = self.op.get("parameters").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
+        self.path_parameters.iter().chain(own)
+    }
+}
+
+/// Every operation of the spec.
+pub fn operations(doc: &Value) -> Vec<Operation<'_>> {
+    let mut out = Vec::new();
+    let Some(paths) = doc.get("paths").and_then(Value::as_object) else { return out };
+    for (path, item) in paths {
+        let path_parameters = item.get("parameters").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
+        for method in METHODS {
+            if let Some(op) = item.get(method) {
+                out.push(Operation { path, method, op, path_parameters });
+            }
+        }
+    }
+    out
+}
+
+/// The OpenAPI 3.0 schema at `schema` as a JSON Schema (draft 4, the dialect OpenAPI 3.0
+/// extends) that carries every component schema under `definitions`, so that `$ref`s keep
+/// resolving. `nullable: true` becomes "or null"; annotations the validator does not know
+/// are left for it to ignore.
+pub fn json_schema(doc: &Value, schema: &Value) -> Value {
+    let mut definitions = Map::new();
+    if let Some(schemas) = doc.pointer("/components/schemas").and_then(Value::as_object) {
+        for (name, component) in schemas {
+            definitions.insert(name.clone(), translate(component));
+        }
+    }
+    let mut out = match translate(schema) {
+        Value::Object(map) => map,
+        other => return other,
+    };
+    out.insert("definitions".into(), Value::Object(definitions));
+    Value::Object(out)
+}
+
+fn translate(schema: &Value) -> Value {
+    match schema {
+        Value::Object(map) => {
+            let mut out = Map::new();
+            let mut nullable = false;
+            for (key, value) in map {
+                match key.as_str() {
+                    "nullable" => nullable = value == &Value::Bool(true),
+                    "$ref" => {
+                        let reference = value.as_str().unwrap_or_default();
+                        let target = reference.replace("#/components/schemas/", "#/definitions/");
+                        out.insert(key.clone(), Value::String(target));
+                    }
+                    // Property maps hold names, not schemas: translate their values only.
+                    "properties" => {
+                        let props = value.as_object().map(|props| {
+                            props.iter().map(|(name, s)| (name.clone(), translate(s))).collect::<Map<_, _>>()
+                        });
+                        out.insert(key.clone(), props.map(Value::Object).unwrap_or_else(|| value.clone()));
+                    }
+                    "example" | "examples" | "discriminator" | "xml" | "externalDocs" => {}
+                    _ if key.starts_with("x-") => {}
+                    _ => {
+                        out.insert(key.clone(), translate(value));
+                    }
+                }
+            }
+            if nullable {
+                json!({ "anyOf": [Value::Object(out), { "type": "null" }] })
+            } else {
+                Value::Object(out)
+            }
+        }
+        Value::Array(items) => Value::Array(items.iter().map(translate).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Compiles a JSON Schema produced by [`json_schema`] into a validator that checks formats.
+pub fn validator(schema: &Value) -> Result<jsonschema::Validator> {
+    match jsonschema::draft4::options().should_validate_formats(true).build(schema) {
+        Ok(validator) => Ok(validator),
+        Err(error) => bail!("invalid schema: {error}"),
+    }
+}
+
+/// Validates `instance` against the OpenAPI schema `schema` of `doc`; every failure as
+/// "at <instance path>: <reason>".
+pub fn validate(doc: &Value, schema: &Value, instance: &Value) -> Result<Vec<String>> {
+    let validator = validator(&json_schema(doc, schema))?;
+    Ok(validator
+        .iter_errors(instance)
+        .map(|error| {
+            let at = error.instance_path().to_string();
+            format!("at '{}': {error}", if at.is_empty() { "/" } else { &at })
+        })
+        .collect())
+}
