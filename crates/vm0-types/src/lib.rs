@@ -1,0 +1,9 @@
+//! The VM0 Public API v1 models: every component schema of `openapi/v1.yaml` as a Rust
+//! type with serde and `schemars::JsonSchema`. Strings the spec constrains (names, paths,
+//! hashes) are newtypes that check the constraint when built or deserialized.
+//!
+//! Everything here is generated into `generated.rs` by `cargo xtask codegen`.
+
+mod generated;
+
+pub use generated::*;
