@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use crate::spec::{self, workspace_root};
 
 mod client;
+mod server;
 
 pub use client::{is_required_only, shapes};
 
@@ -31,6 +32,7 @@ pub fn generate() -> Result<Vec<Generated>> {
     let doc = spec::load()?;
     let mut files = vec![Generated { path: "openapi/v1.json", contents: bundled_json(&doc)? }];
     files.extend(client::generate(&doc)?);
+    files.extend(server::generate(&doc)?);
     Ok(files)
 }
 

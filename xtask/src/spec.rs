@@ -116,21 +116,23 @@ pub fn operations(doc: &Value) -> Vec<Operation<'_>> {
 /// resolving. `nullable: true` becomes "or null"; annotations the validator does not know
 /// are left for it to ignore.
 pub fn json_schema(doc: &Value, schema: &Value) -> Value {
-    let mut definitions = Map::new();
-    if let Some(schemas) = doc.pointer("/components/schemas").and_then(Value::as_object) {
-        for (name, component) in schemas {
-            definitions.insert(name.clone(), translate(component));
-        }
-    }
     let mut out = match translate(schema) {
         Value::Object(map) => map,
         other => return other,
     };
-    out.insert("definitions".into(), Value::Object(definitions));
+    out.insert("definitions".into(), Value::Object(definitions(doc)));
     Value::Object(out)
 }
 
-fn translate(schema: &Value) -> Value {
+/// Every component schema, translated, by name: what `#/definitions/<name>` refers to.
+pub fn definitions(doc: &Value) -> Map<String, Value> {
+    let schemas = doc.pointer("/components/schemas").and_then(Value::as_object);
+    schemas.into_iter().flatten().map(|(name, schema)| (name.clone(), translate(schema))).collect()
+}
+
+/// One OpenAPI 3.0 schema as JSON Schema draft 4, its component `$ref`s pointing into
+/// `#/definitions/`.
+pub fn translate(schema: &Value) -> Value {
     match schema {
         Value::Object(map) => {
             let mut out = Map::new();

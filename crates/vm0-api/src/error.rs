@@ -1,0 +1,105 @@
+//! The API's errors, rendered in the spec's envelope:
+//! `{"error": {"type", "code", "message", "param"?}}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use vm0_types::{ErrorCode, ErrorDetail, ErrorType};
+
+/// An error response of the API. Its message is what the client reads; what only the
+/// operators should see goes to the log (see [`ApiError::internal`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The error's category, which goes with the status.
+    pub kind: ErrorType,
+    /// The specific error code.
+    pub code: ErrorCode,
+    /// A human-readable description, naming the thing at fault.
+    pub message: String,
+    /// The parameter at fault, when there is one.
+    pub param: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: ErrorType, code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError { status, kind, code, message: message.into(), param: None }
+    }
+
+    /// Names the parameter at fault.
+    pub fn with_param(mut self, param: impl Into<String>) -> Self {
+        self.param = Some(param.into());
+        self
+    }
+
+    /// 401: the API key is missing, malformed, expired or revoked.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, ErrorType::AuthenticationError, ErrorCode::InvalidApiKey, message)
+    }
+
+    /// 400 `invalid_parameter`: the value of `param` is invalid.
+    pub fn invalid_parameter(param: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::invalid_request(message).with_param(param)
+    }
+
+    /// 400 `invalid_parameter` about the request as a whole (its body, its content type).
+    pub fn invalid_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, ErrorType::InvalidRequestError, ErrorCode::InvalidParameter, message)
+    }
+
+    /// 400 `missing_parameter`: `param` is required.
+    pub fn missing_parameter(param: impl Into<String>) -> Self {
+        let param = param.into();
+        Self::new(StatusCode::BAD_REQUEST, ErrorType::InvalidRequestError, ErrorCode::MissingParameter, format!("{param} is required"))
+            .with_param(param)
+    }
+
+    /// 400 `invalid_state`: the resource cannot do this now.
+    pub fn invalid_state(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, ErrorType::InvalidRequestError, ErrorCode::InvalidState, message)
+    }
+
+    /// 404 `resource_not_found`, in the spec's words: `No such agent: 'ag_x'`.
+    pub fn not_found(what: &str, id: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, ErrorType::NotFoundError, ErrorCode::ResourceNotFound, format!("No such {what}: '{id}'"))
+    }
+
+    /// 409 `resource_already_exists` for a taken name.
+    pub fn already_exists(what: &str, name: &str) -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            ErrorType::ConflictError,
+            ErrorCode::ResourceAlreadyExists,
+            format!("A {what} named '{name}' already exists"),
+        )
+        .with_param("name")
+    }
+
+    /// 500: logs `detail` (with the request id, through the request's span) and tells the
+    /// client nothing internal.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(%detail, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorType::ApiError, ErrorCode::InternalError, "Internal server error")
+    }
+
+    /// The envelope's body.
+    pub fn body(&self) -> vm0_types::Error {
+        vm0_types::Error {
+            error: ErrorDetail { type_: self.kind, code: self.code, message: self.message.clone(), param: self.param.clone() },
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(self.body())).into_response()
+    }
+}

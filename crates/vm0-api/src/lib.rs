@@ -1,0 +1,78 @@
+//! The VM0 Public API v1 as a server trait and an axum router, generated from
+//! `openapi/v1.yaml`.
+//!
+//! Implement [`Vm0Api`] (one method per operation, typed inputs and outputs) and serve
+//! [`router`]: it authenticates, validates every input against the spec, renders every
+//! error in the spec's envelope and sets the response headers, so an implementation
+//! cannot forget any of them.
+//!
+//! `generated.rs` and `generated.json` are written by `cargo xtask codegen`; the rest of
+//! this crate is the hand-written runtime they call.
+
+mod error;
+mod generated;
+mod reply;
+mod request;
+mod schemas;
+
+use axum::extract::Request;
+use axum::http::{HeaderValue, Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+
+pub use error::ApiError;
+pub use generated::*;
+pub use request::{is_token, Call, MAX_BODY_BYTES};
+
+/// The value of `X-API-Version` on every response.
+pub const API_VERSION: &str = "v1";
+
+/// The id of one request, as sent in `X-Request-Id`: `req_` and 32 hex characters. It is
+/// in the request's extensions and in the `request` span of every log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
+impl RequestId {
+    fn fresh() -> Self {
+        RequestId(format!("req_{}", uuid::Uuid::new_v4().simple()))
+    }
+}
+
+/// Adds what every response of the API needs to `routes`: the error envelope for unknown
+/// routes (404), wrong methods (405) and panics (500), and the `X-Request-Id` and
+/// `X-API-Version` headers. [`router`] is `finish(routes(api))`; a server that serves
+/// routes of its own merges them into [`routes`] first.
+pub fn finish(routes: Router) -> Router {
+    routes
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(CatchPanicLayer::custom(|_| ApiError::internal("a handler panicked").into_response()))
+        .layer(middleware::from_fn(headers))
+}
+
+async fn headers(mut request: Request, next: Next) -> Response {
+    let id = RequestId::fresh();
+    request.extensions_mut().insert(id.clone());
+    let span = tracing::info_span!("request", id = %id.0, method = %request.method(), path = %request.uri().path());
+    let mut response = tracing::Instrument::instrument(next.run(request), span).await;
+    let headers = response.headers_mut();
+    headers.insert("x-request-id", HeaderValue::from_str(&id.0).expect("request ids are ASCII"));
+    headers.insert("x-api-version", HeaderValue::from_static(API_VERSION));
+    response
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError {
+        message: format!("No such route: {method} {}", uri.path()),
+        ..ApiError::not_found("route", uri.path())
+    }
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        ..ApiError::invalid_request(format!("{method} is not allowed on {}", uri.path()))
+    }
+}

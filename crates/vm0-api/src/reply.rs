@@ -1,0 +1,37 @@
+//! Success responses of the generated handlers: JSON, empty, and Server-Sent Events.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+
+use axum::http::StatusCode;
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::{Stream, StreamExt};
+use serde::Serialize;
+
+/// A run's events as the implementation produces them, in order. The router writes each
+/// as an SSE message (`id:`, `event:`, one line of JSON `data:`); the stream ends the
+/// response when it ends, so it should end after the `complete` event.
+pub type EventStream = Pin<Box<dyn Stream<Item = vm0_types::RunEvent> + Send>>;
+
+/// A JSON body with `status`.
+pub fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    (status, axum::Json(body)).into_response()
+}
+
+/// No body, with `status` (204).
+pub fn empty(status: StatusCode) -> Response {
+    status.into_response()
+}
+
+/// A `text/event-stream` of the run's events.
+pub fn events(stream: EventStream) -> Response {
+    let messages = stream.map(|event| {
+        let data = serde_json::to_string(&event.data).expect("event data serializes");
+        Ok::<_, Infallible>(Event::default().id(event.id.to_string()).event(event.event.to_string()).data(data))
+    });
+    let mut response = Sse::new(messages).into_response();
+    // Proxies must not buffer the stream.
+    response.headers_mut().insert("x-accel-buffering", "no".parse().expect("a valid header value"));
+    response
+}

@@ -1,0 +1,190 @@
+//! `Call`: one request as the generated handlers read it. Each reading (the bearer token,
+//! a path parameter, the query and header parameters, the JSON body) is checked against
+//! the operation's schemas and fails with the spec's error envelope.
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+use crate::schemas::{self, Location, Parameter};
+
+/// The largest request body read, in bytes: a file list of 10,000 entries fits.
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// The length of a token: `vm0_live_` and 64 hex characters.
+const TOKEN_PREFIX: &str = "vm0_live_";
+
+/// One request, read on demand so that authentication comes before anything else.
+pub struct Call {
+    parts: Parts,
+    body: Option<Body>,
+    /// The path's parameters, or why they could not be decoded.
+    path: Result<HashMap<String, String>, String>,
+}
+
+impl<S: Send + Sync> FromRequest<S> for Call {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let (mut parts, body) = request.into_parts();
+        let path = match RawPathParams::from_request_parts(&mut parts, state).await {
+            Ok(params) => Ok(params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            Err(rejection) => Err(rejection.body_text()),
+        };
+        Ok(Call { parts, body: Some(body), path })
+    }
+}
+
+impl Call {
+    /// The bearer token, when the `Authorization` header holds one of the spec's format.
+    pub fn bearer_token(&self) -> Result<&str, ApiError> {
+        let Some(header) = self.parts.headers.get(AUTHORIZATION) else {
+            return Err(ApiError::unauthorized("No API key: send it as 'Authorization: Bearer vm0_live_...'"));
+        };
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .ok_or_else(|| ApiError::unauthorized("The Authorization header must be 'Bearer <API key>'"))?;
+        if !is_token(token) {
+            return Err(ApiError::unauthorized("Malformed API key: expected vm0_live_ followed by 64 lowercase hex characters"));
+        }
+        Ok(token)
+    }
+
+    /// The path parameter `name` of the operation `op`, checked against its schema.
+    pub fn path_param(&self, op: &str, name: &str) -> Result<String, ApiError> {
+        let path = self.path.as_ref().map_err(|reason| ApiError::invalid_request(reason.clone()))?;
+        let value = path.get(name).cloned().ok_or_else(|| ApiError::missing_parameter(name))?;
+        let parameter = schemas::operation(op).parameters.iter().find(|p| p.location == Location::Path && p.name == name);
+        if let Some(parameter) = parameter {
+            schemas::check(&parameter.validator, &Value::String(value.clone()), Some(name))?;
+        }
+        Ok(value)
+    }
+
+    /// The query and header parameters of the operation `op`: each read as its schema's
+    /// type, checked, defaulted, and gathered into `T`. An unknown or repeated query
+    /// parameter is an error rather than silently ignored.
+    pub fn params<T: DeserializeOwned>(&self, op: &str) -> Result<T, ApiError> {
+        let declared: Vec<&Parameter> =
+            schemas::operation(op).parameters.iter().filter(|p| p.location != Location::Path).collect();
+        let query = self.parts.uri.query().unwrap_or_default();
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_str(query).map_err(|e| ApiError::invalid_request(format!("The query string is malformed: {e}")))?;
+        let mut raw: HashMap<&str, &str> = HashMap::new();
+        for (name, value) in &pairs {
+            if !declared.iter().any(|p| p.location == Location::Query && p.name == *name) {
+                return Err(ApiError::invalid_parameter(name, format!("Unknown parameter: {name}")));
+            }
+            if raw.insert(name, value).is_some() {
+                return Err(ApiError::invalid_parameter(name, format!("{name} is given more than once")));
+            }
+        }
+        let mut values = Map::new();
+        for parameter in declared {
+            let given = match parameter.location {
+                Location::Query => raw.get(parameter.name.as_str()).map(|v| v.to_string()),
+                _ => match self.parts.headers.get(&parameter.name) {
+                    Some(v) => Some(v.to_str().map_err(|_| ApiError::invalid_parameter(&parameter.name, format!("{} must be text", parameter.name)))?.to_string()),
+                    None => None,
+                },
+            };
+            let value = match (given, &parameter.default) {
+                (Some(text), _) => {
+                    let value = scalar(parameter, &text)?;
+                    schemas::check(&parameter.validator, &value, Some(&parameter.name))?;
+                    value
+                }
+                (None, Some(default)) => default.clone(),
+                (None, None) if parameter.required => return Err(ApiError::missing_parameter(&parameter.name)),
+                (None, None) => continue,
+            };
+            values.insert(parameter.name.clone(), value);
+        }
+        serde_json::from_value(Value::Object(values)).map_err(|e| ApiError::invalid_request(format!("Invalid parameters: {e}")))
+    }
+
+    /// The JSON body of the operation `op`, checked against its schema (and its
+    /// exactly-one-of rule) before it is read into `T`.
+    pub async fn json_body<T: DeserializeOwned>(&mut self, op: &str) -> Result<T, ApiError> {
+        let content_type = self.parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let essence = content_type.split(';').next().unwrap_or_default().trim();
+        if !essence.eq_ignore_ascii_case("application/json") {
+            return Err(ApiError::invalid_parameter("Content-Type", "The request body must be JSON, sent with 'Content-Type: application/json'"));
+        }
+        let body = self.body.take().expect("the body is read once");
+        let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+            .await
+            .map_err(|_| ApiError::invalid_request(format!("The request body is larger than {MAX_BODY_BYTES} bytes")))?;
+        if bytes.is_empty() {
+            return Err(ApiError::invalid_request("The request body is empty; this operation takes a JSON object"));
+        }
+        let value: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::invalid_request(format!("The request body is not valid JSON: {e}")))?;
+        let schemas = schemas::operation(op);
+        exactly_one_of(&schemas.exactly_one_of, &value)?;
+        if let Some(validator) = &schemas.body {
+            schemas::check(validator, &value, None)?;
+        }
+        serde_json::from_value(value).map_err(|e| ApiError::invalid_request(format!("The request body is invalid: {e}")))
+    }
+}
+
+/// Whether `token` has the spec's format: `vm0_live_` and 64 lowercase hex characters.
+pub fn is_token(token: &str) -> bool {
+    token
+        .strip_prefix(TOKEN_PREFIX)
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+}
+
+/// A raw query or header value as the JSON type its schema has.
+fn scalar(parameter: &Parameter, text: &str) -> Result<Value, ApiError> {
+    let name = &parameter.name;
+    Ok(match parameter.scalar.as_str() {
+        "integer" => Value::from(text.parse::<i64>().map_err(|_| ApiError::invalid_parameter(name, format!("{name} must be an integer")))?),
+        "number" => text
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number)
+            .ok_or_else(|| ApiError::invalid_parameter(name, format!("{name} must be a number")))?,
+        "boolean" => match text {
+            "true" => Value::Bool(true),
+            "false" => Value::Bool(false),
+            _ => return Err(ApiError::invalid_parameter(name, format!("{name} must be true or false"))),
+        },
+        _ => Value::String(text.to_string()),
+    })
+}
+
+/// Exactly one of `names` must be a property of `value` (createRun's agent, agentId,
+/// sessionId, checkpointId). None is `missing_parameter`; a second one is
+/// `invalid_parameter` naming it.
+fn exactly_one_of(names: &[String], value: &Value) -> Result<(), ApiError> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    let Some(object) = value.as_object() else { return Ok(()) };
+    let given: Vec<&String> = names.iter().filter(|n| object.contains_key(n.as_str())).collect();
+    let list = names.join(", ");
+    match given.as_slice() {
+        [_] => Ok(()),
+        [] => Err(ApiError {
+            message: format!("Exactly one of {list} is required"),
+            ..ApiError::missing_parameter(names[0].clone())
+        }),
+        [first, second, ..] => Err(ApiError::invalid_parameter(
+            second.as_str(),
+            format!("Exactly one of {list} may be given, not both {first} and {second}"),
+        )),
+    }
+}

@@ -1,0 +1,183 @@
+//! The request schemas of every operation, read from `generated.json` (written by
+//! `cargo xtask codegen` from the spec) and compiled once, and the translation of a
+//! schema violation into the spec's error envelope.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use jsonschema::error::{TypeKind, ValidationErrorKind};
+use jsonschema::{ValidationError, Validator};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+
+/// Where a parameter comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Location {
+    Path,
+    Query,
+    Header,
+}
+
+/// One parameter of an operation.
+pub(crate) struct Parameter {
+    pub name: String,
+    pub location: Location,
+    pub required: bool,
+    /// The JSON type a raw string value is read as: `integer`, `number`, `boolean`, `string`.
+    pub scalar: String,
+    pub default: Option<Value>,
+    pub validator: Validator,
+}
+
+/// The compiled request schemas of one operation.
+pub(crate) struct OperationSchemas {
+    pub parameters: Vec<Parameter>,
+    pub body: Option<Validator>,
+    /// Properties of the body of which exactly one must be given.
+    pub exactly_one_of: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct RawDocument {
+    definitions: Map<String, Value>,
+    operations: HashMap<String, RawOperation>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawOperation {
+    parameters: Vec<RawParameter>,
+    body: Option<Value>,
+    #[serde(default)]
+    exactly_one_of: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct RawParameter {
+    name: String,
+    #[serde(rename = "in")]
+    location: Location,
+    required: bool,
+    scalar: String,
+    default: Option<Value>,
+    schema: Value,
+}
+
+static OPERATIONS: LazyLock<HashMap<String, OperationSchemas>> = LazyLock::new(|| {
+    let raw: RawDocument = serde_json::from_str(include_str!("generated.json")).expect("generated.json is well-formed");
+    let compile = |schema: &Value| {
+        let mut schema = schema.clone();
+        if let Value::Object(map) = &mut schema {
+            map.insert("definitions".into(), Value::Object(raw.definitions.clone()));
+        }
+        jsonschema::draft4::options()
+            .should_validate_formats(true)
+            .build(&schema)
+            .unwrap_or_else(|e| panic!("a schema of generated.json does not compile: {e}"))
+    };
+    raw.operations
+        .iter()
+        .map(|(id, op)| {
+            let parameters = op
+                .parameters
+                .iter()
+                .map(|p| Parameter {
+                    name: p.name.clone(),
+                    location: p.location,
+                    required: p.required,
+                    scalar: p.scalar.clone(),
+                    default: p.default.clone(),
+                    validator: compile(&p.schema),
+                })
+                .collect();
+            let schemas = OperationSchemas { parameters, body: op.body.as_ref().map(compile), exactly_one_of: op.exactly_one_of.clone() };
+            (id.clone(), schemas)
+        })
+        .collect()
+});
+
+/// Compiles every schema now, so that a broken one fails at start-up rather than on a
+/// request.
+pub(crate) fn compile_all() {
+    LazyLock::force(&OPERATIONS);
+}
+
+/// The schemas of the operation `id`; the generated handlers only ask for their own.
+pub(crate) fn operation(id: &str) -> &'static OperationSchemas {
+    OPERATIONS.get(id).unwrap_or_else(|| panic!("generated.json has no operation {id}"))
+}
+
+/// The first violation of `value` against `validator` as an API error whose `param` names
+/// the place: `name`, `files[2].hash`. `base` names the parameter itself for query, path
+/// and header values. Messages never quote the value, which may be a secret.
+pub(crate) fn check(validator: &Validator, value: &Value, base: Option<&str>) -> Result<(), ApiError> {
+    match validator.iter_errors(value).next() {
+        None => Ok(()),
+        Some(error) => Err(describe(&error, base)),
+    }
+}
+
+fn describe(error: &ValidationError<'_>, base: Option<&str>) -> ApiError {
+    let mut param = base.map(str::to_string).unwrap_or_default();
+    for segment in error.instance_path().to_string().split('/').skip(1) {
+        let segment = segment.replace("~1", "/").replace("~0", "~");
+        if segment.chars().all(|c| c.is_ascii_digit()) && !segment.is_empty() {
+            param.push_str(&format!("[{segment}]"));
+        } else {
+            if !param.is_empty() {
+                param.push('.');
+            }
+            param.push_str(&segment);
+        }
+    }
+    let join = |name: &str| if param.is_empty() { name.to_string() } else { format!("{param}.{name}") };
+    let subject = if param.is_empty() { "the request body".to_string() } else { param.clone() };
+    let message = match error.kind() {
+        ValidationErrorKind::Required { property } => {
+            return ApiError::missing_parameter(join(property.as_str().unwrap_or_default()));
+        }
+        ValidationErrorKind::AdditionalProperties { unexpected } => {
+            let name = join(unexpected.first().map(String::as_str).unwrap_or_default());
+            return ApiError::invalid_parameter(name.clone(), format!("Unknown parameter: {name}"));
+        }
+        ValidationErrorKind::Type { kind } => format!("{subject} must be {}", type_name(kind)),
+        ValidationErrorKind::Enum { options } => {
+            let options: Vec<String> = options.as_array().into_iter().flatten().map(|o| o.to_string()).collect();
+            format!("{subject} must be one of {}", options.join(", "))
+        }
+        ValidationErrorKind::Pattern { pattern } => format!("{subject} must match the pattern {pattern}"),
+        ValidationErrorKind::MinLength { limit } => format!("{subject} must be at least {limit} characters long"),
+        ValidationErrorKind::MaxLength { limit } => format!("{subject} must be at most {limit} characters long"),
+        ValidationErrorKind::Minimum { limit } => format!("{subject} must be at least {limit}"),
+        ValidationErrorKind::Maximum { limit } => format!("{subject} must be at most {limit}"),
+        ValidationErrorKind::MinItems { limit } => format!("{subject} must hold at least {limit} items"),
+        ValidationErrorKind::MaxItems { limit } => format!("{subject} must hold at most {limit} items"),
+        ValidationErrorKind::Format { format } => match format.as_str() {
+            "date-time" => format!("{subject} must be an ISO 8601 date-time, such as 2024-01-15T10:30:00Z"),
+            other => format!("{subject} must be a valid {other}"),
+        },
+        _ => format!("{subject} is invalid"),
+    };
+    if param.is_empty() {
+        ApiError::invalid_request(message)
+    } else {
+        ApiError::invalid_parameter(param, message)
+    }
+}
+
+fn type_name(kind: &TypeKind) -> String {
+    let name = |t: &jsonschema::JsonType| match t.to_string().as_str() {
+        "integer" => "an integer".to_string(),
+        "object" => "an object".to_string(),
+        "array" => "an array".to_string(),
+        "null" => "null".to_string(),
+        other => format!("a {other}"),
+    };
+    match kind {
+        TypeKind::Single(t) => name(t),
+        TypeKind::Multiple(types) => types.iter().map(|t| name(&t)).collect::<Vec<_>>().join(" or "),
+    }
+}
