@@ -2,4 +2,6 @@
 
 mod drift;
 mod lint_rules;
+mod recorder;
+mod router;
 mod spec_sources;
