@@ -1,7 +1,11 @@
 //! The cross-crate tests, in one binary so that linking happens once.
 
 mod drift;
+mod generated_components;
+mod keeper;
 mod lint_rules;
 mod recorder;
 mod router;
+mod schemas;
 mod spec_sources;
+mod surface;

@@ -24,7 +24,7 @@ work with storage resources.
 All API requests require authentication using a Bearer token in the `Authorization`
 header. API tokens follow the format `vm0_live_<64 hex characters>`:
 
-```
+```sh
 curl https://api.vm0.ai/v1/agents \
   -H "Authorization: Bearer vm0_live_xxx"
 ```
