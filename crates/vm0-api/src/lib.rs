@@ -56,7 +56,10 @@ async fn headers(mut request: Request, next: Next) -> Response {
     let id = RequestId::fresh();
     request.extensions_mut().insert(id.clone());
     let span = tracing::info_span!("request", id = %id.0, method = %request.method(), path = %request.uri().path());
-    let mut response = tracing::Instrument::instrument(next.run(request), span).await;
+    let started = std::time::Instant::now();
+    let mut response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
+    // The path, never the query string, which may hold a pre-signed URL's signature.
+    span.in_scope(|| tracing::info!(status = response.status().as_u16(), ms = started.elapsed().as_millis() as u64, "answered"));
     let headers = response.headers_mut();
     headers.insert("x-request-id", HeaderValue::from_str(&id.0).expect("request ids are ASCII"));
     headers.insert("x-api-version", HeaderValue::from_static(API_VERSION));

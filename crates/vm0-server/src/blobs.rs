@@ -1,0 +1,141 @@
+//! The content-addressed blob store on disk (`blobs/ab/<sha256>`) and its pre-signed
+//! URLs. A blob is streamed into `tmp/`, hashed as it arrives, synced, and renamed into
+//! place only when its size and SHA-256 are the ones its URL was signed for: nothing
+//! half-written is ever at a blob's path, and no file is ever held in memory whole.
+
+use std::path::PathBuf;
+
+use axum::body::Body;
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+use vm0_api::ApiError;
+
+use crate::secrets;
+
+/// The blob store and the key its URLs are signed with.
+pub struct Blobs {
+    root: PathBuf,
+    tmp: PathBuf,
+    key: Vec<u8>,
+    /// Where clients reach this server, such as `http://127.0.0.1:8080`.
+    public_url: String,
+    /// The largest file accepted, in bytes.
+    pub max_file_size: u64,
+}
+
+/// What a pre-signed URL allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Put,
+    Get,
+}
+
+impl Access {
+    fn as_str(self) -> &'static str {
+        match self {
+            Access::Put => "PUT",
+            Access::Get => "GET",
+        }
+    }
+}
+
+impl Blobs {
+    /// The store under `data_dir`; partial uploads left by a crash are removed.
+    pub async fn open(data_dir: &std::path::Path, key: Vec<u8>, public_url: String, max_file_size: u64) -> std::io::Result<Self> {
+        let (root, tmp) = (data_dir.join("blobs"), data_dir.join("tmp"));
+        if tmp.exists() {
+            tokio::fs::remove_dir_all(&tmp).await?;
+        }
+        tokio::fs::create_dir_all(&root).await?;
+        tokio::fs::create_dir_all(&tmp).await?;
+        Ok(Blobs { root, tmp, key, public_url: public_url.trim_end_matches('/').to_string(), max_file_size })
+    }
+
+    /// Where the blob `hash` lives.
+    pub fn path(&self, hash: &str) -> PathBuf {
+        self.root.join(&hash[..2]).join(hash)
+    }
+
+    fn message(access: Access, hash: &str, size: Option<u64>, expires: i64) -> String {
+        format!("{}\n{hash}\n{}\n{expires}", access.as_str(), size.map(|s| s.to_string()).unwrap_or_default())
+    }
+
+    /// A URL that allows `access` to the blob `hash` (of `size` bytes, for uploads) until
+    /// `expires`.
+    pub fn url(&self, access: Access, hash: &str, size: Option<u64>, expires: DateTime<Utc>) -> String {
+        let expires = expires.timestamp();
+        let signature = secrets::sign(&self.key, &Self::message(access, hash, size, expires));
+        let size = size.map(|s| format!("&size={s}")).unwrap_or_default();
+        format!("{}/storage/blobs/{hash}?method={}{size}&expires={expires}&signature={signature}", self.public_url, access.as_str())
+    }
+
+    /// Checks a URL's signature and expiry.
+    pub fn verify(&self, access: Access, hash: &str, size: Option<u64>, expires: i64, signature: &str) -> Result<(), ApiError> {
+        if !secrets::verify(&self.key, &Self::message(access, hash, size, expires), signature) {
+            return Err(ApiError::invalid_parameter("signature", "The URL's signature does not match: request a new URL"));
+        }
+        if Utc::now().timestamp() > expires {
+            return Err(ApiError::invalid_parameter("expires", "The URL has expired: request a new URL"));
+        }
+        Ok(())
+    }
+
+    /// Streams `body` into the blob `hash`, which must be exactly `size` bytes with that
+    /// SHA-256.
+    pub async fn write(&self, hash: &str, size: u64, body: Body) -> Result<(), ApiError> {
+        let temp = self.tmp.join(crate::ids::new("part"));
+        let result = self.write_temp(&temp, hash, size, body).await;
+        if result.is_err() {
+            tokio::fs::remove_file(&temp).await.ok();
+        }
+        result
+    }
+
+    async fn write_temp(&self, temp: &std::path::Path, hash: &str, size: u64, body: Body) -> Result<(), ApiError> {
+        let mut file = tokio::fs::File::create(temp).await.map_err(ApiError::internal)?;
+        let (mut hasher, mut written) = (Sha256::new(), 0u64);
+        let mut stream = body.into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| ApiError::invalid_request(format!("The upload was interrupted: {e}")))?;
+            written += chunk.len() as u64;
+            if written > size {
+                return Err(ApiError::invalid_request(format!("The upload is larger than the {size} bytes it was prepared for")));
+            }
+            hasher.update(&chunk);
+            file.write_all(&chunk).await.map_err(ApiError::internal)?;
+        }
+        if written != size {
+            return Err(ApiError::invalid_request(format!("The upload has {written} bytes, not the {size} it was prepared for")));
+        }
+        if hex::encode(hasher.finalize()) != hash {
+            return Err(ApiError::invalid_request("The upload's SHA-256 is not the hash it was prepared for"));
+        }
+        file.sync_all().await.map_err(ApiError::internal)?;
+        drop(file);
+        let path = self.path(hash);
+        let folder = path.parent().expect("blob paths have a folder");
+        tokio::fs::create_dir_all(folder).await.map_err(ApiError::internal)?;
+        tokio::fs::rename(temp, &path).await.map_err(ApiError::internal)?;
+        // The rename is durable once the folder is synced.
+        if let Ok(folder) = std::fs::File::open(folder) {
+            folder.sync_all().ok();
+        }
+        Ok(())
+    }
+
+    /// Removes a blob's file; a missing one is already gone.
+    pub async fn remove(&self, hash: &str) {
+        if let Err(error) = tokio::fs::remove_file(self.path(hash)).await {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(%hash, %error, "could not remove an unreferenced blob");
+            }
+        }
+    }
+}
+
+/// Whether `hash` is a SHA-256 in lowercase hex, as blob paths require.
+pub fn is_hash(hash: &str) -> bool {
+    hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}

@@ -1,0 +1,157 @@
+//! The reference server of the VM0 Public API v1: `vm0_api::Vm0Api` implemented for real
+//! on an embedded SQLite database and a content-addressed blob store, plus the routes
+//! around the API: pre-signed storage URLs, the spec, its documentation and a health
+//! check.
+
+pub mod api;
+mod blobs;
+mod cursor;
+mod ids;
+mod runs;
+mod secrets;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use utoipa_swagger_ui::SwaggerUi;
+use vm0_api::ApiError;
+
+use crate::api::{Api, App};
+use crate::blobs::{Access, Blobs};
+use crate::store::{SqliteStore, Store};
+
+/// The spec, served as it is.
+pub const SPEC_YAML: &str = include_str!("../../../openapi/v1.yaml");
+/// Its JSON twin.
+pub const SPEC_JSON: &str = include_str!("../../../openapi/v1.json");
+
+/// How the server runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The address to listen on; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// Where the database (by default) and the blobs live; created if missing.
+    pub data_dir: PathBuf,
+    /// The database; `sqlite://<data dir>/vm0.db` when not given.
+    pub database_url: Option<String>,
+    /// The base URL clients reach this server at, for pre-signed URLs; `http://<listen>`
+    /// when not given.
+    pub public_url: Option<String>,
+    /// The largest file a volume or artifact may hold, in bytes.
+    pub max_file_size: u64,
+}
+
+/// A server bound to its address, ready to serve.
+pub struct Server {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// The base URL of the API.
+    pub url: String,
+    /// The value of the first API token, when this start created the first user.
+    pub first_token: Option<String>,
+    /// The state, for tests and tools that need the store.
+    pub app: Arc<App<SqliteStore>>,
+    listener: TcpListener,
+}
+
+/// Opens the data directory and the database, binds the address, and creates the first
+/// user and token when there is no user yet.
+pub async fn bind(config: Config) -> anyhow::Result<Server> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let database_url = config.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", config.data_dir.join("vm0.db").display()));
+    let store = SqliteStore::open(&database_url).await.with_context(|| format!("opening {database_url}"))?;
+    let key = store.signing_key().await.map_err(|e| anyhow::anyhow!("reading the signing key: {e:?}"))?;
+    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("listening on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let blobs = Blobs::open(&config.data_dir, key.clone(), url.clone(), config.max_file_size).await?;
+
+    let first_token = if store.user_count().await.map_err(|e| anyhow::anyhow!("{e:?}"))? == 0 {
+        let user = store.ensure_user("default").await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let (_, value) = api::issue_token(&store, &user.id, "first token", 365).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        Some(value)
+    } else {
+        None
+    };
+    let app = Arc::new(App { store, blobs, key });
+    app.collect_garbage().await;
+    Ok(Server { addr, url, first_token, app, listener })
+}
+
+impl Server {
+    /// Serves until `shutdown` completes, then finishes the requests in flight.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        axum::serve(self.listener, router(self.app)).with_graceful_shutdown(shutdown).await?;
+        Ok(())
+    }
+}
+
+/// Every route of the server: the API, storage, the spec and its docs, the health check.
+pub fn router<S: Store>(app: Arc<App<S>>) -> Router {
+    let spec: serde_json::Value = serde_json::from_str(SPEC_JSON).expect("openapi/v1.json is JSON");
+    let extra = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/openapi.yaml", get(|| async { ([(header::CONTENT_TYPE, "application/yaml")], SPEC_YAML) }))
+        .route("/storage/blobs/{hash}", get(download_blob::<S>).put(upload_blob::<S>))
+        .with_state(app.clone())
+        .merge(SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", spec));
+    vm0_api::finish(vm0_api::routes(Api(app)).merge(extra))
+}
+
+/// The query of a pre-signed URL.
+#[derive(Deserialize)]
+struct Signed {
+    method: String,
+    size: Option<u64>,
+    expires: i64,
+    signature: String,
+}
+
+fn signed(hash: &str, query: Option<String>, access: Access, blobs: &Blobs) -> Result<Signed, ApiError> {
+    if !blobs::is_hash(hash) {
+        return Err(ApiError::not_found("blob", hash));
+    }
+    let signed: Signed = serde_urlencoded::from_str(query.as_deref().unwrap_or_default())
+        .map_err(|e| ApiError::invalid_parameter("signature", format!("Not a pre-signed URL: {e}")))?;
+    let wanted = if access == Access::Put { "PUT" } else { "GET" };
+    if signed.method != wanted {
+        return Err(ApiError::invalid_parameter("method", format!("This URL is for {}, not {wanted}", signed.method)));
+    }
+    blobs.verify(access, hash, signed.size, signed.expires, &signed.signature)?;
+    Ok(signed)
+}
+
+/// `PUT /storage/blobs/{hash}`: one file's bytes, to a URL from a prepare call.
+async fn upload_blob<S: Store>(State(app): State<Arc<App<S>>>, Path(hash): Path<String>, RawQuery(query): RawQuery, body: Body) -> Result<Response, ApiError> {
+    let signed = signed(&hash, query, Access::Put, &app.blobs)?;
+    let size = signed.size.ok_or_else(|| ApiError::invalid_parameter("size", "An upload URL carries the file's size"))?;
+    app.blobs.write(&hash, size, body).await?;
+    app.store.record_blob(&hash, size as i64, ids::now()).await.map_err(|e| ApiError::internal(format!("{e:?}")))?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response.headers_mut().insert(header::ETAG, HeaderValue::from_str(&format!("\"{hash}\"")).expect("hashes are ASCII"));
+    Ok(response)
+}
+
+/// `GET /storage/blobs/{hash}`: one file's bytes, streamed, from a URL from a download call.
+async fn download_blob<S: Store>(State(app): State<Arc<App<S>>>, Path(hash): Path<String>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+    signed(&hash, query, Access::Get, &app.blobs)?;
+    let file = tokio::fs::File::open(app.blobs.path(&hash)).await.map_err(|_| ApiError::not_found("blob", &hash))?;
+    let length = file.metadata().await.map_err(ApiError::internal)?.len();
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024));
+    Ok((
+        [(header::CONTENT_TYPE, "application/octet-stream".to_string()), (header::CONTENT_LENGTH, length.to_string()), (header::ETAG, format!("\"{hash}\""))],
+        body,
+    )
+        .into_response())
+}

@@ -1,0 +1,115 @@
+//! `vm0-server`: runs the reference server, or manages its tokens.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use vm0_server::store::Store;
+use vm0_server::Config;
+
+/// The reference server of the VM0 Public API v1, on an embedded SQLite database.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The address to listen on.
+    #[arg(long, env = "VM0_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Where the database and the files live [default: the user's data directory, vm0-server].
+    #[arg(long, env = "VM0_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// The database URL [default: sqlite://<data dir>/vm0.db].
+    #[arg(long, env = "VM0_DATABASE_URL")]
+    database_url: Option<String>,
+    /// The base URL clients reach this server at, used in pre-signed URLs [default: http://<listen>].
+    #[arg(long, env = "VM0_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// The largest file a volume or artifact may hold, in bytes.
+    #[arg(long, env = "VM0_MAX_FILE_SIZE", default_value_t = 5 * 1024 * 1024 * 1024)]
+    max_file_size: u64,
+    /// What to log, as a tracing filter: error, warn, info, debug, or per module.
+    #[arg(long, env = "VM0_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token for a user (created if new) and print its value, shown this once.
+    Create {
+        /// The user's name.
+        #[arg(long)]
+        user: String,
+        /// What the token is for.
+        #[arg(long)]
+        name: String,
+        /// Days until it expires (1 to 365).
+        #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(i64).range(1..=365))]
+        expires_in_days: i64,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log)?).with_writer(std::io::stderr).with_ansi(ansi).init();
+    let data_dir = match cli.data_dir {
+        Some(dir) => dir,
+        None => dirs::data_dir().context("no data directory for this user: pass --data-dir")?.join("vm0-server"),
+    };
+    let config = Config { listen: cli.listen, data_dir, database_url: cli.database_url, public_url: cli.public_url, max_file_size: cli.max_file_size };
+
+    if let Some(Command::Token { command: TokenCommand::Create { user, name, expires_in_days } }) = cli.command {
+        let store = vm0_server::store::SqliteStore::open(
+            &config.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", config.data_dir.join("vm0.db").display())),
+        )
+        .await?;
+        std::fs::create_dir_all(&config.data_dir)?;
+        let user = store.ensure_user(&user).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let (_, value) = vm0_server::api::issue_token(&store, &user.id, &name, expires_in_days).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        println!("{value}");
+        return Ok(());
+    }
+
+    let data_dir = config.data_dir.clone();
+    let server = vm0_server::bind(config).await?;
+    println!("vm0-server listening on {}", server.url);
+    println!("API docs: {}/docs", server.url);
+    println!("Data directory: {}", data_dir.display());
+    if let Some(token) = &server.first_token {
+        println!("\nCreated the user 'default' and its first API token, shown this once:\n\n    {token}\n");
+        println!("Try it: curl {}/v1/agents -H \"Authorization: Bearer {token}\"", server.url);
+    }
+    server.serve(shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM, so in-flight requests can finish.
+async fn shutdown_signal() {
+    let interrupt = async { tokio::signal::ctrl_c().await.ok() };
+    #[cfg(unix)]
+    let terminate = async {
+        if let Ok(mut signal) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            signal.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
