@@ -1,6 +1,9 @@
 //! The cross-crate tests, in one binary so that linking happens once.
 
 mod drift;
+mod e2e_agents;
+mod e2e_storage;
+mod e2e_tokens;
 mod generated_components;
 mod keeper;
 mod lint_rules;

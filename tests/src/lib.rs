@@ -1,3 +1,4 @@
 //! Helpers shared by the cross-crate tests in `it/`.
 
 pub mod seeds;
+pub mod server;

@@ -1075,7 +1075,7 @@ pub mod builder {
     #[derive(Debug, Clone)]
     pub struct GetAgent<'a> {
         client: &'a super::Client,
-        id: Result<types::GetAgentId, String>,
+        id: Result<::std::string::String, String>,
     }
     impl<'a> GetAgent<'a> {
         pub fn new(client: &'a super::Client) -> Self {
@@ -1086,11 +1086,14 @@ pub mod builder {
         }
         pub fn id<V>(mut self, value: V) -> Self
         where
-            V: std::convert::TryInto<types::GetAgentId>,
+            V: std::convert::TryInto<::std::string::String>,
         {
             self.id = value
                 .try_into()
-                .map_err(|_| "conversion to `GetAgentId` for id failed".to_string());
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for id failed"
+                        .to_string()
+                });
             self
         }
         ///Sends a `GET` request to `/v1/agents/{id}`
@@ -1160,7 +1163,7 @@ pub mod builder {
     #[derive(Debug, Clone)]
     pub struct UpdateAgent<'a> {
         client: &'a super::Client,
-        id: Result<types::UpdateAgentId, String>,
+        id: Result<::std::string::String, String>,
         body: Result<types::builder::UpdateAgentRequest, String>,
     }
     impl<'a> UpdateAgent<'a> {
@@ -1173,11 +1176,14 @@ pub mod builder {
         }
         pub fn id<V>(mut self, value: V) -> Self
         where
-            V: std::convert::TryInto<types::UpdateAgentId>,
+            V: std::convert::TryInto<::std::string::String>,
         {
             self.id = value
                 .try_into()
-                .map_err(|_| "conversion to `UpdateAgentId` for id failed".to_string());
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for id failed"
+                        .to_string()
+                });
             self
         }
         pub fn body<V>(mut self, value: V) -> Self
@@ -1284,7 +1290,7 @@ pub mod builder {
     #[derive(Debug, Clone)]
     pub struct DeleteAgent<'a> {
         client: &'a super::Client,
-        id: Result<types::DeleteAgentId, String>,
+        id: Result<::std::string::String, String>,
     }
     impl<'a> DeleteAgent<'a> {
         pub fn new(client: &'a super::Client) -> Self {
@@ -1295,11 +1301,14 @@ pub mod builder {
         }
         pub fn id<V>(mut self, value: V) -> Self
         where
-            V: std::convert::TryInto<types::DeleteAgentId>,
+            V: std::convert::TryInto<::std::string::String>,
         {
             self.id = value
                 .try_into()
-                .map_err(|_| "conversion to `DeleteAgentId` for id failed".to_string());
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for id failed"
+                        .to_string()
+                });
             self
         }
         ///Sends a `DELETE` request to `/v1/agents/{id}`
@@ -1367,7 +1376,7 @@ pub mod builder {
     #[derive(Debug, Clone)]
     pub struct ListAgentVersions<'a> {
         client: &'a super::Client,
-        id: Result<types::ListAgentVersionsId, String>,
+        id: Result<::std::string::String, String>,
         cursor: Result<Option<types::ListAgentVersionsCursor>, String>,
         limit: Result<Option<::std::num::NonZeroU64>, String>,
     }
@@ -1382,12 +1391,13 @@ pub mod builder {
         }
         pub fn id<V>(mut self, value: V) -> Self
         where
-            V: std::convert::TryInto<types::ListAgentVersionsId>,
+            V: std::convert::TryInto<::std::string::String>,
         {
             self.id = value
                 .try_into()
                 .map_err(|_| {
-                    "conversion to `ListAgentVersionsId` for id failed".to_string()
+                    "conversion to `:: std :: string :: String` for id failed"
+                        .to_string()
                 });
             self
         }
@@ -1496,8 +1506,8 @@ pub mod builder {
     #[derive(Debug, Clone)]
     pub struct GetAgentVersion<'a> {
         client: &'a super::Client,
-        id: Result<types::GetAgentVersionId, String>,
-        version_id: Result<types::GetAgentVersionVersionId, String>,
+        id: Result<::std::string::String, String>,
+        version_id: Result<::std::string::String, String>,
     }
     impl<'a> GetAgentVersion<'a> {
         pub fn new(client: &'a super::Client) -> Self {
@@ -1509,23 +1519,24 @@ pub mod builder {
         }
         pub fn id<V>(mut self, value: V) -> Self
         where
-            V: std::convert::TryInto<types::GetAgentVersionId>,
+            V: std::convert::TryInto<::std::string::String>,
         {
             self.id = value
                 .try_into()
                 .map_err(|_| {
-                    "conversion to `GetAgentVersionId` for id failed".to_string()
+                    "conversion to `:: std :: string :: String` for id failed"
+                        .to_string()
                 });
             self
         }
         pub fn version_id<V>(mut self, value: V) -> Self
         where
-            V: std::convert::TryInto<types::GetAgentVersionVersionId>,
+            V: std::convert::TryInto<::std::string::String>,
         {
             self.version_id = value
                 .try_into()
                 .map_err(|_| {
-                    "conversion to `GetAgentVersionVersionId` for version_id failed"
+                    "conversion to `:: std :: string :: String` for version_id failed"
                         .to_string()
                 });
             self
@@ -1860,7 +1871,7 @@ pub mod builder {
     #[derive(Debug, Clone)]
     pub struct GetRun<'a> {
         client: &'a super::Client,
-        id: Result<types::GetRunId, String>,
+        id: Result<::std::string::String, String>,
     }
     impl<'a> GetRun<'a> {
         pub fn new(client: &'a super::Client) -> Self {
@@ -1871,11 +1882,14 @@ pub mod builder {
         }
         pub fn id<V>(mut self, value: V) -> Self
         where
-            V: std::convert::TryInto<types::GetRunId>,
+            V: std::convert::TryInto<::std::string::String>,
         {
             self.id = value
                 .try_into()
-                .map_err(|_| "conversion to `GetRunId` for id failed".to_string());
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for id failed"
+                        .to_string()
+                });
             self
         }
         ///Sends a `GET` request to `/v1/runs/{id}`
@@ -1945,7 +1959,7 @@ pub mod builder {
     #[derive(Debug, Clone)]
     pub struct CancelRun<'a> {
         client: &'a super::Client,
-        id: Result<types::CancelRunId, String>,
+        id: Result<::std::string::String, String>,
     }
     impl<'a> CancelRun<'a> {
         pub fn new(client: &'a super::Client) -> Self {
@@ -1956,11 +1970,14 @@ pub mod builder {
         }
         pub fn id<V>(mut self, value: V) -> Self
         where
-            V: std::convert::TryInto<types::CancelRunId>,
+            V: std::convert::TryInto<::std::string::String>,
         {
             self.id = value
                 .try_into()
-                .map_err(|_| "conversion to `CancelRunId` for id failed".to_string());
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for id failed"
+                        .to_string()
+                });
             self
         }
         ///Sends a `POST` request to `/v1/runs/{id}/cancel`
@@ -2037,7 +2054,7 @@ pub mod builder {
     #[derive(Debug, Clone)]
     pub struct StreamRunEvents<'a> {
         client: &'a super::Client,
-        id: Result<types::StreamRunEventsId, String>,
+        id: Result<::std::string::String, String>,
         last_event_id: Result<Option<i64>, String>,
     }
     impl<'a> StreamRunEvents<'a> {
@@ -2050,12 +2067,13 @@ pub mod builder {
         }
         pub fn id<V>(mut self, value: V) -> Self
         where
-            V: std::convert::TryInto<types::StreamRunEventsId>,
+            V: std::convert::TryInto<::std::string::String>,
         {
             self.id = value
                 .try_into()
                 .map_err(|_| {
-                    "conversion to `StreamRunEventsId` for id failed".to_string()
+                    "conversion to `:: std :: string :: String` for id failed"
+                        .to_string()
                 });
             self
         }
@@ -2143,7 +2161,7 @@ pub mod builder {
     #[derive(Debug, Clone)]
     pub struct ListRunLogs<'a> {
         client: &'a super::Client,
-        id: Result<types::ListRunLogsId, String>,
+        id: Result<::std::string::String, String>,
         cursor: Result<Option<types::ListRunLogsCursor>, String>,
         limit: Result<Option<::std::num::NonZeroU64>, String>,
         order: Result<Option<types::SortOrder>, String>,
@@ -2166,11 +2184,14 @@ pub mod builder {
         }
         pub fn id<V>(mut self, value: V) -> Self
         where
-            V: std::convert::TryInto<types::ListRunLogsId>,
+            V: std::convert::TryInto<::std::string::String>,
         {
             self.id = value
                 .try_into()
-                .map_err(|_| "conversion to `ListRunLogsId` for id failed".to_string());
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for id failed"
+                        .to_string()
+                });
             self
         }
         pub fn cursor<V>(mut self, value: V) -> Self
@@ -2332,7 +2353,7 @@ pub mod builder {
     #[derive(Debug, Clone)]
     pub struct GetRunMetrics<'a> {
         client: &'a super::Client,
-        id: Result<types::GetRunMetricsId, String>,
+        id: Result<::std::string::String, String>,
     }
     impl<'a> GetRunMetrics<'a> {
         pub fn new(client: &'a super::Client) -> Self {
@@ -2343,12 +2364,13 @@ pub mod builder {
         }
         pub fn id<V>(mut self, value: V) -> Self
         where
-            V: std::convert::TryInto<types::GetRunMetricsId>,
+            V: std::convert::TryInto<::std::string::String>,
         {
             self.id = value
                 .try_into()
                 .map_err(|_| {
-                    "conversion to `GetRunMetricsId` for id failed".to_string()
+                    "conversion to `:: std :: string :: String` for id failed"
+                        .to_string()
                 });
             self
         }
@@ -2633,7 +2655,7 @@ pub mod builder {
     #[derive(Debug, Clone)]
     pub struct GetVolume<'a> {
         client: &'a super::Client,
-        id: Result<types::GetVolumeId, String>,
+        id: Result<::std::string::String, String>,
     }
     impl<'a> GetVolume<'a> {
         pub fn new(client: &'a super::Client) -> Self {
@@ -2644,11 +2666,14 @@ pub mod builder {
         }
         pub fn id<V>(mut self, value: V) -> Self
         where
-            V: std::convert::TryInto<types::GetVolumeId>,
+            V: std::convert::TryInto<::std::string::String>,
         {
             self.id = value
                 .try_into()
-                .map_err(|_| "conversion to `GetVolumeId` for id failed".to_string());
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for id failed"
+                        .to_string()
+                });
             self
         }
         ///Sends a `GET` request to `/v1/volumes/{id}`
@@ -2718,7 +2743,7 @@ pub mod builder {
     #[derive(Debug, Clone)]
     pub struct DeleteVolume<'a> {
         client: &'a super::Client,
-        id: Result<types::DeleteVolumeId, String>,
+        id: Result<::std::string::String, String>,
     }
     impl<'a> DeleteVolume<'a> {
         pub fn new(client: &'a super::Client) -> Self {
@@ -2729,11 +2754,14 @@ pub mod builder {
         }
         pub fn id<V>(mut self, value: V) -> Self
         where
-            V: std::convert::TryInto<types::DeleteVolumeId>,
+            V: std::convert::TryInto<::std::string::String>,
         {
             self.id = value
                 .try_into()
-                .map_err(|_| "conversion to `DeleteVolumeId` for id failed".to_string());
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for id failed"
+                        .to_string()
+                });
             self
         }
         ///Sends a `DELETE` request to `/v1/volumes/{id}`
@@ -2801,7 +2829,7 @@ pub mod builder {
     #[derive(Debug, Clone)]
     pub struct ListVolumeVersions<'a> {
         client: &'a super::Client,
-        id: Result<types::ListVolumeVersionsId, String>,
+        id: Result<::std::string::String, String>,
         cursor: Result<Option<types::ListVolumeVersionsCursor>, String>,
         limit: Result<Option<::std::num::NonZeroU64>, String>,
     }
@@ -2816,12 +2844,13 @@ pub mod builder {
         }
         pub fn id<V>(mut self, value: V) -> Self
         where
-            V: std::convert::TryInto<types::ListVolumeVersionsId>,
+            V: std::convert::TryInto<::std::string::String>,
         {
             self.id = value
                 .try_into()
                 .map_err(|_| {
-                    "conversion to `ListVolumeVersionsId` for id failed".to_string()
+                    "conversion to `:: std :: string :: String` for id failed"
+                        .to_string()
                 });
             self
         }
@@ -2930,7 +2959,7 @@ pub mod builder {
     #[derive(Debug, Clone)]
     pub struct PrepareVolumeUpload<'a> {
         client: &'a super::Client,
-        id: Result<types::PrepareVolumeUploadId, String>,
+        id: Result<::std::string::String, String>,
         body: Result<types::builder::PrepareUploadRequest, String>,
     }
     impl<'a> PrepareVolumeUpload<'a> {
@@ -2943,12 +2972,13 @@ pub mod builder {
         }
         pub fn id<V>(mut self, value: V) -> Self
         where
-            V: std::convert::TryInto<types::PrepareVolumeUploadId>,
+            V: std::convert::TryInto<::std::string::String>,
         {
             self.id = value
                 .try_into()
                 .map_err(|_| {
-                    "conversion to `PrepareVolumeUploadId` for id failed".to_string()
+                    "conversion to `:: std :: string :: String` for id failed"
+                        .to_string()
                 });
             self
         }
@@ -3058,7 +3088,7 @@ pub mod builder {
     #[derive(Debug, Clone)]
     pub struct CommitVolumeUpload<'a> {
         client: &'a super::Client,
-        id: Result<types::CommitVolumeUploadId, String>,
+        id: Result<::std::string::String, String>,
         body: Result<types::builder::CommitUploadRequest, String>,
     }
     impl<'a> CommitVolumeUpload<'a> {
@@ -3071,12 +3101,13 @@ pub mod builder {
         }
         pub fn id<V>(mut self, value: V) -> Self
         where
-            V: std::convert::TryInto<types::CommitVolumeUploadId>,
+            V: std::convert::TryInto<::std::string::String>,
         {
             self.id = value
                 .try_into()
                 .map_err(|_| {
-                    "conversion to `CommitVolumeUploadId` for id failed".to_string()
+                    "conversion to `:: std :: string :: String` for id failed"
+                        .to_string()
                 });
             self
         }
@@ -3184,7 +3215,7 @@ pub mod builder {
     #[derive(Debug, Clone)]
     pub struct DownloadVolume<'a> {
         client: &'a super::Client,
-        id: Result<types::DownloadVolumeId, String>,
+        id: Result<::std::string::String, String>,
         version_id: Result<Option<types::DownloadVolumeVersionId>, String>,
     }
     impl<'a> DownloadVolume<'a> {
@@ -3197,12 +3228,13 @@ pub mod builder {
         }
         pub fn id<V>(mut self, value: V) -> Self
         where
-            V: std::convert::TryInto<types::DownloadVolumeId>,
+            V: std::convert::TryInto<::std::string::String>,
         {
             self.id = value
                 .try_into()
                 .map_err(|_| {
-                    "conversion to `DownloadVolumeId` for id failed".to_string()
+                    "conversion to `:: std :: string :: String` for id failed"
+                        .to_string()
                 });
             self
         }
@@ -3512,7 +3544,7 @@ pub mod builder {
     #[derive(Debug, Clone)]
     pub struct GetArtifact<'a> {
         client: &'a super::Client,
-        id: Result<types::GetArtifactId, String>,
+        id: Result<::std::string::String, String>,
     }
     impl<'a> GetArtifact<'a> {
         pub fn new(client: &'a super::Client) -> Self {
@@ -3523,11 +3555,14 @@ pub mod builder {
         }
         pub fn id<V>(mut self, value: V) -> Self
         where
-            V: std::convert::TryInto<types::GetArtifactId>,
+            V: std::convert::TryInto<::std::string::String>,
         {
             self.id = value
                 .try_into()
-                .map_err(|_| "conversion to `GetArtifactId` for id failed".to_string());
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for id failed"
+                        .to_string()
+                });
             self
         }
         ///Sends a `GET` request to `/v1/artifacts/{id}`
@@ -3597,7 +3632,7 @@ pub mod builder {
     #[derive(Debug, Clone)]
     pub struct DeleteArtifact<'a> {
         client: &'a super::Client,
-        id: Result<types::DeleteArtifactId, String>,
+        id: Result<::std::string::String, String>,
     }
     impl<'a> DeleteArtifact<'a> {
         pub fn new(client: &'a super::Client) -> Self {
@@ -3608,12 +3643,13 @@ pub mod builder {
         }
         pub fn id<V>(mut self, value: V) -> Self
         where
-            V: std::convert::TryInto<types::DeleteArtifactId>,
+            V: std::convert::TryInto<::std::string::String>,
         {
             self.id = value
                 .try_into()
                 .map_err(|_| {
-                    "conversion to `DeleteArtifactId` for id failed".to_string()
+                    "conversion to `:: std :: string :: String` for id failed"
+                        .to_string()
                 });
             self
         }
@@ -3682,7 +3718,7 @@ pub mod builder {
     #[derive(Debug, Clone)]
     pub struct ListArtifactVersions<'a> {
         client: &'a super::Client,
-        id: Result<types::ListArtifactVersionsId, String>,
+        id: Result<::std::string::String, String>,
         cursor: Result<Option<types::ListArtifactVersionsCursor>, String>,
         limit: Result<Option<::std::num::NonZeroU64>, String>,
     }
@@ -3697,12 +3733,13 @@ pub mod builder {
         }
         pub fn id<V>(mut self, value: V) -> Self
         where
-            V: std::convert::TryInto<types::ListArtifactVersionsId>,
+            V: std::convert::TryInto<::std::string::String>,
         {
             self.id = value
                 .try_into()
                 .map_err(|_| {
-                    "conversion to `ListArtifactVersionsId` for id failed".to_string()
+                    "conversion to `:: std :: string :: String` for id failed"
+                        .to_string()
                 });
             self
         }
@@ -3811,7 +3848,7 @@ pub mod builder {
     #[derive(Debug, Clone)]
     pub struct PrepareArtifactUpload<'a> {
         client: &'a super::Client,
-        id: Result<types::PrepareArtifactUploadId, String>,
+        id: Result<::std::string::String, String>,
         body: Result<types::builder::PrepareUploadRequest, String>,
     }
     impl<'a> PrepareArtifactUpload<'a> {
@@ -3824,12 +3861,13 @@ pub mod builder {
         }
         pub fn id<V>(mut self, value: V) -> Self
         where
-            V: std::convert::TryInto<types::PrepareArtifactUploadId>,
+            V: std::convert::TryInto<::std::string::String>,
         {
             self.id = value
                 .try_into()
                 .map_err(|_| {
-                    "conversion to `PrepareArtifactUploadId` for id failed".to_string()
+                    "conversion to `:: std :: string :: String` for id failed"
+                        .to_string()
                 });
             self
         }
@@ -3940,7 +3978,7 @@ pub mod builder {
     #[derive(Debug, Clone)]
     pub struct CommitArtifactUpload<'a> {
         client: &'a super::Client,
-        id: Result<types::CommitArtifactUploadId, String>,
+        id: Result<::std::string::String, String>,
         body: Result<types::builder::CommitUploadRequest, String>,
     }
     impl<'a> CommitArtifactUpload<'a> {
@@ -3953,12 +3991,13 @@ pub mod builder {
         }
         pub fn id<V>(mut self, value: V) -> Self
         where
-            V: std::convert::TryInto<types::CommitArtifactUploadId>,
+            V: std::convert::TryInto<::std::string::String>,
         {
             self.id = value
                 .try_into()
                 .map_err(|_| {
-                    "conversion to `CommitArtifactUploadId` for id failed".to_string()
+                    "conversion to `:: std :: string :: String` for id failed"
+                        .to_string()
                 });
             self
         }
@@ -4067,7 +4106,7 @@ pub mod builder {
     #[derive(Debug, Clone)]
     pub struct DownloadArtifact<'a> {
         client: &'a super::Client,
-        id: Result<types::DownloadArtifactId, String>,
+        id: Result<::std::string::String, String>,
         version_id: Result<Option<types::DownloadArtifactVersionId>, String>,
     }
     impl<'a> DownloadArtifact<'a> {
@@ -4080,12 +4119,13 @@ pub mod builder {
         }
         pub fn id<V>(mut self, value: V) -> Self
         where
-            V: std::convert::TryInto<types::DownloadArtifactId>,
+            V: std::convert::TryInto<::std::string::String>,
         {
             self.id = value
                 .try_into()
                 .map_err(|_| {
-                    "conversion to `DownloadArtifactId` for id failed".to_string()
+                    "conversion to `:: std :: string :: String` for id failed"
+                        .to_string()
                 });
             self
         }
@@ -4386,7 +4426,7 @@ pub mod builder {
     #[derive(Debug, Clone)]
     pub struct GetToken<'a> {
         client: &'a super::Client,
-        id: Result<types::GetTokenId, String>,
+        id: Result<::std::string::String, String>,
     }
     impl<'a> GetToken<'a> {
         pub fn new(client: &'a super::Client) -> Self {
@@ -4397,11 +4437,14 @@ pub mod builder {
         }
         pub fn id<V>(mut self, value: V) -> Self
         where
-            V: std::convert::TryInto<types::GetTokenId>,
+            V: std::convert::TryInto<::std::string::String>,
         {
             self.id = value
                 .try_into()
-                .map_err(|_| "conversion to `GetTokenId` for id failed".to_string());
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for id failed"
+                        .to_string()
+                });
             self
         }
         ///Sends a `GET` request to `/v1/tokens/{id}`
@@ -4471,7 +4514,7 @@ pub mod builder {
     #[derive(Debug, Clone)]
     pub struct RevokeToken<'a> {
         client: &'a super::Client,
-        id: Result<types::RevokeTokenId, String>,
+        id: Result<::std::string::String, String>,
     }
     impl<'a> RevokeToken<'a> {
         pub fn new(client: &'a super::Client) -> Self {
@@ -4482,11 +4525,14 @@ pub mod builder {
         }
         pub fn id<V>(mut self, value: V) -> Self
         where
-            V: std::convert::TryInto<types::RevokeTokenId>,
+            V: std::convert::TryInto<::std::string::String>,
         {
             self.id = value
                 .try_into()
-                .map_err(|_| "conversion to `RevokeTokenId` for id failed".to_string());
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for id failed"
+                        .to_string()
+                });
             self
         }
         ///Sends a `DELETE` request to `/v1/tokens/{id}`

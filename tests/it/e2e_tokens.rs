@@ -1,0 +1,57 @@
+//! Tokens and authentication end to end.
+
+use vm0_tests::server::{api_error, TestServer};
+
+#[tokio::test]
+async fn a_token_is_shown_once_works_and_stops_when_revoked() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    let created = c.create_token().body_map(|b| b.name("ci").expires_in_days(std::num::NonZeroU64::new(7).unwrap())).send().await.unwrap().into_inner();
+    let value = created.token.to_string();
+    assert!(vm0_api::is_token(&value));
+    assert_eq!(created.token_prefix, value[..12]);
+    assert!(created.last_used_at.is_none());
+    let days = (created.expires_at - created.created_at).num_days();
+    assert_eq!(days, 7);
+
+    let theirs = server.client_with(&value);
+    theirs.list_agents().send().await.unwrap();
+    let got = c.get_token().id(&created.id).send().await.unwrap().into_inner();
+    assert!(got.last_used_at.is_some(), "lastUsedAt is kept");
+    let body = serde_json::to_string(&got).unwrap();
+    assert!(!body.contains(&value[12..]), "the value is never returned again");
+    let listed = c.list_tokens().send().await.unwrap().into_inner();
+    assert!(listed.data.iter().any(|t| t.id == created.id));
+    assert!(!serde_json::to_string(&listed).unwrap().contains(&value[12..]));
+
+    c.revoke_token().id(&created.id).send().await.unwrap();
+    let (status, error) = api_error(theirs.list_agents().send().await);
+    assert_eq!((status, error.code.to_string().as_str()), (401, "invalid_api_key"));
+    assert_eq!(api_error(c.get_token().id(&created.id).send().await).0, 404);
+    assert_eq!(api_error(c.revoke_token().id(&created.id).send().await).0, 404);
+}
+
+#[tokio::test]
+async fn expired_unknown_and_malformed_tokens_are_401() {
+    let server = TestServer::start().await;
+    let expired = server.expired_token().await;
+    let unknown = format!("vm0_live_{}", "0".repeat(64));
+    for token in [expired.as_str(), unknown.as_str(), "vm0_live_short", "sk-not-ours"] {
+        let (status, error) = api_error(server.client_with(token).list_agents().send().await);
+        assert_eq!((status, error.type_.to_string().as_str()), (401, "authentication_error"), "{token}");
+    }
+    let no_auth = vm0_client::Client::new(&server.url);
+    assert_eq!(api_error(no_auth.list_agents().send().await).0, 401);
+}
+
+#[tokio::test]
+async fn a_token_sees_only_its_users_tokens() {
+    let server = TestServer::start().await;
+    let mine = server.client();
+    let created = mine.create_token().body_map(|b| b.name("mine")).send().await.unwrap().into_inner();
+    let theirs = server.client_with(&server.user_token("eve").await);
+    assert_eq!(api_error(theirs.get_token().id(&created.id).send().await).0, 404);
+    assert_eq!(api_error(theirs.revoke_token().id(&created.id).send().await).0, 404);
+    assert!(theirs.list_tokens().send().await.unwrap().into_inner().data.iter().all(|t| t.id != created.id));
+    server.client_with(&created.token.to_string()).list_agents().send().await.unwrap();
+}

@@ -1,0 +1,127 @@
+//! A real `vm0-server` on a random port with its own data directory, and clients for it.
+
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use vm0_server::api::App;
+use vm0_server::store::{SqliteStore, Store, TokenRow};
+
+/// A running server; it stops when dropped.
+pub struct TestServer {
+    pub url: String,
+    /// The first user's token.
+    pub token: String,
+    pub app: Arc<App<SqliteStore>>,
+    pub data_dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub handle: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Starts a server on 127.0.0.1 and a free port.
+    pub async fn start() -> TestServer {
+        let data_dir = tempfile::tempdir().expect("a temporary directory");
+        Self::start_in(data_dir).await
+    }
+
+    /// Starts a server over an existing data directory (to restart one).
+    pub async fn start_in(data_dir: tempfile::TempDir) -> TestServer {
+        let config = vm0_server::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: data_dir.path().to_path_buf(),
+            database_url: None,
+            public_url: None,
+            max_file_size: 64 * 1024 * 1024,
+        };
+        let server = vm0_server::bind(config).await.expect("the server starts");
+        let token = match &server.first_token {
+            Some(token) => token.clone(),
+            None => new_token(&server.app.store, "default", 30).await,
+        };
+        let (url, app) = (server.url.clone(), server.app.clone());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(async move {
+            server.serve(async { stopped.await.ok(); }).await.expect("the server serves");
+        });
+        TestServer { url, token, app, data_dir, stop: Some(stop), handle: Some(handle) }
+    }
+
+    /// A client with the first user's token.
+    pub fn client(&self) -> vm0_client::Client {
+        self.client_with(&self.token)
+    }
+
+    /// A client with `token`.
+    pub fn client_with(&self, token: &str) -> vm0_client::Client {
+        vm0_client::Client::new_with_client(&self.url, http_client(token))
+    }
+
+    /// A token for another user, `name`.
+    pub async fn user_token(&self, name: &str) -> String {
+        new_token(&self.app.store, name, 30).await
+    }
+
+    /// A token of the first user that expired a minute ago.
+    pub async fn expired_token(&self) -> String {
+        let user = self.app.store.ensure_user("default").await.unwrap();
+        let value = format!("vm0_live_{}", "e".repeat(64));
+        let now = Utc::now();
+        let row = TokenRow {
+            id: format!("tok_expired{}", now.timestamp_micros()),
+            user_id: user.id,
+            name: "expired".into(),
+            token_prefix: value[..12].to_string(),
+            token_hash: sha256(&value),
+            created_at: now - Duration::days(2),
+            expires_at: now - Duration::minutes(1),
+            last_used_at: None,
+            revoked_at: None,
+        };
+        self.app.store.insert_token(&row).await.unwrap();
+        value
+    }
+
+    /// Stops the server after the requests in flight, and returns its data directory.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        self.stop.take().map(|s| s.send(()));
+        if let Some(handle) = self.handle.take() {
+            handle.await.ok();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.data_dir, dir)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop.take().map(|s| s.send(()));
+    }
+}
+
+fn sha256(value: &str) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(value.as_bytes()).to_vec()
+}
+
+async fn new_token(store: &SqliteStore, user: &str, days: i64) -> String {
+    let user = store.ensure_user(user).await.unwrap();
+    vm0_server::api::issue_token(store, &user.id, "test", days).await.unwrap().1
+}
+
+/// A reqwest client that sends `token` as the bearer token.
+pub fn http_client(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
+    value.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    reqwest::Client::builder().default_headers(headers).build().unwrap()
+}
+
+/// The status and envelope of a failed call, panicking on success.
+pub fn api_error<T: std::fmt::Debug>(result: Result<progenitor_client::ResponseValue<T>, vm0_client::Error<vm0_types::Error>>) -> (u16, vm0_types::ErrorDetail) {
+    match result {
+        Ok(value) => panic!("expected an error, got {:?}", value.into_inner()),
+        Err(vm0_client::Error::ErrorResponse(response)) => (response.status().as_u16(), response.into_inner().error),
+        Err(other) => panic!("expected an API error, got {other}"),
+    }
+}
