@@ -10,5 +10,6 @@ mod lint_rules;
 mod recorder;
 mod router;
 mod schemas;
+mod seed_curls;
 mod spec_sources;
 mod surface;

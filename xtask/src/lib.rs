@@ -4,5 +4,6 @@
 
 pub mod codegen;
 pub mod lint;
+pub mod schemathesis;
 pub mod spec;
 pub mod tools;

@@ -3,7 +3,7 @@
 use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Result};
-use xtask::{codegen, lint, spec, tools};
+use xtask::{codegen, lint, schemathesis, spec, tools};
 
 const HELP: &str = "\
 cargo xtask <command>
@@ -13,7 +13,9 @@ commands:
   codegen --check  change nothing; fail, with a diff, when a generated file is stale
   lint             check openapi/v1.yaml: structure, the project's rules, Spectral,
                    Redocly and openapi-spec-validator (installed into target/lint-tools)
-  ci               everything CI runs: codegen --check, lint, clippy, every test
+  schemathesis     run schemathesis against a fresh reference server
+  ci               everything CI runs: codegen --check, lint, clippy, every test,
+                   schemathesis
 ";
 
 fn main() -> ExitCode {
@@ -23,6 +25,7 @@ fn main() -> ExitCode {
         ["codegen"] => codegen::run(false),
         ["codegen", "--check"] => codegen::run(true),
         ["lint"] => run_lint(),
+        ["schemathesis"] => schemathesis::run(),
         ["ci"] => ci(),
         ["help" | "--help" | "-h"] | [] => {
             print!("{HELP}");
@@ -83,5 +86,6 @@ fn ci() -> Result<bool> {
             bail!("cargo {} failed", args.join(" "));
         }
     }
-    Ok(true)
+    println!("== cargo xtask schemathesis");
+    schemathesis::run()
 }

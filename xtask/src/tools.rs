@@ -1,7 +1,7 @@
-//! The linters that live outside Rust: Spectral and Redocly from npm, openapi-spec-validator
-//! from PyPI. Their versions are pinned in `xtask/lint-tools/`; they are installed into
-//! `target/lint-tools/` on first use, and again whenever the pins change, so a fresh clone
-//! needs nothing but Node.js, npm and Python 3.
+//! The tools that live outside Rust: Spectral and Redocly from npm, openapi-spec-validator
+//! and schemathesis from PyPI. Their versions are pinned in `xtask/lint-tools/`; they are
+//! installed into `target/lint-tools/` on first use, and again whenever the pins change,
+//! so a fresh clone needs nothing but Node.js, npm and Python 3.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -62,6 +62,14 @@ fn install_npm(root: &Path, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The Python tools' folder, installed: `venv/bin/<tool>` are their commands.
+pub fn python_tools() -> Result<PathBuf> {
+    let root = workspace_root();
+    let dir = root.join("target/lint-tools");
+    install_python(&root, &dir)?;
+    Ok(dir.join("venv"))
+}
+
 fn install_python(root: &Path, dir: &Path) -> Result<()> {
     let venv = dir.join("venv");
     let stamp = venv.join("requirements.txt");
@@ -69,7 +77,7 @@ fn install_python(root: &Path, dir: &Path) -> Result<()> {
     if venv.join("bin/openapi-spec-validator").exists() && std::fs::read(&stamp).ok() == std::fs::read(&pins).ok() {
         return Ok(());
     }
-    eprintln!("installing openapi-spec-validator into {} (pip)", venv.display());
+    eprintln!("installing openapi-spec-validator and schemathesis into {} (pip)", venv.display());
     run_checked(Command::new("python3").args(["-m", "venv"]).arg(&venv), "python3 -m venv")?;
     run_checked(
         Command::new(venv.join("bin/pip")).args(["install", "--quiet", "--disable-pip-version-check", "-r"]).arg(&pins),

@@ -3526,7 +3526,7 @@ impl UpdateAgentRequest {
 pub struct UploadFile {
     pub hash: Sha256,
     pub path: FilePath,
-    ///The file's size in bytes.
+    ///The file's size in bytes, at most 5 GiB (a server may set a lower limit).
     pub size: i64,
 }
 impl UploadFile {
