@@ -84,13 +84,14 @@ async fn main() -> anyhow::Result<()> {
 
     let data_dir = config.data_dir.clone();
     let server = vm0_server::bind(config).await?;
-    println!("vm0-server listening on {}", server.url);
-    println!("API docs: {}/docs", server.url);
-    println!("Data directory: {}", data_dir.display());
+    let mut banner = format!("vm0-server listening on {}\nAPI docs: {}/docs\nData directory: {}\n", server.url, server.url, data_dir.display());
     if let Some(token) = &server.first_token {
-        println!("\nCreated the user 'default' and its first API token, shown this once:\n\n    {token}\n");
-        println!("Try it: curl {}/v1/agents -H \"Authorization: Bearer {token}\"", server.url);
+        banner.push_str(&format!("\nCreated the user 'default' and its first API token, shown this once:\n\n    {token}\n\n"));
+        banner.push_str(&format!("Try it: curl {}/v1/agents -H \"Authorization: Bearer {token}\"\n", server.url));
     }
+    // A closed stdout (`vm0-server | head -1`) must not stop the server.
+    let mut stdout = std::io::stdout();
+    std::io::Write::write_all(&mut stdout, banner.as_bytes()).and_then(|_| std::io::Write::flush(&mut stdout)).ok();
     server.serve(shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())

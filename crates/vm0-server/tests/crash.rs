@@ -1,0 +1,179 @@
+//! SIGKILL in the middle of uploads and commits, then a restart: no partial version is
+//! visible, the database is intact, partial uploads are gone, and the interrupted upload
+//! can be retried to success.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+/// Starts the server binary over `data_dir`, and reads the first token it prints when
+/// `first` (a restart prints none, and reading on would wait forever).
+fn start(data_dir: &std::path::Path, listen: &str, first: bool) -> (Server, Option<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vm0-server"))
+        .args(["--listen", listen, "--log", "warn", "--data-dir"])
+        .arg(data_dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = lines.next().unwrap().unwrap().trim_start_matches("vm0-server listening on ").to_string();
+    let token = first.then(|| {
+        lines.by_ref().map_while(Result::ok).find_map(|l| l.split_whitespace().find(|w| w.starts_with("vm0_live_")).map(str::to_string)).unwrap()
+    });
+    std::thread::spawn(move || lines.for_each(drop));
+    (Server { child, url }, token)
+}
+
+fn sha(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+struct Api {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+}
+
+impl Api {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        match request.send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                (status, response.json().await.unwrap_or(Value::Null))
+            }
+            Err(_) => (0, Value::Null),
+        }
+    }
+
+    /// Prepare, upload and commit `files`; stops quietly at the first failure (the server
+    /// may be killed at any point).
+    async fn push(&self, volume: &str, files: &[(String, Vec<u8>)]) {
+        let list: Vec<Value> = files.iter().map(|(p, b)| json!({"path": p, "size": b.len(), "hash": sha(b)})).collect();
+        let (status, prepared) = self.call(reqwest::Method::POST, &format!("/v1/volumes/{volume}/upload"), Some(json!({"files": list}))).await;
+        if status != 200 {
+            return;
+        }
+        for (target, (_, bytes)) in prepared["files"].as_array().unwrap().iter().zip(files) {
+            if self.http.put(target["uploadUrl"].as_str().unwrap()).body(bytes.clone()).send().await.is_err() {
+                return;
+            }
+        }
+        let session = prepared["uploadSessionId"].clone();
+        self.call(reqwest::Method::POST, &format!("/v1/volumes/{volume}/commit"), Some(json!({"uploadSessionId": session}))).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_server_restarts_with_nothing_partial() {
+    let data = tempfile::tempdir().unwrap();
+    let (server, token) = start(data.path(), "127.0.0.1:0", true);
+    let api = Api { http: reqwest::Client::new(), url: server.url.clone(), token: token.unwrap() };
+    let (_, busy) = api.call(reqwest::Method::POST, "/v1/volumes", Some(json!({"name": "busy"}))).await;
+    let (_, big) = api.call(reqwest::Method::POST, "/v1/volumes", Some(json!({"name": "big"}))).await;
+    let (busy, big) = (busy["id"].as_str().unwrap().to_string(), big["id"].as_str().unwrap().to_string());
+
+    // Commits in a loop on one volume, each version with files of its own.
+    let mut workers = Vec::new();
+    for worker in 0..4 {
+        let api = Api { http: reqwest::Client::new(), url: api.url.clone(), token: api.token.clone() };
+        let busy = busy.clone();
+        workers.push(tokio::spawn(async move {
+            for round in 0..10_000u32 {
+                let files: Vec<(String, Vec<u8>)> =
+                    (0..3).map(|i| (format!("w{worker}/f{i}"), format!("{worker}-{round}-{i}").repeat(1000).into_bytes())).collect();
+                api.push(&busy, &files).await;
+            }
+        }));
+    }
+
+    // A large upload, sent slowly, killed halfway.
+    let content: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    let files = json!({"files": [{"path": "large.bin", "size": content.len(), "hash": sha(&content)}]});
+    let (status, prepared) = api.call(reqwest::Method::POST, &format!("/v1/volumes/{big}/upload"), Some(files)).await;
+    assert_eq!(status, 200);
+    let upload_url = prepared["files"][0]["uploadUrl"].as_str().unwrap().to_string();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = content.chunks(256 * 1024).map(|c| Ok(c.to_vec())).collect();
+    let slow = futures_util::stream::iter(chunks).then(|chunk| async move {
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        chunk
+    });
+    let upload = tokio::spawn({
+        let http = api.http.clone();
+        let url = upload_url.clone();
+        async move { http.put(url).body(reqwest::Body::wrap_stream(slow)).send().await }
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let address = server.url.trim_start_matches("http://").to_string();
+    drop(server); // SIGKILL
+    for worker in workers {
+        worker.abort();
+    }
+    assert!(upload.await.unwrap().map(|r| !r.status().is_success()).unwrap_or(true), "the killed upload did not succeed");
+
+    // The same address, as the pre-signed URLs name it.
+    let (server, _) = start(data.path(), address.as_str(), false);
+    let api = Api { http: reqwest::Client::new(), url: server.url.clone(), token: api.token.clone() };
+    assert_eq!(std::fs::read_dir(data.path().join("tmp")).unwrap().count(), 0, "partial uploads are gone");
+
+    // Every visible version is complete: every file downloads with its size and hash.
+    let mut versions = Vec::new();
+    let mut query = String::from("limit=100");
+    loop {
+        let (_, page) = api.call(reqwest::Method::GET, &format!("/v1/volumes/{busy}/versions?{query}"), None).await;
+        versions.extend(page["data"].as_array().unwrap().iter().cloned());
+        match page["pagination"]["nextCursor"].as_str() {
+            Some(cursor) => query = format!("limit=100&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert!(!versions.is_empty(), "some commits completed before the kill");
+    for version in &versions {
+        let id = version["id"].as_str().unwrap();
+        let (status, download) = api.call(reqwest::Method::GET, &format!("/v1/volumes/{busy}/download?versionId={id}"), None).await;
+        assert_eq!(status, 200);
+        let files = download["files"].as_array().unwrap();
+        assert_eq!(files.len() as i64, version["fileCount"].as_i64().unwrap());
+        for file in files {
+            let bytes = api.http.get(file["downloadUrl"].as_str().unwrap()).send().await.unwrap().bytes().await.unwrap();
+            assert_eq!(bytes.len() as i64, file["size"].as_i64().unwrap());
+            assert_eq!(sha(&bytes), file["hash"].as_str().unwrap());
+        }
+    }
+
+    // The database is intact.
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", data.path().join("vm0.db").display())).await.unwrap();
+    let check: String = sqlx::query_scalar("PRAGMA integrity_check").fetch_one(&pool).await.unwrap();
+    assert_eq!(check, "ok");
+    pool.close().await;
+
+    // The interrupted upload can be retried with the same URL, and committed.
+    let done = api.http.put(&upload_url).body(content.clone()).send().await.unwrap();
+    assert_eq!(done.status(), 204);
+    let session = prepared["uploadSessionId"].clone();
+    let (status, version) = api.call(reqwest::Method::POST, &format!("/v1/volumes/{big}/commit"), Some(json!({"uploadSessionId": session}))).await;
+    assert_eq!(status, 200, "{version}");
+    let (_, download) = api.call(reqwest::Method::GET, &format!("/v1/volumes/{big}/download"), None).await;
+    let bytes = api.http.get(download["files"][0]["downloadUrl"].as_str().unwrap()).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(sha(&bytes), sha(&content));
+    eprintln!("{} versions survived the kill intact", versions.len());
+}
