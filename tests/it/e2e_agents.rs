@@ -138,3 +138,24 @@ async fn a_forged_or_foreign_cursor_is_a_400_naming_cursor() {
     assert!(filtered.pagination.next_cursor.is_none());
     c.list_agents().limit(1).cursor(cursor.as_str()).send().await.unwrap();
 }
+
+#[tokio::test]
+async fn invalid_input_is_a_400_naming_the_parameter() {
+    let server = TestServer::start().await;
+    let http = reqwest::Client::new();
+    let post = |body: serde_json::Value| http.post(format!("{}/v1/agents", server.url)).bearer_auth(&server.token).json(&body).send();
+    for (body, code, param) in [
+        (json!({"name": "Bad Name", "config": {}}), "invalid_parameter", "name"),
+        (json!({"name": "-edge", "config": {}}), "invalid_parameter", "name"),
+        (json!({"name": "a".repeat(65), "config": {}}), "invalid_parameter", "name"),
+        (json!({"config": {}}), "missing_parameter", "name"),
+        (json!({"name": "ok", "config": []}), "invalid_parameter", "config"),
+        (json!({"name": "ok", "config": {}, "extra": 1}), "invalid_parameter", "extra"),
+    ] {
+        let response = post(body.clone()).await.unwrap();
+        let status = response.status().as_u16();
+        let error: serde_json::Value = response.json().await.unwrap();
+        assert_eq!((status, error["error"]["code"].as_str(), error["error"]["param"].as_str()), (400, Some(code), Some(param)), "{body}");
+    }
+    assert!(server.client().list_agents().send().await.unwrap().into_inner().data.is_empty(), "nothing was created");
+}

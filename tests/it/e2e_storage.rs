@@ -193,3 +193,26 @@ async fn artifacts_work_like_volumes_and_stay_apart_from_them() {
     assert_eq!(api_error(theirs.delete_artifact().id(&artifact.id).send().await).0, 404);
     c.delete_artifact().id(&artifact.id).send().await.unwrap();
 }
+
+#[tokio::test]
+async fn shutting_down_finishes_the_uploads_in_flight() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    let volume = c.create_volume().body_map(|b| b.name("graceful")).send().await.unwrap().into_inner();
+    let content = vec![7u8; 2 * 1024 * 1024];
+    let prepared =
+        c.prepare_volume_upload().id(&volume.id).body_map(|b| b.files(vec![upload_file("slow", &content)])).send().await.unwrap().into_inner();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = content.chunks(128 * 1024).map(|c| Ok(c.to_vec())).collect();
+    let slow = futures::StreamExt::then(futures::stream::iter(chunks), |chunk| async move {
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        chunk
+    });
+    let url = prepared.files[0].upload_url.clone();
+    let upload = tokio::spawn(async move { reqwest::Client::new().put(url).body(reqwest::Body::wrap_stream(slow)).send().await });
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let data_dir = server.stop().await; // returns once the requests in flight are done
+    let response = upload.await.unwrap().expect("the upload was not cut off");
+    assert_eq!(response.status(), 204);
+    let blob = data_dir.path().join("blobs").join(&hex(&content)[..2]).join(hex(&content));
+    assert_eq!(std::fs::metadata(blob).unwrap().len(), content.len() as u64);
+}
