@@ -57,25 +57,25 @@ async fn an_agent_lives_through_its_versions() {
 async fn names_are_unique_per_user() {
     let server = TestServer::start().await;
     let c = server.client();
-    c.create_agent().body_map(|b| b.name("taken").config(config(json!({})))).send().await.unwrap();
-    let (status, error) = api_error(c.create_agent().body_map(|b| b.name("taken").config(config(json!({})))).send().await);
+    c.create_agent().body_map(|b| b.name("taken").config(config(json!({"command": ["true"]})))).send().await.unwrap();
+    let (status, error) = api_error(c.create_agent().body_map(|b| b.name("taken").config(config(json!({"command": ["true"]})))).send().await);
     assert_eq!((status, error.code.to_string().as_str(), error.param.as_deref()), (409, "resource_already_exists", Some("name")));
     // Another user may use the name.
     let other = server.client_with(&server.user_token("someone-else").await);
-    other.create_agent().body_map(|b| b.name("taken").config(config(json!({})))).send().await.unwrap();
+    other.create_agent().body_map(|b| b.name("taken").config(config(json!({"command": ["true"]})))).send().await.unwrap();
 }
 
 #[tokio::test]
 async fn another_users_agents_are_missing() {
     let server = TestServer::start().await;
     let mine = server.client();
-    let agent = mine.create_agent().body_map(|b| b.name("private").config(config(json!({})))).send().await.unwrap().into_inner();
+    let agent = mine.create_agent().body_map(|b| b.name("private").config(config(json!({"command": ["true"]})))).send().await.unwrap().into_inner();
     let theirs = server.client_with(&server.user_token("mallory").await);
     let (status, error) = api_error(theirs.get_agent().id(&agent.id).send().await);
     let (_, missing) = api_error(theirs.get_agent().id("ag_doesnotexist").send().await);
     assert_eq!(status, 404);
     assert_eq!(error.message.replace(&agent.id, "X"), missing.message.replace("ag_doesnotexist", "X"), "the same 404 as a missing id");
-    assert_eq!(api_error(theirs.update_agent().id(&agent.id).body_map(|b| b.config(config(json!({"x": 1})))).send().await).0, 404);
+    assert_eq!(api_error(theirs.update_agent().id(&agent.id).body_map(|b| b.config(config(json!({"command": ["false"]})))).send().await).0, 404);
     assert_eq!(api_error(theirs.delete_agent().id(&agent.id).send().await).0, 404);
     assert_eq!(api_error(theirs.get_agent_version().id(&agent.id).version_id(&agent.current_version_id).send().await).0, 404);
     assert!(theirs.list_agents().send().await.unwrap().into_inner().data.is_empty());
@@ -89,7 +89,7 @@ async fn pages_cover_the_list_once_newest_first() {
     let mut created = Vec::new();
     for i in 0..25 {
         let name = format!("agent-{i:02}");
-        created.push(c.create_agent().body_map(|b| b.name(name.as_str()).config(config(json!({})))).send().await.unwrap().into_inner().id);
+        created.push(c.create_agent().body_map(|b| b.name(name.as_str()).config(config(json!({"command": ["true"]})))).send().await.unwrap().into_inner().id);
     }
     let (mut seen, mut cursor, mut pages) = (Vec::new(), None::<String>, 0);
     loop {
@@ -118,7 +118,7 @@ async fn a_forged_or_foreign_cursor_is_a_400_naming_cursor() {
     let c = server.client();
     for i in 0..3 {
         let name = format!("a-{i}");
-        c.create_agent().body_map(|b| b.name(name.as_str()).config(config(json!({})))).send().await.unwrap();
+        c.create_agent().body_map(|b| b.name(name.as_str()).config(config(json!({"command": ["true"]})))).send().await.unwrap();
     }
     let page = c.list_agents().limit(1).send().await.unwrap().into_inner();
     let cursor = page.pagination.next_cursor.unwrap();
@@ -145,7 +145,7 @@ async fn invalid_input_is_a_400_naming_the_parameter() {
     let http = reqwest::Client::new();
     let post = |body: serde_json::Value| http.post(format!("{}/v1/agents", server.url)).bearer_auth(&server.token).json(&body).send();
     for (body, code, param) in [
-        (json!({"name": "Bad Name", "config": {}}), "invalid_parameter", "name"),
+        (json!({"name": "Bad Name", "config": {"command": ["true"]}}), "invalid_parameter", "name"),
         (json!({"name": "-edge", "config": {}}), "invalid_parameter", "name"),
         (json!({"name": "a".repeat(65), "config": {}}), "invalid_parameter", "name"),
         (json!({"config": {}}), "missing_parameter", "name"),

@@ -2,6 +2,7 @@
 
 mod drift;
 mod e2e_agents;
+mod e2e_runs;
 mod e2e_storage;
 mod e2e_tokens;
 mod generated_components;

@@ -36,7 +36,7 @@ async fn every_seed_curl_works_against_the_server() {
     assert_eq!(curls.len(), 7, "the seeds hold seven curl examples: {curls:#?}");
     let server = TestServer::start().await;
     let c = server.client();
-    let config = AgentConfig(serde_json::Map::new());
+    let config = AgentConfig(json!({"command": ["true"]}).as_object().unwrap().clone());
     let agent = c.create_agent().body_map(|b| b.name("my-agent").config(config.clone())).send().await.unwrap().into_inner();
     for i in 0..11 {
         let name = format!("agent-{i}");

@@ -32,6 +32,8 @@ impl TestServer {
             database_url: None,
             public_url: None,
             max_file_size: 64 * 1024 * 1024,
+            max_concurrent_runs: 4,
+            sample_interval: std::time::Duration::from_millis(200),
         };
         let server = vm0_server::bind(config).await.expect("the server starts");
         let token = match &server.first_token {

@@ -26,6 +26,14 @@ pub use error::ApiError;
 pub use generated::*;
 pub use request::{is_token, Call, MAX_BODY_BYTES};
 
+/// Checks `value` against a JSON Schema of the implementation's own (such as an
+/// executor's agent configuration) with the router's rules: the first violation is a 400
+/// whose `param` names its place under `base` (`config.command[0]`), and whose message
+/// never quotes the value.
+pub fn check_json(validator: &jsonschema::Validator, value: &serde_json::Value, base: &str) -> Result<(), ApiError> {
+    schemas::check(validator, value, Some(base))
+}
+
 /// The value of `X-API-Version` on every response.
 pub const API_VERSION: &str = "v1";
 

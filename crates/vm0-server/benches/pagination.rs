@@ -20,6 +20,8 @@ async fn main() {
         database_url: None,
         public_url: None,
         max_file_size: 1 << 30,
+        max_concurrent_runs: 1,
+        sample_interval: std::time::Duration::from_secs(1),
     };
     let server = vm0_server::bind(config).await.unwrap();
     let (url, token, app) = (server.url.clone(), server.first_token.clone().unwrap(), server.app.clone());

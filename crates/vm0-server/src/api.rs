@@ -27,11 +27,13 @@ pub struct Principal {
     pub token_id: String,
 }
 
-/// The server's state: the store, the blobs, and the signing key of cursors.
+/// The server's state: the store, the blobs, the signing key of cursors, and the runs
+/// engine.
 pub struct App<S> {
     pub store: S,
     pub blobs: Blobs,
     pub key: Vec<u8>,
+    pub engine: crate::runs::engine::Engine,
 }
 
 /// `App` behind an `Arc`, as the router and the storage routes share it.
@@ -57,26 +59,26 @@ fn typed<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
 }
 
 impl<S: Store> App<S> {
-    fn scope(&self, list: String) -> Scope<'_> {
+    pub(crate) fn scope(&self, list: String) -> Scope<'_> {
         Scope { key: &self.key, list }
     }
 
     /// The store's page for `limit` and `cursor`: one item more than asked, to know
     /// whether there are more.
-    fn page(&self, scope: &Scope<'_>, limit: i64, cursor: Option<&str>) -> Result<Page, ApiError> {
+    pub(crate) fn page(&self, scope: &Scope<'_>, limit: i64, cursor: Option<&str>) -> Result<Page, ApiError> {
         Ok(Page { limit: limit + 1, after: cursor.map(|c| scope.decode(c)).transpose()? })
     }
 
     /// Cuts `rows` to `limit` and builds the pagination object, with a cursor after the
     /// last row kept.
-    fn paginate<R>(&self, scope: &Scope<'_>, mut rows: Vec<R>, limit: i64, key: impl Fn(&R) -> String) -> (Vec<R>, Value) {
+    pub(crate) fn paginate<R>(&self, scope: &Scope<'_>, mut rows: Vec<R>, limit: i64, key: impl Fn(&R) -> String) -> (Vec<R>, Value) {
         let has_more = rows.len() as i64 > limit;
         rows.truncate(limit as usize);
         let next = if has_more { rows.last().map(|r| scope.encode(&key(r))) } else { None };
         (rows, json!({ "hasMore": has_more, "nextCursor": next }))
     }
 
-    async fn agent(&self, p: &Principal, id: &str) -> Result<store::AgentRow, ApiError> {
+    pub(crate) async fn agent(&self, p: &Principal, id: &str) -> Result<store::AgentRow, ApiError> {
         self.store.get_agent(&p.user_id, id).await.map_err(internal)?.ok_or_else(|| ApiError::not_found("agent", id))
     }
 
@@ -308,6 +310,7 @@ impl<S: Store> Vm0Api for Api<S> {
 
     async fn create_agent(&self, p: &Principal, body: types::CreateAgentRequest) -> Result<types::Agent, ApiError> {
         let config = Value::Object(body.config.0);
+        crate::runs::config::check(&config)?;
         match self.0.store.create_agent(&p.user_id, &body.name, &config, ids::now()).await {
             Ok(row) => typed(agent_json(&row)),
             Err(StoreError::Conflict) => Err(ApiError::already_exists("agent", &body.name)),
@@ -321,6 +324,7 @@ impl<S: Store> Vm0Api for Api<S> {
 
     async fn update_agent(&self, p: &Principal, id: String, body: types::UpdateAgentRequest) -> Result<types::Agent, ApiError> {
         let config = Value::Object(body.config.0);
+        crate::runs::config::check(&config)?;
         let row = self.0.store.update_agent(&p.user_id, &id, &config, ids::now()).await.map_err(internal)?;
         typed(agent_json(&row.ok_or_else(|| ApiError::not_found("agent", &id))?))
     }

@@ -125,6 +125,44 @@ impl Blobs {
         Ok(())
     }
 
+    /// Copies a local file (one a run wrote) into the store; its hash and size.
+    pub async fn ingest(&self, source: &std::path::Path) -> std::io::Result<(String, u64)> {
+        let temp = self.tmp.join(crate::ids::new("part"));
+        let result = async {
+            let mut input = tokio::fs::File::open(source).await?;
+            let mut output = tokio::fs::File::create(&temp).await?;
+            let (mut hasher, mut size, mut buffer) = (Sha256::new(), 0u64, vec![0u8; 64 * 1024]);
+            loop {
+                let n = tokio::io::AsyncReadExt::read(&mut input, &mut buffer).await?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buffer[..n]);
+                output.write_all(&buffer[..n]).await?;
+                size += n as u64;
+            }
+            output.sync_all().await?;
+            let hash = hex::encode(hasher.finalize());
+            let path = self.path(&hash);
+            tokio::fs::create_dir_all(path.parent().expect("blob paths have a folder")).await?;
+            tokio::fs::rename(&temp, &path).await?;
+            Ok((hash, size))
+        }
+        .await;
+        if result.is_err() {
+            tokio::fs::remove_file(&temp).await.ok();
+        }
+        result
+    }
+
+    /// Copies the blob `hash` to `target`, creating its folder.
+    pub async fn copy_to(&self, hash: &str, target: &std::path::Path) -> std::io::Result<()> {
+        if let Some(folder) = target.parent() {
+            tokio::fs::create_dir_all(folder).await?;
+        }
+        tokio::fs::copy(self.path(hash), target).await.map(|_| ())
+    }
+
     /// Removes a blob's file; a missing one is already gone.
     pub async fn remove(&self, hash: &str) {
         if let Err(error) = tokio::fs::remove_file(self.path(hash)).await {

@@ -50,6 +50,10 @@ pub struct Config {
     pub public_url: Option<String>,
     /// The largest file a volume or artifact may hold, in bytes.
     pub max_file_size: u64,
+    /// How many runs execute at once; the others wait, oldest first.
+    pub max_concurrent_runs: usize,
+    /// How often a running run's processes are sampled.
+    pub sample_interval: std::time::Duration,
 }
 
 /// A server bound to its address, ready to serve.
@@ -84,7 +88,10 @@ pub async fn bind(config: Config) -> anyhow::Result<Server> {
     } else {
         None
     };
-    let app = Arc::new(App { store, blobs, key });
+    let limits = runs::engine::Limits { concurrency: config.max_concurrent_runs, sample_every: config.sample_interval };
+    let engine = runs::engine::Engine::new(&config.data_dir, Arc::new(runs::local::LocalExecutor), limits);
+    let app = Arc::new(App { store, blobs, key, engine });
+    runs::engine::recover(&app).await;
     app.collect_garbage().await;
     Ok(Server { addr, url, first_token, app, listener })
 }
@@ -92,7 +99,10 @@ pub async fn bind(config: Config) -> anyhow::Result<Server> {
 impl Server {
     /// Serves until `shutdown` completes, then finishes the requests in flight.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        axum::serve(self.listener, router(self.app)).with_graceful_shutdown(shutdown).await?;
+        let scheduler = tokio::spawn(runs::engine::schedule(self.app.clone()));
+        let served = axum::serve(self.listener, router(self.app)).with_graceful_shutdown(shutdown).await;
+        scheduler.abort();
+        served?;
         Ok(())
     }
 }
@@ -102,6 +112,7 @@ pub fn router<S: Store>(app: Arc<App<S>>) -> Router {
     let spec: serde_json::Value = serde_json::from_str(SPEC_JSON).expect("openapi/v1.json is JSON");
     let extra = Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/executors/local/config.schema.json", get(|| async { axum::Json(runs::config::schema()) }))
         .route("/openapi.yaml", get(|| async { ([(header::CONTENT_TYPE, "application/yaml")], SPEC_YAML) }))
         .route("/storage/blobs/{hash}", get(download_blob::<S>).put(upload_blob::<S>))
         .with_state(app.clone())

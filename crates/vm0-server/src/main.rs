@@ -27,6 +27,12 @@ struct Cli {
     /// The largest file a volume or artifact may hold, in bytes.
     #[arg(long, env = "VM0_MAX_FILE_SIZE", default_value_t = 5 * 1024 * 1024 * 1024)]
     max_file_size: u64,
+    /// How many runs execute at once; the others wait, oldest first.
+    #[arg(long, env = "VM0_MAX_CONCURRENT_RUNS", default_value_t = 4)]
+    max_concurrent_runs: usize,
+    /// How often a running run's processes are sampled, in milliseconds.
+    #[arg(long, env = "VM0_SAMPLE_INTERVAL_MS", default_value_t = 1000)]
+    sample_interval_ms: u64,
     /// What to log, as a tracing filter: error, warn, info, debug, or per module.
     #[arg(long, env = "VM0_LOG", default_value = "info")]
     log: String,
@@ -68,7 +74,15 @@ async fn main() -> anyhow::Result<()> {
         Some(dir) => dir,
         None => dirs::data_dir().context("no data directory for this user: pass --data-dir")?.join("vm0-server"),
     };
-    let config = Config { listen: cli.listen, data_dir, database_url: cli.database_url, public_url: cli.public_url, max_file_size: cli.max_file_size };
+    let config = Config {
+        listen: cli.listen,
+        data_dir,
+        database_url: cli.database_url,
+        public_url: cli.public_url,
+        max_file_size: cli.max_file_size,
+        max_concurrent_runs: cli.max_concurrent_runs,
+        sample_interval: std::time::Duration::from_millis(cli.sample_interval_ms),
+    };
 
     if let Some(Command::Token { command: TokenCommand::Create { user, name, expires_in_days } }) = cli.command {
         let store = vm0_server::store::SqliteStore::open(

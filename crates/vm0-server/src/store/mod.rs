@@ -141,6 +141,93 @@ pub struct NewVersion {
     pub files: Vec<FileRow>,
 }
 
+/// A run as stored; `secrets` never leaves the server.
+#[derive(Debug, Clone)]
+pub struct RunRow {
+    pub id: String,
+    pub user_id: String,
+    pub agent_id: String,
+    pub agent_name: String,
+    pub agent_version_id: String,
+    pub session_id: String,
+    pub from_checkpoint: Option<String>,
+    pub status: String,
+    pub prompt: String,
+    pub variables: Value,
+    pub secrets: Value,
+    pub volumes: Value,
+    pub artifact_name: Option<String>,
+    pub artifact_base: Option<String>,
+    pub artifact_version: Option<String>,
+    pub checkpoint_id: Option<String>,
+    pub error: Option<String>,
+    pub execution_time_ms: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionRow {
+    pub id: String,
+    pub user_id: String,
+    pub agent_id: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct CheckpointRow {
+    pub id: String,
+    pub session_id: String,
+    pub agent_id: String,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct RunEnd {
+    pub status: String,
+    pub error: Option<String>,
+    pub execution_time_ms: Option<i64>,
+    pub completed_at: DateTime<Utc>,
+    pub checkpoint_id: Option<String>,
+    pub artifact_version: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogRow {
+    pub seq: i64,
+    pub timestamp: DateTime<Utc>,
+    pub kind: String,
+    pub level: String,
+    pub message: String,
+    pub metadata: Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogQuery {
+    pub kind: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub descending: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct MetricRow {
+    pub timestamp: DateTime<Utc>,
+    pub cpu_percent: f64,
+    pub memory_used_mb: f64,
+    pub memory_total_mb: f64,
+    pub disk_used_mb: f64,
+    pub disk_total_mb: f64,
+}
+
+/// Filters of the run list.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub agent_id: Option<String>,
+    pub status: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+}
+
 /// Everything the server keeps. Methods that take a `user_id` only ever see that user's
 /// resources: another user's id reads as missing.
 pub trait Store: Send + Sync + 'static {
@@ -191,6 +278,38 @@ pub trait Store: Send + Sync + 'static {
     fn commit_version(&self, storage_id: &str, session_id: &str, version: &NewVersion) -> impl Future<Output = Result<VersionRow>> + Send;
     /// Blobs that no version and no open upload session refer to.
     fn unreferenced_blobs(&self, now: DateTime<Utc>) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// Stores a new run, and its session when the run starts one.
+    fn create_run(&self, run: &RunRow, new_session: Option<&SessionRow>) -> impl Future<Output = Result<()>> + Send;
+    fn get_run(&self, user_id: &str, id: &str) -> impl Future<Output = Result<Option<RunRow>>> + Send;
+    /// Newest first, by id.
+    fn list_runs(&self, user_id: &str, filter: &RunFilter, page: &Page) -> impl Future<Output = Result<Vec<RunRow>>> + Send;
+    fn get_session(&self, user_id: &str, id: &str) -> impl Future<Output = Result<Option<SessionRow>>> + Send;
+    fn get_checkpoint(&self, user_id: &str, id: &str) -> impl Future<Output = Result<Option<CheckpointRow>>> + Send;
+    /// The oldest pending run, for the scheduler.
+    fn next_pending_run(&self) -> impl Future<Output = Result<Option<RunRow>>> + Send;
+    /// pending → running; false when the run was no longer pending.
+    fn start_run(&self, id: &str, at: DateTime<Utc>) -> impl Future<Output = Result<bool>> + Send;
+    /// Ends a run that has not ended yet, with its checkpoint when it records one; false
+    /// when it had already ended.
+    fn end_run(&self, id: &str, end: &RunEnd, checkpoint: Option<&CheckpointRow>) -> impl Future<Output = Result<bool>> + Send;
+    /// Ids of the runs left running, as after a crash.
+    fn running_runs(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// Appends an event; its id, one more than the run's last.
+    fn append_event(&self, run_id: &str, event: &str, data: &Value) -> impl Future<Output = Result<i64>> + Send;
+    /// Events after `after`, oldest first, at most `limit`.
+    fn events_after(&self, run_id: &str, after: i64, limit: i64) -> impl Future<Output = Result<Vec<(i64, String, Value)>>> + Send;
+    fn append_log(&self, run_id: &str, log: &LogRow) -> impl Future<Output = Result<()>> + Send;
+    /// `page.after` is a log's sequence number, in the query's order.
+    fn list_logs(&self, run_id: &str, query: &LogQuery, page: &Page) -> impl Future<Output = Result<Vec<LogRow>>> + Send;
+    fn append_metric(&self, run_id: &str, metric: &MetricRow) -> impl Future<Output = Result<()>> + Send;
+    fn metrics(&self, run_id: &str) -> impl Future<Output = Result<Vec<MetricRow>>> + Send;
+    fn get_storage_by_name(&self, kind: Kind, user_id: &str, name: &str) -> impl Future<Output = Result<Option<StorageRow>>> + Send;
+    fn get_agent_version_by_number(&self, agent_id: &str, number: i64) -> impl Future<Output = Result<Option<AgentVersionRow>>> + Send;
+    /// pending → cancelled; false when the run was no longer pending.
+    fn cancel_pending_run(&self, id: &str, end: &RunEnd) -> impl Future<Output = Result<bool>> + Send;
+    /// The session's latest checkpoint.
+    fn latest_checkpoint(&self, session_id: &str) -> impl Future<Output = Result<Option<String>>> + Send;
+
     /// Forgets a blob if nothing refers to it any more; true when its file may go.
     fn forget_blob(&self, hash: &str) -> impl Future<Output = Result<bool>> + Send;
 }

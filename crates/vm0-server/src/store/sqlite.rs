@@ -507,6 +507,159 @@ impl Store for SqliteStore {
         .await?)
     }
 
+    async fn create_run(&self, run: &RunRow, new_session: Option<&SessionRow>) -> Result<()> {
+        self.runs_create(run, new_session).await
+    }
+
+    async fn get_run(&self, user_id: &str, id: &str) -> Result<Option<RunRow>> {
+        let row = sqlx::query("SELECT * FROM runs WHERE user_id = ? AND id = ?").bind(user_id).bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(run).transpose()
+    }
+
+    async fn list_runs(&self, user_id: &str, filter: &RunFilter, page: &Page) -> Result<Vec<RunRow>> {
+        self.runs_list(user_id, filter, page).await
+    }
+
+    async fn get_session(&self, user_id: &str, id: &str) -> Result<Option<SessionRow>> {
+        let row = sqlx::query("SELECT * FROM sessions WHERE user_id = ? AND id = ?").bind(user_id).bind(id).fetch_optional(&self.pool).await?;
+        Ok(row.map(|r| SessionRow { id: r.get("id"), user_id: r.get("user_id"), agent_id: r.get("agent_id") }))
+    }
+
+    async fn get_checkpoint(&self, user_id: &str, id: &str) -> Result<Option<CheckpointRow>> {
+        let row = sqlx::query(
+            "SELECT c.id, c.session_id, s.agent_id FROM checkpoints c JOIN sessions s ON s.id = c.session_id WHERE s.user_id = ? AND c.id = ?",
+        )
+        .bind(user_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| CheckpointRow { id: r.get("id"), session_id: r.get("session_id"), agent_id: r.get("agent_id") }))
+    }
+
+    async fn next_pending_run(&self) -> Result<Option<RunRow>> {
+        let row = sqlx::query("SELECT * FROM runs WHERE status = 'pending' ORDER BY id LIMIT 1").fetch_optional(&self.pool).await?;
+        row.as_ref().map(run).transpose()
+    }
+
+    async fn start_run(&self, id: &str, at: DateTime<Utc>) -> Result<bool> {
+        let done = sqlx::query("UPDATE runs SET status = 'running', started_at = ? WHERE id = ? AND status = 'pending'")
+            .bind(at)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn end_run(&self, id: &str, end: &RunEnd, checkpoint: Option<&CheckpointRow>) -> Result<bool> {
+        self.runs_end(id, end, checkpoint).await
+    }
+
+    async fn running_runs(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT id FROM runs WHERE status = 'running' ORDER BY id").fetch_all(&self.pool).await?)
+    }
+
+    async fn append_event(&self, run_id: &str, event: &str, data: &Value) -> Result<i64> {
+        self.runs_append_event(run_id, event, data).await
+    }
+
+    async fn events_after(&self, run_id: &str, after: i64, limit: i64) -> Result<Vec<(i64, String, Value)>> {
+        let rows = sqlx::query("SELECT id, event, data FROM run_events WHERE run_id = ? AND id > ? ORDER BY id LIMIT ?")
+            .bind(run_id)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok((r.get("id"), r.get("event"), serde_json::from_str(&r.get::<String, _>("data"))?))).collect()
+    }
+
+    async fn append_log(&self, run_id: &str, l: &LogRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO run_logs (run_id, seq, timestamp, type, level, message, metadata)
+             SELECT ?1, COALESCE(MAX(seq), 0) + 1, ?2, ?3, ?4, ?5, ?6 FROM run_logs WHERE run_id = ?1",
+        )
+        .bind(run_id)
+        .bind(l.timestamp)
+        .bind(&l.kind)
+        .bind(&l.level)
+        .bind(&l.message)
+        .bind(l.metadata.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_logs(&self, run_id: &str, query: &LogQuery, page: &Page) -> Result<Vec<LogRow>> {
+        self.runs_list_logs(run_id, query, page).await
+    }
+
+    async fn append_metric(&self, run_id: &str, m: &MetricRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO run_metrics (run_id, seq, timestamp, cpu_percent, memory_used_mb, memory_total_mb, disk_used_mb, disk_total_mb)
+             SELECT ?1, COALESCE(MAX(seq), 0) + 1, ?2, ?3, ?4, ?5, ?6, ?7 FROM run_metrics WHERE run_id = ?1",
+        )
+        .bind(run_id)
+        .bind(m.timestamp)
+        .bind(m.cpu_percent)
+        .bind(m.memory_used_mb)
+        .bind(m.memory_total_mb)
+        .bind(m.disk_used_mb)
+        .bind(m.disk_total_mb)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn metrics(&self, run_id: &str) -> Result<Vec<MetricRow>> {
+        let rows = sqlx::query("SELECT * FROM run_metrics WHERE run_id = ? ORDER BY seq").bind(run_id).fetch_all(&self.pool).await?;
+        Ok(rows
+            .iter()
+            .map(|r| MetricRow {
+                timestamp: r.get("timestamp"),
+                cpu_percent: r.get("cpu_percent"),
+                memory_used_mb: r.get("memory_used_mb"),
+                memory_total_mb: r.get("memory_total_mb"),
+                disk_used_mb: r.get("disk_used_mb"),
+                disk_total_mb: r.get("disk_total_mb"),
+            })
+            .collect())
+    }
+
+    async fn get_storage_by_name(&self, kind: Kind, user_id: &str, name: &str) -> Result<Option<StorageRow>> {
+        let row = sqlx::query("SELECT * FROM storages WHERE user_id = ? AND kind = ? AND name = ?")
+            .bind(user_id)
+            .bind(kind.as_str())
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(storage))
+    }
+
+    async fn get_agent_version_by_number(&self, agent_id: &str, number: i64) -> Result<Option<AgentVersionRow>> {
+        let row = sqlx::query("SELECT * FROM agent_versions WHERE agent_id = ? AND version_number = ?")
+            .bind(agent_id)
+            .bind(number)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(agent_version).transpose()
+    }
+
+    async fn cancel_pending_run(&self, id: &str, end: &RunEnd) -> Result<bool> {
+        let done = sqlx::query("UPDATE runs SET status = 'cancelled', error = ?, completed_at = ? WHERE id = ? AND status = 'pending'")
+            .bind(&end.error)
+            .bind(end.completed_at)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn latest_checkpoint(&self, session_id: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT id FROM checkpoints WHERE session_id = ? ORDER BY id DESC LIMIT 1")
+            .bind(session_id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
     async fn forget_blob(&self, hash: &str) -> Result<bool> {
         let done = sqlx::query(
             "DELETE FROM blobs WHERE hash = ?1
@@ -517,5 +670,169 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+}
+
+fn run(row: &SqliteRow) -> Result<RunRow> {
+    let json = |column: &str| -> Result<Value> { Ok(serde_json::from_str(&row.get::<String, _>(column))?) };
+    Ok(RunRow {
+        id: row.get("id"),
+        user_id: row.get("user_id"),
+        agent_id: row.get("agent_id"),
+        agent_name: row.get("agent_name"),
+        agent_version_id: row.get("agent_version_id"),
+        session_id: row.get("session_id"),
+        from_checkpoint: row.get("from_checkpoint"),
+        status: row.get("status"),
+        prompt: row.get("prompt"),
+        variables: json("variables")?,
+        secrets: json("secrets")?,
+        volumes: json("volumes")?,
+        artifact_name: row.get("artifact_name"),
+        artifact_base: row.get("artifact_base"),
+        artifact_version: row.get("artifact_version"),
+        checkpoint_id: row.get("checkpoint_id"),
+        error: row.get("error"),
+        execution_time_ms: row.get("execution_time_ms"),
+        created_at: row.get("created_at"),
+        started_at: row.get("started_at"),
+        completed_at: row.get("completed_at"),
+    })
+}
+
+fn log(row: &SqliteRow) -> Result<LogRow> {
+    Ok(LogRow {
+        seq: row.get("seq"),
+        timestamp: row.get("timestamp"),
+        kind: row.get("type"),
+        level: row.get("level"),
+        message: row.get("message"),
+        metadata: serde_json::from_str(&row.get::<String, _>("metadata"))?,
+    })
+}
+
+impl SqliteStore {
+    pub(super) async fn runs_create(&self, r: &RunRow, session: Option<&SessionRow>) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(s) = session {
+            sqlx::query("INSERT INTO sessions (id, user_id, agent_id, created_at) VALUES (?, ?, ?, ?)")
+                .bind(&s.id)
+                .bind(&s.user_id)
+                .bind(&s.agent_id)
+                .bind(r.created_at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "INSERT INTO runs (id, user_id, agent_id, agent_name, agent_version_id, session_id, from_checkpoint, status, prompt,
+                               variables, secrets, volumes, artifact_name, artifact_base, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&r.id)
+        .bind(&r.user_id)
+        .bind(&r.agent_id)
+        .bind(&r.agent_name)
+        .bind(&r.agent_version_id)
+        .bind(&r.session_id)
+        .bind(&r.from_checkpoint)
+        .bind(&r.status)
+        .bind(&r.prompt)
+        .bind(r.variables.to_string())
+        .bind(r.secrets.to_string())
+        .bind(r.volumes.to_string())
+        .bind(&r.artifact_name)
+        .bind(&r.artifact_base)
+        .bind(r.created_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn runs_list(&self, user_id: &str, f: &RunFilter, page: &Page) -> Result<Vec<RunRow>> {
+        let rows = sqlx::query(
+            "SELECT * FROM runs WHERE user_id = ? AND id < ?
+               AND (? IS NULL OR agent_id = ?) AND (? IS NULL OR status = ?) AND (? IS NULL OR created_at >= ?)
+             ORDER BY id DESC LIMIT ?",
+        )
+        .bind(user_id)
+        .bind(id_key(page))
+        .bind(&f.agent_id)
+        .bind(&f.agent_id)
+        .bind(&f.status)
+        .bind(&f.status)
+        .bind(f.since)
+        .bind(f.since)
+        .bind(page.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(run).collect()
+    }
+
+    pub(super) async fn runs_end(&self, id: &str, end: &RunEnd, checkpoint: Option<&CheckpointRow>) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE runs SET status = ?, error = ?, execution_time_ms = ?, completed_at = ?, checkpoint_id = ?, artifact_version = ?
+             WHERE id = ? AND status IN ('pending', 'running')",
+        )
+        .bind(&end.status)
+        .bind(&end.error)
+        .bind(end.execution_time_ms)
+        .bind(end.completed_at)
+        .bind(&end.checkpoint_id)
+        .bind(&end.artifact_version)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        if let Some(c) = checkpoint {
+            sqlx::query("INSERT INTO checkpoints (id, session_id, run_id, created_at) VALUES (?, ?, ?, ?)")
+                .bind(&c.id)
+                .bind(&c.session_id)
+                .bind(id)
+                .bind(end.completed_at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub(super) async fn runs_append_event(&self, run_id: &str, event: &str, data: &Value) -> Result<i64> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO run_events (run_id, id, event, data)
+             SELECT ?1, COALESCE(MAX(id), 0) + 1, ?2, ?3 FROM run_events WHERE run_id = ?1 RETURNING id",
+        )
+        .bind(run_id)
+        .bind(event)
+        .bind(data.to_string())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    pub(super) async fn runs_list_logs(&self, run_id: &str, q: &LogQuery, page: &Page) -> Result<Vec<LogRow>> {
+        let (compare, order, start) = if q.descending { ("<", "DESC", i64::MAX) } else { (">", "ASC", 0) };
+        let after = page.after.as_deref().and_then(|a| a.parse().ok()).unwrap_or(start);
+        let sql = format!(
+            "SELECT * FROM run_logs WHERE run_id = ? AND seq {compare} ?
+               AND (? IS NULL OR type = ?) AND (? IS NULL OR timestamp >= ?) AND (? IS NULL OR timestamp < ?)
+             ORDER BY seq {order} LIMIT ?"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(run_id)
+            .bind(after)
+            .bind(&q.kind)
+            .bind(&q.kind)
+            .bind(q.since)
+            .bind(q.since)
+            .bind(q.until)
+            .bind(q.until)
+            .bind(page.limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(log).collect()
     }
 }

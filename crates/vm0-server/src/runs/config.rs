@@ -1,0 +1,55 @@
+//! The agent configuration of the local executor: a Rust type, whose schemars-derived
+//! JSON Schema is what createAgent and updateAgent check configurations against, and what
+//! the server publishes at `/executors/local/config.schema.json`.
+
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::Value;
+use vm0_api::ApiError;
+
+/// How the local executor runs an agent.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(title = "Local executor agent configuration")]
+pub struct LocalConfig {
+    /// The program and its arguments, such as `["sh", "-c", "echo \"$VM0_PROMPT\""]`. It
+    /// runs in the session's working directory with a clean environment: `PATH`, `HOME`,
+    /// `VM0_PROMPT` (also on standard input), `VM0_RUN_ID`, `VM0_SESSION_ID`, and the run's
+    /// variables and secrets.
+    #[schemars(length(min = 1))]
+    pub command: Vec<String>,
+    /// Seconds before the run is stopped and ends as `timeout` (default 3600).
+    #[schemars(range(min = 1, max = 86400))]
+    pub timeout_seconds: Option<u64>,
+    /// Files written into the working directory before each run, by relative path.
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
+}
+
+/// The configuration's JSON Schema.
+pub fn schema() -> &'static Value {
+    static SCHEMA: LazyLock<Value> =
+        LazyLock::new(|| serde_json::to_value(schemars::schema_for!(LocalConfig)).expect("the schema serializes"));
+    &SCHEMA
+}
+
+/// Checks an agent's configuration; a violation is a 400 naming `config.<field>`.
+pub fn check(config: &Value) -> Result<LocalConfig, ApiError> {
+    static VALIDATOR: LazyLock<jsonschema::Validator> =
+        LazyLock::new(|| jsonschema::validator_for(schema()).expect("the derived schema compiles"));
+    vm0_api::check_json(&VALIDATOR, config, "config")?;
+    let parsed: LocalConfig = serde_json::from_value(config.clone()).map_err(|e| ApiError::invalid_parameter("config", e.to_string()))?;
+    if parsed.command[0].is_empty() {
+        return Err(ApiError::invalid_parameter("config.command[0]", "config.command[0] must name a program"));
+    }
+    for path in parsed.files.keys() {
+        let safe = !path.is_empty() && !path.starts_with('/') && path.split('/').all(|s| !s.is_empty() && s != "." && s != "..");
+        if !safe || path.contains('\0') {
+            return Err(ApiError::invalid_parameter(format!("config.files.{path}"), "file paths must be relative, without . or .. segments"));
+        }
+    }
+    Ok(parsed)
+}

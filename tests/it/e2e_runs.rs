@@ -1,0 +1,334 @@
+//! Runs end to end: real processes executed by the reference server, followed through the
+//! generated client and the event stream. The agent is `sh -c 'eval "$VM0_PROMPT"'`, so
+//! each prompt is a small shell script.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+use vm0_tests::server::{api_error, TestServer};
+use vm0_types::{self as types, RunStatus};
+
+async fn agent(c: &vm0_client::Client, name: &str, config: Value) -> types::Agent {
+    let config = types::AgentConfig(config.as_object().unwrap().clone());
+    c.create_agent().body_map(|b| b.name(name).config(config)).send().await.unwrap().into_inner()
+}
+
+async fn shell_agent(c: &vm0_client::Client) -> types::Agent {
+    agent(c, "shell", json!({"command": ["sh", "-c", "eval \"$VM0_PROMPT\""], "timeoutSeconds": 60})).await
+}
+
+fn body(agent: &str, prompt: &str) -> types::builder::CreateRunRequest {
+    types::CreateRunRequest::builder().agent(Some(agent.parse().unwrap())).prompt(prompt)
+}
+
+async fn start(c: &vm0_client::Client, request: types::builder::CreateRunRequest) -> types::RunDetail {
+    c.create_run().body(request).send().await.unwrap().into_inner()
+}
+
+/// Polls the run until it ends.
+async fn wait(c: &vm0_client::Client, id: &str) -> types::RunDetail {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let run = c.get_run().id(id).send().await.unwrap().into_inner();
+        if run.completed_at.is_some() {
+            return run;
+        }
+        assert!(Instant::now() < deadline, "run {id} did not end: {run:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One SSE message: id, event, data.
+type Message = (u64, String, Value);
+
+/// Reads the run's event stream from `last` until it closes, or until `stop_after`
+/// messages have been read.
+async fn events(server: &TestServer, run: &str, last: Option<u64>, stop_after: Option<usize>) -> (Vec<Message>, String) {
+    let mut request = reqwest::Client::new().get(format!("{}/v1/runs/{run}/events", server.url)).bearer_auth(&server.token);
+    if let Some(last) = last {
+        request = request.header("Last-Event-ID", last.to_string());
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut stream = response.bytes_stream();
+    let (mut text, mut messages) = (String::new(), Vec::new());
+    while let Some(chunk) = stream.next().await {
+        text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(end) = text.find("\n\n") {
+            let block: String = text.drain(..end + 2).collect();
+            let field = |name: &str| block.lines().find_map(|l| l.strip_prefix(&format!("{name}: "))).unwrap_or_default().to_string();
+            messages.push((field("id").parse().unwrap(), field("event"), serde_json::from_str(&field("data")).unwrap()));
+            if stop_after == Some(messages.len()) {
+                return (messages, text);
+            }
+        }
+    }
+    (messages, text)
+}
+
+fn outputs(messages: &[Message]) -> Vec<String> {
+    messages.iter().filter(|(_, e, _)| e == "output").map(|(_, _, d)| d["content"].as_str().unwrap().to_string()).collect()
+}
+
+#[tokio::test]
+async fn a_run_echoes_its_prompt_into_events_and_logs() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    agent(&c, "echo", json!({"command": ["sh", "-c", "echo \"$VM0_PROMPT\"; cat; echo oops >&2"]})).await;
+    let created = start(&c, body("echo", "hello world")).await;
+    assert_eq!(created.status, RunStatus::Pending);
+    assert!(created.started_at.is_none() && created.completed_at.is_none() && created.execution_time_ms.is_none());
+    let run = wait(&c, &created.id).await;
+    assert_eq!(run.status, RunStatus::Completed, "{run:?}");
+    assert!(run.started_at.is_some() && run.execution_time_ms.is_some() && run.checkpoint_id.is_some());
+
+    let (messages, _) = events(&server, &run.id, None, None).await;
+    // Standard output and error are two pipes: order holds within each, not across them.
+    let mut lines = outputs(&messages);
+    lines.sort();
+    assert_eq!(lines, vec!["hello world", "hello world", "oops"], "from the environment, then standard input");
+    let ids: Vec<u64> = messages.iter().map(|m| m.0).collect();
+    assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>(), "ids increase by one");
+    let statuses: Vec<&str> = messages.iter().filter(|m| m.1 == "status").map(|m| m.2["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, vec!["pending", "running", "completed"]);
+    let last = messages.last().unwrap();
+    assert_eq!((last.1.as_str(), last.2["status"].as_str()), ("complete", Some("completed")));
+
+    let logs = c.list_run_logs().id(&run.id).send().await.unwrap().into_inner().data;
+    let stream = |name: &str| -> Vec<(String, String)> {
+        logs.iter()
+            .filter(|l| l.type_ == types::LogType::Agent && l.metadata["stream"] == name)
+            .map(|l| (l.message.clone(), l.level.to_string()))
+            .collect()
+    };
+    assert_eq!(stream("stdout"), vec![("hello world".into(), "info".into()), ("hello world".into(), "info".into())]);
+    assert_eq!(stream("stderr"), vec![("oops".to_string(), "warn".to_string())], "standard error is logged at warn");
+    assert!(logs.iter().any(|l| l.type_ == types::LogType::System));
+    let only_system = c.list_run_logs().id(&run.id).type_(types::LogTypeFilter::System).send().await.unwrap().into_inner().data;
+    assert!(only_system.iter().all(|l| l.type_ == types::LogType::System));
+    let newest_first = c.list_run_logs().id(&run.id).order(types::SortOrder::Desc).limit(1).send().await.unwrap().into_inner();
+    assert_eq!(newest_first.data[0].message, logs.last().unwrap().message);
+    assert!(newest_first.pagination.has_more);
+}
+
+#[tokio::test]
+async fn failures_timeouts_and_cancels_end_as_they_should() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    shell_agent(&c).await;
+    let failed = wait(&c, &start(&c, body("shell", "exit 3")).await.id).await;
+    assert_eq!(failed.status, RunStatus::Failed);
+    assert!(failed.error.as_deref().unwrap().contains("status 3"), "{failed:?}");
+
+    agent(&c, "sleepy", json!({"command": ["sh", "-c", "sleep 10"], "timeoutSeconds": 1})).await;
+    let timed_out = wait(&c, &start(&c, body("sleepy", "zz")).await.id).await;
+    assert_eq!(timed_out.status, RunStatus::Timeout, "{timed_out:?}");
+    assert!(timed_out.execution_time_ms.unwrap() < 5000);
+
+    let long = start(&c, body("shell", "echo $$ > pid; sleep 30 & wait")).await;
+    while c.get_run().id(&long.id).send().await.unwrap().into_inner().status != RunStatus::Running {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid_file = server.data_dir.path().join("sessions").join(&long.session_id).join("pid");
+    while !pid_file.exists() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_string();
+    let asked = Instant::now();
+    let cancelled = c.cancel_run().id(&long.id).send().await.unwrap().into_inner();
+    assert_eq!(cancelled.status, RunStatus::Cancelled);
+    assert!(asked.elapsed() < Duration::from_secs(1), "cancelled in {:?}", asked.elapsed());
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "the process is gone");
+    let (status, error) = api_error(c.cancel_run().id(&long.id).send().await);
+    assert_eq!((status, error.code.to_string().as_str()), (400, "invalid_state"));
+}
+
+#[tokio::test]
+async fn sessions_continue_and_checkpoints_are_snapshots() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    shell_agent(&c).await;
+    let first = wait(&c, &start(&c, body("shell", "echo one > note")).await.id).await;
+    let session: types::CreateRunRequestSessionId = first.session_id.parse().unwrap();
+    let continued = |prompt: &str| types::CreateRunRequest::builder().session_id(Some(session.clone())).prompt(prompt);
+    let second = wait(&c, &start(&c, continued("echo two >> note; cat note")).await.id).await;
+    assert_eq!(second.session_id, first.session_id);
+    let third = wait(&c, &start(&c, continued("cat note")).await.id).await;
+    let (messages, _) = events(&server, &third.id, None, None).await;
+    assert_eq!(outputs(&messages), vec!["one", "two"], "the session saw both earlier runs");
+
+    // A new session from the first checkpoint sees the state as it was then.
+    let checkpoint: types::CreateRunRequestCheckpointId = first.checkpoint_id.clone().unwrap().parse().unwrap();
+    let from = wait(&c, &start(&c, types::CreateRunRequest::builder().checkpoint_id(Some(checkpoint)).prompt("cat note")).await.id).await;
+    assert_ne!(from.session_id, first.session_id);
+    let (messages, _) = events(&server, &from.id, None, None).await;
+    assert_eq!(outputs(&messages), vec!["one"]);
+    let (status, _) = api_error(c.create_run().body(types::CreateRunRequest::builder().session_id(Some("sess_nope".parse().unwrap())).prompt("x")).send().await);
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn volumes_are_readable_and_the_artifact_is_downloadable() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    shell_agent(&c).await;
+    let volume = c.create_volume().body_map(|b| b.name("notes")).send().await.unwrap().into_inner();
+    let content = b"from the volume\n";
+    let hash: String = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(content)).iter().map(|b| format!("{b:02x}")).collect();
+    let file = types::UploadFile { path: "dir/hello.txt".parse().unwrap(), size: content.len() as i64, hash: hash.parse().unwrap() };
+    let prepared = c.prepare_volume_upload().id(&volume.id).body_map(|b| b.files(vec![file])).send().await.unwrap().into_inner();
+    reqwest::Client::new().put(&prepared.files[0].upload_url).body(content.to_vec()).send().await.unwrap();
+    let session = prepared.upload_session_id.parse::<types::CommitUploadRequestUploadSessionId>().unwrap();
+    let version = c.commit_volume_upload().id(&volume.id).body_map(|b| b.upload_session_id(session)).send().await.unwrap().into_inner();
+
+    let request = body("shell", "cat volumes/notes/dir/hello.txt; mkdir -p artifact/sub; echo made > artifact/sub/out.txt")
+        .volumes(std::collections::HashMap::from([("notes".to_string(), "latest".to_string())]))
+        .artifact_name(Some("results".parse().unwrap()));
+    let run = wait(&c, &start(&c, request).await.id).await;
+    assert_eq!(run.status, RunStatus::Completed, "{run:?}");
+    assert_eq!(run.volumes.get("notes"), Some(&version.id));
+    let (messages, _) = events(&server, &run.id, None, None).await;
+    assert_eq!(outputs(&messages), vec!["from the volume"]);
+
+    let artifact = c.list_artifacts().send().await.unwrap().into_inner().data.into_iter().find(|a| a.name.to_string() == "results").unwrap();
+    assert_eq!(run.artifact_version.as_deref(), artifact.current_version_id.as_deref());
+    let versions = c.list_artifact_versions().id(&artifact.id).send().await.unwrap().into_inner().data;
+    assert_eq!(versions[0].created_by, run.id);
+    let download = c.download_artifact().id(&artifact.id).send().await.unwrap().into_inner();
+    assert_eq!(download.files[0].path.to_string(), "sub/out.txt");
+    let bytes = reqwest::get(&download.files[0].download_url).await.unwrap().bytes().await.unwrap();
+    assert_eq!(bytes.as_ref(), b"made\n");
+
+    let missing = body("shell", "true").volumes(std::collections::HashMap::from([("nope".to_string(), "latest".to_string())]));
+    let (status, error) = api_error(c.create_run().body(missing).send().await);
+    assert_eq!((status, error.param.as_deref()), (404, Some("volumes.nope")));
+}
+
+#[tokio::test]
+async fn secrets_never_appear_in_any_response_event_or_log() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    shell_agent(&c).await;
+    let secret = "s3cr3t-VALUE-0042";
+    let request = body("shell", "echo \"token=$API_KEY\"; echo \"$API_KEY\" >&2; echo \"$LANG_HINT\"; exit 7")
+        .secrets(std::collections::HashMap::from([("API_KEY".to_string(), secret.to_string())]))
+        .variables(std::collections::HashMap::from([("LANG_HINT".to_string(), "en".to_string())]));
+    let created = c.create_run().body(request).send().await.unwrap();
+    let mut seen = vec![serde_json::to_string(&created.into_inner()).unwrap()];
+    let id = serde_json::from_str::<Value>(&seen[0]).unwrap()["id"].as_str().unwrap().to_string();
+    let run = wait(&c, &id).await;
+    assert_eq!(run.status, RunStatus::Failed);
+    let http = reqwest::Client::new();
+    for path in [format!("/v1/runs/{id}"), "/v1/runs".into(), format!("/v1/runs/{id}/logs?limit=100"), format!("/v1/runs/{id}/metrics"), format!("/v1/runs/{id}/events")] {
+        let text = http.get(format!("{}{path}", server.url)).bearer_auth(&server.token).send().await.unwrap().text().await.unwrap();
+        seen.push(text);
+    }
+    for text in &seen {
+        assert!(!text.contains(secret), "the secret leaked: {text}");
+    }
+    let (messages, _) = events(&server, &id, None, None).await;
+    let mut lines = outputs(&messages);
+    lines.sort();
+    assert_eq!(lines, vec!["***", "en", "token=***"]);
+}
+
+#[tokio::test]
+async fn a_subscriber_that_reconnects_gets_every_event_exactly_once() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    shell_agent(&c).await;
+    let run = start(&c, body("shell", "for i in 1 2 3 4 5 6 7 8 9 10 11 12; do echo line $i; sleep 0.05; done")).await;
+    let (first, _) = events(&server, &run.id, None, Some(6)).await;
+    let resume = first.last().unwrap().0;
+    let (rest, _) = events(&server, &run.id, Some(resume), None).await;
+    let all: Vec<Message> = first.into_iter().chain(rest).filter(|m| m.1 != "heartbeat").collect();
+    let ids: Vec<u64> = all.iter().map(|m| m.0).collect();
+    assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>(), "no event lost or repeated");
+    let lines: Vec<String> = (1..=12).map(|i| format!("line {i}")).collect();
+    assert_eq!(outputs(&all), lines);
+    assert_eq!(all.last().unwrap().1, "complete");
+    // A replay of the finished run is the same.
+    let (replay, _) = events(&server, &run.id, None, None).await;
+    assert_eq!(replay, all);
+    // lastEventId as a query parameter resumes too.
+    let tail = reqwest::Client::new()
+        .get(format!("{}/v1/runs/{}/events?lastEventId={}", server.url, run.id, ids.len() - 1))
+        .bearer_auth(&server.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(tail.starts_with(&format!("id: {}\nevent: complete\n", ids.len())), "{tail}");
+}
+
+#[tokio::test]
+async fn metrics_are_sampled_and_summarised() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    shell_agent(&c).await;
+    let run = start(&c, body("shell", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; sleep 0.5")).await;
+    while c.get_run().id(&run.id).send().await.unwrap().into_inner().status != RunStatus::Running {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let live = c.get_run_metrics().id(&run.id).send().await.unwrap().into_inner();
+    assert!(live.summary.total_duration_ms.is_none(), "null while running");
+    let done = wait(&c, &run.id).await;
+    let metrics = c.get_run_metrics().id(&run.id).send().await.unwrap().into_inner();
+    assert!(!metrics.data.is_empty(), "sampled every 200 ms");
+    assert!(metrics.data.iter().all(|s| s.memory_total_mb > 0.0 && s.disk_total_mb > 0.0));
+    assert!(metrics.summary.max_memory_used_mb > 0.0, "{metrics:?}");
+    assert_eq!(metrics.summary.total_duration_ms, done.execution_time_ms);
+}
+
+#[tokio::test]
+async fn runs_are_listed_newest_first_with_filters() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    let shell = shell_agent(&c).await;
+    let a = wait(&c, &start(&c, body("shell", "true")).await.id).await;
+    let b = wait(&c, &start(&c, body("shell", "false")).await.id).await;
+    let all = c.list_runs().send().await.unwrap().into_inner().data;
+    assert_eq!(all.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), vec![b.id.clone(), a.id.clone()]);
+    let failed = c.list_runs().status(RunStatus::Failed).send().await.unwrap().into_inner().data;
+    assert_eq!(failed.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), vec![b.id.clone()]);
+    assert_eq!(c.list_runs().agent_id(shell.id.as_str()).send().await.unwrap().into_inner().data.len(), 2);
+    assert!(c.list_runs().agent_id("ag_other").send().await.unwrap().into_inner().data.is_empty());
+    let later = b.created_at + chrono::Duration::seconds(1);
+    assert!(c.list_runs().since(later).send().await.unwrap().into_inner().data.is_empty());
+    let page = c.list_runs().limit(1).send().await.unwrap().into_inner();
+    let next = c.list_runs().limit(1).cursor(page.pagination.next_cursor.unwrap().as_str()).send().await.unwrap().into_inner();
+    assert_eq!(next.data[0].id, a.id);
+    let theirs = server.client_with(&server.user_token("other").await);
+    assert_eq!(api_error(theirs.get_run().id(&a.id).send().await).0, 404);
+    assert!(theirs.list_runs().send().await.unwrap().into_inner().data.is_empty());
+}
+
+#[tokio::test]
+async fn agent_configurations_are_checked_against_the_executor_schema() {
+    let server = TestServer::start().await;
+    let http = reqwest::Client::new();
+    for (config, param) in [
+        (json!({}), "config.command"),
+        (json!({"command": []}), "config.command"),
+        (json!({"command": "sh"}), "config.command"),
+        (json!({"command": ["sh"], "timeoutSeconds": 0}), "config.timeoutSeconds"),
+        (json!({"command": ["sh"], "bogus": 1}), "config.bogus"),
+        (json!({"command": ["sh"], "files": {"../x": "y"}}), "config.files.../x"),
+    ] {
+        let response = http
+            .post(format!("{}/v1/agents", server.url))
+            .bearer_auth(&server.token)
+            .json(&json!({"name": "checked", "config": config}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let error: Value = response.json().await.unwrap();
+        assert_eq!((status, error["error"]["param"].as_str()), (400, Some(param)), "{config}: {error}");
+    }
+    let schema: Value = reqwest::get(format!("{}/executors/local/config.schema.json", server.url)).await.unwrap().json().await.unwrap();
+    assert_eq!(schema["required"], json!(["command"]));
+}
