@@ -26,7 +26,7 @@ impl Drop for Server {
 /// `first` (a restart prints none, and reading on would wait forever).
 fn start(data_dir: &std::path::Path, listen: &str, first: bool) -> (Server, Option<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_vm0-server"))
-        .args(["--listen", listen, "--log", "warn", "--data-dir"])
+        .args(["--listen", listen, "--log", "warn", "--max-concurrent-runs", "1", "--data-dir"])
         .arg(data_dir)
         .stdout(Stdio::piped())
         .spawn()
@@ -176,4 +176,45 @@ async fn a_killed_server_restarts_with_nothing_partial() {
     let bytes = api.http.get(download["files"][0]["downloadUrl"].as_str().unwrap()).send().await.unwrap().bytes().await.unwrap();
     assert_eq!(sha(&bytes), sha(&content));
     eprintln!("{} versions survived the kill intact", versions.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_leaves_no_run_running_or_pending() {
+    let data = tempfile::tempdir().unwrap();
+    let (server, token) = start(data.path(), "127.0.0.1:0", true);
+    let api = Api { http: reqwest::Client::new(), url: server.url.clone(), token: token.unwrap() };
+    let agent = json!({"name": "shell", "config": {"command": ["sh", "-c", "eval \"$VM0_PROMPT\""]}});
+    assert_eq!(api.call(reqwest::Method::POST, "/v1/agents", Some(agent)).await.0, 201);
+    // One slot: the first run executes, the second waits.
+    let (_, first) = api.call(reqwest::Method::POST, "/v1/runs", Some(json!({"agent": "shell", "prompt": "sleep 2"}))).await;
+    let (_, second) = api.call(reqwest::Method::POST, "/v1/runs", Some(json!({"agent": "shell", "prompt": "echo after"}))).await;
+    let (first, second) = (first["id"].as_str().unwrap().to_string(), second["id"].as_str().unwrap().to_string());
+    loop {
+        let (_, run) = api.call(reqwest::Method::GET, &format!("/v1/runs/{first}"), None).await;
+        if run["status"] == "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let address = server.url.trim_start_matches("http://").to_string();
+    drop(server); // SIGKILL
+
+    let (server, _) = start(data.path(), address.as_str(), false);
+    let api = Api { http: reqwest::Client::new(), url: server.url.clone(), token: api.token.clone() };
+    let (_, run) = api.call(reqwest::Method::GET, &format!("/v1/runs/{first}"), None).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert!(run["error"].as_str().unwrap().contains("stopped"), "{run}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, run) = api.call(reqwest::Method::GET, &format!("/v1/runs/{second}"), None).await;
+        if run["status"] == "completed" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the pending run was not picked up again: {run}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, runs) = api.call(reqwest::Method::GET, "/v1/runs", None).await;
+    for run in runs["data"].as_array().unwrap() {
+        assert!(run["status"] != "running" && run["status"] != "pending", "{run}");
+    }
 }

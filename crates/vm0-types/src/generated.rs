@@ -32,7 +32,11 @@ impl Agent {
     }
 }
 /**The agent's definition, a JSON object. What it must hold depends on the executor
-that runs the agent; the reference server's local executor publishes its schema.
+that runs the agent; a configuration the executor cannot run is a 400 naming the
+field (`config.command`). The reference server's local executor takes `command`
+(the program and its arguments), `timeoutSeconds` and `files` (written into the
+working directory before each run), and serves their JSON Schema at
+`/executors/local/config.schema.json`.
 */
 #[derive(
     ::serde::Deserialize,
