@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use quote::{quote, ToTokens};
 use serde_json::Value;
 
-use super::{rust_file, Generated};
+use super::{rust_file, Generated, HEADER};
 use crate::spec::{self, deref};
 
 /// Where the surface snapshot lives: insta's name for `assert_snapshot!("api_surface", ..)`
@@ -33,7 +33,8 @@ pub fn generate(doc: &Value, generated: &[Generated]) -> Result<[Generated; 2]> 
             schemars::generate::SchemaSettings::draft2020_12().for_serialize().into_generator().into_root_schema_for::<T>()
         }
     })?;
-    let snapshot = format!("---\nsource: tests/it/surface.rs\nexpression: surface\n---\n{}", surface(doc, generated)?);
+    let description = HEADER.trim_start_matches("//! ");
+    let snapshot = format!("---\nsource: tests/it/surface.rs\ndescription: {description}\nexpression: surface\n---\n{}", surface(doc, generated)?);
     Ok([
         Generated { path: "tests/it/generated_components.rs", contents: rust_file(items.items, &[])? },
         Generated { path: SNAPSHOT_PATH, contents: snapshot },
