@@ -40,7 +40,7 @@ async fn expired_unknown_and_malformed_tokens_are_401() {
         let (status, error) = api_error(server.client_with(token).list_agents().send().await);
         assert_eq!((status, error.type_.to_string().as_str()), (401, "authentication_error"), "{token}");
     }
-    let no_auth = vm0_client::Client::new(&server.url);
+    let no_auth = vm0_client::Client::builder().base_url(&server.url).build().unwrap();
     assert_eq!(api_error(no_auth.list_agents().send().await).0, 401);
 }
 

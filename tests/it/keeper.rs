@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use chrono::Utc;
-use vm0_client::{ByteStream, Client, Error};
+use vm0_client::{ByteStream, RawClient as Client, RawError as Error};
 use vm0_types::{self as types, LogTypeFilter, RunStatus, SortOrder};
 
 type Result<T> = std::result::Result<T, Error<types::Error>>;

@@ -3,7 +3,7 @@
 //! `pub use vm0_types as types`, so the models exist once, shared by client and server.
 
 use anyhow::{anyhow, Context, Result};
-use progenitor_impl::{GenerationSettings, Generator, InterfaceStyle, TagStyle};
+use progenitor_impl::{GenerationSettings, Generator, HooksMode, InterfaceStyle, TagStyle};
 use heck::ToSnakeCase;
 use serde_json::Value;
 
@@ -19,9 +19,13 @@ pub fn generate(doc: &Value) -> Result<[Generated; 2]> {
     let spec: openapiv3::OpenAPI =
         serde_json::from_value(without_header_twins(&shapes(doc))).context("reading the spec as OpenAPI 3.0")?;
     let mut settings = GenerationSettings::default();
+    // The client carries the extras' settings (retries), and the extras implement the
+    // hooks that use them: every generated operation goes through them.
     settings
         .with_interface(InterfaceStyle::Builder)
         .with_tag(TagStyle::Merged)
+        .with_inner_type(quote::quote!(crate::Settings))
+        .with_hooks(HooksMode::Expected)
         .with_derive("schemars::JsonSchema")
         .with_derive("PartialEq");
     let tokens = Generator::new(&settings).generate_tokens(&spec).map_err(|e| anyhow!("progenitor: {e}"))?;
@@ -38,6 +42,9 @@ pub fn generate(doc: &Value) -> Result<[Generated; 2]> {
                     pub use vm0_types as types;
                 });
             }
+            // progenitor's prelude re-exports its `Client`, which the extras' `Client`
+            // wraps under the same name: users import the crate root instead.
+            syn::Item::Mod(module) if module.ident == "prelude" => {}
             other => client.push(other),
         }
     }

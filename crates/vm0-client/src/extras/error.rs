@@ -1,0 +1,173 @@
+//! One error type for everything the client does.
+
+use std::fmt;
+
+use crate::types::{ErrorCode, ErrorType};
+
+/// What went wrong with a call.
+#[derive(Debug)]
+pub enum Error {
+    /// The API answered with an error in its envelope.
+    Api(ApiError),
+    /// The request did not get an answer: connection, timeout, or an unreadable response.
+    Transport {
+        /// What went wrong.
+        message: String,
+        /// The `X-Request-Id` of the response, when one came.
+        request_id: Option<String>,
+    },
+    /// Downloaded bytes did not match the size or SHA-256 the API gave for them.
+    Integrity {
+        /// The file's path in its volume or artifact.
+        path: String,
+        /// What did not match.
+        message: String,
+    },
+    /// The client was asked to do something it refuses locally: a malformed token, a path
+    /// that would escape the target directory.
+    Invalid(String),
+    /// Reading or writing a local file failed.
+    Io {
+        /// The file.
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// An error answered by the API, with everything its envelope and headers say.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: u16,
+    /// The error's category.
+    pub kind: ErrorType,
+    /// The specific error code.
+    pub code: ErrorCode,
+    /// The human-readable message.
+    pub message: String,
+    /// The parameter at fault, when there is one.
+    pub param: Option<String>,
+    /// The response's `X-Request-Id`.
+    pub request_id: Option<String>,
+}
+
+impl Error {
+    /// The API error, when the API answered with one.
+    pub fn api(&self) -> Option<&ApiError> {
+        match self {
+            Error::Api(error) => Some(error),
+            _ => None,
+        }
+    }
+
+    /// The request id of the response, when there was a response.
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            Error::Api(error) => error.request_id.as_deref(),
+            Error::Transport { request_id, .. } => request_id.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status, when the API answered.
+    pub fn status(&self) -> Option<u16> {
+        self.api().map(|e| e.status)
+    }
+
+    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Error {
+        Error::Io { path: path.display().to_string(), source }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Api(e) => {
+                write!(f, "{} ({}, HTTP {})", e.message, e.code, e.status)?;
+                if let Some(param) = &e.param {
+                    write!(f, " [param: {param}]")?;
+                }
+                if let Some(id) = &e.request_id {
+                    write!(f, " [request id: {id}]")?;
+                }
+                Ok(())
+            }
+            Error::Transport { message, request_id: Some(id) } => write!(f, "{message} [request id: {id}]"),
+            Error::Transport { message, request_id: None } => write!(f, "{message}"),
+            Error::Integrity { path, message } => write!(f, "{path}: {message}"),
+            Error::Invalid(message) => write!(f, "{message}"),
+            Error::Io { path, source } => write!(f, "{path}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+fn request_id(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+impl From<progenitor_client::Error<crate::types::Error>> for Error {
+    fn from(error: progenitor_client::Error<crate::types::Error>) -> Self {
+        use progenitor_client::Error as Raw;
+        match error {
+            Raw::ErrorResponse(response) => {
+                let (status, request_id) = (response.status().as_u16(), request_id(response.headers()));
+                let detail = response.into_inner().error;
+                Error::Api(ApiError { status, kind: detail.type_, code: detail.code, message: detail.message, param: detail.param, request_id })
+            }
+            Raw::UnexpectedResponse(response) => Error::Transport {
+                message: format!("unexpected response: HTTP {}", response.status()),
+                request_id: request_id(response.headers()),
+            },
+            Raw::InvalidResponsePayload(bytes, error) => {
+                Error::Transport { message: format!("unreadable response ({} bytes): {error}", bytes.len()), request_id: None }
+            }
+            Raw::CommunicationError(error) => Error::Transport { message: transport_message(&error), request_id: None },
+            other => Error::Transport { message: other.to_string(), request_id: None },
+        }
+    }
+}
+
+impl From<reqwest::Error> for Error {
+    fn from(error: reqwest::Error) -> Self {
+        Error::Transport { message: transport_message(&error), request_id: None }
+    }
+}
+
+/// reqwest's message with its causes, which say what actually went wrong.
+pub(crate) fn transport_message(error: &reqwest::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        message.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    message
+}
+
+/// An error response read from its body, for calls made outside the generated client
+/// (storage URLs, the event stream).
+pub(crate) async fn from_response(response: reqwest::Response) -> Error {
+    let (status, request_id) = (response.status().as_u16(), request_id(response.headers()));
+    let text = response.text().await.unwrap_or_default();
+    match serde_json::from_str::<crate::types::Error>(&text) {
+        Ok(envelope) => Error::Api(ApiError {
+            status,
+            kind: envelope.error.type_,
+            code: envelope.error.code,
+            message: envelope.error.message,
+            param: envelope.error.param,
+            request_id,
+        }),
+        Err(_) => Error::Transport { message: format!("HTTP {status}: {}", text.chars().take(200).collect::<String>()), request_id },
+    }
+}

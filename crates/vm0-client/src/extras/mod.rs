@@ -1,0 +1,238 @@
+//! The hand-written half of the client, beside the generated one: construction and
+//! authentication, retries, one error type, auto-pagination, typed run events and file
+//! transfers.
+#![deny(missing_docs)]
+
+mod error;
+mod events;
+mod pages;
+mod transfer;
+
+use std::fmt;
+use std::ops::Deref;
+use std::time::Duration;
+
+use rand::Rng;
+use reqwest::header::{HeaderValue, AUTHORIZATION};
+
+pub use error::{ApiError, Error};
+pub use events::RunEvent;
+pub use pages::Paginate;
+pub use transfer::{Progress, Transfer};
+
+/// The production API, the spec's first server.
+pub const DEFAULT_BASE_URL: &str = "https://api.vm0.ai";
+
+/// What the generated client carries for the hooks: the token and the retry policy.
+#[derive(Clone)]
+pub struct Settings {
+    authorization: Option<HeaderValue>,
+    timeout: Option<Duration>,
+    retries: u32,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let token = if self.authorization.is_some() { "Bearer vm0_live_…" } else { "none" };
+        f.debug_struct("Settings").field("authorization", &token).field("timeout", &self.timeout).field("retries", &self.retries).finish()
+    }
+}
+
+/// The VM0 API client: every operation of the generated client (through `Deref`), plus
+/// the extras. Build one with [`Client::new`], [`Client::from_env`] or [`Client::builder`].
+#[derive(Clone)]
+pub struct Client {
+    raw: crate::RawClient,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use progenitor_client::ClientInfo;
+        f.debug_struct("Client").field("base_url", &self.raw.baseurl()).field("settings", self.raw.inner()).finish()
+    }
+}
+
+impl Deref for Client {
+    type Target = crate::RawClient;
+
+    fn deref(&self) -> &crate::RawClient {
+        &self.raw
+    }
+}
+
+impl Client {
+    /// A client for the API at `base_url` (such as `https://api.vm0.ai`) with `token`.
+    /// A token that is not `vm0_live_` and 64 lowercase hex characters is refused here,
+    /// without a request.
+    pub fn new(base_url: &str, token: &str) -> Result<Client, Error> {
+        Client::builder().base_url(base_url).token(token).build()
+    }
+
+    /// A client from the environment: `VM0_API_URL` (default [`DEFAULT_BASE_URL`]) and
+    /// `VM0_TOKEN`.
+    pub fn from_env() -> Result<Client, Error> {
+        let base_url = std::env::var("VM0_API_URL").unwrap_or_else(|_| DEFAULT_BASE_URL.to_string());
+        let token = std::env::var("VM0_TOKEN").map_err(|_| Error::Invalid("VM0_TOKEN is not set".into()))?;
+        Client::new(&base_url, &token)
+    }
+
+    /// A builder for the base URL, token, timeout, retries and reqwest client.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// The API's base URL.
+    pub fn base_url(&self) -> &str {
+        use progenitor_client::ClientInfo;
+        self.raw.baseurl()
+    }
+
+    /// The reqwest client, with the token, for requests outside the generated operations.
+    fn http(&self) -> &reqwest::Client {
+        use progenitor_client::ClientInfo;
+        self.raw.client()
+    }
+
+    fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        use progenitor_client::ClientInfo;
+        match &self.raw.inner().authorization {
+            Some(value) => request.header(AUTHORIZATION, value.clone()),
+            None => request,
+        }
+    }
+}
+
+/// Builds a [`Client`].
+#[derive(Debug)]
+pub struct ClientBuilder {
+    base_url: String,
+    token: Option<String>,
+    timeout: Option<Duration>,
+    retries: u32,
+    http: Option<reqwest::Client>,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        ClientBuilder { base_url: DEFAULT_BASE_URL.into(), token: None, timeout: Some(Duration::from_secs(30)), retries: 2, http: None }
+    }
+}
+
+impl ClientBuilder {
+    /// The API's base URL (default [`DEFAULT_BASE_URL`]).
+    pub fn base_url(mut self, base_url: &str) -> Self {
+        self.base_url = base_url.trim_end_matches('/').to_string();
+        self
+    }
+
+    /// The API token, `vm0_live_` and 64 lowercase hex characters.
+    pub fn token(mut self, token: &str) -> Self {
+        self.token = Some(token.to_string());
+        self
+    }
+
+    /// The time limit of each API call (default 30 s; `None` for none). Event streams and
+    /// file transfers are not limited by it.
+    pub fn timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How many times a failed call is retried (default 2): connection errors, and for
+    /// idempotent requests 429 and 5xx answers too.
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// The reqwest client to send with, for proxies, TLS roots and the like.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http = Some(client);
+        self
+    }
+
+    /// The client; a malformed token is refused here.
+    pub fn build(self) -> Result<Client, Error> {
+        let authorization = match &self.token {
+            Some(token) => {
+                if !is_token(token) {
+                    return Err(Error::Invalid("Malformed API token: expected vm0_live_ followed by 64 lowercase hex characters".into()));
+                }
+                let mut value = HeaderValue::from_str(&format!("Bearer {token}")).expect("a well-formed token is a valid header");
+                value.set_sensitive(true);
+                Some(value)
+            }
+            None => None,
+        };
+        let http = match self.http {
+            Some(http) => http,
+            None => reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .user_agent(concat!("vm0-client/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(Error::from)?,
+        };
+        let settings = Settings { authorization, timeout: self.timeout, retries: self.retries };
+        Ok(Client { raw: crate::RawClient::new_with_client(&self.base_url, http, settings) })
+    }
+}
+
+/// Whether `token` has the API's token format.
+pub fn is_token(token: &str) -> bool {
+    token.strip_prefix("vm0_live_").is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+}
+
+impl progenitor_client::ClientHooks<Settings> for crate::RawClient {
+    async fn pre<E>(&self, request: &mut reqwest::Request, _: &progenitor_client::OperationInfo) -> Result<(), progenitor_client::Error<E>> {
+        use progenitor_client::ClientInfo;
+        let settings = self.inner();
+        if let Some(value) = &settings.authorization {
+            request.headers_mut().insert(AUTHORIZATION, value.clone());
+        }
+        if request.timeout().is_none() {
+            *request.timeout_mut() = settings.timeout;
+        }
+        Ok(())
+    }
+
+    async fn exec(&self, request: reqwest::Request, _: &progenitor_client::OperationInfo) -> reqwest::Result<reqwest::Response> {
+        use progenitor_client::ClientInfo;
+        send_with_retries(self.client(), request, self.inner().retries).await
+    }
+}
+
+/// Sends `request`, retrying up to `retries` times: connection errors always (the server
+/// never saw the request), and for idempotent methods timeouts, 429 and 5xx, after an
+/// exponential backoff with jitter or the `Retry-After` the server asked for.
+pub(crate) async fn send_with_retries(client: &reqwest::Client, request: reqwest::Request, retries: u32) -> reqwest::Result<reqwest::Response> {
+    use reqwest::Method;
+    let idempotent = matches!(*request.method(), Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS);
+    let mut attempt = 0;
+    loop {
+        // The last attempt, and a request whose body cannot be replayed, go as they are.
+        let copy = if attempt < retries { request.try_clone() } else { None };
+        let Some(copy) = copy else { return client.execute(request).await };
+        let wait = match client.execute(copy).await {
+            Ok(response) if idempotent && (response.status().as_u16() == 429 || response.status().is_server_error()) => {
+                retry_after(&response).unwrap_or_else(|| backoff(attempt))
+            }
+            Ok(response) => return Ok(response),
+            Err(error) if error.is_connect() || (idempotent && error.is_timeout()) => backoff(attempt),
+            Err(error) => return Err(error),
+        };
+        tokio::time::sleep(wait).await;
+        attempt += 1;
+    }
+}
+
+/// Full jitter over an exponential ceiling: 0.25 s, 0.5 s, 1 s … up to 8 s.
+pub(crate) fn backoff(attempt: u32) -> Duration {
+    let ceiling = Duration::from_millis(250).saturating_mul(1 << attempt.min(5)).min(Duration::from_secs(8));
+    ceiling.mul_f64(rand::rng().random_range(0.5..=1.0))
+}
+
+/// The delay a `Retry-After` header in seconds asks for, up to a minute.
+fn retry_after(response: &reqwest::Response) -> Option<Duration> {
+    let seconds: u64 = response.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(seconds.min(60)))
+}
