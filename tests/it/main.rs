@@ -1,7 +1,9 @@
 //! The cross-crate tests, in one binary so that linking happens once.
 
+mod client_faults;
 mod drift;
 mod e2e_agents;
+mod e2e_client;
 mod e2e_runs;
 mod e2e_storage;
 mod e2e_tokens;
