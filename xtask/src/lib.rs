@@ -2,6 +2,7 @@
 //! spec, the spec's lint, and the CI entry point. It is a library too, so that the tests
 //! can regenerate and lint in memory.
 
+pub mod bench;
 pub mod codegen;
 pub mod lint;
 pub mod schemathesis;

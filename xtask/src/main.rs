@@ -3,7 +3,7 @@
 use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Result};
-use xtask::{codegen, lint, schemathesis, spec, tools};
+use xtask::{bench, codegen, lint, schemathesis, spec, tools};
 
 const HELP: &str = "\
 cargo xtask <command>
@@ -14,8 +14,8 @@ commands:
   lint             check openapi/v1.yaml: structure, the project's rules, Spectral,
                    Redocly and openapi-spec-validator (installed into target/lint-tools)
   schemathesis     run schemathesis against a fresh reference server
-  bench            run the benchmarks (pagination depth, 1 GiB transfer) and print
-                   their figures
+  bench            run the benchmarks (pagination depth, 1 GiB through the server,
+                   1 GiB through the client) and print their figures
   ci               everything CI runs: codegen --check, lint, clippy, every test,
                    schemathesis
 ";
@@ -28,7 +28,7 @@ fn main() -> ExitCode {
         ["codegen", "--check"] => codegen::run(true),
         ["lint"] => run_lint(),
         ["schemathesis"] => schemathesis::run(),
-        ["bench"] => bench(),
+        ["bench"] => bench::run(),
         ["ci"] => ci(),
         ["help" | "--help" | "-h"] | [] => {
             print!("{HELP}");
@@ -67,19 +67,6 @@ fn run_lint() -> Result<bool> {
 
 fn indent(text: &str) -> String {
     text.lines().map(|line| format!("  {line}")).collect::<Vec<_>>().join("\n")
-}
-
-/// The benchmarks, in release builds; their figures go to standard output.
-fn bench() -> Result<bool> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    for name in ["pagination", "transfer"] {
-        let args = ["bench", "--quiet", "--locked", "-p", "vm0-server", "--bench", name];
-        println!("== cargo {}", args.join(" "));
-        if !Command::new(&cargo).args(args).current_dir(spec::workspace_root()).status()?.success() {
-            return Ok(false);
-        }
-    }
-    Ok(true)
 }
 
 fn ci() -> Result<bool> {
