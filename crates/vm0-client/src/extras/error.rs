@@ -171,3 +171,18 @@ pub(crate) async fn from_response(response: reqwest::Response) -> Error {
         Err(_) => Error::Transport { message: format!("HTTP {status}: {}", text.chars().take(200).collect::<String>()), request_id },
     }
 }
+
+/// What a generated operation's `send` returns, read as the response's body or one
+/// [`Error`]: `client.get_run().id(id).send().await.body()?`. Code that returns `anyhow`
+/// or `Box<dyn Error>` needs it, because there `?` alone would keep progenitor's error,
+/// whose message is the whole raw response.
+pub trait Reply<T> {
+    /// The body of a success, or the error as an [`Error`].
+    fn body(self) -> Result<T, Error>;
+}
+
+impl<T> Reply<T> for Result<crate::ResponseValue<T>, progenitor_client::Error<crate::types::Error>> {
+    fn body(self) -> Result<T, Error> {
+        self.map(crate::ResponseValue::into_inner).map_err(Error::from)
+    }
+}

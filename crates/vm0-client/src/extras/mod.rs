@@ -15,7 +15,7 @@ use std::time::Duration;
 use rand::Rng;
 use reqwest::header::{HeaderValue, AUTHORIZATION};
 
-pub use error::{ApiError, Error};
+pub use error::{ApiError, Error, Reply};
 pub use events::RunEvent;
 pub use pages::Paginate;
 pub use transfer::{Progress, Transfer};

@@ -1,0 +1,93 @@
+//! What commands print: aligned tables for people, JSON for scripts (`--json`), errors on
+//! standard error with their code and request id.
+
+use std::io::IsTerminal;
+
+use anyhow::{bail, Result};
+use serde::Serialize;
+
+/// Prints rows under a header, each column as wide as its widest cell.
+pub fn table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row);
+    }
+}
+
+/// Prints key-value pairs, the keys aligned.
+pub fn fields(pairs: &[(&str, String)]) {
+    let width = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (key, value) in pairs {
+        println!("{key:<width$}  {value}");
+    }
+}
+
+/// Prints a value as pretty JSON.
+pub fn json<T: Serialize>(value: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// An optional value, or `-`.
+pub fn or_dash<T: ToString>(value: Option<T>) -> String {
+    value.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+}
+
+/// A timestamp as people read it.
+pub fn time(value: &chrono::DateTime<chrono::Utc>) -> String {
+    value.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+/// Prints an error the way every command does: what was being done and what went wrong on
+/// one line, then the API's error code, status, parameter and request id when it gave them.
+pub fn error(error: &anyhow::Error) {
+    let mut parts = Vec::new();
+    let mut api = None;
+    for cause in error.chain() {
+        match cause.downcast_ref::<vm0_client::Error>() {
+            Some(vm0_client::Error::Api(e)) => {
+                parts.push(e.message.clone());
+                api = Some(e);
+            }
+            // The client's errors already say their causes.
+            Some(other) => parts.push(other.to_string()),
+            None => parts.push(cause.to_string()),
+        }
+        if cause.is::<vm0_client::Error>() {
+            break;
+        }
+    }
+    eprintln!("error: {}", parts.join(": "));
+    if let Some(api) = api {
+        let mut details = vec![format!("code: {}", api.code), format!("status: {}", api.status)];
+        if let Some(param) = &api.param {
+            details.push(format!("param: {param}"));
+        }
+        if let Some(id) = &api.request_id {
+            details.push(format!("request id: {id}"));
+        }
+        eprintln!("  {}", details.join(", "));
+    }
+}
+
+/// Asks a yes/no question on the terminal; without one, the answer is no and the error
+/// says to pass `--yes`.
+pub fn confirm(question: &str) -> Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        bail!("{question} There is no terminal to ask on: pass --yes to confirm.");
+    }
+    eprint!("{question} [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}

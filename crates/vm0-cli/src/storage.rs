@@ -1,0 +1,347 @@
+//! `vm0 volumes` and `vm0 artifacts`: the same commands over the two kinds of storage,
+//! which the API shapes alike.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, Utc};
+use clap::Subcommand;
+use futures::{Stream, StreamExt};
+use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use vm0_client::{types, Client, Paginate, Reply, Transfer};
+
+use crate::lookup::{self, by_id_or_name};
+use crate::output;
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Create an empty one.
+    Create {
+        /// Its name: lowercase letters, digits and hyphens.
+        name: String,
+    },
+    /// List them all.
+    List {
+        /// Show at most this many.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Show one, with its current version.
+    Get {
+        /// Its name or id.
+        name: String,
+    },
+    /// List the versions of one.
+    Versions {
+        /// Its name or id.
+        name: String,
+        /// Show at most this many.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Upload a directory's files as a new version.
+    Push {
+        /// The directory; every regular file under it is uploaded.
+        dir: PathBuf,
+        /// Where to push [default: the directory's name].
+        #[arg(long)]
+        name: Option<String>,
+        /// A description of the new version.
+        #[arg(long, short)]
+        message: Option<String>,
+    },
+    /// Download a version's files into a directory; each file is checked against its
+    /// size and SHA-256.
+    Pull {
+        /// Its name or id.
+        name: String,
+        /// The directory [default: ./NAME]; it must be empty or new unless --force.
+        dir: Option<PathBuf>,
+        /// The version's id [default: the current version].
+        #[arg(long)]
+        version: Option<String>,
+        /// Pull into a directory that has files, overwriting those the version also has.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Delete one with all its versions.
+    Delete {
+        /// Its name or id.
+        name: String,
+        /// Do not ask for confirmation.
+        #[arg(long, short)]
+        yes: bool,
+    },
+}
+
+/// Which kind of storage a command is about.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Kind {
+    Volume,
+    Artifact,
+}
+
+impl Kind {
+    fn noun(self) -> &'static str {
+        match self {
+            Kind::Volume => "volume",
+            Kind::Artifact => "artifact",
+        }
+    }
+
+    fn command(self) -> &'static str {
+        match self {
+            Kind::Volume => "volumes",
+            Kind::Artifact => "artifacts",
+        }
+    }
+}
+
+/// A volume or an artifact, with the fields the tables show; the others ride along in
+/// `rest` so that `--json` prints what the API sent.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Item {
+    id: String,
+    name: String,
+    current_version_id: Option<String>,
+    size: i64,
+    file_count: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    #[serde(flatten)]
+    rest: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A version of a volume or an artifact, likewise.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Version {
+    id: String,
+    size: i64,
+    file_count: i64,
+    message: Option<String>,
+    created_by: String,
+    created_at: DateTime<Utc>,
+    #[serde(flatten)]
+    rest: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One API model as another with the same JSON.
+fn convert<T: DeserializeOwned>(value: impl Serialize) -> Result<T, vm0_client::Error> {
+    serde_json::to_value(value).and_then(serde_json::from_value).map_err(|e| vm0_client::Error::Invalid(format!("an unexpected response: {e}")))
+}
+
+fn converted<A: Serialize, T: DeserializeOwned>(items: impl Stream<Item = Result<A, vm0_client::Error>>) -> impl Stream<Item = Result<T, vm0_client::Error>> {
+    items.map(|item| item.and_then(convert))
+}
+
+pub async fn run(kind: Kind, command: Command, client: &Client, json: bool) -> Result<()> {
+    let noun = kind.noun();
+    match command {
+        Command::Create { name } => {
+            let name: types::StorageName = crate::parse_arg(&name).with_context(|| format!("the {noun} name"))?;
+            let item: Item = match kind {
+                Kind::Volume => convert(client.create_volume().body(types::CreateVolumeRequest { name }).send().await.body()?)?,
+                Kind::Artifact => convert(client.create_artifact().body(types::CreateArtifactRequest { name }).send().await.body()?)?,
+            };
+            if json {
+                return output::json(&item);
+            }
+            println!("Created {noun} {} ({}). Push files to it: vm0 {} push DIR --name {}", item.name, item.id, kind.command(), item.name);
+        }
+        Command::List { limit } => {
+            let items: Vec<Item> = match kind {
+                Kind::Volume => lookup::collect(converted(client.list_volumes().stream()), limit).await?,
+                Kind::Artifact => lookup::collect(converted(client.list_artifacts().stream()), limit).await?,
+            };
+            if json {
+                return output::json(&items);
+            }
+            let rows = items
+                .iter()
+                .map(|i| vec![i.name.clone(), i.id.clone(), HumanBytes(i.size as u64).to_string(), i.file_count.to_string(), output::time(&i.updated_at)])
+                .collect();
+            output::table(&["NAME", "ID", "SIZE", "FILES", "UPDATED"], rows);
+        }
+        Command::Get { name } => {
+            let mut item = find(client, kind, &name).await?;
+            // Found by name, it came from the listing, which leaves out the current version.
+            if !item.rest.contains_key("currentVersion") {
+                item = get(client, kind, &item.id).await?;
+            }
+            if json {
+                return output::json(&item);
+            }
+            let current: Option<Version> = item.rest.get("currentVersion").cloned().and_then(|v| serde_json::from_value(v).ok());
+            output::fields(&[
+                ("Name", item.name.clone()),
+                ("ID", item.id.clone()),
+                ("Size", HumanBytes(item.size as u64).to_string()),
+                ("Files", item.file_count.to_string()),
+                ("Created", output::time(&item.created_at)),
+                ("Updated", output::time(&item.updated_at)),
+                ("Version", output::or_dash(current.as_ref().map(|v| format!("{}, {} by {}", v.id, output::time(&v.created_at), v.created_by)))),
+                ("Message", output::or_dash(current.and_then(|v| v.message))),
+            ]);
+        }
+        Command::Versions { name, limit } => {
+            let item = find(client, kind, &name).await?;
+            let versions: Vec<Version> = match kind {
+                Kind::Volume => lookup::collect(converted(client.list_volume_versions().id(&item.id).stream()), limit).await?,
+                Kind::Artifact => lookup::collect(converted(client.list_artifact_versions().id(&item.id).stream()), limit).await?,
+            };
+            if json {
+                return output::json(&versions);
+            }
+            let rows = versions
+                .iter()
+                .map(|v| {
+                    let current = if item.current_version_id.as_deref() == Some(v.id.as_str()) { "current" } else { "" };
+                    vec![
+                        v.id.clone(),
+                        HumanBytes(v.size as u64).to_string(),
+                        v.file_count.to_string(),
+                        output::time(&v.created_at),
+                        v.created_by.clone(),
+                        output::or_dash(v.message.clone()),
+                        current.into(),
+                    ]
+                })
+                .collect();
+            output::table(&["ID", "SIZE", "FILES", "CREATED", "BY", "MESSAGE", ""], rows);
+        }
+        Command::Push { dir, name, message } => {
+            if !dir.is_dir() {
+                bail!("{} is not a directory", dir.display());
+            }
+            let name = match name {
+                Some(name) => name,
+                None => default_name(&dir).with_context(|| format!("{} has no name to push it as: give one with --name", dir.display()))?,
+            };
+            let item = find(client, kind, &name).await.map_err(|e| match e.downcast_ref::<lookup::NotFound>() {
+                Some(_) => anyhow::anyhow!("there is no {noun} {name:?}: create it first with `vm0 {} create {name}`", kind.command()),
+                None => e,
+            })?;
+            let progress = Bar::start(&format!("pushing to {}", item.name));
+            let options = progress.transfer();
+            let version: Version = match kind {
+                Kind::Volume => convert(client.push_volume(&item.id, &dir, message.as_deref(), &options).await?)?,
+                Kind::Artifact => convert(client.push_artifact(&item.id, &dir, message.as_deref(), &options).await?)?,
+            };
+            progress.finish();
+            if json {
+                return output::json(&version);
+            }
+            println!("Pushed {} files ({}) to {noun} {} as version {}.", version.file_count, HumanBytes(version.size as u64), item.name, version.id);
+        }
+        Command::Pull { name, dir, version, force } => {
+            let item = find(client, kind, &name).await?;
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&item.name));
+            if !force && has_entries(&dir)? {
+                bail!("{} is not empty: pull into a new or empty directory, or pass --force to overwrite the files the version has", dir.display());
+            }
+            let progress = Bar::start(&format!("pulling {}", item.name));
+            let options = progress.transfer();
+            let download = match kind {
+                Kind::Volume => client.pull_volume(&item.id, version.as_deref(), &dir, &options).await?,
+                Kind::Artifact => client.pull_artifact(&item.id, version.as_deref(), &dir, &options).await?,
+            };
+            progress.finish();
+            let bytes: i64 = download.files.iter().map(|f| f.size).sum();
+            if json {
+                let files: Vec<_> = download.files.iter().map(|f| serde_json::json!({ "path": f.path, "size": f.size, "hash": f.hash })).collect();
+                return output::json(&serde_json::json!({ "versionId": download.version_id, "dir": dir, "files": files }));
+            }
+            println!("Pulled {} files ({}) of {noun} {} version {} into {}.", download.files.len(), HumanBytes(bytes as u64), item.name, download.version_id, dir.display());
+        }
+        Command::Delete { name, yes } => {
+            let item = find(client, kind, &name).await?;
+            if !yes && !output::confirm(&format!("Delete {noun} {} ({}) and all its versions?", item.name, item.id))? {
+                bail!("not deleted");
+            }
+            match kind {
+                Kind::Volume => client.delete_volume().id(&item.id).send().await.body()?,
+                Kind::Artifact => client.delete_artifact().id(&item.id).send().await.body()?,
+            };
+            if json {
+                return output::json(&serde_json::json!({ "id": item.id, "deleted": true }));
+            }
+            println!("Deleted {noun} {} ({}).", item.name, item.id);
+        }
+    }
+    Ok(())
+}
+
+/// The volume or artifact `key` names, by id or name.
+async fn find(client: &Client, kind: Kind, key: &str) -> Result<Item> {
+    let by_id = get(client, kind, key);
+    // Listing has no name filter: read pages until the name turns up.
+    let by_name = async {
+        match kind {
+            Kind::Volume => lookup::first(converted(client.list_volumes().stream()), |i: &Item| i.name == key).await,
+            Kind::Artifact => lookup::first(converted(client.list_artifacts().stream()), |i: &Item| i.name == key).await,
+        }
+    };
+    by_id_or_name(kind.noun(), key, by_id, by_name).await
+}
+
+/// The volume or artifact with this id, with its current version.
+async fn get(client: &Client, kind: Kind, id: &str) -> Result<Item, vm0_client::Error> {
+    match kind {
+        Kind::Volume => convert(client.get_volume().id(id).send().await.body()?),
+        Kind::Artifact => convert(client.get_artifact().id(id).send().await.body()?),
+    }
+}
+
+/// The storage name a directory is pushed as by default: its own name.
+fn default_name(dir: &Path) -> Option<String> {
+    let dir = std::fs::canonicalize(dir).ok()?;
+    Some(dir.file_name()?.to_str()?.to_string())
+}
+
+/// Whether `dir` exists and has anything in it.
+fn has_entries(dir: &Path) -> Result<bool> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => Ok(entries.next().is_some()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("reading {}", dir.display())),
+    }
+}
+
+/// A transfer's progress bar on standard error when it is a terminal; nothing otherwise.
+struct Bar(Option<ProgressBar>);
+
+impl Bar {
+    fn start(message: &str) -> Bar {
+        if !std::io::stderr().is_terminal() {
+            return Bar(None);
+        }
+        // A spinner while files are hashed and the transfer is prepared, a bar once bytes move.
+        let bar = ProgressBar::new_spinner().with_message(message.to_string());
+        bar.enable_steady_tick(std::time::Duration::from_millis(100));
+        Bar(Some(bar))
+    }
+
+    fn transfer(&self) -> Transfer {
+        let Some(bar) = self.0.clone() else { return Transfer::default() };
+        let style = ProgressStyle::with_template("{msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} {eta}")
+            .expect("the template is valid")
+            .progress_chars("=> ");
+        Transfer::default().on_progress(move |p| {
+            if bar.length() != Some(p.total_bytes) {
+                bar.set_style(style.clone());
+                bar.set_length(p.total_bytes);
+            }
+            bar.set_position(p.bytes);
+        })
+    }
+
+    fn finish(self) {
+        if let Some(bar) = self.0 {
+            bar.finish_and_clear();
+        }
+    }
+}
