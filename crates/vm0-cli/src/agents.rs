@@ -39,7 +39,7 @@ pub enum Command {
     Create {
         /// The new agent's name: lowercase letters, digits and hyphens.
         name: String,
-        /// The configuration, a JSON object (`-` for standard input). The reference
+        /// The configuration, a JSON object (`-` for standard input); the reference
         /// server's local executor takes `command`, `timeoutSeconds` and `files`.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,

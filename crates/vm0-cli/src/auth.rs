@@ -12,14 +12,17 @@ use crate::output;
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Store an API token (asked for with hidden input, or read from standard input when
-    /// it is not a terminal) after checking it against the API.
+    /// Check an API token against the API and store it.
+    ///
+    /// The token is asked for with hidden input, or read from standard input when that
+    /// is not a terminal. It is stored with the API's URL in the user's configuration
+    /// directory, readable by the user only.
     Login {
         /// The API's base URL [default: VM0_API_URL, the stored URL, or https://api.vm0.ai].
         #[arg(long, value_name = "URL")]
         api_url: Option<String>,
-        /// The token itself, instead of asking for it. It stays in your shell's history:
-        /// prefer the prompt or standard input.
+        /// The token itself, instead of asking for it (it stays in your shell's history:
+        /// prefer the prompt or standard input).
         #[arg(long, value_name = "TOKEN")]
         token: Option<String>,
     },

@@ -90,13 +90,22 @@ where
     clap::builder::PossibleValuesParser::new(values).map(|value| value.parse::<T>().unwrap_or_else(|e| panic!("{value}, a value of the schema, does not parse: {e}")))
 }
 
+/// The command line, parsed with the volumes' and artifacts' help worded for each.
+fn parse() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let command = Cli::command()
+        .mut_subcommand("volumes", |c| storage::Kind::Volume.name_in_help(c))
+        .mut_subcommand("artifacts", |c| storage::Kind::Artifact.name_in_help(c));
+    Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     // Like other Unix tools, end quietly when the reader of our output goes away
     // (`vm0 runs list | head`), instead of panicking on the failed write.
     // SAFETY: restoring a signal's default disposition at start, before any thread uses it.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    let cli = Cli::parse();
+    let cli = parse();
     match dispatch(cli.command, cli.json).await {
         Ok(code) => code,
         Err(error) => {

@@ -15,47 +15,50 @@ use vm0_client::{types, Client, Paginate, Reply, Transfer};
 use crate::lookup::{self, by_id_or_name};
 use crate::output;
 
+/// The commands of `vm0 volumes` and `vm0 artifacts`; their help says `KIND`, which
+/// [`Kind::name_in_help`] replaces.
 #[derive(Subcommand)]
 pub enum Command {
-    /// Create an empty one.
+    /// Create an empty KIND.
     Create {
-        /// Its name: lowercase letters, digits and hyphens.
+        /// The new KIND's name: lowercase letters, digits and hyphens.
         name: String,
     },
-    /// List them all.
+    /// List your KINDs.
     List {
         /// Show at most this many.
         #[arg(long)]
         limit: Option<usize>,
     },
-    /// Show one, with its current version.
+    /// Show a KIND and its current version.
     Get {
-        /// Its name or id.
+        /// The KIND's name or id.
         name: String,
     },
-    /// List the versions of one.
+    /// List a KIND's versions.
     Versions {
-        /// Its name or id.
+        /// The KIND's name or id.
         name: String,
         /// Show at most this many.
         #[arg(long)]
         limit: Option<usize>,
     },
-    /// Upload a directory's files as a new version.
+    /// Upload a directory's files as a KIND's new version.
     Push {
         /// The directory; every regular file under it is uploaded.
         dir: PathBuf,
-        /// Where to push [default: the directory's name].
+        /// The KIND to push to [default: the directory's name].
         #[arg(long)]
         name: Option<String>,
         /// A description of the new version.
         #[arg(long, short)]
         message: Option<String>,
     },
-    /// Download a version's files into a directory; each file is checked against its
-    /// size and SHA-256.
+    /// Download a KIND's files into a directory.
+    ///
+    /// Each file is checked against its size and SHA-256 before it takes its name.
     Pull {
-        /// Its name or id.
+        /// The KIND's name or id.
         name: String,
         /// The directory [default: ./NAME]; it must be empty or new unless --force.
         dir: Option<PathBuf>,
@@ -66,9 +69,9 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Delete one with all its versions.
+    /// Delete a KIND and all its versions.
     Delete {
-        /// Its name or id.
+        /// The KIND's name or id.
         name: String,
         /// Do not ask for confirmation.
         #[arg(long, short)]
@@ -89,6 +92,28 @@ impl Kind {
             Kind::Volume => "volume",
             Kind::Artifact => "artifact",
         }
+    }
+
+    /// The help of `command`, the volumes' or the artifacts', with `KIND` made this kind.
+    pub fn name_in_help(self, command: clap::Command) -> clap::Command {
+        let noun = self.noun();
+        let with_article = if self == Kind::Artifact { "an artifact" } else { "a volume" };
+        let fix = |text: Option<&clap::builder::StyledStr>| text.map(|t| t.to_string().replace("a KIND", with_article).replace("KIND", noun));
+        command.mut_subcommands(|sub| {
+            let (about, long_about) = (fix(sub.get_about()), fix(sub.get_long_about()));
+            let sub = sub.mut_args(|arg| match fix(arg.get_help()) {
+                Some(help) => arg.help(help),
+                None => arg,
+            });
+            let sub = match about {
+                Some(about) => sub.about(about),
+                None => sub,
+            };
+            match long_about {
+                Some(long_about) => sub.long_about(long_about),
+                None => sub,
+            }
+        })
     }
 
     fn command(self) -> &'static str {

@@ -23,7 +23,7 @@ pub enum Command {
         /// What the token is for, such as "ci".
         name: String,
         /// Days until it expires.
-        #[arg(long, default_value_t = 90)]
+        #[arg(long, value_name = "DAYS", default_value_t = 90)]
         expires_in_days: u64,
     },
     /// Revoke a token: requests made with it fail from now on.
