@@ -27,13 +27,9 @@ impl TestServer {
     /// Starts a server over an existing data directory (to restart one).
     pub async fn start_in(data_dir: tempfile::TempDir) -> TestServer {
         let config = vm0_server::Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: data_dir.path().to_path_buf(),
-            database_url: None,
-            public_url: None,
             max_file_size: 64 * 1024 * 1024,
-            max_concurrent_runs: 4,
             sample_interval: std::time::Duration::from_millis(200),
+            ..vm0_server::Config::local(data_dir.path())
         };
         let server = vm0_server::bind(config).await.expect("the server starts");
         let token = match &server.first_token {

@@ -168,7 +168,7 @@ pub async fn start(args: RunArgs, client: &Client, json: bool) -> Result<ExitCod
         return Ok(ExitCode::SUCCESS);
     }
     if !json {
-        eprintln!("Run {} of {} ({}). Ctrl-C to cancel it.", run.id, run.agent_name, run.status);
+        eprintln!("Run {} of {}. Ctrl-C to cancel it.", run.id, run.agent_name);
     }
     let Some(status) = follow(client, &run, json).await? else {
         return Ok(ExitCode::from(EXIT_DETACHED));

@@ -41,15 +41,7 @@ impl Env {
     fn new() -> Env {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let data = tempfile::tempdir().unwrap();
-        let config = vm0_server::Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: data.path().to_path_buf(),
-            database_url: None,
-            public_url: None,
-            max_file_size: 1 << 30,
-            max_concurrent_runs: 4,
-            sample_interval: std::time::Duration::from_millis(100),
-        };
+        let config = vm0_server::Config { sample_interval: std::time::Duration::from_millis(100), ..vm0_server::Config::local(data.path()) };
         let server = runtime.block_on(vm0_server::bind(config)).unwrap();
         let (url, token) = (server.url.clone(), server.first_token.clone().unwrap());
         runtime.spawn(server.serve(std::future::pending()));

@@ -14,15 +14,7 @@ const REPEATS: usize = 30;
 #[tokio::main]
 async fn main() {
     let data = tempfile::tempdir().unwrap();
-    let config = vm0_server::Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: data.path().to_path_buf(),
-        database_url: None,
-        public_url: None,
-        max_file_size: 1 << 30,
-        max_concurrent_runs: 1,
-        sample_interval: std::time::Duration::from_secs(1),
-    };
+    let config = vm0_server::Config { max_concurrent_runs: 1, ..vm0_server::Config::local(data.path()) };
     let server = vm0_server::bind(config).await.unwrap();
     let (url, token, app) = (server.url.clone(), server.first_token.clone().unwrap(), server.app.clone());
     tokio::spawn(server.serve(std::future::pending()));

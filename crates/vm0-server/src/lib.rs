@@ -56,6 +56,22 @@ pub struct Config {
     pub sample_interval: std::time::Duration,
 }
 
+impl Config {
+    /// The server's defaults over `data_dir`, listening on a free port of 127.0.0.1: the
+    /// start of every test's and benchmark's configuration.
+    pub fn local(data_dir: &std::path::Path) -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: data_dir.to_path_buf(),
+            database_url: None,
+            public_url: None,
+            max_file_size: 5 * 1024 * 1024 * 1024,
+            max_concurrent_runs: 4,
+            sample_interval: std::time::Duration::from_secs(1),
+        }
+    }
+}
+
 /// A server bound to its address, ready to serve.
 pub struct Server {
     /// The address it listens on.
