@@ -43,6 +43,15 @@ pub fn or_dash<T: ToString>(value: Option<T>) -> String {
     value.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
 }
 
+/// A count with its noun, `1 file` or `2 files`.
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// A timestamp as people read it.
 pub fn time(value: &chrono::DateTime<chrono::Utc>) -> String {
     value.format("%Y-%m-%d %H:%M:%S").to_string()
