@@ -247,3 +247,12 @@ fn a_malformed_token_is_refused_locally_and_a_token_never_shows_in_debug() {
     let debug = format!("{client:?}");
     assert!(!debug.contains(&TOKEN[9..]), "{debug}");
 }
+
+#[test]
+fn a_base_url_that_is_not_an_absolute_http_url_is_refused_locally() {
+    for url in ["127.0.0.1:8080", "localhost", "/v1", "ftp://api.vm0.ai", ""] {
+        let error = Client::new(url, TOKEN).unwrap_err();
+        assert!(matches!(&error, Error::Invalid(m) if m.contains("http:// or https://")), "{url:?}: {error}");
+    }
+    Client::new("https://api.vm0.ai/", TOKEN).unwrap();
+}

@@ -89,6 +89,14 @@ async fn a_directory_pushed_and_pulled_comes_back_byte_for_byte() {
     let again = tempfile::tempdir().unwrap();
     c.pull_artifact(&artifact.id, Some(pushed.id.as_str()), again.path(), &Transfer::default()).await.unwrap();
     assert_eq!(std::fs::read(again.path().join("a.txt")).unwrap(), b"alpha");
+
+    // A version without files still makes its directory.
+    let empty = tempfile::tempdir().unwrap();
+    let hollow = c.create_volume().body_map(|b| b.name("hollow")).send().await.unwrap().into_inner();
+    c.push_volume(&hollow.id, empty.path(), None, &Transfer::default()).await.unwrap();
+    let new_dir = empty.path().join("new");
+    let pulled = c.pull_volume(&hollow.id, None, &new_dir, &Transfer::default()).await.unwrap();
+    assert!(pulled.files.is_empty() && new_dir.is_dir());
 }
 
 #[tokio::test]

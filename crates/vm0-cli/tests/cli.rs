@@ -136,6 +136,9 @@ fn auth_login_status_setup_token_and_logout() {
     let malformed = env.run_with_input(&["auth", "login", "--api-url", &env.url], "not-a-token\n");
     assert_eq!(malformed.code, 1);
     assert!(malformed.stderr.contains("Malformed API token"), "{}", malformed.stderr);
+    let schemeless = env.run_with_input(&["auth", "login", "--api-url", env.url.trim_start_matches("http://")], &format!("{}\n", env.token));
+    assert_eq!(schemeless.code, 1);
+    assert!(schemeless.stderr.contains("give an http:// or https:// URL"), "{}", schemeless.stderr);
 
     // A file left readable by others is made private by the next login.
     std::fs::create_dir_all(env.config_file().parent().unwrap()).unwrap();

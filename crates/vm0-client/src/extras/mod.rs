@@ -151,8 +151,13 @@ impl ClientBuilder {
         self
     }
 
-    /// The client; a malformed token is refused here.
+    /// The client; a base URL that is not an absolute http(s) URL, or a malformed token,
+    /// is refused here.
     pub fn build(self) -> Result<Client, Error> {
+        match reqwest::Url::parse(&self.base_url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {}
+            _ => return Err(Error::Invalid(format!("{:?} is not an API base URL: give an http:// or https:// URL, such as {DEFAULT_BASE_URL}", self.base_url))),
+        }
         let authorization = match &self.token {
             Some(token) => {
                 if !is_token(token) {

@@ -206,6 +206,8 @@ impl Client {
     /// Downloads every file of `download` into `dir`, checking each one's size and hash.
     async fn fetch(&self, download: types::DownloadResponse, dir: &Path, options: &Transfer) -> Result<types::DownloadResponse, Error> {
         let targets = download.files.iter().map(|f| inside(dir, f.path.as_str()).map(|t| (f, t))).collect::<Result<Vec<_>, _>>()?;
+        // The directory exists afterwards even when the version has no files.
+        tokio::fs::create_dir_all(dir).await.map_err(|e| Error::io(dir, e))?;
         let meter = Arc::new(Meter::new(download.files.iter().map(|f| f.size as u64).sum(), download.files.len(), options));
         futures_util::stream::iter(targets)
             .map(|(file, target)| {
