@@ -48,7 +48,7 @@ pub async fn run(command: Command, json: bool) -> Result<()> {
 pub fn client() -> Result<Client> {
     let effective = config::effective()?;
     let Some(token) = effective.token else {
-        bail!("not logged in: run `vm0 auth login`, or set VM0_TOKEN");
+        bail!("not logged in to {}: run `vm0 auth login`, or set VM0_TOKEN", effective.api_url);
     };
     Client::new(&effective.api_url, &token).with_context(|| format!("the token from {}", effective.source))
 }

@@ -63,15 +63,19 @@ pub struct Effective {
     pub source: &'static str,
 }
 
-/// The environment over the file over the default URL.
+/// The environment over the file over the default URL. The stored token goes only to the
+/// URL it was stored for: with `VM0_API_URL` naming another API and no `VM0_TOKEN`, there
+/// is no token, rather than one sent to a server it was never meant for.
 pub fn effective() -> Result<Effective> {
     let stored = load()?;
-    let env_url = std::env::var("VM0_API_URL").ok().filter(|v| !v.is_empty());
+    let env_url = std::env::var("VM0_API_URL").ok().filter(|v| !v.is_empty()).map(|v| v.trim_end_matches('/').to_string());
     let env_token = std::env::var("VM0_TOKEN").ok().filter(|v| !v.is_empty());
-    let source = if env_token.is_some() { "environment (VM0_TOKEN)" } else if stored.is_some() { "config file" } else { "none" };
-    Ok(Effective {
-        api_url: env_url.or_else(|| stored.as_ref().map(|s| s.api_url.clone())).unwrap_or_else(|| vm0_client::DEFAULT_BASE_URL.to_string()),
-        token: env_token.or_else(|| stored.map(|s| s.token)),
-        source,
-    })
+    let api_url = env_url.or_else(|| stored.as_ref().map(|s| s.api_url.clone())).unwrap_or_else(|| vm0_client::DEFAULT_BASE_URL.to_string());
+    let stored_token = stored.filter(|s| s.api_url == api_url).map(|s| s.token);
+    let (token, source) = match (env_token, stored_token) {
+        (Some(token), _) => (Some(token), "environment (VM0_TOKEN)"),
+        (None, Some(token)) => (Some(token), "config file"),
+        (None, None) => (None, "none"),
+    };
+    Ok(Effective { api_url, token, source })
 }

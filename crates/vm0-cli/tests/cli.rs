@@ -168,6 +168,11 @@ fn auth_login_status_setup_token_and_logout() {
     let out: Out = env.command(&["auth", "status"]).env("VM0_TOKEN", other).output().unwrap().into();
     assert_eq!(out.code, 1, "status exits 1 when the token in effect is refused");
 
+    // The stored token is not sent to another API named by VM0_API_URL.
+    let out: Out = env.command(&["agents", "list"]).env("VM0_API_URL", "http://127.0.0.1:9").output().unwrap().into();
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("not logged in to http://127.0.0.1:9"), "{}", out.stderr);
+
     assert!(env.ok(&["auth", "logout"]).contains("Logged out"));
     assert!(!env.config_file().exists());
     assert!(env.fails(1, &["auth", "setup-token"]).contains("not logged in"));
