@@ -209,11 +209,7 @@ async fn a_download_whose_bytes_do_not_match_their_hash_fails_and_leaves_nothing
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .flat_map(|e| if e.file_type().unwrap().is_dir() { walk(&e.path()) } else { vec![e.path()] })
-        .collect()
+    std::fs::read_dir(dir).unwrap().flatten().flat_map(|e| if e.file_type().unwrap().is_dir() { walk(&e.path()) } else { vec![e.path()] }).collect()
 }
 
 #[tokio::test]

@@ -36,7 +36,8 @@ async fn a_run_is_followed_through_typed_events() {
     let server = TestServer::start().await;
     let c = server.client();
     c.create_agent().body_map(|b| b.name("echo").config(config(json!({"command": ["sh", "-c", "echo \"$VM0_PROMPT\"; echo bye"]})))).send().await.unwrap();
-    let run = c.create_run().body(types::CreateRunRequest::builder().agent(Some("echo".parse().unwrap())).prompt("hi there")).send().await.unwrap().into_inner();
+    let run =
+        c.create_run().body(types::CreateRunRequest::builder().agent(Some("echo".parse().unwrap())).prompt("hi there")).send().await.unwrap().into_inner();
     let events: Vec<RunEvent> = c.run_events(&run.id).try_collect().await.unwrap();
     let outputs: Vec<&str> = events.iter().filter_map(|e| if let RunEvent::Output { content, .. } = e { Some(content.as_str()) } else { None }).collect();
     assert_eq!(outputs, vec!["hi there", "bye"]);
@@ -56,11 +57,8 @@ async fn a_directory_pushed_and_pulled_comes_back_byte_for_byte() {
     let server = TestServer::start().await;
     let c = server.client();
     let source = tempfile::tempdir().unwrap();
-    let files: Vec<(&str, Vec<u8>)> = vec![
-        ("a.txt", b"alpha".to_vec()),
-        ("nested/deeper/b.bin", (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect()),
-        ("nested/empty", Vec::new()),
-    ];
+    let files: Vec<(&str, Vec<u8>)> =
+        vec![("a.txt", b"alpha".to_vec()), ("nested/deeper/b.bin", (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect()), ("nested/empty", Vec::new())];
     for (path, bytes) in &files {
         let target = source.path().join(path);
         std::fs::create_dir_all(target.parent().unwrap()).unwrap();

@@ -97,10 +97,7 @@ async fn a_run_echoes_its_prompt_into_events_and_logs() {
 
     let logs = c.list_run_logs().id(&run.id).send().await.unwrap().into_inner().data;
     let stream = |name: &str| -> Vec<(String, String)> {
-        logs.iter()
-            .filter(|l| l.type_ == types::LogType::Agent && l.metadata["stream"] == name)
-            .map(|l| (l.message.clone(), l.level.to_string()))
-            .collect()
+        logs.iter().filter(|l| l.type_ == types::LogType::Agent && l.metadata["stream"] == name).map(|l| (l.message.clone(), l.level.to_string())).collect()
     };
     assert_eq!(stream("stdout"), vec![("hello world".into(), "info".into()), ("hello world".into(), "info".into())]);
     assert_eq!(stream("stderr"), vec![("oops".to_string(), "warn".to_string())], "standard error is logged at warn");
@@ -164,7 +161,8 @@ async fn sessions_continue_and_checkpoints_are_snapshots() {
     assert_ne!(from.session_id, first.session_id);
     let (messages, _) = events(&server, &from.id, None, None).await;
     assert_eq!(outputs(&messages), vec!["one"]);
-    let (status, _) = api_error(c.create_run().body(types::CreateRunRequest::builder().session_id(Some("sess_nope".parse().unwrap())).prompt("x")).send().await);
+    let (status, _) =
+        api_error(c.create_run().body(types::CreateRunRequest::builder().session_id(Some("sess_nope".parse().unwrap())).prompt("x")).send().await);
     assert_eq!(status, 404);
 }
 
@@ -220,7 +218,13 @@ async fn secrets_never_appear_in_any_response_event_or_log() {
     let run = wait(&c, &id).await;
     assert_eq!(run.status, RunStatus::Failed);
     let http = reqwest::Client::new();
-    for path in [format!("/v1/runs/{id}"), "/v1/runs".into(), format!("/v1/runs/{id}/logs?limit=100"), format!("/v1/runs/{id}/metrics"), format!("/v1/runs/{id}/events")] {
+    for path in [
+        format!("/v1/runs/{id}"),
+        "/v1/runs".into(),
+        format!("/v1/runs/{id}/logs?limit=100"),
+        format!("/v1/runs/{id}/metrics"),
+        format!("/v1/runs/{id}/events"),
+    ] {
         let text = http.get(format!("{}{path}", server.url)).bearer_auth(&server.token).send().await.unwrap().text().await.unwrap();
         seen.push(text);
     }
@@ -318,13 +322,8 @@ async fn agent_configurations_are_checked_against_the_executor_schema() {
         (json!({"command": ["sh"], "bogus": 1}), "config.bogus"),
         (json!({"command": ["sh"], "files": {"../x": "y"}}), "config.files.../x"),
     ] {
-        let response = http
-            .post(format!("{}/v1/agents", server.url))
-            .bearer_auth(&server.token)
-            .json(&json!({"name": "checked", "config": config}))
-            .send()
-            .await
-            .unwrap();
+        let response =
+            http.post(format!("{}/v1/agents", server.url)).bearer_auth(&server.token).json(&json!({"name": "checked", "config": config})).send().await.unwrap();
         let status = response.status().as_u16();
         let error: Value = response.json().await.unwrap();
         assert_eq!((status, error["error"]["param"].as_str()), (400, Some(param)), "{config}: {error}");

@@ -100,8 +100,7 @@ async fn uploads_must_match_their_signed_url() {
     let server = TestServer::start().await;
     let c = server.client();
     let volume = c.create_volume().body_map(|b| b.name("strict")).send().await.unwrap().into_inner();
-    let prepared =
-        c.prepare_volume_upload().id(&volume.id).body_map(|b| b.files(vec![upload_file("f", b"exact")])).send().await.unwrap().into_inner();
+    let prepared = c.prepare_volume_upload().id(&volume.id).body_map(|b| b.files(vec![upload_file("f", b"exact")])).send().await.unwrap().into_inner();
     let url = &prepared.files[0].upload_url;
     let http = reqwest::Client::new();
     let status = |r: reqwest::Response| r.status().as_u16();
@@ -130,13 +129,8 @@ async fn file_lists_are_checked() {
     for path in ["../escape", "/absolute", "a//b", "a/./b"] {
         assert!(path.parse::<types::FilePath>().is_err(), "{path}");
         let body = serde_json::json!({"files": [{"path": path, "size": 1, "hash": hex(b"x")}]});
-        let response = reqwest::Client::new()
-            .post(format!("{}/v1/volumes/{}/upload", server.url, volume.id))
-            .bearer_auth(&server.token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let response =
+            reqwest::Client::new().post(format!("{}/v1/volumes/{}/upload", server.url, volume.id)).bearer_auth(&server.token).json(&body).send().await.unwrap();
         let status = response.status().as_u16();
         let error: serde_json::Value = response.json().await.unwrap();
         assert_eq!((status, error["error"]["param"].as_str()), (400, Some("files[0].path")), "{path}");
@@ -176,7 +170,8 @@ async fn artifacts_work_like_volumes_and_stay_apart_from_them() {
     let (status, _) = api_error(c.create_artifact().body_map(|b| b.name("out")).send().await);
     assert_eq!(status, 409);
 
-    let prepared = c.prepare_artifact_upload().id(&artifact.id).body_map(|b| b.files(vec![upload_file("r.md", b"# report")])).send().await.unwrap().into_inner();
+    let prepared =
+        c.prepare_artifact_upload().id(&artifact.id).body_map(|b| b.files(vec![upload_file("r.md", b"# report")])).send().await.unwrap().into_inner();
     reqwest::Client::new().put(&prepared.files[0].upload_url).body("# report").send().await.unwrap();
     let session = prepared.upload_session_id.parse::<types::CommitUploadRequestUploadSessionId>().unwrap();
     let version = c.commit_artifact_upload().id(&artifact.id).body_map(|b| b.upload_session_id(session)).send().await.unwrap().into_inner();
@@ -200,8 +195,7 @@ async fn shutting_down_finishes_the_uploads_in_flight() {
     let c = server.client();
     let volume = c.create_volume().body_map(|b| b.name("graceful")).send().await.unwrap().into_inner();
     let content = vec![7u8; 2 * 1024 * 1024];
-    let prepared =
-        c.prepare_volume_upload().id(&volume.id).body_map(|b| b.files(vec![upload_file("slow", &content)])).send().await.unwrap().into_inner();
+    let prepared = c.prepare_volume_upload().id(&volume.id).body_map(|b| b.files(vec![upload_file("slow", &content)])).send().await.unwrap().into_inner();
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> = content.chunks(128 * 1024).map(|c| Ok(c.to_vec())).collect();
     let slow = futures::StreamExt::then(futures::stream::iter(chunks), |chunk| async move {
         tokio::time::sleep(std::time::Duration::from_millis(30)).await;

@@ -29,8 +29,7 @@ async fn agents(c: &Client) -> Result<()> {
 }
 
 async fn runs(c: &Client) -> Result<()> {
-    let _: types::RunList =
-        c.list_runs().limit(20).cursor("c").agent_id("ag_1").status(RunStatus::Running).since(Utc::now()).send().await?.into_inner();
+    let _: types::RunList = c.list_runs().limit(20).cursor("c").agent_id("ag_1").status(RunStatus::Running).since(Utc::now()).send().await?.into_inner();
     let detail: types::RunDetail = c
         .create_run()
         .body_map(|b| {
@@ -83,8 +82,13 @@ async fn volumes(c: &Client) -> Result<()> {
     let _: types::VolumeVersionList = c.list_volume_versions().id("vol_1").limit(20).cursor("c").send().await?.into_inner();
     let prepared: types::PrepareUploadResponse = c.prepare_volume_upload().id("vol_1").body(upload()).send().await?.into_inner();
     let session = prepared.upload_session_id;
-    let _: types::VolumeVersion =
-        c.commit_volume_upload().id("vol_1").body_map(|b| b.upload_session_id(session.parse::<types::CommitUploadRequestUploadSessionId>().unwrap())).send().await?.into_inner();
+    let _: types::VolumeVersion = c
+        .commit_volume_upload()
+        .id("vol_1")
+        .body_map(|b| b.upload_session_id(session.parse::<types::CommitUploadRequestUploadSessionId>().unwrap()))
+        .send()
+        .await?
+        .into_inner();
     let _: types::DownloadResponse = c.download_volume().id("vol_1").version_id("v").send().await?.into_inner();
     Ok(())
 }
@@ -97,8 +101,13 @@ async fn artifacts(c: &Client) -> Result<()> {
     let _: types::ArtifactVersionList = c.list_artifact_versions().id("art_1").limit(20).cursor("c").send().await?.into_inner();
     let prepared: types::PrepareUploadResponse = c.prepare_artifact_upload().id("art_1").body(upload()).send().await?.into_inner();
     let session = prepared.upload_session_id;
-    let _: types::ArtifactVersion =
-        c.commit_artifact_upload().id("art_1").body_map(|b| b.upload_session_id(session.parse::<types::CommitUploadRequestUploadSessionId>().unwrap())).send().await?.into_inner();
+    let _: types::ArtifactVersion = c
+        .commit_artifact_upload()
+        .id("art_1")
+        .body_map(|b| b.upload_session_id(session.parse::<types::CommitUploadRequestUploadSessionId>().unwrap()))
+        .send()
+        .await?
+        .into_inner();
     let _: types::DownloadResponse = c.download_artifact().id("art_1").version_id("v").send().await?.into_inner();
     Ok(())
 }

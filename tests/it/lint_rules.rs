@@ -63,42 +63,17 @@ const CASES: &[(&str, Breakage, &str, &str)] = &[
         "response-headers",
         "#/components/responses/NotFound",
     ),
-    (
-        "an operation without a summary",
-        |d| remove(d, "/paths/~1v1~1agents~1{id}/get/summary"),
-        "operation-docs",
-        "#/paths/~1v1~1agents~1{id}/get",
-    ),
-    (
-        "an operation without a description",
-        |d| remove(d, "/paths/~1v1~1runs/post/description"),
-        "operation-docs",
-        "#/paths/~1v1~1runs/post",
-    ),
-    (
-        "an operation without an operationId",
-        |d| remove(d, "/paths/~1v1~1tokens/get/operationId"),
-        "operation-id",
-        "#/paths/~1v1~1tokens/get",
-    ),
-    (
-        "an operation without a tag",
-        |d| remove(d, "/paths/~1v1~1volumes/get/tags"),
-        "operation-tag",
-        "#/paths/~1v1~1volumes/get",
-    ),
+    ("an operation without a summary", |d| remove(d, "/paths/~1v1~1agents~1{id}/get/summary"), "operation-docs", "#/paths/~1v1~1agents~1{id}/get"),
+    ("an operation without a description", |d| remove(d, "/paths/~1v1~1runs/post/description"), "operation-docs", "#/paths/~1v1~1runs/post"),
+    ("an operation without an operationId", |d| remove(d, "/paths/~1v1~1tokens/get/operationId"), "operation-id", "#/paths/~1v1~1tokens/get"),
+    ("an operation without a tag", |d| remove(d, "/paths/~1v1~1volumes/get/tags"), "operation-tag", "#/paths/~1v1~1volumes/get"),
     (
         "an operation that opts out of security",
         |d| set(d, "/paths/~1v1~1artifacts/get/security", json!([])),
         "operation-security",
         "#/paths/~1v1~1artifacts/get",
     ),
-    (
-        "a parameter without a description",
-        |d| remove(d, "/components/parameters/cursor/description"),
-        "parameter-docs",
-        "#/components/parameters/cursor",
-    ),
+    ("a parameter without a description", |d| remove(d, "/components/parameters/cursor/description"), "parameter-docs", "#/components/parameters/cursor"),
     (
         "a success response without an example",
         |d| remove(d, "/paths/~1v1~1agents/post/responses/201/content/application~1json/example"),
@@ -162,18 +137,8 @@ const CASES: &[(&str, Breakage, &str, &str)] = &[
         "schema-valid",
         "#/components/schemas/AgentName",
     ),
-    (
-        "a parameter without its location",
-        |d| remove(d, "/components/parameters/limit/in"),
-        "oas-3.0-schema",
-        "#/components/parameters/limit",
-    ),
-    (
-        "an OpenAPI 3.1 document",
-        |d| set(d, "/openapi", json!("3.1.0")),
-        "openapi-version",
-        "#/openapi",
-    ),
+    ("a parameter without its location", |d| remove(d, "/components/parameters/limit/in"), "oas-3.0-schema", "#/components/parameters/limit"),
+    ("an OpenAPI 3.1 document", |d| set(d, "/openapi", json!("3.1.0")), "openapi-version", "#/openapi"),
 ];
 
 #[test]

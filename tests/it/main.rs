@@ -7,6 +7,7 @@ mod e2e_client;
 mod e2e_runs;
 mod e2e_storage;
 mod e2e_tokens;
+#[rustfmt::skip] // Written by `cargo xtask codegen`, which formats it itself.
 mod generated_components;
 mod keeper;
 mod lint_rules;

@@ -11,9 +11,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use vm0_api::{ApiError, EventStream, Vm0Api};
 use vm0_api::{
-    ListAgentVersionsParams, ListAgentsParams, ListArtifactVersionsParams, ListArtifactsParams, ListRunLogsParams,
-    ListRunsParams, ListTokensParams, ListVolumeVersionsParams, ListVolumesParams, StreamRunEventsParams,
-    DownloadArtifactParams, DownloadVolumeParams,
+    DownloadArtifactParams, DownloadVolumeParams, ListAgentVersionsParams, ListAgentsParams, ListArtifactVersionsParams, ListArtifactsParams,
+    ListRunLogsParams, ListRunsParams, ListTokensParams, ListVolumeVersionsParams, ListVolumesParams, StreamRunEventsParams,
 };
 use vm0_types::*;
 use xtask::spec;
@@ -57,7 +56,11 @@ impl Vm0Api for Recorder {
     type Principal = &'static str;
 
     async fn authenticate(&self, token: &str) -> Result<Self::Principal, ApiError> {
-        if token == TOKEN { Ok("user") } else { Err(ApiError::unauthorized("Unknown API key")) }
+        if token == TOKEN {
+            Ok("user")
+        } else {
+            Err(ApiError::unauthorized("Unknown API key"))
+        }
     }
 
     async fn list_agents(&self, _: &&'static str, params: ListAgentsParams) -> Result<AgentList, ApiError> {

@@ -268,7 +268,14 @@ fn walk_body(doc: &Value, op: &Operation<'_>, schema: &Value, example: &Value, a
         let mut path = at.clone();
         path.push("bogusField".into());
         let what = format!("{} body {} (additionalProperties)", op.id(), param_name(&path));
-        out.push(Violation { what, query: String::new(), header: None, body: Some(with_value(example, &path, Some(json!(1)))), param: param_name(&path), code: "invalid_parameter" });
+        out.push(Violation {
+            what,
+            query: String::new(),
+            header: None,
+            body: Some(with_value(example, &path, Some(json!(1)))),
+            param: param_name(&path),
+            code: "invalid_parameter",
+        });
     }
     for (name, property) in properties {
         if at.is_empty() && exclusive.contains(&name.as_str()) {
@@ -279,11 +286,25 @@ fn walk_body(doc: &Value, op: &Operation<'_>, schema: &Value, example: &Value, a
         let param = param_name(at);
         if required.contains(&name.as_str()) {
             let what = format!("{} body {param} missing", op.id());
-            out.push(Violation { what, query: String::new(), header: None, body: Some(with_value(example, at, None)), param: param.clone(), code: "missing_parameter" });
+            out.push(Violation {
+                what,
+                query: String::new(),
+                header: None,
+                body: Some(with_value(example, at, None)),
+                param: param.clone(),
+                code: "missing_parameter",
+            });
         }
         for (value, breaks) in breaking_values(property) {
             let what = format!("{} body {param} = {value} ({breaks})", op.id());
-            out.push(Violation { what, query: String::new(), header: None, body: Some(with_value(example, at, Some(value))), param: param.clone(), code: "invalid_parameter" });
+            out.push(Violation {
+                what,
+                query: String::new(),
+                header: None,
+                body: Some(with_value(example, at, Some(value))),
+                param: param.clone(),
+                code: "invalid_parameter",
+            });
         }
         if let Some(values) = property.get("additionalProperties").filter(|s| s.is_object()) {
             // A map of strings: a value of another type is named by its key.
@@ -425,7 +446,11 @@ async fn defaults_and_typed_inputs_reach_the_implementation() {
         ("listAgents", "", "ListAgentsParams { limit: 20, cursor: None, name: None }"),
         ("listAgents", "limit=5&name=my-agent&cursor=abc", "ListAgentsParams { limit: 5, cursor: Some(\"abc\"), name: Some(AgentName(\"my-agent\")) }"),
         ("listRunLogs", "", "x_1 ListRunLogsParams { limit: 20, cursor: None, type: All, since: None, until: None, order: Asc }"),
-        ("listRuns", "status=running&since=2024-01-15T00:00:00Z", "ListRunsParams { limit: 20, cursor: None, agent_id: None, status: Some(Running), since: Some(2024-01-15T00:00:00Z) }"),
+        (
+            "listRuns",
+            "status=running&since=2024-01-15T00:00:00Z",
+            "ListRunsParams { limit: 20, cursor: None, agent_id: None, status: Some(Running), since: Some(2024-01-15T00:00:00Z) }",
+        ),
         ("streamRunEvents", "lastEventId=7", "x_1 StreamRunEventsParams { last_event_id: Some(7), last_event_id_header: None }"),
     ];
     for (id, query, expected) in cases {

@@ -54,8 +54,7 @@ fn shape(root: &Value, schema: &Value, depth: usize) -> Value {
         }
         Some(Value::String(kind)) => match kind.as_str() {
             "object" => {
-                let mut required: Vec<&str> =
-                    schema.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+                let mut required: Vec<&str> = schema.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
                 let properties = schema.get("properties").and_then(Value::as_object).into_iter().flatten();
                 required.extend(properties.clone().filter(|(_, s)| s.get("default").is_some()).map(|(name, _)| name.as_str()));
                 required.sort();

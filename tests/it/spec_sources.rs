@@ -32,10 +32,7 @@ fn brief_operations() -> BTreeSet<(String, String, String)> {
 #[test]
 fn the_operations_are_the_briefs() {
     let doc = spec::load().unwrap();
-    let ours: BTreeSet<_> = spec::operations(&doc)
-        .iter()
-        .map(|op| (op.method.to_string(), op.path.to_string(), op.id().to_string()))
-        .collect();
+    let ours: BTreeSet<_> = spec::operations(&doc).iter().map(|op| (op.method.to_string(), op.path.to_string(), op.id().to_string())).collect();
     let brief = brief_operations();
     assert_eq!(brief.len(), 34, "the brief's tables should list 34 operations");
     let missing: Vec<_> = brief.difference(&ours).collect();
@@ -48,10 +45,8 @@ fn the_operations_are_the_briefs() {
 #[test]
 fn the_seed_examples_validate_and_appear_verbatim() {
     let doc = spec::load().unwrap();
-    let examples: Vec<SeedExample> = ["seed-000-overview.txt", "seed-003-agents.txt"]
-        .into_iter()
-        .flat_map(|name| seeds::json_examples(name, &source(name)))
-        .collect();
+    let examples: Vec<SeedExample> =
+        ["seed-000-overview.txt", "seed-003-agents.txt"].into_iter().flat_map(|name| seeds::json_examples(name, &source(name))).collect();
     assert_eq!(examples.len(), 5, "expected the seeds' five JSON examples, found {examples:#?}");
     let mut failures = Vec::new();
     for example in &examples {
@@ -102,8 +97,7 @@ fn target(doc: &Value, example: &SeedExample) -> (String, Value, Option<Value>) 
             let description = doc.pointer("/info/description").and_then(Value::as_str).unwrap_or_default();
             let in_description = seeds::squash(description).contains(&seeds::squash(&example.text));
             let pagination = doc.pointer("/components/schemas/Pagination/example").cloned();
-            let spec_example = (in_description && pagination.as_ref() == example.value.get("pagination"))
-                .then(|| example.value.clone());
+            let spec_example = (in_description && pagination.as_ref() == example.value.get("pagination")).then(|| example.value.clone());
             ("the pagination envelope (in info.description, and Pagination's example)".into(), schema, spec_example)
         }
         other => panic!("{}: no rule says what an example under '{other}' illustrates", example.source),

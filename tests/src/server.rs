@@ -39,7 +39,12 @@ impl TestServer {
         let (url, app) = (server.url.clone(), server.app.clone());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let handle = tokio::spawn(async move {
-            server.serve(async { stopped.await.ok(); }).await.expect("the server serves");
+            server
+                .serve(async {
+                    stopped.await.ok();
+                })
+                .await
+                .expect("the server serves");
         });
         TestServer { url, token, app, data_dir, stop: Some(stop), handle: Some(handle) }
     }
@@ -120,7 +125,9 @@ pub fn http_client(token: &str) -> reqwest::Client {
 }
 
 /// The status and envelope of a failed call, panicking on success.
-pub fn api_error<T: std::fmt::Debug>(result: Result<progenitor_client::ResponseValue<T>, vm0_client::RawError<vm0_types::Error>>) -> (u16, vm0_types::ErrorDetail) {
+pub fn api_error<T: std::fmt::Debug>(
+    result: Result<progenitor_client::ResponseValue<T>, vm0_client::RawError<vm0_types::Error>>,
+) -> (u16, vm0_types::ErrorDetail) {
     match result {
         Ok(value) => panic!("expected an error, got {:?}", value.into_inner()),
         Err(vm0_client::RawError::ErrorResponse(response)) => (response.status().as_u16(), response.into_inner().error),

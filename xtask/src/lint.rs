@@ -203,9 +203,7 @@ impl<'a> Lint<'a> {
             }
             let security = op.op.get("security").or(global_security);
             let requirements = security.and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
-            let defined = |req: &Value| {
-                req.as_object().is_some_and(|r| !r.is_empty() && r.keys().all(|k| schemes.is_some_and(|s| s.contains_key(k))))
-            };
+            let defined = |req: &Value| req.as_object().is_some_and(|r| !r.is_empty() && r.keys().all(|k| schemes.is_some_and(|s| s.contains_key(k))));
             if requirements.is_empty() || !requirements.iter().all(defined) {
                 self.report("operation-security", &at, "operation is not secured by a declared security scheme");
             }
@@ -248,7 +246,11 @@ impl<'a> Lint<'a> {
             let response = deref(self.doc, response).unwrap_or(response);
             for (media, content) in response.get("content").and_then(Value::as_object).into_iter().flatten() {
                 if !has_example(content) {
-                    self.report("operation-examples", pointer(&["paths", op.path, op.method, "responses", status, "content", media]), "response has no example");
+                    self.report(
+                        "operation-examples",
+                        pointer(&["paths", op.path, op.method, "responses", status, "content", media]),
+                        "response has no example",
+                    );
                 }
             }
         }
@@ -291,12 +293,20 @@ impl<'a> Lint<'a> {
             };
             for required in ["401", "500"] {
                 if !responses.contains_key(required) {
-                    self.report("explicit-statuses", pointer(&["paths", op.path, op.method, "responses"]), format!("operation does not list status {required}"));
+                    self.report(
+                        "explicit-statuses",
+                        pointer(&["paths", op.path, op.method, "responses"]),
+                        format!("operation does not list status {required}"),
+                    );
                 }
             }
             let successes: Vec<&String> = responses.keys().filter(|s| s.starts_with('2')).collect();
             if successes.len() != 1 {
-                self.report("explicit-statuses", pointer(&["paths", op.path, op.method, "responses"]), format!("operation must have exactly one 2xx status, has {}", successes.len()));
+                self.report(
+                    "explicit-statuses",
+                    pointer(&["paths", op.path, op.method, "responses"]),
+                    format!("operation must have exactly one 2xx status, has {}", successes.len()),
+                );
             }
             for (status, response) in responses {
                 let at = pointer(&["paths", op.path, op.method, "responses", status]);

@@ -16,7 +16,7 @@ commands:
   schemathesis     run schemathesis against a fresh reference server
   bench            run the benchmarks (pagination depth, 1 GiB through the server,
                    1 GiB through the client) and print their figures
-  ci               everything CI runs: codegen --check, lint, clippy, every test,
+  ci               everything CI runs: codegen --check, lint, fmt --check, clippy, every test,
                    schemathesis
 ";
 
@@ -79,10 +79,12 @@ fn ci() -> Result<bool> {
         return Ok(false);
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    for args in [
+    let steps = [
+        &["fmt", "--all", "--check"][..],
         &["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"][..],
         &["test", "--workspace", "--locked"][..],
-    ] {
+    ];
+    for args in steps {
         println!("== cargo {}", args.join(" "));
         let status = Command::new(&cargo).args(args).current_dir(spec::workspace_root()).status()?;
         if !status.success() {

@@ -64,10 +64,8 @@ pub fn run() -> Result<bool> {
     }
     let (Some(url), Some(token)) = (url, token) else { bail!("vm0-server did not print its URL and first token") };
 
-    let invocations: [&[&str]; 2] = [
-        &["--exclude-operation-id", "streamRunEvents"],
-        &["--include-operation-id", "streamRunEvents", "--exclude-checks", "response_schema_conformance"],
-    ];
+    let invocations: [&[&str]; 2] =
+        [&["--exclude-operation-id", "streamRunEvents"], &["--include-operation-id", "streamRunEvents", "--exclude-checks", "response_schema_conformance"]];
     let mut passed = true;
     for scope in invocations {
         let status = Command::new(venv.join("bin/st"))

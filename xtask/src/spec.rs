@@ -15,10 +15,7 @@ pub const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head
 /// The workspace root, found from this crate's manifest so that the xtask works from any
 /// directory.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives one level below the workspace root")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives one level below the workspace root").to_path_buf()
 }
 
 /// Reads and parses the spec at the workspace root.
@@ -147,9 +144,7 @@ pub fn translate(schema: &Value) -> Value {
                     }
                     // Property maps hold names, not schemas: translate their values only.
                     "properties" => {
-                        let props = value.as_object().map(|props| {
-                            props.iter().map(|(name, s)| (name.clone(), translate(s))).collect::<Map<_, _>>()
-                        });
+                        let props = value.as_object().map(|props| props.iter().map(|(name, s)| (name.clone(), translate(s))).collect::<Map<_, _>>());
                         out.insert(key.clone(), props.map(Value::Object).unwrap_or_else(|| value.clone()));
                     }
                     "example" | "examples" | "discriminator" | "xml" | "externalDocs" => {}

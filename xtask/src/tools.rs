@@ -43,8 +43,8 @@ fn refresh_pin(from: &Path, to: &Path) -> Result<bool> {
 
 fn install_npm(root: &Path, dir: &Path) -> Result<()> {
     let pins = root.join("xtask/lint-tools");
-    let changed = refresh_pin(&pins.join("package.json"), &dir.join("package.json"))?
-        | refresh_pin(&pins.join("package-lock.json"), &dir.join("package-lock.json"))?;
+    let changed =
+        refresh_pin(&pins.join("package.json"), &dir.join("package.json"))? | refresh_pin(&pins.join("package-lock.json"), &dir.join("package-lock.json"))?;
     if !changed && dir.join("node_modules/.bin/spectral").exists() && dir.join("node_modules/.bin/redocly").exists() {
         return Ok(());
     }
@@ -79,10 +79,7 @@ fn install_python(root: &Path, dir: &Path) -> Result<()> {
     }
     eprintln!("installing openapi-spec-validator and schemathesis into {} (pip)", venv.display());
     run_checked(Command::new("python3").args(["-m", "venv"]).arg(&venv), "python3 -m venv")?;
-    run_checked(
-        Command::new(venv.join("bin/pip")).args(["install", "--quiet", "--disable-pip-version-check", "-r"]).arg(&pins),
-        "pip install",
-    )?;
+    run_checked(Command::new(venv.join("bin/pip")).args(["install", "--quiet", "--disable-pip-version-check", "-r"]).arg(&pins), "pip install")?;
     std::fs::copy(&pins, &stamp)?;
     Ok(())
 }
@@ -111,10 +108,7 @@ fn text(output: &Output) -> String {
 
 fn spectral(root: &Path, dir: &Path, files: &[&str]) -> Result<Verdict> {
     let out = output(
-        Command::new(bin(dir, "spectral"))
-            .args(["lint", "--ruleset", ".spectral.yaml", "--fail-severity", "warn"])
-            .args(files)
-            .current_dir(root),
+        Command::new(bin(dir, "spectral")).args(["lint", "--ruleset", ".spectral.yaml", "--fail-severity", "warn"]).args(files).current_dir(root),
         "spectral",
     )?;
     Ok(Verdict { tool: "spectral (spectral:oas)", passed: out.status.success(), report: text(&out) })
@@ -157,9 +151,6 @@ fn redocly(root: &Path, dir: &Path, files: &[&str]) -> Result<Verdict> {
 }
 
 fn spec_validator(root: &Path, dir: &Path, files: &[&str]) -> Result<Verdict> {
-    let out = output(
-        Command::new(dir.join("venv/bin/openapi-spec-validator")).args(files).current_dir(root),
-        "openapi-spec-validator",
-    )?;
+    let out = output(Command::new(dir.join("venv/bin/openapi-spec-validator")).args(files).current_dir(root), "openapi-spec-validator")?;
     Ok(Verdict { tool: "openapi-spec-validator", passed: out.status.success(), report: text(&out) })
 }

@@ -50,8 +50,7 @@ impl ApiError {
     /// 400 `missing_parameter`: `param` is required.
     pub fn missing_parameter(param: impl Into<String>) -> Self {
         let param = param.into();
-        Self::new(StatusCode::BAD_REQUEST, ErrorType::InvalidRequestError, ErrorCode::MissingParameter, format!("{param} is required"))
-            .with_param(param)
+        Self::new(StatusCode::BAD_REQUEST, ErrorType::InvalidRequestError, ErrorCode::MissingParameter, format!("{param} is required")).with_param(param)
     }
 
     /// 400 `invalid_state`: the resource cannot do this now.
@@ -66,13 +65,8 @@ impl ApiError {
 
     /// 409 `resource_already_exists` for a taken name.
     pub fn already_exists(what: &str, name: &str) -> Self {
-        Self::new(
-            StatusCode::CONFLICT,
-            ErrorType::ConflictError,
-            ErrorCode::ResourceAlreadyExists,
-            format!("A {what} named '{name}' already exists"),
-        )
-        .with_param("name")
+        Self::new(StatusCode::CONFLICT, ErrorType::ConflictError, ErrorCode::ResourceAlreadyExists, format!("A {what} named '{name}' already exists"))
+            .with_param("name")
     }
 
     /// 500: logs `detail` (with the request id, through the request's span) and tells the
@@ -84,9 +78,7 @@ impl ApiError {
 
     /// The envelope's body.
     pub fn body(&self) -> vm0_types::Error {
-        vm0_types::Error {
-            error: ErrorDetail { type_: self.kind, code: self.code, message: self.message.clone(), param: self.param.clone() },
-        }
+        vm0_types::Error { error: ErrorDetail { type_: self.kind, code: self.code, message: self.message.clone(), param: self.param.clone() } }
     }
 }
 

@@ -10,6 +10,7 @@
 //! this crate is the hand-written runtime they call.
 
 mod error;
+#[rustfmt::skip] // Written by `cargo xtask codegen`, which formats it itself.
 mod generated;
 mod reply;
 mod request;
@@ -75,15 +76,9 @@ async fn headers(mut request: Request, next: Next) -> Response {
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
-    ApiError {
-        message: format!("No such route: {method} {}", uri.path()),
-        ..ApiError::not_found("route", uri.path())
-    }
+    ApiError { message: format!("No such route: {method} {}", uri.path()), ..ApiError::not_found("route", uri.path()) }
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
-    ApiError {
-        status: StatusCode::METHOD_NOT_ALLOWED,
-        ..ApiError::invalid_request(format!("{method} is not allowed on {}", uri.path()))
-    }
+    ApiError { status: StatusCode::METHOD_NOT_ALLOWED, ..ApiError::invalid_request(format!("{method} is not allowed on {}", uri.path())) }
 }

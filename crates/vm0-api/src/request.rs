@@ -75,8 +75,7 @@ impl Call {
     /// type, checked, defaulted, and gathered into `T`. An unknown or repeated query
     /// parameter is an error rather than silently ignored.
     pub fn params<T: DeserializeOwned>(&self, op: &str) -> Result<T, ApiError> {
-        let declared: Vec<&Parameter> =
-            schemas::operation(op).parameters.iter().filter(|p| p.location != Location::Path).collect();
+        let declared: Vec<&Parameter> = schemas::operation(op).parameters.iter().filter(|p| p.location != Location::Path).collect();
         let query = self.parts.uri.query().unwrap_or_default();
         let pairs: Vec<(String, String)> =
             serde_urlencoded::from_str(query).map_err(|e| ApiError::invalid_request(format!("The query string is malformed: {e}")))?;
@@ -94,7 +93,9 @@ impl Call {
             let given = match parameter.location {
                 Location::Query => raw.get(parameter.name.as_str()).map(|v| v.to_string()),
                 _ => match self.parts.headers.get(&parameter.name) {
-                    Some(v) => Some(v.to_str().map_err(|_| ApiError::invalid_parameter(&parameter.name, format!("{} must be text", parameter.name)))?.to_string()),
+                    Some(v) => {
+                        Some(v.to_str().map_err(|_| ApiError::invalid_parameter(&parameter.name, format!("{} must be text", parameter.name)))?.to_string())
+                    }
                     None => None,
                 },
             };
@@ -128,8 +129,7 @@ impl Call {
         if bytes.is_empty() {
             return Err(ApiError::invalid_request("The request body is empty; this operation takes a JSON object"));
         }
-        let value: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::invalid_request(format!("The request body is not valid JSON: {e}")))?;
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid_request(format!("The request body is not valid JSON: {e}")))?;
         let schemas = schemas::operation(op);
         exactly_one_of(&schemas.exactly_one_of, &value)?;
         if let Some(validator) = &schemas.body {
@@ -141,9 +141,7 @@ impl Call {
 
 /// Whether `token` has the spec's format: `vm0_live_` and 64 lowercase hex characters.
 pub fn is_token(token: &str) -> bool {
-    token
-        .strip_prefix(TOKEN_PREFIX)
-        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    token.strip_prefix(TOKEN_PREFIX).is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
 }
 
 /// A raw query or header value as the JSON type its schema has.
@@ -178,13 +176,7 @@ fn exactly_one_of(names: &[String], value: &Value) -> Result<(), ApiError> {
     let list = names.join(", ");
     match given.as_slice() {
         [_] => Ok(()),
-        [] => Err(ApiError {
-            message: format!("Exactly one of {list} is required"),
-            ..ApiError::missing_parameter(names[0].clone())
-        }),
-        [first, second, ..] => Err(ApiError::invalid_parameter(
-            second.as_str(),
-            format!("Exactly one of {list} may be given, not both {first} and {second}"),
-        )),
+        [] => Err(ApiError { message: format!("Exactly one of {list} is required"), ..ApiError::missing_parameter(names[0].clone()) }),
+        [first, second, ..] => Err(ApiError::invalid_parameter(second.as_str(), format!("Exactly one of {list} may be given, not both {first} and {second}"))),
     }
 }

@@ -109,10 +109,7 @@ pub async fn run(command: Command, client: &Client, json: bool) -> Result<()> {
             output::table(&["VERSION", "ID", "CREATED", ""], rows);
         }
         Command::Create { name, config } => {
-            let body = types::CreateAgentRequest {
-                name: crate::parse_arg(&name).context("the agent name")?,
-                config: read_config(&config)?,
-            };
+            let body = types::CreateAgentRequest { name: crate::parse_arg(&name).context("the agent name")?, config: read_config(&config)? };
             let agent = client.create_agent().body(body).send().await.body()?;
             if json {
                 return output::json(&agent);
@@ -158,10 +155,12 @@ pub async fn find(client: &Client, key: &str) -> Result<Agent> {
 /// One version of `agent`, by number or id.
 async fn find_version(client: &Client, agent: &Agent, key: &str) -> Result<types::AgentVersionDetail> {
     let id = match key.parse::<u64>() {
-        Ok(number) => lookup::first(client.list_agent_versions().id(&agent.id).stream(), |v| v.version_number.get() == number)
-            .await?
-            .with_context(|| format!("agent {} has no version {number}", agent.name.as_str()))?
-            .id,
+        Ok(number) => {
+            lookup::first(client.list_agent_versions().id(&agent.id).stream(), |v| v.version_number.get() == number)
+                .await?
+                .with_context(|| format!("agent {} has no version {number}", agent.name.as_str()))?
+                .id
+        }
         Err(_) => key.to_string(),
     };
     Ok(client.get_agent_version().id(&agent.id).version_id(id).send().await.body()?)

@@ -36,10 +36,7 @@ pub async fn by_id_or_name<T>(
 }
 
 /// The first item of a listing that `matches`, reading only as many pages as it takes.
-pub async fn first<T>(
-    items: impl Stream<Item = Result<T, vm0_client::Error>>,
-    matches: impl Fn(&T) -> bool,
-) -> Result<Option<T>, vm0_client::Error> {
+pub async fn first<T>(items: impl Stream<Item = Result<T, vm0_client::Error>>, matches: impl Fn(&T) -> bool) -> Result<Option<T>, vm0_client::Error> {
     let mut items = std::pin::pin!(items);
     while let Some(item) = items.try_next().await? {
         if matches(&item) {

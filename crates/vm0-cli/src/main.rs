@@ -87,7 +87,8 @@ where
         .map(|value| &*Box::leak(value.to_string().into_boxed_str()))
         .collect();
     use clap::builder::TypedValueParser;
-    clap::builder::PossibleValuesParser::new(values).map(|value| value.parse::<T>().unwrap_or_else(|e| panic!("{value}, a value of the schema, does not parse: {e}")))
+    clap::builder::PossibleValuesParser::new(values)
+        .map(|value| value.parse::<T>().unwrap_or_else(|e| panic!("{value}, a value of the schema, does not parse: {e}")))
 }
 
 /// The command line, parsed with the volumes' and artifacts' help worded for each.

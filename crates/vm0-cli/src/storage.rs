@@ -260,7 +260,13 @@ pub async fn run(kind: Kind, command: Command, client: &Client, json: bool) -> R
             if json {
                 return output::json(&version);
             }
-            println!("Pushed {} ({}) to {noun} {} as version {}.", output::count(version.file_count as usize, "file"), HumanBytes(version.size as u64), item.name, version.id);
+            println!(
+                "Pushed {} ({}) to {noun} {} as version {}.",
+                output::count(version.file_count as usize, "file"),
+                HumanBytes(version.size as u64),
+                item.name,
+                version.id
+            );
         }
         Command::Pull { name, dir, version, force } => {
             let item = find(client, kind, &name).await?;
@@ -280,7 +286,14 @@ pub async fn run(kind: Kind, command: Command, client: &Client, json: bool) -> R
                 let files: Vec<_> = download.files.iter().map(|f| serde_json::json!({ "path": f.path, "size": f.size, "hash": f.hash })).collect();
                 return output::json(&serde_json::json!({ "versionId": download.version_id, "dir": dir, "files": files }));
             }
-            println!("Pulled {} ({}) of {noun} {} version {} into {}.", output::count(download.files.len(), "file"), HumanBytes(bytes as u64), item.name, download.version_id, dir.display());
+            println!(
+                "Pulled {} ({}) of {noun} {} version {} into {}.",
+                output::count(download.files.len(), "file"),
+                HumanBytes(bytes as u64),
+                item.name,
+                download.version_id,
+                dir.display()
+            );
         }
         Command::Delete { name, yes } => {
             let item = find(client, kind, &name).await?;

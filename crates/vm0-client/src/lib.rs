@@ -19,14 +19,15 @@
 //! ```
 
 mod extras;
+#[rustfmt::skip] // Written by `cargo xtask codegen`, which formats it itself.
 mod generated;
 
 pub use extras::*;
-pub use generated::{builder, types, ByteStream, ResponseValue};
 /// The generated client, without the extras; [`Client`] derefs to it.
 pub use generated::Client as RawClient;
 /// The error of the generated operations' `send`; it converts into [`Error`] with `?`.
 pub use generated::Error as RawError;
+pub use generated::{builder, types, ByteStream, ResponseValue};
 
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]

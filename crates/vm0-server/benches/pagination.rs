@@ -43,8 +43,7 @@ async fn main() {
         let (http, url, token) = (http.clone(), url.clone(), token.clone());
         async move {
             let started = Instant::now();
-            let body: serde_json::Value =
-                http.get(format!("{url}/v1/agents?{query}")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+            let body: serde_json::Value = http.get(format!("{url}/v1/agents?{query}")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
             (started.elapsed(), body)
         }
     };
@@ -71,11 +70,9 @@ async fn main() {
         times.sort();
         times[times.len() / 2]
     };
-    for (page, query) in [
-        (1, format!("limit={LIMIT}")),
-        (100, format!("limit={LIMIT}&cursor={}", cursors[98])),
-        (500, format!("limit={LIMIT}&cursor={}", cursors[498])),
-    ] {
+    for (page, query) in
+        [(1, format!("limit={LIMIT}")), (100, format!("limit={LIMIT}&cursor={}", cursors[98])), (500, format!("limit={LIMIT}&cursor={}", cursors[498]))]
+    {
         let mut times = Vec::new();
         for _ in 0..REPEATS {
             times.push(get(query.clone()).await.0);

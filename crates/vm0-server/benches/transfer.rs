@@ -65,9 +65,7 @@ async fn main() {
     let idle = peak_rss_kib(pid);
 
     let http = reqwest::Client::new();
-    let api = |method: reqwest::Method, path: &str, body: Value| {
-        http.request(method, format!("{url}{path}")).bearer_auth(&token).json(&body).send()
-    };
+    let api = |method: reqwest::Method, path: &str, body: Value| http.request(method, format!("{url}{path}")).bearer_auth(&token).json(&body).send();
     let volume: Value = api(reqwest::Method::POST, "/v1/volumes", json!({"name": "bench"})).await.unwrap().json().await.unwrap();
     let id = volume["id"].as_str().unwrap();
     let files = json!({"files": [{"path": "big.bin", "size": size, "hash": hash}]});

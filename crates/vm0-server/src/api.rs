@@ -230,9 +230,12 @@ impl<S: Store> App<S> {
     async fn commit_upload(&self, kind: Kind, p: &Principal, id: &str, body: types::CommitUploadRequest) -> Result<Value, ApiError> {
         let row = self.storage(kind, p, id).await?;
         let session_id = body.upload_session_id.to_string();
-        let session = self.store.upload_session(&row.id, &session_id).await.map_err(internal)?.ok_or_else(|| {
-            ApiError::invalid_parameter("uploadSessionId", format!("No such upload session for this {}: '{session_id}'", kind.as_str()))
-        })?;
+        let session = self
+            .store
+            .upload_session(&row.id, &session_id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| ApiError::invalid_parameter("uploadSessionId", format!("No such upload session for this {}: '{session_id}'", kind.as_str())))?;
         if session.expires_at < Utc::now() {
             return Err(ApiError::invalid_state(format!("Upload session '{session_id}' has expired: prepare the upload again")));
         }

@@ -33,9 +33,8 @@ fn start(data_dir: &std::path::Path, listen: &str, first: bool) -> (Server, Opti
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let url = lines.next().unwrap().unwrap().trim_start_matches("vm0-server listening on ").to_string();
-    let token = first.then(|| {
-        lines.by_ref().map_while(Result::ok).find_map(|l| l.split_whitespace().find(|w| w.starts_with("vm0_live_")).map(str::to_string)).unwrap()
-    });
+    let token = first
+        .then(|| lines.by_ref().map_while(Result::ok).find_map(|l| l.split_whitespace().find(|w| w.starts_with("vm0_live_")).map(str::to_string)).unwrap());
     std::thread::spawn(move || lines.for_each(drop));
     (Server { child, url }, token)
 }

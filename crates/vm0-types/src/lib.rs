@@ -4,6 +4,7 @@
 //!
 //! Everything here is generated into `generated.rs` by `cargo xtask codegen`.
 
+#[rustfmt::skip] // Written by `cargo xtask codegen`, which formats it itself.
 mod generated;
 
 pub use generated::*;

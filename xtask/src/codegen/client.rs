@@ -3,21 +3,18 @@
 //! `pub use vm0_types as types`, so the models exist once, shared by client and server.
 
 use anyhow::{anyhow, Context, Result};
-use progenitor_impl::{GenerationSettings, Generator, HooksMode, InterfaceStyle, TagStyle};
 use heck::ToSnakeCase;
+use progenitor_impl::{GenerationSettings, Generator, HooksMode, InterfaceStyle, TagStyle};
 use serde_json::Value;
 
 use super::{rust_file, Allow, Generated};
 
-const TYPES_ALLOW: &[Allow] = &[Allow {
-    lint: "clippy::derivable_impls",
-    why: "typify writes `Default` by hand for enums with a default variant and for empty structs.",
-}];
+const TYPES_ALLOW: &[Allow] =
+    &[Allow { lint: "clippy::derivable_impls", why: "typify writes `Default` by hand for enums with a default variant and for empty structs." }];
 
 /// The generated halves of `vm0-types` and `vm0-client`.
 pub fn generate(doc: &Value) -> Result<[Generated; 2]> {
-    let spec: openapiv3::OpenAPI =
-        serde_json::from_value(without_header_twins(&shapes(doc))).context("reading the spec as OpenAPI 3.0")?;
+    let spec: openapiv3::OpenAPI = serde_json::from_value(without_header_twins(&shapes(doc))).context("reading the spec as OpenAPI 3.0")?;
     let mut settings = GenerationSettings::default();
     // The client carries the extras' settings (retries), and the extras implement the
     // hooks that use them: every generated operation goes through them.
@@ -62,10 +59,7 @@ pub fn generate(doc: &Value) -> Result<[Generated; 2]> {
 pub fn shapes(doc: &Value) -> Value {
     match doc {
         Value::Object(map) => Value::Object(
-            map.iter()
-                .filter(|(key, value)| !(key.as_str() == "oneOf" && is_required_only(value)))
-                .map(|(key, value)| (key.clone(), shapes(value)))
-                .collect(),
+            map.iter().filter(|(key, value)| !(key.as_str() == "oneOf" && is_required_only(value))).map(|(key, value)| (key.clone(), shapes(value))).collect(),
         ),
         Value::Array(items) => Value::Array(items.iter().map(shapes).collect()),
         other => other.clone(),
@@ -84,8 +78,7 @@ fn without_header_twins(doc: &Value) -> Value {
                 continue;
             };
             let rust_name = |p: &Value| p.get("name").and_then(Value::as_str).map(|n| n.to_snake_case());
-            let query_names: Vec<String> =
-                params.iter().filter(|p| p.get("in").and_then(Value::as_str) != Some("header")).filter_map(rust_name).collect();
+            let query_names: Vec<String> = params.iter().filter(|p| p.get("in").and_then(Value::as_str) != Some("header")).filter_map(rust_name).collect();
             params.retain(|p| p.get("in").and_then(Value::as_str) != Some("header") || !rust_name(p).is_some_and(|n| query_names.contains(&n)));
         }
     }
@@ -94,8 +87,7 @@ fn without_header_twins(doc: &Value) -> Value {
 
 /// Whether `one_of` is a list of branches that each only list required properties.
 pub fn is_required_only(one_of: &Value) -> bool {
-    one_of.as_array().is_some_and(|branches| {
-        !branches.is_empty()
-            && branches.iter().all(|b| b.as_object().is_some_and(|o| o.len() == 1 && o.contains_key("required")))
-    })
+    one_of
+        .as_array()
+        .is_some_and(|branches| !branches.is_empty() && branches.iter().all(|b| b.as_object().is_some_and(|o| o.len() == 1 && o.contains_key("required"))))
 }

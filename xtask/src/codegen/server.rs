@@ -181,9 +181,7 @@ impl<'a> Op<'a> {
             .and_then(|(_, schema)| deref(doc, schema))
             .and_then(|schema| schema.get("oneOf"))
             .filter(|one_of| super::is_required_only(one_of))
-            .map(|one_of| {
-                one_of.as_array().into_iter().flatten().flat_map(|b| b["required"].as_array().cloned().unwrap_or_default())
-            })
+            .map(|one_of| one_of.as_array().into_iter().flatten().flat_map(|b| b["required"].as_array().cloned().unwrap_or_default()))
             .into_iter()
             .flatten()
             .filter_map(|v| v.as_str().map(str::to_string))
@@ -234,8 +232,7 @@ impl<'a> Op<'a> {
 
     /// The method's inputs after the principal: path parameters, parameters, body.
     fn inputs(&self) -> Vec<(Ident, TokenStream)> {
-        let mut inputs: Vec<(Ident, TokenStream)> =
-            self.path_params.iter().map(|p| (ident(&p.field), quote!(String))).collect();
+        let mut inputs: Vec<(Ident, TokenStream)> = self.path_params.iter().map(|p| (ident(&p.field), quote!(String))).collect();
         if !self.other_params.is_empty() {
             let name = self.params_name();
             inputs.push((ident("params"), quote!(#name)));

@@ -35,10 +35,7 @@ pub fn generate(doc: &Value, generated: &[Generated]) -> Result<[Generated; 2]> 
     })?;
     let description = HEADER.trim_start_matches("//! ");
     let snapshot = format!("---\nsource: tests/it/surface.rs\ndescription: {description}\nexpression: surface\n---\n{}", surface(doc, generated)?);
-    Ok([
-        Generated { path: "tests/it/generated_components.rs", contents: rust_file(items.items, &[])? },
-        Generated { path: SNAPSHOT_PATH, contents: snapshot },
-    ])
+    Ok([Generated { path: "tests/it/generated_components.rs", contents: rust_file(items.items, &[])? }, Generated { path: SNAPSHOT_PATH, contents: snapshot }])
 }
 
 fn file(generated: &[Generated], path: &str) -> Result<syn::File> {
@@ -66,7 +63,12 @@ pub fn surface(doc: &Value, generated: &[Generated]) -> Result<String> {
         for param in op.parameters() {
             let param = deref(doc, param).context("parameter")?;
             let required = if param["required"] == true { " (required)" } else { "" };
-            out.push_str(&format!("  {} {}: {}{required}\n", param["in"].as_str().unwrap_or("?"), param["name"].as_str().unwrap_or("?"), schema_text(&param["schema"])));
+            out.push_str(&format!(
+                "  {} {}: {}{required}\n",
+                param["in"].as_str().unwrap_or("?"),
+                param["name"].as_str().unwrap_or("?"),
+                schema_text(&param["schema"])
+            ));
         }
         if let Some(body) = op.op.get("requestBody").and_then(|b| deref(doc, b)) {
             out.push_str(&format!("  body: {}\n", schema_text(&body["content"]["application/json"]["schema"])));
@@ -172,13 +174,36 @@ fn schema_text(schema: &Value) -> String {
         notes.push(format!("default {default}"));
     }
     let kind = schema.get("type").and_then(Value::as_str).unwrap_or("any").to_string();
-    if notes.is_empty() { kind } else { format!("{kind} ({})", notes.join(", ")) }
+    if notes.is_empty() {
+        kind
+    } else {
+        format!("{kind} ({})", notes.join(", "))
+    }
 }
 
 /// Token text with the spaces `to_string` puts around punctuation removed.
 fn tidy(tokens: &str) -> String {
     let mut out = tokens.to_string();
-    for (from, to) in [(" :: ", "::"), (":: ", "::"), (" ,", ","), ("( ", "("), (" )", ")"), ("< ", "<"), (" <", "<"), (" >", ">"), ("& ", "&"), (" ;", ";"), ("# [", "#["), ("[ ", "["), (" ]", "]"), ("! [", "!["), ("' a", "'a"), (" :", ":"), (" (", "("), (",)", ")")] {
+    for (from, to) in [
+        (" :: ", "::"),
+        (":: ", "::"),
+        (" ,", ","),
+        ("( ", "("),
+        (" )", ")"),
+        ("< ", "<"),
+        (" <", "<"),
+        (" >", ">"),
+        ("& ", "&"),
+        (" ;", ";"),
+        ("# [", "#["),
+        ("[ ", "["),
+        (" ]", "]"),
+        ("! [", "!["),
+        ("' a", "'a"),
+        (" :", ":"),
+        (" (", "("),
+        (",)", ")"),
+    ] {
         out = out.replace(from, to);
     }
     out.replace("::std::string::String", "String")

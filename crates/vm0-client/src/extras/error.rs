@@ -124,10 +124,9 @@ impl From<progenitor_client::Error<crate::types::Error>> for Error {
                 let detail = response.into_inner().error;
                 Error::Api(ApiError { status, kind: detail.type_, code: detail.code, message: detail.message, param: detail.param, request_id })
             }
-            Raw::UnexpectedResponse(response) => Error::Transport {
-                message: format!("unexpected response: HTTP {}", response.status()),
-                request_id: request_id(response.headers()),
-            },
+            Raw::UnexpectedResponse(response) => {
+                Error::Transport { message: format!("unexpected response: HTTP {}", response.status()), request_id: request_id(response.headers()) }
+            }
             Raw::InvalidResponsePayload(bytes, error) => {
                 Error::Transport { message: format!("unreadable response ({} bytes): {error}", bytes.len()), request_id: None }
             }

@@ -156,7 +156,9 @@ impl ClientBuilder {
     pub fn build(self) -> Result<Client, Error> {
         match reqwest::Url::parse(&self.base_url) {
             Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {}
-            _ => return Err(Error::Invalid(format!("{:?} is not an API base URL: give an http:// or https:// URL, such as {DEFAULT_BASE_URL}", self.base_url))),
+            _ => {
+                return Err(Error::Invalid(format!("{:?} is not an API base URL: give an http:// or https:// URL, such as {DEFAULT_BASE_URL}", self.base_url)))
+            }
         }
         let authorization = match &self.token {
             Some(token) => {

@@ -174,7 +174,9 @@ impl Client {
             .iter()
             .map(|target| {
                 let local = locals.iter().find(|l| l.relative == target.path.as_str());
-                local.map(|l| (target.upload_url.clone(), l)).ok_or_else(|| Error::Invalid(format!("the server asked for {}, which was not offered", target.path.as_str())))
+                local
+                    .map(|l| (target.upload_url.clone(), l))
+                    .ok_or_else(|| Error::Invalid(format!("the server asked for {}, which was not offered", target.path.as_str())))
             })
             .collect::<Result<_, _>>()?;
         futures_util::stream::iter(jobs)

@@ -31,15 +31,13 @@ pub struct LocalConfig {
 
 /// The configuration's JSON Schema.
 pub fn schema() -> &'static Value {
-    static SCHEMA: LazyLock<Value> =
-        LazyLock::new(|| serde_json::to_value(schemars::schema_for!(LocalConfig)).expect("the schema serializes"));
+    static SCHEMA: LazyLock<Value> = LazyLock::new(|| serde_json::to_value(schemars::schema_for!(LocalConfig)).expect("the schema serializes"));
     &SCHEMA
 }
 
 /// Checks an agent's configuration; a violation is a 400 naming `config.<field>`.
 pub fn check(config: &Value) -> Result<LocalConfig, ApiError> {
-    static VALIDATOR: LazyLock<jsonschema::Validator> =
-        LazyLock::new(|| jsonschema::validator_for(schema()).expect("the derived schema compiles"));
+    static VALIDATOR: LazyLock<jsonschema::Validator> = LazyLock::new(|| jsonschema::validator_for(schema()).expect("the derived schema compiles"));
     vm0_api::check_json(&VALIDATOR, config, "config")?;
     let parsed: LocalConfig = serde_json::from_value(config.clone()).map_err(|e| ApiError::invalid_parameter("config", e.to_string()))?;
     if parsed.command[0].is_empty() {

@@ -374,13 +374,8 @@ async fn complete<S: Store>(app: &App<S>, run: &RunRow) -> Result<(CheckpointRow
         app.store.record_blob(&hash, size as i64, ids::now()).await.map_err(|e| format!("{e:?}"))?;
         files.push(FileRow { path: relative, size: size as i64, hash });
     }
-    let version = NewVersion {
-        id: manifest_id(&files),
-        message: Some(format!("Written by run {}", run.id)),
-        created_by: run.id.clone(),
-        created_at: ids::now(),
-        files,
-    };
+    let version =
+        NewVersion { id: manifest_id(&files), message: Some(format!("Written by run {}", run.id)), created_by: run.id.clone(), created_at: ids::now(), files };
     let committed = app.store.commit_version(&artifact.id, "", &version).await.map_err(|e| format!("committing the artifact: {e:?}"))?;
     Ok((checkpoint, Some(committed.id)))
 }

@@ -30,7 +30,10 @@ pub struct Job {
 /// What a job produces while it runs.
 pub enum Output {
     /// One line of standard output or error, without its line ending.
-    Line { stderr: bool, text: String },
+    Line {
+        stderr: bool,
+        text: String,
+    },
     Sample(MetricRow),
 }
 

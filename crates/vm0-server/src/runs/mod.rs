@@ -66,7 +66,10 @@ fn check_names(map: &std::collections::HashMap<String, String>, param: &str) -> 
         let mut chars = name.chars();
         let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid {
-            return Err(ApiError::invalid_parameter(format!("{param}.{name}"), format!("{param} names must be environment variable names (letters, digits, _)")));
+            return Err(ApiError::invalid_parameter(
+                format!("{param}.{name}"),
+                format!("{param} names must be environment variable names (letters, digits, _)"),
+            ));
         }
         if name.starts_with("VM0_") || name == "PATH" || name == "HOME" {
             return Err(ApiError::invalid_parameter(format!("{param}.{name}"), format!("{name} is set by the server")));
@@ -132,7 +135,12 @@ pub async fn create<S: Store>(app: &App<S>, p: &Principal, body: types::CreateRu
             Some(artifact) => artifact,
             None => match app.store.create_storage(Kind::Artifact, &p.user_id, name, ids::now()).await {
                 Ok(created) => created,
-                Err(StoreError::Conflict) => app.store.get_storage_by_name(Kind::Artifact, &p.user_id, name).await.map_err(internal)?.ok_or_else(|| ApiError::internal("artifact vanished"))?,
+                Err(StoreError::Conflict) => app
+                    .store
+                    .get_storage_by_name(Kind::Artifact, &p.user_id, name)
+                    .await
+                    .map_err(internal)?
+                    .ok_or_else(|| ApiError::internal("artifact vanished"))?,
                 Err(other) => return Err(internal(other)),
             },
         };
@@ -286,10 +294,8 @@ pub async fn logs<S: Store>(app: &App<S>, p: &Principal, id: &str, params: ListR
     let page = app.page(&scope, params.limit, params.cursor.as_deref())?;
     let rows = app.store.list_logs(&row.id, &query, &page).await.map_err(internal)?;
     let (rows, pagination) = app.paginate(&scope, rows, params.limit, |r| r.seq.to_string());
-    let data: Vec<Value> = rows
-        .iter()
-        .map(|l| json!({ "timestamp": l.timestamp, "type": l.kind, "level": l.level, "message": l.message, "metadata": l.metadata }))
-        .collect();
+    let data: Vec<Value> =
+        rows.iter().map(|l| json!({ "timestamp": l.timestamp, "type": l.kind, "level": l.level, "message": l.message, "metadata": l.metadata })).collect();
     typed(json!({ "data": data, "pagination": pagination }))
 }
 

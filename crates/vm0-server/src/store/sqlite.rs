@@ -139,18 +139,16 @@ impl Store for SqliteStore {
     }
 
     async fn insert_token(&self, t: &TokenRow) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO tokens (id, user_id, name, token_prefix, token_hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&t.id)
-        .bind(&t.user_id)
-        .bind(&t.name)
-        .bind(&t.token_prefix)
-        .bind(&t.token_hash)
-        .bind(t.created_at)
-        .bind(t.expires_at)
-        .execute(&self.pool)
-        .await?;
+        sqlx::query("INSERT INTO tokens (id, user_id, name, token_prefix, token_hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)")
+            .bind(&t.id)
+            .bind(&t.user_id)
+            .bind(&t.name)
+            .bind(&t.token_prefix)
+            .bind(&t.token_hash)
+            .bind(t.created_at)
+            .bind(t.expires_at)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -175,7 +173,8 @@ impl Store for SqliteStore {
     }
 
     async fn get_token(&self, user_id: &str, id: &str) -> Result<Option<TokenRow>> {
-        let row = sqlx::query("SELECT * FROM tokens WHERE user_id = ? AND revoked_at IS NULL AND id = ?").bind(user_id).bind(id).fetch_optional(&self.pool).await?;
+        let row =
+            sqlx::query("SELECT * FROM tokens WHERE user_id = ? AND revoked_at IS NULL AND id = ?").bind(user_id).bind(id).fetch_optional(&self.pool).await?;
         Ok(row.as_ref().map(token))
     }
 
@@ -192,17 +191,15 @@ impl Store for SqliteStore {
     async fn create_agent(&self, user_id: &str, name: &str, config: &Value, at: DateTime<Utc>) -> Result<AgentRow> {
         let (agent_id, version_id) = (ids::new("ag"), ids::new("agv"));
         let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO agents (id, user_id, name, current_version_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&agent_id)
-        .bind(user_id)
-        .bind(name)
-        .bind(&version_id)
-        .bind(at)
-        .bind(at)
-        .execute(&mut *tx)
-        .await;
+        let inserted = sqlx::query("INSERT INTO agents (id, user_id, name, current_version_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(&agent_id)
+            .bind(user_id)
+            .bind(name)
+            .bind(&version_id)
+            .bind(at)
+            .bind(at)
+            .execute(&mut *tx)
+            .await;
         match inserted {
             Err(e) if is_unique_violation(&e) => return Err(StoreError::Conflict),
             other => other?,
@@ -219,16 +216,14 @@ impl Store for SqliteStore {
     }
 
     async fn list_agents(&self, user_id: &str, name: Option<&str>, page: &Page) -> Result<Vec<AgentRow>> {
-        let rows = sqlx::query(
-            "SELECT * FROM agents WHERE user_id = ? AND id < ? AND (? IS NULL OR name = ?) ORDER BY id DESC LIMIT ?",
-        )
-        .bind(user_id)
-        .bind(id_key(page))
-        .bind(name)
-        .bind(name)
-        .bind(page.limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query("SELECT * FROM agents WHERE user_id = ? AND id < ? AND (? IS NULL OR name = ?) ORDER BY id DESC LIMIT ?")
+            .bind(user_id)
+            .bind(id_key(page))
+            .bind(name)
+            .bind(name)
+            .bind(page.limit)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows.iter().map(agent).collect())
     }
 
@@ -347,19 +342,14 @@ impl Store for SqliteStore {
     }
 
     async fn get_version(&self, storage_id: &str, version_id: &str) -> Result<Option<VersionRow>> {
-        let row = sqlx::query("SELECT * FROM storage_versions WHERE storage_id = ? AND id = ?")
-            .bind(storage_id)
-            .bind(version_id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT * FROM storage_versions WHERE storage_id = ? AND id = ?").bind(storage_id).bind(version_id).fetch_optional(&self.pool).await?;
         Ok(row.as_ref().map(version))
     }
 
     async fn version_files(&self, version_seq: i64) -> Result<Vec<FileRow>> {
-        let rows = sqlx::query("SELECT path, size, hash FROM version_files WHERE version_seq = ? ORDER BY path")
-            .bind(version_seq)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT path, size, hash FROM version_files WHERE version_seq = ? ORDER BY path").bind(version_seq).fetch_all(&self.pool).await?;
         Ok(rows.iter().map(|r| FileRow { path: r.get("path"), size: r.get("size"), hash: r.get("hash") }).collect())
     }
 
@@ -389,11 +379,8 @@ impl Store for SqliteStore {
     }
 
     async fn upload_session(&self, storage_id: &str, id: &str) -> Result<Option<UploadSession>> {
-        let Some(row) = sqlx::query("SELECT * FROM upload_sessions WHERE storage_id = ? AND id = ?")
-            .bind(storage_id)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
+        let Some(row) =
+            sqlx::query("SELECT * FROM upload_sessions WHERE storage_id = ? AND id = ?").bind(storage_id).bind(id).fetch_optional(&self.pool).await?
         else {
             return Ok(None);
         };
@@ -448,11 +435,8 @@ impl Store for SqliteStore {
                 None => return Err(StoreError::InvalidState(format!("{} has not been uploaded", file.path))),
             }
         }
-        let existing = sqlx::query("SELECT * FROM storage_versions WHERE storage_id = ? AND id = ?")
-            .bind(storage_id)
-            .bind(&new.id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let existing =
+            sqlx::query("SELECT * FROM storage_versions WHERE storage_id = ? AND id = ?").bind(storage_id).bind(&new.id).fetch_optional(&mut *tx).await?;
         let row = match existing {
             Some(row) => version(&row),
             None => {
@@ -526,13 +510,12 @@ impl Store for SqliteStore {
     }
 
     async fn get_checkpoint(&self, user_id: &str, id: &str) -> Result<Option<CheckpointRow>> {
-        let row = sqlx::query(
-            "SELECT c.id, c.session_id, s.agent_id FROM checkpoints c JOIN sessions s ON s.id = c.session_id WHERE s.user_id = ? AND c.id = ?",
-        )
-        .bind(user_id)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row =
+            sqlx::query("SELECT c.id, c.session_id, s.agent_id FROM checkpoints c JOIN sessions s ON s.id = c.session_id WHERE s.user_id = ? AND c.id = ?")
+                .bind(user_id)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.map(|r| CheckpointRow { id: r.get("id"), session_id: r.get("session_id"), agent_id: r.get("agent_id") }))
     }
 
@@ -542,11 +525,8 @@ impl Store for SqliteStore {
     }
 
     async fn start_run(&self, id: &str, at: DateTime<Utc>) -> Result<bool> {
-        let done = sqlx::query("UPDATE runs SET status = 'running', started_at = ? WHERE id = ? AND status = 'pending'")
-            .bind(at)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        let done =
+            sqlx::query("UPDATE runs SET status = 'running', started_at = ? WHERE id = ? AND status = 'pending'").bind(at).bind(id).execute(&self.pool).await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -654,10 +634,7 @@ impl Store for SqliteStore {
     }
 
     async fn latest_checkpoint(&self, session_id: &str) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT id FROM checkpoints WHERE session_id = ? ORDER BY id DESC LIMIT 1")
-            .bind(session_id)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(sqlx::query_scalar("SELECT id FROM checkpoints WHERE session_id = ? ORDER BY id DESC LIMIT 1").bind(session_id).fetch_optional(&self.pool).await?)
     }
 
     async fn forget_blob(&self, hash: &str) -> Result<bool> {
