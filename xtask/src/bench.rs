@@ -4,26 +4,18 @@
 //! resource usage for that one process; a plain copy of the same bytes over loopback is
 //! timed beside it.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::Write;
+use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
+use crate::process::{cargo, ReferenceServer};
 use crate::spec::workspace_root;
 
 /// The size of the client benchmark's file; `VM0_BENCH_BYTES` changes it.
 fn bench_bytes() -> u64 {
     std::env::var("VM0_BENCH_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(1 << 30)
-}
-
-fn cargo(args: &[&str]) -> Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    println!("== cargo {}", args.join(" "));
-    if !Command::new(cargo).args(args).current_dir(workspace_root()).status()?.success() {
-        bail!("cargo {} failed", args.join(" "));
-    }
-    Ok(())
 }
 
 /// Every benchmark, in release builds; their figures go to standard output.
@@ -64,30 +56,20 @@ fn client_transfer() -> Result<()> {
         }
     }
 
-    let mut server = Command::new(root.join("target/release/vm0-server"))
-        .args(["--listen", "127.0.0.1:0", "--log", "warn", "--data-dir"])
-        .arg(&data)
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("starting the release vm0-server")?;
-    let mut lines = BufReader::new(server.stdout.take().expect("piped")).lines().map_while(Result::ok);
-    let url = lines.next().unwrap_or_default().trim_start_matches("vm0-server listening on ").to_string();
-    let token = lines.find_map(|l| l.split_whitespace().find(|w| w.starts_with("vm0_live_")).map(str::to_string)).context("no first token")?;
-    std::thread::spawn(move || lines.for_each(drop));
+    let server = ReferenceServer::start(&root.join("target/release/vm0-server"), &data)?;
 
     let started = Instant::now();
     let client = Command::new(root.join("target/release/examples/push_pull"))
         .args(["bench"])
         .arg(&source)
         .arg(&pulled)
-        .env("VM0_API_URL", &url)
-        .env("VM0_TOKEN", &token)
+        .env("VM0_API_URL", &server.url)
+        .env("VM0_TOKEN", &server.token)
         .spawn()
         .context("starting the push_pull example")?;
     let (status, peak_kib) = wait_with_peak_rss(client.id())?;
     let elapsed = started.elapsed();
-    server.kill().ok();
-    server.wait().ok();
+    drop(server);
     if !status {
         bail!("the push_pull example failed");
     }

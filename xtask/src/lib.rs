@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod codegen;
 pub mod lint;
+pub mod process;
 pub mod schemathesis;
 pub mod spec;
 pub mod tools;

@@ -1,9 +1,9 @@
 //! `cargo xtask`: see `cargo xtask help`.
 
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
-use anyhow::{bail, Result};
-use xtask::{bench, codegen, lint, schemathesis, spec, tools};
+use anyhow::Result;
+use xtask::{bench, codegen, lint, process, schemathesis, spec, tools};
 
 const HELP: &str = "\
 cargo xtask <command>
@@ -78,19 +78,9 @@ fn ci() -> Result<bool> {
     if !run_lint()? {
         return Ok(false);
     }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let steps = [
-        &["fmt", "--all", "--check"][..],
-        &["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"][..],
-        &["test", "--workspace", "--locked"][..],
-    ];
-    for args in steps {
-        println!("== cargo {}", args.join(" "));
-        let status = Command::new(&cargo).args(args).current_dir(spec::workspace_root()).status()?;
-        if !status.success() {
-            bail!("cargo {} failed", args.join(" "));
-        }
-    }
+    process::cargo(&["fmt", "--all", "--check"])?;
+    process::cargo(&["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])?;
+    process::cargo(&["test", "--workspace", "--locked"])?;
     println!("== cargo xtask schemathesis");
     schemathesis::run()
 }
