@@ -4,11 +4,10 @@ use std::io::{BufRead, IsTerminal};
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
-use futures::TryStreamExt;
 use vm0_client::{Client, Paginate};
 
 use crate::config::{self, Stored};
-use crate::output;
+use crate::{lookup, output};
 
 #[derive(Subcommand)]
 pub enum Command {
@@ -55,8 +54,7 @@ pub fn client() -> Result<Client> {
 
 /// The token's name, found by its prefix among the tokens it may list; checks the token.
 async fn token_name(client: &Client, token: &str) -> Result<Option<String>, vm0_client::Error> {
-    let tokens: Vec<_> = client.list_tokens().stream().try_collect().await?;
-    Ok(tokens.into_iter().find(|t| token.starts_with(&t.token_prefix)).map(|t| t.name))
+    Ok(lookup::first(client.list_tokens().stream(), |t| token.starts_with(&t.token_prefix)).await?.map(|t| t.name))
 }
 
 async fn login(api_url: Option<String>, token: Option<String>, json: bool) -> Result<()> {
@@ -79,7 +77,7 @@ async fn login(api_url: Option<String>, token: Option<String>, json: bool) -> Re
     let token = token.trim().to_string();
     let client = Client::new(&api_url, &token)?;
     let name = token_name(&client, &token).await.with_context(|| format!("checking the token against {api_url}"))?;
-    let path = config::save(&Stored { api_url: api_url.trim_end_matches('/').to_string(), token })?;
+    let path = config::save(&Stored { api_url: client.base_url().to_string(), token })?;
     if json {
         output::json(&serde_json::json!({ "apiUrl": client.base_url(), "tokenName": name, "configFile": path }))?;
     } else {

@@ -67,13 +67,14 @@ pub fn error(error: &anyhow::Error) {
             Some(vm0_client::Error::Api(e)) => {
                 parts.push(e.message.clone());
                 api = Some(e);
+                break;
             }
-            // The client's errors already say their causes.
-            Some(other) => parts.push(other.to_string()),
+            // The client's errors already say their causes: the chain ends with them.
+            Some(other) => {
+                parts.push(other.to_string());
+                break;
+            }
             None => parts.push(cause.to_string()),
-        }
-        if cause.is::<vm0_client::Error>() {
-            break;
         }
     }
     eprintln!("error: {}", parts.join(": "));
