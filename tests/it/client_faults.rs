@@ -38,23 +38,26 @@ fn error_body(status: StatusCode) -> Response {
     (status, [("x-request-id", "req_fault")], axum::Json(body)).into_response()
 }
 
-#[tokio::test]
-async fn a_503_then_a_200_is_retried_and_succeeds() {
+/// A server whose agent listing answers `first()` once, then empty pages; and how many
+/// calls it has had.
+async fn agents_failing_once(first: fn() -> Response) -> (String, Arc<AtomicUsize>) {
     let calls = Arc::new(AtomicUsize::new(0));
     let seen = calls.clone();
-    let url = serve(Router::new().route(
-        "/v1/agents",
-        get(move || {
-            let seen = seen.clone();
-            async move {
-                match seen.fetch_add(1, Ordering::SeqCst) {
-                    0 => error_body(StatusCode::SERVICE_UNAVAILABLE),
-                    _ => axum::Json(empty_page()).into_response(),
-                }
+    let listing = get(move || {
+        let seen = seen.clone();
+        async move {
+            match seen.fetch_add(1, Ordering::SeqCst) {
+                0 => first(),
+                _ => axum::Json(empty_page()).into_response(),
             }
-        }),
-    ))
-    .await;
+        }
+    });
+    (serve(Router::new().route("/v1/agents", listing)).await, calls)
+}
+
+#[tokio::test]
+async fn a_503_then_a_200_is_retried_and_succeeds() {
+    let (url, calls) = agents_failing_once(|| error_body(StatusCode::SERVICE_UNAVAILABLE)).await;
     let page = client(&url).list_agents().send().await.unwrap().into_inner();
     assert!(page.data.is_empty());
     assert_eq!(calls.load(Ordering::SeqCst), 2);
@@ -62,21 +65,7 @@ async fn a_503_then_a_200_is_retried_and_succeeds() {
 
 #[tokio::test]
 async fn a_429_with_retry_after_waits_about_that_long() {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let seen = calls.clone();
-    let url = serve(Router::new().route(
-        "/v1/agents",
-        get(move || {
-            let seen = seen.clone();
-            async move {
-                match seen.fetch_add(1, Ordering::SeqCst) {
-                    0 => (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], "slow down").into_response(),
-                    _ => axum::Json(empty_page()).into_response(),
-                }
-            }
-        }),
-    ))
-    .await;
+    let (url, calls) = agents_failing_once(|| (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], "slow down").into_response()).await;
     let started = Instant::now();
     client(&url).list_agents().send().await.unwrap();
     let waited = started.elapsed();
