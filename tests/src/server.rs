@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use chrono::{Duration, Utc};
 use vm0_server::api::App;
-use vm0_server::store::{SqliteStore, Store, TokenRow};
+use vm0_server::store::{SqliteStore, TokenRow, UserStore};
 
 /// A running server; it stops when dropped.
 pub struct TestServer {

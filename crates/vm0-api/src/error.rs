@@ -5,8 +5,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use vm0_types::{ErrorCode, ErrorDetail, ErrorType};
 
-/// An error response of the API. Its message is what the client reads; what only the
-/// operators should see goes to the log (see [`ApiError::internal`]).
+/// An error response of the API, with two messages as dropshot keeps them: `message` is
+/// what the client reads, and `internal`, what only the operators should see, is logged
+/// once, with the request id, when the error is rendered (see [`ApiError::internal`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
     /// The HTTP status.
@@ -19,11 +20,13 @@ pub struct ApiError {
     pub message: String,
     /// The parameter at fault, when there is one.
     pub param: Option<String>,
+    /// What went wrong inside the server, for the log only; never sent to the client.
+    pub internal: Option<String>,
 }
 
 impl ApiError {
     fn new(status: StatusCode, kind: ErrorType, code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError { status, kind, code, message: message.into(), param: None }
+        ApiError { status, kind, code, message: message.into(), param: None, internal: None }
     }
 
     /// Names the parameter at fault.
@@ -69,11 +72,12 @@ impl ApiError {
             .with_param("name")
     }
 
-    /// 500: logs `detail` (with the request id, through the request's span) and tells the
-    /// client nothing internal.
+    /// 500 that tells the client nothing internal; `detail` is kept for the log, written
+    /// when the error is rendered.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
-        tracing::error!(%detail, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorType::ApiError, ErrorCode::InternalError, "Internal server error")
+        let mut error = Self::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorType::ApiError, ErrorCode::InternalError, "Internal server error");
+        error.internal = Some(detail.to_string());
+        error
     }
 
     /// The envelope's body.
@@ -91,7 +95,12 @@ impl std::fmt::Display for ApiError {
 impl std::error::Error for ApiError {}
 
 impl IntoResponse for ApiError {
+    /// Renders the envelope. This is the one place an error is logged: inside the
+    /// request's span, so the line carries the request id.
     fn into_response(self) -> Response {
+        if let Some(detail) = &self.internal {
+            tracing::error!(status = self.status.as_u16(), code = %self.code, %detail, "internal error");
+        }
         (self.status, axum::Json(self.body())).into_response()
     }
 }

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use vm0_server::store::Store;
+use vm0_server::store::UserStore;
 
 const AGENTS: usize = 50_000;
 const LIMIT: usize = 100;

@@ -2,6 +2,10 @@
 //! URLs. A blob is streamed into `tmp/`, hashed as it arrives, synced, and renamed into
 //! place only when its size and SHA-256 are the ones its URL was signed for: nothing
 //! half-written is ever at a blob's path, and no file is ever held in memory whole.
+//!
+//! Placing a blob (the rename and its row) and collecting garbage (the row's removal and
+//! the file's) are each done under a gate, shared by writers and exclusive to the
+//! collector, so the collector never unlinks a file that a writer has just put back.
 
 use std::path::PathBuf;
 
@@ -10,9 +14,11 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
+use tokio::sync::RwLock;
 use vm0_api::ApiError;
 
 use crate::secrets;
+use crate::store::{StorageStore, StoreError};
 
 /// The blob store and the key its URLs are signed with.
 pub struct Blobs {
@@ -23,6 +29,8 @@ pub struct Blobs {
     public_url: String,
     /// The largest file accepted, in bytes.
     pub max_file_size: u64,
+    /// Read by writers placing a blob, written by the collector.
+    gate: RwLock<()>,
 }
 
 /// What a pre-signed URL allows.
@@ -50,7 +58,7 @@ impl Blobs {
         }
         tokio::fs::create_dir_all(&root).await?;
         tokio::fs::create_dir_all(&tmp).await?;
-        Ok(Blobs { root, tmp, key, public_url: public_url.trim_end_matches('/').to_string(), max_file_size })
+        Ok(Blobs { root, tmp, key, public_url: public_url.trim_end_matches('/').to_string(), max_file_size, gate: RwLock::new(()) })
     }
 
     /// Where the blob `hash` lives.
@@ -83,14 +91,36 @@ impl Blobs {
     }
 
     /// Streams `body` into the blob `hash`, which must be exactly `size` bytes with that
-    /// SHA-256.
-    pub async fn write(&self, hash: &str, size: u64, body: Body) -> Result<(), ApiError> {
+    /// SHA-256, and lists it in `store`.
+    pub async fn write<S: StorageStore>(&self, hash: &str, size: u64, body: Body, store: &S) -> Result<(), ApiError> {
         let temp = self.tmp.join(crate::ids::new("part"));
-        let result = self.write_temp(&temp, hash, size, body).await;
+        let mut result = self.write_temp(&temp, hash, size, body).await;
+        if result.is_ok() {
+            result = self.place(&temp, hash, size, store, None).await.map_err(ApiError::from);
+        }
         if result.is_err() {
             tokio::fs::remove_file(&temp).await.ok();
         }
         result
+    }
+
+    /// Renames a complete temporary file into the blob `hash` and lists it, under the gate.
+    async fn place<S: StorageStore>(
+        &self,
+        temp: &std::path::Path,
+        hash: &str,
+        size: u64,
+        store: &S,
+        pinned_until: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        let _gate = self.gate.read().await;
+        let path = self.path(hash);
+        let folder = path.parent().expect("blob paths have a folder").to_path_buf();
+        tokio::fs::create_dir_all(&folder).await?;
+        tokio::fs::rename(temp, &path).await?;
+        // The rename is durable once the folder is synced.
+        tokio::task::spawn_blocking(move || std::fs::File::open(folder).and_then(|f| f.sync_all())).await.map_err(std::io::Error::other)??;
+        store.record_blob(hash, size as i64, crate::ids::now(), pinned_until).await
     }
 
     async fn write_temp(&self, temp: &std::path::Path, hash: &str, size: u64, body: Body) -> Result<(), ApiError> {
@@ -113,20 +143,17 @@ impl Blobs {
             return Err(ApiError::invalid_request("The upload's SHA-256 is not the hash it was prepared for"));
         }
         file.sync_all().await.map_err(ApiError::internal)?;
-        drop(file);
-        let path = self.path(hash);
-        let folder = path.parent().expect("blob paths have a folder");
-        tokio::fs::create_dir_all(folder).await.map_err(ApiError::internal)?;
-        tokio::fs::rename(temp, &path).await.map_err(ApiError::internal)?;
-        // The rename is durable once the folder is synced.
-        if let Ok(folder) = std::fs::File::open(folder) {
-            folder.sync_all().ok();
-        }
         Ok(())
     }
 
-    /// Copies a local file (one a run wrote) into the store; its hash and size.
-    pub async fn ingest(&self, source: &std::path::Path) -> std::io::Result<(String, u64)> {
+    /// Copies a local file (one a run wrote) into the store and lists it, pinned until
+    /// `pinned_until` (its version's commit comes later); its hash and size.
+    pub async fn ingest<S: StorageStore>(
+        &self,
+        source: &std::path::Path,
+        store: &S,
+        pinned_until: DateTime<Utc>,
+    ) -> Result<(vm0_types::Sha256, u64), StoreError> {
         let temp = self.tmp.join(crate::ids::new("part"));
         let result = async {
             let mut input = tokio::fs::File::open(source).await?;
@@ -143,10 +170,8 @@ impl Blobs {
             }
             output.sync_all().await?;
             let hash = hex::encode(hasher.finalize());
-            let path = self.path(&hash);
-            tokio::fs::create_dir_all(path.parent().expect("blob paths have a folder")).await?;
-            tokio::fs::rename(&temp, &path).await?;
-            Ok((hash, size))
+            self.place(&temp, &hash, size, store, Some(pinned_until)).await?;
+            Ok::<_, StoreError>((hash.parse().expect("a SHA-256 in hex"), size))
         }
         .await;
         if result.is_err() {
@@ -163,8 +188,25 @@ impl Blobs {
         tokio::fs::copy(self.path(hash), target).await.map(|_| ())
     }
 
+    /// Removes blobs that nothing refers to and nothing pins any more.
+    pub async fn collect_garbage<S: StorageStore>(&self, store: &S) {
+        let now = Utc::now();
+        let hashes = match store.unreferenced_blobs(now).await {
+            Ok(hashes) => hashes,
+            Err(error) => return tracing::warn!(%error, "blob collection failed"),
+        };
+        let _gate = self.gate.write().await;
+        for hash in hashes {
+            match store.forget_blob(&hash, now).await {
+                Ok(true) => self.remove(&hash).await,
+                Ok(false) => {}
+                Err(error) => tracing::warn!(%hash, %error, "could not forget an unreferenced blob"),
+            }
+        }
+    }
+
     /// Removes a blob's file; a missing one is already gone.
-    pub async fn remove(&self, hash: &str) {
+    async fn remove(&self, hash: &str) {
         if let Err(error) = tokio::fs::remove_file(self.path(hash)).await {
             if error.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!(%hash, %error, "could not remove an unreferenced blob");

@@ -29,7 +29,7 @@ use vm0_api::ApiError;
 
 use crate::api::{Api, App};
 use crate::blobs::{Access, Blobs};
-use crate::store::{SqliteStore, Store};
+use crate::store::{SqliteStore, Store, UserStore};
 
 /// The spec, served as it is.
 pub const SPEC_YAML: &str = include_str!("../../../openapi/v1.yaml");
@@ -88,34 +88,41 @@ pub struct Server {
 /// Opens the data directory and the database, binds the address, and creates the first
 /// user and token when there is no user yet.
 pub async fn bind(config: Config) -> anyhow::Result<Server> {
-    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
-    let database_url = config.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", config.data_dir.join("vm0.db").display()));
-    let store = SqliteStore::open(&database_url).await.with_context(|| format!("opening {database_url}"))?;
-    let key = store.signing_key().await.map_err(|e| anyhow::anyhow!("reading the signing key: {e:?}"))?;
+    let store = open_store(&config).await?;
+    let key = store.signing_key().await.context("reading the signing key")?;
     let listener = TcpListener::bind(config.listen).await.with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
     let blobs = Blobs::open(&config.data_dir, key.clone(), url.clone(), config.max_file_size).await?;
 
-    let first_token = if store.user_count().await.map_err(|e| anyhow::anyhow!("{e:?}"))? == 0 {
-        let user = store.ensure_user("default").await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        let (_, value) = api::issue_token(&store, &user.id, "first token", 365).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let first_token = if store.user_count().await? == 0 {
+        let user = store.ensure_user("default").await?;
+        let (_, value) = api::issue_token(&store, &user.id, "first token", 365).await?;
         Some(value)
     } else {
         None
     };
-    let limits = runs::engine::Limits { concurrency: config.max_concurrent_runs, sample_every: config.sample_interval };
-    let engine = runs::engine::Engine::new(&config.data_dir, Arc::new(runs::local::LocalExecutor), limits);
+    let blobs = Arc::new(blobs);
+    let limits = runs::Limits { concurrency: config.max_concurrent_runs, sample_every: config.sample_interval };
+    let engine = Arc::new(runs::Engine::new(store.clone(), blobs.clone(), Arc::new(runs::local::LocalExecutor), limits, &config.data_dir));
+    engine.recover().await;
+    blobs.collect_garbage(&store).await;
     let app = Arc::new(App { store, blobs, key, engine });
-    runs::engine::recover(&app).await;
-    app.collect_garbage().await;
     Ok(Server { addr, url, first_token, app, listener })
+}
+
+/// The data directory, created if missing, and the database in it (or at
+/// `database_url`), migrated.
+pub async fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
+    tokio::fs::create_dir_all(&config.data_dir).await.with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let database_url = config.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", config.data_dir.join("vm0.db").display()));
+    SqliteStore::open(&database_url).await.with_context(|| format!("opening {database_url}"))
 }
 
 impl Server {
     /// Serves until `shutdown` completes, then finishes the requests in flight.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let scheduler = tokio::spawn(runs::engine::schedule(self.app.clone()));
+        let scheduler = tokio::spawn(self.app.engine.clone().schedule());
         let served = axum::serve(self.listener, router(self.app)).with_graceful_shutdown(shutdown).await;
         scheduler.abort();
         served?;
@@ -163,8 +170,7 @@ fn signed(hash: &str, query: Option<String>, access: Access, blobs: &Blobs) -> R
 async fn upload_blob<S: Store>(State(app): State<Arc<App<S>>>, Path(hash): Path<String>, RawQuery(query): RawQuery, body: Body) -> Result<Response, ApiError> {
     let signed = signed(&hash, query, Access::Put, &app.blobs)?;
     let size = signed.size.ok_or_else(|| ApiError::invalid_parameter("size", "An upload URL carries the file's size"))?;
-    app.blobs.write(&hash, size, body).await?;
-    app.store.record_blob(&hash, size as i64, ids::now()).await.map_err(|e| ApiError::internal(format!("{e:?}")))?;
+    app.blobs.write(&hash, size, body, &app.store).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     response.headers_mut().insert(header::ETAG, HeaderValue::from_str(&format!("\"{hash}\"")).expect("hashes are ASCII"));
     Ok(response)

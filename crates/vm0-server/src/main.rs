@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use vm0_server::store::Store;
+use vm0_server::store::UserStore;
 use vm0_server::Config;
 
 /// The reference server of the VM0 Public API v1, on an embedded SQLite database.
@@ -85,13 +85,9 @@ async fn main() -> anyhow::Result<()> {
     };
 
     if let Some(Command::Token { command: TokenCommand::Create { user, name, expires_in_days } }) = cli.command {
-        let store = vm0_server::store::SqliteStore::open(
-            &config.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", config.data_dir.join("vm0.db").display())),
-        )
-        .await?;
-        std::fs::create_dir_all(&config.data_dir)?;
-        let user = store.ensure_user(&user).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        let (_, value) = vm0_server::api::issue_token(&store, &user.id, &name, expires_in_days).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let store = vm0_server::open_store(&config).await?;
+        let user = store.ensure_user(&user).await?;
+        let (_, value) = vm0_server::api::issue_token(&store, &user.id, &name, expires_in_days).await?;
         println!("{value}");
         return Ok(());
     }

@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use vm0_api::ApiError;
 
 /// How the local executor runs an agent.
@@ -36,10 +36,11 @@ pub fn schema() -> &'static Value {
 }
 
 /// Checks an agent's configuration; a violation is a 400 naming `config.<field>`.
-pub fn check(config: &Value) -> Result<LocalConfig, ApiError> {
+pub fn check(config: &Map<String, Value>) -> Result<LocalConfig, ApiError> {
     static VALIDATOR: LazyLock<jsonschema::Validator> = LazyLock::new(|| jsonschema::validator_for(schema()).expect("the derived schema compiles"));
-    vm0_api::check_json(&VALIDATOR, config, "config")?;
-    let parsed: LocalConfig = serde_json::from_value(config.clone()).map_err(|e| ApiError::invalid_parameter("config", e.to_string()))?;
+    let config = Value::Object(config.clone());
+    vm0_api::check_json(&VALIDATOR, &config, "config")?;
+    let parsed: LocalConfig = LocalConfig::deserialize(config).map_err(|e| ApiError::invalid_parameter("config", e.to_string()))?;
     if parsed.command[0].is_empty() {
         return Err(ApiError::invalid_parameter("config.command[0]", "config.command[0] must name a program"));
     }

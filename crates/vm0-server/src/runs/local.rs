@@ -50,14 +50,14 @@ pub enum Outcome {
 
 /// Runs jobs. `cancel` becomes true when the run is cancelled.
 pub trait Executor: Send + Sync + 'static {
-    fn execute(&self, job: Job, output: mpsc::UnboundedSender<Output>, cancel: watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = Outcome> + Send + '_>>;
+    fn execute(&self, job: Job, output: mpsc::Sender<Output>, cancel: watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = Outcome> + Send + '_>>;
 }
 
 /// The default executor: a local process group.
 pub struct LocalExecutor;
 
 impl Executor for LocalExecutor {
-    fn execute(&self, job: Job, output: mpsc::UnboundedSender<Output>, cancel: watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = Outcome> + Send + '_>> {
+    fn execute(&self, job: Job, output: mpsc::Sender<Output>, cancel: watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = Outcome> + Send + '_>> {
         Box::pin(run(job, output, cancel))
     }
 }
@@ -69,7 +69,7 @@ fn kill_group(pgid: i32) {
     }
 }
 
-async fn run(job: Job, output: mpsc::UnboundedSender<Output>, mut cancel: watch::Receiver<bool>) -> Outcome {
+async fn run(job: Job, output: mpsc::Sender<Output>, mut cancel: watch::Receiver<bool>) -> Outcome {
     let mut command = tokio::process::Command::new(&job.command[0]);
     command
         .args(&job.command[1..])
@@ -113,15 +113,22 @@ async fn run(job: Job, output: mpsc::UnboundedSender<Output>, mut cancel: watch:
     kill_group(pgid);
     child.wait().await.ok();
     sampler.abort();
+    // What is left in the pipes is read to the end; but a process that escaped the group
+    // may hold a pipe open, so the readers get a deadline: a short one when the run was
+    // stopped, whose answer should not wait.
+    let grace = if matches!(outcome, Outcome::Exited(_) | Outcome::Killed(_)) { Duration::from_secs(2) } else { Duration::from_millis(250) };
+    let deadline = tokio::time::Instant::now() + grace;
     for reader in readers {
-        // A grandchild that escaped the group may hold a pipe open: do not wait on it forever.
-        tokio::time::timeout(Duration::from_secs(2), reader).await.ok();
+        let abort = reader.abort_handle();
+        if tokio::time::timeout_at(deadline, reader).await.is_err() {
+            abort.abort();
+        }
     }
     outcome
 }
 
-async fn read_lines(stream: impl AsyncRead + Unpin, stderr: bool, output: mpsc::UnboundedSender<Output>) {
-    let mut reader = BufReader::new(stream);
+async fn read_lines(stream: impl AsyncRead + Unpin, stderr: bool, output: mpsc::Sender<Output>) {
+    let mut reader = BufReader::with_capacity(64 * 1024, stream);
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -132,7 +139,7 @@ async fn read_lines(stream: impl AsyncRead + Unpin, stderr: bool, output: mpsc::
                     line.pop();
                 }
                 let text = String::from_utf8_lossy(&line).into_owned();
-                if output.send(Output::Line { stderr, text }).is_err() {
+                if output.send(Output::Line { stderr, text }).await.is_err() {
                     return;
                 }
             }
@@ -141,20 +148,21 @@ async fn read_lines(stream: impl AsyncRead + Unpin, stderr: bool, output: mpsc::
 }
 
 /// Samples the process group every `every` until aborted.
-async fn sample(pgid: i32, workdir: PathBuf, every: Duration, output: mpsc::UnboundedSender<Output>) {
+async fn sample(pgid: i32, workdir: PathBuf, every: Duration, output: mpsc::Sender<Output>) {
     // SAFETY: sysconf reads a constant of the system.
     let (ticks_per_second, page_size) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK) as f64, libc::sysconf(libc::_SC_PAGESIZE) as f64) };
-    let memory_total_mb = memory_total_kib() as f64 / 1024.0;
+    let memory_total_mb = tokio::task::spawn_blocking(memory_total_kib).await.unwrap_or(0) as f64 / 1024.0;
     let (mut last_ticks, mut last_time) = (0u64, Instant::now());
     loop {
         tokio::time::sleep(every).await;
-        let (ticks, rss_pages) = group_usage(pgid);
+        // /proc and the working directory are read off the runtime's threads.
+        let workdir = workdir.clone();
+        let usage = tokio::task::spawn_blocking(move || (group_usage(pgid), dir_size(&workdir), disk_total(&workdir))).await;
+        let Ok(((ticks, rss_pages), disk_used, disk_total)) = usage else { return };
         let now = Instant::now();
         let seconds = now.duration_since(last_time).as_secs_f64().max(1e-3);
         let cpu_percent = ticks.saturating_sub(last_ticks) as f64 / ticks_per_second / seconds * 100.0;
         (last_ticks, last_time) = (ticks, now);
-        let workdir = workdir.clone();
-        let (disk_used, disk_total) = tokio::task::spawn_blocking(move || (dir_size(&workdir), disk_total(&workdir))).await.unwrap_or((0, 0));
         let sample = MetricRow {
             timestamp: crate::ids::now(),
             cpu_percent: (cpu_percent * 10.0).round() / 10.0,
@@ -163,7 +171,7 @@ async fn sample(pgid: i32, workdir: PathBuf, every: Duration, output: mpsc::Unbo
             disk_used_mb: disk_used as f64 / (1024.0 * 1024.0),
             disk_total_mb: disk_total as f64 / (1024.0 * 1024.0),
         };
-        if output.send(Output::Sample(sample)).is_err() {
+        if output.send(Output::Sample(sample)).await.is_err() {
             return;
         }
     }

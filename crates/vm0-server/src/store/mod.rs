@@ -1,31 +1,45 @@
-//! The storage interface: everything the handlers keep, behind the `Store` trait, so
-//! that a second backend (PostgreSQL) can be added without touching them. `sqlite.rs` is
-//! the embedded default.
+//! The storage interface: everything the server keeps, behind one trait per resource
+//! (`UserStore`, `AgentStore`, `StorageStore`, `RunStore`), so that a second backend
+//! (PostgreSQL) implements the same four without touching the layers above. Rows are
+//! plain structs that sqlx maps by column name; enum and name columns are read straight
+//! into the generated types, so a value the spec forbids is a decode error here, not a
+//! surprise in a response. `sqlite/` is the embedded default.
 
 mod sqlite;
 
+use std::collections::HashMap;
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use serde_json::{Map, Value};
+use sha2::Digest;
+use sqlx::types::Json;
+use vm0_types::{AgentName, FilePath, LogLevel, LogType, RunEventType, RunStatus, Sha256, StorageName};
 
 pub use sqlite::SqliteStore;
 
-/// What went wrong in the store, independent of HTTP.
-#[derive(Debug)]
+/// What went wrong in the store, independent of HTTP: the API layer decides the status
+/// of each in one place (`From<StoreError> for ApiError`).
+#[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A unique name is taken.
+    #[error("the name is taken")]
     Conflict,
     /// The request cannot be done in the resource's present state; the message says why.
+    #[error("{0}")]
     InvalidState(String),
-    /// Something the caller cannot fix; its detail goes to the log only.
-    Internal(String),
-}
-
-impl<E: std::error::Error> From<E> for StoreError {
-    fn from(error: E) -> Self {
-        StoreError::Internal(error.to_string())
-    }
+    /// The database failed, or holds something it should not.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A JSON column could not be written or read.
+    #[error("a JSON column: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A file of the blob store or of a run's working directory.
+    #[error("file system: {0}")]
+    Io(#[from] std::io::Error),
+    /// The database could not be opened or migrated.
+    #[error("migrating the database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -37,13 +51,13 @@ pub struct Page {
     pub after: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct User {
     pub id: String,
     pub name: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct TokenRow {
     pub id: String,
     pub user_id: String,
@@ -56,21 +70,22 @@ pub struct TokenRow {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AgentRow {
     pub id: String,
-    pub name: String,
+    #[sqlx(try_from = "String")]
+    pub name: AgentName,
     pub current_version_id: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AgentVersionRow {
     pub id: String,
     pub agent_id: String,
     pub version_number: i64,
-    pub config: Value,
+    pub config: Json<Map<String, Value>>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -90,10 +105,11 @@ impl Kind {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct StorageRow {
     pub id: String,
-    pub name: String,
+    #[sqlx(try_from = "String")]
+    pub name: StorageName,
     pub current_version_id: Option<String>,
     pub size: i64,
     pub file_count: i64,
@@ -101,7 +117,7 @@ pub struct StorageRow {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct VersionRow {
     pub seq: i64,
     pub storage_id: String,
@@ -113,11 +129,13 @@ pub struct VersionRow {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct FileRow {
-    pub path: String,
+    #[sqlx(try_from = "String")]
+    pub path: FilePath,
     pub size: i64,
-    pub hash: String,
+    #[sqlx(try_from = "String")]
+    pub hash: Sha256,
 }
 
 #[derive(Debug, Clone)]
@@ -141,8 +159,21 @@ pub struct NewVersion {
     pub files: Vec<FileRow>,
 }
 
+impl NewVersion {
+    /// The version of `files`, whose id is the SHA-256 of its manifest: the files sorted
+    /// by path, each as `path NUL size NUL hash NUL` (paths cannot hold NUL).
+    pub fn of(mut files: Vec<FileRow>, message: Option<String>, created_by: String, created_at: DateTime<Utc>) -> NewVersion {
+        files.sort_by(|a, b| a.path.as_str().cmp(b.path.as_str()));
+        let mut hasher = sha2::Sha256::new();
+        for file in &files {
+            hasher.update(format!("{}\0{}\0{}\0", file.path.as_str(), file.size, file.hash.as_str()));
+        }
+        NewVersion { id: hex::encode(hasher.finalize()), message, created_by, created_at, files }
+    }
+}
+
 /// A run as stored; `secrets` never leaves the server.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RunRow {
     pub id: String,
     pub user_id: String,
@@ -151,11 +182,13 @@ pub struct RunRow {
     pub agent_version_id: String,
     pub session_id: String,
     pub from_checkpoint: Option<String>,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: RunStatus,
     pub prompt: String,
-    pub variables: Value,
-    pub secrets: Value,
-    pub volumes: Value,
+    pub variables: Json<HashMap<String, String>>,
+    pub secrets: Json<HashMap<String, String>>,
+    /// Each volume's name and the version the run mounts.
+    pub volumes: Json<HashMap<String, String>>,
     pub artifact_name: Option<String>,
     pub artifact_base: Option<String>,
     pub artifact_version: Option<String>,
@@ -167,14 +200,14 @@ pub struct RunRow {
     pub completed_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SessionRow {
     pub id: String,
     pub user_id: String,
     pub agent_id: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct CheckpointRow {
     pub id: String,
     pub session_id: String,
@@ -184,7 +217,7 @@ pub struct CheckpointRow {
 /// How a run ended.
 #[derive(Debug, Clone)]
 pub struct RunEnd {
-    pub status: String,
+    pub status: RunStatus,
     pub error: Option<String>,
     pub execution_time_ms: Option<i64>,
     pub completed_at: DateTime<Utc>,
@@ -192,25 +225,36 @@ pub struct RunEnd {
     pub artifact_version: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+/// One stored event of a run; `data` is the JSON of the shape `event` names.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EventRow {
+    pub id: i64,
+    #[sqlx(try_from = "String")]
+    pub event: RunEventType,
+    pub data: String,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct LogRow {
     pub seq: i64,
     pub timestamp: DateTime<Utc>,
-    pub kind: String,
-    pub level: String,
+    #[sqlx(rename = "type", try_from = "String")]
+    pub kind: LogType,
+    #[sqlx(try_from = "String")]
+    pub level: LogLevel,
     pub message: String,
-    pub metadata: Value,
+    pub metadata: Json<Map<String, Value>>,
 }
 
 #[derive(Debug, Clone)]
 pub struct LogQuery {
-    pub kind: Option<String>,
+    pub kind: Option<LogType>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
     pub descending: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct MetricRow {
     pub timestamp: DateTime<Utc>,
     pub cpu_percent: f64,
@@ -224,20 +268,47 @@ pub struct MetricRow {
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
     pub agent_id: Option<String>,
-    pub status: Option<String>,
+    pub status: Option<RunStatus>,
     pub since: Option<DateTime<Utc>>,
 }
 
-/// Everything the server keeps. Methods that take a `user_id` only ever see that user's
-/// resources: another user's id reads as missing.
-pub trait Store: Send + Sync + 'static {
+/// What a run recorded since the last write, numbered already: written in one
+/// transaction, so a run of many lines costs a few commits rather than one a line.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Run id, event id, event, data as JSON.
+    pub events: Vec<(String, i64, RunEventType, String)>,
+    /// Run id and entry.
+    pub logs: Vec<(String, LogRow)>,
+    /// Run id, sequence number and sample.
+    pub metrics: Vec<(String, i64, MetricRow)>,
+}
+
+impl Batch {
+    pub fn len(&self) -> usize {
+        self.events.len() + self.logs.len() + self.metrics.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The last event id, log sequence number and metric sequence number of a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub event: i64,
+    pub log: i64,
+    pub metric: i64,
+}
+
+/// Users, their tokens, and the server's settings.
+pub trait UserStore {
     /// The server's signing key, created on first use.
     fn signing_key(&self) -> impl Future<Output = Result<Vec<u8>>> + Send;
-
     fn user_count(&self) -> impl Future<Output = Result<i64>> + Send;
     /// The user called `name`, created if new.
     fn ensure_user(&self, name: &str) -> impl Future<Output = Result<User>> + Send;
-
     fn insert_token(&self, token: &TokenRow) -> impl Future<Output = Result<()>> + Send;
     fn token_by_hash(&self, hash: &[u8]) -> impl Future<Output = Result<Option<TokenRow>>> + Send;
     fn touch_token(&self, id: &str, at: DateTime<Utc>) -> impl Future<Output = Result<()>> + Send;
@@ -246,40 +317,58 @@ pub trait Store: Send + Sync + 'static {
     fn get_token(&self, user_id: &str, id: &str) -> impl Future<Output = Result<Option<TokenRow>>> + Send;
     /// Revokes a live token; false when there is no such live token.
     fn revoke_token(&self, user_id: &str, id: &str, at: DateTime<Utc>) -> impl Future<Output = Result<bool>> + Send;
+}
 
-    fn create_agent(&self, user_id: &str, name: &str, config: &Value, at: DateTime<Utc>) -> impl Future<Output = Result<AgentRow>> + Send;
+/// Agents and their versions.
+pub trait AgentStore {
+    fn create_agent(&self, user_id: &str, name: &str, config: &Map<String, Value>, at: DateTime<Utc>) -> impl Future<Output = Result<AgentRow>> + Send;
     fn list_agents(&self, user_id: &str, name: Option<&str>, page: &Page) -> impl Future<Output = Result<Vec<AgentRow>>> + Send;
     fn get_agent(&self, user_id: &str, id: &str) -> impl Future<Output = Result<Option<AgentRow>>> + Send;
+    fn get_agent_by_name(&self, user_id: &str, name: &str) -> impl Future<Output = Result<Option<AgentRow>>> + Send;
     /// Makes `config` the agent's configuration, with a new version only when it differs.
-    fn update_agent(&self, user_id: &str, id: &str, config: &Value, at: DateTime<Utc>) -> impl Future<Output = Result<Option<AgentRow>>> + Send;
+    fn update_agent(&self, user_id: &str, id: &str, config: &Map<String, Value>, at: DateTime<Utc>) -> impl Future<Output = Result<Option<AgentRow>>> + Send;
     fn delete_agent(&self, user_id: &str, id: &str) -> impl Future<Output = Result<bool>> + Send;
     /// Newest first; `page.after` is a version number.
     fn list_agent_versions(&self, agent_id: &str, page: &Page) -> impl Future<Output = Result<Vec<AgentVersionRow>>> + Send;
     fn get_agent_version(&self, agent_id: &str, version_id: &str) -> impl Future<Output = Result<Option<AgentVersionRow>>> + Send;
+    fn get_agent_version_by_number(&self, agent_id: &str, number: i64) -> impl Future<Output = Result<Option<AgentVersionRow>>> + Send;
+}
 
+/// Volumes and artifacts, their versions and files, upload sessions and blobs.
+pub trait StorageStore {
     fn create_storage(&self, kind: Kind, user_id: &str, name: &str, at: DateTime<Utc>) -> impl Future<Output = Result<StorageRow>> + Send;
     fn list_storages(&self, kind: Kind, user_id: &str, page: &Page) -> impl Future<Output = Result<Vec<StorageRow>>> + Send;
     fn get_storage(&self, kind: Kind, user_id: &str, id: &str) -> impl Future<Output = Result<Option<StorageRow>>> + Send;
+    fn get_storage_by_name(&self, kind: Kind, user_id: &str, name: &str) -> impl Future<Output = Result<Option<StorageRow>>> + Send;
     fn delete_storage(&self, kind: Kind, user_id: &str, id: &str) -> impl Future<Output = Result<bool>> + Send;
     /// Newest first; `page.after` is a version's sequence number.
     fn list_versions(&self, storage_id: &str, page: &Page) -> impl Future<Output = Result<Vec<VersionRow>>> + Send;
     fn get_version(&self, storage_id: &str, version_id: &str) -> impl Future<Output = Result<Option<VersionRow>>> + Send;
     fn version_files(&self, version_seq: i64) -> impl Future<Output = Result<Vec<FileRow>>> + Send;
-
     fn create_upload_session(&self, session: &UploadSession, at: DateTime<Utc>) -> impl Future<Output = Result<()>> + Send;
     fn upload_session(&self, storage_id: &str, id: &str) -> impl Future<Output = Result<Option<UploadSession>>> + Send;
-    /// The size of each of `hashes` that is a complete blob.
-    fn blob_sizes(&self, hashes: &[String]) -> impl Future<Output = Result<std::collections::HashMap<String, i64>>> + Send;
-    fn record_blob(&self, hash: &str, size: i64, at: DateTime<Utc>) -> impl Future<Output = Result<()>> + Send;
+    /// Lists a complete blob. A blob pinned until a time is left alone by the collector
+    /// until then, referenced or not (a run's artifact files, between their storing and
+    /// their version's commit); pinning an already listed blob extends its pin.
+    fn record_blob(&self, hash: &str, size: i64, at: DateTime<Utc>, pinned_until: Option<DateTime<Utc>>) -> impl Future<Output = Result<()>> + Send;
     /// In one transaction: checks that every file's blob is complete with its size
     /// (`InvalidState` naming the first that is not), then the version (or the existing
     /// one with the same id), its files, the storage's current version, and the end of the
     /// upload session.
     fn commit_version(&self, storage_id: &str, session_id: &str, version: &NewVersion) -> impl Future<Output = Result<VersionRow>> + Send;
-    /// Blobs that no version and no open upload session refer to.
+    /// Ends the upload sessions expired at `now`, then lists the blobs that no version and
+    /// no open upload session refer to and that no pin holds at `now`.
     fn unreferenced_blobs(&self, now: DateTime<Utc>) -> impl Future<Output = Result<Vec<String>>> + Send;
-    /// Stores a new run, and its session when the run starts one.
-    fn create_run(&self, run: &RunRow, new_session: Option<&SessionRow>) -> impl Future<Output = Result<()>> + Send;
+    /// Forgets a blob if it is still unreferenced and unpinned at `now`; true when its
+    /// file may go.
+    fn forget_blob(&self, hash: &str, now: DateTime<Utc>) -> impl Future<Output = Result<bool>> + Send;
+}
+
+/// Runs, their sessions and checkpoints, and what they record.
+pub trait RunStore {
+    /// Stores a new run, with its new session and its new artifact when it makes them, in
+    /// one transaction: a run that cannot be stored leaves nothing behind.
+    fn create_run(&self, run: &RunRow, new_session: Option<&SessionRow>, new_artifact: Option<&StorageRow>) -> impl Future<Output = Result<()>> + Send;
     fn get_run(&self, user_id: &str, id: &str) -> impl Future<Output = Result<Option<RunRow>>> + Send;
     /// Newest first, by id.
     fn list_runs(&self, user_id: &str, filter: &RunFilter, page: &Page) -> impl Future<Output = Result<Vec<RunRow>>> + Send;
@@ -292,24 +381,23 @@ pub trait Store: Send + Sync + 'static {
     /// Ends a run that has not ended yet, with its checkpoint when it records one; false
     /// when it had already ended.
     fn end_run(&self, id: &str, end: &RunEnd, checkpoint: Option<&CheckpointRow>) -> impl Future<Output = Result<bool>> + Send;
-    /// Ids of the runs left running, as after a crash.
-    fn running_runs(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
-    /// Appends an event; its id, one more than the run's last.
-    fn append_event(&self, run_id: &str, event: &str, data: &Value) -> impl Future<Output = Result<i64>> + Send;
-    /// Events after `after`, oldest first, at most `limit`.
-    fn events_after(&self, run_id: &str, after: i64, limit: i64) -> impl Future<Output = Result<Vec<(i64, String, Value)>>> + Send;
-    fn append_log(&self, run_id: &str, log: &LogRow) -> impl Future<Output = Result<()>> + Send;
-    /// `page.after` is a log's sequence number, in the query's order.
-    fn list_logs(&self, run_id: &str, query: &LogQuery, page: &Page) -> impl Future<Output = Result<Vec<LogRow>>> + Send;
-    fn append_metric(&self, run_id: &str, metric: &MetricRow) -> impl Future<Output = Result<()>> + Send;
-    fn metrics(&self, run_id: &str) -> impl Future<Output = Result<Vec<MetricRow>>> + Send;
-    fn get_storage_by_name(&self, kind: Kind, user_id: &str, name: &str) -> impl Future<Output = Result<Option<StorageRow>>> + Send;
-    fn get_agent_version_by_number(&self, agent_id: &str, number: i64) -> impl Future<Output = Result<Option<AgentVersionRow>>> + Send;
     /// pending → cancelled; false when the run was no longer pending.
     fn cancel_pending_run(&self, id: &str, end: &RunEnd) -> impl Future<Output = Result<bool>> + Send;
-    /// The session's latest checkpoint.
-    fn latest_checkpoint(&self, session_id: &str) -> impl Future<Output = Result<Option<String>>> + Send;
-
-    /// Forgets a blob if nothing refers to it any more; true when its file may go.
-    fn forget_blob(&self, hash: &str) -> impl Future<Output = Result<bool>> + Send;
+    /// Ids of the runs left running, as after a crash.
+    fn running_runs(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// Where a run's numbering of events, logs and metrics stands.
+    fn counters(&self, run_id: &str) -> impl Future<Output = Result<Counters>> + Send;
+    /// Writes a batch of events, logs and metrics in one transaction.
+    fn append(&self, batch: &Batch) -> impl Future<Output = Result<()>> + Send;
+    /// Events after `after`, oldest first, at most `limit`.
+    fn events_after(&self, run_id: &str, after: i64, limit: i64) -> impl Future<Output = Result<Vec<EventRow>>> + Send;
+    /// `page.after` is a log's sequence number, in the query's order.
+    fn list_logs(&self, run_id: &str, query: &LogQuery, page: &Page) -> impl Future<Output = Result<Vec<LogRow>>> + Send;
+    fn metrics(&self, run_id: &str) -> impl Future<Output = Result<Vec<MetricRow>>> + Send;
 }
+
+/// Everything the server keeps. Methods that take a `user_id` only ever see that user's
+/// resources: another user's id reads as missing.
+pub trait Store: UserStore + AgentStore + StorageStore + RunStore + Clone + Send + Sync + 'static {}
+
+impl<T: UserStore + AgentStore + StorageStore + RunStore + Clone + Send + Sync + 'static> Store for T {}

@@ -1,0 +1,303 @@
+//! The reference implementation of `Vm0Api`: every operation over a `Store`, the blob
+//! store and the runs engine. The router has already authenticated and validated
+//! everything that reaches these methods; what is left is ownership, existence and state.
+//! `storage.rs` serves volumes and artifacts alike, `runs.rs` the runs, `convert.rs`
+//! turns rows into the generated types.
+
+mod convert;
+mod runs;
+mod storage;
+
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use vm0_api::*;
+use vm0_types as types;
+
+use crate::blobs::Blobs;
+use crate::cursor::Scope;
+use crate::runs::Engine;
+use crate::store::{self, Kind, Page, Store, StoreError, UserStore};
+use crate::{ids, secrets};
+
+/// Who a request acts for.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user_id: String,
+    pub token_id: String,
+}
+
+/// The server's state: the store, the blobs, the signing key of cursors, and the runs
+/// engine.
+pub struct App<S: Store> {
+    pub store: S,
+    pub blobs: Arc<Blobs>,
+    pub key: Vec<u8>,
+    pub engine: Arc<Engine<S>>,
+}
+
+/// `App` behind an `Arc`, as the router and the storage routes share it.
+pub struct Api<S: Store>(pub Arc<App<S>>);
+
+impl<S: Store> Clone for Api<S> {
+    fn clone(&self) -> Self {
+        Api(self.0.clone())
+    }
+}
+
+/// Every status a store error can have, decided here and nowhere else.
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::InvalidState(message) => ApiError::invalid_state(message),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+/// One list being paged: the cursor's scope and the page size asked for.
+struct Listing<'a> {
+    scope: Scope<'a>,
+    limit: i64,
+}
+
+impl Listing<'_> {
+    /// The store's page: one item more than asked, to know whether there are more.
+    fn page(&self, cursor: Option<&str>) -> Result<Page, ApiError> {
+        Ok(Page { limit: self.limit + 1, after: cursor.map(|c| self.scope.decode(c)).transpose()? })
+    }
+
+    /// Cuts `rows` to the limit, converts them, and builds the pagination object with a
+    /// cursor after the last row kept.
+    fn finish<R, T: From<R>>(&self, mut rows: Vec<R>, key: impl Fn(&R) -> String) -> (Vec<T>, types::Pagination) {
+        let has_more = rows.len() as i64 > self.limit;
+        rows.truncate(self.limit as usize);
+        let next_cursor = if has_more { rows.last().map(|r| self.scope.encode(&key(r))) } else { None };
+        (rows.into_iter().map(T::from).collect(), types::Pagination { has_more, next_cursor })
+    }
+}
+
+impl<S: Store> App<S> {
+    /// The list `name` of `parts` (see `Scope::new`), paged by `limit`.
+    fn listing(&self, name: &str, parts: &[&str], limit: i64) -> Listing<'_> {
+        Listing { scope: Scope::new(&self.key, name, parts), limit }
+    }
+
+    async fn agent(&self, p: &Principal, id: &str) -> Result<store::AgentRow, ApiError> {
+        self.store.get_agent(&p.user_id, id).await?.ok_or_else(|| ApiError::not_found("agent", id))
+    }
+}
+
+impl<S: Store> Vm0Api for Api<S> {
+    type Principal = Principal;
+
+    async fn authenticate(&self, token: &str) -> Result<Principal, ApiError> {
+        // The lookup by the token's SHA-256 is the comparison: an index search on the hash
+        // of a 256-bit random value tells a guesser nothing about any stored token.
+        let Some(row) = self.0.store.token_by_hash(&secrets::token_hash(token)).await? else {
+            return Err(ApiError::unauthorized("Invalid API key"));
+        };
+        let now = Utc::now();
+        if row.revoked_at.is_some() {
+            return Err(ApiError::unauthorized("This API key has been revoked"));
+        }
+        if row.expires_at <= now {
+            return Err(ApiError::unauthorized("This API key has expired"));
+        }
+        // One write a second at most per token: lastUsedAt is to the second anyway.
+        if row.last_used_at.is_none_or(|last| now - last >= Duration::seconds(1)) {
+            self.0.store.touch_token(&row.id, ids::now()).await?;
+        }
+        Ok(Principal { user_id: row.user_id, token_id: row.id })
+    }
+
+    async fn list_agents(&self, p: &Principal, params: ListAgentsParams) -> Result<types::AgentList, ApiError> {
+        let app = &self.0;
+        let name = params.name.as_ref().map(|n| n.as_str());
+        let listing = app.listing("agents", &[&p.user_id, name.unwrap_or("")], params.limit);
+        let rows = app.store.list_agents(&p.user_id, name, &listing.page(params.cursor.as_deref())?).await?;
+        let (data, pagination) = listing.finish(rows, |r| r.id.clone());
+        Ok(types::AgentList { data, pagination })
+    }
+
+    async fn create_agent(&self, p: &Principal, body: types::CreateAgentRequest) -> Result<types::Agent, ApiError> {
+        crate::runs::config::check(&body.config.0)?;
+        match self.0.store.create_agent(&p.user_id, &body.name, &body.config.0, ids::now()).await {
+            Ok(row) => Ok(row.into()),
+            Err(StoreError::Conflict) => Err(ApiError::already_exists("agent", &body.name)),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    async fn get_agent(&self, p: &Principal, id: String) -> Result<types::Agent, ApiError> {
+        Ok(self.0.agent(p, &id).await?.into())
+    }
+
+    async fn update_agent(&self, p: &Principal, id: String, body: types::UpdateAgentRequest) -> Result<types::Agent, ApiError> {
+        crate::runs::config::check(&body.config.0)?;
+        let row = self.0.store.update_agent(&p.user_id, &id, &body.config.0, ids::now()).await?;
+        Ok(row.ok_or_else(|| ApiError::not_found("agent", &id))?.into())
+    }
+
+    async fn delete_agent(&self, p: &Principal, id: String) -> Result<(), ApiError> {
+        match self.0.store.delete_agent(&p.user_id, &id).await? {
+            true => Ok(()),
+            false => Err(ApiError::not_found("agent", &id)),
+        }
+    }
+
+    async fn list_agent_versions(&self, p: &Principal, id: String, params: ListAgentVersionsParams) -> Result<types::AgentVersionList, ApiError> {
+        let app = &self.0;
+        let agent = app.agent(p, &id).await?;
+        let listing = app.listing("agent-versions", &[&agent.id], params.limit);
+        let rows = app.store.list_agent_versions(&agent.id, &listing.page(params.cursor.as_deref())?).await?;
+        let (data, pagination) = listing.finish(rows, |r| r.version_number.to_string());
+        Ok(types::AgentVersionList { data, pagination })
+    }
+
+    async fn get_agent_version(&self, p: &Principal, id: String, version_id: String) -> Result<types::AgentVersionDetail, ApiError> {
+        let agent = self.0.agent(p, &id).await?;
+        let row = self.0.store.get_agent_version(&agent.id, &version_id).await?;
+        Ok(row.ok_or_else(|| ApiError::not_found("agent version", &version_id))?.into())
+    }
+
+    async fn list_runs(&self, p: &Principal, params: ListRunsParams) -> Result<types::RunList, ApiError> {
+        self.0.list_runs(p, params).await
+    }
+
+    async fn create_run(&self, p: &Principal, body: types::CreateRunRequest) -> Result<types::RunDetail, ApiError> {
+        self.0.create_run(p, body).await
+    }
+
+    async fn get_run(&self, p: &Principal, id: String) -> Result<types::RunDetail, ApiError> {
+        Ok((&self.0.run(p, &id).await?).into())
+    }
+
+    async fn cancel_run(&self, p: &Principal, id: String) -> Result<types::RunDetail, ApiError> {
+        self.0.cancel_run(p, &id).await
+    }
+
+    async fn stream_run_events(&self, p: &Principal, id: String, params: StreamRunEventsParams) -> Result<EventStream, ApiError> {
+        self.0.run_events(p, &id, params).await
+    }
+
+    async fn list_run_logs(&self, p: &Principal, id: String, params: ListRunLogsParams) -> Result<types::RunLogList, ApiError> {
+        self.0.run_logs(p, &id, params).await
+    }
+
+    async fn get_run_metrics(&self, p: &Principal, id: String) -> Result<types::RunMetrics, ApiError> {
+        self.0.run_metrics(p, &id).await
+    }
+
+    async fn list_volumes(&self, p: &Principal, params: ListVolumesParams) -> Result<types::VolumeList, ApiError> {
+        let (data, pagination) = self.0.list_storages(Kind::Volume, p, params.limit, params.cursor.as_deref()).await?;
+        Ok(types::VolumeList { data, pagination })
+    }
+
+    async fn create_volume(&self, p: &Principal, body: types::CreateVolumeRequest) -> Result<types::Volume, ApiError> {
+        Ok(self.0.create_storage(Kind::Volume, p, &body.name).await?.into())
+    }
+
+    async fn get_volume(&self, p: &Principal, id: String) -> Result<types::VolumeDetail, ApiError> {
+        Ok(self.0.get_storage(Kind::Volume, p, &id).await?.into())
+    }
+
+    async fn delete_volume(&self, p: &Principal, id: String) -> Result<(), ApiError> {
+        self.0.delete_storage(Kind::Volume, p, &id).await
+    }
+
+    async fn list_volume_versions(&self, p: &Principal, id: String, params: ListVolumeVersionsParams) -> Result<types::VolumeVersionList, ApiError> {
+        let (data, pagination) = self.0.list_versions(Kind::Volume, p, &id, params.limit, params.cursor.as_deref()).await?;
+        Ok(types::VolumeVersionList { data, pagination })
+    }
+
+    async fn prepare_volume_upload(&self, p: &Principal, id: String, body: types::PrepareUploadRequest) -> Result<types::PrepareUploadResponse, ApiError> {
+        self.0.prepare_upload(Kind::Volume, p, &id, body).await
+    }
+
+    async fn commit_volume_upload(&self, p: &Principal, id: String, body: types::CommitUploadRequest) -> Result<types::VolumeVersion, ApiError> {
+        Ok(self.0.commit_upload(Kind::Volume, p, &id, body).await?.into())
+    }
+
+    async fn download_volume(&self, p: &Principal, id: String, params: DownloadVolumeParams) -> Result<types::DownloadResponse, ApiError> {
+        self.0.download(Kind::Volume, p, &id, params.version_id.map(String::from)).await
+    }
+
+    async fn list_artifacts(&self, p: &Principal, params: ListArtifactsParams) -> Result<types::ArtifactList, ApiError> {
+        let (data, pagination) = self.0.list_storages(Kind::Artifact, p, params.limit, params.cursor.as_deref()).await?;
+        Ok(types::ArtifactList { data, pagination })
+    }
+
+    async fn create_artifact(&self, p: &Principal, body: types::CreateArtifactRequest) -> Result<types::Artifact, ApiError> {
+        Ok(self.0.create_storage(Kind::Artifact, p, &body.name).await?.into())
+    }
+
+    async fn get_artifact(&self, p: &Principal, id: String) -> Result<types::ArtifactDetail, ApiError> {
+        Ok(self.0.get_storage(Kind::Artifact, p, &id).await?.into())
+    }
+
+    async fn delete_artifact(&self, p: &Principal, id: String) -> Result<(), ApiError> {
+        self.0.delete_storage(Kind::Artifact, p, &id).await
+    }
+
+    async fn list_artifact_versions(&self, p: &Principal, id: String, params: ListArtifactVersionsParams) -> Result<types::ArtifactVersionList, ApiError> {
+        let (data, pagination) = self.0.list_versions(Kind::Artifact, p, &id, params.limit, params.cursor.as_deref()).await?;
+        Ok(types::ArtifactVersionList { data, pagination })
+    }
+
+    async fn prepare_artifact_upload(&self, p: &Principal, id: String, body: types::PrepareUploadRequest) -> Result<types::PrepareUploadResponse, ApiError> {
+        self.0.prepare_upload(Kind::Artifact, p, &id, body).await
+    }
+
+    async fn commit_artifact_upload(&self, p: &Principal, id: String, body: types::CommitUploadRequest) -> Result<types::ArtifactVersion, ApiError> {
+        Ok(self.0.commit_upload(Kind::Artifact, p, &id, body).await?.into())
+    }
+
+    async fn download_artifact(&self, p: &Principal, id: String, params: DownloadArtifactParams) -> Result<types::DownloadResponse, ApiError> {
+        self.0.download(Kind::Artifact, p, &id, params.version_id.map(String::from)).await
+    }
+
+    async fn list_tokens(&self, p: &Principal, params: ListTokensParams) -> Result<types::TokenList, ApiError> {
+        let app = &self.0;
+        let listing = app.listing("tokens", &[&p.user_id], params.limit);
+        let rows = app.store.list_tokens(&p.user_id, &listing.page(params.cursor.as_deref())?).await?;
+        let (data, pagination) = listing.finish(rows, |r| r.id.clone());
+        Ok(types::TokenList { data, pagination })
+    }
+
+    async fn create_token(&self, p: &Principal, body: types::CreateTokenRequest) -> Result<types::CreatedToken, ApiError> {
+        let (row, value) = issue_token(&self.0.store, &p.user_id, &body.name, body.expires_in_days.get() as i64).await?;
+        Ok(convert::created_token(row, value))
+    }
+
+    async fn get_token(&self, p: &Principal, id: String) -> Result<types::Token, ApiError> {
+        let row = self.0.store.get_token(&p.user_id, &id).await?;
+        Ok(row.ok_or_else(|| ApiError::not_found("token", &id))?.into())
+    }
+
+    async fn revoke_token(&self, p: &Principal, id: String) -> Result<(), ApiError> {
+        match self.0.store.revoke_token(&p.user_id, &id, ids::now()).await? {
+            true => Ok(()),
+            false => Err(ApiError::not_found("token", &id)),
+        }
+    }
+}
+
+/// Creates a token for `user_id`; its value is returned this once and stored only hashed.
+pub async fn issue_token<S: UserStore>(store: &S, user_id: &str, name: &str, days: i64) -> store::Result<(store::TokenRow, String)> {
+    let value = secrets::new_token();
+    let now = ids::now();
+    let row = store::TokenRow {
+        id: ids::new("tok"),
+        user_id: user_id.to_string(),
+        name: name.to_string(),
+        token_prefix: secrets::token_prefix(&value),
+        token_hash: secrets::token_hash(&value),
+        created_at: now,
+        expires_at: now + Duration::days(days),
+        last_used_at: None,
+        revoked_at: None,
+    };
+    store.insert_token(&row).await?;
+    Ok((row, value))
+}

@@ -1,0 +1,319 @@
+//! What runs say, written in batches and fed to their subscribers from memory.
+//!
+//! Every event, log entry and metrics sample of every run goes through one bounded
+//! channel to one writer task. The writer numbers them, stores whatever has gathered in
+//! one transaction (flushed by size, or a few milliseconds after the first entry), and
+//! only then publishes the events to the run's live subscribers: an event a subscriber
+//! sees is always one it can replay from the store after a reconnect. A run of 100,000
+//! lines costs a few dozen commits, not 200,000, and a full channel slows the run's
+//! output down rather than the server's memory growing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use vm0_types::{self as types, LogLevel, LogType, RunEventData, RunEventType};
+
+use crate::ids;
+use crate::store::{Batch, Counters, LogRow, MetricRow, RunStore};
+
+/// Entries waiting to be written, at most.
+const QUEUE: usize = 8192;
+/// Entries written in one transaction, at most.
+const MAX_BATCH: usize = 4096;
+/// How long the writer waits for more entries after the first of a batch.
+const LINGER: Duration = Duration::from_millis(5);
+/// Events a live subscriber may fall behind by before it replays from the store.
+const FEED_CAPACITY: usize = 1024;
+
+enum Entry {
+    Event {
+        run: Arc<str>,
+        data: RunEventData,
+    },
+    Log {
+        run: Arc<str>,
+        row: LogRow,
+    },
+    Metric {
+        run: Arc<str>,
+        sample: MetricRow,
+    },
+    /// Answered once everything sent before it is stored.
+    Flush(oneshot::Sender<()>),
+}
+
+/// The sending side of the writer, shared by every run.
+#[derive(Clone)]
+pub struct Recorder {
+    queue: mpsc::Sender<Entry>,
+    feeds: Arc<Feeds>,
+}
+
+impl Recorder {
+    /// Starts the writer over `store`.
+    pub fn start<S: RunStore + Send + Sync + 'static>(store: S) -> Recorder {
+        let (queue, entries) = mpsc::channel(QUEUE);
+        let feeds = Arc::new(Feeds::default());
+        tokio::spawn(write(store, entries, feeds.clone()));
+        Recorder { queue, feeds }
+    }
+
+    /// What run `run_id` records, with the values of `secrets` masked.
+    pub fn journal(&self, run_id: &str, secrets: Vec<String>) -> Journal {
+        Journal { run: run_id.into(), secrets: Masker::new(secrets), recorder: self.clone() }
+    }
+
+    /// The live events of a run, from the moment of the call.
+    pub fn subscribe(&self, run_id: &str) -> Subscription {
+        self.feeds.subscribe(run_id)
+    }
+}
+
+/// One run's pen: everything it writes is masked, numbered and stored in order.
+pub struct Journal {
+    run: Arc<str>,
+    secrets: Masker,
+    recorder: Recorder,
+}
+
+impl Journal {
+    async fn send(&self, entry: Entry) {
+        if self.recorder.queue.send(entry).await.is_err() {
+            tracing::error!(run = %self.run, "the run recorder has stopped");
+        }
+    }
+
+    /// An event; its data's strings masked.
+    pub async fn event(&self, data: RunEventData) {
+        let data = match data {
+            RunEventData::OutputEvent(e) => RunEventData::OutputEvent(types::RunOutputEvent { content: self.secrets.mask(&e.content) }),
+            RunEventData::ErrorEvent(e) => RunEventData::ErrorEvent(types::RunErrorEvent { message: self.secrets.mask(&e.message) }),
+            other => other,
+        };
+        self.send(Entry::Event { run: self.run.clone(), data }).await;
+    }
+
+    /// A log entry; its message and metadata masked.
+    pub async fn log(&self, kind: LogType, level: LogLevel, message: &str, metadata: Map<String, Value>) {
+        let metadata = metadata.into_iter().map(|(k, v)| (k, self.secrets.mask_value(v))).collect();
+        let row = LogRow { seq: 0, timestamp: ids::now(), kind, level, message: self.secrets.mask(message), metadata: sqlx::types::Json(metadata) };
+        self.send(Entry::Log { run: self.run.clone(), row }).await;
+    }
+
+    pub async fn metric(&self, sample: MetricRow) {
+        self.send(Entry::Metric { run: self.run.clone(), sample }).await;
+    }
+
+    /// Returns once everything this journal (and every other) sent so far is stored.
+    pub async fn flush(&self) {
+        let (done, stored) = oneshot::channel();
+        self.send(Entry::Flush(done)).await;
+        stored.await.ok();
+    }
+
+    /// `text` with the run's secrets masked.
+    pub fn mask(&self, text: &str) -> String {
+        self.secrets.mask(text)
+    }
+}
+
+/// Replaces the values of a run's secrets with `***`.
+pub struct Masker {
+    /// Longest first, so a secret that contains another is replaced whole.
+    secrets: Vec<String>,
+}
+
+impl Masker {
+    pub fn new(mut secrets: Vec<String>) -> Masker {
+        secrets.retain(|s| !s.is_empty());
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        Masker { secrets }
+    }
+
+    pub fn mask(&self, text: &str) -> String {
+        let mut text = text.to_string();
+        for secret in &self.secrets {
+            if text.contains(secret.as_str()) {
+                text = text.replace(secret.as_str(), "***");
+            }
+        }
+        text
+    }
+
+    fn mask_value(&self, value: Value) -> Value {
+        match value {
+            Value::String(text) => Value::String(self.mask(&text)),
+            Value::Array(items) => Value::Array(items.into_iter().map(|v| self.mask_value(v)).collect()),
+            Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (k, self.mask_value(v))).collect()),
+            other => other,
+        }
+    }
+}
+
+fn event_type(data: &RunEventData) -> RunEventType {
+    match data {
+        RunEventData::StatusEvent(_) => RunEventType::Status,
+        RunEventData::OutputEvent(_) => RunEventType::Output,
+        RunEventData::ErrorEvent(_) => RunEventType::Error,
+        RunEventData::CompleteEvent(_) => RunEventType::Complete,
+        RunEventData::HeartbeatEvent(_) => RunEventType::Heartbeat,
+    }
+}
+
+/// The writer: gathers entries into batches, numbers, stores and publishes them.
+async fn write<S: RunStore>(store: S, mut entries: mpsc::Receiver<Entry>, feeds: Arc<Feeds>) {
+    let mut counters: HashMap<Arc<str>, Counters> = HashMap::new();
+    let mut gathered = Vec::with_capacity(MAX_BATCH);
+    loop {
+        if entries.recv_many(&mut gathered, MAX_BATCH).await == 0 {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + LINGER;
+        while gathered.len() < MAX_BATCH && !gathered.iter().any(|e| matches!(e, Entry::Flush(_))) {
+            let room = MAX_BATCH - gathered.len();
+            match tokio::time::timeout_at(deadline, entries.recv_many(&mut gathered, room)).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+
+        let mut batch = Batch::default();
+        let (mut published, mut flushed, mut ended) = (Vec::new(), Vec::new(), Vec::new());
+        for entry in gathered.drain(..) {
+            let run = match &entry {
+                Entry::Event { run, .. } | Entry::Log { run, .. } | Entry::Metric { run, .. } => run.clone(),
+                Entry::Flush(_) => Arc::from(""),
+            };
+            let count = match &entry {
+                Entry::Flush(_) => None,
+                _ => Some(match counters.get_mut(&run) {
+                    Some(count) => count,
+                    None => {
+                        let loaded = match store.counters(&run).await {
+                            Ok(loaded) => loaded,
+                            Err(error) => {
+                                tracing::error!(%run, %error, "could not read a run's counters; its entries are dropped");
+                                continue;
+                            }
+                        };
+                        counters.entry(run.clone()).or_insert(loaded)
+                    }
+                }),
+            };
+            match (entry, count) {
+                (Entry::Event { data, .. }, Some(count)) => {
+                    count.event += 1;
+                    let event = event_type(&data);
+                    let json = serde_json::to_string(&data).expect("event data serializes");
+                    if event == RunEventType::Complete {
+                        ended.push(run.clone());
+                    }
+                    batch.events.push((run.to_string(), count.event, event, json));
+                    published.push((run, types::RunEvent { id: std::num::NonZeroU64::new(count.event as u64).expect("from 1"), event, data }));
+                }
+                (Entry::Log { mut row, .. }, Some(count)) => {
+                    count.log += 1;
+                    row.seq = count.log;
+                    batch.logs.push((run.to_string(), row));
+                }
+                (Entry::Metric { sample, .. }, Some(count)) => {
+                    count.metric += 1;
+                    batch.metrics.push((run.to_string(), count.metric, sample));
+                }
+                (Entry::Flush(done), _) => flushed.push(done),
+                (_, None) => {}
+            }
+        }
+        if !batch.is_empty() {
+            match store.append(&batch).await {
+                Ok(()) => feeds.publish(published),
+                Err(error) => {
+                    tracing::error!(%error, entries = batch.len(), "could not store a batch of run records");
+                    // Numbering starts again from what the store holds.
+                    counters.clear();
+                }
+            }
+        }
+        for run in ended {
+            counters.remove(&run);
+            feeds.close(&run);
+        }
+        for done in flushed {
+            done.send(()).ok();
+        }
+    }
+}
+
+/// The live subscribers of each run.
+#[derive(Default)]
+struct Feeds {
+    senders: Mutex<HashMap<String, broadcast::Sender<Arc<types::RunEvent>>>>,
+}
+
+impl Feeds {
+    fn subscribe(self: &Arc<Self>, run: &str) -> Subscription {
+        let mut senders = self.senders.lock().expect("not poisoned");
+        let events = senders.entry(run.to_string()).or_insert_with(|| broadcast::channel(FEED_CAPACITY).0).subscribe();
+        Subscription { run: run.to_string(), events, feeds: self.clone() }
+    }
+
+    fn publish(&self, events: Vec<(Arc<str>, types::RunEvent)>) {
+        let senders = self.senders.lock().expect("not poisoned");
+        for (run, event) in events {
+            if let Some(sender) = senders.get(&*run) {
+                sender.send(Arc::new(event)).ok();
+            }
+        }
+    }
+
+    /// The run has ended: its subscribers get what was published, then the end.
+    fn close(&self, run: &str) {
+        self.senders.lock().expect("not poisoned").remove(run);
+    }
+}
+
+/// A subscriber's live view of one run's events.
+pub struct Subscription {
+    run: String,
+    pub events: broadcast::Receiver<Arc<types::RunEvent>>,
+    feeds: Arc<Feeds>,
+}
+
+impl Subscription {
+    /// A fresh subscription to the same run, as after the run's feed was closed.
+    pub fn renew(&self) -> Subscription {
+        self.feeds.subscribe(&self.run)
+    }
+}
+
+impl Drop for Subscription {
+    /// The last subscriber of a run takes its feed with it, so feeds never pile up.
+    fn drop(&mut self) {
+        let mut senders = self.feeds.senders.lock().expect("not poisoned");
+        if senders.get(&self.run).is_some_and(|s| s.receiver_count() <= 1) {
+            senders.remove(&self.run);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masking_replaces_every_secret_longest_first() {
+        let masker = Masker::new(vec!["abc".into(), "abcdef".into(), String::new()]);
+        assert_eq!(masker.mask("x abcdef y abc z"), "x *** y *** z");
+        assert_eq!(masker.mask("nothing here"), "nothing here");
+        let value = masker.mask_value(serde_json::json!({"a": ["abc", 1], "b": {"c": "abcdef!"}}));
+        assert_eq!(value, serde_json::json!({"a": ["***", 1], "b": {"c": "***!"}}));
+    }
+
+    #[test]
+    fn an_empty_secret_masks_nothing() {
+        assert_eq!(Masker::new(vec![String::new()]).mask("text"), "text");
+    }
+}

@@ -1,0 +1,181 @@
+//! A run's working directory (`sessions/<id>/`): prepared before the run from the
+//! session's state, the agent's files, the volumes and the artifact's base version; and
+//! collected after a successful run into a checkpoint (a copy under `checkpoints/<id>/`)
+//! and the artifact's new version.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::Utc;
+
+use super::config;
+use super::local::Job;
+use crate::blobs::Blobs;
+use crate::ids;
+use crate::store::{AgentStore, CheckpointRow, FileRow, Kind, NewVersion, RunRow, StorageStore};
+
+/// How long an agent may run when its configuration does not say.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How long the blobs of a run's artifact stay pinned before their version's commit.
+const PIN: chrono::Duration = chrono::Duration::hours(1);
+
+/// The directories of runs, over the store and blobs they are made from.
+pub(super) struct Workdir<'a, S> {
+    pub store: &'a S,
+    pub blobs: &'a Blobs,
+    pub dir: &'a Path,
+}
+
+fn io(what: &'static str) -> impl Fn(std::io::Error) -> String {
+    move |e| format!("{what}: {e}")
+}
+
+impl<S: AgentStore + StorageStore + Sync> Workdir<'_, S> {
+    fn session_dir(&self, id: &str) -> PathBuf {
+        self.dir.join("sessions").join(id)
+    }
+
+    fn checkpoint_dir(&self, id: &str) -> PathBuf {
+        self.dir.join("checkpoints").join(id)
+    }
+
+    async fn agent_config(&self, run: &RunRow) -> Result<config::LocalConfig, String> {
+        let version = self.store.get_agent_version(&run.agent_id, &run.agent_version_id).await.map_err(|e| e.to_string())?;
+        let version = version.ok_or("The agent version of this run no longer exists")?;
+        config::check(&version.config.0).map_err(|e| format!("The agent's configuration is invalid: {}", e.message))
+    }
+
+    /// The working directory of the run, ready, and the job that runs the agent in it.
+    pub async fn prepare(&self, run: &RunRow, sample_every: Duration) -> Result<Job, String> {
+        let config = self.agent_config(run).await?;
+        let workdir = self.session_dir(&run.session_id);
+        if !tokio::fs::try_exists(&workdir).await.map_err(io("reading the working directory"))? {
+            match &run.from_checkpoint {
+                Some(checkpoint) => copy_dir(&self.checkpoint_dir(checkpoint), &workdir).await.map_err(io("restoring the checkpoint"))?,
+                None => tokio::fs::create_dir_all(&workdir).await.map_err(io("creating the working directory"))?,
+            }
+        }
+        for (path, content) in &config.files {
+            let target = workdir.join(path);
+            if let Some(folder) = target.parent() {
+                tokio::fs::create_dir_all(folder).await.map_err(io("writing the agent's files"))?;
+            }
+            tokio::fs::write(&target, content).await.map_err(io("writing the agent's files"))?;
+        }
+        for folder in ["volumes", "artifact"] {
+            let path = workdir.join(folder);
+            if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+                tokio::fs::remove_dir_all(&path).await.map_err(io("clearing the working directory"))?;
+            }
+            tokio::fs::create_dir_all(&path).await.map_err(io("preparing the working directory"))?;
+        }
+        for (name, version) in &run.volumes.0 {
+            self.materialize(Kind::Volume, &run.user_id, name, version, &workdir.join("volumes").join(name)).await?;
+        }
+        if let (Some(name), Some(base)) = (&run.artifact_name, &run.artifact_base) {
+            self.materialize(Kind::Artifact, &run.user_id, name, base, &workdir.join("artifact")).await?;
+        }
+        let mut env = vec![
+            ("PATH".to_string(), "/usr/local/bin:/usr/bin:/bin".to_string()),
+            ("HOME".to_string(), workdir.display().to_string()),
+            ("VM0_PROMPT".to_string(), run.prompt.clone()),
+            ("VM0_RUN_ID".to_string(), run.id.clone()),
+            ("VM0_SESSION_ID".to_string(), run.session_id.clone()),
+        ];
+        for map in [&run.variables.0, &run.secrets.0] {
+            env.extend(map.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        Ok(Job {
+            workdir,
+            command: config.command,
+            env,
+            prompt: run.prompt.clone(),
+            timeout: config.timeout_seconds.map(Duration::from_secs).unwrap_or(DEFAULT_TIMEOUT),
+            sample_every,
+        })
+    }
+
+    /// Copies the files of a version of a volume or artifact into `target`.
+    async fn materialize(&self, kind: Kind, user_id: &str, name: &str, version_id: &str, target: &Path) -> Result<(), String> {
+        let missing = || format!("The {} '{name}' no longer has version '{version_id}'", kind.as_str());
+        let storage = self.store.get_storage_by_name(kind, user_id, name).await.map_err(|e| e.to_string())?.ok_or_else(missing)?;
+        let version = self.store.get_version(&storage.id, version_id).await.map_err(|e| e.to_string())?.ok_or_else(missing)?;
+        tokio::fs::create_dir_all(target).await.map_err(|e| e.to_string())?;
+        for file in self.store.version_files(version.seq).await.map_err(|e| e.to_string())? {
+            let path = file.path.as_str();
+            self.blobs.copy_to(&file.hash, &target.join(path)).await.map_err(|e| format!("copying {name}/{path}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// After a successful run: the checkpoint of the session's state, and the artifact's
+    /// new version.
+    pub async fn complete(&self, run: &RunRow) -> Result<(CheckpointRow, Option<String>), String> {
+        let workdir = self.session_dir(&run.session_id);
+        let checkpoint = CheckpointRow { id: ids::new("chk"), session_id: run.session_id.clone(), agent_id: run.agent_id.clone() };
+        copy_dir(&workdir, &self.checkpoint_dir(&checkpoint.id)).await.map_err(io("recording the checkpoint"))?;
+        let Some(name) = &run.artifact_name else { return Ok((checkpoint, None)) };
+        let artifact = self.store.get_storage_by_name(Kind::Artifact, &run.user_id, name).await.map_err(|e| e.to_string())?;
+        let artifact = artifact.ok_or_else(|| format!("The artifact '{name}' was deleted during the run"))?;
+        let root = workdir.join("artifact");
+        let listed = {
+            let root = root.clone();
+            tokio::task::spawn_blocking(move || list_files(&root)).await.map_err(|e| e.to_string())?
+        };
+        let mut files = Vec::new();
+        for path in listed.map_err(io("reading artifact/"))? {
+            let relative = path.strip_prefix(&root).expect("listed under artifact/").to_string_lossy().into_owned();
+            let file_path = relative.parse().map_err(|e| format!("artifact/{relative} cannot be stored: {e}"))?;
+            let pinned_until = Utc::now() + PIN;
+            let (hash, size) = self.blobs.ingest(&path, self.store, pinned_until).await.map_err(|e| format!("storing artifact/{relative}: {e}"))?;
+            files.push(FileRow { path: file_path, size: size as i64, hash });
+        }
+        let version = NewVersion::of(files, Some(format!("Written by run {}", run.id)), run.id.clone(), ids::now());
+        let committed = self.store.commit_version(&artifact.id, "", &version).await.map_err(|e| format!("committing the artifact: {e}"))?;
+        Ok((checkpoint, Some(committed.id)))
+    }
+}
+
+/// Every regular file under `dir`, depth first. Links are not followed.
+fn list_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            out.extend(list_files(&entry.path())?);
+        } else if kind.is_file() {
+            out.push(entry.path());
+        }
+    }
+    Ok(out)
+}
+
+/// Copies a directory tree (regular files and folders), into a temporary name first so
+/// that `to` appears complete or not at all.
+async fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    let (from, to) = (from.to_path_buf(), to.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        fn copy(from: &Path, to: &Path) -> std::io::Result<()> {
+            std::fs::create_dir_all(to)?;
+            for entry in std::fs::read_dir(from)? {
+                let entry = entry?;
+                let kind = entry.file_type()?;
+                if kind.is_dir() {
+                    copy(&entry.path(), &to.join(entry.file_name()))?;
+                } else if kind.is_file() {
+                    std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+                }
+            }
+            Ok(())
+        }
+        let partial = to.with_extension("partial");
+        if partial.exists() {
+            std::fs::remove_dir_all(&partial)?;
+        }
+        copy(&from, &partial)?;
+        std::fs::rename(&partial, &to)
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}

@@ -1,0 +1,239 @@
+//! Volumes, artifacts, their versions and files, upload sessions and blobs in SQLite.
+
+use chrono::{DateTime, Utc};
+
+use super::{conflict_or, id_key, int_key, SqliteStore};
+use crate::ids;
+use crate::store::{FileRow, Kind, NewVersion, Page, Result, StorageRow, StorageStore, StoreError, UploadSession, VersionRow};
+
+/// An upload session's row, before its files join it.
+#[derive(sqlx::FromRow)]
+struct SessionRow {
+    id: String,
+    storage_id: String,
+    message: Option<String>,
+    created_by: String,
+    expires_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct UploadFileRow {
+    #[sqlx(flatten)]
+    file: FileRow,
+    upload_id: String,
+}
+
+impl StorageStore for SqliteStore {
+    async fn create_storage(&self, kind: Kind, user_id: &str, name: &str, at: DateTime<Utc>) -> Result<StorageRow> {
+        let id = ids::new(if kind == Kind::Volume { "vol" } else { "art" });
+        sqlx::query_as("INSERT INTO storages (id, user_id, kind, name, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING *")
+            .bind(&id)
+            .bind(user_id)
+            .bind(kind.as_str())
+            .bind(name)
+            .bind(at)
+            .bind(at)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(conflict_or)
+    }
+
+    async fn list_storages(&self, kind: Kind, user_id: &str, page: &Page) -> Result<Vec<StorageRow>> {
+        Ok(sqlx::query_as("SELECT * FROM storages WHERE user_id = ? AND kind = ? AND id < ? ORDER BY id DESC LIMIT ?")
+            .bind(user_id)
+            .bind(kind.as_str())
+            .bind(id_key(page))
+            .bind(page.limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn get_storage(&self, kind: Kind, user_id: &str, id: &str) -> Result<Option<StorageRow>> {
+        Ok(sqlx::query_as("SELECT * FROM storages WHERE user_id = ? AND kind = ? AND id = ?")
+            .bind(user_id)
+            .bind(kind.as_str())
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn get_storage_by_name(&self, kind: Kind, user_id: &str, name: &str) -> Result<Option<StorageRow>> {
+        Ok(sqlx::query_as("SELECT * FROM storages WHERE user_id = ? AND kind = ? AND name = ?")
+            .bind(user_id)
+            .bind(kind.as_str())
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn delete_storage(&self, kind: Kind, user_id: &str, id: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM storages WHERE user_id = ? AND kind = ? AND id = ?")
+            .bind(user_id)
+            .bind(kind.as_str())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn list_versions(&self, storage_id: &str, page: &Page) -> Result<Vec<VersionRow>> {
+        Ok(sqlx::query_as("SELECT * FROM storage_versions WHERE storage_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?")
+            .bind(storage_id)
+            .bind(int_key(page))
+            .bind(page.limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn get_version(&self, storage_id: &str, version_id: &str) -> Result<Option<VersionRow>> {
+        Ok(sqlx::query_as("SELECT * FROM storage_versions WHERE storage_id = ? AND id = ?")
+            .bind(storage_id)
+            .bind(version_id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn version_files(&self, version_seq: i64) -> Result<Vec<FileRow>> {
+        Ok(sqlx::query_as("SELECT path, size, hash FROM version_files WHERE version_seq = ? ORDER BY path").bind(version_seq).fetch_all(&self.pool).await?)
+    }
+
+    async fn create_upload_session(&self, session: &UploadSession, at: DateTime<Utc>) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO upload_sessions (id, storage_id, message, created_by, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(&session.id)
+            .bind(&session.storage_id)
+            .bind(&session.message)
+            .bind(&session.created_by)
+            .bind(at)
+            .bind(session.expires_at)
+            .execute(&mut *tx)
+            .await?;
+        for (file, upload_id) in &session.files {
+            sqlx::query("INSERT INTO upload_files (session_id, upload_id, path, size, hash) VALUES (?, ?, ?, ?, ?)")
+                .bind(&session.id)
+                .bind(upload_id)
+                .bind(file.path.as_str())
+                .bind(file.size)
+                .bind(file.hash.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn upload_session(&self, storage_id: &str, id: &str) -> Result<Option<UploadSession>> {
+        let row: Option<SessionRow> =
+            sqlx::query_as("SELECT * FROM upload_sessions WHERE storage_id = ? AND id = ?").bind(storage_id).bind(id).fetch_optional(&self.pool).await?;
+        let Some(row) = row else { return Ok(None) };
+        let files: Vec<UploadFileRow> =
+            sqlx::query_as("SELECT path, size, hash, upload_id FROM upload_files WHERE session_id = ? ORDER BY path").bind(id).fetch_all(&self.pool).await?;
+        Ok(Some(UploadSession {
+            id: row.id,
+            storage_id: row.storage_id,
+            message: row.message,
+            created_by: row.created_by,
+            expires_at: row.expires_at,
+            files: files.into_iter().map(|f| (f.file, f.upload_id)).collect(),
+        }))
+    }
+
+    async fn record_blob(&self, hash: &str, size: i64, at: DateTime<Utc>, pinned_until: Option<DateTime<Utc>>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO blobs (hash, size, created_at, pinned_until) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (hash) DO UPDATE SET pinned_until = CASE WHEN pinned_until IS NULL OR pinned_until < ?4 THEN ?4 ELSE pinned_until END
+             WHERE ?4 IS NOT NULL",
+        )
+        .bind(hash)
+        .bind(size)
+        .bind(at)
+        .bind(pinned_until)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn commit_version(&self, storage_id: &str, session_id: &str, new: &NewVersion) -> Result<VersionRow> {
+        let mut tx = self.pool.begin().await?;
+        // Write first, so the transaction holds the write lock from its start.
+        sqlx::query("UPDATE storages SET updated_at = updated_at WHERE id = ?").bind(storage_id).execute(&mut *tx).await?;
+        // Blobs are checked inside the transaction, so the collector cannot remove one
+        // between this check and the version that refers to it.
+        for file in &new.files {
+            let size: Option<i64> = sqlx::query_scalar("SELECT size FROM blobs WHERE hash = ?").bind(file.hash.as_str()).fetch_optional(&mut *tx).await?;
+            match size {
+                Some(size) if size == file.size => {}
+                Some(size) => return Err(StoreError::InvalidState(format!("{} was uploaded with {size} bytes, not {}", file.path.as_str(), file.size))),
+                None => return Err(StoreError::InvalidState(format!("{} has not been uploaded", file.path.as_str()))),
+            }
+        }
+        let existing: Option<VersionRow> =
+            sqlx::query_as("SELECT * FROM storage_versions WHERE storage_id = ? AND id = ?").bind(storage_id).bind(&new.id).fetch_optional(&mut *tx).await?;
+        let row = match existing {
+            Some(row) => row,
+            None => {
+                let size: i64 = new.files.iter().map(|f| f.size).sum();
+                let row: VersionRow = sqlx::query_as(
+                    "INSERT INTO storage_versions (storage_id, id, size, file_count, message, created_by, created_at)
+                     VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING *",
+                )
+                .bind(storage_id)
+                .bind(&new.id)
+                .bind(size)
+                .bind(new.files.len() as i64)
+                .bind(&new.message)
+                .bind(&new.created_by)
+                .bind(new.created_at)
+                .fetch_one(&mut *tx)
+                .await?;
+                for file in &new.files {
+                    sqlx::query("INSERT INTO version_files (version_seq, path, size, hash) VALUES (?, ?, ?, ?)")
+                        .bind(row.seq)
+                        .bind(file.path.as_str())
+                        .bind(file.size)
+                        .bind(file.hash.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                row
+            }
+        };
+        sqlx::query("UPDATE storages SET current_version_id = ?, size = ?, file_count = ?, updated_at = ? WHERE id = ?")
+            .bind(&row.id)
+            .bind(row.size)
+            .bind(row.file_count)
+            .bind(new.created_at)
+            .bind(storage_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM upload_sessions WHERE id = ?").bind(session_id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    async fn unreferenced_blobs(&self, now: DateTime<Utc>) -> Result<Vec<String>> {
+        sqlx::query("DELETE FROM upload_sessions WHERE expires_at < ?").bind(now).execute(&self.pool).await?;
+        Ok(sqlx::query_scalar(
+            "SELECT hash FROM blobs b
+             WHERE (b.pinned_until IS NULL OR b.pinned_until < ?1)
+               AND NOT EXISTS (SELECT 1 FROM version_files f WHERE f.hash = b.hash)
+               AND NOT EXISTS (SELECT 1 FROM upload_files u WHERE u.hash = b.hash)",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn forget_blob(&self, hash: &str, now: DateTime<Utc>) -> Result<bool> {
+        let done = sqlx::query(
+            "DELETE FROM blobs WHERE hash = ?1 AND (pinned_until IS NULL OR pinned_until < ?2)
+               AND NOT EXISTS (SELECT 1 FROM version_files WHERE hash = ?1)
+               AND NOT EXISTS (SELECT 1 FROM upload_files WHERE hash = ?1)",
+        )
+        .bind(hash)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
