@@ -86,6 +86,10 @@ impl ApiError {
     }
 }
 
+/// What went wrong inside the server for one response, for its log line only.
+#[derive(Debug, Clone)]
+pub(crate) struct InternalDetail(pub(crate) String);
+
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
@@ -95,12 +99,14 @@ impl std::fmt::Display for ApiError {
 impl std::error::Error for ApiError {}
 
 impl IntoResponse for ApiError {
-    /// Renders the envelope. This is the one place an error is logged: inside the
-    /// request's span, so the line carries the request id.
+    /// Renders the envelope. The internal detail rides along in the response's
+    /// extensions, never its body, to the one place that logs it: the access log line of
+    /// the request (see `finish`), which carries the request id.
     fn into_response(self) -> Response {
-        if let Some(detail) = &self.internal {
-            tracing::error!(status = self.status.as_u16(), code = %self.code, %detail, "internal error");
+        let mut response = (self.status, axum::Json(self.body())).into_response();
+        if let Some(detail) = self.internal {
+            response.extensions_mut().insert(InternalDetail(detail));
         }
-        (self.status, axum::Json(self.body())).into_response()
+        response
     }
 }

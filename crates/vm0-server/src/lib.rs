@@ -107,7 +107,7 @@ pub async fn bind(config: Config) -> anyhow::Result<Server> {
     let engine = Arc::new(runs::Engine::new(store.clone(), blobs.clone(), Arc::new(runs::local::LocalExecutor), limits, &config.data_dir));
     engine.recover().await;
     blobs.collect_garbage(&store).await;
-    let app = Arc::new(App { store, blobs, key, engine });
+    let app = Arc::new(App::new(store, blobs, key, engine));
     Ok(Server { addr, url, first_token, app, listener })
 }
 

@@ -8,7 +8,8 @@ mod convert;
 mod runs;
 mod storage;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use chrono::{Duration, Utc};
 use vm0_api::*;
@@ -34,6 +35,33 @@ pub struct App<S: Store> {
     pub blobs: Arc<Blobs>,
     pub key: Vec<u8>,
     pub engine: Arc<Engine<S>>,
+    /// When this process last wrote each token's `lastUsedAt`, so that a busy token costs
+    /// one write a second, not one for every request that read the old value meanwhile.
+    pub touched: Mutex<HashMap<String, i64>>,
+}
+
+impl<S: Store> App<S> {
+    /// The state over its parts.
+    pub fn new(store: S, blobs: Arc<Blobs>, key: Vec<u8>, engine: Arc<Engine<S>>) -> App<S> {
+        App { store, blobs, key, engine, touched: Mutex::default() }
+    }
+
+    /// Whether `lastUsedAt` of `token_id` is due a write at `now` (to the second), marking
+    /// it written if so.
+    fn touch_due(&self, token_id: &str, now: i64) -> bool {
+        let mut touched = self.touched.lock().expect("not poisoned");
+        match touched.get_mut(token_id) {
+            Some(last) if *last >= now => false,
+            Some(last) => {
+                *last = now;
+                true
+            }
+            None => {
+                touched.insert(token_id.to_string(), now);
+                true
+            }
+        }
+    }
 }
 
 /// `App` behind an `Arc`, as the router and the storage routes share it.
@@ -98,14 +126,14 @@ impl<S: Store> Vm0Api for Api<S> {
             return Err(ApiError::unauthorized("Invalid API key"));
         };
         let now = Utc::now();
-        if row.revoked_at.is_some() {
+        if row.revoked {
             return Err(ApiError::unauthorized("This API key has been revoked"));
         }
         if row.expires_at <= now {
             return Err(ApiError::unauthorized("This API key has expired"));
         }
         // One write a second at most per token: lastUsedAt is to the second anyway.
-        if row.last_used_at.is_none_or(|last| now - last >= Duration::seconds(1)) {
+        if row.last_used_at.is_none_or(|last| now - last >= Duration::seconds(1)) && self.0.touch_due(&row.id, now.timestamp()) {
             self.0.store.touch_token(&row.id, ids::now()).await?;
         }
         Ok(Principal { user_id: row.user_id, token_id: row.id })

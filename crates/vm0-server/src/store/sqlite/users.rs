@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{id_key, SqliteStore};
-use crate::store::{Page, Result, TokenRow, User, UserStore};
+use crate::store::{Page, Result, TokenAuth, TokenRow, User, UserStore};
 use crate::{ids, secrets};
 
 impl UserStore for SqliteStore {
@@ -43,8 +43,9 @@ impl UserStore for SqliteStore {
         Ok(())
     }
 
-    async fn token_by_hash(&self, hash: &[u8]) -> Result<Option<TokenRow>> {
-        Ok(sqlx::query_as("SELECT * FROM tokens WHERE token_hash = ?").bind(hash).fetch_optional(&self.pool).await?)
+    async fn token_by_hash(&self, hash: &[u8]) -> Result<Option<TokenAuth>> {
+        let sql = "SELECT id, user_id, expires_at, last_used_at, revoked_at IS NOT NULL AS revoked FROM tokens WHERE token_hash = ?";
+        Ok(sqlx::query_as(sql).bind(hash).fetch_optional(&self.pool).await?)
     }
 
     async fn touch_token(&self, id: &str, at: DateTime<Utc>) -> Result<()> {

@@ -1,0 +1,137 @@
+//! GET /v1/agents through the reference server against a bare axum handler doing the same
+//! two SQL queries (the token by its hash, then a page of agents) on the same database
+//! file, with the same pool. Each round drives one of them with 32 connections for a few
+//! seconds; rounds alternate, three each, and the figure is the ratio of the medians,
+//! since these machines are too noisy for absolute numbers. The server runs with its
+//! default settings, its info log formatted as in production (into a sink). Run with
+//! `cargo xtask bench` (or `cargo bench -p vm0-server --bench agents`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::get;
+use sha2::Digest;
+use sqlx::SqlitePool;
+
+const CONNECTIONS: usize = 32;
+const AGENTS: usize = 20;
+const ROUND: Duration = Duration::from_secs(3);
+const WARM_UP: Duration = Duration::from_millis(500);
+const ROUNDS: usize = 3;
+
+/// An agent as the bare handler reads and writes it: the same columns and JSON keys.
+#[derive(sqlx::FromRow, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Agent {
+    id: String,
+    name: String,
+    current_version_id: String,
+    created_at: chrono::DateTime<chrono::Utc>,
+    updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Pagination {
+    has_more: bool,
+    next_cursor: Option<String>,
+}
+
+#[derive(serde::Serialize)]
+struct AgentList {
+    data: Vec<Agent>,
+    pagination: Pagination,
+}
+
+/// The bare handler: what any server of this endpoint must do, and nothing else.
+async fn bare(State(pool): State<SqlitePool>, headers: HeaderMap) -> Result<axum::Json<AgentList>, StatusCode> {
+    let token = headers.get("authorization").and_then(|h| h.to_str().ok()).and_then(|h| h.strip_prefix("Bearer ")).ok_or(StatusCode::UNAUTHORIZED)?;
+    let hash = sha2::Sha256::digest(token.as_bytes()).to_vec();
+    let user: String = sqlx::query_scalar("SELECT user_id FROM tokens WHERE token_hash = ?")
+        .bind(hash)
+        .fetch_optional(&pool)
+        .await
+        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?
+        .ok_or(StatusCode::UNAUTHORIZED)?;
+    let mut data: Vec<Agent> = sqlx::query_as("SELECT * FROM agents WHERE user_id = ? AND id < ? AND (? IS NULL OR name = ?) ORDER BY id DESC LIMIT ?")
+        .bind(&user)
+        .bind("~")
+        .bind(None::<String>)
+        .bind(None::<String>)
+        .bind(21)
+        .fetch_all(&pool)
+        .await
+        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+    let has_more = data.len() > 20;
+    data.truncate(20);
+    Ok(axum::Json(AgentList { data, pagination: Pagination { has_more, next_cursor: None } }))
+}
+
+/// Requests per second that `CONNECTIONS` clients get from `url` in one round.
+async fn round(url: &str, token: &str) -> f64 {
+    let http = reqwest::Client::builder().pool_max_idle_per_host(CONNECTIONS).build().unwrap();
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let measure_from = started + WARM_UP;
+    let end = measure_from + ROUND;
+    let workers: Vec<_> = (0..CONNECTIONS)
+        .map(|_| {
+            let (http, url, token, done) = (http.clone(), url.to_string(), token.to_string(), done.clone());
+            tokio::spawn(async move {
+                while Instant::now() < end {
+                    let response = http.get(&url).bearer_auth(&token).send().await.unwrap();
+                    assert_eq!(response.status(), 200);
+                    let body = response.bytes().await.unwrap();
+                    assert!(body.len() > 100);
+                    if Instant::now() >= measure_from {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    done.load(Ordering::Relaxed) as f64 / ROUND.as_secs_f64()
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    values[values.len() / 2]
+}
+
+#[tokio::main]
+async fn main() {
+    let filter = std::env::var("VM0_BENCH_LOG").unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter.as_str()).with_writer(std::io::sink).init();
+    let data = tempfile::tempdir().unwrap();
+    let config = vm0_server::Config::local(data.path());
+    let server = vm0_server::bind(config.clone()).await.unwrap();
+    let (url, token) = (server.url.clone(), server.first_token.clone().unwrap());
+    tokio::spawn(server.serve(std::future::pending()));
+    let http = reqwest::Client::new();
+    for i in 0..AGENTS {
+        let body = serde_json::json!({"name": format!("agent-{i}"), "config": {"command": ["true"]}});
+        let response = http.post(format!("{url}/v1/agents")).bearer_auth(&token).json(&body).send().await.unwrap();
+        assert_eq!(response.status(), 201);
+    }
+
+    // The baseline opens the same file the same way the server does.
+    let pool = vm0_server::open_store(&config).await.unwrap().pool().clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let baseline = format!("http://{}/v1/agents", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, axum::Router::new().route("/v1/agents", get(bare)).with_state(pool)).await });
+
+    let (mut served, mut bare) = (Vec::new(), Vec::new());
+    for i in 0..ROUNDS {
+        served.push(round(&format!("{url}/v1/agents"), &token).await);
+        bare.push(round(&baseline, &token).await);
+        println!("round {}: reference server {:.0} req/s, bare axum {:.0} req/s", i + 1, served[i], bare[i]);
+    }
+    let (served, bare) = (median(served), median(bare));
+    println!("GET /v1/agents ({AGENTS} agents, {CONNECTIONS} connections): reference server {served:.0} req/s, bare axum {bare:.0} req/s, ratio {:.2}", served / bare);
+}
