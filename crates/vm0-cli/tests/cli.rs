@@ -386,12 +386,14 @@ fn volumes_and_artifacts_round_trip_directories() {
 
     let stderr = env.fails(1, &["volumes", "push", notes.to_str().unwrap()]);
     assert!(stderr.contains("vm0 volumes create notes"), "{stderr}");
-    env.ok(&["volumes", "create", "notes"]);
+    let created = env.json(&["volumes", "create", "notes"]);
+    assert!(created["currentVersionId"].is_null() && created.get("currentVersion").is_none(), "{created}");
     let pushed = env.run(&["volumes", "push", notes.to_str().unwrap(), "-m", "first", "--json"]);
     assert_eq!(pushed.code, 0, "{}", pushed.stderr);
     assert_eq!(pushed.stderr, "", "no progress bar without a terminal");
     let first: Value = serde_json::from_str(&pushed.stdout).unwrap();
     assert_eq!((first["fileCount"].as_i64(), first["message"].as_str()), (Some(3), Some("first")));
+    assert_eq!(first["volumeId"], created["id"]);
 
     let back = work.path().join("back");
     env.ok(&["volumes", "pull", "notes", back.to_str().unwrap()]);
@@ -402,7 +404,9 @@ fn volumes_and_artifacts_round_trip_directories() {
     std::fs::write(notes.join("a.txt"), "second\n").unwrap();
     env.ok(&["volumes", "push", notes.to_str().unwrap(), "--name", "notes"]);
     assert_eq!(env.json(&["volumes", "versions", "notes"]).as_array().unwrap().len(), 2);
-    assert_eq!(env.json(&["volumes", "get", "notes"])["fileCount"], 3);
+    let got = env.json(&["volumes", "get", "notes"]);
+    assert_eq!(got["fileCount"], 3);
+    assert_eq!((&got["currentVersion"]["id"], &got["currentVersion"]["volumeId"]), (&got["currentVersionId"], &created["id"]), "{got}");
     env.ok(&["volumes", "pull", "notes", back.to_str().unwrap(), "--force"]);
     assert_eq!(std::fs::read_to_string(back.join("a.txt")).unwrap(), "second\n");
     let old = work.path().join("old");
@@ -424,6 +428,9 @@ fn volumes_and_artifacts_round_trip_directories() {
     assert_eq!(std::fs::read_to_string(results.join("copy.txt")).unwrap(), "second\n");
     let listed = env.json(&["artifacts", "list"]);
     assert_eq!(listed[0]["name"], "results");
+    assert!(listed[0].get("currentVersion").is_none(), "a listing has no current version: {listed}");
+    let versions = env.json(&["artifacts", "versions", "results"]);
+    assert_eq!((&versions[0]["artifactId"], &versions[0]["id"]), (&listed[0]["id"], &listed[0]["currentVersionId"]), "{versions}");
     assert!(env.ok(&["artifacts", "versions", "results"]).contains("current"));
 
     assert!(env.fails(1, &["volumes", "delete", "notes"]).contains("pass --yes"));
