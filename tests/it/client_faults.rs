@@ -14,6 +14,7 @@ use axum::Router;
 use futures::StreamExt;
 use serde_json::json;
 use vm0_client::{Client, Error, RunEvent, Transfer};
+use vm0_tests::wait::{within, DEADLINE};
 
 const TOKEN: &str = "vm0_live_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
@@ -151,7 +152,7 @@ async fn a_dropped_event_stream_resumes_without_losing_or_repeating_an_event() {
         }),
     ))
     .await;
-    let events: Vec<RunEvent> = client(&url).run_events("run_1").map(|e| e.unwrap()).collect().await;
+    let events: Vec<RunEvent> = within(DEADLINE, "the whole event stream", client(&url).run_events("run_1").map(|e| e.unwrap()).collect()).await;
     let ids: Vec<u64> = events.iter().map(RunEvent::id).collect();
     assert_eq!(ids, vec![1, 2, 3, 4, 6, 7], "each event once, heartbeats left out");
     assert_eq!(events[3], RunEvent::Output { id: 4, content: "three".into() });

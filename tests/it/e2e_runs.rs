@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::{json, Value};
+use vm0_client::RunEvent;
 use vm0_tests::server::{api_error, TestServer};
+use vm0_tests::wait::{until_run_event, within, DEADLINE};
 use vm0_types::{self as types, RunStatus};
 
 async fn agent(c: &vm0_client::Client, name: &str, config: Value) -> types::Agent {
@@ -26,25 +28,29 @@ async fn start(c: &vm0_client::Client, request: types::builder::CreateRunRequest
     c.create_run().body(request).send().await.unwrap().into_inner()
 }
 
-/// Polls the run until it ends.
+/// Follows the run's events until it ends; the run as it ended.
 async fn wait(c: &vm0_client::Client, id: &str) -> types::RunDetail {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let run = c.get_run().id(id).send().await.unwrap().into_inner();
-        if run.completed_at.is_some() {
-            return run;
+    let run = match tokio::time::timeout(DEADLINE, c.wait_for_run(id)).await {
+        Ok(run) => run.unwrap_or_else(|e| panic!("following run {id}: {e}")),
+        Err(_) => {
+            let run = c.get_run().id(id).send().await.unwrap().into_inner();
+            panic!("run {id} did not end within {DEADLINE:?}: {run:?}")
         }
-        assert!(Instant::now() < deadline, "run {id} did not end: {run:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    };
+    assert!(run.completed_at.is_some(), "run {id} sent `complete` before it had ended: {run:?}");
+    run
 }
 
 /// One SSE message: id, event, data.
 type Message = (u64, String, Value);
 
 /// Reads the run's event stream from `last` until it closes, or until `stop_after`
-/// messages have been read.
+/// messages have been read, within [`DEADLINE`].
 async fn events(server: &TestServer, run: &str, last: Option<u64>, stop_after: Option<usize>) -> (Vec<Message>, String) {
+    within(DEADLINE, &format!("the event stream of run {run} closing or giving {stop_after:?} messages"), read_events(server, run, last, stop_after)).await
+}
+
+async fn read_events(server: &TestServer, run: &str, last: Option<u64>, stop_after: Option<usize>) -> (Vec<Message>, String) {
     let mut request = reqwest::Client::new().get(format!("{}/v1/runs/{run}/events", server.url)).bearer_auth(&server.token);
     if let Some(last) = last {
         request = request.header("Last-Event-ID", last.to_string());
@@ -123,15 +129,13 @@ async fn failures_timeouts_and_cancels_end_as_they_should() {
     assert_eq!(timed_out.status, RunStatus::Timeout, "{timed_out:?}");
     assert!(timed_out.execution_time_ms.unwrap() < 5000);
 
-    let long = start(&c, body("shell", "echo $$ > pid; sleep 30 & wait")).await;
-    while c.get_run().id(&long.id).send().await.unwrap().into_inner().status != RunStatus::Running {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // The agent says when it has written its pid, and then runs until cancelled.
+    let long = start(&c, body("shell", "echo $$ > pid; echo started; sleep 30 & wait")).await;
+    until_run_event(&c, &long.id, "the output \"started\"", |e| matches!(e, RunEvent::Output { content, .. } if content == "started")).await;
+    assert_eq!(c.get_run().id(&long.id).send().await.unwrap().into_inner().status, RunStatus::Running);
     let pid_file = server.data_dir.path().join("sessions").join(&long.session_id).join("pid");
-    while !pid_file.exists() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_string();
+    assert!(!pid.is_empty(), "the agent wrote its pid before its first output");
     let asked = Instant::now();
     let cancelled = c.cancel_run().id(&long.id).send().await.unwrap().into_inner();
     assert_eq!(cancelled.status, RunStatus::Cancelled);
@@ -274,9 +278,7 @@ async fn metrics_are_sampled_and_summarised() {
     let c = server.client();
     shell_agent(&c).await;
     let run = start(&c, body("shell", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; sleep 0.5")).await;
-    while c.get_run().id(&run.id).send().await.unwrap().into_inner().status != RunStatus::Running {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_run_event(&c, &run.id, "status running", |e| matches!(e, RunEvent::Status { status: RunStatus::Running, .. })).await;
     let live = c.get_run_metrics().id(&run.id).send().await.unwrap().into_inner();
     assert!(live.summary.total_duration_ms.is_none(), "null while running");
     let done = wait(&c, &run.id).await;

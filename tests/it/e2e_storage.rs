@@ -3,6 +3,7 @@
 
 use sha2::{Digest, Sha256};
 use vm0_tests::server::{api_error, TestServer};
+use vm0_tests::wait::{wait_until, within, DEADLINE};
 use vm0_types as types;
 
 fn upload_file(path: &str, bytes: &[u8]) -> types::UploadFile {
@@ -197,15 +198,36 @@ async fn shutting_down_finishes_the_uploads_in_flight() {
     let content = vec![7u8; 2 * 1024 * 1024];
     let prepared = c.prepare_volume_upload().id(&volume.id).body_map(|b| b.files(vec![upload_file("slow", &content)])).send().await.unwrap().into_inner();
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> = content.chunks(128 * 1024).map(|c| Ok(c.to_vec())).collect();
-    let slow = futures::StreamExt::then(futures::stream::iter(chunks), |chunk| async move {
-        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
-        chunk
+    // Paced, so that the upload lasts about half a second; it says when its first chunk is taken.
+    let (first_taken, taken) = tokio::sync::oneshot::channel::<()>();
+    let mut first_taken = Some(first_taken);
+    let slow = futures::StreamExt::then(futures::stream::iter(chunks), move |chunk| {
+        let first = first_taken.take();
+        async move {
+            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+            if let Some(first) = first {
+                first.send(()).ok();
+            }
+            chunk
+        }
     });
     let url = prepared.files[0].upload_url.clone();
     let upload = tokio::spawn(async move { reqwest::Client::new().put(url).body(reqwest::Body::wrap_stream(slow)).send().await });
-    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    within(DEADLINE, "the upload's first chunk taken", taken).await.expect("the upload's body was dropped before its first chunk");
+    // The server streams an upload into tmp/ as it arrives: the request is in its hands.
+    let tmp = server.data_dir.path().join("tmp");
+    let tmp = &tmp;
+    wait_until(DEADLINE, "the upload in tmp/", move || async move {
+        let parts: Vec<_> = std::fs::read_dir(tmp).unwrap().flatten().map(|e| e.file_name()).collect();
+        if parts.is_empty() {
+            Err(parts)
+        } else {
+            Ok(())
+        }
+    })
+    .await;
     let data_dir = server.stop().await; // returns once the requests in flight are done
-    let response = upload.await.unwrap().expect("the upload was not cut off");
+    let response = within(DEADLINE, "the upload's answer", upload).await.unwrap().expect("the upload was not cut off");
     assert_eq!(response.status(), 204);
     let blob = data_dir.path().join("blobs").join(&hex(&content)[..2]).join(hex(&content));
     assert_eq!(std::fs::metadata(blob).unwrap().len(), content.len() as u64);

@@ -92,7 +92,7 @@ impl TestServer {
     pub async fn stop(mut self) -> tempfile::TempDir {
         self.stop.take().map(|s| s.send(()));
         if let Some(handle) = self.handle.take() {
-            handle.await.ok();
+            crate::wait::within(crate::wait::DEADLINE, "the server stopping after its requests in flight", handle).await.ok();
         }
         let dir = tempfile::tempdir().unwrap();
         std::mem::replace(&mut self.data_dir, dir)

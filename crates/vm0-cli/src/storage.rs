@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use clap::Subcommand;
-use futures::{Stream, StreamExt};
+use futures::TryStreamExt;
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::Serialize;
 use vm0_client::{types, Client, Paginate, Reply, Transfer};
 
 use crate::lookup::{self, by_id_or_name};
@@ -124,9 +124,9 @@ impl Kind {
     }
 }
 
-/// A volume or an artifact, with the fields the tables show; the others ride along in
-/// `rest` so that `--json` prints what the API sent.
-#[derive(Serialize, Deserialize)]
+/// A volume or an artifact: every field the API sends, typed, so that the commands treat
+/// both alike and `--json` prints what the API sent.
+#[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Item {
     id: String,
@@ -136,31 +136,75 @@ struct Item {
     file_count: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
-    #[serde(flatten)]
-    rest: serde_json::Map<String, serde_json::Value>,
+    /// The current version, which a get has and a listing leaves out (`None`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    current_version: Option<Option<Version>>,
 }
 
 /// A version of a volume or an artifact, likewise.
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Version {
     id: String,
+    #[serde(flatten)]
+    of: Of,
     size: i64,
     file_count: i64,
     message: Option<String>,
     created_by: String,
     created_at: DateTime<Utc>,
-    #[serde(flatten)]
-    rest: serde_json::Map<String, serde_json::Value>,
 }
 
-/// One API model as another with the same JSON.
-fn convert<T: DeserializeOwned>(value: impl Serialize) -> Result<T, vm0_client::Error> {
-    serde_json::to_value(value).and_then(serde_json::from_value).map_err(|e| vm0_client::Error::Invalid(format!("an unexpected response: {e}")))
+/// The volume or artifact a version belongs to, under the name the API gives its id.
+#[derive(Serialize)]
+enum Of {
+    #[serde(rename = "volumeId")]
+    Volume(String),
+    #[serde(rename = "artifactId")]
+    Artifact(String),
 }
 
-fn converted<A: Serialize, T: DeserializeOwned>(items: impl Stream<Item = Result<A, vm0_client::Error>>) -> impl Stream<Item = Result<T, vm0_client::Error>> {
-    items.map(|item| item.and_then(convert))
+// Field by field, each type taken apart whole: a field the API adds, or one misspelt
+// here, does not compile.
+
+impl From<types::Volume> for Item {
+    fn from(types::Volume { id, name, current_version_id, size, file_count, created_at, updated_at }: types::Volume) -> Item {
+        Item { id, name: name.into(), current_version_id, size, file_count, created_at, updated_at, current_version: None }
+    }
+}
+
+impl From<types::Artifact> for Item {
+    fn from(types::Artifact { id, name, current_version_id, size, file_count, created_at, updated_at }: types::Artifact) -> Item {
+        Item { id, name: name.into(), current_version_id, size, file_count, created_at, updated_at, current_version: None }
+    }
+}
+
+impl From<types::VolumeDetail> for Item {
+    fn from(detail: types::VolumeDetail) -> Item {
+        let types::VolumeDetail { id, name, current_version_id, current_version, size, file_count, created_at, updated_at } = detail;
+        let current_version = Some(current_version.map(Version::from));
+        Item { id, name: name.into(), current_version_id, size, file_count, created_at, updated_at, current_version }
+    }
+}
+
+impl From<types::ArtifactDetail> for Item {
+    fn from(detail: types::ArtifactDetail) -> Item {
+        let types::ArtifactDetail { id, name, current_version_id, current_version, size, file_count, created_at, updated_at } = detail;
+        let current_version = Some(current_version.map(Version::from));
+        Item { id, name: name.into(), current_version_id, size, file_count, created_at, updated_at, current_version }
+    }
+}
+
+impl From<types::VolumeVersion> for Version {
+    fn from(types::VolumeVersion { id, volume_id, size, file_count, message, created_by, created_at }: types::VolumeVersion) -> Version {
+        Version { id, of: Of::Volume(volume_id), size, file_count, message, created_by, created_at }
+    }
+}
+
+impl From<types::ArtifactVersion> for Version {
+    fn from(types::ArtifactVersion { id, artifact_id, size, file_count, message, created_by, created_at }: types::ArtifactVersion) -> Version {
+        Version { id, of: Of::Artifact(artifact_id), size, file_count, message, created_by, created_at }
+    }
 }
 
 pub async fn run(kind: Kind, command: Command, client: &Client, json: bool) -> Result<()> {
@@ -169,8 +213,8 @@ pub async fn run(kind: Kind, command: Command, client: &Client, json: bool) -> R
         Command::Create { name } => {
             let name: types::StorageName = crate::parse_arg(&name).with_context(|| format!("the {noun} name"))?;
             let item: Item = match kind {
-                Kind::Volume => convert(client.create_volume().body(types::CreateVolumeRequest { name }).send().await.body()?)?,
-                Kind::Artifact => convert(client.create_artifact().body(types::CreateArtifactRequest { name }).send().await.body()?)?,
+                Kind::Volume => client.create_volume().body(types::CreateVolumeRequest { name }).send().await.body()?.into(),
+                Kind::Artifact => client.create_artifact().body(types::CreateArtifactRequest { name }).send().await.body()?.into(),
             };
             if json {
                 return output::json(&item);
@@ -179,8 +223,8 @@ pub async fn run(kind: Kind, command: Command, client: &Client, json: bool) -> R
         }
         Command::List { limit } => {
             let items: Vec<Item> = match kind {
-                Kind::Volume => lookup::collect(converted(client.list_volumes().stream()), limit).await?,
-                Kind::Artifact => lookup::collect(converted(client.list_artifacts().stream()), limit).await?,
+                Kind::Volume => lookup::collect(client.list_volumes().stream().map_ok(Item::from), limit).await?,
+                Kind::Artifact => lookup::collect(client.list_artifacts().stream().map_ok(Item::from), limit).await?,
             };
             if json {
                 return output::json(&items);
@@ -194,13 +238,13 @@ pub async fn run(kind: Kind, command: Command, client: &Client, json: bool) -> R
         Command::Get { name } => {
             let mut item = find(client, kind, &name).await?;
             // Found by name, it came from the listing, which leaves out the current version.
-            if !item.rest.contains_key("currentVersion") {
+            if item.current_version.is_none() {
                 item = get(client, kind, &item.id).await?;
             }
             if json {
                 return output::json(&item);
             }
-            let current: Option<Version> = item.rest.get("currentVersion").cloned().and_then(|v| serde_json::from_value(v).ok());
+            let current = item.current_version.take().flatten();
             output::fields(&[
                 ("Name", item.name.clone()),
                 ("ID", item.id.clone()),
@@ -215,8 +259,8 @@ pub async fn run(kind: Kind, command: Command, client: &Client, json: bool) -> R
         Command::Versions { name, limit } => {
             let item = find(client, kind, &name).await?;
             let versions: Vec<Version> = match kind {
-                Kind::Volume => lookup::collect(converted(client.list_volume_versions().id(&item.id).stream()), limit).await?,
-                Kind::Artifact => lookup::collect(converted(client.list_artifact_versions().id(&item.id).stream()), limit).await?,
+                Kind::Volume => lookup::collect(client.list_volume_versions().id(&item.id).stream().map_ok(Version::from), limit).await?,
+                Kind::Artifact => lookup::collect(client.list_artifact_versions().id(&item.id).stream().map_ok(Version::from), limit).await?,
             };
             if json {
                 return output::json(&versions);
@@ -253,8 +297,8 @@ pub async fn run(kind: Kind, command: Command, client: &Client, json: bool) -> R
             let progress = Bar::start(&format!("pushing to {}", item.name));
             let options = progress.transfer();
             let version: Version = match kind {
-                Kind::Volume => convert(client.push_volume(&item.id, &dir, message.as_deref(), &options).await?)?,
-                Kind::Artifact => convert(client.push_artifact(&item.id, &dir, message.as_deref(), &options).await?)?,
+                Kind::Volume => client.push_volume(&item.id, &dir, message.as_deref(), &options).await?.into(),
+                Kind::Artifact => client.push_artifact(&item.id, &dir, message.as_deref(), &options).await?.into(),
             };
             progress.finish();
             if json {
@@ -319,8 +363,8 @@ async fn find(client: &Client, kind: Kind, key: &str) -> Result<Item> {
     // Listing has no name filter: read pages until the name turns up.
     let by_name = async {
         match kind {
-            Kind::Volume => lookup::first(converted(client.list_volumes().stream()), |i: &Item| i.name == key).await,
-            Kind::Artifact => lookup::first(converted(client.list_artifacts().stream()), |i: &Item| i.name == key).await,
+            Kind::Volume => lookup::first(client.list_volumes().stream().map_ok(Item::from), |i: &Item| i.name == key).await,
+            Kind::Artifact => lookup::first(client.list_artifacts().stream().map_ok(Item::from), |i: &Item| i.name == key).await,
         }
     };
     by_id_or_name(kind.noun(), key, by_id, by_name).await
@@ -329,8 +373,8 @@ async fn find(client: &Client, kind: Kind, key: &str) -> Result<Item> {
 /// The volume or artifact with this id, with its current version.
 async fn get(client: &Client, kind: Kind, id: &str) -> Result<Item, vm0_client::Error> {
     match kind {
-        Kind::Volume => convert(client.get_volume().id(id).send().await.body()?),
-        Kind::Artifact => convert(client.get_artifact().id(id).send().await.body()?),
+        Kind::Volume => client.get_volume().id(id).send().await.body().map(Item::from),
+        Kind::Artifact => client.get_artifact().id(id).send().await.body().map(Item::from),
     }
 }
 

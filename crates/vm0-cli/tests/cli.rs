@@ -6,7 +6,9 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -24,6 +26,31 @@ struct Out {
     code: i32,
     stdout: String,
     stderr: String,
+}
+
+/// How long a test waits for `vm0` (or a line from it) before it fails.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Waits for `child` to exit and collects what it printed, within [`DEADLINE`]; kills it
+/// and fails the test, naming `what`, otherwise.
+fn finish(child: Child, what: &str) -> Output {
+    let pid = child.id();
+    let (done, exited) = mpsc::channel();
+    std::thread::spawn(move || done.send(child.wait_with_output()).ok());
+    match exited.recv_timeout(DEADLINE) {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            // SAFETY: signalling our own child, which the thread above has not seen exit.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("{what}: no exit within {DEADLINE:?}")
+        }
+    }
+}
+
+/// Runs `command` with its output captured, within [`DEADLINE`].
+fn output(command: &mut Command) -> Out {
+    let what = format!("vm0 {}", command.get_args().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "));
+    finish(command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap(), &what).into()
 }
 
 impl From<Output> for Out {
@@ -69,13 +96,13 @@ impl Env {
     }
 
     fn run(&self, args: &[&str]) -> Out {
-        self.command(args).output().unwrap().into()
+        output(&mut self.command(args))
     }
 
     fn run_with_input(&self, args: &[&str], input: &str) -> Out {
         let mut child = self.command(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-        child.wait_with_output().unwrap().into()
+        finish(child, &format!("vm0 {}", args.join(" "))).into()
     }
 
     /// Runs a command that must succeed; its standard output.
@@ -162,14 +189,14 @@ fn auth_login_status_setup_token_and_logout() {
     let created = env.json(&["tokens", "create", "short-lived"]);
     let other = created["token"].as_str().unwrap();
     env.ok(&["tokens", "revoke", created["id"].as_str().unwrap(), "--yes"]);
-    let out: Out = env.command(&["agents", "list"]).env("VM0_TOKEN", other).output().unwrap().into();
+    let out = output(env.command(&["agents", "list"]).env("VM0_TOKEN", other));
     assert_eq!(out.code, 1);
     assert_api_error(&out.stderr, "invalid_api_key");
-    let out: Out = env.command(&["auth", "status"]).env("VM0_TOKEN", other).output().unwrap().into();
+    let out = output(env.command(&["auth", "status"]).env("VM0_TOKEN", other));
     assert_eq!(out.code, 1, "status exits 1 when the token in effect is refused");
 
     // The stored token is not sent to another API named by VM0_API_URL.
-    let out: Out = env.command(&["agents", "list"]).env("VM0_API_URL", "http://127.0.0.1:9").output().unwrap().into();
+    let out = output(env.command(&["agents", "list"]).env("VM0_API_URL", "http://127.0.0.1:9"));
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("not logged in to http://127.0.0.1:9"), "{}", out.stderr);
 
@@ -177,7 +204,7 @@ fn auth_login_status_setup_token_and_logout() {
     assert!(!env.config_file().exists());
     assert!(env.fails(1, &["auth", "setup-token"]).contains("not logged in"));
     // With only the environment, commands work without a file.
-    let out: Out = env.command(&["agents", "list", "--json"]).env("VM0_TOKEN", &env.token).env("VM0_API_URL", &env.url).output().unwrap().into();
+    let out = output(env.command(&["agents", "list", "--json"]).env("VM0_TOKEN", &env.token).env("VM0_API_URL", &env.url));
     assert_eq!((out.code, out.stdout.trim()), (0, "[]"), "{}", out.stderr);
 }
 
@@ -244,7 +271,7 @@ fn run_streams_output_and_exits_by_how_the_run_ended() {
     assert!(out.stderr.contains("[running]") && out.stderr.contains("completed"), "{}", out.stderr);
 
     // --var KEY alone takes the value from the environment.
-    let out: Out = env.command(&["run", "echo", "x", "--var", "GREETING"]).env("GREETING", "from env").output().unwrap().into();
+    let out = output(env.command(&["run", "echo", "x", "--var", "GREETING"]).env("GREETING", "from env"));
     assert!(out.stdout.contains("var: from env"), "{}", out.stdout);
 
     let out = env.run(&["run", "failer", "go"]);
@@ -270,17 +297,25 @@ fn ctrl_c_without_a_terminal_cancels_the_run() {
     let dir = tempfile::tempdir().unwrap();
     env.agent("ticker", "i=0; while [ $i -lt 300 ]; do echo tick $i; i=$((i+1)); sleep 0.1; done", dir.path());
     let mut child = env.command(&["run", "ticker", "go"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next().unwrap().unwrap(), "tick 0");
+    // Its standard output, line by line as it comes; the channel closes at its end.
+    let (line, lines) = mpsc::channel();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    std::thread::spawn(move || stdout.lines().map_while(Result::ok).try_for_each(|l| line.send(l)).ok());
+    assert_eq!(lines.recv_timeout(DEADLINE).expect("the first tick within the deadline"), "tick 0");
     // SAFETY: signalling our own child, which is still running (it has not been waited for).
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
-    let printed = lines.count();
-    let status = child.wait().unwrap();
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert_eq!(status.code(), Some(5), "{stderr}");
+    let out: Out = finish(child, "vm0 run after Ctrl-C").into();
+    let mut printed = 0;
+    loop {
+        match lines.recv_timeout(DEADLINE) {
+            Ok(_) => printed += 1,
+            Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => panic!("the standard output of vm0 run did not end within {DEADLINE:?} of its exit"),
+        }
+    }
+    assert_eq!(out.code, 5, "{}", out.stderr);
     assert!(printed < 299, "the run went on to the end");
-    assert!(stderr.contains("Cancelling run") && stderr.contains("cancelled"), "{stderr}");
+    assert!(out.stderr.contains("Cancelling run") && out.stderr.contains("cancelled"), "{}", out.stderr);
 }
 
 #[test]
@@ -351,12 +386,14 @@ fn volumes_and_artifacts_round_trip_directories() {
 
     let stderr = env.fails(1, &["volumes", "push", notes.to_str().unwrap()]);
     assert!(stderr.contains("vm0 volumes create notes"), "{stderr}");
-    env.ok(&["volumes", "create", "notes"]);
+    let created = env.json(&["volumes", "create", "notes"]);
+    assert!(created["currentVersionId"].is_null() && created.get("currentVersion").is_none(), "{created}");
     let pushed = env.run(&["volumes", "push", notes.to_str().unwrap(), "-m", "first", "--json"]);
     assert_eq!(pushed.code, 0, "{}", pushed.stderr);
     assert_eq!(pushed.stderr, "", "no progress bar without a terminal");
     let first: Value = serde_json::from_str(&pushed.stdout).unwrap();
     assert_eq!((first["fileCount"].as_i64(), first["message"].as_str()), (Some(3), Some("first")));
+    assert_eq!(first["volumeId"], created["id"]);
 
     let back = work.path().join("back");
     env.ok(&["volumes", "pull", "notes", back.to_str().unwrap()]);
@@ -367,7 +404,9 @@ fn volumes_and_artifacts_round_trip_directories() {
     std::fs::write(notes.join("a.txt"), "second\n").unwrap();
     env.ok(&["volumes", "push", notes.to_str().unwrap(), "--name", "notes"]);
     assert_eq!(env.json(&["volumes", "versions", "notes"]).as_array().unwrap().len(), 2);
-    assert_eq!(env.json(&["volumes", "get", "notes"])["fileCount"], 3);
+    let got = env.json(&["volumes", "get", "notes"]);
+    assert_eq!(got["fileCount"], 3);
+    assert_eq!((&got["currentVersion"]["id"], &got["currentVersion"]["volumeId"]), (&got["currentVersionId"], &created["id"]), "{got}");
     env.ok(&["volumes", "pull", "notes", back.to_str().unwrap(), "--force"]);
     assert_eq!(std::fs::read_to_string(back.join("a.txt")).unwrap(), "second\n");
     let old = work.path().join("old");
@@ -376,7 +415,7 @@ fn volumes_and_artifacts_round_trip_directories() {
     // Without a directory, the pull goes to ./NAME.
     let parent = work.path().join("elsewhere");
     std::fs::create_dir(&parent).unwrap();
-    let out: Out = env.command(&["volumes", "pull", "notes"]).current_dir(&parent).output().unwrap().into();
+    let out = output(env.command(&["volumes", "pull", "notes"]).current_dir(&parent));
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(tree(&parent.join("notes")), tree(&notes));
 
@@ -389,6 +428,9 @@ fn volumes_and_artifacts_round_trip_directories() {
     assert_eq!(std::fs::read_to_string(results.join("copy.txt")).unwrap(), "second\n");
     let listed = env.json(&["artifacts", "list"]);
     assert_eq!(listed[0]["name"], "results");
+    assert!(listed[0].get("currentVersion").is_none(), "a listing has no current version: {listed}");
+    let versions = env.json(&["artifacts", "versions", "results"]);
+    assert_eq!((&versions[0]["artifactId"], &versions[0]["id"]), (&listed[0]["id"], &listed[0]["currentVersionId"]), "{versions}");
     assert!(env.ok(&["artifacts", "versions", "results"]).contains("current"));
 
     assert!(env.fails(1, &["volumes", "delete", "notes"]).contains("pass --yes"));
@@ -401,7 +443,7 @@ fn tokens_create_list_and_revoke() {
     let env = Env::logged_in();
     let created = env.json(&["tokens", "create", "ci", "--expires-in-days", "7"]);
     let value = created["token"].as_str().unwrap().to_string();
-    let out: Out = env.command(&["agents", "list"]).env("VM0_TOKEN", &value).output().unwrap().into();
+    let out = output(env.command(&["agents", "list"]).env("VM0_TOKEN", &value));
     assert_eq!(out.code, 0, "the new token works: {}", out.stderr);
 
     let listed = env.json(&["tokens", "list"]);
@@ -416,7 +458,7 @@ fn tokens_create_list_and_revoke() {
     env.ok(&["tokens", "create", "twin"]);
     assert!(env.fails(1, &["tokens", "revoke", "twin", "--yes"]).contains("2 tokens are named \"twin\""));
     env.ok(&["tokens", "revoke", "ci", "--yes"]);
-    let out: Out = env.command(&["agents", "list"]).env("VM0_TOKEN", &value).output().unwrap().into();
+    let out = output(env.command(&["agents", "list"]).env("VM0_TOKEN", &value));
     assert_eq!(out.code, 1);
     assert_api_error(&out.stderr, "invalid_api_key");
 }
@@ -425,7 +467,7 @@ fn tokens_create_list_and_revoke() {
 fn errors_go_to_standard_error_with_a_non_zero_exit() {
     let env = Env::logged_in();
     // Nothing listens there.
-    let out: Out = env.command(&["agents", "list"]).env("VM0_TOKEN", &env.token).env("VM0_API_URL", "http://127.0.0.1:9").output().unwrap().into();
+    let out = output(env.command(&["agents", "list"]).env("VM0_TOKEN", &env.token).env("VM0_API_URL", "http://127.0.0.1:9"));
     assert_eq!((out.code, out.stdout.as_str()), (1, ""));
     assert!(out.stderr.starts_with("error: ") && out.stderr.contains("127.0.0.1:9"), "{}", out.stderr);
     assert_eq!(env.run(&["agents", "frobnicate"]).code, 2);

@@ -4,6 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -43,6 +44,17 @@ fn sha(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// How long the test waits for anything before it fails.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// The output of `future`, or a panic naming `what` if it takes longer than `deadline`.
+async fn within<T>(deadline: Duration, what: &str, future: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(deadline, future).await {
+        Ok(value) => value,
+        Err(_) => panic!("{what}: not within {deadline:?}"),
+    }
+}
+
 struct Api {
     http: reqwest::Client,
     url: String,
@@ -65,20 +77,47 @@ impl Api {
     }
 
     /// Prepare, upload and commit `files`; stops quietly at the first failure (the server
-    /// may be killed at any point).
-    async fn push(&self, volume: &str, files: &[(String, Vec<u8>)]) {
+    /// may be killed at any point). Whether the commit succeeded.
+    async fn push(&self, volume: &str, files: &[(String, Vec<u8>)]) -> bool {
         let list: Vec<Value> = files.iter().map(|(p, b)| json!({"path": p, "size": b.len(), "hash": sha(b)})).collect();
         let (status, prepared) = self.call(reqwest::Method::POST, &format!("/v1/volumes/{volume}/upload"), Some(json!({"files": list}))).await;
         if status != 200 {
-            return;
+            return false;
         }
         for (target, (_, bytes)) in prepared["files"].as_array().unwrap().iter().zip(files) {
             if self.http.put(target["uploadUrl"].as_str().unwrap()).body(bytes.clone()).send().await.is_err() {
-                return;
+                return false;
             }
         }
         let session = prepared["uploadSessionId"].clone();
-        self.call(reqwest::Method::POST, &format!("/v1/volumes/{volume}/commit"), Some(json!({"uploadSessionId": session}))).await;
+        self.call(reqwest::Method::POST, &format!("/v1/volumes/{volume}/commit"), Some(json!({"uploadSessionId": session}))).await.0 == 200
+    }
+
+    /// Reads the run's event stream until an event for which `wanted(name, data)` holds,
+    /// within `deadline`, and returns its data; panics naming `what` if the stream fails
+    /// or closes first.
+    async fn until_event(&self, run: &str, deadline: Duration, what: &str, wanted: impl Fn(&str, &Value) -> bool) -> Value {
+        let what = format!("run {run}: {what}");
+        let response = self.http.get(format!("{}/v1/runs/{run}/events", self.url)).bearer_auth(&self.token).send().await.unwrap();
+        assert!(response.status().is_success(), "{what}: the event stream answered {}", response.status());
+        let mut stream = response.bytes_stream();
+        let mut text = String::new();
+        let found = within(deadline, &what, async {
+            while let Some(chunk) = stream.next().await {
+                text.push_str(&String::from_utf8_lossy(&chunk.expect("the event stream reads")));
+                while let Some(end) = text.find("\n\n") {
+                    let block: String = text.drain(..end + 2).collect();
+                    let field = |name: &str| block.lines().find_map(|l| l.strip_prefix(&format!("{name}: "))).unwrap_or_default().to_string();
+                    let data: Value = serde_json::from_str(&field("data")).unwrap_or(Value::Null);
+                    if wanted(&field("event"), &data) {
+                        return Some(data);
+                    }
+                }
+            }
+            None
+        })
+        .await;
+        found.unwrap_or_else(|| panic!("{what}: the event stream closed first"))
     }
 }
 
@@ -91,43 +130,59 @@ async fn a_killed_server_restarts_with_nothing_partial() {
     let (_, big) = api.call(reqwest::Method::POST, "/v1/volumes", Some(json!({"name": "big"}))).await;
     let (busy, big) = (busy["id"].as_str().unwrap().to_string(), big["id"].as_str().unwrap().to_string());
 
-    // Commits in a loop on one volume, each version with files of its own.
+    // Commits in a loop on one volume, each version with files of its own; each
+    // successful commit is announced.
+    let committed = Arc::new(tokio::sync::Notify::new());
     let mut workers = Vec::new();
     for worker in 0..4 {
         let api = Api { http: reqwest::Client::new(), url: api.url.clone(), token: api.token.clone() };
-        let busy = busy.clone();
+        let (busy, committed) = (busy.clone(), committed.clone());
         workers.push(tokio::spawn(async move {
             for round in 0..10_000u32 {
                 let files: Vec<(String, Vec<u8>)> =
                     (0..3).map(|i| (format!("w{worker}/f{i}"), format!("{worker}-{round}-{i}").repeat(1000).into_bytes())).collect();
-                api.push(&busy, &files).await;
+                if api.push(&busy, &files).await {
+                    committed.notify_one();
+                }
             }
         }));
     }
 
-    // A large upload, sent slowly, killed halfway.
+    // A large upload, sent slowly, killed halfway; it starts once a commit has completed,
+    // and says when its middle chunk is taken.
     let content: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
     let files = json!({"files": [{"path": "large.bin", "size": content.len(), "hash": sha(&content)}]});
     let (status, prepared) = api.call(reqwest::Method::POST, &format!("/v1/volumes/{big}/upload"), Some(files)).await;
     assert_eq!(status, 200);
     let upload_url = prepared["files"][0]["uploadUrl"].as_str().unwrap().to_string();
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> = content.chunks(256 * 1024).map(|c| Ok(c.to_vec())).collect();
-    let slow = futures_util::stream::iter(chunks).then(|chunk| async move {
-        tokio::time::sleep(Duration::from_millis(40)).await;
-        chunk
+    let middle = chunks.len() / 2;
+    let (halfway, reached) = tokio::sync::oneshot::channel::<()>();
+    let mut halfway = Some(halfway);
+    let slow = futures_util::stream::iter(chunks.into_iter().enumerate()).then(move |(i, chunk)| {
+        let signal = if i == middle { halfway.take() } else { None };
+        async move {
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            if let Some(signal) = signal {
+                signal.send(()).ok();
+            }
+            chunk
+        }
     });
+    within(DEADLINE, "a first commit on the busy volume", committed.notified()).await;
     let upload = tokio::spawn({
         let http = api.http.clone();
         let url = upload_url.clone();
         async move { http.put(url).body(reqwest::Body::wrap_stream(slow)).send().await }
     });
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    within(DEADLINE, "the large upload reaching its middle chunk", reached).await.expect("the large upload's body was dropped before its middle");
     let address = server.url.trim_start_matches("http://").to_string();
     drop(server); // SIGKILL
     for worker in workers {
         worker.abort();
     }
-    assert!(upload.await.unwrap().map(|r| !r.status().is_success()).unwrap_or(true), "the killed upload did not succeed");
+    let killed = within(DEADLINE, "the killed upload's end", upload).await.unwrap();
+    assert!(killed.map(|r| !r.status().is_success()).unwrap_or(true), "the killed upload did not succeed");
 
     // The same address, as the pre-signed URLs name it.
     let (server, _) = start(data.path(), address.as_str(), false);
@@ -188,13 +243,7 @@ async fn a_restart_leaves_no_run_running_or_pending() {
     let (_, first) = api.call(reqwest::Method::POST, "/v1/runs", Some(json!({"agent": "shell", "prompt": "sleep 2"}))).await;
     let (_, second) = api.call(reqwest::Method::POST, "/v1/runs", Some(json!({"agent": "shell", "prompt": "echo after"}))).await;
     let (first, second) = (first["id"].as_str().unwrap().to_string(), second["id"].as_str().unwrap().to_string());
-    loop {
-        let (_, run) = api.call(reqwest::Method::GET, &format!("/v1/runs/{first}"), None).await;
-        if run["status"] == "running" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    api.until_event(&first, DEADLINE, "status running", |event, data| event == "status" && data["status"] == "running").await;
     let address = server.url.trim_start_matches("http://").to_string();
     drop(server); // SIGKILL
 
@@ -203,15 +252,10 @@ async fn a_restart_leaves_no_run_running_or_pending() {
     let (_, run) = api.call(reqwest::Method::GET, &format!("/v1/runs/{first}"), None).await;
     assert_eq!(run["status"], "failed", "{run}");
     assert!(run["error"].as_str().unwrap().contains("stopped"), "{run}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, run) = api.call(reqwest::Method::GET, &format!("/v1/runs/{second}"), None).await;
-        if run["status"] == "completed" {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the pending run was not picked up again: {run}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The pending run is picked up again and runs to the end.
+    api.until_event(&second, Duration::from_secs(20), "the pending run picked up again and ended", |event, _| event == "complete").await;
+    let (_, run) = api.call(reqwest::Method::GET, &format!("/v1/runs/{second}"), None).await;
+    assert_eq!(run["status"], "completed", "{run}");
     let (_, runs) = api.call(reqwest::Method::GET, "/v1/runs", None).await;
     for run in runs["data"].as_array().unwrap() {
         assert!(run["status"] != "running" && run["status"] != "pending", "{run}");
