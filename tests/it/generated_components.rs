@@ -2,7 +2,7 @@
 
 /// Every component schema of the spec, by name, with the JSON Schema that schemars
 /// derives from its `vm0-types` type.
-pub fn derived_schemas() -> Vec<(&'static str, schemars::Schema)> {
+pub(crate) fn derived_schemas() -> Vec<(&'static str, schemars::Schema)> {
     vec![
         ("Error", schema:: < vm0_types::Error > ()), ("ErrorDetail", schema:: <
         vm0_types::ErrorDetail > ()), ("ErrorType", schema:: < vm0_types::ErrorType >

@@ -18,7 +18,7 @@ use vm0_types::*;
 use xtask::spec;
 
 /// The only token `Recorder` accepts.
-pub const TOKEN: &str = "vm0_live_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+pub(crate) const TOKEN: &str = "vm0_live_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 static SPEC: LazyLock<Value> = LazyLock::new(|| spec::load().expect("the spec loads"));
 
@@ -36,7 +36,7 @@ fn example<T: DeserializeOwned>(op: &str) -> T {
 
 /// Every call that reached the implementation: the operation and its inputs' Debug text.
 #[derive(Default, Clone)]
-pub struct Recorder {
+pub(crate) struct Recorder {
     pub calls: Arc<Mutex<Vec<(&'static str, String)>>>,
 }
 

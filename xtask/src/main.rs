@@ -1,5 +1,7 @@
 //! `cargo xtask`: see `cargo xtask help`.
 
+#![allow(clippy::print_stdout)] // Printing is what this program is for.
+
 use std::process::ExitCode;
 
 use anyhow::Result;

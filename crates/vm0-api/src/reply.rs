@@ -15,17 +15,17 @@ use serde::Serialize;
 pub type EventStream = Pin<Box<dyn Stream<Item = vm0_types::RunEvent> + Send>>;
 
 /// A JSON body with `status`.
-pub fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
+pub(crate) fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
 /// No body, with `status` (204).
-pub fn empty(status: StatusCode) -> Response {
+pub(crate) fn empty(status: StatusCode) -> Response {
     status.into_response()
 }
 
 /// A `text/event-stream` of the run's events.
-pub fn events(stream: EventStream) -> Response {
+pub(crate) fn events(stream: EventStream) -> Response {
     let messages = stream.map(|event| {
         let data = serde_json::to_string(&event.data).expect("event data serializes");
         Ok::<_, Infallible>(Event::default().id(event.id.to_string()).event(event.event.to_string()).data(data))

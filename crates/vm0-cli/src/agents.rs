@@ -12,7 +12,7 @@ use crate::lookup::{self, by_id_or_name};
 use crate::output;
 
 #[derive(Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// List your agents.
     List {
         /// Show at most this many.
@@ -62,7 +62,7 @@ pub enum Command {
     },
 }
 
-pub async fn run(command: Command, client: &Client, json: bool) -> Result<()> {
+pub(crate) async fn run(command: Command, client: &Client, json: bool) -> Result<()> {
     match command {
         Command::List { limit } => {
             let agents = lookup::collect(client.list_agents().stream(), limit).await?;
@@ -142,7 +142,7 @@ pub async fn run(command: Command, client: &Client, json: bool) -> Result<()> {
 }
 
 /// The agent `key` names, by id or name.
-pub async fn find(client: &Client, key: &str) -> Result<Agent> {
+pub(crate) async fn find(client: &Client, key: &str) -> Result<Agent> {
     let by_id = async { client.get_agent().id(key).send().await.body() };
     let by_name = async {
         // A key that is not a valid name can only have been an id.

@@ -10,7 +10,7 @@ use crate::config::{self, Stored};
 use crate::{lookup, output};
 
 #[derive(Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Check an API token against the API and store it.
     ///
     /// The token is asked for with hidden input, or read from standard input when that
@@ -33,7 +33,7 @@ pub enum Command {
     Logout,
 }
 
-pub async fn run(command: Command, json: bool) -> Result<()> {
+pub(crate) async fn run(command: Command, json: bool) -> Result<()> {
     match command {
         Command::Login { api_url, token } => login(api_url, token, json).await,
         Command::SetupToken => setup_token(json),
@@ -44,7 +44,7 @@ pub async fn run(command: Command, json: bool) -> Result<()> {
 
 /// A client for the API and token in effect; an error that says how to log in when there
 /// is no token.
-pub fn client() -> Result<Client> {
+pub(crate) fn client() -> Result<Client> {
     let effective = config::effective()?;
     let Some(token) = effective.token else {
         bail!("not logged in to {}: run `vm0 auth login`, or set VM0_TOKEN", effective.api_url);

@@ -11,18 +11,18 @@ use serde::{Deserialize, Serialize};
 /// What is stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Stored {
+pub(crate) struct Stored {
     pub api_url: String,
     pub token: String,
 }
 
 /// The configuration file's path.
-pub fn path() -> Result<PathBuf> {
+pub(crate) fn path() -> Result<PathBuf> {
     Ok(dirs::config_dir().context("this system has no configuration directory")?.join("vm0").join("config.json"))
 }
 
 /// The stored configuration, if any.
-pub fn load() -> Result<Option<Stored>> {
+pub(crate) fn load() -> Result<Option<Stored>> {
     let path = path()?;
     match std::fs::read_to_string(&path) {
         Ok(text) => Ok(Some(serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?)),
@@ -32,7 +32,7 @@ pub fn load() -> Result<Option<Stored>> {
 }
 
 /// Writes the configuration, readable and writable by its owner only (0600).
-pub fn save(stored: &Stored) -> Result<PathBuf> {
+pub(crate) fn save(stored: &Stored) -> Result<PathBuf> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let path = path()?;
     let folder = path.parent().expect("the file is in a folder");
@@ -48,7 +48,7 @@ pub fn save(stored: &Stored) -> Result<PathBuf> {
 }
 
 /// Removes the configuration; whether there was one.
-pub fn remove() -> Result<bool> {
+pub(crate) fn remove() -> Result<bool> {
     match std::fs::remove_file(path()?) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
@@ -57,7 +57,7 @@ pub fn remove() -> Result<bool> {
 }
 
 /// The API URL and token in effect, and where each comes from.
-pub struct Effective {
+pub(crate) struct Effective {
     pub api_url: String,
     pub token: Option<String>,
     pub source: &'static str,
@@ -66,7 +66,7 @@ pub struct Effective {
 /// The environment over the file over the default URL. The stored token goes only to the
 /// URL it was stored for: with `VM0_API_URL` naming another API and no `VM0_TOKEN`, there
 /// is no token, rather than one sent to a server it was never meant for.
-pub fn effective() -> Result<Effective> {
+pub(crate) fn effective() -> Result<Effective> {
     let stored = load()?;
     let env_url = std::env::var("VM0_API_URL").ok().filter(|v| !v.is_empty()).map(|v| v.trim_end_matches('/').to_string());
     let env_token = std::env::var("VM0_TOKEN").ok().filter(|v| !v.is_empty());

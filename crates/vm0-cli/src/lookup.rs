@@ -7,7 +7,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 
 /// No resource has the id or name a command was given.
 #[derive(Debug)]
-pub struct NotFound {
+pub(crate) struct NotFound {
     pub what: &'static str,
     pub key: String,
 }
@@ -22,7 +22,7 @@ impl std::error::Error for NotFound {}
 
 /// The resource `key` names: the one with that id, or else the one with that name.
 /// `by_name` runs only when no resource has the id.
-pub async fn by_id_or_name<T>(
+pub(crate) async fn by_id_or_name<T>(
     what: &'static str,
     key: &str,
     by_id: impl Future<Output = Result<T, vm0_client::Error>>,
@@ -36,7 +36,7 @@ pub async fn by_id_or_name<T>(
 }
 
 /// The first item of a listing that `matches`, reading only as many pages as it takes.
-pub async fn first<T>(items: impl Stream<Item = Result<T, vm0_client::Error>>, matches: impl Fn(&T) -> bool) -> Result<Option<T>, vm0_client::Error> {
+pub(crate) async fn first<T>(items: impl Stream<Item = Result<T, vm0_client::Error>>, matches: impl Fn(&T) -> bool) -> Result<Option<T>, vm0_client::Error> {
     let mut items = std::pin::pin!(items);
     while let Some(item) = items.try_next().await? {
         if matches(&item) {
@@ -47,7 +47,7 @@ pub async fn first<T>(items: impl Stream<Item = Result<T, vm0_client::Error>>, m
 }
 
 /// A listing cut to `limit` items when one is given.
-pub async fn collect<T>(items: impl Stream<Item = Result<T, vm0_client::Error>>, limit: Option<usize>) -> Result<Vec<T>, vm0_client::Error> {
+pub(crate) async fn collect<T>(items: impl Stream<Item = Result<T, vm0_client::Error>>, limit: Option<usize>) -> Result<Vec<T>, vm0_client::Error> {
     let items = std::pin::pin!(items);
     match limit {
         Some(limit) => items.take(limit).try_collect().await,

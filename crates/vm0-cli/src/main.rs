@@ -4,6 +4,8 @@
 //! `config` keeps the login, `output` prints tables, JSON and errors, and `lookup` finds
 //! what an argument names.
 
+#![allow(clippy::print_stdout)] // Printing is what this program is for.
+
 mod agents;
 mod auth;
 mod config;

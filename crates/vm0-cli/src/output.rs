@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 
 /// Prints rows under a header, each column as wide as its widest cell.
-pub fn table(header: &[&str], rows: Vec<Vec<String>>) {
+pub(crate) fn table(header: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -25,7 +25,7 @@ pub fn table(header: &[&str], rows: Vec<Vec<String>>) {
 }
 
 /// Prints key-value pairs, the keys aligned.
-pub fn fields(pairs: &[(&str, String)]) {
+pub(crate) fn fields(pairs: &[(&str, String)]) {
     let width = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (key, value) in pairs {
         println!("{key:<width$}  {value}");
@@ -33,18 +33,18 @@ pub fn fields(pairs: &[(&str, String)]) {
 }
 
 /// Prints a value as pretty JSON.
-pub fn json<T: Serialize>(value: &T) -> Result<()> {
+pub(crate) fn json<T: Serialize>(value: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
 /// An optional value, or `-`.
-pub fn or_dash<T: ToString>(value: Option<T>) -> String {
+pub(crate) fn or_dash<T: ToString>(value: Option<T>) -> String {
     value.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
 }
 
 /// A count with its noun, `1 file` or `2 files`.
-pub fn count(n: usize, noun: &str) -> String {
+pub(crate) fn count(n: usize, noun: &str) -> String {
     if n == 1 {
         format!("1 {noun}")
     } else {
@@ -53,13 +53,13 @@ pub fn count(n: usize, noun: &str) -> String {
 }
 
 /// A timestamp as people read it.
-pub fn time(value: &chrono::DateTime<chrono::Utc>) -> String {
+pub(crate) fn time(value: &chrono::DateTime<chrono::Utc>) -> String {
     value.format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
 /// Prints an error the way every command does: what was being done and what went wrong on
 /// one line, then the API's error code, status, parameter and request id when it gave them.
-pub fn error(error: &anyhow::Error) {
+pub(crate) fn error(error: &anyhow::Error) {
     let mut parts = Vec::new();
     let mut api = None;
     for cause in error.chain() {
@@ -92,7 +92,7 @@ pub fn error(error: &anyhow::Error) {
 
 /// Asks a yes/no question on the terminal; without one, the answer is no and the error
 /// says to pass `--yes`.
-pub fn confirm(question: &str) -> Result<bool> {
+pub(crate) fn confirm(question: &str) -> Result<bool> {
     if !std::io::stdin().is_terminal() {
         bail!("{question} There is no terminal to ask on: pass --yes to confirm.");
     }

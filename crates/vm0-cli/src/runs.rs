@@ -16,14 +16,14 @@ use crate::lookup;
 use crate::{output, parse_arg};
 
 /// The exit codes of a followed run, by how it ended.
-pub const EXIT_FAILED: u8 = 3;
-pub const EXIT_TIMEOUT: u8 = 4;
-pub const EXIT_CANCELLED: u8 = 5;
+pub(crate) const EXIT_FAILED: u8 = 3;
+pub(crate) const EXIT_TIMEOUT: u8 = 4;
+pub(crate) const EXIT_CANCELLED: u8 = 5;
 /// Ctrl-C twice: the run goes on without us.
-pub const EXIT_DETACHED: u8 = 130;
+pub(crate) const EXIT_DETACHED: u8 = 130;
 
 #[derive(Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// The agent's name or id.
     agent: String,
     /// What the agent is asked to do.
@@ -52,7 +52,7 @@ pub struct RunArgs {
 }
 
 #[derive(Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// List runs, newest first.
     List {
         /// Only runs of this agent (name or id).
@@ -132,7 +132,7 @@ fn ended(status: RunStatus) -> bool {
 }
 
 /// `vm0 run`.
-pub async fn start(args: RunArgs, client: &Client, json: bool) -> Result<ExitCode> {
+pub(crate) async fn start(args: RunArgs, client: &Client, json: bool) -> Result<ExitCode> {
     let agent = crate::agents::find(client, &args.agent).await?;
     let (artifact_name, artifact_version) = match args.artifact.as_deref().map(name_version) {
         Some((name, version)) => (Some(parse_arg(&name)?), version.as_deref().map(parse_arg).transpose()?),
@@ -254,7 +254,7 @@ async fn cancel(client: &Client, run_id: &str) -> bool {
     }
 }
 
-pub async fn run(command: Command, client: &Client, json: bool) -> Result<()> {
+pub(crate) async fn run(command: Command, client: &Client, json: bool) -> Result<()> {
     match command {
         Command::List { agent, status, since, limit } => {
             let mut request = client.list_runs();

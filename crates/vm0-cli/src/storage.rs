@@ -18,7 +18,7 @@ use crate::output;
 /// The commands of `vm0 volumes` and `vm0 artifacts`; their help says `KIND`, which
 /// [`Kind::name_in_help`] replaces.
 #[derive(Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Create an empty KIND.
     Create {
         /// The new KIND's name: lowercase letters, digits and hyphens.
@@ -81,7 +81,7 @@ pub enum Command {
 
 /// Which kind of storage a command is about.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Volume,
     Artifact,
 }
@@ -95,7 +95,7 @@ impl Kind {
     }
 
     /// The help of `command`, the volumes' or the artifacts', with `KIND` made this kind.
-    pub fn name_in_help(self, command: clap::Command) -> clap::Command {
+    pub(crate) fn name_in_help(self, command: clap::Command) -> clap::Command {
         let noun = self.noun();
         let with_article = if self == Kind::Artifact { "an artifact" } else { "a volume" };
         let fix = |text: Option<&clap::builder::StyledStr>| text.map(|t| t.to_string().replace("a KIND", with_article).replace("KIND", noun));
@@ -207,7 +207,7 @@ impl From<types::ArtifactVersion> for Version {
     }
 }
 
-pub async fn run(kind: Kind, command: Command, client: &Client, json: bool) -> Result<()> {
+pub(crate) async fn run(kind: Kind, command: Command, client: &Client, json: bool) -> Result<()> {
     let noun = kind.noun();
     match command {
         Command::Create { name } => {

@@ -11,7 +11,7 @@ use crate::lookup::{self, by_id_or_name};
 use crate::output;
 
 #[derive(Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// List your tokens (never their values).
     List {
         /// Show at most this many.
@@ -36,7 +36,7 @@ pub enum Command {
     },
 }
 
-pub async fn run(command: Command, client: &Client, json: bool) -> Result<()> {
+pub(crate) async fn run(command: Command, client: &Client, json: bool) -> Result<()> {
     match command {
         Command::List { limit } => {
             let tokens = lookup::collect(client.list_tokens().stream(), limit).await?;

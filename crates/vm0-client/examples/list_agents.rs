@@ -2,6 +2,8 @@
 //!
 //! `VM0_API_URL=http://127.0.0.1:8080 VM0_TOKEN=vm0_live_… cargo run -p vm0-client --example list_agents`
 
+#![allow(clippy::print_stdout)] // Printing is what this program is for.
+
 use futures::TryStreamExt;
 use vm0_client::{Client, Paginate};
 

@@ -3,6 +3,8 @@
 //!
 //! `VM0_API_URL=… VM0_TOKEN=… cargo run -p vm0-client --example push_pull -- VOLUME FROM_DIR TO_DIR`
 
+#![allow(clippy::print_stdout)] // Printing is what this program is for.
+
 use std::path::Path;
 use std::time::Instant;
 

@@ -3,6 +3,8 @@
 //!
 //! `VM0_API_URL=… VM0_TOKEN=… cargo run -p vm0-client --example run_and_follow -- AGENT "PROMPT"`
 
+#![allow(clippy::print_stdout)] // Printing is what this program is for.
+
 use futures::TryStreamExt;
 use vm0_client::{types, Client, RunEvent};
 

@@ -20,6 +20,8 @@
 
 mod extras;
 #[rustfmt::skip] // Written by `cargo xtask codegen`, which formats it itself.
+                 // progenitor makes public more than this crate re-exports (`ClientInfo`).
+#[allow(unreachable_pub)]
 mod generated;
 
 pub use extras::*;

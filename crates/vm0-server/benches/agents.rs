@@ -6,6 +6,8 @@
 //! default settings, its info log formatted as in production (into a sink). Run with
 //! `cargo xtask bench` (or `cargo bench -p vm0-server --bench agents`).
 
+#![allow(clippy::print_stdout)] // Printing is what this program is for.
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -133,5 +135,8 @@ async fn main() {
         println!("round {}: reference server {:.0} req/s, bare axum {:.0} req/s", i + 1, served[i], bare[i]);
     }
     let (served, bare) = (median(served), median(bare));
-    println!("GET /v1/agents ({AGENTS} agents, {CONNECTIONS} connections): reference server {served:.0} req/s, bare axum {bare:.0} req/s, ratio {:.2}", served / bare);
+    println!(
+        "GET /v1/agents ({AGENTS} agents, {CONNECTIONS} connections): reference server {served:.0} req/s, bare axum {bare:.0} req/s, ratio {:.2}",
+        served / bare
+    );
 }

@@ -3,6 +3,8 @@
 //! through HTTP. Run with `cargo xtask bench` (or `cargo bench -p vm0-server --bench
 //! pagination`).
 
+#![allow(clippy::print_stdout)] // Printing is what this program is for.
+
 use std::time::{Duration, Instant};
 
 use vm0_server::store::UserStore;

@@ -3,6 +3,8 @@
 //! checked in the run's logs. Run with `cargo xtask bench` (or `cargo bench -p
 //! vm0-server --bench run_output`).
 
+#![allow(clippy::print_stdout)] // Printing is what this program is for.
+
 use std::time::Instant;
 
 use futures_util::StreamExt;
@@ -20,8 +22,16 @@ async fn main() {
     assert_eq!(http.post(format!("{url}/v1/agents")).bearer_auth(&token).json(&agent).send().await.unwrap().status(), 201);
 
     let started = Instant::now();
-    let run: serde_json::Value =
-        http.post(format!("{url}/v1/runs")).bearer_auth(&token).json(&serde_json::json!({"agent": "printer", "prompt": "go"})).send().await.unwrap().json().await.unwrap();
+    let run: serde_json::Value = http
+        .post(format!("{url}/v1/runs"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"agent": "printer", "prompt": "go"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let id = run["id"].as_str().unwrap().to_string();
     let events = http.get(format!("{url}/v1/runs/{id}/events")).bearer_auth(&token).send().await.unwrap();
     let (mut stream, mut text, mut outputs, mut complete) = (events.bytes_stream(), String::new(), 0usize, false);

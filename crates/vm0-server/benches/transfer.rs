@@ -3,6 +3,8 @@
 //! beside a plain copy of the same bytes over loopback. Run with `cargo xtask bench` (or
 //! `cargo bench -p vm0-server --bench transfer`). Set VM0_BENCH_BYTES to change the size.
 
+#![allow(clippy::print_stdout)] // Printing is what this program is for.
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Instant;

@@ -216,6 +216,50 @@ impl Blobs {
 }
 
 /// Whether `hash` is a SHA-256 in lowercase hex, as blob paths require.
-pub fn is_hash(hash: &str) -> bool {
+pub(crate) fn is_hash(hash: &str) -> bool {
     hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Duration;
+
+    use super::*;
+    use crate::store::{FileRow, Kind, NewVersion, SqliteStore, UserStore};
+
+    async fn open() -> (tempfile::TempDir, SqliteStore, Blobs) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&format!("sqlite://{}", dir.path().join("vm0.db").display())).await.unwrap();
+        let blobs = Blobs::open(dir.path(), vec![7; 32], "http://127.0.0.1:1".into(), 1 << 20).await.unwrap();
+        (dir, store, blobs)
+    }
+
+    /// A run stores its artifact's files first and commits their version after: a
+    /// collection in between (another user deleting a volume) must not take them.
+    #[tokio::test]
+    async fn a_blob_a_run_stored_survives_a_collection_before_its_commit() {
+        let (dir, store, blobs) = open().await;
+        let source = dir.path().join("report.txt");
+        std::fs::write(&source, b"what the run wrote").unwrap();
+        let (hash, size) = blobs.ingest(&source, &store, Utc::now() + Duration::hours(1)).await.unwrap();
+        blobs.collect_garbage(&store).await;
+        assert!(blobs.path(&hash).exists(), "the pinned blob's file was collected");
+
+        let user = store.ensure_user("someone").await.unwrap();
+        let artifact = store.create_storage(Kind::Artifact, &user.id, "results", Utc::now()).await.unwrap();
+        let file = FileRow { path: "report.txt".parse().unwrap(), size: size as i64, hash: hash.clone() };
+        let version = NewVersion::of(vec![file], None, "run_1".into(), Utc::now());
+        store.commit_version(&artifact.id, "", &version).await.expect("the version commits with its blob");
+    }
+
+    #[tokio::test]
+    async fn an_unreferenced_blob_whose_pin_ran_out_is_collected() {
+        let (dir, store, blobs) = open().await;
+        let source = dir.path().join("left.txt");
+        std::fs::write(&source, b"nobody committed this").unwrap();
+        let (hash, _) = blobs.ingest(&source, &store, Utc::now() - Duration::seconds(1)).await.unwrap();
+        assert!(blobs.path(&hash).exists());
+        blobs.collect_garbage(&store).await;
+        assert!(!blobs.path(&hash).exists(), "an expired pin keeps nothing");
+    }
 }

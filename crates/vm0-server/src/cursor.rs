@@ -13,7 +13,7 @@ use vm0_api::ApiError;
 use crate::secrets;
 
 /// The signing key and the list a cursor belongs to.
-pub struct Scope<'a> {
+pub(crate) struct Scope<'a> {
     key: &'a [u8],
     list: String,
 }
@@ -27,7 +27,7 @@ struct Payload {
 impl<'a> Scope<'a> {
     /// The list `name` of the given parts, such as `("agents", [user id, name filter])`;
     /// an absent filter is an empty part.
-    pub fn new(key: &'a [u8], name: &str, parts: &[&str]) -> Scope<'a> {
+    pub(crate) fn new(key: &'a [u8], name: &str, parts: &[&str]) -> Scope<'a> {
         let mut list = name.to_string();
         for part in parts {
             // Parts are ids, names, enum values and timestamps: none holds a newline.
@@ -38,14 +38,14 @@ impl<'a> Scope<'a> {
     }
 
     /// The cursor that resumes after the item with sort key `after`.
-    pub fn encode(&self, after: &str) -> String {
+    pub(crate) fn encode(&self, after: &str) -> String {
         let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&Payload { k: after.to_string() }).expect("a string serializes"));
         let signature = secrets::sign(self.key, &format!("{}\n{payload}", self.list));
         format!("{payload}.{}", &signature[..32])
     }
 
     /// The sort key a cursor resumes after, if this list issued it.
-    pub fn decode(&self, cursor: &str) -> Result<String, ApiError> {
+    pub(crate) fn decode(&self, cursor: &str) -> Result<String, ApiError> {
         let invalid = || ApiError::invalid_parameter("cursor", "Invalid cursor: pass the nextCursor of the previous page of the same list");
         let (payload, signature) = cursor.split_once('.').ok_or_else(invalid)?;
         let expected = secrets::sign(self.key, &format!("{}\n{payload}", self.list));

@@ -1,5 +1,7 @@
 //! `vm0-server`: runs the reference server, or manages its tokens.
 
+#![allow(clippy::print_stdout)] // Printing is what this program is for.
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 

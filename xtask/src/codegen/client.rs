@@ -13,7 +13,7 @@ const TYPES_ALLOW: &[Allow] =
     &[Allow { lint: "clippy::derivable_impls", why: "typify writes `Default` by hand for enums with a default variant and for empty structs." }];
 
 /// The generated halves of `vm0-types` and `vm0-client`.
-pub fn generate(doc: &Value) -> Result<[Generated; 2]> {
+pub(super) fn generate(doc: &Value) -> Result<[Generated; 2]> {
     let spec: openapiv3::OpenAPI = serde_json::from_value(without_header_twins(&shapes(doc))).context("reading the spec as OpenAPI 3.0")?;
     let mut settings = GenerationSettings::default();
     // The client carries the extras' settings (retries), and the extras implement the

@@ -12,7 +12,7 @@ use super::{rust_file, Generated, HEADER};
 use crate::spec::{self, deref, Operation};
 
 /// The generated halves of `vm0-api`: the Rust code and the schemas it validates with.
-pub fn generate(doc: &Value) -> Result<[Generated; 2]> {
+pub(super) fn generate(doc: &Value) -> Result<[Generated; 2]> {
     let ops = spec::operations(doc).iter().map(|op| Op::read(doc, op)).collect::<Result<Vec<_>>>()?;
     let trait_methods = ops.iter().map(Op::trait_method);
     let params_structs = ops.iter().filter_map(Op::params_struct);

@@ -11,10 +11,10 @@ use crate::spec::{self, deref};
 
 /// Where the surface snapshot lives: insta's name for `assert_snapshot!("api_surface", ..)`
 /// in `tests/it/surface.rs`.
-pub const SNAPSHOT_PATH: &str = "tests/it/snapshots/it__surface__api_surface.snap";
+pub(super) const SNAPSHOT_PATH: &str = "tests/it/snapshots/it__surface__api_surface.snap";
 
 /// The component list and the surface snapshot, from the spec and the generated Rust.
-pub fn generate(doc: &Value, generated: &[Generated]) -> Result<[Generated; 2]> {
+pub(super) fn generate(doc: &Value, generated: &[Generated]) -> Result<[Generated; 2]> {
     let names: Vec<&String> = doc.pointer("/components/schemas").and_then(Value::as_object).into_iter().flatten().map(|(n, _)| n).collect();
     let entries = names.iter().map(|name| {
         let ty = syn::Ident::new(name, proc_macro2::Span::call_site());

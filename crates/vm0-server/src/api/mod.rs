@@ -248,7 +248,7 @@ impl<S: Store> Vm0Api for Api<S> {
     }
 
     async fn download_volume(&self, p: &Principal, id: String, params: DownloadVolumeParams) -> Result<types::DownloadResponse, ApiError> {
-        self.0.download(Kind::Volume, p, &id, params.version_id.map(String::from)).await
+        self.0.download(Kind::Volume, p, &id, params.version_id).await
     }
 
     async fn list_artifacts(&self, p: &Principal, params: ListArtifactsParams) -> Result<types::ArtifactList, ApiError> {
@@ -282,7 +282,7 @@ impl<S: Store> Vm0Api for Api<S> {
     }
 
     async fn download_artifact(&self, p: &Principal, id: String, params: DownloadArtifactParams) -> Result<types::DownloadResponse, ApiError> {
-        self.0.download(Kind::Artifact, p, &id, params.version_id.map(String::from)).await
+        self.0.download(Kind::Artifact, p, &id, params.version_id).await
     }
 
     async fn list_tokens(&self, p: &Principal, params: ListTokensParams) -> Result<types::TokenList, ApiError> {

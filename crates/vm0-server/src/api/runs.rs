@@ -48,7 +48,7 @@ impl<S: Store> App<S> {
     }
 
     pub(super) async fn list_runs(&self, p: &Principal, params: ListRunsParams) -> Result<types::RunList, ApiError> {
-        let filter = RunFilter { agent_id: params.agent_id.map(String::from), status: params.status, since: params.since };
+        let filter = RunFilter { agent_id: params.agent_id, status: params.status, since: params.since };
         let (agent, status) = (filter.agent_id.clone().unwrap_or_default(), filter.status.map(|s| s.to_string()).unwrap_or_default());
         let listing = self.listing("runs", &[&p.user_id, &agent, &status, &stamp(filter.since)], params.limit);
         let rows = self.store.list_runs(&p.user_id, &filter, &listing.page(params.cursor.as_deref())?).await?;

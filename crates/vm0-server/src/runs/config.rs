@@ -14,7 +14,7 @@ use vm0_api::ApiError;
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[schemars(title = "Local executor agent configuration")]
-pub struct LocalConfig {
+pub(crate) struct LocalConfig {
     /// The program and its arguments, such as `["sh", "-c", "echo \"$VM0_PROMPT\""]`. It
     /// runs in the session's working directory with a clean environment: `PATH`, `HOME`,
     /// `VM0_PROMPT` (also on standard input), `VM0_RUN_ID`, `VM0_SESSION_ID`, and the run's
@@ -30,13 +30,13 @@ pub struct LocalConfig {
 }
 
 /// The configuration's JSON Schema.
-pub fn schema() -> &'static Value {
+pub(crate) fn schema() -> &'static Value {
     static SCHEMA: LazyLock<Value> = LazyLock::new(|| serde_json::to_value(schemars::schema_for!(LocalConfig)).expect("the schema serializes"));
     &SCHEMA
 }
 
 /// Checks an agent's configuration; a violation is a 400 naming `config.<field>`.
-pub fn check(config: &Map<String, Value>) -> Result<LocalConfig, ApiError> {
+pub(crate) fn check(config: &Map<String, Value>) -> Result<LocalConfig, ApiError> {
     static VALIDATOR: LazyLock<jsonschema::Validator> = LazyLock::new(|| jsonschema::validator_for(schema()).expect("the derived schema compiles"));
     let config = Value::Object(config.clone());
     vm0_api::check_json(&VALIDATOR, &config, "config")?;

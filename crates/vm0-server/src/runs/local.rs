@@ -54,7 +54,7 @@ pub trait Executor: Send + Sync + 'static {
 }
 
 /// The default executor: a local process group.
-pub struct LocalExecutor;
+pub(crate) struct LocalExecutor;
 
 impl Executor for LocalExecutor {
     fn execute(&self, job: Job, output: mpsc::Sender<Output>, cancel: watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = Outcome> + Send + '_>> {
@@ -206,7 +206,7 @@ fn memory_total_kib() -> u64 {
 }
 
 /// The bytes of the files under `dir`.
-pub fn dir_size(dir: &Path) -> u64 {
+pub(crate) fn dir_size(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
     entries
         .flatten()

@@ -7,8 +7,8 @@
 //! The engine owns what it needs (the store, the blobs, the executor) and knows nothing
 //! of HTTP: the API layer above calls `submitted`, `cancel` and `subscribe`.
 
-pub mod config;
-pub mod local;
+pub(crate) mod config;
+pub(crate) mod local;
 mod recorder;
 mod workdir;
 
@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use vm0_types::{self as types, LogLevel, LogType, RunEventData, RunStatus};
 
-pub use recorder::{Journal, Subscription};
+pub(crate) use recorder::{Journal, Subscription};
 
 use crate::blobs::Blobs;
 use crate::ids;

@@ -47,14 +47,14 @@ enum Entry {
 
 /// The sending side of the writer, shared by every run.
 #[derive(Clone)]
-pub struct Recorder {
+pub(super) struct Recorder {
     queue: mpsc::Sender<Entry>,
     feeds: Arc<Feeds>,
 }
 
 impl Recorder {
     /// Starts the writer over `store`.
-    pub fn start<S: RunStore + Send + Sync + 'static>(store: S) -> Recorder {
+    pub(super) fn start<S: RunStore + Send + Sync + 'static>(store: S) -> Recorder {
         let (queue, entries) = mpsc::channel(QUEUE);
         let feeds = Arc::new(Feeds::default());
         tokio::spawn(write(store, entries, feeds.clone()));
@@ -62,18 +62,18 @@ impl Recorder {
     }
 
     /// What run `run_id` records, with the values of `secrets` masked.
-    pub fn journal(&self, run_id: &str, secrets: Vec<String>) -> Journal {
+    pub(super) fn journal(&self, run_id: &str, secrets: Vec<String>) -> Journal {
         Journal { run: run_id.into(), secrets: Masker::new(secrets), recorder: self.clone() }
     }
 
     /// The live events of a run, from the moment of the call.
-    pub fn subscribe(&self, run_id: &str) -> Subscription {
+    pub(super) fn subscribe(&self, run_id: &str) -> Subscription {
         self.feeds.subscribe(run_id)
     }
 }
 
 /// One run's pen: everything it writes is masked, numbered and stored in order.
-pub struct Journal {
+pub(crate) struct Journal {
     run: Arc<str>,
     secrets: Masker,
     recorder: Recorder,
@@ -87,7 +87,7 @@ impl Journal {
     }
 
     /// An event; its data's strings masked.
-    pub async fn event(&self, data: RunEventData) {
+    pub(crate) async fn event(&self, data: RunEventData) {
         let data = match data {
             RunEventData::OutputEvent(e) => RunEventData::OutputEvent(types::RunOutputEvent { content: self.secrets.mask(&e.content) }),
             RunEventData::ErrorEvent(e) => RunEventData::ErrorEvent(types::RunErrorEvent { message: self.secrets.mask(&e.message) }),
@@ -97,43 +97,43 @@ impl Journal {
     }
 
     /// A log entry; its message and metadata masked.
-    pub async fn log(&self, kind: LogType, level: LogLevel, message: &str, metadata: Map<String, Value>) {
+    pub(crate) async fn log(&self, kind: LogType, level: LogLevel, message: &str, metadata: Map<String, Value>) {
         let metadata = metadata.into_iter().map(|(k, v)| (k, self.secrets.mask_value(v))).collect();
         let row = LogRow { seq: 0, timestamp: ids::now(), kind, level, message: self.secrets.mask(message), metadata: sqlx::types::Json(metadata) };
         self.send(Entry::Log { run: self.run.clone(), row }).await;
     }
 
-    pub async fn metric(&self, sample: MetricRow) {
+    pub(crate) async fn metric(&self, sample: MetricRow) {
         self.send(Entry::Metric { run: self.run.clone(), sample }).await;
     }
 
     /// Returns once everything this journal (and every other) sent so far is stored.
-    pub async fn flush(&self) {
+    pub(crate) async fn flush(&self) {
         let (done, stored) = oneshot::channel();
         self.send(Entry::Flush(done)).await;
         stored.await.ok();
     }
 
     /// `text` with the run's secrets masked.
-    pub fn mask(&self, text: &str) -> String {
+    pub(crate) fn mask(&self, text: &str) -> String {
         self.secrets.mask(text)
     }
 }
 
 /// Replaces the values of a run's secrets with `***`.
-pub struct Masker {
+pub(super) struct Masker {
     /// Longest first, so a secret that contains another is replaced whole.
     secrets: Vec<String>,
 }
 
 impl Masker {
-    pub fn new(mut secrets: Vec<String>) -> Masker {
+    pub(super) fn new(mut secrets: Vec<String>) -> Masker {
         secrets.retain(|s| !s.is_empty());
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         Masker { secrets }
     }
 
-    pub fn mask(&self, text: &str) -> String {
+    pub(super) fn mask(&self, text: &str) -> String {
         let mut text = text.to_string();
         for secret in &self.secrets {
             if text.contains(secret.as_str()) {

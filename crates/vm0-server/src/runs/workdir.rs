@@ -46,7 +46,7 @@ impl<S: AgentStore + StorageStore + Sync> Workdir<'_, S> {
     }
 
     /// The working directory of the run, ready, and the job that runs the agent in it.
-    pub async fn prepare(&self, run: &RunRow, sample_every: Duration) -> Result<Job, String> {
+    pub(super) async fn prepare(&self, run: &RunRow, sample_every: Duration) -> Result<Job, String> {
         let config = self.agent_config(run).await?;
         let workdir = self.session_dir(&run.session_id);
         if !tokio::fs::try_exists(&workdir).await.map_err(io("reading the working directory"))? {
@@ -110,7 +110,7 @@ impl<S: AgentStore + StorageStore + Sync> Workdir<'_, S> {
 
     /// After a successful run: the checkpoint of the session's state, and the artifact's
     /// new version.
-    pub async fn complete(&self, run: &RunRow) -> Result<(CheckpointRow, Option<String>), String> {
+    pub(super) async fn complete(&self, run: &RunRow) -> Result<(CheckpointRow, Option<String>), String> {
         let workdir = self.session_dir(&run.session_id);
         let checkpoint = CheckpointRow { id: ids::new("chk"), session_id: run.session_id.clone(), agent_id: run.agent_id.clone() };
         copy_dir(&workdir, &self.checkpoint_dir(&checkpoint.id)).await.map_err(io("recording the checkpoint"))?;
