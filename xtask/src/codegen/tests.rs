@@ -23,7 +23,7 @@ pub(super) fn generate(doc: &Value, generated: &[Generated]) -> Result<[Generate
     let items: syn::File = syn::parse2(quote! {
         /// Every component schema of the spec, by name, with the JSON Schema that schemars
         /// derives from its `vm0-types` type.
-        pub fn derived_schemas() -> Vec<(&'static str, schemars::Schema)> {
+        pub(crate) fn derived_schemas() -> Vec<(&'static str, schemars::Schema)> {
             vec![#(#entries),*]
         }
 
