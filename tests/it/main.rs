@@ -4,6 +4,7 @@ mod client_faults;
 mod drift;
 mod e2e_agents;
 mod e2e_client;
+mod e2e_retention;
 mod e2e_runs;
 mod e2e_storage;
 mod e2e_tokens;

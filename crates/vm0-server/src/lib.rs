@@ -54,6 +54,8 @@ pub struct Config {
     pub max_concurrent_runs: usize,
     /// How often a running run's processes are sampled.
     pub sample_interval: std::time::Duration,
+    /// How long checkpoints are kept, and sessions kept after their last run.
+    pub retention: std::time::Duration,
 }
 
 impl Config {
@@ -68,6 +70,7 @@ impl Config {
             max_file_size: 5 * 1024 * 1024 * 1024,
             max_concurrent_runs: 4,
             sample_interval: std::time::Duration::from_secs(1),
+            retention: std::time::Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -103,7 +106,7 @@ pub async fn bind(config: Config) -> anyhow::Result<Server> {
         None
     };
     let blobs = Arc::new(blobs);
-    let limits = runs::Limits { concurrency: config.max_concurrent_runs, sample_every: config.sample_interval };
+    let limits = runs::Limits { concurrency: config.max_concurrent_runs, sample_every: config.sample_interval, retention: config.retention };
     let engine = Arc::new(runs::Engine::new(store.clone(), blobs.clone(), Arc::new(runs::local::LocalExecutor), limits, &config.data_dir));
     engine.recover().await;
     blobs.collect_garbage(&store).await;
@@ -123,8 +126,10 @@ impl Server {
     /// Serves until `shutdown` completes, then finishes the requests in flight.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let scheduler = tokio::spawn(self.app.engine.clone().schedule());
+        let sweeper = tokio::spawn(self.app.engine.clone().sweep());
         let served = axum::serve(self.listener, router(self.app)).with_graceful_shutdown(shutdown).await;
         scheduler.abort();
+        sweeper.abort();
         served?;
         Ok(())
     }

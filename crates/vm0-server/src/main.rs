@@ -35,6 +35,9 @@ struct Cli {
     /// How often a running run's processes are sampled, in milliseconds.
     #[arg(long, env = "VM0_SAMPLE_INTERVAL_MS", default_value_t = 1000)]
     sample_interval_ms: u64,
+    /// How many days checkpoints are kept, and sessions after their last run.
+    #[arg(long, env = "VM0_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3650))]
+    retention_days: u64,
     /// What to log, as a tracing filter: error, warn, info, debug, or per module.
     #[arg(long, env = "VM0_LOG", default_value = "info")]
     log: String,
@@ -84,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
         max_file_size: cli.max_file_size,
         max_concurrent_runs: cli.max_concurrent_runs,
         sample_interval: std::time::Duration::from_millis(cli.sample_interval_ms),
+        retention: std::time::Duration::from_secs(cli.retention_days * 24 * 3600),
     };
 
     if let Some(Command::Token { command: TokenCommand::Create { user, name, expires_in_days } }) = cli.command {

@@ -69,6 +69,10 @@ impl<S: Store> App<S> {
         if let Some(id) = &body.session_id {
             let session = self.store.get_session(&p.user_id, id).await?;
             let session = session.ok_or_else(|| ApiError::not_found("session", id).with_param("sessionId"))?;
+            if session.expired_at.is_some() {
+                let message = format!("Session '{}' has expired: it was unused for longer than this server keeps sessions", id.as_str());
+                return Err(ApiError::invalid_state(message).with_param("sessionId"));
+            }
             let agent = self.store.get_agent(&p.user_id, &session.agent_id).await?;
             let agent = agent.ok_or_else(|| ApiError::invalid_state(format!("The agent of session '{}' was deleted", id.as_str())))?;
             return Ok((agent, Some(session.id), None));
@@ -152,7 +156,7 @@ impl<S: Store> App<S> {
 
         let new_session = match &session {
             Some(_) => None,
-            None => Some(SessionRow { id: ids::new("sess"), user_id: p.user_id.clone(), agent_id: agent.id.clone() }),
+            None => Some(SessionRow { id: ids::new("sess"), user_id: p.user_id.clone(), agent_id: agent.id.clone(), expired_at: None }),
         };
         let row = RunRow {
             id: ids::new("run"),

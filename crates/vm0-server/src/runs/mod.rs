@@ -25,16 +25,22 @@ pub(crate) use recorder::{Journal, Subscription};
 
 use crate::blobs::Blobs;
 use crate::ids;
-use crate::store::{CheckpointRow, RunEnd, RunRow, Store};
+use crate::store::{Expired, NewCheckpoint, RunEnd, RunRow, Store};
 use local::{Executor, Outcome, Output};
 use recorder::Recorder;
 
-/// How many runs execute at once, and how often they are sampled.
+/// How many runs execute at once, how often they are sampled, and how long sessions and
+/// checkpoints are kept.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub concurrency: usize,
     pub sample_every: Duration,
+    /// Checkpoints older than this are deleted, and sessions unused for this long expire.
+    pub retention: Duration,
 }
+
+/// How often the retention sweep runs.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
 /// How long a cancel waits for the run's end to be recorded before it answers.
 const CANCEL_WAIT: Duration = Duration::from_secs(5);
@@ -133,6 +139,40 @@ impl<S: Store> Engine<S> {
         }
     }
 
+    /// Deletes the checkpoints older than `retention`, expires the sessions unused for as
+    /// long and removes their working directories, then the blobs nothing holds any more.
+    pub async fn expire(&self, retention: Duration) -> crate::store::Result<Expired> {
+        let now = chrono::Utc::now();
+        let before = now - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+        let expired = self.store.expire(before, now).await?;
+        let workdir = workdir::Workdir { store: &self.store, blobs: &self.blobs, dir: &self.dir };
+        for session in &expired.sessions {
+            match tokio::fs::remove_dir_all(workdir.session_dir(session)).await {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                    tracing::warn!(%session, %error, "could not remove an expired session's directory")
+                }
+                _ => {}
+            }
+        }
+        self.blobs.collect_garbage(&self.store).await;
+        Ok(expired)
+    }
+
+    /// Runs the retention sweep now and then every `SWEEP_EVERY`; runs until the process
+    /// ends.
+    pub async fn sweep(self: Arc<Self>) {
+        loop {
+            match self.expire(self.limits.retention).await {
+                Ok(expired) if expired != Expired::default() => {
+                    tracing::info!(checkpoints = expired.checkpoints, sessions = expired.sessions.len(), "retention: deleted")
+                }
+                Ok(_) => {}
+                Err(error) => tracing::error!(%error, "the retention sweep failed"),
+            }
+            tokio::time::sleep(SWEEP_EVERY).await;
+        }
+    }
+
     /// Starts pending runs, oldest first, as slots free up; runs until the process ends.
     pub async fn schedule(self: Arc<Self>) {
         // The run at the head of the queue whose start keeps failing, and its backoff.
@@ -228,7 +268,7 @@ impl<S: Store> Engine<S> {
             error: error.map(|e| journal.mask(&e)),
             execution_time_ms: Some(elapsed),
             completed_at: ids::now(),
-            checkpoint_id: checkpoint.as_ref().map(|c: &CheckpointRow| c.id.clone()),
+            checkpoint_id: checkpoint.as_ref().map(|c: &NewCheckpoint| c.row.id.clone()),
             artifact_version,
         };
         // Every line is stored before the run reads as ended.

@@ -1,7 +1,11 @@
 //! A run's working directory (`sessions/<id>/`): prepared before the run from the
 //! session's state, the agent's files, the volumes and the artifact's base version; and
-//! collected after a successful run into a checkpoint (a copy under `checkpoints/<id>/`)
-//! and the artifact's new version.
+//! collected after a successful run into a checkpoint and the artifact's new version.
+//!
+//! A checkpoint is a manifest of blobs: every file of the directory except `volumes/`
+//! and `artifact/` (which have versions of their own), stored by content, so a file no
+//! run changed costs no new bytes. The directory itself is a cache of the session's
+//! latest checkpoint: a session whose directory is gone continues from it.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,7 +16,7 @@ use super::config;
 use super::local::Job;
 use crate::blobs::Blobs;
 use crate::ids;
-use crate::store::{AgentStore, CheckpointRow, FileRow, Kind, NewVersion, RunRow, StorageStore};
+use crate::store::{AgentStore, CheckpointRow, FileRow, Kind, NewCheckpoint, NewVersion, RunRow, RunStore, StorageStore};
 
 /// How long an agent may run when its configuration does not say.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -30,13 +34,12 @@ fn io(what: &'static str) -> impl Fn(std::io::Error) -> String {
     move |e| format!("{what}: {e}")
 }
 
-impl<S: AgentStore + StorageStore + Sync> Workdir<'_, S> {
-    fn session_dir(&self, id: &str) -> PathBuf {
-        self.dir.join("sessions").join(id)
-    }
+/// The directories of a working directory that a checkpoint leaves out.
+const NOT_CHECKPOINTED: [&str; 2] = ["volumes", "artifact"];
 
-    fn checkpoint_dir(&self, id: &str) -> PathBuf {
-        self.dir.join("checkpoints").join(id)
+impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
+    pub(super) fn session_dir(&self, id: &str) -> PathBuf {
+        self.dir.join("sessions").join(id)
     }
 
     async fn agent_config(&self, run: &RunRow) -> Result<config::LocalConfig, String> {
@@ -50,9 +53,21 @@ impl<S: AgentStore + StorageStore + Sync> Workdir<'_, S> {
         let config = self.agent_config(run).await?;
         let workdir = self.session_dir(&run.session_id);
         if !tokio::fs::try_exists(&workdir).await.map_err(io("reading the working directory"))? {
-            match &run.from_checkpoint {
-                Some(checkpoint) => copy_dir(&self.checkpoint_dir(checkpoint), &workdir).await.map_err(io("restoring the checkpoint"))?,
-                None => tokio::fs::create_dir_all(&workdir).await.map_err(io("creating the working directory"))?,
+            let checkpoint = match &run.from_checkpoint {
+                Some(checkpoint) => Some(checkpoint.clone()),
+                None => self.store.latest_checkpoint(&run.session_id).await.map_err(|e| e.to_string())?,
+            };
+            tokio::fs::create_dir_all(&workdir).await.map_err(io("creating the working directory"))?;
+            if let Some(checkpoint) = checkpoint {
+                // A checkpoint recorded before manifests is a copy of the directory.
+                let legacy = self.dir.join("checkpoints").join(&checkpoint);
+                if tokio::fs::try_exists(&legacy).await.unwrap_or(false) {
+                    copy_dir(legacy, workdir.clone()).await.map_err(io("restoring the checkpoint"))?;
+                }
+                for file in self.store.checkpoint_files(&checkpoint).await.map_err(|e| e.to_string())? {
+                    let path = file.path.as_str();
+                    self.blobs.copy_to(&file.hash, &workdir.join(path)).await.map_err(|e| format!("restoring {path} of checkpoint {checkpoint}: {e}"))?;
+                }
             }
         }
         for (path, content) in &config.files {
@@ -110,40 +125,49 @@ impl<S: AgentStore + StorageStore + Sync> Workdir<'_, S> {
 
     /// After a successful run: the checkpoint of the session's state, and the artifact's
     /// new version.
-    pub(super) async fn complete(&self, run: &RunRow) -> Result<(CheckpointRow, Option<String>), String> {
+    pub(super) async fn complete(&self, run: &RunRow) -> Result<(NewCheckpoint, Option<String>), String> {
         let workdir = self.session_dir(&run.session_id);
-        let checkpoint = CheckpointRow { id: ids::new("chk"), session_id: run.session_id.clone(), agent_id: run.agent_id.clone() };
-        copy_dir(&workdir, &self.checkpoint_dir(&checkpoint.id)).await.map_err(io("recording the checkpoint"))?;
+        let row = CheckpointRow { id: ids::new("chk"), session_id: run.session_id.clone(), agent_id: run.agent_id.clone() };
+        let checkpoint = NewCheckpoint { row, files: self.store_files(&workdir, &NOT_CHECKPOINTED, "").await? };
         let Some(name) = &run.artifact_name else { return Ok((checkpoint, None)) };
         let artifact = self.store.get_storage_by_name(Kind::Artifact, &run.user_id, name).await.map_err(|e| e.to_string())?;
         let artifact = artifact.ok_or_else(|| format!("The artifact '{name}' was deleted during the run"))?;
-        let root = workdir.join("artifact");
-        let listed = {
-            let root = root.clone();
-            tokio::task::spawn_blocking(move || list_files(&root)).await.map_err(|e| e.to_string())?
-        };
-        let mut files = Vec::new();
-        for path in listed.map_err(io("reading artifact/"))? {
-            let relative = path.strip_prefix(&root).expect("listed under artifact/").to_string_lossy().into_owned();
-            let file_path = relative.parse().map_err(|e| format!("artifact/{relative} cannot be stored: {e}"))?;
-            let pinned_until = Utc::now() + PIN;
-            let (hash, size) = self.blobs.ingest(&path, self.store, pinned_until).await.map_err(|e| format!("storing artifact/{relative}: {e}"))?;
-            files.push(FileRow { path: file_path, size: size as i64, hash });
-        }
+        let files = self.store_files(&workdir.join("artifact"), &[], "artifact/").await?;
         let version = NewVersion::of(files, Some(format!("Written by run {}", run.id)), run.id.clone(), ids::now());
         let committed = self.store.commit_version(&artifact.id, "", &version).await.map_err(|e| format!("committing the artifact: {e}"))?;
         Ok((checkpoint, Some(committed.id)))
     }
 }
 
-/// Every regular file under `dir`, depth first. Links are not followed.
-fn list_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
+    /// Stores every regular file under `root` (but the top-level folders `skip`) as a
+    /// blob, pinned until its version or checkpoint commits; their manifest. `shown` is
+    /// `root` as a run's messages name it.
+    async fn store_files(&self, root: &Path, skip: &'static [&'static str], shown: &str) -> Result<Vec<FileRow>, String> {
+        let listed = {
+            let root = root.to_path_buf();
+            tokio::task::spawn_blocking(move || list_files(&root, skip)).await.map_err(|e| e.to_string())?
+        };
+        let mut files = Vec::new();
+        for path in listed.map_err(|e| format!("reading {shown}: {e}"))? {
+            let relative = path.strip_prefix(root).expect("listed under the root").to_string_lossy().into_owned();
+            let file_path = relative.parse().map_err(|e| format!("{shown}{relative} cannot be stored: {e}"))?;
+            let (hash, size) = self.blobs.ingest(&path, self.store, Utc::now() + PIN).await.map_err(|e| format!("storing {shown}{relative}: {e}"))?;
+            files.push(FileRow { path: file_path, size: size as i64, hash });
+        }
+        Ok(files)
+    }
+}
+
+/// Every regular file under `dir` but its top-level folders `skip`, depth first. Links
+/// are not followed.
+fn list_files(dir: &Path, skip: &[&str]) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let kind = entry.file_type()?;
-        if kind.is_dir() {
-            out.extend(list_files(&entry.path())?);
+        if kind.is_dir() && !skip.iter().any(|s| entry.file_name() == *s) {
+            out.extend(list_files(&entry.path(), &[])?);
         } else if kind.is_file() {
             out.push(entry.path());
         }
@@ -151,31 +175,20 @@ fn list_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Copies a directory tree (regular files and folders), into a temporary name first so
-/// that `to` appears complete or not at all.
-async fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
-    let (from, to) = (from.to_path_buf(), to.to_path_buf());
-    tokio::task::spawn_blocking(move || {
-        fn copy(from: &Path, to: &Path) -> std::io::Result<()> {
-            std::fs::create_dir_all(to)?;
-            for entry in std::fs::read_dir(from)? {
-                let entry = entry?;
-                let kind = entry.file_type()?;
-                if kind.is_dir() {
-                    copy(&entry.path(), &to.join(entry.file_name()))?;
-                } else if kind.is_file() {
-                    std::fs::copy(entry.path(), to.join(entry.file_name()))?;
-                }
+/// Copies a directory tree (regular files and folders) into `to`.
+async fn copy_dir(from: PathBuf, to: PathBuf) -> std::io::Result<()> {
+    fn copy(from: &Path, to: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(to)?;
+        for entry in std::fs::read_dir(from)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                copy(&entry.path(), &to.join(entry.file_name()))?;
+            } else if kind.is_file() {
+                std::fs::copy(entry.path(), to.join(entry.file_name()))?;
             }
-            Ok(())
         }
-        let partial = to.with_extension("partial");
-        if partial.exists() {
-            std::fs::remove_dir_all(&partial)?;
-        }
-        copy(&from, &partial)?;
-        std::fs::rename(&partial, &to)
-    })
-    .await
-    .map_err(std::io::Error::other)?
+        Ok(())
+    }
+    tokio::task::spawn_blocking(move || copy(&from, &to)).await.map_err(std::io::Error::other)?
 }

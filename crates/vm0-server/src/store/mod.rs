@@ -215,6 +215,9 @@ pub struct SessionRow {
     pub id: String,
     pub user_id: String,
     pub agent_id: String,
+    /// Set once the session is past its retention.
+    #[sqlx(default)]
+    pub expired_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -222,6 +225,21 @@ pub struct CheckpointRow {
     pub id: String,
     pub session_id: String,
     pub agent_id: String,
+}
+
+/// A checkpoint about to be recorded: its row and the files of its manifest.
+#[derive(Debug, Clone)]
+pub struct NewCheckpoint {
+    pub row: CheckpointRow,
+    pub files: Vec<FileRow>,
+}
+
+/// What a retention sweep removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expired {
+    pub checkpoints: u64,
+    /// The sessions now expired, whose working directories may go.
+    pub sessions: Vec<String>,
 }
 
 /// How a run ended.
@@ -360,16 +378,17 @@ pub trait StorageStore {
     fn create_upload_session(&self, session: &UploadSession, at: DateTime<Utc>) -> impl Future<Output = Result<()>> + Send;
     fn upload_session(&self, storage_id: &str, id: &str) -> impl Future<Output = Result<Option<UploadSession>>> + Send;
     /// Lists a complete blob. A blob pinned until a time is left alone by the collector
-    /// until then, referenced or not (a run's artifact files, between their storing and
-    /// their version's commit); pinning an already listed blob extends its pin.
+    /// until then or until a version or checkpoint that holds it commits, which releases
+    /// the pin (a run's files, between their storing and that commit); pinning an already
+    /// listed blob extends its pin.
     fn record_blob(&self, hash: &str, size: i64, at: DateTime<Utc>, pinned_until: Option<DateTime<Utc>>) -> impl Future<Output = Result<()>> + Send;
     /// In one transaction: checks that every file's blob is complete with its size
     /// (`InvalidState` naming the first that is not), then the version (or the existing
     /// one with the same id), its files, the storage's current version, and the end of the
     /// upload session.
     fn commit_version(&self, storage_id: &str, session_id: &str, version: &NewVersion) -> impl Future<Output = Result<VersionRow>> + Send;
-    /// Ends the upload sessions expired at `now`, then lists the blobs that no version and
-    /// no open upload session refer to and that no pin holds at `now`.
+    /// Ends the upload sessions expired at `now`, then lists the blobs that no version, no
+    /// checkpoint and no open upload session refer to and that no pin holds at `now`.
     fn unreferenced_blobs(&self, now: DateTime<Utc>) -> impl Future<Output = Result<Vec<String>>> + Send;
     /// Forgets a blob if it is still unreferenced and unpinned at `now`; true when its
     /// file may go.
@@ -392,7 +411,14 @@ pub trait RunStore {
     fn start_run(&self, id: &str, at: DateTime<Utc>) -> impl Future<Output = Result<bool>> + Send;
     /// Ends a run that has not ended yet, with its checkpoint when it records one; false
     /// when it had already ended.
-    fn end_run(&self, id: &str, end: &RunEnd, checkpoint: Option<&CheckpointRow>) -> impl Future<Output = Result<bool>> + Send;
+    fn end_run(&self, id: &str, end: &RunEnd, checkpoint: Option<&NewCheckpoint>) -> impl Future<Output = Result<bool>> + Send;
+    /// The files of a checkpoint's manifest.
+    fn checkpoint_files(&self, checkpoint_id: &str) -> impl Future<Output = Result<Vec<FileRow>>> + Send;
+    /// The newest checkpoint of a session.
+    fn latest_checkpoint(&self, session_id: &str) -> impl Future<Output = Result<Option<String>>> + Send;
+    /// Deletes the checkpoints recorded before `before`, and expires the sessions with no
+    /// run created since `before` and none still pending or running.
+    fn expire(&self, before: DateTime<Utc>, now: DateTime<Utc>) -> impl Future<Output = Result<Expired>> + Send;
     /// pending → cancelled; false when the run was no longer pending.
     fn cancel_pending_run(&self, id: &str, end: &RunEnd) -> impl Future<Output = Result<bool>> + Send;
     /// Ids of the runs left running, as after a crash.

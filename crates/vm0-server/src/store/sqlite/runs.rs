@@ -6,7 +6,8 @@ use sqlx::{QueryBuilder, Sqlite};
 
 use super::{id_key, SqliteStore};
 use crate::store::{
-    Batch, CheckpointRow, Counters, EventRow, LogQuery, LogRow, MetricRow, Page, Result, RunEnd, RunFilter, RunRow, RunStore, SessionRow, StorageRow,
+    Batch, CheckpointRow, Counters, EventRow, Expired, FileRow, LogQuery, LogRow, MetricRow, NewCheckpoint, Page, Result, RunEnd, RunFilter, RunRow, RunStore,
+    SessionRow, StorageRow,
 };
 
 /// Rows a multi-row INSERT takes at most: well under SQLite's limit of 32,766 bound
@@ -87,7 +88,11 @@ impl RunStore for SqliteStore {
     }
 
     async fn get_session(&self, user_id: &str, id: &str) -> Result<Option<SessionRow>> {
-        Ok(sqlx::query_as("SELECT id, user_id, agent_id FROM sessions WHERE user_id = ? AND id = ?").bind(user_id).bind(id).fetch_optional(&self.pool).await?)
+        Ok(sqlx::query_as("SELECT id, user_id, agent_id, expired_at FROM sessions WHERE user_id = ? AND id = ?")
+            .bind(user_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     async fn get_checkpoint(&self, user_id: &str, id: &str) -> Result<Option<CheckpointRow>> {
@@ -108,7 +113,7 @@ impl RunStore for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn end_run(&self, id: &str, end: &RunEnd, checkpoint: Option<&CheckpointRow>) -> Result<bool> {
+    async fn end_run(&self, id: &str, end: &RunEnd, checkpoint: Option<&NewCheckpoint>) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE runs SET status = ?, error = ?, execution_time_ms = ?, completed_at = ?, checkpoint_id = ?, artifact_version = ?
@@ -128,15 +133,51 @@ impl RunStore for SqliteStore {
         }
         if let Some(c) = checkpoint {
             sqlx::query("INSERT INTO checkpoints (id, session_id, run_id, created_at) VALUES (?, ?, ?, ?)")
-                .bind(&c.id)
-                .bind(&c.session_id)
+                .bind(&c.row.id)
+                .bind(&c.row.session_id)
                 .bind(id)
                 .bind(end.completed_at)
                 .execute(&mut *tx)
                 .await?;
+            for rows in c.files.chunks(ROWS_PER_INSERT) {
+                let mut insert = QueryBuilder::<Sqlite>::new("INSERT INTO checkpoint_files (checkpoint_id, path, size, hash) ");
+                insert.push_values(rows, |mut row, file| {
+                    row.push_bind(&c.row.id).push_bind(file.path.as_str()).push_bind(file.size).push_bind(file.hash.as_str());
+                });
+                insert.build().execute(&mut *tx).await?;
+            }
+            super::unpin(&mut tx, &c.files).await?;
         }
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn checkpoint_files(&self, checkpoint_id: &str) -> Result<Vec<FileRow>> {
+        Ok(sqlx::query_as("SELECT path, size, hash FROM checkpoint_files WHERE checkpoint_id = ? ORDER BY path")
+            .bind(checkpoint_id)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn latest_checkpoint(&self, session_id: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT id FROM checkpoints WHERE session_id = ? ORDER BY id DESC LIMIT 1").bind(session_id).fetch_optional(&self.pool).await?)
+    }
+
+    async fn expire(&self, before: DateTime<Utc>, now: DateTime<Utc>) -> Result<Expired> {
+        let mut tx = self.pool.begin().await?;
+        let checkpoints = sqlx::query("DELETE FROM checkpoints WHERE created_at < ?").bind(before).execute(&mut *tx).await?.rows_affected();
+        let sessions = sqlx::query_scalar(
+            "UPDATE sessions SET expired_at = ?1
+             WHERE expired_at IS NULL
+               AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.session_id = sessions.id AND (r.created_at >= ?2 OR r.status IN ('pending', 'running')))
+             RETURNING id",
+        )
+        .bind(now)
+        .bind(before)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Expired { checkpoints, sessions })
     }
 
     async fn cancel_pending_run(&self, id: &str, end: &RunEnd) -> Result<bool> {

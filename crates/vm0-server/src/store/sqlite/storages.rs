@@ -207,6 +207,7 @@ impl StorageStore for SqliteStore {
             .execute(&mut *tx)
             .await?;
         sqlx::query("DELETE FROM upload_sessions WHERE id = ?").bind(session_id).execute(&mut *tx).await?;
+        super::unpin(&mut tx, &new.files).await?;
         tx.commit().await?;
         Ok(row)
     }
@@ -217,7 +218,8 @@ impl StorageStore for SqliteStore {
             "SELECT hash FROM blobs b
              WHERE (b.pinned_until IS NULL OR b.pinned_until < ?1)
                AND NOT EXISTS (SELECT 1 FROM version_files f WHERE f.hash = b.hash)
-               AND NOT EXISTS (SELECT 1 FROM upload_files u WHERE u.hash = b.hash)",
+               AND NOT EXISTS (SELECT 1 FROM upload_files u WHERE u.hash = b.hash)
+               AND NOT EXISTS (SELECT 1 FROM checkpoint_files c WHERE c.hash = b.hash)",
         )
         .bind(now)
         .fetch_all(&self.pool)
@@ -228,7 +230,8 @@ impl StorageStore for SqliteStore {
         let done = sqlx::query(
             "DELETE FROM blobs WHERE hash = ?1 AND (pinned_until IS NULL OR pinned_until < ?2)
                AND NOT EXISTS (SELECT 1 FROM version_files WHERE hash = ?1)
-               AND NOT EXISTS (SELECT 1 FROM upload_files WHERE hash = ?1)",
+               AND NOT EXISTS (SELECT 1 FROM upload_files WHERE hash = ?1)
+               AND NOT EXISTS (SELECT 1 FROM checkpoint_files WHERE hash = ?1)",
         )
         .bind(hash)
         .bind(now)
