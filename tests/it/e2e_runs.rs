@@ -333,3 +333,72 @@ async fn agent_configurations_are_checked_against_the_executor_schema() {
     let schema: Value = reqwest::get(format!("{}/executors/local/config.schema.json", server.url)).await.unwrap().json().await.unwrap();
     assert_eq!(schema["required"], json!(["command"]));
 }
+
+#[tokio::test]
+async fn a_refused_run_leaves_no_new_artifact_behind() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    shell_agent(&c).await;
+    let artifacts = || async { c.list_artifacts().send().await.unwrap().into_inner().data.into_iter().map(|a| a.name.to_string()).collect::<Vec<_>>() };
+    // A version of an artifact that does not exist yet: the run is refused, and the
+    // artifact it named is not made.
+    let refused = body("shell", "true").artifact_name(Some("fresh".parse().unwrap())).artifact_version(Some("nope".parse().unwrap()));
+    let (status, error) = api_error(c.create_run().body(refused).send().await);
+    assert_eq!((status, error.param.as_deref()), (404, Some("artifactVersion")), "{error:?}");
+    assert_eq!(artifacts().await, Vec::<String>::new(), "the refused run left an artifact behind");
+    assert!(c.list_runs().send().await.unwrap().into_inner().data.is_empty(), "the refused run was stored");
+
+    // The same new name on a run that is accepted makes the artifact with the run.
+    let accepted = start(&c, body("shell", "mkdir -p artifact; echo made > artifact/out.txt").artifact_name(Some("fresh".parse().unwrap()))).await;
+    let run = c.get_run().id(&accepted.id).send().await.unwrap().into_inner();
+    assert_eq!(run.artifact_name.as_ref().map(|n| n.to_string()).as_deref(), Some("fresh"), "{run:?}");
+    assert_eq!(artifacts().await, vec!["fresh".to_string()]);
+    let run = wait(&c, &accepted.id).await;
+    assert_eq!(run.status, RunStatus::Completed, "{run:?}");
+}
+
+/// The pid of a process an agent took out of its run's process group, which the server
+/// does not end: killed when the test ends, however it ends.
+struct Escaped(String);
+
+impl Drop for Escaped {
+    fn drop(&mut self) {
+        std::process::Command::new("kill").arg(&self.0).status().ok();
+    }
+}
+
+#[tokio::test]
+async fn a_cancel_answers_cancelled_while_an_escaped_process_holds_the_output_open() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    shell_agent(&c).await;
+    // `setsid` takes the background sleep out of the run's process group: killing the
+    // group leaves it alive, holding the run's standard output and error open.
+    let run = start(&c, body("shell", "setsid sleep 30 & echo $! > escaped; echo started; sleep 30")).await;
+    until_run_event(&c, &run.id, "the output \"started\"", |e| matches!(e, RunEvent::Output { content, .. } if content == "started")).await;
+    let pid_file = server.data_dir.path().join("sessions").join(&run.session_id).join("escaped");
+    let _escaped = Escaped(std::fs::read_to_string(&pid_file).unwrap().trim().to_string());
+    let cancelled = c.cancel_run().id(&run.id).send().await.unwrap().into_inner();
+    assert_eq!(cancelled.status, RunStatus::Cancelled, "the cancel answered {cancelled:?}");
+    assert!(cancelled.completed_at.is_some(), "the cancelled run has no completedAt: {cancelled:?}");
+}
+
+#[tokio::test]
+async fn a_runs_cursor_is_bound_to_its_status_filter() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    shell_agent(&c).await;
+    let older = wait(&c, &start(&c, body("shell", "false")).await.id).await;
+    let newer = wait(&c, &start(&c, body("shell", "false")).await.id).await;
+    wait(&c, &start(&c, body("shell", "true")).await.id).await;
+    let first = c.list_runs().status(RunStatus::Failed).limit(1).send().await.unwrap().into_inner();
+    assert_eq!(first.data.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), vec![newer.id.clone()]);
+    let cursor = first.pagination.next_cursor.expect("a second page of failed runs");
+
+    let next = c.list_runs().status(RunStatus::Failed).limit(1).cursor(cursor.as_str()).send().await.unwrap().into_inner();
+    assert_eq!(next.data.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), vec![older.id.clone()], "the same filter resumes");
+    let (status, error) = api_error(c.list_runs().status(RunStatus::Completed).limit(1).cursor(cursor.as_str()).send().await);
+    assert_eq!((status, error.param.as_deref()), (400, Some("cursor")), "another status filter: {error:?}");
+    let (status, error) = api_error(c.list_runs().limit(1).cursor(cursor.as_str()).send().await);
+    assert_eq!((status, error.param.as_deref()), (400, Some("cursor")), "no status filter: {error:?}");
+}

@@ -1,0 +1,98 @@
+//! A run whose start keeps failing in the store: the scheduler gives up on it, ends it
+//! `failed`, and goes on to the runs behind it. The failure is a SQLite trigger that
+//! refuses the store's `UPDATE runs SET status = 'running'`.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+/// How long a run that cannot start may take to end: the retries take 1.55 s.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+struct Api {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+}
+
+impl Api {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Creates a run of the shell agent; its id.
+    async fn create_run(&self, prompt: &str) -> String {
+        let (status, run) = self.call(reqwest::Method::POST, "/v1/runs", Some(json!({"agent": "shell", "prompt": prompt}))).await;
+        assert_eq!(status, 202, "createRun: {run}");
+        run["id"].as_str().unwrap().to_string()
+    }
+
+    /// Follows the run's event stream until its `complete` event, within [`DEADLINE`], and
+    /// returns the run as it then reads; panics with the run if it does not end in time.
+    async fn until_complete(&self, run: &str) -> Value {
+        let response = self.http.get(format!("{}/v1/runs/{run}/events", self.url)).bearer_auth(&self.token).send().await.unwrap();
+        assert!(response.status().is_success(), "run {run}: the event stream answered {}", response.status());
+        let mut stream = response.bytes_stream();
+        let complete = tokio::time::timeout(DEADLINE, async {
+            let mut text = String::new();
+            while let Some(chunk) = stream.next().await {
+                text.push_str(&String::from_utf8_lossy(&chunk.expect("the event stream reads")));
+                while let Some(end) = text.find("\n\n") {
+                    let block: String = text.drain(..end + 2).collect();
+                    if block.lines().any(|l| l == "event: complete") {
+                        return true;
+                    }
+                }
+            }
+            false
+        })
+        .await;
+        let (_, detail) = self.call(reqwest::Method::GET, &format!("/v1/runs/{run}"), None).await;
+        match complete {
+            Ok(true) => detail,
+            Ok(false) => panic!("run {run}: the event stream closed before `complete`; the run: {detail}"),
+            Err(_) => panic!("run {run}: no `complete` event within {DEADLINE:?}; the run: {detail}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_run_that_cannot_start_fails_and_does_not_block_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = vm0_server::bind(vm0_server::Config::local(dir.path())).await.expect("the server starts");
+    let api = Api { http: reqwest::Client::new(), url: server.url.clone(), token: server.first_token.clone().expect("a first token") };
+    let pool = server.app.store.pool().clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.serve(async {
+        stopped.await.ok();
+    }));
+    let agent = json!({"name": "shell", "config": {"command": ["sh", "-c", "eval \"$VM0_PROMPT\""], "timeoutSeconds": 60}});
+    assert_eq!(api.call(reqwest::Method::POST, "/v1/agents", Some(agent)).await.0, 201);
+
+    sqlx::query("CREATE TRIGGER no_start BEFORE UPDATE OF status ON runs WHEN NEW.status = 'running' BEGIN SELECT RAISE(ABORT, 'no start'); END;")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let stuck = api.create_run("echo never").await;
+    let run = api.until_complete(&stuck).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    let error = run["error"].as_str().unwrap_or_default();
+    assert!(error.starts_with("The run could not be started"), "{run}");
+    assert!(run["completedAt"].is_string(), "{run}");
+
+    // With starts possible again, the next run is not held up behind the failed one.
+    sqlx::query("DROP TRIGGER no_start").execute(&pool).await.unwrap();
+    let next = api.create_run("echo after").await;
+    let run = api.until_complete(&next).await;
+    assert_eq!(run["status"], "completed", "{run}");
+
+    stop.send(()).ok();
+    tokio::time::timeout(Duration::from_secs(30), serving).await.expect("the server stops").unwrap().unwrap();
+}
