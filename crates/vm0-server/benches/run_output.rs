@@ -1,7 +1,8 @@
 //! A run printing 100,000 lines, end to end: from createRun until the `complete` event
 //! arrives on the run's event stream, read as a client reads it; then every line is
-//! checked in the run's logs. Run with `cargo xtask bench` (or `cargo bench -p
-//! vm0-server --bench run_output`).
+//! checked in the run's logs. Then the time cancelRun takes to answer `cancelled` for a
+//! run whose process left a `setsid` child holding its output open. Run with `cargo
+//! xtask bench` (or `cargo bench -p vm0-server --bench run_output`).
 
 #![allow(clippy::print_stdout)] // Printing is what this program is for.
 
@@ -70,4 +71,26 @@ async fn main() {
         status["status"]
     );
     assert_eq!((outputs, logged), (LINES, LINES));
+
+    let sleeper = serde_json::json!({"name": "sleeper", "config": {"command": ["sh", "-c", "setsid sleep 30 & echo started; sleep 30"]}});
+    assert_eq!(http.post(format!("{url}/v1/agents")).bearer_auth(&token).json(&sleeper).send().await.unwrap().status(), 201);
+    let run: serde_json::Value = http
+        .post(format!("{url}/v1/runs"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"agent": "sleeper", "prompt": "z"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = run["id"].as_str().unwrap().to_string();
+    let events = http.get(format!("{url}/v1/runs/{id}/events")).bearer_auth(&token).send().await.unwrap();
+    let (mut stream, mut text) = (events.bytes_stream(), String::new());
+    while !text.contains("\nevent: output\n") {
+        text.push_str(std::str::from_utf8(&stream.next().await.expect("the run prints before it ends").unwrap()).unwrap());
+    }
+    let started = Instant::now();
+    let cancelled: serde_json::Value = http.post(format!("{url}/v1/runs/{id}/cancel")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    println!("cancelRun of a running run with a setsid child: answered {} in {} ms", cancelled["status"], started.elapsed().as_millis());
 }

@@ -53,7 +53,7 @@ impl Blobs {
     /// The store under `data_dir`; partial uploads left by a crash are removed.
     pub async fn open(data_dir: &std::path::Path, key: Vec<u8>, public_url: String, max_file_size: u64) -> std::io::Result<Self> {
         let (root, tmp) = (data_dir.join("blobs"), data_dir.join("tmp"));
-        if tmp.exists() {
+        if tokio::fs::try_exists(&tmp).await? {
             tokio::fs::remove_dir_all(&tmp).await?;
         }
         tokio::fs::create_dir_all(&root).await?;

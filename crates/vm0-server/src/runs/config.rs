@@ -52,3 +52,32 @@ pub(crate) fn check(config: &Map<String, Value>) -> Result<LocalConfig, ApiError
     }
     Ok(parsed)
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn config(value: Value) -> Map<String, Value> {
+        value.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn file_paths_stay_inside_the_working_directory() {
+        for path in ["/etc/passwd", "../up", "a/../../b", "a//b", "./a", "", "a/./b"] {
+            let error = check(&config(json!({"command": ["true"], "files": {path: "x"}}))).unwrap_err();
+            assert_eq!(error.param.as_deref(), Some(format!("config.files.{path}").as_str()), "{path:?} was accepted");
+        }
+        for path in ["a", "a/b/c.txt", ".hidden", "a..b"] {
+            assert!(check(&config(json!({"command": ["true"], "files": {path: "x"}}))).is_ok(), "{path:?} was refused");
+        }
+    }
+
+    #[test]
+    fn a_command_names_a_program() {
+        assert_eq!(check(&config(json!({"command": [""]}))).unwrap_err().param.as_deref(), Some("config.command[0]"));
+        assert!(check(&config(json!({"command": []}))).is_err());
+        assert!(check(&config(json!({"command": ["sh"], "unknown": 1}))).is_err());
+    }
+}
