@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::{json, Value};
+
+mod common;
+use common::Api;
 use sha2::{Digest, Sha256};
 
 struct Server {
@@ -55,27 +58,7 @@ async fn within<T>(deadline: Duration, what: &str, future: impl std::future::Fut
     }
 }
 
-struct Api {
-    http: reqwest::Client,
-    url: String,
-    token: String,
-}
-
 impl Api {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        match request.send().await {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                (status, response.json().await.unwrap_or(Value::Null))
-            }
-            Err(_) => (0, Value::Null),
-        }
-    }
-
     /// Prepare, upload and commit `files`; stops quietly at the first failure (the server
     /// may be killed at any point). Whether the commit succeeded.
     async fn push(&self, volume: &str, files: &[(String, Vec<u8>)]) -> bool {

@@ -7,26 +7,13 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
+mod common;
+use common::Api;
+
 /// How long a run that cannot start may take to end: the retries take 1.55 s.
 const DEADLINE: Duration = Duration::from_secs(20);
 
-struct Api {
-    http: reqwest::Client,
-    url: String,
-    token: String,
-}
-
 impl Api {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
     /// Creates a run of the shell agent; its id.
     async fn create_run(&self, prompt: &str) -> String {
         let (status, run) = self.call(reqwest::Method::POST, "/v1/runs", Some(json!({"agent": "shell", "prompt": prompt}))).await;
