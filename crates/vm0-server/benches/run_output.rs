@@ -12,29 +12,41 @@ use futures_util::StreamExt;
 
 const LINES: usize = 100_000;
 
+struct Api {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+}
+
+impl Api {
+    /// Creates the agent `name` running `command`.
+    async fn agent(&self, name: &str, command: serde_json::Value) {
+        let agent = serde_json::json!({"name": name, "config": {"command": command}});
+        let response = self.http.post(format!("{}/v1/agents", self.url)).bearer_auth(&self.token).json(&agent).send().await.unwrap();
+        assert_eq!(response.status(), 201);
+    }
+
+    /// Starts a run of the agent `name`; its id.
+    async fn run(&self, name: &str) -> String {
+        let body = serde_json::json!({"agent": name, "prompt": "go"});
+        let run: serde_json::Value =
+            self.http.post(format!("{}/v1/runs", self.url)).bearer_auth(&self.token).json(&body).send().await.unwrap().json().await.unwrap();
+        run["id"].as_str().unwrap().to_string()
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let data = tempfile::tempdir().unwrap();
     let server = vm0_server::bind(vm0_server::Config::local(data.path())).await.unwrap();
     let (url, token) = (server.url.clone(), server.first_token.clone().unwrap());
     tokio::spawn(server.serve(std::future::pending()));
-    let http = reqwest::Client::new();
-    let agent = serde_json::json!({"name": "printer", "config": {"command": ["seq", "1", LINES.to_string()]}});
-    assert_eq!(http.post(format!("{url}/v1/agents")).bearer_auth(&token).json(&agent).send().await.unwrap().status(), 201);
+    let server = Api { http: reqwest::Client::new(), url: url.clone(), token: token.clone() };
+    server.agent("printer", serde_json::json!(["seq", "1", LINES.to_string()])).await;
 
     let started = Instant::now();
-    let run: serde_json::Value = http
-        .post(format!("{url}/v1/runs"))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({"agent": "printer", "prompt": "go"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = run["id"].as_str().unwrap().to_string();
-    let events = http.get(format!("{url}/v1/runs/{id}/events")).bearer_auth(&token).send().await.unwrap();
+    let id = server.run("printer").await;
+    let events = server.http.get(format!("{url}/v1/runs/{id}/events")).bearer_auth(&token).send().await.unwrap();
     let (mut stream, mut text, mut outputs, mut complete) = (events.bytes_stream(), String::new(), 0usize, false);
     while let Some(chunk) = stream.next().await {
         text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
@@ -54,7 +66,8 @@ async fn main() {
             Some(cursor) => format!("type=agent&limit=100&cursor={cursor}"),
             None => "type=agent&limit=100".to_string(),
         };
-        let page: serde_json::Value = http.get(format!("{url}/v1/runs/{id}/logs?{query}")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+        let page: serde_json::Value =
+            server.http.get(format!("{url}/v1/runs/{id}/logs?{query}")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
         for entry in page["data"].as_array().unwrap() {
             logged += 1;
             assert_eq!(entry["message"], logged.to_string(), "log entries in order, each line once");
@@ -64,7 +77,7 @@ async fn main() {
             None => break,
         }
     }
-    let status: serde_json::Value = http.get(format!("{url}/v1/runs/{id}")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let status: serde_json::Value = server.http.get(format!("{url}/v1/runs/{id}")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
     println!(
         "a run printing {LINES} lines: {:.2} s end to end (createRun to the complete event); {outputs} output events, {logged} agent log entries, status {}",
         elapsed.as_secs_f64(),
@@ -72,25 +85,14 @@ async fn main() {
     );
     assert_eq!((outputs, logged), (LINES, LINES));
 
-    let sleeper = serde_json::json!({"name": "sleeper", "config": {"command": ["sh", "-c", "setsid sleep 30 & echo started; sleep 30"]}});
-    assert_eq!(http.post(format!("{url}/v1/agents")).bearer_auth(&token).json(&sleeper).send().await.unwrap().status(), 201);
-    let run: serde_json::Value = http
-        .post(format!("{url}/v1/runs"))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({"agent": "sleeper", "prompt": "z"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = run["id"].as_str().unwrap().to_string();
-    let events = http.get(format!("{url}/v1/runs/{id}/events")).bearer_auth(&token).send().await.unwrap();
+    server.agent("sleeper", serde_json::json!(["sh", "-c", "setsid sleep 30 & echo started; sleep 30"])).await;
+    let id = server.run("sleeper").await;
+    let events = server.http.get(format!("{url}/v1/runs/{id}/events")).bearer_auth(&token).send().await.unwrap();
     let (mut stream, mut text) = (events.bytes_stream(), String::new());
     while !text.contains("\nevent: output\n") {
         text.push_str(std::str::from_utf8(&stream.next().await.expect("the run prints before it ends").unwrap()).unwrap());
     }
     let started = Instant::now();
-    let cancelled: serde_json::Value = http.post(format!("{url}/v1/runs/{id}/cancel")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let cancelled: serde_json::Value = server.http.post(format!("{url}/v1/runs/{id}/cancel")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
     println!("cancelRun of a running run with a setsid child: answered {} in {} ms", cancelled["status"], started.elapsed().as_millis());
 }
