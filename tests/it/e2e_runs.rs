@@ -402,3 +402,21 @@ async fn a_runs_cursor_is_bound_to_its_status_filter() {
     let (status, error) = api_error(c.list_runs().limit(1).cursor(cursor.as_str()).send().await);
     assert_eq!((status, error.param.as_deref()), (400, Some("cursor")), "no status filter: {error:?}");
 }
+
+/// A client that resumes an ended run's stream after its last event gets the end of the
+/// stream, not heartbeats forever; one that resumes earlier gets exactly the rest.
+#[tokio::test]
+async fn resuming_an_ended_runs_stream_gives_the_rest_then_the_end() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    shell_agent(&c).await;
+    let run = wait(&c, &start(&c, body("shell", "echo one; echo two")).await.id).await;
+    let (all, _) = events(&server, &run.id, None, None).await;
+    let last = all.last().unwrap();
+    assert_eq!(last.1, "complete");
+
+    let (after_last, rest) = events(&server, &run.id, Some(last.0), None).await;
+    assert!(after_last.is_empty() && rest.is_empty(), "after the complete event: {after_last:?} {rest:?}");
+    let (after_first, _) = events(&server, &run.id, Some(all[0].0), None).await;
+    assert_eq!(after_first, all[1..].to_vec());
+}

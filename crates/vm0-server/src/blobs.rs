@@ -18,7 +18,7 @@ use tokio::sync::RwLock;
 use vm0_api::ApiError;
 
 use crate::secrets;
-use crate::store::{StorageStore, StoreError};
+use crate::store::{Pin, StorageStore, StoreError};
 
 /// The blob store and the key its URLs are signed with.
 pub struct Blobs {
@@ -105,14 +105,7 @@ impl Blobs {
     }
 
     /// Renames a complete temporary file into the blob `hash` and lists it, under the gate.
-    async fn place<S: StorageStore>(
-        &self,
-        temp: &std::path::Path,
-        hash: &str,
-        size: u64,
-        store: &S,
-        pinned_until: Option<DateTime<Utc>>,
-    ) -> Result<(), StoreError> {
+    async fn place<S: StorageStore>(&self, temp: &std::path::Path, hash: &str, size: u64, store: &S, pin: Option<&Pin>) -> Result<(), StoreError> {
         let _gate = self.gate.read().await;
         let path = self.path(hash);
         let folder = path.parent().expect("blob paths have a folder").to_path_buf();
@@ -120,7 +113,7 @@ impl Blobs {
         tokio::fs::rename(temp, &path).await?;
         // The rename is durable once the folder is synced.
         tokio::task::spawn_blocking(move || std::fs::File::open(folder).and_then(|f| f.sync_all())).await.map_err(std::io::Error::other)??;
-        store.record_blob(hash, size as i64, crate::ids::now(), pinned_until).await
+        store.record_blob(hash, size as i64, crate::ids::now(), pin).await
     }
 
     async fn write_temp(&self, temp: &std::path::Path, hash: &str, size: u64, body: Body) -> Result<(), ApiError> {
@@ -146,14 +139,9 @@ impl Blobs {
         Ok(())
     }
 
-    /// Copies a local file (one a run wrote) into the store and lists it, pinned until
-    /// `pinned_until` (its version's commit comes later); its hash and size.
-    pub async fn ingest<S: StorageStore>(
-        &self,
-        source: &std::path::Path,
-        store: &S,
-        pinned_until: DateTime<Utc>,
-    ) -> Result<(vm0_types::Sha256, u64), StoreError> {
+    /// Copies a local file (one a run wrote) into the store and lists it under `pin` (its
+    /// version's commit comes later); its hash and size.
+    pub async fn ingest<S: StorageStore>(&self, source: &std::path::Path, store: &S, pin: &Pin) -> Result<(vm0_types::Sha256, u64), StoreError> {
         let temp = self.tmp.join(crate::ids::new("part"));
         let result = async {
             let mut input = tokio::fs::File::open(source).await?;
@@ -170,7 +158,7 @@ impl Blobs {
             }
             output.sync_all().await?;
             let hash = hex::encode(hasher.finalize());
-            self.place(&temp, &hash, size, store, Some(pinned_until)).await?;
+            self.place(&temp, &hash, size, store, Some(pin)).await?;
             Ok::<_, StoreError>((hash.parse().expect("a SHA-256 in hex"), size))
         }
         .await;
@@ -195,8 +183,9 @@ impl Blobs {
             Ok(hashes) => hashes,
             Err(error) => return tracing::warn!(%error, "blob collection failed"),
         };
-        let _gate = self.gate.write().await;
         for hash in hashes {
+            // Per blob, so that writers wait for one removal at most.
+            let _gate = self.gate.write().await;
             match store.forget_blob(&hash, now).await {
                 Ok(true) => self.remove(&hash).await,
                 Ok(false) => {}
@@ -241,7 +230,7 @@ mod tests {
         let (dir, store, blobs) = open().await;
         let source = dir.path().join("report.txt");
         std::fs::write(&source, b"what the run wrote").unwrap();
-        let (hash, size) = blobs.ingest(&source, &store, Utc::now() + Duration::hours(1)).await.unwrap();
+        let (hash, size) = blobs.ingest(&source, &store, &Pin { holder: "run_1".into(), until: Utc::now() + Duration::hours(1) }).await.unwrap();
         blobs.collect_garbage(&store).await;
         assert!(blobs.path(&hash).exists(), "the pinned blob's file was collected");
 
@@ -257,7 +246,7 @@ mod tests {
         let (dir, store, blobs) = open().await;
         let source = dir.path().join("left.txt");
         std::fs::write(&source, b"nobody committed this").unwrap();
-        let (hash, _) = blobs.ingest(&source, &store, Utc::now() - Duration::seconds(1)).await.unwrap();
+        let (hash, _) = blobs.ingest(&source, &store, &Pin { holder: "run_1".into(), until: Utc::now() - Duration::seconds(1) }).await.unwrap();
         assert!(blobs.path(&hash).exists());
         blobs.collect_garbage(&store).await;
         assert!(!blobs.path(&hash).exists(), "an expired pin keeps nothing");

@@ -8,7 +8,7 @@ mod convert;
 mod runs;
 mod storage;
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use chrono::{Duration, Utc};
@@ -35,32 +35,28 @@ pub struct App<S: Store> {
     pub blobs: Arc<Blobs>,
     pub key: Vec<u8>,
     pub engine: Arc<Engine<S>>,
-    /// When this process last wrote each token's `lastUsedAt`, so that a busy token costs
-    /// one write a second, not one for every request that read the old value meanwhile.
-    pub touched: Mutex<HashMap<String, i64>>,
+    /// The tokens whose `lastUsedAt` this process wrote in the current second, so that a
+    /// busy token costs one write a second, not one for every request that read the old
+    /// value meanwhile; cleared as the second turns, so it holds one second's tokens.
+    touched: Mutex<(i64, HashSet<String>)>,
 }
 
 impl<S: Store> App<S> {
     /// The state over its parts.
     pub fn new(store: S, blobs: Arc<Blobs>, key: Vec<u8>, engine: Arc<Engine<S>>) -> App<S> {
-        App { store, blobs, key, engine, touched: Mutex::default() }
+        App { store, blobs, key, engine, touched: Mutex::new((0, HashSet::new())) }
     }
 
     /// Whether `lastUsedAt` of `token_id` is due a write at `now` (to the second), marking
     /// it written if so.
     fn touch_due(&self, token_id: &str, now: i64) -> bool {
         let mut touched = self.touched.lock().expect("not poisoned");
-        match touched.get_mut(token_id) {
-            Some(last) if *last >= now => false,
-            Some(last) => {
-                *last = now;
-                true
-            }
-            None => {
-                touched.insert(token_id.to_string(), now);
-                true
-            }
+        let (second, tokens) = &mut *touched;
+        if *second != now {
+            *second = now;
+            tokens.clear();
         }
+        tokens.insert(token_id.to_string())
     }
 }
 
@@ -198,7 +194,7 @@ impl<S: Store> Vm0Api for Api<S> {
     }
 
     async fn get_run(&self, p: &Principal, id: String) -> Result<types::RunDetail, ApiError> {
-        Ok((&self.0.run(p, &id).await?).into())
+        Ok((&self.0.run_row(p, &id).await?).into())
     }
 
     async fn cancel_run(&self, p: &Principal, id: String) -> Result<types::RunDetail, ApiError> {

@@ -43,7 +43,7 @@ fn stamp(time: Option<chrono::DateTime<chrono::Utc>>) -> String {
 }
 
 impl<S: Store> App<S> {
-    pub(super) async fn run(&self, p: &Principal, id: &str) -> Result<RunRow, ApiError> {
+    pub(super) async fn run_row(&self, p: &Principal, id: &str) -> Result<RunRow, ApiError> {
         self.store.get_run(&p.user_id, id).await?.ok_or_else(|| ApiError::not_found("run", id))
     }
 
@@ -192,16 +192,16 @@ impl<S: Store> App<S> {
     }
 
     pub(super) async fn cancel_run(&self, p: &Principal, id: &str) -> Result<types::RunDetail, ApiError> {
-        let row = self.run(p, id).await?;
+        let row = self.run_row(p, id).await?;
         if row.completed_at.is_some() {
             return Err(ApiError::invalid_state(format!("Run '{id}' has already finished ({})", row.status)));
         }
         self.engine.cancel(&row).await?;
-        Ok((&self.run(p, id).await?).into())
+        Ok((&self.run_row(p, id).await?).into())
     }
 
     pub(super) async fn run_events(self: &Arc<Self>, p: &Principal, id: &str, params: StreamRunEventsParams) -> Result<EventStream, ApiError> {
-        self.run(p, id).await?;
+        self.run_row(p, id).await?;
         let after = params.last_event_id.or(params.last_event_id_header).unwrap_or(0);
         // Subscribed before anything is read, so that no event falls between the two.
         let live = self.engine.subscribe(id);
@@ -210,7 +210,7 @@ impl<S: Store> App<S> {
     }
 
     pub(super) async fn run_logs(&self, p: &Principal, id: &str, params: ListRunLogsParams) -> Result<types::RunLogList, ApiError> {
-        let row = self.run(p, id).await?;
+        let row = self.run_row(p, id).await?;
         let kind = match params.r#type {
             types::LogTypeFilter::All => None,
             types::LogTypeFilter::Agent => Some(types::LogType::Agent),
@@ -226,7 +226,7 @@ impl<S: Store> App<S> {
     }
 
     pub(super) async fn run_metrics(&self, p: &Principal, id: &str) -> Result<types::RunMetrics, ApiError> {
-        let row = self.run(p, id).await?;
+        let row = self.run_row(p, id).await?;
         let samples = self.store.metrics(&row.id).await?;
         let avg_cpu_percent = if samples.is_empty() { 0.0 } else { samples.iter().map(|s| s.cpu_percent).sum::<f64>() / samples.len() as f64 };
         let max_memory_used_mb = samples.iter().map(|s| s.memory_used_mb).fold(0.0, f64::max);
@@ -270,8 +270,17 @@ impl<S: RunStore + Send + Sync> Feed<S> {
                 };
                 if batch.is_empty() {
                     self.replaying = false;
+                    // Caught up to a `complete` event already sent (a client resuming
+                    // after the last event, or a feed closed at the run's end): the
+                    // stream is over.
+                    let last = self.store.events_after(&self.run, self.after - 1, 1).await.unwrap_or_default();
+                    if self.after > 0 && last.first().is_some_and(|e| e.id == self.after && e.event == RunEventType::Complete) {
+                        return None;
+                    }
                 }
                 for row in batch {
+                    // Past a row that does not read, too, so that it is not read again.
+                    self.after = self.after.max(row.id);
                     match types::RunEvent::try_from(row) {
                         Ok(event) => self.buffer.push_back(event),
                         Err(error) => tracing::error!(run = %self.run, %error, "a stored run event does not read as a RunEvent"),
@@ -292,8 +301,9 @@ impl<S: RunStore + Send + Sync> Feed<S> {
                 Ok(Ok(event)) if event.id.get() as i64 == self.after + 1 => self.buffer.push_back((*event).clone()),
                 // A gap, or this subscriber fell behind: the store has the rest.
                 Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => self.replaying = true,
-                // The run's feed closed (it ended): what is left is stored. A fresh
-                // subscription waits for events should the run not have ended here.
+                // The run's feed closed: it ended, and what is left is stored, or it had
+                // no other subscriber for a moment. Replay, then a fresh subscription
+                // waits for the rest should the run still be going.
                 Ok(Err(RecvError::Closed)) => {
                     self.live = self.live.renew();
                     self.replaying = true;

@@ -91,9 +91,13 @@ async fn run(job: Job, output: mpsc::Sender<Output>, mut cancel: watch::Receiver
     tokio::spawn(async move {
         stdin.write_all(prompt.as_bytes()).await.ok();
     });
+    // Until the process ends, the readers wait for output as long as it takes; after, how
+    // long they wait for more before they give up on a pipe that a process that escaped
+    // the group holds open.
+    let (ended, patience) = watch::channel(None);
     let readers = [
-        tokio::spawn(read_lines(child.stdout.take().expect("stdout is piped"), false, output.clone())),
-        tokio::spawn(read_lines(child.stderr.take().expect("stderr is piped"), true, output.clone())),
+        tokio::spawn(read_lines(child.stdout.take().expect("stdout is piped"), false, output.clone(), patience.clone())),
+        tokio::spawn(read_lines(child.stderr.take().expect("stderr is piped"), true, output.clone(), patience)),
     ];
     let sampler = tokio::spawn(sample(pgid, job.workdir.clone(), job.sample_every, output));
 
@@ -113,32 +117,45 @@ async fn run(job: Job, output: mpsc::Sender<Output>, mut cancel: watch::Receiver
     kill_group(pgid);
     child.wait().await.ok();
     sampler.abort();
-    // What is left in the pipes is read to the end; but a process that escaped the group
-    // may hold a pipe open, so the readers get a deadline: a short one when the run was
-    // stopped, whose answer should not wait.
-    let grace = if matches!(outcome, Outcome::Exited(_) | Outcome::Killed(_)) { Duration::from_secs(2) } else { Duration::from_millis(250) };
-    let deadline = tokio::time::Instant::now() + grace;
+    // What is left in the pipes is read to the end, however long storing it takes; only a
+    // pipe that stays silent gives up, soon when the run was stopped, whose answer waits.
+    let idle = if matches!(outcome, Outcome::Exited(_) | Outcome::Killed(_)) { Duration::from_secs(2) } else { Duration::from_millis(250) };
+    ended.send_replace(Some(idle));
     for reader in readers {
-        let abort = reader.abort_handle();
-        if tokio::time::timeout_at(deadline, reader).await.is_err() {
-            abort.abort();
-        }
+        reader.await.ok();
     }
     outcome
 }
 
-async fn read_lines(stream: impl AsyncRead + Unpin, stderr: bool, output: mpsc::Sender<Output>) {
+/// Sends the lines of `stream` until it ends, or until it stays silent for the patience
+/// that `ended` gives once the process has ended. Sending waits for the recorder, with no
+/// deadline: output is never dropped for being slow to store.
+async fn read_lines(stream: impl AsyncRead + Unpin, stderr: bool, output: mpsc::Sender<Output>, mut ended: watch::Receiver<Option<Duration>>) {
     let mut reader = BufReader::with_capacity(64 * 1024, stream);
     let mut line = Vec::new();
     loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => return,
+        let patience = *ended.borrow();
+        let read = match patience {
+            Some(idle) => tokio::time::timeout(idle, reader.read_until(b'\n', &mut line)).await.unwrap_or(Ok(0)),
+            // `read_until` keeps what it read in `line` when the process's end interrupts it.
+            None => tokio::select! {
+                read = reader.read_until(b'\n', &mut line) => read,
+                _ = ended.changed() => continue,
+            },
+        };
+        match read {
+            Ok(0) | Err(_) => {
+                if !line.is_empty() {
+                    output.send(Output::Line { stderr, text: String::from_utf8_lossy(&line).into_owned() }).await.ok();
+                }
+                return;
+            }
             Ok(_) => {
                 while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
                     line.pop();
                 }
                 let text = String::from_utf8_lossy(&line).into_owned();
+                line.clear();
                 if output.send(Output::Line { stderr, text }).await.is_err() {
                     return;
                 }

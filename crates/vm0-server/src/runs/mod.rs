@@ -181,7 +181,10 @@ impl<S: Store> Engine<S> {
             let permit = self.slots.clone().acquire_owned().await.expect("the semaphore is never closed");
             let run = match self.store.next_pending_run().await {
                 Ok(Some(run)) => run,
-                Ok(None) | Err(_) => {
+                found => {
+                    if let Err(error) = found {
+                        tracing::error!(%error, "could not read the pending runs");
+                    }
                     drop(permit);
                     // A new run wakes the scheduler; the timeout guards against a lost
                     // wake-up, and paces retries while the store fails.

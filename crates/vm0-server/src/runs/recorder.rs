@@ -163,6 +163,27 @@ fn event_type(data: &RunEventData) -> RunEventType {
     }
 }
 
+/// Stores a batch, trying again while the store fails (a busy or full disk), so that a
+/// passing fault loses nothing; the runs wait meanwhile, as their channel fills. Whether
+/// it was stored.
+async fn append<S: RunStore>(store: &S, batch: &Batch) -> bool {
+    const DELAYS_MS: [u64; 6] = [50, 100, 200, 400, 800, 1600];
+    for delay in DELAYS_MS {
+        match store.append(batch).await {
+            Ok(()) => return true,
+            Err(error) => tracing::warn!(%error, entries = batch.len(), ?delay, "could not store run records; trying again"),
+        }
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    match store.append(batch).await {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::error!(%error, entries = batch.len(), "could not store run records; they are lost");
+            false
+        }
+    }
+}
+
 /// The writer: gathers entries into batches, numbers, stores and publishes them.
 async fn write<S: RunStore>(store: S, mut entries: mpsc::Receiver<Entry>, feeds: Arc<Feeds>) {
     let mut counters: HashMap<Arc<str>, Counters> = HashMap::new();
@@ -185,26 +206,28 @@ async fn write<S: RunStore>(store: S, mut entries: mpsc::Receiver<Entry>, feeds:
         for entry in gathered.drain(..) {
             let run = match &entry {
                 Entry::Event { run, .. } | Entry::Log { run, .. } | Entry::Metric { run, .. } => run.clone(),
-                Entry::Flush(_) => Arc::from(""),
-            };
-            let count = match &entry {
-                Entry::Flush(_) => None,
-                _ => Some(match counters.get_mut(&run) {
-                    Some(count) => count,
-                    None => {
-                        let loaded = match store.counters(&run).await {
-                            Ok(loaded) => loaded,
-                            Err(error) => {
-                                tracing::error!(%run, %error, "could not read a run's counters; its entries are dropped");
-                                continue;
-                            }
-                        };
-                        counters.entry(run.clone()).or_insert(loaded)
+                Entry::Flush(_) => {
+                    if let Entry::Flush(done) = entry {
+                        flushed.push(done);
                     }
-                }),
+                    continue;
+                }
             };
-            match (entry, count) {
-                (Entry::Event { data, .. }, Some(count)) => {
+            let count = match counters.get_mut(&run) {
+                Some(count) => count,
+                None => {
+                    let loaded = match store.counters(&run).await {
+                        Ok(loaded) => loaded,
+                        Err(error) => {
+                            tracing::error!(%run, %error, "could not read a run's counters; its entries are dropped");
+                            continue;
+                        }
+                    };
+                    counters.entry(run.clone()).or_insert(loaded)
+                }
+            };
+            match entry {
+                Entry::Event { data, .. } => {
                     count.event += 1;
                     let event = event_type(&data);
                     let json = serde_json::to_string(&data).expect("event data serializes");
@@ -214,27 +237,24 @@ async fn write<S: RunStore>(store: S, mut entries: mpsc::Receiver<Entry>, feeds:
                     batch.events.push((run.to_string(), count.event, event, json));
                     published.push((run, types::RunEvent { id: std::num::NonZeroU64::new(count.event as u64).expect("from 1"), event, data }));
                 }
-                (Entry::Log { mut row, .. }, Some(count)) => {
+                Entry::Log { mut row, .. } => {
                     count.log += 1;
                     row.seq = count.log;
                     batch.logs.push((run.to_string(), row));
                 }
-                (Entry::Metric { sample, .. }, Some(count)) => {
+                Entry::Metric { sample, .. } => {
                     count.metric += 1;
                     batch.metrics.push((run.to_string(), count.metric, sample));
                 }
-                (Entry::Flush(done), _) => flushed.push(done),
-                (_, None) => {}
+                Entry::Flush(_) => unreachable!("flushes are taken above"),
             }
         }
         if !batch.is_empty() {
-            match store.append(&batch).await {
-                Ok(()) => feeds.publish(published),
-                Err(error) => {
-                    tracing::error!(%error, entries = batch.len(), "could not store a batch of run records");
-                    // Numbering starts again from what the store holds.
-                    counters.clear();
-                }
+            if append(&store, &batch).await {
+                feeds.publish(published);
+            } else {
+                // Numbering starts again from what the store holds.
+                counters.clear();
             }
         }
         for run in ended {
@@ -247,23 +267,31 @@ async fn write<S: RunStore>(store: S, mut entries: mpsc::Receiver<Entry>, feeds:
     }
 }
 
-/// The live subscribers of each run.
+/// One run's live events.
+type Feed = broadcast::Sender<Arc<types::RunEvent>>;
+
+/// The live subscribers of each run. Each run's channel has a generation, so that a
+/// subscription only ever removes the channel it belongs to.
 #[derive(Default)]
 struct Feeds {
-    senders: Mutex<HashMap<String, broadcast::Sender<Arc<types::RunEvent>>>>,
+    senders: Mutex<HashMap<String, (u64, Feed)>>,
+    generations: std::sync::atomic::AtomicU64,
 }
 
 impl Feeds {
     fn subscribe(self: &Arc<Self>, run: &str) -> Subscription {
         let mut senders = self.senders.lock().expect("not poisoned");
-        let events = senders.entry(run.to_string()).or_insert_with(|| broadcast::channel(FEED_CAPACITY).0).subscribe();
-        Subscription { run: run.to_string(), events, feeds: self.clone() }
+        let (generation, sender) = senders.entry(run.to_string()).or_insert_with(|| {
+            let generation = self.generations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            (generation, broadcast::channel(FEED_CAPACITY).0)
+        });
+        Subscription { run: run.to_string(), generation: *generation, events: sender.subscribe(), feeds: self.clone() }
     }
 
     fn publish(&self, events: Vec<(Arc<str>, types::RunEvent)>) {
         let senders = self.senders.lock().expect("not poisoned");
         for (run, event) in events {
-            if let Some(sender) = senders.get(&*run) {
+            if let Some((_, sender)) = senders.get(&*run) {
                 sender.send(Arc::new(event)).ok();
             }
         }
@@ -278,6 +306,7 @@ impl Feeds {
 /// A subscriber's live view of one run's events.
 pub struct Subscription {
     run: String,
+    generation: u64,
     pub events: broadcast::Receiver<Arc<types::RunEvent>>,
     feeds: Arc<Feeds>,
 }
@@ -293,7 +322,7 @@ impl Drop for Subscription {
     /// The last subscriber of a run takes its feed with it, so feeds never pile up.
     fn drop(&mut self) {
         let mut senders = self.feeds.senders.lock().expect("not poisoned");
-        if senders.get(&self.run).is_some_and(|s| s.receiver_count() <= 1) {
+        if senders.get(&self.run).is_some_and(|(generation, sender)| *generation == self.generation && sender.receiver_count() <= 1) {
             senders.remove(&self.run);
         }
     }

@@ -16,12 +16,13 @@ use super::config;
 use super::local::Job;
 use crate::blobs::Blobs;
 use crate::ids;
-use crate::store::{AgentStore, CheckpointRow, FileRow, Kind, NewCheckpoint, NewVersion, RunRow, RunStore, StorageStore};
+use crate::store::{AgentStore, CheckpointRow, FileRow, Kind, NewCheckpoint, NewVersion, Pin, RunRow, RunStore, StorageStore};
 
 /// How long an agent may run when its configuration does not say.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
-/// How long the blobs of a run's artifact stay pinned before their version's commit.
-const PIN: chrono::Duration = chrono::Duration::hours(1);
+/// How long the blobs a run stores stay pinned at most: its end releases them, and this
+/// only frees the pins of a server that died before.
+const PIN: chrono::Duration = chrono::Duration::hours(24);
 
 /// The directories of runs, over the store and blobs they are made from.
 pub(super) struct Workdir<'a, S> {
@@ -53,22 +54,7 @@ impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
         let config = self.agent_config(run).await?;
         let workdir = self.session_dir(&run.session_id);
         if !tokio::fs::try_exists(&workdir).await.map_err(io("reading the working directory"))? {
-            let checkpoint = match &run.from_checkpoint {
-                Some(checkpoint) => Some(checkpoint.clone()),
-                None => self.store.latest_checkpoint(&run.session_id).await.map_err(|e| e.to_string())?,
-            };
-            tokio::fs::create_dir_all(&workdir).await.map_err(io("creating the working directory"))?;
-            if let Some(checkpoint) = checkpoint {
-                // A checkpoint recorded before manifests is a copy of the directory.
-                let legacy = self.dir.join("checkpoints").join(&checkpoint);
-                if tokio::fs::try_exists(&legacy).await.unwrap_or(false) {
-                    copy_dir(legacy, workdir.clone()).await.map_err(io("restoring the checkpoint"))?;
-                }
-                for file in self.store.checkpoint_files(&checkpoint).await.map_err(|e| e.to_string())? {
-                    let path = file.path.as_str();
-                    self.blobs.copy_to(&file.hash, &workdir.join(path)).await.map_err(|e| format!("restoring {path} of checkpoint {checkpoint}: {e}"))?;
-                }
-            }
+            self.restore(run, &workdir).await?;
         }
         for (path, content) in &config.files {
             let target = workdir.join(path);
@@ -77,7 +63,7 @@ impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
             }
             tokio::fs::write(&target, content).await.map_err(io("writing the agent's files"))?;
         }
-        for folder in ["volumes", "artifact"] {
+        for folder in NOT_CHECKPOINTED {
             let path = workdir.join(folder);
             if tokio::fs::try_exists(&path).await.unwrap_or(false) {
                 tokio::fs::remove_dir_all(&path).await.map_err(io("clearing the working directory"))?;
@@ -110,6 +96,36 @@ impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
         })
     }
 
+    /// Makes the session's directory from the checkpoint the run starts from, or the
+    /// session's latest one; empty for a new session. It is filled under a temporary
+    /// name and renamed, so a restore that fails leaves no half-made directory behind.
+    async fn restore(&self, run: &RunRow, workdir: &Path) -> Result<(), String> {
+        let checkpoint = match &run.from_checkpoint {
+            Some(id) => match self.store.get_checkpoint(&run.user_id, id).await.map_err(|e| e.to_string())? {
+                Some(checkpoint) => Some(checkpoint.id),
+                None => return Err(format!("The checkpoint '{id}' no longer exists")),
+            },
+            None => self.store.latest_checkpoint(&run.session_id).await.map_err(|e| e.to_string())?,
+        };
+        let partial = workdir.with_extension("partial");
+        if tokio::fs::try_exists(&partial).await.unwrap_or(false) {
+            tokio::fs::remove_dir_all(&partial).await.map_err(io("clearing a partial restore"))?;
+        }
+        tokio::fs::create_dir_all(&partial).await.map_err(io("creating the working directory"))?;
+        if let Some(checkpoint) = checkpoint {
+            // A checkpoint recorded before manifests is a copy of the directory.
+            let legacy = self.dir.join("checkpoints").join(&checkpoint);
+            if tokio::fs::try_exists(&legacy).await.unwrap_or(false) {
+                copy_dir(legacy, partial.clone()).await.map_err(io("restoring the checkpoint"))?;
+            }
+            for file in self.store.checkpoint_files(&checkpoint).await.map_err(|e| e.to_string())? {
+                let path = file.path.as_str();
+                self.blobs.copy_to(&file.hash, &partial.join(path)).await.map_err(|e| format!("restoring {path} of checkpoint {checkpoint}: {e}"))?;
+            }
+        }
+        tokio::fs::rename(&partial, workdir).await.map_err(io("placing the working directory"))
+    }
+
     /// Copies the files of a version of a volume or artifact into `target`.
     async fn materialize(&self, kind: Kind, user_id: &str, name: &str, version_id: &str, target: &Path) -> Result<(), String> {
         let missing = || format!("The {} '{name}' no longer has version '{version_id}'", kind.as_str());
@@ -128,11 +144,12 @@ impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
     pub(super) async fn complete(&self, run: &RunRow) -> Result<(NewCheckpoint, Option<String>), String> {
         let workdir = self.session_dir(&run.session_id);
         let row = CheckpointRow { id: ids::new("chk"), session_id: run.session_id.clone(), agent_id: run.agent_id.clone() };
-        let checkpoint = NewCheckpoint { row, files: self.store_files(&workdir, &NOT_CHECKPOINTED, "").await? };
+        let pin = Pin { holder: run.id.clone(), until: Utc::now() + PIN };
+        let checkpoint = NewCheckpoint { row, files: self.store_files(&workdir, &NOT_CHECKPOINTED, "", &pin).await? };
         let Some(name) = &run.artifact_name else { return Ok((checkpoint, None)) };
         let artifact = self.store.get_storage_by_name(Kind::Artifact, &run.user_id, name).await.map_err(|e| e.to_string())?;
         let artifact = artifact.ok_or_else(|| format!("The artifact '{name}' was deleted during the run"))?;
-        let files = self.store_files(&workdir.join("artifact"), &[], "artifact/").await?;
+        let files = self.store_files(&workdir.join("artifact"), &[], "artifact/", &pin).await?;
         let version = NewVersion::of(files, Some(format!("Written by run {}", run.id)), run.id.clone(), ids::now());
         let committed = self.store.commit_version(&artifact.id, "", &version).await.map_err(|e| format!("committing the artifact: {e}"))?;
         Ok((checkpoint, Some(committed.id)))
@@ -143,7 +160,7 @@ impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
     /// Stores every regular file under `root` (but the top-level folders `skip`) as a
     /// blob, pinned until its version or checkpoint commits; their manifest. `shown` is
     /// `root` as a run's messages name it.
-    async fn store_files(&self, root: &Path, skip: &'static [&'static str], shown: &str) -> Result<Vec<FileRow>, String> {
+    async fn store_files(&self, root: &Path, skip: &'static [&'static str], shown: &str, pin: &Pin) -> Result<Vec<FileRow>, String> {
         let listed = {
             let root = root.to_path_buf();
             tokio::task::spawn_blocking(move || list_files(&root, skip)).await.map_err(|e| e.to_string())?
@@ -152,7 +169,7 @@ impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
         for path in listed.map_err(|e| format!("reading {shown}: {e}"))? {
             let relative = path.strip_prefix(root).expect("listed under the root").to_string_lossy().into_owned();
             let file_path = relative.parse().map_err(|e| format!("{shown}{relative} cannot be stored: {e}"))?;
-            let (hash, size) = self.blobs.ingest(&path, self.store, Utc::now() + PIN).await.map_err(|e| format!("storing {shown}{relative}: {e}"))?;
+            let (hash, size) = self.blobs.ingest(&path, self.store, pin).await.map_err(|e| format!("storing {shown}{relative}: {e}"))?;
             files.push(FileRow { path: file_path, size: size as i64, hash });
         }
         Ok(files)

@@ -234,6 +234,13 @@ pub struct NewCheckpoint {
     pub files: Vec<FileRow>,
 }
 
+/// A hold on a blob by `holder` (a run id) until `until`.
+#[derive(Debug, Clone)]
+pub struct Pin {
+    pub holder: String,
+    pub until: DateTime<Utc>,
+}
+
 /// What a retention sweep removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Expired {
@@ -377,28 +384,29 @@ pub trait StorageStore {
     fn version_files(&self, version_seq: i64) -> impl Future<Output = Result<Vec<FileRow>>> + Send;
     fn create_upload_session(&self, session: &UploadSession, at: DateTime<Utc>) -> impl Future<Output = Result<()>> + Send;
     fn upload_session(&self, storage_id: &str, id: &str) -> impl Future<Output = Result<Option<UploadSession>>> + Send;
-    /// Lists a complete blob. A blob pinned until a time is left alone by the collector
-    /// until then or until a version or checkpoint that holds it commits, which releases
-    /// the pin (a run's files, between their storing and that commit); pinning an already
-    /// listed blob extends its pin.
-    fn record_blob(&self, hash: &str, size: i64, at: DateTime<Utc>, pinned_until: Option<DateTime<Utc>>) -> impl Future<Output = Result<()>> + Send;
+    /// Lists a complete blob, pinned by `pin`'s holder when given: a pinned blob is left
+    /// alone by the collector, referenced or not, until its holder ends (a run's files,
+    /// between their storing and their version's or checkpoint's commit) or the pin's
+    /// time runs out.
+    fn record_blob(&self, hash: &str, size: i64, at: DateTime<Utc>, pin: Option<&Pin>) -> impl Future<Output = Result<()>> + Send;
     /// In one transaction: checks that every file's blob is complete with its size
     /// (`InvalidState` naming the first that is not), then the version (or the existing
     /// one with the same id), its files, the storage's current version, and the end of the
     /// upload session.
     fn commit_version(&self, storage_id: &str, session_id: &str, version: &NewVersion) -> impl Future<Output = Result<VersionRow>> + Send;
-    /// Ends the upload sessions expired at `now`, then lists the blobs that no version, no
-    /// checkpoint and no open upload session refer to and that no pin holds at `now`.
+    /// Ends the upload sessions and pins expired at `now`, then lists the blobs that no
+    /// version, no checkpoint, no open upload session and no pin refers to.
     fn unreferenced_blobs(&self, now: DateTime<Utc>) -> impl Future<Output = Result<Vec<String>>> + Send;
-    /// Forgets a blob if it is still unreferenced and unpinned at `now`; true when its
-    /// file may go.
+    /// Forgets a blob if nothing refers to it or pins it at `now`; true when its file may
+    /// go.
     fn forget_blob(&self, hash: &str, now: DateTime<Utc>) -> impl Future<Output = Result<bool>> + Send;
 }
 
 /// Runs, their sessions and checkpoints, and what they record.
 pub trait RunStore {
     /// Stores a new run, with its new session and its new artifact when it makes them, in
-    /// one transaction: a run that cannot be stored leaves nothing behind.
+    /// one transaction: a run that cannot be stored leaves nothing behind. A run that
+    /// continues an expired session is `InvalidState`.
     fn create_run(&self, run: &RunRow, new_session: Option<&SessionRow>, new_artifact: Option<&StorageRow>) -> impl Future<Output = Result<()>> + Send;
     fn get_run(&self, user_id: &str, id: &str) -> impl Future<Output = Result<Option<RunRow>>> + Send;
     /// Newest first, by id.
@@ -409,15 +417,15 @@ pub trait RunStore {
     fn next_pending_run(&self) -> impl Future<Output = Result<Option<RunRow>>> + Send;
     /// pending → running; false when the run was no longer pending.
     fn start_run(&self, id: &str, at: DateTime<Utc>) -> impl Future<Output = Result<bool>> + Send;
-    /// Ends a run that has not ended yet, with its checkpoint when it records one; false
-    /// when it had already ended.
+    /// Ends a run that has not ended yet, with its checkpoint when it records one, and
+    /// releases its blob pins; false when it had already ended.
     fn end_run(&self, id: &str, end: &RunEnd, checkpoint: Option<&NewCheckpoint>) -> impl Future<Output = Result<bool>> + Send;
     /// The files of a checkpoint's manifest.
     fn checkpoint_files(&self, checkpoint_id: &str) -> impl Future<Output = Result<Vec<FileRow>>> + Send;
     /// The newest checkpoint of a session.
     fn latest_checkpoint(&self, session_id: &str) -> impl Future<Output = Result<Option<String>>> + Send;
     /// Deletes the checkpoints recorded before `before`, and expires the sessions with no
-    /// run created since `before` and none still pending or running.
+    /// run created or ended since `before` and none still pending or running.
     fn expire(&self, before: DateTime<Utc>, now: DateTime<Utc>) -> impl Future<Output = Result<Expired>> + Send;
     /// pending → cancelled; false when the run was no longer pending.
     fn cancel_pending_run(&self, id: &str, end: &RunEnd) -> impl Future<Output = Result<bool>> + Send;

@@ -49,15 +49,6 @@ fn conflict_or(error: sqlx::Error) -> StoreError {
     }
 }
 
-/// Releases the pins of the blobs `files` refer to, now that a version or a checkpoint
-/// holds them.
-async fn unpin(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, files: &[super::FileRow]) -> Result<()> {
-    for file in files {
-        sqlx::query("UPDATE blobs SET pinned_until = NULL WHERE hash = ? AND pinned_until IS NOT NULL").bind(file.hash.as_str()).execute(&mut **tx).await?;
-    }
-    Ok(())
-}
-
 /// A page's sort key as the integer it is for versions; a key that is not one reads as
 /// "before everything", which cannot come from a signed cursor.
 fn int_key(page: &Page) -> i64 {

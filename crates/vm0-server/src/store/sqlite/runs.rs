@@ -7,7 +7,7 @@ use sqlx::{QueryBuilder, Sqlite};
 use super::{id_key, SqliteStore};
 use crate::store::{
     Batch, CheckpointRow, Counters, EventRow, Expired, FileRow, LogQuery, LogRow, MetricRow, NewCheckpoint, Page, Result, RunEnd, RunFilter, RunRow, RunStore,
-    SessionRow, StorageRow,
+    SessionRow, StorageRow, StoreError,
 };
 
 /// Rows a multi-row INSERT takes at most: well under SQLite's limit of 32,766 bound
@@ -17,6 +17,15 @@ const ROWS_PER_INSERT: usize = 1000;
 impl RunStore for SqliteStore {
     async fn create_run(&self, r: &RunRow, session: Option<&SessionRow>, artifact: Option<&StorageRow>) -> Result<()> {
         let mut tx = self.pool.begin().await?;
+        if session.is_none() {
+            // The run continues a session: one the retention sweep has not expired, checked
+            // in this transaction so that the sweep cannot expire it in between.
+            let live =
+                sqlx::query("UPDATE sessions SET expired_at = expired_at WHERE id = ? AND expired_at IS NULL").bind(&r.session_id).execute(&mut *tx).await?;
+            if live.rows_affected() == 0 {
+                return Err(StoreError::InvalidState(format!("Session '{}' has expired", r.session_id)));
+            }
+        }
         if let Some(s) = session {
             sqlx::query("INSERT INTO sessions (id, user_id, agent_id, created_at) VALUES (?, ?, ?, ?)")
                 .bind(&s.id)
@@ -146,8 +155,8 @@ impl RunStore for SqliteStore {
                 });
                 insert.build().execute(&mut *tx).await?;
             }
-            super::unpin(&mut tx, &c.files).await?;
         }
+        sqlx::query("DELETE FROM blob_pins WHERE holder = ?").bind(id).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -169,7 +178,7 @@ impl RunStore for SqliteStore {
         let sessions = sqlx::query_scalar(
             "UPDATE sessions SET expired_at = ?1
              WHERE expired_at IS NULL
-               AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.session_id = sessions.id AND (r.created_at >= ?2 OR r.status IN ('pending', 'running')))
+               AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.session_id = sessions.id AND (COALESCE(r.completed_at, r.created_at) >= ?2 OR r.status IN ('pending', 'running')))
              RETURNING id",
         )
         .bind(now)

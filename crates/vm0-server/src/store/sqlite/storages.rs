@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 
 use super::{conflict_or, id_key, int_key, SqliteStore};
 use crate::ids;
-use crate::store::{FileRow, Kind, NewVersion, Page, Result, StorageRow, StorageStore, StoreError, UploadSession, VersionRow};
+use crate::store::{FileRow, Kind, NewVersion, Page, Pin, Result, StorageRow, StorageStore, StoreError, UploadSession, VersionRow};
 
 /// An upload session's row, before its files join it.
 #[derive(sqlx::FromRow)]
@@ -138,18 +138,23 @@ impl StorageStore for SqliteStore {
         }))
     }
 
-    async fn record_blob(&self, hash: &str, size: i64, at: DateTime<Utc>, pinned_until: Option<DateTime<Utc>>) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO blobs (hash, size, created_at, pinned_until) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (hash) DO UPDATE SET pinned_until = CASE WHEN pinned_until IS NULL OR pinned_until < ?4 THEN ?4 ELSE pinned_until END
-             WHERE ?4 IS NOT NULL",
-        )
-        .bind(hash)
-        .bind(size)
-        .bind(at)
-        .bind(pinned_until)
-        .execute(&self.pool)
-        .await?;
+    async fn record_blob(&self, hash: &str, size: i64, at: DateTime<Utc>, pin: Option<&Pin>) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(pin) = pin {
+            sqlx::query("INSERT INTO blob_pins (hash, holder, until) VALUES (?, ?, ?) ON CONFLICT (hash, holder) DO UPDATE SET until = excluded.until")
+                .bind(hash)
+                .bind(&pin.holder)
+                .bind(pin.until)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("INSERT INTO blobs (hash, size, created_at) VALUES (?, ?, ?) ON CONFLICT (hash) DO NOTHING")
+            .bind(hash)
+            .bind(size)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -207,16 +212,16 @@ impl StorageStore for SqliteStore {
             .execute(&mut *tx)
             .await?;
         sqlx::query("DELETE FROM upload_sessions WHERE id = ?").bind(session_id).execute(&mut *tx).await?;
-        super::unpin(&mut tx, &new.files).await?;
         tx.commit().await?;
         Ok(row)
     }
 
     async fn unreferenced_blobs(&self, now: DateTime<Utc>) -> Result<Vec<String>> {
         sqlx::query("DELETE FROM upload_sessions WHERE expires_at < ?").bind(now).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM blob_pins WHERE until < ?").bind(now).execute(&self.pool).await?;
         Ok(sqlx::query_scalar(
             "SELECT hash FROM blobs b
-             WHERE (b.pinned_until IS NULL OR b.pinned_until < ?1)
+             WHERE NOT EXISTS (SELECT 1 FROM blob_pins p WHERE p.hash = b.hash AND p.until >= ?1)
                AND NOT EXISTS (SELECT 1 FROM version_files f WHERE f.hash = b.hash)
                AND NOT EXISTS (SELECT 1 FROM upload_files u WHERE u.hash = b.hash)
                AND NOT EXISTS (SELECT 1 FROM checkpoint_files c WHERE c.hash = b.hash)",
@@ -228,7 +233,8 @@ impl StorageStore for SqliteStore {
 
     async fn forget_blob(&self, hash: &str, now: DateTime<Utc>) -> Result<bool> {
         let done = sqlx::query(
-            "DELETE FROM blobs WHERE hash = ?1 AND (pinned_until IS NULL OR pinned_until < ?2)
+            "DELETE FROM blobs WHERE hash = ?1
+               AND NOT EXISTS (SELECT 1 FROM blob_pins WHERE hash = ?1 AND until >= ?2)
                AND NOT EXISTS (SELECT 1 FROM version_files WHERE hash = ?1)
                AND NOT EXISTS (SELECT 1 FROM upload_files WHERE hash = ?1)
                AND NOT EXISTS (SELECT 1 FROM checkpoint_files WHERE hash = ?1)",
