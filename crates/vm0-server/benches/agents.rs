@@ -18,6 +18,10 @@ use axum::routing::get;
 use sha2::Digest;
 use sqlx::SqlitePool;
 
+/// The allocator of the `vm0-server` binary, so the figure is the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const CONNECTIONS: usize = 32;
 const AGENTS: usize = 20;
 const ROUND: Duration = Duration::from_secs(3);
@@ -109,7 +113,8 @@ fn median(mut values: Vec<f64>) -> f64 {
 #[tokio::main]
 async fn main() {
     let filter = std::env::var("VM0_BENCH_LOG").unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter.as_str()).with_writer(std::io::sink).init();
+    // As main.rs sets it up when standard error is not a terminal (a file, a journal).
+    tracing_subscriber::fmt().with_env_filter(filter.as_str()).with_writer(std::io::sink).with_ansi(false).init();
     let data = tempfile::tempdir().unwrap();
     let config = vm0_server::Config::local(data.path());
     let server = vm0_server::bind(config.clone()).await.unwrap();

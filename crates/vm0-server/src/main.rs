@@ -10,6 +10,12 @@ use clap::{Parser, Subcommand};
 use vm0_server::store::UserStore;
 use vm0_server::Config;
 
+/// mimalloc rather than the system allocator: a request makes many small, short-lived
+/// allocations across the runtime's threads, where glibc's malloc cost GET /v1/agents a
+/// tenth of its throughput, and more in bursts (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The reference server of the VM0 Public API v1, on an embedded SQLite database.
 #[derive(Parser)]
 #[command(version, about)]

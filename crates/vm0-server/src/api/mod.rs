@@ -118,18 +118,18 @@ impl<S: Store> Vm0Api for Api<S> {
     async fn authenticate(&self, token: &str) -> Result<Principal, ApiError> {
         // The lookup by the token's SHA-256 is the comparison: an index search on the hash
         // of a 256-bit random value tells a guesser nothing about any stored token.
-        let Some(row) = self.0.store.token_by_hash(&secrets::token_hash(token)).await? else {
+        let now = Utc::now();
+        let Some(row) = self.0.store.token_by_hash(&secrets::token_hash(token), now).await? else {
             return Err(ApiError::unauthorized("Invalid API key"));
         };
-        let now = Utc::now();
         if row.revoked {
             return Err(ApiError::unauthorized("This API key has been revoked"));
         }
-        if row.expires_at <= now {
+        if row.expired {
             return Err(ApiError::unauthorized("This API key has expired"));
         }
         // One write a second at most per token: lastUsedAt is to the second anyway.
-        if row.last_used_at.is_none_or(|last| now - last >= Duration::seconds(1)) && self.0.touch_due(&row.id, now.timestamp()) {
+        if self.0.touch_due(&row.id, now.timestamp()) {
             self.0.store.touch_token(&row.id, ids::now()).await?;
         }
         Ok(Principal { user_id: row.user_id, token_id: row.id })

@@ -70,13 +70,12 @@ pub struct TokenRow {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
-/// A token as authentication reads it.
+/// A token as authentication reads it, judged at the time the lookup was given.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct TokenAuth {
     pub id: String,
     pub user_id: String,
-    pub expires_at: DateTime<Utc>,
-    pub last_used_at: Option<DateTime<Utc>>,
+    pub expired: bool,
     pub revoked: bool,
 }
 
@@ -345,9 +344,9 @@ pub trait UserStore {
     /// The user called `name`, created if new.
     fn ensure_user(&self, name: &str) -> impl Future<Output = Result<User>> + Send;
     fn insert_token(&self, token: &TokenRow) -> impl Future<Output = Result<()>> + Send;
-    /// What authentication needs of the token with this hash, and no more: it is read on
-    /// every request.
-    fn token_by_hash(&self, hash: &[u8]) -> impl Future<Output = Result<Option<TokenAuth>>> + Send;
+    /// What authentication needs of the token with this hash at `now`, and no more: it is
+    /// read on every request.
+    fn token_by_hash(&self, hash: &[u8], now: DateTime<Utc>) -> impl Future<Output = Result<Option<TokenAuth>>> + Send;
     fn touch_token(&self, id: &str, at: DateTime<Utc>) -> impl Future<Output = Result<()>> + Send;
     /// Live (unrevoked) tokens only, as `get_token`.
     fn list_tokens(&self, user_id: &str, page: &Page) -> impl Future<Output = Result<Vec<TokenRow>>> + Send;

@@ -43,9 +43,10 @@ impl UserStore for SqliteStore {
         Ok(())
     }
 
-    async fn token_by_hash(&self, hash: &[u8]) -> Result<Option<TokenAuth>> {
-        let sql = "SELECT id, user_id, expires_at, last_used_at, revoked_at IS NOT NULL AS revoked FROM tokens WHERE token_hash = ?";
-        Ok(sqlx::query_as(sql).bind(hash).fetch_optional(&self.pool).await?)
+    async fn token_by_hash(&self, hash: &[u8], now: DateTime<Utc>) -> Result<Option<TokenAuth>> {
+        // Timestamps are stored as RFC 3339 in UTC, all in one form, so they compare as text.
+        let sql = "SELECT id, user_id, expires_at <= ? AS expired, revoked_at IS NOT NULL AS revoked FROM tokens WHERE token_hash = ?";
+        Ok(sqlx::query_as(sql).bind(now).bind(hash).fetch_optional(&self.pool).await?)
     }
 
     async fn touch_token(&self, id: &str, at: DateTime<Utc>) -> Result<()> {
