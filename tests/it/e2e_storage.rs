@@ -232,3 +232,40 @@ async fn shutting_down_finishes_the_uploads_in_flight() {
     let blob = data_dir.path().join("blobs").join(&hex(&content)[..2]).join(hex(&content));
     assert_eq!(std::fs::metadata(blob).unwrap().len(), content.len() as u64);
 }
+
+/// Knowing the hash and size of another user's file gives nothing: a commit that names a
+/// blob this user never uploaded is refused in the same words whether the blob exists or
+/// not, and no version, so no download, comes of it. Uploading the bytes does make them
+/// one's own.
+#[tokio::test]
+async fn another_users_hash_is_no_claim_on_their_bytes() {
+    let server = TestServer::start().await;
+    let alice = server.client();
+    let secret: &[u8] = b"alice's secret bytes";
+    let hers = alice.create_volume().body_map(|b| b.name("private")).send().await.unwrap().into_inner();
+    push(&alice, &hers.id, &[("secret.txt", secret)], "mine").await;
+
+    let mallory = server.client_with(&server.user_token("mallory").await);
+    let his = mallory.create_volume().body_map(|b| b.name("loot")).send().await.unwrap().into_inner();
+    let claim = |files: Vec<types::UploadFile>| {
+        let mallory = &mallory;
+        let id = his.id.clone();
+        async move {
+            let prepared = mallory.prepare_volume_upload().id(&id).body_map(|b| b.files(files)).send().await.unwrap().into_inner();
+            let session: types::CommitUploadRequestUploadSessionId = prepared.upload_session_id.parse().unwrap();
+            api_error(mallory.commit_volume_upload().id(&id).body_map(|b| b.upload_session_id(session)).send().await)
+        }
+    };
+    let (status, known) = claim(vec![upload_file("secret.txt", secret)]).await;
+    let (_, unknown) = claim(vec![upload_file("secret.txt", b"bytes nobody has")]).await;
+    assert_eq!(status, 400);
+    assert_eq!((known.code, known.message.as_str()), (unknown.code, unknown.message.as_str()), "the answer tells a known hash from an unknown one");
+    let wrong_size = types::UploadFile { size: 3, ..upload_file("secret.txt", secret) };
+    let (_, sized) = claim(vec![wrong_size]).await;
+    assert_eq!(sized.message, unknown.message, "the answer tells the stored size");
+    let loot = mallory.get_volume().id(&his.id).send().await.unwrap().into_inner();
+    assert!(loot.current_version_id.is_none(), "a claim made a version");
+
+    // Uploading the same bytes himself is an upload like any other.
+    push(&mallory, &his.id, &[("secret.txt", secret)], "my own copy").await;
+}

@@ -66,22 +66,25 @@ impl Blobs {
         self.root.join(&hash[..2]).join(hash)
     }
 
-    fn message(access: Access, hash: &str, size: Option<u64>, expires: i64) -> String {
-        format!("{}\n{hash}\n{}\n{expires}", access.as_str(), size.map(|s| s.to_string()).unwrap_or_default())
+    fn message(access: Access, hash: &str, size: Option<u64>, user: Option<&str>, expires: i64) -> String {
+        let size = size.map(|s| s.to_string()).unwrap_or_default();
+        let user = user.map(|u| format!("\n{u}")).unwrap_or_default();
+        format!("{}\n{hash}\n{size}\n{expires}{user}", access.as_str())
     }
 
-    /// A URL that allows `access` to the blob `hash` (of `size` bytes, for uploads) until
-    /// `expires`.
-    pub fn url(&self, access: Access, hash: &str, size: Option<u64>, expires: DateTime<Utc>) -> String {
+    /// A URL that allows `access` to the blob `hash` until `expires`; an upload URL is for
+    /// `size` bytes by `user`, who will hold the blob.
+    pub fn url(&self, access: Access, hash: &str, size: Option<u64>, user: Option<&str>, expires: DateTime<Utc>) -> String {
         let expires = expires.timestamp();
-        let signature = secrets::sign(&self.key, &Self::message(access, hash, size, expires));
+        let signature = secrets::sign(&self.key, &Self::message(access, hash, size, user, expires));
         let size = size.map(|s| format!("&size={s}")).unwrap_or_default();
-        format!("{}/storage/blobs/{hash}?method={}{size}&expires={expires}&signature={signature}", self.public_url, access.as_str())
+        let user = user.map(|u| format!("&user={u}")).unwrap_or_default();
+        format!("{}/storage/blobs/{hash}?method={}{size}{user}&expires={expires}&signature={signature}", self.public_url, access.as_str())
     }
 
     /// Checks a URL's signature and expiry.
-    pub fn verify(&self, access: Access, hash: &str, size: Option<u64>, expires: i64, signature: &str) -> Result<(), ApiError> {
-        if !secrets::verify(&self.key, &Self::message(access, hash, size, expires), signature) {
+    pub fn verify(&self, access: Access, hash: &str, size: Option<u64>, user: Option<&str>, expires: i64, signature: &str) -> Result<(), ApiError> {
+        if !secrets::verify(&self.key, &Self::message(access, hash, size, user, expires), signature) {
             return Err(ApiError::invalid_parameter("signature", "The URL's signature does not match: request a new URL"));
         }
         if Utc::now().timestamp() > expires {
@@ -91,12 +94,12 @@ impl Blobs {
     }
 
     /// Streams `body` into the blob `hash`, which must be exactly `size` bytes with that
-    /// SHA-256, and lists it in `store`.
-    pub async fn write<S: StorageStore>(&self, hash: &str, size: u64, body: Body, store: &S) -> Result<(), ApiError> {
+    /// SHA-256, and lists it in `store` as held by `owner`.
+    pub async fn write<S: StorageStore>(&self, hash: &str, size: u64, body: Body, store: &S, owner: &str) -> Result<(), ApiError> {
         let temp = self.tmp.join(crate::ids::new("part"));
         let mut result = self.write_temp(&temp, hash, size, body).await;
         if result.is_ok() {
-            result = self.place(&temp, hash, size, store, None).await.map_err(ApiError::from);
+            result = self.place(&temp, hash, size, store, owner, None).await.map_err(ApiError::from);
         }
         if result.is_err() {
             tokio::fs::remove_file(&temp).await.ok();
@@ -105,7 +108,7 @@ impl Blobs {
     }
 
     /// Renames a complete temporary file into the blob `hash` and lists it, under the gate.
-    async fn place<S: StorageStore>(&self, temp: &std::path::Path, hash: &str, size: u64, store: &S, pin: Option<&Pin>) -> Result<(), StoreError> {
+    async fn place<S: StorageStore>(&self, temp: &std::path::Path, hash: &str, size: u64, store: &S, owner: &str, pin: Option<&Pin>) -> Result<(), StoreError> {
         let _gate = self.gate.read().await;
         let path = self.path(hash);
         let folder = path.parent().expect("blob paths have a folder").to_path_buf();
@@ -113,7 +116,7 @@ impl Blobs {
         tokio::fs::rename(temp, &path).await?;
         // The rename is durable once the folder is synced.
         tokio::task::spawn_blocking(move || std::fs::File::open(folder).and_then(|f| f.sync_all())).await.map_err(std::io::Error::other)??;
-        store.record_blob(hash, size as i64, crate::ids::now(), pin).await
+        store.record_blob(hash, size as i64, crate::ids::now(), owner, pin).await
     }
 
     async fn write_temp(&self, temp: &std::path::Path, hash: &str, size: u64, body: Body) -> Result<(), ApiError> {
@@ -139,9 +142,9 @@ impl Blobs {
         Ok(())
     }
 
-    /// Copies a local file (one a run wrote) into the store and lists it under `pin` (its
-    /// version's commit comes later); its hash and size.
-    pub async fn ingest<S: StorageStore>(&self, source: &std::path::Path, store: &S, pin: &Pin) -> Result<(vm0_types::Sha256, u64), StoreError> {
+    /// Copies a local file (one a run of `owner` wrote) into the store and lists it under
+    /// `pin` (its version's commit comes later); its hash and size.
+    pub async fn ingest<S: StorageStore>(&self, source: &std::path::Path, store: &S, owner: &str, pin: &Pin) -> Result<(vm0_types::Sha256, u64), StoreError> {
         let temp = self.tmp.join(crate::ids::new("part"));
         let result = async {
             let mut input = tokio::fs::File::open(source).await?;
@@ -158,7 +161,7 @@ impl Blobs {
             }
             output.sync_all().await?;
             let hash = hex::encode(hasher.finalize());
-            self.place(&temp, &hash, size, store, Some(pin)).await?;
+            self.place(&temp, &hash, size, store, owner, Some(pin)).await?;
             Ok::<_, StoreError>((hash.parse().expect("a SHA-256 in hex"), size))
         }
         .await;
@@ -228,25 +231,28 @@ mod tests {
     #[tokio::test]
     async fn a_blob_a_run_stored_survives_a_collection_before_its_commit() {
         let (dir, store, blobs) = open().await;
+        let user = store.ensure_user("someone").await.unwrap();
         let source = dir.path().join("report.txt");
         std::fs::write(&source, b"what the run wrote").unwrap();
-        let (hash, size) = blobs.ingest(&source, &store, &Pin { holder: "run_1".into(), until: Utc::now() + Duration::hours(1) }).await.unwrap();
+        let pin = Pin { holder: "run_1".into(), until: Utc::now() + Duration::hours(1) };
+        let (hash, size) = blobs.ingest(&source, &store, &user.id, &pin).await.unwrap();
         blobs.collect_garbage(&store).await;
         assert!(blobs.path(&hash).exists(), "the pinned blob's file was collected");
 
-        let user = store.ensure_user("someone").await.unwrap();
         let artifact = store.create_storage(Kind::Artifact, &user.id, "results", Utc::now()).await.unwrap();
         let file = FileRow { path: "report.txt".parse().unwrap(), size: size as i64, hash: hash.clone() };
         let version = NewVersion::of(vec![file], None, "run_1".into(), Utc::now());
-        store.commit_version(&artifact.id, "", &version).await.expect("the version commits with its blob");
+        store.commit_version(&artifact.id, &user.id, "", &version).await.expect("the version commits with its blob");
     }
 
     #[tokio::test]
     async fn an_unreferenced_blob_whose_pin_ran_out_is_collected() {
         let (dir, store, blobs) = open().await;
+        let user = store.ensure_user("someone").await.unwrap();
         let source = dir.path().join("left.txt");
         std::fs::write(&source, b"nobody committed this").unwrap();
-        let (hash, _) = blobs.ingest(&source, &store, &Pin { holder: "run_1".into(), until: Utc::now() - Duration::seconds(1) }).await.unwrap();
+        let pin = Pin { holder: "run_1".into(), until: Utc::now() - Duration::seconds(1) };
+        let (hash, _) = blobs.ingest(&source, &store, &user.id, &pin).await.unwrap();
         assert!(blobs.path(&hash).exists());
         blobs.collect_garbage(&store).await;
         assert!(!blobs.path(&hash).exists(), "an expired pin keeps nothing");

@@ -153,6 +153,8 @@ pub fn router<S: Store>(app: Arc<App<S>>) -> Router {
 struct Signed {
     method: String,
     size: Option<u64>,
+    /// The user an upload is for.
+    user: Option<String>,
     expires: i64,
     signature: String,
 }
@@ -167,7 +169,7 @@ fn signed(hash: &str, query: Option<String>, access: Access, blobs: &Blobs) -> R
     if signed.method != wanted {
         return Err(ApiError::invalid_parameter("method", format!("This URL is for {}, not {wanted}", signed.method)));
     }
-    blobs.verify(access, hash, signed.size, signed.expires, &signed.signature)?;
+    blobs.verify(access, hash, signed.size, signed.user.as_deref(), signed.expires, &signed.signature)?;
     Ok(signed)
 }
 
@@ -175,7 +177,8 @@ fn signed(hash: &str, query: Option<String>, access: Access, blobs: &Blobs) -> R
 async fn upload_blob<S: Store>(State(app): State<Arc<App<S>>>, Path(hash): Path<String>, RawQuery(query): RawQuery, body: Body) -> Result<Response, ApiError> {
     let signed = signed(&hash, query, Access::Put, &app.blobs)?;
     let size = signed.size.ok_or_else(|| ApiError::invalid_parameter("size", "An upload URL carries the file's size"))?;
-    app.blobs.write(&hash, size, body, &app.store).await?;
+    let user = signed.user.ok_or_else(|| ApiError::invalid_parameter("user", "An upload URL names the user it is for"))?;
+    app.blobs.write(&hash, size, body, &app.store, &user).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     response.headers_mut().insert(header::ETAG, HeaderValue::from_str(&format!("\"{hash}\"")).expect("hashes are ASCII"));
     Ok(response)

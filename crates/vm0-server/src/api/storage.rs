@@ -108,7 +108,7 @@ impl<S: Store> App<S> {
             .files
             .into_iter()
             .map(|(file, upload_id)| types::UploadTarget {
-                upload_url: self.blobs.url(Access::Put, &file.hash, Some(file.size as u64), expires_at),
+                upload_url: self.blobs.url(Access::Put, &file.hash, Some(file.size as u64), Some(&p.user_id), expires_at),
                 path: file.path,
                 upload_id,
             })
@@ -129,7 +129,7 @@ impl<S: Store> App<S> {
         }
         let files = session.files.into_iter().map(|(file, _)| file).collect();
         let version = NewVersion::of(files, body.message.map(String::from).or(session.message), session.created_by, ids::now());
-        Ok(self.store.commit_version(&row.id, &session_id, &version).await?)
+        Ok(self.store.commit_version(&row.id, &p.user_id, &session_id, &version).await?)
     }
 
     pub(super) async fn download(&self, kind: Kind, p: &Principal, id: &str, version_id: Option<String>) -> Result<types::DownloadResponse, ApiError> {
@@ -148,7 +148,12 @@ impl<S: Store> App<S> {
             .version_files(version.seq)
             .await?
             .into_iter()
-            .map(|f| types::DownloadFile { download_url: self.blobs.url(Access::Get, &f.hash, None, expires_at), path: f.path, size: f.size, hash: f.hash })
+            .map(|f| types::DownloadFile {
+                download_url: self.blobs.url(Access::Get, &f.hash, None, None, expires_at),
+                path: f.path,
+                size: f.size,
+                hash: f.hash,
+            })
             .collect();
         Ok(types::DownloadResponse { version_id: version.id, files, expires_at })
     }

@@ -145,13 +145,13 @@ impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
         let workdir = self.session_dir(&run.session_id);
         let row = CheckpointRow { id: ids::new("chk"), session_id: run.session_id.clone(), agent_id: run.agent_id.clone() };
         let pin = Pin { holder: run.id.clone(), until: Utc::now() + PIN };
-        let checkpoint = NewCheckpoint { row, files: self.store_files(&workdir, &NOT_CHECKPOINTED, "", &pin).await? };
+        let checkpoint = NewCheckpoint { row, files: self.store_files(&workdir, &NOT_CHECKPOINTED, "", &run.user_id, &pin).await? };
         let Some(name) = &run.artifact_name else { return Ok((checkpoint, None)) };
         let artifact = self.store.get_storage_by_name(Kind::Artifact, &run.user_id, name).await.map_err(|e| e.to_string())?;
         let artifact = artifact.ok_or_else(|| format!("The artifact '{name}' was deleted during the run"))?;
-        let files = self.store_files(&workdir.join("artifact"), &[], "artifact/", &pin).await?;
+        let files = self.store_files(&workdir.join("artifact"), &[], "artifact/", &run.user_id, &pin).await?;
         let version = NewVersion::of(files, Some(format!("Written by run {}", run.id)), run.id.clone(), ids::now());
-        let committed = self.store.commit_version(&artifact.id, "", &version).await.map_err(|e| format!("committing the artifact: {e}"))?;
+        let committed = self.store.commit_version(&artifact.id, &run.user_id, "", &version).await.map_err(|e| format!("committing the artifact: {e}"))?;
         Ok((checkpoint, Some(committed.id)))
     }
 }
@@ -160,7 +160,7 @@ impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
     /// Stores every regular file under `root` (but the top-level folders `skip`) as a
     /// blob, pinned until its version or checkpoint commits; their manifest. `shown` is
     /// `root` as a run's messages name it.
-    async fn store_files(&self, root: &Path, skip: &'static [&'static str], shown: &str, pin: &Pin) -> Result<Vec<FileRow>, String> {
+    async fn store_files(&self, root: &Path, skip: &'static [&'static str], shown: &str, owner: &str, pin: &Pin) -> Result<Vec<FileRow>, String> {
         let listed = {
             let root = root.to_path_buf();
             tokio::task::spawn_blocking(move || list_files(&root, skip)).await.map_err(|e| e.to_string())?
@@ -169,7 +169,7 @@ impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
         for path in listed.map_err(|e| format!("reading {shown}: {e}"))? {
             let relative = path.strip_prefix(root).expect("listed under the root").to_string_lossy().into_owned();
             let file_path = relative.parse().map_err(|e| format!("{shown}{relative} cannot be stored: {e}"))?;
-            let (hash, size) = self.blobs.ingest(&path, self.store, pin).await.map_err(|e| format!("storing {shown}{relative}: {e}"))?;
+            let (hash, size) = self.blobs.ingest(&path, self.store, owner, pin).await.map_err(|e| format!("storing {shown}{relative}: {e}"))?;
             files.push(FileRow { path: file_path, size: size as i64, hash });
         }
         Ok(files)

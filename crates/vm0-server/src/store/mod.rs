@@ -387,12 +387,14 @@ pub trait StorageStore {
     /// alone by the collector, referenced or not, until its holder ends (a run's files,
     /// between their storing and their version's or checkpoint's commit) or the pin's
     /// time runs out.
-    fn record_blob(&self, hash: &str, size: i64, at: DateTime<Utc>, pin: Option<&Pin>) -> impl Future<Output = Result<()>> + Send;
-    /// In one transaction: checks that every file's blob is complete with its size
-    /// (`InvalidState` naming the first that is not), then the version (or the existing
+    /// `owner` holds the blob from then on.
+    fn record_blob(&self, hash: &str, size: i64, at: DateTime<Utc>, owner: &str, pin: Option<&Pin>) -> impl Future<Output = Result<()>> + Send;
+    /// In one transaction: checks that `user_id` holds every file's blob, complete with
+    /// its size (`InvalidState` naming the first that is not, in the same words for a blob
+    /// that does not exist and one another user holds), then the version (or the existing
     /// one with the same id), its files, the storage's current version, and the end of the
     /// upload session.
-    fn commit_version(&self, storage_id: &str, session_id: &str, version: &NewVersion) -> impl Future<Output = Result<VersionRow>> + Send;
+    fn commit_version(&self, storage_id: &str, user_id: &str, session_id: &str, version: &NewVersion) -> impl Future<Output = Result<VersionRow>> + Send;
     /// Ends the upload sessions and pins expired at `now`, then lists the blobs that no
     /// version, no checkpoint, no open upload session and no pin refers to.
     fn unreferenced_blobs(&self, now: DateTime<Utc>) -> impl Future<Output = Result<Vec<String>>> + Send;

@@ -138,7 +138,7 @@ impl StorageStore for SqliteStore {
         }))
     }
 
-    async fn record_blob(&self, hash: &str, size: i64, at: DateTime<Utc>, pin: Option<&Pin>) -> Result<()> {
+    async fn record_blob(&self, hash: &str, size: i64, at: DateTime<Utc>, owner: &str, pin: Option<&Pin>) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         if let Some(pin) = pin {
             sqlx::query("INSERT INTO blob_pins (hash, holder, until) VALUES (?, ?, ?) ON CONFLICT (hash, holder) DO UPDATE SET until = excluded.until")
@@ -154,18 +154,23 @@ impl StorageStore for SqliteStore {
             .bind(at)
             .execute(&mut *tx)
             .await?;
+        sqlx::query("INSERT INTO blob_owners (hash, user_id) VALUES (?, ?) ON CONFLICT DO NOTHING").bind(hash).bind(owner).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn commit_version(&self, storage_id: &str, session_id: &str, new: &NewVersion) -> Result<VersionRow> {
+    async fn commit_version(&self, storage_id: &str, user_id: &str, session_id: &str, new: &NewVersion) -> Result<VersionRow> {
         let mut tx = self.pool.begin().await?;
         // Write first, so the transaction holds the write lock from its start.
         sqlx::query("UPDATE storages SET updated_at = updated_at WHERE id = ?").bind(storage_id).execute(&mut *tx).await?;
         // Blobs are checked inside the transaction, so the collector cannot remove one
         // between this check and the version that refers to it.
         for file in &new.files {
-            let size: Option<i64> = sqlx::query_scalar("SELECT size FROM blobs WHERE hash = ?").bind(file.hash.as_str()).fetch_optional(&mut *tx).await?;
+            let size: Option<i64> = sqlx::query_scalar("SELECT b.size FROM blobs b JOIN blob_owners o ON o.hash = b.hash AND o.user_id = ? WHERE b.hash = ?")
+                .bind(user_id)
+                .bind(file.hash.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
             match size {
                 Some(size) if size == file.size => {}
                 Some(size) => return Err(StoreError::InvalidState(format!("{} was uploaded with {size} bytes, not {}", file.path.as_str(), file.size))),
@@ -232,6 +237,7 @@ impl StorageStore for SqliteStore {
     }
 
     async fn forget_blob(&self, hash: &str, now: DateTime<Utc>) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "DELETE FROM blobs WHERE hash = ?1
                AND NOT EXISTS (SELECT 1 FROM blob_pins WHERE hash = ?1 AND until >= ?2)
@@ -241,8 +247,12 @@ impl StorageStore for SqliteStore {
         )
         .bind(hash)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        // Whoever held the bytes holds them no more: a later upload of the same bytes by
+        // someone else must not become theirs.
+        sqlx::query("DELETE FROM blob_owners WHERE hash = ?").bind(hash).execute(&mut *tx).await?;
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 }
