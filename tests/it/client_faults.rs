@@ -242,3 +242,36 @@ fn a_base_url_that_is_not_an_absolute_http_url_is_refused_locally() {
     }
     Client::new("https://api.vm0.ai/", TOKEN).unwrap();
 }
+
+/// A pull never writes through a symbolic link in the target, with or without the CLI's
+/// `--force`: a linked folder is refused, and a linked file is replaced by the file, its
+/// link's target left as it was.
+#[tokio::test]
+async fn a_pull_never_writes_through_a_symbolic_link() {
+    let server = vm0_tests::server::TestServer::start().await;
+    let c = server.client();
+    let source = tempfile::tempdir().unwrap();
+    std::fs::create_dir(source.path().join("sub")).unwrap();
+    std::fs::write(source.path().join("sub").join("inner.txt"), b"inner").unwrap();
+    std::fs::write(source.path().join("top.txt"), b"top").unwrap();
+    let volume = c.create_volume().body_map(|b| b.name("linked")).send().await.unwrap().into_inner();
+    c.push_volume(&volume.id, source.path(), None, &Transfer::default()).await.unwrap();
+
+    let outside = tempfile::tempdir().unwrap();
+    let target = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), target.path().join("sub")).unwrap();
+    let error = c.pull_volume(&volume.id, None, target.path(), &Transfer::default()).await.unwrap_err();
+    assert!(matches!(&error, Error::Invalid(m) if m.contains("symbolic link")), "{error}");
+    assert!(walk(outside.path()).is_empty(), "the pull wrote through the linked folder");
+
+    let target = tempfile::tempdir().unwrap();
+    let victim = outside.path().join("victim.txt");
+    std::fs::write(&victim, b"untouched").unwrap();
+    std::os::unix::fs::symlink(&victim, target.path().join("top.txt")).unwrap();
+    std::os::unix::fs::symlink(&victim, target.path().join(".top.txt.vm0-partial")).unwrap();
+    c.pull_volume(&volume.id, None, target.path(), &Transfer::default()).await.unwrap();
+    assert_eq!(std::fs::read(&victim).unwrap(), b"untouched");
+    assert!(!std::fs::symlink_metadata(target.path().join("top.txt")).unwrap().file_type().is_symlink());
+    assert_eq!(std::fs::read(target.path().join("top.txt")).unwrap(), b"top");
+    assert_eq!(std::fs::read(target.path().join("sub").join("inner.txt")).unwrap(), b"inner");
+}

@@ -215,8 +215,7 @@ impl Client {
             .map(|(file, target)| {
                 let meter = meter.clone();
                 async move {
-                    let folder = target.parent().expect("a joined path has a folder").to_path_buf();
-                    tokio::fs::create_dir_all(&folder).await.map_err(|e| Error::io(&folder, e))?;
+                    let folder = make_folders(dir, &target).await?;
                     let partial = folder.join(format!(".{}.vm0-partial", target.file_name().expect("a file name").to_string_lossy()));
                     let result = download_one(self, file, &partial, &meter).await;
                     match result {
@@ -268,12 +267,43 @@ impl Client {
     }
 }
 
+/// Makes the folders from `dir` down to `target`'s, refusing any that is a symbolic link
+/// or a file: a pull never writes outside `dir` through a link planted inside it, with or
+/// without `--force`. `target`'s folder.
+async fn make_folders(dir: &Path, target: &Path) -> Result<PathBuf, Error> {
+    let folder = target.parent().expect("a joined path has a folder");
+    let mut current = dir.to_path_buf();
+    for component in folder.strip_prefix(dir).expect("targets are inside dir").components() {
+        current.push(component);
+        loop {
+            match tokio::fs::symlink_metadata(&current).await {
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    return Err(Error::Invalid(format!("refusing to write through {}: it is a symbolic link", current.display())));
+                }
+                Ok(meta) if meta.is_dir() => break,
+                Ok(_) => return Err(Error::Invalid(format!("refusing to replace {}: it is a file, and the version has a folder there", current.display()))),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => match tokio::fs::create_dir(&current).await {
+                    // Another download of the same pull may make it first: look again.
+                    Ok(()) => break,
+                    Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                    Err(error) => return Err(Error::io(&current, error)),
+                },
+                Err(error) => return Err(Error::io(&current, error)),
+            }
+        }
+    }
+    Ok(folder.to_path_buf())
+}
+
 async fn download_one(client: &Client, file: &types::DownloadFile, partial: &Path, meter: &Meter) -> Result<(), Error> {
     let response = client.http().get(&file.download_url).send().await?;
     if !response.status().is_success() {
         return Err(error::from_response(response).await);
     }
-    let mut output = tokio::fs::File::create(partial).await.map_err(|e| Error::io(partial, e))?;
+    // A stale partial file, or a link planted in its place, is removed rather than
+    // followed; the new one is created only if nothing is there (O_EXCL follows no link).
+    tokio::fs::remove_file(partial).await.ok();
+    let mut output = tokio::fs::OpenOptions::new().write(true).create_new(true).open(partial).await.map_err(|e| Error::io(partial, e))?;
     let (mut hasher, mut size) = (Sha256::new(), 0u64);
     let mut body = response.bytes_stream();
     while let Some(chunk) = body.next().await {
