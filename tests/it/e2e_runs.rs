@@ -420,3 +420,18 @@ async fn resuming_an_ended_runs_stream_gives_the_rest_then_the_end() {
     let (after_first, _) = events(&server, &run.id, Some(all[0].0), None).await;
     assert_eq!(after_first, all[1..].to_vec());
 }
+
+/// A run whose artifact holds a file no version may hold fails, naming the file, rather
+/// than making a version whose download breaks.
+#[tokio::test]
+async fn an_artifact_file_that_breaks_the_path_rules_fails_the_run_naming_it() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    shell_agent(&c).await;
+    let run = wait(&c, &start(&c, body("shell", "echo x > 'artifact/back\\slash'").artifact_name(Some("odd".parse().unwrap()))).await.id).await;
+    assert_eq!(run.status, RunStatus::Failed);
+    assert!(run.error.as_deref().is_some_and(|e| e.contains("back\\slash")), "{:?}", run.error);
+    let artifacts = c.list_artifacts().send().await.unwrap().into_inner();
+    let odd = artifacts.data.iter().find(|a| a.name.as_str() == "odd").expect("the artifact the run named");
+    assert!(odd.current_version_id.is_none(), "a version was made of it");
+}

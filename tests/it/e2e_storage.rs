@@ -269,3 +269,17 @@ async fn another_users_hash_is_no_claim_on_their_bytes() {
     // Uploading the same bytes himself is an upload like any other.
     push(&mallory, &his.id, &[("secret.txt", secret)], "my own copy").await;
 }
+
+/// A version that no directory could hold is refused when it is prepared: a file that is
+/// also a folder of another, or a segment longer than a file name may be.
+#[tokio::test]
+async fn a_version_no_directory_could_hold_is_refused() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    let volume = c.create_volume().body_map(|b| b.name("shapes")).send().await.unwrap().into_inner();
+    let long = format!("dir/{}", "x".repeat(300));
+    for (files, param) in [(vec![upload_file("a", b"1"), upload_file("a/b", b"2")], "files[1].path"), (vec![upload_file(&long, b"3")], "files[0].path")] {
+        let (status, error) = api_error(c.prepare_volume_upload().id(&volume.id).body_map(|b| b.files(files)).send().await);
+        assert_eq!((status, error.param.as_deref()), (400, Some(param)), "{}", error.message);
+    }
+}

@@ -7,6 +7,7 @@ pub mod api;
 mod blobs;
 mod cursor;
 mod ids;
+mod paths;
 mod runs;
 mod secrets;
 pub mod store;

@@ -94,6 +94,8 @@ impl<S: Store> App<S> {
             }
             files.push((FileRow { path: file.path, size: file.size, hash: file.hash }, ids::new("upf")));
         }
+        crate::paths::check(files.iter().map(|(f, _)| f.path.as_str()))
+            .map_err(|e| ApiError::invalid_parameter(format!("files[{}].path", e.index), e.message))?;
         let expires_at = ids::now() + URL_LIFETIME;
         let session = UploadSession {
             id: ids::new("upl"),

@@ -172,6 +172,7 @@ impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
             let (hash, size) = self.blobs.ingest(&path, self.store, owner, pin).await.map_err(|e| format!("storing {shown}{relative}: {e}"))?;
             files.push(FileRow { path: file_path, size: size as i64, hash });
         }
+        crate::paths::check(files.iter().map(|f| f.path.as_str())).map_err(|e| format!("{shown}{}", e.message))?;
         Ok(files)
     }
 }
