@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::{json, Value};
-use vm0_client::RunEvent;
+use vm0_client::{Paginate, RunEvent};
 use vm0_tests::server::{api_error, TestServer};
 use vm0_tests::wait::{until_run_event, within, DEADLINE};
 use vm0_types::{self as types, RunStatus};
@@ -434,4 +434,38 @@ async fn an_artifact_file_that_breaks_the_path_rules_fails_the_run_naming_it() {
     let artifacts = c.list_artifacts().send().await.unwrap().into_inner();
     let odd = artifacts.data.iter().find(|a| a.name.as_str() == "odd").expect("the artifact the run named");
     assert!(odd.current_version_id.is_none(), "a version was made of it");
+}
+
+/// A line longer than 64 KiB is kept up to there, the cut marked, and the next line
+/// comes through whole: no line a run prints grows the server's memory.
+#[tokio::test]
+async fn a_long_line_is_cut_at_64_kib_and_marked() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    shell_agent(&c).await;
+    let run = wait(&c, &start(&c, body("shell", "head -c 1000000 /dev/zero | tr '\\0' x; echo; echo after")).await.id).await;
+    assert_eq!(run.status, RunStatus::Completed, "{:?}", run.error);
+    let logs = c.list_run_logs().id(&run.id).type_(types::LogTypeFilter::Agent).send().await.unwrap().into_inner();
+    let messages: Vec<&str> = logs.data.iter().map(|l| l.message.as_str()).collect();
+    assert_eq!(messages.len(), 2, "{:?}", messages.iter().map(|m| m.len()).collect::<Vec<_>>());
+    assert_eq!(messages[0], format!("{} [line cut at 64 KiB]", "x".repeat(64 * 1024)));
+    assert_eq!(messages[1], "after");
+}
+
+/// A run that prints more than its configuration's maxOutputBytes is stopped and fails,
+/// naming the limit, with no more than the limit stored.
+#[tokio::test]
+async fn a_run_past_its_output_limit_fails_naming_it() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    agent(&c, "chatty", json!({"command": ["sh", "-c", "yes hello | head -c 10000000; echo done"], "maxOutputBytes": 10000})).await;
+    let run = wait(&c, &start(&c, body("chatty", "go")).await.id).await;
+    assert_eq!(run.status, RunStatus::Failed);
+    assert!(run.error.as_deref().is_some_and(|e| e.contains("limit of 10000 bytes")), "{:?}", run.error);
+    let mut stored = 0;
+    let mut logs = c.list_run_logs().id(&run.id).type_(types::LogTypeFilter::Agent).limit(100).stream();
+    while let Some(entry) = futures::TryStreamExt::try_next(&mut logs).await.unwrap() {
+        stored += entry.message.len() + 1;
+    }
+    assert!(stored <= 10000, "{stored} bytes stored");
 }

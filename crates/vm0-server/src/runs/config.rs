@@ -24,6 +24,11 @@ pub(crate) struct LocalConfig {
     /// Seconds before the run is stopped and ends as `timeout` (default 3600).
     #[schemars(range(min = 1, max = 86400))]
     pub timeout_seconds: Option<u64>,
+    /// The most bytes of output, standard output and error together, that a run may
+    /// print (default 64 MiB); past it the run is stopped and fails, naming the limit.
+    /// Lines longer than 64 KiB are cut there, the cut marked.
+    #[schemars(range(min = 1024, max = 1073741824))]
+    pub max_output_bytes: Option<u64>,
     /// Files written into the working directory before each run, by relative path.
     #[serde(default)]
     pub files: BTreeMap<String, String>,

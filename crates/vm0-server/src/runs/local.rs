@@ -8,10 +8,12 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 
 use crate::store::MetricRow;
 
@@ -25,7 +27,14 @@ pub struct Job {
     pub prompt: String,
     pub timeout: Duration,
     pub sample_every: Duration,
+    /// The most bytes of output the job may print.
+    pub max_output: u64,
 }
+
+/// The longest line kept whole; a longer one is cut there and the cut marked.
+const MAX_LINE: usize = 64 * 1024;
+/// What ends a line that was cut.
+const CUT: &str = " [line cut at 64 KiB]";
 
 /// What a job produces while it runs.
 pub enum Output {
@@ -95,9 +104,10 @@ async fn run(job: Job, output: mpsc::Sender<Output>, mut cancel: watch::Receiver
     // long they wait for more before they give up on a pipe that a process that escaped
     // the group holds open.
     let (ended, patience) = watch::channel(None);
+    let budget = Arc::new(Budget { left: AtomicU64::new(job.max_output), spent: Notify::new() });
     let readers = [
-        tokio::spawn(read_lines(child.stdout.take().expect("stdout is piped"), false, output.clone(), patience.clone())),
-        tokio::spawn(read_lines(child.stderr.take().expect("stderr is piped"), true, output.clone(), patience)),
+        tokio::spawn(read_lines(child.stdout.take().expect("stdout is piped"), false, output.clone(), patience.clone(), budget.clone())),
+        tokio::spawn(read_lines(child.stderr.take().expect("stderr is piped"), true, output.clone(), patience, budget.clone())),
     ];
     let sampler = tokio::spawn(sample(pgid, job.workdir.clone(), job.sample_every, output));
 
@@ -111,6 +121,7 @@ async fn run(job: Job, output: mpsc::Sender<Output>, mut cancel: watch::Receiver
             Err(error) => Outcome::Failed(format!("waiting for the process failed: {error}")),
         },
         _ = tokio::time::sleep(job.timeout) => Outcome::TimedOut,
+        _ = budget.spent.notified() => Outcome::Failed(format!("The run printed more than its limit of {} bytes of output (maxOutputBytes)", job.max_output)),
         _ = cancel.wait_for(|cancelled| *cancelled) => Outcome::Cancelled,
     };
     // The run's processes end with it, the ones it left in the background too.
@@ -127,41 +138,86 @@ async fn run(job: Job, output: mpsc::Sender<Output>, mut cancel: watch::Receiver
     outcome
 }
 
-/// Sends the lines of `stream` until it ends, or until it stays silent for the patience
-/// that `ended` gives once the process has ended. Sending waits for the recorder, with no
-/// deadline: output is never dropped for being slow to store.
-async fn read_lines(stream: impl AsyncRead + Unpin, stderr: bool, output: mpsc::Sender<Output>, mut ended: watch::Receiver<Option<Duration>>) {
+/// What is left of a job's output allowance, shared by its two pipes.
+struct Budget {
+    left: AtomicU64,
+    /// Notified once the allowance is spent.
+    spent: Notify,
+}
+
+impl Budget {
+    /// Takes `bytes` from the allowance; false once it is spent.
+    fn take(&self, bytes: u64) -> bool {
+        let before = self.left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| Some(left.saturating_sub(bytes))).expect("the closure always answers");
+        if before < bytes {
+            self.spent.notify_one();
+            return false;
+        }
+        true
+    }
+}
+
+/// Sends the lines of `stream` until it ends, its output allowance is spent, or it stays
+/// silent for the patience that `ended` gives once the process has ended. A line is kept
+/// up to `MAX_LINE` bytes and the rest of it skipped, so no line grows the server's
+/// memory. Sending waits for the recorder, with no deadline: output is never dropped for
+/// being slow to store.
+async fn read_lines(
+    stream: impl AsyncRead + Unpin,
+    stderr: bool,
+    output: mpsc::Sender<Output>,
+    mut ended: watch::Receiver<Option<Duration>>,
+    budget: Arc<Budget>,
+) {
     let mut reader = BufReader::with_capacity(64 * 1024, stream);
-    let mut line = Vec::new();
+    let (mut line, mut cut) = (Vec::new(), false);
     loop {
         let patience = *ended.borrow();
-        let read = match patience {
-            Some(idle) => tokio::time::timeout(idle, reader.read_until(b'\n', &mut line)).await.unwrap_or(Ok(0)),
-            // `read_until` keeps what it read in `line` when the process's end interrupts it.
+        let filled = match patience {
+            Some(idle) => tokio::time::timeout(idle, reader.fill_buf()).await.unwrap_or(Ok(&[])).map(|b| b.len()),
+            // `fill_buf` consumes nothing, so the process's end may interrupt it.
             None => tokio::select! {
-                read = reader.read_until(b'\n', &mut line) => read,
+                filled = reader.fill_buf() => filled.map(|b| b.len()),
                 _ = ended.changed() => continue,
             },
         };
-        match read {
-            Ok(0) | Err(_) => {
-                if !line.is_empty() {
-                    output.send(Output::Line { stderr, text: String::from_utf8_lossy(&line).into_owned() }).await.ok();
-                }
-                return;
+        let Ok(filled) = filled else { return };
+        if filled == 0 {
+            if !line.is_empty() || cut {
+                send_line(&output, stderr, &mut line, &mut cut).await;
             }
-            Ok(_) => {
-                while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                    line.pop();
-                }
-                let text = String::from_utf8_lossy(&line).into_owned();
-                line.clear();
-                if output.send(Output::Line { stderr, text }).await.is_err() {
-                    return;
-                }
-            }
+            return;
+        }
+        let buffer = reader.buffer();
+        let (taken, complete) = match buffer.iter().position(|b| *b == b'\n') {
+            Some(end) => (end + 1, true),
+            None => (buffer.len(), false),
+        };
+        let room = MAX_LINE.saturating_sub(line.len());
+        line.extend_from_slice(&buffer[..taken.min(room)]);
+        cut |= taken - usize::from(complete) > room;
+        reader.consume(taken);
+        if !budget.take(taken as u64) {
+            return;
+        }
+        if complete && !send_line(&output, stderr, &mut line, &mut cut).await {
+            return;
         }
     }
+}
+
+/// Sends the line gathered so far, without its line ending, and starts the next; false
+/// when nobody listens any more.
+async fn send_line(output: &mpsc::Sender<Output>, stderr: bool, line: &mut Vec<u8>, cut: &mut bool) -> bool {
+    while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        line.pop();
+    }
+    let mut text = String::from_utf8_lossy(line).into_owned();
+    if std::mem::take(cut) {
+        text.push_str(CUT);
+    }
+    line.clear();
+    output.send(Output::Line { stderr, text }).await.is_ok()
 }
 
 /// Samples the process group every `every` until aborted.

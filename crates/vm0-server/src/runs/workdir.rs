@@ -18,6 +18,8 @@ use crate::blobs::Blobs;
 use crate::ids;
 use crate::store::{AgentStore, CheckpointRow, FileRow, Kind, NewCheckpoint, NewVersion, Pin, RunRow, RunStore, StorageStore};
 
+/// How much an agent may print when its configuration does not say.
+const DEFAULT_MAX_OUTPUT: u64 = 64 * 1024 * 1024;
 /// How long an agent may run when its configuration does not say.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
 /// How long the blobs a run stores stay pinned at most: its end releases them, and this
@@ -92,6 +94,7 @@ impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
             env,
             prompt: run.prompt.clone(),
             timeout: config.timeout_seconds.map(Duration::from_secs).unwrap_or(DEFAULT_TIMEOUT),
+            max_output: config.max_output_bytes.unwrap_or(DEFAULT_MAX_OUTPUT),
             sample_every,
         })
     }
