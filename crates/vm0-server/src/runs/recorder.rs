@@ -29,20 +29,16 @@ const LINGER: Duration = Duration::from_millis(5);
 const FEED_CAPACITY: usize = 1024;
 
 enum Entry {
-    Event {
-        run: Arc<str>,
-        data: RunEventData,
-    },
-    Log {
-        run: Arc<str>,
-        row: LogRow,
-    },
-    Metric {
-        run: Arc<str>,
-        sample: MetricRow,
-    },
+    /// Something a run recorded.
+    Record(Arc<str>, Record),
     /// Answered once everything sent before it is stored.
     Flush(oneshot::Sender<()>),
+}
+
+enum Record {
+    Event(RunEventData),
+    Log(LogRow),
+    Metric(MetricRow),
 }
 
 /// The sending side of the writer, shared by every run.
@@ -93,18 +89,18 @@ impl Journal {
             RunEventData::ErrorEvent(e) => RunEventData::ErrorEvent(types::RunErrorEvent { message: self.secrets.mask(&e.message) }),
             other => other,
         };
-        self.send(Entry::Event { run: self.run.clone(), data }).await;
+        self.send(Entry::Record(self.run.clone(), Record::Event(data))).await;
     }
 
     /// A log entry; its message and metadata masked.
     pub(crate) async fn log(&self, kind: LogType, level: LogLevel, message: &str, metadata: Map<String, Value>) {
         let metadata = metadata.into_iter().map(|(k, v)| (k, self.secrets.mask_value(v))).collect();
         let row = LogRow { seq: 0, timestamp: ids::now(), kind, level, message: self.secrets.mask(message), metadata: sqlx::types::Json(metadata) };
-        self.send(Entry::Log { run: self.run.clone(), row }).await;
+        self.send(Entry::Record(self.run.clone(), Record::Log(row))).await;
     }
 
     pub(crate) async fn metric(&self, sample: MetricRow) {
-        self.send(Entry::Metric { run: self.run.clone(), sample }).await;
+        self.send(Entry::Record(self.run.clone(), Record::Metric(sample))).await;
     }
 
     /// Returns once everything this journal (and every other) sent so far is stored.
@@ -204,12 +200,10 @@ async fn write<S: RunStore>(store: S, mut entries: mpsc::Receiver<Entry>, feeds:
         let mut batch = Batch::default();
         let (mut published, mut flushed, mut ended) = (Vec::new(), Vec::new(), Vec::new());
         for entry in gathered.drain(..) {
-            let run = match &entry {
-                Entry::Event { run, .. } | Entry::Log { run, .. } | Entry::Metric { run, .. } => run.clone(),
-                Entry::Flush(_) => {
-                    if let Entry::Flush(done) = entry {
-                        flushed.push(done);
-                    }
+            let (run, record) = match entry {
+                Entry::Record(run, record) => (run, record),
+                Entry::Flush(done) => {
+                    flushed.push(done);
                     continue;
                 }
             };
@@ -226,8 +220,8 @@ async fn write<S: RunStore>(store: S, mut entries: mpsc::Receiver<Entry>, feeds:
                     counters.entry(run.clone()).or_insert(loaded)
                 }
             };
-            match entry {
-                Entry::Event { data, .. } => {
+            match record {
+                Record::Event(data) => {
                     count.event += 1;
                     let event = event_type(&data);
                     let json = serde_json::to_string(&data).expect("event data serializes");
@@ -237,16 +231,15 @@ async fn write<S: RunStore>(store: S, mut entries: mpsc::Receiver<Entry>, feeds:
                     batch.events.push((run.to_string(), count.event, event, json));
                     published.push((run, types::RunEvent { id: std::num::NonZeroU64::new(count.event as u64).expect("from 1"), event, data }));
                 }
-                Entry::Log { mut row, .. } => {
+                Record::Log(mut row) => {
                     count.log += 1;
                     row.seq = count.log;
                     batch.logs.push((run.to_string(), row));
                 }
-                Entry::Metric { sample, .. } => {
+                Record::Metric(sample) => {
                     count.metric += 1;
                     batch.metrics.push((run.to_string(), count.metric, sample));
                 }
-                Entry::Flush(_) => unreachable!("flushes are taken above"),
             }
         }
         if !batch.is_empty() {
