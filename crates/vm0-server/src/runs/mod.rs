@@ -145,9 +145,8 @@ impl<S: Store> Engine<S> {
         let now = chrono::Utc::now();
         let before = now - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
         let expired = self.store.expire(before, now).await?;
-        let workdir = workdir::Workdir { store: &self.store, blobs: &self.blobs, dir: &self.dir };
         for session in &expired.sessions {
-            match tokio::fs::remove_dir_all(workdir.session_dir(session)).await {
+            match tokio::fs::remove_dir_all(workdir::session_dir(&self.dir, session)).await {
                 Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
                     tracing::warn!(%session, %error, "could not remove an expired session's directory")
                 }

@@ -40,11 +40,12 @@ fn io(what: &'static str) -> impl Fn(std::io::Error) -> String {
 /// The directories of a working directory that a checkpoint leaves out.
 const NOT_CHECKPOINTED: [&str; 2] = ["volumes", "artifact"];
 
-impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
-    pub(super) fn session_dir(&self, id: &str) -> PathBuf {
-        self.dir.join("sessions").join(id)
-    }
+/// The working directory of session `id` under the data directory `dir`.
+pub(super) fn session_dir(dir: &Path, id: &str) -> PathBuf {
+    dir.join("sessions").join(id)
+}
 
+impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
     async fn agent_config(&self, run: &RunRow) -> Result<config::LocalConfig, String> {
         let version = self.store.get_agent_version(&run.agent_id, &run.agent_version_id).await.map_err(|e| e.to_string())?;
         let version = version.ok_or("The agent version of this run no longer exists")?;
@@ -54,7 +55,7 @@ impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
     /// The working directory of the run, ready, and the job that runs the agent in it.
     pub(super) async fn prepare(&self, run: &RunRow, sample_every: Duration) -> Result<Job, String> {
         let config = self.agent_config(run).await?;
-        let workdir = self.session_dir(&run.session_id);
+        let workdir = session_dir(self.dir, &run.session_id);
         if !tokio::fs::try_exists(&workdir).await.map_err(io("reading the working directory"))? {
             self.restore(run, &workdir).await?;
         }
@@ -145,7 +146,7 @@ impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
     /// After a successful run: the checkpoint of the session's state, and the artifact's
     /// new version.
     pub(super) async fn complete(&self, run: &RunRow) -> Result<(NewCheckpoint, Option<String>), String> {
-        let workdir = self.session_dir(&run.session_id);
+        let workdir = session_dir(self.dir, &run.session_id);
         let row = CheckpointRow { id: ids::new("chk"), session_id: run.session_id.clone(), agent_id: run.agent_id.clone() };
         let pin = Pin { holder: run.id.clone(), until: Utc::now() + PIN };
         let checkpoint = NewCheckpoint { row, files: self.store_files(&workdir, &NOT_CHECKPOINTED, "", &run.user_id, &pin).await? };
