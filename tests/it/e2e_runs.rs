@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use vm0_client::{Paginate, RunEvent};
+use vm0_tests::processes;
 use vm0_tests::server::{api_error, TestServer};
-use vm0_tests::wait::{until_run_event, within, DEADLINE};
+use vm0_tests::wait::{until_run_event, wait_until, within, DEADLINE};
 use vm0_types::{self as types, RunStatus};
 
-async fn agent(c: &vm0_client::Client, name: &str, config: Value) -> types::Agent {
+pub(crate) async fn agent(c: &vm0_client::Client, name: &str, config: Value) -> types::Agent {
     let config = types::AgentConfig(config.as_object().unwrap().clone());
     c.create_agent().body_map(|b| b.name(name).config(config)).send().await.unwrap().into_inner()
 }
@@ -20,16 +21,16 @@ async fn shell_agent(c: &vm0_client::Client) -> types::Agent {
     agent(c, "shell", json!({"command": ["sh", "-c", "eval \"$VM0_PROMPT\""], "timeoutSeconds": 60})).await
 }
 
-fn body(agent: &str, prompt: &str) -> types::builder::CreateRunRequest {
+pub(crate) fn body(agent: &str, prompt: &str) -> types::builder::CreateRunRequest {
     types::CreateRunRequest::builder().agent(Some(agent.parse().unwrap())).prompt(prompt)
 }
 
-async fn start(c: &vm0_client::Client, request: types::builder::CreateRunRequest) -> types::RunDetail {
+pub(crate) async fn start(c: &vm0_client::Client, request: types::builder::CreateRunRequest) -> types::RunDetail {
     c.create_run().body(request).send().await.unwrap().into_inner()
 }
 
 /// Follows the run's events until it ends; the run as it ended.
-async fn wait(c: &vm0_client::Client, id: &str) -> types::RunDetail {
+pub(crate) async fn wait(c: &vm0_client::Client, id: &str) -> types::RunDetail {
     let run = match tokio::time::timeout(DEADLINE, c.wait_for_run(id)).await {
         Ok(run) => run.unwrap_or_else(|e| panic!("following run {id}: {e}")),
         Err(_) => {
@@ -129,18 +130,22 @@ async fn failures_timeouts_and_cancels_end_as_they_should() {
     assert_eq!(timed_out.status, RunStatus::Timeout, "{timed_out:?}");
     assert!(timed_out.execution_time_ms.unwrap() < 5000);
 
-    // The agent says when it has written its pid, and then runs until cancelled.
-    let long = start(&c, body("shell", "echo $$ > pid; echo started; sleep 30 & wait")).await;
+    // The agent says when it has started its processes, and then runs until cancelled;
+    // one of them has left its process group.
+    let long = start(&c, body("shell", "sleep 30.0424201 & setsid sleep 30.0424202 & echo started; wait")).await;
     until_run_event(&c, &long.id, "the output \"started\"", |e| matches!(e, RunEvent::Output { content, .. } if content == "started")).await;
     assert_eq!(c.get_run().id(&long.id).send().await.unwrap().into_inner().status, RunStatus::Running);
-    let pid_file = server.data_dir.path().join("sessions").join(&long.session_id).join("pid");
-    let pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_string();
-    assert!(!pid.is_empty(), "the agent wrote its pid before its first output");
     let asked = Instant::now();
     let cancelled = c.cancel_run().id(&long.id).send().await.unwrap().into_inner();
     assert_eq!(cancelled.status, RunStatus::Cancelled);
     assert!(asked.elapsed() < Duration::from_secs(1), "cancelled in {:?}", asked.elapsed());
-    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "the process is gone");
+    for marker in ["30.0424201", "30.0424202"] {
+        wait_until(Duration::from_secs(1), &format!("`sleep {marker}` ending with the run"), || async {
+            let left = processes::with_argument(marker);
+            if left.is_empty() { Ok(()) } else { Err(left) }
+        })
+        .await;
+    }
     let (status, error) = api_error(c.cancel_run().id(&long.id).send().await);
     assert_eq!((status, error.code.to_string().as_str()), (400, "invalid_state"));
 }

@@ -6,6 +6,7 @@ mod e2e_agents;
 mod e2e_client;
 mod e2e_retention;
 mod e2e_runs;
+mod e2e_sandbox;
 mod e2e_storage;
 mod e2e_tokens;
 #[rustfmt::skip] // Written by `cargo xtask codegen`, which formats it itself.

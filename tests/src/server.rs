@@ -6,6 +6,13 @@ use chrono::{Duration, Utc};
 use vm0_server::api::App;
 use vm0_server::store::{SqliteStore, TokenRow, UserStore};
 
+/// This package's sandbox helper, which cargo builds beside the test binaries' folder.
+pub fn sandbox_helper() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let target = exe.parent().and_then(|deps| deps.parent()).expect("test binaries live in <target>/<profile>/deps");
+    target.join("vm0-test-sandbox")
+}
+
 /// A running server; it stops when dropped.
 pub struct TestServer {
     pub url: String,
@@ -26,11 +33,18 @@ impl TestServer {
 
     /// Starts a server over an existing data directory (to restart one).
     pub async fn start_in(data_dir: tempfile::TempDir) -> TestServer {
+        Self::start_with(data_dir, |config| config).await
+    }
+
+    /// Starts a server over `data_dir` whose configuration `configure` changes.
+    pub async fn start_with(data_dir: tempfile::TempDir, configure: impl FnOnce(vm0_server::Config) -> vm0_server::Config) -> TestServer {
         let config = vm0_server::Config {
             max_file_size: 64 * 1024 * 1024,
             sample_interval: std::time::Duration::from_millis(200),
+            sandbox: vm0_server::Sandbox::Helper(sandbox_helper()),
             ..vm0_server::Config::local(data_dir.path())
         };
+        let config = configure(config);
         let server = vm0_server::bind(config).await.expect("the server starts");
         let token = match &server.first_token {
             Some(token) => token.clone(),

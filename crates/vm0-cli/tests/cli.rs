@@ -68,7 +68,12 @@ impl Env {
     fn new() -> Env {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let data = tempfile::tempdir().unwrap();
-        let config = vm0_server::Config { sample_interval: std::time::Duration::from_millis(100), ..vm0_server::Config::local(data.path()) };
+        let config = vm0_server::Config {
+            sample_interval: std::time::Duration::from_millis(100),
+            // These tests are about the command line; the sandbox is tested with the server.
+            sandbox: vm0_server::Sandbox::Unsandboxed,
+            ..vm0_server::Config::local(data.path())
+        };
         let server = runtime.block_on(vm0_server::bind(config)).unwrap();
         let (url, token) = (server.url.clone(), server.first_token.clone().unwrap());
         runtime.spawn(server.serve(std::future::pending()));

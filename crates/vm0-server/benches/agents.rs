@@ -116,7 +116,7 @@ async fn main() {
     // As main.rs sets it up when standard error is not a terminal (a file, a journal).
     tracing_subscriber::fmt().with_env_filter(filter.as_str()).with_writer(std::io::sink).with_ansi(false).init();
     let data = tempfile::tempdir().unwrap();
-    let config = vm0_server::Config::local(data.path());
+    let config = vm0_server::Config { sandbox: vm0_server::Sandbox::Helper(env!("CARGO_BIN_EXE_vm0-server").into()), ..vm0_server::Config::local(data.path()) };
     let server = vm0_server::bind(config.clone()).await.unwrap();
     let (url, token) = (server.url.clone(), server.first_token.clone().unwrap());
     tokio::spawn(server.serve(std::future::pending()));

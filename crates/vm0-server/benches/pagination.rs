@@ -16,7 +16,11 @@ const REPEATS: usize = 30;
 #[tokio::main]
 async fn main() {
     let data = tempfile::tempdir().unwrap();
-    let config = vm0_server::Config { max_concurrent_runs: 1, ..vm0_server::Config::local(data.path()) };
+    let config = vm0_server::Config {
+        max_concurrent_runs: 1,
+        sandbox: vm0_server::Sandbox::Helper(env!("CARGO_BIN_EXE_vm0-server").into()),
+        ..vm0_server::Config::local(data.path())
+    };
     let server = vm0_server::bind(config).await.unwrap();
     let (url, token, app) = (server.url.clone(), server.first_token.clone().unwrap(), server.app.clone());
     tokio::spawn(server.serve(std::future::pending()));

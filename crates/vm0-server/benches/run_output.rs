@@ -38,7 +38,12 @@ impl Api {
 #[tokio::main]
 async fn main() {
     let data = tempfile::tempdir().unwrap();
-    let server = vm0_server::bind(vm0_server::Config::local(data.path())).await.unwrap();
+    let server = vm0_server::bind(vm0_server::Config {
+        sandbox: vm0_server::Sandbox::Helper(env!("CARGO_BIN_EXE_vm0-server").into()),
+        ..vm0_server::Config::local(data.path())
+    })
+    .await
+    .unwrap();
     let (url, token) = (server.url.clone(), server.first_token.clone().unwrap());
     tokio::spawn(server.serve(std::future::pending()));
     let server = Api { http: reqwest::Client::new(), url: url.clone(), token: token.clone() };

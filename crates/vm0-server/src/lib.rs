@@ -37,6 +37,22 @@ pub const SPEC_YAML: &str = include_str!("../../../openapi/v1.yaml");
 /// Its JSON twin.
 pub const SPEC_JSON: &str = include_str!("../../../openapi/v1.json");
 
+pub use runs::sandbox::{helper_main as sandbox_helper_main, HELPER_ARG as SANDBOX_HELPER_ARG};
+
+/// How runs are kept from the host, the server and each other.
+#[derive(Debug, Clone)]
+pub enum Sandbox {
+    /// Each in a sandbox of its own, set up by `helper`: a program whose `main` calls
+    /// [`sandbox_helper_main`] when its first argument is [`SANDBOX_HELPER_ARG`], before it
+    /// starts any thread. `vm0-server` is one. Where the host cannot make sandboxes, the
+    /// server says so at start and fails every run.
+    Helper(PathBuf),
+    /// As processes of the server's own user, with its rights over every user's data, the
+    /// database and the signing key, and over the other runs: for hosts that cannot make
+    /// sandboxes and runs that are trusted.
+    Unsandboxed,
+}
+
 /// How the server runs.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -57,6 +73,7 @@ pub struct Config {
     pub sample_interval: std::time::Duration,
     /// How long checkpoints are kept, and sessions kept after their last run.
     pub retention: std::time::Duration,
+    pub sandbox: Sandbox,
 }
 
 impl Config {
@@ -72,6 +89,8 @@ impl Config {
             max_concurrent_runs: 4,
             sample_interval: std::time::Duration::from_secs(1),
             retention: std::time::Duration::from_secs(30 * 24 * 3600),
+            // This program, when it is `vm0-server`; others say which helper they have.
+            sandbox: Sandbox::Helper(std::env::current_exe().unwrap_or_default()),
         }
     }
 }
@@ -108,11 +127,32 @@ pub async fn bind(config: Config) -> anyhow::Result<Server> {
     };
     let blobs = Arc::new(blobs);
     let limits = runs::Limits { concurrency: config.max_concurrent_runs, sample_every: config.sample_interval, retention: config.retention };
-    let engine = Arc::new(runs::Engine::new(store.clone(), blobs.clone(), Arc::new(runs::local::LocalExecutor), limits, &config.data_dir));
+    let isolation = isolation(&config).await;
+    let executor = Arc::new(runs::local::LocalExecutor { isolation });
+    let engine = Arc::new(runs::Engine::new(store.clone(), blobs.clone(), executor, limits, &config.data_dir));
     engine.recover().await;
     blobs.collect_garbage(&store).await;
     let app = Arc::new(App::new(store, blobs, key, engine));
     Ok(Server { addr, url, first_token, app, listener })
+}
+
+/// How this server's runs will be isolated: in sandboxes, when its helper can make one
+/// here; as the server's user, when told to; not at all otherwise, which it says loudly.
+async fn isolation(config: &Config) -> runs::local::Isolation {
+    use runs::local::Isolation;
+    match &config.sandbox {
+        Sandbox::Unsandboxed => {
+            tracing::warn!("runs execute unsandboxed, as processes of the server's own user that can read and change every user's data (--unsandboxed-runs)");
+            Isolation::Unsandboxed
+        }
+        Sandbox::Helper(helper) => match runs::sandbox::probe(helper, &config.data_dir.join("sandbox-probe")).await {
+            Ok(()) => Isolation::Sandbox(helper.clone()),
+            Err(reason) => {
+                tracing::error!(%reason, "this host cannot sandbox runs: every run will fail until the server is started where it can, or with --unsandboxed-runs");
+                Isolation::Refused(format!("This server cannot sandbox runs on its host ({reason}), and it was not started with --unsandboxed-runs"))
+            }
+        },
+    }
 }
 
 /// The data directory, created if missing, and the database in it (or at

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use vm0_server::store::UserStore;
-use vm0_server::Config;
+use vm0_server::{Config, Sandbox};
 
 /// mimalloc rather than the system allocator: a request makes many small, short-lived
 /// allocations across the runtime's threads, where glibc's malloc cost GET /v1/agents a
@@ -44,6 +44,14 @@ struct Cli {
     /// How many days checkpoints are kept, and sessions after their last run.
     #[arg(long, env = "VM0_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3650))]
     retention_days: u64,
+    /// Run agents as processes of the server's own user, outside any sandbox, on hosts
+    /// that cannot make one (no user namespaces). This gives up every wall around a run:
+    /// it can read and change every user's files and runs, the database with the run
+    /// secrets and the signing key, and whatever else the server's user can; its
+    /// background processes are found by process group only; and it always has the
+    /// network. Only for trusted agents.
+    #[arg(long, env = "VM0_UNSANDBOXED_RUNS")]
+    unsandboxed_runs: bool,
     /// What to log, as a tracing filter: error, warn, info, debug, or per module.
     #[arg(long, env = "VM0_LOG", default_value = "info")]
     log: String,
@@ -76,9 +84,15 @@ enum TokenCommand {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> anyhow::Result<()> {
+    // The sandbox helper must start before any thread does (see `vm0_server::Sandbox`).
+    if std::env::args_os().nth(1).is_some_and(|arg| arg == vm0_server::SANDBOX_HELPER_ARG) {
+        vm0_server::sandbox_helper_main();
+    }
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve(Cli::parse()))
+}
+
+async fn serve(cli: Cli) -> anyhow::Result<()> {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log)?).with_writer(std::io::stderr).with_ansi(ansi).init();
     let data_dir = match cli.data_dir {
@@ -94,6 +108,11 @@ async fn main() -> anyhow::Result<()> {
         max_concurrent_runs: cli.max_concurrent_runs,
         sample_interval: std::time::Duration::from_millis(cli.sample_interval_ms),
         retention: std::time::Duration::from_secs(cli.retention_days * 24 * 3600),
+        sandbox: if cli.unsandboxed_runs {
+            Sandbox::Unsandboxed
+        } else {
+            Sandbox::Helper(std::env::current_exe().context("finding this program, the sandbox helper")?)
+        },
     };
 
     if let Some(Command::Token { command: TokenCommand::Create { user, name, expires_in_days } }) = cli.command {

@@ -43,6 +43,12 @@ fn start(data_dir: &std::path::Path, listen: &str, first: bool) -> (Server, Opti
     (Server { child, url }, token)
 }
 
+/// The PIDs of the processes whose command line matches `pattern`, by pgrep(1).
+fn running(pattern: &str) -> Vec<String> {
+    let output = Command::new("pgrep").args(["-f", pattern]).output().expect("pgrep runs");
+    String::from_utf8_lossy(&output.stdout).split_whitespace().map(str::to_string).collect()
+}
+
 fn sha(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -223,12 +229,22 @@ async fn a_restart_leaves_no_run_running_or_pending() {
     let agent = json!({"name": "shell", "config": {"command": ["sh", "-c", "eval \"$VM0_PROMPT\""]}});
     assert_eq!(api.call(reqwest::Method::POST, "/v1/agents", Some(agent)).await.0, 201);
     // One slot: the first run executes, the second waits.
-    let (_, first) = api.call(reqwest::Method::POST, "/v1/runs", Some(json!({"agent": "shell", "prompt": "sleep 2"}))).await;
+    // The first run leaves processes in the background, one in a session of its own.
+    let prompt = "setsid sleep 30.0424501 & sleep 30.0424502 & echo started; wait";
+    let (_, first) = api.call(reqwest::Method::POST, "/v1/runs", Some(json!({"agent": "shell", "prompt": prompt}))).await;
     let (_, second) = api.call(reqwest::Method::POST, "/v1/runs", Some(json!({"agent": "shell", "prompt": "echo after"}))).await;
     let (first, second) = (first["id"].as_str().unwrap().to_string(), second["id"].as_str().unwrap().to_string());
-    api.until_event(&first, DEADLINE, "status running", |event, data| event == "status" && data["status"] == "running").await;
+    api.until_event(&first, DEADLINE, "the output \"started\"", |event, data| event == "output" && data["content"] == "started").await;
     let address = server.url.trim_start_matches("http://").to_string();
+    assert_eq!(running("sleep 30.042450").len(), 2, "both background processes run");
     drop(server); // SIGKILL
+    // Nothing of the run outlives the server.
+    let gone = within(Duration::from_secs(5), "the run's processes ending with the server", async {
+        while !running("sleep 30.042450").is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    gone.await;
 
     let (server, _) = start(data.path(), address.as_str(), false);
     let api = Api { http: reqwest::Client::new(), url: server.url.clone(), token: api.token.clone() };

@@ -53,7 +53,12 @@ impl Api {
 #[tokio::test]
 async fn a_run_that_cannot_start_fails_and_does_not_block_the_queue() {
     let dir = tempfile::tempdir().unwrap();
-    let server = vm0_server::bind(vm0_server::Config::local(dir.path())).await.expect("the server starts");
+    let server = vm0_server::bind(vm0_server::Config {
+        sandbox: vm0_server::Sandbox::Helper(env!("CARGO_BIN_EXE_vm0-server").into()),
+        ..vm0_server::Config::local(dir.path())
+    })
+    .await
+    .expect("the server starts");
     let api = Api { http: reqwest::Client::new(), url: server.url.clone(), token: server.first_token.clone().expect("a first token") };
     let pool = server.app.store.pool().clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -21,7 +21,12 @@ async fn token_create_makes_a_missing_data_directory() {
     assert!(data_dir.join("vm0.db").is_file(), "no database in {}", data_dir.display());
 
     // The server over that directory knows the user and its token, and makes no other.
-    let server = vm0_server::bind(vm0_server::Config::local(&data_dir)).await.expect("the server starts");
+    let server = vm0_server::bind(vm0_server::Config {
+        sandbox: vm0_server::Sandbox::Helper(env!("CARGO_BIN_EXE_vm0-server").into()),
+        ..vm0_server::Config::local(&data_dir)
+    })
+    .await
+    .expect("the server starts");
     assert!(server.first_token.is_none(), "the server made a first token although a user exists");
     let url = server.url.clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

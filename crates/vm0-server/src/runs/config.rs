@@ -10,7 +10,17 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use vm0_api::ApiError;
 
-/// How the local executor runs an agent.
+/// How the local executor runs an agent. A run executes in a sandbox of its own: its own
+/// mount, PID, IPC, UTS and user namespaces, where it sees a read-only system root
+/// (`/bin`, `/etc`, `/lib`, `/sbin`, `/usr`), its working directory at `/work`, a
+/// private `/tmp` and `/dev`, and nothing of the server, its data or other runs. It runs
+/// as an unprivileged user, and every process it starts ends with it.
+///
+/// The `max*` limits hold for the run as a whole: the server checks them at every sample
+/// of the run's processes (once a second by default) and, past one, stops the run, which
+/// fails with a message naming the limit. Each process is also held by the kernel to
+/// twice the memory, task and CPU limits (so a burst between samples cannot run away),
+/// and to `maxFileSizeMib` for any one file.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[schemars(title = "Local executor agent configuration")]
@@ -29,6 +39,28 @@ pub(crate) struct LocalConfig {
     /// Lines longer than 64 KiB are cut there, the cut marked.
     #[schemars(range(min = 1024, max = 1073741824))]
     pub max_output_bytes: Option<u64>,
+    /// Whether the run may use the network (default false): a sandboxed run has only a
+    /// loopback interface of its own, so it can neither reach the server, the host's
+    /// services and the private network, nor send what it reads (its secrets) anywhere.
+    /// An agent that calls a model's API over the internet needs `true`, which shares the
+    /// host's network.
+    #[serde(default)]
+    pub network: bool,
+    /// The most memory, in MiB, that the run's processes may hold resident together
+    /// (default 2048).
+    #[schemars(range(min = 16, max = 1048576))]
+    pub max_memory_mib: Option<u64>,
+    /// The most processes and threads the run may have at once (default 512).
+    #[schemars(range(min = 1, max = 65536))]
+    pub max_processes: Option<u64>,
+    /// The most CPU time, in seconds, that the run's processes may use together (default
+    /// 3600).
+    #[schemars(range(min = 1, max = 604800))]
+    pub max_cpu_seconds: Option<u64>,
+    /// The largest file, in MiB, that the run may write (default 1024); a process writing
+    /// past it is stopped.
+    #[schemars(range(min = 1, max = 1048576))]
+    pub max_file_size_mib: Option<u64>,
     /// Files written into the working directory before each run, by relative path.
     #[serde(default)]
     pub files: BTreeMap<String, String>,

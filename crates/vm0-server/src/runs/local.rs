@@ -1,9 +1,10 @@
-//! The executor interface, and the local-process executor: the agent's command runs as a
-//! process group of its own in the session's working directory, with a clean
-//! environment; its output is read line by line, its process tree sampled from `/proc`,
-//! and a timeout or a cancel kills the whole group. A sandboxed backend (microVMs,
-//! containers) implements the same `Executor`.
+//! The executor interface, and the local executor: the agent's command runs in a sandbox
+//! of its own (`sandbox.rs`), or, where the server was told to run without, as a
+//! process group of the server's user; either way in the session's working directory,
+//! with a clean environment. Its output is read line by line, its processes sampled from
+//! `/proc` against the run's limits, and a timeout or a cancel kills all of them.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -13,8 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
+use super::sandbox::{self, Limits, Spec};
 use crate::store::MetricRow;
 
 /// One execution of an agent.
@@ -29,6 +31,9 @@ pub struct Job {
     pub sample_every: Duration,
     /// The most bytes of output the job may print.
     pub max_output: u64,
+    /// Whether it may use the network (in a sandbox; unsandboxed, it always can).
+    pub network: bool,
+    pub limits: Limits,
 }
 
 /// The longest line kept whole; a longer one is cut there and the cut marked.
@@ -53,7 +58,7 @@ pub enum Outcome {
     Killed(i32),
     TimedOut,
     Cancelled,
-    /// It could not run at all.
+    /// It could not run at all, or went past a limit.
     Failed(String),
 }
 
@@ -62,12 +67,26 @@ pub trait Executor: Send + Sync + 'static {
     fn execute(&self, job: Job, output: mpsc::Sender<Output>, cancel: watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = Outcome> + Send + '_>>;
 }
 
-/// The default executor: a local process group.
-pub(crate) struct LocalExecutor;
+/// How the local executor isolates runs.
+#[derive(Debug, Clone)]
+pub(crate) enum Isolation {
+    /// In a sandbox, set up by this helper program.
+    Sandbox(PathBuf),
+    /// As processes of the server's own user (`--unsandboxed-runs`).
+    Unsandboxed,
+    /// Not at all, for this reason: the host cannot sandbox runs, and the server was not
+    /// told to run them without.
+    Refused(String),
+}
+
+/// The default executor.
+pub(crate) struct LocalExecutor {
+    pub isolation: Isolation,
+}
 
 impl Executor for LocalExecutor {
     fn execute(&self, job: Job, output: mpsc::Sender<Output>, cancel: watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = Outcome> + Send + '_>> {
-        Box::pin(run(job, output, cancel))
+        Box::pin(run(&self.isolation, job, output, cancel))
     }
 }
 
@@ -78,23 +97,48 @@ fn kill_group(pgid: i32) {
     }
 }
 
-async fn run(job: Job, output: mpsc::Sender<Output>, mut cancel: watch::Receiver<bool>) -> Outcome {
-    let mut command = tokio::process::Command::new(&job.command[0]);
-    command
-        .args(&job.command[1..])
-        .current_dir(&job.workdir)
-        .env_clear()
-        .envs(job.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
+/// The process to start for `job`: the sandbox helper, or the agent's command itself.
+fn command(isolation: &Isolation, job: &Job, status: &Path) -> Result<tokio::process::Command, String> {
+    match isolation {
+        Isolation::Refused(reason) => Err(reason.clone()),
+        Isolation::Sandbox(helper) => {
+            let home = |(key, value): &(String, String)| if key == "HOME" { (key.clone(), sandbox::WORKDIR.to_string()) } else { (key.clone(), value.clone()) };
+            let spec = Spec {
+                workdir: job.workdir.clone(),
+                command: job.command.clone(),
+                env: job.env.iter().map(home).collect(),
+                network: job.network,
+                limits: job.limits,
+                status: status.to_path_buf(),
+            };
+            Ok(sandbox::helper_command(helper, &spec))
+        }
+        Isolation::Unsandboxed => {
+            let mut command = tokio::process::Command::new(&job.command[0]);
+            command.args(&job.command[1..]).current_dir(&job.workdir).env_clear().envs(job.env.iter().map(|(k, v)| (k, v)));
+            Ok(command)
+        }
+    }
+}
+
+async fn run(isolation: &Isolation, job: Job, output: mpsc::Sender<Output>, mut cancel: watch::Receiver<bool>) -> Outcome {
+    let status = job.workdir.with_extension("sandbox");
+    let mut command = match command(isolation, &job, &status) {
+        Ok(command) => command,
+        Err(reason) => return Outcome::Failed(reason),
+    };
+    command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0).kill_on_drop(true);
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(error) => return Outcome::Failed(format!("could not start {}: {error}", job.command[0])),
     };
+    // The helper, the sandbox's first process and whatever did not leave the group all
+    // share the group; what left it dies with the sandbox's first process.
     let pgid = child.id().map(|id| id as i32).unwrap_or_default();
+    let members = match isolation {
+        Isolation::Sandbox(_) => Members::Sandbox(pgid),
+        _ => Members::Group(pgid),
+    };
     let mut stdin = child.stdin.take().expect("stdin is piped");
     let prompt = job.prompt.clone();
     tokio::spawn(async move {
@@ -109,7 +153,8 @@ async fn run(job: Job, output: mpsc::Sender<Output>, mut cancel: watch::Receiver
         tokio::spawn(read_lines(child.stdout.take().expect("stdout is piped"), false, output.clone(), patience.clone(), budget.clone())),
         tokio::spawn(read_lines(child.stderr.take().expect("stderr is piped"), true, output.clone(), patience, budget.clone())),
     ];
-    let sampler = tokio::spawn(sample(pgid, job.workdir.clone(), job.sample_every, output));
+    let (breach, mut breached) = oneshot::channel();
+    let sampler = tokio::spawn(sample(members, job.workdir.clone(), job.sample_every, job.limits, output, breach));
 
     let outcome = tokio::select! {
         status = child.wait() => match status {
@@ -122,12 +167,33 @@ async fn run(job: Job, output: mpsc::Sender<Output>, mut cancel: watch::Receiver
         },
         _ = tokio::time::sleep(job.timeout) => Outcome::TimedOut,
         _ = budget.spent.notified() => Outcome::Failed(format!("The run printed more than its limit of {} bytes of output (maxOutputBytes)", job.max_output)),
+        Ok(reason) = &mut breached => Outcome::Failed(reason),
         _ = cancel.wait_for(|cancelled| *cancelled) => Outcome::Cancelled,
     };
     // The run's processes end with it, the ones it left in the background too.
     kill_group(pgid);
     child.wait().await.ok();
     sampler.abort();
+    let outcome = match (isolation, outcome) {
+        (Isolation::Sandbox(_), outcome @ (Outcome::Exited(_) | Outcome::Killed(_))) => match sandbox::read_status(&status) {
+            Ok(()) => limit_signal(outcome, &job.limits),
+            Err(reason) => Outcome::Failed(format!("The run's sandbox could not be set up: {reason}")),
+        },
+        (_, outcome) => {
+            std::fs::remove_file(&status).ok();
+            outcome
+        }
+    };
+    // A run that ended well may still have been stopped at its file size limit between
+    // two samples.
+    let outcome = match outcome {
+        Outcome::Exited(0) => {
+            let workdir = job.workdir.clone();
+            let largest = tokio::task::spawn_blocking(move || files_size(&workdir).1).await.unwrap_or(0);
+            file_size_breach(largest, &job.limits).map_or(Outcome::Exited(0), Outcome::Failed)
+        }
+        outcome => outcome,
+    };
     // What is left in the pipes is read to the end, however long storing it takes; only a
     // pipe that stays silent gives up, soon when the run was stopped, whose answer waits.
     let idle = if matches!(outcome, Outcome::Exited(_) | Outcome::Killed(_)) { Duration::from_secs(2) } else { Duration::from_millis(250) };
@@ -136,6 +202,26 @@ async fn run(job: Job, output: mpsc::Sender<Output>, mut cancel: watch::Receiver
         reader.await.ok();
     }
     outcome
+}
+
+/// The kernel stops a process past its CPU time or file size limit with SIGXCPU or
+/// SIGXFSZ; a shell whose command was stopped so exits with 128 and the signal's number.
+/// Either is the run going past that limit.
+fn limit_signal(outcome: Outcome, limits: &Limits) -> Outcome {
+    let signal = match outcome {
+        Outcome::Killed(signal) => signal,
+        Outcome::Exited(code) if code > 128 => code - 128,
+        _ => return outcome,
+    };
+    match signal {
+        libc::SIGXCPU => Outcome::Failed(cpu_breach(limits)),
+        libc::SIGXFSZ => Outcome::Failed(format!("The run wrote a file as large as its limit of {} MiB (maxFileSizeMib)", limits.file_size_bytes >> 20)),
+        _ => outcome,
+    }
+}
+
+fn cpu_breach(limits: &Limits) -> String {
+    format!("The run used more than its limit of {} s of CPU time (maxCpuSeconds)", limits.cpu_seconds)
 }
 
 /// What is left of a job's output allowance, shared by its two pipes.
@@ -220,26 +306,67 @@ async fn send_line(output: &mpsc::Sender<Output>, stderr: bool, line: &mut Vec<u
     output.send(Output::Line { stderr, text }).await.is_ok()
 }
 
-/// Samples the process group every `every` until aborted.
-async fn sample(pgid: i32, workdir: PathBuf, every: Duration, output: mpsc::Sender<Output>) {
+/// The processes of a run, as the sampler finds them in `/proc`.
+#[derive(Debug, Clone, Copy)]
+enum Members {
+    /// The process group of an unsandboxed run.
+    Group(i32),
+    /// A sandbox, by its helper's PID: the descendants of the sandbox's first process,
+    /// the helper's grandchild (orphans of the sandbox are adopted by that first process,
+    /// so nothing leaves the tree).
+    Sandbox(i32),
+}
+
+/// What a run's processes use at one moment.
+#[derive(Debug, Default, PartialEq)]
+struct Usage {
+    /// CPU ticks (user and system) of the live processes.
+    ticks: u64,
+    /// The same, with the ticks of the children they waited for: the run's CPU time so
+    /// far, but for what processes that ended unwaited used.
+    total_ticks: u64,
+    /// Resident pages.
+    pages: u64,
+    /// Processes and threads.
+    tasks: u64,
+}
+
+/// Samples the run's processes every `every` until aborted, and sends `breach` why the
+/// run must stop as soon as its processes together go past one of `limits`.
+async fn sample(members: Members, workdir: PathBuf, every: Duration, limits: Limits, output: mpsc::Sender<Output>, breach: oneshot::Sender<String>) {
     // SAFETY: sysconf reads a constant of the system.
-    let (ticks_per_second, page_size) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK) as f64, libc::sysconf(libc::_SC_PAGESIZE) as f64) };
+    let (ticks_per_second, page_size) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK) as u64, libc::sysconf(libc::_SC_PAGESIZE) as u64) };
     let memory_total_mb = tokio::task::spawn_blocking(memory_total_kib).await.unwrap_or(0) as f64 / 1024.0;
     let (mut last_ticks, mut last_time) = (0u64, Instant::now());
+    let mut breach = Some(breach);
     loop {
         tokio::time::sleep(every).await;
         // /proc and the working directory are read off the runtime's threads.
         let workdir = workdir.clone();
-        let usage = tokio::task::spawn_blocking(move || (group_usage(pgid), dir_size(&workdir), disk_total(&workdir))).await;
-        let Ok(((ticks, rss_pages), disk_used, disk_total)) = usage else { return };
+        let usage = tokio::task::spawn_blocking(move || (usage(members), files_size(&workdir), disk_total(&workdir))).await;
+        let Ok((usage, (disk_used, largest), disk_total)) = usage else { return };
+        let over = if usage.pages * page_size > limits.memory_bytes {
+            Some(format!("The run used more than its limit of {} MiB of memory (maxMemoryMib)", limits.memory_bytes >> 20))
+        } else if usage.tasks > limits.tasks {
+            Some(format!("The run had more than its limit of {} processes and threads (maxProcesses)", limits.tasks))
+        } else if usage.total_ticks > limits.cpu_seconds * ticks_per_second {
+            Some(cpu_breach(&limits))
+        } else {
+            file_size_breach(largest, &limits)
+        };
+        if let Some(reason) = over {
+            if let Some(breach) = breach.take() {
+                breach.send(reason).ok();
+            }
+        }
         let now = Instant::now();
         let seconds = now.duration_since(last_time).as_secs_f64().max(1e-3);
-        let cpu_percent = ticks.saturating_sub(last_ticks) as f64 / ticks_per_second / seconds * 100.0;
-        (last_ticks, last_time) = (ticks, now);
+        let cpu_percent = usage.ticks.saturating_sub(last_ticks) as f64 / ticks_per_second as f64 / seconds * 100.0;
+        (last_ticks, last_time) = (usage.ticks, now);
         let sample = MetricRow {
             timestamp: crate::ids::now(),
             cpu_percent: (cpu_percent * 10.0).round() / 10.0,
-            memory_used_mb: rss_pages * page_size / (1024.0 * 1024.0),
+            memory_used_mb: (usage.pages * page_size) as f64 / (1024.0 * 1024.0),
             memory_total_mb,
             disk_used_mb: disk_used as f64 / (1024.0 * 1024.0),
             disk_total_mb: disk_total as f64 / (1024.0 * 1024.0),
@@ -250,27 +377,57 @@ async fn sample(pgid: i32, workdir: PathBuf, every: Duration, output: mpsc::Send
     }
 }
 
-/// CPU ticks (user and system) and resident pages of every process in the group.
-fn group_usage(pgid: i32) -> (u64, f64) {
-    let (mut ticks, mut pages) = (0u64, 0f64);
-    let Ok(entries) = std::fs::read_dir("/proc") else { return (0, 0.0) };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
-            continue;
+/// One process, from `/proc/<pid>/stat`.
+struct Stat {
+    pid: i32,
+    parent: i32,
+    group: i32,
+    usage: Usage,
+}
+
+fn read_stat(pid: i32) -> Option<Stat> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name, which is in parentheses and may hold spaces,
+    // from the state (field 3 of proc(5)) on.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = field(14) + field(15);
+    Some(Stat {
+        pid,
+        parent: field(4) as i32,
+        group: field(5) as i32,
+        usage: Usage { ticks, total_ticks: ticks + field(16) + field(17), tasks: field(20), pages: field(24) },
+    })
+}
+
+/// What the run's processes use now.
+fn usage(members: Members) -> Usage {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Usage::default() };
+    let stats: Vec<Stat> = entries.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).filter_map(read_stat).collect();
+    let chosen: Vec<&Stat> = match members {
+        Members::Group(pgid) => stats.iter().filter(|s| s.group == pgid).collect(),
+        Members::Sandbox(helper) => {
+            let mut children: HashMap<i32, Vec<&Stat>> = HashMap::new();
+            for stat in &stats {
+                children.entry(stat.parent).or_default().push(stat);
+            }
+            let of = |pid: i32| children.get(&pid).into_iter().flatten().copied();
+            // The helper's child is hakoniwa's process, whose child is the sandbox's first.
+            let mut tree: Vec<&Stat> = of(helper).flat_map(|s| of(s.pid)).collect();
+            let mut next = 0;
+            while next < tree.len() {
+                tree.extend(of(tree[next].pid));
+                next += 1;
+            }
+            tree
         }
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-        // Fields after the command name, which is in parentheses and may hold spaces.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else { continue };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        if fields.get(2).and_then(|f| f.parse::<i32>().ok()) != Some(pgid) {
-            continue;
-        }
-        let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-        ticks += field(11) + field(12);
-        pages += field(21) as f64;
-    }
-    (ticks, pages)
+    };
+    chosen.iter().fold(Usage::default(), |sum, s| Usage {
+        ticks: sum.ticks + s.usage.ticks,
+        total_ticks: sum.total_ticks + s.usage.total_ticks,
+        pages: sum.pages + s.usage.pages,
+        tasks: sum.tasks + s.usage.tasks,
+    })
 }
 
 fn memory_total_kib() -> u64 {
@@ -278,17 +435,24 @@ fn memory_total_kib() -> u64 {
     meminfo.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
-/// The bytes of the files under `dir`.
-pub(crate) fn dir_size(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    entries
-        .flatten()
-        .map(|entry| match entry.file_type() {
-            Ok(kind) if kind.is_dir() => dir_size(&entry.path()),
-            Ok(kind) if kind.is_file() => entry.metadata().map(|m| m.len()).unwrap_or(0),
-            _ => 0,
-        })
-        .sum()
+/// The bytes of the files under `dir`, and of the largest of them.
+fn files_size(dir: &Path) -> (u64, u64) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return (0, 0) };
+    entries.flatten().fold((0, 0), |(total, largest), entry| {
+        let (bytes, big) = match entry.file_type() {
+            Ok(kind) if kind.is_dir() => files_size(&entry.path()),
+            Ok(kind) if kind.is_file() => entry.metadata().map(|m| (m.len(), m.len())).unwrap_or_default(),
+            _ => (0, 0),
+        };
+        (total + bytes, largest.max(big))
+    })
+}
+
+/// Why the run went past its file size limit, if a file in its working directory is as
+/// large as the limit: the kernel stops every write past it, so a file that reached it
+/// is one whose writer was stopped (the writer may have been told, but not the run).
+fn file_size_breach(largest: u64, limits: &Limits) -> Option<String> {
+    (largest >= limits.file_size_bytes).then(|| format!("The run wrote a file as large as its limit of {} MiB (maxFileSizeMib)", limits.file_size_bytes >> 20))
 }
 
 fn disk_total(dir: &Path) -> u64 {

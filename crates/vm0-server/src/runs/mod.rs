@@ -10,6 +10,7 @@
 pub(crate) mod config;
 pub(crate) mod local;
 mod recorder;
+pub(crate) mod sandbox;
 mod workdir;
 
 use std::collections::HashMap;

@@ -14,6 +14,7 @@ use chrono::Utc;
 
 use super::config;
 use super::local::Job;
+use super::sandbox::Limits;
 use crate::blobs::Blobs;
 use crate::ids;
 use crate::store::{AgentStore, CheckpointRow, FileRow, Kind, NewCheckpoint, NewVersion, Pin, RunRow, RunStore, StorageStore};
@@ -96,6 +97,13 @@ impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
             prompt: run.prompt.clone(),
             timeout: config.timeout_seconds.map(Duration::from_secs).unwrap_or(DEFAULT_TIMEOUT),
             max_output: config.max_output_bytes.unwrap_or(DEFAULT_MAX_OUTPUT),
+            network: config.network,
+            limits: Limits {
+                memory_bytes: config.max_memory_mib.unwrap_or(2048) << 20,
+                tasks: config.max_processes.unwrap_or(512),
+                cpu_seconds: config.max_cpu_seconds.unwrap_or(3600),
+                file_size_bytes: config.max_file_size_mib.unwrap_or(1024) << 20,
+            },
             sample_every,
         })
     }

@@ -1,0 +1,212 @@
+//! The sandbox a run executes in, and the helper process that sets it up.
+//!
+//! The sandbox is made by hakoniwa (LGPL-3.0 with its linking exception, which lets this
+//! Apache-2.0 program link it unchanged): new mount, PID, IPC, UTS and user namespaces, a
+//! read-only system root, the run's working directory at `/work`, a private `/tmp` and
+//! `/dev`, no network unless the agent asks for it, the run's user mapped to an
+//! unprivileged one, and resource limits.
+//!
+//! Setting up namespaces forks, and the child of a fork of a program with many threads
+//! (the server) may only call async-signal-safe functions until it execs. So the server
+//! does not fork into a sandbox itself: it execs a helper, a program whose `main` calls
+//! [`helper_main`] when its first argument is [`HELPER_ARG`] before it starts any thread.
+//! `vm0-server` is one; a test harness has its own.
+//!
+//! A run dies whole: the helper dies with the server (`PR_SET_PDEATHSIG`), hakoniwa's
+//! process with the helper, and the run's first process, PID 1 of its namespace, with
+//! hakoniwa's; when PID 1 ends, the kernel kills every other process of the namespace,
+//! those that called `setsid` or forked twice too.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use hakoniwa::{Container, Namespace, Rlimit, Stdio};
+use serde::{Deserialize, Serialize};
+
+/// The first argument that makes a program the sandbox helper.
+pub const HELPER_ARG: &str = "__sandbox";
+/// The variable that carries the helper's `Spec` (the environment, not the arguments:
+/// the run's secrets are in it, and a process's arguments are readable by every user).
+const SPEC_VAR: &str = "VM0_SANDBOX_SPEC";
+/// Where the run's working directory appears inside its sandbox.
+pub(crate) const WORKDIR: &str = "/work";
+/// The user and group a run has inside its sandbox: not root, so it holds no capability
+/// there once it execs and cannot undo its read-only mounts.
+const SANDBOX_ID: u32 = 1000;
+
+/// What the helper runs, and how.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Spec {
+    /// The run's working directory on the host.
+    pub workdir: PathBuf,
+    /// The program and its arguments; empty for a probe, which only sets a sandbox up.
+    pub command: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub network: bool,
+    pub limits: Limits,
+    /// Where the helper writes how the sandbox went: `ok`, or `error: ` and why.
+    pub status: PathBuf,
+}
+
+/// A run's resource limits.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Resident memory of all the run's processes together.
+    pub memory_bytes: u64,
+    /// Processes and threads at once.
+    pub tasks: u64,
+    /// CPU time of all the run's processes together.
+    pub cpu_seconds: u64,
+    /// The size of any one file written.
+    pub file_size_bytes: u64,
+}
+
+impl Limits {
+    /// The kernel's limits on each process: twice the run's, so the run-wide check (at
+    /// each sample) names the limit a run went past, while a burst between two samples
+    /// still meets a wall. The file size has no run-wide check and is held exactly.
+    fn per_process(&self) -> [(Rlimit, u64); 5] {
+        [
+            (Rlimit::Data, self.memory_bytes.saturating_mul(2)),
+            (Rlimit::Nproc, self.tasks.saturating_mul(2)),
+            (Rlimit::Cpu, self.cpu_seconds.saturating_mul(2)),
+            (Rlimit::Fsize, self.file_size_bytes),
+            (Rlimit::Core, 0),
+        ]
+    }
+}
+
+/// The helper's command for `spec`, for the server to spawn.
+pub(crate) fn helper_command(helper: &Path, spec: &Spec) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(helper);
+    command
+        .arg(HELPER_ARG)
+        .env_clear()
+        .env(SPEC_VAR, serde_json::to_string(spec).expect("a spec serializes"))
+        .env("VM0_SANDBOX_PARENT", std::process::id().to_string());
+    command
+}
+
+/// How the helper's sandbox went, from its status file (which it then removes).
+pub(crate) fn read_status(path: &Path) -> Result<(), String> {
+    let status = std::fs::read_to_string(path);
+    std::fs::remove_file(path).ok();
+    match status {
+        Ok(status) if status == "ok" => Ok(()),
+        Ok(status) => Err(status.strip_prefix("error: ").unwrap_or(&status).to_string()),
+        Err(_) => Err("the sandbox helper ended without a word".into()),
+    }
+}
+
+/// Checks that `helper` can make a sandbox on this host, by setting up an empty one.
+pub(crate) async fn probe(helper: &Path, scratch: &Path) -> Result<(), String> {
+    let spec = Spec {
+        workdir: scratch.to_path_buf(),
+        command: Vec::new(),
+        env: Vec::new(),
+        network: false,
+        limits: Limits { memory_bytes: 64 << 20, tasks: 16, cpu_seconds: 10, file_size_bytes: 1 << 20 },
+        status: scratch.with_extension("status"),
+    };
+    std::fs::create_dir_all(scratch).map_err(|e| format!("creating {}: {e}", scratch.display()))?;
+    let mut command = helper_command(helper, &spec);
+    command.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).kill_on_drop(true);
+    let run = async {
+        let output = command.output().await.map_err(|e| format!("starting the sandbox helper {}: {e}", helper.display()))?;
+        let answer = read_status(&spec.status);
+        std::fs::remove_dir_all(scratch).ok();
+        answer.map_err(|reason| match String::from_utf8_lossy(&output.stderr).trim() {
+            "" => reason,
+            said => format!("{reason} ({said})"),
+        })
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), run).await.unwrap_or_else(|_| Err("the sandbox helper did not answer within 20 s".into()))
+}
+
+/// The helper's `main`: sets up the sandbox of the spec in its environment, runs the
+/// command in it, and ends as the command ended (with its exit code, or killed by its
+/// signal). It must run before the program starts any thread.
+pub fn helper_main() -> ! {
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and touches no memory.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    }
+    // The server may have died before the line above, and then no signal comes.
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() };
+    if std::env::var("VM0_SANDBOX_PARENT").ok().and_then(|p| p.parse::<i32>().ok()) != Some(parent) {
+        std::process::exit(1);
+    }
+    let spec: Spec = match std::env::var(SPEC_VAR).map_err(|e| e.to_string()).and_then(|s| serde_json::from_str(&s).map_err(|e| e.to_string())) {
+        Ok(spec) => spec,
+        Err(error) => {
+            eprintln!("vm0 sandbox: no spec in {SPEC_VAR}: {error}");
+            std::process::exit(125);
+        }
+    };
+    let report = |status: &str| {
+        if let Ok(mut file) = std::fs::File::create(&spec.status) {
+            file.write_all(status.as_bytes()).ok();
+        }
+    };
+    let status = match execute(&spec) {
+        Ok(status) => status,
+        Err(error) => {
+            report(&format!("error: {error}"));
+            std::process::exit(125);
+        }
+    };
+    match (status.exit_code, status.code) {
+        (Some(code), _) => {
+            report("ok");
+            std::process::exit(code);
+        }
+        // Killed by a signal: the helper ends the same way, for the server to see.
+        (None, code) if code > 128 => {
+            report("ok");
+            // SAFETY: resetting a signal to its default action and raising it touch no
+            // memory of ours.
+            unsafe {
+                libc::signal(code - 128, libc::SIG_DFL);
+                libc::raise(code - 128);
+            }
+            std::process::exit(code);
+        }
+        (None, _) => {
+            report(&format!("error: {}", status.reason));
+            std::process::exit(125);
+        }
+    }
+}
+
+/// Runs the spec's command in its sandbox, with the helper's standard streams.
+fn execute(spec: &Spec) -> Result<hakoniwa::ExitStatus, String> {
+    let workdir = spec.workdir.to_str().ok_or("the working directory's path is not UTF-8")?;
+    // A new mount, user and PID namespace, with a /proc of its own.
+    let mut container = Container::new();
+    container.rootfs("/").map_err(|e| format!("mounting the system root: {e}"))?;
+    container.unshare(Namespace::Ipc).unshare(Namespace::Uts).hostname("vm0");
+    if !spec.network {
+        container.unshare(Namespace::Network);
+    }
+    container.devfsmount("/dev").tmpfsmount("/tmp").bindmount_rw(workdir, WORKDIR).uidmap(SANDBOX_ID).gidmap(SANDBOX_ID);
+    for (limit, value) in spec.limits.per_process() {
+        container.setrlimit(limit, value, value);
+    }
+    let program = spec.command.clone();
+    // SAFETY: the helper has one thread, so its forked child may do what any program does.
+    let mut command = unsafe {
+        container.command_from_closure(move || {
+            let Some((name, args)) = program.split_first() else { return 0 };
+            // `exec` looks the program up in the sandbox's own PATH, which hakoniwa set.
+            let error = std::os::unix::process::CommandExt::exec(std::process::Command::new(name).args(args));
+            eprintln!("could not start {name}: {error}");
+            127
+        })
+    };
+    command.current_dir(WORKDIR).stdin(Stdio::inherit()).stdout(Stdio::inherit()).stderr(Stdio::inherit());
+    for (key, value) in &spec.env {
+        command.env(key, value);
+    }
+    command.status().map_err(|e| e.to_string())
+}

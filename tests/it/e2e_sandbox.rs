@@ -1,0 +1,137 @@
+//! Runs in their sandboxes, tried as a hostile agent would: what a run can see and
+//! reach, its limits, and that nothing it starts outlives it.
+
+use std::time::Duration;
+
+use serde_json::json;
+use vm0_client::RunEvent;
+use vm0_tests::processes;
+use vm0_tests::server::TestServer;
+use vm0_tests::wait::{until_run_event, wait_until};
+use vm0_types::{self as types, RunStatus};
+
+use crate::e2e_runs::{agent, body, start, wait};
+
+/// The lines a run printed on standard output and error.
+async fn printed(c: &vm0_client::Client, run: &str) -> Vec<String> {
+    let logs = c.list_run_logs().id(run).type_(types::LogTypeFilter::Agent).limit(100).send().await.unwrap().into_inner().data;
+    logs.into_iter().map(|l| l.message).collect()
+}
+
+/// Runs `script` under bash with the agent configuration `extra`; the run as it ended.
+async fn run_script(c: &vm0_client::Client, name: &str, extra: serde_json::Value, script: &str) -> types::RunDetail {
+    let mut config = json!({"command": ["bash", "-c", "eval \"$VM0_PROMPT\""], "timeoutSeconds": 60});
+    config.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    agent(c, name, config).await;
+    let created = start(c, body(name, script)).await;
+    wait(c, &created.id).await
+}
+
+#[tokio::test]
+async fn a_run_sees_its_working_directory_and_a_read_only_system_only() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    let data = server.data_dir.path().display().to_string();
+    // A first run leaves a file in its session, for the second to look for.
+    let first = run_script(&c, "first", json!({}), "echo secret > mine.txt").await;
+    assert_eq!(first.status, RunStatus::Completed, "{first:?}");
+    let other_session = server.data_dir.path().join("sessions").join(&first.session_id);
+    assert!(other_session.join("mine.txt").exists());
+
+    let port = server.url.rsplit(':').next().unwrap().to_string();
+    let script = format!(
+        r#"echo "uid $(id -u) pwd $(pwd) home $HOME"
+echo "root $(ls / | tr '\n' ' ')"
+for path in ../../vm0.db {data}/vm0.db {data}/blobs {other}/mine.txt /proc/1/root{data}; do test -e "$path" && echo "sees $path"; done
+echo x > /usr/escape 2>/dev/null && echo "wrote /usr"
+echo x > /etc/escape 2>/dev/null && echo "wrote /etc"
+echo ok > /tmp/scratch && echo "tmp $(cat /tmp/scratch)"
+echo "processes $(ls /proc | grep -c '^[0-9]')"
+(exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null && echo "reached the server"
+echo "hostname $(hostname)"
+echo done"#,
+        other = other_session.display()
+    );
+    let run = run_script(&c, "prober", json!({}), &script).await;
+    assert_eq!(run.status, RunStatus::Completed, "{run:?}");
+    let lines = printed(&c, &run.id).await;
+    assert_eq!(lines[0], "uid 1000 pwd /work home /work", "{lines:?}");
+    assert_eq!(lines[1], "root bin dev etc lib lib64 proc sbin tmp usr work ", "{lines:?}");
+    assert!(!lines.iter().any(|l| l.starts_with("sees ") || l.starts_with("wrote ") || l == "reached the server"), "{lines:#?}");
+    assert!(lines.contains(&"tmp ok".to_string()), "{lines:?}");
+    // bash, the subshell of `$(...)`, and ls: nothing of the host's.
+    let processes: usize = lines.iter().find_map(|l| l.strip_prefix("processes ")).unwrap().parse().unwrap();
+    assert!(processes <= 4, "{lines:?}");
+    assert!(lines.contains(&"hostname vm0".to_string()), "{lines:?}");
+    assert_eq!(lines.last().map(String::as_str), Some("done"));
+}
+
+#[tokio::test]
+async fn the_network_is_there_only_when_the_agent_asks_for_it() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    let port = server.url.rsplit(':').next().unwrap().to_string();
+    let script = format!("(exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null && echo reached || echo unreachable");
+    let closed = run_script(&c, "closed", json!({}), &script).await;
+    assert_eq!(printed(&c, &closed.id).await, vec!["unreachable"]);
+    let open = run_script(&c, "open", json!({"network": true}), &script).await;
+    assert_eq!(printed(&c, &open.id).await, vec!["reached"]);
+}
+
+#[tokio::test]
+async fn a_run_past_a_limit_fails_naming_it() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    let grow = "python3 -c 'import time\na = []\nwhile True:\n    a.append(bytes(range(256)) * 16384); time.sleep(0.05)'";
+    let cases = [
+        ("memory", json!({"maxMemoryMib": 64}), grow.to_string(), "maxMemoryMib"),
+        ("tasks", json!({"maxProcesses": 8}), "for i in $(seq 20); do sleep 30.0424301 & done; wait".to_string(), "maxProcesses"),
+        ("cpu", json!({"maxCpuSeconds": 1}), "while :; do :; done".to_string(), "maxCpuSeconds"),
+        ("file", json!({"maxFileSizeMib": 1}), "head -c 2000000 /dev/zero > big; echo after".to_string(), "maxFileSizeMib"),
+    ];
+    for (name, limit, script, named) in cases {
+        let run = run_script(&c, name, limit, &script).await;
+        assert_eq!(run.status, RunStatus::Failed, "{name}: {run:?}");
+        let error = run.error.unwrap_or_default();
+        assert!(error.contains(named), "{name}: {error}; it printed {:?}", printed(&c, &run.id).await);
+    }
+    assert!(processes::with_argument("30.0424301").is_empty(), "the processes past the limit ended with their run");
+}
+
+#[tokio::test]
+async fn a_timeout_kills_what_left_the_process_group_too() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    agent(&c, "escaper", json!({"command": ["sh", "-c", "eval \"$VM0_PROMPT\""], "timeoutSeconds": 1})).await;
+    // A double fork, and a new session: neither is a child of the agent any more.
+    let created = start(&c, body("escaper", "(setsid sh -c 'sleep 30.0424601' &) ; (sh -c 'sleep 30.0424602 &' &); echo started; sleep 30")).await;
+    until_run_event(&c, &created.id, "the output \"started\"", |e| matches!(e, RunEvent::Output { content, .. } if content == "started")).await;
+    let run = wait(&c, &created.id).await;
+    assert_eq!(run.status, RunStatus::Timeout, "{run:?}");
+    for marker in ["30.0424601", "30.0424602"] {
+        wait_until(Duration::from_secs(1), &format!("`sleep {marker}` ending with the run"), || async {
+            let left = processes::with_argument(marker);
+            if left.is_empty() { Ok(()) } else { Err(left) }
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_host_that_cannot_sandbox_refuses_runs_unless_told_otherwise() {
+    let missing = |config| vm0_server::Config { sandbox: vm0_server::Sandbox::Helper("/nonexistent/helper".into()), ..config };
+    let server = TestServer::start_with(tempfile::tempdir().unwrap(), missing).await;
+    let c = server.client();
+    let refused = run_script(&c, "refused", json!({}), "echo ran").await;
+    assert_eq!(refused.status, RunStatus::Failed);
+    let error = refused.error.unwrap_or_default();
+    assert!(error.contains("cannot sandbox") && error.contains("--unsandboxed-runs"), "{error}");
+    assert!(printed(&c, &refused.id).await.is_empty(), "nothing ran");
+
+    let unsandboxed = |config| vm0_server::Config { sandbox: vm0_server::Sandbox::Unsandboxed, ..config };
+    let server = TestServer::start_with(tempfile::tempdir().unwrap(), unsandboxed).await;
+    let c = server.client();
+    // Unsandboxed, a run is the server's user: it sees the data directory.
+    let run = run_script(&c, "trusted", json!({}), "test -e ../../vm0.db && echo sees the database").await;
+    assert_eq!((run.status, printed(&c, &run.id).await), (RunStatus::Completed, vec!["sees the database".to_string()]));
+}
