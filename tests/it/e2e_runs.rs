@@ -142,7 +142,11 @@ async fn failures_timeouts_and_cancels_end_as_they_should() {
     for marker in ["30.0424201", "30.0424202"] {
         wait_until(Duration::from_secs(1), &format!("`sleep {marker}` ending with the run"), || async {
             let left = processes::with_argument(marker);
-            if left.is_empty() { Ok(()) } else { Err(left) }
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(left)
+            }
         })
         .await;
     }

@@ -111,7 +111,11 @@ async fn a_timeout_kills_what_left_the_process_group_too() {
     for marker in ["30.0424601", "30.0424602"] {
         wait_until(Duration::from_secs(1), &format!("`sleep {marker}` ending with the run"), || async {
             let left = processes::with_argument(marker);
-            if left.is_empty() { Ok(()) } else { Err(left) }
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(left)
+            }
         })
         .await;
     }

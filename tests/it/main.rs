@@ -1,5 +1,6 @@
 //! The cross-crate tests, in one binary so that linking happens once.
 
+mod bounded_input;
 mod client_faults;
 mod drift;
 mod e2e_agents;

@@ -14,8 +14,26 @@ use serde_json::{Map, Value};
 use crate::error::ApiError;
 use crate::schemas::{self, Location, Parameter};
 
-/// The largest request body read, in bytes: a file list of 10,000 entries fits.
-pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// The largest JSON request body read by default, in bytes; a server sets its own with a
+/// [`BodyLimit`] in the request's extensions.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The bytes a body may take for each item of the longest list its schema allows (the
+/// file list of an upload): a path of 1,024 bytes, a hash, a size and their JSON, with
+/// room for escapes. A file list of 10,000 such entries fits in 16 MB.
+const BYTES_PER_ITEM: usize = 1600;
+
+/// The JSON values a body may hold for each item of its longest list, and for each 16
+/// bytes of a body without one. Values are counted as the body arrives, before any is
+/// built, so 14 MB of `[0,0,...]` (7 million values, a gigabyte once parsed) is refused
+/// after its first chunk.
+const VALUES_PER_ITEM: usize = 8;
+const BYTES_PER_VALUE: usize = 16;
+
+/// The largest JSON request body, in bytes, of an operation whose body holds no list;
+/// an operation's body may be larger where its list allows more.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
 
 /// The length of a token: `vm0_live_` and 64 hex characters.
 const TOKEN_PREFIX: &str = "vm0_live_";
@@ -122,20 +140,85 @@ impl Call {
         if !essence.eq_ignore_ascii_case("application/json") {
             return Err(ApiError::invalid_parameter("Content-Type", "The request body must be JSON, sent with 'Content-Type: application/json'"));
         }
-        let body = self.body.take().expect("the body is read once");
-        let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
-            .await
-            .map_err(|_| ApiError::invalid_request(format!("The request body is larger than {MAX_BODY_BYTES} bytes")))?;
-        if bytes.is_empty() {
-            return Err(ApiError::invalid_request("The request body is empty; this operation takes a JSON object"));
-        }
-        let value: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid_request(format!("The request body is not valid JSON: {e}")))?;
         let schemas = schemas::operation(op);
+        let base = self.parts.extensions.get::<BodyLimit>().map_or(MAX_BODY_BYTES, |limit| limit.0);
+        let (max_bytes, max_values) = match schemas.max_items {
+            Some(items) => (base.max(items * BYTES_PER_ITEM), items * VALUES_PER_ITEM + 1024),
+            None => (base, base / BYTES_PER_VALUE),
+        };
+        let body = self.body.take().expect("the body is read once");
+        let bytes = read_body(body, self.content_length(), max_bytes, max_values).await?;
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid_request(format!("The request body is not valid JSON: {e}")))?;
         exactly_one_of(&schemas.exactly_one_of, &value)?;
         if let Some(validator) = &schemas.body {
             schemas::check(validator, &value, None)?;
         }
         serde_json::from_value(value).map_err(|e| ApiError::invalid_request(format!("The request body is invalid: {e}")))
+    }
+}
+
+impl Call {
+    fn content_length(&self) -> Option<usize> {
+        self.parts.headers.get(axum::http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+    }
+}
+
+/// Reads a JSON body of at most `max_bytes` bytes and `max_values` values, refusing it as
+/// soon as it is known to be larger: from its `Content-Length`, or at the chunk that
+/// goes past either limit. Nothing is parsed here.
+async fn read_body(body: Body, length: Option<usize>, max_bytes: usize, max_values: usize) -> Result<Vec<u8>, ApiError> {
+    let too_large = || ApiError::invalid_request(format!("The request body is larger than this operation's limit of {max_bytes} bytes"));
+    if length.is_some_and(|length| length > max_bytes) {
+        return Err(too_large());
+    }
+    let mut stream = body.into_data_stream();
+    let (mut bytes, mut counter) = (Vec::with_capacity(length.unwrap_or(0)), ValueCounter::default());
+    while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+        let chunk = chunk.map_err(|e| ApiError::invalid_request(format!("The request body could not be read: {e}")))?;
+        if bytes.len() + chunk.len() > max_bytes {
+            return Err(too_large());
+        }
+        if counter.add(&chunk) > max_values {
+            return Err(ApiError::invalid_request(format!("The request body holds more than this operation's limit of {max_values} JSON values")));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    if bytes.is_empty() {
+        return Err(ApiError::invalid_request("The request body is empty; this operation takes a JSON object"));
+    }
+    Ok(bytes)
+}
+
+/// Counts the JSON values of a text that arrives in pieces, without parsing it: every
+/// value but the first follows a `,` or opens an array or object, outside strings. (An
+/// invalid text is counted too, and refused by the parser after.)
+#[derive(Default)]
+struct ValueCounter {
+    values: usize,
+    in_string: bool,
+    escaped: bool,
+}
+
+impl ValueCounter {
+    /// Counts `chunk`; the values so far.
+    fn add(&mut self, chunk: &[u8]) -> usize {
+        for &byte in chunk {
+            if self.in_string {
+                match byte {
+                    _ if self.escaped => self.escaped = false,
+                    b'\\' => self.escaped = true,
+                    b'"' => self.in_string = false,
+                    _ => {}
+                }
+            } else {
+                match byte {
+                    b'"' => self.in_string = true,
+                    b',' | b'[' | b'{' => self.values += 1,
+                    _ => {}
+                }
+            }
+        }
+        self.values + 1
     }
 }
 
@@ -178,5 +261,25 @@ fn exactly_one_of(names: &[String], value: &Value) -> Result<(), ApiError> {
         [_] => Ok(()),
         [] => Err(ApiError { message: format!("Exactly one of {list} is required"), ..ApiError::missing_parameter(names[0].clone()) }),
         [first, second, ..] => Err(ApiError::invalid_parameter(second.as_str(), format!("Exactly one of {list} may be given, not both {first} and {second}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ValueCounter;
+
+    fn count(pieces: &[&str]) -> usize {
+        let mut counter = ValueCounter::default();
+        pieces.iter().fold(0, |_, piece| counter.add(piece.as_bytes()))
+    }
+
+    #[test]
+    fn values_are_counted_outside_strings_across_chunks() {
+        assert_eq!(count(&["0"]), 1);
+        assert_eq!(count(&["[0,1,2]"]), 4, "the array and its three items");
+        assert_eq!(count(&[r#"{"a": [1, {"b": 2}]}"#]), 5);
+        assert_eq!(count(&[r#"{"a": "x,[{y\",z"}"#]), 2, "commas, brackets and escaped quotes in strings are text");
+        // `{"a": "x\"", "b": [1]}`, cut after the backslash.
+        assert_eq!(count(&["{\"a\": \"x\\", "\"\", \"b\": [1", "]}"]), 4, "an escape split across chunks");
     }
 }

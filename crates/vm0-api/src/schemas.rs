@@ -38,6 +38,9 @@ pub(crate) struct OperationSchemas {
     pub body: Option<Validator>,
     /// Properties of the body of which exactly one must be given.
     pub exactly_one_of: Vec<String>,
+    /// The most items of the longest list among the body's properties, which its size
+    /// limit scales with.
+    pub max_items: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -93,11 +96,22 @@ static OPERATIONS: LazyLock<HashMap<String, OperationSchemas>> = LazyLock::new(|
                     validator: compile(&p.schema),
                 })
                 .collect();
-            let schemas = OperationSchemas { parameters, body: op.body.as_ref().map(compile), exactly_one_of: op.exactly_one_of.clone() };
+            let max_items = op.body.as_ref().and_then(|body| longest_list(&raw.definitions, body));
+            let schemas = OperationSchemas { parameters, body: op.body.as_ref().map(compile), exactly_one_of: op.exactly_one_of.clone(), max_items };
             (id.clone(), schemas)
         })
         .collect()
 });
+
+/// The largest `maxItems` of the properties of the object `schema` (a `$ref` into
+/// `definitions`, or inline).
+fn longest_list(definitions: &Map<String, Value>, schema: &Value) -> Option<usize> {
+    let schema = match schema["$ref"].as_str().and_then(|r| r.strip_prefix("#/definitions/")) {
+        Some(name) => definitions.get(name)?,
+        None => schema,
+    };
+    schema["properties"].as_object()?.values().filter_map(|p| p["maxItems"].as_u64()).max().map(|n| n as usize)
+}
 
 /// Compiles every schema now, so that a broken one fails at start-up rather than on a
 /// request.

@@ -67,6 +67,9 @@ pub struct Config {
     pub public_url: Option<String>,
     /// The largest file a volume or artifact may hold, in bytes.
     pub max_file_size: u64,
+    /// The largest JSON request body, in bytes (an upload's file list may be larger, as
+    /// its 10,000 entries need).
+    pub max_body_bytes: usize,
     /// How many runs execute at once; the others wait, oldest first.
     pub max_concurrent_runs: usize,
     /// How often a running run's processes are sampled.
@@ -86,6 +89,7 @@ impl Config {
             database_url: None,
             public_url: None,
             max_file_size: 5 * 1024 * 1024 * 1024,
+            max_body_bytes: vm0_api::MAX_BODY_BYTES,
             max_concurrent_runs: 4,
             sample_interval: std::time::Duration::from_secs(1),
             retention: std::time::Duration::from_secs(30 * 24 * 3600),
@@ -106,6 +110,7 @@ pub struct Server {
     /// The state, for tests and tools that need the store.
     pub app: Arc<App<SqliteStore>>,
     listener: TcpListener,
+    body_limit: vm0_api::BodyLimit,
 }
 
 /// Opens the data directory and the database, binds the address, and creates the first
@@ -133,7 +138,7 @@ pub async fn bind(config: Config) -> anyhow::Result<Server> {
     engine.recover().await;
     blobs.collect_garbage(&store).await;
     let app = Arc::new(App::new(store, blobs, key, engine));
-    Ok(Server { addr, url, first_token, app, listener })
+    Ok(Server { addr, url, first_token, app, listener, body_limit: vm0_api::BodyLimit(config.max_body_bytes) })
 }
 
 /// How this server's runs will be isolated: in sandboxes, when its helper can make one
@@ -168,7 +173,8 @@ impl Server {
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let scheduler = tokio::spawn(self.app.engine.clone().schedule());
         let sweeper = tokio::spawn(self.app.engine.clone().sweep());
-        let served = axum::serve(self.listener, router(self.app)).with_graceful_shutdown(shutdown).await;
+        let routes = router(self.app).layer(axum::Extension(self.body_limit));
+        let served = axum::serve(self.listener, routes).with_graceful_shutdown(shutdown).await;
         scheduler.abort();
         sweeper.abort();
         served?;

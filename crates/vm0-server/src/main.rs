@@ -35,6 +35,10 @@ struct Cli {
     /// The largest file a volume or artifact may hold, in bytes.
     #[arg(long, env = "VM0_MAX_FILE_SIZE", default_value_t = 5 * 1024 * 1024 * 1024)]
     max_file_size: u64,
+    /// The largest JSON request body, in bytes; an upload's file list may be larger, up to
+    /// the 16 MB its 10,000 entries need.
+    #[arg(long, env = "VM0_MAX_BODY_BYTES", default_value_t = vm0_api::MAX_BODY_BYTES)]
+    max_body_bytes: usize,
     /// How many runs execute at once; the others wait, oldest first.
     #[arg(long, env = "VM0_MAX_CONCURRENT_RUNS", default_value_t = 4)]
     max_concurrent_runs: usize,
@@ -105,6 +109,7 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         database_url: cli.database_url,
         public_url: cli.public_url,
         max_file_size: cli.max_file_size,
+        max_body_bytes: cli.max_body_bytes,
         max_concurrent_runs: cli.max_concurrent_runs,
         sample_interval: std::time::Duration::from_millis(cli.sample_interval_ms),
         retention: std::time::Duration::from_secs(cli.retention_days * 24 * 3600),

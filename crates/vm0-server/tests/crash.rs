@@ -238,7 +238,7 @@ async fn a_restart_leaves_no_run_running_or_pending() {
     let address = server.url.trim_start_matches("http://").to_string();
     assert_eq!(running("sleep 30.042450").len(), 2, "both background processes run");
     drop(server); // SIGKILL
-    // Nothing of the run outlives the server.
+                  // Nothing of the run outlives the server.
     let gone = within(Duration::from_secs(5), "the run's processes ending with the server", async {
         while !running("sleep 30.042450").is_empty() {
             tokio::time::sleep(Duration::from_millis(50)).await;
