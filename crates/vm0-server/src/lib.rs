@@ -134,7 +134,8 @@ pub async fn bind(config: Config) -> anyhow::Result<Server> {
     let limits = runs::Limits { concurrency: config.max_concurrent_runs, sample_every: config.sample_interval, retention: config.retention };
     let isolation = isolation(&config).await;
     let executor = Arc::new(runs::local::LocalExecutor { isolation });
-    let engine = Arc::new(runs::Engine::new(store.clone(), blobs.clone(), executor, limits, &config.data_dir));
+    let engine = runs::Engine::new(store.clone(), blobs.clone(), executor, limits, &config.data_dir).context("opening the key that seals run secrets")?;
+    let engine = Arc::new(engine);
     engine.recover().await;
     blobs.collect_garbage(&store).await;
     let app = Arc::new(App::new(store, blobs, key, engine));

@@ -47,3 +47,75 @@ pub(crate) fn sign(key: &[u8], message: &str) -> String {
 pub(crate) fn verify(key: &[u8], message: &str, signature: &str) -> bool {
     same(sign(key, message).as_bytes(), signature.as_bytes())
 }
+
+/// Seals the values of run secrets at rest, with ChaCha20-Poly1305 under a key that lives
+/// in the data directory (`secrets.key`, readable by the server's user only) and never in
+/// the database: a copy of the database, its backups and its journal hold no secret in
+/// clear. A run's secrets are erased from the database when it ends.
+pub(crate) struct Sealer {
+    cipher: chacha20poly1305::ChaCha20Poly1305,
+}
+
+/// What begins a sealed value: the scheme's version, so another can follow.
+const SEALED: &str = "sealed:v1:";
+
+impl Sealer {
+    /// The sealer of the data directory `dir`, whose key is made on first use.
+    pub(crate) fn open(dir: &std::path::Path) -> std::io::Result<Sealer> {
+        use chacha20poly1305::KeyInit;
+        use std::io::{Read, Write};
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = dir.join("secrets.key");
+        let mut key = [0u8; 32];
+        match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
+            Ok(mut file) => {
+                rand::rng().fill_bytes(&mut key);
+                file.write_all(&key)?;
+                file.sync_all()?;
+            }
+            // Made before, or by another server starting at the same moment.
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => std::fs::File::open(&path)?.read_exact(&mut key)?,
+            Err(error) => return Err(error),
+        }
+        Ok(Sealer { cipher: chacha20poly1305::ChaCha20Poly1305::new(&key.into()) })
+    }
+
+    /// `value`, sealed: a fresh nonce and the ciphertext, in base64.
+    pub(crate) fn seal(&self, value: &str) -> String {
+        use base64::Engine as _;
+        use chacha20poly1305::aead::Aead;
+        let mut nonce = [0u8; 12];
+        rand::rng().fill_bytes(&mut nonce);
+        let sealed = self.cipher.encrypt(&nonce.into(), value.as_bytes()).expect("ChaCha20-Poly1305 seals any length we store");
+        format!("{SEALED}{}", base64::engine::general_purpose::STANDARD_NO_PAD.encode([&nonce[..], &sealed].concat()))
+    }
+
+    /// The value that `sealed` holds; `None` when another key sealed it, or nobody did.
+    pub(crate) fn unseal(&self, sealed: &str) -> Option<String> {
+        use base64::Engine as _;
+        use chacha20poly1305::aead::Aead;
+        let bytes = base64::engine::general_purpose::STANDARD_NO_PAD.decode(sealed.strip_prefix(SEALED)?).ok()?;
+        let (nonce, ciphertext) = bytes.split_at_checked(12)?;
+        let nonce: [u8; 12] = nonce.try_into().ok()?;
+        String::from_utf8(self.cipher.decrypt(&nonce.into(), ciphertext).ok()?).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Sealer;
+
+    #[test]
+    fn a_sealed_value_opens_only_under_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let sealer = Sealer::open(dir.path()).unwrap();
+        let sealed = sealer.seal("sk-live-123");
+        assert!(!sealed.contains("sk-live-123") && sealed != sealer.seal("sk-live-123"), "a fresh nonce each time");
+        assert_eq!(Sealer::open(dir.path()).unwrap().unseal(&sealed).as_deref(), Some("sk-live-123"), "the key is kept");
+        let other = tempfile::tempdir().unwrap();
+        assert_eq!(Sealer::open(other.path()).unwrap().unseal(&sealed), None);
+        assert_eq!(sealer.unseal("sk-live-123"), None, "a value never sealed");
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir.path().join("secrets.key")).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}

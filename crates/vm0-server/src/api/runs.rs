@@ -169,7 +169,7 @@ impl<S: Store> App<S> {
             status: RunStatus::Pending,
             prompt: body.prompt.to_string(),
             variables: sqlx::types::Json(body.variables),
-            secrets: sqlx::types::Json(body.secrets),
+            secrets: sqlx::types::Json(self.engine.seal(body.secrets)),
             volumes: sqlx::types::Json(volumes),
             artifact_name,
             artifact_base,

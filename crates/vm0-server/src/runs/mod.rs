@@ -14,6 +14,8 @@ pub(crate) mod sandbox;
 mod workdir;
 
 use std::collections::HashMap;
+
+use crate::secrets::Sealer;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -66,13 +68,29 @@ pub struct Engine<S> {
     slots: Arc<Semaphore>,
     executing: Mutex<HashMap<String, Executing>>,
     dir: PathBuf,
+    sealer: Sealer,
 }
 
 impl<S: Store> Engine<S> {
-    /// The engine over `store` and `blobs`, with its working directories under
-    /// `data_dir`; starts the recorder's writer.
-    pub fn new(store: S, blobs: Arc<Blobs>, executor: Arc<dyn Executor>, limits: Limits, data_dir: &std::path::Path) -> Engine<S> {
-        Engine {
+    /// A run's secrets as they are stored: sealed.
+    pub(crate) fn seal(&self, secrets: HashMap<String, String>) -> HashMap<String, String> {
+        secrets.into_iter().map(|(name, value)| (name, self.sealer.seal(&value))).collect()
+    }
+
+    /// `run` with its secrets unsealed, for its execution only; the name of one that
+    /// cannot be unsealed (sealed under another data directory's key).
+    fn unsealed(&self, mut run: RunRow) -> Result<RunRow, String> {
+        for (name, value) in run.secrets.0.iter_mut() {
+            *value = self.sealer.unseal(value).ok_or_else(|| name.clone())?;
+        }
+        Ok(run)
+    }
+
+    /// The engine over `store` and `blobs`, with its working directories and the key that
+    /// seals run secrets under `data_dir`; starts the recorder's writer.
+    pub fn new(store: S, blobs: Arc<Blobs>, executor: Arc<dyn Executor>, limits: Limits, data_dir: &std::path::Path) -> std::io::Result<Engine<S>> {
+        Ok(Engine {
+            sealer: Sealer::open(data_dir)?,
             recorder: Recorder::start(store.clone()),
             store,
             blobs,
@@ -82,7 +100,7 @@ impl<S: Store> Engine<S> {
             slots: Arc::new(Semaphore::new(limits.concurrency.max(1))),
             executing: Mutex::default(),
             dir: data_dir.to_path_buf(),
-        }
+        })
     }
 
     fn journal(&self, run: &RunRow) -> Journal {
@@ -238,6 +256,17 @@ impl<S: Store> Engine<S> {
 
     /// The life of one started run.
     async fn execute(&self, run: RunRow, cancelled: watch::Receiver<bool>) {
+        let run = match self.unsealed(run.clone()) {
+            Ok(run) => run,
+            Err(name) => {
+                let message = format!("The run's secret {name} cannot be read: it was sealed under another key than this data directory's secrets.key");
+                let end = RunEnd::without_execution(RunStatus::Failed, &message);
+                if let Ok(true) = self.store.end_run(&run.id, &end, None).await {
+                    self.announce_end(&self.journal(&run), &end).await;
+                }
+                return;
+            }
+        };
         let journal = self.journal(&run);
         journal.event(status_event(RunStatus::Running)).await;
         journal.log(LogType::System, LogLevel::Info, "Run started", meta([("status", "running"), ("sessionId", &run.session_id)])).await;
@@ -320,11 +349,7 @@ impl<S: Store> Engine<S> {
 
 async fn record_output(journal: &Journal, output: Output) {
     match output {
-        Output::Line { stderr, text } => {
-            journal.event(RunEventData::OutputEvent(types::RunOutputEvent { content: text.clone() })).await;
-            let (level, stream) = if stderr { (LogLevel::Warn, "stderr") } else { (LogLevel::Info, "stdout") };
-            journal.log(LogType::Agent, level, &text, meta([("stream", stream)])).await;
-        }
+        Output::Line { stderr, text } => journal.output(stderr, &text).await,
         Output::Sample(sample) => journal.metric(sample).await,
     }
 }

@@ -59,7 +59,7 @@ impl Recorder {
 
     /// What run `run_id` records, with the values of `secrets` masked.
     pub(super) fn journal(&self, run_id: &str, secrets: Vec<String>) -> Journal {
-        Journal { run: run_id.into(), secrets: Masker::new(secrets), recorder: self.clone() }
+        Journal { run: run_id.into(), secrets: Masker::new(secrets), recorder: self.clone(), carries: Mutex::default() }
     }
 
     /// The live events of a run, from the moment of the call.
@@ -73,6 +73,9 @@ pub(crate) struct Journal {
     run: Arc<str>,
     secrets: Masker,
     recorder: Recorder,
+    /// The end of what the run printed so far on standard output and on standard error,
+    /// for `Masker::mask_line`.
+    carries: Mutex<[String; 2]>,
 }
 
 impl Journal {
@@ -90,6 +93,19 @@ impl Journal {
             other => other,
         };
         self.send(Entry::Record(self.run.clone(), Record::Event(data))).await;
+    }
+
+    /// One line the run printed, as an output event and an agent log entry, with its
+    /// secrets masked, also those that a line break cut in two.
+    pub(crate) async fn output(&self, stderr: bool, line: &str) {
+        let text = {
+            let mut carries = self.carries.lock().expect("no panic while masking");
+            self.secrets.mask_line(&mut carries[usize::from(stderr)], line)
+        };
+        self.event(RunEventData::OutputEvent(types::RunOutputEvent { content: text.clone() })).await;
+        let (level, stream) = if stderr { (LogLevel::Warn, "stderr") } else { (LogLevel::Info, "stdout") };
+        let metadata = [("stream".to_string(), Value::String(stream.into()))].into_iter().collect();
+        self.log(LogType::Agent, level, &text, metadata).await;
     }
 
     /// A log entry; its message and metadata masked.
@@ -116,6 +132,9 @@ impl Journal {
     }
 }
 
+/// The shortest beginning of a secret at the end of a line that is masked.
+const MIN_FRAGMENT: usize = 4;
+
 /// Replaces the values of a run's secrets with `***`.
 pub(super) struct Masker {
     /// Longest first, so a secret that contains another is replaced whole.
@@ -137,6 +156,47 @@ impl Masker {
             }
         }
         text
+    }
+
+    /// `line` masked as [`Masker::mask`] does, and also where a secret begins at its end
+    /// or ends at its start, cut by a line break: `carry` holds the end of the lines
+    /// before (of the stream the line is of), and is updated. A secret's beginning at a
+    /// line's end is masked from its fourth byte on, as the next line may complete it (so
+    /// at most 3 bytes of a secret cut in two are shown); its end is masked on the next
+    /// line, which completes it.
+    pub(super) fn mask_line(&self, carry: &mut String, line: &str) -> String {
+        let Some(longest) = self.secrets.first().map(String::len) else { return line.to_string() };
+        let joined = format!("{carry}{line}");
+        let start = carry.len();
+        let mut hidden = vec![false; line.len()];
+        let mut hide = |from: usize, to: usize| hidden[from.max(start) - start..to - start].iter_mut().for_each(|h| *h = true);
+        for secret in &self.secrets {
+            for (at, _) in joined.match_indices(secret.as_str()) {
+                if at + secret.len() > start {
+                    hide(at, at + secret.len());
+                }
+            }
+            let begun = (MIN_FRAGMENT..secret.len())
+                .rev()
+                .find(|&n| n <= joined.len() && secret.is_char_boundary(n) && joined.is_char_boundary(joined.len() - n) && joined.ends_with(&secret[..n]));
+            if let Some(n) = begun {
+                hide(joined.len() - n, joined.len());
+            }
+        }
+        let mut keep = joined.len().saturating_sub(longest - 1);
+        while !joined.is_char_boundary(keep) {
+            keep += 1;
+        }
+        *carry = joined[keep..].to_string();
+        let mut masked = String::with_capacity(line.len());
+        for (at, c) in line.char_indices() {
+            match (hidden[at], at > 0 && hidden[at - 1]) {
+                (true, true) => {}
+                (true, false) => masked.push_str("***"),
+                (false, _) => masked.push(c),
+            }
+        }
+        masked
     }
 
     fn mask_value(&self, value: Value) -> Value {
@@ -332,6 +392,27 @@ mod tests {
         assert_eq!(masker.mask("nothing here"), "nothing here");
         let value = masker.mask_value(serde_json::json!({"a": ["abc", 1], "b": {"c": "abcdef!"}}));
         assert_eq!(value, serde_json::json!({"a": ["***", 1], "b": {"c": "***!"}}));
+    }
+
+    /// The lines masked one after the other, as one stream.
+    fn mask_lines(masker: &Masker, lines: &[&str]) -> Vec<String> {
+        let mut carry = String::new();
+        lines.iter().map(|line| masker.mask_line(&mut carry, line)).collect()
+    }
+
+    #[test]
+    fn a_secret_cut_by_a_line_break_is_masked_on_both_lines() {
+        let masker = Masker::new(vec!["s3cr3t-t0ken-value".into()]);
+        assert_eq!(mask_lines(&masker, &["token: s3cr3t-t0", "ken-value and more"]), ["token: ***", "*** and more"]);
+        assert_eq!(mask_lines(&masker, &["a s3cr3t-t0ken-value b", "plain"]), ["a *** b", "plain"]);
+        // Cut in three, and cut after three bytes: at most three bytes show.
+        assert_eq!(mask_lines(&masker, &["s3cr3t", "-t0ken", "-value!"]), ["***", "***", "***!"]);
+        assert_eq!(mask_lines(&masker, &["x s3c", "r3t-t0ken-value"]), ["x s3c", "***"]);
+        // A line that only looks like a secret's beginning is masked from its fourth byte.
+        assert_eq!(mask_lines(&masker, &["ends in s3cr", "something else"]), ["ends in ***", "something else"]);
+        // Many bytes, not characters: a multibyte text around the cut.
+        let masker = Masker::new(vec!["ключ-секрет".into()]);
+        assert_eq!(mask_lines(&masker, &["é ключ-с", "екрет é"]), ["é ***", "*** é"]);
     }
 
     #[test]

@@ -125,7 +125,7 @@ impl RunStore for SqliteStore {
     async fn end_run(&self, id: &str, end: &RunEnd, checkpoint: Option<&NewCheckpoint>) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
-            "UPDATE runs SET status = ?, error = ?, execution_time_ms = ?, completed_at = ?, checkpoint_id = ?, artifact_version = ?
+            "UPDATE runs SET status = ?, error = ?, execution_time_ms = ?, completed_at = ?, checkpoint_id = ?, artifact_version = ?, secrets = '{}'
              WHERE id = ? AND status IN ('pending', 'running')",
         )
         .bind(end.status.to_string())
@@ -190,7 +190,7 @@ impl RunStore for SqliteStore {
     }
 
     async fn cancel_pending_run(&self, id: &str, end: &RunEnd) -> Result<bool> {
-        let done = sqlx::query("UPDATE runs SET status = ?, error = ?, completed_at = ? WHERE id = ? AND status = 'pending'")
+        let done = sqlx::query("UPDATE runs SET status = ?, error = ?, completed_at = ?, secrets = '{}' WHERE id = ? AND status = 'pending'")
             .bind(end.status.to_string())
             .bind(&end.error)
             .bind(end.completed_at)
