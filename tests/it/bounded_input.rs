@@ -1,6 +1,6 @@
-//! Hostile request bodies: too large, or of millions of tiny values, are refused in the
+//! Hostile requests: bodies too large, or of millions of tiny values, are refused in the
 //! error envelope before they are built, and a legal file list of 10,000 entries of the
-//! longest paths still fits.
+//! longest paths still fits; too many headers get the envelope too.
 
 use serde_json::{json, Value};
 use vm0_tests::server::TestServer;
@@ -83,4 +83,19 @@ async fn the_body_limit_is_the_servers_to_set() {
     assert!(message(&answer).contains("limit of 4096 bytes"), "{answer}");
     let agent = json!({"name": "a", "config": {"command": ["true"]}});
     assert_eq!(post(&server, "/v1/agents", serde_json::to_vec(&agent).unwrap()).await.0, 201);
+}
+
+#[tokio::test]
+async fn too_many_headers_get_the_envelope_and_a_request_id() {
+    let server = TestServer::start().await;
+    let mut request = reqwest::Client::new().get(format!("{}/v1/agents", server.url)).bearer_auth(&server.token);
+    for i in 0..150 {
+        request = request.header(format!("x-filler-{i}"), "1");
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 431);
+    assert!(response.headers()["x-request-id"].to_str().unwrap().starts_with("req_"));
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["error"]["type"], "invalid_request_error", "{answer}");
+    assert!(message(&answer).contains("at most 100"), "{answer}");
 }

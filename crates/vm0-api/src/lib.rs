@@ -61,6 +61,9 @@ pub fn finish(routes: Router) -> Router {
         .layer(middleware::from_fn(headers))
 }
 
+/// The most headers a request may have.
+pub const MAX_HEADERS: usize = 100;
+
 /// One log line per request: its id, method, path (never the query string, which may
 /// hold a pre-signed URL's signature), status and time, with the internal detail of a
 /// 500. One event and no span keeps the access log cheap on the hot path.
@@ -69,7 +72,12 @@ async fn headers(mut request: Request, next: Next) -> Response {
     request.extensions_mut().insert(id.clone());
     let (method, uri) = (request.method().clone(), request.uri().clone());
     let started = std::time::Instant::now();
-    let mut response = next.run(request).await;
+    let mut response = if request.headers().len() > MAX_HEADERS {
+        let message = format!("The request has {} headers; at most {MAX_HEADERS} are allowed", request.headers().len());
+        ApiError { status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, ..ApiError::invalid_request(message) }.into_response()
+    } else {
+        next.run(request).await
+    };
     let (status, ms) = (response.status().as_u16(), started.elapsed().as_millis() as u64);
     match response.extensions_mut().remove::<error::InternalDetail>() {
         Some(detail) => tracing::error!(request = %id.0, %method, path = uri.path(), status, ms, detail = %detail.0, "answered with an internal error"),

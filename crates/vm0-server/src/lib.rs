@@ -175,12 +175,48 @@ impl Server {
         let scheduler = tokio::spawn(self.app.engine.clone().schedule());
         let sweeper = tokio::spawn(self.app.engine.clone().sweep());
         let routes = router(self.app).layer(axum::Extension(self.body_limit));
-        let served = axum::serve(self.listener, routes).with_graceful_shutdown(shutdown).await;
+        serve_connections(self.listener, routes, shutdown).await;
         scheduler.abort();
         sweeper.abort();
-        served?;
         Ok(())
     }
+}
+
+/// The most header lines hyper parses. hyper answers a request past its own limit with a
+/// bare 431 before any service sees it; a higher one lets the router refuse the request
+/// at the API's limit (`vm0_api::MAX_HEADERS`) in the error envelope, with its request id.
+const PARSED_HEADERS: usize = 1024;
+
+/// Serves `routes` on `listener` until `shutdown` completes, then lets the connections
+/// finish the requests in flight. axum's own `serve`, but with `PARSED_HEADERS`.
+async fn serve_connections(listener: TcpListener, routes: Router, shutdown: impl std::future::Future<Output = ()>) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().max_headers(PARSED_HEADERS);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                // Out of file descriptors, say: wait a moment rather than spin.
+                Err(error) => {
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        stream.set_nodelay(true).ok();
+        let service = hyper_util::service::TowerToHyperService::new(routes.clone());
+        let connection = graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned());
+        tokio::spawn(async move {
+            connection.await.ok();
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 /// Every route of the server: the API, storage, the spec and its docs, the health check.
