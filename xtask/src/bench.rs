@@ -1,6 +1,6 @@
 //! `cargo xtask bench`: the server's benchmarks (`cargo bench -p vm0-server`: pagination
-//! depth, GET /v1/agents against a bare axum baseline, a 100,000-line run, a 1 GiB
-//! transfer), then the client's transfer benchmark: the release `push_pull` example pushes and pulls a 1 GiB
+//! depth, GET /v1/agents against a bare axum baseline, a 100,000-line run, the server's
+//! memory under hostile output and bodies, a 1 GiB transfer), then the client's transfer benchmark: the release `push_pull` example pushes and pulls a 1 GiB
 //! directory through a release server, and its peak resident memory comes from `wait4`'s
 //! resource usage for that one process; a plain copy of the same bytes over loopback is
 //! timed beside it.
@@ -21,7 +21,7 @@ fn bench_bytes() -> u64 {
 
 /// Every benchmark, in release builds; their figures go to standard output.
 pub fn run() -> Result<bool> {
-    for name in ["pagination", "agents", "run_output", "transfer"] {
+    for name in ["pagination", "agents", "run_output", "hostile", "transfer"] {
         cargo(&["bench", "--quiet", "--locked", "-p", "vm0-server", "--bench", name])?;
     }
     cargo(&["build", "--quiet", "--release", "--locked", "-p", "vm0-server", "-p", "vm0-client", "--bin", "vm0-server", "--example", "push_pull"])?;

@@ -1,0 +1,107 @@
+//! The server under the hostile input of issue 12's finding 4, measured from outside: a
+//! run printing one 300 MB line without a newline, then 8 parallel 14 MB JSON bodies of
+//! 7 million tiny values, half to createAgent and half to an upload's file list, while
+//! /healthz is polled. It prints the server's peak resident memory (VmHWM, against the
+//! same figure after start-up), the database's growth and /healthz's slowest answer, and
+//! fails past the targets: 256 MiB and 64 MiB. Run with `cargo xtask bench` (or `cargo
+//! bench -p vm0-server --bench hostile`).
+
+#![allow(clippy::print_stdout)] // Printing is what this program is for.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const MIB: u64 = 1 << 20;
+
+/// The peak resident memory of process `pid`, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+/// The bytes of the database's files (with its journal).
+fn database_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with("vm0.db")).map(|e| e.metadata().unwrap().len()).sum()
+}
+
+/// `{"<key>": [0,0,...]}` of about `bytes` bytes.
+fn tiny_values(key: &str, bytes: usize) -> Vec<u8> {
+    let mut text = format!("{{\"{key}\": [");
+    while text.len() < bytes {
+        text.push_str("0,");
+    }
+    text.push_str("0]}");
+    text.into_bytes()
+}
+
+#[tokio::main]
+async fn main() {
+    let data = tempfile::tempdir().unwrap();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_vm0-server"))
+        .args(["--listen", "127.0.0.1:0", "--log", "error", "--data-dir"])
+        .arg(data.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let url = lines.next().unwrap().unwrap().trim_start_matches("vm0-server listening on ").to_string();
+    let token = lines.by_ref().map_while(Result::ok).find_map(|l| l.split_whitespace().find(|w| w.starts_with("vm0_live_")).map(str::to_string)).unwrap();
+    std::thread::spawn(move || lines.for_each(drop));
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: Vec<u8>| http.post(format!("{url}{path}")).bearer_auth(&token).header("content-type", "application/json").body(body).send();
+    let started_rss = peak_rss(server.id());
+    let database_before = database_size(data.path());
+
+    // One 300 MB line, without a newline.
+    let agent = json!({"name": "flood", "config": {"command": ["sh", "-c", "head -c 300000000 /dev/zero | tr '\\0' x"], "maxOutputBytes": 1073741824}});
+    assert_eq!(post("/v1/agents", serde_json::to_vec(&agent).unwrap()).await.unwrap().status(), 201);
+    let run: Value = post("/v1/runs", serde_json::to_vec(&json!({"agent": "flood", "prompt": "go"})).unwrap()).await.unwrap().json().await.unwrap();
+    let id = run["id"].as_str().unwrap().to_string();
+    let clock = Instant::now();
+    let ended = loop {
+        let run: Value = http.get(format!("{url}/v1/runs/{id}")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+        if !matches!(run["status"].as_str(), Some("pending" | "running")) {
+            break run;
+        }
+        assert!(clock.elapsed() < Duration::from_secs(120), "the flood run did not end: {run}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!("300 MB line: the run ended {} in {:.1} s", ended["status"], clock.elapsed().as_secs_f64());
+
+    // 8 bodies of 14 MB of tiny values in parallel, while /healthz is polled.
+    let volume: Value = post("/v1/volumes", serde_json::to_vec(&json!({"name": "v"})).unwrap()).await.unwrap().json().await.unwrap();
+    let upload = format!("/v1/volumes/{}/upload", volume["id"].as_str().unwrap());
+    let bodies = (0..8).map(|i| {
+        let (path, key) = if i % 2 == 0 { ("/v1/agents".to_string(), "config") } else { (upload.clone(), "files") };
+        let send = post(&path, tiny_values(key, 14_000_000));
+        async move { send.await.map(|r| r.status().as_u16()).unwrap_or(0) }
+    });
+    let probe = async {
+        let mut slowest = Duration::ZERO;
+        for _ in 0..40 {
+            let asked = Instant::now();
+            http.get(format!("{url}/healthz")).send().await.unwrap();
+            slowest = slowest.max(asked.elapsed());
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        slowest
+    };
+    let (statuses, slowest) = tokio::join!(futures_util::future::join_all(bodies), probe);
+    println!("8 x 14 MB bodies of tiny values: answered {statuses:?} (0: closed after the answer); the slowest /healthz took {} ms", slowest.as_millis());
+
+    let peak = peak_rss(server.id());
+    let growth = database_size(data.path()).saturating_sub(database_before);
+    server.kill().ok();
+    server.wait().ok();
+    println!("peak RSS: {} MiB (after start-up: {} MiB; target < 256 MiB)", peak / MIB, started_rss / MIB);
+    println!("database growth: {:.1} MiB (target < 64 MiB)", growth as f64 / MIB as f64);
+    assert!(peak < 256 * MIB && growth < 64 * MIB, "past a target");
+    // 0: the server answered 400 before the body was sent and closed the connection, which
+    // the client saw first.
+    assert!(statuses.iter().all(|s| *s == 400 || *s == 0), "every hostile body is refused");
+}
