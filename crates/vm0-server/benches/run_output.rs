@@ -35,23 +35,24 @@ impl Api {
     }
 }
 
-#[tokio::main]
-async fn main() {
-    let data = tempfile::tempdir().unwrap();
-    let server = vm0_server::bind(vm0_server::Config {
-        sandbox: vm0_server::Sandbox::Helper(env!("CARGO_BIN_EXE_vm0-server").into()),
-        ..vm0_server::Config::local(data.path())
-    })
-    .await
-    .unwrap();
+/// A server over a fresh data directory, isolating runs as `sandbox` says, with the
+/// printing agent.
+async fn server(data: &std::path::Path, sandbox: vm0_server::Sandbox) -> Api {
+    let server = vm0_server::bind(vm0_server::Config { sandbox, ..vm0_server::Config::local(data) }).await.unwrap();
     let (url, token) = (server.url.clone(), server.first_token.clone().unwrap());
     tokio::spawn(server.serve(std::future::pending()));
-    let server = Api { http: reqwest::Client::new(), url: url.clone(), token: token.clone() };
+    let server = Api { http: reqwest::Client::new(), url, token };
     server.agent("printer", serde_json::json!(["seq", "1", LINES.to_string()])).await;
+    server
+}
 
+/// One run of the printing agent, checked: its time from createRun to the `complete`
+/// event.
+async fn print_lines(server: &Api) -> f64 {
+    let (url, token) = (&server.url, &server.token);
     let started = Instant::now();
     let id = server.run("printer").await;
-    let events = server.http.get(format!("{url}/v1/runs/{id}/events")).bearer_auth(&token).send().await.unwrap();
+    let events = server.http.get(format!("{url}/v1/runs/{id}/events")).bearer_auth(token).send().await.unwrap();
     let (mut stream, mut text, mut outputs, mut complete) = (events.bytes_stream(), String::new(), 0usize, false);
     while let Some(chunk) = stream.next().await {
         text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
@@ -72,7 +73,7 @@ async fn main() {
             None => "type=agent&limit=100".to_string(),
         };
         let page: serde_json::Value =
-            server.http.get(format!("{url}/v1/runs/{id}/logs?{query}")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+            server.http.get(format!("{url}/v1/runs/{id}/logs?{query}")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
         for entry in page["data"].as_array().unwrap() {
             logged += 1;
             assert_eq!(entry["message"], logged.to_string(), "log entries in order, each line once");
@@ -82,13 +83,34 @@ async fn main() {
             None => break,
         }
     }
-    let status: serde_json::Value = server.http.get(format!("{url}/v1/runs/{id}")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let status: serde_json::Value = server.http.get(format!("{url}/v1/runs/{id}")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+    assert_eq!((outputs, logged, status["status"].as_str()), (LINES, LINES, Some("completed")));
+    elapsed.as_secs_f64()
+}
+
+fn median(mut times: Vec<f64>) -> f64 {
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+#[tokio::main]
+async fn main() {
+    let (sandboxed_data, unsandboxed_data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let server = self::server(sandboxed_data.path(), vm0_server::Sandbox::Helper(env!("CARGO_BIN_EXE_vm0-server").into())).await;
+    let unsandboxed = self::server(unsandboxed_data.path(), vm0_server::Sandbox::Unsandboxed).await;
+    // Side by side, alternating, so the sandbox's cost is a ratio on the same machine.
+    let (mut inside, mut outside) = (Vec::new(), Vec::new());
+    for round in 1..=3 {
+        inside.push(print_lines(&server).await);
+        outside.push(print_lines(&unsandboxed).await);
+        println!("round {round}: {LINES} lines in a sandbox {:.2} s, unsandboxed {:.2} s", inside[round - 1], outside[round - 1]);
+    }
+    let (inside, outside) = (median(inside), median(outside));
     println!(
-        "a run printing {LINES} lines: {:.2} s end to end (createRun to the complete event); {outputs} output events, {logged} agent log entries, status {}",
-        elapsed.as_secs_f64(),
-        status["status"]
+        "a run printing {LINES} lines, createRun to the complete event, every line checked in events and logs: {inside:.2} s in a sandbox, {outside:.2} s unsandboxed (medians of 3), ratio {:.2}",
+        inside / outside
     );
-    assert_eq!((outputs, logged), (LINES, LINES));
+    let (url, token) = (server.url.clone(), server.token.clone());
 
     server.agent("sleeper", serde_json::json!(["sh", "-c", "setsid sleep 30 & echo started; sleep 30"])).await;
     let id = server.run("sleeper").await;

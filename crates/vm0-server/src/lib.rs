@@ -208,7 +208,6 @@ async fn serve_connections(listener: TcpListener, routes: Router, shutdown: impl
             },
             _ = &mut shutdown => break,
         };
-        stream.set_nodelay(true).ok();
         let service = hyper_util::service::TowerToHyperService::new(routes.clone());
         let connection = graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned());
         tokio::spawn(async move {
