@@ -139,3 +139,56 @@ async fn a_host_that_cannot_sandbox_refuses_runs_unless_told_otherwise() {
     let run = run_script(&c, "trusted", json!({}), "test -e ../../vm0.db && echo sees the database").await;
     assert_eq!((run.status, printed(&c, &run.id).await), (RunStatus::Completed, vec!["sees the database".to_string()]));
 }
+
+#[tokio::test]
+async fn a_run_is_no_user_of_the_host_that_matters() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    let script = "cat /etc/shadow >/dev/null 2>&1 && echo read shadow
+(echo '|/bin/true' > /proc/sys/kernel/core_pattern) 2>/dev/null && echo wrote a sysctl
+cp /bin/true setuid && chmod u+s setuid
+echo done";
+    let run = run_script(&c, "nobody", json!({}), script).await;
+    assert_eq!((run.status, printed(&c, &run.id).await), (RunStatus::Completed, vec!["done".to_string()]));
+    // On the host, what the run made belongs to no one who matters: the server's user when
+    // it is not root, and nobody when it is.
+    let made = std::fs::metadata(server.data_dir.path().join("sessions").join(&run.session_id).join("setuid")).unwrap();
+    let owner = std::os::unix::fs::MetadataExt::uid(&made);
+    // SAFETY: geteuid has no preconditions.
+    let server_user = unsafe { libc_geteuid() };
+    assert_eq!(owner, if server_user == 0 { 65534 } else { server_user });
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+#[tokio::test]
+async fn links_a_run_leaves_are_never_followed() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    let victim = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(victim.path(), "original").unwrap();
+    let data = server.data_dir.path().display().to_string();
+
+    // An artifact folder replaced by a link to the data directory.
+    let loot = c.create_artifact().body_map(|b| b.name("loot")).send().await.unwrap().into_inner();
+    agent(&c, "linker", json!({"command": ["sh", "-c", "eval \"$VM0_PROMPT\""], "files": {"notes.txt": "from the agent"}})).await;
+    let request = body("linker", &format!("rm -rf artifact && ln -s {data} artifact")).artifact_name(Some("loot".parse().unwrap()));
+    let run = wait(&c, &start(&c, request).await.id).await;
+    assert_eq!(run.status, RunStatus::Failed, "{run:?}");
+    assert!(run.error.as_deref().unwrap_or_default().contains("artifact/ is not a folder"), "{run:?}");
+    let artifact = c.get_artifact().id(&loot.id).send().await.unwrap().into_inner();
+    assert!(artifact.current_version.is_none(), "nothing of the data directory was stored: {artifact:?}");
+
+    // The agent's files, written before the next run of the session, through a link the
+    // last one left.
+    let first = wait(&c, &start(&c, body("linker", &format!("rm notes.txt && ln -s {} notes.txt", victim.path().display()))).await.id).await;
+    assert_eq!(first.status, RunStatus::Completed, "{first:?}");
+    let session: types::CreateRunRequestSessionId = first.session_id.parse().unwrap();
+    let next = types::CreateRunRequest::builder().session_id(Some(session)).prompt("cat notes.txt");
+    let second = wait(&c, &start(&c, next).await.id).await;
+    assert_eq!((second.status, printed(&c, &second.id).await), (RunStatus::Completed, vec!["from the agent".to_string()]));
+    assert_eq!(std::fs::read_to_string(victim.path()).unwrap(), "original");
+}

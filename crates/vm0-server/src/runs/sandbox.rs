@@ -127,6 +127,28 @@ pub(crate) async fn probe(helper: &Path, scratch: &Path) -> Result<(), String> {
 /// command in it, and ends as the command ended (with its exit code, or killed by its
 /// signal). It must run before the program starts any thread.
 pub fn helper_main() -> ! {
+    let mut spec: Spec = match std::env::var(SPEC_VAR).map_err(|e| e.to_string()).and_then(|s| serde_json::from_str(&s).map_err(|e| e.to_string())) {
+        Ok(spec) => spec,
+        Err(error) => {
+            eprintln!("vm0 sandbox: no spec in {SPEC_VAR}: {error}");
+            std::process::exit(125);
+        }
+    };
+    // Opened now: an unprivileged helper could not create it in the server's directory.
+    let mut status_file = std::fs::File::create(&spec.status).ok();
+    let mut report = |status: &str| {
+        if let Some(file) = status_file.as_mut() {
+            file.write_all(status.as_bytes()).ok();
+        }
+    };
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        if let Err(error) = become_unprivileged(&mut spec) {
+            report(&format!("error: leaving root: {error}"));
+            std::process::exit(125);
+        }
+    }
+    // After the change of user, which clears it.
     // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and touches no memory.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
@@ -137,18 +159,6 @@ pub fn helper_main() -> ! {
     if std::env::var("VM0_SANDBOX_PARENT").ok().and_then(|p| p.parse::<i32>().ok()) != Some(parent) {
         std::process::exit(1);
     }
-    let spec: Spec = match std::env::var(SPEC_VAR).map_err(|e| e.to_string()).and_then(|s| serde_json::from_str(&s).map_err(|e| e.to_string())) {
-        Ok(spec) => spec,
-        Err(error) => {
-            eprintln!("vm0 sandbox: no spec in {SPEC_VAR}: {error}");
-            std::process::exit(125);
-        }
-    };
-    let report = |status: &str| {
-        if let Ok(mut file) = std::fs::File::create(&spec.status) {
-            file.write_all(status.as_bytes()).ok();
-        }
-    };
     let status = match execute(&spec) {
         Ok(status) => status,
         Err(error) => {
@@ -177,6 +187,62 @@ pub fn helper_main() -> ! {
             std::process::exit(125);
         }
     }
+}
+
+/// The host user a sandbox runs as when the server is root: a run mapped to root would be
+/// root in every permission check on the files it can reach (the host's `/etc/shadow`,
+/// `/proc/sys`, a set-user-ID file left in its directory).
+const NOBODY: u32 = 65534;
+
+/// Makes the helper `NOBODY`, with the run's working directory given to it and mounted
+/// where that user can reach it (the server's data directory may be under a directory
+/// only root may enter): in a mount namespace of the helper's own, a private `/tmp`.
+fn become_unprivileged(spec: &mut Spec) -> Result<(), String> {
+    use std::ffi::CString;
+    fn check(what: &str, result: libc::c_int) -> Result<(), String> {
+        if result == 0 {
+            Ok(())
+        } else {
+            Err(format!("{what}: {}", std::io::Error::last_os_error()))
+        }
+    }
+    fn give(path: &Path) -> Result<(), String> {
+        std::os::unix::fs::lchown(path, Some(NOBODY), Some(NOBODY)).map_err(|e| format!("giving {} to the sandbox user: {e}", path.display()))?;
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+            for entry in std::fs::read_dir(path).map_err(|e| e.to_string())?.flatten() {
+                give(&entry.path())?;
+            }
+        }
+        Ok(())
+    }
+    give(&spec.workdir)?;
+    let c = |text: &str| CString::new(text).expect("no NUL in our own paths");
+    let (root, tmp, tmpfs, mode, work) = (c("/"), c("/tmp"), c("tmpfs"), c("mode=1777"), c("/tmp/work"));
+    // SAFETY: plain system calls on NUL-terminated strings that outlive them, in a helper
+    // of one thread.
+    unsafe {
+        check("a mount namespace", libc::unshare(libc::CLONE_NEWNS))?;
+        check("private mounts", libc::mount(std::ptr::null(), root.as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()))?;
+    }
+    // Held open in the new namespace, and mounted through its descriptor: the private
+    // /tmp may hide its path.
+    let held = std::fs::File::open(&spec.workdir).map_err(|e| format!("opening the working directory: {e}"))?;
+    let workdir = c(&format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&held)));
+    // SAFETY: as above.
+    unsafe {
+        check("a private /tmp", libc::mount(tmpfs.as_ptr(), tmp.as_ptr(), tmpfs.as_ptr(), 0, mode.as_ptr().cast()))?;
+        check("/tmp/work", libc::mkdir(work.as_ptr(), 0o755))?;
+        check("mounting the working directory", libc::mount(workdir.as_ptr(), work.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()))?;
+        check("dropping groups", libc::setgroups(0, std::ptr::null()))?;
+        check("the sandbox group", libc::setgid(NOBODY))?;
+        check("the sandbox user", libc::setuid(NOBODY))?;
+        // The change of user made the helper undumpable, which closes its own
+        // /proc/self/uid_map to it; the namespace's maps are written there.
+        check("dumpable again", libc::prctl(libc::PR_SET_DUMPABLE, 1))?;
+    }
+    drop(held);
+    spec.workdir = PathBuf::from("/tmp/work");
+    Ok(())
 }
 
 /// Runs the spec's command in its sandbox, with the helper's standard streams.

@@ -61,6 +61,7 @@ impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
             self.restore(run, &workdir).await?;
         }
         for (path, content) in &config.files {
+            unlink_on_the_way(&workdir, path).map_err(io("writing the agent's files"))?;
             let target = workdir.join(path);
             if let Some(folder) = target.parent() {
                 tokio::fs::create_dir_all(folder).await.map_err(io("writing the agent's files"))?;
@@ -173,6 +174,10 @@ impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
     /// blob, pinned until its version or checkpoint commits; their manifest. `shown` is
     /// `root` as a run's messages name it.
     async fn store_files(&self, root: &Path, skip: &'static [&'static str], shown: &str, owner: &str, pin: &Pin) -> Result<Vec<FileRow>, String> {
+        // The run may have replaced the folder with a link to anywhere on the host.
+        if std::fs::symlink_metadata(root).is_ok_and(|m| !m.is_dir()) {
+            return Err(format!("{shown} is not a folder any more: the run replaced it"));
+        }
         let listed = {
             let root = root.to_path_buf();
             tokio::task::spawn_blocking(move || list_files(&root, skip)).await.map_err(|e| e.to_string())?
@@ -187,6 +192,22 @@ impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
         crate::paths::check(files.iter().map(|f| f.path.as_str())).map_err(|e| format!("{shown}{}", e.message))?;
         Ok(files)
     }
+}
+
+/// Removes the links on the way from `root` to `root/relative`, the last step's too, so
+/// that what is written there lands inside `root`: a run may leave links in its working
+/// directory, to anywhere on the host, for the next run's preparation to write through.
+fn unlink_on_the_way(root: &Path, relative: &str) -> std::io::Result<()> {
+    let mut path = root.to_path_buf();
+    for segment in relative.split('/') {
+        path.push(segment);
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_symlink() => std::fs::remove_file(&path)?,
+            Ok(meta) if meta.is_dir() => continue,
+            _ => break,
+        }
+    }
+    Ok(())
 }
 
 /// Every regular file under `dir` but its top-level folders `skip`, depth first. Links
