@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use vm0_client::{Paginate, RunEvent};
 use vm0_tests::processes;
 use vm0_tests::server::{api_error, TestServer};
-use vm0_tests::wait::{until_run_event, wait_until, within, DEADLINE};
+use vm0_tests::wait::{until_run_event, within, DEADLINE};
 use vm0_types::{self as types, RunStatus};
 
 pub(crate) async fn agent(c: &vm0_client::Client, name: &str, config: Value) -> types::Agent {
@@ -139,17 +139,7 @@ async fn failures_timeouts_and_cancels_end_as_they_should() {
     let cancelled = c.cancel_run().id(&long.id).send().await.unwrap().into_inner();
     assert_eq!(cancelled.status, RunStatus::Cancelled);
     assert!(asked.elapsed() < Duration::from_secs(1), "cancelled in {:?}", asked.elapsed());
-    for marker in ["30.0424201", "30.0424202"] {
-        wait_until(Duration::from_secs(1), &format!("`sleep {marker}` ending with the run"), || async {
-            let left = processes::with_argument(marker);
-            if left.is_empty() {
-                Ok(())
-            } else {
-                Err(left)
-            }
-        })
-        .await;
-    }
+    processes::until_gone(&["30.0424201", "30.0424202"]).await;
     let (status, error) = api_error(c.cancel_run().id(&long.id).send().await);
     assert_eq!((status, error.code.to_string().as_str()), (400, "invalid_state"));
 }

@@ -1,13 +1,11 @@
 //! Runs in their sandboxes, tried as a hostile agent would: what a run can see and
 //! reach, its limits, and that nothing it starts outlives it.
 
-use std::time::Duration;
-
 use serde_json::json;
 use vm0_client::RunEvent;
 use vm0_tests::processes;
 use vm0_tests::server::TestServer;
-use vm0_tests::wait::{until_run_event, wait_until};
+use vm0_tests::wait::until_run_event;
 use vm0_types::{self as types, RunStatus};
 
 use crate::e2e_runs::{agent, body, start, wait};
@@ -95,7 +93,8 @@ async fn a_run_past_a_limit_fails_naming_it() {
         let error = run.error.unwrap_or_default();
         assert!(error.contains(named), "{name}: {error}; it printed {:?}", printed(&c, &run.id).await);
     }
-    assert!(processes::with_argument("30.0424301").is_empty(), "the processes past the limit ended with their run");
+    // The processes past the limit ended with their run.
+    processes::until_gone(&["30.0424301"]).await;
 }
 
 #[tokio::test]
@@ -108,17 +107,7 @@ async fn a_timeout_kills_what_left_the_process_group_too() {
     until_run_event(&c, &created.id, "the output \"started\"", |e| matches!(e, RunEvent::Output { content, .. } if content == "started")).await;
     let run = wait(&c, &created.id).await;
     assert_eq!(run.status, RunStatus::Timeout, "{run:?}");
-    for marker in ["30.0424601", "30.0424602"] {
-        wait_until(Duration::from_secs(1), &format!("`sleep {marker}` ending with the run"), || async {
-            let left = processes::with_argument(marker);
-            if left.is_empty() {
-                Ok(())
-            } else {
-                Err(left)
-            }
-        })
-        .await;
-    }
+    processes::until_gone(&["30.0424601", "30.0424602"]).await;
 }
 
 #[tokio::test]
@@ -155,13 +144,8 @@ echo done";
     let made = std::fs::metadata(server.data_dir.path().join("sessions").join(&run.session_id).join("setuid")).unwrap();
     let owner = std::os::unix::fs::MetadataExt::uid(&made);
     // SAFETY: geteuid has no preconditions.
-    let server_user = unsafe { libc_geteuid() };
+    let server_user = unsafe { libc::geteuid() };
     assert_eq!(owner, if server_user == 0 { 65534 } else { server_user });
-}
-
-extern "C" {
-    #[link_name = "geteuid"]
-    fn libc_geteuid() -> u32;
 }
 
 #[tokio::test]

@@ -60,6 +60,10 @@ impl<S: Send + Sync> FromRequest<S> for Call {
 }
 
 impl Call {
+    fn content_length(&self) -> Option<usize> {
+        self.parts.headers.get(axum::http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+    }
+
     /// The bearer token, when the `Authorization` header holds one of the spec's format.
     pub fn bearer_token(&self) -> Result<&str, ApiError> {
         let Some(header) = self.parts.headers.get(AUTHORIZATION) else {
@@ -154,12 +158,6 @@ impl Call {
             schemas::check(validator, &value, None)?;
         }
         serde_json::from_value(value).map_err(|e| ApiError::invalid_request(format!("The request body is invalid: {e}")))
-    }
-}
-
-impl Call {
-    fn content_length(&self) -> Option<usize> {
-        self.parts.headers.get(axum::http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
     }
 }
 
