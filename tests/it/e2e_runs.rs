@@ -479,3 +479,16 @@ async fn a_run_past_its_output_limit_fails_naming_it() {
     }
     assert!(stored <= 10000, "{stored} bytes stored");
 }
+
+/// Each line costs what storing it takes, so empty lines are no way around the limit.
+#[tokio::test]
+async fn short_lines_count_what_they_cost_to_store() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    agent(&c, "blank", json!({"command": ["sh", "-c", "yes '' | head -n 50000; echo done"], "maxOutputBytes": 100000})).await;
+    let run = wait(&c, &start(&c, body("blank", "go")).await.id).await;
+    assert_eq!(run.status, RunStatus::Failed, "{run:?}");
+    assert!(run.error.as_deref().is_some_and(|e| e.contains("maxOutputBytes")), "{:?}", run.error);
+    let logs: Vec<_> = futures::TryStreamExt::try_collect(c.list_run_logs().id(&run.id).type_(types::LogTypeFilter::Agent).limit(100).stream()).await.unwrap();
+    assert!(logs.len() < 400, "{} lines stored", logs.len());
+}

@@ -12,15 +12,18 @@ use vm0_api::ApiError;
 
 /// How the local executor runs an agent. A run executes in a sandbox of its own: its own
 /// mount, PID, IPC, UTS and user namespaces, where it sees a read-only system root
-/// (`/bin`, `/etc`, `/lib`, `/sbin`, `/usr`), its working directory at `/work`, a
-/// private `/tmp` and `/dev`, and nothing of the server, its data or other runs. It runs
-/// as an unprivileged user, and every process it starts ends with it.
+/// (`/bin`, `/etc`, `/lib`, `/sbin`, `/usr`), its working directory at `/work`, a private
+/// `/tmp` and `/dev/shm` in memory, a read-only `/dev`, and nothing of the server, its
+/// data or other runs. It runs as an unprivileged user, and every process it starts ends
+/// with it.
 ///
 /// The `max*` limits hold for the run as a whole: the server checks them at every sample
-/// of the run's processes (once a second by default) and, past one, stops the run, which
-/// fails with a message naming the limit. Each process is also held by the kernel to
-/// twice the memory, task and CPU limits (so a burst between samples cannot run away),
-/// and to `maxFileSizeMib` for any one file.
+/// of the run's processes and working directory (once a second by default) and, past
+/// one, stops the run, which fails with a message naming the limit; it checks the working
+/// directory again when the run ends. Each process is also held by the kernel to twice
+/// the memory, task and CPU limits (so a burst between samples cannot run away), and to
+/// `maxFileSizeMib` for any one file; `/tmp` and `/dev/shm` are each held to the memory
+/// limit.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[schemars(title = "Local executor agent configuration")]
@@ -36,7 +39,9 @@ pub(crate) struct LocalConfig {
     pub timeout_seconds: Option<u64>,
     /// The most bytes of output, standard output and error together, that a run may
     /// print (default 64 MiB); past it the run is stopped and fails, naming the limit.
-    /// Lines longer than 64 KiB are cut there, the cut marked.
+    /// Each line counts 256 bytes more than it holds, what storing it takes, so that a
+    /// flood of short lines is bounded as one long line is. Lines longer than 64 KiB are
+    /// cut there, the cut marked.
     #[schemars(range(min = 1024, max = 1073741824))]
     pub max_output_bytes: Option<u64>,
     /// Whether the run may use the network (default false): a sandboxed run has only a
@@ -46,8 +51,8 @@ pub(crate) struct LocalConfig {
     /// host's network.
     #[serde(default)]
     pub network: bool,
-    /// The most memory, in MiB, that the run's processes may hold resident together
-    /// (default 2048).
+    /// The most memory, in MiB, that the run's processes may hold resident together,
+    /// with the files in its `/tmp` and `/dev/shm`, which are memory (default 2048).
     #[schemars(range(min = 16, max = 1048576))]
     pub max_memory_mib: Option<u64>,
     /// The most processes and threads the run may have at once (default 512).
@@ -61,6 +66,14 @@ pub(crate) struct LocalConfig {
     /// past it is stopped.
     #[schemars(range(min = 1, max = 1048576))]
     pub max_file_size_mib: Option<u64>,
+    /// The most disk space, in MiB, that the files of the working directory (its volumes,
+    /// artifact and whatever the run writes) may take together (default 8192).
+    #[schemars(range(min = 1, max = 1048576))]
+    pub max_disk_mib: Option<u64>,
+    /// The most files and folders the working directory may hold (default 100000): each
+    /// file of a checkpoint or an artifact is a stored record.
+    #[schemars(range(min = 1, max = 10000000))]
+    pub max_files: Option<u64>,
     /// Files written into the working directory before each run, by relative path.
     #[serde(default)]
     pub files: BTreeMap<String, String>,

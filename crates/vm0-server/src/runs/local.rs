@@ -9,7 +9,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,9 @@ pub struct Job {
 
 /// The longest line kept whole; a longer one is cut there and the cut marked.
 const MAX_LINE: usize = 64 * 1024;
+/// What each line costs of the output allowance besides its bytes: about what the
+/// records that store it take, so a flood of empty lines is bounded as one long line is.
+const LINE_COST: u64 = 256;
 /// What ends a line that was cut.
 const CUT: &str = " [line cut at 64 KiB]";
 
@@ -148,7 +151,7 @@ async fn run(isolation: &Isolation, job: Job, output: mpsc::Sender<Output>, mut 
     // long they wait for more before they give up on a pipe that a process that escaped
     // the group holds open.
     let (ended, patience) = watch::channel(None);
-    let budget = Arc::new(Budget { left: AtomicU64::new(job.max_output), spent: Notify::new() });
+    let budget = Arc::new(Budget { left: AtomicU64::new(job.max_output), over: AtomicBool::new(false), spent: Notify::new() });
     let readers = [
         tokio::spawn(read_lines(child.stdout.take().expect("stdout is piped"), false, output.clone(), patience.clone(), budget.clone())),
         tokio::spawn(read_lines(child.stderr.take().expect("stderr is piped"), true, output.clone(), patience, budget.clone())),
@@ -166,7 +169,7 @@ async fn run(isolation: &Isolation, job: Job, output: mpsc::Sender<Output>, mut 
             Err(error) => Outcome::Failed(format!("waiting for the process failed: {error}")),
         },
         _ = tokio::time::sleep(job.timeout) => Outcome::TimedOut,
-        _ = budget.spent.notified() => Outcome::Failed(format!("The run printed more than its limit of {} bytes of output (maxOutputBytes)", job.max_output)),
+        _ = budget.spent.notified() => Outcome::Failed(output_breach(job.max_output)),
         Ok(reason) = &mut breached => Outcome::Failed(reason),
         _ = cancel.wait_for(|cancelled| *cancelled) => Outcome::Cancelled,
     };
@@ -184,13 +187,14 @@ async fn run(isolation: &Isolation, job: Job, output: mpsc::Sender<Output>, mut 
             outcome
         }
     };
-    // A run that ended well may still have been stopped at its file size limit between
-    // two samples.
+    // A run that ended well may still have been stopped at its file size limit, or gone
+    // past a limit of its working directory, between two samples.
     let outcome = match outcome {
         Outcome::Exited(0) => {
             let workdir = job.workdir.clone();
-            let largest = tokio::task::spawn_blocking(move || files_size(&workdir).1).await.unwrap_or(0);
-            file_size_breach(largest, &job.limits).map_or(Outcome::Exited(0), Outcome::Failed)
+            let limits = job.limits;
+            let files = tokio::task::spawn_blocking(move || files_size(&workdir, &limits)).await.unwrap_or_default();
+            files_breach(files, &job.limits).map_or(Outcome::Exited(0), Outcome::Failed)
         }
         outcome => outcome,
     };
@@ -201,7 +205,15 @@ async fn run(isolation: &Isolation, job: Job, output: mpsc::Sender<Output>, mut 
     for reader in readers {
         reader.await.ok();
     }
-    outcome
+    // The process may have ended before its readers got to the end of its output.
+    match outcome {
+        Outcome::Exited(_) | Outcome::Killed(_) if budget.over.load(Ordering::Relaxed) => Outcome::Failed(output_breach(job.max_output)),
+        outcome => outcome,
+    }
+}
+
+fn output_breach(max_output: u64) -> String {
+    format!("The run printed more than its limit of {max_output} bytes of output (maxOutputBytes)")
 }
 
 /// The kernel stops a process past its CPU time or file size limit with SIGXCPU or
@@ -227,6 +239,8 @@ fn cpu_breach(limits: &Limits) -> String {
 /// What is left of a job's output allowance, shared by its two pipes.
 struct Budget {
     left: AtomicU64,
+    /// Whether the job went past it.
+    over: AtomicBool,
     /// Notified once the allowance is spent.
     spent: Notify,
 }
@@ -236,6 +250,7 @@ impl Budget {
     fn take(&self, bytes: u64) -> bool {
         let before = self.left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| Some(left.saturating_sub(bytes))).expect("the closure always answers");
         if before < bytes {
+            self.over.store(true, Ordering::Relaxed);
             self.spent.notify_one();
             return false;
         }
@@ -283,7 +298,7 @@ async fn read_lines(
         line.extend_from_slice(&buffer[..taken.min(room)]);
         cut |= taken - usize::from(complete) > room;
         reader.consume(taken);
-        if !budget.take(taken as u64) {
+        if !budget.take(taken as u64 + if complete { LINE_COST } else { 0 }) {
             return;
         }
         if complete && !send_line(&output, stderr, &mut line, &mut cut).await {
@@ -329,6 +344,8 @@ struct Usage {
     pages: u64,
     /// Processes and threads.
     tasks: u64,
+    /// Bytes in the sandbox's `/tmp` and `/dev/shm`.
+    tmpfs_bytes: u64,
 }
 
 /// Samples the run's processes every `every` until aborted, and sends `breach` why the
@@ -343,16 +360,17 @@ async fn sample(members: Members, workdir: PathBuf, every: Duration, limits: Lim
         tokio::time::sleep(every).await;
         // /proc and the working directory are read off the runtime's threads.
         let workdir = workdir.clone();
-        let usage = tokio::task::spawn_blocking(move || (usage(members), files_size(&workdir), disk_total(&workdir))).await;
-        let Ok((usage, (disk_used, largest), disk_total)) = usage else { return };
-        let over = if usage.pages * page_size > limits.memory_bytes {
+        let usage = tokio::task::spawn_blocking(move || (usage(members), files_size(&workdir, &limits), disk_total(&workdir))).await;
+        let Ok((usage, files, disk_total)) = usage else { return };
+        let memory = usage.pages * page_size + usage.tmpfs_bytes;
+        let over = if memory > limits.memory_bytes {
             Some(format!("The run used more than its limit of {} MiB of memory (maxMemoryMib)", limits.memory_bytes >> 20))
         } else if usage.tasks > limits.tasks {
             Some(format!("The run had more than its limit of {} processes and threads (maxProcesses)", limits.tasks))
         } else if usage.total_ticks > limits.cpu_seconds * ticks_per_second {
             Some(cpu_breach(&limits))
         } else {
-            file_size_breach(largest, &limits)
+            files_breach(files, &limits)
         };
         if let Some(reason) = over {
             if let Some(breach) = breach.take() {
@@ -366,9 +384,9 @@ async fn sample(members: Members, workdir: PathBuf, every: Duration, limits: Lim
         let sample = MetricRow {
             timestamp: crate::ids::now(),
             cpu_percent: (cpu_percent * 10.0).round() / 10.0,
-            memory_used_mb: (usage.pages * page_size) as f64 / (1024.0 * 1024.0),
+            memory_used_mb: memory as f64 / (1024.0 * 1024.0),
             memory_total_mb,
-            disk_used_mb: disk_used as f64 / (1024.0 * 1024.0),
+            disk_used_mb: files.space as f64 / (1024.0 * 1024.0),
             disk_total_mb: disk_total as f64 / (1024.0 * 1024.0),
         };
         if output.send(Output::Sample(sample)).await.is_err() {
@@ -396,7 +414,7 @@ fn read_stat(pid: i32) -> Option<Stat> {
         pid,
         parent: field(4) as i32,
         group: field(5) as i32,
-        usage: Usage { ticks, total_ticks: ticks + field(16) + field(17), tasks: field(20), pages: field(24) },
+        usage: Usage { ticks, total_ticks: ticks + field(16) + field(17), tasks: field(20), pages: field(24), tmpfs_bytes: 0 },
     })
 }
 
@@ -404,6 +422,7 @@ fn read_stat(pid: i32) -> Option<Stat> {
 fn usage(members: Members) -> Usage {
     let Ok(entries) = std::fs::read_dir("/proc") else { return Usage::default() };
     let stats: Vec<Stat> = entries.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).filter_map(read_stat).collect();
+    let mut tmpfs_bytes = 0;
     let chosen: Vec<&Stat> = match members {
         Members::Group(pgid) => stats.iter().filter(|s| s.group == pgid).collect(),
         Members::Sandbox(helper) => {
@@ -414,6 +433,7 @@ fn usage(members: Members) -> Usage {
             let of = |pid: i32| children.get(&pid).into_iter().flatten().copied();
             // The helper's child is hakoniwa's process, whose child is the sandbox's first.
             let mut tree: Vec<&Stat> = of(helper).flat_map(|s| of(s.pid)).collect();
+            tmpfs_bytes = tree.first().map_or(0, |first| tmpfs_used(first.pid));
             let mut next = 0;
             while next < tree.len() {
                 tree.extend(of(tree[next].pid));
@@ -422,11 +442,12 @@ fn usage(members: Members) -> Usage {
             tree
         }
     };
-    chosen.iter().fold(Usage::default(), |sum, s| Usage {
+    chosen.iter().fold(Usage { tmpfs_bytes, ..Usage::default() }, |sum, s| Usage {
         ticks: sum.ticks + s.usage.ticks,
         total_ticks: sum.total_ticks + s.usage.total_ticks,
         pages: sum.pages + s.usage.pages,
         tasks: sum.tasks + s.usage.tasks,
+        tmpfs_bytes: sum.tmpfs_bytes,
     })
 }
 
@@ -435,35 +456,72 @@ fn memory_total_kib() -> u64 {
     meminfo.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
-/// The bytes of the files under `dir`, and of the largest of them.
-fn files_size(dir: &Path) -> (u64, u64) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return (0, 0) };
-    entries.flatten().fold((0, 0), |(total, largest), entry| {
-        let (bytes, big) = match entry.file_type() {
-            Ok(kind) if kind.is_dir() => files_size(&entry.path()),
-            Ok(kind) if kind.is_file() => entry.metadata().map(|m| (m.len(), m.len())).unwrap_or_default(),
-            _ => (0, 0),
-        };
-        (total + bytes, largest.max(big))
-    })
+/// What the files of a run's working directory take.
+#[derive(Debug, Default, Clone, Copy)]
+struct Files {
+    /// The space they take on disk, in bytes (a small file takes a block).
+    space: u64,
+    /// The bytes of the largest file.
+    largest: u64,
+    /// Files, folders and links.
+    count: u64,
 }
 
-/// Why the run went past its file size limit, if a file in its working directory is as
-/// large as the limit: the kernel stops every write past it, so a file that reached it
-/// is one whose writer was stopped (the writer may have been told, but not the run).
-fn file_size_breach(largest: u64, limits: &Limits) -> Option<String> {
-    (largest >= limits.file_size_bytes).then(|| format!("The run wrote a file as large as its limit of {} MiB (maxFileSizeMib)", limits.file_size_bytes >> 20))
+/// Adds up the files under `dir`, and stops once they go past `limits`: a run that makes
+/// millions of files is not walked to the end at every sample.
+fn files_size(dir: &Path, limits: &Limits) -> Files {
+    use std::os::unix::fs::MetadataExt;
+    fn walk(dir: &Path, limits: &Limits, files: &mut Files) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for entry in entries.flatten() {
+            if files.count > limits.files || files.space > limits.disk_bytes {
+                return;
+            }
+            let Ok(meta) = entry.metadata() else { continue };
+            files.count += 1;
+            files.space += meta.blocks() * 512;
+            if meta.is_dir() {
+                walk(&entry.path(), limits, files);
+            } else if meta.is_file() {
+                files.largest = files.largest.max(meta.len());
+            }
+        }
+    }
+    let mut files = Files::default();
+    walk(dir, limits, &mut files);
+    files
 }
 
-fn disk_total(dir: &Path) -> u64 {
+/// Why the run's working directory went past one of its limits, if it did. A file as
+/// large as the file size limit is one whose writer the kernel stopped there (the writer
+/// may have been told, but not the run).
+fn files_breach(files: Files, limits: &Limits) -> Option<String> {
+    if files.largest >= limits.file_size_bytes {
+        Some(format!("The run wrote a file as large as its limit of {} MiB (maxFileSizeMib)", limits.file_size_bytes >> 20))
+    } else if files.space > limits.disk_bytes {
+        Some(format!("The run's working directory took more than its limit of {} MiB of disk (maxDiskMib)", limits.disk_bytes >> 20))
+    } else if files.count > limits.files {
+        Some(format!("The run's working directory held more than its limit of {} files and folders (maxFiles)", limits.files))
+    } else {
+        None
+    }
+}
+
+/// The bytes held by the sandbox's memory file systems, seen through its first process.
+fn tmpfs_used(first: i32) -> u64 {
+    sandbox::TMPFS.iter().map(|target| statvfs(format!("/proc/{first}/root{target}")).map_or(0, |s| s.f_blocks.saturating_sub(s.f_bfree) * s.f_frsize)).sum()
+}
+
+fn statvfs(path: impl AsRef<Path>) -> Option<libc::statvfs> {
     use std::os::unix::ffi::OsStrExt;
-    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return 0 };
+    let path = std::ffi::CString::new(path.as_ref().as_os_str().as_bytes()).ok()?;
     // SAFETY: statvfs writes into the zeroed struct we own, from a NUL-terminated path.
     unsafe {
         let mut stat: libc::statvfs = std::mem::zeroed();
-        if libc::statvfs(path.as_ptr(), &mut stat) != 0 {
-            return 0;
-        }
-        stat.f_blocks as u64 * stat.f_frsize as u64
+        (libc::statvfs(path.as_ptr(), &mut stat) == 0).then_some(stat)
     }
+}
+
+fn disk_total(dir: &Path) -> u64 {
+    statvfs(dir).map_or(0, |stat| stat.f_blocks * stat.f_frsize)
 }

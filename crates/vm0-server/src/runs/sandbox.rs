@@ -20,7 +20,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use hakoniwa::{Container, Namespace, Rlimit, Stdio};
+use hakoniwa::{Container, MountOptions, Namespace, Rlimit, Stdio};
 use serde::{Deserialize, Serialize};
 
 /// The first argument that makes a program the sandbox helper.
@@ -30,6 +30,8 @@ pub const HELPER_ARG: &str = "__sandbox";
 const SPEC_VAR: &str = "VM0_SANDBOX_SPEC";
 /// Where the run's working directory appears inside its sandbox.
 pub(crate) const WORKDIR: &str = "/work";
+/// The sandbox's writable memory file systems, as the run sees them.
+pub(crate) const TMPFS: [&str; 2] = ["/tmp", "/dev/shm"];
 /// The user and group a run has inside its sandbox: not root, so it holds no capability
 /// there once it execs and cannot undo its read-only mounts.
 const SANDBOX_ID: u32 = 1000;
@@ -59,6 +61,10 @@ pub struct Limits {
     pub cpu_seconds: u64,
     /// The size of any one file written.
     pub file_size_bytes: u64,
+    /// The space the files of the working directory take together.
+    pub disk_bytes: u64,
+    /// The files and folders of the working directory.
+    pub files: u64,
 }
 
 impl Limits {
@@ -105,7 +111,7 @@ pub(crate) async fn probe(helper: &Path, scratch: &Path) -> Result<(), String> {
         command: Vec::new(),
         env: Vec::new(),
         network: false,
-        limits: Limits { memory_bytes: 64 << 20, tasks: 16, cpu_seconds: 10, file_size_bytes: 1 << 20 },
+        limits: Limits { memory_bytes: 64 << 20, tasks: 16, cpu_seconds: 10, file_size_bytes: 1 << 20, disk_bytes: 1 << 20, files: 16 },
         status: scratch.with_extension("status"),
     };
     std::fs::create_dir_all(scratch).map_err(|e| format!("creating {}: {e}", scratch.display()))?;
@@ -255,7 +261,14 @@ fn execute(spec: &Spec) -> Result<hakoniwa::ExitStatus, String> {
     if !spec.network {
         container.unshare(Namespace::Network);
     }
-    container.devfsmount("/dev").tmpfsmount("/tmp").bindmount_rw(workdir, WORKDIR).uidmap(SANDBOX_ID).gidmap(SANDBOX_ID);
+    // Files in a tmpfs are memory that no process's resident size shows: each of the two
+    // writable ones is held to the run's memory limit, and the sampler adds what they
+    // hold to the run's memory (`local.rs`). The rest of `/dev` is made read-only below.
+    let tmpfs = format!("size={},mode=1777", spec.limits.memory_bytes);
+    for target in TMPFS {
+        container.mount("tmpfs", target, "tmpfs", MountOptions::NOSUID | MountOptions::NODEV, Some(tmpfs.clone()));
+    }
+    container.devfsmount("/dev").bindmount_rw(workdir, WORKDIR).uidmap(SANDBOX_ID).gidmap(SANDBOX_ID);
     for (limit, value) in spec.limits.per_process() {
         container.setrlimit(limit, value, value);
     }
@@ -263,6 +276,13 @@ fn execute(spec: &Spec) -> Result<hakoniwa::ExitStatus, String> {
     // SAFETY: the helper has one thread, so its forked child may do what any program does.
     let mut command = unsafe {
         container.command_from_closure(move || {
+            // Still with the capabilities of the sandbox's user namespace, which end at exec.
+            let dev = c"/dev";
+            let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID;
+            if libc::mount(std::ptr::null(), dev.as_ptr(), std::ptr::null(), flags, std::ptr::null()) != 0 {
+                eprintln!("could not make /dev read-only: {}", std::io::Error::last_os_error());
+                return 125;
+            }
             let Some((name, args)) = program.split_first() else { return 0 };
             // `exec` looks the program up in the sandbox's own PATH, which hakoniwa set.
             let error = std::os::unix::process::CommandExt::exec(std::process::Command::new(name).args(args));

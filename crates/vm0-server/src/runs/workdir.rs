@@ -104,6 +104,8 @@ impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
                 tasks: config.max_processes.unwrap_or(512),
                 cpu_seconds: config.max_cpu_seconds.unwrap_or(3600),
                 file_size_bytes: config.max_file_size_mib.unwrap_or(1024) << 20,
+                disk_bytes: config.max_disk_mib.unwrap_or(8192) << 20,
+                files: config.max_files.unwrap_or(100_000),
             },
             sample_every,
         })
