@@ -16,7 +16,7 @@ fn the_spec_passes_every_rule() {
 }
 
 /// Sets the value at a JSON pointer, creating nothing: the parent must exist.
-fn set(doc: &mut Value, at: &str, value: Value) {
+pub(crate) fn set(doc: &mut Value, at: &str, value: Value) {
     let (parent, key) = at.rsplit_once('/').expect("a pointer with a parent");
     let key = key.replace("~1", "/").replace("~0", "~");
     match doc.pointer_mut(parent).unwrap_or_else(|| panic!("no {parent} in the spec")) {
@@ -28,7 +28,7 @@ fn set(doc: &mut Value, at: &str, value: Value) {
     }
 }
 
-fn remove(doc: &mut Value, at: &str) {
+pub(crate) fn remove(doc: &mut Value, at: &str) {
     let (parent, key) = at.rsplit_once('/').expect("a pointer with a parent");
     let key = key.replace("~1", "/").replace("~0", "~");
     let removed = doc.pointer_mut(parent).and_then(Value::as_object_mut).and_then(|m| m.shift_remove(&key));

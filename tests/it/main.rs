@@ -18,5 +18,6 @@ mod recorder;
 mod router;
 mod schemas;
 mod seed_curls;
+mod spec_diff;
 mod spec_sources;
 mod surface;

@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod codegen;
+pub mod diff;
 pub mod lint;
 pub mod process;
 pub mod schemathesis;

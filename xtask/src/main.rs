@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use xtask::{bench, codegen, lint, process, schemathesis, spec, tools};
+use xtask::{bench, codegen, diff, lint, process, schemathesis, spec, tools};
 
 const HELP: &str = "\
 cargo xtask <command>
@@ -15,6 +15,9 @@ commands:
   codegen --check  change nothing; fail, with a diff, when a generated file is stale
   lint             check openapi/v1.yaml: structure, the project's rules, Spectral,
                    Redocly and openapi-spec-validator (installed into target/lint-tools)
+  diff OLD NEW [--format text|json|markdown]
+                   the changes from one spec to another (each a file, or a git revision
+                   of openapi/v1.yaml), breaking or not; exits 1 when any is breaking
   schemathesis     run schemathesis against a fresh reference server
   bench            run the benchmarks (pagination depth, 1 GiB through the server,
                    1 GiB through the client) and print their figures
@@ -29,6 +32,13 @@ fn main() -> ExitCode {
         ["codegen"] => codegen::run(false),
         ["codegen", "--check"] => codegen::run(true),
         ["lint"] => run_lint(),
+        ["diff", old, new] => run_diff(old, new, diff::Format::Text),
+        ["diff", old, new, "--format", format] | ["diff", "--format", format, old, new] => match *format {
+            "text" => run_diff(old, new, diff::Format::Text),
+            "json" => run_diff(old, new, diff::Format::Json),
+            "markdown" => run_diff(old, new, diff::Format::Markdown),
+            other => Err(anyhow::anyhow!("unknown format {other}: text, json or markdown")),
+        },
         ["schemathesis"] => schemathesis::run(),
         ["bench"] => bench::run(),
         ["ci"] => ci(),
@@ -65,6 +75,12 @@ fn run_lint() -> Result<bool> {
         println!("{}: {mark}\n{}", verdict.tool, indent(&verdict.report));
     }
     Ok(passed)
+}
+
+fn run_diff(old: &str, new: &str, format: diff::Format) -> Result<bool> {
+    let changes = diff::diff(&diff::load(old)?, &diff::load(new)?);
+    print!("{}", diff::render(&changes, format));
+    Ok(!changes.iter().any(|c| c.breaking))
 }
 
 fn indent(text: &str) -> String {
