@@ -19,5 +19,6 @@ mod router;
 mod schemas;
 mod seed_curls;
 mod spec_diff;
+mod spec_releases;
 mod spec_sources;
 mod surface;

@@ -144,6 +144,23 @@ const CORPUS: &[(&str, Mutation, bool, &str, &str)] = &[
         "required-response-header-removed",
         "/paths/~1v1~1agents/get/responses/200/headers/X-API-Version",
     ),
+    (
+        "a response header's enumeration widened",
+        |d| push(d, "/components/headers/X-API-Version/schema/enum", json!("v2")),
+        true,
+        "response-header-enum-value-added",
+        "/paths/~1v1~1agents/get/responses/200/headers/X-API-Version/schema",
+    ),
+    (
+        "a request body wrapped in a oneOf",
+        |d| {
+            let body = d.pointer(CREATE_AGENT).unwrap().clone();
+            set(d, CREATE_AGENT, json!({"oneOf": [body, {"type": "object", "required": ["template"], "properties": {"template": {"type": "string"}}}]}));
+        },
+        true,
+        "request-body-wrapped-in-one-of",
+        "/paths/~1v1~1agents/post/requestBody/content/application~1json/schema/oneOf",
+    ),
     // Request parameters.
     (
         "a required query parameter added",

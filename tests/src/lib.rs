@@ -4,3 +4,8 @@ pub mod processes;
 pub mod seeds;
 pub mod server;
 pub mod wait;
+
+// The workspace README's Rust examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

@@ -348,13 +348,15 @@ impl Differ<'_> {
         }
         for (name, header) in &new_headers {
             let Some(old_header) = old_headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, h)| h) else { continue };
+            let header_pointer = push_pointer(&headers_pointer, name);
             if required(self.old, old_header) && !required(self.new, header) {
-                self.push(
-                    true,
-                    "response-header-became-optional",
-                    &push_pointer(&headers_pointer, name),
-                    format!("The header {name} of the {status} response became optional."),
-                );
+                self.push(true, "response-header-became-optional", &header_pointer, format!("The header {name} of the {status} response became optional."));
+            }
+            let schema = |doc: &Value, h: &Value| spec::deref(doc, h).and_then(|h| h.get("schema")).cloned();
+            if let (Some(old_schema), Some(new_schema)) = (schema(self.old, old_header), schema(self.new, header)) {
+                let (schema_pointer, shown) = (format!("{header_pointer}/schema"), format!("the header {name} of the {status} response"));
+                let place = Place { direction: Direction::Response, subject: "response-header", pointer: &schema_pointer, root: &shown, path: "" };
+                self.schema(place, &old_schema, &new_schema);
             }
         }
     }
@@ -639,6 +641,17 @@ impl Differ<'_> {
         let request = place.direction == Direction::Request;
         let narrows_when_added = keyword == "allOf";
         let pointer = format!("{}/{keyword}", place.pointer);
+        // A schema made a choice: a request that was valid may match no branch, a response
+        // may lack what every value had.
+        if old_branches.is_empty() && keyword != "allOf" {
+            self.push(
+                true,
+                format!("{}-wrapped-in-{fragment}", place.subject),
+                &pointer,
+                format!("{} became a {keyword} of {} schemas.", capital(&place.name()), new_branches.len()),
+            );
+            return;
+        }
         for (k, _) in old_keyed.iter().filter(|(k, _)| !new_keyed.contains_key(*k)) {
             let breaking = request != narrows_when_added;
             self.push(

@@ -9,6 +9,7 @@ pub mod codegen;
 pub mod diff;
 pub mod lint;
 pub mod process;
+pub mod release;
 pub mod schemathesis;
 pub mod spec;
 pub mod tools;

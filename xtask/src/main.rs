@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use xtask::{bench, codegen, diff, lint, process, schemathesis, spec, tools};
+use xtask::{bench, codegen, diff, lint, process, release, schemathesis, spec, tools};
 
 const HELP: &str = "\
 cargo xtask <command>
@@ -18,11 +18,16 @@ commands:
   diff OLD NEW [--format text|json|markdown]
                    the changes from one spec to another (each a file, or a git revision
                    of openapi/v1.yaml), breaking or not; exits 1 when any is breaking
+  release --check  compare openapi/v1.yaml with its latest release in openapi/released/;
+                   fail on a breaking change that neither a major version nor
+                   openapi/breaking-changes.yaml allows
+  release          release openapi/v1.yaml as its info.version: the release file, a
+                   CHANGELOG.md entry, and the published crates' versions
   schemathesis     run schemathesis against a fresh reference server
   bench            run the benchmarks (pagination depth, 1 GiB through the server,
                    1 GiB through the client) and print their figures
-  ci               everything CI runs: codegen --check, lint, fmt --check, clippy, every test,
-                   schemathesis
+  ci               everything CI runs: codegen --check, lint, release --check, fmt --check,
+                   clippy, every test, cargo package of the published crates, schemathesis
 ";
 
 fn main() -> ExitCode {
@@ -39,6 +44,8 @@ fn main() -> ExitCode {
             "markdown" => run_diff(old, new, diff::Format::Markdown),
             other => Err(anyhow::anyhow!("unknown format {other}: text, json or markdown")),
         },
+        ["release", "--check"] => check_release(),
+        ["release"] => run_release(),
         ["schemathesis"] => schemathesis::run(),
         ["bench"] => bench::run(),
         ["ci"] => ci(),
@@ -77,6 +84,21 @@ fn run_lint() -> Result<bool> {
     Ok(passed)
 }
 
+fn check_release() -> Result<bool> {
+    let check = release::check(&spec::workspace_root())?;
+    print!("{}", check.report());
+    Ok(check.passed())
+}
+
+fn run_release() -> Result<bool> {
+    let released = release::release(&spec::workspace_root(), &release::today())?;
+    println!("released {} ({} changes) in {}", released.version, released.changes, released.file.display());
+    // Cargo.lock follows the crates' new versions.
+    process::cargo(&["update", "--workspace"])?;
+    println!("review CHANGELOG.md, then commit openapi/released/, CHANGELOG.md and the manifests");
+    Ok(true)
+}
+
 fn run_diff(old: &str, new: &str, format: diff::Format) -> Result<bool> {
     let changes = diff::diff(&diff::load(old)?, &diff::load(new)?);
     print!("{}", diff::render(&changes, format));
@@ -96,9 +118,20 @@ fn ci() -> Result<bool> {
     if !run_lint()? {
         return Ok(false);
     }
+    println!("== cargo xtask release --check");
+    if !check_release()? {
+        return Ok(false);
+    }
     process::cargo(&["fmt", "--all", "--check"])?;
     process::cargo(&["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])?;
     process::cargo(&["test", "--workspace", "--locked"])?;
+    // The published crates, as a registry would get them; in one command, so that each
+    // builds against the packaged others.
+    let mut package = vec!["package", "--locked", "--allow-dirty"];
+    for name in release::PUBLISHED {
+        package.extend(["-p", name]);
+    }
+    process::cargo(&package)?;
     println!("== cargo xtask schemathesis");
     schemathesis::run()
 }

@@ -31,6 +31,7 @@ pub use generated::Client as RawClient;
 pub use generated::Error as RawError;
 pub use generated::{builder, types, ByteStream, ResponseValue};
 
+// The README, which a registry shows, with its example compiled as a doctest.
 #[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
+#[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

@@ -8,3 +8,8 @@
 mod generated;
 
 pub use generated::*;
+
+// The README, which a registry shows, with its example compiled as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
