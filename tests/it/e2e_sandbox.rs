@@ -86,16 +86,25 @@ async fn a_run_past_a_limit_fails_naming_it() {
         ("tasks", json!({"maxProcesses": 8}), "for i in $(seq 20); do sleep 30.0424301 & done; wait".to_string(), "maxProcesses"),
         ("cpu", json!({"maxCpuSeconds": 1}), "while :; do :; done".to_string(), "maxCpuSeconds"),
         ("file", json!({"maxFileSizeMib": 1}), "head -c 2000000 /dev/zero > big; echo after".to_string(), "maxFileSizeMib"),
-        // Files in /tmp and /dev/shm are memory, held to the limit and counted in it.
-        ("tmpfs", json!({"maxMemoryMib": 64}), "head -c 50M /dev/zero > /tmp/a; head -c 50M /dev/zero > /dev/shm/b; sleep 30".to_string(), "maxMemoryMib"),
+        // Files in /tmp and /dev/shm are memory, each held to half the limit and counted
+        // in it: neither they nor the process alone go past it, together they do.
+        (
+            "tmpfs",
+            json!({"maxMemoryMib": 64}),
+            "head -c 31M /dev/zero > /tmp/a; head -c 31M /dev/zero > /dev/shm/b; exec python3 -c 'import time; x = bytearray(8 << 20); time.sleep(30.0424301)'"
+                .to_string(),
+            "maxMemoryMib",
+        ),
         // The working directory's limits hold at the end too, between samples.
         ("disk", json!({"maxDiskMib": 4}), "head -c 3M /dev/zero > a; head -c 3M /dev/zero > b".to_string(), "maxDiskMib"),
         ("files", json!({"maxFiles": 100}), "mkdir d; for i in $(seq 300); do : > d/$i; done".to_string(), "maxFiles"),
-        ("lots-of-files", json!({"maxFiles": 100}), "mkdir d; for i in $(seq 300); do : > d/$i; done; sleep 30".to_string(), "maxFiles"),
+        ("lots-of-files", json!({"maxFiles": 100}), "mkdir d; for i in $(seq 300); do : > d/$i; done; sleep 30.0424301".to_string(), "maxFiles"),
     ];
     for (name, limit, script, named) in cases {
         let run = run_script(&c, name, limit, &script).await;
         assert_eq!(run.status, RunStatus::Failed, "{name}: {run:?}");
+        // Stopped by a sample, long before the sleep of the cases that sleep would end.
+        assert!(run.execution_time_ms.unwrap_or(0) < 20_000, "{name}: {run:?}");
         let error = run.error.unwrap_or_default();
         assert!(error.contains(named), "{name}: {error}; it printed {:?}", printed(&c, &run.id).await);
     }
@@ -104,15 +113,17 @@ async fn a_run_past_a_limit_fails_naming_it() {
 }
 
 /// Only `/tmp` and `/dev/shm` can be written outside the working directory: the rest
-/// of `/dev` is read-only, so it cannot hold files that no limit counts.
+/// of `/dev` is read-only, and no user namespace can be made for a tmpfs of the run's
+/// own, so no file is held in memory that no limit counts.
 #[tokio::test]
 async fn dev_is_read_only_but_for_its_devices_and_shm() {
     let server = TestServer::start().await;
     let c = server.client();
-    let script = "echo x 2>/dev/null > /dev/extra && echo 'wrote /dev'; echo x > /dev/null && echo null; echo x > /dev/shm/s && echo shm; df -m /tmp /dev/shm | tail -n 2 | awk '{print $2}'";
+    let script = "echo x 2>/dev/null > /dev/extra && echo 'wrote /dev'; echo x > /dev/null && echo null; echo x > /dev/shm/s && echo shm; df -m /tmp /dev/shm | tail -n 2 | awk '{print $2}'; unshare -r true 2>/dev/null && echo 'made a user namespace'; echo done";
     let run = run_script(&c, "dev", json!({"maxMemoryMib": 100}), script).await;
     assert_eq!(run.status, RunStatus::Completed, "{run:?}");
-    assert_eq!(printed(&c, &run.id).await, ["null", "shm", "100", "100"]);
+    // Each of /tmp and /dev/shm holds half the memory limit.
+    assert_eq!(printed(&c, &run.id).await, ["null", "shm", "50", "50", "done"]);
 }
 
 #[tokio::test]

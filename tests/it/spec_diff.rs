@@ -350,9 +350,181 @@ const CORPUS: &[(&str, Mutation, bool, &str, &str)] = &[
         "api-security-removed",
         "/paths/~1v1~1agents/get/security",
     ),
+    (
+        "a response format removed",
+        |d| remove(d, &format!("{AGENT}/properties/createdAt/format")),
+        true,
+        "response-property-format-changed",
+        "/paths/~1v1~1agents~1{id}/get/responses/200/content/application~1json/schema/properties/createdAt",
+    ),
+    (
+        "a request list's items made unique",
+        |d| set(d, "/components/schemas/PrepareUploadRequest/properties/files/uniqueItems", json!(true)),
+        true,
+        "request-property-unique-items-set",
+        "/paths/~1v1~1volumes~1{id}~1upload/post/requestBody/content/application~1json/schema/properties/files",
+    ),
+    (
+        "a shared pattern changed",
+        |d| set(d, "/components/schemas/Sha256/pattern", json!("^[0-9a-f]{40}$")),
+        true,
+        "response-property-pattern-changed",
+        "/paths/~1v1~1volumes~1{id}~1download/get/responses/200/content/application~1json/schema/properties/files/items/properties/hash",
+    ),
+    (
+        "a response oneOf branch added",
+        |d| push(d, "/components/schemas/RunEvent/properties/data/oneOf", json!({"type": "object", "properties": {"note": {"type": "string"}}})),
+        true,
+        "response-property-one-of-added",
+        "/paths/~1v1~1runs~1{id}~1events/get/responses/200/content/text~1event-stream/schema/properties/data/oneOf/5",
+    ),
+    (
+        "a response number narrowed to an integer",
+        |d| set(d, "/components/schemas/MetricSample/properties/cpuPercent/type", json!("integer")),
+        false,
+        "response-property-type-specialized",
+        "/paths/~1v1~1runs~1{id}~1metrics/get/responses/200/content/application~1json/schema/properties/data/items/properties/cpuPercent",
+    ),
+    (
+        "a required response header made optional",
+        |d| set(d, "/components/headers/X-Request-Id/required", json!(false)),
+        true,
+        "response-header-became-optional",
+        "/paths/~1v1~1tokens/get/responses/200/headers/X-Request-Id",
+    ),
+    (
+        "an open request object closed",
+        |d| set(d, "/components/schemas/AgentConfig/additionalProperties", json!(false)),
+        true,
+        "request-property-additional-properties-disallowed",
+        "/paths/~1v1~1agents/post/requestBody/content/application~1json/schema/properties/config",
+    ),
+    (
+        "a header parameter removed",
+        |d| {
+            d.pointer_mut("/paths/~1v1~1runs~1{id}~1events/get/parameters").and_then(Value::as_array_mut).unwrap().remove(1);
+        },
+        false,
+        "request-parameter-removed",
+        "/paths/~1v1~1runs~1{id}~1events/get/parameters/1",
+    ),
+    (
+        "a $ref that leads nowhere",
+        |d| set(d, &format!("{AGENT}/properties/name"), json!({"$ref": "#/components/schemas/Missing"})),
+        true,
+        "schema-ref-unresolved",
+        "/paths/~1v1~1agents/get/responses/200/content/application~1json/schema/properties/data/items/properties/name",
+    ),
+    (
+        "an operation added to a path",
+        |d| set(d, "/paths/~1v1~1tokens~1{id}/patch", json!({"operationId": "renameToken", "responses": {"200": {"description": "ok"}}})),
+        false,
+        "endpoint-added",
+        "/paths/~1v1~1tokens~1{id}/patch",
+    ),
+    (
+        "a success status added",
+        |d| set(d, "/paths/~1v1~1agents/post/responses/200", json!({"description": "Already there."})),
+        false,
+        "response-success-status-added",
+        "/paths/~1v1~1agents/post/responses/200",
+    ),
+    (
+        "a query parameter's minimum lowered",
+        |d| set(d, "/components/parameters/limit/schema/minimum", json!(0)),
+        false,
+        "request-parameter-min-decreased",
+        "/paths/~1v1~1agents/get/parameters/0/schema",
+    ),
+    (
+        "a request maxItems raised",
+        |d| set(d, "/components/schemas/PrepareUploadRequest/properties/files/maxItems", json!(20000)),
+        false,
+        "request-property-max-items-increased",
+        "/paths/~1v1~1volumes~1{id}~1upload/post/requestBody/content/application~1json/schema/properties/files",
+    ),
+    (
+        "a request-only enum widened",
+        |d| push(d, "/components/schemas/LogTypeFilter/enum", json!("debug")),
+        false,
+        "request-parameter-enum-value-added",
+        "/paths/~1v1~1runs~1{id}~1logs/get/parameters/",
+    ),
+    (
+        "a request property made nullable",
+        |d| set(d, "/components/schemas/CreateTokenRequest/properties/expiresInDays/nullable", json!(true)),
+        false,
+        "request-property-became-nullable",
+        "/paths/~1v1~1tokens/post/requestBody/content/application~1json/schema/properties/expiresInDays",
+    ),
+    (
+        "a property added to an open object",
+        |d| set(d, "/components/schemas/AgentConfig/properties", json!({"image": {"type": "string"}})),
+        false,
+        "response-property-added",
+        "/paths/~1v1~1agents~1{id}~1versions~1{versionId}/get/responses/200/content/application~1json/schema/properties/config/properties/image",
+    ),
+    (
+        "a security alternative added",
+        |d| {
+            set(d, "/components/securitySchemes/apiKey", json!({"type": "apiKey", "in": "header", "name": "X-Api-Key"}));
+            set(d, "/paths/~1v1~1agents/get/security", json!([{"bearerAuth": []}, {"apiKey": []}]));
+        },
+        false,
+        "api-security-alternative-added",
+        "/paths/~1v1~1agents/get/security",
+    ),
     // Documentation only.
     ("a description reworded", |d| set(d, "/paths/~1v1~1agents/get/description", json!("Lists your agents.")), false, "", ""),
     ("an example changed", |d| set(d, "/paths/~1v1~1agents/post/responses/201/content/application~1json/example/name", json!("other")), false, "", ""),
+];
+
+/// Cases that need the old spec changed too: what the old spec had, what the new one
+/// has, whether that breaks clients, the rule and the pointer.
+const PAIRED: &[(&str, Mutation, Mutation, bool, &str, &str)] = &[
+    (
+        "a request multipleOf the old one no longer divides",
+        |d| set(d, "/components/schemas/CreateTokenRequest/properties/expiresInDays/multipleOf", json!(2)),
+        |d| set(d, "/components/schemas/CreateTokenRequest/properties/expiresInDays/multipleOf", json!(3)),
+        true,
+        "request-property-multiple-of-changed",
+        "/paths/~1v1~1tokens/post/requestBody/content/application~1json/schema/properties/expiresInDays",
+    ),
+    (
+        "a request multipleOf that divides the old one",
+        |d| set(d, "/components/schemas/CreateTokenRequest/properties/expiresInDays/multipleOf", json!(2)),
+        |d| set(d, "/components/schemas/CreateTokenRequest/properties/expiresInDays/multipleOf", json!(1)),
+        false,
+        "request-property-multiple-of-changed",
+        "/paths/~1v1~1tokens/post/requestBody/content/application~1json/schema/properties/expiresInDays",
+    ),
+    (
+        "an anonymous operation made to require a token",
+        |d| set(d, "/paths/~1v1~1agents/get/security", json!([])),
+        |_| {},
+        true,
+        "api-security-added",
+        "/paths/~1v1~1agents/get/security",
+    ),
+    (
+        "an optional request body removed",
+        |d| set(d, "/paths/~1v1~1runs~1{id}~1cancel/post/requestBody", json!({"content": {"application/json": {"schema": {"type": "object"}}}})),
+        |_| {},
+        true,
+        "request-body-removed",
+        "/paths/~1v1~1runs~1{id}~1cancel/post/requestBody",
+    ),
+    (
+        "a change inside a recursive schema",
+        |d| set(d, &format!("{AGENT}/properties/parent"), json!({"$ref": "#/components/schemas/Agent"})),
+        |d| {
+            set(d, &format!("{AGENT}/properties/parent"), json!({"$ref": "#/components/schemas/Agent"}));
+            set(d, &format!("{AGENT}/required"), json!(["id", "name", "currentVersionId", "createdAt"]));
+        },
+        true,
+        "response-property-became-optional",
+        "/paths/~1v1~1agents~1{id}/get/responses/200/content/application~1json/schema/properties/updatedAt",
+    ),
 ];
 
 fn spec() -> Value {
@@ -367,22 +539,28 @@ fn a_spec_has_no_changes_from_itself() {
 #[test]
 fn each_mutation_is_classified_by_its_rule() {
     let original = spec();
-    let breaking = CORPUS.iter().filter(|case| case.2).count();
-    assert!(CORPUS.len() >= 30 && breaking * 3 >= CORPUS.len() && breaking * 3 <= CORPUS.len() * 2, "{breaking} of {} breaking", CORPUS.len());
+    let cases: Vec<(&str, Mutation, Mutation, bool, &str, &str)> = CORPUS
+        .iter()
+        .map(|&(what, mutate, breaks, rule, pointer)| (what, (|_| {}) as Mutation, mutate, breaks, rule, pointer))
+        .chain(PAIRED.iter().copied())
+        .collect();
+    let breaking = cases.iter().filter(|case| case.3).count();
+    assert!(cases.len() >= 30 && breaking * 3 >= cases.len() && breaking * 3 <= cases.len() * 2, "{breaking} of {} breaking", cases.len());
     let mut failures = Vec::new();
-    for (what, mutate, breaks, rule, pointer) in CORPUS {
-        let mut mutated = original.clone();
-        mutate(&mut mutated);
-        let changes = diff(&original, &mutated);
+    for (what, before, after, breaks, rule, pointer) in cases {
+        let (mut old, mut new) = (original.clone(), original.clone());
+        before(&mut old);
+        after(&mut new);
+        let changes = diff(&old, &new);
         let shown = || changes.iter().map(|c| format!("  {c}")).collect::<Vec<_>>().join("\n");
-        if changes.iter().any(|c| c.breaking) != *breaks {
+        if changes.iter().any(|c| c.breaking) != breaks {
             failures.push(format!("{what}: expected breaking = {breaks}, got:\n{}", shown()));
         }
         if rule.is_empty() {
             if !changes.is_empty() {
                 failures.push(format!("{what}: expected no change, got:\n{}", shown()));
             }
-        } else if !changes.iter().any(|c| c.rule == *rule && c.breaking == *breaks && c.pointer.starts_with(pointer)) {
+        } else if !changes.iter().any(|c| c.rule == rule && c.breaking == breaks && c.pointer.starts_with(pointer)) {
             failures.push(format!("{what}: expected {rule} at {pointer}, got:\n{}", shown()));
         }
     }

@@ -252,7 +252,7 @@ impl Differ<'_> {
             // The server refuses a query parameter it does not know, so one removed breaks
             // the clients that send it.
             let message = format!("The {location} parameter `{}` was removed.", name_of(parameter));
-            self.push(location != "path", "request-parameter-removed", pointer, message);
+            self.push(location == "query", "request-parameter-removed", pointer, message);
         }
         for (key, (pointer, parameter)) in new {
             let (location, name) = (&key.0, name_of(parameter));
@@ -418,8 +418,11 @@ impl Differ<'_> {
             }
             self.visiting.push(pair.clone());
         }
-        if let (Some(old), Some(new)) = (spec::deref(self.old, old), spec::deref(self.new, new)) {
-            self.schema_resolved(place, old, new);
+        match (spec::deref(self.old, old), spec::deref(self.new, new)) {
+            (Some(old), Some(new)) => self.schema_resolved(place, old, new),
+            // Nothing past a reference that leads nowhere can be compared, so nothing may
+            // be assumed about it.
+            _ => self.push(true, "schema-ref-unresolved", place.pointer, format!("A $ref of {} does not resolve, so it cannot be compared.", place.name())),
         }
         if visit.is_some() {
             self.visiting.pop();
@@ -432,6 +435,31 @@ impl Differ<'_> {
         let name = &place.name();
         let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
         let flag = |v: &Value, k: &str| v.get(k).and_then(Value::as_bool).unwrap_or(false);
+
+        // A schema made a choice: a request that was valid may match no branch, a response
+        // may lack what every value had. What the branches hold is no longer comparable
+        // with the old schema, so nothing more is reported.
+        for (keyword, fragment) in [("oneOf", "one-of"), ("anyOf", "any-of")] {
+            if let (None, Some(branches)) = (old.get(keyword), new.get(keyword).and_then(Value::as_array)) {
+                self.push(
+                    true,
+                    format!("{subject}-wrapped-in-{fragment}"),
+                    &format!("{pointer}/{keyword}"),
+                    format!("{} became a {keyword} of {} schemas.", capital(name), branches.len()),
+                );
+                return;
+            }
+        }
+        // A server that refuses unknown properties refuses what clients may have sent.
+        let closed = |v: &Value| v.get("additionalProperties") == Some(&Value::Bool(false));
+        if request && !closed(old) && closed(new) && (old.get("properties").is_some() || text(old, "type").as_deref() == Some("object")) {
+            self.push(
+                true,
+                format!("{subject}-additional-properties-disallowed"),
+                pointer,
+                format!("{} no longer allows properties it does not name.", capital(name)),
+            );
+        }
 
         // Type and format: a client may fail on any value of another type.
         let (old_type, new_type) = (text(old, "type"), text(new, "type"));
@@ -641,17 +669,6 @@ impl Differ<'_> {
         let request = place.direction == Direction::Request;
         let narrows_when_added = keyword == "allOf";
         let pointer = format!("{}/{keyword}", place.pointer);
-        // A schema made a choice: a request that was valid may match no branch, a response
-        // may lack what every value had.
-        if old_branches.is_empty() && keyword != "allOf" {
-            self.push(
-                true,
-                format!("{}-wrapped-in-{fragment}", place.subject),
-                &pointer,
-                format!("{} became a {keyword} of {} schemas.", capital(&place.name()), new_branches.len()),
-            );
-            return;
-        }
         for (k, _) in old_keyed.iter().filter(|(k, _)| !new_keyed.contains_key(*k)) {
             let breaking = request != narrows_when_added;
             self.push(

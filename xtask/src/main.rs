@@ -17,7 +17,8 @@ commands:
                    Redocly and openapi-spec-validator (installed into target/lint-tools)
   diff OLD NEW [--format text|json|markdown]
                    the changes from one spec to another (each a file, or a git revision
-                   of openapi/v1.yaml), breaking or not; exits 1 when any is breaking
+                   of openapi/v1.yaml), breaking or not; exits 1 when any is breaking,
+                   2 when a spec cannot be read
   release --check  compare openapi/v1.yaml with its latest release in openapi/released/;
                    fail on a breaking change that neither a major version nor
                    openapi/breaking-changes.yaml allows
@@ -61,9 +62,11 @@ fn main() -> ExitCode {
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
+        // 2, not 1: `cargo xtask diff` answers 1 for a breaking change, which a script must
+        // tell from a spec that could not be read.
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            ExitCode::from(2)
         }
     }
 }

@@ -180,9 +180,10 @@ pub fn release(root: &Path, date: &str) -> Result<Released> {
     if check.current <= check.released {
         bail!("{} is released already: raise info.version in {SPEC_PATH} first", check.released);
     }
+    // Every file's new contents first, so that a release that fails writes nothing.
     let doc = spec::parse(&std::fs::read_to_string(root.join(SPEC_PATH))?)?;
     let file = root.join(RELEASED).join(format!("v{}.json", check.current));
-    std::fs::write(&file, crate::codegen::bundled_json(&doc)?)?;
+    let mut writes = vec![(file.clone(), crate::codegen::bundled_json(&doc)?)];
 
     let changelog = root.join("CHANGELOG.md");
     let before = std::fs::read_to_string(&changelog).unwrap_or_else(|_| {
@@ -190,33 +191,57 @@ pub fn release(root: &Path, date: &str) -> Result<Released> {
     });
     let entry = format!("## {} ({date})\n\n{}", check.current, diff::markdown(&check.changes));
     let at = before.find("\n## ").map_or(before.len(), |i| i + 1);
-    std::fs::write(&changelog, format!("{}{entry}{}", &before[..at], &before[at..]))?;
+    writes.push((changelog, format!("{}{entry}{}", &before[..at], &before[at..])));
 
     for name in PUBLISHED {
         let manifest = root.join("crates").join(name).join("Cargo.toml");
         let text = std::fs::read_to_string(&manifest).with_context(|| format!("reading {}", manifest.display()))?;
-        std::fs::write(&manifest, set_package_version(&text, &check.current).with_context(|| format!("{} has no version line", manifest.display()))?)?;
+        let text = set_package_version(&text, &check.current).with_context(|| format!("{} has no version line in [package]", manifest.display()))?;
+        writes.push((manifest, text));
     }
     let workspace = root.join("Cargo.toml");
-    let text = std::fs::read_to_string(&workspace)?;
-    std::fs::write(&workspace, set_dependency_versions(&text, &check.current))?;
+    let text = set_dependency_versions(&std::fs::read_to_string(&workspace)?, &check.current).context("the workspace's Cargo.toml")?;
+    writes.push((workspace, text));
     // The entries were for this release; the file's comments stay.
     let list = std::fs::read_to_string(root.join(ALLOWLIST)).unwrap_or_default();
     let comments: String = list.lines().take_while(|l| !l.starts_with("allowed:")).map(|l| format!("{l}\n")).collect();
-    std::fs::write(root.join(ALLOWLIST), format!("{comments}allowed: []\n"))?;
+    writes.push((root.join(ALLOWLIST), format!("{comments}allowed: []\n")));
+
+    for (path, contents) in writes {
+        std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
+    }
     Ok(Released { version: check.current, file, changes: check.changes.len() })
 }
 
-/// The manifest with its package's `version = "…"` line set to `version`.
+/// The manifest with the `version = "…"` line of its `[package]` table set to `version`.
 fn set_package_version(manifest: &str, version: &Version) -> Option<String> {
-    let line = manifest.lines().find(|l| l.starts_with("version = \""))?;
-    Some(manifest.replacen(line, &format!("version = \"{version}\""), 1))
+    let mut in_package = false;
+    let mut found = false;
+    let mut out = String::new();
+    for line in manifest.lines() {
+        if line.starts_with('[') {
+            in_package = line.trim() == "[package]";
+        }
+        if in_package && !found && line.starts_with("version = \"") {
+            out.push_str(&format!("version = \"{version}\"\n"));
+            found = true;
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    found.then_some(out)
 }
 
-/// The workspace manifest with the published crates' dependency entries at `version`.
-fn set_dependency_versions(manifest: &str, version: &Version) -> String {
+/// The workspace manifest with the published crates' dependency entries at `version`;
+/// an error unless there is exactly one entry for each.
+fn set_dependency_versions(manifest: &str, version: &Version) -> Result<String> {
     let pattern = regex::Regex::new(r#"(?m)^(vm0-(?:types|client|api) = \{ path = "[^"]+", version = ")[^"]*(")"#).expect("the pattern compiles");
-    pattern.replace_all(manifest, format!("${{1}}{version}${{2}}")).into_owned()
+    let found = pattern.find_iter(manifest).count();
+    if found != PUBLISHED.len() {
+        bail!("expected one `NAME = {{ path = \"…\", version = \"…\" }}` line for each of {}, found {found}", PUBLISHED.join(", "));
+    }
+    Ok(pattern.replace_all(manifest, format!("${{1}}{version}${{2}}")).into_owned())
 }
 
 /// Today's date in UTC, as `YYYY-MM-DD`.

@@ -22,8 +22,8 @@ use vm0_api::ApiError;
 /// one, stops the run, which fails with a message naming the limit; it checks the working
 /// directory again when the run ends. Each process is also held by the kernel to twice
 /// the memory, task and CPU limits (so a burst between samples cannot run away), and to
-/// `maxFileSizeMib` for any one file; `/tmp` and `/dev/shm` are each held to the memory
-/// limit.
+/// `maxFileSizeMib` for any one file; `/tmp` and `/dev/shm` are each held to half the
+/// memory limit. A run cannot make user namespaces of its own.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[schemars(title = "Local executor agent configuration")]

@@ -227,9 +227,13 @@ fn limit_signal(outcome: Outcome, limits: &Limits) -> Outcome {
     };
     match signal {
         libc::SIGXCPU => Outcome::Failed(cpu_breach(limits)),
-        libc::SIGXFSZ => Outcome::Failed(format!("The run wrote a file as large as its limit of {} MiB (maxFileSizeMib)", limits.file_size_bytes >> 20)),
+        libc::SIGXFSZ => Outcome::Failed(file_size_breach(limits)),
         _ => outcome,
     }
+}
+
+fn file_size_breach(limits: &Limits) -> String {
+    format!("The run wrote a file as large as its limit of {} MiB (maxFileSizeMib)", limits.file_size_bytes >> 20)
 }
 
 fn cpu_breach(limits: &Limits) -> String {
@@ -344,8 +348,6 @@ struct Usage {
     pages: u64,
     /// Processes and threads.
     tasks: u64,
-    /// Bytes in the sandbox's `/tmp` and `/dev/shm`.
-    tmpfs_bytes: u64,
 }
 
 /// Samples the run's processes every `every` until aborted, and sends `breach` why the
@@ -361,8 +363,8 @@ async fn sample(members: Members, workdir: PathBuf, every: Duration, limits: Lim
         // /proc and the working directory are read off the runtime's threads.
         let workdir = workdir.clone();
         let usage = tokio::task::spawn_blocking(move || (usage(members), files_size(&workdir, &limits), disk_total(&workdir))).await;
-        let Ok((usage, files, disk_total)) = usage else { return };
-        let memory = usage.pages * page_size + usage.tmpfs_bytes;
+        let Ok(((usage, tmpfs_bytes), files, disk_total)) = usage else { return };
+        let memory = usage.pages * page_size + tmpfs_bytes;
         let over = if memory > limits.memory_bytes {
             Some(format!("The run used more than its limit of {} MiB of memory (maxMemoryMib)", limits.memory_bytes >> 20))
         } else if usage.tasks > limits.tasks {
@@ -414,13 +416,13 @@ fn read_stat(pid: i32) -> Option<Stat> {
         pid,
         parent: field(4) as i32,
         group: field(5) as i32,
-        usage: Usage { ticks, total_ticks: ticks + field(16) + field(17), tasks: field(20), pages: field(24), tmpfs_bytes: 0 },
+        usage: Usage { ticks, total_ticks: ticks + field(16) + field(17), tasks: field(20), pages: field(24) },
     })
 }
 
-/// What the run's processes use now.
-fn usage(members: Members) -> Usage {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Usage::default() };
+/// What the run's processes use now, and the bytes in its sandbox's memory file systems.
+fn usage(members: Members) -> (Usage, u64) {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return (Usage::default(), 0) };
     let stats: Vec<Stat> = entries.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).filter_map(read_stat).collect();
     let mut tmpfs_bytes = 0;
     let chosen: Vec<&Stat> = match members {
@@ -433,6 +435,7 @@ fn usage(members: Members) -> Usage {
             let of = |pid: i32| children.get(&pid).into_iter().flatten().copied();
             // The helper's child is hakoniwa's process, whose child is the sandbox's first.
             let mut tree: Vec<&Stat> = of(helper).flat_map(|s| of(s.pid)).collect();
+            // Every process of the sandbox sees its mounts; the first is there longest.
             tmpfs_bytes = tree.first().map_or(0, |first| tmpfs_used(first.pid));
             let mut next = 0;
             while next < tree.len() {
@@ -442,13 +445,13 @@ fn usage(members: Members) -> Usage {
             tree
         }
     };
-    chosen.iter().fold(Usage { tmpfs_bytes, ..Usage::default() }, |sum, s| Usage {
+    let usage = chosen.iter().fold(Usage::default(), |sum, s| Usage {
         ticks: sum.ticks + s.usage.ticks,
         total_ticks: sum.total_ticks + s.usage.total_ticks,
         pages: sum.pages + s.usage.pages,
         tasks: sum.tasks + s.usage.tasks,
-        tmpfs_bytes: sum.tmpfs_bytes,
-    })
+    });
+    (usage, tmpfs_bytes)
 }
 
 fn memory_total_kib() -> u64 {
@@ -471,24 +474,26 @@ struct Files {
 /// millions of files is not walked to the end at every sample.
 fn files_size(dir: &Path, limits: &Limits) -> Files {
     use std::os::unix::fs::MetadataExt;
-    fn walk(dir: &Path, limits: &Limits, files: &mut Files) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut files = Files::default();
+    // Folder by folder, each read whole before the next is opened: a deep tree holds one
+    // directory open at a time, not one per level.
+    let mut folders = vec![dir.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        let Ok(entries) = std::fs::read_dir(&folder) else { continue };
         for entry in entries.flatten() {
             if files.count > limits.files || files.space > limits.disk_bytes {
-                return;
+                return files;
             }
             let Ok(meta) = entry.metadata() else { continue };
             files.count += 1;
             files.space += meta.blocks() * 512;
             if meta.is_dir() {
-                walk(&entry.path(), limits, files);
+                folders.push(entry.path());
             } else if meta.is_file() {
                 files.largest = files.largest.max(meta.len());
             }
         }
     }
-    let mut files = Files::default();
-    walk(dir, limits, &mut files);
     files
 }
 
@@ -497,7 +502,7 @@ fn files_size(dir: &Path, limits: &Limits) -> Files {
 /// may have been told, but not the run).
 fn files_breach(files: Files, limits: &Limits) -> Option<String> {
     if files.largest >= limits.file_size_bytes {
-        Some(format!("The run wrote a file as large as its limit of {} MiB (maxFileSizeMib)", limits.file_size_bytes >> 20))
+        Some(file_size_breach(limits))
     } else if files.space > limits.disk_bytes {
         Some(format!("The run's working directory took more than its limit of {} MiB of disk (maxDiskMib)", limits.disk_bytes >> 20))
     } else if files.count > limits.files {

@@ -119,7 +119,12 @@ pub(crate) async fn probe(helper: &Path, scratch: &Path) -> Result<(), String> {
     command.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).kill_on_drop(true);
     let run = async {
         let output = command.output().await.map_err(|e| format!("starting the sandbox helper {}: {e}", helper.display()))?;
-        let answer = read_status(&spec.status);
+        // The helper says how hakoniwa went; what the sandbox's first process does before
+        // it would exec the command (the read-only /dev, the closed user namespaces) shows
+        // in the exit status.
+        let answer =
+            read_status(&spec.status)
+                .and_then(|()| if output.status.success() { Ok(()) } else { Err(format!("the sandbox's set-up failed ({})", output.status)) });
         std::fs::remove_dir_all(scratch).ok();
         answer.map_err(|reason| match String::from_utf8_lossy(&output.stderr).trim() {
             "" => reason,
@@ -261,10 +266,11 @@ fn execute(spec: &Spec) -> Result<hakoniwa::ExitStatus, String> {
     if !spec.network {
         container.unshare(Namespace::Network);
     }
-    // Files in a tmpfs are memory that no process's resident size shows: each of the two
-    // writable ones is held to the run's memory limit, and the sampler adds what they
-    // hold to the run's memory (`local.rs`). The rest of `/dev` is made read-only below.
-    let tmpfs = format!("size={},mode=1777", spec.limits.memory_bytes);
+    // Files in a tmpfs are memory that no process's resident size shows: the two writable
+    // ones are held to half the run's memory limit each, so together they cannot pass it
+    // between two samples, and the sampler adds what they hold to the run's memory
+    // (`local.rs`). The rest of `/dev` is made read-only below.
+    let tmpfs = format!("size={},mode=1777", spec.limits.memory_bytes / 2);
     for target in TMPFS {
         container.mount("tmpfs", target, "tmpfs", MountOptions::NOSUID | MountOptions::NODEV, Some(tmpfs.clone()));
     }
@@ -277,10 +283,18 @@ fn execute(spec: &Spec) -> Result<hakoniwa::ExitStatus, String> {
     let mut command = unsafe {
         container.command_from_closure(move || {
             // Still with the capabilities of the sandbox's user namespace, which end at exec.
+            // hakoniwa's /dev takes no mount flags, so it is remounted read-only here; a
+            // bind remount replaces the mount's flags, so MS_NOSUID is given again.
             let dev = c"/dev";
             let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID;
             if libc::mount(std::ptr::null(), dev.as_ptr(), std::ptr::null(), flags, std::ptr::null()) != 0 {
-                eprintln!("could not make /dev read-only: {}", std::io::Error::last_os_error());
+                eprintln!("vm0 sandbox: could not make /dev read-only: {}", std::io::Error::last_os_error());
+                return 125;
+            }
+            // A user namespace of its own would let the run mount a tmpfs that no limit
+            // counts, and undo nothing else: the run may make none.
+            if let Err(error) = std::fs::write("/proc/sys/user/max_user_namespaces", "0") {
+                eprintln!("vm0 sandbox: could not close user namespaces: {error}");
                 return 125;
             }
             let Some((name, args)) = program.split_first() else { return 0 };
