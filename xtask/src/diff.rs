@@ -65,7 +65,16 @@ struct Place<'p> {
     path: &'p str,
 }
 
-impl Place<'_> {
+impl<'p> Place<'p> {
+    /// A property or the items of this place: the same direction and root, named as a
+    /// property.
+    fn child<'c>(&self, pointer: &'c str, path: &'c str) -> Place<'c>
+    where
+        'p: 'c,
+    {
+        Place { subject: property_subject(self.direction), pointer, path, ..*self }
+    }
+
     /// How a message names it.
     fn name(&self) -> String {
         if self.path.is_empty() {
@@ -551,11 +560,11 @@ impl Differ<'_> {
         self.properties(place, old, new);
         if let (Some(old_items), Some(new_items)) = (old.get("items"), new.get("items")) {
             let (items_pointer, items_path) = (format!("{pointer}/items"), format!("{}[]", place.path));
-            self.schema(Place { subject: property_subject(place.direction), pointer: &items_pointer, path: &items_path, ..place }, old_items, new_items);
+            self.schema(place.child(&items_pointer, &items_path), old_items, new_items);
         }
         if let (Some(old_extra @ Value::Object(_)), Some(new_extra @ Value::Object(_))) = (old.get("additionalProperties"), new.get("additionalProperties")) {
             let (extra_pointer, extra_path) = (format!("{pointer}/additionalProperties"), child_path(place.path, "*"));
-            self.schema(Place { subject: property_subject(place.direction), pointer: &extra_pointer, path: &extra_path, ..place }, old_extra, new_extra);
+            self.schema(place.child(&extra_pointer, &extra_path), old_extra, new_extra);
         }
         for keyword in ["oneOf", "anyOf", "allOf"] {
             self.composition(place, keyword, old, new);
@@ -602,29 +611,29 @@ impl Differ<'_> {
         for property in old_props.keys().filter(|p| !new_props.contains_key(*p)) {
             let (pointer, path) = (push_pointer(&props_pointer, property), child_path(place.path, property));
             let shown = Place { path: &path, ..place }.name();
+            // "property `x` of the request body", for "The required … was removed."
+            let noun = shown.trim_start_matches("the ");
             match place.direction {
                 // A server that refuses unknown properties refuses it now.
                 Direction::Request => self.push(closed(new), "request-property-removed", &pointer, format!("{} was removed.", capital(&shown))),
                 Direction::Response if old_required.contains(property) => {
-                    self.push(true, "response-required-property-removed", &pointer, format!("The required {} was removed.", shown.trim_start_matches("the ")))
+                    self.push(true, "response-required-property-removed", &pointer, format!("The required {} was removed.", noun))
                 }
-                Direction::Response => {
-                    self.push(false, "response-optional-property-removed", &pointer, format!("The optional {} was removed.", shown.trim_start_matches("the ")))
-                }
+                Direction::Response => self.push(false, "response-optional-property-removed", &pointer, format!("The optional {} was removed.", noun)),
             }
         }
         for (property, new_schema) in &new_props {
             let (pointer, path) = (push_pointer(&props_pointer, property), child_path(place.path, property));
             let shown = Place { path: &path, ..place }.name();
+            // "property `x` of the request body", for "The required … was removed."
+            let noun = shown.trim_start_matches("the ");
             let Some(old_schema) = old_props.get(property) else {
                 let is_required = new_required.contains(property);
                 match place.direction {
                     Direction::Request if is_required => {
-                        self.push(true, "new-required-request-property", &pointer, format!("The required {} was added.", shown.trim_start_matches("the ")))
+                        self.push(true, "new-required-request-property", &pointer, format!("The required {} was added.", noun))
                     }
-                    Direction::Request => {
-                        self.push(false, "new-optional-request-property", &pointer, format!("The optional {} was added.", shown.trim_start_matches("the ")))
-                    }
+                    Direction::Request => self.push(false, "new-optional-request-property", &pointer, format!("The optional {} was added.", noun)),
                     // A client generated from a closed schema refuses a property it was
                     // told cannot be there (typify's `deny_unknown_fields`, for one).
                     Direction::Response if closed(old) => self.push(
@@ -644,7 +653,7 @@ impl Differ<'_> {
                 (false, true, false) => self.push(false, "response-property-became-required", &pointer, format!("{} became required.", capital(&shown))),
                 _ => {}
             }
-            self.schema(Place { subject: property_subject(place.direction), pointer: &pointer, path: &path, ..place }, old_schema, new_schema);
+            self.schema(place.child(&pointer, &path), old_schema, new_schema);
         }
     }
 
