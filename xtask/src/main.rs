@@ -113,6 +113,10 @@ fn indent(text: &str) -> String {
 }
 
 fn ci() -> Result<bool> {
+    // A fresh CI machine builds once: incremental caches would only take disk space.
+    if std::env::var_os("CI").is_some() {
+        std::env::set_var("CARGO_INCREMENTAL", "0");
+    }
     println!("== cargo xtask codegen --check");
     if !codegen::run(true)? {
         return Ok(false);
