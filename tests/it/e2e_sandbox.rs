@@ -154,8 +154,8 @@ async fn a_host_that_cannot_sandbox_refuses_runs_unless_told_otherwise() {
     let server = TestServer::start_with(tempfile::tempdir().unwrap(), unsandboxed).await;
     let c = server.client();
     // Unsandboxed, a run is the server's user: it sees the data directory.
-    let run = run_script(&c, "trusted", json!({}), "test -e ../../vm0.db && echo sees the database").await;
-    assert_eq!((run.status, printed(&c, &run.id).await), (RunStatus::Completed, vec!["sees the database".to_string()]));
+    let run = run_script(&c, "trusted", json!({}), "test -e ../../secrets.key && echo sees the sealing key").await;
+    assert_eq!((run.status, printed(&c, &run.id).await), (RunStatus::Completed, vec!["sees the sealing key".to_string()]));
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use chrono::{Duration, Utc};
 use vm0_server::api::App;
-use vm0_server::store::{SqliteStore, TokenRow, UserStore};
+use vm0_server::store::{SqlStore, TokenRow, UserStore};
 
 /// This package's sandbox helper, which cargo builds beside the test binaries' folder.
 pub fn sandbox_helper() -> std::path::PathBuf {
@@ -18,7 +18,7 @@ pub struct TestServer {
     pub url: String,
     /// The first user's token.
     pub token: String,
-    pub app: Arc<App<SqliteStore>>,
+    pub app: Arc<App<SqlStore>>,
     pub data_dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     pub handle: Option<tokio::task::JoinHandle<()>>,
@@ -44,7 +44,8 @@ impl TestServer {
             sandbox: vm0_server::Sandbox::Helper(sandbox_helper()),
             ..vm0_server::Config::local(data_dir.path())
         };
-        let config = configure(config);
+        let database_url = vm0_server::testing::database_url(data_dir.path()).await.expect("a test database");
+        let config = configure(vm0_server::Config { database_url, ..config });
         let server = vm0_server::bind(config).await.expect("the server starts");
         let token = match &server.first_token {
             Some(token) => token.clone(),
@@ -124,7 +125,7 @@ fn sha256(value: &str) -> Vec<u8> {
     sha2::Sha256::digest(value.as_bytes()).to_vec()
 }
 
-async fn new_token(store: &SqliteStore, user: &str, days: i64) -> String {
+async fn new_token(store: &SqlStore, user: &str, days: i64) -> String {
     let user = store.ensure_user(user).await.unwrap();
     vm0_server::api::issue_token(store, &user.id, "test", days).await.unwrap().1
 }

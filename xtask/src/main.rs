@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use xtask::{bench, codegen, diff, lint, process, release, schemathesis, spec, tools};
+use xtask::{bench, codegen, diff, lint, postgres, process, release, schemathesis, spec, tools};
 
 const HELP: &str = "\
 cargo xtask <command>
@@ -24,11 +24,14 @@ commands:
                    openapi/breaking-changes.yaml allows
   release          release openapi/v1.yaml as its info.version: the release file, a
                    CHANGELOG.md entry, and the published crates' versions
+  postgres         start a throwaway PostgreSQL in target/postgres and print the
+                   VM0_TEST_DATABASE_URL that runs the tests on it; Enter stops it
   schemathesis     run schemathesis against a fresh reference server
   bench            run the benchmarks (pagination depth, 1 GiB through the server,
                    1 GiB through the client) and print their figures
   ci               everything CI runs: codegen --check, lint, release --check, fmt --check,
-                   clippy, every test, cargo package of the published crates, schemathesis
+                   clippy, every test, the end-to-end suites again on PostgreSQL, cargo
+                   package of the published crates, schemathesis
 ";
 
 fn main() -> ExitCode {
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
         },
         ["release", "--check"] => check_release(),
         ["release"] => run_release(),
+        ["postgres"] => run_postgres(),
         ["schemathesis"] => schemathesis::run(),
         ["bench"] => bench::run(),
         ["ci"] => ci(),
@@ -108,6 +112,38 @@ fn run_diff(old: &str, new: &str, format: diff::Format) -> Result<bool> {
     Ok(!changes.iter().any(|c| c.breaking))
 }
 
+/// The end-to-end suites again, each server on a new database of a PostgreSQL: the one
+/// `VM0_TEST_DATABASE_URL` names, else a throwaway one in target/postgres.
+fn end_to_end_on_postgres() -> Result<()> {
+    let started = match std::env::var(postgres::TEST_DATABASE_URL) {
+        Ok(url) => {
+            println!("== the end-to-end suites on PostgreSQL at {url}");
+            None
+        }
+        Err(_) => {
+            let postgres = postgres::Postgres::start()?;
+            println!("== the end-to-end suites on a throwaway PostgreSQL at {}", postgres.url);
+            std::env::set_var(postgres::TEST_DATABASE_URL, &postgres.url);
+            Some(postgres)
+        }
+    };
+    process::cargo(&["test", "--locked", "-p", "vm0-tests", "--test", "it", "--", "e2e_", "client_faults", "bounded_input", "seed_curls"])?;
+    process::cargo(&["test", "--locked", "-p", "vm0-cli", "--test", "cli"])?;
+    process::cargo(&["test", "--locked", "-p", "vm0-server", "--test", "crash"])?;
+    if started.is_some() {
+        std::env::remove_var(postgres::TEST_DATABASE_URL);
+    }
+    Ok(())
+}
+
+fn run_postgres() -> Result<bool> {
+    let postgres = postgres::Postgres::start()?;
+    println!("{}={}", postgres::TEST_DATABASE_URL, postgres.url);
+    println!("press Enter to stop it");
+    std::io::stdin().read_line(&mut String::new())?;
+    Ok(true)
+}
+
 fn indent(text: &str) -> String {
     text.lines().map(|line| format!("  {line}")).collect::<Vec<_>>().join("\n")
 }
@@ -132,6 +168,7 @@ fn ci() -> Result<bool> {
     process::cargo(&["fmt", "--all", "--check"])?;
     process::cargo(&["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])?;
     process::cargo(&["test", "--workspace", "--locked"])?;
+    end_to_end_on_postgres()?;
     // The published crates, as a registry would get them; in one command, so that each
     // builds against the packaged others.
     let mut package = vec!["package", "--locked", "--allow-dirty"];

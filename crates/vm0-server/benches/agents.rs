@@ -128,7 +128,7 @@ async fn main() {
     }
 
     // The baseline opens the same file the same way the server does.
-    let pool = vm0_server::open_store(&config).await.unwrap().pool().clone();
+    let pool = vm0_server::open_store(&config).await.unwrap().sqlite().expect("the default store is SQLite").clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let baseline = format!("http://{}/v1/agents", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, axum::Router::new().route("/v1/agents", get(bare)).with_state(pool)).await });

@@ -28,7 +28,7 @@ async fn main() {
     // Seed the agents in one transaction, with ids in creation order as the server makes them.
     let user = app.store.ensure_user("default").await.unwrap();
     let seeded = Instant::now();
-    let mut tx = app.store.pool().begin().await.unwrap();
+    let mut tx = app.store.sqlite().expect("the default store is SQLite").begin().await.unwrap();
     for i in 0..AGENTS {
         sqlx::query("INSERT INTO agents (id, user_id, name, current_version_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)")
             .bind(format!("ag_{i:026}"))

@@ -217,11 +217,11 @@ mod tests {
     use chrono::Duration;
 
     use super::*;
-    use crate::store::{FileRow, Kind, NewVersion, SqliteStore, UserStore};
+    use crate::store::{FileRow, Kind, NewVersion, SqlStore, UserStore};
 
-    async fn open() -> (tempfile::TempDir, SqliteStore, Blobs) {
+    async fn open() -> (tempfile::TempDir, SqlStore, Blobs) {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&format!("sqlite://{}", dir.path().join("vm0.db").display())).await.unwrap();
+        let store = SqlStore::open(&format!("sqlite://{}", dir.path().join("vm0.db").display())).await.unwrap();
         let blobs = Blobs::open(dir.path(), vec![7; 32], "http://127.0.0.1:1".into(), 1 << 20).await.unwrap();
         (dir, store, blobs)
     }

@@ -11,6 +11,7 @@ mod paths;
 mod runs;
 mod secrets;
 pub mod store;
+pub mod testing;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,7 +31,7 @@ use vm0_api::ApiError;
 
 use crate::api::{Api, App};
 use crate::blobs::{Access, Blobs};
-use crate::store::{SqliteStore, Store, UserStore};
+use crate::store::{SqlStore, Store, UserStore};
 
 /// The spec, served as it is.
 pub const SPEC_YAML: &str = include_str!("../../../openapi/v1.yaml");
@@ -108,7 +109,7 @@ pub struct Server {
     /// The value of the first API token, when this start created the first user.
     pub first_token: Option<String>,
     /// The state, for tests and tools that need the store.
-    pub app: Arc<App<SqliteStore>>,
+    pub app: Arc<App<SqlStore>>,
     listener: TcpListener,
     body_limit: vm0_api::BodyLimit,
 }
@@ -123,8 +124,7 @@ pub async fn bind(config: Config) -> anyhow::Result<Server> {
     let url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
     let blobs = Blobs::open(&config.data_dir, key.clone(), url.clone(), config.max_file_size).await?;
 
-    let first_token = if store.user_count().await? == 0 {
-        let user = store.ensure_user("default").await?;
+    let first_token = if let Some(user) = store.create_first_user("default").await? {
         let (_, value) = api::issue_token(&store, &user.id, "first token", 365).await?;
         Some(value)
     } else {
@@ -163,10 +163,10 @@ async fn isolation(config: &Config) -> runs::local::Isolation {
 
 /// The data directory, created if missing, and the database in it (or at
 /// `database_url`), migrated.
-pub async fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
+pub async fn open_store(config: &Config) -> anyhow::Result<SqlStore> {
     tokio::fs::create_dir_all(&config.data_dir).await.with_context(|| format!("creating {}", config.data_dir.display()))?;
     let database_url = config.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", config.data_dir.join("vm0.db").display()));
-    SqliteStore::open(&database_url).await.with_context(|| format!("opening {database_url}"))
+    SqlStore::open(&database_url).await.with_context(|| format!("opening {database_url}"))
 }
 
 impl Server {

@@ -26,7 +26,8 @@ struct Cli {
     /// Where the database and the files live [default: the user's data directory, vm0-server].
     #[arg(long, env = "VM0_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// The database URL [default: sqlite://<data dir>/vm0.db].
+    /// The database: sqlite://PATH, or postgres://USER:PASSWORD@HOST/DATABASE for
+    /// PostgreSQL, which several instances can share [default: sqlite://<data dir>/vm0.db].
     #[arg(long, env = "VM0_DATABASE_URL")]
     database_url: Option<String>,
     /// The base URL clients reach this server at, used in pre-signed URLs [default: http://<listen>].

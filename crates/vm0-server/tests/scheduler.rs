@@ -60,7 +60,7 @@ async fn a_run_that_cannot_start_fails_and_does_not_block_the_queue() {
     .await
     .expect("the server starts");
     let api = Api { http: reqwest::Client::new(), url: server.url.clone(), token: server.first_token.clone().expect("a first token") };
-    let pool = server.app.store.pool().clone();
+    let pool = server.app.store.sqlite().expect("the default store is SQLite").clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(server.serve(async {
         stopped.await.ok();

@@ -1,11 +1,11 @@
 //! The storage interface: everything the server keeps, behind one trait per resource
 //! (`UserStore`, `AgentStore`, `StorageStore`, `RunStore`), so that a second backend
-//! (PostgreSQL) implements the same four without touching the layers above. Rows are
+//! could implement the same four without touching the layers above. Rows are
 //! plain structs that sqlx maps by column name; enum and name columns are read straight
 //! into the generated types, so a value the spec forbids is a decode error here, not a
-//! surprise in a response. `sqlite/` is the embedded default.
+//! surprise in a response. `sql/` is the one implementation, on SQLite or PostgreSQL.
 
-mod sqlite;
+mod sql;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -16,7 +16,7 @@ use sha2::Digest;
 use sqlx::types::Json;
 use vm0_types::{AgentName, FilePath, LogLevel, LogType, RunEventType, RunStatus, Sha256, StorageName};
 
-pub use sqlite::SqliteStore;
+pub use sql::SqlStore;
 
 /// What went wrong in the store, independent of HTTP: the API layer decides the status
 /// of each in one place (`From<StoreError> for ApiError`).
@@ -340,7 +340,9 @@ pub struct Counters {
 pub trait UserStore {
     /// The server's signing key, created on first use.
     fn signing_key(&self) -> impl Future<Output = Result<Vec<u8>>> + Send;
-    fn user_count(&self) -> impl Future<Output = Result<i64>> + Send;
+    /// Creates the user `name` only when there is no user at all; `None` when there is
+    /// one. Instances starting together on an empty database create one between them.
+    fn create_first_user(&self, name: &str) -> impl Future<Output = Result<Option<User>>> + Send;
     /// The user called `name`, created if new.
     fn ensure_user(&self, name: &str) -> impl Future<Output = Result<User>> + Send;
     fn insert_token(&self, token: &TokenRow) -> impl Future<Output = Result<()>> + Send;

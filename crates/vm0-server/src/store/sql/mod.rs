@@ -1,0 +1,104 @@
+//! The store on SQL: SQLite (the embedded default, in WAL mode with foreign keys on) or
+//! PostgreSQL, chosen by the database URL. Every query is written once, with `$N`
+//! placeholders that both take, and compiled for each backend by `on_pool!`; the two
+//! differ only in their migrations (`migrations/sqlite`, `migrations/postgres`). One file
+//! per resource, each implementing its trait of `store`.
+
+/// Runs `body` with `pool` bound to the pool of whichever database this is, so that a
+/// method is written once and compiled for both backends.
+macro_rules! on_pool {
+    ($self:ident, |$pool:ident| $body:block) => {
+        match &$self.pool {
+            $crate::store::sql::Pool::Sqlite($pool) => $body,
+            $crate::store::sql::Pool::Postgres($pool) => $body,
+        }
+    };
+}
+
+mod agents;
+mod runs;
+mod storages;
+mod users;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+use super::{Page, Result, StoreError};
+
+/// SQLite or PostgreSQL behind a connection pool.
+#[derive(Clone)]
+pub struct SqlStore {
+    pool: Pool,
+}
+
+#[derive(Clone)]
+pub(crate) enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+impl SqlStore {
+    /// Opens the database at `url` (`sqlite://PATH`, created if missing, or
+    /// `postgres://…`) and runs its migrations.
+    pub async fn open(url: &str) -> Result<Self> {
+        let pool = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(10)).connect_with(options).await?;
+            // Instances starting together on an empty database migrate it once: sqlx
+            // holds an advisory lock around the migrations.
+            sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+            Pool::Postgres(pool)
+        } else {
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10));
+            let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+            sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+            Pool::Sqlite(pool)
+        };
+        Ok(SqlStore { pool })
+    }
+
+    /// The SQLite pool when this is SQLite, for checks such as `PRAGMA integrity_check`.
+    pub fn sqlite(&self) -> Option<&SqlitePool> {
+        match &self.pool {
+            Pool::Sqlite(pool) => Some(pool),
+            Pool::Postgres(_) => None,
+        }
+    }
+
+    /// Which backend this is, for logs: `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        match &self.pool {
+            Pool::Sqlite(_) => "sqlite",
+            Pool::Postgres(_) => "postgres",
+        }
+    }
+}
+
+/// A unique index refused the row: `Conflict`; any other error as it is.
+fn conflict_or(error: sqlx::Error) -> StoreError {
+    match &error {
+        sqlx::Error::Database(e) if e.is_unique_violation() => StoreError::Conflict,
+        _ => StoreError::Database(error),
+    }
+}
+
+/// A page's sort key as the integer it is for versions; a key that is not one reads as
+/// "before everything", which cannot come from a signed cursor.
+fn int_key(page: &Page) -> i64 {
+    page.after.as_deref().map(|k| k.parse().unwrap_or(0)).unwrap_or(i64::MAX)
+}
+
+/// The id key of a page: ids sort after every prefix character, so `~` is past the end.
+/// (PostgreSQL compares the id columns byte by byte, `COLLATE "C"`, as SQLite does.)
+fn id_key(page: &Page) -> &str {
+    page.after.as_deref().unwrap_or("~")
+}

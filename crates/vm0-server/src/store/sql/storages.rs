@@ -1,0 +1,290 @@
+//! Volumes, artifacts, their versions and files, upload sessions and blobs in SQLite.
+
+use chrono::{DateTime, Utc};
+
+use super::{conflict_or, id_key, int_key, SqlStore};
+use crate::ids;
+use crate::store::{FileRow, Kind, NewVersion, Page, Pin, Result, StorageRow, StorageStore, StoreError, UploadSession, VersionRow};
+
+/// An upload session's row, before its files join it.
+#[derive(sqlx::FromRow)]
+struct SessionRow {
+    id: String,
+    storage_id: String,
+    message: Option<String>,
+    created_by: String,
+    expires_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct UploadFileRow {
+    #[sqlx(flatten)]
+    file: FileRow,
+    upload_id: String,
+}
+
+impl StorageStore for SqlStore {
+    async fn create_storage(&self, kind: Kind, user_id: &str, name: &str, at: DateTime<Utc>) -> Result<StorageRow> {
+        on_pool!(self, |pool| {
+            let id = ids::new(if kind == Kind::Volume { "vol" } else { "art" });
+            sqlx::query_as("INSERT INTO storages (id, user_id, kind, name, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING *")
+                .bind(&id)
+                .bind(user_id)
+                .bind(kind.as_str())
+                .bind(name)
+                .bind(at)
+                .bind(at)
+                .fetch_one(pool)
+                .await
+                .map_err(conflict_or)
+        })
+    }
+
+    async fn list_storages(&self, kind: Kind, user_id: &str, page: &Page) -> Result<Vec<StorageRow>> {
+        on_pool!(self, |pool| {
+            Ok(sqlx::query_as("SELECT * FROM storages WHERE user_id = $1 AND kind = $2 AND id < $3 ORDER BY id DESC LIMIT $4")
+                .bind(user_id)
+                .bind(kind.as_str())
+                .bind(id_key(page))
+                .bind(page.limit)
+                .fetch_all(pool)
+                .await?)
+        })
+    }
+
+    async fn get_storage(&self, kind: Kind, user_id: &str, id: &str) -> Result<Option<StorageRow>> {
+        on_pool!(self, |pool| {
+            Ok(sqlx::query_as("SELECT * FROM storages WHERE user_id = $1 AND kind = $2 AND id = $3")
+                .bind(user_id)
+                .bind(kind.as_str())
+                .bind(id)
+                .fetch_optional(pool)
+                .await?)
+        })
+    }
+
+    async fn get_storage_by_name(&self, kind: Kind, user_id: &str, name: &str) -> Result<Option<StorageRow>> {
+        on_pool!(self, |pool| {
+            Ok(sqlx::query_as("SELECT * FROM storages WHERE user_id = $1 AND kind = $2 AND name = $3")
+                .bind(user_id)
+                .bind(kind.as_str())
+                .bind(name)
+                .fetch_optional(pool)
+                .await?)
+        })
+    }
+
+    async fn delete_storage(&self, kind: Kind, user_id: &str, id: &str) -> Result<bool> {
+        on_pool!(self, |pool| {
+            let done = sqlx::query("DELETE FROM storages WHERE user_id = $1 AND kind = $2 AND id = $3")
+                .bind(user_id)
+                .bind(kind.as_str())
+                .bind(id)
+                .execute(pool)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    async fn list_versions(&self, storage_id: &str, page: &Page) -> Result<Vec<VersionRow>> {
+        on_pool!(self, |pool| {
+            Ok(sqlx::query_as("SELECT * FROM storage_versions WHERE storage_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3")
+                .bind(storage_id)
+                .bind(int_key(page))
+                .bind(page.limit)
+                .fetch_all(pool)
+                .await?)
+        })
+    }
+
+    async fn get_version(&self, storage_id: &str, version_id: &str) -> Result<Option<VersionRow>> {
+        on_pool!(self, |pool| {
+            Ok(sqlx::query_as("SELECT * FROM storage_versions WHERE storage_id = $1 AND id = $2")
+                .bind(storage_id)
+                .bind(version_id)
+                .fetch_optional(pool)
+                .await?)
+        })
+    }
+
+    async fn version_files(&self, version_seq: i64) -> Result<Vec<FileRow>> {
+        on_pool!(self, |pool| {
+            Ok(sqlx::query_as("SELECT path, size, hash FROM version_files WHERE version_seq = $1 ORDER BY path").bind(version_seq).fetch_all(pool).await?)
+        })
+    }
+
+    async fn create_upload_session(&self, session: &UploadSession, at: DateTime<Utc>) -> Result<()> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query("INSERT INTO upload_sessions (id, storage_id, message, created_by, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)")
+                .bind(&session.id)
+                .bind(&session.storage_id)
+                .bind(&session.message)
+                .bind(&session.created_by)
+                .bind(at)
+                .bind(session.expires_at)
+                .execute(&mut *tx)
+                .await?;
+            for (file, upload_id) in &session.files {
+                sqlx::query("INSERT INTO upload_files (session_id, upload_id, path, size, hash) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(&session.id)
+                    .bind(upload_id)
+                    .bind(file.path.as_str())
+                    .bind(file.size)
+                    .bind(file.hash.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    async fn upload_session(&self, storage_id: &str, id: &str) -> Result<Option<UploadSession>> {
+        on_pool!(self, |pool| {
+            let row: Option<SessionRow> =
+                sqlx::query_as("SELECT * FROM upload_sessions WHERE storage_id = $1 AND id = $2").bind(storage_id).bind(id).fetch_optional(pool).await?;
+            let Some(row) = row else { return Ok(None) };
+            let files: Vec<UploadFileRow> =
+                sqlx::query_as("SELECT path, size, hash, upload_id FROM upload_files WHERE session_id = $1 ORDER BY path").bind(id).fetch_all(pool).await?;
+            Ok(Some(UploadSession {
+                id: row.id,
+                storage_id: row.storage_id,
+                message: row.message,
+                created_by: row.created_by,
+                expires_at: row.expires_at,
+                files: files.into_iter().map(|f| (f.file, f.upload_id)).collect(),
+            }))
+        })
+    }
+
+    async fn record_blob(&self, hash: &str, size: i64, at: DateTime<Utc>, owner: &str, pin: Option<&Pin>) -> Result<()> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            if let Some(pin) = pin {
+                sqlx::query("INSERT INTO blob_pins (hash, holder, until) VALUES ($1, $2, $3) ON CONFLICT (hash, holder) DO UPDATE SET until = excluded.until")
+                    .bind(hash)
+                    .bind(&pin.holder)
+                    .bind(pin.until)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query("INSERT INTO blobs (hash, size, created_at) VALUES ($1, $2, $3) ON CONFLICT (hash) DO NOTHING")
+                .bind(hash)
+                .bind(size)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("INSERT INTO blob_owners (hash, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING").bind(hash).bind(owner).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    async fn commit_version(&self, storage_id: &str, user_id: &str, session_id: &str, new: &NewVersion) -> Result<VersionRow> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            // Write first, so the transaction holds the write lock from its start.
+            sqlx::query("UPDATE storages SET updated_at = updated_at WHERE id = $1").bind(storage_id).execute(&mut *tx).await?;
+            // Blobs are checked inside the transaction, so the collector cannot remove one
+            // between this check and the version that refers to it.
+            for file in &new.files {
+                let size: Option<i64> =
+                    sqlx::query_scalar("SELECT b.size FROM blobs b JOIN blob_owners o ON o.hash = b.hash AND o.user_id = $1 WHERE b.hash = $2")
+                        .bind(user_id)
+                        .bind(file.hash.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                match size {
+                    Some(size) if size == file.size => {}
+                    Some(size) => return Err(StoreError::InvalidState(format!("{} was uploaded with {size} bytes, not {}", file.path.as_str(), file.size))),
+                    None => return Err(StoreError::InvalidState(format!("{} has not been uploaded", file.path.as_str()))),
+                }
+            }
+            let existing: Option<VersionRow> = sqlx::query_as("SELECT * FROM storage_versions WHERE storage_id = $1 AND id = $2")
+                .bind(storage_id)
+                .bind(&new.id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let row = match existing {
+                Some(row) => row,
+                None => {
+                    let size: i64 = new.files.iter().map(|f| f.size).sum();
+                    let row: VersionRow = sqlx::query_as(
+                        "INSERT INTO storage_versions (storage_id, id, size, file_count, message, created_by, created_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
+                    )
+                    .bind(storage_id)
+                    .bind(&new.id)
+                    .bind(size)
+                    .bind(new.files.len() as i64)
+                    .bind(&new.message)
+                    .bind(&new.created_by)
+                    .bind(new.created_at)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    for file in &new.files {
+                        sqlx::query("INSERT INTO version_files (version_seq, path, size, hash) VALUES ($1, $2, $3, $4)")
+                            .bind(row.seq)
+                            .bind(file.path.as_str())
+                            .bind(file.size)
+                            .bind(file.hash.as_str())
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    row
+                }
+            };
+            sqlx::query("UPDATE storages SET current_version_id = $1, size = $2, file_count = $3, updated_at = $4 WHERE id = $5")
+                .bind(&row.id)
+                .bind(row.size)
+                .bind(row.file_count)
+                .bind(new.created_at)
+                .bind(storage_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM upload_sessions WHERE id = $1").bind(session_id).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(row)
+        })
+    }
+
+    async fn unreferenced_blobs(&self, now: DateTime<Utc>) -> Result<Vec<String>> {
+        on_pool!(self, |pool| {
+            sqlx::query("DELETE FROM upload_sessions WHERE expires_at < $1").bind(now).execute(pool).await?;
+            sqlx::query("DELETE FROM blob_pins WHERE until < $1").bind(now).execute(pool).await?;
+            Ok(sqlx::query_scalar(
+                "SELECT hash FROM blobs b
+                 WHERE NOT EXISTS (SELECT 1 FROM blob_pins p WHERE p.hash = b.hash AND p.until >= $1)
+                   AND NOT EXISTS (SELECT 1 FROM version_files f WHERE f.hash = b.hash)
+                   AND NOT EXISTS (SELECT 1 FROM upload_files u WHERE u.hash = b.hash)
+                   AND NOT EXISTS (SELECT 1 FROM checkpoint_files c WHERE c.hash = b.hash)",
+            )
+            .bind(now)
+            .fetch_all(pool)
+            .await?)
+        })
+    }
+
+    async fn forget_blob(&self, hash: &str, now: DateTime<Utc>) -> Result<bool> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let done = sqlx::query(
+                "DELETE FROM blobs WHERE hash = $1
+                   AND NOT EXISTS (SELECT 1 FROM blob_pins WHERE hash = $1 AND until >= $2)
+                   AND NOT EXISTS (SELECT 1 FROM version_files WHERE hash = $1)
+                   AND NOT EXISTS (SELECT 1 FROM upload_files WHERE hash = $1)
+                   AND NOT EXISTS (SELECT 1 FROM checkpoint_files WHERE hash = $1)",
+            )
+            .bind(hash)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            // Whoever held the bytes holds them no more: a later upload of the same bytes by
+            // someone else must not become theirs.
+            sqlx::query("DELETE FROM blob_owners WHERE hash = $1").bind(hash).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+}

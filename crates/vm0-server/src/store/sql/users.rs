@@ -1,0 +1,99 @@
+//! Users, tokens and settings in SQLite.
+
+use chrono::{DateTime, Utc};
+
+use super::{id_key, SqlStore};
+use crate::store::{Page, Result, TokenAuth, TokenRow, User, UserStore};
+use crate::{ids, secrets};
+
+impl UserStore for SqlStore {
+    async fn signing_key(&self) -> Result<Vec<u8>> {
+        on_pool!(self, |pool| {
+            sqlx::query("INSERT INTO settings (key, value) VALUES ('signing_key', $1) ON CONFLICT (key) DO NOTHING")
+                .bind(secrets::new_key())
+                .execute(pool)
+                .await?;
+            Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = 'signing_key'").fetch_one(pool).await?)
+        })
+    }
+
+    async fn create_first_user(&self, name: &str) -> Result<Option<User>> {
+        // Of two instances inserting at once, the second waits on the unique name and then
+        // inserts nothing.
+        let sql = "INSERT INTO users (id, name, created_at) SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM users)
+                   ON CONFLICT (name) DO NOTHING RETURNING id, name";
+        on_pool!(self, |pool| { Ok(sqlx::query_as(sql).bind(ids::new("usr")).bind(name).bind(ids::now()).fetch_optional(pool).await?) })
+    }
+
+    async fn ensure_user(&self, name: &str) -> Result<User> {
+        on_pool!(self, |pool| {
+            sqlx::query("INSERT INTO users (id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
+                .bind(ids::new("usr"))
+                .bind(name)
+                .bind(ids::now())
+                .execute(pool)
+                .await?;
+            Ok(sqlx::query_as("SELECT id, name FROM users WHERE name = $1").bind(name).fetch_one(pool).await?)
+        })
+    }
+
+    async fn insert_token(&self, t: &TokenRow) -> Result<()> {
+        on_pool!(self, |pool| {
+            sqlx::query("INSERT INTO tokens (id, user_id, name, token_prefix, token_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+                .bind(&t.id)
+                .bind(&t.user_id)
+                .bind(&t.name)
+                .bind(&t.token_prefix)
+                .bind(&t.token_hash)
+                .bind(t.created_at)
+                .bind(t.expires_at)
+                .execute(pool)
+                .await?;
+            Ok(())
+        })
+    }
+
+    async fn token_by_hash(&self, hash: &[u8], now: DateTime<Utc>) -> Result<Option<TokenAuth>> {
+        on_pool!(self, |pool| {
+            // Timestamps are stored as RFC 3339 in UTC, all in one form, so they compare as text.
+            let sql = "SELECT id, user_id, expires_at <= $1 AS expired, revoked_at IS NOT NULL AS revoked FROM tokens WHERE token_hash = $2";
+            Ok(sqlx::query_as(sql).bind(now).bind(hash).fetch_optional(pool).await?)
+        })
+    }
+
+    async fn touch_token(&self, id: &str, at: DateTime<Utc>) -> Result<()> {
+        on_pool!(self, |pool| {
+            sqlx::query("UPDATE tokens SET last_used_at = $1 WHERE id = $2").bind(at).bind(id).execute(pool).await?;
+            Ok(())
+        })
+    }
+
+    async fn list_tokens(&self, user_id: &str, page: &Page) -> Result<Vec<TokenRow>> {
+        on_pool!(self, |pool| {
+            Ok(sqlx::query_as("SELECT * FROM tokens WHERE user_id = $1 AND revoked_at IS NULL AND id < $2 ORDER BY id DESC LIMIT $3")
+                .bind(user_id)
+                .bind(id_key(page))
+                .bind(page.limit)
+                .fetch_all(pool)
+                .await?)
+        })
+    }
+
+    async fn get_token(&self, user_id: &str, id: &str) -> Result<Option<TokenRow>> {
+        on_pool!(self, |pool| {
+            Ok(sqlx::query_as("SELECT * FROM tokens WHERE user_id = $1 AND revoked_at IS NULL AND id = $2").bind(user_id).bind(id).fetch_optional(pool).await?)
+        })
+    }
+
+    async fn revoke_token(&self, user_id: &str, id: &str, at: DateTime<Utc>) -> Result<bool> {
+        on_pool!(self, |pool| {
+            let done = sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE user_id = $2 AND id = $3 AND revoked_at IS NULL")
+                .bind(at)
+                .bind(user_id)
+                .bind(id)
+                .execute(pool)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+}

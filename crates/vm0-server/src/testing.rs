@@ -1,0 +1,35 @@
+//! For test suites, which run every end-to-end test on each backend: the database a test
+//! server uses.
+
+use std::path::Path;
+
+use anyhow::Context;
+use sqlx::{Connection, Executor};
+
+/// The variable naming a PostgreSQL server the tests may create databases on, as an
+/// administrator's URL (`cargo xtask ci` starts one and sets it).
+pub const TEST_DATABASE_URL: &str = "VM0_TEST_DATABASE_URL";
+
+/// The database URL for a test server over `data_dir`: `None` (SQLite in the data
+/// directory) unless `VM0_TEST_DATABASE_URL` is set, and then a new PostgreSQL database
+/// on that server, named `vm0_test_…`. It is remembered in the data directory, so that a
+/// server restarted over it finds its database again. The databases are left for the
+/// server's owner to drop, as a data directory's files are left in its temporary folder.
+pub async fn database_url(data_dir: &Path) -> anyhow::Result<Option<String>> {
+    let Ok(admin) = std::env::var(TEST_DATABASE_URL) else { return Ok(None) };
+    let remembered = data_dir.join("test-database-url");
+    if let Ok(url) = std::fs::read_to_string(&remembered) {
+        return Ok(Some(url));
+    }
+    let name = format!("vm0_test_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let mut connection = sqlx::PgConnection::connect(&admin).await.with_context(|| format!("connecting to {TEST_DATABASE_URL}={admin}"))?;
+    connection.execute(format!("CREATE DATABASE {name}").as_str()).await.with_context(|| format!("creating the database {name}"))?;
+    connection.close().await.ok();
+    // The same server and credentials, another database: the path after the authority.
+    let (base, query) = admin.split_once('?').map_or((admin.as_str(), None), |(base, query)| (base, Some(query)));
+    let authority_end = base.find("://").map(|i| i + 3).and_then(|start| base[start..].find('/').map(|i| start + i)).unwrap_or(base.len());
+    let url = format!("{}/{name}{}", &base[..authority_end], query.map(|q| format!("?{q}")).unwrap_or_default());
+    tokio::fs::create_dir_all(data_dir).await?;
+    tokio::fs::write(&remembered, &url).await?;
+    Ok(Some(url))
+}
