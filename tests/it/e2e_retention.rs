@@ -82,12 +82,8 @@ async fn sessions_and_checkpoints_go_when_their_retention_is_over() {
     shell_agent(&c).await;
     let done = run(&c, prompt("echo only-in-the-checkpoint > kept").agent(Some("shell".parse().unwrap()))).await;
     let checkpoint = done.checkpoint_id.clone().unwrap();
-    let blob = {
-        use sha2::Digest;
-        let hash: String = sha2::Sha256::digest(b"only-in-the-checkpoint\n").iter().map(|b| format!("{b:02x}")).collect();
-        server.data_dir.path().join("blobs").join(&hash[..2]).join(hash)
-    };
-    assert!(blob.exists(), "the checkpoint's file is a blob");
+    let blob = b"only-in-the-checkpoint\n";
+    assert!(server.has_blob(blob).await, "the checkpoint's file is a blob");
 
     // A long retention keeps everything.
     let kept = server.app.engine.expire(Duration::from_secs(3600)).await.unwrap();
@@ -96,7 +92,7 @@ async fn sessions_and_checkpoints_go_when_their_retention_is_over() {
     let expired = server.app.engine.expire(Duration::ZERO).await.unwrap();
     assert_eq!((expired.checkpoints, expired.sessions.clone()), (1, vec![done.session_id.clone()]));
     assert!(!server.data_dir.path().join("sessions").join(&done.session_id).exists(), "the session's directory is removed");
-    assert!(!blob.exists(), "the checkpoint's blob is collected");
+    assert!(!server.has_blob(blob).await, "the checkpoint's blob is collected");
 
     let from_checkpoint = c.create_run().body(prompt("true").checkpoint_id(Some(checkpoint.parse().unwrap()))).send().await;
     let (status, error) = api_error(from_checkpoint);

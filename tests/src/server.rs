@@ -45,7 +45,8 @@ impl TestServer {
             ..vm0_server::Config::local(data_dir.path())
         };
         let database_url = vm0_server::testing::database_url(data_dir.path()).await.expect("a test database");
-        let config = configure(vm0_server::Config { database_url, ..config });
+        let blob_store = vm0_server::testing::blob_store(data_dir.path()).await.expect("a test blob store");
+        let config = configure(vm0_server::Config { database_url, blob_store, ..config });
         let server = vm0_server::bind(config).await.expect("the server starts");
         let token = match &server.first_token {
             Some(token) => token.clone(),
@@ -76,6 +77,17 @@ impl TestServer {
             // A malformed token is refused by the client itself: send it raw instead.
             Err(_) => vm0_client::Client::builder().base_url(&self.url).http_client(http_client(token)).build().unwrap(),
         }
+    }
+
+    /// Whether the blob of `bytes` is stored, on whichever backend the server has.
+    pub async fn has_blob(&self, bytes: &[u8]) -> bool {
+        use sha2::Digest;
+        self.app.blobs.contains(&hex::encode(sha2::Sha256::digest(bytes))).await.expect("the blob store answers")
+    }
+
+    /// Whether uploads go to an S3 bucket rather than through the server.
+    pub fn blobs_in_s3(&self) -> bool {
+        self.app.blobs.is_s3()
     }
 
     /// A token for another user, `name`.

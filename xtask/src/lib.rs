@@ -11,6 +11,7 @@ pub mod lint;
 pub mod postgres;
 pub mod process;
 pub mod release;
+pub mod s3;
 pub mod schemathesis;
 pub mod spec;
 pub mod tools;

@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use xtask::{bench, codegen, diff, lint, postgres, process, release, schemathesis, spec, tools};
+use xtask::{bench, codegen, diff, lint, postgres, process, release, s3, schemathesis, spec, tools};
 
 const HELP: &str = "\
 cargo xtask <command>
@@ -30,8 +30,9 @@ commands:
   bench            run the benchmarks (pagination depth, 1 GiB through the server,
                    1 GiB through the client) and print their figures
   ci               everything CI runs: codegen --check, lint, release --check, fmt --check,
-                   clippy, every test, the end-to-end suites again on PostgreSQL, cargo
-                   package of the published crates, schemathesis
+                   clippy, every test, the end-to-end suites again on PostgreSQL and S3
+                   (s3s-fs, installed into target/s3s-fs), cargo package of the published
+                   crates, schemathesis
 ";
 
 fn main() -> ExitCode {
@@ -112,28 +113,35 @@ fn run_diff(old: &str, new: &str, format: diff::Format) -> Result<bool> {
     Ok(!changes.iter().any(|c| c.breaking))
 }
 
-/// The end-to-end suites again, each server on a new database of a PostgreSQL: the one
-/// `VM0_TEST_DATABASE_URL` names, else a throwaway one in target/postgres.
-fn end_to_end_on_postgres() -> Result<()> {
-    let started = match std::env::var(postgres::TEST_DATABASE_URL) {
-        Ok(url) => {
-            println!("== the end-to-end suites on PostgreSQL at {url}");
-            None
-        }
-        Err(_) => {
-            let postgres = postgres::Postgres::start()?;
-            println!("== the end-to-end suites on a throwaway PostgreSQL at {}", postgres.url);
-            std::env::set_var(postgres::TEST_DATABASE_URL, &postgres.url);
-            Some(postgres)
-        }
-    };
-    process::cargo(&["test", "--locked", "-p", "vm0-tests", "--test", "it", "--", "e2e_", "client_faults", "bounded_input", "seed_curls"])?;
-    process::cargo(&["test", "--locked", "-p", "vm0-cli", "--test", "cli"])?;
-    process::cargo(&["test", "--locked", "-p", "vm0-server", "--test", "crash"])?;
+/// The end-to-end suites again, each server on a new database of a PostgreSQL (the one
+/// `VM0_TEST_DATABASE_URL` names, else a throwaway one in target/postgres) and a prefix
+/// of its own in a bucket of a throwaway S3 server.
+fn end_to_end_on_postgres_and_s3() -> Result<()> {
+    let mut started = None;
+    if std::env::var_os(postgres::TEST_DATABASE_URL).is_none() {
+        let postgres = postgres::Postgres::start()?;
+        std::env::set_var(postgres::TEST_DATABASE_URL, &postgres.url);
+        started = Some(postgres);
+    }
+    let s3 = s3::S3::start()?;
+    let env = s3.env();
+    for (name, value) in &env {
+        std::env::set_var(name, value);
+    }
+    let database = std::env::var(postgres::TEST_DATABASE_URL).unwrap_or_default();
+    println!("== the end-to-end suites on PostgreSQL at {database} and S3 at {}", s3.endpoint);
+    let passed = (|| {
+        process::cargo(&["test", "--locked", "-p", "vm0-tests", "--test", "it", "--", "e2e_", "client_faults", "bounded_input", "seed_curls"])?;
+        process::cargo(&["test", "--locked", "-p", "vm0-cli", "--test", "cli"])?;
+        process::cargo(&["test", "--locked", "-p", "vm0-server", "--test", "crash"])
+    })();
+    for (name, _) in &env {
+        std::env::remove_var(name);
+    }
     if started.is_some() {
         std::env::remove_var(postgres::TEST_DATABASE_URL);
     }
-    Ok(())
+    passed
 }
 
 fn run_postgres() -> Result<bool> {
@@ -168,7 +176,7 @@ fn ci() -> Result<bool> {
     process::cargo(&["fmt", "--all", "--check"])?;
     process::cargo(&["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])?;
     process::cargo(&["test", "--workspace", "--locked"])?;
-    end_to_end_on_postgres()?;
+    end_to_end_on_postgres_and_s3()?;
     // The published crates, as a registry would get them; in one command, so that each
     // builds against the packaged others.
     let mut package = vec!["package", "--locked", "--allow-dirty"];

@@ -69,8 +69,10 @@ impl Env {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let data = tempfile::tempdir().unwrap();
         let database_url = runtime.block_on(vm0_server::testing::database_url(data.path())).unwrap();
+        let blob_store = runtime.block_on(vm0_server::testing::blob_store(data.path())).unwrap();
         let config = vm0_server::Config {
             database_url,
+            blob_store,
             sample_interval: std::time::Duration::from_millis(100),
             // These tests are about the command line; the sandbox is tested with the server.
             sandbox: vm0_server::Sandbox::Unsandboxed,

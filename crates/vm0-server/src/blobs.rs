@@ -1,28 +1,65 @@
-//! The content-addressed blob store on disk (`blobs/ab/<sha256>`) and its pre-signed
-//! URLs. A blob is streamed into `tmp/`, hashed as it arrives, synced, and renamed into
-//! place only when its size and SHA-256 are the ones its URL was signed for: nothing
-//! half-written is ever at a blob's path, and no file is ever held in memory whole.
+//! The content-addressed blob store and its pre-signed URLs, on one of two backends.
 //!
-//! Placing a blob (the rename and its row) and collecting garbage (the row's removal and
-//! the file's) are each done under a gate, shared by writers and exclusive to the
-//! collector, so the collector never unlinks a file that a writer has just put back.
+//! - **Local** (`blobs/ab/<sha256>` in the data directory): clients upload to this server's
+//!   own signed URLs, and a blob is streamed into `tmp/`, hashed as it arrives, synced,
+//!   and renamed into place only when its size and SHA-256 are the ones its URL was
+//!   signed for: nothing half-written is ever at a blob's path, and no file is ever held
+//!   in memory whole.
+//! - **S3** (`<prefix>/blobs/<sha256>` in a bucket): clients upload to and download from
+//!   the bucket's own pre-signed URLs (SigV4, path-style), so file bytes never pass
+//!   through an API instance. An upload lands at `<prefix>/uploads/<upload id>`; commit
+//!   reads it back from the bucket to check its size and SHA-256 before it becomes the
+//!   blob (`settle`), so a blob's key always holds its hash's bytes.
+//!
+//! Placing a blob (the file or object and its row) and collecting garbage (the row's
+//! removal and the file's) are each done under a gate, shared by writers and exclusive to
+//! the collector, so the collector never removes a blob that a writer has just put back.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use axum::body::Body;
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path as Key;
+use object_store::signer::Signer;
+use object_store::{ObjectStore, ObjectStoreExt};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::RwLock;
 use vm0_api::ApiError;
 
 use crate::secrets;
-use crate::store::{Pin, StorageStore, StoreError};
+use crate::store::{FileRow, Pin, StorageStore, StoreError, UploadSession};
 
-/// The blob store and the key its URLs are signed with.
+/// Where blobs live, as the command line names it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Location {
+    /// `blobs/` in the data directory.
+    #[default]
+    Local,
+    /// A bucket of an S3-compatible object store, under `prefix` (empty for the bucket's
+    /// root), at `endpoint` (AWS when not given). Credentials and region come from the
+    /// standard `AWS_*` variables.
+    S3 { bucket: String, prefix: String, endpoint: Option<String> },
+}
+
+impl Location {
+    /// Reads `s3://BUCKET[/PREFIX]`, with the endpoint of `--s3-endpoint`.
+    pub fn parse(url: &str, endpoint: Option<String>) -> Result<Location, String> {
+        let rest = url.strip_prefix("s3://").ok_or_else(|| format!("{url} is not an s3://BUCKET[/PREFIX] URL"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(format!("{url} names no bucket"));
+        }
+        Ok(Location::S3 { bucket: bucket.to_string(), prefix: prefix.trim_matches('/').to_string(), endpoint })
+    }
+}
+
+/// The blob store and the key its own URLs are signed with.
 pub struct Blobs {
-    root: PathBuf,
+    backend: Backend,
     tmp: PathBuf,
     key: Vec<u8>,
     /// Where clients reach this server, such as `http://127.0.0.1:8080`.
@@ -31,6 +68,11 @@ pub struct Blobs {
     pub max_file_size: u64,
     /// Read by writers placing a blob, written by the collector.
     gate: RwLock<()>,
+}
+
+enum Backend {
+    Local { root: PathBuf },
+    S3 { bucket: Arc<AmazonS3>, prefix: Key },
 }
 
 /// What a pre-signed URL allows.
@@ -49,21 +91,64 @@ impl Access {
     }
 }
 
+/// How long a staged S3 upload is kept when no commit settles it: past any upload URL's
+/// lifetime.
+const STAGED_LIFETIME: chrono::Duration = chrono::Duration::hours(2);
+
 impl Blobs {
-    /// The store under `data_dir`; partial uploads left by a crash are removed.
-    pub async fn open(data_dir: &std::path::Path, key: Vec<u8>, public_url: String, max_file_size: u64) -> std::io::Result<Self> {
-        let (root, tmp) = (data_dir.join("blobs"), data_dir.join("tmp"));
+    /// The store at `location`, with `data_dir/tmp` for files on their way; partial files
+    /// left there by a crash are removed.
+    pub async fn open(data_dir: &Path, location: &Location, key: Vec<u8>, public_url: String, max_file_size: u64) -> Result<Self, StoreError> {
+        let tmp = data_dir.join("tmp");
         if tokio::fs::try_exists(&tmp).await? {
             tokio::fs::remove_dir_all(&tmp).await?;
         }
-        tokio::fs::create_dir_all(&root).await?;
         tokio::fs::create_dir_all(&tmp).await?;
-        Ok(Blobs { root, tmp, key, public_url: public_url.trim_end_matches('/').to_string(), max_file_size, gate: RwLock::new(()) })
+        let backend = match location {
+            Location::Local => {
+                let root = data_dir.join("blobs");
+                tokio::fs::create_dir_all(&root).await?;
+                Backend::Local { root }
+            }
+            Location::S3 { bucket, prefix, endpoint } => {
+                let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket).with_virtual_hosted_style_request(false);
+                if let Some(endpoint) = endpoint {
+                    builder = builder.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
+                }
+                let bucket = Arc::new(builder.build()?);
+                let prefix = Key::from(prefix.as_str());
+                // Fail at start, not at the first upload, when the bucket cannot be reached.
+                bucket.list_with_delimiter(Some(&prefix)).await?;
+                Backend::S3 { bucket, prefix }
+            }
+        };
+        Ok(Blobs { backend, tmp, key, public_url: public_url.trim_end_matches('/').to_string(), max_file_size, gate: RwLock::new(()) })
     }
 
-    /// Where the blob `hash` lives.
-    pub fn path(&self, hash: &str) -> PathBuf {
-        self.root.join(&hash[..2]).join(hash)
+    /// Where the blob `hash` lives on disk, for the local backend's download route.
+    pub fn local_path(&self, hash: &str) -> Option<PathBuf> {
+        match &self.backend {
+            Backend::Local { root } => Some(root.join(&hash[..2]).join(hash)),
+            Backend::S3 { .. } => None,
+        }
+    }
+
+    /// Whether the blob `hash` is stored (its bytes, whether or not its row is).
+    pub async fn contains(&self, hash: &str) -> Result<bool, StoreError> {
+        match &self.backend {
+            Backend::Local { .. } => Ok(tokio::fs::try_exists(self.local_path(hash).expect("a local blob has a path")).await?),
+            Backend::S3 { bucket, prefix } => match bucket.head(&blob_key(prefix, hash)).await {
+                Ok(_) => Ok(true),
+                Err(object_store::Error::NotFound { .. }) => Ok(false),
+                Err(error) => Err(error.into()),
+            },
+        }
+    }
+
+    /// Whether blobs live in an S3 bucket, where uploads go to the bucket and not through
+    /// this server.
+    pub fn is_s3(&self) -> bool {
+        matches!(self.backend, Backend::S3 { .. })
     }
 
     fn message(access: Access, hash: &str, size: Option<u64>, user: Option<&str>, expires: i64) -> String {
@@ -72,9 +157,9 @@ impl Blobs {
         format!("{}\n{hash}\n{size}\n{expires}{user}", access.as_str())
     }
 
-    /// A URL that allows `access` to the blob `hash` until `expires`; an upload URL is for
-    /// `size` bytes by `user`, who will hold the blob.
-    pub fn url(&self, access: Access, hash: &str, size: Option<u64>, user: Option<&str>, expires: DateTime<Utc>) -> String {
+    /// This server's own URL allowing `access` to the blob `hash` until `expires`; an
+    /// upload URL is for `size` bytes by `user`, who will hold the blob.
+    fn local_url(&self, access: Access, hash: &str, size: Option<u64>, user: Option<&str>, expires: DateTime<Utc>) -> String {
         let expires = expires.timestamp();
         let signature = secrets::sign(&self.key, &Self::message(access, hash, size, user, expires));
         let size = size.map(|s| format!("&size={s}")).unwrap_or_default();
@@ -82,7 +167,24 @@ impl Blobs {
         format!("{}/storage/blobs/{hash}?method={}{size}{user}&expires={expires}&signature={signature}", self.public_url, access.as_str())
     }
 
-    /// Checks a URL's signature and expiry.
+    /// The URL a client uploads the file `upload_id` of `user`, `size` bytes with SHA-256
+    /// `hash`, to until `expires`.
+    pub async fn upload_url(&self, hash: &str, size: u64, user: &str, upload_id: &str, expires: DateTime<Utc>) -> Result<String, StoreError> {
+        match &self.backend {
+            Backend::Local { .. } => Ok(self.local_url(Access::Put, hash, Some(size), Some(user), expires)),
+            Backend::S3 { bucket, prefix } => sign(bucket, object_store::signer::Method::PUT, &staged(prefix, upload_id), expires).await,
+        }
+    }
+
+    /// The URL a client downloads the blob `hash` from until `expires`.
+    pub async fn download_url(&self, hash: &str, expires: DateTime<Utc>) -> Result<String, StoreError> {
+        match &self.backend {
+            Backend::Local { .. } => Ok(self.local_url(Access::Get, hash, None, None, expires)),
+            Backend::S3 { bucket, prefix } => sign(bucket, object_store::signer::Method::GET, &blob_key(prefix, hash), expires).await,
+        }
+    }
+
+    /// Checks one of this server's own URLs: its signature and expiry.
     pub fn verify(&self, access: Access, hash: &str, size: Option<u64>, user: Option<&str>, expires: i64, signature: &str) -> Result<(), ApiError> {
         if !secrets::verify(&self.key, &Self::message(access, hash, size, user, expires), signature) {
             return Err(ApiError::invalid_parameter("signature", "The URL's signature does not match: request a new URL"));
@@ -93,8 +195,54 @@ impl Blobs {
         Ok(())
     }
 
+    /// Before a commit, on S3: each file of `session` that was uploaded to the bucket is
+    /// read back, and becomes the blob its user (`owner`) holds when its size and SHA-256
+    /// are the ones prepared. A file not uploaded is left to the commit, which refuses it
+    /// unless `owner` holds its blob already. On the local backend, uploads were checked
+    /// as they arrived, and there is nothing to do.
+    pub async fn settle<S: StorageStore + Sync>(&self, session: &UploadSession, store: &S, owner: &str) -> Result<(), StoreError> {
+        if !matches!(self.backend, Backend::S3 { .. }) {
+            return Ok(());
+        }
+        // A few at a time: each is a read of the whole object.
+        futures_util::stream::iter(session.files.iter().cloned())
+            .map(|(file, upload_id)| self.settle_one(file, upload_id, store, owner))
+            .buffer_unordered(4)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
+    /// `settle` for one file.
+    async fn settle_one<S: StorageStore>(&self, file: FileRow, upload_id: String, store: &S, owner: &str) -> Result<(), StoreError> {
+        let Backend::S3 { bucket, prefix } = &self.backend else { return Ok(()) };
+        let key = staged(prefix, &upload_id);
+        let meta = match bucket.head(&key).await {
+            Ok(meta) => meta,
+            Err(object_store::Error::NotFound { .. }) => return Ok(()),
+            Err(error) => return Err(error.into()),
+        };
+        let path = file.path.as_str();
+        if meta.size != file.size as u64 {
+            return Err(StoreError::InvalidState(format!("{path} was uploaded with {} bytes, not {}", meta.size, file.size)));
+        }
+        let mut hasher = Sha256::new();
+        let mut stream = bucket.get(&key).await?.into_stream();
+        while let Some(chunk) = stream.try_next().await? {
+            hasher.update(&chunk);
+        }
+        if hex::encode(hasher.finalize()) != file.hash.as_str() {
+            return Err(StoreError::InvalidState(format!("{path} was uploaded with other bytes than the SHA-256 it was prepared with")));
+        }
+        let _gate = self.gate.read().await;
+        bucket.copy(&key, &blob_key(prefix, file.hash.as_str())).await?;
+        store.record_blob(file.hash.as_str(), file.size, crate::ids::now(), owner, None).await?;
+        bucket.delete(&key).await.ok();
+        Ok(())
+    }
+
     /// Streams `body` into the blob `hash`, which must be exactly `size` bytes with that
-    /// SHA-256, and lists it in `store` as held by `owner`.
+    /// SHA-256, and lists it in `store` as held by `owner`: the local backend's upload.
     pub async fn write<S: StorageStore>(&self, hash: &str, size: u64, body: Body, store: &S, owner: &str) -> Result<(), ApiError> {
         let temp = self.tmp.join(crate::ids::new("part"));
         let mut result = self.write_temp(&temp, hash, size, body).await;
@@ -107,19 +255,31 @@ impl Blobs {
         result
     }
 
-    /// Renames a complete temporary file into the blob `hash` and lists it, under the gate.
-    async fn place<S: StorageStore>(&self, temp: &std::path::Path, hash: &str, size: u64, store: &S, owner: &str, pin: Option<&Pin>) -> Result<(), StoreError> {
+    /// Moves a complete temporary file into the blob `hash` and lists it, under the gate.
+    async fn place<S: StorageStore>(&self, temp: &Path, hash: &str, size: u64, store: &S, owner: &str, pin: Option<&Pin>) -> Result<(), StoreError> {
         let _gate = self.gate.read().await;
-        let path = self.path(hash);
-        let folder = path.parent().expect("blob paths have a folder").to_path_buf();
-        tokio::fs::create_dir_all(&folder).await?;
-        tokio::fs::rename(temp, &path).await?;
-        // The rename is durable once the folder is synced.
-        tokio::task::spawn_blocking(move || std::fs::File::open(folder).and_then(|f| f.sync_all())).await.map_err(std::io::Error::other)??;
+        match &self.backend {
+            Backend::Local { .. } => {
+                let path = self.local_path(hash).expect("a local blob has a path");
+                let folder = path.parent().expect("blob paths have a folder").to_path_buf();
+                tokio::fs::create_dir_all(&folder).await?;
+                tokio::fs::rename(temp, &path).await?;
+                // The rename is durable once the folder is synced.
+                tokio::task::spawn_blocking(move || std::fs::File::open(folder).and_then(|f| f.sync_all())).await.map_err(std::io::Error::other)??;
+            }
+            Backend::S3 { bucket, prefix } => {
+                // In parts, so that a large file is never held in memory whole.
+                let mut writer = object_store::buffered::BufWriter::new(bucket.clone(), blob_key(prefix, hash));
+                let mut file = tokio::fs::File::open(temp).await?;
+                tokio::io::copy(&mut file, &mut writer).await?;
+                writer.shutdown().await?;
+                tokio::fs::remove_file(temp).await.ok();
+            }
+        }
         store.record_blob(hash, size as i64, crate::ids::now(), owner, pin).await
     }
 
-    async fn write_temp(&self, temp: &std::path::Path, hash: &str, size: u64, body: Body) -> Result<(), ApiError> {
+    async fn write_temp(&self, temp: &Path, hash: &str, size: u64, body: Body) -> Result<(), ApiError> {
         let mut file = tokio::fs::File::create(temp).await.map_err(ApiError::internal)?;
         let (mut hasher, mut written) = (Sha256::new(), 0u64);
         let mut stream = body.into_data_stream();
@@ -144,7 +304,7 @@ impl Blobs {
 
     /// Copies a local file (one a run of `owner` wrote) into the store and lists it under
     /// `pin` (its version's commit comes later); its hash and size.
-    pub async fn ingest<S: StorageStore>(&self, source: &std::path::Path, store: &S, owner: &str, pin: &Pin) -> Result<(vm0_types::Sha256, u64), StoreError> {
+    pub async fn ingest<S: StorageStore>(&self, source: &Path, store: &S, owner: &str, pin: &Pin) -> Result<(vm0_types::Sha256, u64), StoreError> {
         let temp = self.tmp.join(crate::ids::new("part"));
         let result = async {
             let mut input = tokio::fs::File::open(source).await?;
@@ -172,14 +332,28 @@ impl Blobs {
     }
 
     /// Copies the blob `hash` to `target`, creating its folder.
-    pub async fn copy_to(&self, hash: &str, target: &std::path::Path) -> std::io::Result<()> {
+    pub async fn copy_to(&self, hash: &str, target: &Path) -> Result<(), StoreError> {
         if let Some(folder) = target.parent() {
             tokio::fs::create_dir_all(folder).await?;
         }
-        tokio::fs::copy(self.path(hash), target).await.map(|_| ())
+        match &self.backend {
+            Backend::Local { .. } => {
+                tokio::fs::copy(self.local_path(hash).expect("a local blob has a path"), target).await?;
+            }
+            Backend::S3 { bucket, prefix } => {
+                let mut file = tokio::fs::File::create(target).await?;
+                let mut stream = bucket.get(&blob_key(prefix, hash)).await?.into_stream();
+                while let Some(chunk) = stream.try_next().await? {
+                    file.write_all(&chunk).await?;
+                }
+                file.flush().await?;
+            }
+        }
+        Ok(())
     }
 
-    /// Removes blobs that nothing refers to and nothing pins any more.
+    /// Removes blobs that nothing refers to and nothing pins any more, and on S3 the
+    /// uploads that no commit settled.
     pub async fn collect_garbage<S: StorageStore>(&self, store: &S) {
         let now = Utc::now();
         let hashes = match store.unreferenced_blobs(now).await {
@@ -195,16 +369,46 @@ impl Blobs {
                 Err(error) => tracing::warn!(%hash, %error, "could not forget an unreferenced blob"),
             }
         }
-    }
-
-    /// Removes a blob's file; a missing one is already gone.
-    async fn remove(&self, hash: &str) {
-        if let Err(error) = tokio::fs::remove_file(self.path(hash)).await {
-            if error.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(%hash, %error, "could not remove an unreferenced blob");
+        if let Backend::S3 { bucket, prefix } = &self.backend {
+            let uploads = prefix.clone().join("uploads");
+            let stale = bucket.list(Some(&uploads)).try_filter(|meta| std::future::ready(meta.last_modified < now - STAGED_LIFETIME));
+            let removed = stale.try_for_each(|meta| async move { bucket.delete(&meta.location).await }).await;
+            if let Err(error) = removed {
+                tracing::warn!(%error, "could not remove stale uploads");
             }
         }
     }
+
+    /// Removes a blob's file or object; a missing one is already gone.
+    async fn remove(&self, hash: &str) {
+        let removed = match &self.backend {
+            Backend::Local { .. } => match tokio::fs::remove_file(self.local_path(hash).expect("a local blob has a path")).await {
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                other => other.map_err(StoreError::from),
+            },
+            Backend::S3 { bucket, prefix } => match bucket.delete(&blob_key(prefix, hash)).await {
+                Err(object_store::Error::NotFound { .. }) => Ok(()),
+                other => other.map_err(StoreError::from),
+            },
+        };
+        if let Err(error) = removed {
+            tracing::warn!(%hash, %error, "could not remove an unreferenced blob");
+        }
+    }
+}
+
+fn blob_key(prefix: &Key, hash: &str) -> Key {
+    prefix.clone().join("blobs").join(hash)
+}
+
+fn staged(prefix: &Key, upload_id: &str) -> Key {
+    prefix.clone().join("uploads").join(upload_id)
+}
+
+/// The bucket's own pre-signed URL for `method` on `key`, until `expires`.
+async fn sign(bucket: &AmazonS3, method: object_store::signer::Method, key: &Key, expires: DateTime<Utc>) -> Result<String, StoreError> {
+    let lifetime = (expires - Utc::now()).to_std().unwrap_or_default();
+    Ok(bucket.signed_url(method, key, lifetime).await?.to_string())
 }
 
 /// Whether `hash` is a SHA-256 in lowercase hex, as blob paths require.
@@ -222,7 +426,7 @@ mod tests {
     async fn open() -> (tempfile::TempDir, SqlStore, Blobs) {
         let dir = tempfile::tempdir().unwrap();
         let store = SqlStore::open(&format!("sqlite://{}", dir.path().join("vm0.db").display())).await.unwrap();
-        let blobs = Blobs::open(dir.path(), vec![7; 32], "http://127.0.0.1:1".into(), 1 << 20).await.unwrap();
+        let blobs = Blobs::open(dir.path(), &Location::Local, vec![7; 32], "http://127.0.0.1:1".into(), 1 << 20).await.unwrap();
         (dir, store, blobs)
     }
 
@@ -237,7 +441,7 @@ mod tests {
         let pin = Pin { holder: "run_1".into(), until: Utc::now() + Duration::hours(1) };
         let (hash, size) = blobs.ingest(&source, &store, &user.id, &pin).await.unwrap();
         blobs.collect_garbage(&store).await;
-        assert!(blobs.path(&hash).exists(), "the pinned blob's file was collected");
+        assert!(blobs.local_path(&hash).unwrap().exists(), "the pinned blob's file was collected");
 
         let artifact = store.create_storage(Kind::Artifact, &user.id, "results", Utc::now()).await.unwrap();
         let file = FileRow { path: "report.txt".parse().unwrap(), size: size as i64, hash: hash.clone() };
@@ -253,8 +457,8 @@ mod tests {
         std::fs::write(&source, b"nobody committed this").unwrap();
         let pin = Pin { holder: "run_1".into(), until: Utc::now() - Duration::seconds(1) };
         let (hash, _) = blobs.ingest(&source, &store, &user.id, &pin).await.unwrap();
-        assert!(blobs.path(&hash).exists());
+        assert!(blobs.local_path(&hash).unwrap().exists());
         blobs.collect_garbage(&store).await;
-        assert!(!blobs.path(&hash).exists(), "an expired pin keeps nothing");
+        assert!(!blobs.local_path(&hash).unwrap().exists(), "an expired pin keeps nothing");
     }
 }

@@ -38,6 +38,7 @@ pub const SPEC_YAML: &str = include_str!("../../../openapi/v1.yaml");
 /// Its JSON twin.
 pub const SPEC_JSON: &str = include_str!("../../../openapi/v1.json");
 
+pub use blobs::Location as BlobLocation;
 pub use runs::sandbox::{helper_main as sandbox_helper_main, HELPER_ARG as SANDBOX_HELPER_ARG};
 
 /// How runs are kept from the host, the server and each other.
@@ -63,6 +64,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The database; `sqlite://<data dir>/vm0.db` when not given.
     pub database_url: Option<String>,
+    /// Where blobs live: the data directory, or an S3 bucket.
+    pub blob_store: BlobLocation,
     /// The base URL clients reach this server at, for pre-signed URLs; `http://<listen>`
     /// when not given.
     pub public_url: Option<String>,
@@ -88,6 +91,7 @@ impl Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.to_path_buf(),
             database_url: None,
+            blob_store: BlobLocation::Local,
             public_url: None,
             max_file_size: 5 * 1024 * 1024 * 1024,
             max_body_bytes: vm0_api::MAX_BODY_BYTES,
@@ -122,7 +126,9 @@ pub async fn bind(config: Config) -> anyhow::Result<Server> {
     let listener = TcpListener::bind(config.listen).await.with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
-    let blobs = Blobs::open(&config.data_dir, key.clone(), url.clone(), config.max_file_size).await?;
+    let blobs = Blobs::open(&config.data_dir, &config.blob_store, key.clone(), url.clone(), config.max_file_size)
+        .await
+        .with_context(|| format!("opening the blob store {:?}", config.blob_store))?;
 
     let first_token = if let Some(user) = store.create_first_user("default").await? {
         let (_, value) = api::issue_token(&store, &user.id, "first token", 365).await?;
@@ -270,7 +276,8 @@ async fn upload_blob<S: Store>(State(app): State<Arc<App<S>>>, Path(hash): Path<
 /// `GET /storage/blobs/{hash}`: one file's bytes, streamed, from a URL from a download call.
 async fn download_blob<S: Store>(State(app): State<Arc<App<S>>>, Path(hash): Path<String>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
     signed(&hash, query, Access::Get, &app.blobs)?;
-    let file = tokio::fs::File::open(app.blobs.path(&hash)).await.map_err(|_| ApiError::not_found("blob", &hash))?;
+    let path = app.blobs.local_path(&hash).ok_or_else(|| ApiError::not_found("blob", &hash))?;
+    let file = tokio::fs::File::open(path).await.map_err(|_| ApiError::not_found("blob", &hash))?;
     let length = file.metadata().await.map_err(ApiError::internal)?.len();
     let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024));
     Ok((

@@ -30,6 +30,15 @@ struct Cli {
     /// PostgreSQL, which several instances can share [default: sqlite://<data dir>/vm0.db].
     #[arg(long, env = "VM0_DATABASE_URL")]
     database_url: Option<String>,
+    /// Where file contents live: s3://BUCKET[/PREFIX] for an S3-compatible bucket, which
+    /// several instances can share, with credentials and region from the standard AWS_*
+    /// variables [default: blobs/ in the data directory].
+    #[arg(long, env = "VM0_BLOB_STORE")]
+    blob_store: Option<String>,
+    /// The S3 endpoint, for a server other than AWS's (such as http://127.0.0.1:9000);
+    /// buckets are addressed path-style.
+    #[arg(long, env = "VM0_S3_ENDPOINT", requires = "blob_store")]
+    s3_endpoint: Option<String>,
     /// The base URL clients reach this server at, used in pre-signed URLs [default: http://<listen>].
     #[arg(long, env = "VM0_PUBLIC_URL")]
     public_url: Option<String>,
@@ -108,6 +117,10 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         listen: cli.listen,
         data_dir,
         database_url: cli.database_url,
+        blob_store: match cli.blob_store {
+            Some(url) => vm0_server::BlobLocation::parse(&url, cli.s3_endpoint).map_err(anyhow::Error::msg)?,
+            None => vm0_server::BlobLocation::Local,
+        },
         public_url: cli.public_url,
         max_file_size: cli.max_file_size,
         max_body_bytes: cli.max_body_bytes,

@@ -1,5 +1,5 @@
-//! For test suites, which run every end-to-end test on each backend: the database a test
-//! server uses.
+//! For test suites, which run every end-to-end test on each backend: the database and the
+//! blob store a test server uses.
 
 use std::path::Path;
 
@@ -32,4 +32,27 @@ pub async fn database_url(data_dir: &Path) -> anyhow::Result<Option<String>> {
     tokio::fs::create_dir_all(data_dir).await?;
     tokio::fs::write(&remembered, &url).await?;
     Ok(Some(url))
+}
+
+/// The variables naming an S3 bucket the tests may store blobs in, and its endpoint.
+pub const TEST_BLOB_STORE: &str = "VM0_TEST_BLOB_STORE";
+pub const TEST_S3_ENDPOINT: &str = "VM0_TEST_S3_ENDPOINT";
+
+/// The blob store for a test server over `data_dir`: the data directory unless
+/// `VM0_TEST_BLOB_STORE` names a bucket (`s3://BUCKET[/PREFIX]`, at the endpoint
+/// `VM0_TEST_S3_ENDPOINT`), and then a prefix of its own in that bucket, remembered in
+/// the data directory as the database is.
+pub async fn blob_store(data_dir: &Path) -> anyhow::Result<crate::BlobLocation> {
+    let Ok(bucket) = std::env::var(TEST_BLOB_STORE) else { return Ok(crate::BlobLocation::Local) };
+    let remembered = data_dir.join("test-blob-store");
+    let url = match std::fs::read_to_string(&remembered) {
+        Ok(url) => url,
+        Err(_) => {
+            let url = format!("{}/{}", bucket.trim_end_matches('/'), ulid::Ulid::new().to_string().to_lowercase());
+            tokio::fs::create_dir_all(data_dir).await?;
+            tokio::fs::write(&remembered, &url).await?;
+            url
+        }
+    };
+    crate::BlobLocation::parse(&url, std::env::var(TEST_S3_ENDPOINT).ok()).map_err(anyhow::Error::msg)
 }

@@ -8,7 +8,6 @@ use vm0_api::ApiError;
 use vm0_types as types;
 
 use super::{App, Principal};
-use crate::blobs::Access;
 use crate::ids;
 use crate::store::{FileRow, Kind, NewVersion, StorageRow, Store, StoreError, UploadSession, VersionRow};
 
@@ -106,15 +105,11 @@ impl<S: Store> App<S> {
             files,
         };
         self.store.create_upload_session(&session, ids::now()).await?;
-        let files = session
-            .files
-            .into_iter()
-            .map(|(file, upload_id)| types::UploadTarget {
-                upload_url: self.blobs.url(Access::Put, &file.hash, Some(file.size as u64), Some(&p.user_id), expires_at),
-                path: file.path,
-                upload_id,
-            })
-            .collect();
+        let mut files = Vec::with_capacity(session.files.len());
+        for (file, upload_id) in session.files {
+            let upload_url = self.blobs.upload_url(file.hash.as_str(), file.size as u64, &p.user_id, &upload_id, expires_at).await?;
+            files.push(types::UploadTarget { upload_url, path: file.path, upload_id });
+        }
         Ok(types::PrepareUploadResponse { upload_session_id: session.id, files, expires_at })
     }
 
@@ -129,6 +124,7 @@ impl<S: Store> App<S> {
         if session.expires_at < Utc::now() {
             return Err(ApiError::invalid_state(format!("Upload session '{session_id}' has expired: prepare the upload again")));
         }
+        self.blobs.settle(&session, &self.store, &p.user_id).await?;
         let files = session.files.into_iter().map(|(file, _)| file).collect();
         let version = NewVersion::of(files, body.message.map(String::from).or(session.message), session.created_by, ids::now());
         Ok(self.store.commit_version(&row.id, &p.user_id, &session_id, &version).await?)
@@ -145,18 +141,12 @@ impl<S: Store> App<S> {
             .await?
             .ok_or_else(|| ApiError::not_found(&format!("{} version", kind.as_str()), &version_id).with_param("versionId"))?;
         let expires_at = ids::now() + URL_LIFETIME;
-        let files = self
-            .store
-            .version_files(version.seq)
-            .await?
-            .into_iter()
-            .map(|f| types::DownloadFile {
-                download_url: self.blobs.url(Access::Get, &f.hash, None, None, expires_at),
-                path: f.path,
-                size: f.size,
-                hash: f.hash,
-            })
-            .collect();
+        let stored = self.store.version_files(version.seq).await?;
+        let mut files = Vec::with_capacity(stored.len());
+        for f in stored {
+            let download_url = self.blobs.download_url(f.hash.as_str(), expires_at).await?;
+            files.push(types::DownloadFile { download_url, path: f.path, size: f.size, hash: f.hash });
+        }
         Ok(types::DownloadResponse { version_id: version.id, files, expires_at })
     }
 }

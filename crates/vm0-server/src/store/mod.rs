@@ -37,6 +37,9 @@ pub enum StoreError {
     /// A file of the blob store or of a run's working directory.
     #[error("file system: {0}")]
     Io(#[from] std::io::Error),
+    /// The S3 bucket of the blob store.
+    #[error("object store: {0}")]
+    ObjectStore(#[from] object_store::Error),
     /// The database could not be opened or migrated.
     #[error("migrating the database: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
