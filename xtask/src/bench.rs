@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: the server's benchmarks (`cargo bench -p vm0-server`: pagination
 //! depth, GET /v1/agents against a bare axum baseline, a 100,000-line run, the server's
-//! memory under hostile output and bodies, a 1 GiB transfer), then the client's transfer benchmark: the release `push_pull` example pushes and pulls a 1 GiB
+//! memory under hostile output and bodies, a 1 GiB transfer, GET /v1/agents and
+//! createAgent on SQLite against PostgreSQL), then the client's transfer benchmark: the release `push_pull` example pushes and pulls a 1 GiB
 //! directory through a release server, and its peak resident memory comes from `wait4`'s
 //! resource usage for that one process; a plain copy of the same bytes over loopback is
 //! timed beside it.
@@ -24,6 +25,16 @@ pub fn run() -> Result<bool> {
     for name in ["pagination", "agents", "run_output", "hostile", "transfer"] {
         cargo(&["bench", "--quiet", "--locked", "-p", "vm0-server", "--bench", name])?;
     }
+    // SQLite against PostgreSQL, on a throwaway cluster unless one is named.
+    let _postgres = match std::env::var_os(crate::postgres::TEST_DATABASE_URL) {
+        Some(_) => None,
+        None => {
+            let postgres = crate::postgres::Postgres::start()?;
+            std::env::set_var(crate::postgres::TEST_DATABASE_URL, &postgres.url);
+            Some(postgres)
+        }
+    };
+    cargo(&["bench", "--quiet", "--locked", "-p", "vm0-server", "--bench", "backends"])?;
     cargo(&["build", "--quiet", "--release", "--locked", "-p", "vm0-server", "-p", "vm0-client", "--bin", "vm0-server", "--example", "push_pull"])?;
     client_transfer()?;
     Ok(true)

@@ -116,12 +116,15 @@ pub struct Server {
     pub app: Arc<App<SqlStore>>,
     listener: TcpListener,
     body_limit: vm0_api::BodyLimit,
+    /// Kept while the server serves (see `SqlStore::hold_exclusively`).
+    _hold: Option<store::InstanceHold>,
 }
 
 /// Opens the data directory and the database, binds the address, and creates the first
 /// user and token when there is no user yet.
 pub async fn bind(config: Config) -> anyhow::Result<Server> {
     let store = open_store(&config).await?;
+    let hold = store.hold_exclusively().await.context("starting on the database")?;
     let key = store.signing_key().await.context("reading the signing key")?;
     let listener = TcpListener::bind(config.listen).await.with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
@@ -145,7 +148,7 @@ pub async fn bind(config: Config) -> anyhow::Result<Server> {
     engine.recover().await;
     blobs.collect_garbage(&store).await;
     let app = Arc::new(App::new(store, blobs, key, engine));
-    Ok(Server { addr, url, first_token, app, listener, body_limit: vm0_api::BodyLimit(config.max_body_bytes) })
+    Ok(Server { addr, url, first_token, app, listener, body_limit: vm0_api::BodyLimit(config.max_body_bytes), _hold: hold })
 }
 
 /// How this server's runs will be isolated: in sandboxes, when its helper can make one

@@ -74,6 +74,32 @@ impl SqlStore {
         }
     }
 
+    /// On PostgreSQL, makes this the only server instance on the database, until the
+    /// process ends: several instances on one database would each end the others' runs
+    /// as left over from a crash, and cannot yet share runs. The hold is a session-level
+    /// advisory lock on a connection of its own, so a killed instance lets go as soon as
+    /// PostgreSQL sees its connection close; a start waits a few seconds for that. The
+    /// hold ends when the returned value is dropped. SQLite needs none: its file lives in
+    /// one instance's data directory.
+    pub async fn hold_exclusively(&self) -> Result<Option<InstanceHold>> {
+        let Pool::Postgres(pool) = &self.pool else { return Ok(None) };
+        let mut connection = pool.acquire().await?.detach();
+        let started = std::time::Instant::now();
+        loop {
+            let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(INSTANCE_LOCK).fetch_one(&mut connection).await?;
+            if held {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                return Err(StoreError::InvalidState(
+                    "another vm0-server instance is serving this database, and several instances on one database are not supported yet".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(Some(InstanceHold { _connection: connection }))
+    }
+
     /// Which backend this is, for logs: `sqlite` or `postgres`.
     pub fn backend(&self) -> &'static str {
         match &self.pool {
@@ -82,6 +108,15 @@ impl SqlStore {
         }
     }
 }
+
+/// A server instance's hold on its PostgreSQL database: a connection of its own, whose
+/// closing lets go of the lock.
+pub struct InstanceHold {
+    _connection: sqlx::PgConnection,
+}
+
+/// The advisory lock of `hold_exclusively`: "vm0" in ASCII.
+const INSTANCE_LOCK: i64 = 0x76_6d_30;
 
 /// A unique index refused the row: `Conflict`; any other error as it is.
 fn conflict_or(error: sqlx::Error) -> StoreError {
