@@ -205,3 +205,21 @@ async fn links_a_run_leaves_are_never_followed() {
     assert_eq!((second.status, printed(&c, &second.id).await), (RunStatus::Completed, vec!["from the agent".to_string()]));
     assert_eq!(std::fs::read_to_string(victim.path()).unwrap(), "original");
 }
+
+/// NUL is text no store keeps alike (PostgreSQL refuses it): a request carrying one is
+/// refused naming the field, and a run printing one has it stored as U+FFFD, on every
+/// backend.
+#[tokio::test]
+async fn nul_characters_are_refused_in_requests_and_replaced_in_output() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    let http = reqwest::Client::new();
+    let body = json!({"name": "nul", "config": {"command": ["sh"], "env": {"A": "x\u{0}y"}}});
+    let response = http.post(format!("{}/v1/agents", server.url)).bearer_auth(&server.token).json(&body).send().await.unwrap();
+    let status = response.status().as_u16();
+    let error: serde_json::Value = response.json().await.unwrap();
+    assert_eq!((status, error["error"]["param"].as_str()), (400, Some("config.env.A")), "{error}");
+
+    let run = run_script(&c, "printer", json!({}), "printf 'a\\000b\\n'").await;
+    assert_eq!((run.status, printed(&c, &run.id).await), (RunStatus::Completed, vec!["a\u{FFFD}b".to_string()]));
+}

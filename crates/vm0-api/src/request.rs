@@ -153,11 +153,28 @@ impl Call {
         let body = self.body.take().expect("the body is read once");
         let bytes = read_body(body, self.content_length(), max_bytes, max_values).await?;
         let value: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid_request(format!("The request body is not valid JSON: {e}")))?;
+        if let Some(param) = nul_at(&value, String::new()) {
+            return Err(ApiError::invalid_parameter(param, "Text may not contain the NUL character (U+0000)"));
+        }
         exactly_one_of(&schemas.exactly_one_of, &value)?;
         if let Some(validator) = &schemas.body {
             schemas::check(validator, &value, None)?;
         }
         serde_json::from_value(value).map_err(|e| ApiError::invalid_request(format!("The request body is invalid: {e}")))
+    }
+}
+
+/// Where a string (or an object's key) of `value` holds a NUL character, named as
+/// `files[1].path` names a place; `None` when none does. No store keeps NUL alike
+/// (PostgreSQL refuses it in text and JSON), so no request may carry one. `serde_json`
+/// nests values 128 deep at most, which bounds the recursion.
+fn nul_at(value: &Value, at: String) -> Option<String> {
+    let child = |key: &str| if at.is_empty() { key.to_string() } else { format!("{at}.{key}") };
+    match value {
+        Value::String(s) if s.contains('\0') => Some(if at.is_empty() { "body".into() } else { at }),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| nul_at(item, format!("{at}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(key, item)| if key.contains('\0') { Some(child(key)) } else { nul_at(item, child(key)) }),
+        _ => None,
     }
 }
 

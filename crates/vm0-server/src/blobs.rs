@@ -6,10 +6,12 @@
 //!   signed for: nothing half-written is ever at a blob's path, and no file is ever held
 //!   in memory whole.
 //! - **S3** (`<prefix>/blobs/<sha256>` in a bucket): clients upload to and download from
-//!   the bucket's own pre-signed URLs (SigV4, path-style), so file bytes never pass
-//!   through an API instance. An upload lands at `<prefix>/uploads/<upload id>`; commit
-//!   reads it back from the bucket to check its size and SHA-256 before it becomes the
-//!   blob (`settle`), so a blob's key always holds its hash's bytes.
+//!   the bucket's own pre-signed URLs (SigV4, path-style), so clients' file bytes never
+//!   pass through an API instance. An upload lands at `<prefix>/uploads/<upload id>`;
+//!   commit copies it to a key no URL names and reads that copy back to check its size
+//!   and SHA-256 before it becomes the blob (`settle`), so a blob's key always holds its
+//!   hash's bytes. Each deployment needs a bucket or prefix of its own: the collector
+//!   removes what its database does not know.
 //!
 //! Placing a blob (the file or object and its row) and collecting garbage (the row's
 //! removal and the file's) are each done under a gate, shared by writers and exclusive to
@@ -226,19 +228,45 @@ impl Blobs {
         if meta.size != file.size as u64 {
             return Err(StoreError::InvalidState(format!("{path} was uploaded with {} bytes, not {}", meta.size, file.size)));
         }
-        let mut hasher = Sha256::new();
-        let mut stream = bucket.get(&key).await?.into_stream();
+        // The client may PUT to its URL again at any time: what is checked and kept is a
+        // copy under a key no URL names, never the upload itself.
+        let copy = prefix.clone().join("verifying").join(crate::ids::new("ver"));
+        bucket.copy(&key, &copy).await?;
+        let result = self.keep_if_verified(bucket, prefix, &copy, &file, store, owner).await;
+        bucket.delete(&copy).await.ok();
+        if result.is_ok() {
+            bucket.delete(&key).await.ok();
+        }
+        result
+    }
+
+    /// Makes the private `copy` of an upload the blob of `file`, when it has the file's
+    /// size and SHA-256.
+    async fn keep_if_verified<S: StorageStore>(
+        &self,
+        bucket: &AmazonS3,
+        prefix: &Key,
+        copy: &Key,
+        file: &FileRow,
+        store: &S,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        let path = file.path.as_str();
+        let (mut hasher, mut size) = (Sha256::new(), 0u64);
+        let mut stream = bucket.get(copy).await?.into_stream();
         while let Some(chunk) = stream.try_next().await? {
+            size += chunk.len() as u64;
             hasher.update(&chunk);
+        }
+        if size != file.size as u64 {
+            return Err(StoreError::InvalidState(format!("{path} was uploaded with {size} bytes, not {}", file.size)));
         }
         if hex::encode(hasher.finalize()) != file.hash.as_str() {
             return Err(StoreError::InvalidState(format!("{path} was uploaded with other bytes than the SHA-256 it was prepared with")));
         }
         let _gate = self.gate.read().await;
-        bucket.copy(&key, &blob_key(prefix, file.hash.as_str())).await?;
-        store.record_blob(file.hash.as_str(), file.size, crate::ids::now(), owner, None).await?;
-        bucket.delete(&key).await.ok();
-        Ok(())
+        bucket.copy(copy, &blob_key(prefix, file.hash.as_str())).await?;
+        store.record_blob(file.hash.as_str(), file.size, crate::ids::now(), owner, None).await
     }
 
     /// Streams `body` into the blob `hash`, which must be exactly `size` bytes with that

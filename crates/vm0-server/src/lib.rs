@@ -175,7 +175,7 @@ async fn isolation(config: &Config) -> runs::local::Isolation {
 pub async fn open_store(config: &Config) -> anyhow::Result<SqlStore> {
     tokio::fs::create_dir_all(&config.data_dir).await.with_context(|| format!("creating {}", config.data_dir.display()))?;
     let database_url = config.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", config.data_dir.join("vm0.db").display()));
-    SqlStore::open(&database_url).await.with_context(|| format!("opening {database_url}"))
+    SqlStore::open(&database_url).await.with_context(|| format!("opening {}", store::redacted(&database_url)))
 }
 
 impl Server {

@@ -27,11 +27,11 @@ struct Cli {
     #[arg(long, env = "VM0_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// The database: sqlite://PATH, or postgres://USER:PASSWORD@HOST/DATABASE for
-    /// PostgreSQL, which several instances can share [default: sqlite://<data dir>/vm0.db].
+    /// PostgreSQL; one instance serves a database at a time [default: sqlite://<data dir>/vm0.db].
     #[arg(long, env = "VM0_DATABASE_URL")]
     database_url: Option<String>,
-    /// Where file contents live: s3://BUCKET[/PREFIX] for an S3-compatible bucket, which
-    /// several instances can share, with credentials and region from the standard AWS_*
+    /// Where file contents live: s3://BUCKET[/PREFIX] for an S3-compatible bucket, a
+    /// bucket or prefix per database, with credentials and region from the standard AWS_*
     /// variables [default: blobs/ in the data directory].
     #[arg(long, env = "VM0_BLOB_STORE")]
     blob_store: Option<String>,

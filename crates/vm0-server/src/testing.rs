@@ -22,7 +22,8 @@ pub async fn database_url(data_dir: &Path) -> anyhow::Result<Option<String>> {
         return Ok(Some(url));
     }
     let name = format!("vm0_test_{}", ulid::Ulid::new().to_string().to_lowercase());
-    let mut connection = sqlx::PgConnection::connect(&admin).await.with_context(|| format!("connecting to {TEST_DATABASE_URL}={admin}"))?;
+    let mut connection =
+        sqlx::PgConnection::connect(&admin).await.with_context(|| format!("connecting to {TEST_DATABASE_URL}={}", crate::store::redacted(&admin)))?;
     connection.execute(format!("CREATE DATABASE {name}").as_str()).await.with_context(|| format!("creating the database {name}"))?;
     connection.close().await.ok();
     // The same server and credentials, another database: the path after the authority.
@@ -34,8 +35,9 @@ pub async fn database_url(data_dir: &Path) -> anyhow::Result<Option<String>> {
     Ok(Some(url))
 }
 
-/// The variables naming an S3 bucket the tests may store blobs in, and its endpoint.
+/// The variable naming an S3 bucket the tests may store blobs in, `s3://BUCKET[/PREFIX]`.
 pub const TEST_BLOB_STORE: &str = "VM0_TEST_BLOB_STORE";
+/// The variable naming that bucket's endpoint (`cargo xtask ci` starts s3s-fs and sets both).
 pub const TEST_S3_ENDPOINT: &str = "VM0_TEST_S3_ENDPOINT";
 
 /// The blob store for a test server over `data_dir`: the data directory unless

@@ -317,7 +317,9 @@ async fn send_line(output: &mpsc::Sender<Output>, stderr: bool, line: &mut Vec<u
     while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
         line.pop();
     }
-    let mut text = String::from_utf8_lossy(line).into_owned();
+    // Bytes that are not UTF-8, and NUL, which no store keeps alike (PostgreSQL refuses
+    // it in text), become U+FFFD.
+    let mut text = String::from_utf8_lossy(line).replace('\0', "\u{FFFD}");
     if std::mem::take(cut) {
         text.push_str(CUT);
     }

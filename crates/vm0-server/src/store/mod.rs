@@ -16,7 +16,7 @@ use sha2::Digest;
 use sqlx::types::Json;
 use vm0_types::{AgentName, FilePath, LogLevel, LogType, RunEventType, RunStatus, Sha256, StorageName};
 
-pub use sql::{InstanceHold, SqlStore};
+pub use sql::{redacted, InstanceHold, SqlStore};
 
 /// What went wrong in the store, independent of HTTP: the API layer decides the status
 /// of each in one place (`From<StoreError> for ApiError`).

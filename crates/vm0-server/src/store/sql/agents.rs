@@ -1,4 +1,4 @@
-//! Agents and their versions in SQLite.
+//! Agents and their versions.
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};

@@ -109,6 +109,29 @@ impl SqlStore {
     }
 }
 
+/// `url` without its password, for messages and logs: `postgres://vm0:***@db/vm0`.
+pub fn redacted(url: &str) -> String {
+    let Some(start) = url.find("://").map(|i| i + 3) else { return url.to_string() };
+    let authority_end = url[start..].find('/').map_or(url.len(), |i| start + i);
+    match url[start..authority_end].rfind('@').map(|i| start + i) {
+        Some(at) => match url[start..at].find(':').map(|i| start + i) {
+            Some(colon) => format!("{}:***{}", &url[..colon], &url[at..]),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_url_is_shown_without_its_password() {
+        assert_eq!(super::redacted("postgres://vm0:s3cr:et@db.internal:5432/vm0?sslmode=require"), "postgres://vm0:***@db.internal:5432/vm0?sslmode=require");
+        assert_eq!(super::redacted("postgres://vm0@db/vm0"), "postgres://vm0@db/vm0");
+        assert_eq!(super::redacted("sqlite:///tmp/a@b/vm0.db"), "sqlite:///tmp/a@b/vm0.db");
+    }
+}
+
 /// A server instance's hold on its PostgreSQL database: a connection of its own, whose
 /// closing lets go of the lock.
 pub struct InstanceHold {

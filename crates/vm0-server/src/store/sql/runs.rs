@@ -1,4 +1,4 @@
-//! Runs, sessions, checkpoints and what runs record, in SQLite.
+//! Runs, sessions, checkpoints and what runs record,.
 
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
@@ -10,8 +10,8 @@ use crate::store::{
     SessionRow, StorageRow, StoreError,
 };
 
-/// Rows a multi-row INSERT takes at most: well under SQLite's limit of 32,766 bound
-/// values for the widest table (7 columns).
+/// Rows a multi-row INSERT takes at most: well under the bound values SQLite (32,766)
+/// and PostgreSQL (65,535) take for the widest table (8 columns).
 const ROWS_PER_INSERT: usize = 1000;
 
 impl RunStore for SqlStore {

@@ -1,4 +1,4 @@
-//! Volumes, artifacts, their versions and files, upload sessions and blobs in SQLite.
+//! Volumes, artifacts, their versions and files, upload sessions and blobs.
 
 use chrono::{DateTime, Utc};
 
@@ -186,6 +186,18 @@ impl StorageStore for SqlStore {
             let mut tx = pool.begin().await?;
             // Write first, so the transaction holds the write lock from its start.
             sqlx::query("UPDATE storages SET updated_at = updated_at WHERE id = $1").bind(storage_id).execute(&mut *tx).await?;
+            // The upload session ends first, and must still be live: its files keep their
+            // blobs from the collector until this transaction commits the version that
+            // refers to them instead. (A commit can outlast its session, reading uploads
+            // back from S3, and the collector ends expired sessions.) A run's commit has no
+            // session: its pins hold its blobs.
+            if !session_id.is_empty() {
+                let ended =
+                    sqlx::query("DELETE FROM upload_sessions WHERE id = $1 AND expires_at >= $2").bind(session_id).bind(Utc::now()).execute(&mut *tx).await?;
+                if ended.rows_affected() == 0 {
+                    return Err(StoreError::InvalidState(format!("Upload session '{session_id}' has expired: prepare the upload again")));
+                }
+            }
             // Blobs are checked inside the transaction, so the collector cannot remove one
             // between this check and the version that refers to it.
             for file in &new.files {
@@ -243,7 +255,6 @@ impl StorageStore for SqlStore {
                 .bind(storage_id)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("DELETE FROM upload_sessions WHERE id = $1").bind(session_id).execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(row)
         })
@@ -281,8 +292,10 @@ impl StorageStore for SqlStore {
             .execute(&mut *tx)
             .await?;
             // Whoever held the bytes holds them no more: a later upload of the same bytes by
-            // someone else must not become theirs.
-            sqlx::query("DELETE FROM blob_owners WHERE hash = $1").bind(hash).execute(&mut *tx).await?;
+            // someone else must not become theirs. A blob still referred to keeps its owners.
+            if done.rows_affected() == 1 {
+                sqlx::query("DELETE FROM blob_owners WHERE hash = $1").bind(hash).execute(&mut *tx).await?;
+            }
             tx.commit().await?;
             Ok(done.rows_affected() == 1)
         })

@@ -1,4 +1,4 @@
-//! Users, tokens and settings in SQLite.
+//! Users, tokens and settings.
 
 use chrono::{DateTime, Utc};
 
@@ -55,7 +55,8 @@ impl UserStore for SqlStore {
 
     async fn token_by_hash(&self, hash: &[u8], now: DateTime<Utc>) -> Result<Option<TokenAuth>> {
         on_pool!(self, |pool| {
-            // Timestamps are stored as RFC 3339 in UTC, all in one form, so they compare as text.
+            // SQLite stores timestamps as RFC 3339 in UTC, all in one form, so they compare as
+            // text there; PostgreSQL compares them as timestamps.
             let sql = "SELECT id, user_id, expires_at <= $1 AS expired, revoked_at IS NOT NULL AS revoked FROM tokens WHERE token_hash = $2";
             Ok(sqlx::query_as(sql).bind(now).bind(hash).fetch_optional(pool).await?)
         })
