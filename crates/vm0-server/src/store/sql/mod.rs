@@ -122,16 +122,6 @@ pub fn redacted(url: &str) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_url_is_shown_without_its_password() {
-        assert_eq!(super::redacted("postgres://vm0:s3cr:et@db.internal:5432/vm0?sslmode=require"), "postgres://vm0:***@db.internal:5432/vm0?sslmode=require");
-        assert_eq!(super::redacted("postgres://vm0@db/vm0"), "postgres://vm0@db/vm0");
-        assert_eq!(super::redacted("sqlite:///tmp/a@b/vm0.db"), "sqlite:///tmp/a@b/vm0.db");
-    }
-}
-
 /// A server instance's hold on its PostgreSQL database: a connection of its own, whose
 /// closing lets go of the lock.
 pub struct InstanceHold {
@@ -159,4 +149,14 @@ fn int_key(page: &Page) -> i64 {
 /// (PostgreSQL compares the id columns byte by byte, `COLLATE "C"`, as SQLite does.)
 fn id_key(page: &Page) -> &str {
     page.after.as_deref().unwrap_or("~")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_url_is_shown_without_its_password() {
+        assert_eq!(super::redacted("postgres://vm0:s3cr:et@db.internal:5432/vm0?sslmode=require"), "postgres://vm0:***@db.internal:5432/vm0?sslmode=require");
+        assert_eq!(super::redacted("postgres://vm0@db/vm0"), "postgres://vm0@db/vm0");
+        assert_eq!(super::redacted("sqlite:///tmp/a@b/vm0.db"), "sqlite:///tmp/a@b/vm0.db");
+    }
 }
