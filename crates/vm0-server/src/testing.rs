@@ -44,8 +44,8 @@ pub const TEST_S3_ENDPOINT: &str = "VM0_TEST_S3_ENDPOINT";
 /// `VM0_TEST_BLOB_STORE` names a bucket (`s3://BUCKET[/PREFIX]`, at the endpoint
 /// `VM0_TEST_S3_ENDPOINT`), and then a prefix of its own in that bucket, remembered in
 /// the data directory as the database is.
-pub async fn blob_store(data_dir: &Path) -> anyhow::Result<crate::BlobLocation> {
-    let Ok(bucket) = std::env::var(TEST_BLOB_STORE) else { return Ok(crate::BlobLocation::Local) };
+pub async fn blob_store(data_dir: &Path) -> anyhow::Result<crate::blobs::Location> {
+    let Ok(bucket) = std::env::var(TEST_BLOB_STORE) else { return Ok(crate::blobs::Location::Local) };
     let remembered = data_dir.join("test-blob-store");
     let url = match std::fs::read_to_string(&remembered) {
         Ok(url) => url,
@@ -56,5 +56,5 @@ pub async fn blob_store(data_dir: &Path) -> anyhow::Result<crate::BlobLocation> 
             url
         }
     };
-    crate::BlobLocation::parse(&url, std::env::var(TEST_S3_ENDPOINT).ok()).map_err(anyhow::Error::msg)
+    crate::blobs::Location::parse(&url, std::env::var(TEST_S3_ENDPOINT).ok()).map_err(anyhow::Error::msg)
 }
