@@ -8,9 +8,9 @@
 
 #![allow(clippy::print_stdout)] // Printing is what this program is for.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+mod common;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -24,8 +24,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const CONNECTIONS: usize = 32;
 const AGENTS: usize = 20;
-const ROUND: Duration = Duration::from_secs(3);
-const WARM_UP: Duration = Duration::from_millis(500);
 const ROUNDS: usize = 3;
 
 /// An agent as the bare handler reads and writes it: the same columns and JSON keys.
@@ -78,36 +76,12 @@ async fn bare(State(pool): State<SqlitePool>, headers: HeaderMap) -> Result<axum
 
 /// Requests per second that `CONNECTIONS` clients get from `url` in one round.
 async fn round(url: &str, token: &str) -> f64 {
-    let http = reqwest::Client::builder().pool_max_idle_per_host(CONNECTIONS).build().unwrap();
-    let done = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let measure_from = started + WARM_UP;
-    let end = measure_from + ROUND;
-    let workers: Vec<_> = (0..CONNECTIONS)
-        .map(|_| {
-            let (http, url, token, done) = (http.clone(), url.to_string(), token.to_string(), done.clone());
-            tokio::spawn(async move {
-                while Instant::now() < end {
-                    let response = http.get(&url).bearer_auth(&token).send().await.unwrap();
-                    assert_eq!(response.status(), 200);
-                    let body = response.bytes().await.unwrap();
-                    assert!(body.len() > 100);
-                    if Instant::now() >= measure_from {
-                        done.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-        })
-        .collect();
-    for worker in workers {
-        worker.await.unwrap();
-    }
-    done.load(Ordering::Relaxed) as f64 / ROUND.as_secs_f64()
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    values[values.len() / 2]
+    let (url, token) = (url.to_string(), token.to_string());
+    common::round(CONNECTIONS, Arc::new(move |http| http.get(&url).bearer_auth(&token)), |status, body| {
+        assert_eq!(status, 200);
+        assert!(body.len() > 100);
+    })
+    .await
 }
 
 #[tokio::main]
@@ -139,7 +113,7 @@ async fn main() {
         bare.push(round(&baseline, &token).await);
         println!("round {}: reference server {:.0} req/s, bare axum {:.0} req/s", i + 1, served[i], bare[i]);
     }
-    let (served, bare) = (median(served), median(bare));
+    let (served, bare) = (common::median(served), common::median(bare));
     println!(
         "GET /v1/agents ({AGENTS} agents, {CONNECTIONS} connections): reference server {served:.0} req/s, bare axum {bare:.0} req/s, ratio {:.2}",
         served / bare

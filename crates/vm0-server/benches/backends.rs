@@ -8,16 +8,15 @@
 
 #![allow(clippy::print_stdout)] // Printing is what this program is for.
 
+mod common;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 /// The allocator of the `vm0-server` binary, so the figures are the binary's.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const ROUND: Duration = Duration::from_secs(3);
-const WARM_UP: Duration = Duration::from_millis(500);
 const ROUNDS: usize = 3;
 
 struct Target {
@@ -45,40 +44,17 @@ async fn start(postgres: bool) -> Target {
 /// `create` (a new agent) or a GET of the first page.
 async fn round(target: &Target, connections: usize, create: bool) -> f64 {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let http = reqwest::Client::builder().pool_max_idle_per_host(connections).build().unwrap();
-    let done = Arc::new(AtomicU64::new(0));
-    let measure_from = Instant::now() + WARM_UP;
-    let end = measure_from + ROUND;
-    let workers: Vec<_> = (0..connections)
-        .map(|_| {
-            let (http, url, token, done) = (http.clone(), format!("{}/v1/agents", target.url), target.token.clone(), done.clone());
-            tokio::spawn(async move {
-                while Instant::now() < end {
-                    let request = if create {
-                        let name = format!("agent-{}", NEXT.fetch_add(1, Ordering::Relaxed));
-                        http.post(&url).json(&serde_json::json!({"name": name, "config": {"command": ["true"]}}))
-                    } else {
-                        http.get(&url)
-                    };
-                    let response = request.bearer_auth(&token).send().await.unwrap();
-                    assert!(response.status().is_success(), "{}", response.status());
-                    response.bytes().await.unwrap();
-                    if Instant::now() >= measure_from {
-                        done.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-        })
-        .collect();
-    for worker in workers {
-        worker.await.unwrap();
-    }
-    done.load(Ordering::Relaxed) as f64 / ROUND.as_secs_f64()
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    values[values.len() / 2]
+    let (url, token) = (format!("{}/v1/agents", target.url), target.token.clone());
+    let request = move |http: &reqwest::Client| {
+        let request = if create {
+            let name = format!("agent-{}", NEXT.fetch_add(1, Ordering::Relaxed));
+            http.post(&url).json(&serde_json::json!({"name": name, "config": {"command": ["true"]}}))
+        } else {
+            http.get(&url)
+        };
+        request.bearer_auth(&token)
+    };
+    common::round(connections, Arc::new(request), |status, _| assert!(status.is_success(), "{status}")).await
 }
 
 #[tokio::main]
@@ -95,7 +71,7 @@ async fn main() {
             on_postgres.push(round(&postgres, connections, create).await);
             println!("{what} round {}: SQLite {:.0} req/s, PostgreSQL {:.0} req/s", i + 1, on_sqlite[i], on_postgres[i]);
         }
-        let (s, p) = (median(on_sqlite), median(on_postgres));
+        let (s, p) = (common::median(on_sqlite), common::median(on_postgres));
         println!("{what}: SQLite {s:.0} req/s, PostgreSQL {p:.0} req/s (medians of {ROUNDS}); PostgreSQL/SQLite = {:.2}", p / s);
     }
 }
