@@ -256,7 +256,14 @@ impl Blobs {
         let mut stream = bucket.get(copy).await?.into_stream();
         while let Some(chunk) = stream.try_next().await? {
             size += chunk.len() as u64;
+            // Replaced by a larger object since its size was checked: no need to read on.
+            if size > file.size as u64 {
+                break;
+            }
             hasher.update(&chunk);
+        }
+        if size > file.size as u64 {
+            return Err(StoreError::InvalidState(format!("{path} was uploaded with more than {} bytes", file.size)));
         }
         if size != file.size as u64 {
             return Err(StoreError::InvalidState(format!("{path} was uploaded with {size} bytes, not {}", file.size)));
