@@ -160,19 +160,24 @@ async fn invalid_input_is_a_400_naming_the_parameter() {
     assert!(server.client().list_agents().send().await.unwrap().into_inner().data.is_empty(), "nothing was created");
 }
 
-/// Until several instances can share one PostgreSQL database, a second one refuses to
-/// start on it rather than end the first one's runs as left over; once the first stops,
-/// the database is free again. (SQLite lives in one data directory: nothing to test.)
+/// An instance whose blobs live in its data directory refuses to start beside another on
+/// its PostgreSQL database, where neither would find the other's blobs; once the first
+/// stops, the database is free again. (SQLite lives in one data directory: nothing to
+/// test.) Instances sharing a bucket share a database: `vm0-server/tests/cluster.rs`.
 #[tokio::test]
-async fn a_second_instance_on_one_postgresql_database_is_refused() {
+async fn an_instance_with_its_blobs_in_its_data_directory_is_alone_on_its_postgresql_database() {
     let server = TestServer::start().await;
     let Some(database_url) = vm0_server::testing::database_url(server.data_dir.path()).await.unwrap() else {
         return eprintln!("skipped: the server is on SQLite");
     };
     let other = tempfile::tempdir().unwrap();
-    let config = vm0_server::Config { database_url: Some(database_url), ..vm0_server::Config::local(other.path()) };
+    let config = vm0_server::Config {
+        database_url: Some(database_url),
+        secrets_key: Some(server.data_dir.path().join("secrets.key")),
+        ..vm0_server::Config::local(other.path())
+    };
     let refused = vm0_server::bind(config.clone()).await.err().expect("a second instance is refused");
-    assert!(format!("{refused:#}").contains("another vm0-server instance is serving this database"), "{refused:#}");
-    server.stop().await;
+    assert!(format!("{refused:#}").contains("several instances on one database need a shared blob store"), "{refused:#}");
+    let _first_data_dir = server.stop().await;
     vm0_server::bind(config).await.expect("the database is free once the first instance stops");
 }

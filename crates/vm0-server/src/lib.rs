@@ -66,6 +66,9 @@ pub struct Config {
     pub database_url: Option<String>,
     /// Where blobs live: the data directory, or an S3 bucket.
     pub blob_store: BlobLocation,
+    /// The key file that seals run secrets; `<data dir>/secrets.key` when not given.
+    /// Instances on one database need the same key.
+    pub secrets_key: Option<PathBuf>,
     /// The base URL clients reach this server at, for pre-signed URLs; `http://<listen>`
     /// when not given.
     pub public_url: Option<String>,
@@ -92,6 +95,7 @@ impl Config {
             data_dir: data_dir.to_path_buf(),
             database_url: None,
             blob_store: BlobLocation::Local,
+            secrets_key: None,
             public_url: None,
             max_file_size: 5 * 1024 * 1024 * 1024,
             max_body_bytes: vm0_api::MAX_BODY_BYTES,
@@ -116,16 +120,34 @@ pub struct Server {
     pub app: Arc<App<SqlStore>>,
     listener: TcpListener,
     body_limit: vm0_api::BodyLimit,
-    /// Kept while the server serves (see `SqlStore::hold_exclusively`).
-    _hold: Option<store::InstanceHold>,
+    /// Kept while the server serves: this process's hold on its data directory and,
+    /// on its PostgreSQL database.
+    _holds: (std::fs::File, Option<store::InstanceHold>),
 }
+
+/// What the key check setting holds, sealed: a database's runs are sealed under the key
+/// that opens it.
+const KEY_CHECK: &str = "vm0 secrets key check";
 
 /// Opens the data directory and the database, binds the address, and creates the first
 /// user and token when there is no user yet.
 pub async fn bind(config: Config) -> anyhow::Result<Server> {
     let store = open_store(&config).await?;
-    let hold = store.hold_exclusively().await.context("starting on the database")?;
-    let key = store.signing_key().await.context("reading the signing key")?;
+    let (lock, instance) = hold_data_dir(&config.data_dir)?;
+    // Blobs in the data directory are this instance's only: another instance on the same
+    // database would not find them.
+    let alone = matches!(config.blob_store, BlobLocation::Local);
+    let hold = store.hold(alone).await.context("starting on the database")?;
+    let key = store.setting("signing_key", &secrets::new_key()).await.context("reading the signing key")?;
+    let key_path = config.secrets_key.clone().unwrap_or_else(|| config.data_dir.join("secrets.key"));
+    let sealer = secrets::Sealer::open(&key_path).with_context(|| format!("opening the key that seals run secrets, {}", key_path.display()))?;
+    let check = store.setting("secrets_key_check", sealer.seal(KEY_CHECK).as_bytes()).await.context("reading the secrets key check")?;
+    if std::str::from_utf8(&check).ok().and_then(|check| sealer.unseal(check)).as_deref() != Some(KEY_CHECK) {
+        anyhow::bail!(
+            "the secrets key {} is not the one this database's run secrets are sealed with: every instance on one database needs the same key file (--secrets-key)",
+            key_path.display()
+        );
+    }
     let listener = TcpListener::bind(config.listen).await.with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
@@ -143,12 +165,34 @@ pub async fn bind(config: Config) -> anyhow::Result<Server> {
     let limits = runs::Limits { concurrency: config.max_concurrent_runs, sample_every: config.sample_interval, retention: config.retention };
     let isolation = isolation(&config).await;
     let executor = Arc::new(runs::local::LocalExecutor { isolation });
-    let engine = runs::Engine::new(store.clone(), blobs.clone(), executor, limits, &config.data_dir).context("opening the key that seals run secrets")?;
-    let engine = Arc::new(engine);
+    let host = runs::Host { instance, dir: config.data_dir.clone(), sealer };
+    let engine = Arc::new(runs::Engine::new(store.clone(), blobs.clone(), executor, limits, host));
     engine.recover().await;
     blobs.collect_garbage(&store).await;
     let app = Arc::new(App::new(store, blobs, key, engine));
-    Ok(Server { addr, url, first_token, app, listener, body_limit: vm0_api::BodyLimit(config.max_body_bytes), _hold: hold })
+    Ok(Server { addr, url, first_token, app, listener, body_limit: vm0_api::BodyLimit(config.max_body_bytes), _holds: (lock, hold) })
+}
+
+/// Makes this process the only server on `data_dir` until it ends (a lock on
+/// `server.lock`, which the system lets go of when the process dies), and reads the
+/// data directory's instance id, made on first use: the executor named on the runs
+/// this instance starts, so that a restart knows the runs its previous process left.
+fn hold_data_dir(data_dir: &std::path::Path) -> anyhow::Result<(std::fs::File, String)> {
+    let path = data_dir.join("server.lock");
+    let lock = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    if let Err(error) = lock.try_lock() {
+        anyhow::bail!("another vm0-server is serving the data directory {} ({error})", data_dir.display());
+    }
+    let path = data_dir.join("instance-id");
+    let instance = match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => id.trim().to_string(),
+        _ => {
+            let id = ids::new("inst");
+            std::fs::write(&path, &id).with_context(|| format!("writing {}", path.display()))?;
+            id
+        }
+    };
+    Ok((lock, instance))
 }
 
 /// How this server's runs will be isolated: in sandboxes, when its helper can make one
@@ -183,10 +227,12 @@ impl Server {
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let scheduler = tokio::spawn(self.app.engine.clone().schedule());
         let sweeper = tokio::spawn(self.app.engine.clone().sweep());
+        let leases = tokio::spawn(self.app.engine.clone().keep_leases());
         let routes = router(self.app).layer(axum::Extension(self.body_limit));
         serve_connections(self.listener, routes, shutdown).await;
         scheduler.abort();
         sweeper.abort();
+        leases.abort();
         Ok(())
     }
 }

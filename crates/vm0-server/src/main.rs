@@ -27,7 +27,8 @@ struct Cli {
     #[arg(long, env = "VM0_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// The database: sqlite://PATH, or postgres://USER:PASSWORD@HOST/DATABASE for
-    /// PostgreSQL; one instance serves a database at a time [default: sqlite://<data dir>/vm0.db].
+    /// PostgreSQL, which several instances may share when their blobs are in one bucket
+    /// (--blob-store) and their secrets key is one [default: sqlite://<data dir>/vm0.db].
     #[arg(long, env = "VM0_DATABASE_URL")]
     database_url: Option<String>,
     /// Where file contents live: s3://BUCKET[/PREFIX] for an S3-compatible bucket, a
@@ -39,6 +40,11 @@ struct Cli {
     /// buckets are addressed path-style.
     #[arg(long, env = "VM0_S3_ENDPOINT", requires = "blob_store")]
     s3_endpoint: Option<String>,
+    /// The file of the 32-byte key that seals run secrets in the database, made if
+    /// missing; every instance on one database needs a copy of the same file
+    /// [default: <data dir>/secrets.key].
+    #[arg(long, env = "VM0_SECRETS_KEY")]
+    secrets_key: Option<PathBuf>,
     /// The base URL clients reach this server at, used in pre-signed URLs [default: http://<listen>].
     #[arg(long, env = "VM0_PUBLIC_URL")]
     public_url: Option<String>,
@@ -121,6 +127,7 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
             Some(url) => vm0_server::BlobLocation::parse(&url, cli.s3_endpoint).map_err(anyhow::Error::msg)?,
             None => vm0_server::BlobLocation::Local,
         },
+        secrets_key: cli.secrets_key,
         public_url: cli.public_url,
         max_file_size: cli.max_file_size,
         max_body_bytes: cli.max_body_bytes,

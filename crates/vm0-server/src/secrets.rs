@@ -49,9 +49,11 @@ pub(crate) fn verify(key: &[u8], message: &str, signature: &str) -> bool {
 }
 
 /// Seals the values of run secrets at rest, with ChaCha20-Poly1305 under a key that lives
-/// in the data directory (`secrets.key`, readable by the server's user only) and never in
-/// the database: a copy of the database, its backups and its journal hold no secret in
-/// clear. A run's secrets are erased from the database when it ends.
+/// in a file (`<data dir>/secrets.key` by default, readable by the server's user only) and
+/// never in the database: a copy of the database, its backups and its journal hold no
+/// secret in clear. A run's secrets are erased from the database when it ends. Instances
+/// sharing a database share the file, as a run may execute on another instance than the
+/// one that took its secrets.
 pub(crate) struct Sealer {
     cipher: chacha20poly1305::ChaCha20Poly1305,
 }
@@ -60,21 +62,26 @@ pub(crate) struct Sealer {
 const SEALED: &str = "sealed:v1:";
 
 impl Sealer {
-    /// The sealer of the data directory `dir`, whose key is made on first use.
-    pub(crate) fn open(dir: &std::path::Path) -> std::io::Result<Sealer> {
+    /// The sealer whose key is the file `path`: 32 bytes, made on first use.
+    pub(crate) fn open(path: &std::path::Path) -> std::io::Result<Sealer> {
         use chacha20poly1305::KeyInit;
         use std::io::{Read, Write};
         use std::os::unix::fs::OpenOptionsExt;
-        let path = dir.join("secrets.key");
         let mut key = [0u8; 32];
-        match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
+        match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
             Ok(mut file) => {
                 rand::rng().fill_bytes(&mut key);
                 file.write_all(&key)?;
                 file.sync_all()?;
             }
             // Made before, or by another server starting at the same moment.
-            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => std::fs::File::open(&path)?.read_exact(&mut key)?,
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                let mut file = std::fs::File::open(path)?;
+                file.read_exact(&mut key)?;
+                if file.read(&mut [0])? != 0 {
+                    return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "a secrets key is 32 bytes, and this file is longer"));
+                }
+            }
             Err(error) => return Err(error),
         }
         Ok(Sealer { cipher: chacha20poly1305::ChaCha20Poly1305::new(&key.into()) })
@@ -108,14 +115,16 @@ mod tests {
     #[test]
     fn a_sealed_value_opens_only_under_its_key() {
         let dir = tempfile::tempdir().unwrap();
-        let sealer = Sealer::open(dir.path()).unwrap();
+        let key = dir.path().join("secrets.key");
+        let sealer = Sealer::open(&key).unwrap();
         let sealed = sealer.seal("sk-live-123");
         assert!(!sealed.contains("sk-live-123") && sealed != sealer.seal("sk-live-123"), "a fresh nonce each time");
-        assert_eq!(Sealer::open(dir.path()).unwrap().unseal(&sealed).as_deref(), Some("sk-live-123"), "the key is kept");
-        let other = tempfile::tempdir().unwrap();
-        assert_eq!(Sealer::open(other.path()).unwrap().unseal(&sealed), None);
+        assert_eq!(Sealer::open(&key).unwrap().unseal(&sealed).as_deref(), Some("sk-live-123"), "the key is kept");
+        assert_eq!(Sealer::open(&dir.path().join("other.key")).unwrap().unseal(&sealed), None);
         assert_eq!(sealer.unseal("sk-live-123"), None, "a value never sealed");
-        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir.path().join("secrets.key")).unwrap().permissions());
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
         assert_eq!(mode & 0o777, 0o600);
+        std::fs::write(&key, [7u8; 33]).unwrap();
+        assert!(Sealer::open(&key).is_err(), "a key file of another length is refused");
     }
 }

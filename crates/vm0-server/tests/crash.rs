@@ -2,8 +2,7 @@
 //! visible, the database is intact, partial uploads are gone, and the interrupted upload
 //! can be retried to success.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,40 +10,16 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 mod common;
-use common::Api;
+use common::{within, Api, Server, DEADLINE};
 use sha2::{Digest, Sha256};
 
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
-}
-
-/// Starts the server binary over `data_dir`, and reads the first token it prints when
-/// `first` (a restart prints none, and reading on would wait forever).
-async fn start(data_dir: &std::path::Path, listen: &str, first: bool) -> (Server, Option<String>) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_vm0-server"));
-    command.args(["--listen", listen, "--log", "warn", "--max-concurrent-runs", "1", "--data-dir"]).arg(data_dir);
-    if let Some(url) = vm0_server::testing::database_url(data_dir).await.unwrap() {
-        command.args(["--database-url", &url]);
-    }
-    if let vm0_server::BlobLocation::S3 { bucket, prefix, endpoint } = vm0_server::testing::blob_store(data_dir).await.unwrap() {
-        command.args(["--blob-store", &format!("s3://{bucket}/{prefix}")]);
-        command.args(endpoint.map(|e| ["--s3-endpoint".to_string(), e]).into_iter().flatten());
-    }
-    let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = lines.next().unwrap().unwrap().trim_start_matches("vm0-server listening on ").to_string();
-    let token = first
-        .then(|| lines.by_ref().map_while(Result::ok).find_map(|l| l.split_whitespace().find(|w| w.starts_with("vm0_live_")).map(str::to_string)).unwrap());
-    std::thread::spawn(move || lines.for_each(drop));
-    (Server { child, url }, token)
+/// Starts the server binary over `data_dir` on the test's database and blob store, with
+/// one run at a time.
+async fn start(data_dir: &std::path::Path, listen: &str) -> (Server, Option<String>) {
+    let mut args: Vec<String> = ["--listen", listen, "--log", "warn", "--max-concurrent-runs", "1", "--data-dir"].map(String::from).into();
+    args.push(data_dir.display().to_string());
+    args.extend(common::backend_args(data_dir).await);
+    common::spawn(&args)
 }
 
 /// The PIDs of the processes whose command line matches `pattern`, by pgrep(1).
@@ -55,17 +30,6 @@ fn running(pattern: &str) -> Vec<String> {
 
 fn sha(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
-}
-
-/// How long the test waits for anything before it fails.
-const DEADLINE: Duration = Duration::from_secs(30);
-
-/// The output of `future`, or a panic naming `what` if it takes longer than `deadline`.
-async fn within<T>(deadline: Duration, what: &str, future: impl std::future::Future<Output = T>) -> T {
-    match tokio::time::timeout(deadline, future).await {
-        Ok(value) => value,
-        Err(_) => panic!("{what}: not within {deadline:?}"),
-    }
 }
 
 impl Api {
@@ -85,39 +49,12 @@ impl Api {
         let session = prepared["uploadSessionId"].clone();
         self.call(reqwest::Method::POST, &format!("/v1/volumes/{volume}/commit"), Some(json!({"uploadSessionId": session}))).await.0 == 200
     }
-
-    /// Reads the run's event stream until an event for which `wanted(name, data)` holds,
-    /// within `deadline`, and returns its data; panics naming `what` if the stream fails
-    /// or closes first.
-    async fn until_event(&self, run: &str, deadline: Duration, what: &str, wanted: impl Fn(&str, &Value) -> bool) -> Value {
-        let what = format!("run {run}: {what}");
-        let response = self.http.get(format!("{}/v1/runs/{run}/events", self.url)).bearer_auth(&self.token).send().await.unwrap();
-        assert!(response.status().is_success(), "{what}: the event stream answered {}", response.status());
-        let mut stream = response.bytes_stream();
-        let mut text = String::new();
-        let found = within(deadline, &what, async {
-            while let Some(chunk) = stream.next().await {
-                text.push_str(&String::from_utf8_lossy(&chunk.expect("the event stream reads")));
-                while let Some(end) = text.find("\n\n") {
-                    let block: String = text.drain(..end + 2).collect();
-                    let field = |name: &str| block.lines().find_map(|l| l.strip_prefix(&format!("{name}: "))).unwrap_or_default().to_string();
-                    let data: Value = serde_json::from_str(&field("data")).unwrap_or(Value::Null);
-                    if wanted(&field("event"), &data) {
-                        return Some(data);
-                    }
-                }
-            }
-            None
-        })
-        .await;
-        found.unwrap_or_else(|| panic!("{what}: the event stream closed first"))
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_server_restarts_with_nothing_partial() {
     let data = tempfile::tempdir().unwrap();
-    let (server, token) = start(data.path(), "127.0.0.1:0", true).await;
+    let (server, token) = start(data.path(), "127.0.0.1:0").await;
     let api = Api { http: reqwest::Client::new(), url: server.url.clone(), token: token.unwrap() };
     let (_, busy) = api.call(reqwest::Method::POST, "/v1/volumes", Some(json!({"name": "busy"}))).await;
     let (_, big) = api.call(reqwest::Method::POST, "/v1/volumes", Some(json!({"name": "big"}))).await;
@@ -183,7 +120,7 @@ async fn a_killed_server_restarts_with_nothing_partial() {
     }
 
     // The same address, as the pre-signed URLs name it.
-    let (server, _) = start(data.path(), address.as_str(), false).await;
+    let (server, _) = start(data.path(), address.as_str()).await;
     let api = Api { http: reqwest::Client::new(), url: server.url.clone(), token: api.token.clone() };
     assert_eq!(std::fs::read_dir(data.path().join("tmp")).unwrap().count(), 0, "partial uploads are gone");
 
@@ -235,7 +172,7 @@ async fn a_killed_server_restarts_with_nothing_partial() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_leaves_no_run_running_or_pending() {
     let data = tempfile::tempdir().unwrap();
-    let (server, token) = start(data.path(), "127.0.0.1:0", true).await;
+    let (server, token) = start(data.path(), "127.0.0.1:0").await;
     let api = Api { http: reqwest::Client::new(), url: server.url.clone(), token: token.unwrap() };
     let agent = json!({"name": "shell", "config": {"command": ["sh", "-c", "eval \"$VM0_PROMPT\""]}});
     assert_eq!(api.call(reqwest::Method::POST, "/v1/agents", Some(agent)).await.0, 201);
@@ -257,7 +194,7 @@ async fn a_restart_leaves_no_run_running_or_pending() {
     });
     gone.await;
 
-    let (server, _) = start(data.path(), address.as_str(), false).await;
+    let (server, _) = start(data.path(), address.as_str()).await;
     let api = Api { http: reqwest::Client::new(), url: server.url.clone(), token: api.token.clone() };
     let (_, run) = api.call(reqwest::Method::GET, &format!("/v1/runs/{first}"), None).await;
     assert_eq!(run["status"], "failed", "{run}");

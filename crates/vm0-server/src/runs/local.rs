@@ -20,7 +20,7 @@ use super::sandbox::{self, Limits, Spec};
 use crate::store::MetricRow;
 
 /// One execution of an agent.
-pub struct Job {
+pub(crate) struct Job {
     pub workdir: PathBuf,
     pub command: Vec<String>,
     /// The whole environment of the process.
@@ -45,7 +45,7 @@ const LINE_COST: u64 = 256;
 const CUT: &str = " [line cut at 64 KiB]";
 
 /// What a job produces while it runs.
-pub enum Output {
+pub(crate) enum Output {
     /// One line of standard output or error, without its line ending.
     Line {
         stderr: bool,
@@ -56,7 +56,7 @@ pub enum Output {
 
 /// How a job ended.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Exited(i32),
     Killed(i32),
     TimedOut,
@@ -66,7 +66,7 @@ pub enum Outcome {
 }
 
 /// Runs jobs. `cancel` becomes true when the run is cancelled.
-pub trait Executor: Send + Sync + 'static {
+pub(crate) trait Executor: Send + Sync + 'static {
     fn execute(&self, job: Job, output: mpsc::Sender<Output>, cancel: watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = Outcome> + Send + '_>>;
 }
 

@@ -21,21 +21,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
+use sqlx::types::Json;
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
-use vm0_types::{self as types, LogLevel, LogType, RunEventData, RunStatus};
+use vm0_types::{self as types, LogLevel, LogType, RunEventData, RunEventType, RunStatus};
 
 pub(crate) use recorder::{Journal, Subscription};
 
 use crate::blobs::Blobs;
 use crate::ids;
-use crate::store::{Expired, NewCheckpoint, RunEnd, RunRow, Store};
+use crate::store::{Batch, Expired, Lease, LogRow, NewCheckpoint, RunEnd, RunRow, Store};
 use local::{Executor, Outcome, Output};
 use recorder::Recorder;
 
 /// How many runs execute at once, how often they are sampled, and how long sessions and
 /// checkpoints are kept.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub concurrency: usize,
     pub sample_every: Duration,
     /// Checkpoints older than this are deleted, and sessions unused for this long expire.
@@ -47,6 +48,19 @@ const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
 /// How long a cancel waits for the run's end to be recorded before it answers.
 const CANCEL_WAIT: Duration = Duration::from_secs(5);
+/// How often a cancel made on another instance than the run's executor looks whether the
+/// run has ended.
+const CANCEL_POLL: Duration = Duration::from_millis(50);
+/// How long a run stays its executor's without a renewal of its lease: past it, any
+/// instance ends the run as lost.
+const LEASE: Duration = Duration::from_secs(20);
+/// How often an instance renews its leases and looks for lost runs.
+const RENEW_EVERY: Duration = Duration::from_secs(5);
+/// How often an instance looks whether one of its runs was cancelled elsewhere (or ended
+/// as lost): well within the second a cancel may take.
+const WATCH_EVERY: Duration = Duration::from_millis(200);
+/// Why a lost instance's run failed.
+const LOST: &str = "The instance executing the run was lost: its lease ran out";
 /// Lines of output that may wait between the executor and the recorder.
 const OUTPUT_QUEUE: usize = 1024;
 
@@ -55,6 +69,15 @@ const OUTPUT_QUEUE: usize = 1024;
 struct Executing {
     cancel: watch::Sender<bool>,
     ended: watch::Receiver<bool>,
+}
+
+/// Where an engine runs: the id of its instance (the executor of the runs it starts,
+/// the same across restarts of one data directory), the data directory, and the key that
+/// seals run secrets, which every instance on one database shares.
+pub(crate) struct Host {
+    pub instance: String,
+    pub dir: PathBuf,
+    pub sealer: Sealer,
 }
 
 /// The engine's state, shared by the scheduler, the runs and the API.
@@ -67,6 +90,7 @@ pub struct Engine<S> {
     wake: Notify,
     slots: Arc<Semaphore>,
     executing: Mutex<HashMap<String, Executing>>,
+    instance: String,
     dir: PathBuf,
     sealer: Sealer,
 }
@@ -78,7 +102,7 @@ impl<S: Store> Engine<S> {
     }
 
     /// `run` with its secrets unsealed, for its execution only; the name of one that
-    /// cannot be unsealed (sealed under another data directory's key).
+    /// cannot be unsealed (sealed under another key).
     fn unsealed(&self, mut run: RunRow) -> Result<RunRow, String> {
         for (name, value) in run.secrets.0.iter_mut() {
             *value = self.sealer.unseal(value).ok_or_else(|| name.clone())?;
@@ -86,11 +110,9 @@ impl<S: Store> Engine<S> {
         Ok(run)
     }
 
-    /// The engine over `store` and `blobs`, with its working directories and the key that
-    /// seals run secrets under `data_dir`; starts the recorder's writer.
-    pub fn new(store: S, blobs: Arc<Blobs>, executor: Arc<dyn Executor>, limits: Limits, data_dir: &std::path::Path) -> std::io::Result<Engine<S>> {
-        Ok(Engine {
-            sealer: Sealer::open(data_dir)?,
+    /// The engine over `store` and `blobs` on `host`; starts the recorder's writer.
+    pub(crate) fn new(store: S, blobs: Arc<Blobs>, executor: Arc<dyn Executor>, limits: Limits, host: Host) -> Engine<S> {
+        Engine {
             recorder: Recorder::start(store.clone()),
             store,
             blobs,
@@ -99,25 +121,39 @@ impl<S: Store> Engine<S> {
             wake: Notify::new(),
             slots: Arc::new(Semaphore::new(limits.concurrency.max(1))),
             executing: Mutex::default(),
-            dir: data_dir.to_path_buf(),
-        })
+            instance: host.instance,
+            dir: host.dir,
+            sealer: host.sealer,
+        }
     }
 
     fn journal(&self, run: &RunRow) -> Journal {
         self.recorder.journal(&run.id, run.secrets.0.values().cloned().collect())
     }
 
-    /// A stored run is waiting: its first event and log, and a word to the scheduler.
-    pub async fn submitted(&self, run: &RunRow) {
-        let journal = self.journal(run);
-        journal.event(status_event(RunStatus::Pending)).await;
+    /// What a new run records first, stored with it (`RunStore::create_run`): its pending
+    /// status and a log entry.
+    pub fn first_records(run: &RunRow) -> Batch {
+        let event = serde_json::to_string(&status_event(RunStatus::Pending)).expect("event data serializes");
         let metadata = meta([("status", "pending"), ("agentVersionId", &run.agent_version_id)]);
-        journal.log(LogType::System, LogLevel::Info, "Run created", metadata).await;
+        let log =
+            LogRow { seq: 1, timestamp: run.created_at, kind: LogType::System, level: LogLevel::Info, message: "Run created".into(), metadata: Json(metadata) };
+        Batch { events: vec![(run.id.clone(), 1, RunEventType::Status, event)], logs: vec![(run.id.clone(), log)], metrics: Vec::new() }
+    }
+
+    /// A new run is stored: a word to the scheduler (other instances find it by looking).
+    pub fn submitted(&self) {
         self.wake.notify_one();
     }
 
+    /// Whether the run executes on this instance, so that its events come live.
+    pub fn executes_here(&self, run_id: &str) -> bool {
+        self.executing.lock().expect("not poisoned").contains_key(run_id)
+    }
+
     /// Cancels a run that has not ended, and returns once its end is recorded (or after
-    /// `CANCEL_WAIT`, when the run will not die).
+    /// `CANCEL_WAIT`, when the run will not die). A run executing on another instance is
+    /// cancelled by that instance, on a request through the store.
     pub async fn cancel(&self, run: &RunRow) -> crate::store::Result<()> {
         if run.status == RunStatus::Pending {
             let end = RunEnd::without_execution(RunStatus::Cancelled, "Cancelled by request");
@@ -133,6 +169,16 @@ impl<S: Store> Engine<S> {
         });
         if let Some(mut ended) = ended {
             tokio::time::timeout(CANCEL_WAIT, ended.wait_for(|ended| *ended)).await.ok();
+            return Ok(());
+        }
+        if self.store.request_cancel(&run.id).await? {
+            let deadline = Instant::now() + CANCEL_WAIT;
+            while Instant::now() < deadline {
+                tokio::time::sleep(CANCEL_POLL).await;
+                if self.store.get_run(&run.user_id, &run.id).await?.is_none_or(|r| r.completed_at.is_some()) {
+                    break;
+                }
+            }
         }
         Ok(())
     }
@@ -142,19 +188,60 @@ impl<S: Store> Engine<S> {
         self.recorder.subscribe(run_id)
     }
 
-    /// Ends the runs a previous process left running; pending runs wait for the scheduler.
+    /// Ends the runs this instance's previous process left running, and those of lost
+    /// instances; pending runs wait for a scheduler.
     pub async fn recover(&self) {
-        let running = match self.store.running_runs().await {
-            Ok(running) => running,
-            Err(error) => return tracing::error!(%error, "could not read the runs left running"),
-        };
-        for id in running {
-            let end = RunEnd::without_execution(RunStatus::Failed, "The server stopped while the run was running");
-            match self.store.end_run(&id, &end, None).await {
-                Ok(true) => self.announce_end(&self.recorder.journal(&id, Vec::new()), &end).await,
-                Ok(false) => {}
-                Err(error) => tracing::error!(run = %id, %error, "could not end a run left running"),
+        self.end_lost(Some(&self.instance), "The server stopped while the run was running").await;
+        self.end_lost(None, LOST).await;
+    }
+
+    /// Ends the runs `executor` left running or, when `None`, those whose lease ran out.
+    async fn end_lost(&self, executor: Option<&str>, message: &str) {
+        let end = RunEnd::without_execution(RunStatus::Failed, message);
+        match self.store.end_lost_runs(executor, ids::now(), &end).await {
+            Ok(ended) => {
+                for id in ended {
+                    tracing::warn!(run = %id, "{message}");
+                    self.announce_end(&self.recorder.journal(&id, Vec::new()), &end).await;
+                }
             }
+            Err(error) => tracing::error!(%error, "could not end the runs of lost instances"),
+        }
+    }
+
+    /// This instance's lease on a run, from now.
+    fn lease(&self) -> Lease {
+        Lease { executor: self.instance.clone(), until: ids::now() + chrono::Duration::from_std(LEASE).expect("a short lease") }
+    }
+
+    /// Stops this instance's runs that were cancelled on another instance or ended as
+    /// lost, renews its leases, and ends the runs of lost instances; runs until the
+    /// process ends.
+    pub async fn keep_leases(self: Arc<Self>) {
+        let mut renewed: Option<Instant> = None;
+        loop {
+            let here: Vec<String> = self.executing.lock().expect("not poisoned").keys().cloned().collect();
+            match self.store.runs_to_stop(&self.instance, &here).await {
+                Ok(stop) => {
+                    let executing = self.executing.lock().expect("not poisoned");
+                    for id in stop {
+                        if let Some(run) = executing.get(&id) {
+                            run.cancel.send_replace(true);
+                        }
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "could not look for cancelled runs"),
+            }
+            if renewed.is_none_or(|at| at.elapsed() >= RENEW_EVERY) {
+                renewed = Some(Instant::now());
+                if !here.is_empty() {
+                    if let Err(error) = self.store.renew_leases(&self.lease()).await {
+                        tracing::warn!(%error, "could not renew the leases of this instance's runs");
+                    }
+                }
+                self.end_lost(None, LOST).await;
+            }
+            tokio::time::sleep(WATCH_EVERY).await;
         }
     }
 
@@ -165,6 +252,7 @@ impl<S: Store> Engine<S> {
         let before = now - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
         let expired = self.store.expire(before, now).await?;
         for session in &expired.sessions {
+            workdir::forget(&self.dir, session).await;
             match tokio::fs::remove_dir_all(workdir::session_dir(&self.dir, session)).await {
                 Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
                     tracing::warn!(%session, %error, "could not remove an expired session's directory")
@@ -213,7 +301,7 @@ impl<S: Store> Engine<S> {
             let (cancel, cancelled) = watch::channel(false);
             let (ended_tx, ended) = watch::channel(false);
             self.executing.lock().expect("not poisoned").insert(run.id.clone(), Executing { cancel, ended });
-            match self.store.start_run(&run.id, ids::now()).await {
+            match self.store.start_run(&run.id, ids::now(), &self.lease()).await {
                 Ok(true) => {
                     failing = None;
                     let engine = self.clone();
@@ -259,7 +347,7 @@ impl<S: Store> Engine<S> {
         let run = match self.unsealed(run.clone()) {
             Ok(run) => run,
             Err(name) => {
-                let message = format!("The run's secret {name} cannot be read: it was sealed under another key than this data directory's secrets.key");
+                let message = format!("The run's secret {name} cannot be read: it was sealed under another key than this instance's (--secrets-key)");
                 let end = RunEnd::without_execution(RunStatus::Failed, &message);
                 if let Ok(true) = self.store.end_run(&run.id, &end, None).await {
                     self.announce_end(&self.journal(&run), &end).await;
@@ -306,7 +394,12 @@ impl<S: Store> Engine<S> {
         // Every line is stored before the run reads as ended.
         journal.flush().await;
         match self.store.end_run(&run.id, &end, checkpoint.as_ref()).await {
-            Ok(true) => self.announce_end(&journal, &end).await,
+            Ok(true) => {
+                if let Some(checkpoint) = &checkpoint {
+                    workdir.mark(&run.session_id, &checkpoint.row.id).await;
+                }
+                self.announce_end(&journal, &end).await
+            }
             Ok(false) => {}
             Err(error) => tracing::error!(run = %run.id, %error, "could not end a run"),
         }

@@ -242,9 +242,11 @@ async fn append<S: RunStore>(store: &S, batch: &Batch) -> bool {
 
 /// The writer: gathers entries into batches, numbers, stores and publishes them.
 async fn write<S: RunStore>(store: S, mut entries: mpsc::Receiver<Entry>, feeds: Arc<Feeds>) {
-    let mut counters: HashMap<Arc<str>, Counters> = HashMap::new();
     let mut gathered = Vec::with_capacity(MAX_BATCH);
     loop {
+        // Numbered from what the store holds, read afresh for each batch: another instance
+        // may have recorded for the same run meanwhile (its creation, or its end as lost).
+        let mut counters: HashMap<Arc<str>, Counters> = HashMap::new();
         if entries.recv_many(&mut gathered, MAX_BATCH).await == 0 {
             return;
         }
@@ -302,16 +304,10 @@ async fn write<S: RunStore>(store: S, mut entries: mpsc::Receiver<Entry>, feeds:
                 }
             }
         }
-        if !batch.is_empty() {
-            if append(&store, &batch).await {
-                feeds.publish(published);
-            } else {
-                // Numbering starts again from what the store holds.
-                counters.clear();
-            }
+        if !batch.is_empty() && append(&store, &batch).await {
+            feeds.publish(published);
         }
         for run in ended {
-            counters.remove(&run);
             feeds.close(&run);
         }
         for done in flushed {

@@ -52,7 +52,7 @@ pub(crate) struct Spec {
 
 /// A run's resource limits.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Resident memory of all the run's processes together.
     pub memory_bytes: u64,
     /// Processes and threads at once.

@@ -4,8 +4,11 @@
 //!
 //! A checkpoint is a manifest of blobs: every file of the directory except `volumes/`
 //! and `artifact/` (which have versions of their own), stored by content, so a file no
-//! run changed costs no new bytes. The directory itself is a cache of the session's
-//! latest checkpoint: a session whose directory is gone continues from it.
+//! run changed costs no new bytes. The directory itself is a cache of the checkpoint a run
+//! starts from (`sessions/<id>.checkpoint` names the checkpoint the directory holds): a
+//! run whose session's directory is gone, or holds another state (a failed run's, or an
+//! older one when the session went on on another instance), starts from the checkpoint
+//! itself. So a session continues the same on every instance.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -46,6 +49,16 @@ pub(super) fn session_dir(dir: &Path, id: &str) -> PathBuf {
     dir.join("sessions").join(id)
 }
 
+/// The file naming the checkpoint that the working directory of session `id` holds.
+fn held_checkpoint(dir: &Path, id: &str) -> PathBuf {
+    dir.join("sessions").join(format!("{id}.checkpoint"))
+}
+
+/// Forgets which checkpoint the working directory of session `id` holds.
+pub(super) async fn forget(dir: &Path, id: &str) {
+    tokio::fs::remove_file(held_checkpoint(dir, id)).await.ok();
+}
+
 impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
     async fn agent_config(&self, run: &RunRow) -> Result<config::LocalConfig, String> {
         let version = self.store.get_agent_version(&run.agent_id, &run.agent_version_id).await.map_err(|e| e.to_string())?;
@@ -57,8 +70,12 @@ impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
     pub(super) async fn prepare(&self, run: &RunRow, sample_every: Duration) -> Result<Job, String> {
         let config = self.agent_config(run).await?;
         let workdir = session_dir(self.dir, &run.session_id);
-        if !tokio::fs::try_exists(&workdir).await.map_err(io("reading the working directory"))? {
-            self.restore(run, &workdir).await?;
+        let start = self.start_point(run).await?;
+        let held = tokio::fs::read_to_string(held_checkpoint(self.dir, &run.session_id)).await.ok();
+        // From here on the directory holds no checkpoint's state, until the run's own.
+        forget(self.dir, &run.session_id).await;
+        if start.is_none() || held != start || !tokio::fs::try_exists(&workdir).await.map_err(io("reading the working directory"))? {
+            self.restore(start.as_deref(), &workdir).await?;
         }
         for (path, content) in &config.files {
             unlink_on_the_way(&workdir, path).map_err(io("writing the agent's files"))?;
@@ -111,17 +128,30 @@ impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
         })
     }
 
-    /// Makes the session's directory from the checkpoint the run starts from, or the
-    /// session's latest one; empty for a new session. It is filled under a temporary
-    /// name and renamed, so a restore that fails leaves no half-made directory behind.
-    async fn restore(&self, run: &RunRow, workdir: &Path) -> Result<(), String> {
-        let checkpoint = match &run.from_checkpoint {
+    /// The checkpoint the run starts from: the one it names, or its session's latest;
+    /// none for a session that has none.
+    async fn start_point(&self, run: &RunRow) -> Result<Option<String>, String> {
+        match &run.from_checkpoint {
             Some(id) => match self.store.get_checkpoint(&run.user_id, id).await.map_err(|e| e.to_string())? {
-                Some(checkpoint) => Some(checkpoint.id),
-                None => return Err(format!("The checkpoint '{id}' no longer exists")),
+                Some(checkpoint) => Ok(Some(checkpoint.id)),
+                None => Err(format!("The checkpoint '{id}' no longer exists")),
             },
-            None => self.store.latest_checkpoint(&run.session_id).await.map_err(|e| e.to_string())?,
-        };
+            None => self.store.latest_checkpoint(&run.session_id).await.map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Records that the session's directory holds `checkpoint`, which its run just made.
+    pub(super) async fn mark(&self, session_id: &str, checkpoint: &str) {
+        if let Err(error) = tokio::fs::write(held_checkpoint(self.dir, session_id), checkpoint).await {
+            // The next run of the session restores the checkpoint instead.
+            tracing::warn!(session = %session_id, %error, "could not record the checkpoint a working directory holds");
+        }
+    }
+
+    /// Makes the session's directory from `checkpoint`, or empty. It is filled under a
+    /// temporary name and then takes the place of the old directory, so a restore that
+    /// fails leaves no half-made directory behind.
+    async fn restore(&self, checkpoint: Option<&str>, workdir: &Path) -> Result<(), String> {
         let partial = workdir.with_extension("partial");
         if tokio::fs::try_exists(&partial).await.unwrap_or(false) {
             tokio::fs::remove_dir_all(&partial).await.map_err(io("clearing a partial restore"))?;
@@ -129,14 +159,17 @@ impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
         tokio::fs::create_dir_all(&partial).await.map_err(io("creating the working directory"))?;
         if let Some(checkpoint) = checkpoint {
             // A checkpoint recorded before manifests is a copy of the directory.
-            let legacy = self.dir.join("checkpoints").join(&checkpoint);
+            let legacy = self.dir.join("checkpoints").join(checkpoint);
             if tokio::fs::try_exists(&legacy).await.unwrap_or(false) {
                 copy_dir(legacy, partial.clone()).await.map_err(io("restoring the checkpoint"))?;
             }
-            for file in self.store.checkpoint_files(&checkpoint).await.map_err(|e| e.to_string())? {
+            for file in self.store.checkpoint_files(checkpoint).await.map_err(|e| e.to_string())? {
                 let path = file.path.as_str();
                 self.blobs.copy_to(&file.hash, &partial.join(path)).await.map_err(|e| format!("restoring {path} of checkpoint {checkpoint}: {e}"))?;
             }
+        }
+        if tokio::fs::try_exists(workdir).await.unwrap_or(false) {
+            tokio::fs::remove_dir_all(workdir).await.map_err(io("clearing the working directory"))?;
         }
         tokio::fs::rename(&partial, workdir).await.map_err(io("placing the working directory"))
     }

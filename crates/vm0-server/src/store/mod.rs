@@ -331,6 +331,14 @@ impl Batch {
     }
 }
 
+/// An instance's hold on the runs it executes: they are its own until `until`, and then
+/// any instance may end them as lost.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub executor: String,
+    pub until: DateTime<Utc>,
+}
+
 /// The last event id, log sequence number and metric sequence number of a run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -341,8 +349,9 @@ pub struct Counters {
 
 /// Users, their tokens, and the server's settings.
 pub trait UserStore {
-    /// The server's signing key, created on first use.
-    fn signing_key(&self) -> impl Future<Output = Result<Vec<u8>>> + Send;
+    /// The server's setting `key`, set to `initial` when it has none yet; of instances
+    /// setting it at once, the first wins and all read its value.
+    fn setting(&self, key: &str, initial: &[u8]) -> impl Future<Output = Result<Vec<u8>>> + Send;
     /// Creates the user `name` only when there is no user at all; `None` when there is
     /// one. Instances starting together on an empty database create one between them.
     fn create_first_user(&self, name: &str) -> impl Future<Output = Result<Option<User>>> + Send;
@@ -413,7 +422,15 @@ pub trait RunStore {
     /// Stores a new run, with its new session and its new artifact when it makes them, in
     /// one transaction: a run that cannot be stored leaves nothing behind. A run that
     /// continues an expired session is `InvalidState`.
-    fn create_run(&self, run: &RunRow, new_session: Option<&SessionRow>, new_artifact: Option<&StorageRow>) -> impl Future<Output = Result<()>> + Send;
+    /// `first` holds the run's first records, stored with it so that they come before
+    /// anything its executor (which may be another instance) records.
+    fn create_run(
+        &self,
+        run: &RunRow,
+        new_session: Option<&SessionRow>,
+        new_artifact: Option<&StorageRow>,
+        first: &Batch,
+    ) -> impl Future<Output = Result<()>> + Send;
     fn get_run(&self, user_id: &str, id: &str) -> impl Future<Output = Result<Option<RunRow>>> + Send;
     /// Newest first, by id.
     fn list_runs(&self, user_id: &str, filter: &RunFilter, page: &Page) -> impl Future<Output = Result<Vec<RunRow>>> + Send;
@@ -421,8 +438,20 @@ pub trait RunStore {
     fn get_checkpoint(&self, user_id: &str, id: &str) -> impl Future<Output = Result<Option<CheckpointRow>>> + Send;
     /// The oldest pending run, for the scheduler.
     fn next_pending_run(&self) -> impl Future<Output = Result<Option<RunRow>>> + Send;
-    /// pending → running; false when the run was no longer pending.
-    fn start_run(&self, id: &str, at: DateTime<Utc>) -> impl Future<Output = Result<bool>> + Send;
+    /// pending → running under `lease`: the claim of one instance, which wins over any
+    /// other's; false when the run was no longer pending.
+    fn start_run(&self, id: &str, at: DateTime<Utc>, lease: &Lease) -> impl Future<Output = Result<bool>> + Send;
+    /// Extends the lease of every run `lease.executor` is running to `lease.until`.
+    fn renew_leases(&self, lease: &Lease) -> impl Future<Output = Result<()>> + Send;
+    /// Of the runs `ids` that `executor` executes, those it must stop: cancelled from
+    /// another instance, or no longer its own (ended by another, as lost).
+    fn runs_to_stop(&self, executor: &str, ids: &[String]) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// Asks the executor of a running run to cancel it; false when it is not running.
+    fn request_cancel(&self, id: &str) -> impl Future<Output = Result<bool>> + Send;
+    /// Ends, as `end` says, the runs left running by `executor` (a previous process of
+    /// this instance) or, when `None`, those whose lease ran out before `now`, and releases
+    /// their blob pins; their ids.
+    fn end_lost_runs(&self, executor: Option<&str>, now: DateTime<Utc>, end: &RunEnd) -> impl Future<Output = Result<Vec<String>>> + Send;
     /// Ends a run that has not ended yet, with its checkpoint when it records one, and
     /// releases its blob pins; false when it had already ended.
     fn end_run(&self, id: &str, end: &RunEnd, checkpoint: Option<&NewCheckpoint>) -> impl Future<Output = Result<bool>> + Send;
@@ -435,8 +464,6 @@ pub trait RunStore {
     fn expire(&self, before: DateTime<Utc>, now: DateTime<Utc>) -> impl Future<Output = Result<Expired>> + Send;
     /// pending → cancelled; false when the run was no longer pending.
     fn cancel_pending_run(&self, id: &str, end: &RunEnd) -> impl Future<Output = Result<bool>> + Send;
-    /// Ids of the runs left running, as after a crash.
-    fn running_runs(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
     /// Where a run's numbering of events, logs and metrics stands.
     fn counters(&self, run_id: &str) -> impl Future<Output = Result<Counters>> + Send;
     /// Writes a batch of events, logs and metrics in one transaction.

@@ -1,5 +1,12 @@
-//! What the server's own integration tests share: a JSON client of one token.
+//! What the server's own integration tests share: a JSON client of one token, and the
+//! server binary as a process. Each test binary uses part of it.
+#![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::StreamExt;
 use serde_json::Value;
 
 /// The API at `url`, as the holder of `token` calls it.
@@ -25,4 +32,85 @@ impl Api {
             Err(_) => (0, Value::Null),
         }
     }
+
+    /// Reads the run's event stream until an event for which `wanted(name, data)` holds,
+    /// within `deadline`, and returns its data; panics naming `what` if the stream fails
+    /// or closes first.
+    pub(crate) async fn until_event(&self, run: &str, deadline: Duration, what: &str, wanted: impl Fn(&str, &Value) -> bool) -> Value {
+        let what = format!("run {run}: {what}");
+        let response = self.http.get(format!("{}/v1/runs/{run}/events", self.url)).bearer_auth(&self.token).send().await.unwrap();
+        assert!(response.status().is_success(), "{what}: the event stream answered {}", response.status());
+        let mut stream = response.bytes_stream();
+        let mut text = String::new();
+        let found = within(deadline, &what, async {
+            while let Some(chunk) = stream.next().await {
+                text.push_str(&String::from_utf8_lossy(&chunk.expect("the event stream reads")));
+                while let Some(end) = text.find("\n\n") {
+                    let block: String = text.drain(..end + 2).collect();
+                    let field = |name: &str| block.lines().find_map(|l| l.strip_prefix(&format!("{name}: "))).unwrap_or_default().to_string();
+                    let data: Value = serde_json::from_str(&field("data")).unwrap_or(Value::Null);
+                    if wanted(&field("event"), &data) {
+                        return Some(data);
+                    }
+                }
+            }
+            None
+        })
+        .await;
+        found.unwrap_or_else(|| panic!("{what}: the event stream closed first"))
+    }
+}
+
+/// How long the test waits for anything before it fails.
+pub(crate) const DEADLINE: Duration = Duration::from_secs(30);
+
+/// The output of `future`, or a panic naming `what` if it takes longer than `deadline`.
+pub(crate) async fn within<T>(deadline: Duration, what: &str, future: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(deadline, future).await {
+        Ok(value) => value,
+        Err(_) => panic!("{what}: not within {deadline:?}"),
+    }
+}
+
+/// A `vm0-server` process, killed (SIGKILL) when dropped.
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+/// The arguments that put a server over `data_dir` on the test's database and blob store
+/// (`vm0_server::testing`).
+pub(crate) async fn backend_args(data_dir: &std::path::Path) -> Vec<String> {
+    let mut args = Vec::new();
+    if let Some(url) = vm0_server::testing::database_url(data_dir).await.unwrap() {
+        args.extend(["--database-url".to_string(), url]);
+    }
+    if let vm0_server::BlobLocation::S3 { bucket, prefix, endpoint } = vm0_server::testing::blob_store(data_dir).await.unwrap() {
+        args.extend(["--blob-store".to_string(), format!("s3://{bucket}/{prefix}")]);
+        args.extend(endpoint.map(|e| ["--s3-endpoint".to_string(), e]).into_iter().flatten());
+    }
+    args
+}
+
+/// Starts the server binary with `args`, and reads its banner: its URL, and the first
+/// token when this start created the first user.
+pub(crate) fn spawn(args: &[String]) -> (Server, Option<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vm0-server")).args(args).stdout(Stdio::piped()).spawn().unwrap();
+    let (lines, banner) = std::sync::mpsc::channel();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    // Read to the end, so that the server never blocks on a full pipe.
+    std::thread::spawn(move || stdout.lines().map_while(Result::ok).for_each(|line| drop(lines.send(line))));
+    let next = |wait: Duration| banner.recv_timeout(wait).ok();
+    let first = next(Duration::from_secs(60)).unwrap_or_else(|| panic!("vm0-server {args:?} printed nothing"));
+    let url = first.strip_prefix("vm0-server listening on ").unwrap_or_else(|| panic!("not the banner: {first}")).to_string();
+    // The banner is one write: a token, when there is one, comes with the rest of it.
+    let token = std::iter::from_fn(|| next(Duration::from_secs(1))).find_map(|l| l.split_whitespace().find(|w| w.starts_with("vm0_live_")).map(str::to_string));
+    (Server { child, url }, token)
 }

@@ -74,26 +74,31 @@ impl SqlStore {
         }
     }
 
-    /// On PostgreSQL, makes this the only server instance on the database, until the
-    /// process ends: several instances on one database would each end the others' runs
-    /// as left over from a crash, and cannot yet share runs. The hold is a session-level
-    /// advisory lock on a connection of its own, so a killed instance lets go as soon as
-    /// PostgreSQL sees its connection close; a start waits a few seconds for that. The
-    /// hold ends when the returned value is dropped. SQLite needs none: its file lives in
-    /// one instance's data directory.
-    pub async fn hold_exclusively(&self) -> Result<Option<InstanceHold>> {
+    /// On PostgreSQL, holds the database for this server instance until the process
+    /// ends: `alone`, as an instance whose blobs live in its data directory must be
+    /// (another instance would not find them), or beside other instances holding it the
+    /// same way. The hold is a session-level advisory lock, exclusive or shared, on a
+    /// connection of its own, so a killed instance lets go as soon as PostgreSQL sees its
+    /// connection close; a start waits a few seconds for that. The hold ends when the
+    /// returned value is dropped. SQLite needs none: its file lives in one instance's
+    /// data directory.
+    pub async fn hold(&self, alone: bool) -> Result<Option<InstanceHold>> {
         let Pool::Postgres(pool) = &self.pool else { return Ok(None) };
         let mut connection = pool.acquire().await?.detach();
+        let lock = if alone { "SELECT pg_try_advisory_lock($1)" } else { "SELECT pg_try_advisory_lock_shared($1)" };
         let started = std::time::Instant::now();
         loop {
-            let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(INSTANCE_LOCK).fetch_one(&mut connection).await?;
+            let held: bool = sqlx::query_scalar(lock).bind(INSTANCE_LOCK).fetch_one(&mut connection).await?;
             if held {
                 break;
             }
             if started.elapsed() > Duration::from_secs(10) {
-                return Err(StoreError::InvalidState(
-                    "another vm0-server instance is serving this database, and several instances on one database are not supported yet".into(),
-                ));
+                let message = if alone {
+                    "other vm0-server instances are serving this database: several instances on one database need a shared blob store (--blob-store s3://…)"
+                } else {
+                    "a vm0-server instance with its blobs in its data directory is serving this database alone"
+                };
+                return Err(StoreError::InvalidState(message.into()));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -128,7 +133,7 @@ pub struct InstanceHold {
     _connection: sqlx::PgConnection,
 }
 
-/// The advisory lock of `hold_exclusively`: "vm0" in ASCII.
+/// The advisory lock of `hold`: "vm0" in ASCII.
 const INSTANCE_LOCK: i64 = 0x76_6d_30;
 
 /// A unique index refused the row: `Conflict`; any other error as it is.

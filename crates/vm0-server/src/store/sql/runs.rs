@@ -1,4 +1,4 @@
-//! Runs, sessions, checkpoints and what runs record,.
+//! Runs, sessions, checkpoints and what runs record.
 
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
@@ -6,16 +6,59 @@ use sqlx::QueryBuilder;
 
 use super::{id_key, SqlStore};
 use crate::store::{
-    Batch, CheckpointRow, Counters, EventRow, Expired, FileRow, LogQuery, LogRow, MetricRow, NewCheckpoint, Page, Result, RunEnd, RunFilter, RunRow, RunStore,
-    SessionRow, StorageRow, StoreError,
+    Batch, CheckpointRow, Counters, EventRow, Expired, FileRow, Lease, LogQuery, LogRow, MetricRow, NewCheckpoint, Page, Result, RunEnd, RunFilter, RunRow,
+    RunStore, SessionRow, StorageRow, StoreError,
 };
 
 /// Rows a multi-row INSERT takes at most: well under the bound values SQLite (32,766)
 /// and PostgreSQL (65,535) take for the widest table (8 columns).
 const ROWS_PER_INSERT: usize = 1000;
 
+/// Inserts the rows of `batch` in the transaction `tx`, of either backend.
+macro_rules! insert_batch {
+    ($tx:ident, $batch:expr) => {
+        let batch: &Batch = $batch;
+        for rows in batch.events.chunks(ROWS_PER_INSERT) {
+            let mut insert = QueryBuilder::new("INSERT INTO run_events (run_id, id, event, data) ");
+            insert.push_values(rows, |mut row, (run_id, id, event, data)| {
+                row.push_bind(run_id).push_bind(id).push_bind(event.to_string()).push_bind(data);
+            });
+            insert.build().execute(&mut *$tx).await?;
+        }
+        for rows in batch.logs.chunks(ROWS_PER_INSERT) {
+            let mut insert = QueryBuilder::new("INSERT INTO run_logs (run_id, seq, timestamp, type, level, message, metadata) ");
+            insert.push_values(rows, |mut row, (run_id, log)| {
+                row.push_bind(run_id)
+                    .push_bind(log.seq)
+                    .push_bind(log.timestamp)
+                    .push_bind(log.kind.to_string())
+                    .push_bind(log.level.to_string())
+                    .push_bind(&log.message)
+                    .push_bind(Json(&log.metadata.0));
+            });
+            insert.build().execute(&mut *$tx).await?;
+        }
+        for rows in batch.metrics.chunks(ROWS_PER_INSERT) {
+            let mut insert = QueryBuilder::new(
+                "INSERT INTO run_metrics (run_id, seq, timestamp, cpu_percent, memory_used_mb, memory_total_mb, disk_used_mb, disk_total_mb) ",
+            );
+            insert.push_values(rows, |mut row, (run_id, seq, m)| {
+                row.push_bind(run_id)
+                    .push_bind(seq)
+                    .push_bind(m.timestamp)
+                    .push_bind(m.cpu_percent)
+                    .push_bind(m.memory_used_mb)
+                    .push_bind(m.memory_total_mb)
+                    .push_bind(m.disk_used_mb)
+                    .push_bind(m.disk_total_mb);
+            });
+            insert.build().execute(&mut *$tx).await?;
+        }
+    };
+}
+
 impl RunStore for SqlStore {
-    async fn create_run(&self, r: &RunRow, session: Option<&SessionRow>, artifact: Option<&StorageRow>) -> Result<()> {
+    async fn create_run(&self, r: &RunRow, session: Option<&SessionRow>, artifact: Option<&StorageRow>, first: &Batch) -> Result<()> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             if session.is_none() {
@@ -71,6 +114,7 @@ impl RunStore for SqlStore {
             .bind(r.created_at)
             .execute(&mut *tx)
             .await?;
+            insert_batch!(tx, first);
             tx.commit().await?;
             Ok(())
         })
@@ -128,11 +172,74 @@ impl RunStore for SqlStore {
         on_pool!(self, |pool| { Ok(sqlx::query_as("SELECT * FROM runs WHERE status = 'pending' ORDER BY id LIMIT 1").fetch_optional(pool).await?) })
     }
 
-    async fn start_run(&self, id: &str, at: DateTime<Utc>) -> Result<bool> {
+    async fn start_run(&self, id: &str, at: DateTime<Utc>, lease: &Lease) -> Result<bool> {
         on_pool!(self, |pool| {
             let done =
-                sqlx::query("UPDATE runs SET status = 'running', started_at = $1 WHERE id = $2 AND status = 'pending'").bind(at).bind(id).execute(pool).await?;
+                sqlx::query("UPDATE runs SET status = 'running', started_at = $1, executor = $2, lease_expires_at = $3 WHERE id = $4 AND status = 'pending'")
+                    .bind(at)
+                    .bind(&lease.executor)
+                    .bind(lease.until)
+                    .bind(id)
+                    .execute(pool)
+                    .await?;
             Ok(done.rows_affected() == 1)
+        })
+    }
+
+    async fn renew_leases(&self, lease: &Lease) -> Result<()> {
+        on_pool!(self, |pool| {
+            sqlx::query("UPDATE runs SET lease_expires_at = $1 WHERE executor = $2 AND status = 'running'")
+                .bind(lease.until)
+                .bind(&lease.executor)
+                .execute(pool)
+                .await?;
+            Ok(())
+        })
+    }
+
+    async fn runs_to_stop(&self, executor: &str, ids: &[String]) -> Result<Vec<String>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        on_pool!(self, |pool| {
+            // A run about to start here is still pending, with no executor: not one to stop.
+            let mut query = QueryBuilder::new("SELECT id FROM runs WHERE (cancel_requested OR completed_at IS NOT NULL OR executor <> ");
+            query.push_bind(executor).push(") AND id IN (");
+            let mut list = query.separated(", ");
+            for id in ids {
+                list.push_bind(id);
+            }
+            query.push(")");
+            Ok(query.build_query_scalar().fetch_all(pool).await?)
+        })
+    }
+
+    async fn request_cancel(&self, id: &str) -> Result<bool> {
+        on_pool!(self, |pool| {
+            let done = sqlx::query("UPDATE runs SET cancel_requested = TRUE WHERE id = $1 AND status = 'running'").bind(id).execute(pool).await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    async fn end_lost_runs(&self, executor: Option<&str>, now: DateTime<Utc>, end: &RunEnd) -> Result<Vec<String>> {
+        // A running run without a lease was started before leases were kept.
+        let lost = match executor {
+            Some(_) => "executor = $4",
+            None => "(lease_expires_at IS NULL OR lease_expires_at < $4)",
+        };
+        let sql = format!("UPDATE runs SET status = $1, error = $2, completed_at = $3, secrets = '{{}}' WHERE status = 'running' AND {lost} RETURNING id");
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let query = sqlx::query_scalar(&sql).bind(end.status.to_string()).bind(&end.error).bind(end.completed_at);
+            let ended: Vec<String> = match executor {
+                Some(executor) => query.bind(executor).fetch_all(&mut *tx).await?,
+                None => query.bind(now).fetch_all(&mut *tx).await?,
+            };
+            for id in &ended {
+                sqlx::query("DELETE FROM blob_pins WHERE holder = $1").bind(id).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(ended)
         })
     }
 
@@ -224,10 +331,6 @@ impl RunStore for SqlStore {
         })
     }
 
-    async fn running_runs(&self) -> Result<Vec<String>> {
-        on_pool!(self, |pool| { Ok(sqlx::query_scalar("SELECT id FROM runs WHERE status = 'running' ORDER BY id").fetch_all(pool).await?) })
-    }
-
     async fn counters(&self, run_id: &str) -> Result<Counters> {
         on_pool!(self, |pool| {
             let (event, log, metric): (i64, i64, i64) = sqlx::query_as(
@@ -245,42 +348,7 @@ impl RunStore for SqlStore {
     async fn append(&self, batch: &Batch) -> Result<()> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            for rows in batch.events.chunks(ROWS_PER_INSERT) {
-                let mut insert = QueryBuilder::new("INSERT INTO run_events (run_id, id, event, data) ");
-                insert.push_values(rows, |mut row, (run_id, id, event, data)| {
-                    row.push_bind(run_id).push_bind(id).push_bind(event.to_string()).push_bind(data);
-                });
-                insert.build().execute(&mut *tx).await?;
-            }
-            for rows in batch.logs.chunks(ROWS_PER_INSERT) {
-                let mut insert = QueryBuilder::new("INSERT INTO run_logs (run_id, seq, timestamp, type, level, message, metadata) ");
-                insert.push_values(rows, |mut row, (run_id, log)| {
-                    row.push_bind(run_id)
-                        .push_bind(log.seq)
-                        .push_bind(log.timestamp)
-                        .push_bind(log.kind.to_string())
-                        .push_bind(log.level.to_string())
-                        .push_bind(&log.message)
-                        .push_bind(Json(&log.metadata.0));
-                });
-                insert.build().execute(&mut *tx).await?;
-            }
-            for rows in batch.metrics.chunks(ROWS_PER_INSERT) {
-                let mut insert = QueryBuilder::new(
-                    "INSERT INTO run_metrics (run_id, seq, timestamp, cpu_percent, memory_used_mb, memory_total_mb, disk_used_mb, disk_total_mb) ",
-                );
-                insert.push_values(rows, |mut row, (run_id, seq, m)| {
-                    row.push_bind(run_id)
-                        .push_bind(seq)
-                        .push_bind(m.timestamp)
-                        .push_bind(m.cpu_percent)
-                        .push_bind(m.memory_used_mb)
-                        .push_bind(m.memory_total_mb)
-                        .push_bind(m.disk_used_mb)
-                        .push_bind(m.disk_total_mb);
-                });
-                insert.build().execute(&mut *tx).await?;
-            }
+            insert_batch!(tx, batch);
             tx.commit().await?;
             Ok(())
         })

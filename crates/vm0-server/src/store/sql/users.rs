@@ -3,17 +3,14 @@
 use chrono::{DateTime, Utc};
 
 use super::{id_key, SqlStore};
+use crate::ids;
 use crate::store::{Page, Result, TokenAuth, TokenRow, User, UserStore};
-use crate::{ids, secrets};
 
 impl UserStore for SqlStore {
-    async fn signing_key(&self) -> Result<Vec<u8>> {
+    async fn setting(&self, key: &str, initial: &[u8]) -> Result<Vec<u8>> {
         on_pool!(self, |pool| {
-            sqlx::query("INSERT INTO settings (key, value) VALUES ('signing_key', $1) ON CONFLICT (key) DO NOTHING")
-                .bind(secrets::new_key())
-                .execute(pool)
-                .await?;
-            Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = 'signing_key'").fetch_one(pool).await?)
+            sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING").bind(key).bind(initial).execute(pool).await?;
+            Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = $1").bind(key).fetch_one(pool).await?)
         })
     }
 

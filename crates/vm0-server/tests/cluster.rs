@@ -1,0 +1,208 @@
+//! Three instances on one PostgreSQL database and one S3 bucket are one service: requests
+//! spread round-robin, a directory pushed through one and pulled through another, a run
+//! created on one, streamed from a second and cancelled from a third, and the runs of a
+//! killed instance ended by the others. It needs the second pass of `cargo xtask ci`
+//! (`VM0_TEST_DATABASE_URL` and `VM0_TEST_BLOB_STORE`), and says so when skipped.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+mod common;
+use common::{within, Api, Server, DEADLINE};
+
+/// How long the others may take to end a killed instance's run.
+const LOST_WITHIN: Duration = Duration::from_secs(60);
+
+/// One instance: its process, its data directory and its id (the executor runs name).
+struct Instance {
+    server: Server,
+    dir: tempfile::TempDir,
+    id: String,
+}
+
+impl Instance {
+    fn api(&self, token: &str) -> Api {
+        Api { http: reqwest::Client::new(), url: self.server.url.clone(), token: token.to_string() }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_instances_serve_one_api() {
+    if std::env::var(vm0_server::testing::TEST_DATABASE_URL).is_err() || std::env::var(vm0_server::testing::TEST_BLOB_STORE).is_err() {
+        return eprintln!("skipped: several instances need PostgreSQL and an S3 bucket (the second pass of cargo xtask ci)");
+    }
+    // One database, bucket prefix and secrets key for all three.
+    let shared = tempfile::tempdir().unwrap();
+    let mut backend = common::backend_args(shared.path()).await;
+    backend.extend(["--secrets-key".to_string(), shared.path().join("secrets.key").display().to_string()]);
+    let database_url = backend[backend.iter().position(|a| a == "--database-url").unwrap() + 1].clone();
+    let db = sqlx::PgPool::connect(&database_url).await.unwrap();
+
+    // Started together on an empty database: one first user, whose token one of them shows.
+    let starts: Vec<_> = (0..3)
+        .map(|_| {
+            let dir = tempfile::tempdir().unwrap();
+            let mut args: Vec<String> = ["--listen", "127.0.0.1:0", "--log", "warn", "--data-dir"].map(String::from).into();
+            args.push(dir.path().display().to_string());
+            args.extend(backend.iter().cloned());
+            (dir, std::thread::spawn(move || common::spawn(&args)))
+        })
+        .collect();
+    let mut instances = Vec::new();
+    let mut tokens = Vec::new();
+    for (dir, start) in starts {
+        let (server, token) = start.join().unwrap();
+        tokens.extend(token);
+        let id = std::fs::read_to_string(dir.path().join("instance-id")).unwrap();
+        instances.push(Instance { server, dir, id });
+    }
+    assert_eq!(tokens.len(), 1, "one instance made the first user and showed its token");
+    let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&db).await.unwrap();
+    assert_eq!(users, 1);
+    let apis: Vec<Api> = instances.iter().map(|i| i.api(&tokens[0])).collect();
+
+    // Created, read and listed round-robin; each page of the list from the next instance.
+    let agent = |name: &str| json!({"name": name, "config": {"command": ["sh", "-c", "eval \"$VM0_PROMPT\""], "timeoutSeconds": 120}});
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let (status, created) = apis[i % 3].call(reqwest::Method::POST, "/v1/agents", Some(agent(&format!("agent-{i}")))).await;
+        assert_eq!(status, 201, "{created}");
+        ids.push(created["id"].as_str().unwrap().to_string());
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let (status, read) = apis[(i + 1) % 3].call(reqwest::Method::GET, &format!("/v1/agents/{id}"), None).await;
+        assert_eq!((status, read["name"].clone()), (200, json!(format!("agent-{i}"))));
+    }
+    let (mut listed, mut query, mut page) = (Vec::new(), "limit=2".to_string(), 0);
+    loop {
+        let (status, body) = apis[page % 3].call(reqwest::Method::GET, &format!("/v1/agents?{query}"), None).await;
+        assert_eq!(status, 200, "{body}");
+        listed.extend(body["data"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap().to_string()));
+        page += 1;
+        match body["pagination"]["nextCursor"].as_str() {
+            Some(cursor) => query = format!("limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
+    assert_eq!((listed, page), (newest_first, 4), "seven agents in four pages from three instances");
+
+    // A directory pushed through one instance and pulled through another: the bytes go
+    // between the client and the bucket.
+    let client = |i: usize| vm0_client::Client::new(&instances[i].server.url, &tokens[0]).unwrap();
+    let pushed = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(pushed.path().join("data")).unwrap();
+    std::fs::write(pushed.path().join("data/a.txt"), "alpha\n").unwrap();
+    std::fs::write(pushed.path().join("b.bin"), (0..200_000u32).map(|i| (i % 251) as u8).collect::<Vec<u8>>()).unwrap();
+    let (status, volume) = apis[0].call(reqwest::Method::POST, "/v1/volumes", Some(json!({"name": "shared"}))).await;
+    assert_eq!(status, 201, "{volume}");
+    let volume = volume["id"].as_str().unwrap().to_string();
+    let transfer = vm0_client::Transfer::default();
+    client(0).push_volume(&volume, pushed.path(), Some("from instance 0"), &transfer).await.unwrap();
+    let pulled = tempfile::tempdir().unwrap();
+    client(1).pull_volume(&volume, None, pulled.path(), &transfer).await.unwrap();
+    for file in ["data/a.txt", "b.bin"] {
+        assert_eq!(std::fs::read(pulled.path().join(file)).unwrap(), std::fs::read(pushed.path().join(file)).unwrap(), "{file}");
+    }
+
+    // A session continued on each instance in turn starts from its latest checkpoint,
+    // also on an instance whose copy of the session's directory is older.
+    let mut session = None;
+    for (turn, i) in [0, 1, 0, 2].into_iter().enumerate() {
+        let mut body = json!({"prompt": format!("echo {turn} >> state.txt; tr '\\n' ' ' < state.txt")});
+        match &session {
+            None => body["agent"] = json!("agent-0"),
+            Some(id) => body["sessionId"] = json!(id),
+        }
+        let (status, run) = apis[i].call(reqwest::Method::POST, "/v1/runs", Some(body)).await;
+        assert_eq!(status, 202, "{run}");
+        let run = run["id"].as_str().unwrap().to_string();
+        let wanted = (0..=turn).map(|t| format!("{t} ")).collect::<String>();
+        let output = apis[(i + 1) % 3].until_event(&run, DEADLINE, "its output", |event, _| event == "output").await;
+        let executor = executor_of(&db, &run, &instances).await;
+        eprintln!("session turn {turn} executes on instance {executor}");
+        assert_eq!(output["content"].as_str().map(str::trim_end), Some(wanted.trim_end()), "turn {turn}, on instance {executor}");
+        apis[i].until_event(&run, DEADLINE, "its end", |event, _| event == "complete").await;
+        let (_, detail) = apis[i].call(reqwest::Method::GET, &format!("/v1/runs/{run}"), None).await;
+        assert_eq!(detail["status"], "completed", "{detail}");
+        session = Some(detail["sessionId"].as_str().unwrap().to_string());
+    }
+
+    // An instance with another secrets key refuses to start on the database.
+    let stranger = tempfile::tempdir().unwrap();
+    let mut args: Vec<String> = ["--listen", "127.0.0.1:0", "--data-dir"].map(String::from).into();
+    args.push(stranger.path().display().to_string());
+    args.extend(backend.iter().take_while(|a| *a != "--secrets-key").cloned());
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_vm0-server")).args(&args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("every instance on one database needs the same key file"), "{stderr}");
+
+    // A run created on one instance, streamed from a second and cancelled from a third.
+    let run = create_run(&apis[0], "echo started; sleep 100").await;
+    let executor = executor_of(&db, &run, &instances).await;
+    eprintln!("run {run} executes on instance {executor}");
+    let (streamer, canceller) = ((executor + 1) % 3, (executor + 2) % 3);
+    apis[streamer].until_event(&run, DEADLINE, "its output, on another instance", |event, data| event == "output" && data["content"] == "started").await;
+    let complete = {
+        let api = instances[streamer].api(&tokens[0]);
+        let run = run.clone();
+        tokio::spawn(async move { api.until_event(&run, DEADLINE, "its end", |event, _| event == "complete").await })
+    };
+    let asked = Instant::now();
+    let (status, cancelled) = apis[canceller].call(reqwest::Method::POST, &format!("/v1/runs/{run}/cancel"), None).await;
+    eprintln!("cancelled from another instance in {:?}", asked.elapsed());
+    assert_eq!((status, cancelled["status"].clone()), (200, json!("cancelled")), "{cancelled}");
+    let complete = within(DEADLINE, "the complete event", complete).await.unwrap();
+    assert_eq!(complete["status"], "cancelled", "{complete}");
+
+    // The executing instance killed: another ends its run as lost.
+    let run = create_run(&apis[1], "echo started; sleep 100").await;
+    let executor = executor_of(&db, &run, &instances).await;
+    let witness = (executor + 1) % 3;
+    apis[witness].until_event(&run, DEADLINE, "its output", |event, data| event == "output" && data["content"] == "started").await;
+    let killed = instances.remove(executor);
+    let dir = killed.dir.path().display().to_string();
+    drop(killed.server); // SIGKILL
+    let survivors: Vec<Api> = instances.iter().map(|i| i.api(&tokens[0])).collect();
+    let killed_at = Instant::now();
+    let ended = within(LOST_WITHIN, "the killed instance's run ending", async {
+        loop {
+            let (_, detail) = survivors[0].call(reqwest::Method::GET, &format!("/v1/runs/{run}"), None).await;
+            if detail["status"] != "running" {
+                return detail;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .await;
+    eprintln!("the killed instance's run ended after {:?}", killed_at.elapsed());
+    assert_eq!(ended["status"], "failed", "{ended}");
+    assert!(ended["error"].as_str().unwrap_or_default().contains("lost"), "{ended}");
+    for api in &survivors {
+        let (_, running) = api.call(reqwest::Method::GET, "/v1/runs?status=running", None).await;
+        assert_eq!(running["data"], json!([]), "no run stays running");
+    }
+    let running: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE status = 'running'").fetch_one(&db).await.unwrap();
+    assert_eq!(running, 0, "no run of {dir} stays running");
+}
+
+async fn create_run(api: &Api, prompt: &str) -> String {
+    let (status, run) = api.call(reqwest::Method::POST, "/v1/runs", Some(json!({"agent": "agent-0", "prompt": prompt}))).await;
+    assert_eq!(status, 202, "{run}");
+    run["id"].as_str().unwrap().to_string()
+}
+
+/// Which of `instances` executes `run`, once one has claimed it.
+async fn executor_of(db: &sqlx::PgPool, run: &str, instances: &[Instance]) -> usize {
+    within(DEADLINE, "an instance claiming the run", async {
+        loop {
+            let executor: Option<String> = sqlx::query_scalar("SELECT executor FROM runs WHERE id = $1").bind(run).fetch_one(db).await.unwrap();
+            if let Some(i) = executor.and_then(|e| instances.iter().position(|i| i.id == e)) {
+                return i;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+}
