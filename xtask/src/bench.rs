@@ -1,8 +1,9 @@
 //! `cargo xtask bench`: the server's benchmarks (`cargo bench -p vm0-server`: pagination
 //! depth, GET /v1/agents against a bare axum baseline, a 100,000-line run, the server's
 //! memory under hostile output and bodies, a 1 GiB transfer, GET /v1/agents and
-//! createAgent on SQLite against PostgreSQL), then the client's transfer benchmark: the release `push_pull` example pushes and pulls a 1 GiB
-//! directory through a release server, and its peak resident memory comes from `wait4`'s
+//! createAgent on SQLite against PostgreSQL, three instances on PostgreSQL and S3 against
+//! one), then the client's transfer benchmark: the release `push_pull` example pushes and
+//! pulls a 1 GiB directory through a release server, and its peak resident memory comes from `wait4`'s
 //! resource usage for that one process; a plain copy of the same bytes over loopback is
 //! timed beside it.
 
@@ -35,6 +36,13 @@ pub fn run() -> Result<bool> {
         }
     };
     cargo(&["bench", "--quiet", "--locked", "-p", "vm0-server", "--bench", "backends"])?;
+    // Three instances on that PostgreSQL and a throwaway S3 server.
+    let s3 = crate::s3::S3::start()?;
+    for (name, value) in s3.env() {
+        std::env::set_var(name, value);
+    }
+    cargo(&["bench", "--quiet", "--locked", "-p", "vm0-server", "--bench", "cluster"])?;
+    drop(s3);
     cargo(&["build", "--quiet", "--release", "--locked", "-p", "vm0-server", "-p", "vm0-client", "--bin", "vm0-server", "--example", "push_pull"])?;
     client_transfer()?;
     Ok(true)

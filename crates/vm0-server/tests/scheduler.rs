@@ -53,14 +53,44 @@ impl Api {
 #[tokio::test]
 async fn a_run_that_cannot_start_fails_and_does_not_block_the_queue() {
     let dir = tempfile::tempdir().unwrap();
+    let database_url = vm0_server::testing::database_url(dir.path()).await.unwrap();
     let server = vm0_server::bind(vm0_server::Config {
         sandbox: vm0_server::Sandbox::Helper(env!("CARGO_BIN_EXE_vm0-server").into()),
+        database_url: database_url.clone(),
+        blob_store: vm0_server::testing::blob_store(dir.path()).await.unwrap(),
         ..vm0_server::Config::local(dir.path())
     })
     .await
     .expect("the server starts");
     let api = Api { http: reqwest::Client::new(), url: server.url.clone(), token: server.first_token.clone().expect("a first token") };
-    let pool = server.app.store.sqlite().expect("the default store is SQLite").clone();
+    // Starting a run made impossible, and possible again, by a trigger.
+    let (block, unblock) = match &database_url {
+        None => (
+            vec!["CREATE TRIGGER no_start BEFORE UPDATE OF status ON runs WHEN NEW.status = 'running' BEGIN SELECT RAISE(ABORT, 'no start'); END;"],
+            "DROP TRIGGER no_start",
+        ),
+        Some(_) => (
+            vec![
+                "CREATE FUNCTION no_start() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'no start'; END $$",
+                "CREATE TRIGGER no_start BEFORE UPDATE OF status ON runs FOR EACH ROW WHEN (NEW.status = 'running') EXECUTE FUNCTION no_start()",
+            ],
+            "DROP TRIGGER no_start ON runs",
+        ),
+    };
+    let sqlite = server.app.store.sqlite().cloned();
+    let execute = |statements: Vec<&'static str>| {
+        let (sqlite, database_url) = (sqlite.clone(), database_url.clone());
+        async move {
+            for sql in statements {
+                match (&sqlite, &database_url) {
+                    (Some(pool), _) => sqlx::query(sql).execute(pool).await.map(drop),
+                    (None, Some(url)) => sqlx::query(sql).execute(&sqlx::PgPool::connect(url).await.unwrap()).await.map(drop),
+                    (None, None) => unreachable!("a server is on SQLite or PostgreSQL"),
+                }
+                .unwrap();
+            }
+        }
+    };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(server.serve(async {
         stopped.await.ok();
@@ -68,10 +98,7 @@ async fn a_run_that_cannot_start_fails_and_does_not_block_the_queue() {
     let agent = json!({"name": "shell", "config": {"command": ["sh", "-c", "eval \"$VM0_PROMPT\""], "timeoutSeconds": 60}});
     assert_eq!(api.call(reqwest::Method::POST, "/v1/agents", Some(agent)).await.0, 201);
 
-    sqlx::query("CREATE TRIGGER no_start BEFORE UPDATE OF status ON runs WHEN NEW.status = 'running' BEGIN SELECT RAISE(ABORT, 'no start'); END;")
-        .execute(&pool)
-        .await
-        .unwrap();
+    execute(block).await;
     let stuck = api.create_run("echo never").await;
     let run = api.until_complete(&stuck).await;
     assert_eq!(run["status"], "failed", "{run}");
@@ -80,7 +107,7 @@ async fn a_run_that_cannot_start_fails_and_does_not_block_the_queue() {
     assert!(run["completedAt"].is_string(), "{run}");
 
     // With starts possible again, the next run is not held up behind the failed one.
-    sqlx::query("DROP TRIGGER no_start").execute(&pool).await.unwrap();
+    execute(vec![unblock]).await;
     let next = api.create_run("echo after").await;
     let run = api.until_complete(&next).await;
     assert_eq!(run["status"], "completed", "{run}");
