@@ -120,9 +120,10 @@ pub struct Server {
     pub app: Arc<App<SqlStore>>,
     listener: TcpListener,
     body_limit: vm0_api::BodyLimit,
-    /// Kept while the server serves: this process's hold on its data directory and,
-    /// on its PostgreSQL database.
-    _holds: (std::fs::File, Option<store::InstanceHold>),
+    /// Kept while the server serves: this process's lock on its data directory.
+    _data_dir_lock: std::fs::File,
+    /// And its hold on its PostgreSQL database (see `SqlStore::hold`).
+    _database_hold: Option<store::InstanceHold>,
 }
 
 /// What the key check setting holds, sealed: a database's runs are sealed under the key
@@ -132,12 +133,13 @@ const KEY_CHECK: &str = "vm0 secrets key check";
 /// Opens the data directory and the database, binds the address, and creates the first
 /// user and token when there is no user yet.
 pub async fn bind(config: Config) -> anyhow::Result<Server> {
-    let store = open_store(&config).await?;
+    tokio::fs::create_dir_all(&config.data_dir).await.with_context(|| format!("creating {}", config.data_dir.display()))?;
     let (lock, instance) = hold_data_dir(&config.data_dir)?;
+    let store = open_store(&config).await?;
     // Blobs in the data directory are this instance's only: another instance on the same
     // database would not find them.
     let alone = matches!(config.blob_store, BlobLocation::Local);
-    let hold = store.hold(alone).await.context("starting on the database")?;
+    let hold = store.hold(alone, &instance).await.context("starting on the database")?;
     let key = store.setting("signing_key", &secrets::new_key()).await.context("reading the signing key")?;
     let key_path = config.secrets_key.clone().unwrap_or_else(|| config.data_dir.join("secrets.key"));
     let sealer = secrets::Sealer::open(&key_path).with_context(|| format!("opening the key that seals run secrets, {}", key_path.display()))?;
@@ -170,7 +172,7 @@ pub async fn bind(config: Config) -> anyhow::Result<Server> {
     engine.recover().await;
     blobs.collect_garbage(&store).await;
     let app = Arc::new(App::new(store, blobs, key, engine));
-    Ok(Server { addr, url, first_token, app, listener, body_limit: vm0_api::BodyLimit(config.max_body_bytes), _holds: (lock, hold) })
+    Ok(Server { addr, url, first_token, app, listener, body_limit: vm0_api::BodyLimit(config.max_body_bytes), _data_dir_lock: lock, _database_hold: hold })
 }
 
 /// Makes this process the only server on `data_dir` until it ends (a lock on
@@ -228,11 +230,13 @@ impl Server {
         let scheduler = tokio::spawn(self.app.engine.clone().schedule());
         let sweeper = tokio::spawn(self.app.engine.clone().sweep());
         let leases = tokio::spawn(self.app.engine.clone().keep_leases());
+        let renewals = tokio::spawn(self.app.engine.clone().renew_leases());
         let routes = router(self.app).layer(axum::Extension(self.body_limit));
         serve_connections(self.listener, routes, shutdown).await;
         scheduler.abort();
         sweeper.abort();
         leases.abort();
+        renewals.abort();
         Ok(())
     }
 }

@@ -137,6 +137,16 @@ async fn three_instances_serve_one_api() {
     let refused = std::process::Command::new(env!("CARGO_BIN_EXE_vm0-server")).args(&args).output().unwrap();
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success() && stderr.contains("every instance on one database needs the same key file"), "{stderr}");
+    // And so does one on a copy of a live instance's data directory, which would end that
+    // instance's runs as its own left over.
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::copy(instances[0].dir.path().join("instance-id"), copy.path().join("instance-id")).unwrap();
+    let mut args: Vec<String> = ["--listen", "127.0.0.1:0", "--data-dir"].map(String::from).into();
+    args.push(copy.path().display().to_string());
+    args.extend(backend.iter().cloned());
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_vm0-server")).args(&args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("has the instance id"), "{stderr}");
 
     // A run created on one instance, streamed from a second and cancelled from a third.
     let run = create_run(&apis[0], "echo started; sleep 100").await;

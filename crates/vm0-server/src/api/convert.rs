@@ -6,7 +6,7 @@ use std::num::NonZeroU64;
 use vm0_types as types;
 
 use super::storage::StorageDetail;
-use crate::store::{AgentRow, AgentVersionRow, EventRow, LogRow, MetricRow, RunRow, StorageRow, TokenRow, VersionRow};
+use crate::store::{AgentRow, AgentVersionRow, LogRow, MetricRow, RunRow, StorageRow, TokenRow, VersionRow};
 
 /// Version numbers and event ids start at 1 (the store numbers them), so 0 never comes back.
 fn positive(number: i64) -> NonZeroU64 {
@@ -166,22 +166,5 @@ impl From<MetricRow> for types::MetricSample {
             disk_used_mb: m.disk_used_mb,
             disk_total_mb: m.disk_total_mb,
         }
-    }
-}
-
-impl TryFrom<EventRow> for types::RunEvent {
-    type Error = serde_json::Error;
-
-    /// The stored data is read as the shape its event names, never by guessing.
-    fn try_from(r: EventRow) -> Result<Self, serde_json::Error> {
-        use types::{RunEventData as Data, RunEventType as Type};
-        let data = match r.event {
-            Type::Status => Data::StatusEvent(serde_json::from_str(&r.data)?),
-            Type::Output => Data::OutputEvent(serde_json::from_str(&r.data)?),
-            Type::Error => Data::ErrorEvent(serde_json::from_str(&r.data)?),
-            Type::Complete => Data::CompleteEvent(serde_json::from_str(&r.data)?),
-            Type::Heartbeat => Data::HeartbeatEvent(serde_json::from_str(&r.data)?),
-        };
-        Ok(types::RunEvent { id: positive(r.id), event: r.event, data })
     }
 }

@@ -12,14 +12,12 @@ use vm0_types::{self as types, RunEventType, RunStatus};
 use super::{App, Principal};
 use crate::ids;
 use crate::runs::{Engine, Subscription};
-use crate::store::{AgentRow, Kind, LogQuery, RunFilter, RunRow, SessionRow, StorageRow, Store, StoreError};
+use crate::store::{AgentRow, Kind, LogQuery, RunFilter, RunRow, RunStore, SessionRow, StorageRow, Store, StoreError};
 
 /// How long a stream stays quiet before a heartbeat.
 const HEARTBEAT: Duration = Duration::from_secs(15);
 /// Stored events read at once when a stream replays.
 const REPLAY_BATCH: i64 = 500;
-/// How often a feed reads the store for the events of a run executing on another instance.
-const POLL: Duration = Duration::from_millis(250);
 
 /// Environment names a run's variables and secrets may use.
 fn check_names(map: &HashMap<String, String>, param: &str) -> Result<(), ApiError> {
@@ -207,17 +205,7 @@ impl<S: Store> App<S> {
         let after = params.last_event_id.or(params.last_event_id_header).unwrap_or(0);
         // Subscribed before anything is read, so that no event falls between the two.
         let live = self.engine.subscribe(id);
-        let feed = Feed {
-            store: self.store.clone(),
-            engine: self.engine.clone(),
-            run: id.to_string(),
-            after,
-            live,
-            replaying: true,
-            buffer: VecDeque::new(),
-            done: false,
-            quiet_since: tokio::time::Instant::now(),
-        };
+        let feed = Feed { store: self.store.clone(), run: id.to_string(), after, live, replaying: true, buffer: VecDeque::new(), done: false };
         Ok(Box::pin(futures_util::stream::unfold(feed, Feed::next)))
     }
 
@@ -250,9 +238,6 @@ impl<S: Store> App<S> {
 /// One subscriber's position in a run's events.
 struct Feed<S> {
     store: S,
-    /// Whether the run executes here: its events then come live, and otherwise the
-    /// store is read for them every `POLL`.
-    engine: Arc<Engine<S>>,
     run: String,
     after: i64,
     live: Subscription,
@@ -260,11 +245,9 @@ struct Feed<S> {
     replaying: bool,
     buffer: VecDeque<types::RunEvent>,
     done: bool,
-    /// When the last event or heartbeat was sent.
-    quiet_since: tokio::time::Instant,
 }
 
-impl<S: Store> Feed<S> {
+impl<S: RunStore + Send + Sync> Feed<S> {
     /// The next event: stored ones first, then live ones as they come, a heartbeat after
     /// each quiet spell, and the end after `complete`.
     async fn next(mut self) -> Option<(types::RunEvent, Self)> {
@@ -272,7 +255,6 @@ impl<S: Store> Feed<S> {
             if let Some(event) = self.buffer.pop_front() {
                 self.after = event.id.get() as i64;
                 self.done = event.event == RunEventType::Complete;
-                self.quiet_since = tokio::time::Instant::now();
                 return Some((event, self));
             }
             if self.done {
@@ -306,19 +288,13 @@ impl<S: Store> Feed<S> {
                 }
                 continue;
             }
-            let heartbeat_at = self.quiet_since + HEARTBEAT;
-            // A run executing on another instance records there: its events are read from
-            // the store.
-            let wake_at = if self.engine.executes_here(&self.run) { heartbeat_at } else { heartbeat_at.min(tokio::time::Instant::now() + POLL) };
-            match tokio::time::timeout_at(wake_at, self.live.events.recv()).await {
-                Err(_) if tokio::time::Instant::now() < heartbeat_at => self.replaying = true,
+            match tokio::time::timeout(HEARTBEAT, self.live.events.recv()).await {
                 Err(_) => {
                     let heartbeat = types::RunEvent {
                         id: std::num::NonZeroU64::new(self.after.max(1) as u64).expect("at least 1"),
                         event: RunEventType::Heartbeat,
                         data: types::RunEventData::HeartbeatEvent(types::RunHeartbeatEvent {}),
                     };
-                    self.quiet_since = tokio::time::Instant::now();
                     return Some((heartbeat, self));
                 }
                 Ok(Ok(event)) if (event.id.get() as i64) <= self.after => {}

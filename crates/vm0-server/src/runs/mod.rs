@@ -60,7 +60,12 @@ const RENEW_EVERY: Duration = Duration::from_secs(5);
 /// as lost): well within the second a cancel may take.
 const WATCH_EVERY: Duration = Duration::from_millis(200);
 /// Why a lost instance's run failed.
-const LOST: &str = "The instance executing the run was lost: its lease ran out";
+const LOST_EXECUTOR: &str = "The instance executing the run was lost: its lease ran out";
+/// How often the events of a run executing on another instance are read from the store
+/// for the subscribers here.
+const RELAY_EVERY: Duration = Duration::from_millis(250);
+/// Events relayed at most per read.
+const RELAYED_AT_ONCE: i64 = 1000;
 /// Lines of output that may wait between the executor and the recorder.
 const OUTPUT_QUEUE: usize = 1024;
 
@@ -90,6 +95,8 @@ pub struct Engine<S> {
     wake: Notify,
     slots: Arc<Semaphore>,
     executing: Mutex<HashMap<String, Executing>>,
+    /// The runs executing elsewhere whose events a task relays to subscribers here.
+    relays: Mutex<std::collections::HashSet<String>>,
     instance: String,
     dir: PathBuf,
     sealer: Sealer,
@@ -121,6 +128,7 @@ impl<S: Store> Engine<S> {
             wake: Notify::new(),
             slots: Arc::new(Semaphore::new(limits.concurrency.max(1))),
             executing: Mutex::default(),
+            relays: Mutex::default(),
             instance: host.instance,
             dir: host.dir,
             sealer: host.sealer,
@@ -183,16 +191,57 @@ impl<S: Store> Engine<S> {
         Ok(())
     }
 
-    /// The live events of a run, from now on.
-    pub fn subscribe(&self, run_id: &str) -> Subscription {
-        self.recorder.subscribe(run_id)
+    /// The live events of a run, from now on. Those of a run executing on another
+    /// instance are relayed from the store, by one task per run for all its subscribers
+    /// here.
+    pub fn subscribe(self: &Arc<Self>, run_id: &str) -> Subscription {
+        let subscription = self.recorder.subscribe(run_id);
+        if !self.executes_here(run_id) && self.relays.lock().expect("not poisoned").insert(run_id.to_string()) {
+            tokio::spawn(self.clone().relay(run_id.to_string()));
+        }
+        subscription
+    }
+
+    /// Publishes to this instance's subscribers of `run` the events stored after now,
+    /// read every `RELAY_EVERY`, until the run ends, executes here, or has no subscriber
+    /// here any more.
+    async fn relay(self: Arc<Self>, run: String) {
+        let mut after = match self.store.counters(&run).await {
+            Ok(counters) => counters.event,
+            Err(error) => {
+                tracing::warn!(%run, %error, "could not relay a run's events");
+                0
+            }
+        };
+        loop {
+            tokio::time::sleep(RELAY_EVERY).await;
+            {
+                // Decided under the lock `subscribe` takes after subscribing, so that a new
+                // subscriber either keeps this relay going or starts the next.
+                let mut relays = self.relays.lock().expect("not poisoned");
+                if !self.recorder.watched(&run) || self.executes_here(&run) {
+                    relays.remove(&run);
+                    return;
+                }
+            }
+            let rows = match self.store.events_after(&run, after, RELAYED_AT_ONCE).await {
+                Ok(rows) => rows,
+                Err(error) => {
+                    tracing::warn!(%run, %error, "could not read a run's events to relay");
+                    continue;
+                }
+            };
+            after = rows.last().map_or(after, |row| row.id);
+            let events: Vec<types::RunEvent> = rows.into_iter().filter_map(|row| types::RunEvent::try_from(row).ok()).collect();
+            self.recorder.relay(&run, events);
+        }
     }
 
     /// Ends the runs this instance's previous process left running, and those of lost
     /// instances; pending runs wait for a scheduler.
     pub async fn recover(&self) {
         self.end_lost(Some(&self.instance), "The server stopped while the run was running").await;
-        self.end_lost(None, LOST).await;
+        self.end_lost(None, LOST_EXECUTOR).await;
     }
 
     /// Ends the runs `executor` left running or, when `None`, those whose lease ran out.
@@ -215,12 +264,12 @@ impl<S: Store> Engine<S> {
     }
 
     /// Stops this instance's runs that were cancelled on another instance or ended as
-    /// lost, renews its leases, and ends the runs of lost instances; runs until the
-    /// process ends.
+    /// lost, every `WATCH_EVERY`, and ends the runs of lost instances every
+    /// `RENEW_EVERY`; runs until the process ends.
     pub async fn keep_leases(self: Arc<Self>) {
-        let mut renewed: Option<Instant> = None;
+        let mut looked_for_lost: Option<Instant> = None;
         loop {
-            let here: Vec<String> = self.executing.lock().expect("not poisoned").keys().cloned().collect();
+            let here = self.executing_here();
             match self.store.runs_to_stop(&self.instance, &here).await {
                 Ok(stop) => {
                     let executing = self.executing.lock().expect("not poisoned");
@@ -232,17 +281,28 @@ impl<S: Store> Engine<S> {
                 }
                 Err(error) => tracing::warn!(%error, "could not look for cancelled runs"),
             }
-            if renewed.is_none_or(|at| at.elapsed() >= RENEW_EVERY) {
-                renewed = Some(Instant::now());
-                if !here.is_empty() {
-                    if let Err(error) = self.store.renew_leases(&self.lease()).await {
-                        tracing::warn!(%error, "could not renew the leases of this instance's runs");
-                    }
-                }
-                self.end_lost(None, LOST).await;
+            if looked_for_lost.is_none_or(|at| at.elapsed() >= RENEW_EVERY) {
+                looked_for_lost = Some(Instant::now());
+                self.end_lost(None, LOST_EXECUTOR).await;
             }
             tokio::time::sleep(WATCH_EVERY).await;
         }
+    }
+
+    /// Renews the leases of the runs executing here every `RENEW_EVERY`, in a task of its
+    /// own so that nothing else the instance does (announcing lost runs, say) delays it;
+    /// runs until the process ends.
+    pub async fn renew_leases(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(RENEW_EVERY).await;
+            if let Err(error) = self.store.renew_leases(&self.lease(), &self.executing_here()).await {
+                tracing::warn!(%error, "could not renew the leases of this instance's runs");
+            }
+        }
+    }
+
+    fn executing_here(&self) -> Vec<String> {
+        self.executing.lock().expect("not poisoned").keys().cloned().collect()
     }
 
     /// Deletes the checkpoints older than `retention`, expires the sessions unused for as

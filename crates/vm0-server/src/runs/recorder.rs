@@ -66,6 +66,22 @@ impl Recorder {
     pub(super) fn subscribe(&self, run_id: &str) -> Subscription {
         self.feeds.subscribe(run_id)
     }
+
+    /// Whether the run has live subscribers here.
+    pub(super) fn watched(&self, run_id: &str) -> bool {
+        self.feeds.senders.lock().expect("not poisoned").contains_key(run_id)
+    }
+
+    /// Events another instance recorded and stored, for this instance's subscribers; the
+    /// run's feed closes after `complete`.
+    pub(super) fn relay(&self, run_id: &str, events: Vec<types::RunEvent>) {
+        let ended = events.iter().any(|e| e.event == RunEventType::Complete);
+        let run: Arc<str> = run_id.into();
+        self.feeds.publish(events.into_iter().map(|e| (run.clone(), e)).collect());
+        if ended {
+            self.feeds.close(run_id);
+        }
+    }
 }
 
 /// One run's pen: everything it writes is masked, numbered and stored in order.
@@ -219,34 +235,69 @@ fn event_type(data: &RunEventData) -> RunEventType {
     }
 }
 
-/// Stores a batch, trying again while the store fails (a busy or full disk), so that a
-/// passing fault loses nothing; the runs wait meanwhile, as their channel fills. Whether
-/// it was stored.
-async fn append<S: RunStore>(store: &S, batch: &Batch) -> bool {
-    const DELAYS_MS: [u64; 6] = [50, 100, 200, 400, 800, 1600];
-    for delay in DELAYS_MS {
-        match store.append(batch).await {
-            Ok(()) => return true,
-            Err(error) => tracing::warn!(%error, entries = batch.len(), ?delay, "could not store run records; trying again"),
+/// The records of one batch numbered after what the store holds for each run, read
+/// afresh each time: another instance may have recorded for the same run meanwhile (its
+/// end, as lost). The batch, and the events to publish once it is stored; `None` when the
+/// counters cannot be read.
+async fn number<S: RunStore>(store: &S, records: &[(Arc<str>, Record)]) -> Option<(Batch, Vec<(Arc<str>, types::RunEvent)>)> {
+    let mut counters: HashMap<Arc<str>, Counters> = HashMap::new();
+    let (mut batch, mut published) = (Batch::default(), Vec::new());
+    for (run, record) in records {
+        let count = match counters.get_mut(run) {
+            Some(count) => count,
+            None => match store.counters(run).await {
+                Ok(loaded) => counters.entry(run.clone()).or_insert(loaded),
+                Err(error) => {
+                    tracing::warn!(%run, %error, "could not read a run's counters");
+                    return None;
+                }
+            },
+        };
+        match record {
+            Record::Event(data) => {
+                count.event += 1;
+                let event = event_type(data);
+                batch.events.push((run.to_string(), count.event, event, serde_json::to_string(data).expect("event data serializes")));
+                let id = std::num::NonZeroU64::new(count.event as u64).expect("from 1");
+                published.push((run.clone(), types::RunEvent { id, event, data: data.clone() }));
+            }
+            Record::Log(row) => {
+                count.log += 1;
+                batch.logs.push((run.to_string(), LogRow { seq: count.log, ..row.clone() }));
+            }
+            Record::Metric(sample) => {
+                count.metric += 1;
+                batch.metrics.push((run.to_string(), count.metric, sample.clone()));
+            }
+        }
+    }
+    Some((batch, published))
+}
+
+/// Numbers and stores a batch's records, trying again while the store fails (a busy or
+/// full disk, or numbers another instance took first), so that a passing fault loses
+/// nothing; the runs wait meanwhile, as their channel fills. The events to publish, or
+/// `None` when the records are lost.
+async fn store_records<S: RunStore>(store: &S, records: &[(Arc<str>, Record)]) -> Option<Vec<(Arc<str>, types::RunEvent)>> {
+    const DELAYS_MS: [u64; 7] = [50, 100, 200, 400, 800, 1600, 0];
+    for (attempt, delay) in DELAYS_MS.into_iter().enumerate() {
+        let last = attempt == DELAYS_MS.len() - 1;
+        if let Some((batch, published)) = number(store, records).await {
+            match store.append(&batch).await {
+                Ok(()) => return Some(published),
+                Err(error) if last => tracing::error!(%error, entries = batch.len(), "could not store run records; they are lost"),
+                Err(error) => tracing::warn!(%error, entries = batch.len(), ?delay, "could not store run records; trying again"),
+            }
         }
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
-    match store.append(batch).await {
-        Ok(()) => true,
-        Err(error) => {
-            tracing::error!(%error, entries = batch.len(), "could not store run records; they are lost");
-            false
-        }
-    }
+    None
 }
 
 /// The writer: gathers entries into batches, numbers, stores and publishes them.
 async fn write<S: RunStore>(store: S, mut entries: mpsc::Receiver<Entry>, feeds: Arc<Feeds>) {
     let mut gathered = Vec::with_capacity(MAX_BATCH);
     loop {
-        // Numbered from what the store holds, read afresh for each batch: another instance
-        // may have recorded for the same run meanwhile (its creation, or its end as lost).
-        let mut counters: HashMap<Arc<str>, Counters> = HashMap::new();
         if entries.recv_many(&mut gathered, MAX_BATCH).await == 0 {
             return;
         }
@@ -258,54 +309,19 @@ async fn write<S: RunStore>(store: S, mut entries: mpsc::Receiver<Entry>, feeds:
                 Ok(_) => {}
             }
         }
-
-        let mut batch = Batch::default();
-        let (mut published, mut flushed, mut ended) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut records, mut flushed) = (Vec::with_capacity(gathered.len()), Vec::new());
         for entry in gathered.drain(..) {
-            let (run, record) = match entry {
-                Entry::Record(run, record) => (run, record),
-                Entry::Flush(done) => {
-                    flushed.push(done);
-                    continue;
-                }
-            };
-            let count = match counters.get_mut(&run) {
-                Some(count) => count,
-                None => {
-                    let loaded = match store.counters(&run).await {
-                        Ok(loaded) => loaded,
-                        Err(error) => {
-                            tracing::error!(%run, %error, "could not read a run's counters; its entries are dropped");
-                            continue;
-                        }
-                    };
-                    counters.entry(run.clone()).or_insert(loaded)
-                }
-            };
-            match record {
-                Record::Event(data) => {
-                    count.event += 1;
-                    let event = event_type(&data);
-                    let json = serde_json::to_string(&data).expect("event data serializes");
-                    if event == RunEventType::Complete {
-                        ended.push(run.clone());
-                    }
-                    batch.events.push((run.to_string(), count.event, event, json));
-                    published.push((run, types::RunEvent { id: std::num::NonZeroU64::new(count.event as u64).expect("from 1"), event, data }));
-                }
-                Record::Log(mut row) => {
-                    count.log += 1;
-                    row.seq = count.log;
-                    batch.logs.push((run.to_string(), row));
-                }
-                Record::Metric(sample) => {
-                    count.metric += 1;
-                    batch.metrics.push((run.to_string(), count.metric, sample));
-                }
+            match entry {
+                Entry::Record(run, record) => records.push((run, record)),
+                Entry::Flush(done) => flushed.push(done),
             }
         }
-        if !batch.is_empty() && append(&store, &batch).await {
-            feeds.publish(published);
+        let ended: Vec<Arc<str>> =
+            records.iter().filter(|(_, r)| matches!(r, Record::Event(RunEventData::CompleteEvent(_)))).map(|(run, _)| run.clone()).collect();
+        if !records.is_empty() {
+            if let Some(published) = store_records(&store, &records).await {
+                feeds.publish(published);
+            }
         }
         for run in ended {
             feeds.close(&run);

@@ -271,6 +271,23 @@ pub struct EventRow {
     pub data: String,
 }
 
+impl TryFrom<EventRow> for vm0_types::RunEvent {
+    type Error = serde_json::Error;
+
+    /// The stored data is read as the shape its event names, never by guessing.
+    fn try_from(r: EventRow) -> std::result::Result<Self, serde_json::Error> {
+        use vm0_types::{RunEventData as Data, RunEventType as Type};
+        let data = match r.event {
+            Type::Status => Data::StatusEvent(serde_json::from_str(&r.data)?),
+            Type::Output => Data::OutputEvent(serde_json::from_str(&r.data)?),
+            Type::Error => Data::ErrorEvent(serde_json::from_str(&r.data)?),
+            Type::Complete => Data::CompleteEvent(serde_json::from_str(&r.data)?),
+            Type::Heartbeat => Data::HeartbeatEvent(serde_json::from_str(&r.data)?),
+        };
+        Ok(vm0_types::RunEvent { id: std::num::NonZeroU64::new(r.id.max(1) as u64).expect("at least 1"), event: r.event, data })
+    }
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct LogRow {
     pub seq: i64,
@@ -436,13 +453,15 @@ pub trait RunStore {
     fn list_runs(&self, user_id: &str, filter: &RunFilter, page: &Page) -> impl Future<Output = Result<Vec<RunRow>>> + Send;
     fn get_session(&self, user_id: &str, id: &str) -> impl Future<Output = Result<Option<SessionRow>>> + Send;
     fn get_checkpoint(&self, user_id: &str, id: &str) -> impl Future<Output = Result<Option<CheckpointRow>>> + Send;
-    /// The oldest pending run, for the scheduler.
+    /// The oldest pending run whose session has no run executing, for the scheduler.
     fn next_pending_run(&self) -> impl Future<Output = Result<Option<RunRow>>> + Send;
     /// pending → running under `lease`: the claim of one instance, which wins over any
-    /// other's; false when the run was no longer pending.
+    /// other's; false when the run was no longer pending, or another run of its session
+    /// started meanwhile.
     fn start_run(&self, id: &str, at: DateTime<Utc>, lease: &Lease) -> impl Future<Output = Result<bool>> + Send;
-    /// Extends the lease of every run `lease.executor` is running to `lease.until`.
-    fn renew_leases(&self, lease: &Lease) -> impl Future<Output = Result<()>> + Send;
+    /// Extends the lease of the runs `ids` that `lease.executor` is running to
+    /// `lease.until`.
+    fn renew_leases(&self, lease: &Lease, ids: &[String]) -> impl Future<Output = Result<()>> + Send;
     /// Of the runs `ids` that `executor` executes, those it must stop: cancelled from
     /// another instance, or no longer its own (ended by another, as lost).
     fn runs_to_stop(&self, executor: &str, ids: &[String]) -> impl Future<Output = Result<Vec<String>>> + Send;

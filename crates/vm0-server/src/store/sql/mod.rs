@@ -74,34 +74,32 @@ impl SqlStore {
         }
     }
 
-    /// On PostgreSQL, holds the database for this server instance until the process
-    /// ends: `alone`, as an instance whose blobs live in its data directory must be
-    /// (another instance would not find them), or beside other instances holding it the
-    /// same way. The hold is a session-level advisory lock, exclusive or shared, on a
-    /// connection of its own, so a killed instance lets go as soon as PostgreSQL sees its
-    /// connection close; a start waits a few seconds for that. The hold ends when the
-    /// returned value is dropped. SQLite needs none: its file lives in one instance's
-    /// data directory.
-    pub async fn hold(&self, alone: bool) -> Result<Option<InstanceHold>> {
+    /// On PostgreSQL, holds the database for the server instance `instance` until the
+    /// process ends: `alone`, as an instance whose blobs live in its data directory must
+    /// be (another instance would not find them), or beside other instances holding it
+    /// the same way; and holds the instance id, which a copied data directory would give
+    /// a second live instance (whose start would end the first one's runs as its own
+    /// left over). The holds are session-level advisory locks on a connection of their
+    /// own, so a killed instance lets go as soon as PostgreSQL sees its connection close;
+    /// a start waits a few seconds for that. They end when the returned value is dropped.
+    /// SQLite needs none: its file lives in one instance's data directory.
+    pub async fn hold(&self, alone: bool, instance: &str) -> Result<Option<InstanceHold>> {
         let Pool::Postgres(pool) = &self.pool else { return Ok(None) };
         let mut connection = pool.acquire().await?.detach();
-        let lock = if alone { "SELECT pg_try_advisory_lock($1)" } else { "SELECT pg_try_advisory_lock_shared($1)" };
-        let started = std::time::Instant::now();
-        loop {
-            let held: bool = sqlx::query_scalar(lock).bind(INSTANCE_LOCK).fetch_one(&mut connection).await?;
-            if held {
-                break;
-            }
-            if started.elapsed() > Duration::from_secs(10) {
-                let message = if alone {
-                    "other vm0-server instances are serving this database: several instances on one database need a shared blob store (--blob-store s3://…)"
-                } else {
-                    "a vm0-server instance with its blobs in its data directory is serving this database alone"
-                };
-                return Err(StoreError::InvalidState(message.into()));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        // The database's lock keeps the one key it always had, which instances of earlier
+        // versions take; instance ids are locked in a space of two keys.
+        let database = if alone { "SELECT pg_try_advisory_lock($1::TEXT::BIGINT)" } else { "SELECT pg_try_advisory_lock_shared($1::TEXT::BIGINT)" };
+        let refusal = if alone {
+            "other vm0-server instances are serving this database: several instances on one database need a shared blob store (--blob-store s3://…)".to_string()
+        } else {
+            "a vm0-server instance with its blobs in its data directory is serving this database alone".to_string()
+        };
+        try_for_a_while(&mut connection, database, &DATABASE_LOCK.to_string(), refusal).await?;
+        let refusal = format!(
+            "another vm0-server has the instance id {instance} (in its data directory's instance-id): each instance needs a data directory of its own. \
+             (After its host died, PostgreSQL holds the id until it notices the connection is gone.)"
+        );
+        try_for_a_while(&mut connection, "SELECT pg_try_advisory_lock(hashtext('vm0 instance'), hashtext($1))", instance, refusal).await?;
         Ok(Some(InstanceHold { _connection: connection }))
     }
 
@@ -133,8 +131,21 @@ pub struct InstanceHold {
     _connection: sqlx::PgConnection,
 }
 
-/// The advisory lock of `hold`: "vm0" in ASCII.
-const INSTANCE_LOCK: i64 = 0x76_6d_30;
+/// Takes an advisory lock by `sql` of `key`, trying for 10 seconds at most; then
+/// `InvalidState` with `refusal`.
+async fn try_for_a_while(connection: &mut sqlx::PgConnection, sql: &str, key: &str, refusal: String) -> Result<()> {
+    let started = std::time::Instant::now();
+    while !sqlx::query_scalar::<_, bool>(sql).bind(key).fetch_one(&mut *connection).await? {
+        if started.elapsed() > Duration::from_secs(10) {
+            return Err(StoreError::InvalidState(refusal));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+/// The advisory lock of the database in `hold`: "vm0" in ASCII.
+const DATABASE_LOCK: i64 = 0x76_6d_30;
 
 /// A unique index refused the row: `Conflict`; any other error as it is.
 fn conflict_or(error: sqlx::Error) -> StoreError {

@@ -14,6 +14,10 @@ use crate::store::{
 /// and PostgreSQL (65,535) take for the widest table (8 columns).
 const ROWS_PER_INSERT: usize = 1000;
 
+/// The condition that a run's session has no run executing: a session's runs take turns
+/// in its one working directory.
+const SESSION_IDLE: &str = "NOT EXISTS (SELECT 1 FROM runs r WHERE r.session_id = runs.session_id AND r.status = 'running')";
+
 /// Inserts the rows of `batch` in the transaction `tx`, of either backend.
 macro_rules! insert_batch {
     ($tx:ident, $batch:expr) => {
@@ -169,30 +173,34 @@ impl RunStore for SqlStore {
     }
 
     async fn next_pending_run(&self) -> Result<Option<RunRow>> {
-        on_pool!(self, |pool| { Ok(sqlx::query_as("SELECT * FROM runs WHERE status = 'pending' ORDER BY id LIMIT 1").fetch_optional(pool).await?) })
+        on_pool!(self, |pool| {
+            Ok(sqlx::query_as(&format!("SELECT * FROM runs WHERE status = 'pending' AND {SESSION_IDLE} ORDER BY id LIMIT 1")).fetch_optional(pool).await?)
+        })
     }
 
     async fn start_run(&self, id: &str, at: DateTime<Utc>, lease: &Lease) -> Result<bool> {
         on_pool!(self, |pool| {
-            let done =
-                sqlx::query("UPDATE runs SET status = 'running', started_at = $1, executor = $2, lease_expires_at = $3 WHERE id = $4 AND status = 'pending'")
-                    .bind(at)
-                    .bind(&lease.executor)
-                    .bind(lease.until)
-                    .bind(id)
-                    .execute(pool)
-                    .await?;
+            let sql = format!(
+                "UPDATE runs SET status = 'running', started_at = $1, executor = $2, lease_expires_at = $3 WHERE id = $4 AND status = 'pending' AND {SESSION_IDLE}"
+            );
+            let done = sqlx::query(&sql).bind(at).bind(&lease.executor).bind(lease.until).bind(id).execute(pool).await?;
             Ok(done.rows_affected() == 1)
         })
     }
 
-    async fn renew_leases(&self, lease: &Lease) -> Result<()> {
+    async fn renew_leases(&self, lease: &Lease, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
         on_pool!(self, |pool| {
-            sqlx::query("UPDATE runs SET lease_expires_at = $1 WHERE executor = $2 AND status = 'running'")
-                .bind(lease.until)
-                .bind(&lease.executor)
-                .execute(pool)
-                .await?;
+            let mut query = QueryBuilder::new("UPDATE runs SET lease_expires_at = ");
+            query.push_bind(lease.until).push(" WHERE status = 'running' AND executor = ").push_bind(&lease.executor).push(" AND id IN (");
+            let mut list = query.separated(", ");
+            for id in ids {
+                list.push_bind(id);
+            }
+            query.push(")");
+            query.build().execute(pool).await?;
             Ok(())
         })
     }
