@@ -43,9 +43,7 @@ async fn three_instances_serve_one_api() {
     let starts: Vec<_> = (0..3)
         .map(|_| {
             let dir = tempfile::tempdir().unwrap();
-            let mut args: Vec<String> = ["--listen", "127.0.0.1:0", "--log", "warn", "--data-dir"].map(String::from).into();
-            args.push(dir.path().display().to_string());
-            args.extend(backend.iter().cloned());
+            let args = instance_args(dir.path(), &backend);
             (dir, std::thread::spawn(move || common::spawn(&args)))
         })
         .collect();
@@ -131,22 +129,15 @@ async fn three_instances_serve_one_api() {
 
     // An instance with another secrets key refuses to start on the database.
     let stranger = tempfile::tempdir().unwrap();
-    let mut args: Vec<String> = ["--listen", "127.0.0.1:0", "--data-dir"].map(String::from).into();
-    args.push(stranger.path().display().to_string());
-    args.extend(backend.iter().take_while(|a| *a != "--secrets-key").cloned());
-    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_vm0-server")).args(&args).output().unwrap();
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success() && stderr.contains("every instance on one database needs the same key file"), "{stderr}");
+    let without_key: Vec<String> = backend.iter().take_while(|a| *a != "--secrets-key").cloned().collect();
+    let stderr = refusal(&instance_args(stranger.path(), &without_key));
+    assert!(stderr.contains("every instance on one database needs the same key file"), "{stderr}");
     // And so does one on a copy of a live instance's data directory, which would end that
     // instance's runs as its own left over.
     let copy = tempfile::tempdir().unwrap();
     std::fs::copy(instances[0].dir.path().join("instance-id"), copy.path().join("instance-id")).unwrap();
-    let mut args: Vec<String> = ["--listen", "127.0.0.1:0", "--data-dir"].map(String::from).into();
-    args.push(copy.path().display().to_string());
-    args.extend(backend.iter().cloned());
-    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_vm0-server")).args(&args).output().unwrap();
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success() && stderr.contains("has the instance id"), "{stderr}");
+    let stderr = refusal(&instance_args(copy.path(), &backend));
+    assert!(stderr.contains("has the instance id"), "{stderr}");
 
     // A run created on one instance, streamed from a second and cancelled from a third.
     let run = create_run(&apis[0], "echo started; sleep 100").await;
@@ -195,6 +186,23 @@ async fn three_instances_serve_one_api() {
     }
     let running: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE status = 'running'").fetch_one(&db).await.unwrap();
     assert_eq!(running, 0, "no run of {dir} stays running");
+}
+
+/// The arguments of an instance over `dir` on the shared `backend`.
+fn instance_args(dir: &std::path::Path, backend: &[String]) -> Vec<String> {
+    let mut args: Vec<String> = ["--listen", "127.0.0.1:0", "--log", "warn", "--data-dir"].map(String::from).into();
+    args.push(dir.display().to_string());
+    args.extend(backend.iter().cloned());
+    args
+}
+
+/// What the server binary says on its standard error when it refuses to start with
+/// `args`; panics if it starts or exits successfully.
+fn refusal(args: &[String]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_vm0-server")).args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "vm0-server {args:?} started: {stderr}");
+    stderr
 }
 
 async fn create_run(api: &Api, prompt: &str) -> String {

@@ -18,6 +18,19 @@ const ROWS_PER_INSERT: usize = 1000;
 /// in its one working directory.
 const SESSION_IDLE: &str = "NOT EXISTS (SELECT 1 FROM runs r WHERE r.session_id = runs.session_id AND r.status = 'running')";
 
+/// Appends `id IN (…)` of `ids` (not empty) to `query`, for either backend.
+fn push_id_in<'a, DB: sqlx::Database>(query: &mut QueryBuilder<'a, DB>, ids: &'a [String])
+where
+    &'a String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    query.push("id IN (");
+    let mut list = query.separated(", ");
+    for id in ids {
+        list.push_bind(id);
+    }
+    query.push(")");
+}
+
 /// Inserts the rows of `batch` in the transaction `tx`, of either backend.
 macro_rules! insert_batch {
     ($tx:ident, $batch:expr) => {
@@ -194,12 +207,8 @@ impl RunStore for SqlStore {
         }
         on_pool!(self, |pool| {
             let mut query = QueryBuilder::new("UPDATE runs SET lease_expires_at = ");
-            query.push_bind(lease.until).push(" WHERE status = 'running' AND executor = ").push_bind(&lease.executor).push(" AND id IN (");
-            let mut list = query.separated(", ");
-            for id in ids {
-                list.push_bind(id);
-            }
-            query.push(")");
+            query.push_bind(lease.until).push(" WHERE status = 'running' AND executor = ").push_bind(&lease.executor).push(" AND ");
+            push_id_in(&mut query, ids);
             query.build().execute(pool).await?;
             Ok(())
         })
@@ -212,12 +221,8 @@ impl RunStore for SqlStore {
         on_pool!(self, |pool| {
             // A run about to start here is still pending, with no executor: not one to stop.
             let mut query = QueryBuilder::new("SELECT id FROM runs WHERE (cancel_requested OR completed_at IS NOT NULL OR executor <> ");
-            query.push_bind(executor).push(") AND id IN (");
-            let mut list = query.separated(", ");
-            for id in ids {
-                list.push_bind(id);
-            }
-            query.push(")");
+            query.push_bind(executor).push(") AND ");
+            push_id_in(&mut query, ids);
             Ok(query.build_query_scalar().fetch_all(pool).await?)
         })
     }
