@@ -8,7 +8,7 @@ use vm0_tests::server::TestServer;
 /// POSTs `body` as JSON to `path`; the status and the JSON answer.
 async fn post(server: &TestServer, path: &str, body: Vec<u8>) -> (u16, Value) {
     let response = reqwest::Client::new()
-        .post(format!("{}{path}", server.url))
+        .post(format!("{}{path}", server.direct_url))
         .bearer_auth(&server.token)
         .header("content-type", "application/json")
         .body(body)
@@ -88,7 +88,7 @@ async fn the_body_limit_is_the_servers_to_set() {
 #[tokio::test]
 async fn too_many_headers_get_the_envelope_and_a_request_id() {
     let server = TestServer::start().await;
-    let mut request = reqwest::Client::new().get(format!("{}/v1/agents", server.url)).bearer_auth(&server.token);
+    let mut request = reqwest::Client::new().get(format!("{}/v1/agents", server.direct_url)).bearer_auth(&server.token);
     for i in 0..150 {
         request = request.header(format!("x-filler-{i}"), "1");
     }

@@ -40,6 +40,30 @@ type Breakage = fn(&mut Value);
 /// Each case: what is broken, how, and the rule and place the lint must name.
 const CASES: &[(&str, Breakage, &str, &str)] = &[
     (
+        "a nullable reference in allOf, which strict 3.0.3 reads as not nullable",
+        |d| {
+            set(
+                d,
+                "/components/schemas/VolumeDetail/properties/currentVersion",
+                json!({"type": "object", "nullable": true, "allOf": [{"$ref": "#/components/schemas/VolumeVersion"}]}),
+            )
+        },
+        "nullable-type",
+        "#/components/schemas/VolumeDetail/properties/currentVersion",
+    ),
+    (
+        "a branch of RunEvent referred to from elsewhere",
+        |d| set(d, "/components/schemas/RunList/properties/lastEvent", json!({"$ref": "#/components/schemas/RunOutputEvent"})),
+        "discriminated-branch",
+        "#/components/schemas/RunEvent/oneOf/1",
+    ),
+    (
+        "a branch of RunEvent whose tag is not the mapping's",
+        |d| set(d, "/components/schemas/RunErrorEvent/properties/event/enum", json!(["failure"])),
+        "discriminated-branch",
+        "#/components/schemas/RunEvent/oneOf/2",
+    ),
+    (
         "a snake_case property",
         |d| set(d, "/components/schemas/Agent/properties/created_at", json!({"type": "string"})),
         "camel-case",
@@ -59,9 +83,9 @@ const CASES: &[(&str, Breakage, &str, &str)] = &[
     ),
     (
         "a missing X-API-Version header on a shared error response",
-        |d| remove(d, "/components/responses/NotFound/headers/X-API-Version"),
+        |d| remove(d, "/components/responses/RunNotFound/headers/X-API-Version"),
         "response-headers",
-        "#/components/responses/NotFound",
+        "#/components/responses/RunNotFound",
     ),
     ("an operation without a summary", |d| remove(d, "/paths/~1v1~1agents~1{id}/get/summary"), "operation-docs", "#/paths/~1v1~1agents~1{id}/get"),
     ("an operation without a description", |d| remove(d, "/paths/~1v1~1runs/post/description"), "operation-docs", "#/paths/~1v1~1runs/post"),
@@ -103,9 +127,9 @@ const CASES: &[(&str, Breakage, &str, &str)] = &[
     ),
     (
         "an error status without the Error schema",
-        |d| set(d, "/components/responses/Conflict/content/application~1json/schema", json!({"type": "object"})),
+        |d| set(d, "/components/responses/AgentNameTaken/content/application~1json/schema", json!({"type": "object"})),
         "error-schema",
-        "#/components/responses/Conflict",
+        "#/components/responses/AgentNameTaken",
     ),
     (
         "a default response",

@@ -2,6 +2,7 @@
 
 mod bounded_input;
 mod client_faults;
+mod conformance;
 mod drift;
 mod e2e_agents;
 mod e2e_client;

@@ -34,6 +34,18 @@ fn example<T: DeserializeOwned>(op: &str) -> T {
     serde_json::from_value(value).unwrap_or_else(|e| panic!("the example of {op} does not read as its type: {e}"))
 }
 
+/// The events of a `text/event-stream` example, each message's `id:`, `event:` and `data:`
+/// lines read as the spec's `RunEvent` object.
+fn events(stream: &str) -> Vec<RunEvent> {
+    let message = |block: &str| {
+        let field = |name: &str| block.lines().find_map(|line| line.strip_prefix(name)).unwrap_or_else(|| panic!("an event without {name}"));
+        let data: Value = serde_json::from_str(field("data: ")).unwrap();
+        let id: u64 = field("id: ").parse().unwrap();
+        serde_json::from_value(serde_json::json!({ "id": id, "event": field("event: "), "data": data })).unwrap()
+    };
+    stream.split("\n\n").filter(|block| !block.trim().is_empty()).map(message).collect()
+}
+
 /// Every call that reached the implementation: the operation and its inputs' Debug text.
 #[derive(Default, Clone)]
 pub(crate) struct Recorder {
@@ -97,8 +109,8 @@ impl Vm0Api for Recorder {
         self.reach("cancelRun", id)
     }
     async fn stream_run_events(&self, _: &&'static str, id: String, params: StreamRunEventsParams) -> Result<EventStream, ApiError> {
-        let event: RunEvent = self.reach("streamRunEvents", format!("{id} {params:?}"))?;
-        Ok(Box::pin(futures::stream::iter([event])))
+        let stream: String = self.reach("streamRunEvents", format!("{id} {params:?}"))?;
+        Ok(Box::pin(futures::stream::iter(events(&stream))))
     }
     async fn list_run_logs(&self, _: &&'static str, id: String, params: ListRunLogsParams) -> Result<RunLogList, ApiError> {
         self.reach("listRunLogs", format!("{id} {params:?}"))

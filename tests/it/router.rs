@@ -216,11 +216,7 @@ fn body_violations(doc: &Value, op: &Operation<'_>) -> Vec<Violation> {
     let body = deref(doc, &op.op["requestBody"]).unwrap();
     let schema = deref(doc, body.pointer("/content/application~1json/schema").unwrap()).unwrap();
     // The exactly-one-of members have their own test.
-    let exclusive: Vec<&str> = schema
-        .get("oneOf")
-        .filter(|o| xtask::codegen::is_required_only(o))
-        .map(|o| o.as_array().unwrap().iter().filter_map(|b| b["required"][0].as_str()).collect())
-        .unwrap_or_default();
+    let exclusive: Vec<&str> = schema.get(spec::EXACTLY_ONE_OF).and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
     let mut out = Vec::new();
     walk_body(doc, op, schema, &example, &mut Vec::new(), &exclusive, &mut out);
     out
@@ -485,7 +481,9 @@ async fn events_are_written_as_server_sent_events() {
     let reply = send(&app, request(&operation(&doc, "streamRunEvents"), "", None, Some(TOKEN))).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.headers[header::CONTENT_TYPE], "text/event-stream");
-    assert_eq!(reply.text, "id: 1\nevent: status\ndata: {\"status\":\"running\"}\n\n");
+    // Exactly the spec's example, each event as the spec's RunEvent writes it.
+    let example = operation(&doc, "streamRunEvents").op.pointer("/responses/200/content/text~1event-stream/example").unwrap().clone();
+    assert_eq!(reply.text, example.as_str().unwrap());
     assert_headers(&reply, "streamRunEvents");
 }
 

@@ -372,11 +372,11 @@ const CORPUS: &[(&str, Mutation, bool, &str, &str)] = &[
         "/paths/~1v1~1volumes~1{id}~1download/get/responses/200/content/application~1json/schema/properties/files/items/properties/hash",
     ),
     (
-        "a response oneOf branch added",
-        |d| push(d, "/components/schemas/RunEvent/properties/data/oneOf", json!({"type": "object", "properties": {"note": {"type": "string"}}})),
+        "a response anyOf branch added",
+        |d| push(d, "/components/schemas/VolumeDetail/properties/currentVersion/anyOf", json!({"type": "object", "properties": {"note": {"type": "string"}}})),
         true,
-        "response-property-one-of-added",
-        "/paths/~1v1~1runs~1{id}~1events/get/responses/200/content/text~1event-stream/schema/properties/data/oneOf/5",
+        "response-property-any-of-added",
+        "/paths/~1v1~1volumes~1{id}/get/responses/200/content/application~1json/schema/properties/currentVersion/anyOf/2",
     ),
     (
         "a response number narrowed to an integer",

@@ -1,5 +1,6 @@
 //! Helpers shared by the cross-crate tests in `it/`.
 
+pub mod conformance;
 pub mod processes;
 pub mod seeds;
 pub mod server;

@@ -13,9 +13,16 @@ pub fn sandbox_helper() -> std::path::PathBuf {
     target.join("vm0-test-sandbox")
 }
 
-/// A running server; it stops when dropped.
+/// A running server; it stops when dropped. Its `url` is a proxy that checks every
+/// response against the spec (`crate::conformance`): a test fails, when the server stops
+/// or is dropped, on any response that breaks it.
 pub struct TestServer {
+    /// The checking proxy in front of the server.
     pub url: String,
+    /// The server itself, for tests of what reaches it at the transport level (too many
+    /// headers, say), which a proxy would change.
+    pub direct_url: String,
+    violations: crate::conformance::Violations,
     /// The first user's token.
     pub token: String,
     pub app: Arc<App<SqlStore>>,
@@ -52,7 +59,8 @@ impl TestServer {
             Some(token) => token.clone(),
             None => new_token(&server.app.store, "default", 30).await,
         };
-        let (url, app) = (server.url.clone(), server.app.clone());
+        let (direct_url, app) = (server.url.clone(), server.app.clone());
+        let (url, violations) = crate::conformance::start(direct_url.clone()).await;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let handle = tokio::spawn(async move {
             server
@@ -62,7 +70,7 @@ impl TestServer {
                 .await
                 .expect("the server serves");
         });
-        TestServer { url, token, app, data_dir, stop: Some(stop), handle: Some(handle) }
+        TestServer { url, direct_url, violations, token, app, data_dir, stop: Some(stop), handle: Some(handle) }
     }
 
     /// A client with the first user's token.
@@ -121,14 +129,24 @@ impl TestServer {
         if let Some(handle) = self.handle.take() {
             crate::wait::within(crate::wait::DEADLINE, "the server stopping after its requests in flight", handle).await.ok();
         }
+        self.assert_conformance();
         let dir = tempfile::tempdir().unwrap();
         std::mem::replace(&mut self.data_dir, dir)
+    }
+
+    /// Panics with every response so far that broke the spec.
+    fn assert_conformance(&self) {
+        let violations = std::mem::take(&mut *self.violations.lock().unwrap());
+        assert!(violations.is_empty(), "{} responses broke the spec:\n{}", violations.len(), violations.join("\n"));
     }
 }
 
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.stop.take().map(|s| s.send(()));
+        if !std::thread::panicking() {
+            self.assert_conformance();
+        }
     }
 }
 

@@ -11,7 +11,7 @@ mod client;
 mod server;
 mod tests;
 
-pub use client::{is_required_only, shapes};
+pub use client::types_view;
 pub use tests::surface;
 
 /// The first line of every generated Rust file.

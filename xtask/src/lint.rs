@@ -114,6 +114,62 @@ impl<'a> Lint<'a> {
                 self.report("schema-valid", at, format!("pattern does not compile with the regex crate: {error}"));
             }
         }
+        self.nullable_types();
+        self.discriminated_unions();
+    }
+
+    /// Under OpenAPI 3.0.3, `nullable` adds null to what `type` allows, and the keywords
+    /// beside it still apply: beside an `allOf`, strict validators and clients read it as
+    /// not nullable (and without `type`, it adds nothing). A
+    /// nullable reference is `anyOf` the reference and `{type: object, nullable: true, enum:
+    /// [null]}`.
+    fn nullable_types(&mut self) {
+        let mut places = Vec::new();
+        walk(self.doc, &mut Vec::new(), &mut |at, value| {
+            let composed = ["allOf", "anyOf", "oneOf", "$ref"].iter().any(|key| value.get(*key).is_some());
+            if value.get("nullable") == Some(&Value::Bool(true)) && (value.get("type").is_none() || composed) {
+                places.push(pointer(&at.iter().map(String::as_str).collect::<Vec<_>>()));
+            }
+        });
+        for at in places {
+            self.report("nullable-type", at, "nullable adds null to type only, not to allOf, anyOf, oneOf or $ref beside it; a nullable reference is anyOf it and {type: object, nullable: true, enum: [null]}");
+        }
+    }
+
+    /// Each branch of a discriminated `oneOf` is a component that only the union refers
+    /// to, and requires its discriminator with the one value the mapping gives it, so that
+    /// every generator tells the branches apart the same way (and the Rust types can hold
+    /// the branches inline: see `codegen/client.rs`).
+    fn discriminated_unions(&mut self) {
+        let Some(schemas) = self.doc.pointer("/components/schemas").and_then(Value::as_object) else { return };
+        let text = self.doc.to_string();
+        let mut findings = Vec::new();
+        for (name, schema) in schemas {
+            let Some(property) = schema.pointer("/discriminator/propertyName").and_then(Value::as_str) else { continue };
+            let at = pointer(&["components", "schemas", name]);
+            let mapping = schema.pointer("/discriminator/mapping").and_then(Value::as_object);
+            for (i, branch) in schema.get("oneOf").and_then(Value::as_array).into_iter().flatten().enumerate() {
+                let here = format!("{at}/oneOf/{i}");
+                let Some(reference) = branch.get("$ref").and_then(Value::as_str) else {
+                    findings.push((here, "a discriminated branch must be a $ref to a component".to_string()));
+                    continue;
+                };
+                if text.matches(&format!("\"$ref\":\"{reference}\"")).count() != 1 {
+                    findings.push((here.clone(), format!("{reference} is a branch of {name}, and must be referred to nowhere else")));
+                }
+                let value = mapping.and_then(|m| m.iter().find(|(_, target)| target.as_str() == Some(reference))).map(|(value, _)| value.as_str());
+                let target = spec::resolve_ref(self.doc, reference);
+                let required = target.and_then(|t| t.get("required")).and_then(Value::as_array).is_some_and(|r| r.iter().any(|p| p == property));
+                let tag = target.and_then(|t| t.pointer(&format!("/properties/{property}/enum"))).and_then(Value::as_array);
+                match (value, tag.map(Vec::as_slice)) {
+                    (Some(value), Some([only])) if required && only == value => {}
+                    _ => findings.push((here, format!("{reference} must require {property} with the one value the mapping gives it"))),
+                }
+            }
+        }
+        for (at, message) in findings {
+            self.report("discriminated-branch", at, message);
+        }
     }
 
     /// Every example validates against the schema beside it.

@@ -9,6 +9,12 @@ use serde_json::{json, Map, Value};
 /// The spec's path, relative to the workspace root.
 pub const SPEC_PATH: &str = "openapi/v1.yaml";
 
+/// The extension that lists the properties of a request body of which exactly one must
+/// be given (createRun's `agent`, `agentId`, `sessionId`, `checkpointId`). A `oneOf` of
+/// `required` lists says the same in JSON Schema, but most generators then leave the body
+/// untyped; the router enforces the extension instead.
+pub const EXACTLY_ONE_OF: &str = "x-exactly-one-of";
+
 /// The HTTP methods an OpenAPI path item can hold, in the order the spec writes them.
 pub const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
 
@@ -154,11 +160,14 @@ pub fn translate(schema: &Value) -> Value {
                     }
                 }
             }
-            if nullable {
-                json!({ "anyOf": [Value::Object(out), { "type": "null" }] })
-            } else {
-                Value::Object(out)
+            // OpenAPI 3.0.3: `nullable` adds null to the values `type` allows, and to
+            // nothing else: an `enum` or an `allOf` beside it still applies, as strict
+            // validators and clients read it.
+            if let (true, Some(Value::String(kind))) = (nullable, out.get("type")) {
+                let kinds = json!([kind, "null"]);
+                out.insert("type".into(), kinds);
             }
+            Value::Object(out)
         }
         Value::Array(items) => Value::Array(items.iter().map(translate).collect()),
         other => other.clone(),

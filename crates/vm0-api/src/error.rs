@@ -66,9 +66,10 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, ErrorType::NotFoundError, ErrorCode::ResourceNotFound, format!("No such {what}: '{id}'"))
     }
 
-    /// 409 `resource_already_exists` for a taken name.
+    /// 409 `resource_already_exists` for a taken name: `An agent named 'x' already exists`.
     pub fn already_exists(what: &str, name: &str) -> Self {
-        Self::new(StatusCode::CONFLICT, ErrorType::ConflictError, ErrorCode::ResourceAlreadyExists, format!("A {what} named '{name}' already exists"))
+        let article = if what.starts_with(['a', 'e', 'i', 'o', 'u']) { "An" } else { "A" };
+        Self::new(StatusCode::CONFLICT, ErrorType::ConflictError, ErrorCode::ResourceAlreadyExists, format!("{article} {what} named '{name}' already exists"))
             .with_param("name")
     }
 

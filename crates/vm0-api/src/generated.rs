@@ -141,9 +141,8 @@ pub trait Vm0Api: Send + Sync + 'static {
     /// | `complete` | `{"status": RunStatus, "executionTimeMs": integer or null}`, the last event |
     /// | `heartbeat` | `{}`, every 15 seconds while nothing else is sent |
     ///
-    /// The response schema, `RunEvent`, describes one event: on the wire it is the
-    /// lines `id: 2`, `event: output` and `data: {"content":"Hello"}` followed by a
-    /// blank line, `data` being one line of JSON.
+    /// Each event is a `RunEvent`: the schema of its `id`, its `event` name and the
+    /// JSON of its `data` line.
     fn stream_run_events(
         &self,
         principal: &Self::Principal,

@@ -26,9 +26,12 @@ pub(crate) fn empty(status: StatusCode) -> Response {
 
 /// A `text/event-stream` of the run's events.
 pub(crate) fn events(stream: EventStream) -> Response {
+    // A `RunEvent` serializes as the spec's object, `{"id", "event", "data"}`: each field
+    // becomes its SSE line.
     let messages = stream.map(|event| {
-        let data = serde_json::to_string(&event.data).expect("event data serializes");
-        Ok::<_, Infallible>(Event::default().id(event.id.to_string()).event(event.event.to_string()).data(data))
+        let event = serde_json::to_value(&event).expect("a run event serializes");
+        let name = event["event"].as_str().expect("a run event has a name");
+        Ok::<_, Infallible>(Event::default().id(event["id"].to_string()).event(name).data(event["data"].to_string()))
     });
     let mut response = Sse::new(messages).into_response();
     // Proxies must not buffer the stream.

@@ -40,11 +40,11 @@ The API uses standard HTTP status codes and returns structured error responses:
 
 ```json
 {
-"error": {
-"type": "invalid_request_error",
-"code": "resource_not_found",
-"message": "No such agent: 'my-agent'"
-}
+  "error": {
+    "type": "invalid_request_error",
+    "code": "resource_not_found",
+    "message": "No such agent: 'my-agent'"
+  }
 }
 ```
 
@@ -52,6 +52,7 @@ The API uses standard HTTP status codes and returns structured error responses:
 |---|---|---|
 | `authentication_error` | 401 | Authentication failed |
 | `invalid_request_error` | 400 | Invalid parameters or request body |
+| `invalid_request_error` | 405 | The method is not allowed on this path; the `Allow` header lists the methods that are |
 | `not_found_error` | 404 | Requested resource doesn't exist |
 | `conflict_error` | 409 | Resource conflict (e.g., duplicate name) |
 | `api_error` | 500 | Internal server error |
@@ -75,14 +76,14 @@ Paginated responses include a pagination object:
 
 ```json
 {
-"data": [
-{ "id": "ag_abc", "name": "agent-1" },
-{ "id": "ag_def", "name": "agent-2" }
-],
-"pagination": {
-"hasMore": true,
-"nextCursor": "eyJpZCI6ImFnX2RlZiJ9"
-}
+  "data": [
+    { "id": "ag_abc", "name": "agent-1" },
+    { "id": "ag_def", "name": "agent-2" }
+  ],
+  "pagination": {
+    "hasMore": true,
+    "nextCursor": "eyJpZCI6ImFnX2RlZiJ9"
+  }
 }
 ```
 
@@ -396,9 +397,8 @@ connection, pass the last id received as `lastEventId` or `Last-Event-ID`.
 | `complete` | `{"status": RunStatus, "executionTimeMs": integer or null}`, the last event |
 | `heartbeat` | `{}`, every 15 seconds while nothing else is sent |
 
-The response schema, `RunEvent`, describes one event: on the wire it is the
-lines `id: 2`, `event: output` and `data: {"content":"Hello"}` followed by a
-blank line, `data` being one line of JSON.
+Each event is a `RunEvent`: the schema of its `id`, its `event` name and the
+JSON of its `data` line.
 
 
 Sends a `GET` request to `/v1/runs/{id}/events`

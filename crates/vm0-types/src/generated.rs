@@ -583,7 +583,8 @@ impl CreateArtifactRequest {
     }
 }
 /**The body of `createRun`. Exactly one of `agent`, `agentId`, `sessionId` and
-`checkpointId` must be given.
+`checkpointId` must be given: none is `missing_parameter`, two are
+`invalid_parameter`, with `param` naming the second.
 */
 #[derive(
     ::serde::Deserialize,
@@ -2811,7 +2812,7 @@ impl Run {
     schemars::JsonSchema
 )]
 #[serde(deny_unknown_fields)]
-pub struct RunCompleteEvent {
+pub struct RunCompleteData {
     ///How long the run executed, in milliseconds; null when it never started.
     #[serde(
         rename = "executionTimeMs",
@@ -2820,8 +2821,8 @@ pub struct RunCompleteEvent {
     pub execution_time_ms: ::std::option::Option<i64>,
     pub status: RunStatus,
 }
-impl RunCompleteEvent {
-    pub fn builder() -> builder::RunCompleteEvent {
+impl RunCompleteData {
+    pub fn builder() -> builder::RunCompleteData {
         Default::default()
     }
 }
@@ -2913,19 +2914,24 @@ impl RunDetail {
     schemars::JsonSchema
 )]
 #[serde(deny_unknown_fields)]
-pub struct RunErrorEvent {
+pub struct RunErrorData {
     ///What went wrong.
     pub message: ::std::string::String,
 }
-impl RunErrorEvent {
-    pub fn builder() -> builder::RunErrorEvent {
+impl RunErrorData {
+    pub fn builder() -> builder::RunErrorData {
         Default::default()
     }
 }
-/**One Server-Sent Event of a run's stream, as its `id:`, `event:` and `data:` lines
-say it. `data` has the shape its `event` names: `RunStatusEvent` for `status`,
-`RunOutputEvent` for `output`, `RunErrorEvent` for `error`, `RunCompleteEvent`
-for `complete` and `RunHeartbeatEvent` for `heartbeat`.
+/**One Server-Sent Event of a run's stream (`streamRunEvents`), as its `id:`, `event:`
+and `data:` lines say it; `event` names the shape of `data`. On the wire, the event
+
+```json
+{ "id": 2, "event": "output", "data": { "content": "Hello" } }
+```
+
+is the lines `id: 2`, `event: output` and `data: {"content":"Hello"}`, followed by
+a blank line.
 */
 #[derive(
     ::serde::Deserialize,
@@ -2935,127 +2941,53 @@ for `complete` and `RunHeartbeatEvent` for `heartbeat`.
     PartialEq,
     schemars::JsonSchema
 )]
-#[serde(deny_unknown_fields)]
-pub struct RunEvent {
-    pub data: RunEventData,
-    pub event: RunEventType,
-    ///The event's id, increasing within the run; resume after it with `lastEventId`.
-    pub id: ::std::num::NonZeroU64,
-}
-impl RunEvent {
-    pub fn builder() -> builder::RunEvent {
-        Default::default()
-    }
-}
-///`RunEventData`
-#[derive(
-    ::serde::Deserialize,
-    ::serde::Serialize,
-    Clone,
-    Debug,
-    PartialEq,
-    schemars::JsonSchema
-)]
-#[serde(untagged)]
-pub enum RunEventData {
-    StatusEvent(RunStatusEvent),
-    OutputEvent(RunOutputEvent),
-    ErrorEvent(RunErrorEvent),
-    CompleteEvent(RunCompleteEvent),
-    HeartbeatEvent(RunHeartbeatEvent),
-}
-impl ::std::convert::From<RunStatusEvent> for RunEventData {
-    fn from(value: RunStatusEvent) -> Self {
-        Self::StatusEvent(value)
-    }
-}
-impl ::std::convert::From<RunOutputEvent> for RunEventData {
-    fn from(value: RunOutputEvent) -> Self {
-        Self::OutputEvent(value)
-    }
-}
-impl ::std::convert::From<RunErrorEvent> for RunEventData {
-    fn from(value: RunErrorEvent) -> Self {
-        Self::ErrorEvent(value)
-    }
-}
-impl ::std::convert::From<RunCompleteEvent> for RunEventData {
-    fn from(value: RunCompleteEvent) -> Self {
-        Self::CompleteEvent(value)
-    }
-}
-impl ::std::convert::From<RunHeartbeatEvent> for RunEventData {
-    fn from(value: RunHeartbeatEvent) -> Self {
-        Self::HeartbeatEvent(value)
-    }
-}
-///The `event:` name of a run event, which says the shape of its `data`.
-#[derive(
-    ::serde::Deserialize,
-    ::serde::Serialize,
-    Clone,
-    Copy,
-    Debug,
-    Eq,
-    Hash,
-    Ord,
-    PartialEq,
-    PartialOrd,
-    schemars::JsonSchema
-)]
-pub enum RunEventType {
+#[serde(tag = "event", deny_unknown_fields)]
+pub enum RunEvent {
+    /**status
+
+Sent on every status change.*/
     #[serde(rename = "status")]
-    Status,
+    Status {
+        data: RunStatusData,
+        ///The event's id, increasing within the run; resume after it with `lastEventId`.
+        id: ::std::num::NonZeroU64,
+    },
+    /**output
+
+One line of the agent's output.*/
     #[serde(rename = "output")]
-    Output,
+    Output {
+        data: RunOutputData,
+        ///The event's id, increasing within the run; resume after it with `lastEventId`.
+        id: ::std::num::NonZeroU64,
+    },
+    /**error
+
+An error of the run.*/
     #[serde(rename = "error")]
-    Error,
+    Error {
+        data: RunErrorData,
+        ///The event's id, increasing within the run; resume after it with `lastEventId`.
+        id: ::std::num::NonZeroU64,
+    },
+    /**complete
+
+The last event of the stream.*/
     #[serde(rename = "complete")]
-    Complete,
+    Complete {
+        data: RunCompleteData,
+        ///The event's id, increasing within the run; resume after it with `lastEventId`.
+        id: ::std::num::NonZeroU64,
+    },
+    /**heartbeat
+
+Sent every 15 seconds while nothing else is sent, so that proxies keep the connection open.*/
     #[serde(rename = "heartbeat")]
-    Heartbeat,
-}
-impl ::std::fmt::Display for RunEventType {
-    fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
-        match *self {
-            Self::Status => f.write_str("status"),
-            Self::Output => f.write_str("output"),
-            Self::Error => f.write_str("error"),
-            Self::Complete => f.write_str("complete"),
-            Self::Heartbeat => f.write_str("heartbeat"),
-        }
-    }
-}
-impl ::std::str::FromStr for RunEventType {
-    type Err = self::error::ConversionError;
-    fn from_str(
-        value: &str,
-    ) -> ::std::result::Result<Self, self::error::ConversionError> {
-        match value {
-            "status" => Ok(Self::Status),
-            "output" => Ok(Self::Output),
-            "error" => Ok(Self::Error),
-            "complete" => Ok(Self::Complete),
-            "heartbeat" => Ok(Self::Heartbeat),
-            _ => Err("invalid value".into()),
-        }
-    }
-}
-impl ::std::convert::TryFrom<&str> for RunEventType {
-    type Error = self::error::ConversionError;
-    fn try_from(
-        value: &str,
-    ) -> ::std::result::Result<Self, self::error::ConversionError> {
-        value.parse()
-    }
-}
-impl ::std::convert::TryFrom<::std::string::String> for RunEventType {
-    type Error = self::error::ConversionError;
-    fn try_from(
-        value: ::std::string::String,
-    ) -> ::std::result::Result<Self, self::error::ConversionError> {
-        value.parse()
-    }
+    Heartbeat {
+        data: RunHeartbeatData,
+        ///The event's id, increasing within the run; resume after it with `lastEventId`.
+        id: ::std::num::NonZeroU64,
+    },
 }
 ///The `data` of a `heartbeat` event, an empty object.
 #[derive(
@@ -3068,9 +3000,9 @@ impl ::std::convert::TryFrom<::std::string::String> for RunEventType {
     schemars::JsonSchema
 )]
 #[serde(deny_unknown_fields)]
-pub struct RunHeartbeatEvent {}
-impl RunHeartbeatEvent {
-    pub fn builder() -> builder::RunHeartbeatEvent {
+pub struct RunHeartbeatData {}
+impl RunHeartbeatData {
+    pub fn builder() -> builder::RunHeartbeatData {
         Default::default()
     }
 }
@@ -3141,12 +3073,12 @@ impl RunMetrics {
     schemars::JsonSchema
 )]
 #[serde(deny_unknown_fields)]
-pub struct RunOutputEvent {
+pub struct RunOutputData {
     ///The line, without its line ending.
     pub content: ::std::string::String,
 }
-impl RunOutputEvent {
-    pub fn builder() -> builder::RunOutputEvent {
+impl RunOutputData {
+    pub fn builder() -> builder::RunOutputData {
         Default::default()
     }
 }
@@ -3235,11 +3167,11 @@ impl ::std::convert::TryFrom<::std::string::String> for RunStatus {
     schemars::JsonSchema
 )]
 #[serde(deny_unknown_fields)]
-pub struct RunStatusEvent {
+pub struct RunStatusData {
     pub status: RunStatus,
 }
-impl RunStatusEvent {
-    pub fn builder() -> builder::RunStatusEvent {
+impl RunStatusData {
+    pub fn builder() -> builder::RunStatusData {
         Default::default()
     }
 }
@@ -6353,14 +6285,14 @@ pub mod builder {
         }
     }
     #[derive(Clone, Debug)]
-    pub struct RunCompleteEvent {
+    pub struct RunCompleteData {
         execution_time_ms: ::std::result::Result<
             ::std::option::Option<i64>,
             ::std::string::String,
         >,
         status: ::std::result::Result<super::RunStatus, ::std::string::String>,
     }
-    impl ::std::default::Default for RunCompleteEvent {
+    impl ::std::default::Default for RunCompleteData {
         fn default() -> Self {
             Self {
                 execution_time_ms: Err(
@@ -6370,7 +6302,7 @@ pub mod builder {
             }
         }
     }
-    impl RunCompleteEvent {
+    impl RunCompleteData {
         pub fn execution_time_ms<T>(mut self, value: T) -> Self
         where
             T: ::std::convert::TryInto<::std::option::Option<i64>>,
@@ -6394,10 +6326,10 @@ pub mod builder {
             self
         }
     }
-    impl ::std::convert::TryFrom<RunCompleteEvent> for super::RunCompleteEvent {
+    impl ::std::convert::TryFrom<RunCompleteData> for super::RunCompleteData {
         type Error = super::error::ConversionError;
         fn try_from(
-            value: RunCompleteEvent,
+            value: RunCompleteData,
         ) -> ::std::result::Result<Self, super::error::ConversionError> {
             Ok(Self {
                 execution_time_ms: value.execution_time_ms?,
@@ -6405,8 +6337,8 @@ pub mod builder {
             })
         }
     }
-    impl ::std::convert::From<super::RunCompleteEvent> for RunCompleteEvent {
-        fn from(value: super::RunCompleteEvent) -> Self {
+    impl ::std::convert::From<super::RunCompleteData> for RunCompleteData {
+        fn from(value: super::RunCompleteData) -> Self {
             Self {
                 execution_time_ms: Ok(value.execution_time_ms),
                 status: Ok(value.status),
@@ -6709,17 +6641,17 @@ pub mod builder {
         }
     }
     #[derive(Clone, Debug)]
-    pub struct RunErrorEvent {
+    pub struct RunErrorData {
         message: ::std::result::Result<::std::string::String, ::std::string::String>,
     }
-    impl ::std::default::Default for RunErrorEvent {
+    impl ::std::default::Default for RunErrorData {
         fn default() -> Self {
             Self {
                 message: Err("no value supplied for message".to_string()),
             }
         }
     }
-    impl RunErrorEvent {
+    impl RunErrorData {
         pub fn message<T>(mut self, value: T) -> Self
         where
             T: ::std::convert::TryInto<::std::string::String>,
@@ -6733,105 +6665,37 @@ pub mod builder {
             self
         }
     }
-    impl ::std::convert::TryFrom<RunErrorEvent> for super::RunErrorEvent {
+    impl ::std::convert::TryFrom<RunErrorData> for super::RunErrorData {
         type Error = super::error::ConversionError;
         fn try_from(
-            value: RunErrorEvent,
+            value: RunErrorData,
         ) -> ::std::result::Result<Self, super::error::ConversionError> {
             Ok(Self { message: value.message? })
         }
     }
-    impl ::std::convert::From<super::RunErrorEvent> for RunErrorEvent {
-        fn from(value: super::RunErrorEvent) -> Self {
+    impl ::std::convert::From<super::RunErrorData> for RunErrorData {
+        fn from(value: super::RunErrorData) -> Self {
             Self { message: Ok(value.message) }
         }
     }
     #[derive(Clone, Debug)]
-    pub struct RunEvent {
-        data: ::std::result::Result<super::RunEventData, ::std::string::String>,
-        event: ::std::result::Result<super::RunEventType, ::std::string::String>,
-        id: ::std::result::Result<::std::num::NonZeroU64, ::std::string::String>,
-    }
-    impl ::std::default::Default for RunEvent {
-        fn default() -> Self {
-            Self {
-                data: Err("no value supplied for data".to_string()),
-                event: Err("no value supplied for event".to_string()),
-                id: Err("no value supplied for id".to_string()),
-            }
-        }
-    }
-    impl RunEvent {
-        pub fn data<T>(mut self, value: T) -> Self
-        where
-            T: ::std::convert::TryInto<super::RunEventData>,
-            T::Error: ::std::fmt::Display,
-        {
-            self.data = value
-                .try_into()
-                .map_err(|e| format!("error converting supplied value for data: {e}"));
-            self
-        }
-        pub fn event<T>(mut self, value: T) -> Self
-        where
-            T: ::std::convert::TryInto<super::RunEventType>,
-            T::Error: ::std::fmt::Display,
-        {
-            self.event = value
-                .try_into()
-                .map_err(|e| format!("error converting supplied value for event: {e}"));
-            self
-        }
-        pub fn id<T>(mut self, value: T) -> Self
-        where
-            T: ::std::convert::TryInto<::std::num::NonZeroU64>,
-            T::Error: ::std::fmt::Display,
-        {
-            self.id = value
-                .try_into()
-                .map_err(|e| format!("error converting supplied value for id: {e}"));
-            self
-        }
-    }
-    impl ::std::convert::TryFrom<RunEvent> for super::RunEvent {
-        type Error = super::error::ConversionError;
-        fn try_from(
-            value: RunEvent,
-        ) -> ::std::result::Result<Self, super::error::ConversionError> {
-            Ok(Self {
-                data: value.data?,
-                event: value.event?,
-                id: value.id?,
-            })
-        }
-    }
-    impl ::std::convert::From<super::RunEvent> for RunEvent {
-        fn from(value: super::RunEvent) -> Self {
-            Self {
-                data: Ok(value.data),
-                event: Ok(value.event),
-                id: Ok(value.id),
-            }
-        }
-    }
-    #[derive(Clone, Debug)]
-    pub struct RunHeartbeatEvent {}
-    impl ::std::default::Default for RunHeartbeatEvent {
+    pub struct RunHeartbeatData {}
+    impl ::std::default::Default for RunHeartbeatData {
         fn default() -> Self {
             Self {}
         }
     }
-    impl RunHeartbeatEvent {}
-    impl ::std::convert::TryFrom<RunHeartbeatEvent> for super::RunHeartbeatEvent {
+    impl RunHeartbeatData {}
+    impl ::std::convert::TryFrom<RunHeartbeatData> for super::RunHeartbeatData {
         type Error = super::error::ConversionError;
         fn try_from(
-            _value: RunHeartbeatEvent,
+            _value: RunHeartbeatData,
         ) -> ::std::result::Result<Self, super::error::ConversionError> {
             Ok(Self {})
         }
     }
-    impl ::std::convert::From<super::RunHeartbeatEvent> for RunHeartbeatEvent {
-        fn from(_value: super::RunHeartbeatEvent) -> Self {
+    impl ::std::convert::From<super::RunHeartbeatData> for RunHeartbeatData {
+        fn from(_value: super::RunHeartbeatData) -> Self {
             Self {}
         }
     }
@@ -7010,17 +6874,17 @@ pub mod builder {
         }
     }
     #[derive(Clone, Debug)]
-    pub struct RunOutputEvent {
+    pub struct RunOutputData {
         content: ::std::result::Result<::std::string::String, ::std::string::String>,
     }
-    impl ::std::default::Default for RunOutputEvent {
+    impl ::std::default::Default for RunOutputData {
         fn default() -> Self {
             Self {
                 content: Err("no value supplied for content".to_string()),
             }
         }
     }
-    impl RunOutputEvent {
+    impl RunOutputData {
         pub fn content<T>(mut self, value: T) -> Self
         where
             T: ::std::convert::TryInto<::std::string::String>,
@@ -7034,31 +6898,31 @@ pub mod builder {
             self
         }
     }
-    impl ::std::convert::TryFrom<RunOutputEvent> for super::RunOutputEvent {
+    impl ::std::convert::TryFrom<RunOutputData> for super::RunOutputData {
         type Error = super::error::ConversionError;
         fn try_from(
-            value: RunOutputEvent,
+            value: RunOutputData,
         ) -> ::std::result::Result<Self, super::error::ConversionError> {
             Ok(Self { content: value.content? })
         }
     }
-    impl ::std::convert::From<super::RunOutputEvent> for RunOutputEvent {
-        fn from(value: super::RunOutputEvent) -> Self {
+    impl ::std::convert::From<super::RunOutputData> for RunOutputData {
+        fn from(value: super::RunOutputData) -> Self {
             Self { content: Ok(value.content) }
         }
     }
     #[derive(Clone, Debug)]
-    pub struct RunStatusEvent {
+    pub struct RunStatusData {
         status: ::std::result::Result<super::RunStatus, ::std::string::String>,
     }
-    impl ::std::default::Default for RunStatusEvent {
+    impl ::std::default::Default for RunStatusData {
         fn default() -> Self {
             Self {
                 status: Err("no value supplied for status".to_string()),
             }
         }
     }
-    impl RunStatusEvent {
+    impl RunStatusData {
         pub fn status<T>(mut self, value: T) -> Self
         where
             T: ::std::convert::TryInto<super::RunStatus>,
@@ -7070,16 +6934,16 @@ pub mod builder {
             self
         }
     }
-    impl ::std::convert::TryFrom<RunStatusEvent> for super::RunStatusEvent {
+    impl ::std::convert::TryFrom<RunStatusData> for super::RunStatusData {
         type Error = super::error::ConversionError;
         fn try_from(
-            value: RunStatusEvent,
+            value: RunStatusData,
         ) -> ::std::result::Result<Self, super::error::ConversionError> {
             Ok(Self { status: value.status? })
         }
     }
-    impl ::std::convert::From<super::RunStatusEvent> for RunStatusEvent {
-        fn from(value: super::RunStatusEvent) -> Self {
+    impl ::std::convert::From<super::RunStatusData> for RunStatusData {
+        fn from(value: super::RunStatusData) -> Self {
             Self { status: Ok(value.status) }
         }
     }

@@ -14,7 +14,7 @@ const TYPES_ALLOW: &[Allow] =
 
 /// The generated halves of `vm0-types` and `vm0-client`.
 pub(super) fn generate(doc: &Value) -> Result<[Generated; 2]> {
-    let spec: openapiv3::OpenAPI = serde_json::from_value(without_header_twins(&shapes(doc))).context("reading the spec as OpenAPI 3.0")?;
+    let spec: openapiv3::OpenAPI = serde_json::from_value(without_header_twins(&types_view(doc))).context("reading the spec as OpenAPI 3.0")?;
     let mut settings = GenerationSettings::default();
     // The client carries the extras' settings (retries), and the extras implement the
     // hooks that use them: every generated operation goes through them.
@@ -52,18 +52,10 @@ pub(super) fn generate(doc: &Value) -> Result<[Generated; 2]> {
     ])
 }
 
-/// The spec as the types should see it. A `oneOf` whose branches only list `required`
-/// properties (createRun's "exactly one of agent, agentId, sessionId, checkpointId") is a
-/// validation rule, not a shape: typify would turn it into an enum of near-identical
-/// structs, so the types leave it out and the generated router enforces it.
-pub fn shapes(doc: &Value) -> Value {
-    match doc {
-        Value::Object(map) => Value::Object(
-            map.iter().filter(|(key, value)| !(key.as_str() == "oneOf" && is_required_only(value))).map(|(key, value)| (key.clone(), shapes(value))).collect(),
-        ),
-        Value::Array(items) => Value::Array(items.iter().map(shapes).collect()),
-        other => other.clone(),
-    }
+/// The spec as typify should see its schemas: the same shapes, in the forms from which it
+/// makes the Rust types the spec means (see each step).
+pub fn types_view(doc: &Value) -> Value {
+    nullable_references(&tagged_unions(doc))
 }
 
 /// The spec without header parameters that have a query twin of the same Rust name
@@ -85,9 +77,57 @@ fn without_header_twins(doc: &Value) -> Value {
     doc
 }
 
-/// Whether `one_of` is a list of branches that each only list required properties.
-pub fn is_required_only(one_of: &Value) -> bool {
-    one_of
-        .as_array()
-        .is_some_and(|branches| !branches.is_empty() && branches.iter().all(|b| b.as_object().is_some_and(|o| o.len() == 1 && o.contains_key("required"))))
+/// The spec with each discriminated `oneOf` (`RunEvent`, on `event`) holding its branches
+/// inline, and the branches' own components gone. From `$ref`s, typify makes an untagged
+/// enum of structs, each with a one-variant enum for its tag; from inline branches, it
+/// makes one enum tagged by the discriminator, `RunEvent::Output { id, data }`, which is
+/// what the spec says. The branches are referenced nowhere else (the lint checks it).
+fn tagged_unions(doc: &Value) -> Value {
+    let mut doc = doc.clone();
+    let Some(schemas) = doc.pointer("/components/schemas").and_then(Value::as_object).cloned() else { return doc };
+    let mut inlined = Vec::new();
+    for (name, schema) in &schemas {
+        let Some(branches) = schema.get("oneOf").and_then(Value::as_array).filter(|_| schema.get("discriminator").is_some()) else { continue };
+        let branches: Vec<Value> = branches
+            .iter()
+            .map(|branch| {
+                let reference = branch.get("$ref").and_then(Value::as_str).unwrap_or_default();
+                let target = reference.strip_prefix("#/components/schemas/").unwrap_or_default();
+                inlined.push(target.to_string());
+                schemas.get(target).cloned().unwrap_or_else(|| branch.clone())
+            })
+            .collect();
+        let union = doc.pointer_mut(&format!("/components/schemas/{name}")).and_then(Value::as_object_mut).expect("the schema is there");
+        union.insert("oneOf".into(), Value::Array(branches));
+        union.remove("discriminator");
+    }
+    let schemas = doc.pointer_mut("/components/schemas").and_then(Value::as_object_mut).expect("the schemas are there");
+    for name in inlined {
+        schemas.remove(&name);
+    }
+    doc
+}
+
+/// The spec with each nullable reference, `anyOf` a `$ref` and a null branch (`{type:
+/// object, nullable: true, enum: [null]}`, the form strict OpenAPI 3.0.3 tools read), as
+/// `allOf` the reference with `nullable`, which typify makes an `Option` of the
+/// referenced type.
+fn nullable_references(doc: &Value) -> Value {
+    match doc {
+        Value::Object(map) => {
+            let branches = map.get("anyOf").and_then(Value::as_array);
+            if let Some([reference, null]) = branches.map(Vec::as_slice) {
+                if reference.get("$ref").is_some() && null.get("enum") == Some(&serde_json::json!([null])) {
+                    let mut out = map.clone();
+                    out.remove("anyOf");
+                    out.insert("allOf".into(), Value::Array(vec![reference.clone()]));
+                    out.insert("nullable".into(), Value::Bool(true));
+                    return Value::Object(out);
+                }
+            }
+            Value::Object(map.iter().map(|(key, value)| (key.clone(), nullable_references(value))).collect())
+        }
+        Value::Array(items) => Value::Array(items.iter().map(nullable_references).collect()),
+        other => other.clone(),
+    }
 }

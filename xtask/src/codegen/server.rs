@@ -9,7 +9,7 @@ use quote::quote;
 use serde_json::{json, Map, Value};
 
 use super::{rust_file, Generated, HEADER};
-use crate::spec::{self, deref, Operation};
+use crate::spec::{self, deref, Operation, EXACTLY_ONE_OF};
 
 /// The generated halves of `vm0-api`: the Rust code and the schemas it validates with.
 pub(super) fn generate(doc: &Value) -> Result<[Generated; 2]> {
@@ -179,9 +179,8 @@ impl<'a> Op<'a> {
         let exactly_one_of = body
             .as_ref()
             .and_then(|(_, schema)| deref(doc, schema))
-            .and_then(|schema| schema.get("oneOf"))
-            .filter(|one_of| super::is_required_only(one_of))
-            .map(|one_of| one_of.as_array().into_iter().flatten().flat_map(|b| b["required"].as_array().cloned().unwrap_or_default()))
+            .and_then(|schema| schema.get(EXACTLY_ONE_OF))
+            .and_then(Value::as_array)
             .into_iter()
             .flatten()
             .filter_map(|v| v.as_str().map(str::to_string))

@@ -15,14 +15,16 @@ pub(super) const SNAPSHOT_PATH: &str = "tests/it/snapshots/it__surface__api_surf
 
 /// The component list and the surface snapshot, from the spec and the generated Rust.
 pub(super) fn generate(doc: &Value, generated: &[Generated]) -> Result<[Generated; 2]> {
-    let names: Vec<&String> = doc.pointer("/components/schemas").and_then(Value::as_object).into_iter().flatten().map(|(n, _)| n).collect();
+    let view = super::types_view(doc);
+    let names: Vec<&String> = view.pointer("/components/schemas").and_then(Value::as_object).into_iter().flatten().map(|(n, _)| n).collect();
     let entries = names.iter().map(|name| {
         let ty = syn::Ident::new(name, proc_macro2::Span::call_site());
         quote!((#name, schema::<vm0_types::#ty>()))
     });
     let items: syn::File = syn::parse2(quote! {
-        /// Every component schema of the spec, by name, with the JSON Schema that schemars
-        /// derives from its `vm0-types` type.
+        /// Every component schema of the spec that has a type (the branches of a tagged
+        /// union live inside it), by name, with the JSON Schema that schemars derives from
+        /// its `vm0-types` type.
         pub(crate) fn derived_schemas() -> Vec<(&'static str, schemars::Schema)> {
             vec![#(#entries),*]
         }

@@ -61,11 +61,11 @@ fn parse(id: &str, event: &str, data: &str) -> Result<Option<RunEvent>, Error> {
     let id: u64 = id.parse().map_err(|_| Error::Transport { message: format!("an event id that is not a number: {id:?}"), request_id: None })?;
     let invalid = |e: serde_json::Error| Error::Transport { message: format!("unreadable {event} event {id}: {e}"), request_id: None };
     Ok(Some(match event {
-        "status" => RunEvent::Status { id, status: serde_json::from_str::<types::RunStatusEvent>(data).map_err(invalid)?.status },
-        "output" => RunEvent::Output { id, content: serde_json::from_str::<types::RunOutputEvent>(data).map_err(invalid)?.content },
-        "error" => RunEvent::Error { id, message: serde_json::from_str::<types::RunErrorEvent>(data).map_err(invalid)?.message },
+        "status" => RunEvent::Status { id, status: serde_json::from_str::<types::RunStatusData>(data).map_err(invalid)?.status },
+        "output" => RunEvent::Output { id, content: serde_json::from_str::<types::RunOutputData>(data).map_err(invalid)?.content },
+        "error" => RunEvent::Error { id, message: serde_json::from_str::<types::RunErrorData>(data).map_err(invalid)?.message },
         "complete" => {
-            let data: types::RunCompleteEvent = serde_json::from_str(data).map_err(invalid)?;
+            let data: types::RunCompleteData = serde_json::from_str(data).map_err(invalid)?;
             RunEvent::Complete { id, status: data.status, execution_time_ms: data.execution_time_ms }
         }
         _ => return Ok(None),
@@ -172,5 +172,66 @@ impl Client {
             }
         }
         Ok(self.get_run().id(run_id).send().await?.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse, RunEvent};
+    use crate::types::{self, RunStatus};
+
+    #[test]
+    fn a_status_event_keeps_its_status() {
+        assert_eq!(parse("1", "status", r#"{"status":"running"}"#).unwrap(), Some(RunEvent::Status { id: 1, status: RunStatus::Running }));
+    }
+
+    #[test]
+    fn an_output_event_keeps_its_line() {
+        assert_eq!(parse("2", "output", r#"{"content":"Hello"}"#).unwrap(), Some(RunEvent::Output { id: 2, content: "Hello".into() }));
+    }
+
+    #[test]
+    fn an_error_event_keeps_its_message() {
+        assert_eq!(parse("3", "error", r#"{"message":"out of memory"}"#).unwrap(), Some(RunEvent::Error { id: 3, message: "out of memory".into() }));
+    }
+
+    #[test]
+    fn a_complete_event_keeps_its_status_and_execution_time() {
+        let complete = parse("4", "complete", r#"{"executionTimeMs":8012,"status":"completed"}"#).unwrap();
+        assert_eq!(complete, Some(RunEvent::Complete { id: 4, status: RunStatus::Completed, execution_time_ms: Some(8012) }));
+        let never_started = parse("2", "complete", r#"{"executionTimeMs":null,"status":"cancelled"}"#).unwrap();
+        assert_eq!(never_started, Some(RunEvent::Complete { id: 2, status: RunStatus::Cancelled, execution_time_ms: None }));
+    }
+
+    #[test]
+    fn a_heartbeat_and_an_unknown_event_are_left_out() {
+        assert_eq!(parse("4", "heartbeat", "{}").unwrap(), None);
+        assert_eq!(parse("4", "progress", r#"{"percent":50}"#).unwrap(), None);
+    }
+
+    #[test]
+    fn data_of_another_event_s_shape_is_an_error_not_a_guess() {
+        assert!(parse("4", "complete", r#"{"content":"Hello"}"#).is_err());
+        assert!(parse("4", "status", r#"{"status":"completed","executionTimeMs":1}"#).is_err());
+    }
+
+    /// The generated `RunEvent` is tagged by `event`, as the spec discriminates it: each
+    /// branch reads as its own variant with every field, and writes back the same.
+    #[test]
+    fn the_generated_run_event_reads_each_branch_by_its_name() {
+        let wire = [
+            (r#"{"data":{"status":"running"},"event":"status","id":1}"#, "Status"),
+            (r#"{"data":{"content":"Hello"},"event":"output","id":2}"#, "Output"),
+            (r#"{"data":{"message":"out of memory"},"event":"error","id":3}"#, "Error"),
+            (r#"{"data":{"executionTimeMs":8012,"status":"completed"},"event":"complete","id":4}"#, "Complete"),
+            (r#"{"data":{},"event":"heartbeat","id":4}"#, "Heartbeat"),
+        ];
+        for (text, variant) in wire {
+            let event: types::RunEvent = serde_json::from_str(text).unwrap();
+            assert!(format!("{event:?}").starts_with(variant), "{text} read as {event:?}");
+            assert_eq!(serde_json::to_value(&event).unwrap(), serde_json::from_str::<serde_json::Value>(text).unwrap());
+        }
+        let complete: types::RunEvent = serde_json::from_str(wire[3].0).unwrap();
+        assert!(matches!(complete, types::RunEvent::Complete { data: types::RunCompleteData { execution_time_ms: Some(8012), .. }, .. }));
     }
 }

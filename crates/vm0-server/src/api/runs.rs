@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use tokio::sync::broadcast::error::RecvError;
 use vm0_api::{ApiError, EventStream, ListRunLogsParams, ListRunsParams, StreamRunEventsParams};
-use vm0_types::{self as types, RunEventType, RunStatus};
+use vm0_types::{self as types, RunStatus};
 
 use super::{App, Principal};
 use crate::ids;
 use crate::runs::{Engine, Subscription};
-use crate::store::{AgentRow, Kind, LogQuery, RunFilter, RunRow, RunStore, SessionRow, StorageRow, Store, StoreError};
+use crate::store::{event_id, AgentRow, Kind, LogQuery, RunFilter, RunRow, RunStore, SessionRow, StorageRow, Store, StoreError};
 
 /// How long a stream stays quiet before a heartbeat.
 const HEARTBEAT: Duration = Duration::from_secs(15);
@@ -253,8 +253,8 @@ impl<S: RunStore + Send + Sync> Feed<S> {
     async fn next(mut self) -> Option<(types::RunEvent, Self)> {
         loop {
             if let Some(event) = self.buffer.pop_front() {
-                self.after = event.id.get() as i64;
-                self.done = event.event == RunEventType::Complete;
+                self.after = event_id(&event);
+                self.done = matches!(event, types::RunEvent::Complete { .. });
                 return Some((event, self));
             }
             if self.done {
@@ -274,7 +274,7 @@ impl<S: RunStore + Send + Sync> Feed<S> {
                     // after the last event, or a feed closed at the run's end): the
                     // stream is over.
                     let last = self.store.events_after(&self.run, self.after - 1, 1).await.unwrap_or_default();
-                    if self.after > 0 && last.first().is_some_and(|e| e.id == self.after && e.event == RunEventType::Complete) {
+                    if self.after > 0 && last.first().is_some_and(|e| e.id == self.after && e.event == "complete") {
                         return None;
                     }
                 }
@@ -290,15 +290,12 @@ impl<S: RunStore + Send + Sync> Feed<S> {
             }
             match tokio::time::timeout(HEARTBEAT, self.live.events.recv()).await {
                 Err(_) => {
-                    let heartbeat = types::RunEvent {
-                        id: std::num::NonZeroU64::new(self.after.max(1) as u64).expect("at least 1"),
-                        event: RunEventType::Heartbeat,
-                        data: types::RunEventData::HeartbeatEvent(types::RunHeartbeatEvent {}),
-                    };
+                    let id = std::num::NonZeroU64::new(self.after.max(1) as u64).expect("at least 1");
+                    let heartbeat = types::RunEvent::Heartbeat { id, data: types::RunHeartbeatData {} };
                     return Some((heartbeat, self));
                 }
-                Ok(Ok(event)) if (event.id.get() as i64) <= self.after => {}
-                Ok(Ok(event)) if event.id.get() as i64 == self.after + 1 => self.buffer.push_back((*event).clone()),
+                Ok(Ok(event)) if event_id(&event) <= self.after => {}
+                Ok(Ok(event)) if event_id(&event) == self.after + 1 => self.buffer.push_back((*event).clone()),
                 // A gap, or this subscriber fell behind: the store has the rest.
                 Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => self.replaying = true,
                 // The run's feed closed: it ended, and what is left is stored, or it had

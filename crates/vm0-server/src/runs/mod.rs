@@ -23,13 +23,13 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 use sqlx::types::Json;
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
-use vm0_types::{self as types, LogLevel, LogType, RunEventData, RunEventType, RunStatus};
+use vm0_types::{self as types, LogLevel, LogType, RunStatus};
 
 pub(crate) use recorder::{Journal, Subscription};
 
 use crate::blobs::Blobs;
 use crate::ids;
-use crate::store::{Batch, Expired, Lease, LogRow, NewCheckpoint, RunEnd, RunRow, Store};
+use crate::store::{event_row, Batch, EventData, Expired, Lease, LogRow, NewCheckpoint, RunEnd, RunRow, Store};
 use local::{Executor, Outcome, Output};
 use recorder::Recorder;
 
@@ -142,11 +142,11 @@ impl<S: Store> Engine<S> {
     /// What a new run records first, stored with it (`RunStore::create_run`): its pending
     /// status and a log entry.
     pub fn first_records(run: &RunRow) -> Batch {
-        let event = serde_json::to_string(&status_event(RunStatus::Pending)).expect("event data serializes");
+        let event = event_row(&status_event(RunStatus::Pending).numbered(1));
         let metadata = meta([("status", "pending"), ("agentVersionId", &run.agent_version_id)]);
         let log =
             LogRow { seq: 1, timestamp: run.created_at, kind: LogType::System, level: LogLevel::Info, message: "Run created".into(), metadata: Json(metadata) };
-        Batch { events: vec![(run.id.clone(), 1, RunEventType::Status, event)], logs: vec![(run.id.clone(), log)], metrics: Vec::new() }
+        Batch { events: vec![(run.id.clone(), event)], logs: vec![(run.id.clone(), log)], metrics: Vec::new() }
     }
 
     /// A new run is stored: a word to the scheduler (other instances find it by looking).
@@ -486,7 +486,7 @@ impl<S: Store> Engine<S> {
     /// The events and log of an ended run, stored before this returns.
     async fn announce_end(&self, journal: &Journal, end: &RunEnd) {
         if let Some(message) = &end.error {
-            journal.event(RunEventData::ErrorEvent(types::RunErrorEvent { message: message.clone() })).await;
+            journal.event(EventData::Error(types::RunErrorData { message: message.clone() })).await;
         }
         journal.event(status_event(end.status)).await;
         let (level, message) = match &end.error {
@@ -494,8 +494,8 @@ impl<S: Store> Engine<S> {
             None => (LogLevel::Info, format!("Run {}", end.status)),
         };
         journal.log(LogType::System, level, &message, meta([("status", &end.status.to_string())])).await;
-        let complete = types::RunCompleteEvent { status: end.status, execution_time_ms: end.execution_time_ms };
-        journal.event(RunEventData::CompleteEvent(complete)).await;
+        let complete = types::RunCompleteData { status: end.status, execution_time_ms: end.execution_time_ms };
+        journal.event(EventData::Complete(complete)).await;
         journal.flush().await;
     }
 }
@@ -507,8 +507,8 @@ async fn record_output(journal: &Journal, output: Output) {
     }
 }
 
-fn status_event(status: RunStatus) -> RunEventData {
-    RunEventData::StatusEvent(types::RunStatusEvent { status })
+fn status_event(status: RunStatus) -> EventData {
+    EventData::Status(types::RunStatusData { status })
 }
 
 /// A log entry's metadata of string values.

@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 use tokio::sync::{broadcast, mpsc, oneshot};
-use vm0_types::{self as types, LogLevel, LogType, RunEventData, RunEventType};
+use vm0_types::{self as types, LogLevel, LogType};
 
 use crate::ids;
-use crate::store::{Batch, Counters, LogRow, MetricRow, RunStore};
+use crate::store::{event_row, Batch, Counters, EventData, LogRow, MetricRow, RunStore};
 
 /// Entries waiting to be written, at most.
 const QUEUE: usize = 8192;
@@ -36,7 +36,7 @@ enum Entry {
 }
 
 enum Record {
-    Event(RunEventData),
+    Event(EventData),
     Log(LogRow),
     Metric(MetricRow),
 }
@@ -75,7 +75,7 @@ impl Recorder {
     /// Events another instance recorded and stored, for this instance's subscribers; the
     /// run's feed closes after `complete`.
     pub(super) fn relay(&self, run_id: &str, events: Vec<types::RunEvent>) {
-        let ended = events.iter().any(|e| e.event == RunEventType::Complete);
+        let ended = events.iter().any(|e| matches!(e, types::RunEvent::Complete { .. }));
         let run: Arc<str> = run_id.into();
         self.feeds.publish(events.into_iter().map(|e| (run.clone(), e)).collect());
         if ended {
@@ -102,10 +102,10 @@ impl Journal {
     }
 
     /// An event; its data's strings masked.
-    pub(crate) async fn event(&self, data: RunEventData) {
+    pub(crate) async fn event(&self, data: EventData) {
         let data = match data {
-            RunEventData::OutputEvent(e) => RunEventData::OutputEvent(types::RunOutputEvent { content: self.secrets.mask(&e.content) }),
-            RunEventData::ErrorEvent(e) => RunEventData::ErrorEvent(types::RunErrorEvent { message: self.secrets.mask(&e.message) }),
+            EventData::Output(e) => EventData::Output(types::RunOutputData { content: self.secrets.mask(&e.content) }),
+            EventData::Error(e) => EventData::Error(types::RunErrorData { message: self.secrets.mask(&e.message) }),
             other => other,
         };
         self.send(Entry::Record(self.run.clone(), Record::Event(data))).await;
@@ -118,7 +118,7 @@ impl Journal {
             let mut carries = self.carries.lock().expect("no panic while masking");
             self.secrets.mask_line(&mut carries[usize::from(stderr)], line)
         };
-        self.event(RunEventData::OutputEvent(types::RunOutputEvent { content: text.clone() })).await;
+        self.event(EventData::Output(types::RunOutputData { content: text.clone() })).await;
         let (level, stream) = if stderr { (LogLevel::Warn, "stderr") } else { (LogLevel::Info, "stdout") };
         let metadata = [("stream".to_string(), Value::String(stream.into()))].into_iter().collect();
         self.log(LogType::Agent, level, &text, metadata).await;
@@ -225,16 +225,6 @@ impl Masker {
     }
 }
 
-fn event_type(data: &RunEventData) -> RunEventType {
-    match data {
-        RunEventData::StatusEvent(_) => RunEventType::Status,
-        RunEventData::OutputEvent(_) => RunEventType::Output,
-        RunEventData::ErrorEvent(_) => RunEventType::Error,
-        RunEventData::CompleteEvent(_) => RunEventType::Complete,
-        RunEventData::HeartbeatEvent(_) => RunEventType::Heartbeat,
-    }
-}
-
 /// The records of one batch numbered after what the store holds for each run, read
 /// afresh each time: another instance may have recorded for the same run meanwhile (its
 /// end, as lost). The batch, and the events to publish once it is stored; `None` when the
@@ -256,10 +246,9 @@ async fn number<S: RunStore>(store: &S, records: &[(Arc<str>, Record)]) -> Optio
         match record {
             Record::Event(data) => {
                 count.event += 1;
-                let event = event_type(data);
-                batch.events.push((run.to_string(), count.event, event, serde_json::to_string(data).expect("event data serializes")));
-                let id = std::num::NonZeroU64::new(count.event as u64).expect("from 1");
-                published.push((run.clone(), types::RunEvent { id, event, data: data.clone() }));
+                let event = data.clone().numbered(count.event);
+                batch.events.push((run.to_string(), event_row(&event)));
+                published.push((run.clone(), event));
             }
             Record::Log(row) => {
                 count.log += 1;
@@ -316,8 +305,7 @@ async fn write<S: RunStore>(store: S, mut entries: mpsc::Receiver<Entry>, feeds:
                 Entry::Flush(done) => flushed.push(done),
             }
         }
-        let ended: Vec<Arc<str>> =
-            records.iter().filter(|(_, r)| matches!(r, Record::Event(RunEventData::CompleteEvent(_)))).map(|(run, _)| run.clone()).collect();
+        let ended: Vec<Arc<str>> = records.iter().filter(|(_, r)| matches!(r, Record::Event(EventData::Complete(_)))).map(|(run, _)| run.clone()).collect();
         if !records.is_empty() {
             if let Some(published) = store_records(&store, &records).await {
                 feeds.publish(published);

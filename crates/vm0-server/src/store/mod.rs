@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sha2::Digest;
 use sqlx::types::Json;
-use vm0_types::{AgentName, FilePath, LogLevel, LogType, RunEventType, RunStatus, Sha256, StorageName};
+use vm0_types::{self as types, AgentName, FilePath, LogLevel, LogType, RunEvent, RunStatus, Sha256, StorageName};
 
 pub use sql::{redacted, InstanceHold, SqlStore};
 
@@ -262,30 +262,61 @@ pub struct RunEnd {
     pub artifact_version: Option<String>,
 }
 
-/// One stored event of a run; `data` is the JSON of the shape `event` names.
+/// One stored event of a run: its id, its `event` name and the JSON of its `data`.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EventRow {
     pub id: i64,
-    #[sqlx(try_from = "String")]
-    pub event: RunEventType,
+    pub event: String,
     pub data: String,
 }
 
-impl TryFrom<EventRow> for vm0_types::RunEvent {
+impl TryFrom<EventRow> for RunEvent {
     type Error = serde_json::Error;
 
     /// The stored data is read as the shape its event names, never by guessing.
     fn try_from(r: EventRow) -> std::result::Result<Self, serde_json::Error> {
-        use vm0_types::{RunEventData as Data, RunEventType as Type};
-        let data = match r.event {
-            Type::Status => Data::StatusEvent(serde_json::from_str(&r.data)?),
-            Type::Output => Data::OutputEvent(serde_json::from_str(&r.data)?),
-            Type::Error => Data::ErrorEvent(serde_json::from_str(&r.data)?),
-            Type::Complete => Data::CompleteEvent(serde_json::from_str(&r.data)?),
-            Type::Heartbeat => Data::HeartbeatEvent(serde_json::from_str(&r.data)?),
-        };
-        Ok(vm0_types::RunEvent { id: std::num::NonZeroU64::new(r.id.max(1) as u64).expect("at least 1"), event: r.event, data })
+        let data: Value = serde_json::from_str(&r.data)?;
+        serde_json::from_value(serde_json::json!({ "id": r.id, "event": r.event, "data": data }))
     }
+}
+
+/// A run event before the recorder numbers it: what a `RunEvent` holds but its id.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventData {
+    Status(types::RunStatusData),
+    Output(types::RunOutputData),
+    Error(types::RunErrorData),
+    Complete(types::RunCompleteData),
+}
+
+impl EventData {
+    /// The event with its id.
+    pub fn numbered(self, id: i64) -> RunEvent {
+        let id = std::num::NonZeroU64::new(id.max(1) as u64).expect("at least 1");
+        match self {
+            EventData::Status(data) => RunEvent::Status { id, data },
+            EventData::Output(data) => RunEvent::Output { id, data },
+            EventData::Error(data) => RunEvent::Error { id, data },
+            EventData::Complete(data) => RunEvent::Complete { id, data },
+        }
+    }
+}
+
+/// An event's id.
+pub fn event_id(event: &RunEvent) -> i64 {
+    match event {
+        RunEvent::Status { id, .. }
+        | RunEvent::Output { id, .. }
+        | RunEvent::Error { id, .. }
+        | RunEvent::Complete { id, .. }
+        | RunEvent::Heartbeat { id, .. } => id.get() as i64,
+    }
+}
+
+/// An event as a store row: its name and its data, as the spec's `RunEvent` says them.
+pub fn event_row(event: &RunEvent) -> EventRow {
+    let value = serde_json::to_value(event).expect("a run event serializes");
+    EventRow { id: event_id(event), event: value["event"].as_str().expect("a run event has a name").to_string(), data: value["data"].to_string() }
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -330,8 +361,8 @@ pub struct RunFilter {
 /// transaction, so a run of many lines costs a few commits rather than one a line.
 #[derive(Debug, Default)]
 pub struct Batch {
-    /// Run id, event id, event, data as JSON.
-    pub events: Vec<(String, i64, RunEventType, String)>,
+    /// Run id and event.
+    pub events: Vec<(String, EventRow)>,
     /// Run id and entry.
     pub logs: Vec<(String, LogRow)>,
     /// Run id, sequence number and sample.

@@ -37,8 +37,8 @@ macro_rules! insert_batch {
         let batch: &Batch = $batch;
         for rows in batch.events.chunks(ROWS_PER_INSERT) {
             let mut insert = QueryBuilder::new("INSERT INTO run_events (run_id, id, event, data) ");
-            insert.push_values(rows, |mut row, (run_id, id, event, data)| {
-                row.push_bind(run_id).push_bind(id).push_bind(event.to_string()).push_bind(data);
+            insert.push_values(rows, |mut row, (run_id, event)| {
+                row.push_bind(run_id).push_bind(event.id).push_bind(&event.event).push_bind(&event.data);
             });
             insert.build().execute(&mut *$tx).await?;
         }

@@ -1,0 +1,64 @@
+//! The proxy that checks the end-to-end tests' responses against the spec finds each kind
+//! of drift: here in front of a fake server that answers wrongly on purpose.
+
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use serde_json::json;
+use vm0_tests::conformance;
+
+fn headers() -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert("x-request-id", "req_1".parse().unwrap());
+    headers.insert("x-api-version", "v1".parse().unwrap());
+    headers
+}
+
+#[tokio::test]
+async fn each_kind_of_drift_is_recorded() {
+    let volume = json!({
+        "id": "vol_1", "name": "notes", "currentVersionId": null, "size": 0, "fileCount": 0,
+        "createdAt": "2024-01-15T10:00:00Z", "updatedAt": "2024-01-15T10:00:00Z", "currentVersion": null,
+    });
+    let fake = axum::Router::new()
+        // Right: a volume without a version, `currentVersion` null.
+        .route("/v1/volumes/vol_1", get(move || async move { (headers(), axum::Json(volume)).into_response() }))
+        // A field of the wrong type.
+        .route("/v1/volumes/vol_2", get(|| async { (headers(), axum::Json(json!({"id": 2}))).into_response() }))
+        // A status getAgent does not document.
+        .route("/v1/agents/ag_1", get(|| async { (axum::http::StatusCode::IM_A_TEAPOT, headers(), axum::Json(json!({}))).into_response() }))
+        // No X-API-Version.
+        .route("/v1/tokens/tok_1", get(|| async { ([("x-request-id", "req_1")], axum::Json(json!({}))).into_response() }))
+        // An event whose data is not its event's shape.
+        .route(
+            "/v1/runs/run_1/events",
+            get(|| async {
+                let body = "id: 1\nevent: status\ndata: {\"status\":\"running\"}\n\nid: 2\nevent: complete\ndata: {\"content\":\"x\"}\n\n";
+                (headers(), [("content-type", "text/event-stream")], body).into_response()
+            }),
+        )
+        // A method the path does not have, answered outside the envelope.
+        .route("/v1/runs", axum::routing::delete(|| async { (axum::http::StatusCode::METHOD_NOT_ALLOWED, headers(), "no").into_response() }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, fake).await.ok() });
+    let (url, violations) = conformance::start(upstream).await;
+
+    let http = reqwest::Client::new();
+    for path in ["/v1/volumes/vol_1", "/v1/volumes/vol_2", "/v1/agents/ag_1", "/v1/tokens/tok_1", "/v1/runs/run_1/events"] {
+        http.get(format!("{url}{path}")).send().await.unwrap().bytes().await.unwrap();
+    }
+    http.delete(format!("{url}/v1/runs")).send().await.unwrap().bytes().await.unwrap();
+    let found = violations.lock().unwrap().clone();
+    let expect = [
+        "GET /v1/volumes/vol_2 → 200: the body breaks the schema",
+        "GET /v1/agents/ag_1 → 418: getAgent does not document status 418",
+        "GET /v1/tokens/tok_1 → 200: no x-api-version header",
+        "GET /v1/runs/run_1/events → 200: the event breaks RunEvent",
+        "DELETE /v1/runs → 405: a status 405",
+    ];
+    for line in expect {
+        assert!(found.iter().any(|f| f.starts_with(line)), "{line:?} is not among:\n{}", found.join("\n"));
+    }
+    assert_eq!(found.len(), expect.len(), "only those, and nothing for the right answer (vol_1):\n{}", found.join("\n"));
+}

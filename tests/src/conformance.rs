@@ -1,0 +1,215 @@
+//! A proxy in front of each test server that checks every response against the spec, so
+//! that no drift between the server and `openapi/v1.yaml` passes the end-to-end tests.
+//!
+//! For a request to one of the spec's operations, the response's status must be one the
+//! operation documents, its content type the documented one, and its body valid against
+//! the documented schema (as strict OpenAPI 3.0.3 reads it: `xtask::spec::json_schema`).
+//! A `text/event-stream` is checked event by event against `RunEvent`, as it streams. A
+//! request to no operation (a wrong method, an unknown path) must get the error envelope.
+//! Requests outside `/v1/` (blobs, docs, health) pass unchecked.
+//!
+//! The proxy records what it finds; the test server panics with the list when it stops or
+//! is dropped, so a test fails on any response that breaks the spec, whatever it asserts.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::Response;
+use futures::StreamExt;
+use serde_json::Value;
+use xtask::spec;
+
+/// What the proxy found wrong, one line per response.
+pub type Violations = Arc<Mutex<Vec<String>>>;
+
+/// The largest JSON body the proxy reads to check; the API's are far smaller.
+const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// One operation as the checker needs it.
+struct Operation {
+    id: String,
+    method: Method,
+    path: regex::Regex,
+    /// Each documented status, with the media type and the compiled schema of its body.
+    responses: HashMap<u16, Option<(String, jsonschema::Validator)>>,
+}
+
+struct Checker {
+    operations: Vec<Operation>,
+    error: jsonschema::Validator,
+    event: jsonschema::Validator,
+}
+
+static CHECKER: LazyLock<Checker> = LazyLock::new(|| {
+    let doc = spec::load().expect("the spec loads");
+    let compile = |schema: &Value| spec::validator(&spec::json_schema(&doc, schema)).expect("the spec's schemas compile");
+    let operations = spec::operations(&doc)
+        .into_iter()
+        .map(|op| {
+            let segments = op.path.split('/').map(|s| if s.starts_with('{') { "[^/]+".to_string() } else { regex::escape(s) });
+            let pattern = segments.collect::<Vec<_>>().join("/");
+            let responses = op.op["responses"].as_object().expect("responses").iter().map(|(status, response)| {
+                let response = spec::deref(&doc, response).expect("the response resolves");
+                let content = response.get("content").and_then(Value::as_object).and_then(|c| c.iter().next());
+                let body = content.map(|(media, media_type)| (media.clone(), compile(&media_type["schema"])));
+                (status.parse::<u16>().expect("explicit statuses"), body)
+            });
+            Operation {
+                id: op.id().to_string(),
+                method: op.method.to_uppercase().parse().expect("a method"),
+                path: regex::Regex::new(&format!("^{pattern}$")).expect("the path compiles"),
+                responses: responses.collect(),
+            }
+        })
+        .collect();
+    let sse = doc
+        .pointer("/paths/~1v1~1runs~1{id}~1events/get/responses/200/content/text~1event-stream/schema/x-event-schema")
+        .expect("the stream names its event schema");
+    Checker { operations, error: compile(&serde_json::json!({"$ref": "#/components/schemas/Error"})), event: compile(sse) }
+});
+
+/// Starts the proxy for the server at `upstream`; its URL, and where it records.
+pub async fn start(upstream: String) -> (String, Violations) {
+    LazyLock::force(&CHECKER);
+    let violations = Violations::default();
+    let state = (upstream, reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(), violations.clone());
+    let app = axum::Router::new().fallback(forward).with_state(Arc::new(state));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    (url, violations)
+}
+
+type Proxy = Arc<(String, reqwest::Client, Violations)>;
+
+async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
+    let (upstream, http, violations) = &*proxy;
+    let (parts, body) = request.into_parts();
+    let target = format!("{upstream}{}", parts.uri.path_and_query().map_or("/", |p| p.as_str()));
+    let mut headers = parts.headers.clone();
+    headers.remove(axum::http::header::HOST);
+    let sent = http.request(parts.method.clone(), target).headers(headers).body(reqwest::Body::wrap_stream(body.into_data_stream())).send().await;
+    let reply = match sent {
+        Ok(reply) => reply,
+        Err(error) => return Response::builder().status(StatusCode::BAD_GATEWAY).body(Body::from(format!("the test proxy: {error}"))).unwrap(),
+    };
+    let status = reply.status();
+    let mut response = Response::builder().status(status);
+    for (name, value) in reply.headers() {
+        response = response.header(name, value);
+    }
+    let call = format!("{} {} → {}", parts.method, parts.uri.path(), status.as_u16());
+    let path = parts.uri.path().to_string();
+    if !path.starts_with("/v1/") {
+        return response.body(Body::from_stream(reply.bytes_stream())).unwrap();
+    }
+    let expected = expectation(&parts.method, &path, status.as_u16(), reply.headers());
+    let record = {
+        let violations = violations.clone();
+        move |problem: String| violations.lock().unwrap().push(format!("{call}: {problem}"))
+    };
+    let (media, validator) = match expected {
+        Err(problem) => {
+            record(problem);
+            return response.body(Body::from_stream(reply.bytes_stream())).unwrap();
+        }
+        Ok(None) => {
+            let body = reply.bytes().await.unwrap_or_default();
+            if !body.is_empty() {
+                record(format!("a body where the spec documents none: {}", String::from_utf8_lossy(&body)));
+            }
+            return response.body(Body::from(body)).unwrap();
+        }
+        Ok(Some(expected)) => expected,
+    };
+    if media == "text/event-stream" {
+        let mut pending = String::new();
+        let stream = reply.bytes_stream().map(move |chunk| {
+            if let Ok(bytes) = &chunk {
+                pending.push_str(&String::from_utf8_lossy(bytes));
+                while let Some(end) = pending.find("\n\n") {
+                    let message: String = pending.drain(..end + 2).collect();
+                    if let Err(problem) = check_event(&message) {
+                        record(problem);
+                    }
+                }
+            }
+            chunk
+        });
+        return response.body(Body::from_stream(stream)).unwrap();
+    }
+    let body = match reply.bytes().await {
+        Ok(body) if body.len() <= MAX_BODY => body,
+        Ok(_) => return response.body(Body::empty()).unwrap(),
+        Err(error) => return Response::builder().status(StatusCode::BAD_GATEWAY).body(Body::from(format!("the test proxy: {error}"))).unwrap(),
+    };
+    match serde_json::from_slice::<Value>(&body) {
+        Err(error) => record(format!("a body that is not JSON ({error}): {}", String::from_utf8_lossy(&body))),
+        Ok(value) => {
+            let errors: Vec<String> = validator.iter_errors(&value).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+            if !errors.is_empty() {
+                record(format!("the body breaks the schema: {}; the body: {value}", errors.join("; ")));
+            }
+        }
+    }
+    response.body(Body::from(body)).unwrap()
+}
+
+/// The media type and schema the spec gives this response, `None` for no body; or what
+/// is wrong with it before its body is read.
+fn expectation(method: &Method, path: &str, status: u16, headers: &HeaderMap) -> Result<Option<(String, &'static jsonschema::Validator)>, String> {
+    let checker = &*CHECKER;
+    let media = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    for name in ["x-request-id", "x-api-version"] {
+        if !headers.contains_key(name) {
+            return Err(format!("no {name} header"));
+        }
+    }
+    let Some(operation) = checker.operations.iter().find(|o| o.method == *method && o.path.is_match(path)) else {
+        // No operation: a wrong method or an unknown path, answered in the envelope.
+        return match status {
+            404 | 405 if media.starts_with("application/json") => Ok(Some(("application/json".into(), &checker.error))),
+            _ => Err(format!("a status {status} ({media}) for a request to no operation of the spec")),
+        };
+    };
+    let Some(documented) = operation.responses.get(&status) else {
+        let mut listed: Vec<&u16> = operation.responses.keys().collect();
+        listed.sort();
+        return Err(format!("{} does not document status {status}, only {listed:?}", operation.id));
+    };
+    match documented {
+        None => Ok(None),
+        Some((documented, _)) if !media.starts_with(documented.as_str()) => {
+            Err(format!("{} documents {documented} for {status}, the server sent {media:?}", operation.id))
+        }
+        Some((documented, validator)) => Ok(Some((documented.clone(), validator))),
+    }
+}
+
+/// One SSE message against `RunEvent`: its `id:`, `event:` and `data:` lines as the
+/// spec's object. Comment lines (`:`) are skipped.
+fn check_event(message: &str) -> Result<(), String> {
+    let mut event = serde_json::Map::new();
+    for line in message.lines().filter(|l| !l.is_empty() && !l.starts_with(':')) {
+        let (field, value) = line.split_once(':').map(|(f, v)| (f, v.strip_prefix(' ').unwrap_or(v))).unwrap_or((line, ""));
+        let value = match field {
+            "id" => value.parse::<u64>().map(Value::from).map_err(|_| format!("an event id that is not a number: {line}"))?,
+            "data" => serde_json::from_str(value).map_err(|e| format!("event data that is not JSON ({e}): {line}"))?,
+            "event" => Value::from(value),
+            _ => return Err(format!("an SSE field the spec does not describe: {line}")),
+        };
+        event.insert(field.to_string(), value);
+    }
+    if event.is_empty() {
+        return Ok(());
+    }
+    let event = Value::Object(event);
+    let errors: Vec<String> = CHECKER.event.iter_errors(&event).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    match errors.is_empty() {
+        true => Ok(()),
+        false => Err(format!("the event breaks RunEvent: {}; the event: {event}", errors.join("; "))),
+    }
+}
