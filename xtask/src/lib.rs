@@ -8,6 +8,7 @@ pub mod bench;
 pub mod codegen;
 pub mod diff;
 pub mod lint;
+pub mod portability;
 pub mod postgres;
 pub mod process;
 pub mod release;

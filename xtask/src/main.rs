@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use xtask::{bench, codegen, diff, lint, postgres, process, release, s3, schemathesis, spec, tools};
+use xtask::{bench, codegen, diff, lint, portability, postgres, process, release, s3, schemathesis, spec, tools};
 
 const HELP: &str = "\
 cargo xtask <command>
@@ -27,12 +27,16 @@ commands:
   postgres         start a throwaway PostgreSQL in target/postgres and print the
                    VM0_TEST_DATABASE_URL that runs the tests on it; Enter stops it
   schemathesis     run schemathesis against a fresh reference server
+  portability      generate clients from openapi/v1.json with openapi-python-client and
+                   openapi-generator (rust, typescript-fetch); fail on any warning about
+                   the spec, a body typed Any, or a tsc --strict error; then a journey
+                   through the Python client against a fresh reference server
   bench            run the benchmarks (pagination depth, 1 GiB through the server,
                    1 GiB through the client) and print their figures
   ci               everything CI runs: codegen --check, lint, release --check, fmt --check,
                    clippy, every test, the end-to-end suites again on PostgreSQL and S3
                    (s3s-fs, installed into target/s3s-fs), cargo package of the published
-                   crates, schemathesis
+                   crates, portability, schemathesis
 ";
 
 fn main() -> ExitCode {
@@ -53,6 +57,7 @@ fn main() -> ExitCode {
         ["release"] => run_release(),
         ["postgres"] => run_postgres(),
         ["schemathesis"] => schemathesis::run(),
+        ["portability"] => portability::run(),
         ["bench"] => bench::run(),
         ["ci"] => ci(),
         ["help" | "--help" | "-h"] | [] => {
@@ -184,6 +189,10 @@ fn ci() -> Result<bool> {
         package.extend(["-p", name]);
     }
     process::cargo(&package)?;
+    println!("== cargo xtask portability");
+    if !portability::run()? {
+        return Ok(false);
+    }
     println!("== cargo xtask schemathesis");
     schemathesis::run()
 }

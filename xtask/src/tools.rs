@@ -1,7 +1,9 @@
-//! The tools that live outside Rust: Spectral and Redocly from npm, openapi-spec-validator
-//! and schemathesis from PyPI. Their versions are pinned in `xtask/lint-tools/`; they are
-//! installed into `target/lint-tools/` on first use, and again whenever the pins change,
-//! so a fresh clone needs nothing but Node.js, npm and Python 3.
+//! The tools that live outside Rust: from npm, Spectral and Redocly, Redoc (the docs
+//! portal's renderer), playwright-core and TypeScript; from PyPI, openapi-spec-validator
+//! and schemathesis, and in a venv of their own the portability check's generators and
+//! validator. Their versions are pinned in `xtask/lint-tools/`; they are installed into
+//! `target/lint-tools/` on first use, and again whenever the pins change, so a fresh clone
+//! needs nothing but Node.js, npm, Python 3 (and Java for openapi-generator).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -45,10 +47,11 @@ fn install_npm(root: &Path, dir: &Path) -> Result<()> {
     let pins = root.join("xtask/lint-tools");
     let changed =
         refresh_pin(&pins.join("package.json"), &dir.join("package.json"))? | refresh_pin(&pins.join("package-lock.json"), &dir.join("package-lock.json"))?;
-    if !changed && dir.join("node_modules/.bin/spectral").exists() && dir.join("node_modules/.bin/redocly").exists() {
+    let installed = ["spectral", "redocly", "tsc"].iter().all(|tool| bin(dir, tool).exists());
+    if !changed && installed && dir.join("node_modules/redoc/bundles/redoc.standalone.js").exists() {
         return Ok(());
     }
-    eprintln!("installing Spectral and Redocly into {} (npm ci)", dir.display());
+    eprintln!("installing the npm tools into {} (npm ci)", dir.display());
     // Install scripts are skipped: the linters need none, and they only phone home.
     let status = Command::new("npm")
         .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts", "--loglevel=error"])
@@ -70,17 +73,37 @@ pub fn python_tools() -> Result<PathBuf> {
     Ok(dir.join("venv"))
 }
 
+/// The npm tools' folder, installed: `node_modules/` holds them.
+pub fn npm_tools() -> Result<PathBuf> {
+    let root = workspace_root();
+    let dir = root.join("target/lint-tools");
+    install_npm(&root, &dir)?;
+    Ok(dir)
+}
+
+/// The portability check's venv, installed: `bin/<tool>` are its commands.
+pub fn portability_tools() -> Result<PathBuf> {
+    let root = workspace_root();
+    let venv = root.join("target/lint-tools/portability-venv");
+    install_venv(&venv, &root.join("xtask/lint-tools/portability.txt"), "openapi-python-client")?;
+    Ok(venv)
+}
+
 fn install_python(root: &Path, dir: &Path) -> Result<()> {
-    let venv = dir.join("venv");
+    install_venv(&dir.join("venv"), &root.join("xtask/lint-tools/requirements.txt"), "openapi-spec-validator")
+}
+
+/// A venv at `venv` with the pins of `pins`, unless it has them already (`probe` is one
+/// of its commands).
+fn install_venv(venv: &Path, pins: &Path, probe: &str) -> Result<()> {
     let stamp = venv.join("requirements.txt");
-    let pins = root.join("xtask/lint-tools/requirements.txt");
-    if venv.join("bin/openapi-spec-validator").exists() && std::fs::read(&stamp).ok() == std::fs::read(&pins).ok() {
+    if venv.join("bin").join(probe).exists() && std::fs::read(&stamp).ok() == std::fs::read(pins).ok() {
         return Ok(());
     }
-    eprintln!("installing openapi-spec-validator and schemathesis into {} (pip)", venv.display());
-    run_checked(Command::new("python3").args(["-m", "venv"]).arg(&venv), "python3 -m venv")?;
-    run_checked(Command::new(venv.join("bin/pip")).args(["install", "--quiet", "--disable-pip-version-check", "-r"]).arg(&pins), "pip install")?;
-    std::fs::copy(&pins, &stamp)?;
+    eprintln!("installing {} into {} (pip)", pins.display(), venv.display());
+    run_checked(Command::new("python3").args(["-m", "venv"]).arg(venv), "python3 -m venv")?;
+    run_checked(Command::new(venv.join("bin/pip")).args(["install", "--quiet", "--disable-pip-version-check", "-r"]).arg(pins), "pip install")?;
+    std::fs::copy(pins, &stamp)?;
     Ok(())
 }
 
@@ -92,15 +115,15 @@ fn run_checked(command: &mut Command, what: &str) -> Result<()> {
     Ok(())
 }
 
-fn output(command: &mut Command, tool: &str) -> Result<Output> {
+pub(crate) fn output(command: &mut Command, tool: &str) -> Result<Output> {
     command.output().with_context(|| format!("running {tool}"))
 }
 
-fn bin(dir: &Path, name: &str) -> PathBuf {
+pub(crate) fn bin(dir: &Path, name: &str) -> PathBuf {
     dir.join("node_modules/.bin").join(name)
 }
 
-fn text(output: &Output) -> String {
+pub(crate) fn text(output: &Output) -> String {
     let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&output.stderr));
     text.trim().to_string()
