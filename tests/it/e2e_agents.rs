@@ -181,3 +181,16 @@ async fn an_instance_with_its_blobs_in_its_data_directory_is_alone_on_its_postgr
     let _first_data_dir = server.stop().await;
     vm0_server::bind(config).await.expect("the database is free once the first instance stops");
 }
+
+/// The server's Swagger UI tries requests against the server that serves it: its spec
+/// lists that server first, as `/`, and production after.
+#[tokio::test]
+async fn the_docs_try_requests_on_the_server_that_serves_them() {
+    let server = TestServer::start().await;
+    let spec: serde_json::Value = reqwest::get(format!("{}/openapi.json", server.url)).await.unwrap().json().await.unwrap();
+    let servers: Vec<&str> = spec["servers"].as_array().unwrap().iter().map(|s| s["url"].as_str().unwrap()).collect();
+    assert_eq!(servers, ["/", "https://api.vm0.ai", "http://127.0.0.1:8080"]);
+    let page = reqwest::get(format!("{}/docs/", server.url)).await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("swagger-ui"));
+}

@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod codegen;
 pub mod diff;
+pub mod docs;
 pub mod lint;
 pub mod portability;
 pub mod postgres;

@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use xtask::{bench, codegen, diff, lint, portability, postgres, process, release, s3, schemathesis, spec, tools};
+use xtask::{bench, codegen, diff, docs, lint, portability, postgres, process, release, s3, schemathesis, spec, tools};
 
 const HELP: &str = "\
 cargo xtask <command>
@@ -26,6 +26,10 @@ commands:
                    CHANGELOG.md entry, and the published crates' versions
   postgres         start a throwaway PostgreSQL in target/postgres and print the
                    VM0_TEST_DATABASE_URL that runs the tests on it; Enter stops it
+  docs             build the self-contained docs portal, target/docs/index.html (Redoc
+                   and the spec inlined; no request leaves the machine)
+  docs --check     build it, then render it in headless Chromium: every operation shown,
+                   no request off the machine
   schemathesis     run schemathesis against a fresh reference server
   portability      generate clients from openapi/v1.json with openapi-python-client and
                    openapi-generator (rust, typescript-fetch); fail on any warning about
@@ -58,6 +62,11 @@ fn main() -> ExitCode {
         ["postgres"] => run_postgres(),
         ["schemathesis"] => schemathesis::run(),
         ["portability"] => portability::run(),
+        ["docs"] => docs::build().map(|page| {
+            println!("{}", page.display());
+            true
+        }),
+        ["docs", "--check"] => docs::build().and_then(|page| docs::check(&page)),
         ["bench"] => bench::run(),
         ["ci"] => ci(),
         ["help" | "--help" | "-h"] | [] => {
@@ -149,6 +158,25 @@ fn end_to_end_on_postgres_and_s3() -> Result<()> {
     passed
 }
 
+/// The portal, rendered when Chromium is there. CI installs Debian's package; elsewhere a
+/// missing Chromium skips the render, loudly.
+fn check_docs() -> Result<bool> {
+    let page = docs::build()?;
+    if !std::path::Path::new(docs::CHROMIUM).exists() {
+        if std::env::var_os("CI").is_none() {
+            println!("!! SKIPPED: the portal's render check needs Chromium at {} (apt-get install chromium); CI installs it", docs::CHROMIUM);
+            return Ok(true);
+        }
+        println!("installing Chromium (apt-get install chromium), which the portal's render check needs");
+        let update = std::process::Command::new("apt-get").args(["update", "-q"]).status()?;
+        let install = std::process::Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends", "chromium"]).status()?;
+        if !update.success() || !install.success() {
+            anyhow::bail!("apt-get could not install chromium");
+        }
+    }
+    docs::check(&page)
+}
+
 fn run_postgres() -> Result<bool> {
     let postgres = postgres::Postgres::start()?;
     println!("{}={}", postgres::TEST_DATABASE_URL, postgres.url);
@@ -189,6 +217,10 @@ fn ci() -> Result<bool> {
         package.extend(["-p", name]);
     }
     process::cargo(&package)?;
+    println!("== cargo xtask docs --check");
+    if !check_docs()? {
+        return Ok(false);
+    }
     println!("== cargo xtask portability");
     if !portability::run()? {
         return Ok(false);

@@ -14,7 +14,10 @@ use serde_json::Value;
 
 /// A reference server on a free port, and a configuration directory of its own.
 struct Env {
+    /// The server behind a proxy that checks every response against the spec
+    /// (`vm0_tests::conformance`); a test fails on any that breaks it.
     url: String,
+    violations: vm0_tests::conformance::Violations,
     token: String,
     config: tempfile::TempDir,
     _data: tempfile::TempDir,
@@ -63,6 +66,15 @@ impl From<Output> for Out {
     }
 }
 
+impl Drop for Env {
+    fn drop(&mut self) {
+        let violations = std::mem::take(&mut *self.violations.lock().unwrap());
+        if !std::thread::panicking() {
+            assert!(violations.is_empty(), "{} responses broke the spec:\n{}", violations.len(), violations.join("\n"));
+        }
+    }
+}
+
 impl Env {
     /// A fresh server, not yet logged in to.
     fn new() -> Env {
@@ -79,9 +91,10 @@ impl Env {
             ..vm0_server::Config::local(data.path())
         };
         let server = runtime.block_on(vm0_server::bind(config)).unwrap();
-        let (url, token) = (server.url.clone(), server.first_token.clone().unwrap());
+        let token = server.first_token.clone().unwrap();
+        let (url, violations) = runtime.block_on(vm0_tests::conformance::start(server.url.clone()));
         runtime.spawn(server.serve(std::future::pending()));
-        Env { url, token, config: tempfile::tempdir().unwrap(), _data: data, _runtime: runtime }
+        Env { url, violations, token, config: tempfile::tempdir().unwrap(), _data: data, _runtime: runtime }
     }
 
     /// A fresh server, logged in to with its first token.

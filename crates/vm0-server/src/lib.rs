@@ -279,7 +279,11 @@ async fn serve_connections(listener: TcpListener, routes: Router, shutdown: impl
 
 /// Every route of the server: the API, storage, the spec and its docs, the health check.
 pub fn router<S: Store>(app: Arc<App<S>>) -> Router {
-    let spec: serde_json::Value = serde_json::from_str(SPEC_JSON).expect("openapi/v1.json is JSON");
+    let mut spec: serde_json::Value = serde_json::from_str(SPEC_JSON).expect("openapi/v1.json is JSON");
+    // Swagger UI's "Try it out" calls the first server: this one, whatever its address,
+    // rather than production.
+    let this_server = serde_json::json!({ "url": "/", "description": "The server these docs are served by." });
+    spec["servers"].as_array_mut().expect("the spec lists servers").insert(0, this_server);
     let extra = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/executors/local/config.schema.json", get(|| async { axum::Json(runs::config::schema()) }))
