@@ -5,7 +5,8 @@
 use serde_json::{json, Value};
 use vm0_tests::server::TestServer;
 
-/// POSTs `body` as JSON to `path`; the status and the JSON answer.
+/// POSTs `body` as JSON to `path`, straight to the server: the checking proxy would read
+/// these hostile bodies itself. The status and the JSON answer.
 async fn post(server: &TestServer, path: &str, body: Vec<u8>) -> (u16, Value) {
     let response = reqwest::Client::new()
         .post(format!("{}{path}", server.direct_url))

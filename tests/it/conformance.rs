@@ -37,6 +37,15 @@ async fn each_kind_of_drift_is_recorded() {
                 (headers(), [("content-type", "text/event-stream")], body).into_response()
             }),
         )
+        // A bad event after CRLF line ends, an event with two data lines, and a stream
+        // that ends inside an event.
+        .route(
+            "/v1/runs/run_2/events",
+            get(|| async {
+                let body = "id: 1\r\nevent: status\r\ndata: {\"status\":\"nope\"}\r\n\r\nid: 2\nevent: output\ndata: {\"content\":\"a\"}\ndata: {\"content\":\"b\"}\n\nid: 3\nevent: complete";
+                (headers(), [("content-type", "text/event-stream")], body).into_response()
+            }),
+        )
         // A method the path does not have, answered outside the envelope.
         .route("/v1/runs", axum::routing::delete(|| async { (axum::http::StatusCode::METHOD_NOT_ALLOWED, headers(), "no").into_response() }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -45,7 +54,7 @@ async fn each_kind_of_drift_is_recorded() {
     let (url, violations) = conformance::start(upstream).await;
 
     let http = reqwest::Client::new();
-    for path in ["/v1/volumes/vol_1", "/v1/volumes/vol_2", "/v1/agents/ag_1", "/v1/tokens/tok_1", "/v1/runs/run_1/events"] {
+    for path in ["/v1/volumes/vol_1", "/v1/volumes/vol_2", "/v1/agents/ag_1", "/v1/tokens/tok_1", "/v1/runs/run_1/events", "/v1/runs/run_2/events"] {
         http.get(format!("{url}{path}")).send().await.unwrap().bytes().await.unwrap();
     }
     http.delete(format!("{url}/v1/runs")).send().await.unwrap().bytes().await.unwrap();
@@ -55,6 +64,9 @@ async fn each_kind_of_drift_is_recorded() {
         "GET /v1/agents/ag_1 → 418: getAgent does not document status 418",
         "GET /v1/tokens/tok_1 → 200: no x-api-version header",
         "GET /v1/runs/run_1/events → 200: the event breaks RunEvent",
+        "GET /v1/runs/run_2/events → 200: the event breaks RunEvent",
+        "GET /v1/runs/run_2/events → 200: an event with data twice",
+        "GET /v1/runs/run_2/events → 200: the stream ended inside an event",
         "DELETE /v1/runs → 405: a status 405",
     ];
     for line in expect {

@@ -18,14 +18,15 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
-use futures::StreamExt;
+use futures::StreamExt as _;
 use serde_json::Value;
 use xtask::spec;
 
 /// What the proxy found wrong, one line per response.
 pub type Violations = Arc<Mutex<Vec<String>>>;
 
-/// The largest JSON body the proxy reads to check; the API's are far smaller.
+/// The largest JSON body the proxy checks; the API's are far smaller, and a larger one is
+/// recorded.
 const MAX_BODY: usize = 64 * 1024 * 1024;
 
 /// One operation as the checker needs it.
@@ -85,6 +86,13 @@ pub async fn start(upstream: String) -> (String, Violations) {
 
 type Proxy = Arc<(String, reqwest::Client, Violations)>;
 
+/// Panics with every violation recorded, and clears them: what a test harness calls when
+/// its server stops.
+pub fn assert_clean(violations: &Violations) {
+    let found = std::mem::take(&mut *violations.lock().unwrap());
+    assert!(found.is_empty(), "{} responses broke the spec:\n{}", found.len(), found.join("\n"));
+}
+
 async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
     let (upstream, http, violations) = &*proxy;
     let (parts, body) = request.into_parts();
@@ -117,7 +125,13 @@ async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
             return response.body(Body::from_stream(reply.bytes_stream())).unwrap();
         }
         Ok(None) => {
-            let body = reply.bytes().await.unwrap_or_default();
+            let body = match reply.bytes().await {
+                Ok(body) => body,
+                Err(error) => {
+                    record(format!("the body could not be read: {error}"));
+                    return Response::builder().status(StatusCode::BAD_GATEWAY).body(Body::from(format!("the test proxy: {error}"))).unwrap();
+                }
+            };
             if !body.is_empty() {
                 record(format!("a body where the spec documents none: {}", String::from_utf8_lossy(&body)));
             }
@@ -126,26 +140,52 @@ async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
         Ok(Some(expected)) => expected,
     };
     if media == "text/event-stream" {
-        let mut pending = String::new();
-        let stream = reply.bytes_stream().map(move |chunk| {
-            if let Ok(bytes) = &chunk {
-                pending.push_str(&String::from_utf8_lossy(bytes));
-                while let Some(end) = pending.find("\n\n") {
-                    let message: String = pending.drain(..end + 2).collect();
-                    if let Err(problem) = check_event(&message) {
-                        record(problem);
+        // Each event is checked once it is whole, so a message cut across chunks (or a
+        // character across two) reads as the client will read it; a stream that breaks,
+        // or ends inside an event, is recorded too.
+        let state = (reply.bytes_stream(), Vec::new(), record);
+        let stream = futures::stream::unfold(state, |(mut upstream, mut pending, record)| async move {
+            match upstream.next().await {
+                Some(Ok(bytes)) => {
+                    pending.extend_from_slice(&bytes);
+                    while let Some(end) = event_end(&pending) {
+                        let message: Vec<u8> = pending.drain(..end).collect();
+                        let checked = String::from_utf8(message).map_err(|_| "an event that is not UTF-8".to_string()).and_then(|m| check_event(&m));
+                        if let Err(problem) = checked {
+                            record(problem);
+                        }
                     }
+                    Some((Ok(bytes), (upstream, pending, record)))
+                }
+                Some(Err(error)) => {
+                    record(format!("the stream broke: {error}"));
+                    Some((Err(error), (upstream, pending, record)))
+                }
+                None => {
+                    if !pending.iter().all(u8::is_ascii_whitespace) {
+                        record(format!("the stream ended inside an event: {:?}", String::from_utf8_lossy(&pending)));
+                    }
+                    None
                 }
             }
-            chunk
         });
-        return response.body(Body::from_stream(stream)).unwrap();
+        // Re-streamed, so without a length: the client then reads to the stream's end,
+        // which comes after its last event is checked.
+        let mut response = response.body(Body::from_stream(stream)).unwrap();
+        response.headers_mut().remove(axum::http::header::CONTENT_LENGTH);
+        return response;
     }
     let body = match reply.bytes().await {
-        Ok(body) if body.len() <= MAX_BODY => body,
-        Ok(_) => return response.body(Body::empty()).unwrap(),
-        Err(error) => return Response::builder().status(StatusCode::BAD_GATEWAY).body(Body::from(format!("the test proxy: {error}"))).unwrap(),
+        Ok(body) => body,
+        Err(error) => {
+            record(format!("the body could not be read: {error}"));
+            return Response::builder().status(StatusCode::BAD_GATEWAY).body(Body::from(format!("the test proxy: {error}"))).unwrap();
+        }
     };
+    if body.len() > MAX_BODY {
+        record(format!("a body of {} bytes, more than the proxy checks", body.len()));
+        return response.body(Body::from(body)).unwrap();
+    }
     match serde_json::from_slice::<Value>(&body) {
         Err(error) => record(format!("a body that is not JSON ({error}): {}", String::from_utf8_lossy(&body))),
         Ok(value) => {
@@ -189,6 +229,13 @@ fn expectation(method: &Method, path: &str, status: u16, headers: &HeaderMap) ->
     }
 }
 
+/// Where the first whole event of `pending` ends, after its blank line (`\n\n`, `\r\n\r\n`
+/// or `\r\r`, as the SSE format allows).
+fn event_end(pending: &[u8]) -> Option<usize> {
+    let ends = [&b"\n\n"[..], b"\r\n\r\n", b"\r\r"];
+    ends.iter().filter_map(|end| pending.windows(end.len()).position(|w| w == *end).map(|at| at + end.len())).min()
+}
+
 /// One SSE message against `RunEvent`: its `id:`, `event:` and `data:` lines as the
 /// spec's object. Comment lines (`:`) are skipped.
 fn check_event(message: &str) -> Result<(), String> {
@@ -201,7 +248,11 @@ fn check_event(message: &str) -> Result<(), String> {
             "event" => Value::from(value),
             _ => return Err(format!("an SSE field the spec does not describe: {line}")),
         };
-        event.insert(field.to_string(), value);
+        // Clients join repeated `data:` lines with a line break, which is no longer one
+        // line of JSON; the spec's events have each field once.
+        if event.insert(field.to_string(), value).is_some() {
+            return Err(format!("an event with {field} twice: {message:?}"));
+        }
     }
     if event.is_empty() {
         return Ok(());

@@ -136,8 +136,7 @@ impl TestServer {
 
     /// Panics with every response so far that broke the spec.
     fn assert_conformance(&self) {
-        let violations = std::mem::take(&mut *self.violations.lock().unwrap());
-        assert!(violations.is_empty(), "{} responses broke the spec:\n{}", violations.len(), violations.join("\n"));
+        crate::conformance::assert_clean(&self.violations);
     }
 }
 

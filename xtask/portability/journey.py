@@ -155,7 +155,9 @@ expect_error("downloadVolume unknown version", download_volume, 404, "resource_n
 # An artifact, which a run writes.
 artifact = call("createArtifact", create_artifact, models.Artifact,
                 body=models.CreateArtifactRequest.from_dict({"name": "outputs"}))
-call("getArtifact without a version", get_artifact, models.ArtifactDetail, id=artifact.id)
+empty = call("getArtifact without a version", get_artifact, models.ArtifactDetail, id=artifact.id)
+if empty is not None and empty.current_version is not None:
+    finding(f"getArtifact without a version: currentVersion is {empty.current_version!r}, wanted None")
 call("listArtifacts", list_artifacts, models.ArtifactList)
 
 # A run, and everything about it.
@@ -179,15 +181,15 @@ names = [line[len("event: "):] for line in text.splitlines() if line.startswith(
 if names[-1:] != ["complete"] or "output" not in names:
     finding(f"streamRunEvents: the events were {names}")
 # Each event as the spec's RunEvent branch its name picks, read without loss.
-branches = {"status": models.StatusEvent, "output": models.OutputEvent, "error": models.ErrorEvent,
-            "complete": models.CompleteEvent, "heartbeat": models.HeartbeatEvent}
+branches = {"status": models.RunStatusEvent, "output": models.RunOutputEvent, "error": models.RunErrorEvent,
+            "complete": models.RunCompleteEvent, "heartbeat": models.RunHeartbeatEvent}
 for block in filter(None, text.split("\n\n")):
     fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
-    wire = {"id": int(fields["id"]), "event": fields["event"], "data": json.loads(fields["data"])}
     try:
+        wire = {"id": int(fields["id"]), "event": fields["event"], "data": json.loads(fields["data"])}
         read = branches[fields["event"]].from_dict(wire).to_dict()
     except Exception as error:
-        finding(f"streamRunEvents: {wire} does not read as its branch: {type(error).__name__}: {error}")
+        finding(f"streamRunEvents: {block!r} does not read as its branch: {type(error).__name__}: {error}")
         continue
     if read != wire:
         finding(f"streamRunEvents: {wire} read as {read}")
@@ -195,7 +197,9 @@ call("listRunLogs", list_run_logs, models.RunLogList, id=run.id)
 call("getRunMetrics", get_run_metrics, models.RunMetrics, id=run.id)
 call("listRuns", list_runs, models.RunList, agent_id=agent.id)
 expect_error("cancelRun finished", cancel_run, 400, "invalid_state", id=run.id)
-call("getArtifact after the run", get_artifact, models.ArtifactDetail, id=artifact.id)
+written = call("getArtifact after the run", get_artifact, models.ArtifactDetail, id=artifact.id)
+if written is not None and not isinstance(written.current_version, models.ArtifactVersion):
+    finding(f"getArtifact after the run: currentVersion is {written.current_version!r}, wanted an ArtifactVersion")
 call("listArtifactVersions", list_artifact_versions, models.ArtifactVersionList, id=artifact.id)
 call("downloadArtifact", download_artifact, models.DownloadResponse, id=artifact.id)
 sleeper = call("createAgent sleeper", create_agent, models.Agent,

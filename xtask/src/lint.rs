@@ -120,9 +120,8 @@ impl<'a> Lint<'a> {
 
     /// Under OpenAPI 3.0.3, `nullable` adds null to what `type` allows, and the keywords
     /// beside it still apply: beside an `allOf`, strict validators and clients read it as
-    /// not nullable (and without `type`, it adds nothing). A
-    /// nullable reference is `anyOf` the reference and `{type: object, nullable: true, enum:
-    /// [null]}`.
+    /// not nullable (and without `type`, it adds nothing). A nullable reference is `anyOf`
+    /// the reference and `{type: object, nullable: true, enum: [null]}`.
     fn nullable_types(&mut self) {
         let mut places = Vec::new();
         walk(self.doc, &mut Vec::new(), &mut |at, value| {

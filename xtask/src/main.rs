@@ -163,7 +163,7 @@ fn end_to_end_on_postgres_and_s3() -> Result<()> {
 fn check_docs() -> Result<bool> {
     let page = docs::build()?;
     if !std::path::Path::new(docs::CHROMIUM).exists() {
-        if std::env::var_os("CI").is_none() {
+        if std::env::var("CI").as_deref() != Ok("true") {
             println!("!! SKIPPED: the portal's render check needs Chromium at {} (apt-get install chromium); CI installs it", docs::CHROMIUM);
             return Ok(true);
         }

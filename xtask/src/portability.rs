@@ -75,9 +75,12 @@ fn python_generation(root: &Path, venv: &Path, out: &Path, client: &Path) -> Res
         "openapi-python-client",
     )?;
     let said = text(&run);
-    let mut findings: Vec<String> = said.lines().filter(|l| l.contains("Warning") || l.contains("Error") || l.contains("Unable")).map(str::to_string).collect();
+    // Its warnings start "Warning(s) encountered" and each problem "Unable to parse".
+    let mut findings: Vec<String> =
+        said.lines().filter(|l| l.starts_with("Warning") || l.starts_with("Unable") || l.starts_with("Error")).map(str::to_string).collect();
     if !run.status.success() {
         findings.push(format!("openapi-python-client failed:\n{said}"));
+        return Ok(Step { name: "openapi-python-client", findings });
     }
     for file in files(&client.join("api"), "py")? {
         let code = std::fs::read_to_string(&file)?;

@@ -2943,7 +2943,7 @@ a blank line.
 )]
 #[serde(tag = "event", deny_unknown_fields)]
 pub enum RunEvent {
-    /**Status event
+    /**RunStatusEvent
 
 Sent on every status change.*/
     #[serde(rename = "status")]
@@ -2952,7 +2952,7 @@ Sent on every status change.*/
         ///The event's id, increasing within the run; resume after it with `lastEventId`.
         id: ::std::num::NonZeroU64,
     },
-    /**Output event
+    /**RunOutputEvent
 
 One line of the agent's output.*/
     #[serde(rename = "output")]
@@ -2961,7 +2961,7 @@ One line of the agent's output.*/
         ///The event's id, increasing within the run; resume after it with `lastEventId`.
         id: ::std::num::NonZeroU64,
     },
-    /**Error event
+    /**RunErrorEvent
 
 An error of the run.*/
     #[serde(rename = "error")]
@@ -2970,7 +2970,7 @@ An error of the run.*/
         ///The event's id, increasing within the run; resume after it with `lastEventId`.
         id: ::std::num::NonZeroU64,
     },
-    /**Complete event
+    /**RunCompleteEvent
 
 The last event of the stream.*/
     #[serde(rename = "complete")]
@@ -2979,7 +2979,7 @@ The last event of the stream.*/
         ///The event's id, increasing within the run; resume after it with `lastEventId`.
         id: ::std::num::NonZeroU64,
     },
-    /**Heartbeat event
+    /**RunHeartbeatEvent
 
 Sent every 15 seconds while nothing else is sent, so that proxies keep the connection open.*/
     #[serde(rename = "heartbeat")]

@@ -116,8 +116,14 @@ fn nullable_references(doc: &Value) -> Value {
     match doc {
         Value::Object(map) => {
             let branches = map.get("anyOf").and_then(Value::as_array);
-            if let Some([reference, null]) = branches.map(Vec::as_slice) {
-                if reference.get("$ref").is_some() && null.get("enum") == Some(&serde_json::json!([null])) {
+            let is_null = |branch: &Value| branch.get("enum") == Some(&serde_json::json!([null]));
+            // The null branch may come first or second.
+            let reference = match branches.map(Vec::as_slice) {
+                Some([reference, null]) | Some([null, reference]) if is_null(null) => Some(reference),
+                _ => None,
+            };
+            if let Some(reference) = reference {
+                if reference.get("$ref").is_some() {
                     let mut out = map.clone();
                     out.remove("anyOf");
                     out.insert("allOf".into(), Value::Array(vec![reference.clone()]));
