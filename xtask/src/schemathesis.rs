@@ -1,6 +1,14 @@
 //! `cargo xtask schemathesis`: the reference server, started on a free port over a fresh
 //! data directory, tested by schemathesis with every check on every operation. The run is
 //! seeded, so a failure reproduces; `st` prints the curl command of each.
+//!
+//! One exception, made in the second invocation: schemathesis reads the schema of a
+//! `text/event-stream` as OpenAPI 3.2's itemSchema, the schema of each event (`{data, event,
+//! id}`, all strings). In our 3.0 spec it is the schema of the whole body, a string, and
+//! `x-event-schema` names `RunEvent` for each event; no 3.0 schema can say both. So
+//! response_schema_conformance does not apply to streamRunEvents: the checking proxy of
+//! the end-to-end tests (`tests/src/conformance.rs`) validates every event they receive
+//! against `RunEvent`, and the stream's error envelope is checked here as every other's.
 
 use std::process::Command;
 
@@ -21,13 +29,20 @@ pub fn run() -> Result<bool> {
     }
     let server = ReferenceServer::start(&root.join("target/debug/vm0-server"), &data_dir)?;
 
-    let status = Command::new(venv.join("bin/st"))
-        .args(["--config-file", "xtask/schemathesis.toml", "run", "openapi/v1.yaml", "--url", &server.url])
-        .args(["--header", &format!("Authorization: Bearer {}", server.token)])
-        .args(["--checks", "all", "--max-examples", "50", "--seed", "1", "--no-color"])
-        .current_dir(&root)
-        .status()
-        .context("running schemathesis")?;
+    let invocations: [&[&str]; 2] =
+        [&["--exclude-operation-id", "streamRunEvents"], &["--include-operation-id", "streamRunEvents", "--exclude-checks", "response_schema_conformance"]];
+    let mut passed = true;
+    for scope in invocations {
+        let status = Command::new(venv.join("bin/st"))
+            .args(["--config-file", "xtask/schemathesis.toml", "run", "openapi/v1.yaml", "--url", &server.url])
+            .args(["--header", &format!("Authorization: Bearer {}", server.token)])
+            .args(["--checks", "all", "--max-examples", "50", "--seed", "1", "--no-color"])
+            .args(scope)
+            .current_dir(&root)
+            .status()
+            .context("running schemathesis")?;
+        passed &= status.success();
+    }
     drop(server);
-    Ok(status.success())
+    Ok(passed)
 }
