@@ -6,6 +6,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use serde_json::json;
 use vm0_tests::conformance;
+use vm0_tests::wait::{within, DEADLINE};
 
 fn headers() -> HeaderMap {
     let mut headers = HeaderMap::new();
@@ -54,10 +55,13 @@ async fn each_kind_of_drift_is_recorded() {
     let (url, violations) = conformance::start(upstream).await;
 
     let http = reqwest::Client::new();
-    for path in ["/v1/volumes/vol_1", "/v1/volumes/vol_2", "/v1/agents/ag_1", "/v1/tokens/tok_1", "/v1/runs/run_1/events", "/v1/runs/run_2/events"] {
-        http.get(format!("{url}{path}")).send().await.unwrap().bytes().await.unwrap();
-    }
-    http.delete(format!("{url}/v1/runs")).send().await.unwrap().bytes().await.unwrap();
+    let calls = async {
+        for path in ["/v1/volumes/vol_1", "/v1/volumes/vol_2", "/v1/agents/ag_1", "/v1/tokens/tok_1", "/v1/runs/run_1/events", "/v1/runs/run_2/events"] {
+            http.get(format!("{url}{path}")).send().await.unwrap().bytes().await.unwrap();
+        }
+        http.delete(format!("{url}/v1/runs")).send().await.unwrap().bytes().await.unwrap();
+    };
+    within(DEADLINE, "every call through the proxy", calls).await;
     let found = violations.lock().unwrap().clone();
     let expect = [
         "GET /v1/volumes/vol_2 → 200: the body breaks the schema",

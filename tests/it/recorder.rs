@@ -38,10 +38,8 @@ fn example<T: DeserializeOwned>(op: &str) -> T {
 /// lines read as the spec's `RunEvent` object.
 fn events(stream: &str) -> Vec<RunEvent> {
     let message = |block: &str| {
-        let field = |name: &str| block.lines().find_map(|line| line.strip_prefix(name)).unwrap_or_else(|| panic!("an event without {name}"));
-        let data: Value = serde_json::from_str(field("data: ")).unwrap();
-        let id: u64 = field("id: ").parse().unwrap();
-        serde_json::from_value(serde_json::json!({ "id": id, "event": field("event: "), "data": data })).unwrap()
+        let event = vm0_tests::conformance::event_object(block).unwrap().expect("an event, not only comments");
+        serde_json::from_value(event).unwrap()
     };
     stream.split("\n\n").filter(|block| !block.trim().is_empty()).map(message).collect()
 }

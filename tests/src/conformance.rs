@@ -236,9 +236,19 @@ fn event_end(pending: &[u8]) -> Option<usize> {
     ends.iter().filter_map(|end| pending.windows(end.len()).position(|w| w == *end).map(|at| at + end.len())).min()
 }
 
-/// One SSE message against `RunEvent`: its `id:`, `event:` and `data:` lines as the
-/// spec's object. Comment lines (`:`) are skipped.
+/// One SSE message against `RunEvent`. Comment lines (`:`) are skipped.
 fn check_event(message: &str) -> Result<(), String> {
+    let Some(event) = event_object(message)? else { return Ok(()) };
+    let errors: Vec<String> = CHECKER.event.iter_errors(&event).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    match errors.is_empty() {
+        true => Ok(()),
+        false => Err(format!("the event breaks RunEvent: {}; the event: {event}", errors.join("; "))),
+    }
+}
+
+/// One SSE message as the spec's `RunEvent` object: its `id:` (a number), `event:` and
+/// `data:` (JSON) lines; `None` for a message of comments only.
+pub fn event_object(message: &str) -> Result<Option<Value>, String> {
     let mut event = serde_json::Map::new();
     for line in message.lines().filter(|l| !l.is_empty() && !l.starts_with(':')) {
         let (field, value) = line.split_once(':').map(|(f, v)| (f, v.strip_prefix(' ').unwrap_or(v))).unwrap_or((line, ""));
@@ -254,13 +264,5 @@ fn check_event(message: &str) -> Result<(), String> {
             return Err(format!("an event with {field} twice: {message:?}"));
         }
     }
-    if event.is_empty() {
-        return Ok(());
-    }
-    let event = Value::Object(event);
-    let errors: Vec<String> = CHECKER.event.iter_errors(&event).map(|e| format!("{} at {}", e, e.instance_path())).collect();
-    match errors.is_empty() {
-        true => Ok(()),
-        false => Err(format!("the event breaks RunEvent: {}; the event: {event}", errors.join("; "))),
-    }
+    Ok((!event.is_empty()).then_some(Value::Object(event)))
 }

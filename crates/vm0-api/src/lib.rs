@@ -25,6 +25,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 pub use error::ApiError;
 pub use generated::*;
+pub use reply::EventLines;
 pub use request::{is_token, BodyLimit, Call, MAX_BODY_BYTES};
 
 /// Checks `value` against a JSON Schema of the implementation's own (such as an

@@ -14,6 +14,23 @@ use serde::Serialize;
 /// response when it ends, so it should end after the `complete` event.
 pub type EventStream = Pin<Box<dyn Stream<Item = vm0_types::RunEvent> + Send>>;
 
+/// A run event as its SSE lines say it, and as a store keeps it: its id, its `event` name
+/// and its `data` as one line of JSON.
+pub struct EventLines {
+    pub id: u64,
+    pub event: String,
+    pub data: String,
+}
+
+impl EventLines {
+    /// The lines of `event`, which serializes as the spec's object `{"id", "event", "data"}`.
+    pub fn of(event: &vm0_types::RunEvent) -> EventLines {
+        let value = serde_json::to_value(event).expect("a run event serializes");
+        let id = value["id"].as_u64().expect("a run event has an id");
+        EventLines { id, event: value["event"].as_str().expect("a run event has a name").to_string(), data: value["data"].to_string() }
+    }
+}
+
 /// A JSON body with `status`.
 pub(crate) fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
     (status, axum::Json(body)).into_response()
@@ -26,12 +43,9 @@ pub(crate) fn empty(status: StatusCode) -> Response {
 
 /// A `text/event-stream` of the run's events.
 pub(crate) fn events(stream: EventStream) -> Response {
-    // A `RunEvent` serializes as the spec's object, `{"id", "event", "data"}`: each field
-    // becomes its SSE line.
     let messages = stream.map(|event| {
-        let event = serde_json::to_value(&event).expect("a run event serializes");
-        let name = event["event"].as_str().expect("a run event has a name");
-        Ok::<_, Infallible>(Event::default().id(event["id"].to_string()).event(name).data(event["data"].to_string()))
+        let lines = EventLines::of(&event);
+        Ok::<_, Infallible>(Event::default().id(lines.id.to_string()).event(lines.event).data(lines.data))
     });
     let mut response = Sse::new(messages).into_response();
     // Proxies must not buffer the stream.

@@ -313,10 +313,10 @@ pub fn event_id(event: &RunEvent) -> i64 {
     }
 }
 
-/// An event as a store row: its name and its data, as the spec's `RunEvent` says them.
+/// An event as a store row: its id, name and data, as its SSE lines say them.
 pub fn event_row(event: &RunEvent) -> EventRow {
-    let value = serde_json::to_value(event).expect("a run event serializes");
-    EventRow { id: event_id(event), event: value["event"].as_str().expect("a run event has a name").to_string(), data: value["data"].to_string() }
+    let lines = vm0_api::EventLines::of(event);
+    EventRow { id: lines.id as i64, event: lines.event, data: lines.data }
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
