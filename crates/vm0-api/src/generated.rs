@@ -26,6 +26,12 @@ pub trait Vm0Api: Send + Sync + 'static {
         &self,
         token: &str,
     ) -> impl Future<Output = Result<Self::Principal, ApiError>> + Send;
+    /// The id of the user a principal is, for the access log and
+    /// [`crate::Served`]; never a token or other secret. None by default.
+    fn user_id(principal: &Self::Principal) -> Option<String> {
+        let _ = principal;
+        None
+    }
     /// List agents
     ///
     /// Returns a paginated list of your agents, newest first.
@@ -548,7 +554,7 @@ async fn list_agents<A: Vm0Api>(
     State(api): State<Arc<A>>,
     call: Call,
 ) -> Result<Response, ApiError> {
-    let principal = api.authenticate(call.bearer_token()?).await?;
+    let principal = call.authenticate(&*api, "listAgents").await?;
     let params = call.params("listAgents")?;
     let output = api.list_agents(&principal, params).await?;
     Ok(reply::json(StatusCode::OK, &output))
@@ -558,7 +564,7 @@ async fn create_agent<A: Vm0Api>(
     State(api): State<Arc<A>>,
     mut call: Call,
 ) -> Result<Response, ApiError> {
-    let principal = api.authenticate(call.bearer_token()?).await?;
+    let principal = call.authenticate(&*api, "createAgent").await?;
     let body = call.json_body("createAgent").await?;
     let output = api.create_agent(&principal, body).await?;
     Ok(reply::json(StatusCode::CREATED, &output))
@@ -568,7 +574,7 @@ async fn get_agent<A: Vm0Api>(
     State(api): State<Arc<A>>,
     call: Call,
 ) -> Result<Response, ApiError> {
-    let principal = api.authenticate(call.bearer_token()?).await?;
+    let principal = call.authenticate(&*api, "getAgent").await?;
     let id = call.path_param("getAgent", "id")?;
     let output = api.get_agent(&principal, id).await?;
     Ok(reply::json(StatusCode::OK, &output))
@@ -578,7 +584,7 @@ async fn update_agent<A: Vm0Api>(
     State(api): State<Arc<A>>,
     mut call: Call,
 ) -> Result<Response, ApiError> {
-    let principal = api.authenticate(call.bearer_token()?).await?;
+    let principal = call.authenticate(&*api, "updateAgent").await?;
     let id = call.path_param("updateAgent", "id")?;
     let body = call.json_body("updateAgent").await?;
     let output = api.update_agent(&principal, id, body).await?;
@@ -589,7 +595,7 @@ async fn delete_agent<A: Vm0Api>(
     State(api): State<Arc<A>>,
     call: Call,
 ) -> Result<Response, ApiError> {
-    let principal = api.authenticate(call.bearer_token()?).await?;
+    let principal = call.authenticate(&*api, "deleteAgent").await?;
     let id = call.path_param("deleteAgent", "id")?;
     api.delete_agent(&principal, id).await?;
     Ok(reply::empty(StatusCode::NO_CONTENT))
@@ -599,7 +605,7 @@ async fn list_agent_versions<A: Vm0Api>(
     State(api): State<Arc<A>>,
     call: Call,
 ) -> Result<Response, ApiError> {
-    let principal = api.authenticate(call.bearer_token()?).await?;
+    let principal = call.authenticate(&*api, "listAgentVersions").await?;
     let id = call.path_param("listAgentVersions", "id")?;
     let params = call.params("listAgentVersions")?;
     let output = api.list_agent_versions(&principal, id, params).await?;
@@ -610,7 +616,7 @@ async fn get_agent_version<A: Vm0Api>(
     State(api): State<Arc<A>>,
     call: Call,
 ) -> Result<Response, ApiError> {
-    let principal = api.authenticate(call.bearer_token()?).await?;
+    let principal = call.authenticate(&*api, "getAgentVersion").await?;
     let id = call.path_param("getAgentVersion", "id")?;
     let version_id = call.path_param("getAgentVersion", "versionId")?;
     let output = api.get_agent_version(&principal, id, version_id).await?;
@@ -621,7 +627,7 @@ async fn list_runs<A: Vm0Api>(
     State(api): State<Arc<A>>,
     call: Call,
 ) -> Result<Response, ApiError> {
-    let principal = api.authenticate(call.bearer_token()?).await?;
+    let principal = call.authenticate(&*api, "listRuns").await?;
     let params = call.params("listRuns")?;
     let output = api.list_runs(&principal, params).await?;
     Ok(reply::json(StatusCode::OK, &output))
@@ -631,7 +637,7 @@ async fn create_run<A: Vm0Api>(
     State(api): State<Arc<A>>,
     mut call: Call,
 ) -> Result<Response, ApiError> {
-    let principal = api.authenticate(call.bearer_token()?).await?;
+    let principal = call.authenticate(&*api, "createRun").await?;
     let body = call.json_body("createRun").await?;
     let output = api.create_run(&principal, body).await?;
     Ok(reply::json(StatusCode::ACCEPTED, &output))
@@ -641,7 +647,7 @@ async fn get_run<A: Vm0Api>(
     State(api): State<Arc<A>>,
     call: Call,
 ) -> Result<Response, ApiError> {
-    let principal = api.authenticate(call.bearer_token()?).await?;
+    let principal = call.authenticate(&*api, "getRun").await?;
     let id = call.path_param("getRun", "id")?;
     let output = api.get_run(&principal, id).await?;
     Ok(reply::json(StatusCode::OK, &output))
@@ -651,7 +657,7 @@ async fn cancel_run<A: Vm0Api>(
     State(api): State<Arc<A>>,
     call: Call,
 ) -> Result<Response, ApiError> {
-    let principal = api.authenticate(call.bearer_token()?).await?;
+    let principal = call.authenticate(&*api, "cancelRun").await?;
     let id = call.path_param("cancelRun", "id")?;
     let output = api.cancel_run(&principal, id).await?;
     Ok(reply::json(StatusCode::OK, &output))
@@ -661,7 +667,7 @@ async fn stream_run_events<A: Vm0Api>(
     State(api): State<Arc<A>>,
     call: Call,
 ) -> Result<Response, ApiError> {
-    let principal = api.authenticate(call.bearer_token()?).await?;
+    let principal = call.authenticate(&*api, "streamRunEvents").await?;
     let id = call.path_param("streamRunEvents", "id")?;
     let params = call.params("streamRunEvents")?;
     let output = api.stream_run_events(&principal, id, params).await?;
@@ -672,7 +678,7 @@ async fn list_run_logs<A: Vm0Api>(
     State(api): State<Arc<A>>,
     call: Call,
 ) -> Result<Response, ApiError> {
-    let principal = api.authenticate(call.bearer_token()?).await?;
+    let principal = call.authenticate(&*api, "listRunLogs").await?;
     let id = call.path_param("listRunLogs", "id")?;
     let params = call.params("listRunLogs")?;
     let output = api.list_run_logs(&principal, id, params).await?;
@@ -683,7 +689,7 @@ async fn get_run_metrics<A: Vm0Api>(
     State(api): State<Arc<A>>,
     call: Call,
 ) -> Result<Response, ApiError> {
-    let principal = api.authenticate(call.bearer_token()?).await?;
+    let principal = call.authenticate(&*api, "getRunMetrics").await?;
     let id = call.path_param("getRunMetrics", "id")?;
     let output = api.get_run_metrics(&principal, id).await?;
     Ok(reply::json(StatusCode::OK, &output))
@@ -693,7 +699,7 @@ async fn list_volumes<A: Vm0Api>(
     State(api): State<Arc<A>>,
     call: Call,
 ) -> Result<Response, ApiError> {
-    let principal = api.authenticate(call.bearer_token()?).await?;
+    let principal = call.authenticate(&*api, "listVolumes").await?;
     let params = call.params("listVolumes")?;
     let output = api.list_volumes(&principal, params).await?;
     Ok(reply::json(StatusCode::OK, &output))
@@ -703,7 +709,7 @@ async fn create_volume<A: Vm0Api>(
     State(api): State<Arc<A>>,
     mut call: Call,
 ) -> Result<Response, ApiError> {
-    let principal = api.authenticate(call.bearer_token()?).await?;
+    let principal = call.authenticate(&*api, "createVolume").await?;
     let body = call.json_body("createVolume").await?;
     let output = api.create_volume(&principal, body).await?;
     Ok(reply::json(StatusCode::CREATED, &output))
@@ -713,7 +719,7 @@ async fn get_volume<A: Vm0Api>(
     State(api): State<Arc<A>>,
     call: Call,
 ) -> Result<Response, ApiError> {
-    let principal = api.authenticate(call.bearer_token()?).await?;
+    let principal = call.authenticate(&*api, "getVolume").await?;
     let id = call.path_param("getVolume", "id")?;
     let output = api.get_volume(&principal, id).await?;
     Ok(reply::json(StatusCode::OK, &output))
@@ -723,7 +729,7 @@ async fn delete_volume<A: Vm0Api>(
     State(api): State<Arc<A>>,
     call: Call,
 ) -> Result<Response, ApiError> {
-    let principal = api.authenticate(call.bearer_token()?).await?;
+    let principal = call.authenticate(&*api, "deleteVolume").await?;
     let id = call.path_param("deleteVolume", "id")?;
     api.delete_volume(&principal, id).await?;
     Ok(reply::empty(StatusCode::NO_CONTENT))
@@ -733,7 +739,7 @@ async fn list_volume_versions<A: Vm0Api>(
     State(api): State<Arc<A>>,
     call: Call,
 ) -> Result<Response, ApiError> {
-    let principal = api.authenticate(call.bearer_token()?).await?;
+    let principal = call.authenticate(&*api, "listVolumeVersions").await?;
     let id = call.path_param("listVolumeVersions", "id")?;
     let params = call.params("listVolumeVersions")?;
     let output = api.list_volume_versions(&principal, id, params).await?;
@@ -744,7 +750,7 @@ async fn prepare_volume_upload<A: Vm0Api>(
     State(api): State<Arc<A>>,
     mut call: Call,
 ) -> Result<Response, ApiError> {
-    let principal = api.authenticate(call.bearer_token()?).await?;
+    let principal = call.authenticate(&*api, "prepareVolumeUpload").await?;
     let id = call.path_param("prepareVolumeUpload", "id")?;
     let body = call.json_body("prepareVolumeUpload").await?;
     let output = api.prepare_volume_upload(&principal, id, body).await?;
@@ -755,7 +761,7 @@ async fn commit_volume_upload<A: Vm0Api>(
     State(api): State<Arc<A>>,
     mut call: Call,
 ) -> Result<Response, ApiError> {
-    let principal = api.authenticate(call.bearer_token()?).await?;
+    let principal = call.authenticate(&*api, "commitVolumeUpload").await?;
     let id = call.path_param("commitVolumeUpload", "id")?;
     let body = call.json_body("commitVolumeUpload").await?;
     let output = api.commit_volume_upload(&principal, id, body).await?;
@@ -766,7 +772,7 @@ async fn download_volume<A: Vm0Api>(
     State(api): State<Arc<A>>,
     call: Call,
 ) -> Result<Response, ApiError> {
-    let principal = api.authenticate(call.bearer_token()?).await?;
+    let principal = call.authenticate(&*api, "downloadVolume").await?;
     let id = call.path_param("downloadVolume", "id")?;
     let params = call.params("downloadVolume")?;
     let output = api.download_volume(&principal, id, params).await?;
@@ -777,7 +783,7 @@ async fn list_artifacts<A: Vm0Api>(
     State(api): State<Arc<A>>,
     call: Call,
 ) -> Result<Response, ApiError> {
-    let principal = api.authenticate(call.bearer_token()?).await?;
+    let principal = call.authenticate(&*api, "listArtifacts").await?;
     let params = call.params("listArtifacts")?;
     let output = api.list_artifacts(&principal, params).await?;
     Ok(reply::json(StatusCode::OK, &output))
@@ -787,7 +793,7 @@ async fn create_artifact<A: Vm0Api>(
     State(api): State<Arc<A>>,
     mut call: Call,
 ) -> Result<Response, ApiError> {
-    let principal = api.authenticate(call.bearer_token()?).await?;
+    let principal = call.authenticate(&*api, "createArtifact").await?;
     let body = call.json_body("createArtifact").await?;
     let output = api.create_artifact(&principal, body).await?;
     Ok(reply::json(StatusCode::CREATED, &output))
@@ -797,7 +803,7 @@ async fn get_artifact<A: Vm0Api>(
     State(api): State<Arc<A>>,
     call: Call,
 ) -> Result<Response, ApiError> {
-    let principal = api.authenticate(call.bearer_token()?).await?;
+    let principal = call.authenticate(&*api, "getArtifact").await?;
     let id = call.path_param("getArtifact", "id")?;
     let output = api.get_artifact(&principal, id).await?;
     Ok(reply::json(StatusCode::OK, &output))
@@ -807,7 +813,7 @@ async fn delete_artifact<A: Vm0Api>(
     State(api): State<Arc<A>>,
     call: Call,
 ) -> Result<Response, ApiError> {
-    let principal = api.authenticate(call.bearer_token()?).await?;
+    let principal = call.authenticate(&*api, "deleteArtifact").await?;
     let id = call.path_param("deleteArtifact", "id")?;
     api.delete_artifact(&principal, id).await?;
     Ok(reply::empty(StatusCode::NO_CONTENT))
@@ -817,7 +823,7 @@ async fn list_artifact_versions<A: Vm0Api>(
     State(api): State<Arc<A>>,
     call: Call,
 ) -> Result<Response, ApiError> {
-    let principal = api.authenticate(call.bearer_token()?).await?;
+    let principal = call.authenticate(&*api, "listArtifactVersions").await?;
     let id = call.path_param("listArtifactVersions", "id")?;
     let params = call.params("listArtifactVersions")?;
     let output = api.list_artifact_versions(&principal, id, params).await?;
@@ -828,7 +834,7 @@ async fn prepare_artifact_upload<A: Vm0Api>(
     State(api): State<Arc<A>>,
     mut call: Call,
 ) -> Result<Response, ApiError> {
-    let principal = api.authenticate(call.bearer_token()?).await?;
+    let principal = call.authenticate(&*api, "prepareArtifactUpload").await?;
     let id = call.path_param("prepareArtifactUpload", "id")?;
     let body = call.json_body("prepareArtifactUpload").await?;
     let output = api.prepare_artifact_upload(&principal, id, body).await?;
@@ -839,7 +845,7 @@ async fn commit_artifact_upload<A: Vm0Api>(
     State(api): State<Arc<A>>,
     mut call: Call,
 ) -> Result<Response, ApiError> {
-    let principal = api.authenticate(call.bearer_token()?).await?;
+    let principal = call.authenticate(&*api, "commitArtifactUpload").await?;
     let id = call.path_param("commitArtifactUpload", "id")?;
     let body = call.json_body("commitArtifactUpload").await?;
     let output = api.commit_artifact_upload(&principal, id, body).await?;
@@ -850,7 +856,7 @@ async fn download_artifact<A: Vm0Api>(
     State(api): State<Arc<A>>,
     call: Call,
 ) -> Result<Response, ApiError> {
-    let principal = api.authenticate(call.bearer_token()?).await?;
+    let principal = call.authenticate(&*api, "downloadArtifact").await?;
     let id = call.path_param("downloadArtifact", "id")?;
     let params = call.params("downloadArtifact")?;
     let output = api.download_artifact(&principal, id, params).await?;
@@ -861,7 +867,7 @@ async fn list_tokens<A: Vm0Api>(
     State(api): State<Arc<A>>,
     call: Call,
 ) -> Result<Response, ApiError> {
-    let principal = api.authenticate(call.bearer_token()?).await?;
+    let principal = call.authenticate(&*api, "listTokens").await?;
     let params = call.params("listTokens")?;
     let output = api.list_tokens(&principal, params).await?;
     Ok(reply::json(StatusCode::OK, &output))
@@ -871,7 +877,7 @@ async fn create_token<A: Vm0Api>(
     State(api): State<Arc<A>>,
     mut call: Call,
 ) -> Result<Response, ApiError> {
-    let principal = api.authenticate(call.bearer_token()?).await?;
+    let principal = call.authenticate(&*api, "createToken").await?;
     let body = call.json_body("createToken").await?;
     let output = api.create_token(&principal, body).await?;
     Ok(reply::json(StatusCode::CREATED, &output))
@@ -881,7 +887,7 @@ async fn get_token<A: Vm0Api>(
     State(api): State<Arc<A>>,
     call: Call,
 ) -> Result<Response, ApiError> {
-    let principal = api.authenticate(call.bearer_token()?).await?;
+    let principal = call.authenticate(&*api, "getToken").await?;
     let id = call.path_param("getToken", "id")?;
     let output = api.get_token(&principal, id).await?;
     Ok(reply::json(StatusCode::OK, &output))
@@ -891,7 +897,7 @@ async fn revoke_token<A: Vm0Api>(
     State(api): State<Arc<A>>,
     call: Call,
 ) -> Result<Response, ApiError> {
-    let principal = api.authenticate(call.bearer_token()?).await?;
+    let principal = call.authenticate(&*api, "revokeToken").await?;
     let id = call.path_param("revokeToken", "id")?;
     api.revoke_token(&principal, id).await?;
     Ok(reply::empty(StatusCode::NO_CONTENT))

@@ -50,6 +50,22 @@ impl RequestId {
     }
 }
 
+/// What a response's request was, beyond its method, path and status: the spec
+/// operation it called and the user it authenticated as, each when known. The
+/// middleware of [`finish`] puts it in every response's extensions, for a server's own
+/// layers (its metrics, say).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Served {
+    /// The operation's id (`listAgents`), when the request reached one.
+    pub operation: Option<&'static str>,
+    /// The user's id, as [`Vm0Api::user_id`] gives it, when the token was valid.
+    pub user: Option<String>,
+}
+
+/// Where the handler of a request notes what it [`Served`], in the request's extensions.
+#[derive(Clone, Default)]
+struct ServedSlot(std::sync::Arc<std::sync::Mutex<Served>>);
+
 /// Adds what every response of the API needs to `routes`: the error envelope for unknown
 /// routes (404), wrong methods (405) and panics (500), and the `X-Request-Id` and
 /// `X-API-Version` headers. [`router`] is `finish(routes(api))`; a server that serves
@@ -66,11 +82,13 @@ pub fn finish(routes: Router) -> Router {
 pub const MAX_HEADERS: usize = 100;
 
 /// One log line per request: its id, method, path (never the query string, which may
-/// hold a pre-signed URL's signature), status and time, with the internal detail of a
-/// 500. One event and no span keeps the access log cheap on the hot path.
+/// hold a pre-signed URL's signature), operation, user id, status and time, with the
+/// internal detail of a 500. One event and no span keeps the access log cheap on the hot path.
 async fn headers(mut request: Request, next: Next) -> Response {
     let id = RequestId::fresh();
+    let slot = ServedSlot::default();
     request.extensions_mut().insert(id.clone());
+    request.extensions_mut().insert(slot.clone());
     let (method, uri) = (request.method().clone(), request.uri().clone());
     let started = std::time::Instant::now();
     let mut response = if request.headers().len() > MAX_HEADERS {
@@ -80,10 +98,15 @@ async fn headers(mut request: Request, next: Next) -> Response {
         next.run(request).await
     };
     let (status, ms) = (response.status().as_u16(), started.elapsed().as_millis() as u64);
+    let served = std::mem::take(&mut *slot.0.lock().expect("not poisoned"));
+    let (operation, user) = (served.operation, served.user.as_deref());
     match response.extensions_mut().remove::<error::InternalDetail>() {
-        Some(detail) => tracing::error!(request = %id.0, %method, path = uri.path(), status, ms, detail = %detail.0, "answered with an internal error"),
-        None => tracing::info!(request = %id.0, %method, path = uri.path(), status, ms, "answered"),
+        Some(detail) => {
+            tracing::error!(request = %id.0, %method, path = uri.path(), operation, user, status, ms, detail = %detail.0, "answered with an internal error")
+        }
+        None => tracing::info!(request = %id.0, %method, path = uri.path(), operation, user, status, ms, "answered"),
     }
+    response.extensions_mut().insert(served);
     let headers = response.headers_mut();
     headers.insert("x-request-id", HeaderValue::from_str(&id.0).expect("request ids are ASCII"));
     headers.insert("x-api-version", HeaderValue::from_static(API_VERSION));

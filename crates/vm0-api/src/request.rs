@@ -3,6 +3,7 @@
 //! the operation's schemas and fails with the spec's error envelope.
 
 use std::collections::HashMap;
+use std::future::Future;
 
 use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
@@ -12,6 +13,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
+use crate::generated::Vm0Api;
+use crate::ServedSlot;
 use crate::schemas::{self, Location, Parameter};
 
 /// The largest JSON request body read by default, in bytes; a server sets its own with a
@@ -62,6 +65,21 @@ impl<S: Send + Sync> FromRequest<S> for Call {
 impl Call {
     fn content_length(&self) -> Option<usize> {
         self.parts.headers.get(axum::http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+    }
+
+    /// Notes that this request calls the operation `op`, then authenticates its bearer
+    /// token with `api` and notes the user it belongs to: both for the access log and
+    /// [`crate::Served`], whatever the answer. (Not an `async fn`: the future must not
+    /// hold `&self`, whose body is not `Sync`.)
+    pub fn authenticate<'a, A: Vm0Api>(&'a self, api: &'a A, op: &'static str) -> impl Future<Output = Result<A::Principal, ApiError>> + Send + 'a {
+        let slot = self.parts.extensions.get::<ServedSlot>().cloned().unwrap_or_default();
+        slot.0.lock().expect("not poisoned").operation = Some(op);
+        let token = self.bearer_token();
+        async move {
+            let principal = api.authenticate(token?).await?;
+            slot.0.lock().expect("not poisoned").user = A::user_id(&principal);
+            Ok(principal)
+        }
     }
 
     /// The bearer token, when the `Authorization` header holds one of the spec's format.

@@ -130,9 +130,24 @@ impl Blobs {
     /// Where the blob `hash` lives on disk, for the local backend's download route.
     pub fn local_path(&self, hash: &str) -> Option<PathBuf> {
         match &self.backend {
-            Backend::Local { root } => Some(root.join(&hash[..2]).join(hash)),
+            Backend::Local { root } => Some(local_blob(root, hash)),
             Backend::S3 { .. } => None,
         }
+    }
+
+    /// Whether the store answers: its folder can be read, or the bucket answers a request
+    /// for a key (that it has no such key is an answer).
+    pub async fn reachable(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Local { root } => {
+                tokio::fs::metadata(root).await?;
+            }
+            Backend::S3 { bucket, prefix } => match bucket.head(&prefix.clone().join("readyz")).await {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(error) => return Err(error.into()),
+            },
+        }
+        Ok(())
     }
 
     /// Whether the blob `hash` is stored (its bytes, whether or not its row is).
@@ -430,6 +445,12 @@ impl Blobs {
             tracing::warn!(%hash, %error, "could not remove an unreferenced blob");
         }
     }
+}
+
+/// The file of the blob `hash` under `root`, the data directory's `blobs/`: in a folder
+/// named by the hash's first two characters.
+pub(crate) fn local_blob(root: &Path, hash: &str) -> PathBuf {
+    root.join(&hash[..2]).join(hash)
 }
 
 fn blob_key(prefix: &Key, hash: &str) -> Key {

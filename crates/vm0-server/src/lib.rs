@@ -1,12 +1,14 @@
 //! The reference server of the VM0 Public API v1: `vm0_api::Vm0Api` implemented for real
 //! on an embedded SQLite database and a content-addressed blob store, plus the routes
-//! around the API: pre-signed storage URLs, the spec, its documentation and a health
-//! check.
+//! around the API: pre-signed storage URLs, the spec, its documentation, the health and
+//! readiness probes and the metrics; and the drain on shutdown.
 
 pub mod api;
+pub mod backup;
 mod blobs;
 mod cursor;
 mod ids;
+pub mod metrics;
 mod paths;
 mod runs;
 mod secrets;
@@ -19,8 +21,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{MatchedPath, Path, RawQuery, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -31,6 +34,7 @@ use vm0_api::ApiError;
 
 use crate::api::{Api, App};
 use crate::blobs::{Access, Blobs};
+use crate::metrics::Metrics;
 use crate::store::{SqlStore, Store, UserStore};
 
 /// The spec, served as it is.
@@ -60,6 +64,12 @@ pub enum Sandbox {
 pub struct Config {
     /// The address to listen on; port 0 picks a free one.
     pub listen: SocketAddr,
+    /// Where `GET /metrics` is served, when not on `listen` beside the API: an address
+    /// that can stay private.
+    pub metrics_listen: Option<SocketAddr>,
+    /// How long a drain (on SIGTERM) may take before the process exits: in-flight
+    /// requests finish and runs go on until shortly before it ends (see `Server::serve`).
+    pub shutdown_grace: std::time::Duration,
     /// Where the database (by default) and the blobs live; created if missing.
     pub data_dir: PathBuf,
     /// The database; `sqlite://<data dir>/vm0.db` when not given.
@@ -92,6 +102,8 @@ impl Config {
     pub fn local(data_dir: &std::path::Path) -> Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_listen: None,
+            shutdown_grace: std::time::Duration::from_secs(30),
             data_dir: data_dir.to_path_buf(),
             database_url: None,
             blob_store: BlobLocation::Local,
@@ -116,9 +128,16 @@ pub struct Server {
     pub url: String,
     /// The value of the first API token, when this start created the first user.
     pub first_token: Option<String>,
+    /// The base URL of the metrics' own listener, when `Config::metrics_listen` gave one.
+    pub metrics_url: Option<String>,
+    /// Whether requests are counted and timed for `/metrics`: always, but for the
+    /// benchmark that measures what that costs.
+    pub count_requests: bool,
     /// The state, for tests and tools that need the store.
     pub app: Arc<App<SqlStore>>,
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    shutdown_grace: std::time::Duration,
     body_limit: vm0_api::BodyLimit,
     /// Kept while the server serves: this process's lock on its data directory.
     _data_dir_lock: std::fs::File,
@@ -152,6 +171,11 @@ pub async fn bind(config: Config) -> anyhow::Result<Server> {
     }
     let listener = TcpListener::bind(config.listen).await.with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let metrics_listener = match config.metrics_listen {
+        Some(at) => Some(TcpListener::bind(at).await.with_context(|| format!("listening for metrics on {at}"))?),
+        None => None,
+    };
+    let metrics_url = metrics_listener.as_ref().map(|l| l.local_addr().map(|a| format!("http://{a}"))).transpose()?;
     let url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
     let blobs = Blobs::open(&config.data_dir, &config.blob_store, key.clone(), url.clone(), config.max_file_size)
         .await
@@ -168,11 +192,25 @@ pub async fn bind(config: Config) -> anyhow::Result<Server> {
     let isolation = isolation(&config).await;
     let executor = Arc::new(runs::local::LocalExecutor { isolation });
     let host = runs::Host { instance, dir: config.data_dir.clone(), sealer };
-    let engine = Arc::new(runs::Engine::new(store.clone(), blobs.clone(), executor, limits, host));
+    let metrics = Arc::new(Metrics::new(store.backend()));
+    let engine = Arc::new(runs::Engine::new(store.clone(), blobs.clone(), executor, limits, host, metrics.clone()));
     engine.recover().await;
     blobs.collect_garbage(&store).await;
-    let app = Arc::new(App::new(store, blobs, key, engine));
-    Ok(Server { addr, url, first_token, app, listener, body_limit: vm0_api::BodyLimit(config.max_body_bytes), _data_dir_lock: lock, _database_hold: hold })
+    let app = Arc::new(App::new(store, blobs, key, engine, metrics));
+    Ok(Server {
+        addr,
+        url,
+        first_token,
+        metrics_url,
+        count_requests: true,
+        app,
+        listener,
+        metrics_listener,
+        shutdown_grace: config.shutdown_grace,
+        body_limit: vm0_api::BodyLimit(config.max_body_bytes),
+        _data_dir_lock: lock,
+        _database_hold: hold,
+    })
 }
 
 /// Makes this process the only server on `data_dir` until it ends (a lock on
@@ -224,19 +262,59 @@ pub async fn open_store(config: &Config) -> anyhow::Result<SqlStore> {
     SqlStore::open(&database_url).await.with_context(|| format!("opening {}", store::redacted(&database_url)))
 }
 
+/// How long before the end of a drain's grace the runs still executing are stopped, at
+/// most: the time their ends take to be recorded.
+const HALT_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Server {
-    /// Serves until `shutdown` completes, then finishes the requests in flight.
+    /// Serves until `shutdown` completes, then drains: it stops accepting connections
+    /// and starting runs (pending runs stay queued for another instance, or for this
+    /// one's next start), ends event streams (their clients resume elsewhere with
+    /// `Last-Event-ID`), and lets the requests in flight, uploads among them, and the
+    /// runs executing finish. Runs still executing shortly before the grace period ends
+    /// are stopped, and fail saying so; at its end, `serve` returns whatever is left.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let scheduler = tokio::spawn(self.app.engine.clone().schedule());
-        let sweeper = tokio::spawn(self.app.engine.clone().sweep());
-        let leases = tokio::spawn(self.app.engine.clone().keep_leases());
-        let renewals = tokio::spawn(self.app.engine.clone().renew_leases());
-        let routes = router(self.app).layer(axum::Extension(self.body_limit));
-        serve_connections(self.listener, routes, shutdown).await;
-        scheduler.abort();
-        sweeper.abort();
-        leases.abort();
-        renewals.abort();
+        let engine = self.app.engine.clone();
+        let tasks = [
+            tokio::spawn(engine.clone().schedule()),
+            tokio::spawn(engine.clone().sweep()),
+            tokio::spawn(engine.clone().keep_leases()),
+            tokio::spawn(engine.clone().renew_leases()),
+        ];
+        let metrics_task = self.metrics_listener.map(|listener| {
+            let routes = metrics_routes(self.app.clone());
+            tokio::spawn(async move {
+                accept(listener, routes, std::future::pending()).await;
+            })
+        });
+        let routes = router(self.app, metrics_task.is_none(), self.count_requests).layer(axum::Extension(self.body_limit));
+        let connections = accept(self.listener, routes, shutdown).await;
+
+        let grace = self.shutdown_grace;
+        let deadline = tokio::time::Instant::now() + grace;
+        tracing::info!(grace_seconds = grace.as_secs_f64(), "draining: no new connections or runs; finishing requests and runs in flight");
+        engine.drain();
+        let mut connections = tokio::spawn(connections.shutdown());
+        let finished = async {
+            (&mut connections).await.ok();
+            engine.idle().await;
+        };
+        if tokio::time::timeout_at(deadline - HALT_MARGIN.min(grace / 2), finished).await.is_err() {
+            tracing::warn!("the grace period is ending: stopping the runs still executing");
+            let rest = async {
+                engine.halt().await;
+                if !connections.is_finished() {
+                    (&mut connections).await.ok();
+                }
+            };
+            if tokio::time::timeout_at(deadline, rest).await.is_err() {
+                tracing::warn!("the grace period ended: closing the connections still open");
+            }
+        }
+        connections.abort();
+        for task in tasks.iter().chain(&metrics_task) {
+            task.abort();
+        }
         Ok(())
     }
 }
@@ -246,9 +324,10 @@ impl Server {
 /// at the API's limit (`vm0_api::MAX_HEADERS`) in the error envelope, with its request id.
 const PARSED_HEADERS: usize = 1024;
 
-/// Serves `routes` on `listener` until `shutdown` completes, then lets the connections
-/// finish the requests in flight. axum's own `serve`, but with `PARSED_HEADERS`.
-async fn serve_connections(listener: TcpListener, routes: Router, shutdown: impl std::future::Future<Output = ()>) {
+/// Serves `routes` on `listener` until `shutdown` completes; then closes the listener
+/// and returns the connections, whose `shutdown` lets them finish the requests in
+/// flight. axum's own `serve`, but with `PARSED_HEADERS`.
+async fn accept(listener: TcpListener, routes: Router, shutdown: impl std::future::Future<Output = ()>) -> hyper_util::server::graceful::GracefulShutdown {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder.http1().max_headers(PARSED_HEADERS);
@@ -274,24 +353,99 @@ async fn serve_connections(listener: TcpListener, routes: Router, shutdown: impl
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    graceful
 }
 
-/// Every route of the server: the API, storage, the spec and its docs, the health check.
-pub fn router<S: Store>(app: Arc<App<S>>) -> Router {
+/// Every route of the server: the API, storage, the spec and its docs, the probes, and
+/// `/metrics` when `with_metrics` (rather than on a listener of its own); requests are
+/// counted and timed when `count_requests`.
+pub fn router<S: Store>(app: Arc<App<S>>, with_metrics: bool, count_requests: bool) -> Router {
     let mut spec: serde_json::Value = serde_json::from_str(SPEC_JSON).expect("openapi/v1.json is JSON");
     // Swagger UI's "Try it out" calls the first server: this one, whatever its address,
     // rather than production.
     let this_server = serde_json::json!({ "url": "/", "description": "The server these docs are served by." });
     spec["servers"].as_array_mut().expect("the spec lists servers").insert(0, this_server);
-    let extra = Router::new()
+    let mut extra = Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readiness::<S>))
         .route("/executors/local/config.schema.json", get(|| async { axum::Json(runs::config::schema()) }))
         .route("/openapi.yaml", get(|| async { ([(header::CONTENT_TYPE, "application/yaml")], SPEC_YAML) }))
         .route("/storage/blobs/{hash}", get(download_blob::<S>).put(upload_blob::<S>))
         .with_state(app.clone())
         .merge(SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", spec));
-    vm0_api::finish(vm0_api::routes(Api(app)).merge(extra))
+    if with_metrics {
+        extra = extra.merge(metrics_routes(app.clone()));
+    }
+    let metrics = app.metrics.clone();
+    let routes = vm0_api::finish(vm0_api::routes(Api(app)).merge(extra));
+    if count_requests {
+        routes.layer(axum::middleware::from_fn_with_state(metrics, count_request))
+    } else {
+        routes
+    }
+}
+
+/// `GET /metrics`, outside the API's authentication.
+fn metrics_routes<S: Store>(app: Arc<App<S>>) -> Router {
+    Router::new().route("/metrics", get(scrape::<S>)).with_state(app)
+}
+
+/// Counts and times one request under its operation id, or the template of the route
+/// it matched outside the API (`/storage/blobs/{hash}`), or `unmatched`: never its path,
+/// which would make a label value per id.
+async fn count_request(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map(|path| path.as_str().to_string());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let operation = match response.extensions().get::<vm0_api::Served>().and_then(|served| served.operation) {
+        Some(operation) => std::borrow::Cow::Borrowed(operation),
+        None => std::borrow::Cow::Owned(route.unwrap_or_else(|| "unmatched".to_string())),
+    };
+    metrics.answered(operation, response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// How long a readiness check waits for the database or the blob store.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `GET /metrics`: every metric, with the database's gauges read now.
+async fn scrape<S: Store>(State(app): State<Arc<App<S>>>) -> Response {
+    let reading = match tokio::time::timeout(READY_TIMEOUT, app.store.reading()).await {
+        Ok(Ok(reading)) => Some(reading),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "metrics: the database did not answer");
+            None
+        }
+        Err(_) => None,
+    };
+    app.metrics.observe_database(reading);
+    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], app.metrics.encode()).into_response()
+}
+
+/// `GET /readyz`: 200 when the database and the blob store answer within
+/// `READY_TIMEOUT` and the instance is not draining, 503 otherwise; the body says which.
+async fn readiness<S: Store>(State(app): State<Arc<App<S>>>) -> Response {
+    fn verdict<E: std::fmt::Display>(checked: Result<Result<(), E>, tokio::time::error::Elapsed>) -> Result<(), String> {
+        match checked {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err(format!("no answer within {} s", READY_TIMEOUT.as_secs())),
+        }
+    }
+    let (database, blobs) = tokio::join!(tokio::time::timeout(READY_TIMEOUT, app.store.ping()), tokio::time::timeout(READY_TIMEOUT, app.blobs.reachable()));
+    let (database, blobs) = (verdict(database), verdict(blobs));
+    let draining = app.engine.draining().is_cancelled();
+    let ready = database.is_ok() && blobs.is_ok() && !draining;
+    if !ready {
+        tracing::warn!(?database, ?blobs, draining, "not ready");
+    }
+    let state = |check: &Result<(), String>| match check {
+        Ok(()) => "ok".to_string(),
+        Err(error) => error.clone(),
+    };
+    let body = serde_json::json!({ "ready": ready, "database": state(&database), "blobStore": state(&blobs), "draining": draining });
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, axum::Json(body)).into_response()
 }
 
 /// The query of a pre-signed URL.
@@ -325,6 +479,7 @@ async fn upload_blob<S: Store>(State(app): State<Arc<App<S>>>, Path(hash): Path<
     let size = signed.size.ok_or_else(|| ApiError::invalid_parameter("size", "An upload URL carries the file's size"))?;
     let user = signed.user.ok_or_else(|| ApiError::invalid_parameter("user", "An upload URL names the user it is for"))?;
     app.blobs.write(&hash, size, body, &app.store, &user).await?;
+    app.metrics.uploaded(size);
     let mut response = StatusCode::NO_CONTENT.into_response();
     response.headers_mut().insert(header::ETAG, HeaderValue::from_str(&format!("\"{hash}\"")).expect("hashes are ASCII"));
     Ok(response)
@@ -336,7 +491,13 @@ async fn download_blob<S: Store>(State(app): State<Arc<App<S>>>, Path(hash): Pat
     let path = app.blobs.local_path(&hash).ok_or_else(|| ApiError::not_found("blob", &hash))?;
     let file = tokio::fs::File::open(path).await.map_err(|_| ApiError::not_found("blob", &hash))?;
     let length = file.metadata().await.map_err(ApiError::internal)?.len();
-    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024));
+    let metrics = app.metrics.clone();
+    let chunks = tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024);
+    let body = Body::from_stream(futures_util::StreamExt::inspect(chunks, move |chunk| {
+        if let Ok(chunk) = chunk {
+            metrics.downloaded(chunk.len() as u64);
+        }
+    }));
     Ok((
         [(header::CONTENT_TYPE, "application/octet-stream".to_string()), (header::CONTENT_LENGTH, length.to_string()), (header::ETAG, format!("\"{hash}\""))],
         body,

@@ -1,4 +1,5 @@
-//! `vm0-server`: runs the reference server, or manages its tokens.
+//! `vm0-server`: runs the reference server, manages its tokens, backs it up and
+//! restores it.
 
 #![allow(clippy::print_stdout)] // Printing is what this program is for.
 
@@ -21,48 +22,56 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(version, about)]
 struct Cli {
     /// The address to listen on.
-    #[arg(long, env = "VM0_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(long, global = true, env = "VM0_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Serve GET /metrics on this address of its own (which can stay private) rather than
+    /// beside the API [default: beside the API, on --listen].
+    #[arg(long, global = true, env = "VM0_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// How long a drain on SIGTERM or Ctrl-C may take, in seconds: requests in flight
+    /// finish, runs go on until shortly before its end and are stopped then.
+    #[arg(long, global = true, env = "VM0_SHUTDOWN_GRACE_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    shutdown_grace_seconds: u64,
     /// Where the database and the files live [default: the user's data directory, vm0-server].
-    #[arg(long, env = "VM0_DATA_DIR")]
+    #[arg(long, global = true, env = "VM0_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// The database: sqlite://PATH, or postgres://USER:PASSWORD@HOST/DATABASE for
     /// PostgreSQL, which several instances may share when their blobs are in one bucket
     /// (--blob-store) and their secrets key is one [default: sqlite://<data dir>/vm0.db].
-    #[arg(long, env = "VM0_DATABASE_URL")]
+    #[arg(long, global = true, env = "VM0_DATABASE_URL")]
     database_url: Option<String>,
     /// Where file contents live: s3://BUCKET[/PREFIX] for an S3-compatible bucket, a
     /// bucket or prefix per database, with credentials and region from the standard AWS_*
     /// variables [default: blobs/ in the data directory].
-    #[arg(long, env = "VM0_BLOB_STORE")]
+    #[arg(long, global = true, env = "VM0_BLOB_STORE")]
     blob_store: Option<String>,
     /// The S3 endpoint, for a server other than AWS's (such as http://127.0.0.1:9000);
     /// buckets are addressed path-style.
-    #[arg(long, env = "VM0_S3_ENDPOINT", requires = "blob_store")]
+    #[arg(long, global = true, env = "VM0_S3_ENDPOINT", requires = "blob_store")]
     s3_endpoint: Option<String>,
     /// The file of the 32-byte key that seals run secrets in the database, made if
     /// missing; every instance on one database needs a copy of the same file
     /// [default: <data dir>/secrets.key].
-    #[arg(long, env = "VM0_SECRETS_KEY")]
+    #[arg(long, global = true, env = "VM0_SECRETS_KEY")]
     secrets_key: Option<PathBuf>,
     /// The base URL clients reach this server at, used in pre-signed URLs [default: http://<listen>].
-    #[arg(long, env = "VM0_PUBLIC_URL")]
+    #[arg(long, global = true, env = "VM0_PUBLIC_URL")]
     public_url: Option<String>,
     /// The largest file a volume or artifact may hold, in bytes.
-    #[arg(long, env = "VM0_MAX_FILE_SIZE", default_value_t = 5 * 1024 * 1024 * 1024)]
+    #[arg(long, global = true, env = "VM0_MAX_FILE_SIZE", default_value_t = 5 * 1024 * 1024 * 1024)]
     max_file_size: u64,
     /// The largest JSON request body, in bytes; an upload's file list may be larger, up to
     /// the 16 MB its 10,000 entries need.
-    #[arg(long, env = "VM0_MAX_BODY_BYTES", default_value_t = vm0_api::MAX_BODY_BYTES)]
+    #[arg(long, global = true, env = "VM0_MAX_BODY_BYTES", default_value_t = vm0_api::MAX_BODY_BYTES)]
     max_body_bytes: usize,
     /// How many runs execute at once; the others wait, oldest first.
-    #[arg(long, env = "VM0_MAX_CONCURRENT_RUNS", default_value_t = 4)]
+    #[arg(long, global = true, env = "VM0_MAX_CONCURRENT_RUNS", default_value_t = 4)]
     max_concurrent_runs: usize,
     /// How often a running run's processes are sampled, in milliseconds.
-    #[arg(long, env = "VM0_SAMPLE_INTERVAL_MS", default_value_t = 1000)]
+    #[arg(long, global = true, env = "VM0_SAMPLE_INTERVAL_MS", default_value_t = 1000)]
     sample_interval_ms: u64,
     /// How many days checkpoints are kept, and sessions after their last run.
-    #[arg(long, env = "VM0_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3650))]
+    #[arg(long, global = true, env = "VM0_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3650))]
     retention_days: u64,
     /// Run agents as processes of the server's own user, outside any sandbox, on hosts
     /// that cannot make one (no user namespaces). This gives up every wall around a run:
@@ -70,13 +79,24 @@ struct Cli {
     /// secrets and the signing key, and whatever else the server's user can; its
     /// background processes are found by process group only; and it always has the
     /// network. Only for trusted agents.
-    #[arg(long, env = "VM0_UNSANDBOXED_RUNS")]
+    #[arg(long, global = true, env = "VM0_UNSANDBOXED_RUNS")]
     unsandboxed_runs: bool,
     /// What to log, as a tracing filter: error, warn, info, debug, or per module.
-    #[arg(long, env = "VM0_LOG", default_value = "info")]
+    #[arg(long, global = true, env = "VM0_LOG", default_value = "info")]
     log: String,
+    /// How log lines look: human-readable, or one JSON object per line (for a log
+    /// collector), with the request id, operation, user id, status and time of each
+    /// request.
+    #[arg(long, global = true, env = "VM0_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -85,6 +105,20 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Write a consistent backup of the embedded database and its blobs to one file,
+    /// while the server runs.
+    Backup {
+        /// The file to write; it appears whole or not at all, readable by its owner only.
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Restore a backup into a data directory that has no database yet, checking every
+    /// blob; then start the server on it.
+    Restore {
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
     },
 }
 
@@ -113,14 +147,22 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(cli: Cli) -> anyhow::Result<()> {
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log)?).with_writer(std::io::stderr).with_ansi(ansi).init();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)?;
+    match cli.log_format {
+        LogFormat::Human => {
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+        }
+        LogFormat::Json => tracing_subscriber::fmt().json().flatten_event(true).with_env_filter(filter).with_writer(std::io::stderr).init(),
+    }
     let data_dir = match cli.data_dir {
         Some(dir) => dir,
         None => dirs::data_dir().context("no data directory for this user: pass --data-dir")?.join("vm0-server"),
     };
     let config = Config {
         listen: cli.listen,
+        metrics_listen: cli.metrics_listen,
+        shutdown_grace: std::time::Duration::from_secs(cli.shutdown_grace_seconds),
         data_dir,
         database_url: cli.database_url,
         blob_store: match cli.blob_store {
@@ -141,17 +183,40 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         },
     };
 
-    if let Some(Command::Token { command: TokenCommand::Create { user, name, expires_in_days } }) = cli.command {
-        let store = vm0_server::open_store(&config).await?;
-        let user = store.ensure_user(&user).await?;
-        let (_, value) = vm0_server::api::issue_token(&store, &user.id, &name, expires_in_days).await?;
-        println!("{value}");
-        return Ok(());
+    match cli.command {
+        Some(Command::Token { command: TokenCommand::Create { user, name, expires_in_days } }) => {
+            let store = vm0_server::open_store(&config).await?;
+            let user = store.ensure_user(&user).await?;
+            let (_, value) = vm0_server::api::issue_token(&store, &user.id, &name, expires_in_days).await?;
+            println!("{value}");
+            return Ok(());
+        }
+        Some(Command::Backup { to }) => {
+            let manifest = vm0_server::backup::backup(&config, &to).await?;
+            let key = if manifest.secrets_key { "and the secrets key" } else { "without the secrets key (kept elsewhere, with --secrets-key)" };
+            println!("Backed up the database of {} and {} blobs ({} bytes) {key} to {}", manifest.taken_at, manifest.blobs, manifest.blob_bytes, to.display());
+            return Ok(());
+        }
+        Some(Command::Restore { from }) => {
+            let manifest = vm0_server::backup::restore(&config, &from).await?;
+            println!(
+                "Restored the database of {} and {} blobs ({} bytes, each checked) into {}",
+                manifest.taken_at,
+                manifest.blobs,
+                manifest.blob_bytes,
+                config.data_dir.display()
+            );
+            return Ok(());
+        }
+        None => {}
     }
 
     let data_dir = config.data_dir.clone();
     let server = vm0_server::bind(config).await?;
     let mut banner = format!("vm0-server listening on {}\nAPI docs: {}/docs\nData directory: {}\n", server.url, server.url, data_dir.display());
+    if let Some(url) = &server.metrics_url {
+        banner.push_str(&format!("Metrics: {url}/metrics\n"));
+    }
     if let Some(token) = &server.first_token {
         banner.push_str(&format!("\nCreated the user 'default' and its first API token, shown this once:\n\n    {token}\n\n"));
         banner.push_str(&format!("Try it: curl {}/v1/agents -H \"Authorization: Bearer {token}\"\n", server.url));
@@ -179,5 +244,5 @@ async fn shutdown_signal() {
         _ = interrupt => {}
         _ = terminate => {}
     }
-    tracing::info!("shutting down: finishing requests in flight");
+    tracing::info!("shutting down");
 }

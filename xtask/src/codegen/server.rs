@@ -63,6 +63,13 @@ pub(super) fn generate(doc: &Value) -> Result<[Generated; 2]> {
             /// An unknown, expired or revoked token is [`ApiError::unauthorized`].
             fn authenticate(&self, token: &str) -> impl Future<Output = Result<Self::Principal, ApiError>> + Send;
 
+            /// The id of the user a principal is, for the access log and
+            /// [`crate::Served`]; never a token or other secret. None by default.
+            fn user_id(principal: &Self::Principal) -> Option<String> {
+                let _ = principal;
+                None
+            }
+
             #(#trait_methods)*
         }
 
@@ -310,7 +317,7 @@ impl<'a> Op<'a> {
         quote! {
             #[doc = #doc]
             async fn #name<A: Vm0Api>(State(api): State<Arc<A>>, #mutability call: Call) -> Result<Response, ApiError> {
-                let principal = api.authenticate(call.bearer_token()?).await?;
+                let principal = call.authenticate(&*api, #id).await?;
                 #(#steps)*
                 #call_api
                 Ok(#reply)

@@ -17,6 +17,7 @@ use vm0_types as types;
 
 use crate::blobs::Blobs;
 use crate::cursor::Scope;
+use crate::metrics::Metrics;
 use crate::runs::Engine;
 use crate::store::{self, Kind, Page, Store, StoreError, UserStore};
 use crate::{ids, secrets};
@@ -35,6 +36,7 @@ pub struct App<S: Store> {
     pub blobs: Arc<Blobs>,
     pub key: Vec<u8>,
     pub engine: Arc<Engine<S>>,
+    pub metrics: Arc<Metrics>,
     /// The tokens whose `lastUsedAt` this process wrote in the current second, so that a
     /// busy token costs one write a second, not one for every request that read the old
     /// value meanwhile; cleared as the second turns, so it holds one second's tokens.
@@ -43,8 +45,8 @@ pub struct App<S: Store> {
 
 impl<S: Store> App<S> {
     /// The state over its parts.
-    pub fn new(store: S, blobs: Arc<Blobs>, key: Vec<u8>, engine: Arc<Engine<S>>) -> App<S> {
-        App { store, blobs, key, engine, touched: Mutex::new((0, HashSet::new())) }
+    pub fn new(store: S, blobs: Arc<Blobs>, key: Vec<u8>, engine: Arc<Engine<S>>, metrics: Arc<Metrics>) -> App<S> {
+        App { store, blobs, key, engine, metrics, touched: Mutex::new((0, HashSet::new())) }
     }
 
     /// Whether `lastUsedAt` of `token_id` is due a write at `now` (to the second), marking
@@ -133,6 +135,10 @@ impl<S: Store> Vm0Api for Api<S> {
             self.0.store.touch_token(&row.id, ids::now()).await?;
         }
         Ok(Principal { user_id: row.user_id, token_id: row.id })
+    }
+
+    fn user_id(principal: &Principal) -> Option<String> {
+        Some(principal.user_id.clone())
     }
 
     async fn list_agents(&self, p: &Principal, params: ListAgentsParams) -> Result<types::AgentList, ApiError> {

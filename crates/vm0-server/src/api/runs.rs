@@ -6,11 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
 use vm0_api::{ApiError, EventStream, ListRunLogsParams, ListRunsParams, StreamRunEventsParams};
 use vm0_types::{self as types, RunStatus};
 
 use super::{App, Principal};
 use crate::ids;
+use crate::metrics::SubscriberGuard;
 use crate::runs::{Engine, Subscription};
 use crate::store::{event_id, AgentRow, Kind, LogQuery, RunFilter, RunRow, RunStore, SessionRow, StorageRow, Store, StoreError};
 
@@ -205,7 +207,17 @@ impl<S: Store> App<S> {
         let after = params.last_event_id.or(params.last_event_id_header).unwrap_or(0);
         // Subscribed before anything is read, so that no event falls between the two.
         let live = self.engine.subscribe(id);
-        let feed = Feed { store: self.store.clone(), run: id.to_string(), after, live, replaying: true, buffer: VecDeque::new(), done: false };
+        let feed = Feed {
+            store: self.store.clone(),
+            run: id.to_string(),
+            after,
+            live,
+            replaying: true,
+            buffer: VecDeque::new(),
+            done: false,
+            draining: self.engine.draining().clone(),
+            _counted: self.metrics.subscribed(),
+        };
         Ok(Box::pin(futures_util::stream::unfold(feed, Feed::next)))
     }
 
@@ -245,6 +257,10 @@ struct Feed<S> {
     replaying: bool,
     buffer: VecDeque<types::RunEvent>,
     done: bool,
+    /// The instance's drain, which ends the stream: its client resumes with
+    /// `Last-Event-ID`, on another instance or after the restart.
+    draining: CancellationToken,
+    _counted: SubscriberGuard,
 }
 
 impl<S: RunStore + Send + Sync> Feed<S> {
@@ -257,7 +273,7 @@ impl<S: RunStore + Send + Sync> Feed<S> {
                 self.done = matches!(event, types::RunEvent::Complete { .. });
                 return Some((event, self));
             }
-            if self.done {
+            if self.done || self.draining.is_cancelled() {
                 return None;
             }
             if self.replaying {
@@ -288,7 +304,11 @@ impl<S: RunStore + Send + Sync> Feed<S> {
                 }
                 continue;
             }
-            match tokio::time::timeout(HEARTBEAT, self.live.events.recv()).await {
+            let received = tokio::select! {
+                received = tokio::time::timeout(HEARTBEAT, self.live.events.recv()) => received,
+                _ = self.draining.cancelled() => return None,
+            };
+            match received {
                 Err(_) => {
                     let id = std::num::NonZeroU64::new(self.after.max(1) as u64).expect("at least 1");
                     let heartbeat = types::RunEvent::Heartbeat { id, data: types::RunHeartbeatData {} };

@@ -17,18 +17,21 @@ use std::collections::HashMap;
 
 use crate::secrets::Sealer;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 use sqlx::types::Json;
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
 use vm0_types::{self as types, LogLevel, LogType, RunStatus};
 
 pub(crate) use recorder::{Journal, Subscription};
 
 use crate::blobs::Blobs;
 use crate::ids;
+use crate::metrics::Metrics;
 use crate::store::{event_row, Batch, EventData, Expired, Lease, LogRow, NewCheckpoint, RunEnd, RunRow, Store};
 use local::{Executor, Outcome, Output};
 use recorder::Recorder;
@@ -59,6 +62,8 @@ const RENEW_EVERY: Duration = Duration::from_secs(5);
 /// How often an instance looks whether one of its runs was cancelled elsewhere (or ended
 /// as lost): well within the second a cancel may take.
 const WATCH_EVERY: Duration = Duration::from_millis(200);
+/// Why a run stopped by a drain's end failed.
+const SHUT_DOWN: &str = "The server shut down before the run finished";
 /// Why a lost instance's run failed.
 const LOST_EXECUTOR: &str = "The instance executing the run was lost: its lease ran out";
 /// How often the events of a run executing on another instance are read from the store
@@ -100,6 +105,13 @@ pub struct Engine<S> {
     instance: String,
     dir: PathBuf,
     sealer: Sealer,
+    metrics: Arc<Metrics>,
+    /// Cancelled when the instance drains: the scheduler starts no more runs, and event
+    /// streams end so that their clients resume elsewhere.
+    draining: CancellationToken,
+    /// Set when the drain's grace runs out and the runs still executing are stopped, so
+    /// that they fail for that reason rather than read as cancelled by request.
+    halted: AtomicBool,
 }
 
 impl<S: Store> Engine<S> {
@@ -118,7 +130,7 @@ impl<S: Store> Engine<S> {
     }
 
     /// The engine over `store` and `blobs` on `host`; starts the recorder's writer.
-    pub(crate) fn new(store: S, blobs: Arc<Blobs>, executor: Arc<dyn Executor>, limits: Limits, host: Host) -> Engine<S> {
+    pub(crate) fn new(store: S, blobs: Arc<Blobs>, executor: Arc<dyn Executor>, limits: Limits, host: Host, metrics: Arc<Metrics>) -> Engine<S> {
         Engine {
             recorder: Recorder::start(store.clone()),
             store,
@@ -132,6 +144,9 @@ impl<S: Store> Engine<S> {
             instance: host.instance,
             dir: host.dir,
             sealer: host.sealer,
+            metrics,
+            draining: CancellationToken::new(),
+            halted: AtomicBool::new(false),
         }
     }
 
@@ -152,6 +167,34 @@ impl<S: Store> Engine<S> {
     /// A new run is stored: a word to the scheduler (other instances find it by looking).
     pub fn submitted(&self) {
         self.wake.notify_one();
+    }
+
+    /// The signal of this instance's drain (see `drain`).
+    pub fn draining(&self) -> &CancellationToken {
+        &self.draining
+    }
+
+    /// Starts draining: the scheduler takes no more runs, which stay pending for another
+    /// instance or this one's next start, and event streams end. Runs executing go on.
+    pub fn drain(&self) {
+        self.draining.cancel();
+    }
+
+    /// Waits until no run executes here.
+    pub async fn idle(&self) {
+        while !self.executing.lock().expect("not poisoned").is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops every run executing here, which fails as stopped by the server's shutdown,
+    /// and waits until their ends are recorded.
+    pub async fn halt(&self) {
+        self.halted.store(true, Ordering::SeqCst);
+        for run in self.executing.lock().expect("not poisoned").values() {
+            run.cancel.send_replace(true);
+        }
+        self.idle().await;
     }
 
     /// Whether the run executes on this instance, so that its events come live.
@@ -339,12 +382,18 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    /// Starts pending runs, oldest first, as slots free up; runs until the process ends.
+    /// Starts pending runs, oldest first, as slots free up, until the instance drains.
     pub async fn schedule(self: Arc<Self>) {
         // The run at the head of the queue whose start keeps failing, and its backoff.
         let mut failing: Option<(String, Backoff)> = None;
         loop {
-            let permit = self.slots.clone().acquire_owned().await.expect("the semaphore is never closed");
+            let permit = tokio::select! {
+                permit = self.slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+                _ = self.draining.cancelled() => return,
+            };
+            if self.draining.is_cancelled() {
+                return;
+            }
             let run = match self.store.next_pending_run().await {
                 Ok(Some(run)) => run,
                 found => {
@@ -354,7 +403,10 @@ impl<S: Store> Engine<S> {
                     drop(permit);
                     // A new run wakes the scheduler; the timeout guards against a lost
                     // wake-up, and paces retries while the store fails.
-                    tokio::time::timeout(Duration::from_secs(1), self.wake.notified()).await.ok();
+                    tokio::select! {
+                        _ = tokio::time::timeout(Duration::from_secs(1), self.wake.notified()) => {}
+                        _ = self.draining.cancelled() => return,
+                    }
                     continue;
                 }
             };
@@ -364,10 +416,12 @@ impl<S: Store> Engine<S> {
             match self.store.start_run(&run.id, ids::now(), &self.lease()).await {
                 Ok(true) => {
                     failing = None;
+                    self.metrics.run_started((ids::now() - run.created_at).to_std().unwrap_or_default());
                     let engine = self.clone();
                     tokio::spawn(async move {
                         let id = run.id.clone();
                         engine.execute(run, cancelled).await;
+                        engine.metrics.run_finished();
                         ended_tx.send_replace(true);
                         engine.executing.lock().expect("not poisoned").remove(&id);
                         drop(permit);
@@ -433,6 +487,7 @@ impl<S: Store> Engine<S> {
             Outcome::Exited(code) => (RunStatus::Failed, Some(format!("The agent exited with status {code}"))),
             Outcome::Killed(signal) => (RunStatus::Failed, Some(format!("The agent was killed by signal {signal}"))),
             Outcome::TimedOut => (RunStatus::Timeout, Some(format!("The run exceeded its timeout of {} seconds", timeout.as_secs()))),
+            Outcome::Cancelled if self.halted.load(Ordering::SeqCst) => (RunStatus::Failed, Some(SHUT_DOWN.to_string())),
             Outcome::Cancelled => (RunStatus::Cancelled, Some("Cancelled by request".to_string())),
             Outcome::Failed(message) => (RunStatus::Failed, Some(message)),
         };
@@ -485,6 +540,7 @@ impl<S: Store> Engine<S> {
 
     /// The events and log of an ended run, stored before this returns.
     async fn announce_end(&self, journal: &Journal, end: &RunEnd) {
+        self.metrics.run_ended(&end.status.to_string());
         if let Some(message) = &end.error {
             journal.event(EventData::Error(types::RunErrorData { message: message.clone() })).await;
         }

@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sha2::Digest;
 use sqlx::types::Json;
+use crate::metrics::DatabaseReading;
 use vm0_types::{self as types, AgentName, FilePath, LogLevel, LogType, RunEvent, RunStatus, Sha256, StorageName};
 
 pub use sql::{redacted, InstanceHold, SqlStore};
@@ -525,8 +526,16 @@ pub trait RunStore {
     fn metrics(&self, run_id: &str) -> impl Future<Output = Result<Vec<MetricRow>>> + Send;
 }
 
+/// What operating the database needs, beside the resources.
+pub trait DatabaseStore {
+    /// Reads a table: whether the database answers (for readiness).
+    fn ping(&self) -> impl Future<Output = Result<()>> + Send;
+    /// Runs by status, the oldest pending run's age and the pool's use (for metrics).
+    fn reading(&self) -> impl Future<Output = Result<DatabaseReading>> + Send;
+}
+
 /// Everything the server keeps. Methods that take a `user_id` only ever see that user's
 /// resources: another user's id reads as missing.
-pub trait Store: UserStore + AgentStore + StorageStore + RunStore + Clone + Send + Sync + 'static {}
+pub trait Store: UserStore + AgentStore + StorageStore + RunStore + DatabaseStore + Clone + Send + Sync + 'static {}
 
-impl<T: UserStore + AgentStore + StorageStore + RunStore + Clone + Send + Sync + 'static> Store for T {}
+impl<T: UserStore + AgentStore + StorageStore + RunStore + DatabaseStore + Clone + Send + Sync + 'static> Store for T {}

@@ -27,7 +27,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
-use super::{Page, Result, StoreError};
+use super::{DatabaseStore, Page, Result, StoreError};
+use crate::metrics::DatabaseReading;
 
 /// SQLite or PostgreSQL behind a connection pool.
 #[derive(Clone)]
@@ -109,6 +110,26 @@ impl SqlStore {
             Pool::Sqlite(_) => "sqlite",
             Pool::Postgres(_) => "postgres",
         }
+    }
+}
+
+impl DatabaseStore for SqlStore {
+    async fn ping(&self) -> Result<()> {
+        on_pool!(self, |pool| {
+            sqlx::query("SELECT 1 FROM settings LIMIT 1").fetch_optional(pool).await?;
+        });
+        Ok(())
+    }
+
+    async fn reading(&self) -> Result<DatabaseReading> {
+        let (runs_by_status, oldest, pool_size, pool_idle, pool_max) = on_pool!(self, |pool| {
+            let counts: Vec<(String, i64)> = sqlx::query_as("SELECT status, COUNT(*) FROM runs GROUP BY status").fetch_all(pool).await?;
+            let oldest: Option<chrono::DateTime<chrono::Utc>> =
+                sqlx::query_scalar("SELECT created_at FROM runs WHERE status = 'pending' ORDER BY id LIMIT 1").fetch_optional(pool).await?;
+            (counts, oldest, pool.size(), pool.num_idle() as u32, pool.options().get_max_connections())
+        });
+        let oldest_pending = oldest.map(|at| (chrono::Utc::now() - at).to_std().unwrap_or_default());
+        Ok(DatabaseReading { runs_by_status, oldest_pending, pool_size, pool_idle, pool_max })
     }
 }
 

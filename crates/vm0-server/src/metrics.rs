@@ -1,0 +1,256 @@
+//! The server's metrics, for `GET /metrics` in the Prometheus text format: counters and
+//! histograms that the layers above update as things happen, and gauges of the database
+//! that the scrape reads (`Metrics::observe_database`). One registry per server rather
+//! than a process-wide one, so that the servers of one test process count apart.
+//!
+//! Labels take bounded values only: an operation id or a route's template (never a
+//! path), a status, a direction.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+
+/// The content type of [`Metrics::encode`]'s text: OpenMetrics, which Prometheus reads.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    operation: Cow<'static, str>,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    operation: Cow<'static, str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InfoLabels {
+    version: &'static str,
+    database: &'static str,
+}
+
+/// What the database says at a scrape: runs by status, the oldest pending run's age,
+/// and the connection pool's use.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DatabaseReading {
+    pub runs_by_status: Vec<(String, i64)>,
+    pub oldest_pending: Option<Duration>,
+    pub pool_size: u32,
+    pub pool_idle: u32,
+    pub pool_max: u32,
+}
+
+/// Every metric of one server.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<OperationLabels, Histogram>,
+    runs: Family<StatusLabels, Gauge>,
+    queue_length: Gauge,
+    queue_oldest: Gauge<f64, std::sync::atomic::AtomicU64>,
+    queue_wait: Histogram,
+    executing: Gauge,
+    runs_ended: Family<StatusLabels, Counter>,
+    bytes: Family<DirectionLabels, Counter>,
+    pool: Family<StateLabels, Gauge>,
+    pool_max: Gauge,
+    database_up: Gauge,
+    subscribers: Gauge,
+}
+
+impl Metrics {
+    /// A new set of metrics, all zero, for a server on `database` (`sqlite`, `postgres`).
+    pub fn new(database: &'static str) -> Metrics {
+        let mut registry = Registry::with_prefix("vm0");
+        let requests = Family::default();
+        registry.register("http_requests", "Requests answered, by operation id (or route, outside the API) and status", requests.clone());
+        let latency = Family::<OperationLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.000_25, 2.0, 16)));
+        registry.register_with_unit("http_request_duration", "Time until a response's head, by operation", Unit::Seconds, latency.clone());
+        let runs = Family::default();
+        registry.register("runs", "Runs in the database by status, on every instance alike", runs.clone());
+        let queue_length = Gauge::default();
+        registry.register("run_queue_length", "Runs pending in the database, waiting for a slot on some instance", queue_length.clone());
+        let queue_oldest = Gauge::default();
+        registry.register_with_unit("run_queue_oldest_age", "How long the oldest pending run has waited", Unit::Seconds, queue_oldest.clone());
+        let queue_wait = Histogram::new(exponential_buckets(0.01, 2.0, 18));
+        registry.register_with_unit("run_queue_wait", "How long the runs this instance started had waited", Unit::Seconds, queue_wait.clone());
+        let executing = Gauge::default();
+        registry.register("runs_executing", "Runs executing on this instance", executing.clone());
+        let runs_ended = Family::default();
+        registry.register("runs_ended", "Runs this instance ended (or found lost), by final status", runs_ended.clone());
+        let bytes = Family::default();
+        registry.register_with_unit(
+            "storage_transferred",
+            "File contents through this instance's storage URLs, by direction (S3 transfers go to the bucket)",
+            Unit::Bytes,
+            bytes.clone(),
+        );
+        let pool = Family::default();
+        registry.register("db_pool_connections", "The database pool's open connections, by state", pool.clone());
+        let pool_max = Gauge::default();
+        registry.register("db_pool_max_connections", "The most connections the database pool opens", pool_max.clone());
+        let database_up = Gauge::default();
+        registry.register("database_up", "Whether the database answered this scrape's queries", database_up.clone());
+        let subscribers = Gauge::default();
+        registry.register("sse_subscribers", "Open streams of run events", subscribers.clone());
+        let info = Family::<InfoLabels, Gauge>::default();
+        info.get_or_create(&InfoLabels { version: env!("CARGO_PKG_VERSION"), database }).set(1);
+        registry.register("server_info", "This server's version and database backend", info);
+        Metrics {
+            registry,
+            requests,
+            latency,
+            runs,
+            queue_length,
+            queue_oldest,
+            queue_wait,
+            executing,
+            runs_ended,
+            bytes,
+            pool,
+            pool_max,
+            database_up,
+            subscribers,
+        }
+    }
+
+    /// One request answered: its operation id (or route), status and time to its head.
+    pub fn answered(&self, operation: Cow<'static, str>, status: u16, took: Duration) {
+        self.latency.get_or_create(&OperationLabels { operation: operation.clone() }).observe(took.as_secs_f64());
+        self.requests.get_or_create(&RequestLabels { operation, status }).inc();
+    }
+
+    /// A run started here after waiting `waited` in the queue.
+    pub fn run_started(&self, waited: Duration) {
+        self.queue_wait.observe(waited.as_secs_f64());
+        self.executing.inc();
+    }
+
+    /// A run that executed here has finished executing.
+    pub fn run_finished(&self) {
+        self.executing.dec();
+    }
+
+    /// A run ended by this instance with `status`.
+    pub fn run_ended(&self, status: &str) {
+        self.runs_ended.get_or_create(&StatusLabels { status: status.to_string() }).inc();
+    }
+
+    /// Bytes of file contents received through a storage URL.
+    pub fn uploaded(&self, bytes: u64) {
+        self.bytes.get_or_create(&DirectionLabels { direction: "upload" }).inc_by(bytes);
+    }
+
+    /// Bytes of file contents sent through a storage URL.
+    pub fn downloaded(&self, bytes: u64) {
+        self.bytes.get_or_create(&DirectionLabels { direction: "download" }).inc_by(bytes);
+    }
+
+    /// A stream of run events opened; it counts until the guard is dropped.
+    pub fn subscribed(&self) -> SubscriberGuard {
+        self.subscribers.inc();
+        SubscriberGuard(self.subscribers.clone())
+    }
+
+    /// Sets the database's gauges from `reading`, or marks the database down.
+    pub fn observe_database(&self, reading: Option<DatabaseReading>) {
+        let Some(reading) = reading else {
+            self.database_up.set(0);
+            return;
+        };
+        self.database_up.set(1);
+        // Statuses no run has any more read 0 rather than their last count.
+        for status in ["pending", "running", "completed", "failed", "timeout", "cancelled"] {
+            self.runs.get_or_create(&StatusLabels { status: status.to_string() }).set(0);
+        }
+        for (status, count) in &reading.runs_by_status {
+            self.runs.get_or_create(&StatusLabels { status: status.clone() }).set(*count);
+        }
+        let pending = reading.runs_by_status.iter().find(|(status, _)| status == "pending").map_or(0, |(_, count)| *count);
+        self.queue_length.set(pending);
+        self.queue_oldest.set(reading.oldest_pending.unwrap_or_default().as_secs_f64());
+        let in_use = reading.pool_size.saturating_sub(reading.pool_idle);
+        self.pool.get_or_create(&StateLabels { state: "idle" }).set(reading.pool_idle.into());
+        self.pool.get_or_create(&StateLabels { state: "in_use" }).set(in_use.into());
+        self.pool_max.set(reading.pool_max.into());
+    }
+
+    /// Every metric in the text format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+}
+
+/// Counts one open stream of run events while it lives.
+pub struct SubscriberGuard(Gauge);
+
+impl Drop for SubscriberGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_holds_each_count_under_its_labels() {
+        let metrics = Metrics::new("sqlite");
+        metrics.answered("listAgents".into(), 200, Duration::from_millis(2));
+        metrics.answered("listAgents".into(), 200, Duration::from_millis(3));
+        metrics.answered("getAgent".into(), 404, Duration::from_millis(1));
+        metrics.uploaded(10);
+        metrics.uploaded(5);
+        let guard = metrics.subscribed();
+        metrics.observe_database(Some(DatabaseReading {
+            runs_by_status: vec![("pending".into(), 3), ("completed".into(), 7)],
+            oldest_pending: Some(Duration::from_secs(2)),
+            pool_size: 4,
+            pool_idle: 1,
+            pool_max: 8,
+        }));
+        let text = metrics.encode();
+        for line in [
+            "vm0_http_requests_total{operation=\"listAgents\",status=\"200\"} 2",
+            "vm0_http_requests_total{operation=\"getAgent\",status=\"404\"} 1",
+            "vm0_http_request_duration_seconds_count{operation=\"listAgents\"} 2",
+            "vm0_storage_transferred_bytes_total{direction=\"upload\"} 15",
+            "vm0_sse_subscribers 1",
+            "vm0_runs{status=\"pending\"} 3",
+            "vm0_runs{status=\"running\"} 0",
+            "vm0_run_queue_length 3",
+            "vm0_run_queue_oldest_age_seconds 2.0",
+            "vm0_db_pool_connections{state=\"in_use\"} 3",
+            "vm0_database_up 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no line {line} in\n{text}");
+        }
+        drop(guard);
+        assert!(metrics.encode().lines().any(|l| l == "vm0_sse_subscribers 0"));
+    }
+}
