@@ -147,7 +147,7 @@ fn end_to_end_on_postgres_and_s3() -> Result<()> {
     let passed = (|| {
         process::cargo(&["test", "--locked", "-p", "vm0-tests", "--test", "it", "--", "e2e_", "client_faults", "bounded_input", "seed_curls"])?;
         process::cargo(&["test", "--locked", "-p", "vm0-cli", "--test", "cli"])?;
-        process::cargo(&["test", "--locked", "-p", "vm0-server", "--test", "crash", "--test", "cluster", "--test", "scheduler"])
+        process::cargo(&["test", "--locked", "-p", "vm0-server", "--test", "crash", "--test", "cluster", "--test", "scheduler", "--test", "operations"])
     })();
     for (name, _) in &env {
         std::env::remove_var(name);

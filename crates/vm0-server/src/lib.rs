@@ -432,7 +432,8 @@ async fn readiness<S: Store>(State(app): State<Arc<App<S>>>) -> Response {
             Err(_) => Err(format!("no answer within {} s", READY_TIMEOUT.as_secs())),
         }
     }
-    let (database, blobs) = tokio::join!(tokio::time::timeout(READY_TIMEOUT, app.store.ping()), tokio::time::timeout(READY_TIMEOUT, app.blobs.reachable()));
+    let database = tokio::time::timeout(READY_TIMEOUT, app.store.ping(READY_TIMEOUT / 2));
+    let (database, blobs) = tokio::join!(database, tokio::time::timeout(READY_TIMEOUT, app.blobs.reachable()));
     let (database, blobs) = (verdict(database), verdict(blobs));
     let draining = app.engine.draining().is_cancelled();
     let ready = database.is_ok() && blobs.is_ok() && !draining;

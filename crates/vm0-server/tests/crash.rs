@@ -7,11 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use serde_json::{json, Value};
+use serde_json::json;
 
 mod common;
-use common::{within, Api, Server, DEADLINE};
-use sha2::{Digest, Sha256};
+use common::{sha, within, Api, Server, DEADLINE};
 
 /// Starts the server binary over `data_dir` on the test's database and blob store, with
 /// one run at a time.
@@ -26,29 +25,6 @@ async fn start(data_dir: &std::path::Path, listen: &str) -> (Server, Option<Stri
 fn running(pattern: &str) -> Vec<String> {
     let output = Command::new("pgrep").args(["-f", pattern]).output().expect("pgrep runs");
     String::from_utf8_lossy(&output.stdout).split_whitespace().map(str::to_string).collect()
-}
-
-fn sha(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-impl Api {
-    /// Prepare, upload and commit `files`; stops quietly at the first failure (the server
-    /// may be killed at any point). Whether the commit succeeded.
-    async fn push(&self, volume: &str, files: &[(String, Vec<u8>)]) -> bool {
-        let list: Vec<Value> = files.iter().map(|(p, b)| json!({"path": p, "size": b.len(), "hash": sha(b)})).collect();
-        let (status, prepared) = self.call(reqwest::Method::POST, &format!("/v1/volumes/{volume}/upload"), Some(json!({"files": list}))).await;
-        if status != 200 {
-            return false;
-        }
-        for (target, (_, bytes)) in prepared["files"].as_array().unwrap().iter().zip(files) {
-            if self.http.put(target["uploadUrl"].as_str().unwrap()).body(bytes.clone()).send().await.is_err() {
-                return false;
-            }
-        }
-        let session = prepared["uploadSessionId"].clone();
-        self.call(reqwest::Method::POST, &format!("/v1/volumes/{volume}/commit"), Some(json!({"uploadSessionId": session}))).await.0 == 200
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -528,8 +528,8 @@ pub trait RunStore {
 
 /// What operating the database needs, beside the resources.
 pub trait DatabaseStore {
-    /// Reads a table: whether the database answers (for readiness).
-    fn ping(&self) -> impl Future<Output = Result<()>> + Send;
+    /// Whether the database can serve requests within `within` (for readiness).
+    fn ping(&self, within: std::time::Duration) -> impl Future<Output = Result<()>> + Send;
     /// Runs by status, the oldest pending run's age and the pool's use (for metrics).
     fn reading(&self) -> impl Future<Output = Result<DatabaseReading>> + Send;
 }

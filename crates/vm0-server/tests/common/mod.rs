@@ -7,7 +7,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use serde_json::Value;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+/// The SHA-256 of `bytes` in hex, as the API names files.
+pub(crate) fn sha(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
 
 /// The API at `url`, as the holder of `token` calls it.
 pub(crate) struct Api {
@@ -31,6 +37,23 @@ impl Api {
             }
             Err(_) => (0, Value::Null),
         }
+    }
+
+    /// Prepare, upload and commit `files`; stops quietly at the first failure (the server
+    /// may be killed at any point). Whether the commit succeeded.
+    pub(crate) async fn push(&self, volume: &str, files: &[(String, Vec<u8>)]) -> bool {
+        let list: Vec<Value> = files.iter().map(|(p, b)| json!({"path": p, "size": b.len(), "hash": sha(b)})).collect();
+        let (status, prepared) = self.call(reqwest::Method::POST, &format!("/v1/volumes/{volume}/upload"), Some(json!({"files": list}))).await;
+        if status != 200 {
+            return false;
+        }
+        for (target, (_, bytes)) in prepared["files"].as_array().unwrap().iter().zip(files) {
+            if self.http.put(target["uploadUrl"].as_str().unwrap()).body(bytes.clone()).send().await.is_err() {
+                return false;
+            }
+        }
+        let session = prepared["uploadSessionId"].clone();
+        self.call(reqwest::Method::POST, &format!("/v1/volumes/{volume}/commit"), Some(json!({"uploadSessionId": session}))).await.0 == 200
     }
 
     /// Reads the run's event stream until an event for which `wanted(name, data)` holds,
@@ -76,6 +99,8 @@ pub(crate) async fn within<T>(deadline: Duration, what: &str, future: impl std::
 pub(crate) struct Server {
     pub(crate) child: Child,
     pub(crate) url: String,
+    /// The lines of its banner after the first.
+    pub(crate) banner: Vec<String>,
 }
 
 impl Drop for Server {
@@ -102,7 +127,12 @@ pub(crate) async fn backend_args(data_dir: &std::path::Path) -> Vec<String> {
 /// Starts the server binary with `args`, and reads its banner: its URL, and the first
 /// token when this start created the first user.
 pub(crate) fn spawn(args: &[String]) -> (Server, Option<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vm0-server")).args(args).stdout(Stdio::piped()).spawn().unwrap();
+    spawn_with(args, Stdio::inherit())
+}
+
+/// `spawn`, with the server's standard error (its log) going to `stderr`.
+pub(crate) fn spawn_with(args: &[String], stderr: impl Into<Stdio>) -> (Server, Option<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vm0-server")).args(args).stdout(Stdio::piped()).stderr(stderr).spawn().unwrap();
     let (lines, banner) = std::sync::mpsc::channel();
     let stdout = BufReader::new(child.stdout.take().unwrap());
     // Read to the end, so that the server never blocks on a full pipe.
@@ -111,6 +141,7 @@ pub(crate) fn spawn(args: &[String]) -> (Server, Option<String>) {
     let first = next(Duration::from_secs(60)).unwrap_or_else(|| panic!("vm0-server {args:?} printed nothing"));
     let url = first.strip_prefix("vm0-server listening on ").unwrap_or_else(|| panic!("not the banner: {first}")).to_string();
     // The banner is one write: a token, when there is one, comes with the rest of it.
-    let token = std::iter::from_fn(|| next(Duration::from_secs(1))).find_map(|l| l.split_whitespace().find(|w| w.starts_with("vm0_live_")).map(str::to_string));
-    (Server { child, url }, token)
+    let banner: Vec<String> = std::iter::from_fn(|| next(Duration::from_secs(1))).collect();
+    let token = banner.iter().find_map(|l| l.split_whitespace().find(|w| w.starts_with("vm0_live_")).map(str::to_string));
+    (Server { child, url, banner }, token)
 }

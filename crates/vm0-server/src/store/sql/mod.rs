@@ -114,10 +114,24 @@ impl SqlStore {
 }
 
 impl DatabaseStore for SqlStore {
-    async fn ping(&self) -> Result<()> {
-        on_pool!(self, |pool| {
-            sqlx::query("SELECT 1 FROM settings LIMIT 1").fetch_optional(pool).await?;
-        });
+    async fn ping(&self, within: Duration) -> Result<()> {
+        match &self.pool {
+            // Whether a write could start: SQLite serves reads while another process
+            // holds the database's one write lock, but no request that writes. On a
+            // connection of its own, which waits `within` for the lock and is closed
+            // after, so that an abandoned wait never leaves a pooled one mid-transaction.
+            Pool::Sqlite(pool) => {
+                let options = (*pool.connect_options()).clone().busy_timeout(within);
+                let mut connection = sqlx::ConnectOptions::connect(&options).await?;
+                sqlx::query("BEGIN IMMEDIATE").execute(&mut connection).await?;
+                sqlx::query("ROLLBACK").execute(&mut connection).await?;
+            }
+            Pool::Postgres(pool) => {
+                tokio::time::timeout(within, sqlx::query("SELECT 1 FROM settings LIMIT 1").fetch_optional(pool))
+                    .await
+                    .map_err(|_| StoreError::InvalidState(format!("no answer within {} ms", within.as_millis())))??;
+            }
+        }
         Ok(())
     }
 
