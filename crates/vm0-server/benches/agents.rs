@@ -1,9 +1,11 @@
 //! GET /v1/agents through the reference server against a bare axum handler doing the same
 //! two SQL queries (the token by its hash, then a page of agents) on the same database
-//! file, with the same pool. Each round drives one of them with 32 connections for a few
-//! seconds; rounds alternate, three each, and the figure is the ratio of the medians,
-//! since these machines are too noisy for absolute numbers. The server runs with its
-//! default settings, its info log formatted as in production (into a sink). Run with
+//! file, with the same pool; and the server as it serves (requests counted and timed for
+//! /metrics) against the same server without that, each on a data directory of its own
+//! with the same agents. Each round drives one of them with 32 connections for a few
+//! seconds; rounds alternate, three each, and the figures are ratios of the medians,
+//! since these machines are too noisy for absolute numbers. The servers run with their
+//! default settings, their info log formatted as in production (into a sink). Run with
 //! `cargo xtask bench` (or `cargo bench -p vm0-server --bench agents`).
 
 #![allow(clippy::print_stdout)] // Printing is what this program is for.
@@ -91,7 +93,42 @@ async fn main() {
     tracing_subscriber::fmt().with_env_filter(filter.as_str()).with_writer(std::io::sink).with_ansi(false).init();
     let data = tempfile::tempdir().unwrap();
     let config = vm0_server::Config { sandbox: vm0_server::Sandbox::Helper(env!("CARGO_BIN_EXE_vm0-server").into()), ..vm0_server::Config::local(data.path()) };
-    let server = vm0_server::bind(config.clone()).await.unwrap();
+    let (url, token) = serve_with_agents(config.clone(), true).await;
+    let uncounted_data = tempfile::tempdir().unwrap();
+    let (uncounted, uncounted_token) = serve_with_agents(vm0_server::Config { data_dir: uncounted_data.path().to_path_buf(), ..config.clone() }, false).await;
+
+    // The baseline opens the same file the same way the server does.
+    let pool = vm0_server::open_store(&config).await.unwrap().sqlite().expect("the default store is SQLite").clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let baseline = format!("http://{}/v1/agents", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, axum::Router::new().route("/v1/agents", get(bare)).with_state(pool)).await });
+
+    let (mut served, mut without, mut bare) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..ROUNDS {
+        served.push(round(&format!("{url}/v1/agents"), &token).await);
+        without.push(round(&format!("{uncounted}/v1/agents"), &uncounted_token).await);
+        bare.push(round(&baseline, &token).await);
+        println!(
+            "round {}: reference server {:.0} req/s, without request metrics {:.0} req/s, bare axum {:.0} req/s",
+            i + 1,
+            served[i],
+            without[i],
+            bare[i]
+        );
+    }
+    let (served, without, bare) = (common::median(served), common::median(without), common::median(bare));
+    println!(
+        "GET /v1/agents ({AGENTS} agents, {CONNECTIONS} connections): reference server {served:.0} req/s, bare axum {bare:.0} req/s, ratio {:.2}",
+        served / bare
+    );
+    println!("GET /v1/agents with request metrics against without: {served:.0} against {without:.0} req/s, ratio {:.3}", served / without);
+}
+
+/// Starts a server on `config` with `AGENTS` agents, counting requests for /metrics or
+/// not; its URL and first token.
+async fn serve_with_agents(config: vm0_server::Config, count_requests: bool) -> (String, String) {
+    let mut server = vm0_server::bind(config).await.unwrap();
+    server.count_requests = count_requests;
     let (url, token) = (server.url.clone(), server.first_token.clone().unwrap());
     tokio::spawn(server.serve(std::future::pending()));
     let http = reqwest::Client::new();
@@ -100,22 +137,5 @@ async fn main() {
         let response = http.post(format!("{url}/v1/agents")).bearer_auth(&token).json(&body).send().await.unwrap();
         assert_eq!(response.status(), 201);
     }
-
-    // The baseline opens the same file the same way the server does.
-    let pool = vm0_server::open_store(&config).await.unwrap().sqlite().expect("the default store is SQLite").clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let baseline = format!("http://{}/v1/agents", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, axum::Router::new().route("/v1/agents", get(bare)).with_state(pool)).await });
-
-    let (mut served, mut bare) = (Vec::new(), Vec::new());
-    for i in 0..ROUNDS {
-        served.push(round(&format!("{url}/v1/agents"), &token).await);
-        bare.push(round(&baseline, &token).await);
-        println!("round {}: reference server {:.0} req/s, bare axum {:.0} req/s", i + 1, served[i], bare[i]);
-    }
-    let (served, bare) = (common::median(served), common::median(bare));
-    println!(
-        "GET /v1/agents ({AGENTS} agents, {CONNECTIONS} connections): reference server {served:.0} req/s, bare axum {bare:.0} req/s, ratio {:.2}",
-        served / bare
-    );
+    (url, token)
 }
