@@ -14,8 +14,8 @@ use serde_json::{Map, Value};
 
 use crate::error::ApiError;
 use crate::generated::Vm0Api;
-use crate::ServedSlot;
 use crate::schemas::{self, Location, Parameter};
+use crate::ServedSlot;
 
 /// The largest JSON request body read by default, in bytes; a server sets its own with a
 /// [`BodyLimit`] in the request's extensions.

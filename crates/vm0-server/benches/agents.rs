@@ -108,13 +108,7 @@ async fn main() {
         served.push(round(&format!("{url}/v1/agents"), &token).await);
         without.push(round(&format!("{uncounted}/v1/agents"), &uncounted_token).await);
         bare.push(round(&baseline, &token).await);
-        println!(
-            "round {}: reference server {:.0} req/s, without request metrics {:.0} req/s, bare axum {:.0} req/s",
-            i + 1,
-            served[i],
-            without[i],
-            bare[i]
-        );
+        println!("round {}: reference server {:.0} req/s, without request metrics {:.0} req/s, bare axum {:.0} req/s", i + 1, served[i], without[i], bare[i]);
     }
     let (served, without, bare) = (common::median(served), common::median(without), common::median(bare));
     println!(

@@ -6,8 +6,20 @@
 use std::path::Path;
 
 /// Each top-level module and its layer; a module may use its own layer and those below.
-const LAYERS: &[(&str, u8)] =
-    &[("ids", 0), ("metrics", 0), ("paths", 0), ("secrets", 0), ("cursor", 1), ("store", 2), ("blobs", 3), ("testing", 3), ("runs", 4), ("api", 5), ("backup", 6), ("lib", 6)];
+const LAYERS: &[(&str, u8)] = &[
+    ("ids", 0),
+    ("metrics", 0),
+    ("paths", 0),
+    ("secrets", 0),
+    ("cursor", 1),
+    ("store", 2),
+    ("blobs", 3),
+    ("testing", 3),
+    ("runs", 4),
+    ("api", 5),
+    ("backup", 6),
+    ("lib", 6),
+];
 
 fn layer(module: &str) -> u8 {
     LAYERS.iter().find(|(name, _)| *name == module).unwrap_or_else(|| panic!("module {module} has no layer in tests/layers.rs")).1

@@ -264,7 +264,10 @@ async fn json_log_lines_carry_each_responses_request_id() {
     assert!(lines.iter().all(|l| l["timestamp"].is_string() && l["level"].is_string() && l["message"].is_string()));
     let line_of = |id: &str| lines.iter().find(|l| l["request"] == id).unwrap_or_else(|| panic!("no log line for {id}:\n{text}"));
     let (listed, missing, refused) = (line_of(&answered[0].0), line_of(&answered[1].0), line_of(&answered[2].0));
-    assert_eq!((&listed["operation"], &listed["status"], &listed["method"], &listed["path"]), (&json!("listAgents"), &json!(200), &json!("GET"), &json!("/v1/agents")));
+    assert_eq!(
+        (&listed["operation"], &listed["status"], &listed["method"], &listed["path"]),
+        (&json!("listAgents"), &json!(200), &json!("GET"), &json!("/v1/agents"))
+    );
     assert!(listed["user"].as_str().is_some_and(|u| u.starts_with("usr_")), "{listed}");
     assert!(listed["ms"].is_u64());
     assert_eq!((&missing["operation"], &missing["status"], &missing["user"]), (&json!("getAgent"), &json!(404), &listed["user"]));

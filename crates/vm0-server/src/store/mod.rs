@@ -10,11 +10,11 @@ mod sql;
 use std::collections::HashMap;
 use std::future::Future;
 
+use crate::metrics::DatabaseReading;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sha2::Digest;
 use sqlx::types::Json;
-use crate::metrics::DatabaseReading;
 use vm0_types::{self as types, AgentName, FilePath, LogLevel, LogType, RunEvent, RunStatus, Sha256, StorageName};
 
 pub use sql::{redacted, InstanceHold, SqlStore};
