@@ -13,8 +13,9 @@
 //! and places the database last, so an interrupted restore leaves no half-restored
 //! server behind.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
@@ -54,21 +55,26 @@ struct BlobGone(String);
 pub async fn backup(config: &Config, to: &Path) -> anyhow::Result<Manifest> {
     let database = sqlite_file(config)?;
     if !database.exists() {
-        bail!("{} has no database to back up", config.data_dir.display());
+        bail!("{} has no database to back up", database.display());
     }
     if config.blob_store != BlobLocation::Local {
         bail!("this server's blobs are in a bucket: back up the bucket itself (versioning, replication), and the database with it");
     }
+    let root = config.data_dir.join("blobs");
+    let target = absolute(to)?;
+    if target == absolute(&database)? || target.starts_with(absolute(&root)?) {
+        bail!("{} is the server's own data: write the backup somewhere else", to.display());
+    }
     let key = secrets_key_here(config);
-    let partial = sibling(to, "partial");
-    let snapshot = sibling(to, "snapshot");
+    // Names of this process's own, so that two backups to one file do not meet.
+    let partial = sibling(to, &format!("partial-{}", std::process::id()));
+    let snapshot = sibling(to, &format!("snapshot-{}", std::process::id()));
     let result = async {
         for attempt in 1..=ATTEMPTS {
-            std::fs::remove_file(&snapshot).ok();
             let taken_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
             snapshot_into(&database, &snapshot).await?;
             let hashes = listed_blobs(&snapshot).await?;
-            let (root, snapshot, partial, key) = (config.data_dir.join("blobs"), snapshot.clone(), partial.clone(), key.clone());
+            let (root, snapshot, partial, key) = (root.clone(), snapshot.clone(), partial.clone(), key.clone());
             let written = tokio::task::spawn_blocking(move || write_archive(&partial, &snapshot, &root, &hashes, key.as_deref(), taken_at)).await??;
             match written {
                 Ok(manifest) => return Ok(manifest),
@@ -82,6 +88,7 @@ pub async fn backup(config: &Config, to: &Path) -> anyhow::Result<Manifest> {
     match result {
         Ok(manifest) => {
             std::fs::rename(&partial, to).with_context(|| format!("moving the backup to {}", to.display()))?;
+            sync_folder(to)?;
             Ok(manifest)
         }
         Err(error) => {
@@ -91,63 +98,107 @@ pub async fn backup(config: &Config, to: &Path) -> anyhow::Result<Manifest> {
     }
 }
 
-/// Restores the backup `from` into the data directory of `config`, which must hold no
-/// database yet and no running server.
+/// Restores the backup `from` into the database and data directory of `config`, which
+/// must hold no database yet and no running server. The database is checked (SQLite's
+/// integrity check, after the migrations of this version) while it is staged beside its
+/// place, and takes its place last with the key; a failed restore leaves neither. The
+/// blobs it placed stay: each is checked, and the collector removes unused ones.
 pub async fn restore(config: &Config, from: &Path) -> anyhow::Result<Manifest> {
     let database = sqlite_file(config)?;
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
     let (_lock, _) = crate::hold_data_dir(&config.data_dir)?;
-    if database.exists() {
-        bail!("{} already has a database: restore into a new data directory, or move this one away first", config.data_dir.display());
+    for file in [database.clone(), sibling(&database, "wal"), sibling(&database, "shm")] {
+        if file.exists() {
+            bail!("{} exists: restore into a new data directory, or move the old database and its -wal and -shm files away first", file.display());
+        }
     }
-    let key_path = config.secrets_key.clone().unwrap_or_else(|| config.data_dir.join(SECRETS_KEY));
-    let (from, root, data_dir) = (from.to_path_buf(), config.data_dir.join("blobs"), config.data_dir.clone());
-    let manifest = tokio::task::spawn_blocking(move || unpack(&from, &data_dir, &root, &key_path)).await??;
-    // The database's own check (after its migrations, should the backup be older than
-    // this server), and that it lists no blob the archive lacked.
-    let check = crate::store::SqlStore::open(&format!("sqlite://{}", database.display())).await?;
-    let pool = check.sqlite().expect("a SQLite store");
-    let verdict: String = sqlx::query_scalar("PRAGMA integrity_check").fetch_one(pool).await?;
+    let staged = sibling(&database, "restoring");
+    let key_path = config.secrets_key_path();
+    let staged_key = sibling(&key_path, "restoring");
+    let result = async {
+        let (archive, root) = (from.to_path_buf(), config.data_dir.join("blobs"));
+        let paths = (staged.clone(), key_path.clone(), staged_key.clone());
+        let manifest = tokio::task::spawn_blocking(move || unpack(&archive, &paths.0, &root, &paths.1, &paths.2)).await??;
+        check_restored(&staged, &config.data_dir.join("blobs")).await?;
+        if staged_key.exists() {
+            std::fs::rename(&staged_key, &key_path)?;
+        }
+        std::fs::rename(&staged, &database)?;
+        sync_folder(&database)?;
+        Ok(manifest)
+    }
+    .await;
+    if result.is_err() {
+        for file in [staged.clone(), sibling(&staged, "wal"), sibling(&staged, "shm"), staged_key] {
+            std::fs::remove_file(file).ok();
+        }
+    }
+    result
+}
+
+/// The staged database's checks: SQLite's own, after this version's migrations (an older
+/// backup is brought up to date), and that it lists no blob the archive lacked.
+async fn check_restored(staged: &Path, root: &Path) -> anyhow::Result<()> {
+    let url = format!("sqlite://{}", staged.display());
+    let store = crate::store::SqlStore::open(&url).await.context("migrating the restored database")?;
+    let pool = store.sqlite().expect("a SQLite store").clone();
+    let verdict: String = sqlx::query_scalar("PRAGMA integrity_check").fetch_one(&pool).await?;
+    pool.close().await;
     if verdict != "ok" {
         bail!("the restored database fails SQLite's integrity check: {verdict}");
     }
-    for hash in listed_blobs(&database).await? {
-        if !blobs::local_blob(&config.data_dir.join("blobs"), &hash).exists() {
+    for hash in listed_blobs(staged).await? {
+        if !blobs::local_blob(root, &hash).exists() {
             bail!("the restored database lists the blob {hash}, which the archive lacks");
         }
     }
-    Ok(manifest)
+    Ok(())
 }
 
 /// The SQLite file of `config`; backups are for the embedded database only.
 fn sqlite_file(config: &Config) -> anyhow::Result<PathBuf> {
-    match &config.database_url {
-        None => Ok(config.data_dir.join(DATABASE)),
-        Some(url) => match url.strip_prefix("sqlite://") {
-            Some(path) => Ok(PathBuf::from(path.split('?').next().unwrap_or(path))),
-            None => bail!("backup and restore are for the embedded SQLite database; back up PostgreSQL with pg_dump, and the bucket with it"),
-        },
+    let url = config.database_url();
+    if !url.starts_with("sqlite:") {
+        bail!("backup and restore are for the embedded SQLite database; back up PostgreSQL with pg_dump, and the bucket with it");
     }
+    Ok(SqliteConnectOptions::from_str(&url)?.get_filename().to_path_buf())
+}
+
+/// `path` made absolute, through whatever links its folder has.
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let folder = std::fs::canonicalize(folder).with_context(|| format!("finding {}", folder.display()))?;
+    Ok(folder.join(path.file_name().unwrap_or_default()))
+}
+
+/// Syncs the folder that holds `path`, so that a rename into it is durable.
+fn sync_folder(path: &Path) -> anyhow::Result<()> {
+    let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::File::open(folder).and_then(|f| f.sync_all()).with_context(|| format!("syncing {}", folder.display()))
 }
 
 /// The secrets key, when it lives in the data directory (where no other copy is kept);
 /// a key kept elsewhere, with `--secrets-key`, stays out of the archive.
 fn secrets_key_here(config: &Config) -> Option<PathBuf> {
-    let path = config.data_dir.join(SECRETS_KEY);
+    let path = config.secrets_key_path();
     (config.secrets_key.is_none() && path.exists()).then_some(path)
 }
 
-/// `path` with `.suffix` added, in the same folder (so a rename is atomic).
+/// `path` with `-suffix` added, in the same folder (so a rename is atomic), as SQLite
+/// names `vm0.db-wal`.
 fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".{suffix}"));
+    name.push(format!("-{suffix}"));
     path.with_file_name(name)
 }
 
 /// `VACUUM INTO`: a consistent copy of the live database, made in one read transaction
 /// beside the server's own connections.
 async fn snapshot_into(database: &Path, snapshot: &Path) -> anyhow::Result<()> {
-    let mut connection = SqliteConnectOptions::new().filename(database).busy_timeout(std::time::Duration::from_secs(10)).connect().await?;
+    // Made empty first, readable by its owner only, as `VACUUM INTO` takes an empty file.
+    drop(private_file(snapshot)?);
+    let options = SqliteConnectOptions::new().filename(database).create_if_missing(false).busy_timeout(std::time::Duration::from_secs(10));
+    let mut connection = options.connect().await?;
     let target = snapshot.to_str().context("the backup's path is not UTF-8")?;
     sqlx::query("VACUUM INTO ?").bind(target).execute(&mut connection).await.context("taking the database's snapshot")?;
     Ok(())
@@ -208,21 +259,26 @@ fn write_archive(
     Ok(Ok(manifest))
 }
 
-/// Unpacks the archive `from` into `data_dir`: blobs (checked), the key (when there is
-/// none yet; a different one is refused), then the database.
-fn unpack(from: &Path, data_dir: &Path, root: &Path, key_path: &Path) -> anyhow::Result<Manifest> {
+/// Unpacks the archive `from`: blobs into `root` (each checked as it is written), the
+/// database to `staged`, and the key to `staged_key` when `key_path` has none yet (a
+/// different one is refused). The manifest, checked against what the archive held.
+fn unpack(from: &Path, staged: &Path, root: &Path, key_path: &Path, staged_key: &Path) -> anyhow::Result<Manifest> {
     let file = std::fs::File::open(from).with_context(|| format!("opening {}", from.display()))?;
     let mut archive = tar::Archive::new(std::io::BufReader::new(file));
-    let staged_database = data_dir.join(format!("{DATABASE}.restoring"));
-    let mut manifest = None;
-    let mut have_database = false;
+    let (mut manifest, mut database, mut blobs, mut blob_bytes) = (None, false, 0u64, 0u64);
     for entry in archive.entries()? {
         let mut entry = entry?;
         let name = entry.path()?.to_string_lossy().into_owned();
+        if entry.header().entry_type() != tar::EntryType::Regular {
+            bail!("the archive's {name} is not a regular file: is it a vm0-server backup?");
+        }
         match name.as_str() {
             DATABASE => {
-                copy_to(&mut entry, &staged_database)?;
-                have_database = true;
+                if entry.size() == 0 {
+                    bail!("the archive's database is empty");
+                }
+                copy_to(&mut entry, staged)?;
+                database = true;
             }
             MANIFEST => {
                 let mut json = Vec::new();
@@ -231,13 +287,17 @@ fn unpack(from: &Path, data_dir: &Path, root: &Path, key_path: &Path) -> anyhow:
             }
             SECRETS_KEY => {
                 let mut key = Vec::new();
-                entry.by_ref().take(1 << 10).read_to_end(&mut key)?;
+                entry.by_ref().take(33).read_to_end(&mut key)?;
+                if key.len() != 32 {
+                    bail!("the archive's secrets key is not 32 bytes");
+                }
                 match std::fs::read(key_path) {
                     Ok(existing) if existing != key => {
                         bail!("{} is another key than the backup's: the restored run secrets could not be read", key_path.display())
                     }
                     Ok(_) => {}
-                    Err(_) => private_file(key_path)?.write_all(&key)?,
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => copy_to(&mut key.as_slice(), staged_key)?,
+                    Err(error) => return Err(error).with_context(|| format!("reading {}", key_path.display())),
                 }
             }
             _ => {
@@ -255,14 +315,19 @@ fn unpack(from: &Path, data_dir: &Path, root: &Path, key_path: &Path) -> anyhow:
                     bail!("the archive's blob {hash} does not hold its hash's bytes: the backup is damaged");
                 }
                 std::fs::rename(&temp, &path)?;
+                sync_folder(&path)?;
+                blobs += 1;
+                blob_bytes += entry.size();
             }
         }
     }
     let manifest = manifest.context("the archive has no backup.json: is it a vm0-server backup?")?;
-    if !have_database {
+    if !database {
         bail!("the archive has no database");
     }
-    std::fs::rename(&staged_database, data_dir.join(DATABASE))?;
+    if (manifest.blobs, manifest.blob_bytes) != (blobs, blob_bytes) {
+        bail!("the archive holds {blobs} blobs ({blob_bytes} bytes), and its backup.json says {} ({}): it is incomplete", manifest.blobs, manifest.blob_bytes);
+    }
     Ok(manifest)
 }
 
@@ -276,8 +341,10 @@ fn copy_to(reader: &mut impl Read, path: &Path) -> anyhow::Result<()> {
 
 /// A new file that only its owner may read.
 fn private_file(path: &Path) -> anyhow::Result<std::fs::File> {
+    // A file left by an interrupted backup or restore is made anew, with this mode.
+    std::fs::remove_file(path).ok();
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     options.open(path).with_context(|| format!("creating {}", path.display()))

@@ -97,6 +97,16 @@ pub struct Config {
 }
 
 impl Config {
+    /// The database's URL: `database_url`, or SQLite in the data directory.
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("vm0.db").display()))
+    }
+
+    /// The file of the key that seals run secrets: `secrets_key`, or in the data directory.
+    pub fn secrets_key_path(&self) -> PathBuf {
+        self.secrets_key.clone().unwrap_or_else(|| self.data_dir.join(SECRETS_KEY_FILE))
+    }
+
     /// The server's defaults over `data_dir`, listening on a free port of 127.0.0.1: the
     /// start of every test's and benchmark's configuration.
     pub fn local(data_dir: &std::path::Path) -> Config {
@@ -145,6 +155,9 @@ pub struct Server {
     _database_hold: Option<store::InstanceHold>,
 }
 
+/// The secrets key's file in the data directory, when `--secrets-key` names none.
+const SECRETS_KEY_FILE: &str = "secrets.key";
+
 /// What the key check setting holds, sealed: a database's runs are sealed under the key
 /// that opens it.
 const KEY_CHECK: &str = "vm0 secrets key check";
@@ -160,7 +173,7 @@ pub async fn bind(config: Config) -> anyhow::Result<Server> {
     let alone = matches!(config.blob_store, BlobLocation::Local);
     let hold = store.hold(alone, &instance).await.context("starting on the database")?;
     let key = store.setting("signing_key", &secrets::new_key()).await.context("reading the signing key")?;
-    let key_path = config.secrets_key.clone().unwrap_or_else(|| config.data_dir.join("secrets.key"));
+    let key_path = config.secrets_key_path();
     let sealer = secrets::Sealer::open(&key_path).with_context(|| format!("opening the key that seals run secrets, {}", key_path.display()))?;
     let check = store.setting("secrets_key_check", sealer.seal(KEY_CHECK).as_bytes()).await.context("reading the secrets key check")?;
     if std::str::from_utf8(&check).ok().and_then(|check| sealer.unseal(check)).as_deref() != Some(KEY_CHECK) {
@@ -258,7 +271,7 @@ async fn isolation(config: &Config) -> runs::local::Isolation {
 /// `database_url`), migrated.
 pub async fn open_store(config: &Config) -> anyhow::Result<SqlStore> {
     tokio::fs::create_dir_all(&config.data_dir).await.with_context(|| format!("creating {}", config.data_dir.display()))?;
-    let database_url = config.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", config.data_dir.join("vm0.db").display()));
+    let database_url = config.database_url();
     SqlStore::open(&database_url).await.with_context(|| format!("opening {}", store::redacted(&database_url)))
 }
 
@@ -367,14 +380,15 @@ pub fn router<S: Store>(app: Arc<App<S>>, with_metrics: bool, count_requests: bo
     spec["servers"].as_array_mut().expect("the spec lists servers").insert(0, this_server);
     let mut extra = Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readiness::<S>))
         .route("/executors/local/config.schema.json", get(|| async { axum::Json(runs::config::schema()) }))
         .route("/openapi.yaml", get(|| async { ([(header::CONTENT_TYPE, "application/yaml")], SPEC_YAML) }))
         .route("/storage/blobs/{hash}", get(download_blob::<S>).put(upload_blob::<S>))
         .with_state(app.clone())
         .merge(SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", spec));
+    let checks = Arc::new(Checks::new(app.clone()));
+    extra = extra.merge(Router::new().route("/readyz", get(readiness::<S>)).with_state(checks.clone()));
     if with_metrics {
-        extra = extra.merge(metrics_routes(app.clone()));
+        extra = extra.merge(Router::new().route("/metrics", get(scrape::<S>)).with_state(checks));
     }
     let metrics = app.metrics.clone();
     let routes = vm0_api::finish(vm0_api::routes(Api(app)).merge(extra));
@@ -385,9 +399,75 @@ pub fn router<S: Store>(app: Arc<App<S>>, with_metrics: bool, count_requests: bo
     }
 }
 
-/// `GET /metrics`, outside the API's authentication.
+/// `GET /metrics`, outside the API's authentication, for a listener of its own.
 fn metrics_routes<S: Store>(app: Arc<App<S>>) -> Router {
-    Router::new().route("/metrics", get(scrape::<S>)).with_state(app)
+    Router::new().route("/metrics", get(scrape::<S>)).with_state(Arc::new(Checks::new(app)))
+}
+
+/// How long a check of the database or the blob store is reused.
+const CHECKS_LAST: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The state of the probe and metrics routes: the app, and their last checks of the
+/// database and the blob store, reused for `CHECKS_LAST`. Probes and scrapes come from
+/// anyone who reaches the port; however many come, the database and the bucket see one
+/// check a second, and one at a time.
+struct Checks<S: Store> {
+    app: Arc<App<S>>,
+    ready: tokio::sync::Mutex<Option<(std::time::Instant, Readiness)>>,
+    reading: tokio::sync::Mutex<Option<(std::time::Instant, Option<metrics::DatabaseReading>)>>,
+}
+
+/// Whether the database and the blob store answered, or why not.
+type Readiness = (Result<(), String>, Result<(), String>);
+
+impl<S: Store> Checks<S> {
+    fn new(app: Arc<App<S>>) -> Checks<S> {
+        Checks { app, ready: Default::default(), reading: Default::default() }
+    }
+
+    async fn readiness(&self) -> Readiness {
+        let mut last = self.ready.lock().await;
+        if let Some((_, readiness)) = last.as_ref().filter(|(at, _)| at.elapsed() < CHECKS_LAST) {
+            return readiness.clone();
+        }
+        let database = tokio::time::timeout(READY_TIMEOUT, self.app.store.ping(READY_TIMEOUT / 2));
+        let (database, blobs) = tokio::join!(database, tokio::time::timeout(READY_TIMEOUT, self.app.blobs.reachable()));
+        let readiness = (verdict(database), verdict(blobs));
+        if readiness.0.is_err() || readiness.1.is_err() {
+            tracing::warn!(database = ?readiness.0, blobs = ?readiness.1, "not ready");
+        }
+        *last = Some((std::time::Instant::now(), readiness.clone()));
+        readiness
+    }
+
+    async fn reading(&self) -> Option<metrics::DatabaseReading> {
+        let mut last = self.reading.lock().await;
+        if let Some((_, reading)) = last.as_ref().filter(|(at, _)| at.elapsed() < CHECKS_LAST) {
+            return reading.clone();
+        }
+        let reading = match tokio::time::timeout(READY_TIMEOUT, self.app.store.reading()).await {
+            Ok(Ok(reading)) => Some(reading),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "metrics: the database did not answer");
+                None
+            }
+            Err(_) => {
+                tracing::warn!("metrics: the database did not answer within {} s", READY_TIMEOUT.as_secs());
+                None
+            }
+        };
+        *last = Some((std::time::Instant::now(), reading.clone()));
+        reading
+    }
+}
+
+/// A check's outcome: done, failed saying why, or out of time.
+fn verdict<E: std::fmt::Display>(checked: Result<Result<(), E>, tokio::time::error::Elapsed>) -> Result<(), String> {
+    match checked {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!("no answer within {} s", READY_TIMEOUT.as_secs())),
+    }
 }
 
 /// Counts and times one request under its operation id, or the template of the route
@@ -405,41 +485,23 @@ async fn count_request(State(metrics): State<Arc<Metrics>>, request: Request, ne
     response
 }
 
-/// How long a readiness check waits for the database or the blob store.
+/// How long a readiness check or a scrape waits for the database or the blob store.
 const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// `GET /metrics`: every metric, with the database's gauges read now.
-async fn scrape<S: Store>(State(app): State<Arc<App<S>>>) -> Response {
-    let reading = match tokio::time::timeout(READY_TIMEOUT, app.store.reading()).await {
-        Ok(Ok(reading)) => Some(reading),
-        Ok(Err(error)) => {
-            tracing::warn!(%error, "metrics: the database did not answer");
-            None
-        }
-        Err(_) => None,
-    };
-    app.metrics.observe_database(reading);
-    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], app.metrics.encode()).into_response()
+/// `GET /metrics`: every metric, with the database's gauges as last read.
+async fn scrape<S: Store>(State(checks): State<Arc<Checks<S>>>) -> Response {
+    let reading = checks.reading().await;
+    let metrics = &checks.app.metrics;
+    metrics.observe_database(reading);
+    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], metrics.encode()).into_response()
 }
 
 /// `GET /readyz`: 200 when the database and the blob store answer within
 /// `READY_TIMEOUT` and the instance is not draining, 503 otherwise; the body says which.
-async fn readiness<S: Store>(State(app): State<Arc<App<S>>>) -> Response {
-    fn verdict<E: std::fmt::Display>(checked: Result<Result<(), E>, tokio::time::error::Elapsed>) -> Result<(), String> {
-        match checked {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(error.to_string()),
-            Err(_) => Err(format!("no answer within {} s", READY_TIMEOUT.as_secs())),
-        }
-    }
-    let database = tokio::time::timeout(READY_TIMEOUT, app.store.ping(READY_TIMEOUT / 2));
-    let (database, blobs) = tokio::join!(database, tokio::time::timeout(READY_TIMEOUT, app.blobs.reachable()));
-    let (database, blobs) = (verdict(database), verdict(blobs));
-    let draining = app.engine.draining().is_cancelled();
+async fn readiness<S: Store>(State(checks): State<Arc<Checks<S>>>) -> Response {
+    let (database, blobs) = checks.readiness().await;
+    let draining = checks.app.engine.draining().is_cancelled();
     let ready = database.is_ok() && blobs.is_ok() && !draining;
-    if !ready {
-        tracing::warn!(?database, ?blobs, draining, "not ready");
-    }
     let state = |check: &Result<(), String>| match check {
         Ok(()) => "ok".to_string(),
         Err(error) => error.clone(),

@@ -143,7 +143,11 @@ fn main() -> anyhow::Result<()> {
     if std::env::args_os().nth(1).is_some_and(|arg| arg == vm0_server::SANDBOX_HELPER_ARG) {
         vm0_server::sandbox_helper_main();
     }
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve(Cli::parse()))
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let result = runtime.block_on(serve(Cli::parse()));
+    // Past the drain's grace, nothing left (a connection, a file operation) holds up the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }
 
 async fn serve(cli: Cli) -> anyhow::Result<()> {

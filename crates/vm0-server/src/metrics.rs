@@ -15,6 +15,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
+use vm0_types::RunStatus;
 
 /// The content type of [`Metrics::encode`]'s text: OpenMetrics, which Prometheus reads.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -50,6 +51,10 @@ struct InfoLabels {
     version: &'static str,
     database: &'static str,
 }
+
+/// Every status a run may have (the test below keeps the list whole).
+const RUN_STATUSES: [RunStatus; 6] =
+    [RunStatus::Pending, RunStatus::Running, RunStatus::Completed, RunStatus::Failed, RunStatus::Timeout, RunStatus::Cancelled];
 
 /// What the database says at a scrape: runs by status, the oldest pending run's age,
 /// and the connection pool's use.
@@ -181,12 +186,12 @@ impl Metrics {
             return;
         };
         self.database_up.set(1);
-        // Statuses no run has any more read 0 rather than their last count.
-        for status in ["pending", "running", "completed", "failed", "timeout", "cancelled"] {
-            self.runs.get_or_create(&StatusLabels { status: status.to_string() }).set(0);
-        }
-        for (status, count) in &reading.runs_by_status {
-            self.runs.get_or_create(&StatusLabels { status: status.clone() }).set(*count);
+        // Each status set once, to its count or 0, so that a scrape read meanwhile sees
+        // no status emptied; a status no run has any more reads 0, not its last count.
+        for status in RUN_STATUSES {
+            let status = status.to_string();
+            let count = reading.runs_by_status.iter().find(|(s, _)| *s == status).map_or(0, |(_, count)| *count);
+            self.runs.get_or_create(&StatusLabels { status }).set(count);
         }
         let pending = reading.runs_by_status.iter().find(|(status, _)| status == "pending").map_or(0, |(_, count)| *count);
         self.queue_length.set(pending);
@@ -217,6 +222,12 @@ impl Drop for SubscriberGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_run_status_has_its_gauge() {
+        let schema = schemars::schema_for!(RunStatus);
+        assert_eq!(schema.get("enum").and_then(|e| e.as_array()).map(Vec::len), Some(RUN_STATUSES.len()));
+    }
 
     #[test]
     fn the_text_holds_each_count_under_its_labels() {

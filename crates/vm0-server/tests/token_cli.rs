@@ -38,3 +38,19 @@ async fn token_create_makes_a_missing_data_directory() {
     stop.send(()).ok();
     tokio::time::timeout(std::time::Duration::from_secs(30), serving).await.expect("the server stops").unwrap().unwrap();
 }
+
+/// The server's options are global: they may follow the subcommand as well as precede it.
+#[test]
+fn options_may_follow_the_subcommand() {
+    let parent = tempfile::tempdir().unwrap();
+    let data_dir = parent.path().join("data");
+    let output = Command::new(env!("CARGO_BIN_EXE_vm0-server"))
+        .args(["token", "create", "--user", "u", "--name", "n", "--log", "warn", "--data-dir"])
+        .arg(&data_dir)
+        .env_remove("VM0_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).trim().starts_with("vm0_live_"));
+    assert!(data_dir.join("vm0.db").is_file(), "--data-dir after the subcommand was not used");
+}

@@ -79,6 +79,9 @@ const OUTPUT_QUEUE: usize = 1024;
 struct Executing {
     cancel: watch::Sender<bool>,
     ended: watch::Receiver<bool>,
+    /// Set, before the cancel, when the drain's end stops the run: it then fails for that
+    /// reason rather than reads as cancelled by request.
+    halted: Arc<AtomicBool>,
 }
 
 /// Where an engine runs: the id of its instance (the executor of the runs it starts,
@@ -109,9 +112,6 @@ pub struct Engine<S> {
     /// Cancelled when the instance drains: the scheduler starts no more runs, and event
     /// streams end so that their clients resume elsewhere.
     draining: CancellationToken,
-    /// Set when the drain's grace runs out and the runs still executing are stopped, so
-    /// that they fail for that reason rather than read as cancelled by request.
-    halted: AtomicBool,
 }
 
 impl<S: Store> Engine<S> {
@@ -146,7 +146,6 @@ impl<S: Store> Engine<S> {
             sealer: host.sealer,
             metrics,
             draining: CancellationToken::new(),
-            halted: AtomicBool::new(false),
         }
     }
 
@@ -190,8 +189,8 @@ impl<S: Store> Engine<S> {
     /// Stops every run executing here, which fails as stopped by the server's shutdown,
     /// and waits until their ends are recorded.
     pub async fn halt(&self) {
-        self.halted.store(true, Ordering::SeqCst);
         for run in self.executing.lock().expect("not poisoned").values() {
+            run.halted.store(true, Ordering::SeqCst);
             run.cancel.send_replace(true);
         }
         self.idle().await;
@@ -412,19 +411,22 @@ impl<S: Store> Engine<S> {
             };
             let (cancel, cancelled) = watch::channel(false);
             let (ended_tx, ended) = watch::channel(false);
-            self.executing.lock().expect("not poisoned").insert(run.id.clone(), Executing { cancel, ended });
+            let halted = Arc::new(AtomicBool::new(false));
+            self.executing.lock().expect("not poisoned").insert(run.id.clone(), Executing { cancel, ended, halted: halted.clone() });
+            // A drain that began while the run was read: it stays pending. (One that
+            // begins after this look finds the run among those executing.)
+            if self.draining.is_cancelled() {
+                self.executing.lock().expect("not poisoned").remove(&run.id);
+                return;
+            }
             match self.store.start_run(&run.id, ids::now(), &self.lease()).await {
                 Ok(true) => {
                     failing = None;
                     self.metrics.run_started((ids::now() - run.created_at).to_std().unwrap_or_default());
-                    let engine = self.clone();
+                    let slot = Slot { engine: self.clone(), run: run.id.clone(), ended: ended_tx, _permit: permit };
                     tokio::spawn(async move {
-                        let id = run.id.clone();
-                        engine.execute(run, cancelled).await;
-                        engine.metrics.run_finished();
-                        ended_tx.send_replace(true);
-                        engine.executing.lock().expect("not poisoned").remove(&id);
-                        drop(permit);
+                        slot.engine.execute(run, cancelled, &halted).await;
+                        drop(slot);
                     });
                 }
                 Ok(false) => {
@@ -457,7 +459,7 @@ impl<S: Store> Engine<S> {
     }
 
     /// The life of one started run.
-    async fn execute(&self, run: RunRow, cancelled: watch::Receiver<bool>) {
+    async fn execute(&self, run: RunRow, cancelled: watch::Receiver<bool>, halted: &AtomicBool) {
         let run = match self.unsealed(run.clone()) {
             Ok(run) => run,
             Err(name) => {
@@ -487,7 +489,7 @@ impl<S: Store> Engine<S> {
             Outcome::Exited(code) => (RunStatus::Failed, Some(format!("The agent exited with status {code}"))),
             Outcome::Killed(signal) => (RunStatus::Failed, Some(format!("The agent was killed by signal {signal}"))),
             Outcome::TimedOut => (RunStatus::Timeout, Some(format!("The run exceeded its timeout of {} seconds", timeout.as_secs()))),
-            Outcome::Cancelled if self.halted.load(Ordering::SeqCst) => (RunStatus::Failed, Some(SHUT_DOWN.to_string())),
+            Outcome::Cancelled if halted.load(Ordering::SeqCst) => (RunStatus::Failed, Some(SHUT_DOWN.to_string())),
             Outcome::Cancelled => (RunStatus::Cancelled, Some("Cancelled by request".to_string())),
             Outcome::Failed(message) => (RunStatus::Failed, Some(message)),
         };
@@ -553,6 +555,24 @@ impl<S: Store> Engine<S> {
         let complete = types::RunCompleteData { status: end.status, execution_time_ms: end.execution_time_ms };
         journal.event(EventData::Complete(complete)).await;
         journal.flush().await;
+    }
+}
+
+/// A run's place among those executing here, given back when the run's task ends, by
+/// returning or by a panic: the run leaves `executing` (so that a drain does not wait for
+/// it, nor the leases cover it), its end is signalled, and its slot freed.
+struct Slot<S: Store> {
+    engine: Arc<Engine<S>>,
+    run: String,
+    ended: watch::Sender<bool>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl<S: Store> Drop for Slot<S> {
+    fn drop(&mut self) {
+        self.engine.metrics.run_finished();
+        self.ended.send_replace(true);
+        self.engine.executing.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&self.run);
     }
 }
 

@@ -121,7 +121,7 @@ impl DatabaseStore for SqlStore {
             // connection of its own, which waits `within` for the lock and is closed
             // after, so that an abandoned wait never leaves a pooled one mid-transaction.
             Pool::Sqlite(pool) => {
-                let options = (*pool.connect_options()).clone().busy_timeout(within);
+                let options = (*pool.connect_options()).clone().busy_timeout(within).create_if_missing(false);
                 let mut connection = sqlx::ConnectOptions::connect(&options).await?;
                 sqlx::query("BEGIN IMMEDIATE").execute(&mut connection).await?;
                 sqlx::query("ROLLBACK").execute(&mut connection).await?;
