@@ -47,7 +47,10 @@ enum Command {
     #[command(subcommand)]
     Agents(agents::Command),
     /// Run an agent and print its output live until the run ends.
-    #[command(after_help = "Exit codes: 0 completed, 3 failed, 4 timed out, 5 cancelled, 130 left running (Ctrl-C twice), 1 an error.")]
+    #[command(
+        override_usage = "vm0 run [OPTIONS] <AGENT> <PROMPT>\n       vm0 run [OPTIONS] --session <ID> <PROMPT>\n       vm0 run [OPTIONS] --checkpoint <ID> <PROMPT>",
+        after_help = "Exit codes: 0 completed, 3 failed, 4 timed out, 5 cancelled, 130 left running (Ctrl-C twice), 1 an error, 2 a usage error."
+    )]
     Run(runs::RunArgs),
     /// List runs, show one, cancel one, print its logs or metrics.
     #[command(subcommand)]
@@ -61,6 +64,15 @@ enum Command {
     /// List, create and revoke API tokens.
     #[command(subcommand)]
     Tokens(tokens::Command),
+    /// Print a completion script for your shell.
+    #[command(
+        after_help = "For example: vm0 completions bash > ~/.local/share/bash-completion/completions/vm0\n         or: vm0 completions zsh > \"${fpath[1]}/_vm0\""
+    )]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// A command-line value as an API type, whose own check says what is wrong with it.
@@ -93,13 +105,15 @@ where
         .map(|value| value.parse::<T>().unwrap_or_else(|e| panic!("{value}, a value of the schema, does not parse: {e}")))
 }
 
-/// The command line, parsed with the volumes' and artifacts' help worded for each.
+/// The command line, with the volumes' and artifacts' help worded for each.
+fn cli_command() -> clap::Command {
+    use clap::CommandFactory;
+    Cli::command().mut_subcommand("volumes", |c| storage::Kind::Volume.name_in_help(c)).mut_subcommand("artifacts", |c| storage::Kind::Artifact.name_in_help(c))
+}
+
 fn parse() -> Cli {
-    use clap::{CommandFactory, FromArgMatches};
-    let command = Cli::command()
-        .mut_subcommand("volumes", |c| storage::Kind::Volume.name_in_help(c))
-        .mut_subcommand("artifacts", |c| storage::Kind::Artifact.name_in_help(c));
-    Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit())
+    use clap::FromArgMatches;
+    Cli::from_arg_matches(&cli_command().get_matches()).unwrap_or_else(|e| e.exit())
 }
 
 #[tokio::main]
@@ -119,13 +133,20 @@ async fn main() -> ExitCode {
 }
 
 async fn dispatch(command: Command, json: bool) -> anyhow::Result<ExitCode> {
-    if let Command::Auth(command) = command {
-        auth::run(command, json).await?;
-        return Ok(ExitCode::SUCCESS);
+    match command {
+        Command::Auth(command) => {
+            auth::run(command, json).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut cli_command(), "vm0", &mut std::io::stdout());
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
     }
     let client = auth::client()?;
     match command {
-        Command::Auth(_) => unreachable!("handled above"),
+        Command::Auth(_) | Command::Completions { .. } => unreachable!("handled above"),
         Command::Agents(command) => agents::run(command, &client, json).await?,
         Command::Run(args) => return runs::start(args, &client, json).await,
         Command::Runs(command) => runs::run(command, &client, json).await?,

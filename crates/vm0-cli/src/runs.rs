@@ -13,21 +13,29 @@ use vm0_client::types::{self, LogEntry, LogTypeFilter, RunDetail, RunStatus, Sor
 use vm0_client::{Client, Paginate, Reply, RunEvent};
 
 use crate::lookup;
-use crate::{output, parse_arg};
+use crate::{output, parse_arg, storage};
 
 /// The exit codes of a followed run, by how it ended.
 pub(crate) const EXIT_FAILED: u8 = 3;
 pub(crate) const EXIT_TIMEOUT: u8 = 4;
 pub(crate) const EXIT_CANCELLED: u8 = 5;
+/// A usage error that clap cannot see, as clap's own exit with.
+const EXIT_USAGE: u8 = 2;
 /// Ctrl-C twice: the run goes on without us.
 pub(crate) const EXIT_DETACHED: u8 = 130;
 
 #[derive(Args)]
 pub(crate) struct RunArgs {
-    /// The agent's name or id.
-    agent: String,
-    /// What the agent is asked to do.
-    prompt: String,
+    /// The agent's name or id, then what it is asked to do; with --session or
+    /// --checkpoint, which say the agent, only the prompt.
+    #[arg(value_names = ["AGENT", "PROMPT"], num_args = 1..=2, required = true)]
+    words: Vec<String>,
+    /// Continue this session, from its latest checkpoint, with its agent.
+    #[arg(long, value_name = "ID", conflicts_with = "checkpoint")]
+    session: Option<String>,
+    /// Start a new session from this checkpoint of an earlier run, with its agent.
+    #[arg(long, value_name = "ID")]
+    checkpoint: Option<String>,
     /// The agent's version to run, by number or id [default: latest].
     #[arg(long, value_name = "VERSION")]
     agent_version: Option<String>,
@@ -49,6 +57,9 @@ pub(crate) struct RunArgs {
     /// Print the run's id and return at once instead of following it.
     #[arg(long)]
     detach: bool,
+    /// At the end, print the run's metrics: its duration, peak memory and average CPU.
+    #[arg(long, short)]
+    verbose: bool,
 }
 
 #[derive(Subcommand)]
@@ -131,29 +142,72 @@ fn ended(status: RunStatus) -> bool {
     !matches!(status, RunStatus::Pending | RunStatus::Running)
 }
 
+/// What a run starts from: an agent (a new session), a session, or a checkpoint.
+enum Origin {
+    Agent(String),
+    Session(String),
+    Checkpoint(String),
+}
+
+/// The origin and the prompt of `vm0 run`'s words: `AGENT PROMPT`, or `PROMPT` alone with
+/// `--session` or `--checkpoint`; a usage error otherwise.
+fn origin_and_prompt(args: &RunArgs) -> Result<(Origin, String), &'static str> {
+    let origin = match (&args.session, &args.checkpoint) {
+        (Some(session), _) => Some(Origin::Session(session.clone())),
+        (None, Some(checkpoint)) => Some(Origin::Checkpoint(checkpoint.clone())),
+        (None, None) => None,
+    };
+    match (origin, args.words.as_slice()) {
+        (None, [agent, prompt]) => Ok((Origin::Agent(agent.clone()), prompt.clone())),
+        (None, [_]) => Err("give the agent and the prompt (vm0 run AGENT PROMPT), or continue a session with vm0 run --session ID PROMPT"),
+        (Some(origin), [prompt]) => Ok((origin, prompt.clone())),
+        (Some(_), _) => Err("--session and --checkpoint say the agent: give only the prompt"),
+        (None, _) => unreachable!("clap takes one or two words"),
+    }
+}
+
 /// `vm0 run`.
 pub(crate) async fn start(args: RunArgs, client: &Client, json: bool) -> Result<ExitCode> {
-    let agent = crate::agents::find(client, &args.agent).await?;
+    let (origin, prompt) = match origin_and_prompt(&args) {
+        Ok(found) => found,
+        Err(usage) => {
+            eprintln!("error: {usage}");
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+    };
+    let (agent_id, session_id, checkpoint_id) = match origin {
+        Origin::Agent(key) => (Some(parse_arg(&crate::agents::find(client, &key).await?.id)?), None, None),
+        Origin::Session(id) => (None, Some(parse_arg(&id)?), None),
+        Origin::Checkpoint(id) => (None, None, Some(parse_arg(&id)?)),
+    };
     let (artifact_name, artifact_version) = match args.artifact.as_deref().map(name_version) {
-        Some((name, version)) => (Some(parse_arg(&name)?), version.as_deref().map(parse_arg).transpose()?),
+        Some((name, Some(version))) => {
+            let version = storage::version_named(client, storage::Kind::Artifact, &name, &version).await?;
+            (Some(parse_arg(&name)?), Some(parse_arg(&version)?))
+        }
+        Some((name, None)) => (Some(parse_arg(&name)?), None),
         None => (None, None),
     };
     let mut volumes = HashMap::new();
     for (name, version) in args.volumes.iter().map(|v| name_version(v)) {
-        if volumes.insert(name.clone(), version.unwrap_or_else(|| "latest".into())).is_some() {
+        let version = match version {
+            Some(version) => storage::version_named(client, storage::Kind::Volume, &name, &version).await?,
+            None => "latest".into(),
+        };
+        if volumes.insert(name.clone(), version).is_some() {
             bail!("--volume {name} is given twice");
         }
     }
     let body = types::CreateRunRequest {
         agent: None,
-        agent_id: Some(parse_arg(&agent.id)?),
+        agent_id,
         agent_version: parse_arg(args.agent_version.as_deref().unwrap_or("latest"))?,
         artifact_name,
         artifact_version,
-        checkpoint_id: None,
-        prompt: parse_arg(&args.prompt).context("the prompt")?,
+        checkpoint_id,
+        prompt: parse_arg(&prompt).context("the prompt")?,
         secrets: args.secrets.into_iter().collect(),
-        session_id: None,
+        session_id,
         variables: args.vars.into_iter().collect(),
         volumes,
     };
@@ -181,15 +235,29 @@ pub(crate) async fn start(args: RunArgs, client: &Client, json: bool) -> Result<
         let why = run.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
         let ended = if status == RunStatus::Timeout { "timed out".to_string() } else { status.to_string() };
         eprintln!("Run {} {ended}{took}{why}.", run.id);
+        eprintln!("Session {}. Continue it: vm0 run --session {} PROMPT", run.session_id, run.session_id);
+        if args.verbose {
+            let summary = client.get_run_metrics().id(&run.id).send().await.body()?.summary;
+            eprintln!("{}", metrics_line(&summary));
+        }
     }
     Ok(exit_code(status))
 }
 
+/// A run's metrics on one line, as `vm0 run --verbose` ends with them.
+fn metrics_line(summary: &types::MetricsSummary) -> String {
+    let took = output::or_dash(summary.total_duration_ms.map(|ms| format!("{:.1} s", ms as f64 / 1000.0)));
+    format!("Metrics: duration {took}, peak memory {:.1} MB, average CPU {:.1} %", summary.max_memory_used_mb, summary.avg_cpu_percent)
+}
+
 /// Prints the run's output as it comes (unless `json`) until the run ends, and returns
-/// how it ended. The first Ctrl-C offers to cancel the run (or cancels it when there is
-/// no terminal to ask on); the second leaves it running and returns `None`.
+/// how it ended, with a spinner showing the run's status until the first line when
+/// standard error is a terminal. The first Ctrl-C offers to
+/// cancel the run (or cancels it when there is no terminal to ask on); the second leaves
+/// it running and returns `None`.
 async fn follow(client: &Client, run: &RunDetail, json: bool) -> Result<Option<RunStatus>> {
     let mut events = client.run_events(&run.id);
+    let mut spinner = (!json).then(|| Spinner::start(run.status)).flatten();
     let mut interrupts = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).context("listening for Ctrl-C")?;
     let (answers_tx, mut answers) = tokio::sync::mpsc::unbounded_channel::<bool>();
     let interactive = std::io::stdin().is_terminal();
@@ -199,12 +267,23 @@ async fn follow(client: &Client, run: &RunDetail, json: bool) -> Result<Option<R
         tokio::select! {
             event = events.next() => match event.context("the event stream ended before the run did")?? {
                 RunEvent::Output { content, .. } if !json => {
+                    if let Some(spinner) = spinner.take() {
+                        spinner.finish();
+                    }
                     writeln!(stdout, "{content}")?;
                     stdout.flush()?;
                 }
-                RunEvent::Status { status, .. } if !json => eprintln!("[{status}]"),
+                RunEvent::Status { status, .. } if !json => match &spinner {
+                    Some(spinner) => spinner.status(status),
+                    None => eprintln!("[{status}]"),
+                },
                 RunEvent::Error { message, .. } if !json => eprintln!("[error] {message}"),
-                RunEvent::Complete { status, .. } => return Ok(Some(status)),
+                RunEvent::Complete { status, .. } => {
+                    if let Some(spinner) = spinner.take() {
+                        spinner.finish();
+                    }
+                    return Ok(Some(status));
+                }
                 _ => {}
             },
             _ = interrupts.recv() => {
@@ -403,4 +482,28 @@ async fn logs(client: &Client, run_id: &str, follow: bool, type_: Option<LogType
 
 fn print_entry(entry: &LogEntry) {
     println!("{}  {:<7}  {:<5}  {}", output::time(&entry.timestamp), entry.type_.to_string(), entry.level.to_string(), entry.message);
+}
+
+/// The spinner `vm0 run` shows with the run's status until its output comes, on standard
+/// error when it is a terminal; elsewhere the statuses are printed as lines.
+struct Spinner(indicatif::ProgressBar);
+
+impl Spinner {
+    fn start(status: RunStatus) -> Option<Spinner> {
+        if !std::io::stderr().is_terminal() {
+            return None;
+        }
+        let spinner = Spinner(indicatif::ProgressBar::new_spinner());
+        spinner.0.enable_steady_tick(Duration::from_millis(100));
+        spinner.status(status);
+        Some(spinner)
+    }
+
+    fn status(&self, status: RunStatus) {
+        self.0.set_message(format!("run {status}"));
+    }
+
+    fn finish(self) {
+        self.0.finish_and_clear();
+    }
 }

@@ -245,6 +245,7 @@ pub(crate) async fn run(kind: Kind, command: Command, client: &Client, json: boo
                 return output::json(&item);
             }
             let current = item.current_version.take().flatten();
+            let tokens = crate::tokens::names(client).await?;
             output::fields(&[
                 ("Name", item.name.clone()),
                 ("ID", item.id.clone()),
@@ -252,7 +253,10 @@ pub(crate) async fn run(kind: Kind, command: Command, client: &Client, json: boo
                 ("Files", item.file_count.to_string()),
                 ("Created", output::time(&item.created_at)),
                 ("Updated", output::time(&item.updated_at)),
-                ("Version", output::or_dash(current.as_ref().map(|v| format!("{}, {} by {}", v.id, output::time(&v.created_at), v.created_by)))),
+                (
+                    "Version",
+                    output::or_dash(current.as_ref().map(|v| format!("{}, {} by {}", lookup::short(&v.id), output::time(&v.created_at), by(&tokens, v)))),
+                ),
                 ("Message", output::or_dash(current.and_then(|v| v.message))),
             ]);
         }
@@ -265,16 +269,19 @@ pub(crate) async fn run(kind: Kind, command: Command, client: &Client, json: boo
             if json {
                 return output::json(&versions);
             }
+            let tokens = crate::tokens::names(client).await?;
+            let ids = lookup::abbreviated(&versions.iter().map(|v| v.id.as_str()).collect::<Vec<_>>());
             let rows = versions
                 .iter()
-                .map(|v| {
+                .zip(ids)
+                .map(|(v, id)| {
                     let current = if item.current_version_id.as_deref() == Some(v.id.as_str()) { "current" } else { "" };
                     vec![
-                        v.id.clone(),
+                        id,
                         HumanBytes(v.size as u64).to_string(),
                         v.file_count.to_string(),
                         output::time(&v.created_at),
-                        v.created_by.clone(),
+                        by(&tokens, v),
                         output::or_dash(v.message.clone()),
                         current.into(),
                     ]
@@ -309,7 +316,7 @@ pub(crate) async fn run(kind: Kind, command: Command, client: &Client, json: boo
                 output::count(version.file_count as usize, "file"),
                 HumanBytes(version.size as u64),
                 item.name,
-                version.id
+                lookup::short(&version.id)
             );
         }
         Command::Pull { name, dir, version, force } => {
@@ -318,6 +325,10 @@ pub(crate) async fn run(kind: Kind, command: Command, client: &Client, json: boo
             if !force && has_entries(&dir)? {
                 bail!("{} is not empty: pull into a new or empty directory, or pass --force to overwrite the files the version has", dir.display());
             }
+            let version = match version {
+                Some(key) => Some(version_of(client, kind, &item.id, &key).await?),
+                None => None,
+            };
             let progress = Bar::start(&format!("pulling {}", item.name));
             let options = progress.transfer();
             let download = match kind {
@@ -335,7 +346,7 @@ pub(crate) async fn run(kind: Kind, command: Command, client: &Client, json: boo
                 output::count(download.files.len(), "file"),
                 HumanBytes(bytes as u64),
                 item.name,
-                download.version_id,
+                lookup::short(&download.version_id),
                 dir.display()
             );
         }
@@ -355,6 +366,33 @@ pub(crate) async fn run(kind: Kind, command: Command, client: &Client, json: boo
         }
     }
     Ok(())
+}
+
+/// The token that made a version, by its name when the token is still listed.
+fn by(tokens: &std::collections::HashMap<String, String>, version: &Version) -> String {
+    tokens.get(&version.created_by).cloned().unwrap_or_else(|| version.created_by.clone())
+}
+
+/// The id of the version `key` names of the volume or artifact `id`: a whole id, or the
+/// start of one (as tables show it), which is looked up among its versions.
+async fn version_of(client: &Client, kind: Kind, id: &str, key: &str) -> Result<String> {
+    if !lookup::is_short_hash(key) {
+        return Ok(key.to_string());
+    }
+    let ids: Vec<String> = match kind {
+        Kind::Volume => lookup::collect(client.list_volume_versions().id(id).stream().map_ok(|v| v.id), None).await?,
+        Kind::Artifact => lookup::collect(client.list_artifact_versions().id(id).stream().map_ok(|v| v.id), None).await?,
+    };
+    lookup::expand("version", key, ids)
+}
+
+/// `version_of` for the volume or artifact named `name`, as `vm0 run --volume NAME:VERSION` takes it.
+pub(crate) async fn version_named(client: &Client, kind: Kind, name: &str, key: &str) -> Result<String> {
+    if !lookup::is_short_hash(key) {
+        return Ok(key.to_string());
+    }
+    let item = find(client, kind, name).await?;
+    version_of(client, kind, &item.id, key).await
 }
 
 /// The volume or artifact `key` names, by id or name.

@@ -87,6 +87,11 @@ pub(crate) async fn run(command: Command, client: &Client, json: bool) -> Result
     Ok(())
 }
 
+/// Every token's name by its id, for the tables that say which token made something.
+pub(crate) async fn names(client: &Client) -> Result<std::collections::HashMap<String, String>> {
+    Ok(lookup::collect(client.list_tokens().stream(), None).await?.into_iter().map(|t| (t.id, t.name)).collect())
+}
+
 /// The token `key` names: by id, or by a name only one token has.
 async fn find(client: &Client, key: &str) -> Result<Token> {
     let by_id = async { client.get_token().id(key).send().await.body() };

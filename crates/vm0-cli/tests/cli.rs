@@ -496,6 +496,98 @@ fn errors_go_to_standard_error_with_a_non_zero_exit() {
 }
 
 #[test]
+fn run_continues_sessions_and_checkpoints() {
+    let env = Env::logged_in();
+    let dir = tempfile::tempdir().unwrap();
+    // Each run prints what the session's earlier runs left, then adds its prompt.
+    env.agent("notes", r#"cat notes.txt 2>/dev/null; echo "out: $VM0_PROMPT"; echo "$VM0_PROMPT" >> notes.txt"#, dir.path());
+
+    let out = env.run(&["run", "notes", "first", "--verbose"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout, "out: first\n");
+    assert!(out.stderr.contains("Metrics: duration ") && out.stderr.contains("peak memory"), "--verbose: {}", out.stderr);
+    let listed = env.json(&["runs", "list", "--limit", "1"]);
+    let first = env.json(&["runs", "get", listed[0]["id"].as_str().unwrap()]);
+    let (session, checkpoint) = (first["sessionId"].as_str().unwrap().to_string(), first["checkpointId"].as_str().unwrap().to_string());
+    assert!(out.stderr.contains(&format!("vm0 run --session {session} PROMPT")), "{}", out.stderr);
+
+    assert_eq!(env.ok(&["run", "--session", &session, "second"]), "first\nout: second\n");
+    assert_eq!(env.ok(&["run", "--checkpoint", &checkpoint, "third"]), "first\nout: third\n", "a checkpoint starts from that run's state");
+    let continued = env.json(&["run", "--session", &session, "fourth"]);
+    assert_eq!(continued["sessionId"], session.as_str());
+
+    // The words must fit the origin: usage errors, as clap's are.
+    assert!(env.fails(2, &["run", "--session", &session, "notes", "fifth"]).contains("give only the prompt"));
+    assert!(env.fails(2, &["run", "notes"]).contains("vm0 run --session ID PROMPT"));
+    assert_eq!(env.run(&["run", "--session", &session, "--checkpoint", &checkpoint, "x"]).code, 2);
+}
+
+#[test]
+fn run_shows_a_spinner_on_a_terminal() {
+    let env = Env::logged_in();
+    let dir = tempfile::tempdir().unwrap();
+    env.agent("slow", "sleep 1; echo done", dir.path());
+    // script(1) gives vm0 a terminal; what it printed there comes back on script's output.
+    let vm0 = env!("CARGO_BIN_EXE_vm0");
+    let mut script = Command::new("script");
+    script.args(["-qec", &format!("{vm0} run slow go"), "/dev/null"]);
+    for (name, value) in env.command(&[]).get_envs() {
+        match value {
+            Some(value) => script.env(name, value),
+            None => script.env_remove(name),
+        };
+    }
+    let out = output(script.stdin(Stdio::null()));
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    assert!(out.stdout.contains("run running") || out.stdout.contains("run pending"), "no spinner: {:?}", out.stdout);
+    assert!(out.stdout.contains("done"), "{:?}", out.stdout);
+    assert!(!out.stdout.contains("[running]"), "status lines beside the spinner: {:?}", out.stdout);
+}
+
+#[test]
+fn version_ids_are_short_in_tables_and_taken_back() {
+    let env = Env::logged_in();
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("inputs");
+    std::fs::create_dir(&files).unwrap();
+    env.ok(&["volumes", "create", "inputs"]);
+    std::fs::write(files.join("a.txt"), "one").unwrap();
+    env.ok(&["volumes", "push", files.to_str().unwrap()]);
+    std::fs::write(files.join("a.txt"), "two").unwrap();
+    env.ok(&["volumes", "push", files.to_str().unwrap()]);
+    let versions = env.json(&["volumes", "versions", "inputs"]);
+    let old = versions[1]["id"].as_str().unwrap().to_string();
+    assert_eq!(old.len(), 64);
+
+    let table = env.ok(&["volumes", "versions", "inputs"]);
+    assert!(!table.contains(&old), "a whole version id in the table:\n{table}");
+    let short = table.lines().find_map(|l| l.split_whitespace().next().filter(|id| old.starts_with(id) && id.len() >= 12)).expect("the old version's short id");
+    // Made by the token that pushed it, by name.
+    assert!(table.lines().nth(1).unwrap().contains("first token"), "{table}");
+
+    let pulled = dir.path().join("pulled");
+    env.ok(&["volumes", "pull", "inputs", pulled.to_str().unwrap(), "--version", short]);
+    assert_eq!(std::fs::read_to_string(pulled.join("a.txt")).unwrap(), "one");
+    env.agent("reader", "cat volumes/inputs/a.txt", dir.path());
+    assert_eq!(env.ok(&["run", "reader", "go", "--volume", &format!("inputs:{short}")]), "one\n");
+    assert!(env.fails(1, &["volumes", "pull", "inputs", "--version", "0000000000"]).contains("no version has the id or name"));
+}
+
+#[test]
+fn completions_for_each_shell() {
+    let env = Env::new();
+    for (shell, mark) in [("bash", "complete -F _vm0"), ("zsh", "#compdef vm0"), ("fish", "complete -c vm0"), ("powershell", "Register-ArgumentCompleter")] {
+        let script = env.ok(&["completions", shell]);
+        assert!(script.contains(mark), "{shell}: no {mark:?}");
+        assert!(
+            script.contains("artifacts") && script.contains("session") && script.contains("checkpoint"),
+            "{shell}: the commands and options are not all there"
+        );
+    }
+    assert_eq!(env.run(&["completions", "tcsh"]).code, 2);
+}
+
+#[test]
 fn help_reads_well() {
     let env = Env::new();
     let groups: &[&[&str]] = &[
@@ -505,6 +597,7 @@ fn help_reads_well() {
         &["agents"],
         &["agents", "create"],
         &["run"],
+        &["completions"],
         &["runs"],
         &["runs", "list"],
         &["runs", "logs"],
