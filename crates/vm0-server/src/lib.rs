@@ -408,56 +408,74 @@ fn metrics_routes<S: Store>(app: Arc<App<S>>) -> Router {
 const CHECKS_LAST: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The state of the probe and metrics routes: the app, and their last checks of the
-/// database and the blob store, reused for `CHECKS_LAST`. Probes and scrapes come from
-/// anyone who reaches the port; however many come, the database and the bucket see one
-/// check a second, and one at a time.
+/// database and the blob store. Probes and scrapes come from anyone who reaches the
+/// port; however many come, the database and the bucket see one check a second, and one
+/// at a time.
 struct Checks<S: Store> {
     app: Arc<App<S>>,
-    ready: tokio::sync::Mutex<Option<(std::time::Instant, Readiness)>>,
-    reading: tokio::sync::Mutex<Option<(std::time::Instant, Option<metrics::DatabaseReading>)>>,
+    ready: Recent<Readiness>,
+    reading: Recent<Option<metrics::DatabaseReading>>,
 }
 
 /// Whether the database and the blob store answered, or why not.
 type Readiness = (Result<(), String>, Result<(), String>);
 
+/// A check's last outcome, reused for `CHECKS_LAST`; callers meanwhile wait for the one
+/// check running.
+struct Recent<T>(tokio::sync::Mutex<Option<(std::time::Instant, T)>>);
+
+impl<T: Clone> Recent<T> {
+    fn new() -> Recent<T> {
+        Recent(tokio::sync::Mutex::new(None))
+    }
+
+    /// The last outcome when it is recent, or `check`'s.
+    async fn get(&self, check: impl std::future::Future<Output = T>) -> T {
+        let mut last = self.0.lock().await;
+        if let Some((_, value)) = last.as_ref().filter(|(at, _)| at.elapsed() < CHECKS_LAST) {
+            return value.clone();
+        }
+        let value = check.await;
+        *last = Some((std::time::Instant::now(), value.clone()));
+        value
+    }
+}
+
 impl<S: Store> Checks<S> {
     fn new(app: Arc<App<S>>) -> Checks<S> {
-        Checks { app, ready: Default::default(), reading: Default::default() }
+        Checks { app, ready: Recent::new(), reading: Recent::new() }
     }
 
     async fn readiness(&self) -> Readiness {
-        let mut last = self.ready.lock().await;
-        if let Some((_, readiness)) = last.as_ref().filter(|(at, _)| at.elapsed() < CHECKS_LAST) {
-            return readiness.clone();
-        }
-        let database = tokio::time::timeout(READY_TIMEOUT, self.app.store.ping(READY_TIMEOUT / 2));
-        let (database, blobs) = tokio::join!(database, tokio::time::timeout(READY_TIMEOUT, self.app.blobs.reachable()));
-        let readiness = (verdict(database), verdict(blobs));
-        if readiness.0.is_err() || readiness.1.is_err() {
-            tracing::warn!(database = ?readiness.0, blobs = ?readiness.1, "not ready");
-        }
-        *last = Some((std::time::Instant::now(), readiness.clone()));
-        readiness
+        self.ready
+            .get(async {
+                let database = tokio::time::timeout(READY_TIMEOUT, self.app.store.ping(READY_TIMEOUT / 2));
+                let (database, blobs) = tokio::join!(database, tokio::time::timeout(READY_TIMEOUT, self.app.blobs.reachable()));
+                let readiness = (verdict(database), verdict(blobs));
+                if readiness.0.is_err() || readiness.1.is_err() {
+                    tracing::warn!(database = ?readiness.0, blobs = ?readiness.1, "not ready");
+                }
+                readiness
+            })
+            .await
     }
 
     async fn reading(&self) -> Option<metrics::DatabaseReading> {
-        let mut last = self.reading.lock().await;
-        if let Some((_, reading)) = last.as_ref().filter(|(at, _)| at.elapsed() < CHECKS_LAST) {
-            return reading.clone();
-        }
-        let reading = match tokio::time::timeout(READY_TIMEOUT, self.app.store.reading()).await {
-            Ok(Ok(reading)) => Some(reading),
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "metrics: the database did not answer");
-                None
-            }
-            Err(_) => {
-                tracing::warn!("metrics: the database did not answer within {} s", READY_TIMEOUT.as_secs());
-                None
-            }
-        };
-        *last = Some((std::time::Instant::now(), reading.clone()));
-        reading
+        self.reading
+            .get(async {
+                match tokio::time::timeout(READY_TIMEOUT, self.app.store.reading()).await {
+                    Ok(Ok(reading)) => Some(reading),
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, "metrics: the database did not answer");
+                        None
+                    }
+                    Err(_) => {
+                        tracing::warn!("metrics: the database did not answer within {} s", READY_TIMEOUT.as_secs());
+                        None
+                    }
+                }
+            })
+            .await
     }
 }
 

@@ -14,7 +14,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::{Metric, Registry, Unit};
 use vm0_types::RunStatus;
 
 /// The content type of [`Metrics::encode`]'s text: OpenMetrics, which Prometheus reads.
@@ -89,37 +89,38 @@ impl Metrics {
     /// A new set of metrics, all zero, for a server on `database` (`sqlite`, `postgres`).
     pub fn new(database: &'static str) -> Metrics {
         let mut registry = Registry::with_prefix("vm0");
-        let requests = Family::default();
-        registry.register("http_requests", "Requests answered, by operation id (or route, outside the API) and status", requests.clone());
-        let latency = Family::<OperationLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.000_25, 2.0, 16)));
-        registry.register_with_unit("http_request_duration", "Time until a response's head, by operation", Unit::Seconds, latency.clone());
-        let runs = Family::default();
-        registry.register("runs", "Runs in the database by status, on every instance alike", runs.clone());
-        let queue_length = Gauge::default();
-        registry.register("run_queue_length", "Runs pending in the database, waiting for a slot on some instance", queue_length.clone());
-        let queue_oldest = Gauge::default();
-        registry.register_with_unit("run_queue_oldest_age", "How long the oldest pending run has waited", Unit::Seconds, queue_oldest.clone());
-        let queue_wait = Histogram::new(exponential_buckets(0.01, 2.0, 18));
-        registry.register_with_unit("run_queue_wait", "How long the runs this instance started had waited", Unit::Seconds, queue_wait.clone());
-        let executing = Gauge::default();
-        registry.register("runs_executing", "Runs executing on this instance", executing.clone());
-        let runs_ended = Family::default();
-        registry.register("runs_ended", "Runs this instance ended (or found lost), by final status", runs_ended.clone());
-        let bytes = Family::default();
-        registry.register_with_unit(
+        let requests =
+            add(&mut registry, "http_requests", "Requests answered, by operation id (or route, outside the API) and status", None, Family::default());
+        let latency = add(
+            &mut registry,
+            "http_request_duration",
+            "Time until a response's head, by operation",
+            Some(Unit::Seconds),
+            Family::<OperationLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.000_25, 2.0, 16))),
+        );
+        let runs = add(&mut registry, "runs", "Runs in the database by status, on every instance alike", None, Family::default());
+        let queue_length = add(&mut registry, "run_queue_length", "Runs pending in the database, waiting for a slot on some instance", None, Gauge::default());
+        let queue_oldest = add(&mut registry, "run_queue_oldest_age", "How long the oldest pending run has waited", Some(Unit::Seconds), Gauge::default());
+        let queue_wait = add(
+            &mut registry,
+            "run_queue_wait",
+            "How long the runs this instance started had waited",
+            Some(Unit::Seconds),
+            Histogram::new(exponential_buckets(0.01, 2.0, 18)),
+        );
+        let executing = add(&mut registry, "runs_executing", "Runs executing on this instance", None, Gauge::default());
+        let runs_ended = add(&mut registry, "runs_ended", "Runs this instance ended (or found lost), by final status", None, Family::default());
+        let bytes = add(
+            &mut registry,
             "storage_transferred",
             "File contents through this instance's storage URLs, by direction (S3 transfers go to the bucket)",
-            Unit::Bytes,
-            bytes.clone(),
+            Some(Unit::Bytes),
+            Family::default(),
         );
-        let pool = Family::default();
-        registry.register("db_pool_connections", "The database pool's open connections, by state", pool.clone());
-        let pool_max = Gauge::default();
-        registry.register("db_pool_max_connections", "The most connections the database pool opens", pool_max.clone());
-        let database_up = Gauge::default();
-        registry.register("database_up", "Whether the database answered this scrape's queries", database_up.clone());
-        let subscribers = Gauge::default();
-        registry.register("sse_subscribers", "Open streams of run events", subscribers.clone());
+        let pool = add(&mut registry, "db_pool_connections", "The database pool's open connections, by state", None, Family::default());
+        let pool_max = add(&mut registry, "db_pool_max_connections", "The most connections the database pool opens", None, Gauge::default());
+        let database_up = add(&mut registry, "database_up", "Whether the database answered this scrape's queries", None, Gauge::default());
+        let subscribers = add(&mut registry, "sse_subscribers", "Open streams of run events", None, Gauge::default());
         let info = Family::<InfoLabels, Gauge>::default();
         info.get_or_create(&InfoLabels { version: env!("CARGO_PKG_VERSION"), database }).set(1);
         registry.register("server_info", "This server's version and database backend", info);
@@ -208,6 +209,16 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text
     }
+}
+
+/// Registers `metric` under `name` (in `unit`, when it has one) and returns it, for its
+/// owner to update: the registry holds a handle to the same values.
+fn add<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, unit: Option<Unit>, metric: M) -> M {
+    match unit {
+        Some(unit) => registry.register_with_unit(name, help, unit, metric.clone()),
+        None => registry.register(name, help, metric.clone()),
+    }
+    metric
 }
 
 /// Counts one open stream of run events while it lives.

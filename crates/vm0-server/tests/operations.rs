@@ -423,12 +423,15 @@ async fn a_backup_under_write_load_restores_consistent() {
         return;
     }
 
-    // Writers: agents, and versions of volumes with files of their own, without pause.
+    // Writers: agents, and versions of volumes with files of their own, without pause;
+    // `written` counts the rounds done.
     let stop = tokio_util::sync::CancellationToken::new();
+    let (count, mut written) = tokio::sync::watch::channel(0u32);
+    let count = std::sync::Arc::new(count);
     let mut writers = Vec::new();
     for worker in 0..3 {
         let api = Api { http: reqwest::Client::new(), url: api.url.clone(), token: api.token.clone() };
-        let stop = stop.clone();
+        let (stop, count) = (stop.clone(), count.clone());
         writers.push(tokio::spawn(async move {
             let volume = api.volume(&format!("volume-{worker}")).await;
             let mut round = 0u32;
@@ -438,11 +441,12 @@ async fn a_backup_under_write_load_restores_consistent() {
                 let files: Vec<(String, Vec<u8>)> = (0..3).map(|i| (format!("f{i}"), format!("{worker}-{round}-{i}").repeat(500).into_bytes())).collect();
                 assert!(api.push(&volume, &files).await);
                 round += 1;
+                count.send_modify(|n| *n += 1);
             }
             round
         }));
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    within(DEADLINE, "3 rounds written", written.wait_for(|n| *n >= 3)).await.unwrap();
     let backup = tokio::task::spawn_blocking({
         let (dir, archive) = (dir.clone(), archive.display().to_string());
         move || server_command(&["backup", "--data-dir", &dir, "--to", &archive])
@@ -451,7 +455,9 @@ async fn a_backup_under_write_load_restores_consistent() {
     assert!(output.status.success(), "backup: {output:?}");
     let said = String::from_utf8_lossy(&output.stdout).to_string();
     assert!(said.contains("and the secrets key"), "{said}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Writes go on after the snapshot, which the restored server must not have.
+    let after = *written.borrow();
+    within(DEADLINE, "3 rounds written after the backup", written.wait_for(|n| *n >= after + 3)).await.unwrap();
     stop.cancel();
     let mut rounds = 0;
     for writer in writers {

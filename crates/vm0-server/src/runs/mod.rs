@@ -179,10 +179,18 @@ impl<S: Store> Engine<S> {
         self.draining.cancel();
     }
 
-    /// Waits until no run executes here.
+    /// Waits until no run executes here: until the end of each run executing, and of
+    /// any that started meanwhile.
     pub async fn idle(&self) {
-        while !self.executing.lock().expect("not poisoned").is_empty() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        loop {
+            let ended: Vec<watch::Receiver<bool>> = self.executing.lock().expect("not poisoned").values().map(|e| e.ended.clone()).collect();
+            if ended.is_empty() {
+                return;
+            }
+            for mut ended in ended {
+                // A run whose slot is gone has ended too.
+                ended.wait_for(|ended| *ended).await.ok();
+            }
         }
     }
 
@@ -571,8 +579,10 @@ struct Slot<S: Store> {
 impl<S: Store> Drop for Slot<S> {
     fn drop(&mut self) {
         self.engine.metrics.run_finished();
-        self.ended.send_replace(true);
+        // Out of `executing` before its end is signalled, so that `idle`, woken by the
+        // signal, no longer finds it.
         self.engine.executing.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&self.run);
+        self.ended.send_replace(true);
     }
 }
 
