@@ -127,16 +127,16 @@ async fn a_dropped_event_stream_resumes_without_losing_or_repeating_an_event() {
                     // Three events, then the connection breaks mid-message.
                     vec![
                         Ok(message(1, "status", json!({"status": "running"}))),
-                        Ok(message(2, "output", json!({"content": "one"}))),
-                        Ok(message(3, "output", json!({"content": "two"}))),
+                        Ok(message(2, "output", json!({"content": "one", "stream": "stdout"}))),
+                        Ok(message(3, "output", json!({"content": "two", "stream": "stdout"}))),
                         Ok("id: 4\nevent: out".into()),
                         Err(std::io::Error::other("connection reset")),
                     ]
                 } else {
                     // The server replays from the id it was given; an old one is skipped by the client.
                     vec![
-                        Ok(message(3, "output", json!({"content": "two"}))),
-                        Ok(message(4, "output", json!({"content": "three"}))),
+                        Ok(message(3, "output", json!({"content": "two", "stream": "stdout"}))),
+                        Ok(message(4, "output", json!({"content": "three", "stream": "stdout"}))),
                         Ok(message(5, "heartbeat", json!({}))),
                         Ok(message(6, "status", json!({"status": "completed"}))),
                         Ok(message(7, "complete", json!({"status": "completed", "executionTimeMs": 12}))),
@@ -155,7 +155,7 @@ async fn a_dropped_event_stream_resumes_without_losing_or_repeating_an_event() {
     let events: Vec<RunEvent> = within(DEADLINE, "the whole event stream", client(&url).run_events("run_1").map(|e| e.unwrap()).collect()).await;
     let ids: Vec<u64> = events.iter().map(RunEvent::id).collect();
     assert_eq!(ids, vec![1, 2, 3, 4, 6, 7], "each event once, heartbeats left out");
-    assert_eq!(events[3], RunEvent::Output { id: 4, content: "three".into() });
+    assert_eq!(events[3], RunEvent::Output { id: 4, content: "three".into(), stream: vm0_client::types::OutputStream::Stdout });
     assert!(matches!(events.last(), Some(RunEvent::Complete { execution_time_ms: Some(12), .. })));
     assert_eq!(*connections.lock().unwrap(), vec![None, Some("3".to_string())], "resumed after the last event received");
 }

@@ -47,6 +47,15 @@ async fn each_kind_of_drift_is_recorded() {
                 (headers(), [("content-type", "text/event-stream")], body).into_response()
             }),
         )
+        // A log entry with the properties of 1.1.0: right for the spec, wrong for a
+        // request that names the release 1.0.0.
+        .route(
+            "/v1/runs/run_3/logs",
+            get(|| async {
+                let entry = json!({"sequence": 1, "timestamp": "2024-01-15T10:00:00Z", "type": "agent", "level": "info", "message": "hi", "metadata": {}, "stream": "stdout"});
+                (headers(), axum::Json(json!({"data": [entry], "pagination": {"hasMore": false, "nextCursor": null}}))).into_response()
+            }),
+        )
         // A method the path does not have, answered outside the envelope.
         .route("/v1/runs", axum::routing::delete(|| async { (axum::http::StatusCode::METHOD_NOT_ALLOWED, headers(), "no").into_response() }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -60,6 +69,9 @@ async fn each_kind_of_drift_is_recorded() {
             http.get(format!("{url}{path}")).send().await.unwrap().bytes().await.unwrap();
         }
         http.delete(format!("{url}/v1/runs")).send().await.unwrap().bytes().await.unwrap();
+        http.get(format!("{url}/v1/runs/run_3/logs")).send().await.unwrap().bytes().await.unwrap();
+        http.get(format!("{url}/v1/runs/run_3/logs")).header("api-version", "1.1.0").send().await.unwrap().bytes().await.unwrap();
+        http.get(format!("{url}/v1/runs/run_3/logs")).header("api-version", "1.0.0").send().await.unwrap().bytes().await.unwrap();
     };
     within(DEADLINE, "every call through the proxy", calls).await;
     let found = violations.lock().unwrap().clone();
@@ -72,9 +84,10 @@ async fn each_kind_of_drift_is_recorded() {
         "GET /v1/runs/run_2/events → 200: an event with data twice",
         "GET /v1/runs/run_2/events → 200: the stream ended inside an event",
         "DELETE /v1/runs → 405: a status 405",
+        "GET /v1/runs/run_3/logs → 200: the body breaks the schema: Additional properties are not allowed ('sequence', 'stream' were unexpected)",
     ];
     for line in expect {
         assert!(found.iter().any(|f| f.starts_with(line)), "{line:?} is not among:\n{}", found.join("\n"));
     }
-    assert_eq!(found.len(), expect.len(), "only those, and nothing for the right answer (vol_1):\n{}", found.join("\n"));
+    assert_eq!(found.len(), expect.len(), "only those, and nothing for the right answers (vol_1, run_3 to 1.1.0):\n{}", found.join("\n"));
 }

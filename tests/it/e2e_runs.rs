@@ -95,6 +95,10 @@ async fn a_run_echoes_its_prompt_into_events_and_logs() {
     let mut lines = outputs(&messages);
     lines.sort();
     assert_eq!(lines, vec!["hello world", "hello world", "oops"], "from the environment, then standard input");
+    let streams: Vec<(&str, &str)> =
+        messages.iter().filter(|m| m.1 == "output").map(|m| (m.2["content"].as_str().unwrap(), m.2["stream"].as_str().unwrap())).collect();
+    assert_eq!(streams.iter().filter(|s| s.1 == "stderr").collect::<Vec<_>>(), [&("oops", "stderr")], "each line names its stream");
+    assert_eq!(streams.iter().filter(|s| s.1 == "stdout").count(), 2);
     let ids: Vec<u64> = messages.iter().map(|m| m.0).collect();
     assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>(), "ids increase by one");
     let statuses: Vec<&str> = messages.iter().filter(|m| m.1 == "status").map(|m| m.2["status"].as_str().unwrap()).collect();
@@ -109,6 +113,16 @@ async fn a_run_echoes_its_prompt_into_events_and_logs() {
     assert_eq!(stream("stdout"), vec![("hello world".into(), "info".into()), ("hello world".into(), "info".into())]);
     assert_eq!(stream("stderr"), vec![("oops".to_string(), "warn".to_string())], "standard error is logged at warn");
     assert!(logs.iter().any(|l| l.type_ == types::LogType::System));
+    for entry in &logs {
+        let expected = (entry.type_ == types::LogType::Agent).then(|| entry.metadata["stream"].as_str().unwrap().parse().unwrap());
+        assert_eq!(entry.stream, expected, "an agent entry names its stream, others none: {entry:?}");
+    }
+    let sequences: Vec<u64> = logs.iter().map(|l| l.sequence.get()).collect();
+    assert_eq!(sequences, (1..=logs.len() as u64).collect::<Vec<_>>(), "sequences count the entries in order");
+    let after = c.list_run_logs().id(&run.id).after_sequence(sequences[1]).send().await.unwrap().into_inner().data;
+    assert_eq!(after, logs[2..], "afterSequence gives the entries after it");
+    let (status, error) = api_error(c.list_run_logs().id(&run.id).after_sequence(-1).send().await);
+    assert_eq!((status, error.param.as_deref()), (400, Some("afterSequence")));
     let only_system = c.list_run_logs().id(&run.id).type_(types::LogTypeFilter::System).send().await.unwrap().into_inner().data;
     assert!(only_system.iter().all(|l| l.type_ == types::LogType::System));
     let newest_first = c.list_run_logs().id(&run.id).order(types::SortOrder::Desc).limit(1).send().await.unwrap().into_inner();
@@ -491,4 +505,41 @@ async fn short_lines_count_what_they_cost_to_store() {
     assert!(run.error.as_deref().is_some_and(|e| e.contains("maxOutputBytes")), "{:?}", run.error);
     let logs: Vec<_> = futures::TryStreamExt::try_collect(c.list_run_logs().id(&run.id).type_(types::LogTypeFilter::Agent).limit(100).stream()).await.unwrap();
     assert!(logs.len() < 400, "{} lines stored", logs.len());
+}
+
+/// A client written against 1.0.0, which refuses properties its schemas do not list, gets
+/// none of those added since: the proxy checks every response against the 1.0.0 release.
+#[tokio::test]
+async fn a_client_of_1_0_0_gets_what_1_0_0_describes() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    agent(&c, "echo", json!({"command": ["sh", "-c", "echo out; echo err >&2"]})).await;
+    let old = |request: reqwest::RequestBuilder| request.bearer_auth(&server.token).header("api-version", "1.0.0");
+    let http = reqwest::Client::new();
+    let created: Value =
+        old(http.post(format!("{}/v1/runs", server.url))).json(&json!({"agent": "echo", "prompt": "go"})).send().await.unwrap().json().await.unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    wait(&c, &id).await;
+
+    let stream = old(http.get(format!("{}/v1/runs/{id}/events", server.url))).send().await.unwrap().text().await.unwrap();
+    let outputs: Vec<Value> = stream
+        .split("\n\n")
+        .filter(|block| block.contains("event: output"))
+        .map(|block| serde_json::from_str(block.lines().find_map(|l| l.strip_prefix("data: ")).unwrap()).unwrap())
+        .collect();
+    assert_eq!(outputs.len(), 2, "{stream}");
+    assert!(outputs.iter().all(|data| data.as_object().unwrap().keys().eq(["content"])), "{outputs:?}");
+
+    let logs: Value = old(http.get(format!("{}/v1/runs/{id}/logs", server.url))).send().await.unwrap().json().await.unwrap();
+    let entries = logs["data"].as_array().unwrap();
+    assert!(entries.len() >= 4, "{logs}");
+    assert!(entries.iter().all(|e| e.get("sequence").is_none() && e.get("stream").is_none()), "{logs}");
+    for path in [format!("/v1/runs/{id}"), "/v1/runs".into(), format!("/v1/runs/{id}/metrics"), "/v1/agents".into()] {
+        let reply = old(http.get(format!("{}{path}", server.url))).send().await.unwrap();
+        assert_eq!(reply.status(), 200, "{path}");
+    }
+    // The current client, which sends its own version, gets them.
+    let logs = c.list_run_logs().id(&id).send().await.unwrap().into_inner().data;
+    assert!(logs.iter().any(|l| l.stream == Some(types::OutputStream::Stderr)));
+    server.stop().await;
 }

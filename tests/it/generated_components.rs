@@ -26,7 +26,8 @@ pub(crate) fn derived_schemas() -> Vec<(&'static str, schemars::Schema)> {
         vm0_types::CreatedToken > ()), ("Token", schema:: < vm0_types::Token > ()),
         ("DownloadResponse", schema:: < vm0_types::DownloadResponse > ()),
         ("RunStatusData", schema:: < vm0_types::RunStatusData > ()), ("RunOutputData",
-        schema:: < vm0_types::RunOutputData > ()), ("RunErrorData", schema:: <
+        schema:: < vm0_types::RunOutputData > ()), ("OutputStream", schema:: <
+        vm0_types::OutputStream > ()), ("RunErrorData", schema:: <
         vm0_types::RunErrorData > ()), ("RunCompleteData", schema:: <
         vm0_types::RunCompleteData > ()), ("RunHeartbeatData", schema:: <
         vm0_types::RunHeartbeatData > ()), ("LogType", schema:: < vm0_types::LogType >

@@ -64,6 +64,18 @@ const CASES: &[(&str, Breakage, &str, &str)] = &[
         "#/components/schemas/RunEvent/oneOf/2",
     ),
     (
+        "x-since naming a property the schema does not have",
+        |d| set(d, "/components/schemas/LogEntry/x-since/origin", json!("1.1.0")),
+        "since",
+        "#/components/schemas/LogEntry/x-since",
+    ),
+    (
+        "x-since naming a version after info.version",
+        |d| set(d, "/components/schemas/LogEntry/x-since/sequence", json!("1.2.0")),
+        "since",
+        "#/components/schemas/LogEntry/x-since",
+    ),
+    (
         "a snake_case property",
         |d| set(d, "/components/schemas/Agent/properties/created_at", json!({"type": "string"})),
         "camel-case",

@@ -441,7 +441,7 @@ async fn defaults_and_typed_inputs_reach_the_implementation() {
     let cases = [
         ("listAgents", "", "ListAgentsParams { limit: 20, cursor: None, name: None }"),
         ("listAgents", "limit=5&name=my-agent&cursor=abc", "ListAgentsParams { limit: 5, cursor: Some(\"abc\"), name: Some(AgentName(\"my-agent\")) }"),
-        ("listRunLogs", "", "x_1 ListRunLogsParams { limit: 20, cursor: None, type: All, since: None, until: None, order: Asc }"),
+        ("listRunLogs", "", "x_1 ListRunLogsParams { limit: 20, cursor: None, type: All, since: None, until: None, order: Asc, after_sequence: None }"),
         (
             "listRuns",
             "status=running&since=2024-01-15T00:00:00Z",
@@ -496,4 +496,56 @@ async fn every_response_gets_a_fresh_request_id() {
         ids.insert(reply.headers["x-request-id"].to_str().unwrap().to_string());
     }
     assert_eq!(ids.len(), 20);
+}
+
+/// `request` with an `api-version` header.
+fn as_version(mut request: Request<Body>, version: &str) -> Request<Body> {
+    request.headers_mut().insert("api-version", version.parse().unwrap());
+    request
+}
+
+#[tokio::test]
+async fn a_caller_of_an_older_version_gets_no_property_added_after_it() {
+    let doc = spec::load().unwrap();
+    let (_, app) = app();
+    let logs = operation(&doc, "listRunLogs");
+    let example = logs.op.pointer("/responses/200/content/application~1json/example").unwrap().clone();
+    // Without the header, and for a caller of this version or a later one: every property.
+    for version in [None, Some("1.1.0"), Some("1.9.3")] {
+        let mut request = request(&logs, "", None, Some(TOKEN));
+        if let Some(version) = version {
+            request = as_version(request, version);
+        }
+        assert_eq!(send(&app, request).await.body, example, "{version:?}");
+    }
+    // A caller of 1.0.0: the same entries, without the properties of 1.1.0.
+    let old = send(&app, as_version(request(&logs, "", None, Some(TOKEN)), "1.0.0")).await;
+    let mut expected = example.clone();
+    for entry in expected["data"].as_array_mut().unwrap() {
+        entry.as_object_mut().unwrap().retain(|key, _| key != "sequence" && key != "stream");
+    }
+    assert_eq!(old.body, expected);
+    assert!(old.body["data"][1]["metadata"]["stream"].is_string(), "a free-form property of the same name stays");
+
+    let events = operation(&doc, "streamRunEvents");
+    let stream = send(&app, as_version(request(&events, "", None, Some(TOKEN)), "1.0.0")).await;
+    let example = events.op.pointer("/responses/200/content/text~1event-stream/example").unwrap().as_str().unwrap();
+    assert!(example.contains(r#"{"content":"Hello from my-agent","stream":"stdout"}"#));
+    assert_eq!(stream.text, example.replace(r#","stream":"stdout""#, ""), "the output event's data without its stream");
+}
+
+#[tokio::test]
+async fn an_api_version_that_is_not_one_of_v1_is_a_400_naming_it() {
+    let doc = spec::load().unwrap();
+    let (recorder, app) = app();
+    for op in spec::operations(&doc) {
+        for bad in ["2.0.0", "1.1", "v1", "latest", "1.0.0-beta"] {
+            let body = body_example(&doc, &op);
+            let reply = send(&app, as_version(request(&op, "", body.as_ref(), Some(TOKEN)), bad)).await;
+            assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{} with api-version {bad}: {}", op.id(), reply.text);
+            assert_eq!(reply.body["error"]["param"], "api-version", "{}", op.id());
+            assert_envelope(&doc, &reply, op.id());
+        }
+    }
+    assert!(recorder.calls.lock().unwrap().is_empty(), "no bad version reached the trait");
 }

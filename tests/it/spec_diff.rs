@@ -131,6 +131,33 @@ const CORPUS: &[(&str, Mutation, bool, &str, &str)] = &[
         "/paths/~1v1~1agents~1{id}/get/responses/200/content/application~1json/schema/properties/labels",
     ),
     (
+        "a property added to a closed response schema, for clients of a later version",
+        |d| {
+            set(d, &format!("{AGENT}/properties/labels"), json!({"type": "object"}));
+            set(d, &format!("{AGENT}/x-since"), json!({"labels": "9.9.9"}));
+        },
+        false,
+        "response-property-added-since",
+        "/paths/~1v1~1agents~1{id}/get/responses/200/content/application~1json/schema/properties/labels",
+    ),
+    (
+        "a property added to a closed response schema, marked with a version old clients have",
+        |d| {
+            set(d, &format!("{AGENT}/properties/labels"), json!({"type": "object"}));
+            set(d, &format!("{AGENT}/x-since"), json!({"labels": "1.0.0"}));
+        },
+        true,
+        "response-property-added-to-closed-schema",
+        "/paths/~1v1~1agents~1{id}/get/responses/200/content/application~1json/schema/properties/labels",
+    ),
+    (
+        "a property added to an event's data, which the stream's x-event-schema describes",
+        |d| set(d, "/components/schemas/RunOutputData/properties/truncated", json!({"type": "boolean"})),
+        true,
+        "response-property-added-to-closed-schema",
+        "/paths/~1v1~1runs~1{id}~1events/get/responses/200/content/text~1event-stream/schema/x-event-schema/oneOf",
+    ),
+    (
         "a response maxLength removed",
         |d| remove(d, "/components/schemas/AgentName/maxLength"),
         true,

@@ -6,7 +6,9 @@
 //! the documented schema (as strict OpenAPI 3.0.3 reads it: `xtask::spec::json_schema`).
 //! A `text/event-stream` is checked event by event against `RunEvent`, as it streams. A
 //! request to no operation (a wrong method, an unknown path) must get the error envelope.
-//! Requests outside `/v1/` (blobs, docs, health) pass unchecked.
+//! A request whose `api-version` names a release in `openapi/released/` is checked against
+//! that release instead, as a client generated from it reads the response. Requests outside
+//! `/v1/` (blobs, docs, health) pass unchecked.
 //!
 //! The proxy records what it finds; the test server panics with the list when it stops or
 //! is dropped, so a test fails on any response that breaks the spec, whatever it asserts.
@@ -44,37 +46,68 @@ struct Checker {
     event: jsonschema::Validator,
 }
 
-static CHECKER: LazyLock<Checker> = LazyLock::new(|| {
-    let doc = spec::load().expect("the spec loads");
-    let compile = |schema: &Value| spec::validator(&spec::json_schema(&doc, schema)).expect("the spec's schemas compile");
-    let operations = spec::operations(&doc)
-        .into_iter()
-        .map(|op| {
-            let segments = op.path.split('/').map(|s| if s.starts_with('{') { "[^/]+".to_string() } else { regex::escape(s) });
-            let pattern = segments.collect::<Vec<_>>().join("/");
-            let responses = op.op["responses"].as_object().expect("responses").iter().map(|(status, response)| {
-                let response = spec::deref(&doc, response).expect("the response resolves");
-                let content = response.get("content").and_then(Value::as_object).and_then(|c| c.iter().next());
-                let body = content.map(|(media, media_type)| (media.clone(), compile(&media_type["schema"])));
-                (status.parse::<u16>().expect("explicit statuses"), body)
-            });
-            Operation {
-                id: op.id().to_string(),
-                method: op.method.to_uppercase().parse().expect("a method"),
-                path: regex::Regex::new(&format!("^{pattern}$")).expect("the path compiles"),
-                responses: responses.collect(),
-            }
+impl Checker {
+    fn new(doc: &Value) -> Checker {
+        let compile = |schema: &Value| spec::validator(&spec::json_schema(doc, schema)).expect("the spec's schemas compile");
+        let operations = spec::operations(doc)
+            .into_iter()
+            .map(|op| {
+                let segments = op.path.split('/').map(|s| if s.starts_with('{') { "[^/]+".to_string() } else { regex::escape(s) });
+                let pattern = segments.collect::<Vec<_>>().join("/");
+                let responses = op.op["responses"].as_object().expect("responses").iter().map(|(status, response)| {
+                    let response = spec::deref(doc, response).expect("the response resolves");
+                    let content = response.get("content").and_then(Value::as_object).and_then(|c| c.iter().next());
+                    let body = content.map(|(media, media_type)| (media.clone(), compile(&media_type["schema"])));
+                    (status.parse::<u16>().expect("explicit statuses"), body)
+                });
+                Operation {
+                    id: op.id().to_string(),
+                    method: op.method.to_uppercase().parse().expect("a method"),
+                    path: regex::Regex::new(&format!("^{pattern}$")).expect("the path compiles"),
+                    responses: responses.collect(),
+                }
+            })
+            .collect();
+        // The stream's body is text whose events are each an `x-event-schema`; releases
+        // before 1.1.0 gave the event's schema as the body's.
+        let sse = doc.pointer("/paths/~1v1~1runs~1{id}~1events/get/responses/200/content/text~1event-stream/schema").expect("the stream has a schema");
+        let sse = sse.get("x-event-schema").unwrap_or(sse);
+        Checker { operations, error: compile(&serde_json::json!({"$ref": "#/components/schemas/Error"})), event: compile(sse) }
+    }
+}
+
+/// The checker of the spec, and one for each release in `openapi/released/` by its
+/// version: a request that names a release in `api-version` must get a response that
+/// release describes, as a client generated from it reads it.
+struct Checkers {
+    current: Checker,
+    released: HashMap<String, Checker>,
+}
+
+static CHECKERS: LazyLock<Checkers> = LazyLock::new(|| {
+    let current = Checker::new(&spec::load().expect("the spec loads"));
+    let folder = spec::workspace_root().join(xtask::release::RELEASED);
+    let released = std::fs::read_dir(&folder)
+        .expect("the releases' folder reads")
+        .map(|entry| {
+            let text = std::fs::read_to_string(entry.expect("a release").path()).expect("a release reads");
+            let doc: Value = serde_json::from_str(&text).expect("a release is JSON");
+            (doc["info"]["version"].as_str().expect("a release has a version").to_string(), Checker::new(&doc))
         })
         .collect();
-    let sse = doc
-        .pointer("/paths/~1v1~1runs~1{id}~1events/get/responses/200/content/text~1event-stream/schema/x-event-schema")
-        .expect("the stream names its event schema");
-    Checker { operations, error: compile(&serde_json::json!({"$ref": "#/components/schemas/Error"})), event: compile(sse) }
+    Checkers { current, released }
 });
+
+/// The checker for a request with `headers`: the release its `api-version` names, or
+/// the spec.
+fn checker(headers: &HeaderMap) -> &'static Checker {
+    let named = headers.get("api-version").and_then(|v| v.to_str().ok());
+    named.and_then(|version| CHECKERS.released.get(version)).unwrap_or(&CHECKERS.current)
+}
 
 /// Starts the proxy for the server at `upstream`; its URL, and where it records.
 pub async fn start(upstream: String) -> (String, Violations) {
-    LazyLock::force(&CHECKER);
+    LazyLock::force(&CHECKERS);
     let violations = Violations::default();
     let state = (upstream, reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(), violations.clone());
     let app = axum::Router::new().fallback(forward).with_state(Arc::new(state));
@@ -114,7 +147,8 @@ async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
     if !path.starts_with("/v1/") {
         return response.body(Body::from_stream(reply.bytes_stream())).unwrap();
     }
-    let expected = expectation(&parts.method, &path, status.as_u16(), reply.headers());
+    let checker = checker(&parts.headers);
+    let expected = expectation(checker, &parts.method, &path, status.as_u16(), reply.headers());
     let record = {
         let violations = violations.clone();
         move |problem: String| violations.lock().unwrap().push(format!("{call}: {problem}"))
@@ -144,13 +178,13 @@ async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
         // character across two) reads as the client will read it; a stream that breaks,
         // or ends inside an event, is recorded too.
         let state = (reply.bytes_stream(), Vec::new(), record);
-        let stream = futures::stream::unfold(state, |(mut upstream, mut pending, record)| async move {
+        let stream = futures::stream::unfold(state, move |(mut upstream, mut pending, record)| async move {
             match upstream.next().await {
                 Some(Ok(bytes)) => {
                     pending.extend_from_slice(&bytes);
                     while let Some(end) = event_end(&pending) {
                         let message: Vec<u8> = pending.drain(..end).collect();
-                        let checked = String::from_utf8(message).map_err(|_| "an event that is not UTF-8".to_string()).and_then(|m| check_event(&m));
+                        let checked = String::from_utf8(message).map_err(|_| "an event that is not UTF-8".to_string()).and_then(|m| check_event(checker, &m));
                         if let Err(problem) = checked {
                             record(problem);
                         }
@@ -200,8 +234,13 @@ async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
 
 /// The media type and schema the spec gives this response, `None` for no body; or what
 /// is wrong with it before its body is read.
-fn expectation(method: &Method, path: &str, status: u16, headers: &HeaderMap) -> Result<Option<(String, &'static jsonschema::Validator)>, String> {
-    let checker = &*CHECKER;
+fn expectation(
+    checker: &'static Checker,
+    method: &Method,
+    path: &str,
+    status: u16,
+    headers: &HeaderMap,
+) -> Result<Option<(String, &'static jsonschema::Validator)>, String> {
     let media = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     for name in ["x-request-id", "x-api-version"] {
         if !headers.contains_key(name) {
@@ -237,9 +276,9 @@ fn event_end(pending: &[u8]) -> Option<usize> {
 }
 
 /// One SSE message against `RunEvent`. Comment lines (`:`) are skipped.
-fn check_event(message: &str) -> Result<(), String> {
+fn check_event(checker: &Checker, message: &str) -> Result<(), String> {
     let Some(event) = event_object(message)? else { return Ok(()) };
-    let errors: Vec<String> = CHECKER.event.iter_errors(&event).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    let errors: Vec<String> = checker.event.iter_errors(&event).map(|e| format!("{} at {}", e, e.instance_path())).collect();
     match errors.is_empty() {
         true => Ok(()),
         false => Err(format!("the event breaks RunEvent: {}; the event: {event}", errors.join("; "))),

@@ -411,6 +411,11 @@ impl Differ<'_> {
                 (None, None) => continue,
             };
             self.schema(Place { direction, subject, pointer: &schema_pointer, root: shown, path: "" }, old_schema, new_schema);
+            // An event stream's body is text; its events are compared as bodies of their own.
+            if let (Some(old_event), Some(new_event)) = (old_schema.get("x-event-schema"), new_schema.get("x-event-schema")) {
+                let (event_pointer, root) = (format!("{schema_pointer}/x-event-schema"), format!("each event of {shown}"));
+                self.schema(Place { direction, subject, pointer: &event_pointer, root: &root, path: "" }, old_event, new_event);
+            }
         }
     }
 
@@ -634,6 +639,14 @@ impl Differ<'_> {
                         self.push(true, "new-required-request-property", &pointer, format!("The required {} was added.", noun))
                     }
                     Direction::Request => self.push(false, "new-optional-request-property", &pointer, format!("The optional {} was added.", noun)),
+                    // The router leaves such a property out for clients of the old
+                    // version, which do not see it.
+                    Direction::Response if closed(old) && self.added_since_old(new, property) => self.push(
+                        false,
+                        "response-property-added-since",
+                        &pointer,
+                        format!("{} was added, for clients of a later version than the old spec's only (x-since).", capital(&shown)),
+                    ),
                     // A client generated from a closed schema refuses a property it was
                     // told cannot be there (typify's `deny_unknown_fields`, for one).
                     Direction::Response if closed(old) => self.push(
@@ -655,6 +668,15 @@ impl Differ<'_> {
             }
             self.schema(place.child(&pointer, &path), old_schema, new_schema);
         }
+    }
+
+    /// Whether the new `schema`'s `x-since` gives `property` a version later than the old
+    /// spec's `info.version`.
+    fn added_since_old(&self, schema: &Value, property: &str) -> bool {
+        let version = |v: Option<&Value>| v.and_then(Value::as_str).and_then(|v| v.parse::<crate::release::Version>().ok());
+        let old = version(self.old.pointer("/info/version"));
+        let since = version(schema.get(crate::spec::SINCE).and_then(|s| s.get(property)));
+        matches!((old, since), (Some(old), Some(since)) if since > old)
     }
 
     /// Compares `oneOf`, `anyOf` or `allOf` branches, matched by the schema they name, or

@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
+use crate::release::Version;
 use crate::spec::{self, deref, pointer, Operation};
 
 /// The OpenAPI 3.0 meta-schema (OAI, 2021-09-28, Apache-2.0), as openapi-spec-validator ships it.
@@ -116,6 +117,36 @@ impl<'a> Lint<'a> {
         }
         self.nullable_types();
         self.discriminated_unions();
+        self.since();
+    }
+
+    /// Each `x-since` entry names a property of its schema and a version of the spec's
+    /// major version no later than `info.version`: the router leaves the property out of
+    /// responses to clients of earlier versions.
+    fn since(&mut self) {
+        let current = self.doc.pointer("/info/version").and_then(Value::as_str).and_then(|v| v.parse::<Version>().ok());
+        let mut findings = Vec::new();
+        walk(self.doc, &mut Vec::new(), &mut |at, value| {
+            let Some(since) = value.get(spec::SINCE) else { return };
+            let here = pointer(&at.iter().map(String::as_str).chain([spec::SINCE]).collect::<Vec<_>>());
+            let Some(entries) = since.as_object() else {
+                findings.push((here, format!("{} maps property names to versions", spec::SINCE)));
+                return;
+            };
+            for (name, version) in entries {
+                if value.pointer(&format!("/properties/{}", spec::escape_pointer(name))).is_none() {
+                    findings.push((here.clone(), format!("'{name}' is not a property of this schema")));
+                }
+                match (version.as_str().and_then(|v| v.parse::<Version>().ok()), current) {
+                    (Some(v), Some(current)) if v.major == current.major && v <= current => {}
+                    _ => findings
+                        .push((here.clone(), format!("'{name}' must name a version MAJOR.MINOR.PATCH of this major version, no later than info.version"))),
+                }
+            }
+        });
+        for (at, message) in findings {
+            self.report("since", at, message);
+        }
     }
 
     /// Under OpenAPI 3.0.3, `nullable` adds null to what `type` allows, and the keywords

@@ -15,6 +15,13 @@ pub const SPEC_PATH: &str = "openapi/v1.yaml";
 /// untyped; the router enforces the extension instead.
 pub const EXACTLY_ONE_OF: &str = "x-exactly-one-of";
 
+/// The extension of an object schema that gives, for each property added after the first
+/// version of the spec, the version it was added in (`x-since: {stream: 1.1.0}`). The
+/// router leaves such a property out of a response to a client that sends an older
+/// `api-version`, so a client that refuses unknown properties keeps working; the lint
+/// checks each entry, and the breaking-change detector lets such an addition pass.
+pub const SINCE: &str = "x-since";
+
 /// The HTTP methods an OpenAPI path item can hold, in the order the spec writes them.
 pub const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
 
@@ -193,4 +200,64 @@ pub fn validate(doc: &Value, schema: &Value, instance: &Value) -> Result<Vec<Str
             format!("at '{}': {error}", if at.is_empty() { "/" } else { &at })
         })
         .collect())
+}
+
+/// A property that [`SINCE`] says was added after the first version, as it sits in a body
+/// of some schema.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Added {
+    /// The way from the body's root: a property name, `[]` for every item of an array, or
+    /// `?tag=value` for only the objects whose discriminator `tag` is `value`.
+    pub path: Vec<String>,
+    /// The version the property was added in, `MAJOR.MINOR.PATCH`.
+    pub since: String,
+}
+
+/// Every property that `schema`'s bodies can hold and [`SINCE`] marks, through `$ref`s,
+/// properties, array items and compositions (each branch of a discriminated `oneOf` under
+/// its tag). A schema that refers to itself is followed once.
+pub fn added_properties(doc: &Value, schema: &Value) -> Vec<Added> {
+    fn visit(doc: &Value, schema: &Value, path: &mut Vec<String>, seen: &mut Vec<String>, out: &mut Vec<Added>) {
+        if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
+            if let Some(target) = resolve_ref(doc, reference).filter(|_| !seen.iter().any(|s| s == reference)) {
+                seen.push(reference.to_string());
+                visit(doc, target, path, seen, out);
+                seen.pop();
+            }
+            return;
+        }
+        for (name, since) in schema.get(SINCE).and_then(Value::as_object).into_iter().flatten() {
+            let since = since.as_str().unwrap_or_default().to_string();
+            out.push(Added { path: path.iter().cloned().chain([name.clone()]).collect(), since });
+        }
+        for (name, property) in schema.get("properties").and_then(Value::as_object).into_iter().flatten() {
+            path.push(name.clone());
+            visit(doc, property, path, seen, out);
+            path.pop();
+        }
+        if let Some(items) = schema.get("items") {
+            path.push("[]".into());
+            visit(doc, items, path, seen, out);
+            path.pop();
+        }
+        let tag = schema.pointer("/discriminator/propertyName").and_then(Value::as_str);
+        let mapping = schema.pointer("/discriminator/mapping").and_then(Value::as_object);
+        for keyword in ["allOf", "anyOf", "oneOf"] {
+            for branch in schema.get(keyword).and_then(Value::as_array).into_iter().flatten() {
+                let reference = branch.get("$ref");
+                let value = mapping.and_then(|m| m.iter().find(|(_, target)| Some(*target) == reference)).map(|(value, _)| value);
+                let condition = tag.zip(value).map(|(tag, value)| format!("?{tag}={value}"));
+                path.extend(condition.clone());
+                visit(doc, branch, path, seen, out);
+                if condition.is_some() {
+                    path.pop();
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    visit(doc, schema, &mut Vec::new(), &mut Vec::new(), &mut out);
+    out.sort();
+    out.dedup();
+    out
 }

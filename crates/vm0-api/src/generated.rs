@@ -142,7 +142,7 @@ pub trait Vm0Api: Send + Sync + 'static {
     /// | `event:` | `data:` |
     /// |---|---|
     /// | `status` | `{"status": RunStatus}`, on every status change |
-    /// | `output` | `{"content": string}`, one line of the agent's output |
+    /// | `output` | `{"content": string, "stream": "stdout" or "stderr"}`, one line of the agent's output |
     /// | `error` | `{"message": string}`, an error of the run |
     /// | `complete` | `{"status": RunStatus, "executionTimeMs": integer or null}`, the last event |
     /// | `heartbeat` | `{}`, every 15 seconds while nothing else is sent |
@@ -157,9 +157,14 @@ pub trait Vm0Api: Send + Sync + 'static {
     ) -> impl Future<Output = Result<EventStream, ApiError>> + Send;
     /// List run logs
     ///
-    /// Returns a paginated list of the run's log entries: the agent's output (`agent`;
-    /// standard error at level `warn`), the run's lifecycle (`system`) and its network
-    /// activity (`network`).
+    /// Returns a paginated list of the run's log entries: the agent's output (`agent`,
+    /// with its `stream`; standard error at level `warn`), the run's lifecycle (`system`)
+    /// and its network activity (`network`).
+    ///
+    /// Each entry has a `sequence`, increasing within the run in the order entries are
+    /// stored. To follow a run's log, list with `order=asc` and `afterSequence` set to the
+    /// last sequence seen, until the run has finished: no entry is missed, even one logged
+    /// with an earlier timestamp than one already seen.
     fn list_run_logs(
         &self,
         principal: &Self::Principal,
@@ -414,6 +419,9 @@ pub struct ListRunLogsParams {
     pub until: Option<chrono::DateTime<chrono::Utc>>,
     /// Oldest first (`asc`) or newest first (`desc`).
     pub order: vm0_types::SortOrder,
+    /// Only entries whose `sequence` is greater than this (since 1.1.0).
+    #[serde(rename = "afterSequence")]
+    pub after_sequence: Option<i64>,
 }
 /// The query and header parameters of `listVolumes`, validated.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -555,9 +563,10 @@ async fn list_agents<A: Vm0Api>(
     call: Call,
 ) -> Result<Response, ApiError> {
     let principal = call.authenticate(&*api, "listAgents").await?;
+    let omitted = call.omitted("listAgents")?;
     let params = call.params("listAgents")?;
     let output = api.list_agents(&principal, params).await?;
-    Ok(reply::json(StatusCode::OK, &output))
+    Ok(reply::json(StatusCode::OK, &output, &omitted))
 }
 /// `POST /v1/agents`: `createAgent`.
 async fn create_agent<A: Vm0Api>(
@@ -565,9 +574,10 @@ async fn create_agent<A: Vm0Api>(
     mut call: Call,
 ) -> Result<Response, ApiError> {
     let principal = call.authenticate(&*api, "createAgent").await?;
+    let omitted = call.omitted("createAgent")?;
     let body = call.json_body("createAgent").await?;
     let output = api.create_agent(&principal, body).await?;
-    Ok(reply::json(StatusCode::CREATED, &output))
+    Ok(reply::json(StatusCode::CREATED, &output, &omitted))
 }
 /// `GET /v1/agents/{id}`: `getAgent`.
 async fn get_agent<A: Vm0Api>(
@@ -575,9 +585,10 @@ async fn get_agent<A: Vm0Api>(
     call: Call,
 ) -> Result<Response, ApiError> {
     let principal = call.authenticate(&*api, "getAgent").await?;
+    let omitted = call.omitted("getAgent")?;
     let id = call.path_param("getAgent", "id")?;
     let output = api.get_agent(&principal, id).await?;
-    Ok(reply::json(StatusCode::OK, &output))
+    Ok(reply::json(StatusCode::OK, &output, &omitted))
 }
 /// `PUT /v1/agents/{id}`: `updateAgent`.
 async fn update_agent<A: Vm0Api>(
@@ -585,10 +596,11 @@ async fn update_agent<A: Vm0Api>(
     mut call: Call,
 ) -> Result<Response, ApiError> {
     let principal = call.authenticate(&*api, "updateAgent").await?;
+    let omitted = call.omitted("updateAgent")?;
     let id = call.path_param("updateAgent", "id")?;
     let body = call.json_body("updateAgent").await?;
     let output = api.update_agent(&principal, id, body).await?;
-    Ok(reply::json(StatusCode::OK, &output))
+    Ok(reply::json(StatusCode::OK, &output, &omitted))
 }
 /// `DELETE /v1/agents/{id}`: `deleteAgent`.
 async fn delete_agent<A: Vm0Api>(
@@ -596,6 +608,7 @@ async fn delete_agent<A: Vm0Api>(
     call: Call,
 ) -> Result<Response, ApiError> {
     let principal = call.authenticate(&*api, "deleteAgent").await?;
+    call.omitted("deleteAgent")?;
     let id = call.path_param("deleteAgent", "id")?;
     api.delete_agent(&principal, id).await?;
     Ok(reply::empty(StatusCode::NO_CONTENT))
@@ -606,10 +619,11 @@ async fn list_agent_versions<A: Vm0Api>(
     call: Call,
 ) -> Result<Response, ApiError> {
     let principal = call.authenticate(&*api, "listAgentVersions").await?;
+    let omitted = call.omitted("listAgentVersions")?;
     let id = call.path_param("listAgentVersions", "id")?;
     let params = call.params("listAgentVersions")?;
     let output = api.list_agent_versions(&principal, id, params).await?;
-    Ok(reply::json(StatusCode::OK, &output))
+    Ok(reply::json(StatusCode::OK, &output, &omitted))
 }
 /// `GET /v1/agents/{id}/versions/{versionId}`: `getAgentVersion`.
 async fn get_agent_version<A: Vm0Api>(
@@ -617,10 +631,11 @@ async fn get_agent_version<A: Vm0Api>(
     call: Call,
 ) -> Result<Response, ApiError> {
     let principal = call.authenticate(&*api, "getAgentVersion").await?;
+    let omitted = call.omitted("getAgentVersion")?;
     let id = call.path_param("getAgentVersion", "id")?;
     let version_id = call.path_param("getAgentVersion", "versionId")?;
     let output = api.get_agent_version(&principal, id, version_id).await?;
-    Ok(reply::json(StatusCode::OK, &output))
+    Ok(reply::json(StatusCode::OK, &output, &omitted))
 }
 /// `GET /v1/runs`: `listRuns`.
 async fn list_runs<A: Vm0Api>(
@@ -628,9 +643,10 @@ async fn list_runs<A: Vm0Api>(
     call: Call,
 ) -> Result<Response, ApiError> {
     let principal = call.authenticate(&*api, "listRuns").await?;
+    let omitted = call.omitted("listRuns")?;
     let params = call.params("listRuns")?;
     let output = api.list_runs(&principal, params).await?;
-    Ok(reply::json(StatusCode::OK, &output))
+    Ok(reply::json(StatusCode::OK, &output, &omitted))
 }
 /// `POST /v1/runs`: `createRun`.
 async fn create_run<A: Vm0Api>(
@@ -638,9 +654,10 @@ async fn create_run<A: Vm0Api>(
     mut call: Call,
 ) -> Result<Response, ApiError> {
     let principal = call.authenticate(&*api, "createRun").await?;
+    let omitted = call.omitted("createRun")?;
     let body = call.json_body("createRun").await?;
     let output = api.create_run(&principal, body).await?;
-    Ok(reply::json(StatusCode::ACCEPTED, &output))
+    Ok(reply::json(StatusCode::ACCEPTED, &output, &omitted))
 }
 /// `GET /v1/runs/{id}`: `getRun`.
 async fn get_run<A: Vm0Api>(
@@ -648,9 +665,10 @@ async fn get_run<A: Vm0Api>(
     call: Call,
 ) -> Result<Response, ApiError> {
     let principal = call.authenticate(&*api, "getRun").await?;
+    let omitted = call.omitted("getRun")?;
     let id = call.path_param("getRun", "id")?;
     let output = api.get_run(&principal, id).await?;
-    Ok(reply::json(StatusCode::OK, &output))
+    Ok(reply::json(StatusCode::OK, &output, &omitted))
 }
 /// `POST /v1/runs/{id}/cancel`: `cancelRun`.
 async fn cancel_run<A: Vm0Api>(
@@ -658,9 +676,10 @@ async fn cancel_run<A: Vm0Api>(
     call: Call,
 ) -> Result<Response, ApiError> {
     let principal = call.authenticate(&*api, "cancelRun").await?;
+    let omitted = call.omitted("cancelRun")?;
     let id = call.path_param("cancelRun", "id")?;
     let output = api.cancel_run(&principal, id).await?;
-    Ok(reply::json(StatusCode::OK, &output))
+    Ok(reply::json(StatusCode::OK, &output, &omitted))
 }
 /// `GET /v1/runs/{id}/events`: `streamRunEvents`.
 async fn stream_run_events<A: Vm0Api>(
@@ -668,10 +687,11 @@ async fn stream_run_events<A: Vm0Api>(
     call: Call,
 ) -> Result<Response, ApiError> {
     let principal = call.authenticate(&*api, "streamRunEvents").await?;
+    let omitted = call.omitted("streamRunEvents")?;
     let id = call.path_param("streamRunEvents", "id")?;
     let params = call.params("streamRunEvents")?;
     let output = api.stream_run_events(&principal, id, params).await?;
-    Ok(reply::events(output))
+    Ok(reply::events(output, omitted))
 }
 /// `GET /v1/runs/{id}/logs`: `listRunLogs`.
 async fn list_run_logs<A: Vm0Api>(
@@ -679,10 +699,11 @@ async fn list_run_logs<A: Vm0Api>(
     call: Call,
 ) -> Result<Response, ApiError> {
     let principal = call.authenticate(&*api, "listRunLogs").await?;
+    let omitted = call.omitted("listRunLogs")?;
     let id = call.path_param("listRunLogs", "id")?;
     let params = call.params("listRunLogs")?;
     let output = api.list_run_logs(&principal, id, params).await?;
-    Ok(reply::json(StatusCode::OK, &output))
+    Ok(reply::json(StatusCode::OK, &output, &omitted))
 }
 /// `GET /v1/runs/{id}/metrics`: `getRunMetrics`.
 async fn get_run_metrics<A: Vm0Api>(
@@ -690,9 +711,10 @@ async fn get_run_metrics<A: Vm0Api>(
     call: Call,
 ) -> Result<Response, ApiError> {
     let principal = call.authenticate(&*api, "getRunMetrics").await?;
+    let omitted = call.omitted("getRunMetrics")?;
     let id = call.path_param("getRunMetrics", "id")?;
     let output = api.get_run_metrics(&principal, id).await?;
-    Ok(reply::json(StatusCode::OK, &output))
+    Ok(reply::json(StatusCode::OK, &output, &omitted))
 }
 /// `GET /v1/volumes`: `listVolumes`.
 async fn list_volumes<A: Vm0Api>(
@@ -700,9 +722,10 @@ async fn list_volumes<A: Vm0Api>(
     call: Call,
 ) -> Result<Response, ApiError> {
     let principal = call.authenticate(&*api, "listVolumes").await?;
+    let omitted = call.omitted("listVolumes")?;
     let params = call.params("listVolumes")?;
     let output = api.list_volumes(&principal, params).await?;
-    Ok(reply::json(StatusCode::OK, &output))
+    Ok(reply::json(StatusCode::OK, &output, &omitted))
 }
 /// `POST /v1/volumes`: `createVolume`.
 async fn create_volume<A: Vm0Api>(
@@ -710,9 +733,10 @@ async fn create_volume<A: Vm0Api>(
     mut call: Call,
 ) -> Result<Response, ApiError> {
     let principal = call.authenticate(&*api, "createVolume").await?;
+    let omitted = call.omitted("createVolume")?;
     let body = call.json_body("createVolume").await?;
     let output = api.create_volume(&principal, body).await?;
-    Ok(reply::json(StatusCode::CREATED, &output))
+    Ok(reply::json(StatusCode::CREATED, &output, &omitted))
 }
 /// `GET /v1/volumes/{id}`: `getVolume`.
 async fn get_volume<A: Vm0Api>(
@@ -720,9 +744,10 @@ async fn get_volume<A: Vm0Api>(
     call: Call,
 ) -> Result<Response, ApiError> {
     let principal = call.authenticate(&*api, "getVolume").await?;
+    let omitted = call.omitted("getVolume")?;
     let id = call.path_param("getVolume", "id")?;
     let output = api.get_volume(&principal, id).await?;
-    Ok(reply::json(StatusCode::OK, &output))
+    Ok(reply::json(StatusCode::OK, &output, &omitted))
 }
 /// `DELETE /v1/volumes/{id}`: `deleteVolume`.
 async fn delete_volume<A: Vm0Api>(
@@ -730,6 +755,7 @@ async fn delete_volume<A: Vm0Api>(
     call: Call,
 ) -> Result<Response, ApiError> {
     let principal = call.authenticate(&*api, "deleteVolume").await?;
+    call.omitted("deleteVolume")?;
     let id = call.path_param("deleteVolume", "id")?;
     api.delete_volume(&principal, id).await?;
     Ok(reply::empty(StatusCode::NO_CONTENT))
@@ -740,10 +766,11 @@ async fn list_volume_versions<A: Vm0Api>(
     call: Call,
 ) -> Result<Response, ApiError> {
     let principal = call.authenticate(&*api, "listVolumeVersions").await?;
+    let omitted = call.omitted("listVolumeVersions")?;
     let id = call.path_param("listVolumeVersions", "id")?;
     let params = call.params("listVolumeVersions")?;
     let output = api.list_volume_versions(&principal, id, params).await?;
-    Ok(reply::json(StatusCode::OK, &output))
+    Ok(reply::json(StatusCode::OK, &output, &omitted))
 }
 /// `POST /v1/volumes/{id}/upload`: `prepareVolumeUpload`.
 async fn prepare_volume_upload<A: Vm0Api>(
@@ -751,10 +778,11 @@ async fn prepare_volume_upload<A: Vm0Api>(
     mut call: Call,
 ) -> Result<Response, ApiError> {
     let principal = call.authenticate(&*api, "prepareVolumeUpload").await?;
+    let omitted = call.omitted("prepareVolumeUpload")?;
     let id = call.path_param("prepareVolumeUpload", "id")?;
     let body = call.json_body("prepareVolumeUpload").await?;
     let output = api.prepare_volume_upload(&principal, id, body).await?;
-    Ok(reply::json(StatusCode::OK, &output))
+    Ok(reply::json(StatusCode::OK, &output, &omitted))
 }
 /// `POST /v1/volumes/{id}/commit`: `commitVolumeUpload`.
 async fn commit_volume_upload<A: Vm0Api>(
@@ -762,10 +790,11 @@ async fn commit_volume_upload<A: Vm0Api>(
     mut call: Call,
 ) -> Result<Response, ApiError> {
     let principal = call.authenticate(&*api, "commitVolumeUpload").await?;
+    let omitted = call.omitted("commitVolumeUpload")?;
     let id = call.path_param("commitVolumeUpload", "id")?;
     let body = call.json_body("commitVolumeUpload").await?;
     let output = api.commit_volume_upload(&principal, id, body).await?;
-    Ok(reply::json(StatusCode::OK, &output))
+    Ok(reply::json(StatusCode::OK, &output, &omitted))
 }
 /// `GET /v1/volumes/{id}/download`: `downloadVolume`.
 async fn download_volume<A: Vm0Api>(
@@ -773,10 +802,11 @@ async fn download_volume<A: Vm0Api>(
     call: Call,
 ) -> Result<Response, ApiError> {
     let principal = call.authenticate(&*api, "downloadVolume").await?;
+    let omitted = call.omitted("downloadVolume")?;
     let id = call.path_param("downloadVolume", "id")?;
     let params = call.params("downloadVolume")?;
     let output = api.download_volume(&principal, id, params).await?;
-    Ok(reply::json(StatusCode::OK, &output))
+    Ok(reply::json(StatusCode::OK, &output, &omitted))
 }
 /// `GET /v1/artifacts`: `listArtifacts`.
 async fn list_artifacts<A: Vm0Api>(
@@ -784,9 +814,10 @@ async fn list_artifacts<A: Vm0Api>(
     call: Call,
 ) -> Result<Response, ApiError> {
     let principal = call.authenticate(&*api, "listArtifacts").await?;
+    let omitted = call.omitted("listArtifacts")?;
     let params = call.params("listArtifacts")?;
     let output = api.list_artifacts(&principal, params).await?;
-    Ok(reply::json(StatusCode::OK, &output))
+    Ok(reply::json(StatusCode::OK, &output, &omitted))
 }
 /// `POST /v1/artifacts`: `createArtifact`.
 async fn create_artifact<A: Vm0Api>(
@@ -794,9 +825,10 @@ async fn create_artifact<A: Vm0Api>(
     mut call: Call,
 ) -> Result<Response, ApiError> {
     let principal = call.authenticate(&*api, "createArtifact").await?;
+    let omitted = call.omitted("createArtifact")?;
     let body = call.json_body("createArtifact").await?;
     let output = api.create_artifact(&principal, body).await?;
-    Ok(reply::json(StatusCode::CREATED, &output))
+    Ok(reply::json(StatusCode::CREATED, &output, &omitted))
 }
 /// `GET /v1/artifacts/{id}`: `getArtifact`.
 async fn get_artifact<A: Vm0Api>(
@@ -804,9 +836,10 @@ async fn get_artifact<A: Vm0Api>(
     call: Call,
 ) -> Result<Response, ApiError> {
     let principal = call.authenticate(&*api, "getArtifact").await?;
+    let omitted = call.omitted("getArtifact")?;
     let id = call.path_param("getArtifact", "id")?;
     let output = api.get_artifact(&principal, id).await?;
-    Ok(reply::json(StatusCode::OK, &output))
+    Ok(reply::json(StatusCode::OK, &output, &omitted))
 }
 /// `DELETE /v1/artifacts/{id}`: `deleteArtifact`.
 async fn delete_artifact<A: Vm0Api>(
@@ -814,6 +847,7 @@ async fn delete_artifact<A: Vm0Api>(
     call: Call,
 ) -> Result<Response, ApiError> {
     let principal = call.authenticate(&*api, "deleteArtifact").await?;
+    call.omitted("deleteArtifact")?;
     let id = call.path_param("deleteArtifact", "id")?;
     api.delete_artifact(&principal, id).await?;
     Ok(reply::empty(StatusCode::NO_CONTENT))
@@ -824,10 +858,11 @@ async fn list_artifact_versions<A: Vm0Api>(
     call: Call,
 ) -> Result<Response, ApiError> {
     let principal = call.authenticate(&*api, "listArtifactVersions").await?;
+    let omitted = call.omitted("listArtifactVersions")?;
     let id = call.path_param("listArtifactVersions", "id")?;
     let params = call.params("listArtifactVersions")?;
     let output = api.list_artifact_versions(&principal, id, params).await?;
-    Ok(reply::json(StatusCode::OK, &output))
+    Ok(reply::json(StatusCode::OK, &output, &omitted))
 }
 /// `POST /v1/artifacts/{id}/upload`: `prepareArtifactUpload`.
 async fn prepare_artifact_upload<A: Vm0Api>(
@@ -835,10 +870,11 @@ async fn prepare_artifact_upload<A: Vm0Api>(
     mut call: Call,
 ) -> Result<Response, ApiError> {
     let principal = call.authenticate(&*api, "prepareArtifactUpload").await?;
+    let omitted = call.omitted("prepareArtifactUpload")?;
     let id = call.path_param("prepareArtifactUpload", "id")?;
     let body = call.json_body("prepareArtifactUpload").await?;
     let output = api.prepare_artifact_upload(&principal, id, body).await?;
-    Ok(reply::json(StatusCode::OK, &output))
+    Ok(reply::json(StatusCode::OK, &output, &omitted))
 }
 /// `POST /v1/artifacts/{id}/commit`: `commitArtifactUpload`.
 async fn commit_artifact_upload<A: Vm0Api>(
@@ -846,10 +882,11 @@ async fn commit_artifact_upload<A: Vm0Api>(
     mut call: Call,
 ) -> Result<Response, ApiError> {
     let principal = call.authenticate(&*api, "commitArtifactUpload").await?;
+    let omitted = call.omitted("commitArtifactUpload")?;
     let id = call.path_param("commitArtifactUpload", "id")?;
     let body = call.json_body("commitArtifactUpload").await?;
     let output = api.commit_artifact_upload(&principal, id, body).await?;
-    Ok(reply::json(StatusCode::OK, &output))
+    Ok(reply::json(StatusCode::OK, &output, &omitted))
 }
 /// `GET /v1/artifacts/{id}/download`: `downloadArtifact`.
 async fn download_artifact<A: Vm0Api>(
@@ -857,10 +894,11 @@ async fn download_artifact<A: Vm0Api>(
     call: Call,
 ) -> Result<Response, ApiError> {
     let principal = call.authenticate(&*api, "downloadArtifact").await?;
+    let omitted = call.omitted("downloadArtifact")?;
     let id = call.path_param("downloadArtifact", "id")?;
     let params = call.params("downloadArtifact")?;
     let output = api.download_artifact(&principal, id, params).await?;
-    Ok(reply::json(StatusCode::OK, &output))
+    Ok(reply::json(StatusCode::OK, &output, &omitted))
 }
 /// `GET /v1/tokens`: `listTokens`.
 async fn list_tokens<A: Vm0Api>(
@@ -868,9 +906,10 @@ async fn list_tokens<A: Vm0Api>(
     call: Call,
 ) -> Result<Response, ApiError> {
     let principal = call.authenticate(&*api, "listTokens").await?;
+    let omitted = call.omitted("listTokens")?;
     let params = call.params("listTokens")?;
     let output = api.list_tokens(&principal, params).await?;
-    Ok(reply::json(StatusCode::OK, &output))
+    Ok(reply::json(StatusCode::OK, &output, &omitted))
 }
 /// `POST /v1/tokens`: `createToken`.
 async fn create_token<A: Vm0Api>(
@@ -878,9 +917,10 @@ async fn create_token<A: Vm0Api>(
     mut call: Call,
 ) -> Result<Response, ApiError> {
     let principal = call.authenticate(&*api, "createToken").await?;
+    let omitted = call.omitted("createToken")?;
     let body = call.json_body("createToken").await?;
     let output = api.create_token(&principal, body).await?;
-    Ok(reply::json(StatusCode::CREATED, &output))
+    Ok(reply::json(StatusCode::CREATED, &output, &omitted))
 }
 /// `GET /v1/tokens/{id}`: `getToken`.
 async fn get_token<A: Vm0Api>(
@@ -888,9 +928,10 @@ async fn get_token<A: Vm0Api>(
     call: Call,
 ) -> Result<Response, ApiError> {
     let principal = call.authenticate(&*api, "getToken").await?;
+    let omitted = call.omitted("getToken")?;
     let id = call.path_param("getToken", "id")?;
     let output = api.get_token(&principal, id).await?;
-    Ok(reply::json(StatusCode::OK, &output))
+    Ok(reply::json(StatusCode::OK, &output, &omitted))
 }
 /// `DELETE /v1/tokens/{id}`: `revokeToken`.
 async fn revoke_token<A: Vm0Api>(
@@ -898,6 +939,7 @@ async fn revoke_token<A: Vm0Api>(
     call: Call,
 ) -> Result<Response, ApiError> {
     let principal = call.authenticate(&*api, "revokeToken").await?;
+    call.omitted("revokeToken")?;
     let id = call.path_param("revokeToken", "id")?;
     api.revoke_token(&principal, id).await?;
     Ok(reply::empty(StatusCode::NO_CONTENT))

@@ -15,6 +15,7 @@ mod generated;
 mod reply;
 mod request;
 mod schemas;
+mod versions;
 
 use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode, Uri};
@@ -27,6 +28,7 @@ pub use error::ApiError;
 pub use generated::*;
 pub use reply::EventLines;
 pub use request::{is_token, BodyLimit, Call, MAX_BODY_BYTES};
+pub use versions::{Omitted, Version};
 
 /// Checks `value` against a JSON Schema of the implementation's own (such as an
 /// executor's agent configuration) with the router's rules: the first violation is a 400

@@ -9,6 +9,9 @@ use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 
+use crate::error::ApiError;
+use crate::versions::Omitted;
+
 /// A run's events as the implementation produces them, in order. The router writes each
 /// as an SSE message (`id:`, `event:`, one line of JSON `data:`); the stream ends the
 /// response when it ends, so it should end after the `complete` event.
@@ -25,15 +28,30 @@ pub struct EventLines {
 impl EventLines {
     /// The lines of `event`, which serializes as the spec's object `{"id", "event", "data"}`.
     pub fn of(event: &vm0_types::RunEvent) -> EventLines {
-        let value = serde_json::to_value(event).expect("a run event serializes");
+        EventLines::omitting(event, &Omitted::default())
+    }
+
+    /// The lines of `event` without the `omitted` properties.
+    fn omitting(event: &vm0_types::RunEvent, omitted: &Omitted) -> EventLines {
+        let mut value = serde_json::to_value(event).expect("a run event serializes");
+        omitted.apply(&mut value);
         let id = value["id"].as_u64().expect("a run event has an id");
         EventLines { id, event: value["event"].as_str().expect("a run event has a name").to_string(), data: value["data"].to_string() }
     }
 }
 
-/// A JSON body with `status`.
-pub(crate) fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
-    (status, axum::Json(body)).into_response()
+/// A JSON body with `status`, without the `omitted` properties.
+pub(crate) fn json<T: Serialize>(status: StatusCode, body: &T, omitted: &Omitted) -> Response {
+    if omitted.is_empty() {
+        return (status, axum::Json(body)).into_response();
+    }
+    match serde_json::to_value(body) {
+        Ok(mut value) => {
+            omitted.apply(&mut value);
+            (status, axum::Json(value)).into_response()
+        }
+        Err(error) => ApiError::internal(format!("the response does not serialize: {error}")).into_response(),
+    }
 }
 
 /// No body, with `status` (204).
@@ -41,10 +59,10 @@ pub(crate) fn empty(status: StatusCode) -> Response {
     status.into_response()
 }
 
-/// A `text/event-stream` of the run's events.
-pub(crate) fn events(stream: EventStream) -> Response {
-    let messages = stream.map(|event| {
-        let lines = EventLines::of(&event);
+/// A `text/event-stream` of the run's events, without the `omitted` properties.
+pub(crate) fn events(stream: EventStream, omitted: Omitted) -> Response {
+    let messages = stream.map(move |event| {
+        let lines = EventLines::omitting(&event, &omitted);
         Ok::<_, Infallible>(Event::default().id(lines.id.to_string()).event(lines.event).data(lines.data))
     });
     let mut response = Sse::new(messages).into_response();

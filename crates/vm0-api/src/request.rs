@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 use crate::error::ApiError;
 use crate::generated::Vm0Api;
 use crate::schemas::{self, Location, Parameter};
+use crate::versions::{self, Omitted, Version};
 use crate::ServedSlot;
 
 /// The largest JSON request body read by default, in bytes; a server sets its own with a
@@ -80,6 +81,13 @@ impl Call {
             slot.0.lock().expect("not poisoned").user = A::user_id(&principal);
             Ok(principal)
         }
+    }
+
+    /// What to leave out of `op`'s response for this caller: the properties added after
+    /// the version its `api-version` header names. A value that is not a 1.x version is a
+    /// 400 naming `api-version`.
+    pub fn omitted(&self, op: &str) -> Result<Omitted, ApiError> {
+        Ok(Omitted::of(op, Version::of_caller(self.parts.headers.get(versions::HEADER))?))
     }
 
     /// The bearer token, when the `Authorization` header holds one of the spec's format.

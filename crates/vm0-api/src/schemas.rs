@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
+use crate::versions::{Added, Step, Version};
 
 /// Where a parameter comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -41,6 +42,8 @@ pub(crate) struct OperationSchemas {
     /// The most items of the longest list among the body's properties, which its size
     /// limit scales with.
     pub max_items: Option<usize>,
+    /// The properties of its success responses added after the first version.
+    pub added: Vec<Added>,
 }
 
 #[derive(Deserialize)]
@@ -56,6 +59,14 @@ struct RawOperation {
     body: Option<Value>,
     #[serde(default)]
     exactly_one_of: Vec<String>,
+    #[serde(default)]
+    added: Vec<RawAdded>,
+}
+
+#[derive(Deserialize)]
+struct RawAdded {
+    path: Vec<String>,
+    since: String,
 }
 
 #[derive(Deserialize)]
@@ -97,7 +108,15 @@ static OPERATIONS: LazyLock<HashMap<String, OperationSchemas>> = LazyLock::new(|
                 })
                 .collect();
             let max_items = op.body.as_ref().and_then(|body| longest_list(&raw.definitions, body));
-            let schemas = OperationSchemas { parameters, body: op.body.as_ref().map(compile), exactly_one_of: op.exactly_one_of.clone(), max_items };
+            let added = op
+                .added
+                .iter()
+                .map(|a| Added {
+                    path: a.path.iter().map(|step| Step::parse(step)).collect(),
+                    since: Version::parse(&a.since).unwrap_or_else(|| panic!("generated.json: {:?} is not a version", a.since)),
+                })
+                .collect();
+            let schemas = OperationSchemas { parameters, body: op.body.as_ref().map(compile), exactly_one_of: op.exactly_one_of.clone(), max_items, added };
             (id.clone(), schemas)
         })
         .collect()

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use futures::StreamExt;
-use vm0_client::types::{self, LogEntry, LogTypeFilter, RunDetail, RunStatus, SortOrder};
+use vm0_client::types::{self, LogEntry, LogTypeFilter, OutputStream, RunDetail, RunStatus, SortOrder};
 use vm0_client::{Client, Paginate, Reply, RunEvent};
 
 use crate::lookup;
@@ -262,16 +262,26 @@ async fn follow(client: &Client, run: &RunDetail, json: bool) -> Result<Option<R
     let (answers_tx, mut answers) = tokio::sync::mpsc::unbounded_channel::<bool>();
     let interactive = std::io::stdin().is_terminal();
     let (mut asking, mut cancelling) = (false, false);
-    let mut stdout = std::io::stdout();
+    let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
     loop {
         tokio::select! {
             event = events.next() => match event.context("the event stream ended before the run did")?? {
-                RunEvent::Output { content, .. } if !json => {
+                RunEvent::Output { content, stream, .. } if !json => {
                     if let Some(spinner) = spinner.take() {
                         spinner.finish();
                     }
-                    writeln!(stdout, "{content}")?;
-                    stdout.flush()?;
+                    // Each line on the stream the agent wrote it to, so that `2>` and
+                    // pipes split them as they would the agent's own.
+                    match stream {
+                        OutputStream::Stdout => {
+                            writeln!(stdout, "{content}")?;
+                            stdout.flush()?;
+                        }
+                        OutputStream::Stderr => {
+                            writeln!(stderr, "{content}")?;
+                            stderr.flush()?;
+                        }
+                    }
                 }
                 RunEvent::Status { status, .. } if !json => match &spinner {
                     Some(spinner) => spinner.status(status),
@@ -429,12 +439,13 @@ fn one_line(text: &str, width: usize) -> String {
     }
 }
 
-/// Prints the run's log entries, oldest first. Following polls for entries at or after
-/// the newest one printed, skipping the ones already printed at that instant, until the
-/// run has ended and its last entries are out.
+/// Prints the run's log entries, oldest first. Following polls for the entries after
+/// the last sequence number printed, until the run has ended and its last entries are
+/// out: sequence numbers follow the order entries are stored in, so none is missed, even
+/// one stored late with an earlier timestamp.
 async fn logs(client: &Client, run_id: &str, follow: bool, type_: Option<LogTypeFilter>, since: Option<DateTime<Utc>>, json: bool) -> Result<()> {
-    let fetch = |since: Option<DateTime<Utc>>| {
-        let mut request = client.list_run_logs().id(run_id).order(SortOrder::Asc);
+    let fetch = |after: u64| {
+        let mut request = client.list_run_logs().id(run_id).order(SortOrder::Asc).after_sequence(after);
         if let Some(type_) = type_ {
             request = request.type_(type_);
         }
@@ -444,28 +455,19 @@ async fn logs(client: &Client, run_id: &str, follow: bool, type_: Option<LogType
         lookup::collect(request.stream(), None)
     };
     if !follow {
-        let entries = fetch(since).await?;
+        let entries = fetch(0).await?;
         if json {
             return output::json(&entries);
         }
         entries.iter().for_each(print_entry);
         return Ok(());
     }
-    let (mut newest, mut printed_at_newest) = (since, 0usize);
+    let mut last = 0;
     loop {
         // The status is read before the entries, so the entries of a run seen ended are all there.
         let done = ended(client.get_run().id(run_id).send().await.body()?.status);
-        let mut skip = printed_at_newest;
-        for entry in fetch(newest).await? {
-            if Some(entry.timestamp) == newest {
-                if skip > 0 {
-                    skip -= 1;
-                    continue;
-                }
-                printed_at_newest += 1;
-            } else {
-                (newest, printed_at_newest) = (Some(entry.timestamp), 1);
-            }
+        for entry in fetch(last).await? {
+            last = entry.sequence.get();
             if json {
                 println!("{}", serde_json::to_string(&entry)?);
             } else {

@@ -313,6 +313,18 @@ fn run_streams_output_and_exits_by_how_the_run_ended() {
 }
 
 #[test]
+fn run_prints_each_line_on_the_stream_the_agent_wrote_it_to() {
+    let env = Env::logged_in();
+    let dir = tempfile::tempdir().unwrap();
+    env.agent("both", "echo out 1; echo err 1 >&2; echo out 2; echo err 2 >&2", dir.path());
+    let out = env.run(&["run", "both", "go"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout, "out 1\nout 2\n");
+    let errors: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("err ")).collect();
+    assert_eq!(errors, ["err 1", "err 2"], "{}", out.stderr);
+}
+
+#[test]
 fn ctrl_c_without_a_terminal_cancels_the_run() {
     let env = Env::logged_in();
     let dir = tempfile::tempdir().unwrap();
@@ -358,6 +370,16 @@ fn runs_list_get_logs_metrics_and_cancel() {
     let agent_only = env.json(&["runs", "logs", &id, "--type", "agent"]);
     assert_eq!(agent_only.as_array().unwrap().len(), 5);
     assert_eq!(env.run(&["runs", "logs", &id, "--type", "bogus"]).code, 2);
+
+    // Following by sequence: a burst of 300 lines, stored in batches while the follower
+    // polls, comes out whole, each entry once and in the order stored.
+    env.agent("burst", "i=0; while [ $i -lt 300 ]; do echo burst $i; i=$((i+1)); done", dir.path());
+    let burst = env.json(&["run", "burst", "go", "--detach"]);
+    let burst = burst["id"].as_str().unwrap();
+    let followed: Vec<serde_json::Value> = env.ok(&["runs", "logs", burst, "--follow", "--json"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let sequences: Vec<u64> = followed.iter().map(|e| e["sequence"].as_u64().unwrap()).collect();
+    assert_eq!(sequences, (1..=followed.len() as u64).collect::<Vec<_>>());
+    assert_eq!(serde_json::Value::from(followed), env.json(&["runs", "logs", burst]), "what --follow printed is the whole log");
 
     let run = env.json(&["runs", "get", &id]);
     assert_eq!((run["status"].as_str(), run["prompt"].as_str()), (Some("completed"), Some("count")));

@@ -104,8 +104,22 @@ artifact, `vol_` volume, `tok_` token, `sess_` session, `chk_` checkpoint.
 Every response, errors included, carries `X-Request-Id` (a unique request identifier
 for debugging) and `X-API-Version` (currently `v1`).
 
+## Versions
 
-Version: 1.0.0*/
+Within v1 a new version of this document only adds. A client may send the version it
+was written against in the `api-version` header (`1.MINOR.PATCH`; clients generated
+from this document send theirs on every request). A response then leaves out the
+properties added after that version, which each schema lists in `x-since`, so a client
+that refuses unknown properties keeps working. Without the header, a response has every
+property. An `api-version` that is not a 1.x version is rejected with
+`invalid_parameter` and `param: "api-version"`.
+
+| Version | Added |
+|---|---|
+| 1.1.0 | `stream` of the `output` event; `sequence` and `stream` of a log entry; `afterSequence` of `listRunLogs` |
+
+
+Version: 1.1.0*/
 pub struct Client {
     pub(crate) baseurl: String,
     pub(crate) client: reqwest::Client,
@@ -147,7 +161,7 @@ impl Client {
 }
 impl ClientInfo<crate::Settings> for Client {
     fn api_version() -> &'static str {
-        "1.0.0"
+        "1.1.0"
     }
     fn baseurl(&self) -> &str {
         self.baseurl.as_str()
@@ -392,7 +406,7 @@ connection, pass the last id received as `lastEventId` or `Last-Event-ID`.
 | `event:` | `data:` |
 |---|---|
 | `status` | `{"status": RunStatus}`, on every status change |
-| `output` | `{"content": string}`, one line of the agent's output |
+| `output` | `{"content": string, "stream": "stdout" or "stderr"}`, one line of the agent's output |
 | `error` | `{"message": string}`, an error of the run |
 | `complete` | `{"status": RunStatus, "executionTimeMs": integer or null}`, the last event |
 | `heartbeat` | `{}`, every 15 seconds while nothing else is sent |
@@ -418,15 +432,21 @@ let response = client.stream_run_events()
     }
     /**List run logs
 
-Returns a paginated list of the run's log entries: the agent's output (`agent`;
-standard error at level `warn`), the run's lifecycle (`system`) and its network
-activity (`network`).
+Returns a paginated list of the run's log entries: the agent's output (`agent`,
+with its `stream`; standard error at level `warn`), the run's lifecycle (`system`)
+and its network activity (`network`).
+
+Each entry has a `sequence`, increasing within the run in the order entries are
+stored. To follow a run's log, list with `order=asc` and `afterSequence` set to the
+last sequence seen, until the run has finished: no entry is missed, even one logged
+with an earlier timestamp than one already seen.
 
 
 Sends a `GET` request to `/v1/runs/{id}/logs`
 
 Arguments:
 - `id`: Run ID.
+- `after_sequence`: Only entries whose `sequence` is greater than this (since 1.1.0).
 - `cursor`: Pagination cursor, the `nextCursor` of the previous page.
 - `limit`: Items per page (1-100).
 - `order`: Oldest first (`asc`) or newest first (`desc`).
@@ -436,6 +456,7 @@ Arguments:
 ```ignore
 let response = client.list_run_logs()
     .id(id)
+    .after_sequence(after_sequence)
     .cursor(cursor)
     .limit(limit)
     .order(order)
@@ -2174,6 +2195,7 @@ pub mod builder {
     pub struct ListRunLogs<'a> {
         client: &'a super::Client,
         id: Result<::std::string::String, String>,
+        after_sequence: Result<Option<i64>, String>,
         cursor: Result<Option<types::ListRunLogsCursor>, String>,
         limit: Result<Option<::std::num::NonZeroU64>, String>,
         order: Result<Option<types::SortOrder>, String>,
@@ -2186,6 +2208,7 @@ pub mod builder {
             Self {
                 client: client,
                 id: Err("id was not initialized".to_string()),
+                after_sequence: Ok(None),
                 cursor: Ok(None),
                 limit: Ok(None),
                 order: Ok(None),
@@ -2203,6 +2226,18 @@ pub mod builder {
                 .map_err(|_| {
                     "conversion to `:: std :: string :: String` for id failed"
                         .to_string()
+                });
+            self
+        }
+        pub fn after_sequence<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<i64>,
+        {
+            self.after_sequence = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `i64` for after_sequence failed".to_string()
                 });
             self
         }
@@ -2283,8 +2318,19 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<types::RunLogList>, Error<types::Error>> {
-            let Self { client, id, cursor, limit, order, since, type_, until } = self;
+            let Self {
+                client,
+                id,
+                after_sequence,
+                cursor,
+                limit,
+                order,
+                since,
+                type_,
+                until,
+            } = self;
             let id = id.map_err(Error::InvalidRequest)?;
+            let after_sequence = after_sequence.map_err(Error::InvalidRequest)?;
             let cursor = cursor.map_err(Error::InvalidRequest)?;
             let limit = limit.map_err(Error::InvalidRequest)?;
             let order = order.map_err(Error::InvalidRequest)?;
@@ -2309,6 +2355,9 @@ pub mod builder {
                 .header(
                     ::reqwest::header::ACCEPT,
                     ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .query(
+                    &progenitor_client::QueryParam::new("afterSequence", &after_sequence),
                 )
                 .query(&progenitor_client::QueryParam::new("cursor", &cursor))
                 .query(&progenitor_client::QueryParam::new("limit", &limit))

@@ -2358,6 +2358,11 @@ pub struct LogEntry {
     pub message: ::std::string::String,
     ///Structured details of the entry.
     pub metadata: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+    ///The entry's place in the run's log, increasing in the order entries are stored; pass the last one seen as `afterSequence`.
+    pub sequence: ::std::num::NonZeroU64,
+    ///The stream an `agent` entry's line was written to; null for other entries.
+    #[serde(deserialize_with = "::std::option::Option::deserialize")]
+    pub stream: ::std::option::Option<OutputStream>,
     ///When it was logged.
     pub timestamp: ::chrono::DateTime<::chrono::offset::Utc>,
     #[serde(rename = "type")]
@@ -2622,6 +2627,62 @@ pub struct MetricsSummary {
 impl MetricsSummary {
     pub fn builder() -> builder::MetricsSummary {
         Default::default()
+    }
+}
+///Which of the agent's output streams a line was written to.
+#[derive(
+    ::serde::Deserialize,
+    ::serde::Serialize,
+    Clone,
+    Copy,
+    Debug,
+    Eq,
+    Hash,
+    Ord,
+    PartialEq,
+    PartialOrd,
+    schemars::JsonSchema
+)]
+pub enum OutputStream {
+    #[serde(rename = "stdout")]
+    Stdout,
+    #[serde(rename = "stderr")]
+    Stderr,
+}
+impl ::std::fmt::Display for OutputStream {
+    fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+        match *self {
+            Self::Stdout => f.write_str("stdout"),
+            Self::Stderr => f.write_str("stderr"),
+        }
+    }
+}
+impl ::std::str::FromStr for OutputStream {
+    type Err = self::error::ConversionError;
+    fn from_str(
+        value: &str,
+    ) -> ::std::result::Result<Self, self::error::ConversionError> {
+        match value {
+            "stdout" => Ok(Self::Stdout),
+            "stderr" => Ok(Self::Stderr),
+            _ => Err("invalid value".into()),
+        }
+    }
+}
+impl ::std::convert::TryFrom<&str> for OutputStream {
+    type Error = self::error::ConversionError;
+    fn try_from(
+        value: &str,
+    ) -> ::std::result::Result<Self, self::error::ConversionError> {
+        value.parse()
+    }
+}
+impl ::std::convert::TryFrom<::std::string::String> for OutputStream {
+    type Error = self::error::ConversionError;
+    fn try_from(
+        value: ::std::string::String,
+    ) -> ::std::result::Result<Self, self::error::ConversionError> {
+        value.parse()
     }
 }
 ///Where a page stands in its list.
@@ -3076,6 +3137,7 @@ impl RunMetrics {
 pub struct RunOutputData {
     ///The line, without its line ending.
     pub content: ::std::string::String,
+    pub stream: OutputStream,
 }
 impl RunOutputData {
     pub fn builder() -> builder::RunOutputData {
@@ -5600,6 +5662,11 @@ pub mod builder {
             ::serde_json::Map<::std::string::String, ::serde_json::Value>,
             ::std::string::String,
         >,
+        sequence: ::std::result::Result<::std::num::NonZeroU64, ::std::string::String>,
+        stream: ::std::result::Result<
+            ::std::option::Option<super::OutputStream>,
+            ::std::string::String,
+        >,
         timestamp: ::std::result::Result<
             ::chrono::DateTime<::chrono::offset::Utc>,
             ::std::string::String,
@@ -5612,6 +5679,8 @@ pub mod builder {
                 level: Err("no value supplied for level".to_string()),
                 message: Err("no value supplied for message".to_string()),
                 metadata: Err("no value supplied for metadata".to_string()),
+                sequence: Err("no value supplied for sequence".to_string()),
+                stream: Err("no value supplied for stream".to_string()),
                 timestamp: Err("no value supplied for timestamp".to_string()),
                 type_: Err("no value supplied for type_".to_string()),
             }
@@ -5654,6 +5723,28 @@ pub mod builder {
                 });
             self
         }
+        pub fn sequence<T>(mut self, value: T) -> Self
+        where
+            T: ::std::convert::TryInto<::std::num::NonZeroU64>,
+            T::Error: ::std::fmt::Display,
+        {
+            self.sequence = value
+                .try_into()
+                .map_err(|e| {
+                    format!("error converting supplied value for sequence: {e}")
+                });
+            self
+        }
+        pub fn stream<T>(mut self, value: T) -> Self
+        where
+            T: ::std::convert::TryInto<::std::option::Option<super::OutputStream>>,
+            T::Error: ::std::fmt::Display,
+        {
+            self.stream = value
+                .try_into()
+                .map_err(|e| format!("error converting supplied value for stream: {e}"));
+            self
+        }
         pub fn timestamp<T>(mut self, value: T) -> Self
         where
             T: ::std::convert::TryInto<::chrono::DateTime<::chrono::offset::Utc>>,
@@ -5686,6 +5777,8 @@ pub mod builder {
                 level: value.level?,
                 message: value.message?,
                 metadata: value.metadata?,
+                sequence: value.sequence?,
+                stream: value.stream?,
                 timestamp: value.timestamp?,
                 type_: value.type_?,
             })
@@ -5697,6 +5790,8 @@ pub mod builder {
                 level: Ok(value.level),
                 message: Ok(value.message),
                 metadata: Ok(value.metadata),
+                sequence: Ok(value.sequence),
+                stream: Ok(value.stream),
                 timestamp: Ok(value.timestamp),
                 type_: Ok(value.type_),
             }
@@ -6876,11 +6971,13 @@ pub mod builder {
     #[derive(Clone, Debug)]
     pub struct RunOutputData {
         content: ::std::result::Result<::std::string::String, ::std::string::String>,
+        stream: ::std::result::Result<super::OutputStream, ::std::string::String>,
     }
     impl ::std::default::Default for RunOutputData {
         fn default() -> Self {
             Self {
                 content: Err("no value supplied for content".to_string()),
+                stream: Err("no value supplied for stream".to_string()),
             }
         }
     }
@@ -6897,18 +6994,34 @@ pub mod builder {
                 });
             self
         }
+        pub fn stream<T>(mut self, value: T) -> Self
+        where
+            T: ::std::convert::TryInto<super::OutputStream>,
+            T::Error: ::std::fmt::Display,
+        {
+            self.stream = value
+                .try_into()
+                .map_err(|e| format!("error converting supplied value for stream: {e}"));
+            self
+        }
     }
     impl ::std::convert::TryFrom<RunOutputData> for super::RunOutputData {
         type Error = super::error::ConversionError;
         fn try_from(
             value: RunOutputData,
         ) -> ::std::result::Result<Self, super::error::ConversionError> {
-            Ok(Self { content: value.content? })
+            Ok(Self {
+                content: value.content?,
+                stream: value.stream?,
+            })
         }
     }
     impl ::std::convert::From<super::RunOutputData> for RunOutputData {
         fn from(value: super::RunOutputData) -> Self {
-            Self { content: Ok(value.content) }
+            Self {
+                content: Ok(value.content),
+                stream: Ok(value.stream),
+            }
         }
     }
     #[derive(Clone, Debug)]

@@ -112,6 +112,8 @@ struct Op<'a> {
     body: Option<(String, Value)>,
     success: (u16, Success),
     exactly_one_of: Vec<String>,
+    /// The success response's properties added after the first version.
+    added: Vec<spec::Added>,
 }
 
 struct Param {
@@ -197,6 +199,10 @@ impl<'a> Op<'a> {
         let (status, response) = responses.iter().find(|(s, _)| s.starts_with('2')).with_context(context)?;
         let response = deref(doc, response).with_context(context)?;
         let content = response.get("content").and_then(Value::as_object);
+        let body_schema = content.and_then(|c| c.values().next()).and_then(|m| m.get("schema"));
+        // An event stream's body is text; what it holds is the schema of one event.
+        let body_schema = body_schema.map(|schema| schema.get("x-event-schema").unwrap_or(schema));
+        let added = body_schema.map(|schema| spec::added_properties(doc, schema)).unwrap_or_default();
         let success = match content.map(|c| c.iter().next()) {
             None | Some(None) => Success::Empty,
             Some(Some((media, _))) if media == "text/event-stream" => Success::Events,
@@ -218,6 +224,7 @@ impl<'a> Op<'a> {
             body,
             success: (status, success),
             exactly_one_of,
+            added,
         })
     }
 
@@ -292,7 +299,12 @@ impl<'a> Op<'a> {
     fn handler(&self) -> TokenStream {
         let name = ident(&self.fn_name);
         let id = &self.id;
-        let mut steps = Vec::new();
+        // The api-version header is checked for every operation, even one with nothing to
+        // leave out.
+        let mut steps = match self.success.1 {
+            Success::Empty => vec![quote!(call.omitted(#id)?;)],
+            _ => vec![quote!(let omitted = call.omitted(#id)?;)],
+        };
         for p in &self.path_params {
             let field = ident(&p.field);
             let param = &p.name;
@@ -308,8 +320,8 @@ impl<'a> Op<'a> {
         let status = status_const(self.success.0);
         let call_api = quote!(api.#name(&principal, #(#args),*).await?);
         let (call_api, reply) = match self.success.1 {
-            Success::Json(_) => (quote!(let output = #call_api;), quote!(reply::json(StatusCode::#status, &output))),
-            Success::Events => (quote!(let output = #call_api;), quote!(reply::events(output))),
+            Success::Json(_) => (quote!(let output = #call_api;), quote!(reply::json(StatusCode::#status, &output, &omitted))),
+            Success::Events => (quote!(let output = #call_api;), quote!(reply::events(output, omitted))),
             Success::Empty => (quote!(#call_api;), quote!(reply::empty(StatusCode::#status))),
         };
         let mutability = if self.body.is_some() { quote!(mut) } else { quote!() };
@@ -403,6 +415,9 @@ fn schemas_json(doc: &Value, ops: &[Op<'_>]) -> Result<String> {
         }
         if !op.exactly_one_of.is_empty() {
             entry["exactlyOneOf"] = json!(op.exactly_one_of);
+        }
+        if !op.added.is_empty() {
+            entry["added"] = op.added.iter().map(|a| json!({ "path": a.path, "since": a.since })).collect();
         }
         operations.insert(op.id.clone(), entry);
     }

@@ -28,6 +28,8 @@ pub enum RunEvent {
         id: u64,
         /// The line, without its line ending.
         content: String,
+        /// The stream the agent wrote it to.
+        stream: types::OutputStream,
     },
     /// An error of the run.
     Error {
@@ -62,7 +64,10 @@ fn parse(id: &str, event: &str, data: &str) -> Result<Option<RunEvent>, Error> {
     let invalid = |e: serde_json::Error| Error::Transport { message: format!("unreadable {event} event {id}: {e}"), request_id: None };
     Ok(Some(match event {
         "status" => RunEvent::Status { id, status: serde_json::from_str::<types::RunStatusData>(data).map_err(invalid)?.status },
-        "output" => RunEvent::Output { id, content: serde_json::from_str::<types::RunOutputData>(data).map_err(invalid)?.content },
+        "output" => {
+            let data: types::RunOutputData = serde_json::from_str(data).map_err(invalid)?;
+            RunEvent::Output { id, content: data.content, stream: data.stream }
+        }
         "error" => RunEvent::Error { id, message: serde_json::from_str::<types::RunErrorData>(data).map_err(invalid)?.message },
         "complete" => {
             let data: types::RunCompleteData = serde_json::from_str(data).map_err(invalid)?;
@@ -187,7 +192,8 @@ mod tests {
 
     #[test]
     fn an_output_event_keeps_its_line() {
-        assert_eq!(parse("2", "output", r#"{"content":"Hello"}"#).unwrap(), Some(RunEvent::Output { id: 2, content: "Hello".into() }));
+        let line = parse("2", "output", r#"{"content":"Hello","stream":"stderr"}"#).unwrap();
+        assert_eq!(line, Some(RunEvent::Output { id: 2, content: "Hello".into(), stream: types::OutputStream::Stderr }));
     }
 
     #[test]
@@ -221,7 +227,7 @@ mod tests {
     fn the_generated_run_event_reads_each_branch_by_its_name() {
         let wire = [
             (r#"{"data":{"status":"running"},"event":"status","id":1}"#, "Status"),
-            (r#"{"data":{"content":"Hello"},"event":"output","id":2}"#, "Output"),
+            (r#"{"data":{"content":"Hello","stream":"stdout"},"event":"output","id":2}"#, "Output"),
             (r#"{"data":{"message":"out of memory"},"event":"error","id":3}"#, "Error"),
             (r#"{"data":{"executionTimeMs":8012,"status":"completed"},"event":"complete","id":4}"#, "Complete"),
             (r#"{"data":{},"event":"heartbeat","id":4}"#, "Heartbeat"),

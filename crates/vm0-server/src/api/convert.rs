@@ -152,7 +152,8 @@ impl From<&RunRow> for types::RunDetail {
 
 impl From<LogRow> for types::LogEntry {
     fn from(r: LogRow) -> Self {
-        types::LogEntry { timestamp: r.timestamp, type_: r.kind, level: r.level, message: r.message, metadata: r.metadata.0 }
+        let (sequence, stream) = (std::num::NonZeroU64::new(r.seq.max(1) as u64).expect("at least 1"), r.stream());
+        types::LogEntry { sequence, timestamp: r.timestamp, type_: r.kind, level: r.level, message: r.message, metadata: r.metadata.0, stream }
     }
 }
 

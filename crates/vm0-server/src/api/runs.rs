@@ -229,8 +229,11 @@ impl<S: Store> App<S> {
             types::LogTypeFilter::System => Some(types::LogType::System),
             types::LogTypeFilter::Network => Some(types::LogType::Network),
         };
-        let query = LogQuery { kind, since: params.since, until: params.until, descending: params.order == types::SortOrder::Desc };
-        let parts = [row.id.as_str(), &params.r#type.to_string(), &stamp(query.since), &stamp(query.until), &params.order.to_string()];
+        let descending = params.order == types::SortOrder::Desc;
+        let after_sequence = params.after_sequence.unwrap_or(0);
+        let query = LogQuery { kind, since: params.since, until: params.until, after_sequence, descending };
+        let parts =
+            [row.id.as_str(), &params.r#type.to_string(), &stamp(query.since), &stamp(query.until), &params.order.to_string(), &after_sequence.to_string()];
         let listing = self.listing("logs", &parts, params.limit);
         let rows = self.store.list_logs(&row.id, &query, &listing.page(params.cursor.as_deref())?).await?;
         let (data, pagination) = listing.finish(rows, |r| r.seq.to_string());

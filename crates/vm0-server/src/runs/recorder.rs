@@ -104,7 +104,7 @@ impl Journal {
     /// An event; its data's strings masked.
     pub(crate) async fn event(&self, data: EventData) {
         let data = match data {
-            EventData::Output(e) => EventData::Output(types::RunOutputData { content: self.secrets.mask(&e.content) }),
+            EventData::Output(e) => EventData::Output(types::RunOutputData { content: self.secrets.mask(&e.content), ..e }),
             EventData::Error(e) => EventData::Error(types::RunErrorData { message: self.secrets.mask(&e.message) }),
             other => other,
         };
@@ -118,9 +118,9 @@ impl Journal {
             let mut carries = self.carries.lock().expect("no panic while masking");
             self.secrets.mask_line(&mut carries[usize::from(stderr)], line)
         };
-        self.event(EventData::Output(types::RunOutputData { content: text.clone() })).await;
-        let (level, stream) = if stderr { (LogLevel::Warn, "stderr") } else { (LogLevel::Info, "stdout") };
-        let metadata = [("stream".to_string(), Value::String(stream.into()))].into_iter().collect();
+        let (level, stream) = if stderr { (LogLevel::Warn, types::OutputStream::Stderr) } else { (LogLevel::Info, types::OutputStream::Stdout) };
+        self.event(EventData::Output(types::RunOutputData { content: text.clone(), stream })).await;
+        let metadata = [(LogRow::STREAM.to_string(), Value::String(stream.to_string()))].into_iter().collect();
         self.log(LogType::Agent, level, &text, metadata).await;
     }
 

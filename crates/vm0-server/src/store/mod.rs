@@ -332,11 +332,24 @@ pub struct LogRow {
     pub metadata: Json<Map<String, Value>>,
 }
 
+impl LogRow {
+    /// The metadata key of an agent entry that names its output stream.
+    pub const STREAM: &'static str = "stream";
+
+    /// The stream an agent entry's line was written to; `None` for other entries.
+    pub fn stream(&self) -> Option<types::OutputStream> {
+        let stream = self.metadata.get(Self::STREAM).and_then(Value::as_str);
+        stream.filter(|_| self.kind == LogType::Agent).and_then(|s| s.parse().ok())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct LogQuery {
     pub kind: Option<LogType>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
+    /// Only entries with a greater sequence number.
+    pub after_sequence: i64,
     pub descending: bool,
 }
 

@@ -386,6 +386,7 @@ impl RunStore for SqlStore {
             let sql = format!(
                 "SELECT * FROM run_logs WHERE run_id = $1 AND seq {compare} $2
                    AND ($3 IS NULL OR type = $4) AND ($5 IS NULL OR timestamp >= $6) AND ($7 IS NULL OR timestamp < $8)
+                   AND seq > $10
                  ORDER BY seq {order} LIMIT $9"
             );
             Ok(sqlx::query_as(&sql)
@@ -398,6 +399,7 @@ impl RunStore for SqlStore {
                 .bind(q.until)
                 .bind(q.until)
                 .bind(page.limit)
+                .bind(q.after_sequence)
                 .fetch_all(pool)
                 .await?)
         })
