@@ -45,6 +45,20 @@ fn edit_spec(root: &Path, change: impl FnOnce(&mut Value)) {
     std::fs::write(&path, serde_yaml::to_string(&doc).unwrap()).unwrap();
 }
 
+/// The version after the latest release, by `bump` (minor or patch) of it.
+fn after_latest(bump: impl FnOnce(&mut Version)) -> String {
+    let (mut version, _) = release::latest(spec::workspace_root().as_path()).unwrap().expect("a release");
+    bump(&mut version);
+    version.to_string()
+}
+
+fn next_minor() -> String {
+    after_latest(|v| {
+        v.minor += 1;
+        v.patch = 0;
+    })
+}
+
 fn set_version(doc: &mut Value, version: &str) {
     set(doc, "/info/version", json!(version));
 }
@@ -67,7 +81,7 @@ fn ci_fails_on_a_breaking_change_without_a_major_version() {
     let root = dir.path();
     edit_spec(root, |doc| {
         remove_a_response_property(doc);
-        set_version(doc, "1.1.0");
+        set_version(doc, &next_minor());
     });
     let check = release::check(root).unwrap();
     assert!(!check.passed(), "{}", check.report());
@@ -106,42 +120,49 @@ fn a_version_lower_than_the_release_fails() {
 fn a_release_writes_its_file_changelog_and_crate_versions() {
     let dir = workspace();
     let root = dir.path();
-    // Nothing changed: 1.0.0 is released already.
+    let (minor, patch) = (
+        next_minor(),
+        after_latest(|v| {
+            v.minor += 1;
+            v.patch = 1;
+        }),
+    );
+    // Nothing changed: the latest release is released already.
     let error = release::release(root, "2026-12-01").err().expect("the same version twice is refused");
     assert!(error.to_string().contains("released already"), "{error:#}");
 
     edit_spec(root, |doc| {
         set(doc, "/components/schemas/CreateTokenRequest/properties/description", json!({"type": "string", "maxLength": 200}));
-        set_version(doc, "1.1.0");
+        set_version(doc, &minor);
     });
     let released = release::release(root, "2026-12-01").unwrap();
-    assert_eq!(released.version.to_string(), "1.1.0");
-    let file: Value = serde_json::from_str(&std::fs::read_to_string(root.join("openapi/released/v1.1.0.json")).unwrap()).unwrap();
-    assert_eq!(file["info"]["version"], "1.1.0");
-    assert_eq!(release::latest(root).unwrap().unwrap().0.to_string(), "1.1.0");
+    assert_eq!(released.version.to_string(), minor);
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(root.join(format!("openapi/released/v{minor}.json"))).unwrap()).unwrap();
+    assert_eq!(file["info"]["version"], minor.as_str());
+    assert_eq!(release::latest(root).unwrap().unwrap().0.to_string(), minor);
 
     let changelog = std::fs::read_to_string(root.join("CHANGELOG.md")).unwrap();
     assert!(changelog.starts_with("# Changelog"), "{changelog}");
     assert!(
-        changelog.contains("## 1.1.0 (2026-12-01)\n\n### Other changes\n\n- The optional property `description` of the request body was added."),
+        changelog.contains(&format!("## {minor} (2026-12-01)\n\n### Other changes\n\n- The optional property `description` of the request body was added.")),
         "{changelog}"
     );
     for name in release::PUBLISHED {
         let manifest = std::fs::read_to_string(root.join(format!("crates/{name}/Cargo.toml"))).unwrap();
-        assert!(manifest.contains("\nversion = \"1.1.0\"\n"), "{name}: {manifest}");
+        assert!(manifest.contains(&format!("\nversion = \"{minor}\"\n")), "{name}: {manifest}");
     }
     let workspace = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
     for name in release::PUBLISHED {
-        assert!(workspace.contains(&format!("{name} = {{ path = \"crates/{name}\", version = \"1.1.0\" }}")), "{workspace}");
+        assert!(workspace.contains(&format!("{name} = {{ path = \"crates/{name}\", version = \"{minor}\" }}")), "{workspace}");
     }
 
     // The next release's entry goes on top.
-    edit_spec(root, |doc| set_version(doc, "1.1.1"));
+    edit_spec(root, |doc| set_version(doc, &patch));
     release::release(root, "2026-12-02").unwrap();
     let changelog = std::fs::read_to_string(root.join("CHANGELOG.md")).unwrap();
-    let (newer, older) = (changelog.find("## 1.1.1").unwrap(), changelog.find("## 1.1.0").unwrap());
+    let (newer, older) = (changelog.find(&format!("## {patch}")).unwrap(), changelog.find(&format!("## {minor}")).unwrap());
     assert!(newer < older, "{changelog}");
-    assert!(changelog.contains("## 1.1.1 (2026-12-02)\n\nNo changes to the API."), "{changelog}");
+    assert!(changelog.contains(&format!("## {patch} (2026-12-02)\n\nNo changes to the API.")), "{changelog}");
 }
 
 #[test]

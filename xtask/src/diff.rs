@@ -459,7 +459,7 @@ impl Differ<'_> {
                     true,
                     format!("{subject}-wrapped-in-{fragment}"),
                     &format!("{pointer}/{keyword}"),
-                    format!("{} became a {keyword} of {} schemas.", capital(name), branches.len()),
+                    format!("{} became an {keyword} of {} schemas.", capital(name), branches.len()),
                 );
                 return;
             }
