@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde_json::{json, Value};
 use vm0_client::{Paginate, RunEvent};
 use vm0_tests::processes;
@@ -121,6 +121,15 @@ async fn a_run_echoes_its_prompt_into_events_and_logs() {
     assert_eq!(sequences, (1..=logs.len() as u64).collect::<Vec<_>>(), "sequences count the entries in order");
     let after = c.list_run_logs().id(&run.id).after_sequence(sequences[1]).send().await.unwrap().into_inner().data;
     assert_eq!(after, logs[2..], "afterSequence gives the entries after it");
+    let paged: Vec<types::LogEntry> = c.list_run_logs().id(&run.id).after_sequence(sequences[1]).limit(1).stream().try_collect().await.unwrap();
+    assert_eq!(paged, logs[2..], "pages of one, each cursor with the same afterSequence");
+    let paged: Vec<types::LogEntry> =
+        c.list_run_logs().id(&run.id).after_sequence(sequences[1]).order(types::SortOrder::Desc).limit(1).stream().try_collect().await.unwrap();
+    assert_eq!(paged, logs[2..].iter().rev().cloned().collect::<Vec<_>>(), "newest first, down to afterSequence");
+    let first = c.list_run_logs().id(&run.id).limit(1).send().await.unwrap().into_inner();
+    let cursor = first.pagination.next_cursor.expect("more than one entry");
+    let (status, error) = api_error(c.list_run_logs().id(&run.id).limit(1).after_sequence(sequences[1]).cursor(cursor).send().await);
+    assert_eq!((status, error.param.as_deref()), (400, Some("cursor")), "a cursor belongs to the query it came from");
     let (status, error) = api_error(c.list_run_logs().id(&run.id).after_sequence(-1).send().await);
     assert_eq!((status, error.param.as_deref()), (400, Some("afterSequence")));
     let only_system = c.list_run_logs().id(&run.id).type_(types::LogTypeFilter::System).send().await.unwrap().into_inner().data;

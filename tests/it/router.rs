@@ -539,7 +539,8 @@ async fn an_api_version_that_is_not_one_of_v1_is_a_400_naming_it() {
     let doc = spec::load().unwrap();
     let (recorder, app) = app();
     for op in spec::operations(&doc) {
-        for bad in ["2.0.0", "1.1", "v1", "latest", "1.0.0-beta"] {
+        assert!(op.op["responses"].get("400").is_some(), "{} documents the 400 it can answer", op.id());
+        for bad in ["2.0.0", "1.1", "v1", "latest", "1.0.0-beta", "01.0.0", "1.99999999999999999999.0"] {
             let body = body_example(&doc, &op);
             let reply = send(&app, as_version(request(&op, "", body.as_ref(), Some(TOKEN)), bad)).await;
             assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{} with api-version {bad}: {}", op.id(), reply.text);

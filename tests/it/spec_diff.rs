@@ -151,6 +151,20 @@ const CORPUS: &[(&str, Mutation, bool, &str, &str)] = &[
         "/paths/~1v1~1agents~1{id}/get/responses/200/content/application~1json/schema/properties/labels",
     ),
     (
+        "a response property's x-since removed, so that older clients get it",
+        |d| remove(d, "/components/schemas/LogEntry/x-since/sequence"),
+        true,
+        "response-property-since-changed",
+        "/paths/~1v1~1runs~1{id}~1logs/get/responses/200/content/application~1json/schema/properties/data/items/properties/sequence",
+    ),
+    (
+        "an existing response property given an x-since, so that older clients lose it",
+        |d| set(d, "/components/schemas/LogEntry/x-since/message", json!("1.1.0")),
+        true,
+        "response-property-since-changed",
+        "/paths/~1v1~1runs~1{id}~1logs/get/responses/200/content/application~1json/schema/properties/data/items/properties/message",
+    ),
+    (
         "a property added to an event's data, which the stream's x-event-schema describes",
         |d| set(d, "/components/schemas/RunOutputData/properties/truncated", json!({"type": "boolean"})),
         true,

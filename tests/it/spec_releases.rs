@@ -163,6 +163,28 @@ fn a_release_writes_its_file_changelog_and_crate_versions() {
     let (newer, older) = (changelog.find(&format!("## {patch}")).unwrap(), changelog.find(&format!("## {minor}")).unwrap());
     assert!(newer < older, "{changelog}");
     assert!(changelog.contains(&format!("## {patch} (2026-12-02)\n\nNo changes to the API.")), "{changelog}");
+
+    // A breaking change the allowlist accepts is released with its reason, and the
+    // allowlist is emptied for the next release.
+    let third = after_latest(|v| {
+        v.minor += 2;
+        v.patch = 0;
+    });
+    edit_spec(root, |doc| {
+        remove_a_response_property(doc);
+        set_version(doc, &third);
+    });
+    let check = release::check(root).unwrap();
+    let entries: Vec<Value> = check.unexcused.iter().map(|c| json!({"rule": c.rule, "pointer": c.pointer, "reason": "No client reads tokenPrefix."})).collect();
+    assert!(!entries.is_empty());
+    std::fs::write(root.join(release::ALLOWLIST), serde_yaml::to_string(&json!({"allowed": entries})).unwrap()).unwrap();
+    release::release(root, "2026-12-03").unwrap();
+    let changelog = std::fs::read_to_string(root.join("CHANGELOG.md")).unwrap();
+    assert!(
+        changelog.contains("was removed. (`response-required-property-removed` at `/paths/~1v1~1tokens/get/responses/200/content/application~1json/schema/properties/data/items/properties/tokenPrefix`)\n  Accepted without a major version: No client reads tokenPrefix.\n"),
+        "{changelog}"
+    );
+    assert!(std::fs::read_to_string(root.join(release::ALLOWLIST)).unwrap().ends_with("allowed: []\n"));
 }
 
 #[test]
@@ -170,5 +192,8 @@ fn versions_order_as_numbers() {
     let v = |s: &str| s.parse::<Version>().unwrap();
     assert!(v("1.10.0") > v("1.9.3"));
     assert!(v("2.0.0") > v("1.99.99"));
-    assert!("1.0".parse::<Version>().is_err() && "v1.0.0".parse::<Version>().is_err());
+    for bad in ["1.0", "v1.0.0", "1.+1.0", "01.0.0", "1.0.00", "1.0.0.0", ""] {
+        assert!(bad.parse::<Version>().is_err(), "{bad:?}");
+    }
+    assert_eq!(v("1.0.0").to_string(), "1.0.0");
 }

@@ -459,7 +459,7 @@ impl Differ<'_> {
                     true,
                     format!("{subject}-wrapped-in-{fragment}"),
                     &format!("{pointer}/{keyword}"),
-                    format!("{} became an {keyword} of {} schemas.", capital(name), branches.len()),
+                    format!("{} became {} {keyword} of {} schemas.", capital(name), if keyword == "anyOf" { "an" } else { "a" }, branches.len()),
                 );
                 return;
             }
@@ -666,6 +666,21 @@ impl Differ<'_> {
                 (false, true, false) => self.push(false, "response-property-became-required", &pointer, format!("{} became required.", capital(&shown))),
                 _ => {}
             }
+            // The router gives a property to the callers its x-since names: with another
+            // version there, a client of a version in between sees a property of its
+            // version vanish, or one it does not know appear.
+            let since = |schema: &Value| schema.get(crate::spec::SINCE).and_then(|s| s.get(property.as_str())).and_then(Value::as_str).map(str::to_string);
+            if let (false, old_since, new_since) = (request, since(old), since(new)) {
+                if old_since != new_since {
+                    let shown_since = |v: Option<String>| v.unwrap_or_else(|| "none".to_string());
+                    self.push(
+                        true,
+                        "response-property-since-changed",
+                        &pointer,
+                        format!("The x-since of {} changed from {} to {}.", noun, shown_since(old_since), shown_since(new_since)),
+                    );
+                }
+            }
             self.schema(place.child(&pointer, &path), old_schema, new_schema);
         }
     }
@@ -783,12 +798,13 @@ pub fn render(changes: &[Change], format: Format) -> String {
         Format::Text if changes.is_empty() => "no changes\n".into(),
         Format::Text => changes.iter().map(|c| format!("{c}\n")).collect(),
         Format::Json => serde_json::to_string_pretty(changes).expect("changes serialize") + "\n",
-        Format::Markdown => markdown(changes),
+        Format::Markdown => markdown(changes, |_| None),
     }
 }
 
-/// The changes as a changelog section: breaking ones first.
-pub fn markdown(changes: &[Change]) -> String {
+/// The changes as a changelog section: breaking ones first, each with the `reason` a
+/// breaking change was accepted for, where there is one.
+pub fn markdown<'a>(changes: &'a [Change], reason: impl Fn(&'a Change) -> Option<&'a str>) -> String {
     let mut out = String::new();
     for (breaking, title) in [(true, "Breaking changes"), (false, "Other changes")] {
         let listed: Vec<&Change> = changes.iter().filter(|c| c.breaking == breaking).collect();
@@ -798,6 +814,9 @@ pub fn markdown(changes: &[Change]) -> String {
         out.push_str(&format!("### {title}\n\n"));
         for change in listed {
             out.push_str(&format!("- {} (`{}` at `{}`)\n", change.message, change.rule, change.pointer));
+            if let Some(reason) = reason(change) {
+                out.push_str(&format!("  Accepted without a major version: {}\n", reason.trim()));
+            }
         }
         out.push('\n');
     }

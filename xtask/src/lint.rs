@@ -377,7 +377,8 @@ impl<'a> Lint<'a> {
                 self.report("explicit-statuses", op.pointer(), "operation has no responses");
                 continue;
             };
-            for required in ["401", "500"] {
+            // Every operation can refuse a token (401), an `api-version` (400) and fail (500).
+            for required in ["400", "401", "500"] {
                 if !responses.contains_key(required) {
                     self.report(
                         "explicit-statuses",

@@ -34,9 +34,12 @@ pub struct Version {
 impl FromStr for Version {
     type Err = anyhow::Error;
 
+    /// Each number is digits with no leading zero, the rule by which vm0-api reads a
+    /// caller's `api-version`: a version the spec names is one a caller can send.
     fn from_str(text: &str) -> Result<Version> {
         let parts: Vec<&str> = text.split('.').collect();
-        let number = |i: usize| parts.get(i).and_then(|p| p.parse::<u64>().ok());
+        let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && (p == "0" || !p.starts_with('0'));
+        let number = |i: usize| parts.get(i).filter(|p| digits(p)).and_then(|p| p.parse::<u64>().ok());
         match (parts.len(), number(0), number(1), number(2)) {
             (3, Some(major), Some(minor), Some(patch)) => Ok(Version { major, minor, patch }),
             _ => bail!("{text:?} is not a version of the form MAJOR.MINOR.PATCH"),
@@ -189,7 +192,9 @@ pub fn release(root: &Path, date: &str) -> Result<Released> {
     let before = std::fs::read_to_string(&changelog).unwrap_or_else(|_| {
         "# Changelog\n\nThe changes to the VM0 Public API v1, release by release, as `cargo xtask release` writes them from `cargo xtask diff`.\n\n".into()
     });
-    let entry = format!("## {} ({date})\n\n{}", check.current, diff::markdown(&check.changes));
+    let allowed = allowlist(root)?.allowed;
+    let reason = |c: &Change| allowed.iter().find(|a| a.rule == c.rule && a.pointer == c.pointer).map(|a| a.reason.as_str());
+    let entry = format!("## {} ({date})\n\n{}", check.current, diff::markdown(&check.changes, reason));
     let at = before.find("\n## ").map_or(before.len(), |i| i + 1);
     writes.push((changelog, format!("{}{entry}{}", &before[..at], &before[at..])));
 

@@ -608,7 +608,7 @@ async fn delete_agent<A: Vm0Api>(
     call: Call,
 ) -> Result<Response, ApiError> {
     let principal = call.authenticate(&*api, "deleteAgent").await?;
-    call.omitted("deleteAgent")?;
+    call.caller_version()?;
     let id = call.path_param("deleteAgent", "id")?;
     api.delete_agent(&principal, id).await?;
     Ok(reply::empty(StatusCode::NO_CONTENT))
@@ -755,7 +755,7 @@ async fn delete_volume<A: Vm0Api>(
     call: Call,
 ) -> Result<Response, ApiError> {
     let principal = call.authenticate(&*api, "deleteVolume").await?;
-    call.omitted("deleteVolume")?;
+    call.caller_version()?;
     let id = call.path_param("deleteVolume", "id")?;
     api.delete_volume(&principal, id).await?;
     Ok(reply::empty(StatusCode::NO_CONTENT))
@@ -847,7 +847,7 @@ async fn delete_artifact<A: Vm0Api>(
     call: Call,
 ) -> Result<Response, ApiError> {
     let principal = call.authenticate(&*api, "deleteArtifact").await?;
-    call.omitted("deleteArtifact")?;
+    call.caller_version()?;
     let id = call.path_param("deleteArtifact", "id")?;
     api.delete_artifact(&principal, id).await?;
     Ok(reply::empty(StatusCode::NO_CONTENT))
@@ -939,7 +939,7 @@ async fn revoke_token<A: Vm0Api>(
     call: Call,
 ) -> Result<Response, ApiError> {
     let principal = call.authenticate(&*api, "revokeToken").await?;
-    call.omitted("revokeToken")?;
+    call.caller_version()?;
     let id = call.path_param("revokeToken", "id")?;
     api.revoke_token(&principal, id).await?;
     Ok(reply::empty(StatusCode::NO_CONTENT))

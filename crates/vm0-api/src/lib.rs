@@ -28,7 +28,6 @@ pub use error::ApiError;
 pub use generated::*;
 pub use reply::EventLines;
 pub use request::{is_token, BodyLimit, Call, MAX_BODY_BYTES};
-pub use versions::{Omitted, Version};
 
 /// Checks `value` against a JSON Schema of the implementation's own (such as an
 /// executor's agent configuration) with the router's rules: the first violation is a 400

@@ -34,9 +34,12 @@ impl EventLines {
     /// The lines of `event` without the `omitted` properties.
     fn omitting(event: &vm0_types::RunEvent, omitted: &Omitted) -> EventLines {
         let mut value = serde_json::to_value(event).expect("a run event serializes");
-        omitted.apply(&mut value);
+        // The id and name frame the event: they are read before any omission, which can
+        // only take from what the event says.
         let id = value["id"].as_u64().expect("a run event has an id");
-        EventLines { id, event: value["event"].as_str().expect("a run event has a name").to_string(), data: value["data"].to_string() }
+        let name = value["event"].as_str().expect("a run event has a name").to_string();
+        omitted.apply(&mut value);
+        EventLines { id, event: name, data: value["data"].to_string() }
     }
 }
 

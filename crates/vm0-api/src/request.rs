@@ -86,8 +86,14 @@ impl Call {
     /// What to leave out of `op`'s response for this caller: the properties added after
     /// the version its `api-version` header names. A value that is not a 1.x version is a
     /// 400 naming `api-version`.
-    pub fn omitted(&self, op: &str) -> Result<Omitted, ApiError> {
-        Ok(Omitted::of(op, Version::of_caller(self.parts.headers.get(versions::HEADER))?))
+    pub(crate) fn omitted(&self, op: &str) -> Result<Omitted, ApiError> {
+        Ok(Omitted::of(op, self.caller_version()?))
+    }
+
+    /// The version the caller's `api-version` header names, if it sends one. An operation
+    /// with no body to trim still refuses a value that is not a 1.x version.
+    pub(crate) fn caller_version(&self) -> Result<Option<Version>, ApiError> {
+        Version::of_caller(self.parts.headers.get(versions::HEADER))
     }
 
     /// The bearer token, when the `Authorization` header holds one of the spec's format.

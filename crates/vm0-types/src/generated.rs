@@ -2988,10 +2988,10 @@ impl RunErrorData {
 and `data:` lines say it; `event` names the shape of `data`. On the wire, the event
 
 ```json
-{ "id": 2, "event": "output", "data": { "content": "Hello" } }
+{ "id": 2, "event": "output", "data": { "content": "Hello", "stream": "stdout" } }
 ```
 
-is the lines `id: 2`, `event: output` and `data: {"content":"Hello"}`, followed by
+is the lines `id: 2`, `event: output` and `data: {"content":"Hello","stream":"stdout"}`, followed by
 a blank line.
 */
 #[derive(

@@ -302,7 +302,7 @@ impl<'a> Op<'a> {
         // The api-version header is checked for every operation, even one with nothing to
         // leave out.
         let mut steps = match self.success.1 {
-            Success::Empty => vec![quote!(call.omitted(#id)?;)],
+            Success::Empty => vec![quote!(call.caller_version()?;)],
             _ => vec![quote!(let omitted = call.omitted(#id)?;)],
         };
         for p in &self.path_params {

@@ -230,10 +230,11 @@ impl<S: Store> App<S> {
             types::LogTypeFilter::Network => Some(types::LogType::Network),
         };
         let descending = params.order == types::SortOrder::Desc;
-        let after_sequence = params.after_sequence.unwrap_or(0);
-        let query = LogQuery { kind, since: params.since, until: params.until, after_sequence, descending };
-        let parts =
-            [row.id.as_str(), &params.r#type.to_string(), &stamp(query.since), &stamp(query.until), &params.order.to_string(), &after_sequence.to_string()];
+        let query = LogQuery { kind, since: params.since, until: params.until, after_sequence: params.after_sequence.unwrap_or(0), descending };
+        let mut parts = vec![row.id.clone(), params.r#type.to_string(), stamp(query.since), stamp(query.until), params.order.to_string()];
+        // Only when given, so that a cursor issued before afterSequence existed still reads.
+        parts.extend(params.after_sequence.map(|after| format!("after {after}")));
+        let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
         let listing = self.listing("logs", &parts, params.limit);
         let rows = self.store.list_logs(&row.id, &query, &listing.page(params.cursor.as_deref())?).await?;
         let (data, pagination) = listing.finish(rows, |r| r.seq.to_string());

@@ -276,7 +276,13 @@ impl TryFrom<EventRow> for RunEvent {
 
     /// The stored data is read as the shape its event names, never by guessing.
     fn try_from(r: EventRow) -> std::result::Result<Self, serde_json::Error> {
-        let data: Value = serde_json::from_str(&r.data)?;
+        let mut data: Value = serde_json::from_str(&r.data)?;
+        // Output events name their stream since API 1.1.0. Those stored before, or by an
+        // older instance during a rolling upgrade, did not: they were the agent's standard
+        // output as far as any client could tell, and read so.
+        if let ("output", Some(fields)) = (r.event.as_str(), data.as_object_mut()) {
+            fields.entry("stream").or_insert_with(|| Value::from("stdout"));
+        }
         serde_json::from_value(serde_json::json!({ "id": r.id, "event": r.event, "data": data }))
     }
 }
@@ -552,3 +558,21 @@ pub trait DatabaseStore {
 pub trait Store: UserStore + AgentStore + StorageStore + RunStore + DatabaseStore + Clone + Send + Sync + 'static {}
 
 impl<T: UserStore + AgentStore + StorageStore + RunStore + DatabaseStore + Clone + Send + Sync + 'static> Store for T {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_output_event_stored_without_its_stream_reads_as_standard_output() {
+        let row = EventRow { id: 3, event: "output".into(), data: r#"{"content":"hi"}"#.into() };
+        let RunEvent::Output { data, .. } = RunEvent::try_from(row).unwrap() else { panic!("an output event") };
+        assert_eq!((data.content.as_str(), data.stream), ("hi", types::OutputStream::Stdout));
+        // A stored stream is kept, and no other event gains one.
+        let row = EventRow { id: 4, event: "output".into(), data: r#"{"content":"oops","stream":"stderr"}"#.into() };
+        let RunEvent::Output { data, .. } = RunEvent::try_from(row).unwrap() else { panic!("an output event") };
+        assert_eq!(data.stream, types::OutputStream::Stderr);
+        let row = EventRow { id: 5, event: "status".into(), data: r#"{"status":"running"}"#.into() };
+        assert!(matches!(RunEvent::try_from(row).unwrap(), RunEvent::Status { .. }));
+    }
+}
