@@ -669,16 +669,10 @@ impl Differ<'_> {
             // The router gives a property to the callers its x-since names: with another
             // version there, a client of a version in between sees a property of its
             // version vanish, or one it does not know appear.
-            let since = |schema: &Value| schema.get(crate::spec::SINCE).and_then(|s| s.get(property.as_str())).and_then(Value::as_str).map(str::to_string);
-            if let (false, old_since, new_since) = (request, since(old), since(new)) {
+            if let (false, old_since, new_since) = (request, crate::spec::since(old, property), crate::spec::since(new, property)) {
                 if old_since != new_since {
-                    let shown_since = |v: Option<String>| v.unwrap_or_else(|| "none".to_string());
-                    self.push(
-                        true,
-                        "response-property-since-changed",
-                        &pointer,
-                        format!("The x-since of {} changed from {} to {}.", noun, shown_since(old_since), shown_since(new_since)),
-                    );
+                    let (from, to) = (old_since.unwrap_or("none"), new_since.unwrap_or("none"));
+                    self.push(true, "response-property-since-changed", &pointer, format!("The x-since of {noun} changed from {from} to {to}."));
                 }
             }
             self.schema(place.child(&pointer, &path), old_schema, new_schema);
@@ -688,9 +682,9 @@ impl Differ<'_> {
     /// Whether the new `schema`'s `x-since` gives `property` a version later than the old
     /// spec's `info.version`.
     fn added_since_old(&self, schema: &Value, property: &str) -> bool {
-        let version = |v: Option<&Value>| v.and_then(Value::as_str).and_then(|v| v.parse::<crate::release::Version>().ok());
-        let old = version(self.old.pointer("/info/version"));
-        let since = version(schema.get(crate::spec::SINCE).and_then(|s| s.get(property)));
+        let version = |v: Option<&str>| v.and_then(|v| v.parse::<crate::release::Version>().ok());
+        let old = version(self.old.pointer("/info/version").and_then(Value::as_str));
+        let since = version(crate::spec::since(schema, property));
         matches!((old, since), (Some(old), Some(since)) if since > old)
     }
 

@@ -202,6 +202,11 @@ pub fn validate(doc: &Value, schema: &Value, instance: &Value) -> Result<Vec<Str
         .collect())
 }
 
+/// The version `schema`'s [`SINCE`] gives `property`, as written.
+pub fn since<'a>(schema: &'a Value, property: &str) -> Option<&'a str> {
+    schema.get(SINCE).and_then(|s| s.get(property)).and_then(Value::as_str)
+}
+
 /// A property that [`SINCE`] says was added after the first version, as it sits in a body
 /// of some schema.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

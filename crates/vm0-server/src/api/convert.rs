@@ -1,17 +1,10 @@
 //! Rows into the generated types of the API, field by field: a field the spec adds or
 //! renames is a compile error here, never a malformed response.
 
-use std::num::NonZeroU64;
-
 use vm0_types as types;
 
 use super::storage::StorageDetail;
-use crate::store::{AgentRow, AgentVersionRow, LogRow, MetricRow, RunRow, StorageRow, TokenRow, VersionRow};
-
-/// Version numbers and event ids start at 1 (the store numbers them), so 0 never comes back.
-fn positive(number: i64) -> NonZeroU64 {
-    NonZeroU64::new(number.max(1) as u64).expect("at least 1")
-}
+use crate::store::{positive, AgentRow, AgentVersionRow, LogRow, MetricRow, RunRow, StorageRow, TokenRow, VersionRow};
 
 impl From<AgentRow> for types::Agent {
     fn from(r: AgentRow) -> Self {
@@ -152,8 +145,8 @@ impl From<&RunRow> for types::RunDetail {
 
 impl From<LogRow> for types::LogEntry {
     fn from(r: LogRow) -> Self {
-        let (sequence, stream) = (std::num::NonZeroU64::new(r.seq.max(1) as u64).expect("at least 1"), r.stream());
-        types::LogEntry { sequence, timestamp: r.timestamp, type_: r.kind, level: r.level, message: r.message, metadata: r.metadata.0, stream }
+        let stream = r.stream();
+        types::LogEntry { sequence: positive(r.seq), timestamp: r.timestamp, type_: r.kind, level: r.level, message: r.message, metadata: r.metadata.0, stream }
     }
 }
 

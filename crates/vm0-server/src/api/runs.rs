@@ -14,7 +14,7 @@ use super::{App, Principal};
 use crate::ids;
 use crate::metrics::SubscriberGuard;
 use crate::runs::{Engine, Subscription};
-use crate::store::{event_id, AgentRow, Kind, LogQuery, RunFilter, RunRow, RunStore, SessionRow, StorageRow, Store, StoreError};
+use crate::store::{event_id, positive, AgentRow, Kind, LogQuery, RunFilter, RunRow, RunStore, SessionRow, StorageRow, Store, StoreError};
 
 /// How long a stream stays quiet before a heartbeat.
 const HEARTBEAT: Duration = Duration::from_secs(15);
@@ -314,8 +314,7 @@ impl<S: RunStore + Send + Sync> Feed<S> {
             };
             match received {
                 Err(_) => {
-                    let id = std::num::NonZeroU64::new(self.after.max(1) as u64).expect("at least 1");
-                    let heartbeat = types::RunEvent::Heartbeat { id, data: types::RunHeartbeatData {} };
+                    let heartbeat = types::RunEvent::Heartbeat { id: positive(self.after), data: types::RunHeartbeatData {} };
                     return Some((heartbeat, self));
                 }
                 Ok(Ok(event)) if event_id(&event) <= self.after => {}

@@ -263,6 +263,12 @@ pub struct RunEnd {
     pub artifact_version: Option<String>,
 }
 
+/// A number the store assigns (a version number, an event id, a log sequence), as the
+/// API's positive integer: they start at 1, so 0 never comes back.
+pub fn positive(number: i64) -> std::num::NonZeroU64 {
+    std::num::NonZeroU64::new(number.max(1) as u64).expect("at least 1")
+}
+
 /// One stored event of a run: its id, its `event` name and the JSON of its `data`.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EventRow {
@@ -299,7 +305,7 @@ pub enum EventData {
 impl EventData {
     /// The event with its id.
     pub fn numbered(self, id: i64) -> RunEvent {
-        let id = std::num::NonZeroU64::new(id.max(1) as u64).expect("at least 1");
+        let id = positive(id);
         match self {
             EventData::Status(data) => RunEvent::Status { id, data },
             EventData::Output(data) => RunEvent::Output { id, data },
