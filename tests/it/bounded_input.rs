@@ -46,13 +46,26 @@ async fn bodies_past_the_limits_are_refused_in_the_envelope() {
     assert!(message(&answer).contains("limit of 1048576 bytes"), "{answer}");
 
     // 14 MB of tiny values, where a file list may be 16 MB: counted, not built.
-    let volume = server.client().create_volume().body_map(|b| b.name("v")).send().await.unwrap().into_inner();
+    let volume = server
+        .client()
+        .create_volume()
+        .body_map(|b| b.name("v"))
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
     let values = format!(r#"{{"files": {}}}"#, tiny_values(14_000_000));
-    let (status, answer) = post(&server, &format!("/v1/volumes/{}/upload", volume.id), values.into_bytes()).await;
+    let (status, answer) =
+        post(&server, &format!("/v1/volumes/{}/upload", volume.id), values.into_bytes()).await;
     assert_eq!(status, 400, "{answer}");
     assert!(message(&answer).contains("JSON values"), "{answer}");
     // And as the same values under an agent's configuration, past the byte limit first.
-    let (status, answer) = post(&server, "/v1/agents", format!(r#"{{"name": "n", "config": {{"x": {}}}}}"#, tiny_values(900_000)).into_bytes()).await;
+    let (status, answer) = post(
+        &server,
+        "/v1/agents",
+        format!(r#"{{"name": "n", "config": {{"x": {}}}}}"#, tiny_values(900_000)).into_bytes(),
+    )
+    .await;
     assert_eq!(status, 400, "{answer}");
     assert!(message(&answer).contains("JSON values"), "{answer}");
 }
@@ -60,7 +73,14 @@ async fn bodies_past_the_limits_are_refused_in_the_envelope() {
 #[tokio::test]
 async fn the_largest_legal_file_list_fits() {
     let server = TestServer::start().await;
-    let volume = server.client().create_volume().body_map(|b| b.name("big")).send().await.unwrap().into_inner();
+    let volume = server
+        .client()
+        .create_volume()
+        .body_map(|b| b.name("big"))
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
     // 10,000 files, each with a path of 1,024 bytes (in segments of at most 255): about
     // 11 MB.
     let segment = "p".repeat(254);
@@ -78,7 +98,8 @@ async fn the_largest_legal_file_list_fits() {
 async fn the_body_limit_is_the_servers_to_set() {
     let small = |config| vm0_server::Config { max_body_bytes: 4096, ..config };
     let server = TestServer::start_with(tempfile::tempdir().unwrap(), small).await;
-    let agent = json!({"name": "a", "config": {"command": ["true"], "files": {"a": "x".repeat(5000)}}});
+    let agent =
+        json!({"name": "a", "config": {"command": ["true"], "files": {"a": "x".repeat(5000)}}});
     let (status, answer) = post(&server, "/v1/agents", serde_json::to_vec(&agent).unwrap()).await;
     assert_eq!(status, 400, "{answer}");
     assert!(message(&answer).contains("limit of 4096 bytes"), "{answer}");
@@ -89,7 +110,9 @@ async fn the_body_limit_is_the_servers_to_set() {
 #[tokio::test]
 async fn too_many_headers_get_the_envelope_and_a_request_id() {
     let server = TestServer::start().await;
-    let mut request = reqwest::Client::new().get(format!("{}/v1/agents", server.direct_url)).bearer_auth(&server.token);
+    let mut request = reqwest::Client::new()
+        .get(format!("{}/v1/agents", server.direct_url))
+        .bearer_auth(&server.token);
     for i in 0..150 {
         request = request.header(format!("x-filler-{i}"), "1");
     }

@@ -66,11 +66,17 @@ async fn a_503_then_a_200_is_retried_and_succeeds() {
 
 #[tokio::test]
 async fn a_429_with_retry_after_waits_about_that_long() {
-    let (url, calls) = agents_failing_once(|| (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], "slow down").into_response()).await;
+    let (url, calls) = agents_failing_once(|| {
+        (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], "slow down").into_response()
+    })
+    .await;
     let started = Instant::now();
     client(&url).list_agents().send().await.unwrap();
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(950) && waited < Duration::from_secs(3), "waited {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(950) && waited < Duration::from_secs(3),
+        "waited {waited:?}"
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
 
@@ -90,10 +96,19 @@ async fn a_post_that_got_a_500_is_not_retried_and_the_error_says_everything() {
     ))
     .await;
     let config = vm0_client::types::AgentConfig(serde_json::Map::new());
-    let error: Error = client(&url).create_agent().body_map(|b| b.name("a").config(config)).send().await.unwrap_err().into();
+    let error: Error = client(&url)
+        .create_agent()
+        .body_map(|b| b.name("a").config(config))
+        .send()
+        .await
+        .unwrap_err()
+        .into();
     assert_eq!(calls.load(Ordering::SeqCst), 1, "not retried");
     let api = error.api().unwrap();
-    assert_eq!((api.status, api.code.to_string().as_str(), api.request_id.as_deref()), (500, "internal_error", Some("req_fault")));
+    assert_eq!(
+        (api.status, api.code.to_string().as_str(), api.request_id.as_deref()),
+        (500, "internal_error", Some("req_fault"))
+    );
     assert!(error.to_string().contains("req_fault"), "{error}");
 }
 
@@ -105,7 +120,13 @@ async fn a_connection_refused_is_retried_even_for_a_post_and_then_reported() {
     drop(listener);
     let config = vm0_client::types::AgentConfig(serde_json::Map::new());
     let started = Instant::now();
-    let error: Error = client(&url).create_agent().body_map(|b| b.name("a").config(config)).send().await.unwrap_err().into();
+    let error: Error = client(&url)
+        .create_agent()
+        .body_map(|b| b.name("a").config(config))
+        .send()
+        .await
+        .unwrap_err()
+        .into();
     assert!(matches!(error, Error::Transport { .. }), "{error}");
     assert!(started.elapsed() >= Duration::from_millis(300), "two backoffs before giving up");
 }
@@ -114,7 +135,9 @@ async fn a_connection_refused_is_retried_even_for_a_post_and_then_reported() {
 async fn a_dropped_event_stream_resumes_without_losing_or_repeating_an_event() {
     let connections = Arc::new(Mutex::new(Vec::<Option<String>>::new()));
     let seen = connections.clone();
-    let message = |id: u64, event: &str, data: serde_json::Value| format!("id: {id}\nevent: {event}\ndata: {data}\n\n");
+    let message = |id: u64, event: &str, data: serde_json::Value| {
+        format!("id: {id}\nevent: {event}\ndata: {data}\n\n")
+    };
     let url = serve(Router::new().route(
         "/v1/runs/{id}/events",
         get(move |headers: HeaderMap| {
@@ -139,7 +162,11 @@ async fn a_dropped_event_stream_resumes_without_losing_or_repeating_an_event() {
                         Ok(message(4, "output", json!({"content": "three", "stream": "stdout"}))),
                         Ok(message(5, "heartbeat", json!({}))),
                         Ok(message(6, "status", json!({"status": "completed"}))),
-                        Ok(message(7, "complete", json!({"status": "completed", "executionTimeMs": 12}))),
+                        Ok(message(
+                            7,
+                            "complete",
+                            json!({"status": "completed", "executionTimeMs": 12}),
+                        )),
                     ]
                 };
                 // Paced, so that each chunk is on the wire before the connection breaks.
@@ -152,12 +179,28 @@ async fn a_dropped_event_stream_resumes_without_losing_or_repeating_an_event() {
         }),
     ))
     .await;
-    let events: Vec<RunEvent> = within(DEADLINE, "the whole event stream", client(&url).run_events("run_1").map(|e| e.unwrap()).collect()).await;
+    let events: Vec<RunEvent> = within(
+        DEADLINE,
+        "the whole event stream",
+        client(&url).run_events("run_1").map(|e| e.unwrap()).collect(),
+    )
+    .await;
     let ids: Vec<u64> = events.iter().map(RunEvent::id).collect();
     assert_eq!(ids, vec![1, 2, 3, 4, 6, 7], "each event once, heartbeats left out");
-    assert_eq!(events[3], RunEvent::Output { id: 4, content: "three".into(), stream: vm0_client::types::OutputStream::Stdout });
+    assert_eq!(
+        events[3],
+        RunEvent::Output {
+            id: 4,
+            content: "three".into(),
+            stream: vm0_client::types::OutputStream::Stdout
+        }
+    );
     assert!(matches!(events.last(), Some(RunEvent::Complete { execution_time_ms: Some(12), .. })));
-    assert_eq!(*connections.lock().unwrap(), vec![None, Some("3".to_string())], "resumed after the last event received");
+    assert_eq!(
+        *connections.lock().unwrap(),
+        vec![None, Some("3".to_string())],
+        "resumed after the last event received"
+    );
 }
 
 #[tokio::test]
@@ -186,7 +229,10 @@ async fn a_download_whose_bytes_do_not_match_their_hash_fails_and_leaves_nothing
     let url = serve(router).await;
     *url_cell.lock().unwrap() = url.clone();
     let target = tempfile::tempdir().unwrap();
-    let error = client(&url).pull_volume("vol_1", None, target.path(), &Transfer::default()).await.unwrap_err();
+    let error = client(&url)
+        .pull_volume("vol_1", None, target.path(), &Transfer::default())
+        .await
+        .unwrap_err();
     match &error {
         Error::Integrity { path, message } => {
             assert_eq!(path, "dir/file.txt");
@@ -199,7 +245,13 @@ async fn a_download_whose_bytes_do_not_match_their_hash_fails_and_leaves_nothing
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    std::fs::read_dir(dir).unwrap().flatten().flat_map(|e| if e.file_type().unwrap().is_dir() { walk(&e.path()) } else { vec![e.path()] }).collect()
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .flat_map(
+            |e| if e.file_type().unwrap().is_dir() { walk(&e.path()) } else { vec![e.path()] },
+        )
+        .collect()
 }
 
 #[tokio::test]
@@ -216,7 +268,10 @@ async fn a_path_that_would_leave_the_target_is_refused() {
     );
     let url = serve(router).await;
     let target = tempfile::tempdir().unwrap();
-    let error = client(&url).pull_volume("vol_1", None, target.path(), &Transfer::default()).await.unwrap_err();
+    let error = client(&url)
+        .pull_volume("vol_1", None, target.path(), &Transfer::default())
+        .await
+        .unwrap_err();
     // The generated types refuse the path before the transfer code sees it, or the
     // transfer code refuses it: either way nothing is written.
     assert!(matches!(error, Error::Invalid(_) | Error::Transport { .. }), "{error}");
@@ -238,7 +293,10 @@ fn a_malformed_token_is_refused_locally_and_a_token_never_shows_in_debug() {
 fn a_base_url_that_is_not_an_absolute_http_url_is_refused_locally() {
     for url in ["127.0.0.1:8080", "localhost", "/v1", "ftp://api.vm0.ai", ""] {
         let error = Client::new(url, TOKEN).unwrap_err();
-        assert!(matches!(&error, Error::Invalid(m) if m.contains("http:// or https://")), "{url:?}: {error}");
+        assert!(
+            matches!(&error, Error::Invalid(m) if m.contains("http:// or https://")),
+            "{url:?}: {error}"
+        );
     }
     Client::new("https://api.vm0.ai/", TOKEN).unwrap();
 }
@@ -254,13 +312,15 @@ async fn a_pull_never_writes_through_a_symbolic_link() {
     std::fs::create_dir(source.path().join("sub")).unwrap();
     std::fs::write(source.path().join("sub").join("inner.txt"), b"inner").unwrap();
     std::fs::write(source.path().join("top.txt"), b"top").unwrap();
-    let volume = c.create_volume().body_map(|b| b.name("linked")).send().await.unwrap().into_inner();
+    let volume =
+        c.create_volume().body_map(|b| b.name("linked")).send().await.unwrap().into_inner();
     c.push_volume(&volume.id, source.path(), None, &Transfer::default()).await.unwrap();
 
     let outside = tempfile::tempdir().unwrap();
     let target = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(outside.path(), target.path().join("sub")).unwrap();
-    let error = c.pull_volume(&volume.id, None, target.path(), &Transfer::default()).await.unwrap_err();
+    let error =
+        c.pull_volume(&volume.id, None, target.path(), &Transfer::default()).await.unwrap_err();
     assert!(matches!(&error, Error::Invalid(m) if m.contains("symbolic link")), "{error}");
     assert!(walk(outside.path()).is_empty(), "the pull wrote through the linked folder");
 
@@ -271,7 +331,10 @@ async fn a_pull_never_writes_through_a_symbolic_link() {
     std::os::unix::fs::symlink(&victim, target.path().join(".top.txt.vm0-partial")).unwrap();
     c.pull_volume(&volume.id, None, target.path(), &Transfer::default()).await.unwrap();
     assert_eq!(std::fs::read(&victim).unwrap(), b"untouched");
-    assert!(!std::fs::symlink_metadata(target.path().join("top.txt")).unwrap().file_type().is_symlink());
+    assert!(!std::fs::symlink_metadata(target.path().join("top.txt"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
     assert_eq!(std::fs::read(target.path().join("top.txt")).unwrap(), b"top");
     assert_eq!(std::fs::read(target.path().join("sub").join("inner.txt")).unwrap(), b"inner");
 }

@@ -65,13 +65,34 @@ async fn each_kind_of_drift_is_recorded() {
 
     let http = reqwest::Client::new();
     let calls = async {
-        for path in ["/v1/volumes/vol_1", "/v1/volumes/vol_2", "/v1/agents/ag_1", "/v1/tokens/tok_1", "/v1/runs/run_1/events", "/v1/runs/run_2/events"] {
+        for path in [
+            "/v1/volumes/vol_1",
+            "/v1/volumes/vol_2",
+            "/v1/agents/ag_1",
+            "/v1/tokens/tok_1",
+            "/v1/runs/run_1/events",
+            "/v1/runs/run_2/events",
+        ] {
             http.get(format!("{url}{path}")).send().await.unwrap().bytes().await.unwrap();
         }
         http.delete(format!("{url}/v1/runs")).send().await.unwrap().bytes().await.unwrap();
         http.get(format!("{url}/v1/runs/run_3/logs")).send().await.unwrap().bytes().await.unwrap();
-        http.get(format!("{url}/v1/runs/run_3/logs")).header("api-version", "1.1.0").send().await.unwrap().bytes().await.unwrap();
-        http.get(format!("{url}/v1/runs/run_3/logs")).header("api-version", "1.0.0").send().await.unwrap().bytes().await.unwrap();
+        http.get(format!("{url}/v1/runs/run_3/logs"))
+            .header("api-version", "1.1.0")
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        http.get(format!("{url}/v1/runs/run_3/logs"))
+            .header("api-version", "1.0.0")
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
     };
     within(DEADLINE, "every call through the proxy", calls).await;
     let found = violations.lock().unwrap().clone();
@@ -87,7 +108,16 @@ async fn each_kind_of_drift_is_recorded() {
         "GET /v1/runs/run_3/logs → 200: the body breaks the schema: Additional properties are not allowed ('sequence', 'stream' were unexpected)",
     ];
     for line in expect {
-        assert!(found.iter().any(|f| f.starts_with(line)), "{line:?} is not among:\n{}", found.join("\n"));
+        assert!(
+            found.iter().any(|f| f.starts_with(line)),
+            "{line:?} is not among:\n{}",
+            found.join("\n")
+        );
     }
-    assert_eq!(found.len(), expect.len(), "only those, and nothing for the right answers (vol_1, run_3 to 1.1.0):\n{}", found.join("\n"));
+    assert_eq!(
+        found.len(),
+        expect.len(),
+        "only those, and nothing for the right answers (vol_1, run_3 to 1.1.0):\n{}",
+        found.join("\n")
+    );
 }

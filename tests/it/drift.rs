@@ -7,8 +7,14 @@ use xtask::spec::workspace_root;
 fn generated_files_match_the_spec() {
     let files = codegen::generate().expect("the spec generates");
     let stale = codegen::stale_files(&workspace_root(), &files);
-    let report: String = stale.iter().map(|s| format!("{} is stale:\n{}\n", s.path, s.diff)).collect();
-    assert!(stale.is_empty(), "{report}{} generated files are stale; the spec changed without regenerating: run `{}`", stale.len(), codegen::COMMAND);
+    let report: String =
+        stale.iter().map(|s| format!("{} is stale:\n{}\n", s.path, s.diff)).collect();
+    assert!(
+        stale.is_empty(),
+        "{report}{} generated files are stale; the spec changed without regenerating: run `{}`",
+        stale.len(),
+        codegen::COMMAND
+    );
 }
 
 #[test]

@@ -15,7 +15,13 @@ async fn an_agent_lives_through_its_versions() {
     let server = TestServer::start().await;
     let c = server.client();
     let first = json!({"command": ["echo", "one"]});
-    let agent = c.create_agent().body_map(|b| b.name("my-agent").config(config(first.clone()))).send().await.unwrap().into_inner();
+    let agent = c
+        .create_agent()
+        .body_map(|b| b.name("my-agent").config(config(first.clone())))
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
     assert!(agent.id.starts_with("ag_"));
     assert_eq!(agent.created_at, agent.updated_at);
 
@@ -23,11 +29,25 @@ async fn an_agent_lives_through_its_versions() {
     assert_eq!(got, agent);
 
     // The same configuration again makes no version.
-    let same = c.update_agent().id(&agent.id).body_map(|b| b.config(config(first.clone()))).send().await.unwrap().into_inner();
+    let same = c
+        .update_agent()
+        .id(&agent.id)
+        .body_map(|b| b.config(config(first.clone())))
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(same.current_version_id, agent.current_version_id);
     // Another one does.
     let second = json!({"command": ["echo", "two"]});
-    let updated = c.update_agent().id(&agent.id).body_map(|b| b.config(config(second.clone()))).send().await.unwrap().into_inner();
+    let updated = c
+        .update_agent()
+        .id(&agent.id)
+        .body_map(|b| b.config(config(second.clone())))
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
     assert_ne!(updated.current_version_id, agent.current_version_id);
 
     let versions = c.list_agent_versions().id(&agent.id).send().await.unwrap().into_inner();
@@ -36,9 +56,23 @@ async fn an_agent_lives_through_its_versions() {
     assert_eq!(versions.data[0].id, updated.current_version_id);
     assert!(!versions.pagination.has_more);
 
-    let v1 = c.get_agent_version().id(&agent.id).version_id(&agent.current_version_id).send().await.unwrap().into_inner();
+    let v1 = c
+        .get_agent_version()
+        .id(&agent.id)
+        .version_id(&agent.current_version_id)
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(serde_json::Value::Object(v1.config.0), first);
-    let v2 = c.get_agent_version().id(&agent.id).version_id(&updated.current_version_id).send().await.unwrap().into_inner();
+    let v2 = c
+        .get_agent_version()
+        .id(&agent.id)
+        .version_id(&updated.current_version_id)
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(serde_json::Value::Object(v2.config.0), second);
 
     let listed = c.list_agents().name("my-agent").send().await.unwrap().into_inner();
@@ -57,27 +91,76 @@ async fn an_agent_lives_through_its_versions() {
 async fn names_are_unique_per_user() {
     let server = TestServer::start().await;
     let c = server.client();
-    c.create_agent().body_map(|b| b.name("taken").config(config(json!({"command": ["true"]})))).send().await.unwrap();
-    let (status, error) = api_error(c.create_agent().body_map(|b| b.name("taken").config(config(json!({"command": ["true"]})))).send().await);
-    assert_eq!((status, error.code.to_string().as_str(), error.param.as_deref()), (409, "resource_already_exists", Some("name")));
+    c.create_agent()
+        .body_map(|b| b.name("taken").config(config(json!({"command": ["true"]}))))
+        .send()
+        .await
+        .unwrap();
+    let (status, error) = api_error(
+        c.create_agent()
+            .body_map(|b| b.name("taken").config(config(json!({"command": ["true"]}))))
+            .send()
+            .await,
+    );
+    assert_eq!(
+        (status, error.code.to_string().as_str(), error.param.as_deref()),
+        (409, "resource_already_exists", Some("name"))
+    );
     // Another user may use the name.
     let other = server.client_with(&server.user_token("someone-else").await);
-    other.create_agent().body_map(|b| b.name("taken").config(config(json!({"command": ["true"]})))).send().await.unwrap();
+    other
+        .create_agent()
+        .body_map(|b| b.name("taken").config(config(json!({"command": ["true"]}))))
+        .send()
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn another_users_agents_are_missing() {
     let server = TestServer::start().await;
     let mine = server.client();
-    let agent = mine.create_agent().body_map(|b| b.name("private").config(config(json!({"command": ["true"]})))).send().await.unwrap().into_inner();
+    let agent = mine
+        .create_agent()
+        .body_map(|b| b.name("private").config(config(json!({"command": ["true"]}))))
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
     let theirs = server.client_with(&server.user_token("mallory").await);
     let (status, error) = api_error(theirs.get_agent().id(&agent.id).send().await);
     let (_, missing) = api_error(theirs.get_agent().id("ag_doesnotexist").send().await);
     assert_eq!(status, 404);
-    assert_eq!(error.message.replace(&agent.id, "X"), missing.message.replace("ag_doesnotexist", "X"), "the same 404 as a missing id");
-    assert_eq!(api_error(theirs.update_agent().id(&agent.id).body_map(|b| b.config(config(json!({"command": ["false"]})))).send().await).0, 404);
+    assert_eq!(
+        error.message.replace(&agent.id, "X"),
+        missing.message.replace("ag_doesnotexist", "X"),
+        "the same 404 as a missing id"
+    );
+    assert_eq!(
+        api_error(
+            theirs
+                .update_agent()
+                .id(&agent.id)
+                .body_map(|b| b.config(config(json!({"command": ["false"]}))))
+                .send()
+                .await
+        )
+        .0,
+        404
+    );
     assert_eq!(api_error(theirs.delete_agent().id(&agent.id).send().await).0, 404);
-    assert_eq!(api_error(theirs.get_agent_version().id(&agent.id).version_id(&agent.current_version_id).send().await).0, 404);
+    assert_eq!(
+        api_error(
+            theirs
+                .get_agent_version()
+                .id(&agent.id)
+                .version_id(&agent.current_version_id)
+                .send()
+                .await
+        )
+        .0,
+        404
+    );
     assert!(theirs.list_agents().send().await.unwrap().into_inner().data.is_empty());
     mine.get_agent().id(&agent.id).send().await.unwrap();
 }
@@ -89,7 +172,15 @@ async fn pages_cover_the_list_once_newest_first() {
     let mut created = Vec::new();
     for i in 0..25 {
         let name = format!("agent-{i:02}");
-        created.push(c.create_agent().body_map(|b| b.name(name.as_str()).config(config(json!({"command": ["true"]})))).send().await.unwrap().into_inner().id);
+        created.push(
+            c.create_agent()
+                .body_map(|b| b.name(name.as_str()).config(config(json!({"command": ["true"]}))))
+                .send()
+                .await
+                .unwrap()
+                .into_inner()
+                .id,
+        );
     }
     let (mut seen, mut cursor, mut pages) = (Vec::new(), None::<String>, 0);
     loop {
@@ -118,7 +209,11 @@ async fn a_forged_or_foreign_cursor_is_a_400_naming_cursor() {
     let c = server.client();
     for i in 0..3 {
         let name = format!("a-{i}");
-        c.create_agent().body_map(|b| b.name(name.as_str()).config(config(json!({"command": ["true"]})))).send().await.unwrap();
+        c.create_agent()
+            .body_map(|b| b.name(name.as_str()).config(config(json!({"command": ["true"]}))))
+            .send()
+            .await
+            .unwrap();
     }
     let page = c.list_agents().limit(1).send().await.unwrap().into_inner();
     let cursor = page.pagination.next_cursor.unwrap();
@@ -143,7 +238,9 @@ async fn a_forged_or_foreign_cursor_is_a_400_naming_cursor() {
 async fn invalid_input_is_a_400_naming_the_parameter() {
     let server = TestServer::start().await;
     let http = reqwest::Client::new();
-    let post = |body: serde_json::Value| http.post(format!("{}/v1/agents", server.url)).bearer_auth(&server.token).json(&body).send();
+    let post = |body: serde_json::Value| {
+        http.post(format!("{}/v1/agents", server.url)).bearer_auth(&server.token).json(&body).send()
+    };
     for (body, code, param) in [
         (json!({"name": "Bad Name", "config": {"command": ["true"]}}), "invalid_parameter", "name"),
         (json!({"name": "-edge", "config": {}}), "invalid_parameter", "name"),
@@ -155,9 +252,16 @@ async fn invalid_input_is_a_400_naming_the_parameter() {
         let response = post(body.clone()).await.unwrap();
         let status = response.status().as_u16();
         let error: serde_json::Value = response.json().await.unwrap();
-        assert_eq!((status, error["error"]["code"].as_str(), error["error"]["param"].as_str()), (400, Some(code), Some(param)), "{body}");
+        assert_eq!(
+            (status, error["error"]["code"].as_str(), error["error"]["param"].as_str()),
+            (400, Some(code), Some(param)),
+            "{body}"
+        );
     }
-    assert!(server.client().list_agents().send().await.unwrap().into_inner().data.is_empty(), "nothing was created");
+    assert!(
+        server.client().list_agents().send().await.unwrap().into_inner().data.is_empty(),
+        "nothing was created"
+    );
 }
 
 /// An instance whose blobs live in its data directory refuses to start beside another on
@@ -167,7 +271,9 @@ async fn invalid_input_is_a_400_naming_the_parameter() {
 #[tokio::test]
 async fn an_instance_with_its_blobs_in_its_data_directory_is_alone_on_its_postgresql_database() {
     let server = TestServer::start().await;
-    let Some(database_url) = vm0_server::testing::database_url(server.data_dir.path()).await.unwrap() else {
+    let Some(database_url) =
+        vm0_server::testing::database_url(server.data_dir.path()).await.unwrap()
+    else {
         return eprintln!("skipped: the server is on SQLite");
     };
     let other = tempfile::tempdir().unwrap();
@@ -176,8 +282,13 @@ async fn an_instance_with_its_blobs_in_its_data_directory_is_alone_on_its_postgr
         secrets_key: Some(server.data_dir.path().join("secrets.key")),
         ..vm0_server::Config::local(other.path())
     };
-    let refused = vm0_server::bind(config.clone()).await.err().expect("a second instance is refused");
-    assert!(format!("{refused:#}").contains("several instances on one database need a shared blob store"), "{refused:#}");
+    let refused =
+        vm0_server::bind(config.clone()).await.err().expect("a second instance is refused");
+    assert!(
+        format!("{refused:#}")
+            .contains("several instances on one database need a shared blob store"),
+        "{refused:#}"
+    );
     let _first_data_dir = server.stop().await;
     vm0_server::bind(config).await.expect("the database is free once the first instance stops");
 }
@@ -187,8 +298,10 @@ async fn an_instance_with_its_blobs_in_its_data_directory_is_alone_on_its_postgr
 #[tokio::test]
 async fn the_docs_try_requests_on_the_server_that_serves_them() {
     let server = TestServer::start().await;
-    let spec: serde_json::Value = reqwest::get(format!("{}/openapi.json", server.url)).await.unwrap().json().await.unwrap();
-    let servers: Vec<&str> = spec["servers"].as_array().unwrap().iter().map(|s| s["url"].as_str().unwrap()).collect();
+    let spec: serde_json::Value =
+        reqwest::get(format!("{}/openapi.json", server.url)).await.unwrap().json().await.unwrap();
+    let servers: Vec<&str> =
+        spec["servers"].as_array().unwrap().iter().map(|s| s["url"].as_str().unwrap()).collect();
     assert_eq!(servers, ["/", "https://api.vm0.ai", "http://127.0.0.1:8080"]);
     let page = reqwest::get(format!("{}/docs/", server.url)).await.unwrap();
     assert_eq!(page.status(), 200);

@@ -10,12 +10,17 @@ use vm0_tests::wait::{within, DEADLINE};
 use vm0_types::{self as types, RunStatus};
 
 async fn shell_agent(c: &vm0_client::Client) {
-    let config = types::AgentConfig(json!({"command": ["sh", "-c", "eval \"$VM0_PROMPT\""]}).as_object().unwrap().clone());
+    let config = types::AgentConfig(
+        json!({"command": ["sh", "-c", "eval \"$VM0_PROMPT\""]}).as_object().unwrap().clone(),
+    );
     c.create_agent().body_map(|b| b.name("shell").config(config)).send().await.unwrap();
 }
 
 /// Runs `request` to its end.
-async fn run(c: &vm0_client::Client, request: types::builder::CreateRunRequest) -> types::RunDetail {
+async fn run(
+    c: &vm0_client::Client,
+    request: types::builder::CreateRunRequest,
+) -> types::RunDetail {
     let id = c.create_run().body(request).send().await.unwrap().into_inner().id;
     within(DEADLINE, "the run ends", c.wait_for_run(&id)).await.unwrap()
 }
@@ -30,7 +35,13 @@ fn bytes_under(dir: &Path, skip: &[&str]) -> u64 {
         .unwrap()
         .flatten()
         .filter(|e| !skip.iter().any(|s| e.file_name() == *s))
-        .map(|e| if e.file_type().unwrap().is_dir() { bytes_under(&e.path(), &[]) } else { e.metadata().unwrap().len() })
+        .map(|e| {
+            if e.file_type().unwrap().is_dir() {
+                bytes_under(&e.path(), &[])
+            } else {
+                e.metadata().unwrap().len()
+            }
+        })
         .sum()
 }
 
@@ -41,22 +52,37 @@ async fn checkpoints_store_only_what_runs_changed() {
     shell_agent(&c).await;
     let source = tempfile::tempdir().unwrap();
     std::fs::write(source.path().join("big.bin"), vec![3u8; 2 * 1024 * 1024]).unwrap();
-    let volume = c.create_volume().body_map(|b| b.name("inputs")).send().await.unwrap().into_inner();
+    let volume =
+        c.create_volume().body_map(|b| b.name("inputs")).send().await.unwrap().into_inner();
     c.push_volume(&volume.id, source.path(), None, &Default::default()).await.unwrap();
-    let stored = bytes_under(server.data_dir.path(), &["sessions", "vm0.db", "vm0.db-wal", "vm0.db-shm"]);
+    let stored =
+        bytes_under(server.data_dir.path(), &["sessions", "vm0.db", "vm0.db-wal", "vm0.db-shm"]);
 
     let volumes = std::collections::HashMap::from([("inputs".to_string(), "latest".to_string())]);
-    let first = run(&c, prompt("wc -c volumes/inputs/big.bin > size; echo kept > note").agent(Some("shell".parse().unwrap())).volumes(volumes.clone())).await;
+    let first = run(
+        &c,
+        prompt("wc -c volumes/inputs/big.bin > size; echo kept > note")
+            .agent(Some("shell".parse().unwrap()))
+            .volumes(volumes.clone()),
+    )
+    .await;
     assert_eq!(first.status, RunStatus::Completed, "{:?}", first.error);
     let session: types::CreateRunRequestSessionId = first.session_id.parse().unwrap();
     for i in 0..3 {
-        let next = run(&c, prompt(&format!("echo {i} >> note")).session_id(Some(session.clone())).volumes(volumes.clone())).await;
+        let next = run(
+            &c,
+            prompt(&format!("echo {i} >> note"))
+                .session_id(Some(session.clone()))
+                .volumes(volumes.clone()),
+        )
+        .await;
         assert_eq!(next.status, RunStatus::Completed, "{:?}", next.error);
         assert!(next.checkpoint_id.is_some());
     }
     // Four checkpoints of a session that mounts 2 MiB: the volume's bytes are stored once,
     // as its own version, and the checkpoints add only the small files the runs wrote.
-    let after = bytes_under(server.data_dir.path(), &["sessions", "vm0.db", "vm0.db-wal", "vm0.db-shm"]);
+    let after =
+        bytes_under(server.data_dir.path(), &["sessions", "vm0.db", "vm0.db-wal", "vm0.db-shm"]);
     assert!(after - stored < 64 * 1024, "the checkpoints stored {} bytes", after - stored);
 }
 
@@ -65,13 +91,28 @@ async fn a_session_whose_directory_is_gone_continues_from_its_checkpoint() {
     let server = TestServer::start().await;
     let c = server.client();
     shell_agent(&c).await;
-    let first = run(&c, prompt("mkdir -p deep/er && echo remembered > deep/er/note").agent(Some("shell".parse().unwrap()))).await;
+    let first = run(
+        &c,
+        prompt("mkdir -p deep/er && echo remembered > deep/er/note")
+            .agent(Some("shell".parse().unwrap())),
+    )
+    .await;
     assert_eq!(first.status, RunStatus::Completed);
-    std::fs::remove_dir_all(server.data_dir.path().join("sessions").join(&first.session_id)).unwrap();
+    std::fs::remove_dir_all(server.data_dir.path().join("sessions").join(&first.session_id))
+        .unwrap();
 
-    let next = run(&c, prompt("cat deep/er/note").session_id(Some(first.session_id.parse().unwrap()))).await;
+    let next =
+        run(&c, prompt("cat deep/er/note").session_id(Some(first.session_id.parse().unwrap())))
+            .await;
     assert_eq!(next.status, RunStatus::Completed, "{:?}", next.error);
-    let logs = c.list_run_logs().id(&next.id).type_(types::LogTypeFilter::Agent).send().await.unwrap().into_inner();
+    let logs = c
+        .list_run_logs()
+        .id(&next.id)
+        .type_(types::LogTypeFilter::Agent)
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(logs.data.iter().map(|l| l.message.as_str()).collect::<Vec<_>>(), ["remembered"]);
 }
 
@@ -80,7 +121,9 @@ async fn sessions_and_checkpoints_go_when_their_retention_is_over() {
     let server = TestServer::start().await;
     let c = server.client();
     shell_agent(&c).await;
-    let done = run(&c, prompt("echo only-in-the-checkpoint > kept").agent(Some("shell".parse().unwrap()))).await;
+    let done =
+        run(&c, prompt("echo only-in-the-checkpoint > kept").agent(Some("shell".parse().unwrap())))
+            .await;
     let checkpoint = done.checkpoint_id.clone().unwrap();
     let blob = b"only-in-the-checkpoint\n";
     assert!(server.has_blob(blob).await, "the checkpoint's file is a blob");
@@ -91,13 +134,29 @@ async fn sessions_and_checkpoints_go_when_their_retention_is_over() {
 
     let expired = server.app.engine.expire(Duration::ZERO).await.unwrap();
     assert_eq!((expired.checkpoints, expired.sessions.clone()), (1, vec![done.session_id.clone()]));
-    assert!(!server.data_dir.path().join("sessions").join(&done.session_id).exists(), "the session's directory is removed");
+    assert!(
+        !server.data_dir.path().join("sessions").join(&done.session_id).exists(),
+        "the session's directory is removed"
+    );
     assert!(!server.has_blob(blob).await, "the checkpoint's blob is collected");
 
-    let from_checkpoint = c.create_run().body(prompt("true").checkpoint_id(Some(checkpoint.parse().unwrap()))).send().await;
+    let from_checkpoint = c
+        .create_run()
+        .body(prompt("true").checkpoint_id(Some(checkpoint.parse().unwrap())))
+        .send()
+        .await;
     let (status, error) = api_error(from_checkpoint);
     assert_eq!((status, error.param.as_deref()), (404, Some("checkpointId")));
-    let continued = c.create_run().body(prompt("true").session_id(Some(done.session_id.parse().unwrap()))).send().await;
+    let continued = c
+        .create_run()
+        .body(prompt("true").session_id(Some(done.session_id.parse().unwrap())))
+        .send()
+        .await;
     let (status, error) = api_error(continued);
-    assert_eq!((status, error.code, error.param.as_deref()), (400, types::ErrorCode::InvalidState, Some("sessionId")), "{}", error.message);
+    assert_eq!(
+        (status, error.code, error.param.as_deref()),
+        (400, types::ErrorCode::InvalidState, Some("sessionId")),
+        "{}",
+        error.message
+    );
 }

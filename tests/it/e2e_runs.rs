@@ -18,14 +18,22 @@ pub(crate) async fn agent(c: &vm0_client::Client, name: &str, config: Value) -> 
 }
 
 async fn shell_agent(c: &vm0_client::Client) -> types::Agent {
-    agent(c, "shell", json!({"command": ["sh", "-c", "eval \"$VM0_PROMPT\""], "timeoutSeconds": 60})).await
+    agent(
+        c,
+        "shell",
+        json!({"command": ["sh", "-c", "eval \"$VM0_PROMPT\""], "timeoutSeconds": 60}),
+    )
+    .await
 }
 
 pub(crate) fn body(agent: &str, prompt: &str) -> types::builder::CreateRunRequest {
     types::CreateRunRequest::builder().agent(Some(agent.parse().unwrap())).prompt(prompt)
 }
 
-pub(crate) async fn start(c: &vm0_client::Client, request: types::builder::CreateRunRequest) -> types::RunDetail {
+pub(crate) async fn start(
+    c: &vm0_client::Client,
+    request: types::builder::CreateRunRequest,
+) -> types::RunDetail {
     c.create_run().body(request).send().await.unwrap().into_inner()
 }
 
@@ -47,12 +55,29 @@ type Message = (u64, String, Value);
 
 /// Reads the run's event stream from `last` until it closes, or until `stop_after`
 /// messages have been read, within [`DEADLINE`].
-async fn events(server: &TestServer, run: &str, last: Option<u64>, stop_after: Option<usize>) -> (Vec<Message>, String) {
-    within(DEADLINE, &format!("the event stream of run {run} closing or giving {stop_after:?} messages"), read_events(server, run, last, stop_after)).await
+async fn events(
+    server: &TestServer,
+    run: &str,
+    last: Option<u64>,
+    stop_after: Option<usize>,
+) -> (Vec<Message>, String) {
+    within(
+        DEADLINE,
+        &format!("the event stream of run {run} closing or giving {stop_after:?} messages"),
+        read_events(server, run, last, stop_after),
+    )
+    .await
 }
 
-async fn read_events(server: &TestServer, run: &str, last: Option<u64>, stop_after: Option<usize>) -> (Vec<Message>, String) {
-    let mut request = reqwest::Client::new().get(format!("{}/v1/runs/{run}/events", server.url)).bearer_auth(&server.token);
+async fn read_events(
+    server: &TestServer,
+    run: &str,
+    last: Option<u64>,
+    stop_after: Option<usize>,
+) -> (Vec<Message>, String) {
+    let mut request = reqwest::Client::new()
+        .get(format!("{}/v1/runs/{run}/events", server.url))
+        .bearer_auth(&server.token);
     if let Some(last) = last {
         request = request.header("Last-Event-ID", last.to_string());
     }
@@ -64,8 +89,18 @@ async fn read_events(server: &TestServer, run: &str, last: Option<u64>, stop_aft
         text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
         while let Some(end) = text.find("\n\n") {
             let block: String = text.drain(..end + 2).collect();
-            let field = |name: &str| block.lines().find_map(|l| l.strip_prefix(&format!("{name}: "))).unwrap_or_default().to_string();
-            messages.push((field("id").parse().unwrap(), field("event"), serde_json::from_str(&field("data")).unwrap()));
+            let field = |name: &str| {
+                block
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            messages.push((
+                field("id").parse().unwrap(),
+                field("event"),
+                serde_json::from_str(&field("data")).unwrap(),
+            ));
             if stop_after == Some(messages.len()) {
                 return (messages, text);
             }
@@ -75,66 +110,166 @@ async fn read_events(server: &TestServer, run: &str, last: Option<u64>, stop_aft
 }
 
 fn outputs(messages: &[Message]) -> Vec<String> {
-    messages.iter().filter(|(_, e, _)| e == "output").map(|(_, _, d)| d["content"].as_str().unwrap().to_string()).collect()
+    messages
+        .iter()
+        .filter(|(_, e, _)| e == "output")
+        .map(|(_, _, d)| d["content"].as_str().unwrap().to_string())
+        .collect()
 }
 
 #[tokio::test]
 async fn a_run_echoes_its_prompt_into_events_and_logs() {
     let server = TestServer::start().await;
     let c = server.client();
-    agent(&c, "echo", json!({"command": ["sh", "-c", "echo \"$VM0_PROMPT\"; cat; echo oops >&2"]})).await;
+    agent(&c, "echo", json!({"command": ["sh", "-c", "echo \"$VM0_PROMPT\"; cat; echo oops >&2"]}))
+        .await;
     let created = start(&c, body("echo", "hello world")).await;
     assert_eq!(created.status, RunStatus::Pending);
-    assert!(created.started_at.is_none() && created.completed_at.is_none() && created.execution_time_ms.is_none());
+    assert!(
+        created.started_at.is_none()
+            && created.completed_at.is_none()
+            && created.execution_time_ms.is_none()
+    );
     let run = wait(&c, &created.id).await;
     assert_eq!(run.status, RunStatus::Completed, "{run:?}");
-    assert!(run.started_at.is_some() && run.execution_time_ms.is_some() && run.checkpoint_id.is_some());
+    assert!(
+        run.started_at.is_some() && run.execution_time_ms.is_some() && run.checkpoint_id.is_some()
+    );
 
     let (messages, _) = events(&server, &run.id, None, None).await;
     // Standard output and error are two pipes: order holds within each, not across them.
     let mut lines = outputs(&messages);
     lines.sort();
-    assert_eq!(lines, vec!["hello world", "hello world", "oops"], "from the environment, then standard input");
-    let streams: Vec<(&str, &str)> =
-        messages.iter().filter(|m| m.1 == "output").map(|m| (m.2["content"].as_str().unwrap(), m.2["stream"].as_str().unwrap())).collect();
-    assert_eq!(streams.iter().filter(|s| s.1 == "stderr").collect::<Vec<_>>(), [&("oops", "stderr")], "each line names its stream");
+    assert_eq!(
+        lines,
+        vec!["hello world", "hello world", "oops"],
+        "from the environment, then standard input"
+    );
+    let streams: Vec<(&str, &str)> = messages
+        .iter()
+        .filter(|m| m.1 == "output")
+        .map(|m| (m.2["content"].as_str().unwrap(), m.2["stream"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        streams.iter().filter(|s| s.1 == "stderr").collect::<Vec<_>>(),
+        [&("oops", "stderr")],
+        "each line names its stream"
+    );
     assert_eq!(streams.iter().filter(|s| s.1 == "stdout").count(), 2);
     let ids: Vec<u64> = messages.iter().map(|m| m.0).collect();
     assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>(), "ids increase by one");
-    let statuses: Vec<&str> = messages.iter().filter(|m| m.1 == "status").map(|m| m.2["status"].as_str().unwrap()).collect();
+    let statuses: Vec<&str> = messages
+        .iter()
+        .filter(|m| m.1 == "status")
+        .map(|m| m.2["status"].as_str().unwrap())
+        .collect();
     assert_eq!(statuses, vec!["pending", "running", "completed"]);
     let last = messages.last().unwrap();
     assert_eq!((last.1.as_str(), last.2["status"].as_str()), ("complete", Some("completed")));
 
     let logs = c.list_run_logs().id(&run.id).send().await.unwrap().into_inner().data;
     let stream = |name: &str| -> Vec<(String, String)> {
-        logs.iter().filter(|l| l.type_ == types::LogType::Agent && l.metadata["stream"] == name).map(|l| (l.message.clone(), l.level.to_string())).collect()
+        logs.iter()
+            .filter(|l| l.type_ == types::LogType::Agent && l.metadata["stream"] == name)
+            .map(|l| (l.message.clone(), l.level.to_string()))
+            .collect()
     };
-    assert_eq!(stream("stdout"), vec![("hello world".into(), "info".into()), ("hello world".into(), "info".into())]);
-    assert_eq!(stream("stderr"), vec![("oops".to_string(), "warn".to_string())], "standard error is logged at warn");
+    assert_eq!(
+        stream("stdout"),
+        vec![("hello world".into(), "info".into()), ("hello world".into(), "info".into())]
+    );
+    assert_eq!(
+        stream("stderr"),
+        vec![("oops".to_string(), "warn".to_string())],
+        "standard error is logged at warn"
+    );
     assert!(logs.iter().any(|l| l.type_ == types::LogType::System));
     for entry in &logs {
-        let expected = (entry.type_ == types::LogType::Agent).then(|| entry.metadata["stream"].as_str().unwrap().parse().unwrap());
-        assert_eq!(entry.stream, expected, "an agent entry names its stream, others none: {entry:?}");
+        let expected = (entry.type_ == types::LogType::Agent)
+            .then(|| entry.metadata["stream"].as_str().unwrap().parse().unwrap());
+        assert_eq!(
+            entry.stream, expected,
+            "an agent entry names its stream, others none: {entry:?}"
+        );
     }
     let sequences: Vec<u64> = logs.iter().map(|l| l.sequence.get()).collect();
-    assert_eq!(sequences, (1..=logs.len() as u64).collect::<Vec<_>>(), "sequences count the entries in order");
-    let after = c.list_run_logs().id(&run.id).after_sequence(sequences[1]).send().await.unwrap().into_inner().data;
+    assert_eq!(
+        sequences,
+        (1..=logs.len() as u64).collect::<Vec<_>>(),
+        "sequences count the entries in order"
+    );
+    let after = c
+        .list_run_logs()
+        .id(&run.id)
+        .after_sequence(sequences[1])
+        .send()
+        .await
+        .unwrap()
+        .into_inner()
+        .data;
     assert_eq!(after, logs[2..], "afterSequence gives the entries after it");
-    let paged: Vec<types::LogEntry> = c.list_run_logs().id(&run.id).after_sequence(sequences[1]).limit(1).stream().try_collect().await.unwrap();
+    let paged: Vec<types::LogEntry> = c
+        .list_run_logs()
+        .id(&run.id)
+        .after_sequence(sequences[1])
+        .limit(1)
+        .stream()
+        .try_collect()
+        .await
+        .unwrap();
     assert_eq!(paged, logs[2..], "pages of one, each cursor with the same afterSequence");
-    let paged: Vec<types::LogEntry> =
-        c.list_run_logs().id(&run.id).after_sequence(sequences[1]).order(types::SortOrder::Desc).limit(1).stream().try_collect().await.unwrap();
-    assert_eq!(paged, logs[2..].iter().rev().cloned().collect::<Vec<_>>(), "newest first, down to afterSequence");
+    let paged: Vec<types::LogEntry> = c
+        .list_run_logs()
+        .id(&run.id)
+        .after_sequence(sequences[1])
+        .order(types::SortOrder::Desc)
+        .limit(1)
+        .stream()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(
+        paged,
+        logs[2..].iter().rev().cloned().collect::<Vec<_>>(),
+        "newest first, down to afterSequence"
+    );
     let first = c.list_run_logs().id(&run.id).limit(1).send().await.unwrap().into_inner();
     let cursor = first.pagination.next_cursor.expect("more than one entry");
-    let (status, error) = api_error(c.list_run_logs().id(&run.id).limit(1).after_sequence(sequences[1]).cursor(cursor).send().await);
-    assert_eq!((status, error.param.as_deref()), (400, Some("cursor")), "a cursor belongs to the query it came from");
+    let (status, error) = api_error(
+        c.list_run_logs()
+            .id(&run.id)
+            .limit(1)
+            .after_sequence(sequences[1])
+            .cursor(cursor)
+            .send()
+            .await,
+    );
+    assert_eq!(
+        (status, error.param.as_deref()),
+        (400, Some("cursor")),
+        "a cursor belongs to the query it came from"
+    );
     let (status, error) = api_error(c.list_run_logs().id(&run.id).after_sequence(-1).send().await);
     assert_eq!((status, error.param.as_deref()), (400, Some("afterSequence")));
-    let only_system = c.list_run_logs().id(&run.id).type_(types::LogTypeFilter::System).send().await.unwrap().into_inner().data;
+    let only_system = c
+        .list_run_logs()
+        .id(&run.id)
+        .type_(types::LogTypeFilter::System)
+        .send()
+        .await
+        .unwrap()
+        .into_inner()
+        .data;
     assert!(only_system.iter().all(|l| l.type_ == types::LogType::System));
-    let newest_first = c.list_run_logs().id(&run.id).order(types::SortOrder::Desc).limit(1).send().await.unwrap().into_inner();
+    let newest_first = c
+        .list_run_logs()
+        .id(&run.id)
+        .order(types::SortOrder::Desc)
+        .limit(1)
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(newest_first.data[0].message, logs.last().unwrap().message);
     assert!(newest_first.pagination.has_more);
 }
@@ -155,9 +290,20 @@ async fn failures_timeouts_and_cancels_end_as_they_should() {
 
     // The agent says when it has started its processes, and then runs until cancelled;
     // one of them has left its process group.
-    let long = start(&c, body("shell", "sleep 30.0424201 & setsid sleep 30.0424202 & echo started; wait")).await;
-    until_run_event(&c, &long.id, "the output \"started\"", |e| matches!(e, RunEvent::Output { content, .. } if content == "started")).await;
-    assert_eq!(c.get_run().id(&long.id).send().await.unwrap().into_inner().status, RunStatus::Running);
+    let long =
+        start(&c, body("shell", "sleep 30.0424201 & setsid sleep 30.0424202 & echo started; wait"))
+            .await;
+    until_run_event(
+        &c,
+        &long.id,
+        "the output \"started\"",
+        |e| matches!(e, RunEvent::Output { content, .. } if content == "started"),
+    )
+    .await;
+    assert_eq!(
+        c.get_run().id(&long.id).send().await.unwrap().into_inner().status,
+        RunStatus::Running
+    );
     let asked = Instant::now();
     let cancelled = c.cancel_run().id(&long.id).send().await.unwrap().into_inner();
     assert_eq!(cancelled.status, RunStatus::Cancelled);
@@ -174,7 +320,9 @@ async fn sessions_continue_and_checkpoints_are_snapshots() {
     shell_agent(&c).await;
     let first = wait(&c, &start(&c, body("shell", "echo one > note")).await.id).await;
     let session: types::CreateRunRequestSessionId = first.session_id.parse().unwrap();
-    let continued = |prompt: &str| types::CreateRunRequest::builder().session_id(Some(session.clone())).prompt(prompt);
+    let continued = |prompt: &str| {
+        types::CreateRunRequest::builder().session_id(Some(session.clone())).prompt(prompt)
+    };
     let second = wait(&c, &start(&c, continued("echo two >> note; cat note")).await.id).await;
     assert_eq!(second.session_id, first.session_id);
     let third = wait(&c, &start(&c, continued("cat note")).await.id).await;
@@ -182,13 +330,31 @@ async fn sessions_continue_and_checkpoints_are_snapshots() {
     assert_eq!(outputs(&messages), vec!["one", "two"], "the session saw both earlier runs");
 
     // A new session from the first checkpoint sees the state as it was then.
-    let checkpoint: types::CreateRunRequestCheckpointId = first.checkpoint_id.clone().unwrap().parse().unwrap();
-    let from = wait(&c, &start(&c, types::CreateRunRequest::builder().checkpoint_id(Some(checkpoint)).prompt("cat note")).await.id).await;
+    let checkpoint: types::CreateRunRequestCheckpointId =
+        first.checkpoint_id.clone().unwrap().parse().unwrap();
+    let from = wait(
+        &c,
+        &start(
+            &c,
+            types::CreateRunRequest::builder().checkpoint_id(Some(checkpoint)).prompt("cat note"),
+        )
+        .await
+        .id,
+    )
+    .await;
     assert_ne!(from.session_id, first.session_id);
     let (messages, _) = events(&server, &from.id, None, None).await;
     assert_eq!(outputs(&messages), vec!["one"]);
-    let (status, _) =
-        api_error(c.create_run().body(types::CreateRunRequest::builder().session_id(Some("sess_nope".parse().unwrap())).prompt("x")).send().await);
+    let (status, _) = api_error(
+        c.create_run()
+            .body(
+                types::CreateRunRequest::builder()
+                    .session_id(Some("sess_nope".parse().unwrap()))
+                    .prompt("x"),
+            )
+            .send()
+            .await,
+    );
     assert_eq!(status, 404);
 }
 
@@ -199,32 +365,74 @@ async fn volumes_are_readable_and_the_artifact_is_downloadable() {
     shell_agent(&c).await;
     let volume = c.create_volume().body_map(|b| b.name("notes")).send().await.unwrap().into_inner();
     let content = b"from the volume\n";
-    let hash: String = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(content)).iter().map(|b| format!("{b:02x}")).collect();
-    let file = types::UploadFile { path: "dir/hello.txt".parse().unwrap(), size: content.len() as i64, hash: hash.parse().unwrap() };
-    let prepared = c.prepare_volume_upload().id(&volume.id).body_map(|b| b.files(vec![file])).send().await.unwrap().into_inner();
-    reqwest::Client::new().put(&prepared.files[0].upload_url).body(content.to_vec()).send().await.unwrap();
-    let session = prepared.upload_session_id.parse::<types::CommitUploadRequestUploadSessionId>().unwrap();
-    let version = c.commit_volume_upload().id(&volume.id).body_map(|b| b.upload_session_id(session)).send().await.unwrap().into_inner();
+    let hash: String =
+        sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(content))
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+    let file = types::UploadFile {
+        path: "dir/hello.txt".parse().unwrap(),
+        size: content.len() as i64,
+        hash: hash.parse().unwrap(),
+    };
+    let prepared = c
+        .prepare_volume_upload()
+        .id(&volume.id)
+        .body_map(|b| b.files(vec![file]))
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
+    reqwest::Client::new()
+        .put(&prepared.files[0].upload_url)
+        .body(content.to_vec())
+        .send()
+        .await
+        .unwrap();
+    let session =
+        prepared.upload_session_id.parse::<types::CommitUploadRequestUploadSessionId>().unwrap();
+    let version = c
+        .commit_volume_upload()
+        .id(&volume.id)
+        .body_map(|b| b.upload_session_id(session))
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
 
-    let request = body("shell", "cat volumes/notes/dir/hello.txt; mkdir -p artifact/sub; echo made > artifact/sub/out.txt")
-        .volumes(std::collections::HashMap::from([("notes".to_string(), "latest".to_string())]))
-        .artifact_name(Some("results".parse().unwrap()));
+    let request = body(
+        "shell",
+        "cat volumes/notes/dir/hello.txt; mkdir -p artifact/sub; echo made > artifact/sub/out.txt",
+    )
+    .volumes(std::collections::HashMap::from([("notes".to_string(), "latest".to_string())]))
+    .artifact_name(Some("results".parse().unwrap()));
     let run = wait(&c, &start(&c, request).await.id).await;
     assert_eq!(run.status, RunStatus::Completed, "{run:?}");
     assert_eq!(run.volumes.get("notes"), Some(&version.id));
     let (messages, _) = events(&server, &run.id, None, None).await;
     assert_eq!(outputs(&messages), vec!["from the volume"]);
 
-    let artifact = c.list_artifacts().send().await.unwrap().into_inner().data.into_iter().find(|a| a.name.to_string() == "results").unwrap();
+    let artifact = c
+        .list_artifacts()
+        .send()
+        .await
+        .unwrap()
+        .into_inner()
+        .data
+        .into_iter()
+        .find(|a| a.name.to_string() == "results")
+        .unwrap();
     assert_eq!(run.artifact_version.as_deref(), artifact.current_version_id.as_deref());
-    let versions = c.list_artifact_versions().id(&artifact.id).send().await.unwrap().into_inner().data;
+    let versions =
+        c.list_artifact_versions().id(&artifact.id).send().await.unwrap().into_inner().data;
     assert_eq!(versions[0].created_by, run.id);
     let download = c.download_artifact().id(&artifact.id).send().await.unwrap().into_inner();
     assert_eq!(download.files[0].path.to_string(), "sub/out.txt");
     let bytes = reqwest::get(&download.files[0].download_url).await.unwrap().bytes().await.unwrap();
     assert_eq!(bytes.as_ref(), b"made\n");
 
-    let missing = body("shell", "true").volumes(std::collections::HashMap::from([("nope".to_string(), "latest".to_string())]));
+    let missing = body("shell", "true")
+        .volumes(std::collections::HashMap::from([("nope".to_string(), "latest".to_string())]));
     let (status, error) = api_error(c.create_run().body(missing).send().await);
     assert_eq!((status, error.param.as_deref()), (404, Some("volumes.nope")));
 }
@@ -253,7 +461,15 @@ async fn secrets_never_appear_in_any_response_event_or_log() {
         format!("/v1/runs/{id}/metrics"),
         format!("/v1/runs/{id}/events"),
     ] {
-        let text = http.get(format!("{}{path}", server.url)).bearer_auth(&server.token).send().await.unwrap().text().await.unwrap();
+        let text = http
+            .get(format!("{}{path}", server.url))
+            .bearer_auth(&server.token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         seen.push(text);
     }
     for text in &seen {
@@ -269,7 +485,11 @@ async fn secrets_never_appear_in_any_response_event_or_log() {
     for entry in std::fs::read_dir(server.data_dir.path()).unwrap().flatten() {
         if entry.file_name().to_string_lossy().starts_with("vm0.db") {
             let bytes = std::fs::read(entry.path()).unwrap();
-            assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()), "the secret is in {:?} in clear", entry.file_name());
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "the secret is in {:?} in clear",
+                entry.file_name()
+            );
         }
     }
 }
@@ -279,7 +499,11 @@ async fn a_subscriber_that_reconnects_gets_every_event_exactly_once() {
     let server = TestServer::start().await;
     let c = server.client();
     shell_agent(&c).await;
-    let run = start(&c, body("shell", "for i in 1 2 3 4 5 6 7 8 9 10 11 12; do echo line $i; sleep 0.05; done")).await;
+    let run = start(
+        &c,
+        body("shell", "for i in 1 2 3 4 5 6 7 8 9 10 11 12; do echo line $i; sleep 0.05; done"),
+    )
+    .await;
     let (first, _) = events(&server, &run.id, None, Some(6)).await;
     let resume = first.last().unwrap().0;
     let (rest, _) = events(&server, &run.id, Some(resume), None).await;
@@ -310,8 +534,13 @@ async fn metrics_are_sampled_and_summarised() {
     let server = TestServer::start().await;
     let c = server.client();
     shell_agent(&c).await;
-    let run = start(&c, body("shell", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; sleep 0.5")).await;
-    until_run_event(&c, &run.id, "status running", |e| matches!(e, RunEvent::Status { status: RunStatus::Running, .. })).await;
+    let run =
+        start(&c, body("shell", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; sleep 0.5"))
+            .await;
+    until_run_event(&c, &run.id, "status running", |e| {
+        matches!(e, RunEvent::Status { status: RunStatus::Running, .. })
+    })
+    .await;
     let live = c.get_run_metrics().id(&run.id).send().await.unwrap().into_inner();
     assert!(live.summary.total_duration_ms.is_none(), "null while running");
     let done = wait(&c, &run.id).await;
@@ -330,15 +559,28 @@ async fn runs_are_listed_newest_first_with_filters() {
     let a = wait(&c, &start(&c, body("shell", "true")).await.id).await;
     let b = wait(&c, &start(&c, body("shell", "false")).await.id).await;
     let all = c.list_runs().send().await.unwrap().into_inner().data;
-    assert_eq!(all.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), vec![b.id.clone(), a.id.clone()]);
+    assert_eq!(
+        all.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        vec![b.id.clone(), a.id.clone()]
+    );
     let failed = c.list_runs().status(RunStatus::Failed).send().await.unwrap().into_inner().data;
     assert_eq!(failed.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), vec![b.id.clone()]);
-    assert_eq!(c.list_runs().agent_id(shell.id.as_str()).send().await.unwrap().into_inner().data.len(), 2);
+    assert_eq!(
+        c.list_runs().agent_id(shell.id.as_str()).send().await.unwrap().into_inner().data.len(),
+        2
+    );
     assert!(c.list_runs().agent_id("ag_other").send().await.unwrap().into_inner().data.is_empty());
     let later = b.created_at + chrono::Duration::seconds(1);
     assert!(c.list_runs().since(later).send().await.unwrap().into_inner().data.is_empty());
     let page = c.list_runs().limit(1).send().await.unwrap().into_inner();
-    let next = c.list_runs().limit(1).cursor(page.pagination.next_cursor.unwrap().as_str()).send().await.unwrap().into_inner();
+    let next = c
+        .list_runs()
+        .limit(1)
+        .cursor(page.pagination.next_cursor.unwrap().as_str())
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(next.data[0].id, a.id);
     let theirs = server.client_with(&server.user_token("other").await);
     assert_eq!(api_error(theirs.get_run().id(&a.id).send().await).0, 404);
@@ -357,13 +599,27 @@ async fn agent_configurations_are_checked_against_the_executor_schema() {
         (json!({"command": ["sh"], "bogus": 1}), "config.bogus"),
         (json!({"command": ["sh"], "files": {"../x": "y"}}), "config.files.../x"),
     ] {
-        let response =
-            http.post(format!("{}/v1/agents", server.url)).bearer_auth(&server.token).json(&json!({"name": "checked", "config": config})).send().await.unwrap();
+        let response = http
+            .post(format!("{}/v1/agents", server.url))
+            .bearer_auth(&server.token)
+            .json(&json!({"name": "checked", "config": config}))
+            .send()
+            .await
+            .unwrap();
         let status = response.status().as_u16();
         let error: Value = response.json().await.unwrap();
-        assert_eq!((status, error["error"]["param"].as_str()), (400, Some(param)), "{config}: {error}");
+        assert_eq!(
+            (status, error["error"]["param"].as_str()),
+            (400, Some(param)),
+            "{config}: {error}"
+        );
     }
-    let schema: Value = reqwest::get(format!("{}/executors/local/config.schema.json", server.url)).await.unwrap().json().await.unwrap();
+    let schema: Value = reqwest::get(format!("{}/executors/local/config.schema.json", server.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(schema["required"], json!(["command"]));
 }
 
@@ -372,19 +628,43 @@ async fn a_refused_run_leaves_no_new_artifact_behind() {
     let server = TestServer::start().await;
     let c = server.client();
     shell_agent(&c).await;
-    let artifacts = || async { c.list_artifacts().send().await.unwrap().into_inner().data.into_iter().map(|a| a.name.to_string()).collect::<Vec<_>>() };
+    let artifacts = || async {
+        c.list_artifacts()
+            .send()
+            .await
+            .unwrap()
+            .into_inner()
+            .data
+            .into_iter()
+            .map(|a| a.name.to_string())
+            .collect::<Vec<_>>()
+    };
     // A version of an artifact that does not exist yet: the run is refused, and the
     // artifact it named is not made.
-    let refused = body("shell", "true").artifact_name(Some("fresh".parse().unwrap())).artifact_version(Some("nope".parse().unwrap()));
+    let refused = body("shell", "true")
+        .artifact_name(Some("fresh".parse().unwrap()))
+        .artifact_version(Some("nope".parse().unwrap()));
     let (status, error) = api_error(c.create_run().body(refused).send().await);
     assert_eq!((status, error.param.as_deref()), (404, Some("artifactVersion")), "{error:?}");
     assert_eq!(artifacts().await, Vec::<String>::new(), "the refused run left an artifact behind");
-    assert!(c.list_runs().send().await.unwrap().into_inner().data.is_empty(), "the refused run was stored");
+    assert!(
+        c.list_runs().send().await.unwrap().into_inner().data.is_empty(),
+        "the refused run was stored"
+    );
 
     // The same new name on a run that is accepted makes the artifact with the run.
-    let accepted = start(&c, body("shell", "mkdir -p artifact; echo made > artifact/out.txt").artifact_name(Some("fresh".parse().unwrap()))).await;
+    let accepted = start(
+        &c,
+        body("shell", "mkdir -p artifact; echo made > artifact/out.txt")
+            .artifact_name(Some("fresh".parse().unwrap())),
+    )
+    .await;
     let run = c.get_run().id(&accepted.id).send().await.unwrap().into_inner();
-    assert_eq!(run.artifact_name.as_ref().map(|n| n.to_string()).as_deref(), Some("fresh"), "{run:?}");
+    assert_eq!(
+        run.artifact_name.as_ref().map(|n| n.to_string()).as_deref(),
+        Some("fresh"),
+        "{run:?}"
+    );
     assert_eq!(artifacts().await, vec!["fresh".to_string()]);
     let run = wait(&c, &accepted.id).await;
     assert_eq!(run.status, RunStatus::Completed, "{run:?}");
@@ -407,13 +687,24 @@ async fn a_cancel_answers_cancelled_while_an_escaped_process_holds_the_output_op
     shell_agent(&c).await;
     // `setsid` takes the background sleep out of the run's process group: killing the
     // group leaves it alive, holding the run's standard output and error open.
-    let run = start(&c, body("shell", "setsid sleep 30 & echo $! > escaped; echo started; sleep 30")).await;
-    until_run_event(&c, &run.id, "the output \"started\"", |e| matches!(e, RunEvent::Output { content, .. } if content == "started")).await;
+    let run =
+        start(&c, body("shell", "setsid sleep 30 & echo $! > escaped; echo started; sleep 30"))
+            .await;
+    until_run_event(
+        &c,
+        &run.id,
+        "the output \"started\"",
+        |e| matches!(e, RunEvent::Output { content, .. } if content == "started"),
+    )
+    .await;
     let pid_file = server.data_dir.path().join("sessions").join(&run.session_id).join("escaped");
     let _escaped = Escaped(std::fs::read_to_string(&pid_file).unwrap().trim().to_string());
     let cancelled = c.cancel_run().id(&run.id).send().await.unwrap().into_inner();
     assert_eq!(cancelled.status, RunStatus::Cancelled, "the cancel answered {cancelled:?}");
-    assert!(cancelled.completed_at.is_some(), "the cancelled run has no completedAt: {cancelled:?}");
+    assert!(
+        cancelled.completed_at.is_some(),
+        "the cancelled run has no completedAt: {cancelled:?}"
+    );
 }
 
 #[tokio::test]
@@ -428,12 +719,34 @@ async fn a_runs_cursor_is_bound_to_its_status_filter() {
     assert_eq!(first.data.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), vec![newer.id.clone()]);
     let cursor = first.pagination.next_cursor.expect("a second page of failed runs");
 
-    let next = c.list_runs().status(RunStatus::Failed).limit(1).cursor(cursor.as_str()).send().await.unwrap().into_inner();
-    assert_eq!(next.data.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), vec![older.id.clone()], "the same filter resumes");
-    let (status, error) = api_error(c.list_runs().status(RunStatus::Completed).limit(1).cursor(cursor.as_str()).send().await);
-    assert_eq!((status, error.param.as_deref()), (400, Some("cursor")), "another status filter: {error:?}");
+    let next = c
+        .list_runs()
+        .status(RunStatus::Failed)
+        .limit(1)
+        .cursor(cursor.as_str())
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        next.data.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        vec![older.id.clone()],
+        "the same filter resumes"
+    );
+    let (status, error) = api_error(
+        c.list_runs().status(RunStatus::Completed).limit(1).cursor(cursor.as_str()).send().await,
+    );
+    assert_eq!(
+        (status, error.param.as_deref()),
+        (400, Some("cursor")),
+        "another status filter: {error:?}"
+    );
     let (status, error) = api_error(c.list_runs().limit(1).cursor(cursor.as_str()).send().await);
-    assert_eq!((status, error.param.as_deref()), (400, Some("cursor")), "no status filter: {error:?}");
+    assert_eq!(
+        (status, error.param.as_deref()),
+        (400, Some("cursor")),
+        "no status filter: {error:?}"
+    );
 }
 
 /// A client that resumes an ended run's stream after its last event gets the end of the
@@ -449,7 +762,10 @@ async fn resuming_an_ended_runs_stream_gives_the_rest_then_the_end() {
     assert_eq!(last.1, "complete");
 
     let (after_last, rest) = events(&server, &run.id, Some(last.0), None).await;
-    assert!(after_last.is_empty() && rest.is_empty(), "after the complete event: {after_last:?} {rest:?}");
+    assert!(
+        after_last.is_empty() && rest.is_empty(),
+        "after the complete event: {after_last:?} {rest:?}"
+    );
     let (after_first, _) = events(&server, &run.id, Some(all[0].0), None).await;
     assert_eq!(after_first, all[1..].to_vec());
 }
@@ -461,11 +777,25 @@ async fn an_artifact_file_that_breaks_the_path_rules_fails_the_run_naming_it() {
     let server = TestServer::start().await;
     let c = server.client();
     shell_agent(&c).await;
-    let run = wait(&c, &start(&c, body("shell", "echo x > 'artifact/back\\slash'").artifact_name(Some("odd".parse().unwrap()))).await.id).await;
+    let run = wait(
+        &c,
+        &start(
+            &c,
+            body("shell", "echo x > 'artifact/back\\slash'")
+                .artifact_name(Some("odd".parse().unwrap())),
+        )
+        .await
+        .id,
+    )
+    .await;
     assert_eq!(run.status, RunStatus::Failed);
     assert!(run.error.as_deref().is_some_and(|e| e.contains("back\\slash")), "{:?}", run.error);
     let artifacts = c.list_artifacts().send().await.unwrap().into_inner();
-    let odd = artifacts.data.iter().find(|a| a.name.as_str() == "odd").expect("the artifact the run named");
+    let odd = artifacts
+        .data
+        .iter()
+        .find(|a| a.name.as_str() == "odd")
+        .expect("the artifact the run named");
     assert!(odd.current_version_id.is_none(), "a version was made of it");
 }
 
@@ -476,9 +806,22 @@ async fn a_long_line_is_cut_at_64_kib_and_marked() {
     let server = TestServer::start().await;
     let c = server.client();
     shell_agent(&c).await;
-    let run = wait(&c, &start(&c, body("shell", "head -c 1000000 /dev/zero | tr '\\0' x; echo; echo after")).await.id).await;
+    let run = wait(
+        &c,
+        &start(&c, body("shell", "head -c 1000000 /dev/zero | tr '\\0' x; echo; echo after"))
+            .await
+            .id,
+    )
+    .await;
     assert_eq!(run.status, RunStatus::Completed, "{:?}", run.error);
-    let logs = c.list_run_logs().id(&run.id).type_(types::LogTypeFilter::Agent).send().await.unwrap().into_inner();
+    let logs = c
+        .list_run_logs()
+        .id(&run.id)
+        .type_(types::LogTypeFilter::Agent)
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
     let messages: Vec<&str> = logs.data.iter().map(|l| l.message.as_str()).collect();
     assert_eq!(messages.len(), 2, "{:?}", messages.iter().map(|m| m.len()).collect::<Vec<_>>());
     assert_eq!(messages[0], format!("{} [line cut at 64 KiB]", "x".repeat(64 * 1024)));
@@ -494,9 +837,14 @@ async fn a_run_past_its_output_limit_fails_naming_it() {
     agent(&c, "chatty", json!({"command": ["sh", "-c", "yes hello | head -c 10000000; echo done"], "maxOutputBytes": 10000})).await;
     let run = wait(&c, &start(&c, body("chatty", "go")).await.id).await;
     assert_eq!(run.status, RunStatus::Failed);
-    assert!(run.error.as_deref().is_some_and(|e| e.contains("limit of 10000 bytes")), "{:?}", run.error);
+    assert!(
+        run.error.as_deref().is_some_and(|e| e.contains("limit of 10000 bytes")),
+        "{:?}",
+        run.error
+    );
     let mut stored = 0;
-    let mut logs = c.list_run_logs().id(&run.id).type_(types::LogTypeFilter::Agent).limit(100).stream();
+    let mut logs =
+        c.list_run_logs().id(&run.id).type_(types::LogTypeFilter::Agent).limit(100).stream();
     while let Some(entry) = futures::TryStreamExt::try_next(&mut logs).await.unwrap() {
         stored += entry.message.len() + 1;
     }
@@ -512,7 +860,11 @@ async fn short_lines_count_what_they_cost_to_store() {
     let run = wait(&c, &start(&c, body("blank", "go")).await.id).await;
     assert_eq!(run.status, RunStatus::Failed, "{run:?}");
     assert!(run.error.as_deref().is_some_and(|e| e.contains("maxOutputBytes")), "{:?}", run.error);
-    let logs: Vec<_> = futures::TryStreamExt::try_collect(c.list_run_logs().id(&run.id).type_(types::LogTypeFilter::Agent).limit(100).stream()).await.unwrap();
+    let logs: Vec<_> = futures::TryStreamExt::try_collect(
+        c.list_run_logs().id(&run.id).type_(types::LogTypeFilter::Agent).limit(100).stream(),
+    )
+    .await
+    .unwrap();
     assert!(logs.len() < 400, "{} lines stored", logs.len());
 }
 
@@ -523,27 +875,61 @@ async fn a_client_of_1_0_0_gets_what_1_0_0_describes() {
     let server = TestServer::start().await;
     let c = server.client();
     agent(&c, "echo", json!({"command": ["sh", "-c", "echo out; echo err >&2"]})).await;
-    let old = |request: reqwest::RequestBuilder| request.bearer_auth(&server.token).header("api-version", "1.0.0");
+    let old = |request: reqwest::RequestBuilder| {
+        request.bearer_auth(&server.token).header("api-version", "1.0.0")
+    };
     let http = reqwest::Client::new();
-    let created: Value =
-        old(http.post(format!("{}/v1/runs", server.url))).json(&json!({"agent": "echo", "prompt": "go"})).send().await.unwrap().json().await.unwrap();
+    let created: Value = old(http.post(format!("{}/v1/runs", server.url)))
+        .json(&json!({"agent": "echo", "prompt": "go"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let id = created["id"].as_str().unwrap().to_string();
     wait(&c, &id).await;
 
-    let stream = old(http.get(format!("{}/v1/runs/{id}/events", server.url))).send().await.unwrap().text().await.unwrap();
+    let stream = old(http.get(format!("{}/v1/runs/{id}/events", server.url)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let outputs: Vec<Value> = stream
         .split("\n\n")
         .filter(|block| block.contains("event: output"))
-        .map(|block| serde_json::from_str(block.lines().find_map(|l| l.strip_prefix("data: ")).unwrap()).unwrap())
+        .map(|block| {
+            serde_json::from_str(block.lines().find_map(|l| l.strip_prefix("data: ")).unwrap())
+                .unwrap()
+        })
         .collect();
     assert_eq!(outputs.len(), 2, "{stream}");
-    assert!(outputs.iter().all(|data| data.as_object().unwrap().keys().eq(["content"])), "{outputs:?}");
+    assert!(
+        outputs.iter().all(|data| data.as_object().unwrap().keys().eq(["content"])),
+        "{outputs:?}"
+    );
 
-    let logs: Value = old(http.get(format!("{}/v1/runs/{id}/logs", server.url))).send().await.unwrap().json().await.unwrap();
+    let logs: Value = old(http.get(format!("{}/v1/runs/{id}/logs", server.url)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let entries = logs["data"].as_array().unwrap();
     assert!(entries.len() >= 4, "{logs}");
-    assert!(entries.iter().all(|e| e.get("sequence").is_none() && e.get("stream").is_none()), "{logs}");
-    for path in [format!("/v1/runs/{id}"), "/v1/runs".into(), format!("/v1/runs/{id}/metrics"), "/v1/agents".into()] {
+    assert!(
+        entries.iter().all(|e| e.get("sequence").is_none() && e.get("stream").is_none()),
+        "{logs}"
+    );
+    for path in [
+        format!("/v1/runs/{id}"),
+        "/v1/runs".into(),
+        format!("/v1/runs/{id}/metrics"),
+        "/v1/agents".into(),
+    ] {
         let reply = old(http.get(format!("{}{path}", server.url))).send().await.unwrap();
         assert_eq!(reply.status(), 200, "{path}");
     }

@@ -12,13 +12,28 @@ use crate::e2e_runs::{agent, body, start, wait};
 
 /// The lines a run printed on standard output and error.
 async fn printed(c: &vm0_client::Client, run: &str) -> Vec<String> {
-    let logs = c.list_run_logs().id(run).type_(types::LogTypeFilter::Agent).limit(100).send().await.unwrap().into_inner().data;
+    let logs = c
+        .list_run_logs()
+        .id(run)
+        .type_(types::LogTypeFilter::Agent)
+        .limit(100)
+        .send()
+        .await
+        .unwrap()
+        .into_inner()
+        .data;
     logs.into_iter().map(|l| l.message).collect()
 }
 
 /// Runs `script` under bash with the agent configuration `extra`; the run as it ended.
-async fn run_script(c: &vm0_client::Client, name: &str, extra: serde_json::Value, script: &str) -> types::RunDetail {
-    let mut config = json!({"command": ["bash", "-c", "eval \"$VM0_PROMPT\""], "timeoutSeconds": 60});
+async fn run_script(
+    c: &vm0_client::Client,
+    name: &str,
+    extra: serde_json::Value,
+    script: &str,
+) -> types::RunDetail {
+    let mut config =
+        json!({"command": ["bash", "-c", "eval \"$VM0_PROMPT\""], "timeoutSeconds": 60});
     config.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
     agent(c, name, config).await;
     let created = start(c, body(name, script)).await;
@@ -55,10 +70,16 @@ echo done"#,
     let lines = printed(&c, &run.id).await;
     assert_eq!(lines[0], "uid 1000 pwd /work home /work", "{lines:?}");
     assert_eq!(lines[1], "root bin dev etc lib lib64 proc sbin tmp usr work ", "{lines:?}");
-    assert!(!lines.iter().any(|l| l.starts_with("sees ") || l.starts_with("wrote ") || l == "reached the server"), "{lines:#?}");
+    assert!(
+        !lines.iter().any(|l| l.starts_with("sees ")
+            || l.starts_with("wrote ")
+            || l == "reached the server"),
+        "{lines:#?}"
+    );
     assert!(lines.contains(&"tmp ok".to_string()), "{lines:?}");
     // bash, the subshell of `$(...)`, and ls: nothing of the host's.
-    let processes: usize = lines.iter().find_map(|l| l.strip_prefix("processes ")).unwrap().parse().unwrap();
+    let processes: usize =
+        lines.iter().find_map(|l| l.strip_prefix("processes ")).unwrap().parse().unwrap();
     assert!(processes <= 4, "{lines:?}");
     assert!(lines.contains(&"hostname vm0".to_string()), "{lines:?}");
     assert_eq!(lines.last().map(String::as_str), Some("done"));
@@ -69,7 +90,9 @@ async fn the_network_is_there_only_when_the_agent_asks_for_it() {
     let server = TestServer::start().await;
     let c = server.client();
     let port = server.url.rsplit(':').next().unwrap().to_string();
-    let script = format!("(exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null && echo reached || echo unreachable");
+    let script = format!(
+        "(exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null && echo reached || echo unreachable"
+    );
     let closed = run_script(&c, "closed", json!({}), &script).await;
     assert_eq!(printed(&c, &closed.id).await, vec!["unreachable"]);
     let open = run_script(&c, "open", json!({"network": true}), &script).await;
@@ -106,7 +129,11 @@ async fn a_run_past_a_limit_fails_naming_it() {
         // Stopped by a sample, long before the sleep of the cases that sleep would end.
         assert!(run.execution_time_ms.unwrap_or(0) < 20_000, "{name}: {run:?}");
         let error = run.error.unwrap_or_default();
-        assert!(error.contains(named), "{name}: {error}; it printed {:?}", printed(&c, &run.id).await);
+        assert!(
+            error.contains(named),
+            "{name}: {error}; it printed {:?}",
+            printed(&c, &run.id).await
+        );
     }
     // The processes past the limit ended with their run.
     processes::until_gone(&["30.0424301"]).await;
@@ -130,10 +157,21 @@ async fn dev_is_read_only_but_for_its_devices_and_shm() {
 async fn a_timeout_kills_what_left_the_process_group_too() {
     let server = TestServer::start().await;
     let c = server.client();
-    agent(&c, "escaper", json!({"command": ["sh", "-c", "eval \"$VM0_PROMPT\""], "timeoutSeconds": 1})).await;
+    agent(
+        &c,
+        "escaper",
+        json!({"command": ["sh", "-c", "eval \"$VM0_PROMPT\""], "timeoutSeconds": 1}),
+    )
+    .await;
     // A double fork, and a new session: neither is a child of the agent any more.
     let created = start(&c, body("escaper", "(setsid sh -c 'sleep 30.0424601' &) ; (sh -c 'sleep 30.0424602 &' &); echo started; sleep 30")).await;
-    until_run_event(&c, &created.id, "the output \"started\"", |e| matches!(e, RunEvent::Output { content, .. } if content == "started")).await;
+    until_run_event(
+        &c,
+        &created.id,
+        "the output \"started\"",
+        |e| matches!(e, RunEvent::Output { content, .. } if content == "started"),
+    )
+    .await;
     let run = wait(&c, &created.id).await;
     assert_eq!(run.status, RunStatus::Timeout, "{run:?}");
     processes::until_gone(&["30.0424601", "30.0424602"]).await;
@@ -141,7 +179,10 @@ async fn a_timeout_kills_what_left_the_process_group_too() {
 
 #[tokio::test]
 async fn a_host_that_cannot_sandbox_refuses_runs_unless_told_otherwise() {
-    let missing = |config| vm0_server::Config { sandbox: vm0_server::Sandbox::Helper("/nonexistent/helper".into()), ..config };
+    let missing = |config| vm0_server::Config {
+        sandbox: vm0_server::Sandbox::Helper("/nonexistent/helper".into()),
+        ..config
+    };
     let server = TestServer::start_with(tempfile::tempdir().unwrap(), missing).await;
     let c = server.client();
     let refused = run_script(&c, "refused", json!({}), "echo ran").await;
@@ -150,12 +191,22 @@ async fn a_host_that_cannot_sandbox_refuses_runs_unless_told_otherwise() {
     assert!(error.contains("cannot sandbox") && error.contains("--unsandboxed-runs"), "{error}");
     assert!(printed(&c, &refused.id).await.is_empty(), "nothing ran");
 
-    let unsandboxed = |config| vm0_server::Config { sandbox: vm0_server::Sandbox::Unsandboxed, ..config };
+    let unsandboxed =
+        |config| vm0_server::Config { sandbox: vm0_server::Sandbox::Unsandboxed, ..config };
     let server = TestServer::start_with(tempfile::tempdir().unwrap(), unsandboxed).await;
     let c = server.client();
     // Unsandboxed, a run is the server's user: it sees the data directory.
-    let run = run_script(&c, "trusted", json!({}), "test -e ../../secrets.key && echo sees the sealing key").await;
-    assert_eq!((run.status, printed(&c, &run.id).await), (RunStatus::Completed, vec!["sees the sealing key".to_string()]));
+    let run = run_script(
+        &c,
+        "trusted",
+        json!({}),
+        "test -e ../../secrets.key && echo sees the sealing key",
+    )
+    .await;
+    assert_eq!(
+        (run.status, printed(&c, &run.id).await),
+        (RunStatus::Completed, vec!["sees the sealing key".to_string()])
+    );
 }
 
 #[tokio::test]
@@ -167,10 +218,16 @@ async fn a_run_is_no_user_of_the_host_that_matters() {
 cp /bin/true setuid && chmod u+s setuid
 echo done";
     let run = run_script(&c, "nobody", json!({}), script).await;
-    assert_eq!((run.status, printed(&c, &run.id).await), (RunStatus::Completed, vec!["done".to_string()]));
+    assert_eq!(
+        (run.status, printed(&c, &run.id).await),
+        (RunStatus::Completed, vec!["done".to_string()])
+    );
     // On the host, what the run made belongs to no one who matters: the server's user when
     // it is not root, and nobody when it is.
-    let made = std::fs::metadata(server.data_dir.path().join("sessions").join(&run.session_id).join("setuid")).unwrap();
+    let made = std::fs::metadata(
+        server.data_dir.path().join("sessions").join(&run.session_id).join("setuid"),
+    )
+    .unwrap();
     let owner = std::os::unix::fs::MetadataExt::uid(&made);
     // SAFETY: geteuid has no preconditions.
     let server_user = unsafe { libc::geteuid() };
@@ -188,21 +245,40 @@ async fn links_a_run_leaves_are_never_followed() {
     // An artifact folder replaced by a link to the data directory.
     let loot = c.create_artifact().body_map(|b| b.name("loot")).send().await.unwrap().into_inner();
     agent(&c, "linker", json!({"command": ["sh", "-c", "eval \"$VM0_PROMPT\""], "files": {"notes.txt": "from the agent"}})).await;
-    let request = body("linker", &format!("rm -rf artifact && ln -s {data} artifact")).artifact_name(Some("loot".parse().unwrap()));
+    let request = body("linker", &format!("rm -rf artifact && ln -s {data} artifact"))
+        .artifact_name(Some("loot".parse().unwrap()));
     let run = wait(&c, &start(&c, request).await.id).await;
     assert_eq!(run.status, RunStatus::Failed, "{run:?}");
-    assert!(run.error.as_deref().unwrap_or_default().contains("artifact/ is not a folder"), "{run:?}");
+    assert!(
+        run.error.as_deref().unwrap_or_default().contains("artifact/ is not a folder"),
+        "{run:?}"
+    );
     let artifact = c.get_artifact().id(&loot.id).send().await.unwrap().into_inner();
-    assert!(artifact.current_version.is_none(), "nothing of the data directory was stored: {artifact:?}");
+    assert!(
+        artifact.current_version.is_none(),
+        "nothing of the data directory was stored: {artifact:?}"
+    );
 
     // The agent's files, written before the next run of the session, through a link the
     // last one left.
-    let first = wait(&c, &start(&c, body("linker", &format!("rm notes.txt && ln -s {} notes.txt", victim.path().display()))).await.id).await;
+    let first = wait(
+        &c,
+        &start(
+            &c,
+            body("linker", &format!("rm notes.txt && ln -s {} notes.txt", victim.path().display())),
+        )
+        .await
+        .id,
+    )
+    .await;
     assert_eq!(first.status, RunStatus::Completed, "{first:?}");
     let session: types::CreateRunRequestSessionId = first.session_id.parse().unwrap();
     let next = types::CreateRunRequest::builder().session_id(Some(session)).prompt("cat notes.txt");
     let second = wait(&c, &start(&c, next).await.id).await;
-    assert_eq!((second.status, printed(&c, &second.id).await), (RunStatus::Completed, vec!["from the agent".to_string()]));
+    assert_eq!(
+        (second.status, printed(&c, &second.id).await),
+        (RunStatus::Completed, vec!["from the agent".to_string()])
+    );
     assert_eq!(std::fs::read_to_string(victim.path()).unwrap(), "original");
 }
 
@@ -215,11 +291,20 @@ async fn nul_characters_are_refused_in_requests_and_replaced_in_output() {
     let c = server.client();
     let http = reqwest::Client::new();
     let body = json!({"name": "nul", "config": {"command": ["sh"], "env": {"A": "x\u{0}y"}}});
-    let response = http.post(format!("{}/v1/agents", server.url)).bearer_auth(&server.token).json(&body).send().await.unwrap();
+    let response = http
+        .post(format!("{}/v1/agents", server.url))
+        .bearer_auth(&server.token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     let status = response.status().as_u16();
     let error: serde_json::Value = response.json().await.unwrap();
     assert_eq!((status, error["error"]["param"].as_str()), (400, Some("config.env.A")), "{error}");
 
     let run = run_script(&c, "printer", json!({}), "printf 'a\\000b\\n'").await;
-    assert_eq!((run.status, printed(&c, &run.id).await), (RunStatus::Completed, vec!["a\u{FFFD}b".to_string()]));
+    assert_eq!(
+        (run.status, printed(&c, &run.id).await),
+        (RunStatus::Completed, vec!["a\u{FFFD}b".to_string()])
+    );
 }

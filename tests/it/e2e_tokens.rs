@@ -6,7 +6,13 @@ use vm0_tests::server::{api_error, TestServer};
 async fn a_token_is_shown_once_works_and_stops_when_revoked() {
     let server = TestServer::start().await;
     let c = server.client();
-    let created = c.create_token().body_map(|b| b.name("ci").expires_in_days(std::num::NonZeroU64::new(7).unwrap())).send().await.unwrap().into_inner();
+    let created = c
+        .create_token()
+        .body_map(|b| b.name("ci").expires_in_days(std::num::NonZeroU64::new(7).unwrap()))
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
     let value = created.token.to_string();
     assert!(vm0_api::is_token(&value));
     assert_eq!(created.token_prefix, value[..12]);
@@ -38,7 +44,11 @@ async fn expired_unknown_and_malformed_tokens_are_401() {
     let unknown = format!("vm0_live_{}", "0".repeat(64));
     for token in [expired.as_str(), unknown.as_str(), "vm0_live_short", "sk-not-ours"] {
         let (status, error) = api_error(server.client_with(token).list_agents().send().await);
-        assert_eq!((status, error.type_.to_string().as_str()), (401, "authentication_error"), "{token}");
+        assert_eq!(
+            (status, error.type_.to_string().as_str()),
+            (401, "authentication_error"),
+            "{token}"
+        );
     }
     let no_auth = vm0_client::Client::builder().base_url(&server.url).build().unwrap();
     assert_eq!(api_error(no_auth.list_agents().send().await).0, 401);
@@ -48,10 +58,19 @@ async fn expired_unknown_and_malformed_tokens_are_401() {
 async fn a_token_sees_only_its_users_tokens() {
     let server = TestServer::start().await;
     let mine = server.client();
-    let created = mine.create_token().body_map(|b| b.name("mine")).send().await.unwrap().into_inner();
+    let created =
+        mine.create_token().body_map(|b| b.name("mine")).send().await.unwrap().into_inner();
     let theirs = server.client_with(&server.user_token("eve").await);
     assert_eq!(api_error(theirs.get_token().id(&created.id).send().await).0, 404);
     assert_eq!(api_error(theirs.revoke_token().id(&created.id).send().await).0, 404);
-    assert!(theirs.list_tokens().send().await.unwrap().into_inner().data.iter().all(|t| t.id != created.id));
+    assert!(theirs
+        .list_tokens()
+        .send()
+        .await
+        .unwrap()
+        .into_inner()
+        .data
+        .iter()
+        .all(|t| t.id != created.id));
     server.client_with(&created.token.to_string()).list_agents().send().await.unwrap();
 }

@@ -31,7 +31,8 @@ pub(crate) fn set(doc: &mut Value, at: &str, value: Value) {
 pub(crate) fn remove(doc: &mut Value, at: &str) {
     let (parent, key) = at.rsplit_once('/').expect("a pointer with a parent");
     let key = key.replace("~1", "/").replace("~0", "~");
-    let removed = doc.pointer_mut(parent).and_then(Value::as_object_mut).and_then(|m| m.shift_remove(&key));
+    let removed =
+        doc.pointer_mut(parent).and_then(Value::as_object_mut).and_then(|m| m.shift_remove(&key));
     assert!(removed.is_some(), "nothing to remove at {at}");
 }
 
@@ -53,7 +54,13 @@ const CASES: &[(&str, Breakage, &str, &str)] = &[
     ),
     (
         "a branch of RunEvent referred to from elsewhere",
-        |d| set(d, "/components/schemas/RunList/properties/lastEvent", json!({"$ref": "#/components/schemas/RunOutputEvent"})),
+        |d| {
+            set(
+                d,
+                "/components/schemas/RunList/properties/lastEvent",
+                json!({"$ref": "#/components/schemas/RunOutputEvent"}),
+            )
+        },
         "discriminated-branch",
         "#/components/schemas/RunEvent/oneOf/1",
     ),
@@ -99,17 +106,42 @@ const CASES: &[(&str, Breakage, &str, &str)] = &[
         "response-headers",
         "#/components/responses/RunNotFound",
     ),
-    ("an operation without a summary", |d| remove(d, "/paths/~1v1~1agents~1{id}/get/summary"), "operation-docs", "#/paths/~1v1~1agents~1{id}/get"),
-    ("an operation without a description", |d| remove(d, "/paths/~1v1~1runs/post/description"), "operation-docs", "#/paths/~1v1~1runs/post"),
-    ("an operation without an operationId", |d| remove(d, "/paths/~1v1~1tokens/get/operationId"), "operation-id", "#/paths/~1v1~1tokens/get"),
-    ("an operation without a tag", |d| remove(d, "/paths/~1v1~1volumes/get/tags"), "operation-tag", "#/paths/~1v1~1volumes/get"),
+    (
+        "an operation without a summary",
+        |d| remove(d, "/paths/~1v1~1agents~1{id}/get/summary"),
+        "operation-docs",
+        "#/paths/~1v1~1agents~1{id}/get",
+    ),
+    (
+        "an operation without a description",
+        |d| remove(d, "/paths/~1v1~1runs/post/description"),
+        "operation-docs",
+        "#/paths/~1v1~1runs/post",
+    ),
+    (
+        "an operation without an operationId",
+        |d| remove(d, "/paths/~1v1~1tokens/get/operationId"),
+        "operation-id",
+        "#/paths/~1v1~1tokens/get",
+    ),
+    (
+        "an operation without a tag",
+        |d| remove(d, "/paths/~1v1~1volumes/get/tags"),
+        "operation-tag",
+        "#/paths/~1v1~1volumes/get",
+    ),
     (
         "an operation that opts out of security",
         |d| set(d, "/paths/~1v1~1artifacts/get/security", json!([])),
         "operation-security",
         "#/paths/~1v1~1artifacts/get",
     ),
-    ("a parameter without a description", |d| remove(d, "/components/parameters/cursor/description"), "parameter-docs", "#/components/parameters/cursor"),
+    (
+        "a parameter without a description",
+        |d| remove(d, "/components/parameters/cursor/description"),
+        "parameter-docs",
+        "#/components/parameters/cursor",
+    ),
     (
         "a success response without an example",
         |d| remove(d, "/paths/~1v1~1agents/post/responses/201/content/application~1json/example"),
@@ -125,7 +157,10 @@ const CASES: &[(&str, Breakage, &str, &str)] = &[
     (
         "a list operation without a cursor",
         |d| {
-            let params = d.pointer_mut("/paths/~1v1~1runs/get/parameters").and_then(Value::as_array_mut).unwrap();
+            let params = d
+                .pointer_mut("/paths/~1v1~1runs/get/parameters")
+                .and_then(Value::as_array_mut)
+                .unwrap();
             params.retain(|p| p.get("$ref") != Some(&json!("#/components/parameters/cursor")));
         },
         "list-envelope",
@@ -139,31 +174,57 @@ const CASES: &[(&str, Breakage, &str, &str)] = &[
     ),
     (
         "an error status without the Error schema",
-        |d| set(d, "/components/responses/AgentNameTaken/content/application~1json/schema", json!({"type": "object"})),
+        |d| {
+            set(
+                d,
+                "/components/responses/AgentNameTaken/content/application~1json/schema",
+                json!({"type": "object"}),
+            )
+        },
         "error-schema",
         "#/components/responses/AgentNameTaken",
     ),
     (
         "a default response",
-        |d| set(d, "/paths/~1v1~1agents/get/responses/default", json!({"$ref": "#/components/responses/InternalError"})),
+        |d| {
+            set(
+                d,
+                "/paths/~1v1~1agents/get/responses/default",
+                json!({"$ref": "#/components/responses/InternalError"}),
+            )
+        },
         "explicit-statuses",
         "#/paths/~1v1~1agents/get/responses/default",
     ),
     (
         "a JSON 2xx beside an empty 2xx",
-        |d| set(d, "/paths/~1v1~1agents~1{id}/delete/responses/200", json!({"$ref": "#/components/responses/InternalError"})),
+        |d| {
+            set(
+                d,
+                "/paths/~1v1~1agents~1{id}/delete/responses/200",
+                json!({"$ref": "#/components/responses/InternalError"}),
+            )
+        },
         "explicit-statuses",
         "#/paths/~1v1~1agents~1{id}/delete/responses",
     ),
     (
         "an unresolved $ref",
-        |d| set(d, "/components/schemas/AgentList/properties/data/items/$ref", json!("#/components/schemas/Agnet")),
+        |d| {
+            set(
+                d,
+                "/components/schemas/AgentList/properties/data/items/$ref",
+                json!("#/components/schemas/Agnet"),
+            )
+        },
         "ref-resolves",
         "#/components/schemas/AgentList/properties/data/items",
     ),
     (
         "an example that does not match its schema",
-        |d| set(d, "/paths/~1v1~1agents~1{id}/get/responses/200/content/application~1json/example/createdAt", json!("yesterday")),
+        |d| {
+            set(d, "/paths/~1v1~1agents~1{id}/get/responses/200/content/application~1json/example/createdAt", json!("yesterday"))
+        },
         "example-valid",
         "#/paths/~1v1~1agents~1{id}/get/responses/200/content/application~1json/example",
     ),
@@ -173,8 +234,18 @@ const CASES: &[(&str, Breakage, &str, &str)] = &[
         "schema-valid",
         "#/components/schemas/AgentName",
     ),
-    ("a parameter without its location", |d| remove(d, "/components/parameters/limit/in"), "oas-3.0-schema", "#/components/parameters/limit"),
-    ("an OpenAPI 3.1 document", |d| set(d, "/openapi", json!("3.1.0")), "openapi-version", "#/openapi"),
+    (
+        "a parameter without its location",
+        |d| remove(d, "/components/parameters/limit/in"),
+        "oas-3.0-schema",
+        "#/components/parameters/limit",
+    ),
+    (
+        "an OpenAPI 3.1 document",
+        |d| set(d, "/openapi", json!("3.1.0")),
+        "openapi-version",
+        "#/openapi",
+    ),
 ];
 
 #[test]
@@ -187,7 +258,8 @@ fn each_broken_rule_is_reported_at_its_place() {
         let findings = check(&doc);
         if !findings.iter().any(|f| f.rule == *rule && f.at == *at) {
             let seen: Vec<String> = findings.iter().map(Finding::to_string).collect();
-            failures.push(format!("{what}: expected [{rule}] at {at}, got:\n  {}", seen.join("\n  ")));
+            failures
+                .push(format!("{what}: expected [{rule}] at {at}, got:\n  {}", seen.join("\n  ")));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -198,5 +270,8 @@ fn a_finding_reads_as_place_rule_and_message() {
     let mut doc = spec();
     remove(&mut doc, "/paths/~1v1~1agents~1{id}/get/summary");
     let finding = check(&doc).into_iter().find(|f| f.rule == "operation-docs").expect("a finding");
-    assert_eq!(finding.to_string(), "#/paths/~1v1~1agents~1{id}/get [operation-docs]: operation has no summary");
+    assert_eq!(
+        finding.to_string(),
+        "#/paths/~1v1~1agents~1{id}/get [operation-docs]: operation has no summary"
+    );
 }

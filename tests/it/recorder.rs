@@ -11,34 +11,45 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use vm0_api::{ApiError, EventStream, Vm0Api};
 use vm0_api::{
-    DownloadArtifactParams, DownloadVolumeParams, ListAgentVersionsParams, ListAgentsParams, ListArtifactVersionsParams, ListArtifactsParams,
-    ListRunLogsParams, ListRunsParams, ListTokensParams, ListVolumeVersionsParams, ListVolumesParams, StreamRunEventsParams,
+    DownloadArtifactParams, DownloadVolumeParams, ListAgentVersionsParams, ListAgentsParams,
+    ListArtifactVersionsParams, ListArtifactsParams, ListRunLogsParams, ListRunsParams,
+    ListTokensParams, ListVolumeVersionsParams, ListVolumesParams, StreamRunEventsParams,
 };
 use vm0_types::*;
 use xtask::spec;
 
 /// The only token `Recorder` accepts.
-pub(crate) const TOKEN: &str = "vm0_live_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+pub(crate) const TOKEN: &str =
+    "vm0_live_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 static SPEC: LazyLock<Value> = LazyLock::new(|| spec::load().expect("the spec loads"));
 
 /// The example of `op`'s success response, as `T`.
 fn example<T: DeserializeOwned>(op: &str) -> T {
-    let operation = spec::operations(&SPEC).into_iter().find(|o| o.id() == op).expect("the operation exists");
-    let (_, response) = operation.op["responses"].as_object().unwrap().iter().find(|(s, _)| s.starts_with('2')).unwrap();
+    let operation =
+        spec::operations(&SPEC).into_iter().find(|o| o.id() == op).expect("the operation exists");
+    let (_, response) = operation.op["responses"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(s, _)| s.starts_with('2'))
+        .unwrap();
     let media = response["content"].as_object().unwrap().values().next().unwrap();
     let value = media.get("example").cloned().unwrap_or_else(|| {
         let first = media["examples"].as_object().unwrap().values().next().unwrap();
         first["value"].clone()
     });
-    serde_json::from_value(value).unwrap_or_else(|e| panic!("the example of {op} does not read as its type: {e}"))
+    serde_json::from_value(value)
+        .unwrap_or_else(|e| panic!("the example of {op} does not read as its type: {e}"))
 }
 
 /// The events of a `text/event-stream` example, each message's `id:`, `event:` and `data:`
 /// lines read as the spec's `RunEvent` object.
 fn events(stream: &str) -> Vec<RunEvent> {
     let message = |block: &str| {
-        let event = vm0_tests::conformance::event_object(block).unwrap().expect("an event, not only comments");
+        let event = vm0_tests::conformance::event_object(block)
+            .unwrap()
+            .expect("an event, not only comments");
         serde_json::from_value(event).unwrap()
     };
     stream.split("\n\n").filter(|block| !block.trim().is_empty()).map(message).collect()
@@ -73,31 +84,62 @@ impl Vm0Api for Recorder {
         }
     }
 
-    async fn list_agents(&self, _: &&'static str, params: ListAgentsParams) -> Result<AgentList, ApiError> {
+    async fn list_agents(
+        &self,
+        _: &&'static str,
+        params: ListAgentsParams,
+    ) -> Result<AgentList, ApiError> {
         self.reach("listAgents", format!("{params:?}"))
     }
-    async fn create_agent(&self, _: &&'static str, body: CreateAgentRequest) -> Result<Agent, ApiError> {
+    async fn create_agent(
+        &self,
+        _: &&'static str,
+        body: CreateAgentRequest,
+    ) -> Result<Agent, ApiError> {
         self.reach("createAgent", format!("{body:?}"))
     }
     async fn get_agent(&self, _: &&'static str, id: String) -> Result<Agent, ApiError> {
         self.reach("getAgent", id)
     }
-    async fn update_agent(&self, _: &&'static str, id: String, body: UpdateAgentRequest) -> Result<Agent, ApiError> {
+    async fn update_agent(
+        &self,
+        _: &&'static str,
+        id: String,
+        body: UpdateAgentRequest,
+    ) -> Result<Agent, ApiError> {
         self.reach("updateAgent", format!("{id} {body:?}"))
     }
     async fn delete_agent(&self, _: &&'static str, id: String) -> Result<(), ApiError> {
         self.reach_empty("deleteAgent", id)
     }
-    async fn list_agent_versions(&self, _: &&'static str, id: String, params: ListAgentVersionsParams) -> Result<AgentVersionList, ApiError> {
+    async fn list_agent_versions(
+        &self,
+        _: &&'static str,
+        id: String,
+        params: ListAgentVersionsParams,
+    ) -> Result<AgentVersionList, ApiError> {
         self.reach("listAgentVersions", format!("{id} {params:?}"))
     }
-    async fn get_agent_version(&self, _: &&'static str, id: String, version_id: String) -> Result<AgentVersionDetail, ApiError> {
+    async fn get_agent_version(
+        &self,
+        _: &&'static str,
+        id: String,
+        version_id: String,
+    ) -> Result<AgentVersionDetail, ApiError> {
         self.reach("getAgentVersion", format!("{id} {version_id}"))
     }
-    async fn list_runs(&self, _: &&'static str, params: ListRunsParams) -> Result<RunList, ApiError> {
+    async fn list_runs(
+        &self,
+        _: &&'static str,
+        params: ListRunsParams,
+    ) -> Result<RunList, ApiError> {
         self.reach("listRuns", format!("{params:?}"))
     }
-    async fn create_run(&self, _: &&'static str, body: CreateRunRequest) -> Result<RunDetail, ApiError> {
+    async fn create_run(
+        &self,
+        _: &&'static str,
+        body: CreateRunRequest,
+    ) -> Result<RunDetail, ApiError> {
         self.reach("createRun", format!("{body:?}"))
     }
     async fn get_run(&self, _: &&'static str, id: String) -> Result<RunDetail, ApiError> {
@@ -106,20 +148,38 @@ impl Vm0Api for Recorder {
     async fn cancel_run(&self, _: &&'static str, id: String) -> Result<RunDetail, ApiError> {
         self.reach("cancelRun", id)
     }
-    async fn stream_run_events(&self, _: &&'static str, id: String, params: StreamRunEventsParams) -> Result<EventStream, ApiError> {
+    async fn stream_run_events(
+        &self,
+        _: &&'static str,
+        id: String,
+        params: StreamRunEventsParams,
+    ) -> Result<EventStream, ApiError> {
         let stream: String = self.reach("streamRunEvents", format!("{id} {params:?}"))?;
         Ok(Box::pin(futures::stream::iter(events(&stream))))
     }
-    async fn list_run_logs(&self, _: &&'static str, id: String, params: ListRunLogsParams) -> Result<RunLogList, ApiError> {
+    async fn list_run_logs(
+        &self,
+        _: &&'static str,
+        id: String,
+        params: ListRunLogsParams,
+    ) -> Result<RunLogList, ApiError> {
         self.reach("listRunLogs", format!("{id} {params:?}"))
     }
     async fn get_run_metrics(&self, _: &&'static str, id: String) -> Result<RunMetrics, ApiError> {
         self.reach("getRunMetrics", id)
     }
-    async fn list_volumes(&self, _: &&'static str, params: ListVolumesParams) -> Result<VolumeList, ApiError> {
+    async fn list_volumes(
+        &self,
+        _: &&'static str,
+        params: ListVolumesParams,
+    ) -> Result<VolumeList, ApiError> {
         self.reach("listVolumes", format!("{params:?}"))
     }
-    async fn create_volume(&self, _: &&'static str, body: CreateVolumeRequest) -> Result<Volume, ApiError> {
+    async fn create_volume(
+        &self,
+        _: &&'static str,
+        body: CreateVolumeRequest,
+    ) -> Result<Volume, ApiError> {
         self.reach("createVolume", format!("{body:?}"))
     }
     async fn get_volume(&self, _: &&'static str, id: String) -> Result<VolumeDetail, ApiError> {
@@ -128,22 +188,50 @@ impl Vm0Api for Recorder {
     async fn delete_volume(&self, _: &&'static str, id: String) -> Result<(), ApiError> {
         self.reach_empty("deleteVolume", id)
     }
-    async fn list_volume_versions(&self, _: &&'static str, id: String, params: ListVolumeVersionsParams) -> Result<VolumeVersionList, ApiError> {
+    async fn list_volume_versions(
+        &self,
+        _: &&'static str,
+        id: String,
+        params: ListVolumeVersionsParams,
+    ) -> Result<VolumeVersionList, ApiError> {
         self.reach("listVolumeVersions", format!("{id} {params:?}"))
     }
-    async fn prepare_volume_upload(&self, _: &&'static str, id: String, body: PrepareUploadRequest) -> Result<PrepareUploadResponse, ApiError> {
+    async fn prepare_volume_upload(
+        &self,
+        _: &&'static str,
+        id: String,
+        body: PrepareUploadRequest,
+    ) -> Result<PrepareUploadResponse, ApiError> {
         self.reach("prepareVolumeUpload", format!("{id} {body:?}"))
     }
-    async fn commit_volume_upload(&self, _: &&'static str, id: String, body: CommitUploadRequest) -> Result<VolumeVersion, ApiError> {
+    async fn commit_volume_upload(
+        &self,
+        _: &&'static str,
+        id: String,
+        body: CommitUploadRequest,
+    ) -> Result<VolumeVersion, ApiError> {
         self.reach("commitVolumeUpload", format!("{id} {body:?}"))
     }
-    async fn download_volume(&self, _: &&'static str, id: String, params: DownloadVolumeParams) -> Result<DownloadResponse, ApiError> {
+    async fn download_volume(
+        &self,
+        _: &&'static str,
+        id: String,
+        params: DownloadVolumeParams,
+    ) -> Result<DownloadResponse, ApiError> {
         self.reach("downloadVolume", format!("{id} {params:?}"))
     }
-    async fn list_artifacts(&self, _: &&'static str, params: ListArtifactsParams) -> Result<ArtifactList, ApiError> {
+    async fn list_artifacts(
+        &self,
+        _: &&'static str,
+        params: ListArtifactsParams,
+    ) -> Result<ArtifactList, ApiError> {
         self.reach("listArtifacts", format!("{params:?}"))
     }
-    async fn create_artifact(&self, _: &&'static str, body: CreateArtifactRequest) -> Result<Artifact, ApiError> {
+    async fn create_artifact(
+        &self,
+        _: &&'static str,
+        body: CreateArtifactRequest,
+    ) -> Result<Artifact, ApiError> {
         self.reach("createArtifact", format!("{body:?}"))
     }
     async fn get_artifact(&self, _: &&'static str, id: String) -> Result<ArtifactDetail, ApiError> {
@@ -152,22 +240,50 @@ impl Vm0Api for Recorder {
     async fn delete_artifact(&self, _: &&'static str, id: String) -> Result<(), ApiError> {
         self.reach_empty("deleteArtifact", id)
     }
-    async fn list_artifact_versions(&self, _: &&'static str, id: String, params: ListArtifactVersionsParams) -> Result<ArtifactVersionList, ApiError> {
+    async fn list_artifact_versions(
+        &self,
+        _: &&'static str,
+        id: String,
+        params: ListArtifactVersionsParams,
+    ) -> Result<ArtifactVersionList, ApiError> {
         self.reach("listArtifactVersions", format!("{id} {params:?}"))
     }
-    async fn prepare_artifact_upload(&self, _: &&'static str, id: String, body: PrepareUploadRequest) -> Result<PrepareUploadResponse, ApiError> {
+    async fn prepare_artifact_upload(
+        &self,
+        _: &&'static str,
+        id: String,
+        body: PrepareUploadRequest,
+    ) -> Result<PrepareUploadResponse, ApiError> {
         self.reach("prepareArtifactUpload", format!("{id} {body:?}"))
     }
-    async fn commit_artifact_upload(&self, _: &&'static str, id: String, body: CommitUploadRequest) -> Result<ArtifactVersion, ApiError> {
+    async fn commit_artifact_upload(
+        &self,
+        _: &&'static str,
+        id: String,
+        body: CommitUploadRequest,
+    ) -> Result<ArtifactVersion, ApiError> {
         self.reach("commitArtifactUpload", format!("{id} {body:?}"))
     }
-    async fn download_artifact(&self, _: &&'static str, id: String, params: DownloadArtifactParams) -> Result<DownloadResponse, ApiError> {
+    async fn download_artifact(
+        &self,
+        _: &&'static str,
+        id: String,
+        params: DownloadArtifactParams,
+    ) -> Result<DownloadResponse, ApiError> {
         self.reach("downloadArtifact", format!("{id} {params:?}"))
     }
-    async fn list_tokens(&self, _: &&'static str, params: ListTokensParams) -> Result<TokenList, ApiError> {
+    async fn list_tokens(
+        &self,
+        _: &&'static str,
+        params: ListTokensParams,
+    ) -> Result<TokenList, ApiError> {
         self.reach("listTokens", format!("{params:?}"))
     }
-    async fn create_token(&self, _: &&'static str, body: CreateTokenRequest) -> Result<CreatedToken, ApiError> {
+    async fn create_token(
+        &self,
+        _: &&'static str,
+        body: CreateTokenRequest,
+    ) -> Result<CreatedToken, ApiError> {
         self.reach("createToken", format!("{body:?}"))
     }
     async fn get_token(&self, _: &&'static str, id: String) -> Result<Token, ApiError> {

@@ -36,7 +36,12 @@ async fn send(app: &Router, request: Request<Body>) -> Reply {
 
 /// A request for `op` with `query`, `body` (JSON) and the valid token unless `token` says
 /// otherwise.
-fn request(op: &Operation<'_>, query: &str, body: Option<&Value>, token: Option<&str>) -> Request<Body> {
+fn request(
+    op: &Operation<'_>,
+    query: &str,
+    body: Option<&Value>,
+    token: Option<&str>,
+) -> Request<Body> {
     let path = op.path.replace("{id}", "x_1").replace("{versionId}", "v_1");
     let uri = if query.is_empty() { path } else { format!("{path}?{query}") };
     let mut builder = Request::builder().method(op.method.to_uppercase().as_str()).uri(uri);
@@ -44,13 +49,23 @@ fn request(op: &Operation<'_>, query: &str, body: Option<&Value>, token: Option<
         builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
     }
     match body {
-        Some(body) => builder.header(header::CONTENT_TYPE, "application/json").body(Body::from(body.to_string())).unwrap(),
+        Some(body) => builder
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap(),
         None => builder.body(Body::empty()).unwrap(),
     }
 }
 
 fn success_status(op: &Operation<'_>) -> u16 {
-    op.op["responses"].as_object().unwrap().keys().find(|s| s.starts_with('2')).unwrap().parse().unwrap()
+    op.op["responses"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .find(|s| s.starts_with('2'))
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 fn body_example(doc: &Value, op: &Operation<'_>) -> Option<Value> {
@@ -60,14 +75,26 @@ fn body_example(doc: &Value, op: &Operation<'_>) -> Option<Value> {
 
 fn assert_headers(reply: &Reply, what: &str) {
     let id = reply.headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
-    assert!(regex::Regex::new("^req_[0-9a-f]{32}$").unwrap().is_match(id), "{what}: X-Request-Id is {id:?}");
-    assert_eq!(reply.headers.get("x-api-version").map(|v| v.to_str().unwrap()), Some("v1"), "{what}: X-API-Version");
+    assert!(
+        regex::Regex::new("^req_[0-9a-f]{32}$").unwrap().is_match(id),
+        "{what}: X-Request-Id is {id:?}"
+    );
+    assert_eq!(
+        reply.headers.get("x-api-version").map(|v| v.to_str().unwrap()),
+        Some("v1"),
+        "{what}: X-API-Version"
+    );
 }
 
 /// The envelope of an error reply: it must validate against the spec's `Error` schema.
 fn assert_envelope(doc: &Value, reply: &Reply, what: &str) {
-    let errors = spec::validate(doc, &json!({"$ref": "#/components/schemas/Error"}), &reply.body).unwrap();
-    assert!(errors.is_empty(), "{what}: the error body {} is not the envelope: {errors:?}", reply.text);
+    let errors =
+        spec::validate(doc, &json!({"$ref": "#/components/schemas/Error"}), &reply.body).unwrap();
+    assert!(
+        errors.is_empty(),
+        "{what}: the error body {} is not the envelope: {errors:?}",
+        reply.text
+    );
     assert_headers(reply, what);
 }
 
@@ -88,7 +115,10 @@ async fn a_valid_request_reaches_each_operation() {
         let media = op.op.pointer(&format!("/responses/{status}/content/application~1json"));
         if let Some(media) = media {
             let errors = spec::validate(&doc, &media["schema"], &reply.body).unwrap();
-            assert!(errors.is_empty(), "{what}: the response does not match its schema: {errors:?}");
+            assert!(
+                errors.is_empty(),
+                "{what}: the response does not match its schema: {errors:?}"
+            );
         }
     }
 }
@@ -101,7 +131,11 @@ async fn authentication_comes_before_anything_else() {
         // An invalid body too: it must not be looked at before the token.
         let garbage = json!({"bogus": true});
         let body = body_example(&doc, &op).map(|_| &garbage);
-        for (token, case) in [(None, "no token"), (Some("vm0_live_abc"), "a malformed token"), (Some(unknown), "an unknown token")] {
+        for (token, case) in [
+            (None, "no token"),
+            (Some("vm0_live_abc"), "a malformed token"),
+            (Some(unknown), "an unknown token"),
+        ] {
             let (recorder, app) = app();
             let reply = send(&app, request(&op, "limit=0", body, token)).await;
             let what = format!("{} with {case}", op.id());
@@ -109,11 +143,17 @@ async fn authentication_comes_before_anything_else() {
             assert_eq!(reply.body["error"]["code"], "invalid_api_key", "{what}");
             assert_eq!(reply.body["error"]["type"], "authentication_error", "{what}");
             assert_envelope(&doc, &reply, &what);
-            assert!(recorder.calls.lock().unwrap().is_empty(), "{what}: reached the implementation");
+            assert!(
+                recorder.calls.lock().unwrap().is_empty(),
+                "{what}: reached the implementation"
+            );
         }
     }
     let (_, app) = app();
-    let basic = Request::get("/v1/agents").header(header::AUTHORIZATION, "Basic dXNlcjpwYXNz").body(Body::empty()).unwrap();
+    let basic = Request::get("/v1/agents")
+        .header(header::AUTHORIZATION, "Basic dXNlcjpwYXNz")
+        .body(Body::empty())
+        .unwrap();
     assert_eq!(send(&app, basic).await.status, StatusCode::UNAUTHORIZED);
 }
 
@@ -157,7 +197,10 @@ fn breaking_values(schema: &Value) -> Vec<(Value, String)> {
             }
             if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
                 let regex = regex::Regex::new(pattern).unwrap();
-                let candidate = ["Bad_Name!", "../escape", "/absolute"].into_iter().find(|c| !regex.is_match(c)).unwrap();
+                let candidate = ["Bad_Name!", "../escape", "/absolute"]
+                    .into_iter()
+                    .find(|c| !regex.is_match(c))
+                    .unwrap();
                 out.push((json!(candidate), format!("pattern {pattern}")));
             }
         }
@@ -195,12 +238,26 @@ fn parameter_violations(doc: &Value, op: &Operation<'_>) -> Vec<Violation> {
                 "query" => (format!("{name}={}", urlencode(&text)), None),
                 _ => (String::new(), Some((name.to_string(), text))),
             };
-            out.push(Violation { what, query, header, body: None, param: name.to_string(), code: "invalid_parameter" });
+            out.push(Violation {
+                what,
+                query,
+                header,
+                body: None,
+                param: name.to_string(),
+                code: "invalid_parameter",
+            });
         }
     }
     if op.parameters().any(|p| deref(doc, p).unwrap()["in"] == "query") {
         let what = format!("{} unknown query parameter", op.id());
-        out.push(Violation { what, query: "bogusParam=1".into(), header: None, body: None, param: "bogusParam".into(), code: "invalid_parameter" });
+        out.push(Violation {
+            what,
+            query: "bogusParam=1".into(),
+            header: None,
+            body: None,
+            param: "bogusParam".into(),
+            code: "invalid_parameter",
+        });
     }
     out
 }
@@ -216,7 +273,13 @@ fn body_violations(doc: &Value, op: &Operation<'_>) -> Vec<Violation> {
     let body = deref(doc, &op.op["requestBody"]).unwrap();
     let schema = deref(doc, body.pointer("/content/application~1json/schema").unwrap()).unwrap();
     // The exactly-one-of members have their own test.
-    let exclusive: Vec<&str> = schema.get(spec::EXACTLY_ONE_OF).and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+    let exclusive: Vec<&str> = schema
+        .get(spec::EXACTLY_ONE_OF)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
     let mut out = Vec::new();
     walk_body(doc, op, schema, &example, &mut Vec::new(), &exclusive, &mut out);
     out
@@ -256,10 +319,24 @@ fn with_value(example: &Value, path: &[String], value: Option<Value>) -> Value {
     body
 }
 
-fn walk_body(doc: &Value, op: &Operation<'_>, schema: &Value, example: &Value, at: &mut Vec<String>, exclusive: &[&str], out: &mut Vec<Violation>) {
+fn walk_body(
+    doc: &Value,
+    op: &Operation<'_>,
+    schema: &Value,
+    example: &Value,
+    at: &mut Vec<String>,
+    exclusive: &[&str],
+    out: &mut Vec<Violation>,
+) {
     let here = |path: &[String]| example.pointer(&format!("/{}", path.join("/"))).cloned();
     let Some(properties) = schema.get("properties").and_then(Value::as_object) else { return };
-    let required: Vec<&str> = schema.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+    let required: Vec<&str> = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
     if schema.get("additionalProperties") == Some(&Value::Bool(false)) {
         let mut path = at.clone();
         path.push("bogusField".into());
@@ -309,7 +386,14 @@ fn walk_body(doc: &Value, op: &Operation<'_>, schema: &Value, example: &Value, a
                 let mut body = with_value(example, &at[..at.len() - 1], Some(json!({})));
                 body = with_value(&body, at, Some(json!(1)));
                 let what = format!("{} body {} (map value type)", op.id(), param_name(at));
-                out.push(Violation { what, query: String::new(), header: None, body: Some(body), param: param_name(at), code: "invalid_parameter" });
+                out.push(Violation {
+                    what,
+                    query: String::new(),
+                    header: None,
+                    body: Some(body),
+                    param: param_name(at),
+                    code: "invalid_parameter",
+                });
                 at.pop();
             }
         }
@@ -339,14 +423,26 @@ async fn each_constraint_is_a_400_naming_its_param_without_reaching_the_trait() 
         for violation in violations {
             count += 1;
             let (recorder, app) = app();
-            let mut request = request(&op, &violation.query, violation.body.as_ref().or(body.as_ref()), Some(TOKEN));
+            let mut request = request(
+                &op,
+                &violation.query,
+                violation.body.as_ref().or(body.as_ref()),
+                Some(TOKEN),
+            );
             if let Some((name, value)) = &violation.header {
-                request.headers_mut().insert(axum::http::HeaderName::try_from(name.as_str()).unwrap(), value.parse().unwrap());
+                request.headers_mut().insert(
+                    axum::http::HeaderName::try_from(name.as_str()).unwrap(),
+                    value.parse().unwrap(),
+                );
             }
             let reply = send(&app, request).await;
             let reached = !recorder.calls.lock().unwrap().is_empty();
             let error = &reply.body["error"];
-            if reply.status != StatusCode::BAD_REQUEST || error["param"] != violation.param || error["code"] != violation.code || reached {
+            if reply.status != StatusCode::BAD_REQUEST
+                || error["param"] != violation.param
+                || error["code"] != violation.code
+                || reached
+            {
                 failures.push(format!(
                     "{}: expected 400 {} param {:?}, got {} {} (reached: {reached})",
                     violation.what, violation.code, violation.param, reply.status, reply.text
@@ -358,7 +454,12 @@ async fn each_constraint_is_a_400_naming_its_param_without_reaching_the_trait() 
     }
     eprintln!("{count} violations derived from the spec");
     assert!(count > 100, "only {count} violations were derived from the spec");
-    assert!(failures.is_empty(), "{} of {count} violations were not rejected as expected:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {count} violations were not rejected as expected:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 fn operation<'a>(doc: &'a Value, id: &str) -> Operation<'a> {
@@ -371,8 +472,14 @@ async fn create_run_takes_exactly_one_of_agent_agent_id_session_id_checkpoint_id
     let op = operation(&doc, "createRun");
     let cases = [
         (json!({"prompt": "hi"}), Some(("missing_parameter", "agent"))),
-        (json!({"prompt": "hi", "agent": "a", "agentId": "ag_1"}), Some(("invalid_parameter", "agentId"))),
-        (json!({"prompt": "hi", "sessionId": "sess_1", "checkpointId": "chk_1"}), Some(("invalid_parameter", "checkpointId"))),
+        (
+            json!({"prompt": "hi", "agent": "a", "agentId": "ag_1"}),
+            Some(("invalid_parameter", "agentId")),
+        ),
+        (
+            json!({"prompt": "hi", "sessionId": "sess_1", "checkpointId": "chk_1"}),
+            Some(("invalid_parameter", "checkpointId")),
+        ),
         (json!({"prompt": "hi", "sessionId": "sess_1"}), None),
         (json!({"prompt": "hi", "checkpointId": "chk_1"}), None),
         (json!({"prompt": "hi", "agentId": "ag_1"}), None),
@@ -383,14 +490,29 @@ async fn create_run_takes_exactly_one_of_agent_agent_id_session_id_checkpoint_id
         match expected {
             Some((code, param)) => {
                 assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}: {}", reply.text);
-                assert_eq!((reply.body["error"]["code"].as_str(), reply.body["error"]["param"].as_str()), (Some(code), Some(param)), "{body}");
-                assert!(reply.body["error"]["message"].as_str().unwrap().contains("agent, agentId, sessionId, checkpointId"), "{}", reply.text);
+                assert_eq!(
+                    (reply.body["error"]["code"].as_str(), reply.body["error"]["param"].as_str()),
+                    (Some(code), Some(param)),
+                    "{body}"
+                );
+                assert!(
+                    reply.body["error"]["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("agent, agentId, sessionId, checkpointId"),
+                    "{}",
+                    reply.text
+                );
                 assert!(recorder.calls.lock().unwrap().is_empty());
             }
             None => {
                 assert_eq!(reply.status, StatusCode::ACCEPTED, "{body}: {}", reply.text);
                 // The default of agentVersion reaches the implementation.
-                assert!(recorder.calls.lock().unwrap()[0].1.contains("\"latest\""), "{:?}", recorder.calls);
+                assert!(
+                    recorder.calls.lock().unwrap()[0].1.contains("\"latest\""),
+                    "{:?}",
+                    recorder.calls
+                );
             }
         }
     }
@@ -402,13 +524,19 @@ async fn bodies_that_are_not_json_objects_are_rejected_in_the_envelope() {
     let cases: [(&str, Option<&str>, &str, Option<&str>); 5] = [
         ("not JSON", Some("application/json"), "{\"name\": ", None),
         ("no content type", None, "{\"name\": \"a\", \"config\": {}}", Some("Content-Type")),
-        ("another content type", Some("text/plain"), "{\"name\": \"a\", \"config\": {}}", Some("Content-Type")),
+        (
+            "another content type",
+            Some("text/plain"),
+            "{\"name\": \"a\", \"config\": {}}",
+            Some("Content-Type"),
+        ),
         ("an empty body", Some("application/json"), "", None),
         ("a JSON array", Some("application/json"), "[]", None),
     ];
     for (what, content_type, body, param) in cases {
         let (recorder, app) = app();
-        let mut builder = Request::post("/v1/agents").header(header::AUTHORIZATION, format!("Bearer {TOKEN}"));
+        let mut builder =
+            Request::post("/v1/agents").header(header::AUTHORIZATION, format!("Bearer {TOKEN}"));
         if let Some(content_type) = content_type {
             builder = builder.header(header::CONTENT_TYPE, content_type);
         }
@@ -429,7 +557,8 @@ async fn unknown_routes_and_methods_answer_in_the_envelope() {
     assert_eq!(reply.body["error"]["type"], "not_found_error");
     assert_envelope(&doc, &reply, "unknown route");
 
-    let request = Request::builder().method(Method::PATCH).uri("/v1/agents").body(Body::empty()).unwrap();
+    let request =
+        Request::builder().method(Method::PATCH).uri("/v1/agents").body(Body::empty()).unwrap();
     let reply = send(&app, request).await;
     assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED, "{}", reply.text);
     assert_envelope(&doc, &reply, "wrong method");
@@ -462,15 +591,25 @@ async fn defaults_and_typed_inputs_reach_the_implementation() {
         .body(Body::empty())
         .unwrap();
     send(&app, request).await;
-    assert_eq!(recorder.calls.lock().unwrap()[0].1, "run_1 StreamRunEventsParams { last_event_id: None, last_event_id_header: Some(3) }");
+    assert_eq!(
+        recorder.calls.lock().unwrap()[0].1,
+        "run_1 StreamRunEventsParams { last_event_id: None, last_event_id_header: Some(3) }"
+    );
 }
 
 #[tokio::test]
 async fn a_repeated_query_parameter_is_rejected() {
     let doc = spec::load().unwrap();
     let (recorder, app) = app();
-    let reply = send(&app, request(&operation(&doc, "listAgents"), "limit=5&limit=6", None, Some(TOKEN))).await;
-    assert_eq!((reply.status, reply.body["error"]["param"].as_str()), (StatusCode::BAD_REQUEST, Some("limit")), "{}", reply.text);
+    let reply =
+        send(&app, request(&operation(&doc, "listAgents"), "limit=5&limit=6", None, Some(TOKEN)))
+            .await;
+    assert_eq!(
+        (reply.status, reply.body["error"]["param"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("limit")),
+        "{}",
+        reply.text
+    );
     assert!(recorder.calls.lock().unwrap().is_empty());
 }
 
@@ -478,11 +617,16 @@ async fn a_repeated_query_parameter_is_rejected() {
 async fn events_are_written_as_server_sent_events() {
     let doc = spec::load().unwrap();
     let (_, app) = app();
-    let reply = send(&app, request(&operation(&doc, "streamRunEvents"), "", None, Some(TOKEN))).await;
+    let reply =
+        send(&app, request(&operation(&doc, "streamRunEvents"), "", None, Some(TOKEN))).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.headers[header::CONTENT_TYPE], "text/event-stream");
     // Exactly the spec's example, each event as the spec's RunEvent writes it.
-    let example = operation(&doc, "streamRunEvents").op.pointer("/responses/200/content/text~1event-stream/example").unwrap().clone();
+    let example = operation(&doc, "streamRunEvents")
+        .op
+        .pointer("/responses/200/content/text~1event-stream/example")
+        .unwrap()
+        .clone();
     assert_eq!(reply.text, example.as_str().unwrap());
     assert_headers(&reply, "streamRunEvents");
 }
@@ -509,7 +653,8 @@ async fn a_caller_of_an_older_version_gets_no_property_added_after_it() {
     let doc = spec::load().unwrap();
     let (_, app) = app();
     let logs = operation(&doc, "listRunLogs");
-    let example = logs.op.pointer("/responses/200/content/application~1json/example").unwrap().clone();
+    let example =
+        logs.op.pointer("/responses/200/content/application~1json/example").unwrap().clone();
     // Without the header, and for a caller of this version or a later one: every property.
     for version in [None, Some("1.1.0"), Some("1.9.3")] {
         let mut request = request(&logs, "", None, Some(TOKEN));
@@ -525,13 +670,25 @@ async fn a_caller_of_an_older_version_gets_no_property_added_after_it() {
         entry.as_object_mut().unwrap().retain(|key, _| key != "sequence" && key != "stream");
     }
     assert_eq!(old.body, expected);
-    assert!(old.body["data"][1]["metadata"]["stream"].is_string(), "a free-form property of the same name stays");
+    assert!(
+        old.body["data"][1]["metadata"]["stream"].is_string(),
+        "a free-form property of the same name stays"
+    );
 
     let events = operation(&doc, "streamRunEvents");
     let stream = send(&app, as_version(request(&events, "", None, Some(TOKEN)), "1.0.0")).await;
-    let example = events.op.pointer("/responses/200/content/text~1event-stream/example").unwrap().as_str().unwrap();
+    let example = events
+        .op
+        .pointer("/responses/200/content/text~1event-stream/example")
+        .unwrap()
+        .as_str()
+        .unwrap();
     assert!(example.contains(r#"{"content":"Hello from my-agent","stream":"stdout"}"#));
-    assert_eq!(stream.text, example.replace(r#","stream":"stdout""#, ""), "the output event's data without its stream");
+    assert_eq!(
+        stream.text,
+        example.replace(r#","stream":"stdout""#, ""),
+        "the output event's data without its stream"
+    );
 }
 
 #[tokio::test]
@@ -539,11 +696,24 @@ async fn an_api_version_that_is_not_one_of_v1_is_a_400_naming_it() {
     let doc = spec::load().unwrap();
     let (recorder, app) = app();
     for op in spec::operations(&doc) {
-        assert!(op.op["responses"].get("400").is_some(), "{} documents the 400 it can answer", op.id());
-        for bad in ["2.0.0", "1.1", "v1", "latest", "1.0.0-beta", "01.0.0", "1.99999999999999999999.0"] {
+        assert!(
+            op.op["responses"].get("400").is_some(),
+            "{} documents the 400 it can answer",
+            op.id()
+        );
+        for bad in
+            ["2.0.0", "1.1", "v1", "latest", "1.0.0-beta", "01.0.0", "1.99999999999999999999.0"]
+        {
             let body = body_example(&doc, &op);
-            let reply = send(&app, as_version(request(&op, "", body.as_ref(), Some(TOKEN)), bad)).await;
-            assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{} with api-version {bad}: {}", op.id(), reply.text);
+            let reply =
+                send(&app, as_version(request(&op, "", body.as_ref(), Some(TOKEN)), bad)).await;
+            assert_eq!(
+                reply.status,
+                StatusCode::BAD_REQUEST,
+                "{} with api-version {bad}: {}",
+                op.id(),
+                reply.text
+            );
             assert_eq!(reply.body["error"]["param"], "api-version", "{}", op.id());
             assert_envelope(&doc, &reply, op.id());
         }

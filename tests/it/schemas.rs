@@ -23,7 +23,9 @@ use crate::generated_components::derived_schemas;
 fn shape(root: &Value, schema: &Value, depth: usize) -> Value {
     assert!(depth < 32, "the schemas nest too deep: a loop?");
     if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
-        let target = root.pointer(reference.trim_start_matches('#')).unwrap_or_else(|| panic!("{reference} does not resolve"));
+        let target = root
+            .pointer(reference.trim_start_matches('#'))
+            .unwrap_or_else(|| panic!("{reference} does not resolve"));
         return shape(root, target, depth + 1);
     }
     if let Some(Value::Array(members)) = schema.get("allOf") {
@@ -59,15 +61,31 @@ fn shape(root: &Value, schema: &Value, depth: usize) -> Value {
         }
         Some(Value::String(kind)) => match kind.as_str() {
             "object" => {
-                let mut required: Vec<&str> = schema.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
-                let properties = schema.get("properties").and_then(Value::as_object).into_iter().flatten();
-                required.extend(properties.clone().filter(|(_, s)| s.get("default").is_some()).map(|(name, _)| name.as_str()));
+                let mut required: Vec<&str> = schema
+                    .get("required")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                let properties =
+                    schema.get("properties").and_then(Value::as_object).into_iter().flatten();
+                required.extend(
+                    properties
+                        .clone()
+                        .filter(|(_, s)| s.get("default").is_some())
+                        .map(|(name, _)| name.as_str()),
+                );
                 required.sort();
                 required.dedup();
                 let properties: BTreeMap<String, Value> = properties
                     .map(|(name, s)| {
                         let shape = shape(root, s, depth + 1);
-                        let shape = if required.contains(&name.as_str()) { shape } else { without_null(shape) };
+                        let shape = if required.contains(&name.as_str()) {
+                            shape
+                        } else {
+                            without_null(shape)
+                        };
                         (name.clone(), shape)
                     })
                     .collect();
@@ -79,8 +97,12 @@ fn shape(root: &Value, schema: &Value, depth: usize) -> Value {
                 };
                 json!({ "type": "object", "properties": properties, "required": required, "additionalProperties": additional })
             }
-            "array" => json!({ "type": "array", "items": shape(root, schema.get("items").unwrap_or(&json!({})), depth + 1) }),
-            "string" if schema.get("format") == Some(&json!("date-time")) => json!({ "type": "string", "format": "date-time" }),
+            "array" => {
+                json!({ "type": "array", "items": shape(root, schema.get("items").unwrap_or(&json!({})), depth + 1) })
+            }
+            "string" if schema.get("format") == Some(&json!("date-time")) => {
+                json!({ "type": "string", "format": "date-time" })
+            }
             other => json!({ "type": other }),
         },
         _ => json!("any"),
@@ -90,7 +112,9 @@ fn shape(root: &Value, schema: &Value, depth: usize) -> Value {
 /// The shape with `null` taken out of it.
 fn without_null(shape: Value) -> Value {
     match shape.get("anyOf").and_then(Value::as_array) {
-        Some(members) => union(members.iter().filter(|m| **m != json!({"type": "null"})).cloned().collect()),
+        Some(members) => {
+            union(members.iter().filter(|m| **m != json!({"type": "null"})).cloned().collect())
+        }
         None => shape,
     }
 }
@@ -115,7 +139,9 @@ fn difference(spec: &Value, derived: &Value, at: &str) -> Option<String> {
                             return Some(found);
                         }
                     }
-                    (x, y) => return Some(format!("{at}/{key}: the spec has {x:?}, the type has {y:?}")),
+                    (x, y) => {
+                        return Some(format!("{at}/{key}: the spec has {x:?}, the type has {y:?}"))
+                    }
                 }
             }
             None
@@ -131,7 +157,8 @@ fn each_generated_type_has_the_shape_of_its_spec_schema() {
     let components = doc.pointer("/components/schemas").and_then(Value::as_object).unwrap();
     let derived = derived_schemas();
     // The branches of a tagged union have no type of their own: they live inside it.
-    let typed = xtask::codegen::types_view(&doc)["components"]["schemas"].as_object().unwrap().len();
+    let typed =
+        xtask::codegen::types_view(&doc)["components"]["schemas"].as_object().unwrap().len();
     assert_eq!(derived.len(), typed, "every component has a generated type");
     let mut failures = Vec::new();
     for (name, schema) in derived {
@@ -141,12 +168,19 @@ fn each_generated_type_has_the_shape_of_its_spec_schema() {
             failures.push(format!("{name}: {found}"));
         }
     }
-    assert!(failures.is_empty(), "{} of {} types differ from the spec:\n{}", failures.len(), typed, failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} types differ from the spec:\n{}",
+        failures.len(),
+        typed,
+        failures.join("\n")
+    );
 }
 
 #[test]
 fn a_difference_names_the_schema_and_the_path() {
-    let spec = json!({"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]});
+    let spec =
+        json!({"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]});
     let derived = json!({"type": "object", "properties": {"a": {"type": ["string", "null"]}}, "required": ["a"]});
     let found = difference(&shape(&spec, &spec, 0), &shape(&derived, &derived, 0), "").unwrap();
     assert!(found.starts_with("/properties/a"), "{found}");

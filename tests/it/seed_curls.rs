@@ -13,7 +13,8 @@ fn seed_curls() -> Vec<(String, Vec<String>)> {
     let quoted = regex::Regex::new(r#""([^"]*)""#).unwrap();
     let mut out = Vec::new();
     for name in ["seed-000-overview.txt", "seed-003-agents.txt"] {
-        let text = std::fs::read_to_string(workspace_root().join("docs/sources").join(name)).unwrap();
+        let text =
+            std::fs::read_to_string(workspace_root().join("docs/sources").join(name)).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         for (index, line) in lines.iter().enumerate() {
             let Some(rest) = line.strip_prefix("curl ") else { continue };
@@ -37,15 +38,37 @@ async fn every_seed_curl_works_against_the_server() {
     let server = TestServer::start().await;
     let c = server.client();
     let config = AgentConfig(json!({"command": ["true"]}).as_object().unwrap().clone());
-    let agent = c.create_agent().body_map(|b| b.name("my-agent").config(config.clone())).send().await.unwrap().into_inner();
+    let agent = c
+        .create_agent()
+        .body_map(|b| b.name("my-agent").config(config.clone()))
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
     for i in 0..11 {
         let name = format!("agent-{i}");
-        c.create_agent().body_map(|b| b.name(name.as_str()).config(config.clone())).send().await.unwrap();
+        c.create_agent()
+            .body_map(|b| b.name(name.as_str()).config(config.clone()))
+            .send()
+            .await
+            .unwrap();
     }
-    let cursor = c.list_agents().limit(10).send().await.unwrap().into_inner().pagination.next_cursor.unwrap();
+    let cursor = c
+        .list_agents()
+        .limit(10)
+        .send()
+        .await
+        .unwrap()
+        .into_inner()
+        .pagination
+        .next_cursor
+        .unwrap();
     let doc = spec::load().unwrap();
     for (url, headers) in curls {
-        let url = url.replace("https://api.vm0.ai", &server.url).replace("ag_abc123", &agent.id).replace("eyJpZCI6ImFnX2RlZiJ9", &cursor);
+        let url = url
+            .replace("https://api.vm0.ai", &server.url)
+            .replace("ag_abc123", &agent.id)
+            .replace("eyJpZCI6ImFnX2RlZiJ9", &cursor);
         let mut command = tokio::process::Command::new("curl");
         command.args(["--silent", "--show-error", "--write-out", "\n%{http_code}", &url]);
         for header in &headers {
@@ -56,8 +79,16 @@ async fn every_seed_curl_works_against_the_server() {
         let (body, status) = text.rsplit_once('\n').unwrap();
         assert_eq!(status, "200", "{url}: {body}");
         let body: Value = serde_json::from_str(body).unwrap();
-        let path = url.trim_start_matches(&server.url).split('?').next().unwrap().replace(&agent.id, "{id}");
-        let op = spec::operations(&doc).into_iter().find(|o| o.method == "get" && o.path == path).unwrap();
+        let path = url
+            .trim_start_matches(&server.url)
+            .split('?')
+            .next()
+            .unwrap()
+            .replace(&agent.id, "{id}");
+        let op = spec::operations(&doc)
+            .into_iter()
+            .find(|o| o.method == "get" && o.path == path)
+            .unwrap();
         let schema = &op.op["responses"]["200"]["content"]["application/json"]["schema"];
         let errors = spec::validate(&doc, schema, &body).unwrap();
         assert!(errors.is_empty(), "{url}: {errors:?}");
@@ -65,7 +96,11 @@ async fn every_seed_curl_works_against_the_server() {
             assert_eq!(body["data"].as_array().unwrap().len(), 1);
         }
         if url.contains("cursor=") {
-            assert_eq!(body["data"].as_array().unwrap().len(), 2, "the second page holds the last two of twelve");
+            assert_eq!(
+                body["data"].as_array().unwrap().len(),
+                2,
+                "the second page holds the last two of twelve"
+            );
             assert_eq!(body["pagination"], json!({"hasMore": false, "nextCursor": null}));
         }
     }

@@ -15,7 +15,10 @@ const CREATE_AGENT: &str = "/components/schemas/CreateAgentRequest";
 const LIST_AGENTS: &str = "/paths/~1v1~1agents/get";
 
 fn push(doc: &mut Value, at: &str, value: Value) {
-    doc.pointer_mut(at).and_then(Value::as_array_mut).unwrap_or_else(|| panic!("no list at {at}")).push(value);
+    doc.pointer_mut(at)
+        .and_then(Value::as_array_mut)
+        .unwrap_or_else(|| panic!("no list at {at}"))
+        .push(value);
 }
 
 /// Each case: what changes, how, whether it breaks clients, the rule that must report it,
@@ -582,11 +585,17 @@ fn each_mutation_is_classified_by_its_rule() {
     let original = spec();
     let cases: Vec<(&str, Mutation, Mutation, bool, &str, &str)> = CORPUS
         .iter()
-        .map(|&(what, mutate, breaks, rule, pointer)| (what, (|_| {}) as Mutation, mutate, breaks, rule, pointer))
+        .map(|&(what, mutate, breaks, rule, pointer)| {
+            (what, (|_| {}) as Mutation, mutate, breaks, rule, pointer)
+        })
         .chain(PAIRED.iter().copied())
         .collect();
     let breaking = cases.iter().filter(|case| case.3).count();
-    assert!(cases.len() >= 30 && breaking * 3 >= cases.len() && breaking * 3 <= cases.len() * 2, "{breaking} of {} breaking", cases.len());
+    assert!(
+        cases.len() >= 30 && breaking * 3 >= cases.len() && breaking * 3 <= cases.len() * 2,
+        "{breaking} of {} breaking",
+        cases.len()
+    );
     let mut failures = Vec::new();
     for (what, before, after, breaks, rule, pointer) in cases {
         let (mut old, mut new) = (original.clone(), original.clone());
@@ -601,7 +610,10 @@ fn each_mutation_is_classified_by_its_rule() {
             if !changes.is_empty() {
                 failures.push(format!("{what}: expected no change, got:\n{}", shown()));
             }
-        } else if !changes.iter().any(|c| c.rule == rule && c.breaking == breaks && c.pointer.starts_with(pointer)) {
+        } else if !changes
+            .iter()
+            .any(|c| c.rule == rule && c.breaking == breaks && c.pointer.starts_with(pointer))
+        {
             failures.push(format!("{what}: expected {rule} at {pointer}, got:\n{}", shown()));
         }
     }
@@ -616,8 +628,11 @@ fn a_shared_schema_change_is_reported_everywhere_it_reaches() {
     remove(&mut mutated, "/components/schemas/Pagination/properties/hasMore");
     set(&mut mutated, "/components/schemas/Pagination/required", json!(["nextCursor"]));
     let changes = diff(&original, &mutated);
-    let operations: std::collections::BTreeSet<&str> =
-        changes.iter().filter(|c| c.rule == "response-required-property-removed").map(|c| c.pointer.split("/responses").next().unwrap()).collect();
+    let operations: std::collections::BTreeSet<&str> = changes
+        .iter()
+        .filter(|c| c.rule == "response-required-property-removed")
+        .map(|c| c.pointer.split("/responses").next().unwrap())
+        .collect();
     // Every list operation: agents, agent versions, runs, run logs, volumes, volume
     // versions, artifacts, artifact versions, tokens.
     assert_eq!(operations.len(), 9, "{operations:#?}");

@@ -23,8 +23,13 @@ fn workspace() -> tempfile::TempDir {
     let (_, latest) = release::latest(root.as_path()).unwrap().expect("a release");
     copy(&latest, &dir.path().join(spec::SPEC_PATH));
     let allowlist = std::fs::read_to_string(root.join(release::ALLOWLIST)).unwrap();
-    let comments: String = allowlist.lines().take_while(|l| !l.starts_with("allowed:")).map(|l| format!("{l}\n")).collect();
-    std::fs::write(dir.path().join(release::ALLOWLIST), format!("{comments}allowed: []\n")).unwrap();
+    let comments: String = allowlist
+        .lines()
+        .take_while(|l| !l.starts_with("allowed:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(dir.path().join(release::ALLOWLIST), format!("{comments}allowed: []\n"))
+        .unwrap();
     for name in release::PUBLISHED {
         let manifest = format!("crates/{name}/Cargo.toml");
         copy(&root.join(&manifest), &dir.path().join(manifest));
@@ -47,7 +52,8 @@ fn edit_spec(root: &Path, change: impl FnOnce(&mut Value)) {
 
 /// The version after the latest release, by `bump` (minor or patch) of it.
 fn after_latest(bump: impl FnOnce(&mut Version)) -> String {
-    let (mut version, _) = release::latest(spec::workspace_root().as_path()).unwrap().expect("a release");
+    let (mut version, _) =
+        release::latest(spec::workspace_root().as_path()).unwrap().expect("a release");
     bump(&mut version);
     version.to_string()
 }
@@ -66,7 +72,11 @@ fn set_version(doc: &mut Value, version: &str) {
 /// The breaking change the tests make: a required response property removed.
 fn remove_a_response_property(doc: &mut Value) {
     remove(doc, "/components/schemas/Token/properties/tokenPrefix");
-    set(doc, "/components/schemas/Token/required", json!(["id", "name", "lastUsedAt", "expiresAt", "createdAt"]));
+    set(
+        doc,
+        "/components/schemas/Token/required",
+        json!(["id", "name", "lastUsedAt", "expiresAt", "createdAt"]),
+    );
 }
 
 #[test]
@@ -86,16 +96,33 @@ fn ci_fails_on_a_breaking_change_without_a_major_version() {
     let check = release::check(root).unwrap();
     assert!(!check.passed(), "{}", check.report());
     let report = check.report();
-    assert!(report.contains("not allowed: breaking  response-required-property-removed  /paths/~1v1~1tokens/get/"), "{report}");
+    assert!(
+        report.contains(
+            "not allowed: breaking  response-required-property-removed  /paths/~1v1~1tokens/get/"
+        ),
+        "{report}"
+    );
     assert!(report.contains("raise the major version"), "{report}");
 
     // Listing every change it reports, each with a reason, lets it through.
     let entries: Vec<Value> = check.unexcused.iter().map(|c| json!({"rule": c.rule, "pointer": c.pointer, "reason": "No client reads tokenPrefix."})).collect();
-    std::fs::write(root.join(release::ALLOWLIST), serde_yaml::to_string(&json!({"allowed": entries})).unwrap()).unwrap();
+    std::fs::write(
+        root.join(release::ALLOWLIST),
+        serde_yaml::to_string(&json!({"allowed": entries})).unwrap(),
+    )
+    .unwrap();
     assert!(release::check(root).unwrap().passed());
     // But not without a reason.
-    let entries: Vec<Value> = check.unexcused.iter().map(|c| json!({"rule": c.rule, "pointer": c.pointer, "reason": " "})).collect();
-    std::fs::write(root.join(release::ALLOWLIST), serde_yaml::to_string(&json!({"allowed": entries})).unwrap()).unwrap();
+    let entries: Vec<Value> = check
+        .unexcused
+        .iter()
+        .map(|c| json!({"rule": c.rule, "pointer": c.pointer, "reason": " "}))
+        .collect();
+    std::fs::write(
+        root.join(release::ALLOWLIST),
+        serde_yaml::to_string(&json!({"allowed": entries})).unwrap(),
+    )
+    .unwrap();
     let error = release::check(root).err().expect("an entry without a reason is refused");
     assert!(error.to_string().contains("gives no reason"), "{error:#}");
 
@@ -128,16 +155,24 @@ fn a_release_writes_its_file_changelog_and_crate_versions() {
         }),
     );
     // Nothing changed: the latest release is released already.
-    let error = release::release(root, "2026-12-01").err().expect("the same version twice is refused");
+    let error =
+        release::release(root, "2026-12-01").err().expect("the same version twice is refused");
     assert!(error.to_string().contains("released already"), "{error:#}");
 
     edit_spec(root, |doc| {
-        set(doc, "/components/schemas/CreateTokenRequest/properties/description", json!({"type": "string", "maxLength": 200}));
+        set(
+            doc,
+            "/components/schemas/CreateTokenRequest/properties/description",
+            json!({"type": "string", "maxLength": 200}),
+        );
         set_version(doc, &minor);
     });
     let released = release::release(root, "2026-12-01").unwrap();
     assert_eq!(released.version.to_string(), minor);
-    let file: Value = serde_json::from_str(&std::fs::read_to_string(root.join(format!("openapi/released/v{minor}.json"))).unwrap()).unwrap();
+    let file: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join(format!("openapi/released/v{minor}.json"))).unwrap(),
+    )
+    .unwrap();
     assert_eq!(file["info"]["version"], minor.as_str());
     assert_eq!(release::latest(root).unwrap().unwrap().0.to_string(), minor);
 
@@ -148,21 +183,33 @@ fn a_release_writes_its_file_changelog_and_crate_versions() {
         "{changelog}"
     );
     for name in release::PUBLISHED {
-        let manifest = std::fs::read_to_string(root.join(format!("crates/{name}/Cargo.toml"))).unwrap();
+        let manifest =
+            std::fs::read_to_string(root.join(format!("crates/{name}/Cargo.toml"))).unwrap();
         assert!(manifest.contains(&format!("\nversion = \"{minor}\"\n")), "{name}: {manifest}");
     }
     let workspace = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
     for name in release::PUBLISHED {
-        assert!(workspace.contains(&format!("{name} = {{ path = \"crates/{name}\", version = \"{minor}\" }}")), "{workspace}");
+        assert!(
+            workspace.contains(&format!(
+                "{name} = {{ path = \"crates/{name}\", version = \"{minor}\" }}"
+            )),
+            "{workspace}"
+        );
     }
 
     // The next release's entry goes on top.
     edit_spec(root, |doc| set_version(doc, &patch));
     release::release(root, "2026-12-02").unwrap();
     let changelog = std::fs::read_to_string(root.join("CHANGELOG.md")).unwrap();
-    let (newer, older) = (changelog.find(&format!("## {patch}")).unwrap(), changelog.find(&format!("## {minor}")).unwrap());
+    let (newer, older) = (
+        changelog.find(&format!("## {patch}")).unwrap(),
+        changelog.find(&format!("## {minor}")).unwrap(),
+    );
     assert!(newer < older, "{changelog}");
-    assert!(changelog.contains(&format!("## {patch} (2026-12-02)\n\nNo changes to the API.")), "{changelog}");
+    assert!(
+        changelog.contains(&format!("## {patch} (2026-12-02)\n\nNo changes to the API.")),
+        "{changelog}"
+    );
 
     // A breaking change the allowlist accepts is released with its reason, and the
     // allowlist is emptied for the next release.
@@ -177,14 +224,20 @@ fn a_release_writes_its_file_changelog_and_crate_versions() {
     let check = release::check(root).unwrap();
     let entries: Vec<Value> = check.unexcused.iter().map(|c| json!({"rule": c.rule, "pointer": c.pointer, "reason": "No client reads tokenPrefix."})).collect();
     assert!(!entries.is_empty());
-    std::fs::write(root.join(release::ALLOWLIST), serde_yaml::to_string(&json!({"allowed": entries})).unwrap()).unwrap();
+    std::fs::write(
+        root.join(release::ALLOWLIST),
+        serde_yaml::to_string(&json!({"allowed": entries})).unwrap(),
+    )
+    .unwrap();
     release::release(root, "2026-12-03").unwrap();
     let changelog = std::fs::read_to_string(root.join("CHANGELOG.md")).unwrap();
     assert!(
         changelog.contains("was removed. (`response-required-property-removed` at `/paths/~1v1~1tokens/get/responses/200/content/application~1json/schema/properties/data/items/properties/tokenPrefix`)\n  Accepted without a major version: No client reads tokenPrefix.\n"),
         "{changelog}"
     );
-    assert!(std::fs::read_to_string(root.join(release::ALLOWLIST)).unwrap().ends_with("allowed: []\n"));
+    assert!(std::fs::read_to_string(root.join(release::ALLOWLIST))
+        .unwrap()
+        .ends_with("allowed: []\n"));
 }
 
 #[test]

@@ -48,18 +48,33 @@ struct Checker {
 
 impl Checker {
     fn new(doc: &Value) -> Checker {
-        let compile = |schema: &Value| spec::validator(&spec::json_schema(doc, schema)).expect("the spec's schemas compile");
+        let compile = |schema: &Value| {
+            spec::validator(&spec::json_schema(doc, schema)).expect("the spec's schemas compile")
+        };
         let operations = spec::operations(doc)
             .into_iter()
             .map(|op| {
-                let segments = op.path.split('/').map(|s| if s.starts_with('{') { "[^/]+".to_string() } else { regex::escape(s) });
-                let pattern = segments.collect::<Vec<_>>().join("/");
-                let responses = op.op["responses"].as_object().expect("responses").iter().map(|(status, response)| {
-                    let response = spec::deref(doc, response).expect("the response resolves");
-                    let content = response.get("content").and_then(Value::as_object).and_then(|c| c.iter().next());
-                    let body = content.map(|(media, media_type)| (media.clone(), compile(&media_type["schema"])));
-                    (status.parse::<u16>().expect("explicit statuses"), body)
+                let segments = op.path.split('/').map(|s| {
+                    if s.starts_with('{') {
+                        "[^/]+".to_string()
+                    } else {
+                        regex::escape(s)
+                    }
                 });
+                let pattern = segments.collect::<Vec<_>>().join("/");
+                let responses = op.op["responses"].as_object().expect("responses").iter().map(
+                    |(status, response)| {
+                        let response = spec::deref(doc, response).expect("the response resolves");
+                        let content = response
+                            .get("content")
+                            .and_then(Value::as_object)
+                            .and_then(|c| c.iter().next());
+                        let body = content.map(|(media, media_type)| {
+                            (media.clone(), compile(&media_type["schema"]))
+                        });
+                        (status.parse::<u16>().expect("explicit statuses"), body)
+                    },
+                );
                 Operation {
                     id: op.id().to_string(),
                     method: op.method.to_uppercase().parse().expect("a method"),
@@ -72,7 +87,11 @@ impl Checker {
         // before 1.1.0 gave the event's schema as the body's.
         let sse = doc.pointer("/paths/~1v1~1runs~1{id}~1events/get/responses/200/content/text~1event-stream/schema").expect("the stream has a schema");
         let sse = sse.get("x-event-schema").unwrap_or(sse);
-        Checker { operations, error: compile(&serde_json::json!({"$ref": "#/components/schemas/Error"})), event: compile(sse) }
+        Checker {
+            operations,
+            error: compile(&serde_json::json!({"$ref": "#/components/schemas/Error"})),
+            event: compile(sse),
+        }
     }
 }
 
@@ -90,9 +109,13 @@ static CHECKERS: LazyLock<Checkers> = LazyLock::new(|| {
     let released = std::fs::read_dir(&folder)
         .expect("the releases' folder reads")
         .map(|entry| {
-            let text = std::fs::read_to_string(entry.expect("a release").path()).expect("a release reads");
+            let text =
+                std::fs::read_to_string(entry.expect("a release").path()).expect("a release reads");
             let doc: Value = serde_json::from_str(&text).expect("a release is JSON");
-            (doc["info"]["version"].as_str().expect("a release has a version").to_string(), Checker::new(&doc))
+            (
+                doc["info"]["version"].as_str().expect("a release has a version").to_string(),
+                Checker::new(&doc),
+            )
         })
         .collect();
     Checkers { current, released }
@@ -109,7 +132,11 @@ fn checker(headers: &HeaderMap) -> &'static Checker {
 pub async fn start(upstream: String) -> (String, Violations) {
     LazyLock::force(&CHECKERS);
     let violations = Violations::default();
-    let state = (upstream, reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(), violations.clone());
+    let state = (
+        upstream,
+        reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
+        violations.clone(),
+    );
     let app = axum::Router::new().fallback(forward).with_state(Arc::new(state));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -132,10 +159,20 @@ async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
     let target = format!("{upstream}{}", parts.uri.path_and_query().map_or("/", |p| p.as_str()));
     let mut headers = parts.headers.clone();
     headers.remove(axum::http::header::HOST);
-    let sent = http.request(parts.method.clone(), target).headers(headers).body(reqwest::Body::wrap_stream(body.into_data_stream())).send().await;
+    let sent = http
+        .request(parts.method.clone(), target)
+        .headers(headers)
+        .body(reqwest::Body::wrap_stream(body.into_data_stream()))
+        .send()
+        .await;
     let reply = match sent {
         Ok(reply) => reply,
-        Err(error) => return Response::builder().status(StatusCode::BAD_GATEWAY).body(Body::from(format!("the test proxy: {error}"))).unwrap(),
+        Err(error) => {
+            return Response::builder()
+                .status(StatusCode::BAD_GATEWAY)
+                .body(Body::from(format!("the test proxy: {error}")))
+                .unwrap()
+        }
     };
     let status = reply.status();
     let mut response = Response::builder().status(status);
@@ -163,11 +200,17 @@ async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
                 Ok(body) => body,
                 Err(error) => {
                     record(format!("the body could not be read: {error}"));
-                    return Response::builder().status(StatusCode::BAD_GATEWAY).body(Body::from(format!("the test proxy: {error}"))).unwrap();
+                    return Response::builder()
+                        .status(StatusCode::BAD_GATEWAY)
+                        .body(Body::from(format!("the test proxy: {error}")))
+                        .unwrap();
                 }
             };
             if !body.is_empty() {
-                record(format!("a body where the spec documents none: {}", String::from_utf8_lossy(&body)));
+                record(format!(
+                    "a body where the spec documents none: {}",
+                    String::from_utf8_lossy(&body)
+                ));
             }
             return response.body(Body::from(body)).unwrap();
         }
@@ -178,31 +221,37 @@ async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
         // character across two) reads as the client will read it; a stream that breaks,
         // or ends inside an event, is recorded too.
         let state = (reply.bytes_stream(), Vec::new(), record);
-        let stream = futures::stream::unfold(state, move |(mut upstream, mut pending, record)| async move {
-            match upstream.next().await {
-                Some(Ok(bytes)) => {
-                    pending.extend_from_slice(&bytes);
-                    while let Some(end) = event_end(&pending) {
-                        let message: Vec<u8> = pending.drain(..end).collect();
-                        let checked = String::from_utf8(message).map_err(|_| "an event that is not UTF-8".to_string()).and_then(|m| check_event(checker, &m));
-                        if let Err(problem) = checked {
-                            record(problem);
+        let stream =
+            futures::stream::unfold(state, move |(mut upstream, mut pending, record)| async move {
+                match upstream.next().await {
+                    Some(Ok(bytes)) => {
+                        pending.extend_from_slice(&bytes);
+                        while let Some(end) = event_end(&pending) {
+                            let message: Vec<u8> = pending.drain(..end).collect();
+                            let checked = String::from_utf8(message)
+                                .map_err(|_| "an event that is not UTF-8".to_string())
+                                .and_then(|m| check_event(checker, &m));
+                            if let Err(problem) = checked {
+                                record(problem);
+                            }
                         }
+                        Some((Ok(bytes), (upstream, pending, record)))
                     }
-                    Some((Ok(bytes), (upstream, pending, record)))
-                }
-                Some(Err(error)) => {
-                    record(format!("the stream broke: {error}"));
-                    Some((Err(error), (upstream, pending, record)))
-                }
-                None => {
-                    if !pending.iter().all(u8::is_ascii_whitespace) {
-                        record(format!("the stream ended inside an event: {:?}", String::from_utf8_lossy(&pending)));
+                    Some(Err(error)) => {
+                        record(format!("the stream broke: {error}"));
+                        Some((Err(error), (upstream, pending, record)))
                     }
-                    None
+                    None => {
+                        if !pending.iter().all(u8::is_ascii_whitespace) {
+                            record(format!(
+                                "the stream ended inside an event: {:?}",
+                                String::from_utf8_lossy(&pending)
+                            ));
+                        }
+                        None
+                    }
                 }
-            }
-        });
+            });
         // Re-streamed, so without a length: the client then reads to the stream's end,
         // which comes after its last event is checked.
         let mut response = response.body(Body::from_stream(stream)).unwrap();
@@ -213,7 +262,10 @@ async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
         Ok(body) => body,
         Err(error) => {
             record(format!("the body could not be read: {error}"));
-            return Response::builder().status(StatusCode::BAD_GATEWAY).body(Body::from(format!("the test proxy: {error}"))).unwrap();
+            return Response::builder()
+                .status(StatusCode::BAD_GATEWAY)
+                .body(Body::from(format!("the test proxy: {error}")))
+                .unwrap();
         }
     };
     if body.len() > MAX_BODY {
@@ -221,11 +273,19 @@ async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
         return response.body(Body::from(body)).unwrap();
     }
     match serde_json::from_slice::<Value>(&body) {
-        Err(error) => record(format!("a body that is not JSON ({error}): {}", String::from_utf8_lossy(&body))),
+        Err(error) => {
+            record(format!("a body that is not JSON ({error}): {}", String::from_utf8_lossy(&body)))
+        }
         Ok(value) => {
-            let errors: Vec<String> = validator.iter_errors(&value).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+            let errors: Vec<String> = validator
+                .iter_errors(&value)
+                .map(|e| format!("{} at {}", e, e.instance_path()))
+                .collect();
             if !errors.is_empty() {
-                record(format!("the body breaks the schema: {}; the body: {value}", errors.join("; ")));
+                record(format!(
+                    "the body breaks the schema: {}; the body: {value}",
+                    errors.join("; ")
+                ));
             }
         }
     }
@@ -241,17 +301,27 @@ fn expectation(
     status: u16,
     headers: &HeaderMap,
 ) -> Result<Option<(String, &'static jsonschema::Validator)>, String> {
-    let media = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let media = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
     for name in ["x-request-id", "x-api-version"] {
         if !headers.contains_key(name) {
             return Err(format!("no {name} header"));
         }
     }
-    let Some(operation) = checker.operations.iter().find(|o| o.method == *method && o.path.is_match(path)) else {
+    let Some(operation) =
+        checker.operations.iter().find(|o| o.method == *method && o.path.is_match(path))
+    else {
         // No operation: a wrong method or an unknown path, answered in the envelope.
         return match status {
-            404 | 405 if media.starts_with("application/json") => Ok(Some(("application/json".into(), &checker.error))),
-            _ => Err(format!("a status {status} ({media}) for a request to no operation of the spec")),
+            404 | 405 if media.starts_with("application/json") => {
+                Ok(Some(("application/json".into(), &checker.error)))
+            }
+            _ => Err(format!(
+                "a status {status} ({media}) for a request to no operation of the spec"
+            )),
         };
     };
     let Some(documented) = operation.responses.get(&status) else {
@@ -261,9 +331,10 @@ fn expectation(
     };
     match documented {
         None => Ok(None),
-        Some((documented, _)) if !media.starts_with(documented.as_str()) => {
-            Err(format!("{} documents {documented} for {status}, the server sent {media:?}", operation.id))
-        }
+        Some((documented, _)) if !media.starts_with(documented.as_str()) => Err(format!(
+            "{} documents {documented} for {status}, the server sent {media:?}",
+            operation.id
+        )),
         Some((documented, validator)) => Ok(Some((documented.clone(), validator))),
     }
 }
@@ -272,16 +343,26 @@ fn expectation(
 /// or `\r\r`, as the SSE format allows).
 fn event_end(pending: &[u8]) -> Option<usize> {
     let ends = [&b"\n\n"[..], b"\r\n\r\n", b"\r\r"];
-    ends.iter().filter_map(|end| pending.windows(end.len()).position(|w| w == *end).map(|at| at + end.len())).min()
+    ends.iter()
+        .filter_map(|end| {
+            pending.windows(end.len()).position(|w| w == *end).map(|at| at + end.len())
+        })
+        .min()
 }
 
 /// One SSE message against `RunEvent`. Comment lines (`:`) are skipped.
 fn check_event(checker: &Checker, message: &str) -> Result<(), String> {
     let Some(event) = event_object(message)? else { return Ok(()) };
-    let errors: Vec<String> = checker.event.iter_errors(&event).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    let errors: Vec<String> = checker
+        .event
+        .iter_errors(&event)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
     match errors.is_empty() {
         true => Ok(()),
-        false => Err(format!("the event breaks RunEvent: {}; the event: {event}", errors.join("; "))),
+        false => {
+            Err(format!("the event breaks RunEvent: {}; the event: {event}", errors.join("; ")))
+        }
     }
 }
 
@@ -290,10 +371,17 @@ fn check_event(checker: &Checker, message: &str) -> Result<(), String> {
 pub fn event_object(message: &str) -> Result<Option<Value>, String> {
     let mut event = serde_json::Map::new();
     for line in message.lines().filter(|l| !l.is_empty() && !l.starts_with(':')) {
-        let (field, value) = line.split_once(':').map(|(f, v)| (f, v.strip_prefix(' ').unwrap_or(v))).unwrap_or((line, ""));
+        let (field, value) = line
+            .split_once(':')
+            .map(|(f, v)| (f, v.strip_prefix(' ').unwrap_or(v)))
+            .unwrap_or((line, ""));
         let value = match field {
-            "id" => value.parse::<u64>().map(Value::from).map_err(|_| format!("an event id that is not a number: {line}"))?,
-            "data" => serde_json::from_str(value).map_err(|e| format!("event data that is not JSON ({e}): {line}"))?,
+            "id" => value
+                .parse::<u64>()
+                .map(Value::from)
+                .map_err(|_| format!("an event id that is not a number: {line}"))?,
+            "data" => serde_json::from_str(value)
+                .map_err(|e| format!("event data that is not JSON ({e}): {line}"))?,
             "event" => Value::from(value),
             _ => return Err(format!("an SSE field the spec does not describe: {line}")),
         };

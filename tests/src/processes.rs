@@ -19,14 +19,18 @@ pub fn with_argument(argument: &str) -> Vec<i32> {
 /// recorded, so a moment may pass).
 pub async fn until_gone(arguments: &[&str]) {
     for argument in arguments {
-        crate::wait::wait_until(std::time::Duration::from_secs(1), &format!("the processes with argument {argument} ending with their run"), || async {
-            let left = with_argument(argument);
-            if left.is_empty() {
-                Ok(())
-            } else {
-                Err(left)
-            }
-        })
+        crate::wait::wait_until(
+            std::time::Duration::from_secs(1),
+            &format!("the processes with argument {argument} ending with their run"),
+            || async {
+                let left = with_argument(argument);
+                if left.is_empty() {
+                    Ok(())
+                } else {
+                    Err(left)
+                }
+            },
+        )
         .await;
     }
 }

@@ -21,7 +21,9 @@ pub struct SeedExample {
 
 /// Every JSON example of a seed, in order.
 pub fn json_examples(name: &str, text: &str) -> Vec<SeedExample> {
-    let endpoint_line = regex::Regex::new(r"^(GET|POST|PUT|PATCH|DELETE) (/v1/[^\s`]*?)(?:Returns|Retrieves|$)").unwrap();
+    let endpoint_line =
+        regex::Regex::new(r"^(GET|POST|PUT|PATCH|DELETE) (/v1/[^\s`]*?)(?:Returns|Retrieves|$)")
+            .unwrap();
     let heading_line = regex::Regex::new(r"^[A-Z][a-z]+(?: [A-Z][a-z]+)*$").unwrap();
     let path_parameter = regex::Regex::new(r":(\w+)").unwrap();
     let lines: Vec<&str> = text.lines().collect();
@@ -43,7 +45,8 @@ pub fn json_examples(name: &str, text: &str) -> Vec<SeedExample> {
         let rest = lines[index..].join("\n");
         let length = balanced_length(&rest).unwrap_or(rest.len());
         let example = &rest[..length];
-        let value = serde_json::from_str(example).unwrap_or_else(|e| panic!("{name}:{}: not JSON: {e}", index + 1));
+        let value = serde_json::from_str(example)
+            .unwrap_or_else(|e| panic!("{name}:{}: not JSON: {e}", index + 1));
         out.push(SeedExample {
             source: format!("{name}:{}", index + 1),
             text: example.to_string(),

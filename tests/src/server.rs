@@ -9,7 +9,10 @@ use vm0_server::store::{SqlStore, TokenRow, UserStore};
 /// This package's sandbox helper, which cargo builds beside the test binaries' folder.
 pub fn sandbox_helper() -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
-    let target = exe.parent().and_then(|deps| deps.parent()).expect("test binaries live in <target>/<profile>/deps");
+    let target = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test binaries live in <target>/<profile>/deps");
     target.join("vm0-test-sandbox")
 }
 
@@ -44,15 +47,20 @@ impl TestServer {
     }
 
     /// Starts a server over `data_dir` whose configuration `configure` changes.
-    pub async fn start_with(data_dir: tempfile::TempDir, configure: impl FnOnce(vm0_server::Config) -> vm0_server::Config) -> TestServer {
+    pub async fn start_with(
+        data_dir: tempfile::TempDir,
+        configure: impl FnOnce(vm0_server::Config) -> vm0_server::Config,
+    ) -> TestServer {
         let config = vm0_server::Config {
             max_file_size: 64 * 1024 * 1024,
             sample_interval: std::time::Duration::from_millis(200),
             sandbox: vm0_server::Sandbox::Helper(sandbox_helper()),
             ..vm0_server::Config::local(data_dir.path())
         };
-        let database_url = vm0_server::testing::database_url(data_dir.path()).await.expect("a test database");
-        let blob_store = vm0_server::testing::blob_store(data_dir.path()).await.expect("a test blob store");
+        let database_url =
+            vm0_server::testing::database_url(data_dir.path()).await.expect("a test database");
+        let blob_store =
+            vm0_server::testing::blob_store(data_dir.path()).await.expect("a test blob store");
         let config = configure(vm0_server::Config { database_url, blob_store, ..config });
         let server = vm0_server::bind(config).await.expect("the server starts");
         let token = match &server.first_token {
@@ -70,7 +78,16 @@ impl TestServer {
                 .await
                 .expect("the server serves");
         });
-        TestServer { url, direct_url, violations, token, app, data_dir, stop: Some(stop), handle: Some(handle) }
+        TestServer {
+            url,
+            direct_url,
+            violations,
+            token,
+            app,
+            data_dir,
+            stop: Some(stop),
+            handle: Some(handle),
+        }
     }
 
     /// A client with the first user's token.
@@ -83,14 +100,22 @@ impl TestServer {
         match vm0_client::Client::new(&self.url, token) {
             Ok(client) => client,
             // A malformed token is refused by the client itself: send it raw instead.
-            Err(_) => vm0_client::Client::builder().base_url(&self.url).http_client(http_client(token)).build().unwrap(),
+            Err(_) => vm0_client::Client::builder()
+                .base_url(&self.url)
+                .http_client(http_client(token))
+                .build()
+                .unwrap(),
         }
     }
 
     /// Whether the blob of `bytes` is stored, on whichever backend the server has.
     pub async fn has_blob(&self, bytes: &[u8]) -> bool {
         use sha2::Digest;
-        self.app.blobs.contains(&hex::encode(sha2::Sha256::digest(bytes))).await.expect("the blob store answers")
+        self.app
+            .blobs
+            .contains(&hex::encode(sha2::Sha256::digest(bytes)))
+            .await
+            .expect("the blob store answers")
     }
 
     /// Whether uploads go to an S3 bucket rather than through the server.
@@ -127,7 +152,13 @@ impl TestServer {
     pub async fn stop(mut self) -> tempfile::TempDir {
         self.stop.take().map(|s| s.send(()));
         if let Some(handle) = self.handle.take() {
-            crate::wait::within(crate::wait::DEADLINE, "the server stopping after its requests in flight", handle).await.ok();
+            crate::wait::within(
+                crate::wait::DEADLINE,
+                "the server stopping after its requests in flight",
+                handle,
+            )
+            .await
+            .ok();
         }
         self.assert_conformance();
         let dir = tempfile::tempdir().unwrap();
@@ -174,7 +205,9 @@ pub fn api_error<T: std::fmt::Debug>(
 ) -> (u16, vm0_types::ErrorDetail) {
     match result {
         Ok(value) => panic!("expected an error, got {:?}", value.into_inner()),
-        Err(vm0_client::RawError::ErrorResponse(response)) => (response.status().as_u16(), response.into_inner().error),
+        Err(vm0_client::RawError::ErrorResponse(response)) => {
+            (response.status().as_u16(), response.into_inner().error)
+        }
         Err(other) => panic!("expected an API error, got {other}"),
     }
 }

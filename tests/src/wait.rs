@@ -25,7 +25,11 @@ pub async fn within<T>(deadline: Duration, what: &str, future: impl Future<Outpu
 /// Calls `check` until it returns `Ok`, and returns that; `Err` carries what it saw
 /// instead, which the panic shows if `deadline` passes first. For states that no event
 /// announces (a file appearing, say); a run's progress has its event stream.
-pub async fn wait_until<T, E: Debug, Fut: Future<Output = Result<T, E>>>(deadline: Duration, what: &str, mut check: impl FnMut() -> Fut) -> T {
+pub async fn wait_until<T, E: Debug, Fut: Future<Output = Result<T, E>>>(
+    deadline: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Fut,
+) -> T {
     let end = tokio::time::Instant::now() + deadline;
     loop {
         let seen = match tokio::time::timeout_at(end, check()).await {
@@ -42,12 +46,19 @@ pub async fn wait_until<T, E: Debug, Fut: Future<Output = Result<T, E>>>(deadlin
 
 /// Follows the run's event stream until an event for which `wanted` holds, within
 /// [`DEADLINE`]; panics naming `what` if the stream fails or ends first.
-pub async fn until_run_event(c: &vm0_client::Client, run: &str, what: &str, wanted: impl Fn(&RunEvent) -> bool) -> RunEvent {
+pub async fn until_run_event(
+    c: &vm0_client::Client,
+    run: &str,
+    what: &str,
+    wanted: impl Fn(&RunEvent) -> bool,
+) -> RunEvent {
     let mut events = c.run_events(run);
     let mut seen = Vec::new();
     let found = tokio::time::timeout(DEADLINE, async {
         while let Some(event) = events.next().await {
-            let event = event.unwrap_or_else(|e| panic!("run {run}: the event stream failed before {what}: {e}"));
+            let event = event.unwrap_or_else(|e| {
+                panic!("run {run}: the event stream failed before {what}: {e}")
+            });
             if wanted(&event) {
                 return Some(event);
             }

@@ -43,7 +43,20 @@ pub fn run() -> Result<bool> {
     }
     cargo(&["bench", "--quiet", "--locked", "-p", "vm0-server", "--bench", "cluster"])?;
     drop(s3);
-    cargo(&["build", "--quiet", "--release", "--locked", "-p", "vm0-server", "-p", "vm0-client", "--bin", "vm0-server", "--example", "push_pull"])?;
+    cargo(&[
+        "build",
+        "--quiet",
+        "--release",
+        "--locked",
+        "-p",
+        "vm0-server",
+        "-p",
+        "vm0-client",
+        "--bin",
+        "vm0-server",
+        "--example",
+        "push_pull",
+    ])?;
     client_transfer()?;
     Ok(true)
 }
@@ -112,9 +125,15 @@ fn client_transfer() -> Result<()> {
     std::fs::remove_dir_all(&work).ok();
 
     let mib = size as f64 / (1024.0 * 1024.0);
-    println!("client push and pull of {mib:.0} MiB: {:.2} s in all, pulled copy identical: {same}", elapsed.as_secs_f64());
+    println!(
+        "client push and pull of {mib:.0} MiB: {:.2} s in all, pulled copy identical: {same}",
+        elapsed.as_secs_f64()
+    );
     println!("client peak RSS (push_pull example, release): {} MiB", peak_kib / 1024);
-    println!("plain copy over loopback (file to socket to file): {copy:.2} s, {:.0} MiB/s", mib / copy);
+    println!(
+        "plain copy over loopback (file to socket to file): {copy:.2} s, {:.0} MiB/s",
+        mib / copy
+    );
     Ok(())
 }
 

@@ -122,7 +122,11 @@ fn path_shape(path: &str) -> String {
 
 /// The names of a path template's parameters, in order.
 fn path_names(path: &str) -> Vec<String> {
-    path.split('{').skip(1).filter_map(|rest| rest.split_once('}')).map(|(name, _)| name.to_string()).collect()
+    path.split('{')
+        .skip(1)
+        .filter_map(|rest| rest.split_once('}'))
+        .map(|(name, _)| name.to_string())
+        .collect()
 }
 
 /// An operation's parameters, its own over its path's, by where they go and their name
@@ -138,9 +142,12 @@ fn parameters<'v>(
     let names = path_names(path);
     let mut out = BTreeMap::new();
     for (list, pointer) in [(item, item_pointer), (op, op_pointer)] {
-        for (i, parameter) in list.get("parameters").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        for (i, parameter) in
+            list.get("parameters").and_then(Value::as_array).into_iter().flatten().enumerate()
+        {
             let Some(parameter) = spec::deref(doc, parameter) else { continue };
-            let location = parameter.get("in").and_then(Value::as_str).unwrap_or_default().to_string();
+            let location =
+                parameter.get("in").and_then(Value::as_str).unwrap_or_default().to_string();
             let name = parameter.get("name").and_then(Value::as_str).unwrap_or_default();
             let key = match names.iter().position(|n| n == name) {
                 Some(position) if location == "path" => format!("#{position}"),
@@ -155,8 +162,16 @@ fn parameters<'v>(
 /// The requirements an operation accepts, each a set of scheme names; `None` when it may
 /// be called without any.
 fn security(doc: &Value, op: &Value) -> Option<BTreeSet<BTreeSet<String>>> {
-    let requirements = op.get("security").or_else(|| doc.get("security")).and_then(Value::as_array).cloned().unwrap_or_default();
-    let sets: BTreeSet<BTreeSet<String>> = requirements.iter().map(|r| r.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default()).collect();
+    let requirements = op
+        .get("security")
+        .or_else(|| doc.get("security"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let sets: BTreeSet<BTreeSet<String>> = requirements
+        .iter()
+        .map(|r| r.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default())
+        .collect();
     (!sets.is_empty() && !sets.iter().any(BTreeSet::is_empty)).then_some(sets)
 }
 
@@ -194,16 +209,27 @@ const BOUNDS: [(&str, &str, bool); 8] = [
 
 impl Differ<'_> {
     fn push(&mut self, breaking: bool, rule: impl Into<String>, pointer: &str, message: String) {
-        self.changes.push(Change { breaking, rule: rule.into(), pointer: pointer.to_string(), message });
+        self.changes.push(Change {
+            breaking,
+            rule: rule.into(),
+            pointer: pointer.to_string(),
+            message,
+        });
     }
 
     fn paths(&mut self) {
         let (old_paths, new_paths) = (object(self.old, "paths"), object(self.new, "paths"));
-        let old_by_shape: BTreeMap<String, (&String, &Value)> = old_paths.iter().map(|(p, item)| (path_shape(p), (p, item))).collect();
+        let old_by_shape: BTreeMap<String, (&String, &Value)> =
+            old_paths.iter().map(|(p, item)| (path_shape(p), (p, item))).collect();
         let new_shapes: BTreeSet<String> = new_paths.keys().map(|p| path_shape(p)).collect();
         for path in old_paths.keys() {
             if !new_shapes.contains(&path_shape(path)) {
-                self.push(true, "api-path-removed-without-deprecation", &push_pointer("/paths", path), format!("The path {path} was removed."));
+                self.push(
+                    true,
+                    "api-path-removed-without-deprecation",
+                    &push_pointer("/paths", path),
+                    format!("The path {path} was removed."),
+                );
             }
         }
         for (path, new_item) in &new_paths {
@@ -212,19 +238,38 @@ impl Differ<'_> {
                 self.push(false, "api-path-added", &pointer, format!("The path {path} was added."));
                 continue;
             };
-            let (old_item, new_item) = (spec::deref(self.old, old_item).unwrap_or(old_item), spec::deref(self.new, new_item).unwrap_or(new_item));
+            let (old_item, new_item) = (
+                spec::deref(self.old, old_item).unwrap_or(old_item),
+                spec::deref(self.new, new_item).unwrap_or(new_item),
+            );
             let old_pointer = push_pointer("/paths", old_path);
             for method in METHODS {
                 let op_pointer = format!("{pointer}/{method}");
                 let shown = format!("{} {path}", method.to_uppercase());
                 match (old_item.get(method), new_item.get(method)) {
-                    (Some(_), None) => {
-                        self.push(true, "api-removed-without-deprecation", &format!("{old_pointer}/{method}"), format!("The operation {shown} was removed."))
-                    }
-                    (None, Some(_)) => self.push(false, "endpoint-added", &op_pointer, format!("The operation {shown} was added.")),
+                    (Some(_), None) => self.push(
+                        true,
+                        "api-removed-without-deprecation",
+                        &format!("{old_pointer}/{method}"),
+                        format!("The operation {shown} was removed."),
+                    ),
+                    (None, Some(_)) => self.push(
+                        false,
+                        "endpoint-added",
+                        &op_pointer,
+                        format!("The operation {shown} was added."),
+                    ),
                     (Some(old_op), Some(new_op)) => {
-                        let old_params = parameters(self.old, old_path, old_item, old_op, &format!("{old_pointer}/{method}"), &old_pointer);
-                        let new_params = parameters(self.new, path, new_item, new_op, &op_pointer, &pointer);
+                        let old_params = parameters(
+                            self.old,
+                            old_path,
+                            old_item,
+                            old_op,
+                            &format!("{old_pointer}/{method}"),
+                            &old_pointer,
+                        );
+                        let new_params =
+                            parameters(self.new, path, new_item, new_op, &op_pointer, &pointer);
                         self.security(old_op, new_op, &op_pointer, &shown);
                         self.parameters(&old_params, &new_params);
                         self.request_body(old_op, new_op, &op_pointer);
@@ -238,26 +283,58 @@ impl Differ<'_> {
 
     fn security(&mut self, old_op: &Value, new_op: &Value, pointer: &str, shown: &str) {
         let pointer = format!("{pointer}/security");
-        let names = |requirement: &BTreeSet<String>| requirement.iter().map(String::as_str).collect::<Vec<_>>().join(" + ");
+        let names = |requirement: &BTreeSet<String>| {
+            requirement.iter().map(String::as_str).collect::<Vec<_>>().join(" + ")
+        };
         match (security(self.old, old_op), security(self.new, new_op)) {
-            (None, Some(_)) => self.push(true, "api-security-added", &pointer, format!("{shown} now requires authentication.")),
-            (Some(_), None) => self.push(false, "api-security-made-optional", &pointer, format!("{shown} no longer requires authentication.")),
+            (None, Some(_)) => self.push(
+                true,
+                "api-security-added",
+                &pointer,
+                format!("{shown} now requires authentication."),
+            ),
+            (Some(_), None) => self.push(
+                false,
+                "api-security-made-optional",
+                &pointer,
+                format!("{shown} no longer requires authentication."),
+            ),
             (Some(old), Some(new)) => {
                 for gone in old.difference(&new) {
-                    self.push(true, "api-security-removed", &pointer, format!("{shown} no longer accepts the security requirement {}.", names(gone)));
+                    self.push(
+                        true,
+                        "api-security-removed",
+                        &pointer,
+                        format!(
+                            "{shown} no longer accepts the security requirement {}.",
+                            names(gone)
+                        ),
+                    );
                 }
                 for added in new.difference(&old) {
-                    self.push(false, "api-security-alternative-added", &pointer, format!("{shown} also accepts the security requirement {}.", names(added)));
+                    self.push(
+                        false,
+                        "api-security-alternative-added",
+                        &pointer,
+                        format!("{shown} also accepts the security requirement {}.", names(added)),
+                    );
                 }
             }
             (None, None) => {}
         }
     }
 
-    fn parameters(&mut self, old: &BTreeMap<(String, String), (String, &Value)>, new: &BTreeMap<(String, String), (String, &Value)>) {
-        let name_of = |p: &Value| p.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+    fn parameters(
+        &mut self,
+        old: &BTreeMap<(String, String), (String, &Value)>,
+        new: &BTreeMap<(String, String), (String, &Value)>,
+    ) {
+        let name_of =
+            |p: &Value| p.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
         let required = |p: &Value| p.get("required").and_then(Value::as_bool).unwrap_or(false);
-        for ((location, _), (pointer, parameter)) in old.iter().filter(|(k, _)| !new.contains_key(*k)) {
+        for ((location, _), (pointer, parameter)) in
+            old.iter().filter(|(k, _)| !new.contains_key(*k))
+        {
             // The server refuses a query parameter it does not know, so one removed breaks
             // the clients that send it.
             let message = format!("The {location} parameter `{}` was removed.", name_of(parameter));
@@ -267,45 +344,96 @@ impl Differ<'_> {
             let (location, name) = (&key.0, name_of(parameter));
             let Some((_, old_parameter)) = old.get(key) else {
                 if required(parameter) {
-                    self.push(true, "new-required-request-parameter", pointer, format!("The required {location} parameter `{name}` was added."));
+                    self.push(
+                        true,
+                        "new-required-request-parameter",
+                        pointer,
+                        format!("The required {location} parameter `{name}` was added."),
+                    );
                 } else {
-                    self.push(false, "new-optional-request-parameter", pointer, format!("The optional {location} parameter `{name}` was added."));
+                    self.push(
+                        false,
+                        "new-optional-request-parameter",
+                        pointer,
+                        format!("The optional {location} parameter `{name}` was added."),
+                    );
                 }
                 continue;
             };
             match (required(old_parameter), required(parameter)) {
-                (false, true) => self.push(true, "request-parameter-became-required", pointer, format!("The {location} parameter `{name}` became required.")),
-                (true, false) => self.push(false, "request-parameter-became-optional", pointer, format!("The {location} parameter `{name}` became optional.")),
+                (false, true) => self.push(
+                    true,
+                    "request-parameter-became-required",
+                    pointer,
+                    format!("The {location} parameter `{name}` became required."),
+                ),
+                (true, false) => self.push(
+                    false,
+                    "request-parameter-became-optional",
+                    pointer,
+                    format!("The {location} parameter `{name}` became optional."),
+                ),
                 _ => {}
             }
-            let (Some(old_schema), Some(new_schema)) = (old_parameter.get("schema"), parameter.get("schema")) else { continue };
+            let (Some(old_schema), Some(new_schema)) =
+                (old_parameter.get("schema"), parameter.get("schema"))
+            else {
+                continue;
+            };
             let shown = format!("the {location} parameter `{name}`");
             let schema_pointer = format!("{pointer}/schema");
-            let place = Place { direction: Direction::Request, subject: "request-parameter", pointer: &schema_pointer, root: &shown, path: "" };
+            let place = Place {
+                direction: Direction::Request,
+                subject: "request-parameter",
+                pointer: &schema_pointer,
+                root: &shown,
+                path: "",
+            };
             self.schema(place, old_schema, new_schema);
         }
     }
 
     fn request_body(&mut self, old_op: &Value, new_op: &Value, op_pointer: &str) {
         let pointer = format!("{op_pointer}/requestBody");
-        let body = |doc: &Value, op: &Value| op.get("requestBody").and_then(|b| spec::deref(doc, b)).cloned();
+        let body = |doc: &Value, op: &Value| {
+            op.get("requestBody").and_then(|b| spec::deref(doc, b)).cloned()
+        };
         let required = |b: &Value| b.get("required").and_then(Value::as_bool).unwrap_or(false);
         let (old, new) = match (body(self.old, old_op), body(self.new, new_op)) {
             (None, None) => return,
             (None, Some(new)) => {
-                let (breaking, rule) = if required(&new) { (true, "request-body-added-required") } else { (false, "request-body-added-optional") };
+                let (breaking, rule) = if required(&new) {
+                    (true, "request-body-added-required")
+                } else {
+                    (false, "request-body-added-optional")
+                };
                 self.push(breaking, rule, &pointer, "A request body was added.".into());
                 return;
             }
             (Some(_), None) => {
-                self.push(true, "request-body-removed", &pointer, "The request body was removed.".into());
+                self.push(
+                    true,
+                    "request-body-removed",
+                    &pointer,
+                    "The request body was removed.".into(),
+                );
                 return;
             }
             (Some(old), Some(new)) => (old, new),
         };
         match (required(&old), required(&new)) {
-            (false, true) => self.push(true, "request-body-became-required", &pointer, "The request body became required.".into()),
-            (true, false) => self.push(false, "request-body-became-optional", &pointer, "The request body became optional.".into()),
+            (false, true) => self.push(
+                true,
+                "request-body-became-required",
+                &pointer,
+                "The request body became required.".into(),
+            ),
+            (true, false) => self.push(
+                false,
+                "request-body-became-optional",
+                &pointer,
+                "The request body became optional.".into(),
+            ),
             _ => {}
         }
         self.media(Direction::Request, &old, &new, &pointer, "request-body", "the request body");
@@ -315,29 +443,66 @@ impl Differ<'_> {
         let pointer = format!("{op_pointer}/responses");
         let (old, new) = (object(old_op, "responses"), object(new_op, "responses"));
         for status in old.keys().filter(|s| !new.contains_key(*s)) {
-            let (breaking, rule) = if is_success(status) { (true, "response-success-status-removed") } else { (false, "response-non-success-status-removed") };
-            self.push(breaking, rule, &push_pointer(&pointer, status), format!("The response status {status} was removed."));
+            let (breaking, rule) = if is_success(status) {
+                (true, "response-success-status-removed")
+            } else {
+                (false, "response-non-success-status-removed")
+            };
+            self.push(
+                breaking,
+                rule,
+                &push_pointer(&pointer, status),
+                format!("The response status {status} was removed."),
+            );
         }
         for (status, new_response) in &new {
             let status_pointer = push_pointer(&pointer, status);
             let Some(old_response) = old.get(status) else {
-                let rule = if is_success(status) { "response-success-status-added" } else { "response-non-success-status-added" };
-                self.push(false, rule, &status_pointer, format!("The response status {status} was added."));
+                let rule = if is_success(status) {
+                    "response-success-status-added"
+                } else {
+                    "response-non-success-status-added"
+                };
+                self.push(
+                    false,
+                    rule,
+                    &status_pointer,
+                    format!("The response status {status} was added."),
+                );
                 continue;
             };
-            let (Some(old_response), Some(new_response)) = (spec::deref(self.old, old_response), spec::deref(self.new, new_response)) else { continue };
+            let (Some(old_response), Some(new_response)) =
+                (spec::deref(self.old, old_response), spec::deref(self.new, new_response))
+            else {
+                continue;
+            };
             let (old_response, new_response) = (old_response.clone(), new_response.clone());
             self.headers(&old_response, &new_response, &status_pointer, status);
-            self.media(Direction::Response, &old_response, &new_response, &status_pointer, "response-body", &format!("the {status} response body"));
+            self.media(
+                Direction::Response,
+                &old_response,
+                &new_response,
+                &status_pointer,
+                "response-body",
+                &format!("the {status} response body"),
+            );
         }
     }
 
     /// Compares the headers of a response: a client may rely on one the spec promised.
     fn headers(&mut self, old: &Value, new: &Value, pointer: &str, status: &str) {
         let (old_headers, new_headers) = (object(old, "headers"), object(new, "headers"));
-        let required = |doc: &Value, h: &Value| spec::deref(doc, h).and_then(|h| h.get("required")).and_then(Value::as_bool).unwrap_or(false);
+        let required = |doc: &Value, h: &Value| {
+            spec::deref(doc, h)
+                .and_then(|h| h.get("required"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+        };
         let headers_pointer = format!("{pointer}/headers");
-        for (name, header) in old_headers.iter().filter(|(n, _)| !new_headers.keys().any(|k| k.eq_ignore_ascii_case(n))) {
+        for (name, header) in old_headers
+            .iter()
+            .filter(|(n, _)| !new_headers.keys().any(|k| k.eq_ignore_ascii_case(n)))
+        {
             let header_pointer = push_pointer(&headers_pointer, name);
             if required(self.old, header) {
                 self.push(
@@ -356,22 +521,51 @@ impl Differ<'_> {
             }
         }
         for (name, header) in &new_headers {
-            let Some(old_header) = old_headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, h)| h) else { continue };
+            let Some(old_header) =
+                old_headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, h)| h)
+            else {
+                continue;
+            };
             let header_pointer = push_pointer(&headers_pointer, name);
             if required(self.old, old_header) && !required(self.new, header) {
-                self.push(true, "response-header-became-optional", &header_pointer, format!("The header {name} of the {status} response became optional."));
+                self.push(
+                    true,
+                    "response-header-became-optional",
+                    &header_pointer,
+                    format!("The header {name} of the {status} response became optional."),
+                );
             }
-            let schema = |doc: &Value, h: &Value| spec::deref(doc, h).and_then(|h| h.get("schema")).cloned();
-            if let (Some(old_schema), Some(new_schema)) = (schema(self.old, old_header), schema(self.new, header)) {
-                let (schema_pointer, shown) = (format!("{header_pointer}/schema"), format!("the header {name} of the {status} response"));
-                let place = Place { direction: Direction::Response, subject: "response-header", pointer: &schema_pointer, root: &shown, path: "" };
+            let schema =
+                |doc: &Value, h: &Value| spec::deref(doc, h).and_then(|h| h.get("schema")).cloned();
+            if let (Some(old_schema), Some(new_schema)) =
+                (schema(self.old, old_header), schema(self.new, header))
+            {
+                let (schema_pointer, shown) = (
+                    format!("{header_pointer}/schema"),
+                    format!("the header {name} of the {status} response"),
+                );
+                let place = Place {
+                    direction: Direction::Response,
+                    subject: "response-header",
+                    pointer: &schema_pointer,
+                    root: &shown,
+                    path: "",
+                };
                 self.schema(place, &old_schema, &new_schema);
             }
         }
     }
 
     /// Compares the media types of a request body or a response, and the schema of each.
-    fn media(&mut self, direction: Direction, old: &Value, new: &Value, pointer: &str, subject: &'static str, shown: &str) {
+    fn media(
+        &mut self,
+        direction: Direction,
+        old: &Value,
+        new: &Value,
+        pointer: &str,
+        subject: &'static str,
+        shown: &str,
+    ) {
         let (old_content, new_content) = (object(old, "content"), object(new, "content"));
         let rule = match direction {
             Direction::Request => "request-body-media-type",
@@ -379,16 +573,27 @@ impl Differ<'_> {
         };
         let content_pointer = format!("{pointer}/content");
         for media in old_content.keys().filter(|m| !new_content.contains_key(*m)) {
-            self.push(true, format!("{rule}-removed"), &push_pointer(&content_pointer, media), format!("The media type {media} of {shown} was removed."));
+            self.push(
+                true,
+                format!("{rule}-removed"),
+                &push_pointer(&content_pointer, media),
+                format!("The media type {media} of {shown} was removed."),
+            );
         }
         for (media, new_media) in &new_content {
             let media_pointer = push_pointer(&content_pointer, media);
             let Some(old_media) = old_content.get(media) else {
-                self.push(false, format!("{rule}-added"), &media_pointer, format!("The media type {media} of {shown} was added."));
+                self.push(
+                    false,
+                    format!("{rule}-added"),
+                    &media_pointer,
+                    format!("The media type {media} of {shown} was added."),
+                );
                 continue;
             };
             let schema_pointer = format!("{media_pointer}/schema");
-            let (old_schema, new_schema) = match (old_media.get("schema"), new_media.get("schema")) {
+            let (old_schema, new_schema) = match (old_media.get("schema"), new_media.get("schema"))
+            {
                 (Some(old_schema), Some(new_schema)) => (old_schema, new_schema),
                 (None, Some(_)) => {
                     self.push(
@@ -410,18 +615,30 @@ impl Differ<'_> {
                 }
                 (None, None) => continue,
             };
-            self.schema(Place { direction, subject, pointer: &schema_pointer, root: shown, path: "" }, old_schema, new_schema);
+            self.schema(
+                Place { direction, subject, pointer: &schema_pointer, root: shown, path: "" },
+                old_schema,
+                new_schema,
+            );
             // An event stream's body is text; its events are compared as bodies of their own.
-            if let (Some(old_event), Some(new_event)) = (old_schema.get("x-event-schema"), new_schema.get("x-event-schema")) {
-                let (event_pointer, root) = (format!("{schema_pointer}/x-event-schema"), format!("each event of {shown}"));
-                self.schema(Place { direction, subject, pointer: &event_pointer, root: &root, path: "" }, old_event, new_event);
+            if let (Some(old_event), Some(new_event)) =
+                (old_schema.get("x-event-schema"), new_schema.get("x-event-schema"))
+            {
+                let (event_pointer, root) =
+                    (format!("{schema_pointer}/x-event-schema"), format!("each event of {shown}"));
+                self.schema(
+                    Place { direction, subject, pointer: &event_pointer, root: &root, path: "" },
+                    old_event,
+                    new_event,
+                );
             }
         }
     }
 
     /// Compares two schemas at `place`, following `$ref`s on both sides.
     fn schema(&mut self, place: Place<'_>, old: &Value, new: &Value) {
-        let refs = (old.get("$ref").and_then(Value::as_str), new.get("$ref").and_then(Value::as_str));
+        let refs =
+            (old.get("$ref").and_then(Value::as_str), new.get("$ref").and_then(Value::as_str));
         let visit = match refs {
             (Some(a), Some(b)) => Some((a.to_string(), b.to_string())),
             _ => None,
@@ -436,7 +653,12 @@ impl Differ<'_> {
             (Some(old), Some(new)) => self.schema_resolved(place, old, new),
             // Nothing past a reference that leads nowhere can be compared, so nothing may
             // be assumed about it.
-            _ => self.push(true, "schema-ref-unresolved", place.pointer, format!("A $ref of {} does not resolve, so it cannot be compared.", place.name())),
+            _ => self.push(
+                true,
+                "schema-ref-unresolved",
+                place.pointer,
+                format!("A $ref of {} does not resolve, so it cannot be compared.", place.name()),
+            ),
         }
         if visit.is_some() {
             self.visiting.pop();
@@ -454,19 +676,30 @@ impl Differ<'_> {
         // may lack what every value had. What the branches hold is no longer comparable
         // with the old schema, so nothing more is reported.
         for (keyword, fragment) in [("oneOf", "one-of"), ("anyOf", "any-of")] {
-            if let (None, Some(branches)) = (old.get(keyword), new.get(keyword).and_then(Value::as_array)) {
+            if let (None, Some(branches)) =
+                (old.get(keyword), new.get(keyword).and_then(Value::as_array))
+            {
                 self.push(
                     true,
                     format!("{subject}-wrapped-in-{fragment}"),
                     &format!("{pointer}/{keyword}"),
-                    format!("{} became {} {keyword} of {} schemas.", capital(name), if keyword == "anyOf" { "an" } else { "a" }, branches.len()),
+                    format!(
+                        "{} became {} {keyword} of {} schemas.",
+                        capital(name),
+                        if keyword == "anyOf" { "an" } else { "a" },
+                        branches.len()
+                    ),
                 );
                 return;
             }
         }
         // A server that refuses unknown properties refuses what clients may have sent.
         let closed = |v: &Value| v.get("additionalProperties") == Some(&Value::Bool(false));
-        if request && !closed(old) && closed(new) && (old.get("properties").is_some() || text(old, "type").as_deref() == Some("object")) {
+        if request
+            && !closed(old)
+            && closed(new)
+            && (old.get("properties").is_some() || text(old, "type").as_deref() == Some("object"))
+        {
             self.push(
                 true,
                 format!("{subject}-additional-properties-disallowed"),
@@ -495,80 +728,159 @@ impl Differ<'_> {
                 breaking,
                 format!("{subject}-type-{kind}"),
                 pointer,
-                format!("The type of {name} changed from {} to {}.", shown(&old_type), shown(&new_type)),
+                format!(
+                    "The type of {name} changed from {} to {}.",
+                    shown(&old_type),
+                    shown(&new_type)
+                ),
             );
         }
         let (old_format, new_format) = (text(old, "format"), text(new, "format"));
         if old_format != new_format {
             // A format added narrows what passes, one removed widens it.
             let narrowed = old_format.is_none();
-            let breaking = if old_format.is_some() && new_format.is_some() { true } else { narrowed == request };
+            let breaking = if old_format.is_some() && new_format.is_some() {
+                true
+            } else {
+                narrowed == request
+            };
             let shown = |f: &Option<String>| f.clone().unwrap_or_else(|| "none".into());
             self.push(
                 breaking,
                 format!("{subject}-format-changed"),
                 pointer,
-                format!("The format of {name} changed from {} to {}.", shown(&old_format), shown(&new_format)),
+                format!(
+                    "The format of {name} changed from {} to {}.",
+                    shown(&old_format),
+                    shown(&new_format)
+                ),
             );
         }
         match (flag(old, "nullable"), flag(new, "nullable")) {
-            (false, true) => self.push(!request, format!("{subject}-became-nullable"), pointer, format!("{} may now be null.", capital(name))),
-            (true, false) => self.push(request, format!("{subject}-became-not-nullable"), pointer, format!("{} may no longer be null.", capital(name))),
+            (false, true) => self.push(
+                !request,
+                format!("{subject}-became-nullable"),
+                pointer,
+                format!("{} may now be null.", capital(name)),
+            ),
+            (true, false) => self.push(
+                request,
+                format!("{subject}-became-not-nullable"),
+                pointer,
+                format!("{} may no longer be null.", capital(name)),
+            ),
             _ => {}
         }
         self.enumeration(place, old, new);
         for (keyword, fragment, upper) in BOUNDS {
             let number = |v: &Value| v.get(keyword).and_then(Value::as_f64);
             if let Some((tightened, how)) = bound_moved(number(old), number(new), upper) {
-                let message = format!("The {keyword} of {name} was {how} ({} to {}).", shown_number(old.get(keyword)), shown_number(new.get(keyword)));
-                self.push(tightened == request, format!("{subject}-{fragment}-{how}"), pointer, message);
+                let message = format!(
+                    "The {keyword} of {name} was {how} ({} to {}).",
+                    shown_number(old.get(keyword)),
+                    shown_number(new.get(keyword))
+                );
+                self.push(
+                    tightened == request,
+                    format!("{subject}-{fragment}-{how}"),
+                    pointer,
+                    message,
+                );
             }
         }
-        for (keyword, fragment) in [("exclusiveMaximum", "exclusive-max"), ("exclusiveMinimum", "exclusive-min")] {
+        for (keyword, fragment) in
+            [("exclusiveMaximum", "exclusive-max"), ("exclusiveMinimum", "exclusive-min")]
+        {
             match (flag(old, keyword), flag(new, keyword)) {
-                (false, true) => self.push(request, format!("{subject}-{fragment}-set"), pointer, format!("The bound of {name} became exclusive ({keyword}).")),
-                (true, false) => {
-                    self.push(!request, format!("{subject}-{fragment}-unset"), pointer, format!("The bound of {name} is no longer exclusive ({keyword})."))
-                }
+                (false, true) => self.push(
+                    request,
+                    format!("{subject}-{fragment}-set"),
+                    pointer,
+                    format!("The bound of {name} became exclusive ({keyword})."),
+                ),
+                (true, false) => self.push(
+                    !request,
+                    format!("{subject}-{fragment}-unset"),
+                    pointer,
+                    format!("The bound of {name} is no longer exclusive ({keyword})."),
+                ),
                 _ => {}
             }
         }
         match (flag(old, "uniqueItems"), flag(new, "uniqueItems")) {
-            (false, true) => self.push(request, format!("{subject}-unique-items-set"), pointer, format!("The items of {name} must now be unique.")),
-            (true, false) => self.push(!request, format!("{subject}-unique-items-unset"), pointer, format!("The items of {name} no longer have to be unique.")),
+            (false, true) => self.push(
+                request,
+                format!("{subject}-unique-items-set"),
+                pointer,
+                format!("The items of {name} must now be unique."),
+            ),
+            (true, false) => self.push(
+                !request,
+                format!("{subject}-unique-items-unset"),
+                pointer,
+                format!("The items of {name} no longer have to be unique."),
+            ),
             _ => {}
         }
         let multiple = |v: &Value| v.get("multipleOf").and_then(Value::as_f64);
         match (multiple(old), multiple(new)) {
-            (None, Some(m)) => self.push(request, format!("{subject}-multiple-of-set"), pointer, format!("{} must now be a multiple of {m}.", capital(name))),
-            (Some(m), None) => {
-                self.push(!request, format!("{subject}-multiple-of-unset"), pointer, format!("{} no longer has to be a multiple of {m}.", capital(name)))
-            }
+            (None, Some(m)) => self.push(
+                request,
+                format!("{subject}-multiple-of-set"),
+                pointer,
+                format!("{} must now be a multiple of {m}.", capital(name)),
+            ),
+            (Some(m), None) => self.push(
+                !request,
+                format!("{subject}-multiple-of-unset"),
+                pointer,
+                format!("{} no longer has to be a multiple of {m}.", capital(name)),
+            ),
             // A request still passes when the new step divides the old; a response when
             // the new step is a multiple of the old.
             (Some(a), Some(b)) if a != b => {
                 let compatible = if request { a % b == 0.0 } else { b % a == 0.0 };
-                self.push(!compatible, format!("{subject}-multiple-of-changed"), pointer, format!("The multipleOf of {name} changed from {a} to {b}."));
+                self.push(
+                    !compatible,
+                    format!("{subject}-multiple-of-changed"),
+                    pointer,
+                    format!("The multipleOf of {name} changed from {a} to {b}."),
+                );
             }
             _ => {}
         }
         match (text(old, "pattern"), text(new, "pattern")) {
-            (None, Some(p)) => self.push(request, format!("{subject}-pattern-added"), pointer, format!("{} must now match the pattern {p}.", capital(name))),
-            (Some(p), None) => {
-                self.push(!request, format!("{subject}-pattern-removed"), pointer, format!("{} no longer has to match the pattern {p}.", capital(name)))
-            }
-            (Some(a), Some(b)) if a != b => {
-                self.push(true, format!("{subject}-pattern-changed"), pointer, format!("The pattern of {name} changed from {a} to {b}."))
-            }
+            (None, Some(p)) => self.push(
+                request,
+                format!("{subject}-pattern-added"),
+                pointer,
+                format!("{} must now match the pattern {p}.", capital(name)),
+            ),
+            (Some(p), None) => self.push(
+                !request,
+                format!("{subject}-pattern-removed"),
+                pointer,
+                format!("{} no longer has to match the pattern {p}.", capital(name)),
+            ),
+            (Some(a), Some(b)) if a != b => self.push(
+                true,
+                format!("{subject}-pattern-changed"),
+                pointer,
+                format!("The pattern of {name} changed from {a} to {b}."),
+            ),
             _ => {}
         }
         self.properties(place, old, new);
         if let (Some(old_items), Some(new_items)) = (old.get("items"), new.get("items")) {
-            let (items_pointer, items_path) = (format!("{pointer}/items"), format!("{}[]", place.path));
+            let (items_pointer, items_path) =
+                (format!("{pointer}/items"), format!("{}[]", place.path));
             self.schema(place.child(&items_pointer, &items_path), old_items, new_items);
         }
-        if let (Some(old_extra @ Value::Object(_)), Some(new_extra @ Value::Object(_))) = (old.get("additionalProperties"), new.get("additionalProperties")) {
-            let (extra_pointer, extra_path) = (format!("{pointer}/additionalProperties"), child_path(place.path, "*"));
+        if let (Some(old_extra @ Value::Object(_)), Some(new_extra @ Value::Object(_))) =
+            (old.get("additionalProperties"), new.get("additionalProperties"))
+        {
+            let (extra_pointer, extra_path) =
+                (format!("{pointer}/additionalProperties"), child_path(place.path, "*"));
             self.schema(place.child(&extra_pointer, &extra_path), old_extra, new_extra);
         }
         for keyword in ["oneOf", "anyOf", "allOf"] {
@@ -580,18 +892,42 @@ impl Differ<'_> {
         let request = place.direction == Direction::Request;
         let Place { subject, pointer, .. } = place;
         let name = &place.name();
-        let values = |v: &Value| v.get("enum").and_then(Value::as_array).map(|a| a.iter().map(Value::to_string).collect::<BTreeSet<String>>());
+        let values = |v: &Value| {
+            v.get("enum")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().map(Value::to_string).collect::<BTreeSet<String>>())
+        };
         match (values(old), values(new)) {
-            (None, Some(_)) => self.push(request, format!("{subject}-became-enum"), pointer, format!("{} became an enumeration.", capital(name))),
-            (Some(_), None) => self.push(!request, format!("{subject}-became-not-enum"), pointer, format!("{} is no longer an enumeration.", capital(name))),
+            (None, Some(_)) => self.push(
+                request,
+                format!("{subject}-became-enum"),
+                pointer,
+                format!("{} became an enumeration.", capital(name)),
+            ),
+            (Some(_), None) => self.push(
+                !request,
+                format!("{subject}-became-not-enum"),
+                pointer,
+                format!("{} is no longer an enumeration.", capital(name)),
+            ),
             (Some(old_values), Some(new_values)) => {
                 for value in old_values.difference(&new_values) {
-                    self.push(request, format!("{subject}-enum-value-removed"), pointer, format!("The value {value} was removed from {name}."));
+                    self.push(
+                        request,
+                        format!("{subject}-enum-value-removed"),
+                        pointer,
+                        format!("The value {value} was removed from {name}."),
+                    );
                 }
                 // A client that maps the enumeration to a type of its own fails on a value
                 // it does not know.
                 for value in new_values.difference(&old_values) {
-                    self.push(!request, format!("{subject}-enum-value-added"), pointer, format!("The value {value} was added to {name}."));
+                    self.push(
+                        !request,
+                        format!("{subject}-enum-value-added"),
+                        pointer,
+                        format!("The value {value} was added to {name}."),
+                    );
                 }
             }
             (None, None) => {}
@@ -607,28 +943,45 @@ impl Differ<'_> {
         let required = |v: &Value| {
             v.get("required")
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect::<BTreeSet<_>>())
+                .map(|a| {
+                    a.iter().filter_map(Value::as_str).map(str::to_string).collect::<BTreeSet<_>>()
+                })
                 .unwrap_or_default()
         };
         let (old_required, new_required) = (required(old), required(new));
         let closed = |v: &Value| v.get("additionalProperties") == Some(&Value::Bool(false));
         let props_pointer = format!("{}/properties", place.pointer);
         for property in old_props.keys().filter(|p| !new_props.contains_key(*p)) {
-            let (pointer, path) = (push_pointer(&props_pointer, property), child_path(place.path, property));
+            let (pointer, path) =
+                (push_pointer(&props_pointer, property), child_path(place.path, property));
             let shown = Place { path: &path, ..place }.name();
             // "property `x` of the request body", for "The required … was removed."
             let noun = shown.trim_start_matches("the ");
             match place.direction {
                 // A server that refuses unknown properties refuses it now.
-                Direction::Request => self.push(closed(new), "request-property-removed", &pointer, format!("{} was removed.", capital(&shown))),
-                Direction::Response if old_required.contains(property) => {
-                    self.push(true, "response-required-property-removed", &pointer, format!("The required {} was removed.", noun))
-                }
-                Direction::Response => self.push(false, "response-optional-property-removed", &pointer, format!("The optional {} was removed.", noun)),
+                Direction::Request => self.push(
+                    closed(new),
+                    "request-property-removed",
+                    &pointer,
+                    format!("{} was removed.", capital(&shown)),
+                ),
+                Direction::Response if old_required.contains(property) => self.push(
+                    true,
+                    "response-required-property-removed",
+                    &pointer,
+                    format!("The required {} was removed.", noun),
+                ),
+                Direction::Response => self.push(
+                    false,
+                    "response-optional-property-removed",
+                    &pointer,
+                    format!("The optional {} was removed.", noun),
+                ),
             }
         }
         for (property, new_schema) in &new_props {
-            let (pointer, path) = (push_pointer(&props_pointer, property), child_path(place.path, property));
+            let (pointer, path) =
+                (push_pointer(&props_pointer, property), child_path(place.path, property));
             let shown = Place { path: &path, ..place }.name();
             // "property `x` of the request body", for "The required … was removed."
             let noun = shown.trim_start_matches("the ");
@@ -660,19 +1013,46 @@ impl Differ<'_> {
                 continue;
             };
             match (old_required.contains(property), new_required.contains(property), request) {
-                (false, true, true) => self.push(true, "request-property-became-required", &pointer, format!("{} became required.", capital(&shown))),
-                (true, false, true) => self.push(false, "request-property-became-optional", &pointer, format!("{} became optional.", capital(&shown))),
-                (true, false, false) => self.push(true, "response-property-became-optional", &pointer, format!("{} became optional.", capital(&shown))),
-                (false, true, false) => self.push(false, "response-property-became-required", &pointer, format!("{} became required.", capital(&shown))),
+                (false, true, true) => self.push(
+                    true,
+                    "request-property-became-required",
+                    &pointer,
+                    format!("{} became required.", capital(&shown)),
+                ),
+                (true, false, true) => self.push(
+                    false,
+                    "request-property-became-optional",
+                    &pointer,
+                    format!("{} became optional.", capital(&shown)),
+                ),
+                (true, false, false) => self.push(
+                    true,
+                    "response-property-became-optional",
+                    &pointer,
+                    format!("{} became optional.", capital(&shown)),
+                ),
+                (false, true, false) => self.push(
+                    false,
+                    "response-property-became-required",
+                    &pointer,
+                    format!("{} became required.", capital(&shown)),
+                ),
                 _ => {}
             }
             // The router gives a property to the callers its x-since names: with another
             // version there, a client of a version in between sees a property of its
             // version vanish, or one it does not know appear.
-            if let (false, old_since, new_since) = (request, crate::spec::since(old, property), crate::spec::since(new, property)) {
+            if let (false, old_since, new_since) =
+                (request, crate::spec::since(old, property), crate::spec::since(new, property))
+            {
                 if old_since != new_since {
                     let (from, to) = (old_since.unwrap_or("none"), new_since.unwrap_or("none"));
-                    self.push(true, "response-property-since-changed", &pointer, format!("The x-since of {noun} changed from {from} to {to}."));
+                    self.push(
+                        true,
+                        "response-property-since-changed",
+                        &pointer,
+                        format!("The x-since of {noun} changed from {from} to {to}."),
+                    );
                 }
             }
             self.schema(place.child(&pointer, &path), old_schema, new_schema);
@@ -691,14 +1071,19 @@ impl Differ<'_> {
     /// Compares `oneOf`, `anyOf` or `allOf` branches, matched by the schema they name, or
     /// by place when they name none.
     fn composition(&mut self, place: Place<'_>, keyword: &str, old: &Value, new: &Value) {
-        let branches = |v: &Value| v.get(keyword).and_then(Value::as_array).cloned().unwrap_or_default();
+        let branches =
+            |v: &Value| v.get(keyword).and_then(Value::as_array).cloned().unwrap_or_default();
         let (old_branches, new_branches) = (branches(old), branches(new));
         if old_branches.is_empty() && new_branches.is_empty() {
             return;
         }
-        let key = |i: usize, b: &Value| b.get("$ref").and_then(Value::as_str).map_or_else(|| format!("#{i}"), str::to_string);
-        let old_keyed: BTreeMap<String, &Value> = old_branches.iter().enumerate().map(|(i, b)| (key(i, b), b)).collect();
-        let new_keyed: BTreeMap<String, &Value> = new_branches.iter().enumerate().map(|(i, b)| (key(i, b), b)).collect();
+        let key = |i: usize, b: &Value| {
+            b.get("$ref").and_then(Value::as_str).map_or_else(|| format!("#{i}"), str::to_string)
+        };
+        let old_keyed: BTreeMap<String, &Value> =
+            old_branches.iter().enumerate().map(|(i, b)| (key(i, b), b)).collect();
+        let new_keyed: BTreeMap<String, &Value> =
+            new_branches.iter().enumerate().map(|(i, b)| (key(i, b), b)).collect();
         let fragment = match keyword {
             "oneOf" => "one-of",
             "anyOf" => "any-of",
@@ -731,7 +1116,9 @@ impl Differ<'_> {
                         format!("The {keyword} branch {k} was added to {}.", place.name()),
                     );
                 }
-                Some(old_branch) => self.schema(Place { pointer: &branch_pointer, ..place }, old_branch, branch),
+                Some(old_branch) => {
+                    self.schema(Place { pointer: &branch_pointer, ..place }, old_branch, branch)
+                }
             }
         }
     }
@@ -769,9 +1156,17 @@ pub fn load(source: &str) -> anyhow::Result<Value> {
         std::fs::read_to_string(source).with_context(|| format!("reading {source}"))?
     } else {
         let shown = format!("{source}:{}", spec::SPEC_PATH);
-        let output = std::process::Command::new("git").args(["show", &shown]).current_dir(spec::workspace_root()).output().context("running git")?;
+        let output = std::process::Command::new("git")
+            .args(["show", &shown])
+            .current_dir(spec::workspace_root())
+            .output()
+            .context("running git")?;
         if !output.status.success() {
-            anyhow::bail!("{source} is neither a file nor a git revision with {}: {}", spec::SPEC_PATH, String::from_utf8_lossy(&output.stderr).trim());
+            anyhow::bail!(
+                "{source} is neither a file nor a git revision with {}: {}",
+                spec::SPEC_PATH,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
         }
         String::from_utf8(output.stdout).with_context(|| format!("{shown} is not UTF-8"))?
     };
@@ -798,7 +1193,10 @@ pub fn render(changes: &[Change], format: Format) -> String {
 
 /// The changes as a changelog section: breaking ones first, each with the `reason` a
 /// breaking change was accepted for, where there is one.
-pub fn markdown<'a>(changes: &'a [Change], reason: impl Fn(&'a Change) -> Option<&'a str>) -> String {
+pub fn markdown<'a>(
+    changes: &'a [Change],
+    reason: impl Fn(&'a Change) -> Option<&'a str>,
+) -> String {
     let mut out = String::new();
     for (breaking, title) in [(true, "Breaking changes"), (false, "Other changes")] {
         let listed: Vec<&Change> = changes.iter().filter(|c| c.breaking == breaking).collect();
@@ -807,7 +1205,10 @@ pub fn markdown<'a>(changes: &'a [Change], reason: impl Fn(&'a Change) -> Option
         }
         out.push_str(&format!("### {title}\n\n"));
         for change in listed {
-            out.push_str(&format!("- {} (`{}` at `{}`)\n", change.message, change.rule, change.pointer));
+            out.push_str(&format!(
+                "- {} (`{}` at `{}`)\n",
+                change.message, change.rule, change.pointer
+            ));
             if let Some(reason) = reason(change) {
                 out.push_str(&format!("  Accepted without a major version: {}\n", reason.trim()));
             }

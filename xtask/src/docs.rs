@@ -24,12 +24,15 @@ pub const CHROMIUM: &str = "/usr/bin/chromium";
 pub fn build() -> Result<PathBuf> {
     let root = workspace_root();
     let npm = tools::npm_tools()?;
-    let bundle = std::fs::read_to_string(npm.join("node_modules/redoc/bundles/redoc.standalone.js")).context("reading Redoc's standalone bundle")?;
+    let bundle =
+        std::fs::read_to_string(npm.join("node_modules/redoc/bundles/redoc.standalone.js"))
+            .context("reading Redoc's standalone bundle")?;
     if !bundle.contains(REDOC_LOGO) {
         bail!("Redoc's bundle no longer names {REDOC_LOGO}: check what else it loads, then update xtask/src/docs.rs");
     }
     // An empty image in its place, so that the footer loads nothing.
-    let bundle = bundle.replace(REDOC_LOGO, "data:image/svg+xml,%3Csvg%20xmlns='http://www.w3.org/2000/svg'/%3E");
+    let bundle = bundle
+        .replace(REDOC_LOGO, "data:image/svg+xml,%3Csvg%20xmlns='http://www.w3.org/2000/svg'/%3E");
     if bundle.contains("</script") {
         bail!("Redoc's bundle holds </script, which would end the page's script early");
     }
@@ -68,16 +71,22 @@ Redoc.init(JSON.parse(document.getElementById("spec").textContent), {{ expandRes
 pub fn check(page: &Path) -> Result<bool> {
     let root = workspace_root();
     let npm = tools::npm_tools()?;
-    let wanted: Vec<String> = spec::operations(&spec::load()?).iter().map(|op| op.id().to_string()).collect();
+    let wanted: Vec<String> =
+        spec::operations(&spec::load()?).iter().map(|op| op.id().to_string()).collect();
     // Beside the node_modules it imports from: ES modules resolve from their own folder.
     let script = npm.join("render.mjs");
     std::fs::copy(root.join("xtask/docs/render.mjs"), &script)?;
-    let run = output(Command::new("node").arg(&script).arg(format!("file://{}", page.display())).arg(CHROMIUM), "node (the portal's render check)")?;
+    let run = output(
+        Command::new("node").arg(&script).arg(format!("file://{}", page.display())).arg(CHROMIUM),
+        "node (the portal's render check)",
+    )?;
     if !run.status.success() {
         bail!("rendering the portal failed:\n{}", text(&run));
     }
-    let found: Value = serde_json::from_slice(&run.stdout).with_context(|| format!("reading the render check's report: {}", text(&run)))?;
-    let shown: Vec<&str> = found["operations"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    let found: Value = serde_json::from_slice(&run.stdout)
+        .with_context(|| format!("reading the render check's report: {}", text(&run)))?;
+    let shown: Vec<&str> =
+        found["operations"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
     let missing: Vec<&String> = wanted.iter().filter(|id| !shown.contains(&id.as_str())).collect();
     let outside = found["outside"].as_array().cloned().unwrap_or_default();
     let errors = found["errors"].as_array().cloned().unwrap_or_default();

@@ -5,7 +5,10 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use xtask::{bench, codegen, diff, docs, lint, portability, postgres, process, release, s3, schemathesis, spec, tools};
+use xtask::{
+    bench, codegen, diff, docs, lint, portability, postgres, process, release, s3, schemathesis,
+    spec, tools,
+};
 
 const HELP: &str = "\
 cargo xtask <command>
@@ -51,12 +54,14 @@ fn main() -> ExitCode {
         ["codegen", "--check"] => codegen::run(true),
         ["lint"] => run_lint(),
         ["diff", old, new] => run_diff(old, new, diff::Format::Text),
-        ["diff", old, new, "--format", format] | ["diff", "--format", format, old, new] => match *format {
-            "text" => run_diff(old, new, diff::Format::Text),
-            "json" => run_diff(old, new, diff::Format::Json),
-            "markdown" => run_diff(old, new, diff::Format::Markdown),
-            other => Err(anyhow::anyhow!("unknown format {other}: text, json or markdown")),
-        },
+        ["diff", old, new, "--format", format] | ["diff", "--format", format, old, new] => {
+            match *format {
+                "text" => run_diff(old, new, diff::Format::Text),
+                "json" => run_diff(old, new, diff::Format::Json),
+                "markdown" => run_diff(old, new, diff::Format::Markdown),
+                other => Err(anyhow::anyhow!("unknown format {other}: text, json or markdown")),
+            }
+        }
         ["release", "--check"] => check_release(),
         ["release"] => run_release(),
         ["postgres"] => run_postgres(),
@@ -114,7 +119,12 @@ fn check_release() -> Result<bool> {
 
 fn run_release() -> Result<bool> {
     let released = release::release(&spec::workspace_root(), &release::today())?;
-    println!("released {} ({} changes) in {}", released.version, released.changes, released.file.display());
+    println!(
+        "released {} ({} changes) in {}",
+        released.version,
+        released.changes,
+        released.file.display()
+    );
     // Cargo.lock follows the crates' new versions.
     process::cargo(&["update", "--workspace"])?;
     println!("review CHANGELOG.md, then commit openapi/released/, CHANGELOG.md and the manifests");
@@ -145,9 +155,34 @@ fn end_to_end_on_postgres_and_s3() -> Result<()> {
     let database = std::env::var(postgres::TEST_DATABASE_URL).unwrap_or_default();
     println!("== the end-to-end suites on PostgreSQL at {database} and S3 at {}", s3.endpoint);
     let passed = (|| {
-        process::cargo(&["test", "--locked", "-p", "vm0-tests", "--test", "it", "--", "e2e_", "client_faults", "bounded_input", "seed_curls"])?;
+        process::cargo(&[
+            "test",
+            "--locked",
+            "-p",
+            "vm0-tests",
+            "--test",
+            "it",
+            "--",
+            "e2e_",
+            "client_faults",
+            "bounded_input",
+            "seed_curls",
+        ])?;
         process::cargo(&["test", "--locked", "-p", "vm0-cli", "--test", "cli"])?;
-        process::cargo(&["test", "--locked", "-p", "vm0-server", "--test", "crash", "--test", "cluster", "--test", "scheduler", "--test", "operations"])
+        process::cargo(&[
+            "test",
+            "--locked",
+            "-p",
+            "vm0-server",
+            "--test",
+            "crash",
+            "--test",
+            "cluster",
+            "--test",
+            "scheduler",
+            "--test",
+            "operations",
+        ])
     })();
     for (name, _) in &env {
         std::env::remove_var(name);
@@ -167,9 +202,13 @@ fn check_docs() -> Result<bool> {
             println!("!! SKIPPED: the portal's render check needs Chromium at {} (apt-get install chromium); CI installs it", docs::CHROMIUM);
             return Ok(true);
         }
-        println!("installing Chromium (apt-get install chromium), which the portal's render check needs");
+        println!(
+            "installing Chromium (apt-get install chromium), which the portal's render check needs"
+        );
         let update = std::process::Command::new("apt-get").args(["update", "-q"]).status()?;
-        let install = std::process::Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends", "chromium"]).status()?;
+        let install = std::process::Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends", "chromium"])
+            .status()?;
         if !update.success() || !install.success() {
             anyhow::bail!("apt-get could not install chromium");
         }
@@ -207,7 +246,15 @@ fn ci() -> Result<bool> {
         return Ok(false);
     }
     process::cargo(&["fmt", "--all", "--check"])?;
-    process::cargo(&["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])?;
+    process::cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--locked",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
     process::cargo(&["test", "--workspace", "--locked"])?;
     end_to_end_on_postgres_and_s3()?;
     // The published crates, as a registry would get them; in one command, so that each

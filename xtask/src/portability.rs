@@ -18,8 +18,11 @@ use crate::tools::{self, bin, output, text};
 /// openapi-generator's notices that are about the target language, not the spec: names it
 /// renames because they are keywords or types there (`type`, `Error`), or because a media
 /// type is no identifier. Every other warning fails the check.
-const LANGUAGE_NOTICES: &[&str] =
-    &["cannot be used as a model name. Renamed to", "cannot be used as a field/variable name. Renamed to", "cannot be used as a parameter name. Renamed to"];
+const LANGUAGE_NOTICES: &[&str] = &[
+    "cannot be used as a model name. Renamed to",
+    "cannot be used as a field/variable name. Renamed to",
+    "cannot be used as a parameter name. Renamed to",
+];
 
 /// The spec every tool reads: the bundled JSON twin, as a docs portal or generator gets it.
 const SPEC: &str = "openapi/v1.json";
@@ -76,8 +79,11 @@ fn python_generation(root: &Path, venv: &Path, out: &Path, client: &Path) -> Res
     )?;
     let said = text(&run);
     // Its warnings start "Warning(s) encountered" and each problem "Unable to parse".
-    let mut findings: Vec<String> =
-        said.lines().filter(|l| l.starts_with("Warning") || l.starts_with("Unable") || l.starts_with("Error")).map(str::to_string).collect();
+    let mut findings: Vec<String> = said
+        .lines()
+        .filter(|l| l.starts_with("Warning") || l.starts_with("Unable") || l.starts_with("Error"))
+        .map(str::to_string)
+        .collect();
     if !run.status.success() {
         findings.push(format!("openapi-python-client failed:\n{said}"));
         return Ok(Step { name: "openapi-python-client".into(), findings });
@@ -85,7 +91,10 @@ fn python_generation(root: &Path, venv: &Path, out: &Path, client: &Path) -> Res
     for file in files(&client.join("api"), "py")? {
         let code = std::fs::read_to_string(&file)?;
         if code.lines().any(|l| l.trim() == "body: Any,") {
-            findings.push(format!("{}: the request body is typed Any", file.strip_prefix(root).unwrap_or(&file).display()));
+            findings.push(format!(
+                "{}: the request body is typed Any",
+                file.strip_prefix(root).unwrap_or(&file).display()
+            ));
         }
     }
     Ok(Step { name: "openapi-python-client".into(), findings })
@@ -119,11 +128,26 @@ fn typescript(npm: &Path, client: &Path) -> Result<Step> {
     let sources = files(client, "ts")?;
     let run = output(
         Command::new(bin(npm, "tsc"))
-            .args(["--strict", "--noEmit", "--target", "es2020", "--module", "es2020", "--moduleResolution", "node", "--lib", "es2020,dom"])
+            .args([
+                "--strict",
+                "--noEmit",
+                "--target",
+                "es2020",
+                "--module",
+                "es2020",
+                "--moduleResolution",
+                "node",
+                "--lib",
+                "es2020,dom",
+            ])
             .args(&sources),
         "tsc",
     )?;
-    let findings = if run.status.success() { Vec::new() } else { text(&run).lines().map(str::to_string).collect() };
+    let findings = if run.status.success() {
+        Vec::new()
+    } else {
+        text(&run).lines().map(str::to_string).collect()
+    };
     Ok(Step { name: "tsc --strict".into(), findings })
 }
 
@@ -146,7 +170,8 @@ fn journey(root: &Path, venv: &Path, client: &Path) -> Result<Step> {
     drop(server);
     let said = text(&run);
     println!("{said}");
-    let mut findings: Vec<String> = said.lines().filter_map(|l| l.strip_prefix("FINDING ")).map(str::to_string).collect();
+    let mut findings: Vec<String> =
+        said.lines().filter_map(|l| l.strip_prefix("FINDING ")).map(str::to_string).collect();
     if !run.status.success() && findings.is_empty() {
         findings.push(format!("the journey failed:\n{said}"));
     }
@@ -158,7 +183,9 @@ fn files(dir: &Path, ext: &str) -> Result<Vec<PathBuf>> {
     let mut found = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
+        {
             let path = entry?.path();
             if path.is_dir() {
                 pending.push(path);

@@ -28,7 +28,8 @@ impl Postgres {
         let bin = bin_dir()?;
         let root = workspace_root().join("target/postgres");
         if root.exists() {
-            std::fs::remove_dir_all(&root).with_context(|| format!("removing the last cluster in {}", root.display()))?;
+            std::fs::remove_dir_all(&root)
+                .with_context(|| format!("removing the last cluster in {}", root.display()))?;
         }
         std::fs::create_dir_all(root.join("socket"))?;
         let owner = running_as_root().then_some("postgres");
@@ -36,14 +37,38 @@ impl Postgres {
             run(Command::new("chown").args(["-R", owner]).arg(&root))?;
         }
         let data = root.join("data");
-        run_as(owner, Command::new(bin.join("initdb")).args(["--username=postgres", "--auth=trust", "--encoding=UTF8", "--no-locale", "-D"]).arg(&data))?;
+        run_as(
+            owner,
+            Command::new(bin.join("initdb"))
+                .args([
+                    "--username=postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--no-locale",
+                    "-D",
+                ])
+                .arg(&data),
+        )?;
         let port = free_port()?;
         // No fsync: the cluster lives for one test run, and its speed is the tests'.
-        let options = format!("-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off -c max_connections=400", root.join("socket").display());
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off -c max_connections=400",
+            root.join("socket").display()
+        );
         let mut start = Command::new(bin.join("pg_ctl"));
-        start.args(["--wait", "--silent", "-D"]).arg(&data).arg("-l").arg(root.join("log")).args(["-o", &options, "start"]);
+        start
+            .args(["--wait", "--silent", "-D"])
+            .arg(&data)
+            .arg("-l")
+            .arg(root.join("log"))
+            .args(["-o", &options, "start"]);
         run_as(owner, &mut start)?;
-        Ok(Postgres { url: format!("postgres://postgres@127.0.0.1:{port}/postgres"), bin, data, owner })
+        Ok(Postgres {
+            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            bin,
+            data,
+            owner,
+        })
     }
 }
 
@@ -79,7 +104,9 @@ fn bin_dir() -> Result<PathBuf> {
         .into_iter()
         .flatten()
         .flatten()
-        .filter_map(|entry| Some((entry.file_name().to_str()?.parse().ok()?, entry.path().join("bin"))))
+        .filter_map(|entry| {
+            Some((entry.file_name().to_str()?.parse().ok()?, entry.path().join("bin")))
+        })
         .filter(|(_, bin)| bin.join("initdb").exists())
         .collect();
     versions.sort();
@@ -103,9 +130,16 @@ fn free_port() -> Result<u16> {
 }
 
 fn run(command: &mut Command) -> Result<()> {
-    let output = command.output().with_context(|| format!("starting {}", Path::new(command.get_program()).display()))?;
+    let output = command
+        .output()
+        .with_context(|| format!("starting {}", Path::new(command.get_program()).display()))?;
     if !output.status.success() {
-        bail!("{:?} failed: {}{}", command, String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "{:?} failed: {}{}",
+            command,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     Ok(())
 }

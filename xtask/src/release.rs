@@ -38,8 +38,13 @@ impl FromStr for Version {
     /// caller's `api-version`: a version the spec names is one a caller can send.
     fn from_str(text: &str) -> Result<Version> {
         let parts: Vec<&str> = text.split('.').collect();
-        let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && (p == "0" || !p.starts_with('0'));
-        let number = |i: usize| parts.get(i).filter(|p| digits(p)).and_then(|p| p.parse::<u64>().ok());
+        let digits = |p: &str| {
+            !p.is_empty()
+                && p.bytes().all(|b| b.is_ascii_digit())
+                && (p == "0" || !p.starts_with('0'))
+        };
+        let number =
+            |i: usize| parts.get(i).filter(|p| digits(p)).and_then(|p| p.parse::<u64>().ok());
         match (parts.len(), number(0), number(1), number(2)) {
             (3, Some(major), Some(minor), Some(patch)) => Ok(Version { major, minor, patch }),
             _ => bail!("{text:?} is not a version of the form MAJOR.MINOR.PATCH"),
@@ -69,7 +74,12 @@ pub fn latest(root: &Path) -> Result<Option<(Version, PathBuf)>> {
         let path = entry?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         if let Some(version) = name.strip_prefix('v').and_then(|n| n.strip_suffix(".json")) {
-            releases.push((version.parse::<Version>().with_context(|| format!("the release file {}", path.display()))?, path));
+            releases.push((
+                version
+                    .parse::<Version>()
+                    .with_context(|| format!("the release file {}", path.display()))?,
+                path,
+            ));
         }
     }
     Ok(releases.into_iter().max())
@@ -93,7 +103,8 @@ struct Allowed {
 fn allowlist(root: &Path) -> Result<Allowlist> {
     let path = root.join(ALLOWLIST);
     let Ok(text) = std::fs::read_to_string(&path) else { return Ok(Allowlist::default()) };
-    let list: Option<Allowlist> = serde_yaml::from_str(&text).with_context(|| format!("parsing {ALLOWLIST}"))?;
+    let list: Option<Allowlist> =
+        serde_yaml::from_str(&text).with_context(|| format!("parsing {ALLOWLIST}"))?;
     let list = list.unwrap_or_default();
     if let Some(entry) = list.allowed.iter().find(|a| a.reason.trim().is_empty()) {
         bail!("{ALLOWLIST}: the entry for {} at {} gives no reason", entry.rule, entry.pointer);
@@ -116,7 +127,8 @@ impl Check {
     /// Whether CI passes: the version did not go down, and every breaking change comes
     /// with a major version or is allowed.
     pub fn passed(&self) -> bool {
-        self.current >= self.released && (self.current.major > self.released.major || self.unexcused.is_empty())
+        self.current >= self.released
+            && (self.current.major > self.released.major || self.unexcused.is_empty())
     }
 
     /// What CI prints.
@@ -129,7 +141,10 @@ impl Check {
             self.changes.iter().filter(|c| c.breaking).count()
         );
         if self.current < self.released {
-            out.push_str(&format!("info.version {} is lower than the latest release, {}\n", self.current, self.released));
+            out.push_str(&format!(
+                "info.version {} is lower than the latest release, {}\n",
+                self.current, self.released
+            ));
         }
         if self.current.major > self.released.major {
             out.push_str("a new major version: breaking changes are allowed\n");
@@ -142,7 +157,9 @@ impl Check {
             }
         }
         for entry in &self.unused {
-            out.push_str(&format!("warning: {ALLOWLIST} allows {entry}, which is no change any more\n"));
+            out.push_str(&format!(
+                "warning: {ALLOWLIST} allows {entry}, which is no change any more\n"
+            ));
         }
         out
     }
@@ -151,8 +168,13 @@ impl Check {
 /// Compares the spec under `root` with its latest release.
 pub fn check(root: &Path) -> Result<Check> {
     let (released, path) = latest(root)?.with_context(|| format!("no release in {RELEASED}"))?;
-    let old = spec::parse(&std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?)?;
-    let new = spec::parse(&std::fs::read_to_string(root.join(SPEC_PATH)).with_context(|| format!("reading {SPEC_PATH}"))?)?;
+    let old = spec::parse(
+        &std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
+    )?;
+    let new = spec::parse(
+        &std::fs::read_to_string(root.join(SPEC_PATH))
+            .with_context(|| format!("reading {SPEC_PATH}"))?,
+    )?;
     let current = version_of(&new, SPEC_PATH)?;
     let changes = diff::diff(&old, &new);
     let allowed = allowlist(root)?.allowed;
@@ -193,23 +215,33 @@ pub fn release(root: &Path, date: &str) -> Result<Released> {
         "# Changelog\n\nThe changes to the VM0 Public API v1, release by release, as `cargo xtask release` writes them from `cargo xtask diff`.\n\n".into()
     });
     let allowed = allowlist(root)?.allowed;
-    let reason = |c: &Change| allowed.iter().find(|a| a.rule == c.rule && a.pointer == c.pointer).map(|a| a.reason.as_str());
-    let entry = format!("## {} ({date})\n\n{}", check.current, diff::markdown(&check.changes, reason));
+    let reason = |c: &Change| {
+        allowed
+            .iter()
+            .find(|a| a.rule == c.rule && a.pointer == c.pointer)
+            .map(|a| a.reason.as_str())
+    };
+    let entry =
+        format!("## {} ({date})\n\n{}", check.current, diff::markdown(&check.changes, reason));
     let at = before.find("\n## ").map_or(before.len(), |i| i + 1);
     writes.push((changelog, format!("{}{entry}{}", &before[..at], &before[at..])));
 
     for name in PUBLISHED {
         let manifest = root.join("crates").join(name).join("Cargo.toml");
-        let text = std::fs::read_to_string(&manifest).with_context(|| format!("reading {}", manifest.display()))?;
-        let text = set_package_version(&text, &check.current).with_context(|| format!("{} has no version line in [package]", manifest.display()))?;
+        let text = std::fs::read_to_string(&manifest)
+            .with_context(|| format!("reading {}", manifest.display()))?;
+        let text = set_package_version(&text, &check.current)
+            .with_context(|| format!("{} has no version line in [package]", manifest.display()))?;
         writes.push((manifest, text));
     }
     let workspace = root.join("Cargo.toml");
-    let text = set_dependency_versions(&std::fs::read_to_string(&workspace)?, &check.current).context("the workspace's Cargo.toml")?;
+    let text = set_dependency_versions(&std::fs::read_to_string(&workspace)?, &check.current)
+        .context("the workspace's Cargo.toml")?;
     writes.push((workspace, text));
     // The entries were for this release; the file's comments stay.
     let list = std::fs::read_to_string(root.join(ALLOWLIST)).unwrap_or_default();
-    let comments: String = list.lines().take_while(|l| !l.starts_with("allowed:")).map(|l| format!("{l}\n")).collect();
+    let comments: String =
+        list.lines().take_while(|l| !l.starts_with("allowed:")).map(|l| format!("{l}\n")).collect();
     writes.push((root.join(ALLOWLIST), format!("{comments}allowed: []\n")));
 
     for (path, contents) in writes {
@@ -241,7 +273,10 @@ fn set_package_version(manifest: &str, version: &Version) -> Option<String> {
 /// The workspace manifest with the published crates' dependency entries at `version`;
 /// an error unless there is exactly one entry for each.
 fn set_dependency_versions(manifest: &str, version: &Version) -> Result<String> {
-    let pattern = regex::Regex::new(r#"(?m)^(vm0-(?:types|client|api) = \{ path = "[^"]+", version = ")[^"]*(")"#).expect("the pattern compiles");
+    let pattern = regex::Regex::new(
+        r#"(?m)^(vm0-(?:types|client|api) = \{ path = "[^"]+", version = ")[^"]*(")"#,
+    )
+    .expect("the pattern compiles");
     let found = pattern.find_iter(manifest).count();
     if found != PUBLISHED.len() {
         bail!("expected one `NAME = {{ path = \"…\", version = \"…\" }}` line for each of {}, found {found}", PUBLISHED.join(", "));
@@ -251,7 +286,9 @@ fn set_dependency_versions(manifest: &str, version: &Version) -> Result<String> 
 
 /// Today's date in UTC, as `YYYY-MM-DD`.
 pub fn today() -> String {
-    let days = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() / 86_400) as i64;
+    let days = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400) as i64;
     // Howard Hinnant's days-to-civil algorithm.
     let z = days + 719_468;
     let era = z.div_euclid(146_097);

@@ -34,7 +34,16 @@ impl S3 {
         if !binary.exists() {
             println!("== installing s3s-fs {VERSION} into target/s3s-fs");
             let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-                .args(["install", "s3s-fs", "--version", &format!("={VERSION}"), "--features", "binary", "--locked", "--root"])
+                .args([
+                    "install",
+                    "s3s-fs",
+                    "--version",
+                    &format!("={VERSION}"),
+                    "--features",
+                    "binary",
+                    "--locked",
+                    "--root",
+                ])
                 .arg(target.join("s3s-fs"))
                 .env("CARGO_TARGET_DIR", target.join("s3s-fs/build"))
                 .status()?;
@@ -51,7 +60,16 @@ impl S3 {
         std::fs::create_dir_all(root.join(BUCKET))?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let child = Command::new(&binary)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--access-key",
+                ACCESS_KEY,
+                "--secret-key",
+                SECRET_KEY,
+            ])
             .arg(&root)
             .stdout(Stdio::null())
             .spawn()

@@ -29,12 +29,26 @@ pub fn run() -> Result<bool> {
     }
     let server = ReferenceServer::start(&root.join("target/debug/vm0-server"), &data_dir)?;
 
-    let invocations: [&[&str]; 2] =
-        [&["--exclude-operation-id", "streamRunEvents"], &["--include-operation-id", "streamRunEvents", "--exclude-checks", "response_schema_conformance"]];
+    let invocations: [&[&str]; 2] = [
+        &["--exclude-operation-id", "streamRunEvents"],
+        &[
+            "--include-operation-id",
+            "streamRunEvents",
+            "--exclude-checks",
+            "response_schema_conformance",
+        ],
+    ];
     let mut passed = true;
     for scope in invocations {
         let status = Command::new(venv.join("bin/st"))
-            .args(["--config-file", "xtask/schemathesis.toml", "run", "openapi/v1.yaml", "--url", &server.url])
+            .args([
+                "--config-file",
+                "xtask/schemathesis.toml",
+                "run",
+                "openapi/v1.yaml",
+                "--url",
+                &server.url,
+            ])
             .args(["--header", &format!("Authorization: Bearer {}", server.token)])
             .args(["--checks", "all", "--max-examples", "50", "--seed", "1", "--no-color"])
             .args(scope)

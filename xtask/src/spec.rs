@@ -23,18 +23,23 @@ pub const EXACTLY_ONE_OF: &str = "x-exactly-one-of";
 pub const SINCE: &str = "x-since";
 
 /// The HTTP methods an OpenAPI path item can hold, in the order the spec writes them.
-pub const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+pub const METHODS: [&str; 8] =
+    ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
 
 /// The workspace root, found from this crate's manifest so that the xtask works from any
 /// directory.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives one level below the workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
 }
 
 /// Reads and parses the spec at the workspace root.
 pub fn load() -> Result<Value> {
     let path = workspace_root().join(SPEC_PATH);
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     parse(&text).with_context(|| format!("parsing {SPEC_PATH}"))
 }
 
@@ -101,7 +106,8 @@ impl Operation<'_> {
 
     /// Path-level then operation-level parameters, unresolved.
     pub fn parameters(&self) -> impl Iterator<Item = &Value> {
-        let own = self.op.get("parameters").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
+        let own =
+            self.op.get("parameters").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
         self.path_parameters.iter().chain(own)
     }
 }
@@ -111,7 +117,8 @@ pub fn operations(doc: &Value) -> Vec<Operation<'_>> {
     let mut out = Vec::new();
     let Some(paths) = doc.get("paths").and_then(Value::as_object) else { return out };
     for (path, item) in paths {
-        let path_parameters = item.get("parameters").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
+        let path_parameters =
+            item.get("parameters").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
         for method in METHODS {
             if let Some(op) = item.get(method) {
                 out.push(Operation { path, method, op, path_parameters });
@@ -157,8 +164,16 @@ pub fn translate(schema: &Value) -> Value {
                     }
                     // Property maps hold names, not schemas: translate their values only.
                     "properties" => {
-                        let props = value.as_object().map(|props| props.iter().map(|(name, s)| (name.clone(), translate(s))).collect::<Map<_, _>>());
-                        out.insert(key.clone(), props.map(Value::Object).unwrap_or_else(|| value.clone()));
+                        let props = value.as_object().map(|props| {
+                            props
+                                .iter()
+                                .map(|(name, s)| (name.clone(), translate(s)))
+                                .collect::<Map<_, _>>()
+                        });
+                        out.insert(
+                            key.clone(),
+                            props.map(Value::Object).unwrap_or_else(|| value.clone()),
+                        );
                     }
                     "example" | "examples" | "discriminator" | "xml" | "externalDocs" => {}
                     _ if key.starts_with("x-") => {}
@@ -222,9 +237,17 @@ pub struct Added {
 /// properties, array items and compositions (each branch of a discriminated `oneOf` under
 /// its tag). A schema that refers to itself is followed once.
 pub fn added_properties(doc: &Value, schema: &Value) -> Vec<Added> {
-    fn visit(doc: &Value, schema: &Value, path: &mut Vec<String>, seen: &mut Vec<String>, out: &mut Vec<Added>) {
+    fn visit(
+        doc: &Value,
+        schema: &Value,
+        path: &mut Vec<String>,
+        seen: &mut Vec<String>,
+        out: &mut Vec<Added>,
+    ) {
         if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
-            if let Some(target) = resolve_ref(doc, reference).filter(|_| !seen.iter().any(|s| s == reference)) {
+            if let Some(target) =
+                resolve_ref(doc, reference).filter(|_| !seen.iter().any(|s| s == reference))
+            {
                 seen.push(reference.to_string());
                 visit(doc, target, path, seen, out);
                 seen.pop();
@@ -235,7 +258,9 @@ pub fn added_properties(doc: &Value, schema: &Value) -> Vec<Added> {
             let since = since.as_str().unwrap_or_default().to_string();
             out.push(Added { path: path.iter().cloned().chain([name.clone()]).collect(), since });
         }
-        for (name, property) in schema.get("properties").and_then(Value::as_object).into_iter().flatten() {
+        for (name, property) in
+            schema.get("properties").and_then(Value::as_object).into_iter().flatten()
+        {
             path.push(name.clone());
             visit(doc, property, path, seen, out);
             path.pop();
@@ -250,7 +275,9 @@ pub fn added_properties(doc: &Value, schema: &Value) -> Vec<Added> {
         for keyword in ["allOf", "anyOf", "oneOf"] {
             for branch in schema.get(keyword).and_then(Value::as_array).into_iter().flatten() {
                 let reference = branch.get("$ref");
-                let value = mapping.and_then(|m| m.iter().find(|(_, target)| Some(*target) == reference)).map(|(value, _)| value);
+                let value = mapping
+                    .and_then(|m| m.iter().find(|(_, target)| Some(*target) == reference))
+                    .map(|(value, _)| value);
                 let condition = tag.zip(value).map(|(tag, value)| format!("?{tag}={value}"));
                 path.extend(condition.clone());
                 visit(doc, branch, path, seen, out);

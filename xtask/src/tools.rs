@@ -29,7 +29,11 @@ pub fn lint(files: &[&str]) -> Result<Vec<Verdict>> {
     let dir = root.join("target/lint-tools");
     install_npm(&root, &dir)?;
     install_python(&root, &dir)?;
-    Ok(vec![spectral(&root, &dir, files)?, redocly(&root, &dir, files)?, spec_validator(&root, &dir, files)?])
+    Ok(vec![
+        spectral(&root, &dir, files)?,
+        redocly(&root, &dir, files)?,
+        spec_validator(&root, &dir, files)?,
+    ])
 }
 
 /// Copies a pin file into the tools folder and says whether it changed since the last install.
@@ -45,10 +49,11 @@ fn refresh_pin(from: &Path, to: &Path) -> Result<bool> {
 
 fn install_npm(root: &Path, dir: &Path) -> Result<()> {
     let pins = root.join("xtask/lint-tools");
-    let changed =
-        refresh_pin(&pins.join("package.json"), &dir.join("package.json"))? | refresh_pin(&pins.join("package-lock.json"), &dir.join("package-lock.json"))?;
+    let changed = refresh_pin(&pins.join("package.json"), &dir.join("package.json"))?
+        | refresh_pin(&pins.join("package-lock.json"), &dir.join("package-lock.json"))?;
     let installed = ["spectral", "redocly", "tsc"].iter().all(|tool| bin(dir, tool).exists());
-    if !changed && installed && dir.join("node_modules/redoc/bundles/redoc.standalone.js").exists() {
+    if !changed && installed && dir.join("node_modules/redoc/bundles/redoc.standalone.js").exists()
+    {
         return Ok(());
     }
     eprintln!("installing the npm tools into {} (npm ci)", dir.display());
@@ -90,19 +95,30 @@ pub fn portability_tools() -> Result<PathBuf> {
 }
 
 fn install_python(root: &Path, dir: &Path) -> Result<()> {
-    install_venv(&dir.join("venv"), &root.join("xtask/lint-tools/requirements.txt"), "openapi-spec-validator")
+    install_venv(
+        &dir.join("venv"),
+        &root.join("xtask/lint-tools/requirements.txt"),
+        "openapi-spec-validator",
+    )
 }
 
 /// A venv at `venv` with the pins of `pins`, unless it has them already (`probe` is one
 /// of its commands).
 fn install_venv(venv: &Path, pins: &Path, probe: &str) -> Result<()> {
     let stamp = venv.join("requirements.txt");
-    if venv.join("bin").join(probe).exists() && std::fs::read(&stamp).ok() == std::fs::read(pins).ok() {
+    if venv.join("bin").join(probe).exists()
+        && std::fs::read(&stamp).ok() == std::fs::read(pins).ok()
+    {
         return Ok(());
     }
     eprintln!("installing {} into {} (pip)", pins.display(), venv.display());
     run_checked(Command::new("python3").args(["-m", "venv"]).arg(venv), "python3 -m venv")?;
-    run_checked(Command::new(venv.join("bin/pip")).args(["install", "--quiet", "--disable-pip-version-check", "-r"]).arg(pins), "pip install")?;
+    run_checked(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+            .arg(pins),
+        "pip install",
+    )?;
     std::fs::copy(pins, &stamp)?;
     Ok(())
 }
@@ -131,10 +147,17 @@ pub(crate) fn text(output: &Output) -> String {
 
 fn spectral(root: &Path, dir: &Path, files: &[&str]) -> Result<Verdict> {
     let out = output(
-        Command::new(bin(dir, "spectral")).args(["lint", "--ruleset", ".spectral.yaml", "--fail-severity", "warn"]).args(files).current_dir(root),
+        Command::new(bin(dir, "spectral"))
+            .args(["lint", "--ruleset", ".spectral.yaml", "--fail-severity", "warn"])
+            .args(files)
+            .current_dir(root),
         "spectral",
     )?;
-    Ok(Verdict { tool: "spectral (spectral:oas)", passed: out.status.success(), report: text(&out) })
+    Ok(Verdict {
+        tool: "spectral (spectral:oas)",
+        passed: out.status.success(),
+        report: text(&out),
+    })
 }
 
 fn redocly(root: &Path, dir: &Path, files: &[&str]) -> Result<Verdict> {
@@ -152,12 +175,19 @@ fn redocly(root: &Path, dir: &Path, files: &[&str]) -> Result<Verdict> {
         .into_iter::<Value>()
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("reading redocly's JSON reports; it said:\n{}", text(&out)))?;
-    let total = |key: &str| reports.iter().filter_map(|r| r.pointer(&format!("/totals/{key}"))?.as_u64()).sum::<u64>();
+    let total = |key: &str| {
+        reports.iter().filter_map(|r| r.pointer(&format!("/totals/{key}"))?.as_u64()).sum::<u64>()
+    };
     let (errors, warnings) = (total("errors"), total("warnings"));
     let mut lines = Vec::new();
     for problem in reports.iter().filter_map(|r| r.get("problems")?.as_array()).flatten() {
         let location = problem.pointer("/location/0");
-        let field = |p: &str| location.and_then(|l| l.pointer(p)).map(|v| v.to_string().trim_matches('"').to_string()).unwrap_or_default();
+        let field = |p: &str| {
+            location
+                .and_then(|l| l.pointer(p))
+                .map(|v| v.to_string().trim_matches('"').to_string())
+                .unwrap_or_default()
+        };
         lines.push(format!(
             "{}:{}:{} {} [{}] {}: {}",
             field("/source/ref"),
@@ -170,10 +200,17 @@ fn redocly(root: &Path, dir: &Path, files: &[&str]) -> Result<Verdict> {
         ));
     }
     lines.push(format!("{errors} errors, {warnings} warnings"));
-    Ok(Verdict { tool: "redocly (recommended)", passed: errors == 0 && warnings == 0 && out.status.success(), report: lines.join("\n") })
+    Ok(Verdict {
+        tool: "redocly (recommended)",
+        passed: errors == 0 && warnings == 0 && out.status.success(),
+        report: lines.join("\n"),
+    })
 }
 
 fn spec_validator(root: &Path, dir: &Path, files: &[&str]) -> Result<Verdict> {
-    let out = output(Command::new(dir.join("venv/bin/openapi-spec-validator")).args(files).current_dir(root), "openapi-spec-validator")?;
+    let out = output(
+        Command::new(dir.join("venv/bin/openapi-spec-validator")).args(files).current_dir(root),
+        "openapi-spec-validator",
+    )?;
     Ok(Verdict { tool: "openapi-spec-validator", passed: out.status.success(), report: text(&out) })
 }

@@ -25,7 +25,12 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, kind: ErrorType, code: ErrorCode, message: impl Into<String>) -> Self {
+    fn new(
+        status: StatusCode,
+        kind: ErrorType,
+        code: ErrorCode,
+        message: impl Into<String>,
+    ) -> Self {
         ApiError { status, kind, code, message: message.into(), param: None, internal: None }
     }
 
@@ -37,7 +42,12 @@ impl ApiError {
 
     /// 401: the API key is missing, malformed, expired or revoked.
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, ErrorType::AuthenticationError, ErrorCode::InvalidApiKey, message)
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorType::AuthenticationError,
+            ErrorCode::InvalidApiKey,
+            message,
+        )
     }
 
     /// 400 `invalid_parameter`: the value of `param` is invalid.
@@ -47,43 +57,81 @@ impl ApiError {
 
     /// 400 `invalid_parameter` about the request as a whole (its body, its content type).
     pub fn invalid_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, ErrorType::InvalidRequestError, ErrorCode::InvalidParameter, message)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            ErrorType::InvalidRequestError,
+            ErrorCode::InvalidParameter,
+            message,
+        )
     }
 
     /// 400 `missing_parameter`: `param` is required.
     pub fn missing_parameter(param: impl Into<String>) -> Self {
         let param = param.into();
-        Self::new(StatusCode::BAD_REQUEST, ErrorType::InvalidRequestError, ErrorCode::MissingParameter, format!("{param} is required")).with_param(param)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            ErrorType::InvalidRequestError,
+            ErrorCode::MissingParameter,
+            format!("{param} is required"),
+        )
+        .with_param(param)
     }
 
     /// 400 `invalid_state`: the resource cannot do this now.
     pub fn invalid_state(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, ErrorType::InvalidRequestError, ErrorCode::InvalidState, message)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            ErrorType::InvalidRequestError,
+            ErrorCode::InvalidState,
+            message,
+        )
     }
 
     /// 404 `resource_not_found`, in the spec's words: `No such agent: 'ag_x'`.
     pub fn not_found(what: &str, id: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, ErrorType::NotFoundError, ErrorCode::ResourceNotFound, format!("No such {what}: '{id}'"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            ErrorType::NotFoundError,
+            ErrorCode::ResourceNotFound,
+            format!("No such {what}: '{id}'"),
+        )
     }
 
     /// 409 `resource_already_exists` for a taken name: `An agent named 'x' already exists`.
     pub fn already_exists(what: &str, name: &str) -> Self {
         let article = if what.starts_with(['a', 'e', 'i', 'o', 'u']) { "An" } else { "A" };
-        Self::new(StatusCode::CONFLICT, ErrorType::ConflictError, ErrorCode::ResourceAlreadyExists, format!("{article} {what} named '{name}' already exists"))
-            .with_param("name")
+        Self::new(
+            StatusCode::CONFLICT,
+            ErrorType::ConflictError,
+            ErrorCode::ResourceAlreadyExists,
+            format!("{article} {what} named '{name}' already exists"),
+        )
+        .with_param("name")
     }
 
     /// 500 that tells the client nothing internal; `detail` is kept for the log, written
     /// when the error is rendered.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
-        let mut error = Self::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorType::ApiError, ErrorCode::InternalError, "Internal server error");
+        let mut error = Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorType::ApiError,
+            ErrorCode::InternalError,
+            "Internal server error",
+        );
         error.internal = Some(detail.to_string());
         error
     }
 
     /// The envelope's body.
     pub fn body(&self) -> vm0_types::Error {
-        vm0_types::Error { error: ErrorDetail { type_: self.kind, code: self.code, message: self.message.clone(), param: self.param.clone() } }
+        vm0_types::Error {
+            error: ErrorDetail {
+                type_: self.kind,
+                code: self.code,
+                message: self.message.clone(),
+                param: self.param.clone(),
+            },
+        }
     }
 }
 

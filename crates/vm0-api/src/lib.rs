@@ -33,7 +33,11 @@ pub use request::{is_token, BodyLimit, Call, MAX_BODY_BYTES};
 /// executor's agent configuration) with the router's rules: the first violation is a 400
 /// whose `param` names its place under `base` (`config.command[0]`), and whose message
 /// never quotes the value.
-pub fn check_json(validator: &jsonschema::Validator, value: &serde_json::Value, base: &str) -> Result<(), ApiError> {
+pub fn check_json(
+    validator: &jsonschema::Validator,
+    value: &serde_json::Value,
+    base: &str,
+) -> Result<(), ApiError> {
     schemas::check(validator, value, Some(base))
 }
 
@@ -75,7 +79,9 @@ pub fn finish(routes: Router) -> Router {
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(CatchPanicLayer::custom(|_| ApiError::internal("a handler panicked").into_response()))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::internal("a handler panicked").into_response()
+        }))
         .layer(middleware::from_fn(headers))
 }
 
@@ -93,8 +99,15 @@ async fn headers(mut request: Request, next: Next) -> Response {
     let (method, uri) = (request.method().clone(), request.uri().clone());
     let started = std::time::Instant::now();
     let mut response = if request.headers().len() > MAX_HEADERS {
-        let message = format!("The request has {} headers; at most {MAX_HEADERS} are allowed", request.headers().len());
-        ApiError { status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, ..ApiError::invalid_request(message) }.into_response()
+        let message = format!(
+            "The request has {} headers; at most {MAX_HEADERS} are allowed",
+            request.headers().len()
+        );
+        ApiError {
+            status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ..ApiError::invalid_request(message)
+        }
+        .into_response()
     } else {
         next.run(request).await
     };
@@ -105,7 +118,9 @@ async fn headers(mut request: Request, next: Next) -> Response {
         Some(detail) => {
             tracing::error!(request = %id.0, %method, path = uri.path(), operation, user, status, ms, detail = %detail.0, "answered with an internal error")
         }
-        None => tracing::info!(request = %id.0, %method, path = uri.path(), operation, user, status, ms, "answered"),
+        None => {
+            tracing::info!(request = %id.0, %method, path = uri.path(), operation, user, status, ms, "answered")
+        }
     }
     response.extensions_mut().insert(served);
     let headers = response.headers_mut();
@@ -115,9 +130,15 @@ async fn headers(mut request: Request, next: Next) -> Response {
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
-    ApiError { message: format!("No such route: {method} {}", uri.path()), ..ApiError::not_found("route", uri.path()) }
+    ApiError {
+        message: format!("No such route: {method} {}", uri.path()),
+        ..ApiError::not_found("route", uri.path())
+    }
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
-    ApiError { status: StatusCode::METHOD_NOT_ALLOWED, ..ApiError::invalid_request(format!("{method} is not allowed on {}", uri.path())) }
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        ..ApiError::invalid_request(format!("{method} is not allowed on {}", uri.path()))
+    }
 }

@@ -53,7 +53,9 @@ pub(crate) fn json<T: Serialize>(status: StatusCode, body: &T, omitted: &Omitted
             omitted.apply(&mut value);
             (status, axum::Json(value)).into_response()
         }
-        Err(error) => ApiError::internal(format!("the response does not serialize: {error}")).into_response(),
+        Err(error) => {
+            ApiError::internal(format!("the response does not serialize: {error}")).into_response()
+        }
     }
 }
 
@@ -66,7 +68,9 @@ pub(crate) fn empty(status: StatusCode) -> Response {
 pub(crate) fn events(stream: EventStream, omitted: Omitted) -> Response {
     let messages = stream.map(move |event| {
         let lines = EventLines::omitting(&event, &omitted);
-        Ok::<_, Infallible>(Event::default().id(lines.id.to_string()).event(lines.event).data(lines.data))
+        Ok::<_, Infallible>(
+            Event::default().id(lines.id.to_string()).event(lines.event).data(lines.data),
+        )
     });
     let mut response = Sse::new(messages).into_response();
     // Proxies must not buffer the stream.

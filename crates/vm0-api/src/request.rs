@@ -72,7 +72,11 @@ impl Call {
     /// token with `api` and notes the user it belongs to: both for the access log and
     /// [`crate::Served`], whatever the answer. (Not an `async fn`: the future must not
     /// hold `&self`, whose body is not `Sync`.)
-    pub fn authenticate<'a, A: Vm0Api>(&'a self, api: &'a A, op: &'static str) -> impl Future<Output = Result<A::Principal, ApiError>> + Send + 'a {
+    pub fn authenticate<'a, A: Vm0Api>(
+        &'a self,
+        api: &'a A,
+        op: &'static str,
+    ) -> impl Future<Output = Result<A::Principal, ApiError>> + Send + 'a {
         let slot = self.parts.extensions.get::<ServedSlot>().cloned().unwrap_or_default();
         slot.0.lock().expect("not poisoned").operation = Some(op);
         let token = self.bearer_token();
@@ -99,7 +103,9 @@ impl Call {
     /// The bearer token, when the `Authorization` header holds one of the spec's format.
     pub fn bearer_token(&self) -> Result<&str, ApiError> {
         let Some(header) = self.parts.headers.get(AUTHORIZATION) else {
-            return Err(ApiError::unauthorized("No API key: send it as 'Authorization: Bearer vm0_live_...'"));
+            return Err(ApiError::unauthorized(
+                "No API key: send it as 'Authorization: Bearer vm0_live_...'",
+            ));
         };
         let token = header
             .to_str()
@@ -107,18 +113,26 @@ impl Call {
             .and_then(|h| h.split_once(' '))
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim())
-            .ok_or_else(|| ApiError::unauthorized("The Authorization header must be 'Bearer <API key>'"))?;
+            .ok_or_else(|| {
+                ApiError::unauthorized("The Authorization header must be 'Bearer <API key>'")
+            })?;
         if !is_token(token) {
-            return Err(ApiError::unauthorized("Malformed API key: expected vm0_live_ followed by 64 lowercase hex characters"));
+            return Err(ApiError::unauthorized(
+                "Malformed API key: expected vm0_live_ followed by 64 lowercase hex characters",
+            ));
         }
         Ok(token)
     }
 
     /// The path parameter `name` of the operation `op`, checked against its schema.
     pub fn path_param(&self, op: &str, name: &str) -> Result<String, ApiError> {
-        let path = self.path.as_ref().map_err(|reason| ApiError::invalid_request(reason.clone()))?;
+        let path =
+            self.path.as_ref().map_err(|reason| ApiError::invalid_request(reason.clone()))?;
         let value = path.get(name).cloned().ok_or_else(|| ApiError::missing_parameter(name))?;
-        let parameter = schemas::operation(op).parameters.iter().find(|p| p.location == Location::Path && p.name == name);
+        let parameter = schemas::operation(op)
+            .parameters
+            .iter()
+            .find(|p| p.location == Location::Path && p.name == name);
         if let Some(parameter) = parameter {
             schemas::check(&parameter.validator, &Value::String(value.clone()), Some(name))?;
         }
@@ -129,17 +143,28 @@ impl Call {
     /// type, checked, defaulted, and gathered into `T`. An unknown or repeated query
     /// parameter is an error rather than silently ignored.
     pub fn params<T: DeserializeOwned>(&self, op: &str) -> Result<T, ApiError> {
-        let declared: Vec<&Parameter> = schemas::operation(op).parameters.iter().filter(|p| p.location != Location::Path).collect();
+        let declared: Vec<&Parameter> = schemas::operation(op)
+            .parameters
+            .iter()
+            .filter(|p| p.location != Location::Path)
+            .collect();
         let query = self.parts.uri.query().unwrap_or_default();
-        let pairs: Vec<(String, String)> =
-            serde_urlencoded::from_str(query).map_err(|e| ApiError::invalid_request(format!("The query string is malformed: {e}")))?;
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).map_err(|e| {
+            ApiError::invalid_request(format!("The query string is malformed: {e}"))
+        })?;
         let mut raw: HashMap<&str, &str> = HashMap::new();
         for (name, value) in &pairs {
             if !declared.iter().any(|p| p.location == Location::Query && p.name == *name) {
-                return Err(ApiError::invalid_parameter(name, format!("Unknown parameter: {name}")));
+                return Err(ApiError::invalid_parameter(
+                    name,
+                    format!("Unknown parameter: {name}"),
+                ));
             }
             if raw.insert(name, value).is_some() {
-                return Err(ApiError::invalid_parameter(name, format!("{name} is given more than once")));
+                return Err(ApiError::invalid_parameter(
+                    name,
+                    format!("{name} is given more than once"),
+                ));
             }
         }
         let mut values = Map::new();
@@ -147,9 +172,16 @@ impl Call {
             let given = match parameter.location {
                 Location::Query => raw.get(parameter.name.as_str()).map(|v| v.to_string()),
                 _ => match self.parts.headers.get(&parameter.name) {
-                    Some(v) => {
-                        Some(v.to_str().map_err(|_| ApiError::invalid_parameter(&parameter.name, format!("{} must be text", parameter.name)))?.to_string())
-                    }
+                    Some(v) => Some(
+                        v.to_str()
+                            .map_err(|_| {
+                                ApiError::invalid_parameter(
+                                    &parameter.name,
+                                    format!("{} must be text", parameter.name),
+                                )
+                            })?
+                            .to_string(),
+                    ),
                     None => None,
                 },
             };
@@ -160,21 +192,28 @@ impl Call {
                     value
                 }
                 (None, Some(default)) => default.clone(),
-                (None, None) if parameter.required => return Err(ApiError::missing_parameter(&parameter.name)),
+                (None, None) if parameter.required => {
+                    return Err(ApiError::missing_parameter(&parameter.name))
+                }
                 (None, None) => continue,
             };
             values.insert(parameter.name.clone(), value);
         }
-        serde_json::from_value(Value::Object(values)).map_err(|e| ApiError::invalid_request(format!("Invalid parameters: {e}")))
+        serde_json::from_value(Value::Object(values))
+            .map_err(|e| ApiError::invalid_request(format!("Invalid parameters: {e}")))
     }
 
     /// The JSON body of the operation `op`, checked against its schema (and its
     /// exactly-one-of rule) before it is read into `T`.
     pub async fn json_body<T: DeserializeOwned>(&mut self, op: &str) -> Result<T, ApiError> {
-        let content_type = self.parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let content_type =
+            self.parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
         let essence = content_type.split(';').next().unwrap_or_default().trim();
         if !essence.eq_ignore_ascii_case("application/json") {
-            return Err(ApiError::invalid_parameter("Content-Type", "The request body must be JSON, sent with 'Content-Type: application/json'"));
+            return Err(ApiError::invalid_parameter(
+                "Content-Type",
+                "The request body must be JSON, sent with 'Content-Type: application/json'",
+            ));
         }
         let schemas = schemas::operation(op);
         let base = self.parts.extensions.get::<BodyLimit>().map_or(MAX_BODY_BYTES, |limit| limit.0);
@@ -184,15 +223,21 @@ impl Call {
         };
         let body = self.body.take().expect("the body is read once");
         let bytes = read_body(body, self.content_length(), max_bytes, max_values).await?;
-        let value: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid_request(format!("The request body is not valid JSON: {e}")))?;
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::invalid_request(format!("The request body is not valid JSON: {e}"))
+        })?;
         if let Some(param) = nul_at(&value, String::new()) {
-            return Err(ApiError::invalid_parameter(param, "Text may not contain the NUL character (U+0000)"));
+            return Err(ApiError::invalid_parameter(
+                param,
+                "Text may not contain the NUL character (U+0000)",
+            ));
         }
         exactly_one_of(&schemas.exactly_one_of, &value)?;
         if let Some(validator) = &schemas.body {
             schemas::check(validator, &value, None)?;
         }
-        serde_json::from_value(value).map_err(|e| ApiError::invalid_request(format!("The request body is invalid: {e}")))
+        serde_json::from_value(value)
+            .map_err(|e| ApiError::invalid_request(format!("The request body is invalid: {e}")))
     }
 }
 
@@ -203,9 +248,19 @@ impl Call {
 fn nul_at(value: &Value, at: String) -> Option<String> {
     let child = |key: &str| if at.is_empty() { key.to_string() } else { format!("{at}.{key}") };
     match value {
-        Value::String(s) if s.contains('\0') => Some(if at.is_empty() { "body".into() } else { at }),
-        Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| nul_at(item, format!("{at}[{i}]"))),
-        Value::Object(map) => map.iter().find_map(|(key, item)| if key.contains('\0') { Some(child(key)) } else { nul_at(item, child(key)) }),
+        Value::String(s) if s.contains('\0') => {
+            Some(if at.is_empty() { "body".into() } else { at })
+        }
+        Value::Array(items) => {
+            items.iter().enumerate().find_map(|(i, item)| nul_at(item, format!("{at}[{i}]")))
+        }
+        Value::Object(map) => map.iter().find_map(|(key, item)| {
+            if key.contains('\0') {
+                Some(child(key))
+            } else {
+                nul_at(item, child(key))
+            }
+        }),
         _ => None,
     }
 }
@@ -213,15 +268,27 @@ fn nul_at(value: &Value, at: String) -> Option<String> {
 /// Reads a JSON body of at most `max_bytes` bytes and `max_values` values, refusing it as
 /// soon as it is known to be larger: from its `Content-Length`, or at the chunk that
 /// goes past either limit. Nothing is parsed here.
-async fn read_body(body: Body, length: Option<usize>, max_bytes: usize, max_values: usize) -> Result<Vec<u8>, ApiError> {
-    let too_large = || ApiError::invalid_request(format!("The request body is larger than this operation's limit of {max_bytes} bytes"));
+async fn read_body(
+    body: Body,
+    length: Option<usize>,
+    max_bytes: usize,
+    max_values: usize,
+) -> Result<Vec<u8>, ApiError> {
+    let too_large = || {
+        ApiError::invalid_request(format!(
+            "The request body is larger than this operation's limit of {max_bytes} bytes"
+        ))
+    };
     if length.is_some_and(|length| length > max_bytes) {
         return Err(too_large());
     }
     let mut stream = body.into_data_stream();
-    let (mut bytes, mut counter) = (Vec::with_capacity(length.unwrap_or(0)), ValueCounter::default());
+    let (mut bytes, mut counter) =
+        (Vec::with_capacity(length.unwrap_or(0)), ValueCounter::default());
     while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
-        let chunk = chunk.map_err(|e| ApiError::invalid_request(format!("The request body could not be read: {e}")))?;
+        let chunk = chunk.map_err(|e| {
+            ApiError::invalid_request(format!("The request body could not be read: {e}"))
+        })?;
         if bytes.len() + chunk.len() > max_bytes {
             return Err(too_large());
         }
@@ -231,7 +298,9 @@ async fn read_body(body: Body, length: Option<usize>, max_bytes: usize, max_valu
         bytes.extend_from_slice(&chunk);
     }
     if bytes.is_empty() {
-        return Err(ApiError::invalid_request("The request body is empty; this operation takes a JSON object"));
+        return Err(ApiError::invalid_request(
+            "The request body is empty; this operation takes a JSON object",
+        ));
     }
     Ok(bytes)
 }
@@ -271,14 +340,18 @@ impl ValueCounter {
 
 /// Whether `token` has the spec's format: `vm0_live_` and 64 lowercase hex characters.
 pub fn is_token(token: &str) -> bool {
-    token.strip_prefix(TOKEN_PREFIX).is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    token.strip_prefix(TOKEN_PREFIX).is_some_and(|hex| {
+        hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
 }
 
 /// A raw query or header value as the JSON type its schema has.
 fn scalar(parameter: &Parameter, text: &str) -> Result<Value, ApiError> {
     let name = &parameter.name;
     Ok(match parameter.scalar.as_str() {
-        "integer" => Value::from(text.parse::<i64>().map_err(|_| ApiError::invalid_parameter(name, format!("{name} must be an integer")))?),
+        "integer" => Value::from(text.parse::<i64>().map_err(|_| {
+            ApiError::invalid_parameter(name, format!("{name} must be an integer"))
+        })?),
         "number" => text
             .parse::<f64>()
             .ok()
@@ -288,7 +361,12 @@ fn scalar(parameter: &Parameter, text: &str) -> Result<Value, ApiError> {
         "boolean" => match text {
             "true" => Value::Bool(true),
             "false" => Value::Bool(false),
-            _ => return Err(ApiError::invalid_parameter(name, format!("{name} must be true or false"))),
+            _ => {
+                return Err(ApiError::invalid_parameter(
+                    name,
+                    format!("{name} must be true or false"),
+                ))
+            }
         },
         _ => Value::String(text.to_string()),
     })
@@ -306,8 +384,14 @@ fn exactly_one_of(names: &[String], value: &Value) -> Result<(), ApiError> {
     let list = names.join(", ");
     match given.as_slice() {
         [_] => Ok(()),
-        [] => Err(ApiError { message: format!("Exactly one of {list} is required"), ..ApiError::missing_parameter(names[0].clone()) }),
-        [first, second, ..] => Err(ApiError::invalid_parameter(second.as_str(), format!("Exactly one of {list} may be given, not both {first} and {second}"))),
+        [] => Err(ApiError {
+            message: format!("Exactly one of {list} is required"),
+            ..ApiError::missing_parameter(names[0].clone())
+        }),
+        [first, second, ..] => Err(ApiError::invalid_parameter(
+            second.as_str(),
+            format!("Exactly one of {list} may be given, not both {first} and {second}"),
+        )),
     }
 }
 
@@ -325,8 +409,16 @@ mod tests {
         assert_eq!(count(&["0"]), 1);
         assert_eq!(count(&["[0,1,2]"]), 4, "the array and its three items");
         assert_eq!(count(&[r#"{"a": [1, {"b": 2}]}"#]), 5);
-        assert_eq!(count(&[r#"{"a": "x,[{y\",z"}"#]), 2, "commas, brackets and escaped quotes in strings are text");
+        assert_eq!(
+            count(&[r#"{"a": "x,[{y\",z"}"#]),
+            2,
+            "commas, brackets and escaped quotes in strings are text"
+        );
         // `{"a": "x\"", "b": [1]}`, cut after the backslash.
-        assert_eq!(count(&["{\"a\": \"x\\", "\"\", \"b\": [1", "]}"]), 4, "an escape split across chunks");
+        assert_eq!(
+            count(&["{\"a\": \"x\\", "\"\", \"b\": [1", "]}"]),
+            4,
+            "an escape split across chunks"
+        );
     }
 }

@@ -81,7 +81,8 @@ struct RawParameter {
 }
 
 static OPERATIONS: LazyLock<HashMap<String, OperationSchemas>> = LazyLock::new(|| {
-    let raw: RawDocument = serde_json::from_str(include_str!("generated.json")).expect("generated.json is well-formed");
+    let raw: RawDocument = serde_json::from_str(include_str!("generated.json"))
+        .expect("generated.json is well-formed");
     let compile = |schema: &Value| {
         let mut schema = schema.clone();
         if let Value::Object(map) = &mut schema {
@@ -113,10 +114,18 @@ static OPERATIONS: LazyLock<HashMap<String, OperationSchemas>> = LazyLock::new(|
                 .iter()
                 .map(|a| Added {
                     path: a.path.iter().map(|step| Step::parse(step)).collect(),
-                    since: Version::parse(&a.since).unwrap_or_else(|| panic!("generated.json: {:?} is not a version", a.since)),
+                    since: Version::parse(&a.since).unwrap_or_else(|| {
+                        panic!("generated.json: {:?} is not a version", a.since)
+                    }),
                 })
                 .collect();
-            let schemas = OperationSchemas { parameters, body: op.body.as_ref().map(compile), exactly_one_of: op.exactly_one_of.clone(), max_items, added };
+            let schemas = OperationSchemas {
+                parameters,
+                body: op.body.as_ref().map(compile),
+                exactly_one_of: op.exactly_one_of.clone(),
+                max_items,
+                added,
+            };
             (id.clone(), schemas)
         })
         .collect()
@@ -129,7 +138,12 @@ fn longest_list(definitions: &Map<String, Value>, schema: &Value) -> Option<usiz
         Some(name) => definitions.get(name)?,
         None => schema,
     };
-    schema["properties"].as_object()?.values().filter_map(|p| p["maxItems"].as_u64()).max().map(|n| n as usize)
+    schema["properties"]
+        .as_object()?
+        .values()
+        .filter_map(|p| p["maxItems"].as_u64())
+        .max()
+        .map(|n| n as usize)
 }
 
 /// Compiles every schema now, so that a broken one fails at start-up rather than on a
@@ -146,7 +160,11 @@ pub(crate) fn operation(id: &str) -> &'static OperationSchemas {
 /// The first violation of `value` against `validator` as an API error whose `param` names
 /// the place: `name`, `files[2].hash`. `base` names the parameter itself for query, path
 /// and header values. Messages never quote the value, which may be a secret.
-pub(crate) fn check(validator: &Validator, value: &Value, base: Option<&str>) -> Result<(), ApiError> {
+pub(crate) fn check(
+    validator: &Validator,
+    value: &Value,
+    base: Option<&str>,
+) -> Result<(), ApiError> {
     match validator.iter_errors(value).next() {
         None => Ok(()),
         Some(error) => Err(describe(&error, base)),
@@ -166,7 +184,8 @@ fn describe(error: &ValidationError<'_>, base: Option<&str>) -> ApiError {
             param.push_str(&segment);
         }
     }
-    let join = |name: &str| if param.is_empty() { name.to_string() } else { format!("{param}.{name}") };
+    let join =
+        |name: &str| if param.is_empty() { name.to_string() } else { format!("{param}.{name}") };
     let subject = if param.is_empty() { "the request body".to_string() } else { param.clone() };
     let message = match error.kind() {
         ValidationErrorKind::Required { property } => {
@@ -178,18 +197,31 @@ fn describe(error: &ValidationError<'_>, base: Option<&str>) -> ApiError {
         }
         ValidationErrorKind::Type { kind } => format!("{subject} must be {}", type_name(kind)),
         ValidationErrorKind::Enum { options } => {
-            let options: Vec<String> = options.as_array().into_iter().flatten().map(|o| o.to_string()).collect();
+            let options: Vec<String> =
+                options.as_array().into_iter().flatten().map(|o| o.to_string()).collect();
             format!("{subject} must be one of {}", options.join(", "))
         }
-        ValidationErrorKind::Pattern { pattern } => format!("{subject} must match the pattern {pattern}"),
-        ValidationErrorKind::MinLength { limit } => format!("{subject} must be at least {limit} characters long"),
-        ValidationErrorKind::MaxLength { limit } => format!("{subject} must be at most {limit} characters long"),
+        ValidationErrorKind::Pattern { pattern } => {
+            format!("{subject} must match the pattern {pattern}")
+        }
+        ValidationErrorKind::MinLength { limit } => {
+            format!("{subject} must be at least {limit} characters long")
+        }
+        ValidationErrorKind::MaxLength { limit } => {
+            format!("{subject} must be at most {limit} characters long")
+        }
         ValidationErrorKind::Minimum { limit } => format!("{subject} must be at least {limit}"),
         ValidationErrorKind::Maximum { limit } => format!("{subject} must be at most {limit}"),
-        ValidationErrorKind::MinItems { limit } => format!("{subject} must hold at least {limit} items"),
-        ValidationErrorKind::MaxItems { limit } => format!("{subject} must hold at most {limit} items"),
+        ValidationErrorKind::MinItems { limit } => {
+            format!("{subject} must hold at least {limit} items")
+        }
+        ValidationErrorKind::MaxItems { limit } => {
+            format!("{subject} must hold at most {limit} items")
+        }
         ValidationErrorKind::Format { format } => match format.as_str() {
-            "date-time" => format!("{subject} must be an ISO 8601 date-time, such as 2024-01-15T10:30:00Z"),
+            "date-time" => {
+                format!("{subject} must be an ISO 8601 date-time, such as 2024-01-15T10:30:00Z")
+            }
             other => format!("{subject} must be a valid {other}"),
         },
         _ => format!("{subject} is invalid"),
@@ -211,6 +243,8 @@ fn type_name(kind: &TypeKind) -> String {
     };
     match kind {
         TypeKind::Single(t) => name(t),
-        TypeKind::Multiple(types) => types.iter().map(|t| name(&t)).collect::<Vec<_>>().join(" or "),
+        TypeKind::Multiple(types) => {
+            types.iter().map(|t| name(&t)).collect::<Vec<_>>().join(" or ")
+        }
     }
 }

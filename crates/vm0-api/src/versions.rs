@@ -32,12 +32,16 @@ impl Version {
     /// this one, since it generates this crate.)
     pub(crate) fn parse(text: &str) -> Option<Version> {
         let number = |part: &str| {
-            let digits = !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) && (part == "0" || !part.starts_with('0'));
+            let digits = !part.is_empty()
+                && part.bytes().all(|b| b.is_ascii_digit())
+                && (part == "0" || !part.starts_with('0'));
             digits.then(|| part.parse().ok()).flatten()
         };
         let mut parts = text.split('.').map(number);
         match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some(Some(major)), Some(Some(minor)), Some(Some(patch)), None) => Some(Version { major, minor, patch }),
+            (Some(Some(major)), Some(Some(minor)), Some(Some(patch)), None) => {
+                Some(Version { major, minor, patch })
+            }
             _ => None,
         }
     }
@@ -48,7 +52,10 @@ impl Version {
         let Some(value) = header else { return Ok(None) };
         match value.to_str().ok().and_then(Version::parse) {
             Some(version) if version.major == 1 => Ok(Some(version)),
-            _ => Err(ApiError::invalid_parameter(HEADER, "api-version must be a version of this API, 1.MINOR.PATCH (such as 1.1.0)")),
+            _ => Err(ApiError::invalid_parameter(
+                HEADER,
+                "api-version must be a version of this API, 1.MINOR.PATCH (such as 1.1.0)",
+            )),
         }
     }
 }
@@ -94,7 +101,14 @@ impl Omitted {
     /// What to leave out of `operation`'s responses for a caller of `version`.
     pub(crate) fn of(operation: &str, version: Option<Version>) -> Omitted {
         let Some(version) = version else { return Omitted::default() };
-        Omitted(schemas::operation(operation).added.iter().filter(|added| added.since > version).map(|added| added.path.as_slice()).collect())
+        Omitted(
+            schemas::operation(operation)
+                .added
+                .iter()
+                .filter(|added| added.since > version)
+                .map(|added| added.path.as_slice())
+                .collect(),
+        )
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -143,13 +157,33 @@ mod tests {
     #[test]
     fn versions_are_three_numbers() {
         assert_eq!(Version::parse("1.1.0"), Some(Version { major: 1, minor: 1, patch: 0 }));
-        for bad in ["", "1", "1.1", "v1.1.0", "1.1.0.0", "1..0", "1.1.x", "1.1.-1", "1.1.+1", " 1.1.0", "01.1.0", "1.00.0", "1.1.99999999999999999999"] {
+        for bad in [
+            "",
+            "1",
+            "1.1",
+            "v1.1.0",
+            "1.1.0.0",
+            "1..0",
+            "1.1.x",
+            "1.1.-1",
+            "1.1.+1",
+            " 1.1.0",
+            "01.1.0",
+            "1.00.0",
+            "1.1.99999999999999999999",
+        ] {
             assert_eq!(Version::parse(bad), None, "{bad:?}");
         }
         let header = |text: &str| HeaderValue::from_str(text).unwrap();
         assert_eq!(Version::of_caller(None).unwrap(), None);
-        assert_eq!(Version::of_caller(Some(&header("1.0.0"))).unwrap(), Some(Version { major: 1, minor: 0, patch: 0 }));
-        assert_eq!(Version::of_caller(Some(&header("1.10.0"))).unwrap(), Some(Version { major: 1, minor: 10, patch: 0 }));
+        assert_eq!(
+            Version::of_caller(Some(&header("1.0.0"))).unwrap(),
+            Some(Version { major: 1, minor: 0, patch: 0 })
+        );
+        assert_eq!(
+            Version::of_caller(Some(&header("1.10.0"))).unwrap(),
+            Some(Version { major: 1, minor: 10, patch: 0 })
+        );
         for bad in ["2.0.0", "0.9.0", "v1", "latest"] {
             let error = Version::of_caller(Some(&header(bad))).unwrap_err();
             assert_eq!(error.param.as_deref(), Some(HEADER), "{bad:?}");
@@ -159,12 +193,14 @@ mod tests {
     #[test]
     fn a_path_removes_only_what_it_names() {
         let steps = |path: &[&str]| path.iter().map(|s| Step::parse(s)).collect::<Vec<_>>();
-        let mut page = json!({"data": [{"a": 1, "new": 2}, {"a": 3, "new": 4}], "pagination": {"new": 5}});
+        let mut page =
+            json!({"data": [{"a": 1, "new": 2}, {"a": 3, "new": 4}], "pagination": {"new": 5}});
         remove(&mut page, &steps(&["data", "[]", "new"]));
         assert_eq!(page, json!({"data": [{"a": 1}, {"a": 3}], "pagination": {"new": 5}}));
 
         let path = steps(&["?event=output", "data", "stream"]);
-        let mut output = json!({"id": 1, "event": "output", "data": {"content": "x", "stream": "stdout"}});
+        let mut output =
+            json!({"id": 1, "event": "output", "data": {"content": "x", "stream": "stdout"}});
         let mut other = json!({"id": 2, "event": "status", "data": {"stream": "kept"}});
         remove(&mut output, &path);
         remove(&mut other, &path);

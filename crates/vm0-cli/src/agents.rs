@@ -69,14 +69,23 @@ pub(crate) async fn run(command: Command, client: &Client, json: bool) -> Result
             if json {
                 return output::json(&agents);
             }
-            let rows = agents.iter().map(|a| vec![a.name.to_string(), a.id.clone(), output::time(&a.updated_at)]).collect();
+            let rows = agents
+                .iter()
+                .map(|a| vec![a.name.to_string(), a.id.clone(), output::time(&a.updated_at)])
+                .collect();
             output::table(&["NAME", "ID", "UPDATED"], rows);
         }
         Command::Get { agent, version } => {
             let agent = find(client, &agent).await?;
             let version = match version {
                 Some(version) => find_version(client, &agent, &version).await?,
-                None => client.get_agent_version().id(&agent.id).version_id(&agent.current_version_id).send().await.body()?,
+                None => client
+                    .get_agent_version()
+                    .id(&agent.id)
+                    .version_id(&agent.current_version_id)
+                    .send()
+                    .await
+                    .body()?,
             };
             if json {
                 let mut value = serde_json::to_value(&agent)?;
@@ -88,14 +97,23 @@ pub(crate) async fn run(command: Command, client: &Client, json: bool) -> Result
                 ("ID", agent.id.clone()),
                 ("Created", output::time(&agent.created_at)),
                 ("Updated", output::time(&agent.updated_at)),
-                ("Version", format!("{} ({}){}", version.version_number, version.id, if version.id == agent.current_version_id { ", current" } else { "" })),
+                (
+                    "Version",
+                    format!(
+                        "{} ({}){}",
+                        version.version_number,
+                        version.id,
+                        if version.id == agent.current_version_id { ", current" } else { "" }
+                    ),
+                ),
             ]);
             println!("Configuration:");
             println!("{}", serde_json::to_string_pretty(&version.config)?);
         }
         Command::Versions { agent, limit } => {
             let agent = find(client, &agent).await?;
-            let versions = lookup::collect(client.list_agent_versions().id(&agent.id).stream(), limit).await?;
+            let versions =
+                lookup::collect(client.list_agent_versions().id(&agent.id).stream(), limit).await?;
             if json {
                 return output::json(&versions);
             }
@@ -103,13 +121,21 @@ pub(crate) async fn run(command: Command, client: &Client, json: bool) -> Result
                 .iter()
                 .map(|v| {
                     let current = if v.id == agent.current_version_id { "current" } else { "" };
-                    vec![v.version_number.to_string(), v.id.clone(), output::time(&v.created_at), current.into()]
+                    vec![
+                        v.version_number.to_string(),
+                        v.id.clone(),
+                        output::time(&v.created_at),
+                        current.into(),
+                    ]
                 })
                 .collect();
             output::table(&["VERSION", "ID", "CREATED", ""], rows);
         }
         Command::Create { name, config } => {
-            let body = types::CreateAgentRequest { name: crate::parse_arg(&name).context("the agent name")?, config: read_config(&config)? };
+            let body = types::CreateAgentRequest {
+                name: crate::parse_arg(&name).context("the agent name")?,
+                config: read_config(&config)?,
+            };
             let agent = client.create_agent().body(body).send().await.body()?;
             if json {
                 return output::json(&agent);
@@ -123,12 +149,29 @@ pub(crate) async fn run(command: Command, client: &Client, json: bool) -> Result
             if json {
                 return output::json(&agent);
             }
-            let version = client.get_agent_version().id(&agent.id).version_id(&agent.current_version_id).send().await.body()?;
-            println!("Updated agent {}: version {} ({}) is current.", agent.name.as_str(), version.version_number, version.id);
+            let version = client
+                .get_agent_version()
+                .id(&agent.id)
+                .version_id(&agent.current_version_id)
+                .send()
+                .await
+                .body()?;
+            println!(
+                "Updated agent {}: version {} ({}) is current.",
+                agent.name.as_str(),
+                version.version_number,
+                version.id
+            );
         }
         Command::Delete { agent, yes } => {
             let agent = find(client, &agent).await?;
-            if !yes && !output::confirm(&format!("Delete agent {} ({}) and all its versions?", agent.name.as_str(), agent.id))? {
+            if !yes
+                && !output::confirm(&format!(
+                    "Delete agent {} ({}) and all its versions?",
+                    agent.name.as_str(),
+                    agent.id
+                ))?
+            {
                 bail!("not deleted");
             }
             client.delete_agent().id(&agent.id).send().await.body()?;
@@ -153,13 +196,19 @@ pub(crate) async fn find(client: &Client, key: &str) -> Result<Agent> {
 }
 
 /// One version of `agent`, by number or id.
-async fn find_version(client: &Client, agent: &Agent, key: &str) -> Result<types::AgentVersionDetail> {
+async fn find_version(
+    client: &Client,
+    agent: &Agent,
+    key: &str,
+) -> Result<types::AgentVersionDetail> {
     let id = match key.parse::<u64>() {
         Ok(number) => {
-            lookup::first(client.list_agent_versions().id(&agent.id).stream(), |v| v.version_number.get() == number)
-                .await?
-                .with_context(|| format!("agent {} has no version {number}", agent.name.as_str()))?
-                .id
+            lookup::first(client.list_agent_versions().id(&agent.id).stream(), |v| {
+                v.version_number.get() == number
+            })
+            .await?
+            .with_context(|| format!("agent {} has no version {number}", agent.name.as_str()))?
+            .id
         }
         Err(_) => key.to_string(),
     };
@@ -170,12 +219,15 @@ async fn find_version(client: &Client, agent: &Agent, key: &str) -> Result<types
 fn read_config(path: &Path) -> Result<AgentConfig> {
     let text = if path == Path::new("-") {
         let mut text = String::new();
-        std::io::stdin().read_to_string(&mut text).context("reading the configuration from standard input")?;
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading the configuration from standard input")?;
         text
     } else {
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
     };
-    let value: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not valid JSON", path.display()))?;
     match value {
         serde_json::Value::Object(map) => Ok(AgentConfig(map)),
         _ => bail!("{}: the configuration must be a JSON object", path.display()),

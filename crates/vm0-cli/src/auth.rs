@@ -49,12 +49,15 @@ pub(crate) fn client() -> Result<Client> {
     let Some(token) = effective.token else {
         bail!("not logged in to {}: run `vm0 auth login`, or set VM0_TOKEN", effective.api_url);
     };
-    Client::new(&effective.api_url, &token).with_context(|| format!("the token from {}", effective.source))
+    Client::new(&effective.api_url, &token)
+        .with_context(|| format!("the token from {}", effective.source))
 }
 
 /// The token's name, found by its prefix among the tokens it may list; checks the token.
 async fn token_name(client: &Client, token: &str) -> Result<Option<String>, vm0_client::Error> {
-    Ok(lookup::first(client.list_tokens().stream(), |t| token.starts_with(&t.token_prefix)).await?.map(|t| t.name))
+    Ok(lookup::first(client.list_tokens().stream(), |t| token.starts_with(&t.token_prefix))
+        .await?
+        .map(|t| t.name))
 }
 
 async fn login(api_url: Option<String>, token: Option<String>, json: bool) -> Result<()> {
@@ -70,16 +73,23 @@ async fn login(api_url: Option<String>, token: Option<String>, json: bool) -> Re
         }
         None => {
             let mut line = String::new();
-            std::io::stdin().lock().read_line(&mut line).context("reading the token from standard input")?;
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .context("reading the token from standard input")?;
             line
         }
     };
     let token = token.trim().to_string();
     let client = Client::new(&api_url, &token)?;
-    let name = token_name(&client, &token).await.with_context(|| format!("checking the token against {api_url}"))?;
+    let name = token_name(&client, &token)
+        .await
+        .with_context(|| format!("checking the token against {api_url}"))?;
     let path = config::save(&Stored { api_url: client.base_url().to_string(), token })?;
     if json {
-        output::json(&serde_json::json!({ "apiUrl": client.base_url(), "tokenName": name, "configFile": path }))?;
+        output::json(
+            &serde_json::json!({ "apiUrl": client.base_url(), "tokenName": name, "configFile": path }),
+        )?;
     } else {
         let name = name.map(|n| format!(" with the token \"{n}\"")).unwrap_or_default();
         println!("Logged in to {}{name}.", client.base_url());

@@ -30,13 +30,18 @@ pub(crate) async fn by_id_or_name<T>(
 ) -> Result<T> {
     match by_id.await {
         Ok(found) => Ok(found),
-        Err(e) if e.status() == Some(404) => by_name.await?.ok_or_else(|| NotFound { what, key: key.to_string() }.into()),
+        Err(e) if e.status() == Some(404) => {
+            by_name.await?.ok_or_else(|| NotFound { what, key: key.to_string() }.into())
+        }
         Err(e) => Err(e.into()),
     }
 }
 
 /// The first item of a listing that `matches`, reading only as many pages as it takes.
-pub(crate) async fn first<T>(items: impl Stream<Item = Result<T, vm0_client::Error>>, matches: impl Fn(&T) -> bool) -> Result<Option<T>, vm0_client::Error> {
+pub(crate) async fn first<T>(
+    items: impl Stream<Item = Result<T, vm0_client::Error>>,
+    matches: impl Fn(&T) -> bool,
+) -> Result<Option<T>, vm0_client::Error> {
     let mut items = std::pin::pin!(items);
     while let Some(item) = items.try_next().await? {
         if matches(&item) {
@@ -47,7 +52,10 @@ pub(crate) async fn first<T>(items: impl Stream<Item = Result<T, vm0_client::Err
 }
 
 /// A listing cut to `limit` items when one is given.
-pub(crate) async fn collect<T>(items: impl Stream<Item = Result<T, vm0_client::Error>>, limit: Option<usize>) -> Result<Vec<T>, vm0_client::Error> {
+pub(crate) async fn collect<T>(
+    items: impl Stream<Item = Result<T, vm0_client::Error>>,
+    limit: Option<usize>,
+) -> Result<Vec<T>, vm0_client::Error> {
     let items = std::pin::pin!(items);
     match limit {
         Some(limit) => items.take(limit).try_collect().await,
@@ -73,7 +81,11 @@ pub(crate) fn abbreviated(ids: &[&str]) -> Vec<String> {
             if !is_hash_id(id) {
                 return id.to_string();
             }
-            let shared = ids.iter().filter(|other| *other != id).map(|other| id.bytes().zip(other.bytes()).take_while(|(a, b)| a == b).count()).max();
+            let shared = ids
+                .iter()
+                .filter(|other| *other != id)
+                .map(|other| id.bytes().zip(other.bytes()).take_while(|(a, b)| a == b).count())
+                .max();
             id[..SHORT.max(shared.map_or(0, |n| n + 1)).min(id.len())].to_string()
         })
         .collect()
@@ -90,7 +102,11 @@ pub(crate) fn is_short_hash(key: &str) -> bool {
 }
 
 /// The one id of `ids` that starts with `prefix`; an error when none or several do.
-pub(crate) fn expand(what: &'static str, prefix: &str, ids: impl IntoIterator<Item = String>) -> Result<String> {
+pub(crate) fn expand(
+    what: &'static str,
+    prefix: &str,
+    ids: impl IntoIterator<Item = String>,
+) -> Result<String> {
     let prefix = prefix.to_ascii_lowercase();
     let matching: Vec<String> = ids.into_iter().filter(|id| id.starts_with(&prefix)).collect();
     match matching.as_slice() {
@@ -114,10 +130,23 @@ mod tests {
         let b = format!("{}{}", "ab12".repeat(4), "1".repeat(48));
         let c = "f".repeat(64);
         let short = abbreviated(&[&a, &b, &c, "run_01abc"]);
-        assert_eq!(short, [format!("{}0", "ab12".repeat(4)), format!("{}1", "ab12".repeat(4)), "f".repeat(12), "run_01abc".to_string()]);
+        assert_eq!(
+            short,
+            [
+                format!("{}0", "ab12".repeat(4)),
+                format!("{}1", "ab12".repeat(4)),
+                "f".repeat(12),
+                "run_01abc".to_string()
+            ]
+        );
         assert_eq!(expand("version", &short[0], [a.clone(), b.clone(), c.clone()]).unwrap(), a);
-        assert!(expand("version", "ab12", [a, b]).unwrap_err().to_string().contains("2 versions have ids starting with ab12"));
+        assert!(expand("version", "ab12", [a, b])
+            .unwrap_err()
+            .to_string()
+            .contains("2 versions have ids starting with ab12"));
         assert!(expand("version", "0000", [c]).unwrap_err().downcast_ref::<NotFound>().is_some());
-        assert!(is_short_hash("ab12") && !is_short_hash("latest") && !is_short_hash(&"a".repeat(64)));
+        assert!(
+            is_short_hash("ab12") && !is_short_hash("latest") && !is_short_hash(&"a".repeat(64))
+        );
     }
 }

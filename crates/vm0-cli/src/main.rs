@@ -101,14 +101,19 @@ where
         .map(|value| &*Box::leak(value.to_string().into_boxed_str()))
         .collect();
     use clap::builder::TypedValueParser;
-    clap::builder::PossibleValuesParser::new(values)
-        .map(|value| value.parse::<T>().unwrap_or_else(|e| panic!("{value}, a value of the schema, does not parse: {e}")))
+    clap::builder::PossibleValuesParser::new(values).map(|value| {
+        value
+            .parse::<T>()
+            .unwrap_or_else(|e| panic!("{value}, a value of the schema, does not parse: {e}"))
+    })
 }
 
 /// The command line, with the volumes' and artifacts' help worded for each.
 fn cli_command() -> clap::Command {
     use clap::CommandFactory;
-    Cli::command().mut_subcommand("volumes", |c| storage::Kind::Volume.name_in_help(c)).mut_subcommand("artifacts", |c| storage::Kind::Artifact.name_in_help(c))
+    Cli::command()
+        .mut_subcommand("volumes", |c| storage::Kind::Volume.name_in_help(c))
+        .mut_subcommand("artifacts", |c| storage::Kind::Artifact.name_in_help(c))
 }
 
 fn parse() -> Cli {
@@ -150,8 +155,12 @@ async fn dispatch(command: Command, json: bool) -> anyhow::Result<ExitCode> {
         Command::Agents(command) => agents::run(command, &client, json).await?,
         Command::Run(args) => return runs::start(args, &client, json).await,
         Command::Runs(command) => runs::run(command, &client, json).await?,
-        Command::Volumes(command) => storage::run(storage::Kind::Volume, command, &client, json).await?,
-        Command::Artifacts(command) => storage::run(storage::Kind::Artifact, command, &client, json).await?,
+        Command::Volumes(command) => {
+            storage::run(storage::Kind::Volume, command, &client, json).await?
+        }
+        Command::Artifacts(command) => {
+            storage::run(storage::Kind::Artifact, command, &client, json).await?
+        }
         Command::Tokens(command) => tokens::run(command, &client, json).await?,
     }
     Ok(ExitCode::SUCCESS)

@@ -9,7 +9,9 @@ use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use futures::StreamExt;
-use vm0_client::types::{self, LogEntry, LogTypeFilter, OutputStream, RunDetail, RunStatus, SortOrder};
+use vm0_client::types::{
+    self, LogEntry, LogTypeFilter, OutputStream, RunDetail, RunStatus, SortOrder,
+};
 use vm0_client::{Client, Paginate, Reply, RunEvent};
 
 use crate::lookup;
@@ -115,7 +117,9 @@ fn key_value(arg: &str) -> Result<(String, String), String> {
     match arg.split_once('=') {
         Some(("", _)) => Err("the key is empty".into()),
         Some((key, value)) => Ok((key.into(), value.into())),
-        None => std::env::var(arg).map(|value| (arg.into(), value)).map_err(|_| format!("no value: give KEY=VALUE, or set the environment variable {arg}")),
+        None => std::env::var(arg).map(|value| (arg.into(), value)).map_err(|_| {
+            format!("no value: give KEY=VALUE, or set the environment variable {arg}")
+        }),
     }
 }
 
@@ -176,13 +180,16 @@ pub(crate) async fn start(args: RunArgs, client: &Client, json: bool) -> Result<
         }
     };
     let (agent_id, session_id, checkpoint_id) = match origin {
-        Origin::Agent(key) => (Some(parse_arg(&crate::agents::find(client, &key).await?.id)?), None, None),
+        Origin::Agent(key) => {
+            (Some(parse_arg(&crate::agents::find(client, &key).await?.id)?), None, None)
+        }
         Origin::Session(id) => (None, Some(parse_arg(&id)?), None),
         Origin::Checkpoint(id) => (None, None, Some(parse_arg(&id)?)),
     };
     let (artifact_name, artifact_version) = match args.artifact.as_deref().map(name_version) {
         Some((name, Some(version))) => {
-            let version = storage::version_named(client, storage::Kind::Artifact, &name, &version).await?;
+            let version =
+                storage::version_named(client, storage::Kind::Artifact, &name, &version).await?;
             (Some(parse_arg(&name)?), Some(parse_arg(&version)?))
         }
         Some((name, None)) => (Some(parse_arg(&name)?), None),
@@ -191,7 +198,9 @@ pub(crate) async fn start(args: RunArgs, client: &Client, json: bool) -> Result<
     let mut volumes = HashMap::new();
     for (name, version) in args.volumes.iter().map(|v| name_version(v)) {
         let version = match version {
-            Some(version) => storage::version_named(client, storage::Kind::Volume, &name, &version).await?,
+            Some(version) => {
+                storage::version_named(client, storage::Kind::Volume, &name, &version).await?
+            }
             None => "latest".into(),
         };
         if volumes.insert(name.clone(), version).is_some() {
@@ -217,7 +226,10 @@ pub(crate) async fn start(args: RunArgs, client: &Client, json: bool) -> Result<
             output::json(&run)?;
         } else {
             println!("{}", run.id);
-            eprintln!("Started run {} of {} ({}). Follow it: vm0 runs logs {} --follow", run.id, run.agent_name, run.status, run.id);
+            eprintln!(
+                "Started run {} of {} ({}). Follow it: vm0 runs logs {} --follow",
+                run.id, run.agent_name, run.status, run.id
+            );
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -231,11 +243,18 @@ pub(crate) async fn start(args: RunArgs, client: &Client, json: bool) -> Result<
     if json {
         output::json(&run)?;
     } else {
-        let took = run.execution_time_ms.map(|ms| format!(" after {:.1} s", ms as f64 / 1000.0)).unwrap_or_default();
+        let took = run
+            .execution_time_ms
+            .map(|ms| format!(" after {:.1} s", ms as f64 / 1000.0))
+            .unwrap_or_default();
         let why = run.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
-        let ended = if status == RunStatus::Timeout { "timed out".to_string() } else { status.to_string() };
+        let ended =
+            if status == RunStatus::Timeout { "timed out".to_string() } else { status.to_string() };
         eprintln!("Run {} {ended}{took}{why}.", run.id);
-        eprintln!("Session {}. Continue it: vm0 run --session {} PROMPT", run.session_id, run.session_id);
+        eprintln!(
+            "Session {}. Continue it: vm0 run --session {} PROMPT",
+            run.session_id, run.session_id
+        );
         if args.verbose {
             let summary = client.get_run_metrics().id(&run.id).send().await.body()?.summary;
             eprintln!("{}", metrics_line(&summary));
@@ -246,8 +265,12 @@ pub(crate) async fn start(args: RunArgs, client: &Client, json: bool) -> Result<
 
 /// A run's metrics on one line, as `vm0 run --verbose` ends with them.
 fn metrics_line(summary: &types::MetricsSummary) -> String {
-    let took = output::or_dash(summary.total_duration_ms.map(|ms| format!("{:.1} s", ms as f64 / 1000.0)));
-    format!("Metrics: duration {took}, peak memory {:.1} MB, average CPU {:.1} %", summary.max_memory_used_mb, summary.avg_cpu_percent)
+    let took =
+        output::or_dash(summary.total_duration_ms.map(|ms| format!("{:.1} s", ms as f64 / 1000.0)));
+    format!(
+        "Metrics: duration {took}, peak memory {:.1} MB, average CPU {:.1} %",
+        summary.max_memory_used_mb, summary.avg_cpu_percent
+    )
 }
 
 /// Prints the run's output as it comes (unless `json`) until the run ends, and returns
@@ -258,7 +281,8 @@ fn metrics_line(summary: &types::MetricsSummary) -> String {
 async fn follow(client: &Client, run: &RunDetail, json: bool) -> Result<Option<RunStatus>> {
     let mut events = client.run_events(&run.id);
     let mut spinner = (!json).then(|| Spinner::start(run.status)).flatten();
-    let mut interrupts = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).context("listening for Ctrl-C")?;
+    let mut interrupts = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("listening for Ctrl-C")?;
     let (answers_tx, mut answers) = tokio::sync::mpsc::unbounded_channel::<bool>();
     let interactive = std::io::stdin().is_terminal();
     let (mut asking, mut cancelling) = (false, false);
@@ -362,7 +386,15 @@ pub(crate) async fn run(command: Command, client: &Client, json: bool) -> Result
             }
             let rows = runs
                 .iter()
-                .map(|r| vec![r.id.clone(), r.agent_name.clone(), r.status.to_string(), output::time(&r.created_at), one_line(&r.prompt, 40)])
+                .map(|r| {
+                    vec![
+                        r.id.clone(),
+                        r.agent_name.clone(),
+                        r.status.to_string(),
+                        output::time(&r.created_at),
+                        one_line(&r.prompt, 40),
+                    ]
+                })
                 .collect();
             output::table(&["ID", "AGENT", "STATUS", "CREATED", "PROMPT"], rows);
         }
@@ -371,7 +403,8 @@ pub(crate) async fn run(command: Command, client: &Client, json: bool) -> Result
             if json {
                 return output::json(&run);
             }
-            let mut volumes: Vec<String> = run.volumes.iter().map(|(name, version)| format!("{name}:{version}")).collect();
+            let mut volumes: Vec<String> =
+                run.volumes.iter().map(|(name, version)| format!("{name}:{version}")).collect();
             volumes.sort();
             output::fields(&[
                 ("ID", run.id.clone()),
@@ -381,12 +414,22 @@ pub(crate) async fn run(command: Command, client: &Client, json: bool) -> Result
                 ("Created", output::time(&run.created_at)),
                 ("Started", output::or_dash(run.started_at.as_ref().map(output::time))),
                 ("Completed", output::or_dash(run.completed_at.as_ref().map(output::time))),
-                ("Took", output::or_dash(run.execution_time_ms.map(|ms| format!("{:.1} s", ms as f64 / 1000.0)))),
+                (
+                    "Took",
+                    output::or_dash(
+                        run.execution_time_ms.map(|ms| format!("{:.1} s", ms as f64 / 1000.0)),
+                    ),
+                ),
                 ("Error", output::or_dash(run.error.clone())),
                 ("Session", run.session_id.clone()),
                 ("Checkpoint", output::or_dash(run.checkpoint_id.clone())),
                 ("Volumes", if volumes.is_empty() { "-".into() } else { volumes.join(", ") }),
-                ("Artifact", output::or_dash(run.artifact_name.as_ref().map(|n| format!("{n}:{}", run.artifact_version.as_deref().unwrap_or("-"))))),
+                (
+                    "Artifact",
+                    output::or_dash(run.artifact_name.as_ref().map(|n| {
+                        format!("{n}:{}", run.artifact_version.as_deref().unwrap_or("-"))
+                    })),
+                ),
             ]);
         }
         Command::Cancel { run } => {
@@ -396,7 +439,9 @@ pub(crate) async fn run(command: Command, client: &Client, json: bool) -> Result
             }
             println!("Run {} is {}.", run.id, run.status);
         }
-        Command::Logs { run, follow, type_, since } => logs(client, &run, follow, type_, since, json).await?,
+        Command::Logs { run, follow, type_, since } => {
+            logs(client, &run, follow, type_, since, json).await?
+        }
         Command::Metrics { run } => {
             let metrics = client.get_run_metrics().id(&run).send().await.body()?;
             if json {
@@ -406,7 +451,12 @@ pub(crate) async fn run(command: Command, client: &Client, json: bool) -> Result
             output::fields(&[
                 ("Average CPU", format!("{:.1} %", summary.avg_cpu_percent)),
                 ("Peak memory", format!("{:.1} MB", summary.max_memory_used_mb)),
-                ("Duration", output::or_dash(summary.total_duration_ms.map(|ms| format!("{:.1} s", ms as f64 / 1000.0)))),
+                (
+                    "Duration",
+                    output::or_dash(
+                        summary.total_duration_ms.map(|ms| format!("{:.1} s", ms as f64 / 1000.0)),
+                    ),
+                ),
                 ("Samples", metrics.data.len().to_string()),
             ]);
             if !metrics.data.is_empty() {
@@ -443,9 +493,17 @@ fn one_line(text: &str, width: usize) -> String {
 /// the last sequence number printed, until the run has ended and its last entries are
 /// out: sequence numbers follow the order entries are stored in, so none is missed, even
 /// one stored late with an earlier timestamp.
-async fn logs(client: &Client, run_id: &str, follow: bool, type_: Option<LogTypeFilter>, since: Option<DateTime<Utc>>, json: bool) -> Result<()> {
+async fn logs(
+    client: &Client,
+    run_id: &str,
+    follow: bool,
+    type_: Option<LogTypeFilter>,
+    since: Option<DateTime<Utc>>,
+    json: bool,
+) -> Result<()> {
     let fetch = |after: u64| {
-        let mut request = client.list_run_logs().id(run_id).order(SortOrder::Asc).after_sequence(after);
+        let mut request =
+            client.list_run_logs().id(run_id).order(SortOrder::Asc).after_sequence(after);
         if let Some(type_) = type_ {
             request = request.type_(type_);
         }
@@ -483,7 +541,13 @@ async fn logs(client: &Client, run_id: &str, follow: bool, type_: Option<LogType
 }
 
 fn print_entry(entry: &LogEntry) {
-    println!("{}  {:<7}  {:<5}  {}", output::time(&entry.timestamp), entry.type_.to_string(), entry.level.to_string(), entry.message);
+    println!(
+        "{}  {:<7}  {:<5}  {}",
+        output::time(&entry.timestamp),
+        entry.type_.to_string(),
+        entry.level.to_string(),
+        entry.message
+    );
 }
 
 /// The spinner `vm0 run` shows with the run's status until its output comes, on standard

@@ -98,7 +98,9 @@ impl Kind {
     pub(crate) fn name_in_help(self, command: clap::Command) -> clap::Command {
         let noun = self.noun();
         let with_article = if self == Kind::Artifact { "an artifact" } else { "a volume" };
-        let fix = |text: Option<&clap::builder::StyledStr>| text.map(|t| t.to_string().replace("a KIND", with_article).replace("KIND", noun));
+        let fix = |text: Option<&clap::builder::StyledStr>| {
+            text.map(|t| t.to_string().replace("a KIND", with_article).replace("KIND", noun))
+        };
         command.mut_subcommands(|sub| {
             let (about, long_about) = (fix(sub.get_about()), fix(sub.get_long_about()));
             let sub = sub.mut_args(|arg| match fix(arg.get_help()) {
@@ -168,42 +170,120 @@ enum Of {
 // here, does not compile.
 
 impl From<types::Volume> for Item {
-    fn from(types::Volume { id, name, current_version_id, size, file_count, created_at, updated_at }: types::Volume) -> Item {
-        Item { id, name: name.into(), current_version_id, size, file_count, created_at, updated_at, current_version: None }
+    fn from(
+        types::Volume { id, name, current_version_id, size, file_count, created_at, updated_at }: types::Volume,
+    ) -> Item {
+        Item {
+            id,
+            name: name.into(),
+            current_version_id,
+            size,
+            file_count,
+            created_at,
+            updated_at,
+            current_version: None,
+        }
     }
 }
 
 impl From<types::Artifact> for Item {
-    fn from(types::Artifact { id, name, current_version_id, size, file_count, created_at, updated_at }: types::Artifact) -> Item {
-        Item { id, name: name.into(), current_version_id, size, file_count, created_at, updated_at, current_version: None }
+    fn from(
+        types::Artifact { id, name, current_version_id, size, file_count, created_at, updated_at }: types::Artifact,
+    ) -> Item {
+        Item {
+            id,
+            name: name.into(),
+            current_version_id,
+            size,
+            file_count,
+            created_at,
+            updated_at,
+            current_version: None,
+        }
     }
 }
 
 impl From<types::VolumeDetail> for Item {
     fn from(detail: types::VolumeDetail) -> Item {
-        let types::VolumeDetail { id, name, current_version_id, current_version, size, file_count, created_at, updated_at } = detail;
+        let types::VolumeDetail {
+            id,
+            name,
+            current_version_id,
+            current_version,
+            size,
+            file_count,
+            created_at,
+            updated_at,
+        } = detail;
         let current_version = Some(current_version.map(Version::from));
-        Item { id, name: name.into(), current_version_id, size, file_count, created_at, updated_at, current_version }
+        Item {
+            id,
+            name: name.into(),
+            current_version_id,
+            size,
+            file_count,
+            created_at,
+            updated_at,
+            current_version,
+        }
     }
 }
 
 impl From<types::ArtifactDetail> for Item {
     fn from(detail: types::ArtifactDetail) -> Item {
-        let types::ArtifactDetail { id, name, current_version_id, current_version, size, file_count, created_at, updated_at } = detail;
+        let types::ArtifactDetail {
+            id,
+            name,
+            current_version_id,
+            current_version,
+            size,
+            file_count,
+            created_at,
+            updated_at,
+        } = detail;
         let current_version = Some(current_version.map(Version::from));
-        Item { id, name: name.into(), current_version_id, size, file_count, created_at, updated_at, current_version }
+        Item {
+            id,
+            name: name.into(),
+            current_version_id,
+            size,
+            file_count,
+            created_at,
+            updated_at,
+            current_version,
+        }
     }
 }
 
 impl From<types::VolumeVersion> for Version {
-    fn from(types::VolumeVersion { id, volume_id, size, file_count, message, created_by, created_at }: types::VolumeVersion) -> Version {
+    fn from(
+        types::VolumeVersion { id, volume_id, size, file_count, message, created_by, created_at }: types::VolumeVersion,
+    ) -> Version {
         Version { id, of: Of::Volume(volume_id), size, file_count, message, created_by, created_at }
     }
 }
 
 impl From<types::ArtifactVersion> for Version {
-    fn from(types::ArtifactVersion { id, artifact_id, size, file_count, message, created_by, created_at }: types::ArtifactVersion) -> Version {
-        Version { id, of: Of::Artifact(artifact_id), size, file_count, message, created_by, created_at }
+    fn from(
+        types::ArtifactVersion {
+            id,
+            artifact_id,
+            size,
+            file_count,
+            message,
+            created_by,
+            created_at,
+        }: types::ArtifactVersion,
+    ) -> Version {
+        Version {
+            id,
+            of: Of::Artifact(artifact_id),
+            size,
+            file_count,
+            message,
+            created_by,
+            created_at,
+        }
     }
 }
 
@@ -211,27 +291,60 @@ pub(crate) async fn run(kind: Kind, command: Command, client: &Client, json: boo
     let noun = kind.noun();
     match command {
         Command::Create { name } => {
-            let name: types::StorageName = crate::parse_arg(&name).with_context(|| format!("the {noun} name"))?;
+            let name: types::StorageName =
+                crate::parse_arg(&name).with_context(|| format!("the {noun} name"))?;
             let item: Item = match kind {
-                Kind::Volume => client.create_volume().body(types::CreateVolumeRequest { name }).send().await.body()?.into(),
-                Kind::Artifact => client.create_artifact().body(types::CreateArtifactRequest { name }).send().await.body()?.into(),
+                Kind::Volume => client
+                    .create_volume()
+                    .body(types::CreateVolumeRequest { name })
+                    .send()
+                    .await
+                    .body()?
+                    .into(),
+                Kind::Artifact => client
+                    .create_artifact()
+                    .body(types::CreateArtifactRequest { name })
+                    .send()
+                    .await
+                    .body()?
+                    .into(),
             };
             if json {
                 return output::json(&item);
             }
-            println!("Created {noun} {} ({}). Push files to it: vm0 {} push DIR --name {}", item.name, item.id, kind.command(), item.name);
+            println!(
+                "Created {noun} {} ({}). Push files to it: vm0 {} push DIR --name {}",
+                item.name,
+                item.id,
+                kind.command(),
+                item.name
+            );
         }
         Command::List { limit } => {
             let items: Vec<Item> = match kind {
-                Kind::Volume => lookup::collect(client.list_volumes().stream().map_ok(Item::from), limit).await?,
-                Kind::Artifact => lookup::collect(client.list_artifacts().stream().map_ok(Item::from), limit).await?,
+                Kind::Volume => {
+                    lookup::collect(client.list_volumes().stream().map_ok(Item::from), limit)
+                        .await?
+                }
+                Kind::Artifact => {
+                    lookup::collect(client.list_artifacts().stream().map_ok(Item::from), limit)
+                        .await?
+                }
             };
             if json {
                 return output::json(&items);
             }
             let rows = items
                 .iter()
-                .map(|i| vec![i.name.clone(), i.id.clone(), HumanBytes(i.size as u64).to_string(), i.file_count.to_string(), output::time(&i.updated_at)])
+                .map(|i| {
+                    vec![
+                        i.name.clone(),
+                        i.id.clone(),
+                        HumanBytes(i.size as u64).to_string(),
+                        i.file_count.to_string(),
+                        output::time(&i.updated_at),
+                    ]
+                })
                 .collect();
             output::table(&["NAME", "ID", "SIZE", "FILES", "UPDATED"], rows);
         }
@@ -255,7 +368,14 @@ pub(crate) async fn run(kind: Kind, command: Command, client: &Client, json: boo
                 ("Updated", output::time(&item.updated_at)),
                 (
                     "Version",
-                    output::or_dash(current.as_ref().map(|v| format!("{}, {} by {}", lookup::short(&v.id), output::time(&v.created_at), by(&tokens, v)))),
+                    output::or_dash(current.as_ref().map(|v| {
+                        format!(
+                            "{}, {} by {}",
+                            lookup::short(&v.id),
+                            output::time(&v.created_at),
+                            by(&tokens, v)
+                        )
+                    })),
                 ),
                 ("Message", output::or_dash(current.and_then(|v| v.message))),
             ]);
@@ -263,19 +383,36 @@ pub(crate) async fn run(kind: Kind, command: Command, client: &Client, json: boo
         Command::Versions { name, limit } => {
             let item = find(client, kind, &name).await?;
             let versions: Vec<Version> = match kind {
-                Kind::Volume => lookup::collect(client.list_volume_versions().id(&item.id).stream().map_ok(Version::from), limit).await?,
-                Kind::Artifact => lookup::collect(client.list_artifact_versions().id(&item.id).stream().map_ok(Version::from), limit).await?,
+                Kind::Volume => {
+                    lookup::collect(
+                        client.list_volume_versions().id(&item.id).stream().map_ok(Version::from),
+                        limit,
+                    )
+                    .await?
+                }
+                Kind::Artifact => {
+                    lookup::collect(
+                        client.list_artifact_versions().id(&item.id).stream().map_ok(Version::from),
+                        limit,
+                    )
+                    .await?
+                }
             };
             if json {
                 return output::json(&versions);
             }
             let tokens = crate::tokens::names(client).await?;
-            let ids = lookup::abbreviated(&versions.iter().map(|v| v.id.as_str()).collect::<Vec<_>>());
+            let ids =
+                lookup::abbreviated(&versions.iter().map(|v| v.id.as_str()).collect::<Vec<_>>());
             let rows = versions
                 .iter()
                 .zip(ids)
                 .map(|(v, id)| {
-                    let current = if item.current_version_id.as_deref() == Some(v.id.as_str()) { "current" } else { "" };
+                    let current = if item.current_version_id.as_deref() == Some(v.id.as_str()) {
+                        "current"
+                    } else {
+                        ""
+                    };
                     vec![
                         id,
                         HumanBytes(v.size as u64).to_string(),
@@ -295,17 +432,28 @@ pub(crate) async fn run(kind: Kind, command: Command, client: &Client, json: boo
             }
             let name = match name {
                 Some(name) => name,
-                None => default_name(&dir).with_context(|| format!("{} has no name to push it as: give one with --name", dir.display()))?,
+                None => default_name(&dir).with_context(|| {
+                    format!("{} has no name to push it as: give one with --name", dir.display())
+                })?,
             };
-            let item = find(client, kind, &name).await.map_err(|e| match e.downcast_ref::<lookup::NotFound>() {
-                Some(_) => anyhow::anyhow!("there is no {noun} {name:?}: create it first with `vm0 {} create {name}`", kind.command()),
-                None => e,
+            let item = find(client, kind, &name).await.map_err(|e| {
+                match e.downcast_ref::<lookup::NotFound>() {
+                    Some(_) => anyhow::anyhow!(
+                        "there is no {noun} {name:?}: create it first with `vm0 {} create {name}`",
+                        kind.command()
+                    ),
+                    None => e,
+                }
             })?;
             let progress = Bar::start(&format!("pushing to {}", item.name));
             let options = progress.transfer();
             let version: Version = match kind {
-                Kind::Volume => client.push_volume(&item.id, &dir, message.as_deref(), &options).await?.into(),
-                Kind::Artifact => client.push_artifact(&item.id, &dir, message.as_deref(), &options).await?.into(),
+                Kind::Volume => {
+                    client.push_volume(&item.id, &dir, message.as_deref(), &options).await?.into()
+                }
+                Kind::Artifact => {
+                    client.push_artifact(&item.id, &dir, message.as_deref(), &options).await?.into()
+                }
             };
             progress.finish();
             if json {
@@ -332,14 +480,24 @@ pub(crate) async fn run(kind: Kind, command: Command, client: &Client, json: boo
             let progress = Bar::start(&format!("pulling {}", item.name));
             let options = progress.transfer();
             let download = match kind {
-                Kind::Volume => client.pull_volume(&item.id, version.as_deref(), &dir, &options).await?,
-                Kind::Artifact => client.pull_artifact(&item.id, version.as_deref(), &dir, &options).await?,
+                Kind::Volume => {
+                    client.pull_volume(&item.id, version.as_deref(), &dir, &options).await?
+                }
+                Kind::Artifact => {
+                    client.pull_artifact(&item.id, version.as_deref(), &dir, &options).await?
+                }
             };
             progress.finish();
             let bytes: i64 = download.files.iter().map(|f| f.size).sum();
             if json {
-                let files: Vec<_> = download.files.iter().map(|f| serde_json::json!({ "path": f.path, "size": f.size, "hash": f.hash })).collect();
-                return output::json(&serde_json::json!({ "versionId": download.version_id, "dir": dir, "files": files }));
+                let files: Vec<_> = download
+                    .files
+                    .iter()
+                    .map(|f| serde_json::json!({ "path": f.path, "size": f.size, "hash": f.hash }))
+                    .collect();
+                return output::json(
+                    &serde_json::json!({ "versionId": download.version_id, "dir": dir, "files": files }),
+                );
             }
             println!(
                 "Pulled {} ({}) of {noun} {} version {} into {}.",
@@ -352,7 +510,12 @@ pub(crate) async fn run(kind: Kind, command: Command, client: &Client, json: boo
         }
         Command::Delete { name, yes } => {
             let item = find(client, kind, &name).await?;
-            if !yes && !output::confirm(&format!("Delete {noun} {} ({}) and all its versions?", item.name, item.id))? {
+            if !yes
+                && !output::confirm(&format!(
+                    "Delete {noun} {} ({}) and all its versions?",
+                    item.name, item.id
+                ))?
+            {
                 bail!("not deleted");
             }
             match kind {
@@ -380,14 +543,25 @@ async fn version_of(client: &Client, kind: Kind, id: &str, key: &str) -> Result<
         return Ok(key.to_string());
     }
     let ids: Vec<String> = match kind {
-        Kind::Volume => lookup::collect(client.list_volume_versions().id(id).stream().map_ok(|v| v.id), None).await?,
-        Kind::Artifact => lookup::collect(client.list_artifact_versions().id(id).stream().map_ok(|v| v.id), None).await?,
+        Kind::Volume => {
+            lookup::collect(client.list_volume_versions().id(id).stream().map_ok(|v| v.id), None)
+                .await?
+        }
+        Kind::Artifact => {
+            lookup::collect(client.list_artifact_versions().id(id).stream().map_ok(|v| v.id), None)
+                .await?
+        }
     };
     lookup::expand("version", key, ids)
 }
 
 /// `version_of` for the volume or artifact named `name`, as `vm0 run --volume NAME:VERSION` takes it.
-pub(crate) async fn version_named(client: &Client, kind: Kind, name: &str, key: &str) -> Result<String> {
+pub(crate) async fn version_named(
+    client: &Client,
+    kind: Kind,
+    name: &str,
+    key: &str,
+) -> Result<String> {
     if !lookup::is_short_hash(key) {
         return Ok(key.to_string());
     }
@@ -401,8 +575,18 @@ async fn find(client: &Client, kind: Kind, key: &str) -> Result<Item> {
     // Listing has no name filter: read pages until the name turns up.
     let by_name = async {
         match kind {
-            Kind::Volume => lookup::first(client.list_volumes().stream().map_ok(Item::from), |i: &Item| i.name == key).await,
-            Kind::Artifact => lookup::first(client.list_artifacts().stream().map_ok(Item::from), |i: &Item| i.name == key).await,
+            Kind::Volume => {
+                lookup::first(client.list_volumes().stream().map_ok(Item::from), |i: &Item| {
+                    i.name == key
+                })
+                .await
+            }
+            Kind::Artifact => {
+                lookup::first(client.list_artifacts().stream().map_ok(Item::from), |i: &Item| {
+                    i.name == key
+                })
+                .await
+            }
         }
     };
     by_id_or_name(kind.noun(), key, by_id, by_name).await
@@ -447,9 +631,11 @@ impl Bar {
 
     fn transfer(&self) -> Transfer {
         let Some(bar) = self.0.clone() else { return Transfer::default() };
-        let style = ProgressStyle::with_template("{msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} {eta}")
-            .expect("the template is valid")
-            .progress_chars("=> ");
+        let style = ProgressStyle::with_template(
+            "{msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} {eta}",
+        )
+        .expect("the template is valid")
+        .progress_chars("=> ");
         Transfer::default().on_progress(move |p| {
             if bar.length() != Some(p.total_bytes) {
                 bar.set_style(style.clone());

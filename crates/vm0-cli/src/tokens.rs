@@ -60,7 +60,9 @@ pub(crate) async fn run(command: Command, client: &Client, json: bool) -> Result
         Command::Create { name, expires_in_days } => {
             let body = types::CreateTokenRequest {
                 name: crate::parse_arg(&name).context("the token name")?,
-                expires_in_days: expires_in_days.try_into().map_err(|_| anyhow::anyhow!("--expires-in-days must be at least 1"))?,
+                expires_in_days: expires_in_days
+                    .try_into()
+                    .map_err(|_| anyhow::anyhow!("--expires-in-days must be at least 1"))?,
             };
             let created = client.create_token().body(body).send().await.body()?;
             if json {
@@ -69,12 +71,22 @@ pub(crate) async fn run(command: Command, client: &Client, json: bool) -> Result
             println!("{}", created.token.as_str());
             if std::io::stdout().is_terminal() {
                 eprintln!();
-                eprintln!("Token {} ({}) expires {}. Copy it now: it is not shown again.", created.name, created.id, output::time(&created.expires_at));
+                eprintln!(
+                    "Token {} ({}) expires {}. Copy it now: it is not shown again.",
+                    created.name,
+                    created.id,
+                    output::time(&created.expires_at)
+                );
             }
         }
         Command::Revoke { token, yes } => {
             let token = find(client, &token).await?;
-            if !yes && !output::confirm(&format!("Revoke token {} ({}, {}…)?", token.name, token.id, token.token_prefix))? {
+            if !yes
+                && !output::confirm(&format!(
+                    "Revoke token {} ({}, {}…)?",
+                    token.name, token.id, token.token_prefix
+                ))?
+            {
                 bail!("not revoked");
             }
             client.revoke_token().id(&token.id).send().await.body()?;
@@ -89,17 +101,29 @@ pub(crate) async fn run(command: Command, client: &Client, json: bool) -> Result
 
 /// Every token's name by its id, for the tables that say which token made something.
 pub(crate) async fn names(client: &Client) -> Result<std::collections::HashMap<String, String>> {
-    Ok(lookup::collect(client.list_tokens().stream(), None).await?.into_iter().map(|t| (t.id, t.name)).collect())
+    Ok(lookup::collect(client.list_tokens().stream(), None)
+        .await?
+        .into_iter()
+        .map(|t| (t.id, t.name))
+        .collect())
 }
 
 /// The token `key` names: by id, or by a name only one token has.
 async fn find(client: &Client, key: &str) -> Result<Token> {
     let by_id = async { client.get_token().id(key).send().await.body() };
     let by_name = async {
-        let named: Vec<Token> = lookup::collect(client.list_tokens().stream(), None).await?.into_iter().filter(|t| t.name == key).collect();
+        let named: Vec<Token> = lookup::collect(client.list_tokens().stream(), None)
+            .await?
+            .into_iter()
+            .filter(|t| t.name == key)
+            .collect();
         if named.len() > 1 {
             let ids: Vec<&str> = named.iter().map(|t| t.id.as_str()).collect();
-            return Err(vm0_client::Error::Invalid(format!("{} tokens are named {key:?} ({}): give the id", named.len(), ids.join(", "))));
+            return Err(vm0_client::Error::Invalid(format!(
+                "{} tokens are named {key:?} ({}): give the id",
+                named.len(),
+                ids.join(", ")
+            )));
         }
         Ok(named.into_iter().next())
     };

@@ -52,7 +52,10 @@ fn finish(child: Child, what: &str) -> Output {
 
 /// Runs `command` with its output captured, within [`DEADLINE`].
 fn output(command: &mut Command) -> Out {
-    let what = format!("vm0 {}", command.get_args().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "));
+    let what = format!(
+        "vm0 {}",
+        command.get_args().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
+    );
     finish(command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap(), &what).into()
 }
 
@@ -77,9 +80,14 @@ impl Drop for Env {
 impl Env {
     /// A fresh server, not yet logged in to.
     fn new() -> Env {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
         let data = tempfile::tempdir().unwrap();
-        let database_url = runtime.block_on(vm0_server::testing::database_url(data.path())).unwrap();
+        let database_url =
+            runtime.block_on(vm0_server::testing::database_url(data.path())).unwrap();
         let blob_store = runtime.block_on(vm0_server::testing::blob_store(data.path())).unwrap();
         let config = vm0_server::Config {
             database_url,
@@ -93,13 +101,21 @@ impl Env {
         let token = server.first_token.clone().unwrap();
         let (url, violations) = runtime.block_on(vm0_tests::conformance::start(server.url.clone()));
         runtime.spawn(server.serve(std::future::pending()));
-        Env { url, violations, token, config: tempfile::tempdir().unwrap(), _data: data, _runtime: runtime }
+        Env {
+            url,
+            violations,
+            token,
+            config: tempfile::tempdir().unwrap(),
+            _data: data,
+            _runtime: runtime,
+        }
     }
 
     /// A fresh server, logged in to with its first token.
     fn logged_in() -> Env {
         let env = Env::new();
-        let out = env.run_with_input(&["auth", "login", "--api-url", &env.url], &format!("{}\n", env.token));
+        let out = env
+            .run_with_input(&["auth", "login", "--api-url", &env.url], &format!("{}\n", env.token));
         assert_eq!(out.code, 0, "login failed: {}", out.stderr);
         env
     }
@@ -121,7 +137,13 @@ impl Env {
     }
 
     fn run_with_input(&self, args: &[&str], input: &str) -> Out {
-        let mut child = self.command(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
         finish(child, &format!("vm0 {}", args.join(" "))).into()
     }
@@ -138,13 +160,22 @@ impl Env {
         let mut args = args.to_vec();
         args.push("--json");
         let stdout = self.ok(&args);
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("vm0 {} printed no JSON ({e}): {stdout}", args.join(" ")))
+        serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("vm0 {} printed no JSON ({e}): {stdout}", args.join(" ")))
     }
 
     /// Runs a command that must fail with `code`; its standard error.
     fn fails(&self, code: i32, args: &[&str]) -> String {
         let out = self.run(args);
-        assert_eq!(out.code, code, "vm0 {} exited {} (stdout {:?}, stderr {:?})", args.join(" "), out.code, out.stdout, out.stderr);
+        assert_eq!(
+            out.code,
+            code,
+            "vm0 {} exited {} (stdout {:?}, stderr {:?})",
+            args.join(" "),
+            out.code,
+            out.stdout,
+            out.stderr
+        );
         out.stderr
     }
 
@@ -155,7 +186,8 @@ impl Env {
     /// Writes an agent configuration running `script` with sh, and creates the agent.
     fn agent(&self, name: &str, script: &str, dir: &Path) {
         let file = dir.join(format!("{name}.json"));
-        std::fs::write(&file, serde_json::json!({ "command": ["sh", "-c", script] }).to_string()).unwrap();
+        std::fs::write(&file, serde_json::json!({ "command": ["sh", "-c", script] }).to_string())
+            .unwrap();
         self.ok(&["agents", "create", name, "--config", file.to_str().unwrap()]);
     }
 }
@@ -177,14 +209,20 @@ fn auth_login_status_setup_token_and_logout() {
     assert!(env.fails(1, &["agents", "list"]).contains("not logged in"));
 
     // A token the API refuses is not stored.
-    let refused = env.run_with_input(&["auth", "login", "--api-url", &env.url], &format!("vm0_live_{}\n", "0".repeat(64)));
+    let refused = env.run_with_input(
+        &["auth", "login", "--api-url", &env.url],
+        &format!("vm0_live_{}\n", "0".repeat(64)),
+    );
     assert_eq!(refused.code, 1);
     assert_api_error(&refused.stderr, "invalid_api_key");
     assert!(!env.config_file().exists());
     let malformed = env.run_with_input(&["auth", "login", "--api-url", &env.url], "not-a-token\n");
     assert_eq!(malformed.code, 1);
     assert!(malformed.stderr.contains("Malformed API token"), "{}", malformed.stderr);
-    let schemeless = env.run_with_input(&["auth", "login", "--api-url", env.url.trim_start_matches("http://")], &format!("{}\n", env.token));
+    let schemeless = env.run_with_input(
+        &["auth", "login", "--api-url", env.url.trim_start_matches("http://")],
+        &format!("{}\n", env.token),
+    );
     assert_eq!(schemeless.code, 1);
     assert!(schemeless.stderr.contains("give an http:// or https:// URL"), "{}", schemeless.stderr);
 
@@ -192,16 +230,23 @@ fn auth_login_status_setup_token_and_logout() {
     std::fs::create_dir_all(env.config_file().parent().unwrap()).unwrap();
     std::fs::write(env.config_file(), "{}").unwrap();
     std::fs::set_permissions(env.config_file(), std::fs::Permissions::from_mode(0o644)).unwrap();
-    let login = env.run_with_input(&["auth", "login", "--api-url", &env.url, "--json"], &format!("{}\n", env.token));
+    let login = env.run_with_input(
+        &["auth", "login", "--api-url", &env.url, "--json"],
+        &format!("{}\n", env.token),
+    );
     assert_eq!(login.code, 0, "{}", login.stderr);
     let login: Value = serde_json::from_str(&login.stdout).unwrap();
     assert_eq!(login["tokenName"], "first token");
     assert_eq!(mode(&env.config_file()), 0o600);
-    let stored: Value = serde_json::from_str(&std::fs::read_to_string(env.config_file()).unwrap()).unwrap();
+    let stored: Value =
+        serde_json::from_str(&std::fs::read_to_string(env.config_file()).unwrap()).unwrap();
     assert_eq!(stored, serde_json::json!({ "apiUrl": env.url, "token": env.token }));
 
     let status = env.json(&["auth", "status"]);
-    assert_eq!((status["valid"].as_bool(), status["source"].as_str()), (Some(true), Some("config file")));
+    assert_eq!(
+        (status["valid"].as_bool(), status["source"].as_str()),
+        (Some(true), Some("config file"))
+    );
     assert_eq!(env.ok(&["auth", "setup-token"]), format!("{}\n", env.token));
     assert_eq!(env.json(&["auth", "setup-token"])["token"], env.token.as_str());
     env.ok(&["agents", "list"]);
@@ -225,7 +270,11 @@ fn auth_login_status_setup_token_and_logout() {
     assert!(!env.config_file().exists());
     assert!(env.fails(1, &["auth", "setup-token"]).contains("not logged in"));
     // With only the environment, commands work without a file.
-    let out = output(env.command(&["agents", "list", "--json"]).env("VM0_TOKEN", &env.token).env("VM0_API_URL", &env.url));
+    let out = output(
+        env.command(&["agents", "list", "--json"])
+            .env("VM0_TOKEN", &env.token)
+            .env("VM0_API_URL", &env.url),
+    );
     assert_eq!((out.code, out.stdout.trim()), (0, "[]"), "{}", out.stderr);
 }
 
@@ -244,10 +293,14 @@ fn agents_create_get_update_versions_delete() {
     let stderr = env.fails(1, &["agents", "create", "helper", "--config", file]);
     assert_api_error(&stderr, "resource_already_exists");
     assert!(stderr.contains("param: name"), "{stderr}");
-    assert!(env.fails(1, &["agents", "create", "Not_A_Name", "--config", file]).contains("doesn't match pattern"));
+    assert!(env
+        .fails(1, &["agents", "create", "Not_A_Name", "--config", file])
+        .contains("doesn't match pattern"));
     std::fs::write(dir.path().join("list.json"), "[1, 2]").unwrap();
     let list_file = dir.path().join("list.json");
-    assert!(env.fails(1, &["agents", "create", "other", "--config", list_file.to_str().unwrap()]).contains("must be a JSON object"));
+    assert!(env
+        .fails(1, &["agents", "create", "other", "--config", list_file.to_str().unwrap()])
+        .contains("must be a JSON object"));
 
     let listed = env.json(&["agents", "list"]);
     assert_eq!(listed.as_array().unwrap().len(), 1);
@@ -261,38 +314,70 @@ fn agents_create_get_update_versions_delete() {
     assert_eq!(env.json(&["agents", "get", &id])["id"], id.as_str());
 
     let updated = serde_json::json!({ "command": ["sh", "-c", "echo bye"] });
-    let out = env.run_with_input(&["agents", "update", "helper", "--config", "-", "--json"], &updated.to_string());
+    let out = env.run_with_input(
+        &["agents", "update", "helper", "--config", "-", "--json"],
+        &updated.to_string(),
+    );
     assert_eq!(out.code, 0, "{}", out.stderr);
     let versions = env.json(&["agents", "versions", "helper"]);
-    let numbers: Vec<u64> = versions.as_array().unwrap().iter().map(|v| v["versionNumber"].as_u64().unwrap()).collect();
+    let numbers: Vec<u64> =
+        versions.as_array().unwrap().iter().map(|v| v["versionNumber"].as_u64().unwrap()).collect();
     assert_eq!(numbers.len(), 2);
     assert!(numbers.contains(&1) && numbers.contains(&2));
     assert_eq!(env.json(&["agents", "get", "helper"])["version"]["config"], updated);
-    assert_eq!(env.json(&["agents", "get", "helper", "--version", "1"])["version"]["config"], config);
+    assert_eq!(
+        env.json(&["agents", "get", "helper", "--version", "1"])["version"]["config"],
+        config
+    );
 
     // Without a terminal, deleting needs --yes.
     assert!(env.fails(1, &["agents", "delete", "helper"]).contains("pass --yes"));
     env.ok(&["agents", "get", "helper"]);
     env.ok(&["agents", "delete", "helper", "--yes"]);
-    assert!(env.fails(1, &["agents", "get", "helper"]).contains("no agent has the id or name \"helper\""));
+    assert!(env
+        .fails(1, &["agents", "get", "helper"])
+        .contains("no agent has the id or name \"helper\""));
 }
 
 #[test]
 fn run_streams_output_and_exits_by_how_the_run_ended() {
     let env = Env::logged_in();
     let dir = tempfile::tempdir().unwrap();
-    env.agent("echo", r#"echo "prompt: $VM0_PROMPT"; echo "var: $GREETING"; echo "secret: $TOKEN""#, dir.path());
+    env.agent(
+        "echo",
+        r#"echo "prompt: $VM0_PROMPT"; echo "var: $GREETING"; echo "secret: $TOKEN""#,
+        dir.path(),
+    );
     env.agent("failer", "echo before; exit 7", dir.path());
-    std::fs::write(dir.path().join("slow.json"), r#"{"command": ["sleep", "30"], "timeoutSeconds": 1}"#).unwrap();
-    env.ok(&["agents", "create", "slow", "--config", dir.path().join("slow.json").to_str().unwrap()]);
+    std::fs::write(
+        dir.path().join("slow.json"),
+        r#"{"command": ["sleep", "30"], "timeoutSeconds": 1}"#,
+    )
+    .unwrap();
+    env.ok(&[
+        "agents",
+        "create",
+        "slow",
+        "--config",
+        dir.path().join("slow.json").to_str().unwrap(),
+    ]);
 
-    let out = env.run(&["run", "echo", "say hi", "--var", "GREETING=hello", "--secret", "TOKEN=s3cr3t-value"]);
+    let out = env.run(&[
+        "run",
+        "echo",
+        "say hi",
+        "--var",
+        "GREETING=hello",
+        "--secret",
+        "TOKEN=s3cr3t-value",
+    ]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(out.stdout, "prompt: say hi\nvar: hello\nsecret: ***\n");
     assert!(out.stderr.contains("[running]") && out.stderr.contains("completed"), "{}", out.stderr);
 
     // --var KEY alone takes the value from the environment.
-    let out = output(env.command(&["run", "echo", "x", "--var", "GREETING"]).env("GREETING", "from env"));
+    let out =
+        output(env.command(&["run", "echo", "x", "--var", "GREETING"]).env("GREETING", "from env"));
     assert!(out.stdout.contains("var: from env"), "{}", out.stdout);
 
     let out = env.run(&["run", "failer", "go"]);
@@ -305,7 +390,9 @@ fn run_streams_output_and_exits_by_how_the_run_ended() {
     assert_eq!(ended["status"], "completed");
     assert_eq!(ended["prompt"], "quiet");
 
-    assert!(env.fails(1, &["run", "missing", "go"]).contains("no agent has the id or name \"missing\""));
+    assert!(env
+        .fails(1, &["run", "missing", "go"])
+        .contains("no agent has the id or name \"missing\""));
     let stderr = env.fails(1, &["run", "echo", "go", "--volume", "nowhere"]);
     assert_api_error(&stderr, "resource_not_found");
     assert!(stderr.contains("param: volumes.nowhere"), "{stderr}");
@@ -328,12 +415,23 @@ fn run_prints_each_line_on_the_stream_the_agent_wrote_it_to() {
 fn ctrl_c_without_a_terminal_cancels_the_run() {
     let env = Env::logged_in();
     let dir = tempfile::tempdir().unwrap();
-    env.agent("ticker", "i=0; while [ $i -lt 300 ]; do echo tick $i; i=$((i+1)); sleep 0.1; done", dir.path());
-    let mut child = env.command(&["run", "ticker", "go"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    env.agent(
+        "ticker",
+        "i=0; while [ $i -lt 300 ]; do echo tick $i; i=$((i+1)); sleep 0.1; done",
+        dir.path(),
+    );
+    let mut child = env
+        .command(&["run", "ticker", "go"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     // Its standard output, line by line as it comes; the channel closes at its end.
     let (line, lines) = mpsc::channel();
     let stdout = BufReader::new(child.stdout.take().unwrap());
-    std::thread::spawn(move || stdout.lines().map_while(Result::ok).try_for_each(|l| line.send(l)).ok());
+    std::thread::spawn(move || {
+        stdout.lines().map_while(Result::ok).try_for_each(|l| line.send(l)).ok()
+    });
     assert_eq!(lines.recv_timeout(DEADLINE).expect("the first tick within the deadline"), "tick 0");
     // SAFETY: signalling our own child, which is still running (it has not been waited for).
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
@@ -343,12 +441,18 @@ fn ctrl_c_without_a_terminal_cancels_the_run() {
         match lines.recv_timeout(DEADLINE) {
             Ok(_) => printed += 1,
             Err(RecvTimeoutError::Disconnected) => break,
-            Err(RecvTimeoutError::Timeout) => panic!("the standard output of vm0 run did not end within {DEADLINE:?} of its exit"),
+            Err(RecvTimeoutError::Timeout) => {
+                panic!("the standard output of vm0 run did not end within {DEADLINE:?} of its exit")
+            }
         }
     }
     assert_eq!(out.code, 5, "{}", out.stderr);
     assert!(printed < 299, "the run went on to the end");
-    assert!(out.stderr.contains("Cancelling run") && out.stderr.contains("cancelled"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("Cancelling run") && out.stderr.contains("cancelled"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -359,7 +463,11 @@ fn runs_list_get_logs_metrics_and_cancel() {
 
     let started = env.json(&["run", "counter", "count", "--detach"]);
     let id = started["id"].as_str().unwrap().to_string();
-    assert_eq!(env.ok(&["run", "counter", "again", "--detach"]).lines().count(), 1, "--detach prints the id alone");
+    assert_eq!(
+        env.ok(&["run", "counter", "again", "--detach"]).lines().count(),
+        1,
+        "--detach prints the id alone"
+    );
 
     // Following the logs returns once the run has ended, with every line once, in order.
     let followed = env.ok(&["runs", "logs", &id, "--follow", "--type", "agent"]);
@@ -376,13 +484,24 @@ fn runs_list_get_logs_metrics_and_cancel() {
     env.agent("burst", "i=0; while [ $i -lt 300 ]; do echo burst $i; i=$((i+1)); done", dir.path());
     let burst = env.json(&["run", "burst", "go", "--detach"]);
     let burst = burst["id"].as_str().unwrap();
-    let followed: Vec<serde_json::Value> = env.ok(&["runs", "logs", burst, "--follow", "--json"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let followed: Vec<serde_json::Value> = env
+        .ok(&["runs", "logs", burst, "--follow", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let sequences: Vec<u64> = followed.iter().map(|e| e["sequence"].as_u64().unwrap()).collect();
     assert_eq!(sequences, (1..=followed.len() as u64).collect::<Vec<_>>());
-    assert_eq!(serde_json::Value::from(followed), env.json(&["runs", "logs", burst]), "what --follow printed is the whole log");
+    assert_eq!(
+        serde_json::Value::from(followed),
+        env.json(&["runs", "logs", burst]),
+        "what --follow printed is the whole log"
+    );
 
     let run = env.json(&["runs", "get", &id]);
-    assert_eq!((run["status"].as_str(), run["prompt"].as_str()), (Some("completed"), Some("count")));
+    assert_eq!(
+        (run["status"].as_str(), run["prompt"].as_str()),
+        (Some("completed"), Some("count"))
+    );
     assert!(env.ok(&["runs", "get", &id]).contains("completed"));
     let metrics = env.json(&["runs", "metrics", &id]);
     assert!(metrics["summary"]["totalDurationMs"].as_i64().unwrap() >= 1000, "{metrics}");
@@ -407,7 +526,10 @@ fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
             if path.is_dir() {
                 walk(root, &path, out);
             } else {
-                out.push((path.strip_prefix(root).unwrap().display().to_string(), std::fs::read(&path).unwrap()));
+                out.push((
+                    path.strip_prefix(root).unwrap().display().to_string(),
+                    std::fs::read(&path).unwrap(),
+                ));
             }
         }
     }
@@ -425,12 +547,19 @@ fn volumes_and_artifacts_round_trip_directories() {
     std::fs::create_dir_all(notes.join("deep/er")).unwrap();
     std::fs::write(notes.join("a.txt"), "first\n").unwrap();
     std::fs::write(notes.join("empty"), "").unwrap();
-    std::fs::write(notes.join("deep/er/bytes.bin"), (0..=255u8).cycle().take(3 << 20).collect::<Vec<u8>>()).unwrap();
+    std::fs::write(
+        notes.join("deep/er/bytes.bin"),
+        (0..=255u8).cycle().take(3 << 20).collect::<Vec<u8>>(),
+    )
+    .unwrap();
 
     let stderr = env.fails(1, &["volumes", "push", notes.to_str().unwrap()]);
     assert!(stderr.contains("vm0 volumes create notes"), "{stderr}");
     let created = env.json(&["volumes", "create", "notes"]);
-    assert!(created["currentVersionId"].is_null() && created.get("currentVersion").is_none(), "{created}");
+    assert!(
+        created["currentVersionId"].is_null() && created.get("currentVersion").is_none(),
+        "{created}"
+    );
     let pushed = env.run(&["volumes", "push", notes.to_str().unwrap(), "-m", "first", "--json"]);
     assert_eq!(pushed.code, 0, "{}", pushed.stderr);
     assert_eq!(pushed.stderr, "", "no progress bar without a terminal");
@@ -441,7 +570,9 @@ fn volumes_and_artifacts_round_trip_directories() {
     let back = work.path().join("back");
     env.ok(&["volumes", "pull", "notes", back.to_str().unwrap()]);
     assert_eq!(tree(&back), tree(&notes), "pulled byte for byte");
-    assert!(env.fails(1, &["volumes", "pull", "notes", back.to_str().unwrap()]).contains("not empty"));
+    assert!(env
+        .fails(1, &["volumes", "pull", "notes", back.to_str().unwrap()])
+        .contains("not empty"));
 
     // A second version; the first stays reachable.
     std::fs::write(notes.join("a.txt"), "second\n").unwrap();
@@ -449,11 +580,22 @@ fn volumes_and_artifacts_round_trip_directories() {
     assert_eq!(env.json(&["volumes", "versions", "notes"]).as_array().unwrap().len(), 2);
     let got = env.json(&["volumes", "get", "notes"]);
     assert_eq!(got["fileCount"], 3);
-    assert_eq!((&got["currentVersion"]["id"], &got["currentVersion"]["volumeId"]), (&got["currentVersionId"], &created["id"]), "{got}");
+    assert_eq!(
+        (&got["currentVersion"]["id"], &got["currentVersion"]["volumeId"]),
+        (&got["currentVersionId"], &created["id"]),
+        "{got}"
+    );
     env.ok(&["volumes", "pull", "notes", back.to_str().unwrap(), "--force"]);
     assert_eq!(std::fs::read_to_string(back.join("a.txt")).unwrap(), "second\n");
     let old = work.path().join("old");
-    env.ok(&["volumes", "pull", "notes", old.to_str().unwrap(), "--version", first["id"].as_str().unwrap()]);
+    env.ok(&[
+        "volumes",
+        "pull",
+        "notes",
+        old.to_str().unwrap(),
+        "--version",
+        first["id"].as_str().unwrap(),
+    ]);
     assert_eq!(std::fs::read_to_string(old.join("a.txt")).unwrap(), "first\n");
     // Without a directory, the pull goes to ./NAME.
     let parent = work.path().join("elsewhere");
@@ -465,15 +607,25 @@ fn volumes_and_artifacts_round_trip_directories() {
     // A run mounts the volume and writes the artifact, which then pulls.
     env.ok(&["artifacts", "create", "results"]);
     env.agent("reader", "cat volumes/notes/a.txt > artifact/copy.txt; echo done", work.path());
-    assert_eq!(env.ok(&["run", "reader", "copy", "--volume", "notes", "--artifact", "results"]), "done\n");
+    assert_eq!(
+        env.ok(&["run", "reader", "copy", "--volume", "notes", "--artifact", "results"]),
+        "done\n"
+    );
     let results = work.path().join("results");
     env.ok(&["artifacts", "pull", "results", results.to_str().unwrap()]);
     assert_eq!(std::fs::read_to_string(results.join("copy.txt")).unwrap(), "second\n");
     let listed = env.json(&["artifacts", "list"]);
     assert_eq!(listed[0]["name"], "results");
-    assert!(listed[0].get("currentVersion").is_none(), "a listing has no current version: {listed}");
+    assert!(
+        listed[0].get("currentVersion").is_none(),
+        "a listing has no current version: {listed}"
+    );
     let versions = env.json(&["artifacts", "versions", "results"]);
-    assert_eq!((&versions[0]["artifactId"], &versions[0]["id"]), (&listed[0]["id"], &listed[0]["currentVersionId"]), "{versions}");
+    assert_eq!(
+        (&versions[0]["artifactId"], &versions[0]["id"]),
+        (&listed[0]["id"], &listed[0]["currentVersionId"]),
+        "{versions}"
+    );
     assert!(env.ok(&["artifacts", "versions", "results"]).contains("current"));
 
     assert!(env.fails(1, &["volumes", "delete", "notes"]).contains("pass --yes"));
@@ -490,16 +642,21 @@ fn tokens_create_list_and_revoke() {
     assert_eq!(out.code, 0, "the new token works: {}", out.stderr);
 
     let listed = env.json(&["tokens", "list"]);
-    let names: Vec<&str> = listed.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> =
+        listed.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
     assert_eq!(names.len(), 2);
     assert!(names.contains(&"ci") && names.contains(&"first token"));
     assert!(!env.ok(&["tokens", "list"]).contains(&value), "a listing never shows a token's value");
-    assert!(env.fails(1, &["tokens", "create", "bad", "--expires-in-days", "0"]).contains("at least 1"));
+    assert!(env
+        .fails(1, &["tokens", "create", "bad", "--expires-in-days", "0"])
+        .contains("at least 1"));
 
     // By name when only one token has it; by id otherwise.
     env.ok(&["tokens", "create", "twin"]);
     env.ok(&["tokens", "create", "twin"]);
-    assert!(env.fails(1, &["tokens", "revoke", "twin", "--yes"]).contains("2 tokens are named \"twin\""));
+    assert!(env
+        .fails(1, &["tokens", "revoke", "twin", "--yes"])
+        .contains("2 tokens are named \"twin\""));
     env.ok(&["tokens", "revoke", "ci", "--yes"]);
     let out = output(env.command(&["agents", "list"]).env("VM0_TOKEN", &value));
     assert_eq!(out.code, 1);
@@ -510,9 +667,17 @@ fn tokens_create_list_and_revoke() {
 fn errors_go_to_standard_error_with_a_non_zero_exit() {
     let env = Env::logged_in();
     // Nothing listens there.
-    let out = output(env.command(&["agents", "list"]).env("VM0_TOKEN", &env.token).env("VM0_API_URL", "http://127.0.0.1:9"));
+    let out = output(
+        env.command(&["agents", "list"])
+            .env("VM0_TOKEN", &env.token)
+            .env("VM0_API_URL", "http://127.0.0.1:9"),
+    );
     assert_eq!((out.code, out.stdout.as_str()), (1, ""));
-    assert!(out.stderr.starts_with("error: ") && out.stderr.contains("127.0.0.1:9"), "{}", out.stderr);
+    assert!(
+        out.stderr.starts_with("error: ") && out.stderr.contains("127.0.0.1:9"),
+        "{}",
+        out.stderr
+    );
     assert_eq!(env.run(&["agents", "frobnicate"]).code, 2);
     assert_eq!(env.run(&[]).code, 2);
 }
@@ -522,24 +687,41 @@ fn run_continues_sessions_and_checkpoints() {
     let env = Env::logged_in();
     let dir = tempfile::tempdir().unwrap();
     // Each run prints what the session's earlier runs left, then adds its prompt.
-    env.agent("notes", r#"cat notes.txt 2>/dev/null; echo "out: $VM0_PROMPT"; echo "$VM0_PROMPT" >> notes.txt"#, dir.path());
+    env.agent(
+        "notes",
+        r#"cat notes.txt 2>/dev/null; echo "out: $VM0_PROMPT"; echo "$VM0_PROMPT" >> notes.txt"#,
+        dir.path(),
+    );
 
     let out = env.run(&["run", "notes", "first", "--verbose"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(out.stdout, "out: first\n");
-    assert!(out.stderr.contains("Metrics: duration ") && out.stderr.contains("peak memory"), "--verbose: {}", out.stderr);
+    assert!(
+        out.stderr.contains("Metrics: duration ") && out.stderr.contains("peak memory"),
+        "--verbose: {}",
+        out.stderr
+    );
     let listed = env.json(&["runs", "list", "--limit", "1"]);
     let first = env.json(&["runs", "get", listed[0]["id"].as_str().unwrap()]);
-    let (session, checkpoint) = (first["sessionId"].as_str().unwrap().to_string(), first["checkpointId"].as_str().unwrap().to_string());
+    let (session, checkpoint) = (
+        first["sessionId"].as_str().unwrap().to_string(),
+        first["checkpointId"].as_str().unwrap().to_string(),
+    );
     assert!(out.stderr.contains(&format!("vm0 run --session {session} PROMPT")), "{}", out.stderr);
 
     assert_eq!(env.ok(&["run", "--session", &session, "second"]), "first\nout: second\n");
-    assert_eq!(env.ok(&["run", "--checkpoint", &checkpoint, "third"]), "first\nout: third\n", "a checkpoint starts from that run's state");
+    assert_eq!(
+        env.ok(&["run", "--checkpoint", &checkpoint, "third"]),
+        "first\nout: third\n",
+        "a checkpoint starts from that run's state"
+    );
     let continued = env.json(&["run", "--session", &session, "fourth"]);
     assert_eq!(continued["sessionId"], session.as_str());
 
     // The words must fit the origin: usage errors, as clap's are.
-    assert!(env.fails(2, &["run", "--session", &session, "notes", "fifth"]).contains("give only the prompt"));
+    assert!(env
+        .fails(2, &["run", "--session", &session, "notes", "fifth"])
+        .contains("give only the prompt"));
     assert!(env.fails(2, &["run", "notes"]).contains("vm0 run --session ID PROMPT"));
     assert_eq!(env.run(&["run", "--session", &session, "--checkpoint", &checkpoint, "x"]).code, 2);
 }
@@ -561,7 +743,11 @@ fn run_shows_a_spinner_on_a_terminal() {
     }
     let out = output(script.stdin(Stdio::null()));
     assert_eq!(out.code, 0, "{}", out.stdout);
-    assert!(out.stdout.contains("run running") || out.stdout.contains("run pending"), "no spinner: {:?}", out.stdout);
+    assert!(
+        out.stdout.contains("run running") || out.stdout.contains("run pending"),
+        "no spinner: {:?}",
+        out.stdout
+    );
     assert!(out.stdout.contains("done"), "{:?}", out.stdout);
     assert!(!out.stdout.contains("[running]"), "status lines beside the spinner: {:?}", out.stdout);
 }
@@ -583,7 +769,12 @@ fn version_ids_are_short_in_tables_and_taken_back() {
 
     let table = env.ok(&["volumes", "versions", "inputs"]);
     assert!(!table.contains(&old), "a whole version id in the table:\n{table}");
-    let short = table.lines().find_map(|l| l.split_whitespace().next().filter(|id| old.starts_with(id) && id.len() >= 12)).expect("the old version's short id");
+    let short = table
+        .lines()
+        .find_map(|l| {
+            l.split_whitespace().next().filter(|id| old.starts_with(id) && id.len() >= 12)
+        })
+        .expect("the old version's short id");
     // Made by the token that pushed it, by name.
     assert!(table.lines().nth(1).unwrap().contains("first token"), "{table}");
 
@@ -592,17 +783,26 @@ fn version_ids_are_short_in_tables_and_taken_back() {
     assert_eq!(std::fs::read_to_string(pulled.join("a.txt")).unwrap(), "one");
     env.agent("reader", "cat volumes/inputs/a.txt", dir.path());
     assert_eq!(env.ok(&["run", "reader", "go", "--volume", &format!("inputs:{short}")]), "one\n");
-    assert!(env.fails(1, &["volumes", "pull", "inputs", "--version", "0000000000"]).contains("no version has the id or name"));
+    assert!(env
+        .fails(1, &["volumes", "pull", "inputs", "--version", "0000000000"])
+        .contains("no version has the id or name"));
 }
 
 #[test]
 fn completions_for_each_shell() {
     let env = Env::new();
-    for (shell, mark) in [("bash", "complete -F _vm0"), ("zsh", "#compdef vm0"), ("fish", "complete -c vm0"), ("powershell", "Register-ArgumentCompleter")] {
+    for (shell, mark) in [
+        ("bash", "complete -F _vm0"),
+        ("zsh", "#compdef vm0"),
+        ("fish", "complete -c vm0"),
+        ("powershell", "Register-ArgumentCompleter"),
+    ] {
         let script = env.ok(&["completions", shell]);
         assert!(script.contains(mark), "{shell}: no {mark:?}");
         assert!(
-            script.contains("artifacts") && script.contains("session") && script.contains("checkpoint"),
+            script.contains("artifacts")
+                && script.contains("session")
+                && script.contains("checkpoint"),
             "{shell}: the commands and options are not all there"
         );
     }

@@ -22,10 +22,19 @@ async fn main() -> Result<(), vm0_client::Error> {
     let volumes: Vec<_> = client.list_volumes().stream().try_collect().await?;
     let id = match volumes.into_iter().find(|v| v.name.as_str() == name) {
         Some(volume) => volume.id,
-        None => client.create_volume().body_map(|b| b.name(name.as_str())).send().await?.into_inner().id,
+        None => {
+            client.create_volume().body_map(|b| b.name(name.as_str())).send().await?.into_inner().id
+        }
     };
     let started = Instant::now();
-    let version = client.push_volume(&id, Path::new(from), Some("pushed by the push_pull example"), &Transfer::default()).await?;
+    let version = client
+        .push_volume(
+            &id,
+            Path::new(from),
+            Some("pushed by the push_pull example"),
+            &Transfer::default(),
+        )
+        .await?;
     let pushed = started.elapsed();
     let started = Instant::now();
     client.pull_volume(&id, Some(version.id.as_str()), Path::new(to), &Transfer::default()).await?;

@@ -53,8 +53,15 @@ struct AgentList {
 }
 
 /// The bare handler: what any server of this endpoint must do, and nothing else.
-async fn bare(State(pool): State<SqlitePool>, headers: HeaderMap) -> Result<axum::Json<AgentList>, StatusCode> {
-    let token = headers.get("authorization").and_then(|h| h.to_str().ok()).and_then(|h| h.strip_prefix("Bearer ")).ok_or(StatusCode::UNAUTHORIZED)?;
+async fn bare(
+    State(pool): State<SqlitePool>,
+    headers: HeaderMap,
+) -> Result<axum::Json<AgentList>, StatusCode> {
+    let token = headers
+        .get("authorization")
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .ok_or(StatusCode::UNAUTHORIZED)?;
     let hash = sha2::Sha256::digest(token.as_bytes()).to_vec();
     let user: String = sqlx::query_scalar("SELECT user_id FROM tokens WHERE token_hash = ?")
         .bind(hash)
@@ -79,10 +86,14 @@ async fn bare(State(pool): State<SqlitePool>, headers: HeaderMap) -> Result<axum
 /// Requests per second that `CONNECTIONS` clients get from `url` in one round.
 async fn round(url: &str, token: &str) -> f64 {
     let (url, token) = (url.to_string(), token.to_string());
-    common::round(CONNECTIONS, Arc::new(move |http| http.get(&url).bearer_auth(&token)), |status, body| {
-        assert_eq!(status, 200);
-        assert!(body.len() > 100);
-    })
+    common::round(
+        CONNECTIONS,
+        Arc::new(move |http| http.get(&url).bearer_auth(&token)),
+        |status, body| {
+            assert_eq!(status, 200);
+            assert!(body.len() > 100);
+        },
+    )
     .await
 }
 
@@ -90,18 +101,37 @@ async fn round(url: &str, token: &str) -> f64 {
 async fn main() {
     let filter = std::env::var("VM0_BENCH_LOG").unwrap_or_else(|_| "info".into());
     // As main.rs sets it up when standard error is not a terminal (a file, a journal).
-    tracing_subscriber::fmt().with_env_filter(filter.as_str()).with_writer(std::io::sink).with_ansi(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter.as_str())
+        .with_writer(std::io::sink)
+        .with_ansi(false)
+        .init();
     let data = tempfile::tempdir().unwrap();
-    let config = vm0_server::Config { sandbox: vm0_server::Sandbox::Helper(env!("CARGO_BIN_EXE_vm0-server").into()), ..vm0_server::Config::local(data.path()) };
+    let config = vm0_server::Config {
+        sandbox: vm0_server::Sandbox::Helper(env!("CARGO_BIN_EXE_vm0-server").into()),
+        ..vm0_server::Config::local(data.path())
+    };
     let (url, token) = serve_with_agents(config.clone(), true).await;
     let uncounted_data = tempfile::tempdir().unwrap();
-    let (uncounted, uncounted_token) = serve_with_agents(vm0_server::Config { data_dir: uncounted_data.path().to_path_buf(), ..config.clone() }, false).await;
+    let (uncounted, uncounted_token) = serve_with_agents(
+        vm0_server::Config { data_dir: uncounted_data.path().to_path_buf(), ..config.clone() },
+        false,
+    )
+    .await;
 
     // The baseline opens the same file the same way the server does.
-    let pool = vm0_server::open_store(&config).await.unwrap().sqlite().expect("the default store is SQLite").clone();
+    let pool = vm0_server::open_store(&config)
+        .await
+        .unwrap()
+        .sqlite()
+        .expect("the default store is SQLite")
+        .clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let baseline = format!("http://{}/v1/agents", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, axum::Router::new().route("/v1/agents", get(bare)).with_state(pool)).await });
+    tokio::spawn(async move {
+        axum::serve(listener, axum::Router::new().route("/v1/agents", get(bare)).with_state(pool))
+            .await
+    });
 
     let (mut served, mut without, mut bare) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..ROUNDS {
@@ -110,7 +140,8 @@ async fn main() {
         bare.push(round(&baseline, &token).await);
         println!("round {}: reference server {:.0} req/s, without request metrics {:.0} req/s, bare axum {:.0} req/s", i + 1, served[i], without[i], bare[i]);
     }
-    let (served, without, bare) = (common::median(served), common::median(without), common::median(bare));
+    let (served, without, bare) =
+        (common::median(served), common::median(without), common::median(bare));
     println!(
         "GET /v1/agents ({AGENTS} agents, {CONNECTIONS} connections): reference server {served:.0} req/s, bare axum {bare:.0} req/s, ratio {:.2}",
         served / bare
@@ -127,8 +158,15 @@ async fn serve_with_agents(config: vm0_server::Config, count_requests: bool) -> 
     tokio::spawn(server.serve(std::future::pending()));
     let http = reqwest::Client::new();
     for i in 0..AGENTS {
-        let body = serde_json::json!({"name": format!("agent-{i}"), "config": {"command": ["true"]}});
-        let response = http.post(format!("{url}/v1/agents")).bearer_auth(&token).json(&body).send().await.unwrap();
+        let body =
+            serde_json::json!({"name": format!("agent-{i}"), "config": {"command": ["true"]}});
+        let response = http
+            .post(format!("{url}/v1/agents"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 201);
     }
     (url, token)

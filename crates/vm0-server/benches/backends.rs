@@ -27,15 +27,30 @@ struct Target {
 
 async fn start(postgres: bool) -> Target {
     let data = tempfile::tempdir().unwrap();
-    let database_url = if postgres { vm0_server::testing::database_url(data.path()).await.unwrap() } else { None };
-    let config = vm0_server::Config { database_url, sandbox: vm0_server::Sandbox::Unsandboxed, ..vm0_server::Config::local(data.path()) };
+    let database_url =
+        if postgres { vm0_server::testing::database_url(data.path()).await.unwrap() } else { None };
+    let config = vm0_server::Config {
+        database_url,
+        sandbox: vm0_server::Sandbox::Unsandboxed,
+        ..vm0_server::Config::local(data.path())
+    };
     let server = vm0_server::bind(config).await.unwrap();
     let (url, token) = (server.url.clone(), server.first_token.clone().unwrap());
     tokio::spawn(server.serve(std::future::pending()));
     let http = reqwest::Client::new();
     for i in 0..20 {
-        let body = serde_json::json!({"name": format!("seed-{i}"), "config": {"command": ["true"]}});
-        assert_eq!(http.post(format!("{url}/v1/agents")).bearer_auth(&token).json(&body).send().await.unwrap().status(), 201);
+        let body =
+            serde_json::json!({"name": format!("seed-{i}"), "config": {"command": ["true"]}});
+        assert_eq!(
+            http.post(format!("{url}/v1/agents"))
+                .bearer_auth(&token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            201
+        );
     }
     Target { url, token, _data: data }
 }
@@ -48,19 +63,26 @@ async fn round(target: &Target, connections: usize, create: bool) -> f64 {
     let request = move |http: &reqwest::Client| {
         let request = if create {
             let name = format!("agent-{}", NEXT.fetch_add(1, Ordering::Relaxed));
-            http.post(&url).json(&serde_json::json!({"name": name, "config": {"command": ["true"]}}))
+            http.post(&url)
+                .json(&serde_json::json!({"name": name, "config": {"command": ["true"]}}))
         } else {
             http.get(&url)
         };
         request.bearer_auth(&token)
     };
-    common::round(connections, Arc::new(request), |status, _| assert!(status.is_success(), "{status}")).await
+    common::round(connections, Arc::new(request), |status, _| {
+        assert!(status.is_success(), "{status}")
+    })
+    .await
 }
 
 #[tokio::main]
 async fn main() {
     if std::env::var_os(vm0_server::testing::TEST_DATABASE_URL).is_none() {
-        println!("backends: skipped, no PostgreSQL: set {} (cargo xtask bench does)", vm0_server::testing::TEST_DATABASE_URL);
+        println!(
+            "backends: skipped, no PostgreSQL: set {} (cargo xtask bench does)",
+            vm0_server::testing::TEST_DATABASE_URL
+        );
         return;
     }
     let (sqlite, postgres) = (start(false).await, start(true).await);
@@ -69,7 +91,12 @@ async fn main() {
         for i in 0..ROUNDS {
             on_sqlite.push(round(&sqlite, connections, create).await);
             on_postgres.push(round(&postgres, connections, create).await);
-            println!("{what} round {}: SQLite {:.0} req/s, PostgreSQL {:.0} req/s", i + 1, on_sqlite[i], on_postgres[i]);
+            println!(
+                "{what} round {}: SQLite {:.0} req/s, PostgreSQL {:.0} req/s",
+                i + 1,
+                on_sqlite[i],
+                on_postgres[i]
+            );
         }
         let (s, p) = (common::median(on_sqlite), common::median(on_postgres));
         println!("{what}: SQLite {s:.0} req/s, PostgreSQL {p:.0} req/s (medians of {ROUNDS}); PostgreSQL/SQLite = {:.2}", p / s);

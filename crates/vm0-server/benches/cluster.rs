@@ -60,15 +60,32 @@ async fn start(shared: &std::path::Path) -> (Vec<Instance>, String, Vec<tempfile
 async fn list_round(urls: &[String], token: &str) -> f64 {
     let next = AtomicUsize::new(0);
     let (urls, token) = (urls.to_vec(), token.to_string());
-    let request = move |http: &reqwest::Client| http.get(format!("{}/v1/agents", urls[next.fetch_add(1, Ordering::Relaxed) % urls.len()])).bearer_auth(&token);
+    let request = move |http: &reqwest::Client| {
+        http.get(format!("{}/v1/agents", urls[next.fetch_add(1, Ordering::Relaxed) % urls.len()]))
+            .bearer_auth(&token)
+    };
     common::round(32, Arc::new(request), |status, _| assert!(status.is_success(), "{status}")).await
 }
 
 /// Creates a run of the sleeping agent on `instance`; its id, once an instance executes it,
 /// and which one.
-async fn run(http: &reqwest::Client, instances: &[Instance], on: usize, token: &str) -> (String, usize) {
+async fn run(
+    http: &reqwest::Client,
+    instances: &[Instance],
+    on: usize,
+    token: &str,
+) -> (String, usize) {
     let body = json!({"agent": "sleeper", "prompt": "go"});
-    let run: serde_json::Value = http.post(format!("{}/v1/runs", instances[on].url)).bearer_auth(token).json(&body).send().await.unwrap().json().await.unwrap();
+    let run: serde_json::Value = http
+        .post(format!("{}/v1/runs", instances[on].url))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let id = run["id"].as_str().unwrap().to_string();
     loop {
         if let Some(executor) = instances.iter().position(|i| i.app.engine.executes_here(&id)) {
@@ -79,8 +96,15 @@ async fn run(http: &reqwest::Client, instances: &[Instance], on: usize, token: &
 }
 
 /// How long after `since` the stream of `url` shows the run's first output.
-async fn first_output(http: reqwest::Client, url: String, token: String, run: String, since: Instant) -> Duration {
-    let events = http.get(format!("{url}/v1/runs/{run}/events")).bearer_auth(&token).send().await.unwrap();
+async fn first_output(
+    http: reqwest::Client,
+    url: String,
+    token: String,
+    run: String,
+    since: Instant,
+) -> Duration {
+    let events =
+        http.get(format!("{url}/v1/runs/{run}/events")).bearer_auth(&token).send().await.unwrap();
     let (mut stream, mut text) = (events.bytes_stream(), String::new());
     while let Some(chunk) = stream.next().await {
         text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
@@ -98,7 +122,8 @@ fn millis(durations: &[Duration]) -> f64 {
 #[tokio::main]
 async fn main() {
     use vm0_server::testing::{TEST_BLOB_STORE, TEST_DATABASE_URL};
-    if std::env::var_os(TEST_DATABASE_URL).is_none() || std::env::var_os(TEST_BLOB_STORE).is_none() {
+    if std::env::var_os(TEST_DATABASE_URL).is_none() || std::env::var_os(TEST_BLOB_STORE).is_none()
+    {
         println!("cluster: skipped, several instances need {TEST_DATABASE_URL} and {TEST_BLOB_STORE} (cargo xtask bench sets both)");
         return;
     }
@@ -107,36 +132,75 @@ async fn main() {
     let http = reqwest::Client::new();
     for i in 0..20 {
         let body = json!({"name": format!("seed-{i}"), "config": {"command": ["true"]}});
-        assert_eq!(http.post(format!("{}/v1/agents", instances[i % 3].url)).bearer_auth(&token).json(&body).send().await.unwrap().status(), 201);
+        assert_eq!(
+            http.post(format!("{}/v1/agents", instances[i % 3].url))
+                .bearer_auth(&token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            201
+        );
     }
     let body = json!({"name": "sleeper", "config": {"command": ["sh", "-c", "echo started; exec sleep 60"]}});
-    assert_eq!(http.post(format!("{}/v1/agents", instances[0].url)).bearer_auth(&token).json(&body).send().await.unwrap().status(), 201);
+    assert_eq!(
+        http.post(format!("{}/v1/agents", instances[0].url))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
 
     let urls: Vec<String> = instances.iter().map(|i| i.url.clone()).collect();
     let (mut alone, mut spread) = (Vec::new(), Vec::new());
     for i in 0..ROUNDS {
         alone.push(list_round(&urls[..1], &token).await);
         spread.push(list_round(&urls, &token).await);
-        println!("GET /v1/agents round {}: one instance {:.0} req/s, three round-robin {:.0} req/s", i + 1, alone[i], spread[i]);
+        println!(
+            "GET /v1/agents round {}: one instance {:.0} req/s, three round-robin {:.0} req/s",
+            i + 1,
+            alone[i],
+            spread[i]
+        );
     }
     let (a, s) = (common::median(alone), common::median(spread));
     println!("GET /v1/agents: one instance {a:.0} req/s, three round-robin {s:.0} req/s (medians of {ROUNDS}); three/one = {:.2}", s / a);
 
     // Each run watched from its executor and from another instance at once, then
     // cancelled, in turn, on the executor and on another instance.
-    let (mut here, mut there, mut cancel_here, mut cancel_there) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut here, mut there, mut cancel_here, mut cancel_there) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..2 * RUNS {
         let since = Instant::now();
         let (id, executor) = run(&http, &instances, i % 3, &token).await;
         let other = (executor + 1) % 3;
-        let watch = |at: usize| tokio::spawn(first_output(http.clone(), urls[at].clone(), token.clone(), id.clone(), since));
+        let watch = |at: usize| {
+            tokio::spawn(first_output(
+                http.clone(),
+                urls[at].clone(),
+                token.clone(),
+                id.clone(),
+                since,
+            ))
+        };
         let (local, remote) = (watch(executor), watch(other));
         here.push(local.await.unwrap());
         there.push(remote.await.unwrap());
         let canceller = if i % 2 == 0 { executor } else { other };
         let asked = Instant::now();
-        let cancelled: serde_json::Value =
-            http.post(format!("{}/v1/runs/{id}/cancel", urls[canceller])).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+        let cancelled: serde_json::Value = http
+            .post(format!("{}/v1/runs/{id}/cancel", urls[canceller]))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
         let figures = if canceller == executor { &mut cancel_here } else { &mut cancel_there };
         figures.push(asked.elapsed());

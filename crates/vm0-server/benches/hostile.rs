@@ -26,7 +26,12 @@ fn peak_rss(pid: u32) -> u64 {
 
 /// The bytes of the database's files (with its journal).
 fn database_size(dir: &Path) -> u64 {
-    std::fs::read_dir(dir).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with("vm0.db")).map(|e| e.metadata().unwrap().len()).sum()
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("vm0.db"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
 }
 
 /// `{"<key>": [0,0,...]}` of about `bytes` bytes.
@@ -49,35 +54,76 @@ async fn main() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let url = lines.next().unwrap().unwrap().trim_start_matches("vm0-server listening on ").to_string();
-    let token = lines.by_ref().map_while(Result::ok).find_map(|l| l.split_whitespace().find(|w| w.starts_with("vm0_live_")).map(str::to_string)).unwrap();
+    let url =
+        lines.next().unwrap().unwrap().trim_start_matches("vm0-server listening on ").to_string();
+    let token = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.split_whitespace().find(|w| w.starts_with("vm0_live_")).map(str::to_string))
+        .unwrap();
     std::thread::spawn(move || lines.for_each(drop));
     let http = reqwest::Client::new();
-    let post = |path: &str, body: Vec<u8>| http.post(format!("{url}{path}")).bearer_auth(&token).header("content-type", "application/json").body(body).send();
+    let post = |path: &str, body: Vec<u8>| {
+        http.post(format!("{url}{path}"))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
     let started_rss = peak_rss(server.id());
     let database_before = database_size(data.path());
 
     // One 300 MB line, without a newline.
     let agent = json!({"name": "flood", "config": {"command": ["sh", "-c", "head -c 300000000 /dev/zero | tr '\\0' x"], "maxOutputBytes": 1073741824}});
-    assert_eq!(post("/v1/agents", serde_json::to_vec(&agent).unwrap()).await.unwrap().status(), 201);
-    let run: Value = post("/v1/runs", serde_json::to_vec(&json!({"agent": "flood", "prompt": "go"})).unwrap()).await.unwrap().json().await.unwrap();
+    assert_eq!(
+        post("/v1/agents", serde_json::to_vec(&agent).unwrap()).await.unwrap().status(),
+        201
+    );
+    let run: Value =
+        post("/v1/runs", serde_json::to_vec(&json!({"agent": "flood", "prompt": "go"})).unwrap())
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
     let id = run["id"].as_str().unwrap().to_string();
     let clock = Instant::now();
     let ended = loop {
-        let run: Value = http.get(format!("{url}/v1/runs/{id}")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+        let run: Value = http
+            .get(format!("{url}/v1/runs/{id}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         if !matches!(run["status"].as_str(), Some("pending" | "running")) {
             break run;
         }
         assert!(clock.elapsed() < Duration::from_secs(120), "the flood run did not end: {run}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    println!("300 MB line: the run ended {} in {:.1} s", ended["status"], clock.elapsed().as_secs_f64());
+    println!(
+        "300 MB line: the run ended {} in {:.1} s",
+        ended["status"],
+        clock.elapsed().as_secs_f64()
+    );
 
     // 8 bodies of 14 MB of tiny values in parallel, while /healthz is polled.
-    let volume: Value = post("/v1/volumes", serde_json::to_vec(&json!({"name": "v"})).unwrap()).await.unwrap().json().await.unwrap();
+    let volume: Value = post("/v1/volumes", serde_json::to_vec(&json!({"name": "v"})).unwrap())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let upload = format!("/v1/volumes/{}/upload", volume["id"].as_str().unwrap());
     let bodies = (0..8).map(|i| {
-        let (path, key) = if i % 2 == 0 { ("/v1/agents".to_string(), "config") } else { (upload.clone(), "files") };
+        let (path, key) = if i % 2 == 0 {
+            ("/v1/agents".to_string(), "config")
+        } else {
+            (upload.clone(), "files")
+        };
         let send = post(&path, tiny_values(key, 14_000_000));
         async move { send.await.map(|r| r.status().as_u16()).unwrap_or(0) }
     });
@@ -98,7 +144,11 @@ async fn main() {
     let growth = database_size(data.path()).saturating_sub(database_before);
     server.kill().ok();
     server.wait().ok();
-    println!("peak RSS: {} MiB (after start-up: {} MiB; target < 256 MiB)", peak / MIB, started_rss / MIB);
+    println!(
+        "peak RSS: {} MiB (after start-up: {} MiB; target < 256 MiB)",
+        peak / MIB,
+        started_rss / MIB
+    );
     println!("database growth: {:.1} MiB (target < 64 MiB)", growth as f64 / MIB as f64);
     assert!(peak < 256 * MIB && growth < 64 * MIB, "past a target");
     // 0: the server answered 400 before the body was sent and closed the connection, which

@@ -22,7 +22,8 @@ async fn main() {
         ..vm0_server::Config::local(data.path())
     };
     let server = vm0_server::bind(config).await.unwrap();
-    let (url, token, app) = (server.url.clone(), server.first_token.clone().unwrap(), server.app.clone());
+    let (url, token, app) =
+        (server.url.clone(), server.first_token.clone().unwrap(), server.app.clone());
     tokio::spawn(server.serve(std::future::pending()));
 
     // Seed the agents in one transaction, with ids in creation order as the server makes them.
@@ -49,7 +50,15 @@ async fn main() {
         let (http, url, token) = (http.clone(), url.clone(), token.clone());
         async move {
             let started = Instant::now();
-            let body: serde_json::Value = http.get(format!("{url}/v1/agents?{query}")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+            let body: serde_json::Value = http
+                .get(format!("{url}/v1/agents?{query}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             (started.elapsed(), body)
         }
     };
@@ -76,9 +85,11 @@ async fn main() {
         times.sort();
         times[times.len() / 2]
     };
-    for (page, query) in
-        [(1, format!("limit={LIMIT}")), (100, format!("limit={LIMIT}&cursor={}", cursors[98])), (500, format!("limit={LIMIT}&cursor={}", cursors[498]))]
-    {
+    for (page, query) in [
+        (1, format!("limit={LIMIT}")),
+        (100, format!("limit={LIMIT}&cursor={}", cursors[98])),
+        (500, format!("limit={LIMIT}&cursor={}", cursors[498])),
+    ] {
         let mut times = Vec::new();
         for _ in 0..REPEATS {
             times.push(get(query.clone()).await.0);

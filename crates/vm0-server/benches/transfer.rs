@@ -26,7 +26,8 @@ fn mib_per_s(bytes: u64, seconds: f64) -> f64 {
 
 #[tokio::main]
 async fn main() {
-    let size: u64 = std::env::var("VM0_BENCH_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(1 << 30);
+    let size: u64 =
+        std::env::var("VM0_BENCH_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(1 << 30);
     let work = tempfile::tempdir().unwrap();
     let source = work.path().join("source.bin");
 
@@ -61,31 +62,67 @@ async fn main() {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok);
     let url = lines.next().unwrap().trim_start_matches("vm0-server listening on ").to_string();
-    let token = lines.find_map(|l| l.split_whitespace().find(|w| w.starts_with("vm0_live_")).map(str::to_string)).unwrap();
+    let token = lines
+        .find_map(|l| l.split_whitespace().find(|w| w.starts_with("vm0_live_")).map(str::to_string))
+        .unwrap();
     std::thread::spawn(move || lines.for_each(drop));
     let pid = child.id();
     let idle = peak_rss_kib(pid);
 
     let http = reqwest::Client::new();
-    let api = |method: reqwest::Method, path: &str, body: Value| http.request(method, format!("{url}{path}")).bearer_auth(&token).json(&body).send();
-    let volume: Value = api(reqwest::Method::POST, "/v1/volumes", json!({"name": "bench"})).await.unwrap().json().await.unwrap();
+    let api = |method: reqwest::Method, path: &str, body: Value| {
+        http.request(method, format!("{url}{path}")).bearer_auth(&token).json(&body).send()
+    };
+    let volume: Value = api(reqwest::Method::POST, "/v1/volumes", json!({"name": "bench"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let id = volume["id"].as_str().unwrap();
     let files = json!({"files": [{"path": "big.bin", "size": size, "hash": hash}]});
-    let prepared: Value = api(reqwest::Method::POST, &format!("/v1/volumes/{id}/upload"), files).await.unwrap().json().await.unwrap();
+    let prepared: Value = api(reqwest::Method::POST, &format!("/v1/volumes/{id}/upload"), files)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
 
     let started = Instant::now();
     let file = tokio::fs::File::open(&source).await.unwrap();
-    let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024));
-    let put = http.put(prepared["files"][0]["uploadUrl"].as_str().unwrap()).header("content-length", size).body(body).send().await.unwrap();
+    let body =
+        reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024));
+    let put = http
+        .put(prepared["files"][0]["uploadUrl"].as_str().unwrap())
+        .header("content-length", size)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(put.status(), 204, "{}", put.text().await.unwrap());
     let push = started.elapsed().as_secs_f64();
-    let committed = api(reqwest::Method::POST, &format!("/v1/volumes/{id}/commit"), json!({"uploadSessionId": prepared["uploadSessionId"]})).await.unwrap();
+    let committed = api(
+        reqwest::Method::POST,
+        &format!("/v1/volumes/{id}/commit"),
+        json!({"uploadSessionId": prepared["uploadSessionId"]}),
+    )
+    .await
+    .unwrap();
     assert_eq!(committed.status(), 200);
     let after_push = peak_rss_kib(pid);
 
-    let download: Value = http.get(format!("{url}/v1/volumes/{id}/download")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let download: Value = http
+        .get(format!("{url}/v1/volumes/{id}/download"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let started = Instant::now();
-    let response = http.get(download["files"][0]["downloadUrl"].as_str().unwrap()).send().await.unwrap();
+    let response =
+        http.get(download["files"][0]["downloadUrl"].as_str().unwrap()).send().await.unwrap();
     let mut stream = response.bytes_stream();
     let (mut hasher, mut received) = (Sha256::new(), 0u64);
     let mut sink = tokio::fs::File::create(work.path().join("pulled.bin")).await.unwrap();
@@ -118,8 +155,22 @@ async fn main() {
 
     let mib = size as f64 / (1024.0 * 1024.0);
     println!("file: {mib:.0} MiB, sha256 {hash}");
-    println!("server peak RSS: {} MiB idle, {} MiB after the push, {} MiB after the pull", idle / 1024, after_push / 1024, after_pull / 1024);
-    println!("push (PUT to the pre-signed URL, hashed and synced): {push:.2} s, {:.0} MiB/s", mib_per_s(size, push));
-    println!("pull (GET from the pre-signed URL, hashed, to disk): {pull:.2} s, {:.0} MiB/s", mib_per_s(size, pull));
-    println!("plain copy over loopback (file to socket to file): {copy:.2} s, {:.0} MiB/s", mib_per_s(size, copy));
+    println!(
+        "server peak RSS: {} MiB idle, {} MiB after the push, {} MiB after the pull",
+        idle / 1024,
+        after_push / 1024,
+        after_pull / 1024
+    );
+    println!(
+        "push (PUT to the pre-signed URL, hashed and synced): {push:.2} s, {:.0} MiB/s",
+        mib_per_s(size, push)
+    );
+    println!(
+        "pull (GET from the pre-signed URL, hashed, to disk): {pull:.2} s, {:.0} MiB/s",
+        mib_per_s(size, pull)
+    );
+    println!(
+        "plain copy over loopback (file to socket to file): {copy:.2} s, {:.0} MiB/s",
+        mib_per_s(size, copy)
+    );
 }

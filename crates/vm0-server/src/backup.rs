@@ -87,7 +87,8 @@ pub async fn backup(config: &Config, to: &Path) -> anyhow::Result<Manifest> {
     std::fs::remove_file(&snapshot).ok();
     match result {
         Ok(manifest) => {
-            std::fs::rename(&partial, to).with_context(|| format!("moving the backup to {}", to.display()))?;
+            std::fs::rename(&partial, to)
+                .with_context(|| format!("moving the backup to {}", to.display()))?;
             sync_folder(to)?;
             Ok(manifest)
         }
@@ -105,7 +106,8 @@ pub async fn backup(config: &Config, to: &Path) -> anyhow::Result<Manifest> {
 /// blobs it placed stay: each is checked, and the collector removes unused ones.
 pub async fn restore(config: &Config, from: &Path) -> anyhow::Result<Manifest> {
     let database = sqlite_file(config)?;
-    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
     let (_lock, _) = crate::hold_data_dir(&config.data_dir)?;
     for file in [database.clone(), sibling(&database, "wal"), sibling(&database, "shm")] {
         if file.exists() {
@@ -118,7 +120,10 @@ pub async fn restore(config: &Config, from: &Path) -> anyhow::Result<Manifest> {
     let result = async {
         let (archive, root) = (from.to_path_buf(), config.data_dir.join("blobs"));
         let paths = (staged.clone(), key_path.clone(), staged_key.clone());
-        let manifest = tokio::task::spawn_blocking(move || unpack(&archive, &paths.0, &root, &paths.1, &paths.2)).await??;
+        let manifest = tokio::task::spawn_blocking(move || {
+            unpack(&archive, &paths.0, &root, &paths.1, &paths.2)
+        })
+        .await??;
         check_restored(&staged, &config.data_dir.join("blobs")).await?;
         if staged_key.exists() {
             std::fs::rename(&staged_key, &key_path)?;
@@ -140,7 +145,8 @@ pub async fn restore(config: &Config, from: &Path) -> anyhow::Result<Manifest> {
 /// backup is brought up to date), and that it lists no blob the archive lacked.
 async fn check_restored(staged: &Path, root: &Path) -> anyhow::Result<()> {
     let url = format!("sqlite://{}", staged.display());
-    let store = crate::store::SqlStore::open(&url).await.context("migrating the restored database")?;
+    let store =
+        crate::store::SqlStore::open(&url).await.context("migrating the restored database")?;
     let pool = store.sqlite().expect("a SQLite store").clone();
     let verdict: String = sqlx::query_scalar("PRAGMA integrity_check").fetch_one(&pool).await?;
     pool.close().await;
@@ -167,14 +173,17 @@ fn sqlite_file(config: &Config) -> anyhow::Result<PathBuf> {
 /// `path` made absolute, through whatever links its folder has.
 fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
     let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let folder = std::fs::canonicalize(folder).with_context(|| format!("finding {}", folder.display()))?;
+    let folder =
+        std::fs::canonicalize(folder).with_context(|| format!("finding {}", folder.display()))?;
     Ok(folder.join(path.file_name().unwrap_or_default()))
 }
 
 /// Syncs the folder that holds `path`, so that a rename into it is durable.
 fn sync_folder(path: &Path) -> anyhow::Result<()> {
     let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::File::open(folder).and_then(|f| f.sync_all()).with_context(|| format!("syncing {}", folder.display()))
+    std::fs::File::open(folder)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("syncing {}", folder.display()))
 }
 
 /// The secrets key, when it lives in the data directory (where no other copy is kept);
@@ -197,17 +206,27 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
 async fn snapshot_into(database: &Path, snapshot: &Path) -> anyhow::Result<()> {
     // Made empty first, readable by its owner only, as `VACUUM INTO` takes an empty file.
     drop(private_file(snapshot)?);
-    let options = SqliteConnectOptions::new().filename(database).create_if_missing(false).busy_timeout(std::time::Duration::from_secs(10));
+    let options = SqliteConnectOptions::new()
+        .filename(database)
+        .create_if_missing(false)
+        .busy_timeout(std::time::Duration::from_secs(10));
     let mut connection = options.connect().await?;
     let target = snapshot.to_str().context("the backup's path is not UTF-8")?;
-    sqlx::query("VACUUM INTO ?").bind(target).execute(&mut connection).await.context("taking the database's snapshot")?;
+    sqlx::query("VACUUM INTO ?")
+        .bind(target)
+        .execute(&mut connection)
+        .await
+        .context("taking the database's snapshot")?;
     Ok(())
 }
 
 /// Every blob a database lists, by hash.
 async fn listed_blobs(database: &Path) -> anyhow::Result<Vec<String>> {
-    let mut connection = SqliteConnectOptions::new().filename(database).read_only(true).connect().await?;
-    Ok(sqlx::query_scalar("SELECT hash FROM blobs ORDER BY hash").fetch_all(&mut connection).await?)
+    let mut connection =
+        SqliteConnectOptions::new().filename(database).read_only(true).connect().await?;
+    Ok(sqlx::query_scalar("SELECT hash FROM blobs ORDER BY hash")
+        .fetch_all(&mut connection)
+        .await?)
 }
 
 /// Writes the archive to `partial`: the snapshot, the blobs (each checked as it is
@@ -228,7 +247,9 @@ fn write_archive(
         let path = blobs::local_blob(root, hash);
         let file = match std::fs::File::open(&path) {
             Ok(file) => file,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Err(BlobGone(hash.clone()))),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Err(BlobGone(hash.clone())))
+            }
             Err(error) => return Err(error).with_context(|| format!("reading {}", path.display())),
         };
         let size = file.metadata()?.len();
@@ -239,7 +260,10 @@ fn write_archive(
         let mut reader = Hashing::new(file.take(size));
         archive.append_data(&mut header, format!("blobs/{}/{hash}", &hash[..2]), &mut reader)?;
         if reader.hex() != *hash {
-            bail!("the blob {hash} in {} does not hold its hash's bytes: the blob store is damaged", path.display());
+            bail!(
+                "the blob {hash} in {} does not hold its hash's bytes: the blob store is damaged",
+                path.display()
+            );
         }
         blobs += 1;
         blob_bytes += size;
@@ -247,7 +271,13 @@ fn write_archive(
     if let Some(key) = key {
         archive.append_path_with_name(key, SECRETS_KEY).context("adding the secrets key")?;
     }
-    let manifest = Manifest { server_version: env!("CARGO_PKG_VERSION").to_string(), taken_at, blobs, blob_bytes, secrets_key: key.is_some() };
+    let manifest = Manifest {
+        server_version: env!("CARGO_PKG_VERSION").to_string(),
+        taken_at,
+        blobs,
+        blob_bytes,
+        secrets_key: key.is_some(),
+    };
     let json = serde_json::to_vec_pretty(&manifest)?;
     let mut header = tar::Header::new_gnu();
     header.set_size(json.len() as u64);
@@ -262,7 +292,13 @@ fn write_archive(
 /// Unpacks the archive `from`: blobs into `root` (each checked as it is written), the
 /// database to `staged`, and the key to `staged_key` when `key_path` has none yet (a
 /// different one is refused). The manifest, checked against what the archive held.
-fn unpack(from: &Path, staged: &Path, root: &Path, key_path: &Path, staged_key: &Path) -> anyhow::Result<Manifest> {
+fn unpack(
+    from: &Path,
+    staged: &Path,
+    root: &Path,
+    key_path: &Path,
+    staged_key: &Path,
+) -> anyhow::Result<Manifest> {
     let file = std::fs::File::open(from).with_context(|| format!("opening {}", from.display()))?;
     let mut archive = tar::Archive::new(std::io::BufReader::new(file));
     let (mut manifest, mut database, mut blobs, mut blob_bytes) = (None, false, 0u64, 0u64);
@@ -283,7 +319,8 @@ fn unpack(from: &Path, staged: &Path, root: &Path, key_path: &Path, staged_key: 
             MANIFEST => {
                 let mut json = Vec::new();
                 entry.by_ref().take(1 << 20).read_to_end(&mut json)?;
-                manifest = Some(serde_json::from_slice::<Manifest>(&json).context("reading backup.json")?);
+                manifest =
+                    Some(serde_json::from_slice::<Manifest>(&json).context("reading backup.json")?);
             }
             SECRETS_KEY => {
                 let mut key = Vec::new();
@@ -296,12 +333,20 @@ fn unpack(from: &Path, staged: &Path, root: &Path, key_path: &Path, staged_key: 
                         bail!("{} is another key than the backup's: the restored run secrets could not be read", key_path.display())
                     }
                     Ok(_) => {}
-                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => copy_to(&mut key.as_slice(), staged_key)?,
-                    Err(error) => return Err(error).with_context(|| format!("reading {}", key_path.display())),
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                        copy_to(&mut key.as_slice(), staged_key)?
+                    }
+                    Err(error) => {
+                        return Err(error)
+                            .with_context(|| format!("reading {}", key_path.display()))
+                    }
                 }
             }
             _ => {
-                let hash = name.strip_prefix("blobs/").and_then(|rest| rest.split_once('/')).map(|(_, hash)| hash.to_string());
+                let hash = name
+                    .strip_prefix("blobs/")
+                    .and_then(|rest| rest.split_once('/'))
+                    .map(|(_, hash)| hash.to_string());
                 let Some(hash) = hash.filter(|hash| blobs::is_hash(hash)) else {
                     bail!("the archive holds {name}, which no backup has: is it one?");
                 };
@@ -321,7 +366,8 @@ fn unpack(from: &Path, staged: &Path, root: &Path, key_path: &Path, staged_key: 
             }
         }
     }
-    let manifest = manifest.context("the archive has no backup.json: is it a vm0-server backup?")?;
+    let manifest =
+        manifest.context("the archive has no backup.json: is it a vm0-server backup?")?;
     if !database {
         bail!("the archive has no database");
     }

@@ -50,12 +50,18 @@ pub enum Location {
 impl Location {
     /// Reads `s3://BUCKET[/PREFIX]`, with the endpoint of `--s3-endpoint`.
     pub fn parse(url: &str, endpoint: Option<String>) -> Result<Location, String> {
-        let rest = url.strip_prefix("s3://").ok_or_else(|| format!("{url} is not an s3://BUCKET[/PREFIX] URL"))?;
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| format!("{url} is not an s3://BUCKET[/PREFIX] URL"))?;
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
             return Err(format!("{url} names no bucket"));
         }
-        Ok(Location::S3 { bucket: bucket.to_string(), prefix: prefix.trim_matches('/').to_string(), endpoint })
+        Ok(Location::S3 {
+            bucket: bucket.to_string(),
+            prefix: prefix.trim_matches('/').to_string(),
+            endpoint,
+        })
     }
 }
 
@@ -100,7 +106,13 @@ const STAGED_LIFETIME: chrono::Duration = chrono::Duration::hours(2);
 impl Blobs {
     /// The store at `location`, with `data_dir/tmp` for files on their way; partial files
     /// left there by a crash are removed.
-    pub async fn open(data_dir: &Path, location: &Location, key: Vec<u8>, public_url: String, max_file_size: u64) -> Result<Self, StoreError> {
+    pub async fn open(
+        data_dir: &Path,
+        location: &Location,
+        key: Vec<u8>,
+        public_url: String,
+        max_file_size: u64,
+    ) -> Result<Self, StoreError> {
         let tmp = data_dir.join("tmp");
         if tokio::fs::try_exists(&tmp).await? {
             tokio::fs::remove_dir_all(&tmp).await?;
@@ -113,9 +125,13 @@ impl Blobs {
                 Backend::Local { root }
             }
             Location::S3 { bucket, prefix, endpoint } => {
-                let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket).with_virtual_hosted_style_request(false);
+                let mut builder = AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .with_virtual_hosted_style_request(false);
                 if let Some(endpoint) = endpoint {
-                    builder = builder.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
+                    builder = builder
+                        .with_endpoint(endpoint)
+                        .with_allow_http(endpoint.starts_with("http://"));
                 }
                 let bucket = Arc::new(builder.build()?);
                 let prefix = Key::from(prefix.as_str());
@@ -124,7 +140,14 @@ impl Blobs {
                 Backend::S3 { bucket, prefix }
             }
         };
-        Ok(Blobs { backend, tmp, key, public_url: public_url.trim_end_matches('/').to_string(), max_file_size, gate: RwLock::new(()) })
+        Ok(Blobs {
+            backend,
+            tmp,
+            key,
+            public_url: public_url.trim_end_matches('/').to_string(),
+            max_file_size,
+            gate: RwLock::new(()),
+        })
     }
 
     /// Where the blob `hash` lives on disk, for the local backend's download route.
@@ -142,10 +165,12 @@ impl Blobs {
             Backend::Local { root } => {
                 tokio::fs::metadata(root).await?;
             }
-            Backend::S3 { bucket, prefix } => match bucket.head(&prefix.clone().join("readyz")).await {
-                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(error) => return Err(error.into()),
-            },
+            Backend::S3 { bucket, prefix } => {
+                match bucket.head(&prefix.clone().join("readyz")).await {
+                    Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(error) => return Err(error.into()),
+                }
+            }
         }
         Ok(())
     }
@@ -153,7 +178,10 @@ impl Blobs {
     /// Whether the blob `hash` is stored (its bytes, whether or not its row is).
     pub async fn contains(&self, hash: &str) -> Result<bool, StoreError> {
         match &self.backend {
-            Backend::Local { .. } => Ok(tokio::fs::try_exists(self.local_path(hash).expect("a local blob has a path")).await?),
+            Backend::Local { .. } => {
+                Ok(tokio::fs::try_exists(self.local_path(hash).expect("a local blob has a path"))
+                    .await?)
+            }
             Backend::S3 { bucket, prefix } => match bucket.head(&blob_key(prefix, hash)).await {
                 Ok(_) => Ok(true),
                 Err(object_store::Error::NotFound { .. }) => Ok(false),
@@ -168,7 +196,13 @@ impl Blobs {
         matches!(self.backend, Backend::S3 { .. })
     }
 
-    fn message(access: Access, hash: &str, size: Option<u64>, user: Option<&str>, expires: i64) -> String {
+    fn message(
+        access: Access,
+        hash: &str,
+        size: Option<u64>,
+        user: Option<&str>,
+        expires: i64,
+    ) -> String {
         let size = size.map(|s| s.to_string()).unwrap_or_default();
         let user = user.map(|u| format!("\n{u}")).unwrap_or_default();
         format!("{}\n{hash}\n{size}\n{expires}{user}", access.as_str())
@@ -176,38 +210,83 @@ impl Blobs {
 
     /// This server's own URL allowing `access` to the blob `hash` until `expires`; an
     /// upload URL is for `size` bytes by `user`, who will hold the blob.
-    fn local_url(&self, access: Access, hash: &str, size: Option<u64>, user: Option<&str>, expires: DateTime<Utc>) -> String {
+    fn local_url(
+        &self,
+        access: Access,
+        hash: &str,
+        size: Option<u64>,
+        user: Option<&str>,
+        expires: DateTime<Utc>,
+    ) -> String {
         let expires = expires.timestamp();
         let signature = secrets::sign(&self.key, &Self::message(access, hash, size, user, expires));
         let size = size.map(|s| format!("&size={s}")).unwrap_or_default();
         let user = user.map(|u| format!("&user={u}")).unwrap_or_default();
-        format!("{}/storage/blobs/{hash}?method={}{size}{user}&expires={expires}&signature={signature}", self.public_url, access.as_str())
+        format!(
+            "{}/storage/blobs/{hash}?method={}{size}{user}&expires={expires}&signature={signature}",
+            self.public_url,
+            access.as_str()
+        )
     }
 
     /// The URL a client uploads the file `upload_id` of `user`, `size` bytes with SHA-256
     /// `hash`, to until `expires`.
-    pub async fn upload_url(&self, hash: &str, size: u64, user: &str, upload_id: &str, expires: DateTime<Utc>) -> Result<String, StoreError> {
+    pub async fn upload_url(
+        &self,
+        hash: &str,
+        size: u64,
+        user: &str,
+        upload_id: &str,
+        expires: DateTime<Utc>,
+    ) -> Result<String, StoreError> {
         match &self.backend {
-            Backend::Local { .. } => Ok(self.local_url(Access::Put, hash, Some(size), Some(user), expires)),
-            Backend::S3 { bucket, prefix } => sign(bucket, object_store::signer::Method::PUT, &staged(prefix, upload_id), expires).await,
+            Backend::Local { .. } => {
+                Ok(self.local_url(Access::Put, hash, Some(size), Some(user), expires))
+            }
+            Backend::S3 { bucket, prefix } => {
+                sign(bucket, object_store::signer::Method::PUT, &staged(prefix, upload_id), expires)
+                    .await
+            }
         }
     }
 
     /// The URL a client downloads the blob `hash` from until `expires`.
-    pub async fn download_url(&self, hash: &str, expires: DateTime<Utc>) -> Result<String, StoreError> {
+    pub async fn download_url(
+        &self,
+        hash: &str,
+        expires: DateTime<Utc>,
+    ) -> Result<String, StoreError> {
         match &self.backend {
             Backend::Local { .. } => Ok(self.local_url(Access::Get, hash, None, None, expires)),
-            Backend::S3 { bucket, prefix } => sign(bucket, object_store::signer::Method::GET, &blob_key(prefix, hash), expires).await,
+            Backend::S3 { bucket, prefix } => {
+                sign(bucket, object_store::signer::Method::GET, &blob_key(prefix, hash), expires)
+                    .await
+            }
         }
     }
 
     /// Checks one of this server's own URLs: its signature and expiry.
-    pub fn verify(&self, access: Access, hash: &str, size: Option<u64>, user: Option<&str>, expires: i64, signature: &str) -> Result<(), ApiError> {
-        if !secrets::verify(&self.key, &Self::message(access, hash, size, user, expires), signature) {
-            return Err(ApiError::invalid_parameter("signature", "The URL's signature does not match: request a new URL"));
+    pub fn verify(
+        &self,
+        access: Access,
+        hash: &str,
+        size: Option<u64>,
+        user: Option<&str>,
+        expires: i64,
+        signature: &str,
+    ) -> Result<(), ApiError> {
+        if !secrets::verify(&self.key, &Self::message(access, hash, size, user, expires), signature)
+        {
+            return Err(ApiError::invalid_parameter(
+                "signature",
+                "The URL's signature does not match: request a new URL",
+            ));
         }
         if Utc::now().timestamp() > expires {
-            return Err(ApiError::invalid_parameter("expires", "The URL has expired: request a new URL"));
+            return Err(ApiError::invalid_parameter(
+                "expires",
+                "The URL has expired: request a new URL",
+            ));
         }
         Ok(())
     }
@@ -217,7 +296,12 @@ impl Blobs {
     /// are the ones prepared. A file not uploaded is left to the commit, which refuses it
     /// unless `owner` holds its blob already. On the local backend, uploads were checked
     /// as they arrived, and there is nothing to do.
-    pub async fn settle<S: StorageStore + Sync>(&self, session: &UploadSession, store: &S, owner: &str) -> Result<(), StoreError> {
+    pub async fn settle<S: StorageStore + Sync>(
+        &self,
+        session: &UploadSession,
+        store: &S,
+        owner: &str,
+    ) -> Result<(), StoreError> {
         if !matches!(self.backend, Backend::S3 { .. }) {
             return Ok(());
         }
@@ -231,7 +315,13 @@ impl Blobs {
     }
 
     /// `settle` for one file.
-    async fn settle_one<S: StorageStore>(&self, file: FileRow, upload_id: String, store: &S, owner: &str) -> Result<(), StoreError> {
+    async fn settle_one<S: StorageStore>(
+        &self,
+        file: FileRow,
+        upload_id: String,
+        store: &S,
+        owner: &str,
+    ) -> Result<(), StoreError> {
         let Backend::S3 { bucket, prefix } = &self.backend else { return Ok(()) };
         let key = staged(prefix, &upload_id);
         let meta = match bucket.head(&key).await {
@@ -241,7 +331,10 @@ impl Blobs {
         };
         let path = file.path.as_str();
         if meta.size != file.size as u64 {
-            return Err(StoreError::InvalidState(format!("{path} was uploaded with {} bytes, not {}", meta.size, file.size)));
+            return Err(StoreError::InvalidState(format!(
+                "{path} was uploaded with {} bytes, not {}",
+                meta.size, file.size
+            )));
         }
         // The client may PUT to its URL again at any time: what is checked and kept is a
         // copy under a key no URL names, never the upload itself.
@@ -278,13 +371,21 @@ impl Blobs {
             hasher.update(&chunk);
         }
         if size > file.size as u64 {
-            return Err(StoreError::InvalidState(format!("{path} was uploaded with more than {} bytes", file.size)));
+            return Err(StoreError::InvalidState(format!(
+                "{path} was uploaded with more than {} bytes",
+                file.size
+            )));
         }
         if size != file.size as u64 {
-            return Err(StoreError::InvalidState(format!("{path} was uploaded with {size} bytes, not {}", file.size)));
+            return Err(StoreError::InvalidState(format!(
+                "{path} was uploaded with {size} bytes, not {}",
+                file.size
+            )));
         }
         if hex::encode(hasher.finalize()) != file.hash.as_str() {
-            return Err(StoreError::InvalidState(format!("{path} was uploaded with other bytes than the SHA-256 it was prepared with")));
+            return Err(StoreError::InvalidState(format!(
+                "{path} was uploaded with other bytes than the SHA-256 it was prepared with"
+            )));
         }
         let _gate = self.gate.read().await;
         bucket.copy(copy, &blob_key(prefix, file.hash.as_str())).await?;
@@ -293,11 +394,19 @@ impl Blobs {
 
     /// Streams `body` into the blob `hash`, which must be exactly `size` bytes with that
     /// SHA-256, and lists it in `store` as held by `owner`: the local backend's upload.
-    pub async fn write<S: StorageStore>(&self, hash: &str, size: u64, body: Body, store: &S, owner: &str) -> Result<(), ApiError> {
+    pub async fn write<S: StorageStore>(
+        &self,
+        hash: &str,
+        size: u64,
+        body: Body,
+        store: &S,
+        owner: &str,
+    ) -> Result<(), ApiError> {
         let temp = self.tmp.join(crate::ids::new("part"));
         let mut result = self.write_temp(&temp, hash, size, body).await;
         if result.is_ok() {
-            result = self.place(&temp, hash, size, store, owner, None).await.map_err(ApiError::from);
+            result =
+                self.place(&temp, hash, size, store, owner, None).await.map_err(ApiError::from);
         }
         if result.is_err() {
             tokio::fs::remove_file(&temp).await.ok();
@@ -306,7 +415,15 @@ impl Blobs {
     }
 
     /// Moves a complete temporary file into the blob `hash` and lists it, under the gate.
-    async fn place<S: StorageStore>(&self, temp: &Path, hash: &str, size: u64, store: &S, owner: &str, pin: Option<&Pin>) -> Result<(), StoreError> {
+    async fn place<S: StorageStore>(
+        &self,
+        temp: &Path,
+        hash: &str,
+        size: u64,
+        store: &S,
+        owner: &str,
+        pin: Option<&Pin>,
+    ) -> Result<(), StoreError> {
         let _gate = self.gate.read().await;
         match &self.backend {
             Backend::Local { .. } => {
@@ -315,11 +432,16 @@ impl Blobs {
                 tokio::fs::create_dir_all(&folder).await?;
                 tokio::fs::rename(temp, &path).await?;
                 // The rename is durable once the folder is synced.
-                tokio::task::spawn_blocking(move || std::fs::File::open(folder).and_then(|f| f.sync_all())).await.map_err(std::io::Error::other)??;
+                tokio::task::spawn_blocking(move || {
+                    std::fs::File::open(folder).and_then(|f| f.sync_all())
+                })
+                .await
+                .map_err(std::io::Error::other)??;
             }
             Backend::S3 { bucket, prefix } => {
                 // In parts, so that a large file is never held in memory whole.
-                let mut writer = object_store::buffered::BufWriter::new(bucket.clone(), blob_key(prefix, hash));
+                let mut writer =
+                    object_store::buffered::BufWriter::new(bucket.clone(), blob_key(prefix, hash));
                 let mut file = tokio::fs::File::open(temp).await?;
                 tokio::io::copy(&mut file, &mut writer).await?;
                 writer.shutdown().await?;
@@ -329,24 +451,38 @@ impl Blobs {
         store.record_blob(hash, size as i64, crate::ids::now(), owner, pin).await
     }
 
-    async fn write_temp(&self, temp: &Path, hash: &str, size: u64, body: Body) -> Result<(), ApiError> {
+    async fn write_temp(
+        &self,
+        temp: &Path,
+        hash: &str,
+        size: u64,
+        body: Body,
+    ) -> Result<(), ApiError> {
         let mut file = tokio::fs::File::create(temp).await.map_err(ApiError::internal)?;
         let (mut hasher, mut written) = (Sha256::new(), 0u64);
         let mut stream = body.into_data_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| ApiError::invalid_request(format!("The upload was interrupted: {e}")))?;
+            let chunk = chunk.map_err(|e| {
+                ApiError::invalid_request(format!("The upload was interrupted: {e}"))
+            })?;
             written += chunk.len() as u64;
             if written > size {
-                return Err(ApiError::invalid_request(format!("The upload is larger than the {size} bytes it was prepared for")));
+                return Err(ApiError::invalid_request(format!(
+                    "The upload is larger than the {size} bytes it was prepared for"
+                )));
             }
             hasher.update(&chunk);
             file.write_all(&chunk).await.map_err(ApiError::internal)?;
         }
         if written != size {
-            return Err(ApiError::invalid_request(format!("The upload has {written} bytes, not the {size} it was prepared for")));
+            return Err(ApiError::invalid_request(format!(
+                "The upload has {written} bytes, not the {size} it was prepared for"
+            )));
         }
         if hex::encode(hasher.finalize()) != hash {
-            return Err(ApiError::invalid_request("The upload's SHA-256 is not the hash it was prepared for"));
+            return Err(ApiError::invalid_request(
+                "The upload's SHA-256 is not the hash it was prepared for",
+            ));
         }
         file.sync_all().await.map_err(ApiError::internal)?;
         Ok(())
@@ -354,7 +490,13 @@ impl Blobs {
 
     /// Copies a local file (one a run of `owner` wrote) into the store and lists it under
     /// `pin` (its version's commit comes later); its hash and size.
-    pub async fn ingest<S: StorageStore>(&self, source: &Path, store: &S, owner: &str, pin: &Pin) -> Result<(vm0_types::Sha256, u64), StoreError> {
+    pub async fn ingest<S: StorageStore>(
+        &self,
+        source: &Path,
+        store: &S,
+        owner: &str,
+        pin: &Pin,
+    ) -> Result<(vm0_types::Sha256, u64), StoreError> {
         let temp = self.tmp.join(crate::ids::new("part"));
         let result = async {
             let mut input = tokio::fs::File::open(source).await?;
@@ -388,7 +530,8 @@ impl Blobs {
         }
         match &self.backend {
             Backend::Local { .. } => {
-                tokio::fs::copy(self.local_path(hash).expect("a local blob has a path"), target).await?;
+                tokio::fs::copy(self.local_path(hash).expect("a local blob has a path"), target)
+                    .await?;
             }
             Backend::S3 { bucket, prefix } => {
                 let mut file = tokio::fs::File::create(target).await?;
@@ -416,13 +559,18 @@ impl Blobs {
             match store.forget_blob(&hash, now).await {
                 Ok(true) => self.remove(&hash).await,
                 Ok(false) => {}
-                Err(error) => tracing::warn!(%hash, %error, "could not forget an unreferenced blob"),
+                Err(error) => {
+                    tracing::warn!(%hash, %error, "could not forget an unreferenced blob")
+                }
             }
         }
         if let Backend::S3 { bucket, prefix } = &self.backend {
             let uploads = prefix.clone().join("uploads");
-            let stale = bucket.list(Some(&uploads)).try_filter(|meta| std::future::ready(meta.last_modified < now - STAGED_LIFETIME));
-            let removed = stale.try_for_each(|meta| async move { bucket.delete(&meta.location).await }).await;
+            let stale = bucket
+                .list(Some(&uploads))
+                .try_filter(|meta| std::future::ready(meta.last_modified < now - STAGED_LIFETIME));
+            let removed =
+                stale.try_for_each(|meta| async move { bucket.delete(&meta.location).await }).await;
             if let Err(error) = removed {
                 tracing::warn!(%error, "could not remove stale uploads");
             }
@@ -432,7 +580,11 @@ impl Blobs {
     /// Removes a blob's file or object; a missing one is already gone.
     async fn remove(&self, hash: &str) {
         let removed = match &self.backend {
-            Backend::Local { .. } => match tokio::fs::remove_file(self.local_path(hash).expect("a local blob has a path")).await {
+            Backend::Local { .. } => match tokio::fs::remove_file(
+                self.local_path(hash).expect("a local blob has a path"),
+            )
+            .await
+            {
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
                 other => other.map_err(StoreError::from),
             },
@@ -462,7 +614,12 @@ fn staged(prefix: &Key, upload_id: &str) -> Key {
 }
 
 /// The bucket's own pre-signed URL for `method` on `key`, until `expires`.
-async fn sign(bucket: &AmazonS3, method: object_store::signer::Method, key: &Key, expires: DateTime<Utc>) -> Result<String, StoreError> {
+async fn sign(
+    bucket: &AmazonS3,
+    method: object_store::signer::Method,
+    key: &Key,
+    expires: DateTime<Utc>,
+) -> Result<String, StoreError> {
     let lifetime = (expires - Utc::now()).to_std().unwrap_or_default();
     Ok(bucket.signed_url(method, key, lifetime).await?.to_string())
 }
@@ -481,8 +638,18 @@ mod tests {
 
     async fn open() -> (tempfile::TempDir, SqlStore, Blobs) {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqlStore::open(&format!("sqlite://{}", dir.path().join("vm0.db").display())).await.unwrap();
-        let blobs = Blobs::open(dir.path(), &Location::Local, vec![7; 32], "http://127.0.0.1:1".into(), 1 << 20).await.unwrap();
+        let store = SqlStore::open(&format!("sqlite://{}", dir.path().join("vm0.db").display()))
+            .await
+            .unwrap();
+        let blobs = Blobs::open(
+            dir.path(),
+            &Location::Local,
+            vec![7; 32],
+            "http://127.0.0.1:1".into(),
+            1 << 20,
+        )
+        .await
+        .unwrap();
         (dir, store, blobs)
     }
 
@@ -499,10 +666,15 @@ mod tests {
         blobs.collect_garbage(&store).await;
         assert!(blobs.local_path(&hash).unwrap().exists(), "the pinned blob's file was collected");
 
-        let artifact = store.create_storage(Kind::Artifact, &user.id, "results", Utc::now()).await.unwrap();
-        let file = FileRow { path: "report.txt".parse().unwrap(), size: size as i64, hash: hash.clone() };
+        let artifact =
+            store.create_storage(Kind::Artifact, &user.id, "results", Utc::now()).await.unwrap();
+        let file =
+            FileRow { path: "report.txt".parse().unwrap(), size: size as i64, hash: hash.clone() };
         let version = NewVersion::of(vec![file], None, "run_1".into(), Utc::now());
-        store.commit_version(&artifact.id, &user.id, "", &version).await.expect("the version commits with its blob");
+        store
+            .commit_version(&artifact.id, &user.id, "", &version)
+            .await
+            .expect("the version commits with its blob");
     }
 
     #[tokio::test]

@@ -39,14 +39,21 @@ impl<'a> Scope<'a> {
 
     /// The cursor that resumes after the item with sort key `after`.
     pub(crate) fn encode(&self, after: &str) -> String {
-        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&Payload { k: after.to_string() }).expect("a string serializes"));
+        let payload = URL_SAFE_NO_PAD.encode(
+            serde_json::to_vec(&Payload { k: after.to_string() }).expect("a string serializes"),
+        );
         let signature = secrets::sign(self.key, &format!("{}\n{payload}", self.list));
         format!("{payload}.{}", &signature[..32])
     }
 
     /// The sort key a cursor resumes after, if this list issued it.
     pub(crate) fn decode(&self, cursor: &str) -> Result<String, ApiError> {
-        let invalid = || ApiError::invalid_parameter("cursor", "Invalid cursor: pass the nextCursor of the previous page of the same list");
+        let invalid = || {
+            ApiError::invalid_parameter(
+                "cursor",
+                "Invalid cursor: pass the nextCursor of the previous page of the same list",
+            )
+        };
         let (payload, signature) = cursor.split_once('.').ok_or_else(invalid)?;
         let expected = secrets::sign(self.key, &format!("{}\n{payload}", self.list));
         if !secrets::same(&expected.as_bytes()[..32], signature.as_bytes()) {
@@ -82,7 +89,11 @@ mod tests {
         for bad in ["", "x", "x.y", &cursor[1..], &format!("{cursor}0"), &cursor.replace('.', "")] {
             assert!(scope.decode(bad).is_err(), "{bad:?} was accepted");
         }
-        let forged = format!("{}.{}", URL_SAFE_NO_PAD.encode(br#"{"k":"ag_99"}"#), &cursor.split_once('.').unwrap().1);
+        let forged = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(br#"{"k":"ag_99"}"#),
+            &cursor.split_once('.').unwrap().1
+        );
         assert!(scope.decode(&forged).is_err());
     }
 
@@ -90,8 +101,13 @@ mod tests {
     /// cursor a running server has handed out.
     #[test]
     fn cursors_are_stable_across_builds() {
-        let scope = Scope::new(KEY, "runs", &["usr_1", "ag_1", "completed", "2026-01-01T00:00:00.000Z"]);
+        let scope =
+            Scope::new(KEY, "runs", &["usr_1", "ag_1", "completed", "2026-01-01T00:00:00.000Z"]);
         assert_eq!(scope.list, "runs\nusr_1\nag_1\ncompleted\n2026-01-01T00:00:00.000Z");
-        assert_eq!(scope.encode("run_1"), "eyJrIjoicnVuXzEifQ.".to_string() + &secrets::sign(KEY, &format!("{}\neyJrIjoicnVuXzEifQ", scope.list))[..32]);
+        assert_eq!(
+            scope.encode("run_1"),
+            "eyJrIjoicnVuXzEifQ.".to_string()
+                + &secrets::sign(KEY, &format!("{}\neyJrIjoicnVuXzEifQ", scope.list))[..32]
+        );
     }
 }

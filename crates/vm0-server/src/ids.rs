@@ -10,7 +10,10 @@ static GENERATOR: Mutex<Option<ulid::Generator>> = Mutex::new(None);
 /// A fresh id such as `ag_01j9z3…`.
 pub(crate) fn new(prefix: &str) -> String {
     let mut generator = GENERATOR.lock().expect("the id generator is never poisoned");
-    let ulid = generator.get_or_insert_with(ulid::Generator::new).generate().unwrap_or_else(|_| ulid::Ulid::new());
+    let ulid = generator
+        .get_or_insert_with(ulid::Generator::new)
+        .generate()
+        .unwrap_or_else(|_| ulid::Ulid::new());
     format!("{prefix}_{}", ulid.to_string().to_lowercase())
 }
 

@@ -99,7 +99,9 @@ pub struct Config {
 impl Config {
     /// The database's URL: `database_url`, or SQLite in the data directory.
     pub fn database_url(&self) -> String {
-        self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("vm0.db").display()))
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("vm0.db").display()))
     }
 
     /// The file of the key that seals run secrets: `secrets_key`, or in the data directory.
@@ -165,34 +167,61 @@ const KEY_CHECK: &str = "vm0 secrets key check";
 /// Opens the data directory and the database, binds the address, and creates the first
 /// user and token when there is no user yet.
 pub async fn bind(config: Config) -> anyhow::Result<Server> {
-    tokio::fs::create_dir_all(&config.data_dir).await.with_context(|| format!("creating {}", config.data_dir.display()))?;
+    tokio::fs::create_dir_all(&config.data_dir)
+        .await
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
     let (lock, instance) = hold_data_dir(&config.data_dir)?;
     let store = open_store(&config).await?;
     // Blobs in the data directory are this instance's only: another instance on the same
     // database would not find them.
     let alone = matches!(config.blob_store, BlobLocation::Local);
     let hold = store.hold(alone, &instance).await.context("starting on the database")?;
-    let key = store.setting("signing_key", &secrets::new_key()).await.context("reading the signing key")?;
+    let key = store
+        .setting("signing_key", &secrets::new_key())
+        .await
+        .context("reading the signing key")?;
     let key_path = config.secrets_key_path();
-    let sealer = secrets::Sealer::open(&key_path).with_context(|| format!("opening the key that seals run secrets, {}", key_path.display()))?;
-    let check = store.setting("secrets_key_check", sealer.seal(KEY_CHECK).as_bytes()).await.context("reading the secrets key check")?;
-    if std::str::from_utf8(&check).ok().and_then(|check| sealer.unseal(check)).as_deref() != Some(KEY_CHECK) {
+    let sealer = secrets::Sealer::open(&key_path).with_context(|| {
+        format!("opening the key that seals run secrets, {}", key_path.display())
+    })?;
+    let check = store
+        .setting("secrets_key_check", sealer.seal(KEY_CHECK).as_bytes())
+        .await
+        .context("reading the secrets key check")?;
+    if std::str::from_utf8(&check).ok().and_then(|check| sealer.unseal(check)).as_deref()
+        != Some(KEY_CHECK)
+    {
         anyhow::bail!(
             "the secrets key {} is not the one this database's run secrets are sealed with: every instance on one database needs the same key file (--secrets-key)",
             key_path.display()
         );
     }
-    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("listening on {}", config.listen))?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let metrics_listener = match config.metrics_listen {
-        Some(at) => Some(TcpListener::bind(at).await.with_context(|| format!("listening for metrics on {at}"))?),
+        Some(at) => Some(
+            TcpListener::bind(at)
+                .await
+                .with_context(|| format!("listening for metrics on {at}"))?,
+        ),
         None => None,
     };
-    let metrics_url = metrics_listener.as_ref().map(|l| l.local_addr().map(|a| format!("http://{a}"))).transpose()?;
+    let metrics_url = metrics_listener
+        .as_ref()
+        .map(|l| l.local_addr().map(|a| format!("http://{a}")))
+        .transpose()?;
     let url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
-    let blobs = Blobs::open(&config.data_dir, &config.blob_store, key.clone(), url.clone(), config.max_file_size)
-        .await
-        .with_context(|| format!("opening the blob store {:?}", config.blob_store))?;
+    let blobs = Blobs::open(
+        &config.data_dir,
+        &config.blob_store,
+        key.clone(),
+        url.clone(),
+        config.max_file_size,
+    )
+    .await
+    .with_context(|| format!("opening the blob store {:?}", config.blob_store))?;
 
     let first_token = if let Some(user) = store.create_first_user("default").await? {
         let (_, value) = api::issue_token(&store, &user.id, "first token", 365).await?;
@@ -201,12 +230,23 @@ pub async fn bind(config: Config) -> anyhow::Result<Server> {
         None
     };
     let blobs = Arc::new(blobs);
-    let limits = runs::Limits { concurrency: config.max_concurrent_runs, sample_every: config.sample_interval, retention: config.retention };
+    let limits = runs::Limits {
+        concurrency: config.max_concurrent_runs,
+        sample_every: config.sample_interval,
+        retention: config.retention,
+    };
     let isolation = isolation(&config).await;
     let executor = Arc::new(runs::local::LocalExecutor { isolation });
     let host = runs::Host { instance, dir: config.data_dir.clone(), sealer };
     let metrics = Arc::new(Metrics::new(store.backend()));
-    let engine = Arc::new(runs::Engine::new(store.clone(), blobs.clone(), executor, limits, host, metrics.clone()));
+    let engine = Arc::new(runs::Engine::new(
+        store.clone(),
+        blobs.clone(),
+        executor,
+        limits,
+        host,
+        metrics.clone(),
+    ));
     engine.recover().await;
     blobs.collect_garbage(&store).await;
     let app = Arc::new(App::new(store, blobs, key, engine, metrics));
@@ -232,9 +272,13 @@ pub async fn bind(config: Config) -> anyhow::Result<Server> {
 /// this instance starts, so that a restart knows the runs its previous process left.
 fn hold_data_dir(data_dir: &std::path::Path) -> anyhow::Result<(std::fs::File, String)> {
     let path = data_dir.join("server.lock");
-    let lock = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    let lock =
+        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
     if let Err(error) = lock.try_lock() {
-        anyhow::bail!("another vm0-server is serving the data directory {} ({error})", data_dir.display());
+        anyhow::bail!(
+            "another vm0-server is serving the data directory {} ({error})",
+            data_dir.display()
+        );
     }
     let path = data_dir.join("instance-id");
     let instance = match std::fs::read_to_string(&path) {
@@ -257,22 +301,28 @@ async fn isolation(config: &Config) -> runs::local::Isolation {
             tracing::warn!("runs execute unsandboxed, as processes of the server's own user that can read and change every user's data (--unsandboxed-runs)");
             Isolation::Unsandboxed
         }
-        Sandbox::Helper(helper) => match runs::sandbox::probe(helper, &config.data_dir.join("sandbox-probe")).await {
-            Ok(()) => Isolation::Sandbox(helper.clone()),
-            Err(reason) => {
-                tracing::error!(%reason, "this host cannot sandbox runs: every run will fail until the server is started where it can, or with --unsandboxed-runs");
-                Isolation::Refused(format!("This server cannot sandbox runs on its host ({reason}), and it was not started with --unsandboxed-runs"))
+        Sandbox::Helper(helper) => {
+            match runs::sandbox::probe(helper, &config.data_dir.join("sandbox-probe")).await {
+                Ok(()) => Isolation::Sandbox(helper.clone()),
+                Err(reason) => {
+                    tracing::error!(%reason, "this host cannot sandbox runs: every run will fail until the server is started where it can, or with --unsandboxed-runs");
+                    Isolation::Refused(format!("This server cannot sandbox runs on its host ({reason}), and it was not started with --unsandboxed-runs"))
+                }
             }
-        },
+        }
     }
 }
 
 /// The data directory, created if missing, and the database in it (or at
 /// `database_url`), migrated.
 pub async fn open_store(config: &Config) -> anyhow::Result<SqlStore> {
-    tokio::fs::create_dir_all(&config.data_dir).await.with_context(|| format!("creating {}", config.data_dir.display()))?;
+    tokio::fs::create_dir_all(&config.data_dir)
+        .await
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
     let database_url = config.database_url();
-    SqlStore::open(&database_url).await.with_context(|| format!("opening {}", store::redacted(&database_url)))
+    SqlStore::open(&database_url)
+        .await
+        .with_context(|| format!("opening {}", store::redacted(&database_url)))
 }
 
 /// How long before the end of a drain's grace the runs still executing are stopped, at
@@ -286,7 +336,10 @@ impl Server {
     /// `Last-Event-ID`), and lets the requests in flight, uploads among them, and the
     /// runs executing finish. Runs still executing shortly before the grace period ends
     /// are stopped, and fail saying so; at its end, `serve` returns whatever is left.
-    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let engine = self.app.engine.clone();
         let tasks = [
             tokio::spawn(engine.clone().schedule()),
@@ -300,12 +353,16 @@ impl Server {
                 accept(listener, routes, std::future::pending()).await;
             })
         });
-        let routes = router(self.app, metrics_task.is_none(), self.count_requests).layer(axum::Extension(self.body_limit));
+        let routes = router(self.app, metrics_task.is_none(), self.count_requests)
+            .layer(axum::Extension(self.body_limit));
         let connections = accept(self.listener, routes, shutdown).await;
 
         let grace = self.shutdown_grace;
         let deadline = tokio::time::Instant::now() + grace;
-        tracing::info!(grace_seconds = grace.as_secs_f64(), "draining: no new connections or runs; finishing requests and runs in flight");
+        tracing::info!(
+            grace_seconds = grace.as_secs_f64(),
+            "draining: no new connections or runs; finishing requests and runs in flight"
+        );
         engine.drain();
         let mut connections = tokio::spawn(connections.shutdown());
         let finished = async {
@@ -340,7 +397,11 @@ const PARSED_HEADERS: usize = 1024;
 /// Serves `routes` on `listener` until `shutdown` completes; then closes the listener
 /// and returns the connections, whose `shutdown` lets them finish the requests in
 /// flight. axum's own `serve`, but with `PARSED_HEADERS`.
-async fn accept(listener: TcpListener, routes: Router, shutdown: impl std::future::Future<Output = ()>) -> hyper_util::server::graceful::GracefulShutdown {
+async fn accept(
+    listener: TcpListener,
+    routes: Router,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> hyper_util::server::graceful::GracefulShutdown {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder.http1().max_headers(PARSED_HEADERS);
@@ -360,7 +421,9 @@ async fn accept(listener: TcpListener, routes: Router, shutdown: impl std::futur
             _ = &mut shutdown => break,
         };
         let service = hyper_util::service::TowerToHyperService::new(routes.clone());
-        let connection = graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned());
+        let connection = graceful.watch(
+            builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned(),
+        );
         tokio::spawn(async move {
             connection.await.ok();
         });
@@ -373,20 +436,29 @@ async fn accept(listener: TcpListener, routes: Router, shutdown: impl std::futur
 /// `/metrics` when `with_metrics` (rather than on a listener of its own); requests are
 /// counted and timed when `count_requests`.
 pub fn router<S: Store>(app: Arc<App<S>>, with_metrics: bool, count_requests: bool) -> Router {
-    let mut spec: serde_json::Value = serde_json::from_str(SPEC_JSON).expect("openapi/v1.json is JSON");
+    let mut spec: serde_json::Value =
+        serde_json::from_str(SPEC_JSON).expect("openapi/v1.json is JSON");
     // Swagger UI's "Try it out" calls the first server: this one, whatever its address,
     // rather than production.
-    let this_server = serde_json::json!({ "url": "/", "description": "The server these docs are served by." });
+    let this_server =
+        serde_json::json!({ "url": "/", "description": "The server these docs are served by." });
     spec["servers"].as_array_mut().expect("the spec lists servers").insert(0, this_server);
     let mut extra = Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/executors/local/config.schema.json", get(|| async { axum::Json(runs::config::schema()) }))
-        .route("/openapi.yaml", get(|| async { ([(header::CONTENT_TYPE, "application/yaml")], SPEC_YAML) }))
+        .route(
+            "/executors/local/config.schema.json",
+            get(|| async { axum::Json(runs::config::schema()) }),
+        )
+        .route(
+            "/openapi.yaml",
+            get(|| async { ([(header::CONTENT_TYPE, "application/yaml")], SPEC_YAML) }),
+        )
         .route("/storage/blobs/{hash}", get(download_blob::<S>).put(upload_blob::<S>))
         .with_state(app.clone())
         .merge(SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", spec));
     let checks = Arc::new(Checks::new(app.clone()));
-    extra = extra.merge(Router::new().route("/readyz", get(readiness::<S>)).with_state(checks.clone()));
+    extra =
+        extra.merge(Router::new().route("/readyz", get(readiness::<S>)).with_state(checks.clone()));
     if with_metrics {
         extra = extra.merge(Router::new().route("/metrics", get(scrape::<S>)).with_state(checks));
     }
@@ -449,8 +521,12 @@ impl<S: Store> Checks<S> {
     async fn readiness(&self) -> Readiness {
         self.ready
             .get(async {
-                let database = tokio::time::timeout(READY_TIMEOUT, self.app.store.ping(READY_TIMEOUT / 2));
-                let (database, blobs) = tokio::join!(database, tokio::time::timeout(READY_TIMEOUT, self.app.blobs.reachable()));
+                let database =
+                    tokio::time::timeout(READY_TIMEOUT, self.app.store.ping(READY_TIMEOUT / 2));
+                let (database, blobs) = tokio::join!(
+                    database,
+                    tokio::time::timeout(READY_TIMEOUT, self.app.blobs.reachable())
+                );
                 let readiness = (verdict(database), verdict(blobs));
                 if readiness.0.is_err() || readiness.1.is_err() {
                     tracing::warn!(database = ?readiness.0, blobs = ?readiness.1, "not ready");
@@ -470,7 +546,10 @@ impl<S: Store> Checks<S> {
                         None
                     }
                     Err(_) => {
-                        tracing::warn!("metrics: the database did not answer within {} s", READY_TIMEOUT.as_secs());
+                        tracing::warn!(
+                            "metrics: the database did not answer within {} s",
+                            READY_TIMEOUT.as_secs()
+                        );
                         None
                     }
                 }
@@ -480,7 +559,9 @@ impl<S: Store> Checks<S> {
 }
 
 /// A check's outcome: done, failed saying why, or out of time.
-fn verdict<E: std::fmt::Display>(checked: Result<Result<(), E>, tokio::time::error::Elapsed>) -> Result<(), String> {
+fn verdict<E: std::fmt::Display>(
+    checked: Result<Result<(), E>, tokio::time::error::Elapsed>,
+) -> Result<(), String> {
     match checked {
         Ok(Ok(())) => Ok(()),
         Ok(Err(error)) => Err(error.to_string()),
@@ -491,14 +572,19 @@ fn verdict<E: std::fmt::Display>(checked: Result<Result<(), E>, tokio::time::err
 /// Counts and times one request under its operation id, or the template of the route
 /// it matched outside the API (`/storage/blobs/{hash}`), or `unmatched`: never its path,
 /// which would make a label value per id.
-async fn count_request(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+async fn count_request(
+    State(metrics): State<Arc<Metrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let route = request.extensions().get::<MatchedPath>().map(|path| path.as_str().to_string());
     let started = std::time::Instant::now();
     let response = next.run(request).await;
-    let operation = match response.extensions().get::<vm0_api::Served>().and_then(|served| served.operation) {
-        Some(operation) => std::borrow::Cow::Borrowed(operation),
-        None => std::borrow::Cow::Owned(route.unwrap_or_else(|| "unmatched".to_string())),
-    };
+    let operation =
+        match response.extensions().get::<vm0_api::Served>().and_then(|served| served.operation) {
+            Some(operation) => std::borrow::Cow::Borrowed(operation),
+            None => std::borrow::Cow::Owned(route.unwrap_or_else(|| "unmatched".to_string())),
+        };
     metrics.answered(operation, response.status().as_u16(), started.elapsed());
     response
 }
@@ -540,34 +626,67 @@ struct Signed {
     signature: String,
 }
 
-fn signed(hash: &str, query: Option<String>, access: Access, blobs: &Blobs) -> Result<Signed, ApiError> {
+fn signed(
+    hash: &str,
+    query: Option<String>,
+    access: Access,
+    blobs: &Blobs,
+) -> Result<Signed, ApiError> {
     if !blobs::is_hash(hash) {
         return Err(ApiError::not_found("blob", hash));
     }
-    let signed: Signed = serde_urlencoded::from_str(query.as_deref().unwrap_or_default())
-        .map_err(|e| ApiError::invalid_parameter("signature", format!("Not a pre-signed URL: {e}")))?;
+    let signed: Signed =
+        serde_urlencoded::from_str(query.as_deref().unwrap_or_default()).map_err(|e| {
+            ApiError::invalid_parameter("signature", format!("Not a pre-signed URL: {e}"))
+        })?;
     let wanted = if access == Access::Put { "PUT" } else { "GET" };
     if signed.method != wanted {
-        return Err(ApiError::invalid_parameter("method", format!("This URL is for {}, not {wanted}", signed.method)));
+        return Err(ApiError::invalid_parameter(
+            "method",
+            format!("This URL is for {}, not {wanted}", signed.method),
+        ));
     }
-    blobs.verify(access, hash, signed.size, signed.user.as_deref(), signed.expires, &signed.signature)?;
+    blobs.verify(
+        access,
+        hash,
+        signed.size,
+        signed.user.as_deref(),
+        signed.expires,
+        &signed.signature,
+    )?;
     Ok(signed)
 }
 
 /// `PUT /storage/blobs/{hash}`: one file's bytes, to a URL from a prepare call.
-async fn upload_blob<S: Store>(State(app): State<Arc<App<S>>>, Path(hash): Path<String>, RawQuery(query): RawQuery, body: Body) -> Result<Response, ApiError> {
+async fn upload_blob<S: Store>(
+    State(app): State<Arc<App<S>>>,
+    Path(hash): Path<String>,
+    RawQuery(query): RawQuery,
+    body: Body,
+) -> Result<Response, ApiError> {
     let signed = signed(&hash, query, Access::Put, &app.blobs)?;
-    let size = signed.size.ok_or_else(|| ApiError::invalid_parameter("size", "An upload URL carries the file's size"))?;
-    let user = signed.user.ok_or_else(|| ApiError::invalid_parameter("user", "An upload URL names the user it is for"))?;
+    let size = signed.size.ok_or_else(|| {
+        ApiError::invalid_parameter("size", "An upload URL carries the file's size")
+    })?;
+    let user = signed.user.ok_or_else(|| {
+        ApiError::invalid_parameter("user", "An upload URL names the user it is for")
+    })?;
     app.blobs.write(&hash, size, body, &app.store, &user).await?;
     app.metrics.uploaded(size);
     let mut response = StatusCode::NO_CONTENT.into_response();
-    response.headers_mut().insert(header::ETAG, HeaderValue::from_str(&format!("\"{hash}\"")).expect("hashes are ASCII"));
+    response.headers_mut().insert(
+        header::ETAG,
+        HeaderValue::from_str(&format!("\"{hash}\"")).expect("hashes are ASCII"),
+    );
     Ok(response)
 }
 
 /// `GET /storage/blobs/{hash}`: one file's bytes, streamed, from a URL from a download call.
-async fn download_blob<S: Store>(State(app): State<Arc<App<S>>>, Path(hash): Path<String>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+async fn download_blob<S: Store>(
+    State(app): State<Arc<App<S>>>,
+    Path(hash): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
     signed(&hash, query, Access::Get, &app.blobs)?;
     let path = app.blobs.local_path(&hash).ok_or_else(|| ApiError::not_found("blob", &hash))?;
     let file = tokio::fs::File::open(path).await.map_err(|_| ApiError::not_found("blob", &hash))?;
@@ -580,7 +699,11 @@ async fn download_blob<S: Store>(State(app): State<Arc<App<S>>>, Path(hash): Pat
         }
     }));
     Ok((
-        [(header::CONTENT_TYPE, "application/octet-stream".to_string()), (header::CONTENT_LENGTH, length.to_string()), (header::ETAG, format!("\"{hash}\""))],
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, length.to_string()),
+            (header::ETAG, format!("\"{hash}\"")),
+        ],
         body,
     )
         .into_response())

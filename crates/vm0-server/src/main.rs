@@ -155,13 +155,24 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
     match cli.log_format {
         LogFormat::Human => {
             let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-            tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_ansi(ansi)
+                .init();
         }
-        LogFormat::Json => tracing_subscriber::fmt().json().flatten_event(true).with_env_filter(filter).with_writer(std::io::stderr).init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
     }
     let data_dir = match cli.data_dir {
         Some(dir) => dir,
-        None => dirs::data_dir().context("no data directory for this user: pass --data-dir")?.join("vm0-server"),
+        None => dirs::data_dir()
+            .context("no data directory for this user: pass --data-dir")?
+            .join("vm0-server"),
     };
     let config = Config {
         listen: cli.listen,
@@ -170,7 +181,8 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         data_dir,
         database_url: cli.database_url,
         blob_store: match cli.blob_store {
-            Some(url) => vm0_server::BlobLocation::parse(&url, cli.s3_endpoint).map_err(anyhow::Error::msg)?,
+            Some(url) => vm0_server::BlobLocation::parse(&url, cli.s3_endpoint)
+                .map_err(anyhow::Error::msg)?,
             None => vm0_server::BlobLocation::Local,
         },
         secrets_key: cli.secrets_key,
@@ -183,7 +195,9 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         sandbox: if cli.unsandboxed_runs {
             Sandbox::Unsandboxed
         } else {
-            Sandbox::Helper(std::env::current_exe().context("finding this program, the sandbox helper")?)
+            Sandbox::Helper(
+                std::env::current_exe().context("finding this program, the sandbox helper")?,
+            )
         },
     };
 
@@ -191,14 +205,25 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Token { command: TokenCommand::Create { user, name, expires_in_days } }) => {
             let store = vm0_server::open_store(&config).await?;
             let user = store.ensure_user(&user).await?;
-            let (_, value) = vm0_server::api::issue_token(&store, &user.id, &name, expires_in_days).await?;
+            let (_, value) =
+                vm0_server::api::issue_token(&store, &user.id, &name, expires_in_days).await?;
             println!("{value}");
             return Ok(());
         }
         Some(Command::Backup { to }) => {
             let manifest = vm0_server::backup::backup(&config, &to).await?;
-            let key = if manifest.secrets_key { "and the secrets key" } else { "without the secrets key (kept elsewhere, with --secrets-key)" };
-            println!("Backed up the database of {} and {} blobs ({} bytes) {key} to {}", manifest.taken_at, manifest.blobs, manifest.blob_bytes, to.display());
+            let key = if manifest.secrets_key {
+                "and the secrets key"
+            } else {
+                "without the secrets key (kept elsewhere, with --secrets-key)"
+            };
+            println!(
+                "Backed up the database of {} and {} blobs ({} bytes) {key} to {}",
+                manifest.taken_at,
+                manifest.blobs,
+                manifest.blob_bytes,
+                to.display()
+            );
             return Ok(());
         }
         Some(Command::Restore { from }) => {
@@ -217,17 +242,27 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
 
     let data_dir = config.data_dir.clone();
     let server = vm0_server::bind(config).await?;
-    let mut banner = format!("vm0-server listening on {}\nAPI docs: {}/docs\nData directory: {}\n", server.url, server.url, data_dir.display());
+    let mut banner = format!(
+        "vm0-server listening on {}\nAPI docs: {}/docs\nData directory: {}\n",
+        server.url,
+        server.url,
+        data_dir.display()
+    );
     if let Some(url) = &server.metrics_url {
         banner.push_str(&format!("Metrics: {url}/metrics\n"));
     }
     if let Some(token) = &server.first_token {
         banner.push_str(&format!("\nCreated the user 'default' and its first API token, shown this once:\n\n    {token}\n\n"));
-        banner.push_str(&format!("Try it: curl {}/v1/agents -H \"Authorization: Bearer {token}\"\n", server.url));
+        banner.push_str(&format!(
+            "Try it: curl {}/v1/agents -H \"Authorization: Bearer {token}\"\n",
+            server.url
+        ));
     }
     // A closed stdout (`vm0-server | head -1`) must not stop the server.
     let mut stdout = std::io::stdout();
-    std::io::Write::write_all(&mut stdout, banner.as_bytes()).and_then(|_| std::io::Write::flush(&mut stdout)).ok();
+    std::io::Write::write_all(&mut stdout, banner.as_bytes())
+        .and_then(|_| std::io::Write::flush(&mut stdout))
+        .ok();
     server.serve(shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
@@ -238,7 +273,9 @@ async fn shutdown_signal() {
     let interrupt = async { tokio::signal::ctrl_c().await.ok() };
     #[cfg(unix)]
     let terminate = async {
-        if let Ok(mut signal) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut signal) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             signal.recv().await;
         }
     };

@@ -53,8 +53,14 @@ struct InfoLabels {
 }
 
 /// Every status a run may have (the test below keeps the list whole).
-const RUN_STATUSES: [RunStatus; 6] =
-    [RunStatus::Pending, RunStatus::Running, RunStatus::Completed, RunStatus::Failed, RunStatus::Timeout, RunStatus::Cancelled];
+const RUN_STATUSES: [RunStatus; 6] = [
+    RunStatus::Pending,
+    RunStatus::Running,
+    RunStatus::Completed,
+    RunStatus::Failed,
+    RunStatus::Timeout,
+    RunStatus::Cancelled,
+];
 
 /// What the database says at a scrape: runs by status, the oldest pending run's age,
 /// and the connection pool's use.
@@ -89,18 +95,43 @@ impl Metrics {
     /// A new set of metrics, all zero, for a server on `database` (`sqlite`, `postgres`).
     pub fn new(database: &'static str) -> Metrics {
         let mut registry = Registry::with_prefix("vm0");
-        let requests =
-            add(&mut registry, "http_requests", "Requests answered, by operation id (or route, outside the API) and status", None, Family::default());
+        let requests = add(
+            &mut registry,
+            "http_requests",
+            "Requests answered, by operation id (or route, outside the API) and status",
+            None,
+            Family::default(),
+        );
         let latency = add(
             &mut registry,
             "http_request_duration",
             "Time until a response's head, by operation",
             Some(Unit::Seconds),
-            Family::<OperationLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.000_25, 2.0, 16))),
+            Family::<OperationLabels, Histogram>::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+            }),
         );
-        let runs = add(&mut registry, "runs", "Runs in the database by status, on every instance alike", None, Family::default());
-        let queue_length = add(&mut registry, "run_queue_length", "Runs pending in the database, waiting for a slot on some instance", None, Gauge::default());
-        let queue_oldest = add(&mut registry, "run_queue_oldest_age", "How long the oldest pending run has waited", Some(Unit::Seconds), Gauge::default());
+        let runs = add(
+            &mut registry,
+            "runs",
+            "Runs in the database by status, on every instance alike",
+            None,
+            Family::default(),
+        );
+        let queue_length = add(
+            &mut registry,
+            "run_queue_length",
+            "Runs pending in the database, waiting for a slot on some instance",
+            None,
+            Gauge::default(),
+        );
+        let queue_oldest = add(
+            &mut registry,
+            "run_queue_oldest_age",
+            "How long the oldest pending run has waited",
+            Some(Unit::Seconds),
+            Gauge::default(),
+        );
         let queue_wait = add(
             &mut registry,
             "run_queue_wait",
@@ -108,8 +139,20 @@ impl Metrics {
             Some(Unit::Seconds),
             Histogram::new(exponential_buckets(0.01, 2.0, 18)),
         );
-        let executing = add(&mut registry, "runs_executing", "Runs executing on this instance", None, Gauge::default());
-        let runs_ended = add(&mut registry, "runs_ended", "Runs this instance ended (or found lost), by final status", None, Family::default());
+        let executing = add(
+            &mut registry,
+            "runs_executing",
+            "Runs executing on this instance",
+            None,
+            Gauge::default(),
+        );
+        let runs_ended = add(
+            &mut registry,
+            "runs_ended",
+            "Runs this instance ended (or found lost), by final status",
+            None,
+            Family::default(),
+        );
         let bytes = add(
             &mut registry,
             "storage_transferred",
@@ -117,10 +160,34 @@ impl Metrics {
             Some(Unit::Bytes),
             Family::default(),
         );
-        let pool = add(&mut registry, "db_pool_connections", "The database pool's open connections, by state", None, Family::default());
-        let pool_max = add(&mut registry, "db_pool_max_connections", "The most connections the database pool opens", None, Gauge::default());
-        let database_up = add(&mut registry, "database_up", "Whether the database answered this scrape's queries", None, Gauge::default());
-        let subscribers = add(&mut registry, "sse_subscribers", "Open streams of run events", None, Gauge::default());
+        let pool = add(
+            &mut registry,
+            "db_pool_connections",
+            "The database pool's open connections, by state",
+            None,
+            Family::default(),
+        );
+        let pool_max = add(
+            &mut registry,
+            "db_pool_max_connections",
+            "The most connections the database pool opens",
+            None,
+            Gauge::default(),
+        );
+        let database_up = add(
+            &mut registry,
+            "database_up",
+            "Whether the database answered this scrape's queries",
+            None,
+            Gauge::default(),
+        );
+        let subscribers = add(
+            &mut registry,
+            "sse_subscribers",
+            "Open streams of run events",
+            None,
+            Gauge::default(),
+        );
         let info = Family::<InfoLabels, Gauge>::default();
         info.get_or_create(&InfoLabels { version: env!("CARGO_PKG_VERSION"), database }).set(1);
         registry.register("server_info", "This server's version and database backend", info);
@@ -144,7 +211,9 @@ impl Metrics {
 
     /// One request answered: its operation id (or route), status and time to its head.
     pub fn answered(&self, operation: Cow<'static, str>, status: u16, took: Duration) {
-        self.latency.get_or_create(&OperationLabels { operation: operation.clone() }).observe(took.as_secs_f64());
+        self.latency
+            .get_or_create(&OperationLabels { operation: operation.clone() })
+            .observe(took.as_secs_f64());
         self.requests.get_or_create(&RequestLabels { operation, status }).inc();
     }
 
@@ -191,10 +260,18 @@ impl Metrics {
         // no status emptied; a status no run has any more reads 0, not its last count.
         for status in RUN_STATUSES {
             let status = status.to_string();
-            let count = reading.runs_by_status.iter().find(|(s, _)| *s == status).map_or(0, |(_, count)| *count);
+            let count = reading
+                .runs_by_status
+                .iter()
+                .find(|(s, _)| *s == status)
+                .map_or(0, |(_, count)| *count);
             self.runs.get_or_create(&StatusLabels { status }).set(count);
         }
-        let pending = reading.runs_by_status.iter().find(|(status, _)| status == "pending").map_or(0, |(_, count)| *count);
+        let pending = reading
+            .runs_by_status
+            .iter()
+            .find(|(status, _)| status == "pending")
+            .map_or(0, |(_, count)| *count);
         self.queue_length.set(pending);
         self.queue_oldest.set(reading.oldest_pending.unwrap_or_default().as_secs_f64());
         let in_use = reading.pool_size.saturating_sub(reading.pool_idle);
@@ -206,14 +283,21 @@ impl Metrics {
     /// Every metric in the text format.
     pub fn encode(&self) -> String {
         let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
         text
     }
 }
 
 /// Registers `metric` under `name` (in `unit`, when it has one) and returns it, for its
 /// owner to update: the registry holds a handle to the same values.
-fn add<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, unit: Option<Unit>, metric: M) -> M {
+fn add<M: Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    unit: Option<Unit>,
+    metric: M,
+) -> M {
     match unit {
         Some(unit) => registry.register_with_unit(name, help, unit, metric.clone()),
         None => registry.register(name, help, metric.clone()),
@@ -237,7 +321,10 @@ mod tests {
     #[test]
     fn every_run_status_has_its_gauge() {
         let schema = schemars::schema_for!(RunStatus);
-        assert_eq!(schema.get("enum").and_then(|e| e.as_array()).map(Vec::len), Some(RUN_STATUSES.len()));
+        assert_eq!(
+            schema.get("enum").and_then(|e| e.as_array()).map(Vec::len),
+            Some(RUN_STATUSES.len())
+        );
     }
 
     #[test]

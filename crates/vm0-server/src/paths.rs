@@ -22,12 +22,21 @@ pub(crate) fn check<'a>(paths: impl IntoIterator<Item = &'a str>) -> Result<(), 
     let all: HashSet<&str> = paths.iter().copied().collect();
     for (index, path) in paths.iter().enumerate() {
         if let Some(segment) = path.split('/').find(|s| s.len() > MAX_SEGMENT) {
-            let message = format!("{path} has a segment of {} bytes; at most {MAX_SEGMENT} are allowed", segment.len());
+            let message = format!(
+                "{path} has a segment of {} bytes; at most {MAX_SEGMENT} are allowed",
+                segment.len()
+            );
             return Err(PathError { index, message });
         }
         for (at, _) in path.match_indices('/') {
             if all.contains(&path[..at]) {
-                return Err(PathError { index, message: format!("{path} is inside {}, which is a file of the same version", &path[..at]) });
+                return Err(PathError {
+                    index,
+                    message: format!(
+                        "{path} is inside {}, which is a file of the same version",
+                        &path[..at]
+                    ),
+                });
             }
         }
     }
@@ -49,6 +58,8 @@ mod tests {
     fn segments_are_at_most_255_bytes() {
         let long = "é".repeat(128); // 256 bytes in 128 characters
         assert_eq!(check(["ok", &format!("dir/{long}")]).unwrap_err().index, 1);
-        assert!(check(["a".repeat(255).as_str(), format!("{}/b", "c".repeat(255)).as_str()]).is_ok());
+        assert!(
+            check(["a".repeat(255).as_str(), format!("{}/b", "c".repeat(255)).as_str()]).is_ok()
+        );
     }
 }

@@ -79,7 +79,10 @@ impl Sealer {
                 let mut file = std::fs::File::open(path)?;
                 file.read_exact(&mut key)?;
                 if file.read(&mut [0])? != 0 {
-                    return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "a secrets key is 32 bytes, and this file is longer"));
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "a secrets key is 32 bytes, and this file is longer",
+                    ));
                 }
             }
             Err(error) => return Err(error),
@@ -93,15 +96,23 @@ impl Sealer {
         use chacha20poly1305::aead::Aead;
         let mut nonce = [0u8; 12];
         rand::rng().fill_bytes(&mut nonce);
-        let sealed = self.cipher.encrypt(&nonce.into(), value.as_bytes()).expect("ChaCha20-Poly1305 seals any length we store");
-        format!("{SEALED}{}", base64::engine::general_purpose::STANDARD_NO_PAD.encode([&nonce[..], &sealed].concat()))
+        let sealed = self
+            .cipher
+            .encrypt(&nonce.into(), value.as_bytes())
+            .expect("ChaCha20-Poly1305 seals any length we store");
+        format!(
+            "{SEALED}{}",
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode([&nonce[..], &sealed].concat())
+        )
     }
 
     /// The value that `sealed` holds; `None` when another key sealed it, or nobody did.
     pub(crate) fn unseal(&self, sealed: &str) -> Option<String> {
         use base64::Engine as _;
         use chacha20poly1305::aead::Aead;
-        let bytes = base64::engine::general_purpose::STANDARD_NO_PAD.decode(sealed.strip_prefix(SEALED)?).ok()?;
+        let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(sealed.strip_prefix(SEALED)?)
+            .ok()?;
         let (nonce, ciphertext) = bytes.split_at_checked(12)?;
         let nonce: [u8; 12] = nonce.try_into().ok()?;
         String::from_utf8(self.cipher.decrypt(&nonce.into(), ciphertext).ok()?).ok()
@@ -118,11 +129,20 @@ mod tests {
         let key = dir.path().join("secrets.key");
         let sealer = Sealer::open(&key).unwrap();
         let sealed = sealer.seal("sk-live-123");
-        assert!(!sealed.contains("sk-live-123") && sealed != sealer.seal("sk-live-123"), "a fresh nonce each time");
-        assert_eq!(Sealer::open(&key).unwrap().unseal(&sealed).as_deref(), Some("sk-live-123"), "the key is kept");
+        assert!(
+            !sealed.contains("sk-live-123") && sealed != sealer.seal("sk-live-123"),
+            "a fresh nonce each time"
+        );
+        assert_eq!(
+            Sealer::open(&key).unwrap().unseal(&sealed).as_deref(),
+            Some("sk-live-123"),
+            "the key is kept"
+        );
         assert_eq!(Sealer::open(&dir.path().join("other.key")).unwrap().unseal(&sealed), None);
         assert_eq!(sealer.unseal("sk-live-123"), None, "a value never sealed");
-        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&key).unwrap().permissions(),
+        );
         assert_eq!(mode & 0o777, 0o600);
         std::fs::write(&key, [7u8; 33]).unwrap();
         assert!(Sealer::open(&key).is_err(), "a key file of another length is refused");

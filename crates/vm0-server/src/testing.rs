@@ -22,14 +22,27 @@ pub async fn database_url(data_dir: &Path) -> anyhow::Result<Option<String>> {
         return Ok(Some(url));
     }
     let name = format!("vm0_test_{}", ulid::Ulid::new().to_string().to_lowercase());
-    let mut connection =
-        sqlx::PgConnection::connect(&admin).await.with_context(|| format!("connecting to {TEST_DATABASE_URL}={}", crate::store::redacted(&admin)))?;
-    connection.execute(format!("CREATE DATABASE {name}").as_str()).await.with_context(|| format!("creating the database {name}"))?;
+    let mut connection = sqlx::PgConnection::connect(&admin).await.with_context(|| {
+        format!("connecting to {TEST_DATABASE_URL}={}", crate::store::redacted(&admin))
+    })?;
+    connection
+        .execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .with_context(|| format!("creating the database {name}"))?;
     connection.close().await.ok();
     // The same server and credentials, another database: the path after the authority.
-    let (base, query) = admin.split_once('?').map_or((admin.as_str(), None), |(base, query)| (base, Some(query)));
-    let authority_end = base.find("://").map(|i| i + 3).and_then(|start| base[start..].find('/').map(|i| start + i)).unwrap_or(base.len());
-    let url = format!("{}/{name}{}", &base[..authority_end], query.map(|q| format!("?{q}")).unwrap_or_default());
+    let (base, query) =
+        admin.split_once('?').map_or((admin.as_str(), None), |(base, query)| (base, Some(query)));
+    let authority_end = base
+        .find("://")
+        .map(|i| i + 3)
+        .and_then(|start| base[start..].find('/').map(|i| start + i))
+        .unwrap_or(base.len());
+    let url = format!(
+        "{}/{name}{}",
+        &base[..authority_end],
+        query.map(|q| format!("?{q}")).unwrap_or_default()
+    );
     tokio::fs::create_dir_all(data_dir).await?;
     tokio::fs::write(&remembered, &url).await?;
     Ok(Some(url))
@@ -45,16 +58,23 @@ pub const TEST_S3_ENDPOINT: &str = "VM0_TEST_S3_ENDPOINT";
 /// `VM0_TEST_S3_ENDPOINT`), and then a prefix of its own in that bucket, remembered in
 /// the data directory as the database is.
 pub async fn blob_store(data_dir: &Path) -> anyhow::Result<crate::blobs::Location> {
-    let Ok(bucket) = std::env::var(TEST_BLOB_STORE) else { return Ok(crate::blobs::Location::Local) };
+    let Ok(bucket) = std::env::var(TEST_BLOB_STORE) else {
+        return Ok(crate::blobs::Location::Local);
+    };
     let remembered = data_dir.join("test-blob-store");
     let url = match std::fs::read_to_string(&remembered) {
         Ok(url) => url,
         Err(_) => {
-            let url = format!("{}/{}", bucket.trim_end_matches('/'), ulid::Ulid::new().to_string().to_lowercase());
+            let url = format!(
+                "{}/{}",
+                bucket.trim_end_matches('/'),
+                ulid::Ulid::new().to_string().to_lowercase()
+            );
             tokio::fs::create_dir_all(data_dir).await?;
             tokio::fs::write(&remembered, &url).await?;
             url
         }
     };
-    crate::blobs::Location::parse(&url, std::env::var(TEST_S3_ENDPOINT).ok()).map_err(anyhow::Error::msg)
+    crate::blobs::Location::parse(&url, std::env::var(TEST_S3_ENDPOINT).ok())
+        .map_err(anyhow::Error::msg)
 }

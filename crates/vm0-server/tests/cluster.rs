@@ -29,14 +29,20 @@ impl Instance {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_instances_serve_one_api() {
-    if std::env::var(vm0_server::testing::TEST_DATABASE_URL).is_err() || std::env::var(vm0_server::testing::TEST_BLOB_STORE).is_err() {
+    if std::env::var(vm0_server::testing::TEST_DATABASE_URL).is_err()
+        || std::env::var(vm0_server::testing::TEST_BLOB_STORE).is_err()
+    {
         return eprintln!("skipped: several instances need PostgreSQL and an S3 bucket (the second pass of cargo xtask ci)");
     }
     // One database, bucket prefix and secrets key for all three.
     let shared = tempfile::tempdir().unwrap();
     let mut backend = common::backend_args(shared.path()).await;
-    backend.extend(["--secrets-key".to_string(), shared.path().join("secrets.key").display().to_string()]);
-    let database_url = backend[backend.iter().position(|a| a == "--database-url").unwrap() + 1].clone();
+    backend.extend([
+        "--secrets-key".to_string(),
+        shared.path().join("secrets.key").display().to_string(),
+    ]);
+    let database_url =
+        backend[backend.iter().position(|a| a == "--database-url").unwrap() + 1].clone();
     let db = sqlx::PgPool::connect(&database_url).await.unwrap();
 
     // Started together on an empty database: one first user, whose token one of them shows.
@@ -64,19 +70,25 @@ async fn three_instances_serve_one_api() {
     let agent = |name: &str| json!({"name": name, "config": {"command": ["sh", "-c", "eval \"$VM0_PROMPT\""], "timeoutSeconds": 120}});
     let mut ids = Vec::new();
     for i in 0..7 {
-        let (status, created) = apis[i % 3].call(reqwest::Method::POST, "/v1/agents", Some(agent(&format!("agent-{i}")))).await;
+        let (status, created) = apis[i % 3]
+            .call(reqwest::Method::POST, "/v1/agents", Some(agent(&format!("agent-{i}"))))
+            .await;
         assert_eq!(status, 201, "{created}");
         ids.push(created["id"].as_str().unwrap().to_string());
     }
     for (i, id) in ids.iter().enumerate() {
-        let (status, read) = apis[(i + 1) % 3].call(reqwest::Method::GET, &format!("/v1/agents/{id}"), None).await;
+        let (status, read) =
+            apis[(i + 1) % 3].call(reqwest::Method::GET, &format!("/v1/agents/{id}"), None).await;
         assert_eq!((status, read["name"].clone()), (200, json!(format!("agent-{i}"))));
     }
     let (mut listed, mut query, mut page) = (Vec::new(), "limit=2".to_string(), 0);
     loop {
-        let (status, body) = apis[page % 3].call(reqwest::Method::GET, &format!("/v1/agents?{query}"), None).await;
+        let (status, body) =
+            apis[page % 3].call(reqwest::Method::GET, &format!("/v1/agents?{query}"), None).await;
         assert_eq!(status, 200, "{body}");
-        listed.extend(body["data"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap().to_string()));
+        listed.extend(
+            body["data"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap().to_string()),
+        );
         page += 1;
         match body["pagination"]["nextCursor"].as_str() {
             Some(cursor) => query = format!("limit=2&cursor={cursor}"),
@@ -84,7 +96,11 @@ async fn three_instances_serve_one_api() {
         }
     }
     let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
-    assert_eq!((listed, page), (newest_first, 4), "seven agents in four pages from three instances");
+    assert_eq!(
+        (listed, page),
+        (newest_first, 4),
+        "seven agents in four pages from three instances"
+    );
 
     // A directory pushed through one instance and pulled through another: the bytes go
     // between the client and the bucket.
@@ -92,23 +108,36 @@ async fn three_instances_serve_one_api() {
     let pushed = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(pushed.path().join("data")).unwrap();
     std::fs::write(pushed.path().join("data/a.txt"), "alpha\n").unwrap();
-    std::fs::write(pushed.path().join("b.bin"), (0..200_000u32).map(|i| (i % 251) as u8).collect::<Vec<u8>>()).unwrap();
-    let (status, volume) = apis[0].call(reqwest::Method::POST, "/v1/volumes", Some(json!({"name": "shared"}))).await;
+    std::fs::write(
+        pushed.path().join("b.bin"),
+        (0..200_000u32).map(|i| (i % 251) as u8).collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    let (status, volume) =
+        apis[0].call(reqwest::Method::POST, "/v1/volumes", Some(json!({"name": "shared"}))).await;
     assert_eq!(status, 201, "{volume}");
     let volume = volume["id"].as_str().unwrap().to_string();
     let transfer = vm0_client::Transfer::default();
-    client(0).push_volume(&volume, pushed.path(), Some("from instance 0"), &transfer).await.unwrap();
+    client(0)
+        .push_volume(&volume, pushed.path(), Some("from instance 0"), &transfer)
+        .await
+        .unwrap();
     let pulled = tempfile::tempdir().unwrap();
     client(1).pull_volume(&volume, None, pulled.path(), &transfer).await.unwrap();
     for file in ["data/a.txt", "b.bin"] {
-        assert_eq!(std::fs::read(pulled.path().join(file)).unwrap(), std::fs::read(pushed.path().join(file)).unwrap(), "{file}");
+        assert_eq!(
+            std::fs::read(pulled.path().join(file)).unwrap(),
+            std::fs::read(pushed.path().join(file)).unwrap(),
+            "{file}"
+        );
     }
 
     // A session continued on each instance in turn starts from its latest checkpoint,
     // also on an instance whose copy of the session's directory is older.
     let mut session = None;
     for (turn, i) in [0, 1, 0, 2].into_iter().enumerate() {
-        let mut body = json!({"prompt": format!("echo {turn} >> state.txt; tr '\\n' ' ' < state.txt")});
+        let mut body =
+            json!({"prompt": format!("echo {turn} >> state.txt; tr '\\n' ' ' < state.txt")});
         match &session {
             None => body["agent"] = json!("agent-0"),
             Some(id) => body["sessionId"] = json!(id),
@@ -117,25 +146,34 @@ async fn three_instances_serve_one_api() {
         assert_eq!(status, 202, "{run}");
         let run = run["id"].as_str().unwrap().to_string();
         let wanted = (0..=turn).map(|t| format!("{t} ")).collect::<String>();
-        let output = apis[(i + 1) % 3].until_event(&run, DEADLINE, "its output", |event, _| event == "output").await;
+        let output = apis[(i + 1) % 3]
+            .until_event(&run, DEADLINE, "its output", |event, _| event == "output")
+            .await;
         let executor = executor_of(&db, &run, &instances).await;
         eprintln!("session turn {turn} executes on instance {executor}");
-        assert_eq!(output["content"].as_str().map(str::trim_end), Some(wanted.trim_end()), "turn {turn}, on instance {executor}");
+        assert_eq!(
+            output["content"].as_str().map(str::trim_end),
+            Some(wanted.trim_end()),
+            "turn {turn}, on instance {executor}"
+        );
         apis[i].until_event(&run, DEADLINE, "its end", |event, _| event == "complete").await;
-        let (_, detail) = apis[i].call(reqwest::Method::GET, &format!("/v1/runs/{run}"), None).await;
+        let (_, detail) =
+            apis[i].call(reqwest::Method::GET, &format!("/v1/runs/{run}"), None).await;
         assert_eq!(detail["status"], "completed", "{detail}");
         session = Some(detail["sessionId"].as_str().unwrap().to_string());
     }
 
     // An instance with another secrets key refuses to start on the database.
     let stranger = tempfile::tempdir().unwrap();
-    let without_key: Vec<String> = backend.iter().take_while(|a| *a != "--secrets-key").cloned().collect();
+    let without_key: Vec<String> =
+        backend.iter().take_while(|a| *a != "--secrets-key").cloned().collect();
     let stderr = refusal(&instance_args(stranger.path(), &without_key));
     assert!(stderr.contains("every instance on one database needs the same key file"), "{stderr}");
     // And so does one on a copy of a live instance's data directory, which would end that
     // instance's runs as its own left over.
     let copy = tempfile::tempdir().unwrap();
-    std::fs::copy(instances[0].dir.path().join("instance-id"), copy.path().join("instance-id")).unwrap();
+    std::fs::copy(instances[0].dir.path().join("instance-id"), copy.path().join("instance-id"))
+        .unwrap();
     let stderr = refusal(&instance_args(copy.path(), &backend));
     assert!(stderr.contains("has the instance id"), "{stderr}");
 
@@ -144,14 +182,21 @@ async fn three_instances_serve_one_api() {
     let executor = executor_of(&db, &run, &instances).await;
     eprintln!("run {run} executes on instance {executor}");
     let (streamer, canceller) = ((executor + 1) % 3, (executor + 2) % 3);
-    apis[streamer].until_event(&run, DEADLINE, "its output, on another instance", |event, data| event == "output" && data["content"] == "started").await;
+    apis[streamer]
+        .until_event(&run, DEADLINE, "its output, on another instance", |event, data| {
+            event == "output" && data["content"] == "started"
+        })
+        .await;
     let complete = {
         let api = instances[streamer].api(&tokens[0]);
         let run = run.clone();
-        tokio::spawn(async move { api.until_event(&run, DEADLINE, "its end", |event, _| event == "complete").await })
+        tokio::spawn(async move {
+            api.until_event(&run, DEADLINE, "its end", |event, _| event == "complete").await
+        })
     };
     let asked = Instant::now();
-    let (status, cancelled) = apis[canceller].call(reqwest::Method::POST, &format!("/v1/runs/{run}/cancel"), None).await;
+    let (status, cancelled) =
+        apis[canceller].call(reqwest::Method::POST, &format!("/v1/runs/{run}/cancel"), None).await;
     eprintln!("cancelled from another instance in {:?}", asked.elapsed());
     assert_eq!((status, cancelled["status"].clone()), (200, json!("cancelled")), "{cancelled}");
     let complete = within(DEADLINE, "the complete event", complete).await.unwrap();
@@ -161,7 +206,11 @@ async fn three_instances_serve_one_api() {
     let run = create_run(&apis[1], "echo started; sleep 100").await;
     let executor = executor_of(&db, &run, &instances).await;
     let witness = (executor + 1) % 3;
-    apis[witness].until_event(&run, DEADLINE, "its output", |event, data| event == "output" && data["content"] == "started").await;
+    apis[witness]
+        .until_event(&run, DEADLINE, "its output", |event, data| {
+            event == "output" && data["content"] == "started"
+        })
+        .await;
     let killed = instances.remove(executor);
     let dir = killed.dir.path().display().to_string();
     drop(killed.server); // SIGKILL
@@ -169,7 +218,8 @@ async fn three_instances_serve_one_api() {
     let killed_at = Instant::now();
     let ended = within(LOST_WITHIN, "the killed instance's run ending", async {
         loop {
-            let (_, detail) = survivors[0].call(reqwest::Method::GET, &format!("/v1/runs/{run}"), None).await;
+            let (_, detail) =
+                survivors[0].call(reqwest::Method::GET, &format!("/v1/runs/{run}"), None).await;
             if detail["status"] != "running" {
                 return detail;
             }
@@ -184,13 +234,17 @@ async fn three_instances_serve_one_api() {
         let (_, running) = api.call(reqwest::Method::GET, "/v1/runs?status=running", None).await;
         assert_eq!(running["data"], json!([]), "no run stays running");
     }
-    let running: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE status = 'running'").fetch_one(&db).await.unwrap();
+    let running: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE status = 'running'")
+        .fetch_one(&db)
+        .await
+        .unwrap();
     assert_eq!(running, 0, "no run of {dir} stays running");
 }
 
 /// The arguments of an instance over `dir` on the shared `backend`.
 fn instance_args(dir: &std::path::Path, backend: &[String]) -> Vec<String> {
-    let mut args: Vec<String> = ["--listen", "127.0.0.1:0", "--log", "warn", "--data-dir"].map(String::from).into();
+    let mut args: Vec<String> =
+        ["--listen", "127.0.0.1:0", "--log", "warn", "--data-dir"].map(String::from).into();
     args.push(dir.display().to_string());
     args.extend(backend.iter().cloned());
     args
@@ -199,14 +253,21 @@ fn instance_args(dir: &std::path::Path, backend: &[String]) -> Vec<String> {
 /// What the server binary says on its standard error when it refuses to start with
 /// `args`; panics if it starts or exits successfully.
 fn refusal(args: &[String]) -> String {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_vm0-server")).args(args).output().unwrap();
+    let output =
+        std::process::Command::new(env!("CARGO_BIN_EXE_vm0-server")).args(args).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(!output.status.success(), "vm0-server {args:?} started: {stderr}");
     stderr
 }
 
 async fn create_run(api: &Api, prompt: &str) -> String {
-    let (status, run) = api.call(reqwest::Method::POST, "/v1/runs", Some(json!({"agent": "agent-0", "prompt": prompt}))).await;
+    let (status, run) = api
+        .call(
+            reqwest::Method::POST,
+            "/v1/runs",
+            Some(json!({"agent": "agent-0", "prompt": prompt})),
+        )
+        .await;
     assert_eq!(status, 202, "{run}");
     run["id"].as_str().unwrap().to_string()
 }
@@ -215,7 +276,12 @@ async fn create_run(api: &Api, prompt: &str) -> String {
 async fn executor_of(db: &sqlx::PgPool, run: &str, instances: &[Instance]) -> usize {
     within(DEADLINE, "an instance claiming the run", async {
         loop {
-            let executor: Option<String> = sqlx::query_scalar("SELECT executor FROM runs WHERE id = $1").bind(run).fetch_one(db).await.unwrap();
+            let executor: Option<String> =
+                sqlx::query_scalar("SELECT executor FROM runs WHERE id = $1")
+                    .bind(run)
+                    .fetch_one(db)
+                    .await
+                    .unwrap();
             if let Some(i) = executor.and_then(|e| instances.iter().position(|i| i.id == e)) {
                 return i;
             }

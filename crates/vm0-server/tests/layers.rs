@@ -22,7 +22,11 @@ const LAYERS: &[(&str, u8)] = &[
 ];
 
 fn layer(module: &str) -> u8 {
-    LAYERS.iter().find(|(name, _)| *name == module).unwrap_or_else(|| panic!("module {module} has no layer in tests/layers.rs")).1
+    LAYERS
+        .iter()
+        .find(|(name, _)| *name == module)
+        .unwrap_or_else(|| panic!("module {module} has no layer in tests/layers.rs"))
+        .1
 }
 
 /// The top-level module a source file belongs to.
@@ -59,12 +63,20 @@ fn no_module_uses_one_above_it() {
         for (at, _) in text.match_indices("crate::") {
             let rest = &text[at + "crate::".len()..];
             let names: Vec<&str> = match rest.strip_prefix('{') {
-                Some(group) => group[..group.find('}').unwrap()].split(',').map(|n| n.trim().split("::").next().unwrap().trim()).collect(),
-                None => vec![rest.split(|c: char| !(c.is_alphanumeric() || c == '_')).next().unwrap()],
+                Some(group) => group[..group.find('}').unwrap()]
+                    .split(',')
+                    .map(|n| n.trim().split("::").next().unwrap().trim())
+                    .collect(),
+                None => {
+                    vec![rest.split(|c: char| !(c.is_alphanumeric() || c == '_')).next().unwrap()]
+                }
             };
-            for name in names.into_iter().filter(|n| !n.is_empty() && LAYERS.iter().any(|(m, _)| m == n)) {
+            for name in
+                names.into_iter().filter(|n| !n.is_empty() && LAYERS.iter().any(|(m, _)| m == n))
+            {
                 if layer(name) > layer(&module) {
-                    violations.push(format!("{} ({module}) uses crate::{name}", relative.display()));
+                    violations
+                        .push(format!("{} ({module}) uses crate::{name}", relative.display()));
                 }
             }
         }

@@ -21,7 +21,11 @@ async fn start(data_dir: &Path, extra: &[&str]) -> (Server, Option<String>) {
     start_logging(data_dir, &extra, std::process::Stdio::inherit()).await
 }
 
-async fn start_logging(data_dir: &Path, extra: &[&str], stderr: impl Into<std::process::Stdio>) -> (Server, Option<String>) {
+async fn start_logging(
+    data_dir: &Path,
+    extra: &[&str],
+    stderr: impl Into<std::process::Stdio>,
+) -> (Server, Option<String>) {
     let mut args: Vec<String> = ["--listen", "127.0.0.1:0", "--data-dir"].map(String::from).into();
     args.push(data_dir.display().to_string());
     args.extend(common::backend_args(data_dir).await);
@@ -35,21 +39,30 @@ fn api(server: &Server, token: &str) -> Api {
 
 /// Whether the test's blobs are in a bucket, whose transfers bypass the server.
 async fn blobs_in_a_bucket(data_dir: &Path) -> bool {
-    matches!(vm0_server::testing::blob_store(data_dir).await.unwrap(), vm0_server::BlobLocation::S3 { .. })
+    matches!(
+        vm0_server::testing::blob_store(data_dir).await.unwrap(),
+        vm0_server::BlobLocation::S3 { .. }
+    )
 }
 
 /// The samples of a metrics text, by series (name and labels) as written.
 fn samples(text: &str) -> HashMap<String, f64> {
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| l.rsplit_once(' ').map(|(series, value)| (series.to_string(), value.parse().expect("a number"))))
+        .filter_map(|l| {
+            l.rsplit_once(' ')
+                .map(|(series, value)| (series.to_string(), value.parse().expect("a number")))
+        })
         .collect()
 }
 
 async fn scrape(http: &reqwest::Client, url: &str) -> HashMap<String, f64> {
     let response = http.get(format!("{url}/metrics")).send().await.unwrap();
     assert_eq!(response.status(), 200);
-    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
     samples(&response.text().await.unwrap())
 }
 
@@ -60,13 +73,20 @@ impl Api {
     }
 
     async fn run(&self, prompt: &str) -> String {
-        let (status, run) = self.call(reqwest::Method::POST, "/v1/runs", Some(json!({"agent": "shell", "prompt": prompt}))).await;
+        let (status, run) = self
+            .call(
+                reqwest::Method::POST,
+                "/v1/runs",
+                Some(json!({"agent": "shell", "prompt": prompt})),
+            )
+            .await;
         assert_eq!(status, 202, "createRun: {run}");
         run["id"].as_str().unwrap().to_string()
     }
 
     async fn volume(&self, name: &str) -> String {
-        let (status, volume) = self.call(reqwest::Method::POST, "/v1/volumes", Some(json!({ "name": name }))).await;
+        let (status, volume) =
+            self.call(reqwest::Method::POST, "/v1/volumes", Some(json!({ "name": name }))).await;
         assert_eq!(status, 201, "createVolume: {volume}");
         volume["id"].as_str().unwrap().to_string()
     }
@@ -76,7 +96,11 @@ impl Api {
 async fn metrics_count_a_scripted_workload() {
     let data = tempfile::tempdir().unwrap();
     let (server, token) = start(data.path(), &["--metrics-listen", "127.0.0.1:0"]).await;
-    let metrics_url = server.banner.iter().find_map(|l| l.strip_prefix("Metrics: ")).expect("the banner names the metrics' address");
+    let metrics_url = server
+        .banner
+        .iter()
+        .find_map(|l| l.strip_prefix("Metrics: "))
+        .expect("the banner names the metrics' address");
     let metrics_url = metrics_url.trim_end_matches("/metrics").to_string();
     let api = api(&server, &token.unwrap());
     let http = reqwest::Client::new();
@@ -85,9 +109,21 @@ async fn metrics_count_a_scripted_workload() {
     assert_eq!(http.get(format!("{}/metrics", server.url)).send().await.unwrap().status(), 404);
 
     for name in ["a", "b", "c"] {
-        assert_eq!(api.call(reqwest::Method::POST, "/v1/agents", Some(json!({"name": name, "config": {"command": ["true"]}}))).await.0, 201);
+        assert_eq!(
+            api.call(
+                reqwest::Method::POST,
+                "/v1/agents",
+                Some(json!({"name": name, "config": {"command": ["true"]}}))
+            )
+            .await
+            .0,
+            201
+        );
     }
-    assert_eq!(api.call(reqwest::Method::GET, "/v1/agents/agt_00000000000000000000000000", None).await.0, 404);
+    assert_eq!(
+        api.call(reqwest::Method::GET, "/v1/agents/agt_00000000000000000000000000", None).await.0,
+        404
+    );
     for _ in 0..2 {
         assert_eq!(api.call(reqwest::Method::GET, "/v1/agents", None).await.0, 200);
     }
@@ -97,14 +133,28 @@ async fn metrics_count_a_scripted_workload() {
     let volume = api.volume("inputs").await;
     let content = vec![7u8; 1000];
     assert!(api.push(&volume, &[("data.bin".to_string(), content.clone())]).await);
-    let (_, download) = api.call(reqwest::Method::GET, &format!("/v1/volumes/{volume}/download"), None).await;
-    let bytes = http.get(download["files"][0]["downloadUrl"].as_str().unwrap()).send().await.unwrap().bytes().await.unwrap();
+    let (_, download) =
+        api.call(reqwest::Method::GET, &format!("/v1/volumes/{volume}/download"), None).await;
+    let bytes = http
+        .get(download["files"][0]["downloadUrl"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     assert_eq!(bytes.as_ref(), content.as_slice());
 
     // A run, with its event stream open while it executes.
     api.shell_agent().await;
     let run = api.run("sleep 1; echo done").await;
-    let stream = api.http.get(format!("{}/v1/runs/{run}/events", api.url)).bearer_auth(&api.token).send().await.unwrap();
+    let stream = api
+        .http
+        .get(format!("{}/v1/runs/{run}/events", api.url))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(stream.status(), 200);
     let mut stream = stream.bytes_stream();
     stream.next().await.expect("the first event").unwrap();
@@ -142,7 +192,9 @@ async fn metrics_count_a_scripted_workload() {
     // The stream's end reaches the server a moment after the client's, the run's slot is
     // given back after its last event, and the database's gauges are read anew each
     // second: scraped until they settle.
-    let settled = |metrics: &HashMap<String, f64>| expected.iter().all(|(series, value)| metrics.get(*series) == Some(value));
+    let settled = |metrics: &HashMap<String, f64>| {
+        expected.iter().all(|(series, value)| metrics.get(*series) == Some(value))
+    };
     let mut after = scrape(&http, &metrics_url).await;
     let deadline = Instant::now() + DEADLINE;
     while !settled(&after) && Instant::now() < deadline {
@@ -153,7 +205,10 @@ async fn metrics_count_a_scripted_workload() {
         assert_eq!(after.get(series), Some(&value), "{series}");
     }
     if !blobs_in_a_bucket(data.path()).await {
-        assert_eq!(after["vm0_http_requests_total{operation=\"/storage/blobs/{hash}\",status=\"204\"}"], 1.0);
+        assert_eq!(
+            after["vm0_http_requests_total{operation=\"/storage/blobs/{hash}\",status=\"204\"}"],
+            1.0
+        );
         assert_eq!(after["vm0_storage_transferred_bytes_total{direction=\"upload\"}"], 1000.0);
         assert_eq!(after["vm0_storage_transferred_bytes_total{direction=\"download\"}"], 1000.0);
     }
@@ -194,21 +249,28 @@ async fn readyz_fails_while_the_database_or_blob_store_cannot_serve() {
     let data = tempfile::tempdir().unwrap();
     let (server, _) = start(data.path(), &[]).await;
     let http = reqwest::Client::new();
-    assert_eq!(readiness(&http, &server.url).await, (200, json!({"ready": true, "database": "ok", "blobStore": "ok", "draining": false})));
+    assert_eq!(
+        readiness(&http, &server.url).await,
+        (200, json!({"ready": true, "database": "ok", "blobStore": "ok", "draining": false}))
+    );
 
     match vm0_server::testing::database_url(data.path()).await.unwrap() {
         // SQLite serves reads while another process holds its one write lock, but
         // nothing that writes: that is a database that cannot serve.
         None => {
             use sqlx::{ConnectOptions, Connection};
-            let options = sqlx::sqlite::SqliteConnectOptions::new().filename(data.path().join("vm0.db"));
+            let options =
+                sqlx::sqlite::SqliteConnectOptions::new().filename(data.path().join("vm0.db"));
             let mut holder = options.connect().await.unwrap();
             sqlx::query("BEGIN IMMEDIATE").execute(&mut holder).await.unwrap();
             let body = readiness_turning(&http, &server.url, 503).await;
             assert!(body["database"].as_str().unwrap().contains("locked"), "{body}");
             assert_eq!(body["blobStore"], "ok");
             // The liveness probe does not depend on the database.
-            assert_eq!(http.get(format!("{}/healthz", server.url)).send().await.unwrap().status(), 200);
+            assert_eq!(
+                http.get(format!("{}/healthz", server.url)).send().await.unwrap().status(),
+                200
+            );
             sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
             holder.close().await.unwrap();
         }
@@ -218,12 +280,21 @@ async fn readyz_fails_while_the_database_or_blob_store_cannot_serve() {
             let name = url.rsplit('/').next().unwrap().split('?').next().unwrap().to_string();
             let admin = std::env::var(vm0_server::testing::TEST_DATABASE_URL).unwrap();
             let mut admin = sqlx::PgConnection::connect(&admin).await.unwrap();
-            admin.execute(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false").as_str()).await.unwrap();
+            admin
+                .execute(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false").as_str())
+                .await
+                .unwrap();
             admin.execute(format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'").as_str()).await.unwrap();
             let body = readiness_turning(&http, &server.url, 503).await;
             assert_ne!(body["database"], "ok", "{body}");
-            assert_eq!(http.get(format!("{}/healthz", server.url)).send().await.unwrap().status(), 200);
-            admin.execute(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true").as_str()).await.unwrap();
+            assert_eq!(
+                http.get(format!("{}/healthz", server.url)).send().await.unwrap().status(),
+                200
+            );
+            admin
+                .execute(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true").as_str())
+                .await
+                .unwrap();
         }
     }
     readiness_turning(&http, &server.url, 200).await;
@@ -249,14 +320,23 @@ async fn json_log_lines_carry_each_responses_request_id() {
     let api = api(&server, &token);
 
     let mut answered = Vec::new();
-    for (path, token) in [("/v1/agents", token.as_str()), ("/v1/agents/agt_00000000000000000000000000", token.as_str()), ("/v1/agents", "vm0_live_bad")] {
-        let response = api.http.get(format!("{}{path}", api.url)).bearer_auth(token).send().await.unwrap();
-        answered.push((response.headers()["x-request-id"].to_str().unwrap().to_string(), response.status().as_u16()));
+    for (path, token) in [
+        ("/v1/agents", token.as_str()),
+        ("/v1/agents/agt_00000000000000000000000000", token.as_str()),
+        ("/v1/agents", "vm0_live_bad"),
+    ] {
+        let response =
+            api.http.get(format!("{}{path}", api.url)).bearer_auth(token).send().await.unwrap();
+        answered.push((
+            response.headers()["x-request-id"].to_str().unwrap().to_string(),
+            response.status().as_u16(),
+        ));
     }
     // A pre-signed URL's signature is in its query, which the log leaves out.
     let volume = api.volume("logged").await;
     let list = json!({"files": [{"path": "a", "size": 1, "hash": sha(b"a")}]});
-    let (_, prepared) = api.call(reqwest::Method::POST, &format!("/v1/volumes/{volume}/upload"), Some(list)).await;
+    let (_, prepared) =
+        api.call(reqwest::Method::POST, &format!("/v1/volumes/{volume}/upload"), Some(list)).await;
     let upload_url = prepared["files"][0]["uploadUrl"].as_str().unwrap().to_string();
     api.http.put(&upload_url).body("a").send().await.unwrap();
     let (_, tokens) = api.call(reqwest::Method::GET, "/v1/tokens", None).await;
@@ -264,22 +344,45 @@ async fn json_log_lines_carry_each_responses_request_id() {
     drop(server);
 
     let text = std::fs::read_to_string(&log_path).unwrap();
-    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}"))).collect();
-    assert!(lines.iter().all(|l| l["timestamp"].is_string() && l["level"].is_string() && l["message"].is_string()));
-    let line_of = |id: &str| lines.iter().find(|l| l["request"] == id).unwrap_or_else(|| panic!("no log line for {id}:\n{text}"));
-    let (listed, missing, refused) = (line_of(&answered[0].0), line_of(&answered[1].0), line_of(&answered[2].0));
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect();
+    assert!(lines
+        .iter()
+        .all(|l| l["timestamp"].is_string() && l["level"].is_string() && l["message"].is_string()));
+    let line_of = |id: &str| {
+        lines
+            .iter()
+            .find(|l| l["request"] == id)
+            .unwrap_or_else(|| panic!("no log line for {id}:\n{text}"))
+    };
+    let (listed, missing, refused) =
+        (line_of(&answered[0].0), line_of(&answered[1].0), line_of(&answered[2].0));
     assert_eq!(
         (&listed["operation"], &listed["status"], &listed["method"], &listed["path"]),
         (&json!("listAgents"), &json!(200), &json!("GET"), &json!("/v1/agents"))
     );
     assert!(listed["user"].as_str().is_some_and(|u| u.starts_with("usr_")), "{listed}");
     assert!(listed["ms"].is_u64());
-    assert_eq!((&missing["operation"], &missing["status"], &missing["user"]), (&json!("getAgent"), &json!(404), &listed["user"]));
+    assert_eq!(
+        (&missing["operation"], &missing["status"], &missing["user"]),
+        (&json!("getAgent"), &json!(404), &listed["user"])
+    );
     // A refused token names no user.
-    assert_eq!((&refused["operation"], &refused["status"], refused.get("user")), (&json!("listAgents"), &json!(401), None));
+    assert_eq!(
+        (&refused["operation"], &refused["status"], refused.get("user")),
+        (&json!("listAgents"), &json!(401), None)
+    );
     // This server's `signature`, or a bucket's `X-Amz-Signature`.
     let query = upload_url.split_once('?').unwrap().1;
-    let signature = query.split('&').find_map(|pair| pair.split_once('=').filter(|(name, _)| name.to_lowercase().ends_with("signature"))).unwrap().1;
+    let signature = query
+        .split('&')
+        .find_map(|pair| {
+            pair.split_once('=').filter(|(name, _)| name.to_lowercase().ends_with("signature"))
+        })
+        .unwrap()
+        .1;
     for secret in [token.as_str(), &token["vm0_live_".len()..], signature] {
         assert!(!text.contains(secret), "the log holds a secret");
     }
@@ -294,50 +397,75 @@ fn terminate(server: &Server) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_drains_within_its_grace() {
     let data = tempfile::tempdir().unwrap();
-    let (mut server, token) = start(data.path(), &["--max-concurrent-runs", "1", "--shutdown-grace-seconds", "8"]).await;
+    let (mut server, token) =
+        start(data.path(), &["--max-concurrent-runs", "1", "--shutdown-grace-seconds", "8"]).await;
     let token = token.unwrap();
     let api = api(&server, &token);
     api.shell_agent().await;
     let long = api.run("sleep 60").await;
-    api.until_event(&long, DEADLINE, "running", |event, data| event == "status" && data["status"] == "running").await;
+    api.until_event(&long, DEADLINE, "running", |event, data| {
+        event == "status" && data["status"] == "running"
+    })
+    .await;
     let queued = api.run("echo after the restart").await;
 
     // An event stream, and an upload sent slowly, both open when the signal comes.
-    let events = api.http.get(format!("{}/v1/runs/{long}/events", api.url)).bearer_auth(&token).send().await.unwrap();
+    let events = api
+        .http
+        .get(format!("{}/v1/runs/{long}/events", api.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     let mut events = events.bytes_stream();
     let volume = api.volume("slow").await;
     let content: Vec<u8> = (0..64 * 1024u32).map(|i| i as u8).collect();
-    let list = json!({"files": [{"path": "slow.bin", "size": content.len(), "hash": sha(&content)}]});
-    let (_, prepared) = api.call(reqwest::Method::POST, &format!("/v1/volumes/{volume}/upload"), Some(list)).await;
+    let list =
+        json!({"files": [{"path": "slow.bin", "size": content.len(), "hash": sha(&content)}]});
+    let (_, prepared) =
+        api.call(reqwest::Method::POST, &format!("/v1/volumes/{volume}/upload"), Some(list)).await;
     let upload_url = prepared["files"][0]["uploadUrl"].as_str().unwrap().to_string();
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = content.chunks(4096).map(|c| Ok(c.to_vec())).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        content.chunks(4096).map(|c| Ok(c.to_vec())).collect();
     // Said once the fourth chunk is asked for: the request's head went out 360 ms before,
     // so the server is reading the request, not waiting for one (a connection between
     // requests is closed by the drain, as HTTP allows).
     let (started, first_chunk) = tokio::sync::oneshot::channel::<()>();
     let mut started = Some(started);
-    let slow = futures_util::stream::iter(chunks.into_iter().enumerate()).then(move |(i, chunk)| {
-        let signal = if i == 3 { started.take() } else { None };
-        async move {
-            if let Some(signal) = signal {
-                signal.send(()).ok();
+    let slow =
+        futures_util::stream::iter(chunks.into_iter().enumerate()).then(move |(i, chunk)| {
+            let signal = if i == 3 { started.take() } else { None };
+            async move {
+                if let Some(signal) = signal {
+                    signal.send(()).ok();
+                }
+                tokio::time::sleep(Duration::from_millis(120)).await;
+                chunk
             }
-            tokio::time::sleep(Duration::from_millis(120)).await;
-            chunk
-        }
-    });
-    let upload = tokio::spawn(api.http.put(upload_url).body(reqwest::Body::wrap_stream(slow)).send());
+        });
+    let upload =
+        tokio::spawn(api.http.put(upload_url).body(reqwest::Body::wrap_stream(slow)).send());
     first_chunk.await.unwrap();
 
     let signalled = Instant::now();
     terminate(&server);
     // The event stream ends, for its client to resume elsewhere.
-    within(Duration::from_secs(5), "the event stream's end", async { while events.next().await.is_some_and(|chunk| chunk.is_ok()) {} }).await;
+    within(Duration::from_secs(5), "the event stream's end", async {
+        while events.next().await.is_some_and(|chunk| chunk.is_ok()) {}
+    })
+    .await;
     // The upload in flight finishes: 16 chunks, about 2 s.
     let uploaded = within(DEADLINE, "the slow upload", upload).await.unwrap().unwrap();
-    assert!(uploaded.status().is_success() || blobs_in_a_bucket(data.path()).await, "the upload in flight answered {}", uploaded.status());
+    assert!(
+        uploaded.status().is_success() || blobs_in_a_bucket(data.path()).await,
+        "the upload in flight answered {}",
+        uploaded.status()
+    );
     // No new connection is taken.
-    assert!(reqwest::Client::new().get(format!("{}/healthz", server.url)).send().await.is_err(), "a draining server took a new connection");
+    assert!(
+        reqwest::Client::new().get(format!("{}/healthz", server.url)).send().await.is_err(),
+        "a draining server took a new connection"
+    );
     let status = within(Duration::from_secs(8 + 10), "the server's exit", async {
         loop {
             if let Some(status) = server.child.try_wait().unwrap() {
@@ -356,8 +484,15 @@ async fn sigterm_drains_within_its_grace() {
     let (server, _) = start(data.path(), &[]).await;
     let api = Api { url: server.url.clone(), ..api };
     let (_, ended) = api.call(reqwest::Method::GET, &format!("/v1/runs/{long}"), None).await;
-    assert_eq!((&ended["status"], &ended["error"]), (&json!("failed"), &json!("The server shut down before the run finished")), "{ended}");
-    api.until_event(&queued, DEADLINE, "the queued run's completion", |event, data| event == "complete" && data["status"] == "completed").await;
+    assert_eq!(
+        (&ended["status"], &ended["error"]),
+        (&json!("failed"), &json!("The server shut down before the run finished")),
+        "{ended}"
+    );
+    api.until_event(&queued, DEADLINE, "the queued run's completion", |event, data| {
+        event == "complete" && data["status"] == "completed"
+    })
+    .await;
     assert!(took < Duration::from_secs(8 + 5), "the drain took {took:?}, past its 8 s grace");
 }
 
@@ -392,11 +527,29 @@ async fn read_everything(api: &Api) -> (usize, usize, usize) {
         for version in list_all(format!("/v1/volumes/{id}/versions")).await {
             versions += 1;
             let version = version["id"].as_str().unwrap();
-            let (status, download) = api.call(reqwest::Method::GET, &format!("/v1/volumes/{id}/download?versionId={version}"), None).await;
+            let (status, download) = api
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/v1/volumes/{id}/download?versionId={version}"),
+                    None,
+                )
+                .await;
             assert_eq!(status, 200, "{download}");
             for file in download["files"].as_array().unwrap() {
-                let bytes = api.http.get(file["downloadUrl"].as_str().unwrap()).send().await.unwrap().bytes().await.unwrap();
-                assert_eq!((bytes.len() as u64, sha(&bytes)), (file["size"].as_u64().unwrap(), file["hash"].as_str().unwrap().to_string()), "{file}");
+                let bytes = api
+                    .http
+                    .get(file["downloadUrl"].as_str().unwrap())
+                    .send()
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    (bytes.len() as u64, sha(&bytes)),
+                    (file["size"].as_u64().unwrap(), file["hash"].as_str().unwrap().to_string()),
+                    "{file}"
+                );
                 files += 1;
             }
         }
@@ -417,7 +570,15 @@ async fn a_backup_under_write_load_restores_consistent() {
     let dir = data.path().display().to_string();
 
     if vm0_server::testing::database_url(data.path()).await.unwrap().is_some() {
-        let output = server_command(&["backup", "--data-dir", &dir, "--database-url", "postgres://x@localhost/x", "--to", &archive.display().to_string()]);
+        let output = server_command(&[
+            "backup",
+            "--data-dir",
+            &dir,
+            "--database-url",
+            "postgres://x@localhost/x",
+            "--to",
+            &archive.display().to_string(),
+        ]);
         assert!(!output.status.success());
         assert!(String::from_utf8_lossy(&output.stderr).contains("pg_dump"), "{output:?}");
         return;
@@ -430,7 +591,8 @@ async fn a_backup_under_write_load_restores_consistent() {
     let count = std::sync::Arc::new(count);
     let mut writers = Vec::new();
     for worker in 0..3 {
-        let api = Api { http: reqwest::Client::new(), url: api.url.clone(), token: api.token.clone() };
+        let api =
+            Api { http: reqwest::Client::new(), url: api.url.clone(), token: api.token.clone() };
         let (stop, count) = (stop.clone(), count.clone());
         writers.push(tokio::spawn(async move {
             let volume = api.volume(&format!("volume-{worker}")).await;
@@ -457,7 +619,9 @@ async fn a_backup_under_write_load_restores_consistent() {
     assert!(said.contains("and the secrets key"), "{said}");
     // Writes go on after the snapshot, which the restored server must not have.
     let after = *written.borrow();
-    within(DEADLINE, "3 rounds written after the backup", written.wait_for(|n| *n >= after + 3)).await.unwrap();
+    within(DEADLINE, "3 rounds written after the backup", written.wait_for(|n| *n >= after + 3))
+        .await
+        .unwrap();
     stop.cancel();
     let mut rounds = 0;
     for writer in writers {
@@ -467,32 +631,72 @@ async fn a_backup_under_write_load_restores_consistent() {
     let live = read_everything(&api).await;
     drop(server);
     #[cfg(unix)]
-    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&archive).unwrap().permissions()) & 0o777, 0o600);
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&archive).unwrap().permissions()
+        ) & 0o777,
+        0o600
+    );
 
     // Restored into a new data directory, the server serves every object it lists.
     let restored = tempfile::tempdir().unwrap();
     let target = restored.path().join("data");
     let target_dir = target.display().to_string();
-    let output = server_command(&["restore", "--data-dir", &target_dir, "--from", &archive.display().to_string()]);
+    let output = server_command(&[
+        "restore",
+        "--data-dir",
+        &target_dir,
+        "--from",
+        &archive.display().to_string(),
+    ]);
     assert!(output.status.success(), "restore: {output:?}");
     let (server, first) = start(&target, &[]).await;
     assert!(first.is_none(), "the restored server made a new first user");
     let api = Api { url: server.url.clone(), ..api };
     let (agents, versions, files) = read_everything(&api).await;
-    assert!(agents >= 3 && versions >= 3 && files == versions * 3, "restored {agents} agents, {versions} versions, {files} files");
-    assert!(agents <= live.0 && versions <= live.1, "restored more than there was: {:?} of {live:?}", (agents, versions, files));
+    assert!(
+        agents >= 3 && versions >= 3 && files == versions * 3,
+        "restored {agents} agents, {versions} versions, {files} files"
+    );
+    assert!(
+        agents <= live.0 && versions <= live.1,
+        "restored more than there was: {:?} of {live:?}",
+        (agents, versions, files)
+    );
     drop(server);
 
     // Restore refuses a data directory that has a database, and a damaged archive.
-    let output = server_command(&["restore", "--data-dir", &target_dir, "--from", &archive.display().to_string()]);
-    assert!(!output.status.success() && String::from_utf8_lossy(&output.stderr).contains("exists: restore into a new data directory"), "{output:?}");
+    let output = server_command(&[
+        "restore",
+        "--data-dir",
+        &target_dir,
+        "--from",
+        &archive.display().to_string(),
+    ]);
+    assert!(
+        !output.status.success()
+            && String::from_utf8_lossy(&output.stderr)
+                .contains("exists: restore into a new data directory"),
+        "{output:?}"
+    );
     let mut bytes = std::fs::read(&archive).unwrap();
-    let at = bytes.windows(10).position(|w| w == b"0-0-00-0-0").expect("a file's bytes in the archive");
+    let at =
+        bytes.windows(10).position(|w| w == b"0-0-00-0-0").expect("a file's bytes in the archive");
     bytes[at] ^= 1;
     let damaged = restored.path().join("damaged.tar");
     std::fs::write(&damaged, bytes).unwrap();
     let other = restored.path().join("other").display().to_string();
-    let output = server_command(&["restore", "--data-dir", &other, "--from", &damaged.display().to_string()]);
-    assert!(!output.status.success() && String::from_utf8_lossy(&output.stderr).contains("does not hold its hash's bytes"), "{output:?}");
+    let output = server_command(&[
+        "restore",
+        "--data-dir",
+        &other,
+        "--from",
+        &damaged.display().to_string(),
+    ]);
+    assert!(
+        !output.status.success()
+            && String::from_utf8_lossy(&output.stderr).contains("does not hold its hash's bytes"),
+        "{output:?}"
+    );
     assert!(!Path::new(&other).join("vm0.db").exists(), "a damaged restore left a database");
 }

@@ -16,7 +16,13 @@ const DEADLINE: Duration = Duration::from_secs(20);
 impl Api {
     /// Creates a run of the shell agent; its id.
     async fn create_run(&self, prompt: &str) -> String {
-        let (status, run) = self.call(reqwest::Method::POST, "/v1/runs", Some(json!({"agent": "shell", "prompt": prompt}))).await;
+        let (status, run) = self
+            .call(
+                reqwest::Method::POST,
+                "/v1/runs",
+                Some(json!({"agent": "shell", "prompt": prompt})),
+            )
+            .await;
         assert_eq!(status, 202, "createRun: {run}");
         run["id"].as_str().unwrap().to_string()
     }
@@ -24,8 +30,18 @@ impl Api {
     /// Follows the run's event stream until its `complete` event, within [`DEADLINE`], and
     /// returns the run as it then reads; panics with the run if it does not end in time.
     async fn until_complete(&self, run: &str) -> Value {
-        let response = self.http.get(format!("{}/v1/runs/{run}/events", self.url)).bearer_auth(&self.token).send().await.unwrap();
-        assert!(response.status().is_success(), "run {run}: the event stream answered {}", response.status());
+        let response = self
+            .http
+            .get(format!("{}/v1/runs/{run}/events", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "run {run}: the event stream answered {}",
+            response.status()
+        );
         let mut stream = response.bytes_stream();
         let complete = tokio::time::timeout(DEADLINE, async {
             let mut text = String::new();
@@ -44,8 +60,12 @@ impl Api {
         let (_, detail) = self.call(reqwest::Method::GET, &format!("/v1/runs/{run}"), None).await;
         match complete {
             Ok(true) => detail,
-            Ok(false) => panic!("run {run}: the event stream closed before `complete`; the run: {detail}"),
-            Err(_) => panic!("run {run}: no `complete` event within {DEADLINE:?}; the run: {detail}"),
+            Ok(false) => {
+                panic!("run {run}: the event stream closed before `complete`; the run: {detail}")
+            }
+            Err(_) => {
+                panic!("run {run}: no `complete` event within {DEADLINE:?}; the run: {detail}")
+            }
         }
     }
 }
@@ -62,7 +82,11 @@ async fn a_run_that_cannot_start_fails_and_does_not_block_the_queue() {
     })
     .await
     .expect("the server starts");
-    let api = Api { http: reqwest::Client::new(), url: server.url.clone(), token: server.first_token.clone().expect("a first token") };
+    let api = Api {
+        http: reqwest::Client::new(),
+        url: server.url.clone(),
+        token: server.first_token.clone().expect("a first token"),
+    };
     // Starting a run made impossible, and possible again, by a trigger.
     let (block, unblock) = match &database_url {
         None => (
@@ -84,7 +108,10 @@ async fn a_run_that_cannot_start_fails_and_does_not_block_the_queue() {
             for sql in statements {
                 match (&sqlite, &database_url) {
                     (Some(pool), _) => sqlx::query(sql).execute(pool).await.map(drop),
-                    (None, Some(url)) => sqlx::query(sql).execute(&sqlx::PgPool::connect(url).await.unwrap()).await.map(drop),
+                    (None, Some(url)) => sqlx::query(sql)
+                        .execute(&sqlx::PgPool::connect(url).await.unwrap())
+                        .await
+                        .map(drop),
                     (None, None) => unreachable!("a server is on SQLite or PostgreSQL"),
                 }
                 .unwrap();
@@ -113,5 +140,9 @@ async fn a_run_that_cannot_start_fails_and_does_not_block_the_queue() {
     assert_eq!(run["status"], "completed", "{run}");
 
     stop.send(()).ok();
-    tokio::time::timeout(Duration::from_secs(30), serving).await.expect("the server stops").unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(30), serving)
+        .await
+        .expect("the server stops")
+        .unwrap()
+        .unwrap();
 }

@@ -14,10 +14,18 @@ async fn token_create_makes_a_missing_data_directory() {
         .env_remove("VM0_DATABASE_URL")
         .output()
         .unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "token create ended with {}; stdout: {stdout}; stderr: {stderr}", output.status);
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "token create ended with {}; stdout: {stdout}; stderr: {stderr}",
+        output.status
+    );
     let token = stdout.trim();
-    assert!(token.starts_with("vm0_live_") && !token.contains(char::is_whitespace), "token create printed {stdout:?}");
+    assert!(
+        token.starts_with("vm0_live_") && !token.contains(char::is_whitespace),
+        "token create printed {stdout:?}"
+    );
     assert!(data_dir.join("vm0.db").is_file(), "no database in {}", data_dir.display());
 
     // The server over that directory knows the user and its token, and makes no other.
@@ -33,10 +41,24 @@ async fn token_create_makes_a_missing_data_directory() {
     let serving = tokio::spawn(server.serve(async {
         stopped.await.ok();
     }));
-    let response = reqwest::Client::new().get(format!("{url}/v1/agents")).bearer_auth(token).send().await.unwrap();
-    assert_eq!(response.status().as_u16(), 200, "the printed token was refused: {}", response.text().await.unwrap_or_default());
+    let response = reqwest::Client::new()
+        .get(format!("{url}/v1/agents"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status().as_u16(),
+        200,
+        "the printed token was refused: {}",
+        response.text().await.unwrap_or_default()
+    );
     stop.send(()).ok();
-    tokio::time::timeout(std::time::Duration::from_secs(30), serving).await.expect("the server stops").unwrap().unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(30), serving)
+        .await
+        .expect("the server stops")
+        .unwrap()
+        .unwrap();
 }
 
 /// The server's options are global: they may follow the subcommand as well as precede it.

@@ -9,12 +9,15 @@ use serde_json::Value;
 
 use super::{rust_file, Allow, Generated};
 
-const TYPES_ALLOW: &[Allow] =
-    &[Allow { lint: "clippy::derivable_impls", why: "typify writes `Default` by hand for enums with a default variant and for empty structs." }];
+const TYPES_ALLOW: &[Allow] = &[Allow {
+    lint: "clippy::derivable_impls",
+    why: "typify writes `Default` by hand for enums with a default variant and for empty structs.",
+}];
 
 /// The generated halves of `vm0-types` and `vm0-client`.
 pub(super) fn generate(doc: &Value) -> Result<[Generated; 2]> {
-    let spec: openapiv3::OpenAPI = serde_json::from_value(without_header_twins(&types_view(doc))).context("reading the spec as OpenAPI 3.0")?;
+    let spec: openapiv3::OpenAPI = serde_json::from_value(without_header_twins(&types_view(doc)))
+        .context("reading the spec as OpenAPI 3.0")?;
     let mut settings = GenerationSettings::default();
     // The client carries the extras' settings (retries), and the extras implement the
     // hooks that use them: every generated operation goes through them.
@@ -25,7 +28,8 @@ pub(super) fn generate(doc: &Value) -> Result<[Generated; 2]> {
         .with_hooks(HooksMode::Expected)
         .with_derive("schemars::JsonSchema")
         .with_derive("PartialEq");
-    let tokens = Generator::new(&settings).generate_tokens(&spec).map_err(|e| anyhow!("progenitor: {e}"))?;
+    let tokens =
+        Generator::new(&settings).generate_tokens(&spec).map_err(|e| anyhow!("progenitor: {e}"))?;
     let file: syn::File = syn::parse2(tokens).context("progenitor's output does not parse")?;
 
     let mut types = None;
@@ -47,7 +51,10 @@ pub(super) fn generate(doc: &Value) -> Result<[Generated; 2]> {
     }
     let types = types.context("progenitor generated no types module")?;
     Ok([
-        Generated { path: "crates/vm0-types/src/generated.rs", contents: rust_file(types, TYPES_ALLOW)? },
+        Generated {
+            path: "crates/vm0-types/src/generated.rs",
+            contents: rust_file(types, TYPES_ALLOW)?,
+        },
         Generated { path: "crates/vm0-client/src/generated.rs", contents: rust_file(client, &[])? },
     ])
 }
@@ -66,12 +73,24 @@ fn without_header_twins(doc: &Value) -> Value {
     let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else { return doc };
     for item in paths.values_mut() {
         for method in crate::spec::METHODS {
-            let Some(params) = item.get_mut(method).and_then(|op| op.get_mut("parameters")).and_then(Value::as_array_mut) else {
+            let Some(params) = item
+                .get_mut(method)
+                .and_then(|op| op.get_mut("parameters"))
+                .and_then(Value::as_array_mut)
+            else {
                 continue;
             };
-            let rust_name = |p: &Value| p.get("name").and_then(Value::as_str).map(|n| n.to_snake_case());
-            let query_names: Vec<String> = params.iter().filter(|p| p.get("in").and_then(Value::as_str) != Some("header")).filter_map(rust_name).collect();
-            params.retain(|p| p.get("in").and_then(Value::as_str) != Some("header") || !rust_name(p).is_some_and(|n| query_names.contains(&n)));
+            let rust_name =
+                |p: &Value| p.get("name").and_then(Value::as_str).map(|n| n.to_snake_case());
+            let query_names: Vec<String> = params
+                .iter()
+                .filter(|p| p.get("in").and_then(Value::as_str) != Some("header"))
+                .filter_map(rust_name)
+                .collect();
+            params.retain(|p| {
+                p.get("in").and_then(Value::as_str) != Some("header")
+                    || !rust_name(p).is_some_and(|n| query_names.contains(&n))
+            });
         }
     }
     doc
@@ -84,10 +103,19 @@ fn without_header_twins(doc: &Value) -> Value {
 /// what the spec says. The branches are referenced nowhere else (the lint checks it).
 fn tagged_unions(doc: &Value) -> Value {
     let mut doc = doc.clone();
-    let Some(schemas) = doc.pointer("/components/schemas").and_then(Value::as_object).cloned() else { return doc };
+    let Some(schemas) = doc.pointer("/components/schemas").and_then(Value::as_object).cloned()
+    else {
+        return doc;
+    };
     let mut inlined = Vec::new();
     for (name, schema) in &schemas {
-        let Some(branches) = schema.get("oneOf").and_then(Value::as_array).filter(|_| schema.get("discriminator").is_some()) else { continue };
+        let Some(branches) = schema
+            .get("oneOf")
+            .and_then(Value::as_array)
+            .filter(|_| schema.get("discriminator").is_some())
+        else {
+            continue;
+        };
         let branches: Vec<Value> = branches
             .iter()
             .map(|branch| {
@@ -97,11 +125,17 @@ fn tagged_unions(doc: &Value) -> Value {
                 schemas.get(target).cloned().unwrap_or_else(|| branch.clone())
             })
             .collect();
-        let union = doc.pointer_mut(&format!("/components/schemas/{name}")).and_then(Value::as_object_mut).expect("the schema is there");
+        let union = doc
+            .pointer_mut(&format!("/components/schemas/{name}"))
+            .and_then(Value::as_object_mut)
+            .expect("the schema is there");
         union.insert("oneOf".into(), Value::Array(branches));
         union.remove("discriminator");
     }
-    let schemas = doc.pointer_mut("/components/schemas").and_then(Value::as_object_mut).expect("the schemas are there");
+    let schemas = doc
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+        .expect("the schemas are there");
     for name in inlined {
         schemas.remove(&name);
     }
@@ -119,7 +153,9 @@ fn nullable_references(doc: &Value) -> Value {
             let is_null = |branch: &Value| branch.get("enum") == Some(&serde_json::json!([null]));
             // The null branch may come first or second.
             let reference = match branches.map(Vec::as_slice) {
-                Some([reference, null]) | Some([null, reference]) if is_null(null) => Some(reference),
+                Some([reference, null]) | Some([null, reference]) if is_null(null) => {
+                    Some(reference)
+                }
                 _ => None,
             };
             if let Some(reference) = reference {
@@ -131,7 +167,9 @@ fn nullable_references(doc: &Value) -> Value {
                     return Value::Object(out);
                 }
             }
-            Value::Object(map.iter().map(|(key, value)| (key.clone(), nullable_references(value))).collect())
+            Value::Object(
+                map.iter().map(|(key, value)| (key.clone(), nullable_references(value))).collect(),
+            )
         }
         Value::Array(items) => Value::Array(items.iter().map(nullable_references).collect()),
         other => other.clone(),

@@ -13,7 +13,8 @@ use crate::spec::{self, deref, Operation, EXACTLY_ONE_OF};
 
 /// The generated halves of `vm0-api`: the Rust code and the schemas it validates with.
 pub(super) fn generate(doc: &Value) -> Result<[Generated; 2]> {
-    let ops = spec::operations(doc).iter().map(|op| Op::read(doc, op)).collect::<Result<Vec<_>>>()?;
+    let ops =
+        spec::operations(doc).iter().map(|op| Op::read(doc, op)).collect::<Result<Vec<_>>>()?;
     let trait_methods = ops.iter().map(Op::trait_method);
     let params_structs = ops.iter().filter_map(Op::params_struct);
     let handlers = ops.iter().map(Op::handler);
@@ -95,7 +96,10 @@ pub(super) fn generate(doc: &Value) -> Result<[Generated; 2]> {
     .context("the generated server code does not parse")?;
 
     Ok([
-        Generated { path: "crates/vm0-api/src/generated.rs", contents: rust_file(items.items, &[])? },
+        Generated {
+            path: "crates/vm0-api/src/generated.rs",
+            contents: rust_file(items.items, &[])?,
+        },
         Generated { path: "crates/vm0-api/src/generated.json", contents: schemas_json(doc, &ops)? },
     ])
 }
@@ -138,7 +142,9 @@ impl<'a> Op<'a> {
     fn read(doc: &Value, op: &Operation<'a>) -> Result<Self> {
         let id = op.id().to_string();
         let context = || format!("operation {id}");
-        let text = |key: &str| op.op.get(key).and_then(Value::as_str).unwrap_or_default().trim().to_string();
+        let text = |key: &str| {
+            op.op.get(key).and_then(Value::as_str).unwrap_or_default().trim().to_string()
+        };
         let docs = format!("{}\n\n{}", text("summary"), text("description"));
 
         let mut path_params = Vec::new();
@@ -155,7 +161,11 @@ impl<'a> Op<'a> {
             }
             let parsed = Param {
                 required: param.get("required") == Some(&Value::Bool(true)),
-                docs: param.get("description").and_then(Value::as_str).unwrap_or_default().to_string(),
+                docs: param
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
                 schema: spec::translate(schema),
                 default: resolved.get("default").cloned(),
                 scalar: match resolved.get("type").and_then(Value::as_str) {
@@ -181,7 +191,9 @@ impl<'a> Op<'a> {
             Some(body) => {
                 let schema = deref(doc, body)
                     .and_then(|b| b.pointer("/content/application~1json/schema"))
-                    .with_context(|| format!("{}: the request body must be application/json", context()))?;
+                    .with_context(|| {
+                        format!("{}: the request body must be application/json", context())
+                    })?;
                 Some((component_name(schema).with_context(context)?.to_string(), schema.clone()))
             }
         };
@@ -196,19 +208,21 @@ impl<'a> Op<'a> {
             .collect();
 
         let responses = op.op.get("responses").and_then(Value::as_object).with_context(context)?;
-        let (status, response) = responses.iter().find(|(s, _)| s.starts_with('2')).with_context(context)?;
+        let (status, response) =
+            responses.iter().find(|(s, _)| s.starts_with('2')).with_context(context)?;
         let response = deref(doc, response).with_context(context)?;
         let content = response.get("content").and_then(Value::as_object);
         let body_schema = content.and_then(|c| c.values().next()).and_then(|m| m.get("schema"));
         // An event stream's body is text; what it holds is the schema of one event.
         let body_schema = body_schema.map(|schema| schema.get("x-event-schema").unwrap_or(schema));
-        let added = body_schema.map(|schema| spec::added_properties(doc, schema)).unwrap_or_default();
+        let added =
+            body_schema.map(|schema| spec::added_properties(doc, schema)).unwrap_or_default();
         let success = match content.map(|c| c.iter().next()) {
             None | Some(None) => Success::Empty,
             Some(Some((media, _))) if media == "text/event-stream" => Success::Events,
-            Some(Some((media, media_type))) if media == "application/json" => {
-                Success::Json(component_name(&media_type["schema"]).with_context(context)?.to_string())
-            }
+            Some(Some((media, media_type))) if media == "application/json" => Success::Json(
+                component_name(&media_type["schema"]).with_context(context)?.to_string(),
+            ),
             Some(Some((media, _))) => bail!("{}: no support for {media} responses", context()),
         };
 
@@ -245,7 +259,8 @@ impl<'a> Op<'a> {
 
     /// The method's inputs after the principal: path parameters, parameters, body.
     fn inputs(&self) -> Vec<(Ident, TokenStream)> {
-        let mut inputs: Vec<(Ident, TokenStream)> = self.path_params.iter().map(|p| (ident(&p.field), quote!(String))).collect();
+        let mut inputs: Vec<(Ident, TokenStream)> =
+            self.path_params.iter().map(|p| (ident(&p.field), quote!(String))).collect();
         if !self.other_params.is_empty() {
             let name = self.params_name();
             inputs.push((ident("params"), quote!(#name)));
@@ -278,7 +293,8 @@ impl<'a> Op<'a> {
             let docs = doc_lines(&p.docs);
             let field = ident(&p.field);
             let ty = &p.rust_type;
-            let ty = if p.required || p.default.is_some() { quote!(#ty) } else { quote!(Option<#ty>) };
+            let ty =
+                if p.required || p.default.is_some() { quote!(#ty) } else { quote!(Option<#ty>) };
             let name = &p.name;
             let rename = (name.as_str() != p.field).then(|| quote!(#[serde(rename = #name)]));
             quote! {
@@ -320,8 +336,13 @@ impl<'a> Op<'a> {
         let status = status_const(self.success.0);
         let call_api = quote!(api.#name(&principal, #(#args),*).await?);
         let (call_api, reply) = match self.success.1 {
-            Success::Json(_) => (quote!(let output = #call_api;), quote!(reply::json(StatusCode::#status, &output, &omitted))),
-            Success::Events => (quote!(let output = #call_api;), quote!(reply::events(output, omitted))),
+            Success::Json(_) => (
+                quote!(let output = #call_api;),
+                quote!(reply::json(StatusCode::#status, &output, &omitted)),
+            ),
+            Success::Events => {
+                (quote!(let output = #call_api;), quote!(reply::events(output, omitted)))
+            }
             Success::Empty => (quote!(#call_api;), quote!(reply::empty(StatusCode::#status))),
         };
         let mutability = if self.body.is_some() { quote!(mut) } else { quote!() };
@@ -417,7 +438,8 @@ fn schemas_json(doc: &Value, ops: &[Op<'_>]) -> Result<String> {
             entry["exactlyOneOf"] = json!(op.exactly_one_of);
         }
         if !op.added.is_empty() {
-            entry["added"] = op.added.iter().map(|a| json!({ "path": a.path, "since": a.since })).collect();
+            entry["added"] =
+                op.added.iter().map(|a| json!({ "path": a.path, "since": a.since })).collect();
         }
         operations.insert(op.id.clone(), entry);
     }

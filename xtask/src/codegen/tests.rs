@@ -16,7 +16,13 @@ pub(super) const SNAPSHOT_PATH: &str = "tests/it/snapshots/it__surface__api_surf
 /// The component list and the surface snapshot, from the spec and the generated Rust.
 pub(super) fn generate(doc: &Value, generated: &[Generated]) -> Result<[Generated; 2]> {
     let view = super::types_view(doc);
-    let names: Vec<&String> = view.pointer("/components/schemas").and_then(Value::as_object).into_iter().flatten().map(|(n, _)| n).collect();
+    let names: Vec<&String> = view
+        .pointer("/components/schemas")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .map(|(n, _)| n)
+        .collect();
     let entries = names.iter().map(|name| {
         let ty = syn::Ident::new(name, proc_macro2::Span::call_site());
         quote!((#name, schema::<vm0_types::#ty>()))
@@ -37,11 +43,20 @@ pub(super) fn generate(doc: &Value, generated: &[Generated]) -> Result<[Generate
     })?;
     let description = HEADER.trim_start_matches("//! ");
     let snapshot = format!("---\nsource: tests/it/surface.rs\ndescription: {description}\nexpression: surface\n---\n{}", surface(doc, generated)?);
-    Ok([Generated { path: "tests/it/generated_components.rs", contents: rust_file(items.items, &[])? }, Generated { path: SNAPSHOT_PATH, contents: snapshot }])
+    Ok([
+        Generated {
+            path: "tests/it/generated_components.rs",
+            contents: rust_file(items.items, &[])?,
+        },
+        Generated { path: SNAPSHOT_PATH, contents: snapshot },
+    ])
 }
 
 fn file(generated: &[Generated], path: &str) -> Result<syn::File> {
-    let file = generated.iter().find(|f| f.path == path).with_context(|| format!("{path} is not generated"))?;
+    let file = generated
+        .iter()
+        .find(|f| f.path == path)
+        .with_context(|| format!("{path} is not generated"))?;
     Ok(syn::parse_file(&file.contents)?)
 }
 
@@ -54,7 +69,10 @@ pub fn surface(doc: &Value, generated: &[Generated]) -> Result<String> {
         let statuses: Vec<String> = responses
             .iter()
             .map(|(status, r)| {
-                let media = deref(doc, r).and_then(|r| r.get("content")).and_then(Value::as_object).and_then(|c| c.iter().next());
+                let media = deref(doc, r)
+                    .and_then(|r| r.get("content"))
+                    .and_then(Value::as_object)
+                    .and_then(|c| c.iter().next());
                 match media {
                     Some((kind, m)) => format!("{status} {} {}", kind, schema_text(&m["schema"])),
                     None => status.to_string(),
@@ -73,7 +91,10 @@ pub fn surface(doc: &Value, generated: &[Generated]) -> Result<String> {
             ));
         }
         if let Some(body) = op.op.get("requestBody").and_then(|b| deref(doc, b)) {
-            out.push_str(&format!("  body: {}\n", schema_text(&body["content"]["application/json"]["schema"])));
+            out.push_str(&format!(
+                "  body: {}\n",
+                schema_text(&body["content"]["application/json"]["schema"])
+            ));
         }
         for status in statuses {
             out.push_str(&format!("  -> {status}\n"));
@@ -104,12 +125,16 @@ pub fn surface(doc: &Value, generated: &[Generated]) -> Result<String> {
                 .items
                 .iter()
                 .filter_map(|i| match i {
-                    syn::ImplItem::Fn(f) if f.sig.ident != "new" && f.sig.ident != "send" => Some(f.sig.ident.to_string()),
+                    syn::ImplItem::Fn(f) if f.sig.ident != "new" && f.sig.ident != "send" => {
+                        Some(f.sig.ident.to_string())
+                    }
                     _ => None,
                 })
                 .collect();
             let send = block.items.iter().find_map(|i| match i {
-                syn::ImplItem::Fn(f) if f.sig.ident == "send" => Some(tidy(&f.sig.output.to_token_stream().to_string())),
+                syn::ImplItem::Fn(f) if f.sig.ident == "send" => {
+                    Some(tidy(&f.sig.output.to_token_stream().to_string()))
+                }
                 _ => None,
             });
             out.push_str(&format!("{name}: {} {}\n", methods.join(", "), send.unwrap_or_default()));
@@ -132,7 +157,9 @@ pub fn surface(doc: &Value, generated: &[Generated]) -> Result<String> {
                     })
                     .collect();
                 match s.fields {
-                    syn::Fields::Unnamed(_) => out.push_str(&format!("struct {}({})\n", s.ident, fields.join(", "))),
+                    syn::Fields::Unnamed(_) => {
+                        out.push_str(&format!("struct {}({})\n", s.ident, fields.join(", ")))
+                    }
                     _ => out.push_str(&format!("struct {} {{ {} }}\n", s.ident, fields.join(", "))),
                 }
             }
@@ -143,7 +170,10 @@ pub fn surface(doc: &Value, generated: &[Generated]) -> Result<String> {
                     .map(|v| match &v.fields {
                         syn::Fields::Unit => v.ident.to_string(),
                         fields => {
-                            let types: Vec<String> = fields.iter().map(|f| tidy(&f.ty.to_token_stream().to_string())).collect();
+                            let types: Vec<String> = fields
+                                .iter()
+                                .map(|f| tidy(&f.ty.to_token_stream().to_string()))
+                                .collect();
                             format!("{}({})", v.ident, types.join(", "))
                         }
                     })
@@ -164,7 +194,10 @@ fn schema_text(schema: &Value) -> String {
     let mut notes = Vec::new();
     for key in ["format", "pattern", "enum"] {
         if let Some(value) = schema.get(key) {
-            notes.push(format!("{key} {}", value.as_str().map(str::to_string).unwrap_or_else(|| value.to_string())));
+            notes.push(format!(
+                "{key} {}",
+                value.as_str().map(str::to_string).unwrap_or_else(|| value.to_string())
+            ));
         }
     }
     match (schema.get("minimum"), schema.get("maximum")) {

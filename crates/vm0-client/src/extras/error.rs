@@ -93,7 +93,9 @@ impl fmt::Display for Error {
                 }
                 Ok(())
             }
-            Error::Transport { message, request_id: Some(id) } => write!(f, "{message} [request id: {id}]"),
+            Error::Transport { message, request_id: Some(id) } => {
+                write!(f, "{message} [request id: {id}]")
+            }
             Error::Transport { message, request_id: None } => write!(f, "{message}"),
             Error::Integrity { path, message } => write!(f, "{path}: {message}"),
             Error::Invalid(message) => write!(f, "{message}"),
@@ -120,17 +122,29 @@ impl From<progenitor_client::Error<crate::types::Error>> for Error {
         use progenitor_client::Error as Raw;
         match error {
             Raw::ErrorResponse(response) => {
-                let (status, request_id) = (response.status().as_u16(), request_id(response.headers()));
+                let (status, request_id) =
+                    (response.status().as_u16(), request_id(response.headers()));
                 let detail = response.into_inner().error;
-                Error::Api(ApiError { status, kind: detail.type_, code: detail.code, message: detail.message, param: detail.param, request_id })
+                Error::Api(ApiError {
+                    status,
+                    kind: detail.type_,
+                    code: detail.code,
+                    message: detail.message,
+                    param: detail.param,
+                    request_id,
+                })
             }
-            Raw::UnexpectedResponse(response) => {
-                Error::Transport { message: format!("unexpected response: HTTP {}", response.status()), request_id: request_id(response.headers()) }
+            Raw::UnexpectedResponse(response) => Error::Transport {
+                message: format!("unexpected response: HTTP {}", response.status()),
+                request_id: request_id(response.headers()),
+            },
+            Raw::InvalidResponsePayload(bytes, error) => Error::Transport {
+                message: format!("unreadable response ({} bytes): {error}", bytes.len()),
+                request_id: None,
+            },
+            Raw::CommunicationError(error) => {
+                Error::Transport { message: transport_message(&error), request_id: None }
             }
-            Raw::InvalidResponsePayload(bytes, error) => {
-                Error::Transport { message: format!("unreadable response ({} bytes): {error}", bytes.len()), request_id: None }
-            }
-            Raw::CommunicationError(error) => Error::Transport { message: transport_message(&error), request_id: None },
             other => Error::Transport { message: other.to_string(), request_id: None },
         }
     }
@@ -167,7 +181,10 @@ pub(crate) async fn from_response(response: reqwest::Response) -> Error {
             param: envelope.error.param,
             request_id,
         }),
-        Err(_) => Error::Transport { message: format!("HTTP {status}: {}", text.chars().take(200).collect::<String>()), request_id },
+        Err(_) => Error::Transport {
+            message: format!("HTTP {status}: {}", text.chars().take(200).collect::<String>()),
+            request_id,
+        },
     }
 }
 
@@ -180,7 +197,9 @@ pub trait Reply<T> {
     fn body(self) -> Result<T, Error>;
 }
 
-impl<T> Reply<T> for Result<crate::ResponseValue<T>, progenitor_client::Error<crate::types::Error>> {
+impl<T> Reply<T>
+    for Result<crate::ResponseValue<T>, progenitor_client::Error<crate::types::Error>>
+{
     fn body(self) -> Result<T, Error> {
         self.map(crate::ResponseValue::into_inner).map_err(Error::from)
     }

@@ -53,25 +53,44 @@ impl RunEvent {
     /// The event's id.
     pub fn id(&self) -> u64 {
         match self {
-            RunEvent::Status { id, .. } | RunEvent::Output { id, .. } | RunEvent::Error { id, .. } | RunEvent::Complete { id, .. } => *id,
+            RunEvent::Status { id, .. }
+            | RunEvent::Output { id, .. }
+            | RunEvent::Error { id, .. }
+            | RunEvent::Complete { id, .. } => *id,
         }
     }
 }
 
 /// The typed event of one SSE message; `None` for heartbeats and unknown event names.
 fn parse(id: &str, event: &str, data: &str) -> Result<Option<RunEvent>, Error> {
-    let id: u64 = id.parse().map_err(|_| Error::Transport { message: format!("an event id that is not a number: {id:?}"), request_id: None })?;
-    let invalid = |e: serde_json::Error| Error::Transport { message: format!("unreadable {event} event {id}: {e}"), request_id: None };
+    let id: u64 = id.parse().map_err(|_| Error::Transport {
+        message: format!("an event id that is not a number: {id:?}"),
+        request_id: None,
+    })?;
+    let invalid = |e: serde_json::Error| Error::Transport {
+        message: format!("unreadable {event} event {id}: {e}"),
+        request_id: None,
+    };
     Ok(Some(match event {
-        "status" => RunEvent::Status { id, status: serde_json::from_str::<types::RunStatusData>(data).map_err(invalid)?.status },
+        "status" => RunEvent::Status {
+            id,
+            status: serde_json::from_str::<types::RunStatusData>(data).map_err(invalid)?.status,
+        },
         "output" => {
             let data: types::RunOutputData = serde_json::from_str(data).map_err(invalid)?;
             RunEvent::Output { id, content: data.content, stream: data.stream }
         }
-        "error" => RunEvent::Error { id, message: serde_json::from_str::<types::RunErrorData>(data).map_err(invalid)?.message },
+        "error" => RunEvent::Error {
+            id,
+            message: serde_json::from_str::<types::RunErrorData>(data).map_err(invalid)?.message,
+        },
         "complete" => {
             let data: types::RunCompleteData = serde_json::from_str(data).map_err(invalid)?;
-            RunEvent::Complete { id, status: data.status, execution_time_ms: data.execution_time_ms }
+            RunEvent::Complete {
+                id,
+                status: data.status,
+                execution_time_ms: data.execution_time_ms,
+            }
         }
         _ => return Ok(None),
     }))
@@ -91,7 +110,9 @@ struct Follow {
 /// Opens the event stream after `last_id`.
 async fn connect(client: Client, run_id: String, last_id: u64) -> Result<Messages, Error> {
     let url = format!("{}/v1/runs/{run_id}/events", client.base_url());
-    let mut request = client.authorize(client.http().get(url)).header(reqwest::header::ACCEPT, "text/event-stream");
+    let mut request = client
+        .authorize(client.http().get(url))
+        .header(reqwest::header::ACCEPT, "text/event-stream");
     if last_id > 0 {
         request = request.header("Last-Event-ID", last_id.to_string());
     }
@@ -112,7 +133,10 @@ impl Follow {
                 match connect(self.client.clone(), self.run_id.clone(), self.last_id).await {
                     Ok(messages) => self.messages = Some(messages),
                     // Client errors (a missing run, a bad token) are final; others are retried.
-                    Err(error) if error.status().is_some_and(|s| s < 500) || self.failures >= RECONNECTS => {
+                    Err(error)
+                        if error.status().is_some_and(|s| s < 500)
+                            || self.failures >= RECONNECTS =>
+                    {
                         self.done = true;
                         return Some((Err(error), self));
                     }
@@ -143,7 +167,8 @@ impl Follow {
                     self.messages = None;
                     if self.failures >= RECONNECTS {
                         self.done = true;
-                        let message = format!("the event stream of run {} kept dropping", self.run_id);
+                        let message =
+                            format!("the event stream of run {} kept dropping", self.run_id);
                         return Some((Err(Error::Transport { message, request_id: None }), self));
                     }
                     tokio::time::sleep(backoff(self.failures)).await;
@@ -158,13 +183,27 @@ impl Client {
     /// The run's events from its first, then live until it ends, as typed [`RunEvent`]s.
     /// A dropped connection is resumed with `Last-Event-ID`, so no event is lost or
     /// repeated; heartbeats are left out.
-    pub fn run_events(&self, run_id: &str) -> Pin<Box<dyn Stream<Item = Result<RunEvent, Error>> + Send>> {
+    pub fn run_events(
+        &self,
+        run_id: &str,
+    ) -> Pin<Box<dyn Stream<Item = Result<RunEvent, Error>> + Send>> {
         self.run_events_after(run_id, 0)
     }
 
     /// The run's events after the one with id `last_event_id`.
-    pub fn run_events_after(&self, run_id: &str, last_event_id: u64) -> Pin<Box<dyn Stream<Item = Result<RunEvent, Error>> + Send>> {
-        let follow = Follow { client: self.clone(), run_id: run_id.to_string(), last_id: last_event_id, messages: None, failures: 0, done: false };
+    pub fn run_events_after(
+        &self,
+        run_id: &str,
+        last_event_id: u64,
+    ) -> Pin<Box<dyn Stream<Item = Result<RunEvent, Error>> + Send>> {
+        let follow = Follow {
+            client: self.clone(),
+            run_id: run_id.to_string(),
+            last_id: last_event_id,
+            messages: None,
+            failures: 0,
+            done: false,
+        };
         Box::pin(futures_util::stream::unfold(follow, Follow::next))
     }
 
@@ -187,26 +226,55 @@ mod tests {
 
     #[test]
     fn a_status_event_keeps_its_status() {
-        assert_eq!(parse("1", "status", r#"{"status":"running"}"#).unwrap(), Some(RunEvent::Status { id: 1, status: RunStatus::Running }));
+        assert_eq!(
+            parse("1", "status", r#"{"status":"running"}"#).unwrap(),
+            Some(RunEvent::Status { id: 1, status: RunStatus::Running })
+        );
     }
 
     #[test]
     fn an_output_event_keeps_its_line() {
         let line = parse("2", "output", r#"{"content":"Hello","stream":"stderr"}"#).unwrap();
-        assert_eq!(line, Some(RunEvent::Output { id: 2, content: "Hello".into(), stream: types::OutputStream::Stderr }));
+        assert_eq!(
+            line,
+            Some(RunEvent::Output {
+                id: 2,
+                content: "Hello".into(),
+                stream: types::OutputStream::Stderr
+            })
+        );
     }
 
     #[test]
     fn an_error_event_keeps_its_message() {
-        assert_eq!(parse("3", "error", r#"{"message":"out of memory"}"#).unwrap(), Some(RunEvent::Error { id: 3, message: "out of memory".into() }));
+        assert_eq!(
+            parse("3", "error", r#"{"message":"out of memory"}"#).unwrap(),
+            Some(RunEvent::Error { id: 3, message: "out of memory".into() })
+        );
     }
 
     #[test]
     fn a_complete_event_keeps_its_status_and_execution_time() {
-        let complete = parse("4", "complete", r#"{"executionTimeMs":8012,"status":"completed"}"#).unwrap();
-        assert_eq!(complete, Some(RunEvent::Complete { id: 4, status: RunStatus::Completed, execution_time_ms: Some(8012) }));
-        let never_started = parse("2", "complete", r#"{"executionTimeMs":null,"status":"cancelled"}"#).unwrap();
-        assert_eq!(never_started, Some(RunEvent::Complete { id: 2, status: RunStatus::Cancelled, execution_time_ms: None }));
+        let complete =
+            parse("4", "complete", r#"{"executionTimeMs":8012,"status":"completed"}"#).unwrap();
+        assert_eq!(
+            complete,
+            Some(RunEvent::Complete {
+                id: 4,
+                status: RunStatus::Completed,
+                execution_time_ms: Some(8012)
+            })
+        );
+        let never_started =
+            parse("2", "complete", r#"{"executionTimeMs":null,"status":"cancelled"}"#).unwrap();
+        assert_eq!(
+            never_started,
+            Some(RunEvent::Complete {
+                id: 2,
+                status: RunStatus::Cancelled,
+                execution_time_ms: None
+            })
+        );
     }
 
     #[test]
@@ -229,15 +297,27 @@ mod tests {
             (r#"{"data":{"status":"running"},"event":"status","id":1}"#, "Status"),
             (r#"{"data":{"content":"Hello","stream":"stdout"},"event":"output","id":2}"#, "Output"),
             (r#"{"data":{"message":"out of memory"},"event":"error","id":3}"#, "Error"),
-            (r#"{"data":{"executionTimeMs":8012,"status":"completed"},"event":"complete","id":4}"#, "Complete"),
+            (
+                r#"{"data":{"executionTimeMs":8012,"status":"completed"},"event":"complete","id":4}"#,
+                "Complete",
+            ),
             (r#"{"data":{},"event":"heartbeat","id":4}"#, "Heartbeat"),
         ];
         for (text, variant) in wire {
             let event: types::RunEvent = serde_json::from_str(text).unwrap();
             assert!(format!("{event:?}").starts_with(variant), "{text} read as {event:?}");
-            assert_eq!(serde_json::to_value(&event).unwrap(), serde_json::from_str::<serde_json::Value>(text).unwrap());
+            assert_eq!(
+                serde_json::to_value(&event).unwrap(),
+                serde_json::from_str::<serde_json::Value>(text).unwrap()
+            );
         }
         let complete: types::RunEvent = serde_json::from_str(wire[3].0).unwrap();
-        assert!(matches!(complete, types::RunEvent::Complete { data: types::RunCompleteData { execution_time_ms: Some(8012), .. }, .. }));
+        assert!(matches!(
+            complete,
+            types::RunEvent::Complete {
+                data: types::RunCompleteData { execution_time_ms: Some(8012), .. },
+                ..
+            }
+        ));
     }
 }

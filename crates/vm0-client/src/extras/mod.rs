@@ -34,7 +34,11 @@ pub struct Settings {
 impl fmt::Debug for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let token = if self.authorization.is_some() { "Bearer vm0_live_…" } else { "none" };
-        f.debug_struct("Settings").field("authorization", &token).field("timeout", &self.timeout).field("retries", &self.retries).finish()
+        f.debug_struct("Settings")
+            .field("authorization", &token)
+            .field("timeout", &self.timeout)
+            .field("retries", &self.retries)
+            .finish()
     }
 }
 
@@ -48,7 +52,10 @@ pub struct Client {
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use progenitor_client::ClientInfo;
-        f.debug_struct("Client").field("base_url", &self.raw.baseurl()).field("settings", self.raw.inner()).finish()
+        f.debug_struct("Client")
+            .field("base_url", &self.raw.baseurl())
+            .field("settings", self.raw.inner())
+            .finish()
     }
 }
 
@@ -71,8 +78,10 @@ impl Client {
     /// A client from the environment: `VM0_API_URL` (default [`DEFAULT_BASE_URL`]) and
     /// `VM0_TOKEN`.
     pub fn from_env() -> Result<Client, Error> {
-        let base_url = std::env::var("VM0_API_URL").unwrap_or_else(|_| DEFAULT_BASE_URL.to_string());
-        let token = std::env::var("VM0_TOKEN").map_err(|_| Error::Invalid("VM0_TOKEN is not set".into()))?;
+        let base_url =
+            std::env::var("VM0_API_URL").unwrap_or_else(|_| DEFAULT_BASE_URL.to_string());
+        let token = std::env::var("VM0_TOKEN")
+            .map_err(|_| Error::Invalid("VM0_TOKEN is not set".into()))?;
         Client::new(&base_url, &token)
     }
 
@@ -114,7 +123,13 @@ pub struct ClientBuilder {
 
 impl Default for ClientBuilder {
     fn default() -> Self {
-        ClientBuilder { base_url: DEFAULT_BASE_URL.into(), token: None, timeout: Some(Duration::from_secs(30)), retries: 2, http: None }
+        ClientBuilder {
+            base_url: DEFAULT_BASE_URL.into(),
+            token: None,
+            timeout: Some(Duration::from_secs(30)),
+            retries: 2,
+            http: None,
+        }
     }
 }
 
@@ -165,7 +180,8 @@ impl ClientBuilder {
                 if !is_token(token) {
                     return Err(Error::Invalid("Malformed API token: expected vm0_live_ followed by 64 lowercase hex characters".into()));
                 }
-                let mut value = HeaderValue::from_str(&format!("Bearer {token}")).expect("a well-formed token is a valid header");
+                let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+                    .expect("a well-formed token is a valid header");
                 value.set_sensitive(true);
                 Some(value)
             }
@@ -186,11 +202,17 @@ impl ClientBuilder {
 
 /// Whether `token` has the API's token format.
 pub fn is_token(token: &str) -> bool {
-    token.strip_prefix("vm0_live_").is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+    token.strip_prefix("vm0_live_").is_some_and(|hex| {
+        hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
 }
 
 impl progenitor_client::ClientHooks<Settings> for crate::RawClient {
-    async fn pre<E>(&self, request: &mut reqwest::Request, _: &progenitor_client::OperationInfo) -> Result<(), progenitor_client::Error<E>> {
+    async fn pre<E>(
+        &self,
+        request: &mut reqwest::Request,
+        _: &progenitor_client::OperationInfo,
+    ) -> Result<(), progenitor_client::Error<E>> {
         use progenitor_client::ClientInfo;
         let settings = self.inner();
         if let Some(value) = &settings.authorization {
@@ -202,7 +224,11 @@ impl progenitor_client::ClientHooks<Settings> for crate::RawClient {
         Ok(())
     }
 
-    async fn exec(&self, request: reqwest::Request, _: &progenitor_client::OperationInfo) -> reqwest::Result<reqwest::Response> {
+    async fn exec(
+        &self,
+        request: reqwest::Request,
+        _: &progenitor_client::OperationInfo,
+    ) -> reqwest::Result<reqwest::Response> {
         use progenitor_client::ClientInfo;
         send_with_retries(self.client(), request, self.inner().retries).await
     }
@@ -211,20 +237,33 @@ impl progenitor_client::ClientHooks<Settings> for crate::RawClient {
 /// Sends `request`, retrying up to `retries` times: connection errors always (the server
 /// never saw the request), and for idempotent methods timeouts, 429 and 5xx, after an
 /// exponential backoff with jitter or the `Retry-After` the server asked for.
-pub(crate) async fn send_with_retries(client: &reqwest::Client, request: reqwest::Request, retries: u32) -> reqwest::Result<reqwest::Response> {
+pub(crate) async fn send_with_retries(
+    client: &reqwest::Client,
+    request: reqwest::Request,
+    retries: u32,
+) -> reqwest::Result<reqwest::Response> {
     use reqwest::Method;
-    let idempotent = matches!(*request.method(), Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS);
+    let idempotent = matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
+    );
     let mut attempt = 0;
     loop {
         // The last attempt, and a request whose body cannot be replayed, go as they are.
         let copy = if attempt < retries { request.try_clone() } else { None };
         let Some(copy) = copy else { return client.execute(request).await };
         let wait = match client.execute(copy).await {
-            Ok(response) if idempotent && (response.status().as_u16() == 429 || response.status().is_server_error()) => {
+            Ok(response)
+                if idempotent
+                    && (response.status().as_u16() == 429
+                        || response.status().is_server_error()) =>
+            {
                 retry_after(&response).unwrap_or_else(|| backoff(attempt))
             }
             Ok(response) => return Ok(response),
-            Err(error) if error.is_connect() || (idempotent && error.is_timeout()) => backoff(attempt),
+            Err(error) if error.is_connect() || (idempotent && error.is_timeout()) => {
+                backoff(attempt)
+            }
             Err(error) => return Err(error),
         };
         tokio::time::sleep(wait).await;
@@ -234,12 +273,14 @@ pub(crate) async fn send_with_retries(client: &reqwest::Client, request: reqwest
 
 /// Full jitter over an exponential ceiling: 0.25 s, 0.5 s, 1 s … up to 8 s.
 pub(crate) fn backoff(attempt: u32) -> Duration {
-    let ceiling = Duration::from_millis(250).saturating_mul(1 << attempt.min(5)).min(Duration::from_secs(8));
+    let ceiling =
+        Duration::from_millis(250).saturating_mul(1 << attempt.min(5)).min(Duration::from_secs(8));
     ceiling.mul_f64(rand::rng().random_range(0.5..=1.0))
 }
 
 /// The delay a `Retry-After` header in seconds asks for, up to a minute.
 fn retry_after(response: &reqwest::Response) -> Option<Duration> {
-    let seconds: u64 = response.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    let seconds: u64 =
+        response.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
     Some(Duration::from_secs(seconds.min(60)))
 }

@@ -37,7 +37,10 @@ struct State<B, T> {
     done: bool,
 }
 
-fn pages<'a, B, T, F, Fut>(builder: B, fetch: F) -> Pin<Box<dyn Stream<Item = Result<T, Error>> + Send + 'a>>
+fn pages<'a, B, T, F, Fut>(
+    builder: B,
+    fetch: F,
+) -> Pin<Box<dyn Stream<Item = Result<T, Error>> + Send + 'a>>
 where
     B: Clone + Send + 'a,
     T: Send + 'a,

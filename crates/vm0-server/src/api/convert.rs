@@ -4,17 +4,31 @@
 use vm0_types as types;
 
 use super::storage::StorageDetail;
-use crate::store::{positive, AgentRow, AgentVersionRow, LogRow, MetricRow, RunRow, StorageRow, TokenRow, VersionRow};
+use crate::store::{
+    positive, AgentRow, AgentVersionRow, LogRow, MetricRow, RunRow, StorageRow, TokenRow,
+    VersionRow,
+};
 
 impl From<AgentRow> for types::Agent {
     fn from(r: AgentRow) -> Self {
-        types::Agent { id: r.id, name: r.name, current_version_id: r.current_version_id, created_at: r.created_at, updated_at: r.updated_at }
+        types::Agent {
+            id: r.id,
+            name: r.name,
+            current_version_id: r.current_version_id,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
     }
 }
 
 impl From<AgentVersionRow> for types::AgentVersion {
     fn from(r: AgentVersionRow) -> Self {
-        types::AgentVersion { id: r.id, agent_id: r.agent_id, version_number: positive(r.version_number), created_at: r.created_at }
+        types::AgentVersion {
+            id: r.id,
+            agent_id: r.agent_id,
+            version_number: positive(r.version_number),
+            created_at: r.created_at,
+        }
     }
 }
 
@@ -32,7 +46,14 @@ impl From<AgentVersionRow> for types::AgentVersionDetail {
 
 impl From<TokenRow> for types::Token {
     fn from(r: TokenRow) -> Self {
-        types::Token { id: r.id, name: r.name, token_prefix: r.token_prefix, last_used_at: r.last_used_at, expires_at: r.expires_at, created_at: r.created_at }
+        types::Token {
+            id: r.id,
+            name: r.name,
+            token_prefix: r.token_prefix,
+            last_used_at: r.last_used_at,
+            expires_at: r.expires_at,
+            created_at: r.created_at,
+        }
     }
 }
 
@@ -146,7 +167,15 @@ impl From<&RunRow> for types::RunDetail {
 impl From<LogRow> for types::LogEntry {
     fn from(r: LogRow) -> Self {
         let stream = r.stream();
-        types::LogEntry { sequence: positive(r.seq), timestamp: r.timestamp, type_: r.kind, level: r.level, message: r.message, metadata: r.metadata.0, stream }
+        types::LogEntry {
+            sequence: positive(r.seq),
+            timestamp: r.timestamp,
+            type_: r.kind,
+            level: r.level,
+            message: r.message,
+            metadata: r.metadata.0,
+            stream,
+        }
     }
 }
 

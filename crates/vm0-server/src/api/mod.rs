@@ -45,7 +45,13 @@ pub struct App<S: Store> {
 
 impl<S: Store> App<S> {
     /// The state over its parts.
-    pub fn new(store: S, blobs: Arc<Blobs>, key: Vec<u8>, engine: Arc<Engine<S>>, metrics: Arc<Metrics>) -> App<S> {
+    pub fn new(
+        store: S,
+        blobs: Arc<Blobs>,
+        key: Vec<u8>,
+        engine: Arc<Engine<S>>,
+        metrics: Arc<Metrics>,
+    ) -> App<S> {
         App { store, blobs, key, engine, metrics, touched: Mutex::new((0, HashSet::new())) }
     }
 
@@ -95,10 +101,15 @@ impl Listing<'_> {
 
     /// Cuts `rows` to the limit, converts them, and builds the pagination object with a
     /// cursor after the last row kept.
-    fn finish<R, T: From<R>>(&self, mut rows: Vec<R>, key: impl Fn(&R) -> String) -> (Vec<T>, types::Pagination) {
+    fn finish<R, T: From<R>>(
+        &self,
+        mut rows: Vec<R>,
+        key: impl Fn(&R) -> String,
+    ) -> (Vec<T>, types::Pagination) {
         let has_more = rows.len() as i64 > self.limit;
         rows.truncate(self.limit as usize);
-        let next_cursor = if has_more { rows.last().map(|r| self.scope.encode(&key(r))) } else { None };
+        let next_cursor =
+            if has_more { rows.last().map(|r| self.scope.encode(&key(r))) } else { None };
         (rows.into_iter().map(T::from).collect(), types::Pagination { has_more, next_cursor })
     }
 }
@@ -141,16 +152,27 @@ impl<S: Store> Vm0Api for Api<S> {
         Some(principal.user_id.clone())
     }
 
-    async fn list_agents(&self, p: &Principal, params: ListAgentsParams) -> Result<types::AgentList, ApiError> {
+    async fn list_agents(
+        &self,
+        p: &Principal,
+        params: ListAgentsParams,
+    ) -> Result<types::AgentList, ApiError> {
         let app = &self.0;
         let name = params.name.as_ref().map(|n| n.as_str());
         let listing = app.listing("agents", &[&p.user_id, name.unwrap_or("")], params.limit);
-        let rows = app.store.list_agents(&p.user_id, name, &listing.page(params.cursor.as_deref())?).await?;
+        let rows = app
+            .store
+            .list_agents(&p.user_id, name, &listing.page(params.cursor.as_deref())?)
+            .await?;
         let (data, pagination) = listing.finish(rows, |r| r.id.clone());
         Ok(types::AgentList { data, pagination })
     }
 
-    async fn create_agent(&self, p: &Principal, body: types::CreateAgentRequest) -> Result<types::Agent, ApiError> {
+    async fn create_agent(
+        &self,
+        p: &Principal,
+        body: types::CreateAgentRequest,
+    ) -> Result<types::Agent, ApiError> {
         crate::runs::config::check(&body.config.0)?;
         match self.0.store.create_agent(&p.user_id, &body.name, &body.config.0, ids::now()).await {
             Ok(row) => Ok(row.into()),
@@ -163,7 +185,12 @@ impl<S: Store> Vm0Api for Api<S> {
         Ok(self.0.agent(p, &id).await?.into())
     }
 
-    async fn update_agent(&self, p: &Principal, id: String, body: types::UpdateAgentRequest) -> Result<types::Agent, ApiError> {
+    async fn update_agent(
+        &self,
+        p: &Principal,
+        id: String,
+        body: types::UpdateAgentRequest,
+    ) -> Result<types::Agent, ApiError> {
         crate::runs::config::check(&body.config.0)?;
         let row = self.0.store.update_agent(&p.user_id, &id, &body.config.0, ids::now()).await?;
         Ok(row.ok_or_else(|| ApiError::not_found("agent", &id))?.into())
@@ -176,26 +203,47 @@ impl<S: Store> Vm0Api for Api<S> {
         }
     }
 
-    async fn list_agent_versions(&self, p: &Principal, id: String, params: ListAgentVersionsParams) -> Result<types::AgentVersionList, ApiError> {
+    async fn list_agent_versions(
+        &self,
+        p: &Principal,
+        id: String,
+        params: ListAgentVersionsParams,
+    ) -> Result<types::AgentVersionList, ApiError> {
         let app = &self.0;
         let agent = app.agent(p, &id).await?;
         let listing = app.listing("agent-versions", &[&agent.id], params.limit);
-        let rows = app.store.list_agent_versions(&agent.id, &listing.page(params.cursor.as_deref())?).await?;
+        let rows = app
+            .store
+            .list_agent_versions(&agent.id, &listing.page(params.cursor.as_deref())?)
+            .await?;
         let (data, pagination) = listing.finish(rows, |r| r.version_number.to_string());
         Ok(types::AgentVersionList { data, pagination })
     }
 
-    async fn get_agent_version(&self, p: &Principal, id: String, version_id: String) -> Result<types::AgentVersionDetail, ApiError> {
+    async fn get_agent_version(
+        &self,
+        p: &Principal,
+        id: String,
+        version_id: String,
+    ) -> Result<types::AgentVersionDetail, ApiError> {
         let agent = self.0.agent(p, &id).await?;
         let row = self.0.store.get_agent_version(&agent.id, &version_id).await?;
         Ok(row.ok_or_else(|| ApiError::not_found("agent version", &version_id))?.into())
     }
 
-    async fn list_runs(&self, p: &Principal, params: ListRunsParams) -> Result<types::RunList, ApiError> {
+    async fn list_runs(
+        &self,
+        p: &Principal,
+        params: ListRunsParams,
+    ) -> Result<types::RunList, ApiError> {
         self.0.list_runs(p, params).await
     }
 
-    async fn create_run(&self, p: &Principal, body: types::CreateRunRequest) -> Result<types::RunDetail, ApiError> {
+    async fn create_run(
+        &self,
+        p: &Principal,
+        body: types::CreateRunRequest,
+    ) -> Result<types::RunDetail, ApiError> {
         self.0.create_run(p, body).await
     }
 
@@ -207,24 +255,47 @@ impl<S: Store> Vm0Api for Api<S> {
         self.0.cancel_run(p, &id).await
     }
 
-    async fn stream_run_events(&self, p: &Principal, id: String, params: StreamRunEventsParams) -> Result<EventStream, ApiError> {
+    async fn stream_run_events(
+        &self,
+        p: &Principal,
+        id: String,
+        params: StreamRunEventsParams,
+    ) -> Result<EventStream, ApiError> {
         self.0.run_events(p, &id, params).await
     }
 
-    async fn list_run_logs(&self, p: &Principal, id: String, params: ListRunLogsParams) -> Result<types::RunLogList, ApiError> {
+    async fn list_run_logs(
+        &self,
+        p: &Principal,
+        id: String,
+        params: ListRunLogsParams,
+    ) -> Result<types::RunLogList, ApiError> {
         self.0.run_logs(p, &id, params).await
     }
 
-    async fn get_run_metrics(&self, p: &Principal, id: String) -> Result<types::RunMetrics, ApiError> {
+    async fn get_run_metrics(
+        &self,
+        p: &Principal,
+        id: String,
+    ) -> Result<types::RunMetrics, ApiError> {
         self.0.run_metrics(p, &id).await
     }
 
-    async fn list_volumes(&self, p: &Principal, params: ListVolumesParams) -> Result<types::VolumeList, ApiError> {
-        let (data, pagination) = self.0.list_storages(Kind::Volume, p, params.limit, params.cursor.as_deref()).await?;
+    async fn list_volumes(
+        &self,
+        p: &Principal,
+        params: ListVolumesParams,
+    ) -> Result<types::VolumeList, ApiError> {
+        let (data, pagination) =
+            self.0.list_storages(Kind::Volume, p, params.limit, params.cursor.as_deref()).await?;
         Ok(types::VolumeList { data, pagination })
     }
 
-    async fn create_volume(&self, p: &Principal, body: types::CreateVolumeRequest) -> Result<types::Volume, ApiError> {
+    async fn create_volume(
+        &self,
+        p: &Principal,
+        body: types::CreateVolumeRequest,
+    ) -> Result<types::Volume, ApiError> {
         Ok(self.0.create_storage(Kind::Volume, p, &body.name).await?.into())
     }
 
@@ -236,33 +307,69 @@ impl<S: Store> Vm0Api for Api<S> {
         self.0.delete_storage(Kind::Volume, p, &id).await
     }
 
-    async fn list_volume_versions(&self, p: &Principal, id: String, params: ListVolumeVersionsParams) -> Result<types::VolumeVersionList, ApiError> {
-        let (data, pagination) = self.0.list_versions(Kind::Volume, p, &id, params.limit, params.cursor.as_deref()).await?;
+    async fn list_volume_versions(
+        &self,
+        p: &Principal,
+        id: String,
+        params: ListVolumeVersionsParams,
+    ) -> Result<types::VolumeVersionList, ApiError> {
+        let (data, pagination) = self
+            .0
+            .list_versions(Kind::Volume, p, &id, params.limit, params.cursor.as_deref())
+            .await?;
         Ok(types::VolumeVersionList { data, pagination })
     }
 
-    async fn prepare_volume_upload(&self, p: &Principal, id: String, body: types::PrepareUploadRequest) -> Result<types::PrepareUploadResponse, ApiError> {
+    async fn prepare_volume_upload(
+        &self,
+        p: &Principal,
+        id: String,
+        body: types::PrepareUploadRequest,
+    ) -> Result<types::PrepareUploadResponse, ApiError> {
         self.0.prepare_upload(Kind::Volume, p, &id, body).await
     }
 
-    async fn commit_volume_upload(&self, p: &Principal, id: String, body: types::CommitUploadRequest) -> Result<types::VolumeVersion, ApiError> {
+    async fn commit_volume_upload(
+        &self,
+        p: &Principal,
+        id: String,
+        body: types::CommitUploadRequest,
+    ) -> Result<types::VolumeVersion, ApiError> {
         Ok(self.0.commit_upload(Kind::Volume, p, &id, body).await?.into())
     }
 
-    async fn download_volume(&self, p: &Principal, id: String, params: DownloadVolumeParams) -> Result<types::DownloadResponse, ApiError> {
+    async fn download_volume(
+        &self,
+        p: &Principal,
+        id: String,
+        params: DownloadVolumeParams,
+    ) -> Result<types::DownloadResponse, ApiError> {
         self.0.download(Kind::Volume, p, &id, params.version_id).await
     }
 
-    async fn list_artifacts(&self, p: &Principal, params: ListArtifactsParams) -> Result<types::ArtifactList, ApiError> {
-        let (data, pagination) = self.0.list_storages(Kind::Artifact, p, params.limit, params.cursor.as_deref()).await?;
+    async fn list_artifacts(
+        &self,
+        p: &Principal,
+        params: ListArtifactsParams,
+    ) -> Result<types::ArtifactList, ApiError> {
+        let (data, pagination) =
+            self.0.list_storages(Kind::Artifact, p, params.limit, params.cursor.as_deref()).await?;
         Ok(types::ArtifactList { data, pagination })
     }
 
-    async fn create_artifact(&self, p: &Principal, body: types::CreateArtifactRequest) -> Result<types::Artifact, ApiError> {
+    async fn create_artifact(
+        &self,
+        p: &Principal,
+        body: types::CreateArtifactRequest,
+    ) -> Result<types::Artifact, ApiError> {
         Ok(self.0.create_storage(Kind::Artifact, p, &body.name).await?.into())
     }
 
-    async fn get_artifact(&self, p: &Principal, id: String) -> Result<types::ArtifactDetail, ApiError> {
+    async fn get_artifact(
+        &self,
+        p: &Principal,
+        id: String,
+    ) -> Result<types::ArtifactDetail, ApiError> {
         Ok(self.0.get_storage(Kind::Artifact, p, &id).await?.into())
     }
 
@@ -270,33 +377,67 @@ impl<S: Store> Vm0Api for Api<S> {
         self.0.delete_storage(Kind::Artifact, p, &id).await
     }
 
-    async fn list_artifact_versions(&self, p: &Principal, id: String, params: ListArtifactVersionsParams) -> Result<types::ArtifactVersionList, ApiError> {
-        let (data, pagination) = self.0.list_versions(Kind::Artifact, p, &id, params.limit, params.cursor.as_deref()).await?;
+    async fn list_artifact_versions(
+        &self,
+        p: &Principal,
+        id: String,
+        params: ListArtifactVersionsParams,
+    ) -> Result<types::ArtifactVersionList, ApiError> {
+        let (data, pagination) = self
+            .0
+            .list_versions(Kind::Artifact, p, &id, params.limit, params.cursor.as_deref())
+            .await?;
         Ok(types::ArtifactVersionList { data, pagination })
     }
 
-    async fn prepare_artifact_upload(&self, p: &Principal, id: String, body: types::PrepareUploadRequest) -> Result<types::PrepareUploadResponse, ApiError> {
+    async fn prepare_artifact_upload(
+        &self,
+        p: &Principal,
+        id: String,
+        body: types::PrepareUploadRequest,
+    ) -> Result<types::PrepareUploadResponse, ApiError> {
         self.0.prepare_upload(Kind::Artifact, p, &id, body).await
     }
 
-    async fn commit_artifact_upload(&self, p: &Principal, id: String, body: types::CommitUploadRequest) -> Result<types::ArtifactVersion, ApiError> {
+    async fn commit_artifact_upload(
+        &self,
+        p: &Principal,
+        id: String,
+        body: types::CommitUploadRequest,
+    ) -> Result<types::ArtifactVersion, ApiError> {
         Ok(self.0.commit_upload(Kind::Artifact, p, &id, body).await?.into())
     }
 
-    async fn download_artifact(&self, p: &Principal, id: String, params: DownloadArtifactParams) -> Result<types::DownloadResponse, ApiError> {
+    async fn download_artifact(
+        &self,
+        p: &Principal,
+        id: String,
+        params: DownloadArtifactParams,
+    ) -> Result<types::DownloadResponse, ApiError> {
         self.0.download(Kind::Artifact, p, &id, params.version_id).await
     }
 
-    async fn list_tokens(&self, p: &Principal, params: ListTokensParams) -> Result<types::TokenList, ApiError> {
+    async fn list_tokens(
+        &self,
+        p: &Principal,
+        params: ListTokensParams,
+    ) -> Result<types::TokenList, ApiError> {
         let app = &self.0;
         let listing = app.listing("tokens", &[&p.user_id], params.limit);
-        let rows = app.store.list_tokens(&p.user_id, &listing.page(params.cursor.as_deref())?).await?;
+        let rows =
+            app.store.list_tokens(&p.user_id, &listing.page(params.cursor.as_deref())?).await?;
         let (data, pagination) = listing.finish(rows, |r| r.id.clone());
         Ok(types::TokenList { data, pagination })
     }
 
-    async fn create_token(&self, p: &Principal, body: types::CreateTokenRequest) -> Result<types::CreatedToken, ApiError> {
-        let (row, value) = issue_token(&self.0.store, &p.user_id, &body.name, body.expires_in_days.get() as i64).await?;
+    async fn create_token(
+        &self,
+        p: &Principal,
+        body: types::CreateTokenRequest,
+    ) -> Result<types::CreatedToken, ApiError> {
+        let (row, value) =
+            issue_token(&self.0.store, &p.user_id, &body.name, body.expires_in_days.get() as i64)
+                .await?;
         Ok(convert::created_token(row, value))
     }
 
@@ -314,7 +455,12 @@ impl<S: Store> Vm0Api for Api<S> {
 }
 
 /// Creates a token for `user_id`; its value is returned this once and stored only hashed.
-pub async fn issue_token<S: UserStore>(store: &S, user_id: &str, name: &str, days: i64) -> store::Result<(store::TokenRow, String)> {
+pub async fn issue_token<S: UserStore>(
+    store: &S,
+    user_id: &str,
+    name: &str,
+    days: i64,
+) -> store::Result<(store::TokenRow, String)> {
     let value = secrets::new_token();
     let now = ids::now();
     let row = store::TokenRow {

@@ -9,7 +9,9 @@ use vm0_types as types;
 
 use super::{App, Principal};
 use crate::ids;
-use crate::store::{FileRow, Kind, NewVersion, StorageRow, Store, StoreError, UploadSession, VersionRow};
+use crate::store::{
+    FileRow, Kind, NewVersion, StorageRow, Store, StoreError, UploadSession, VersionRow,
+};
 
 /// How long pre-signed URLs and upload sessions last.
 const URL_LIFETIME: Duration = Duration::hours(1);
@@ -19,7 +21,10 @@ pub(super) struct StorageDetail(pub StorageRow, pub Option<VersionRow>);
 
 impl<S: Store> App<S> {
     async fn storage(&self, kind: Kind, p: &Principal, id: &str) -> Result<StorageRow, ApiError> {
-        self.store.get_storage(kind, &p.user_id, id).await?.ok_or_else(|| ApiError::not_found(kind.as_str(), id))
+        self.store
+            .get_storage(kind, &p.user_id, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(kind.as_str(), id))
     }
 
     pub(super) async fn list_storages<T: From<StorageRow>>(
@@ -34,7 +39,12 @@ impl<S: Store> App<S> {
         Ok(listing.finish(rows, |r| r.id.clone()))
     }
 
-    pub(super) async fn create_storage(&self, kind: Kind, p: &Principal, name: &str) -> Result<StorageRow, ApiError> {
+    pub(super) async fn create_storage(
+        &self,
+        kind: Kind,
+        p: &Principal,
+        name: &str,
+    ) -> Result<StorageRow, ApiError> {
         match self.store.create_storage(kind, &p.user_id, name, ids::now()).await {
             Ok(row) => Ok(row),
             Err(StoreError::Conflict) => Err(ApiError::already_exists(kind.as_str(), name)),
@@ -42,7 +52,12 @@ impl<S: Store> App<S> {
         }
     }
 
-    pub(super) async fn get_storage(&self, kind: Kind, p: &Principal, id: &str) -> Result<StorageDetail, ApiError> {
+    pub(super) async fn get_storage(
+        &self,
+        kind: Kind,
+        p: &Principal,
+        id: &str,
+    ) -> Result<StorageDetail, ApiError> {
         let row = self.storage(kind, p, id).await?;
         let current = match &row.current_version_id {
             Some(version) => self.store.get_version(&row.id, version).await?,
@@ -51,7 +66,12 @@ impl<S: Store> App<S> {
         Ok(StorageDetail(row, current))
     }
 
-    pub(super) async fn delete_storage(&self, kind: Kind, p: &Principal, id: &str) -> Result<(), ApiError> {
+    pub(super) async fn delete_storage(
+        &self,
+        kind: Kind,
+        p: &Principal,
+        id: &str,
+    ) -> Result<(), ApiError> {
         if !self.store.delete_storage(kind, &p.user_id, id).await? {
             return Err(ApiError::not_found(kind.as_str(), id));
         }
@@ -85,16 +105,27 @@ impl<S: Store> App<S> {
         let mut files = Vec::with_capacity(body.files.len());
         for (index, file) in body.files.into_iter().enumerate() {
             if !seen.insert(file.path.to_string()) {
-                return Err(ApiError::invalid_parameter(format!("files[{index}].path"), format!("{} is listed more than once", file.path.as_str())));
+                return Err(ApiError::invalid_parameter(
+                    format!("files[{index}].path"),
+                    format!("{} is listed more than once", file.path.as_str()),
+                ));
             }
             if file.size as u64 > self.blobs.max_file_size {
-                let message = format!("{} is larger than this server's limit of {} bytes", file.path.as_str(), self.blobs.max_file_size);
+                let message = format!(
+                    "{} is larger than this server's limit of {} bytes",
+                    file.path.as_str(),
+                    self.blobs.max_file_size
+                );
                 return Err(ApiError::invalid_parameter(format!("files[{index}].size"), message));
             }
-            files.push((FileRow { path: file.path, size: file.size, hash: file.hash }, ids::new("upf")));
+            files.push((
+                FileRow { path: file.path, size: file.size, hash: file.hash },
+                ids::new("upf"),
+            ));
         }
-        crate::paths::check(files.iter().map(|(f, _)| f.path.as_str()))
-            .map_err(|e| ApiError::invalid_parameter(format!("files[{}].path", e.index), e.message))?;
+        crate::paths::check(files.iter().map(|(f, _)| f.path.as_str())).map_err(|e| {
+            ApiError::invalid_parameter(format!("files[{}].path", e.index), e.message)
+        })?;
         let expires_at = ids::now() + URL_LIFETIME;
         let session = UploadSession {
             id: ids::new("upl"),
@@ -107,45 +138,81 @@ impl<S: Store> App<S> {
         self.store.create_upload_session(&session, ids::now()).await?;
         let mut files = Vec::with_capacity(session.files.len());
         for (file, upload_id) in session.files {
-            let upload_url = self.blobs.upload_url(file.hash.as_str(), file.size as u64, &p.user_id, &upload_id, expires_at).await?;
+            let upload_url = self
+                .blobs
+                .upload_url(
+                    file.hash.as_str(),
+                    file.size as u64,
+                    &p.user_id,
+                    &upload_id,
+                    expires_at,
+                )
+                .await?;
             files.push(types::UploadTarget { upload_url, path: file.path, upload_id });
         }
         Ok(types::PrepareUploadResponse { upload_session_id: session.id, files, expires_at })
     }
 
-    pub(super) async fn commit_upload(&self, kind: Kind, p: &Principal, id: &str, body: types::CommitUploadRequest) -> Result<VersionRow, ApiError> {
+    pub(super) async fn commit_upload(
+        &self,
+        kind: Kind,
+        p: &Principal,
+        id: &str,
+        body: types::CommitUploadRequest,
+    ) -> Result<VersionRow, ApiError> {
         let row = self.storage(kind, p, id).await?;
         let session_id = body.upload_session_id.to_string();
-        let session = self
-            .store
-            .upload_session(&row.id, &session_id)
-            .await?
-            .ok_or_else(|| ApiError::invalid_parameter("uploadSessionId", format!("No such upload session for this {}: '{session_id}'", kind.as_str())))?;
+        let session = self.store.upload_session(&row.id, &session_id).await?.ok_or_else(|| {
+            ApiError::invalid_parameter(
+                "uploadSessionId",
+                format!("No such upload session for this {}: '{session_id}'", kind.as_str()),
+            )
+        })?;
         if session.expires_at < Utc::now() {
-            return Err(ApiError::invalid_state(format!("Upload session '{session_id}' has expired: prepare the upload again")));
+            return Err(ApiError::invalid_state(format!(
+                "Upload session '{session_id}' has expired: prepare the upload again"
+            )));
         }
         self.blobs.settle(&session, &self.store, &p.user_id).await?;
         let files = session.files.into_iter().map(|(file, _)| file).collect();
-        let version = NewVersion::of(files, body.message.map(String::from).or(session.message), session.created_by, ids::now());
+        let version = NewVersion::of(
+            files,
+            body.message.map(String::from).or(session.message),
+            session.created_by,
+            ids::now(),
+        );
         Ok(self.store.commit_version(&row.id, &p.user_id, &session_id, &version).await?)
     }
 
-    pub(super) async fn download(&self, kind: Kind, p: &Principal, id: &str, version_id: Option<String>) -> Result<types::DownloadResponse, ApiError> {
+    pub(super) async fn download(
+        &self,
+        kind: Kind,
+        p: &Principal,
+        id: &str,
+        version_id: Option<String>,
+    ) -> Result<types::DownloadResponse, ApiError> {
         let row = self.storage(kind, p, id).await?;
         let Some(version_id) = version_id.or(row.current_version_id) else {
-            return Err(ApiError::invalid_state(format!("{} '{id}' has no version yet", kind.as_str())));
+            return Err(ApiError::invalid_state(format!(
+                "{} '{id}' has no version yet",
+                kind.as_str()
+            )));
         };
-        let version = self
-            .store
-            .get_version(&row.id, &version_id)
-            .await?
-            .ok_or_else(|| ApiError::not_found(&format!("{} version", kind.as_str()), &version_id).with_param("versionId"))?;
+        let version = self.store.get_version(&row.id, &version_id).await?.ok_or_else(|| {
+            ApiError::not_found(&format!("{} version", kind.as_str()), &version_id)
+                .with_param("versionId")
+        })?;
         let expires_at = ids::now() + URL_LIFETIME;
         let stored = self.store.version_files(version.seq).await?;
         let mut files = Vec::with_capacity(stored.len());
         for f in stored {
             let download_url = self.blobs.download_url(f.hash.as_str(), expires_at).await?;
-            files.push(types::DownloadFile { download_url, path: f.path, size: f.size, hash: f.hash });
+            files.push(types::DownloadFile {
+                download_url,
+                path: f.path,
+                size: f.size,
+                hash: f.hash,
+            });
         }
         Ok(types::DownloadResponse { version_id: version.id, files, expires_at })
     }

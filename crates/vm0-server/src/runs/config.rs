@@ -81,23 +81,35 @@ pub(crate) struct LocalConfig {
 
 /// The configuration's JSON Schema.
 pub(crate) fn schema() -> &'static Value {
-    static SCHEMA: LazyLock<Value> = LazyLock::new(|| serde_json::to_value(schemars::schema_for!(LocalConfig)).expect("the schema serializes"));
+    static SCHEMA: LazyLock<Value> = LazyLock::new(|| {
+        serde_json::to_value(schemars::schema_for!(LocalConfig)).expect("the schema serializes")
+    });
     &SCHEMA
 }
 
 /// Checks an agent's configuration; a violation is a 400 naming `config.<field>`.
 pub(crate) fn check(config: &Map<String, Value>) -> Result<LocalConfig, ApiError> {
-    static VALIDATOR: LazyLock<jsonschema::Validator> = LazyLock::new(|| jsonschema::validator_for(schema()).expect("the derived schema compiles"));
+    static VALIDATOR: LazyLock<jsonschema::Validator> =
+        LazyLock::new(|| jsonschema::validator_for(schema()).expect("the derived schema compiles"));
     let config = Value::Object(config.clone());
     vm0_api::check_json(&VALIDATOR, &config, "config")?;
-    let parsed: LocalConfig = LocalConfig::deserialize(config).map_err(|e| ApiError::invalid_parameter("config", e.to_string()))?;
+    let parsed: LocalConfig = LocalConfig::deserialize(config)
+        .map_err(|e| ApiError::invalid_parameter("config", e.to_string()))?;
     if parsed.command[0].is_empty() {
-        return Err(ApiError::invalid_parameter("config.command[0]", "config.command[0] must name a program"));
+        return Err(ApiError::invalid_parameter(
+            "config.command[0]",
+            "config.command[0] must name a program",
+        ));
     }
     for path in parsed.files.keys() {
-        let safe = !path.is_empty() && !path.starts_with('/') && path.split('/').all(|s| !s.is_empty() && s != "." && s != "..");
+        let safe = !path.is_empty()
+            && !path.starts_with('/')
+            && path.split('/').all(|s| !s.is_empty() && s != "." && s != "..");
         if !safe || path.contains('\0') {
-            return Err(ApiError::invalid_parameter(format!("config.files.{path}"), "file paths must be relative, without . or .. segments"));
+            return Err(ApiError::invalid_parameter(
+                format!("config.files.{path}"),
+                "file paths must be relative, without . or .. segments",
+            ));
         }
     }
     Ok(parsed)
@@ -116,17 +128,28 @@ mod tests {
     #[test]
     fn file_paths_stay_inside_the_working_directory() {
         for path in ["/etc/passwd", "../up", "a/../../b", "a//b", "./a", "", "a/./b"] {
-            let error = check(&config(json!({"command": ["true"], "files": {path: "x"}}))).unwrap_err();
-            assert_eq!(error.param.as_deref(), Some(format!("config.files.{path}").as_str()), "{path:?} was accepted");
+            let error =
+                check(&config(json!({"command": ["true"], "files": {path: "x"}}))).unwrap_err();
+            assert_eq!(
+                error.param.as_deref(),
+                Some(format!("config.files.{path}").as_str()),
+                "{path:?} was accepted"
+            );
         }
         for path in ["a", "a/b/c.txt", ".hidden", "a..b"] {
-            assert!(check(&config(json!({"command": ["true"], "files": {path: "x"}}))).is_ok(), "{path:?} was refused");
+            assert!(
+                check(&config(json!({"command": ["true"], "files": {path: "x"}}))).is_ok(),
+                "{path:?} was refused"
+            );
         }
     }
 
     #[test]
     fn a_command_names_a_program() {
-        assert_eq!(check(&config(json!({"command": [""]}))).unwrap_err().param.as_deref(), Some("config.command[0]"));
+        assert_eq!(
+            check(&config(json!({"command": [""]}))).unwrap_err().param.as_deref(),
+            Some("config.command[0]")
+        );
         assert!(check(&config(json!({"command": []}))).is_err());
         assert!(check(&config(json!({"command": ["sh"], "unknown": 1}))).is_err());
     }

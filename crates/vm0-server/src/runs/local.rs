@@ -67,7 +67,12 @@ pub(crate) enum Outcome {
 
 /// Runs jobs. `cancel` becomes true when the run is cancelled.
 pub(crate) trait Executor: Send + Sync + 'static {
-    fn execute(&self, job: Job, output: mpsc::Sender<Output>, cancel: watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = Outcome> + Send + '_>>;
+    fn execute(
+        &self,
+        job: Job,
+        output: mpsc::Sender<Output>,
+        cancel: watch::Receiver<bool>,
+    ) -> Pin<Box<dyn Future<Output = Outcome> + Send + '_>>;
 }
 
 /// How the local executor isolates runs.
@@ -88,7 +93,12 @@ pub(crate) struct LocalExecutor {
 }
 
 impl Executor for LocalExecutor {
-    fn execute(&self, job: Job, output: mpsc::Sender<Output>, cancel: watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = Outcome> + Send + '_>> {
+    fn execute(
+        &self,
+        job: Job,
+        output: mpsc::Sender<Output>,
+        cancel: watch::Receiver<bool>,
+    ) -> Pin<Box<dyn Future<Output = Outcome> + Send + '_>> {
         Box::pin(run(&self.isolation, job, output, cancel))
     }
 }
@@ -101,11 +111,21 @@ fn kill_group(pgid: i32) {
 }
 
 /// The process to start for `job`: the sandbox helper, or the agent's command itself.
-fn command(isolation: &Isolation, job: &Job, status: &Path) -> Result<tokio::process::Command, String> {
+fn command(
+    isolation: &Isolation,
+    job: &Job,
+    status: &Path,
+) -> Result<tokio::process::Command, String> {
     match isolation {
         Isolation::Refused(reason) => Err(reason.clone()),
         Isolation::Sandbox(helper) => {
-            let home = |(key, value): &(String, String)| if key == "HOME" { (key.clone(), sandbox::WORKDIR.to_string()) } else { (key.clone(), value.clone()) };
+            let home = |(key, value): &(String, String)| {
+                if key == "HOME" {
+                    (key.clone(), sandbox::WORKDIR.to_string())
+                } else {
+                    (key.clone(), value.clone())
+                }
+            };
             let spec = Spec {
                 workdir: job.workdir.clone(),
                 command: job.command.clone(),
@@ -118,22 +138,38 @@ fn command(isolation: &Isolation, job: &Job, status: &Path) -> Result<tokio::pro
         }
         Isolation::Unsandboxed => {
             let mut command = tokio::process::Command::new(&job.command[0]);
-            command.args(&job.command[1..]).current_dir(&job.workdir).env_clear().envs(job.env.iter().map(|(k, v)| (k, v)));
+            command
+                .args(&job.command[1..])
+                .current_dir(&job.workdir)
+                .env_clear()
+                .envs(job.env.iter().map(|(k, v)| (k, v)));
             Ok(command)
         }
     }
 }
 
-async fn run(isolation: &Isolation, job: Job, output: mpsc::Sender<Output>, mut cancel: watch::Receiver<bool>) -> Outcome {
+async fn run(
+    isolation: &Isolation,
+    job: Job,
+    output: mpsc::Sender<Output>,
+    mut cancel: watch::Receiver<bool>,
+) -> Outcome {
     let status = job.workdir.with_extension("sandbox");
     let mut command = match command(isolation, &job, &status) {
         Ok(command) => command,
         Err(reason) => return Outcome::Failed(reason),
     };
-    command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0).kill_on_drop(true);
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
     let mut child = match command.spawn() {
         Ok(child) => child,
-        Err(error) => return Outcome::Failed(format!("could not start {}: {error}", job.command[0])),
+        Err(error) => {
+            return Outcome::Failed(format!("could not start {}: {error}", job.command[0]))
+        }
     };
     // The helper, the sandbox's first process and whatever did not leave the group all
     // share the group; what left it dies with the sandbox's first process.
@@ -151,13 +187,36 @@ async fn run(isolation: &Isolation, job: Job, output: mpsc::Sender<Output>, mut 
     // long they wait for more before they give up on a pipe that a process that escaped
     // the group holds open.
     let (ended, patience) = watch::channel(None);
-    let budget = Arc::new(Budget { left: AtomicU64::new(job.max_output), over: AtomicBool::new(false), spent: Notify::new() });
+    let budget = Arc::new(Budget {
+        left: AtomicU64::new(job.max_output),
+        over: AtomicBool::new(false),
+        spent: Notify::new(),
+    });
     let readers = [
-        tokio::spawn(read_lines(child.stdout.take().expect("stdout is piped"), false, output.clone(), patience.clone(), budget.clone())),
-        tokio::spawn(read_lines(child.stderr.take().expect("stderr is piped"), true, output.clone(), patience, budget.clone())),
+        tokio::spawn(read_lines(
+            child.stdout.take().expect("stdout is piped"),
+            false,
+            output.clone(),
+            patience.clone(),
+            budget.clone(),
+        )),
+        tokio::spawn(read_lines(
+            child.stderr.take().expect("stderr is piped"),
+            true,
+            output.clone(),
+            patience,
+            budget.clone(),
+        )),
     ];
     let (breach, mut breached) = oneshot::channel();
-    let sampler = tokio::spawn(sample(members, job.workdir.clone(), job.sample_every, job.limits, output, breach));
+    let sampler = tokio::spawn(sample(
+        members,
+        job.workdir.clone(),
+        job.sample_every,
+        job.limits,
+        output,
+        breach,
+    ));
 
     let outcome = tokio::select! {
         status = child.wait() => match status {
@@ -178,10 +237,14 @@ async fn run(isolation: &Isolation, job: Job, output: mpsc::Sender<Output>, mut 
     child.wait().await.ok();
     sampler.abort();
     let outcome = match (isolation, outcome) {
-        (Isolation::Sandbox(_), outcome @ (Outcome::Exited(_) | Outcome::Killed(_))) => match sandbox::read_status(&status) {
-            Ok(()) => limit_signal(outcome, &job.limits),
-            Err(reason) => Outcome::Failed(format!("The run's sandbox could not be set up: {reason}")),
-        },
+        (Isolation::Sandbox(_), outcome @ (Outcome::Exited(_) | Outcome::Killed(_))) => {
+            match sandbox::read_status(&status) {
+                Ok(()) => limit_signal(outcome, &job.limits),
+                Err(reason) => {
+                    Outcome::Failed(format!("The run's sandbox could not be set up: {reason}"))
+                }
+            }
+        }
         (_, outcome) => {
             std::fs::remove_file(&status).ok();
             outcome
@@ -193,21 +256,29 @@ async fn run(isolation: &Isolation, job: Job, output: mpsc::Sender<Output>, mut 
         Outcome::Exited(0) => {
             let workdir = job.workdir.clone();
             let limits = job.limits;
-            let files = tokio::task::spawn_blocking(move || files_size(&workdir, &limits)).await.unwrap_or_default();
+            let files = tokio::task::spawn_blocking(move || files_size(&workdir, &limits))
+                .await
+                .unwrap_or_default();
             files_breach(files, &job.limits).map_or(Outcome::Exited(0), Outcome::Failed)
         }
         outcome => outcome,
     };
     // What is left in the pipes is read to the end, however long storing it takes; only a
     // pipe that stays silent gives up, soon when the run was stopped, whose answer waits.
-    let idle = if matches!(outcome, Outcome::Exited(_) | Outcome::Killed(_)) { Duration::from_secs(2) } else { Duration::from_millis(250) };
+    let idle = if matches!(outcome, Outcome::Exited(_) | Outcome::Killed(_)) {
+        Duration::from_secs(2)
+    } else {
+        Duration::from_millis(250)
+    };
     ended.send_replace(Some(idle));
     for reader in readers {
         reader.await.ok();
     }
     // The process may have ended before its readers got to the end of its output.
     match outcome {
-        Outcome::Exited(_) | Outcome::Killed(_) if budget.over.load(Ordering::Relaxed) => Outcome::Failed(output_breach(job.max_output)),
+        Outcome::Exited(_) | Outcome::Killed(_) if budget.over.load(Ordering::Relaxed) => {
+            Outcome::Failed(output_breach(job.max_output))
+        }
         outcome => outcome,
     }
 }
@@ -233,11 +304,17 @@ fn limit_signal(outcome: Outcome, limits: &Limits) -> Outcome {
 }
 
 fn file_size_breach(limits: &Limits) -> String {
-    format!("The run wrote a file as large as its limit of {} MiB (maxFileSizeMib)", limits.file_size_bytes >> 20)
+    format!(
+        "The run wrote a file as large as its limit of {} MiB (maxFileSizeMib)",
+        limits.file_size_bytes >> 20
+    )
 }
 
 fn cpu_breach(limits: &Limits) -> String {
-    format!("The run used more than its limit of {} s of CPU time (maxCpuSeconds)", limits.cpu_seconds)
+    format!(
+        "The run used more than its limit of {} s of CPU time (maxCpuSeconds)",
+        limits.cpu_seconds
+    )
 }
 
 /// What is left of a job's output allowance, shared by its two pipes.
@@ -252,7 +329,12 @@ struct Budget {
 impl Budget {
     /// Takes `bytes` from the allowance; false once it is spent.
     fn take(&self, bytes: u64) -> bool {
-        let before = self.left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| Some(left.saturating_sub(bytes))).expect("the closure always answers");
+        let before = self
+            .left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                Some(left.saturating_sub(bytes))
+            })
+            .expect("the closure always answers");
         if before < bytes {
             self.over.store(true, Ordering::Relaxed);
             self.spent.notify_one();
@@ -279,7 +361,10 @@ async fn read_lines(
     loop {
         let patience = *ended.borrow();
         let filled = match patience {
-            Some(idle) => tokio::time::timeout(idle, reader.fill_buf()).await.unwrap_or(Ok(&[])).map(|b| b.len()),
+            Some(idle) => tokio::time::timeout(idle, reader.fill_buf())
+                .await
+                .unwrap_or(Ok(&[]))
+                .map(|b| b.len()),
             // `fill_buf` consumes nothing, so the process's end may interrupt it.
             None => tokio::select! {
                 filled = reader.fill_buf() => filled.map(|b| b.len()),
@@ -313,7 +398,12 @@ async fn read_lines(
 
 /// Sends the line gathered so far, without its line ending, and starts the next; false
 /// when nobody listens any more.
-async fn send_line(output: &mpsc::Sender<Output>, stderr: bool, line: &mut Vec<u8>, cut: &mut bool) -> bool {
+async fn send_line(
+    output: &mpsc::Sender<Output>,
+    stderr: bool,
+    line: &mut Vec<u8>,
+    cut: &mut bool,
+) -> bool {
     while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
         line.pop();
     }
@@ -354,23 +444,42 @@ struct Usage {
 
 /// Samples the run's processes every `every` until aborted, and sends `breach` why the
 /// run must stop as soon as its processes together go past one of `limits`.
-async fn sample(members: Members, workdir: PathBuf, every: Duration, limits: Limits, output: mpsc::Sender<Output>, breach: oneshot::Sender<String>) {
+async fn sample(
+    members: Members,
+    workdir: PathBuf,
+    every: Duration,
+    limits: Limits,
+    output: mpsc::Sender<Output>,
+    breach: oneshot::Sender<String>,
+) {
     // SAFETY: sysconf reads a constant of the system.
-    let (ticks_per_second, page_size) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK) as u64, libc::sysconf(libc::_SC_PAGESIZE) as u64) };
-    let memory_total_mb = tokio::task::spawn_blocking(memory_total_kib).await.unwrap_or(0) as f64 / 1024.0;
+    let (ticks_per_second, page_size) = unsafe {
+        (libc::sysconf(libc::_SC_CLK_TCK) as u64, libc::sysconf(libc::_SC_PAGESIZE) as u64)
+    };
+    let memory_total_mb =
+        tokio::task::spawn_blocking(memory_total_kib).await.unwrap_or(0) as f64 / 1024.0;
     let (mut last_ticks, mut last_time) = (0u64, Instant::now());
     let mut breach = Some(breach);
     loop {
         tokio::time::sleep(every).await;
         // /proc and the working directory are read off the runtime's threads.
         let workdir = workdir.clone();
-        let usage = tokio::task::spawn_blocking(move || (usage(members), files_size(&workdir, &limits), disk_total(&workdir))).await;
+        let usage = tokio::task::spawn_blocking(move || {
+            (usage(members), files_size(&workdir, &limits), disk_total(&workdir))
+        })
+        .await;
         let Ok(((usage, tmpfs_bytes), files, disk_total)) = usage else { return };
         let memory = usage.pages * page_size + tmpfs_bytes;
         let over = if memory > limits.memory_bytes {
-            Some(format!("The run used more than its limit of {} MiB of memory (maxMemoryMib)", limits.memory_bytes >> 20))
+            Some(format!(
+                "The run used more than its limit of {} MiB of memory (maxMemoryMib)",
+                limits.memory_bytes >> 20
+            ))
         } else if usage.tasks > limits.tasks {
-            Some(format!("The run had more than its limit of {} processes and threads (maxProcesses)", limits.tasks))
+            Some(format!(
+                "The run had more than its limit of {} processes and threads (maxProcesses)",
+                limits.tasks
+            ))
         } else if usage.total_ticks > limits.cpu_seconds * ticks_per_second {
             Some(cpu_breach(&limits))
         } else {
@@ -383,7 +492,9 @@ async fn sample(members: Members, workdir: PathBuf, every: Duration, limits: Lim
         }
         let now = Instant::now();
         let seconds = now.duration_since(last_time).as_secs_f64().max(1e-3);
-        let cpu_percent = usage.ticks.saturating_sub(last_ticks) as f64 / ticks_per_second as f64 / seconds * 100.0;
+        let cpu_percent =
+            usage.ticks.saturating_sub(last_ticks) as f64 / ticks_per_second as f64 / seconds
+                * 100.0;
         (last_ticks, last_time) = (usage.ticks, now);
         let sample = MetricRow {
             timestamp: crate::ids::now(),
@@ -418,14 +529,23 @@ fn read_stat(pid: i32) -> Option<Stat> {
         pid,
         parent: field(4) as i32,
         group: field(5) as i32,
-        usage: Usage { ticks, total_ticks: ticks + field(16) + field(17), tasks: field(20), pages: field(24) },
+        usage: Usage {
+            ticks,
+            total_ticks: ticks + field(16) + field(17),
+            tasks: field(20),
+            pages: field(24),
+        },
     })
 }
 
 /// What the run's processes use now, and the bytes in its sandbox's memory file systems.
 fn usage(members: Members) -> (Usage, u64) {
     let Ok(entries) = std::fs::read_dir("/proc") else { return (Usage::default(), 0) };
-    let stats: Vec<Stat> = entries.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).filter_map(read_stat).collect();
+    let stats: Vec<Stat> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter_map(read_stat)
+        .collect();
     let mut tmpfs_bytes = 0;
     let chosen: Vec<&Stat> = match members {
         Members::Group(pgid) => stats.iter().filter(|s| s.group == pgid).collect(),
@@ -458,7 +578,12 @@ fn usage(members: Members) -> (Usage, u64) {
 
 fn memory_total_kib() -> u64 {
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    meminfo.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
+    meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// What the files of a run's working directory take.
@@ -506,7 +631,10 @@ fn files_breach(files: Files, limits: &Limits) -> Option<String> {
     if files.largest >= limits.file_size_bytes {
         Some(file_size_breach(limits))
     } else if files.space > limits.disk_bytes {
-        Some(format!("The run's working directory took more than its limit of {} MiB of disk (maxDiskMib)", limits.disk_bytes >> 20))
+        Some(format!(
+            "The run's working directory took more than its limit of {} MiB of disk (maxDiskMib)",
+            limits.disk_bytes >> 20
+        ))
     } else if files.count > limits.files {
         Some(format!("The run's working directory held more than its limit of {} files and folders (maxFiles)", limits.files))
     } else {
@@ -516,7 +644,13 @@ fn files_breach(files: Files, limits: &Limits) -> Option<String> {
 
 /// The bytes held by the sandbox's memory file systems, seen through its first process.
 fn tmpfs_used(first: i32) -> u64 {
-    sandbox::TMPFS.iter().map(|target| statvfs(format!("/proc/{first}/root{target}")).map_or(0, |s| s.f_blocks.saturating_sub(s.f_bfree) * s.f_frsize)).sum()
+    sandbox::TMPFS
+        .iter()
+        .map(|target| {
+            statvfs(format!("/proc/{first}/root{target}"))
+                .map_or(0, |s| s.f_blocks.saturating_sub(s.f_bfree) * s.f_frsize)
+        })
+        .sum()
 }
 
 fn statvfs(path: impl AsRef<Path>) -> Option<libc::statvfs> {

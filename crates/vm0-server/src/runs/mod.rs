@@ -32,7 +32,9 @@ pub(crate) use recorder::{Journal, Subscription};
 use crate::blobs::Blobs;
 use crate::ids;
 use crate::metrics::Metrics;
-use crate::store::{event_row, Batch, EventData, Expired, Lease, LogRow, NewCheckpoint, RunEnd, RunRow, Store};
+use crate::store::{
+    event_row, Batch, EventData, Expired, Lease, LogRow, NewCheckpoint, RunEnd, RunRow, Store,
+};
 use local::{Executor, Outcome, Output};
 use recorder::Recorder;
 
@@ -130,7 +132,14 @@ impl<S: Store> Engine<S> {
     }
 
     /// The engine over `store` and `blobs` on `host`; starts the recorder's writer.
-    pub(crate) fn new(store: S, blobs: Arc<Blobs>, executor: Arc<dyn Executor>, limits: Limits, host: Host, metrics: Arc<Metrics>) -> Engine<S> {
+    pub(crate) fn new(
+        store: S,
+        blobs: Arc<Blobs>,
+        executor: Arc<dyn Executor>,
+        limits: Limits,
+        host: Host,
+        metrics: Arc<Metrics>,
+    ) -> Engine<S> {
         Engine {
             recorder: Recorder::start(store.clone()),
             store,
@@ -158,9 +167,19 @@ impl<S: Store> Engine<S> {
     pub fn first_records(run: &RunRow) -> Batch {
         let event = event_row(&status_event(RunStatus::Pending).numbered(1));
         let metadata = meta([("status", "pending"), ("agentVersionId", &run.agent_version_id)]);
-        let log =
-            LogRow { seq: 1, timestamp: run.created_at, kind: LogType::System, level: LogLevel::Info, message: "Run created".into(), metadata: Json(metadata) };
-        Batch { events: vec![(run.id.clone(), event)], logs: vec![(run.id.clone(), log)], metrics: Vec::new() }
+        let log = LogRow {
+            seq: 1,
+            timestamp: run.created_at,
+            kind: LogType::System,
+            level: LogLevel::Info,
+            message: "Run created".into(),
+            metadata: Json(metadata),
+        };
+        Batch {
+            events: vec![(run.id.clone(), event)],
+            logs: vec![(run.id.clone(), log)],
+            metrics: Vec::new(),
+        }
     }
 
     /// A new run is stored: a word to the scheduler (other instances find it by looking).
@@ -183,7 +202,13 @@ impl<S: Store> Engine<S> {
     /// any that started meanwhile.
     pub async fn idle(&self) {
         loop {
-            let ended: Vec<watch::Receiver<bool>> = self.executing.lock().expect("not poisoned").values().map(|e| e.ended.clone()).collect();
+            let ended: Vec<watch::Receiver<bool>> = self
+                .executing
+                .lock()
+                .expect("not poisoned")
+                .values()
+                .map(|e| e.ended.clone())
+                .collect();
             if ended.is_empty() {
                 return;
             }
@@ -233,7 +258,12 @@ impl<S: Store> Engine<S> {
             let deadline = Instant::now() + CANCEL_WAIT;
             while Instant::now() < deadline {
                 tokio::time::sleep(CANCEL_POLL).await;
-                if self.store.get_run(&run.user_id, &run.id).await?.is_none_or(|r| r.completed_at.is_some()) {
+                if self
+                    .store
+                    .get_run(&run.user_id, &run.id)
+                    .await?
+                    .is_none_or(|r| r.completed_at.is_some())
+                {
                     break;
                 }
             }
@@ -246,7 +276,9 @@ impl<S: Store> Engine<S> {
     /// here.
     pub fn subscribe(self: &Arc<Self>, run_id: &str) -> Subscription {
         let subscription = self.recorder.subscribe(run_id);
-        if !self.executes_here(run_id) && self.relays.lock().expect("not poisoned").insert(run_id.to_string()) {
+        if !self.executes_here(run_id)
+            && self.relays.lock().expect("not poisoned").insert(run_id.to_string())
+        {
             tokio::spawn(self.clone().relay(run_id.to_string()));
         }
         subscription
@@ -282,7 +314,8 @@ impl<S: Store> Engine<S> {
                 }
             };
             after = rows.last().map_or(after, |row| row.id);
-            let events: Vec<types::RunEvent> = rows.into_iter().filter_map(|row| types::RunEvent::try_from(row).ok()).collect();
+            let events: Vec<types::RunEvent> =
+                rows.into_iter().filter_map(|row| types::RunEvent::try_from(row).ok()).collect();
             self.recorder.relay(&run, events);
         }
     }
@@ -310,7 +343,10 @@ impl<S: Store> Engine<S> {
 
     /// This instance's lease on a run, from now.
     fn lease(&self) -> Lease {
-        Lease { executor: self.instance.clone(), until: ids::now() + chrono::Duration::from_std(LEASE).expect("a short lease") }
+        Lease {
+            executor: self.instance.clone(),
+            until: ids::now() + chrono::Duration::from_std(LEASE).expect("a short lease"),
+        }
     }
 
     /// Stops this instance's runs that were cancelled on another instance or ended as
@@ -345,7 +381,8 @@ impl<S: Store> Engine<S> {
     pub async fn renew_leases(self: Arc<Self>) {
         loop {
             tokio::time::sleep(RENEW_EVERY).await;
-            if let Err(error) = self.store.renew_leases(&self.lease(), &self.executing_here()).await {
+            if let Err(error) = self.store.renew_leases(&self.lease(), &self.executing_here()).await
+            {
                 tracing::warn!(%error, "could not renew the leases of this instance's runs");
             }
         }
@@ -380,7 +417,11 @@ impl<S: Store> Engine<S> {
         loop {
             match self.expire(self.limits.retention).await {
                 Ok(expired) if expired != Expired::default() => {
-                    tracing::info!(checkpoints = expired.checkpoints, sessions = expired.sessions.len(), "retention: deleted")
+                    tracing::info!(
+                        checkpoints = expired.checkpoints,
+                        sessions = expired.sessions.len(),
+                        "retention: deleted"
+                    )
                 }
                 Ok(_) => {}
                 Err(error) => tracing::error!(%error, "the retention sweep failed"),
@@ -420,7 +461,10 @@ impl<S: Store> Engine<S> {
             let (cancel, cancelled) = watch::channel(false);
             let (ended_tx, ended) = watch::channel(false);
             let halted = Arc::new(AtomicBool::new(false));
-            self.executing.lock().expect("not poisoned").insert(run.id.clone(), Executing { cancel, ended, halted: halted.clone() });
+            self.executing
+                .lock()
+                .expect("not poisoned")
+                .insert(run.id.clone(), Executing { cancel, ended, halted: halted.clone() });
             // A drain that began while the run was read: it stays pending. (One that
             // begins after this look finds the run among those executing.)
             if self.draining.is_cancelled() {
@@ -430,8 +474,14 @@ impl<S: Store> Engine<S> {
             match self.store.start_run(&run.id, ids::now(), &self.lease()).await {
                 Ok(true) => {
                     failing = None;
-                    self.metrics.run_started((ids::now() - run.created_at).to_std().unwrap_or_default());
-                    let slot = Slot { engine: self.clone(), run: run.id.clone(), ended: ended_tx, _permit: permit };
+                    self.metrics
+                        .run_started((ids::now() - run.created_at).to_std().unwrap_or_default());
+                    let slot = Slot {
+                        engine: self.clone(),
+                        run: run.id.clone(),
+                        ended: ended_tx,
+                        _permit: permit,
+                    };
                     tokio::spawn(async move {
                         slot.engine.execute(run, cancelled, &halted).await;
                         drop(slot);
@@ -454,7 +504,10 @@ impl<S: Store> Engine<S> {
                         }
                         None => {
                             // A run that cannot start must not hold up the queue behind it.
-                            let end = RunEnd::without_execution(RunStatus::Failed, &format!("The run could not be started: {error}"));
+                            let end = RunEnd::without_execution(
+                                RunStatus::Failed,
+                                &format!("The run could not be started: {error}"),
+                            );
                             if let Ok(true) = self.store.end_run(&run.id, &end, None).await {
                                 self.announce_end(&self.journal(&run), &end).await;
                             }
@@ -481,7 +534,14 @@ impl<S: Store> Engine<S> {
         };
         let journal = self.journal(&run);
         journal.event(status_event(RunStatus::Running)).await;
-        journal.log(LogType::System, LogLevel::Info, "Run started", meta([("status", "running"), ("sessionId", &run.session_id)])).await;
+        journal
+            .log(
+                LogType::System,
+                LogLevel::Info,
+                "Run started",
+                meta([("status", "running"), ("sessionId", &run.session_id)]),
+            )
+            .await;
         let started = Instant::now();
         let workdir = workdir::Workdir { store: &self.store, blobs: &self.blobs, dir: &self.dir };
         let (outcome, timeout) = match workdir.prepare(&run, self.limits.sample_every).await {
@@ -494,10 +554,19 @@ impl<S: Store> Engine<S> {
         let elapsed = started.elapsed().as_millis() as i64;
         let (mut status, mut error) = match outcome {
             Outcome::Exited(0) => (RunStatus::Completed, None),
-            Outcome::Exited(code) => (RunStatus::Failed, Some(format!("The agent exited with status {code}"))),
-            Outcome::Killed(signal) => (RunStatus::Failed, Some(format!("The agent was killed by signal {signal}"))),
-            Outcome::TimedOut => (RunStatus::Timeout, Some(format!("The run exceeded its timeout of {} seconds", timeout.as_secs()))),
-            Outcome::Cancelled if halted.load(Ordering::SeqCst) => (RunStatus::Failed, Some(SHUT_DOWN.to_string())),
+            Outcome::Exited(code) => {
+                (RunStatus::Failed, Some(format!("The agent exited with status {code}")))
+            }
+            Outcome::Killed(signal) => {
+                (RunStatus::Failed, Some(format!("The agent was killed by signal {signal}")))
+            }
+            Outcome::TimedOut => (
+                RunStatus::Timeout,
+                Some(format!("The run exceeded its timeout of {} seconds", timeout.as_secs())),
+            ),
+            Outcome::Cancelled if halted.load(Ordering::SeqCst) => {
+                (RunStatus::Failed, Some(SHUT_DOWN.to_string()))
+            }
             Outcome::Cancelled => (RunStatus::Cancelled, Some("Cancelled by request".to_string())),
             Outcome::Failed(message) => (RunStatus::Failed, Some(message)),
         };
@@ -531,7 +600,12 @@ impl<S: Store> Engine<S> {
     }
 
     /// Runs the job, recording its output as it comes; how it ended.
-    async fn watch(&self, job: local::Job, journal: &Journal, cancelled: watch::Receiver<bool>) -> Outcome {
+    async fn watch(
+        &self,
+        job: local::Job,
+        journal: &Journal,
+        cancelled: watch::Receiver<bool>,
+    ) -> Outcome {
         let (sender, mut receiver) = mpsc::channel(OUTPUT_QUEUE);
         let execution = self.executor.execute(job, sender, cancelled);
         tokio::pin!(execution);
@@ -559,8 +633,11 @@ impl<S: Store> Engine<S> {
             Some(error) => (LogLevel::Error, format!("Run {}: {error}", end.status)),
             None => (LogLevel::Info, format!("Run {}", end.status)),
         };
-        journal.log(LogType::System, level, &message, meta([("status", &end.status.to_string())])).await;
-        let complete = types::RunCompleteData { status: end.status, execution_time_ms: end.execution_time_ms };
+        journal
+            .log(LogType::System, level, &message, meta([("status", &end.status.to_string())]))
+            .await;
+        let complete =
+            types::RunCompleteData { status: end.status, execution_time_ms: end.execution_time_ms };
         journal.event(EventData::Complete(complete)).await;
         journal.flush().await;
     }
@@ -581,7 +658,11 @@ impl<S: Store> Drop for Slot<S> {
         self.engine.metrics.run_finished();
         // Out of `executing` before its end is signalled, so that `idle`, woken by the
         // signal, no longer finds it.
-        self.engine.executing.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&self.run);
+        self.engine
+            .executing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&self.run);
         self.ended.send_replace(true);
     }
 }
@@ -605,7 +686,14 @@ fn meta<const N: usize>(pairs: [(&str, &str); N]) -> Map<String, Value> {
 impl RunEnd {
     /// The end of a run that did not execute (or whose execution is unknown).
     fn without_execution(status: RunStatus, error: &str) -> RunEnd {
-        RunEnd { status, error: Some(error.to_string()), execution_time_ms: None, completed_at: ids::now(), checkpoint_id: None, artifact_version: None }
+        RunEnd {
+            status,
+            error: Some(error.to_string()),
+            execution_time_ms: None,
+            completed_at: ids::now(),
+            checkpoint_id: None,
+            artifact_version: None,
+        }
     }
 }
 
@@ -638,13 +726,17 @@ mod tests {
     #[test]
     fn backoff_doubles_then_gives_up() {
         let mut backoff = Backoff::default();
-        let delays: Vec<u64> = std::iter::from_fn(|| backoff.next()).map(|d| d.as_millis() as u64).collect();
+        let delays: Vec<u64> =
+            std::iter::from_fn(|| backoff.next()).map(|d| d.as_millis() as u64).collect();
         assert_eq!(delays, [50, 100, 200, 400, 800]);
         assert_eq!(backoff.next(), None);
     }
 
     #[test]
     fn metadata_is_strings() {
-        assert_eq!(Value::Object(meta([("a", "1"), ("b", "x")])), serde_json::json!({"a": "1", "b": "x"}));
+        assert_eq!(
+            Value::Object(meta([("a", "1"), ("b", "x")])),
+            serde_json::json!({"a": "1", "b": "x"})
+        );
     }
 }

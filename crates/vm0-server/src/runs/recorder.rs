@@ -59,7 +59,12 @@ impl Recorder {
 
     /// What run `run_id` records, with the values of `secrets` masked.
     pub(super) fn journal(&self, run_id: &str, secrets: Vec<String>) -> Journal {
-        Journal { run: run_id.into(), secrets: Masker::new(secrets), recorder: self.clone(), carries: Mutex::default() }
+        Journal {
+            run: run_id.into(),
+            secrets: Masker::new(secrets),
+            recorder: self.clone(),
+            carries: Mutex::default(),
+        }
     }
 
     /// The live events of a run, from the moment of the call.
@@ -104,8 +109,13 @@ impl Journal {
     /// An event; its data's strings masked.
     pub(crate) async fn event(&self, data: EventData) {
         let data = match data {
-            EventData::Output(e) => EventData::Output(types::RunOutputData { content: self.secrets.mask(&e.content), ..e }),
-            EventData::Error(e) => EventData::Error(types::RunErrorData { message: self.secrets.mask(&e.message) }),
+            EventData::Output(e) => EventData::Output(types::RunOutputData {
+                content: self.secrets.mask(&e.content),
+                ..e
+            }),
+            EventData::Error(e) => {
+                EventData::Error(types::RunErrorData { message: self.secrets.mask(&e.message) })
+            }
             other => other,
         };
         self.send(Entry::Record(self.run.clone(), Record::Event(data))).await;
@@ -118,16 +128,34 @@ impl Journal {
             let mut carries = self.carries.lock().expect("no panic while masking");
             self.secrets.mask_line(&mut carries[usize::from(stderr)], line)
         };
-        let (level, stream) = if stderr { (LogLevel::Warn, types::OutputStream::Stderr) } else { (LogLevel::Info, types::OutputStream::Stdout) };
+        let (level, stream) = if stderr {
+            (LogLevel::Warn, types::OutputStream::Stderr)
+        } else {
+            (LogLevel::Info, types::OutputStream::Stdout)
+        };
         self.event(EventData::Output(types::RunOutputData { content: text.clone(), stream })).await;
-        let metadata = [(LogRow::STREAM.to_string(), Value::String(stream.to_string()))].into_iter().collect();
+        let metadata =
+            [(LogRow::STREAM.to_string(), Value::String(stream.to_string()))].into_iter().collect();
         self.log(LogType::Agent, level, &text, metadata).await;
     }
 
     /// A log entry; its message and metadata masked.
-    pub(crate) async fn log(&self, kind: LogType, level: LogLevel, message: &str, metadata: Map<String, Value>) {
+    pub(crate) async fn log(
+        &self,
+        kind: LogType,
+        level: LogLevel,
+        message: &str,
+        metadata: Map<String, Value>,
+    ) {
         let metadata = metadata.into_iter().map(|(k, v)| (k, self.secrets.mask_value(v))).collect();
-        let row = LogRow { seq: 0, timestamp: ids::now(), kind, level, message: self.secrets.mask(message), metadata: sqlx::types::Json(metadata) };
+        let row = LogRow {
+            seq: 0,
+            timestamp: ids::now(),
+            kind,
+            level,
+            message: self.secrets.mask(message),
+            metadata: sqlx::types::Json(metadata),
+        };
         self.send(Entry::Record(self.run.clone(), Record::Log(row))).await;
     }
 
@@ -185,16 +213,21 @@ impl Masker {
         let joined = format!("{carry}{line}");
         let start = carry.len();
         let mut hidden = vec![false; line.len()];
-        let mut hide = |from: usize, to: usize| hidden[from.max(start) - start..to - start].iter_mut().for_each(|h| *h = true);
+        let mut hide = |from: usize, to: usize| {
+            hidden[from.max(start) - start..to - start].iter_mut().for_each(|h| *h = true)
+        };
         for secret in &self.secrets {
             for (at, _) in joined.match_indices(secret.as_str()) {
                 if at + secret.len() > start {
                     hide(at, at + secret.len());
                 }
             }
-            let begun = (MIN_FRAGMENT..secret.len())
-                .rev()
-                .find(|&n| n <= joined.len() && secret.is_char_boundary(n) && joined.is_char_boundary(joined.len() - n) && joined.ends_with(&secret[..n]));
+            let begun = (MIN_FRAGMENT..secret.len()).rev().find(|&n| {
+                n <= joined.len()
+                    && secret.is_char_boundary(n)
+                    && joined.is_char_boundary(joined.len() - n)
+                    && joined.ends_with(&secret[..n])
+            });
             if let Some(n) = begun {
                 hide(joined.len() - n, joined.len());
             }
@@ -218,8 +251,12 @@ impl Masker {
     fn mask_value(&self, value: Value) -> Value {
         match value {
             Value::String(text) => Value::String(self.mask(&text)),
-            Value::Array(items) => Value::Array(items.into_iter().map(|v| self.mask_value(v)).collect()),
-            Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (k, self.mask_value(v))).collect()),
+            Value::Array(items) => {
+                Value::Array(items.into_iter().map(|v| self.mask_value(v)).collect())
+            }
+            Value::Object(map) => {
+                Value::Object(map.into_iter().map(|(k, v)| (k, self.mask_value(v))).collect())
+            }
             other => other,
         }
     }
@@ -229,7 +266,10 @@ impl Masker {
 /// afresh each time: another instance may have recorded for the same run meanwhile (its
 /// end, as lost). The batch, and the events to publish once it is stored; `None` when the
 /// counters cannot be read.
-async fn number<S: RunStore>(store: &S, records: &[(Arc<str>, Record)]) -> Option<(Batch, Vec<(Arc<str>, types::RunEvent)>)> {
+async fn number<S: RunStore>(
+    store: &S,
+    records: &[(Arc<str>, Record)],
+) -> Option<(Batch, Vec<(Arc<str>, types::RunEvent)>)> {
     let mut counters: HashMap<Arc<str>, Counters> = HashMap::new();
     let (mut batch, mut published) = (Batch::default(), Vec::new());
     for (run, record) in records {
@@ -267,15 +307,22 @@ async fn number<S: RunStore>(store: &S, records: &[(Arc<str>, Record)]) -> Optio
 /// full disk, or numbers another instance took first), so that a passing fault loses
 /// nothing; the runs wait meanwhile, as their channel fills. The events to publish, or
 /// `None` when the records are lost.
-async fn store_records<S: RunStore>(store: &S, records: &[(Arc<str>, Record)]) -> Option<Vec<(Arc<str>, types::RunEvent)>> {
+async fn store_records<S: RunStore>(
+    store: &S,
+    records: &[(Arc<str>, Record)],
+) -> Option<Vec<(Arc<str>, types::RunEvent)>> {
     const DELAYS_MS: [u64; 7] = [50, 100, 200, 400, 800, 1600, 0];
     for (attempt, delay) in DELAYS_MS.into_iter().enumerate() {
         let last = attempt == DELAYS_MS.len() - 1;
         if let Some((batch, published)) = number(store, records).await {
             match store.append(&batch).await {
                 Ok(()) => return Some(published),
-                Err(error) if last => tracing::error!(%error, entries = batch.len(), "could not store run records; they are lost"),
-                Err(error) => tracing::warn!(%error, entries = batch.len(), ?delay, "could not store run records; trying again"),
+                Err(error) if last => {
+                    tracing::error!(%error, entries = batch.len(), "could not store run records; they are lost")
+                }
+                Err(error) => {
+                    tracing::warn!(%error, entries = batch.len(), ?delay, "could not store run records; trying again")
+                }
             }
         }
         tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -305,7 +352,11 @@ async fn write<S: RunStore>(store: S, mut entries: mpsc::Receiver<Entry>, feeds:
                 Entry::Flush(done) => flushed.push(done),
             }
         }
-        let ended: Vec<Arc<str>> = records.iter().filter(|(_, r)| matches!(r, Record::Event(EventData::Complete(_)))).map(|(run, _)| run.clone()).collect();
+        let ended: Vec<Arc<str>> = records
+            .iter()
+            .filter(|(_, r)| matches!(r, Record::Event(EventData::Complete(_))))
+            .map(|(run, _)| run.clone())
+            .collect();
         if !records.is_empty() {
             if let Some(published) = store_records(&store, &records).await {
                 feeds.publish(published);
@@ -338,7 +389,12 @@ impl Feeds {
             let generation = self.generations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             (generation, broadcast::channel(FEED_CAPACITY).0)
         });
-        Subscription { run: run.to_string(), generation: *generation, events: sender.subscribe(), feeds: self.clone() }
+        Subscription {
+            run: run.to_string(),
+            generation: *generation,
+            events: sender.subscribe(),
+            feeds: self.clone(),
+        }
     }
 
     fn publish(&self, events: Vec<(Arc<str>, types::RunEvent)>) {
@@ -375,7 +431,9 @@ impl Drop for Subscription {
     /// The last subscriber of a run takes its feed with it, so feeds never pile up.
     fn drop(&mut self) {
         let mut senders = self.feeds.senders.lock().expect("not poisoned");
-        if senders.get(&self.run).is_some_and(|(generation, sender)| *generation == self.generation && sender.receiver_count() <= 1) {
+        if senders.get(&self.run).is_some_and(|(generation, sender)| {
+            *generation == self.generation && sender.receiver_count() <= 1
+        }) {
             senders.remove(&self.run);
         }
     }
@@ -403,13 +461,19 @@ mod tests {
     #[test]
     fn a_secret_cut_by_a_line_break_is_masked_on_both_lines() {
         let masker = Masker::new(vec!["s3cr3t-t0ken-value".into()]);
-        assert_eq!(mask_lines(&masker, &["token: s3cr3t-t0", "ken-value and more"]), ["token: ***", "*** and more"]);
+        assert_eq!(
+            mask_lines(&masker, &["token: s3cr3t-t0", "ken-value and more"]),
+            ["token: ***", "*** and more"]
+        );
         assert_eq!(mask_lines(&masker, &["a s3cr3t-t0ken-value b", "plain"]), ["a *** b", "plain"]);
         // Cut in three, and cut after three bytes: at most three bytes show.
         assert_eq!(mask_lines(&masker, &["s3cr3t", "-t0ken", "-value!"]), ["***", "***", "***!"]);
         assert_eq!(mask_lines(&masker, &["x s3c", "r3t-t0ken-value"]), ["x s3c", "***"]);
         // A line that only looks like a secret's beginning is masked from its fourth byte.
-        assert_eq!(mask_lines(&masker, &["ends in s3cr", "something else"]), ["ends in ***", "something else"]);
+        assert_eq!(
+            mask_lines(&masker, &["ends in s3cr", "something else"]),
+            ["ends in ***", "something else"]
+        );
         // Many bytes, not characters: a multibyte text around the cut.
         let masker = Masker::new(vec!["ключ-секрет".into()]);
         assert_eq!(mask_lines(&masker, &["é ключ-с", "екрет é"]), ["é ***", "*** é"]);

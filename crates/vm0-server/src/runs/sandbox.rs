@@ -111,34 +111,57 @@ pub(crate) async fn probe(helper: &Path, scratch: &Path) -> Result<(), String> {
         command: Vec::new(),
         env: Vec::new(),
         network: false,
-        limits: Limits { memory_bytes: 64 << 20, tasks: 16, cpu_seconds: 10, file_size_bytes: 1 << 20, disk_bytes: 1 << 20, files: 16 },
+        limits: Limits {
+            memory_bytes: 64 << 20,
+            tasks: 16,
+            cpu_seconds: 10,
+            file_size_bytes: 1 << 20,
+            disk_bytes: 1 << 20,
+            files: 16,
+        },
         status: scratch.with_extension("status"),
     };
     std::fs::create_dir_all(scratch).map_err(|e| format!("creating {}: {e}", scratch.display()))?;
     let mut command = helper_command(helper, &spec);
-    command.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).kill_on_drop(true);
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
     let run = async {
-        let output = command.output().await.map_err(|e| format!("starting the sandbox helper {}: {e}", helper.display()))?;
+        let output = command
+            .output()
+            .await
+            .map_err(|e| format!("starting the sandbox helper {}: {e}", helper.display()))?;
         // The helper says how hakoniwa went; what the sandbox's first process does before
         // it would exec the command (the read-only /dev, the closed user namespaces) shows
         // in the exit status.
-        let answer =
-            read_status(&spec.status)
-                .and_then(|()| if output.status.success() { Ok(()) } else { Err(format!("the sandbox's set-up failed ({})", output.status)) });
+        let answer = read_status(&spec.status).and_then(|()| {
+            if output.status.success() {
+                Ok(())
+            } else {
+                Err(format!("the sandbox's set-up failed ({})", output.status))
+            }
+        });
         std::fs::remove_dir_all(scratch).ok();
         answer.map_err(|reason| match String::from_utf8_lossy(&output.stderr).trim() {
             "" => reason,
             said => format!("{reason} ({said})"),
         })
     };
-    tokio::time::timeout(std::time::Duration::from_secs(20), run).await.unwrap_or_else(|_| Err("the sandbox helper did not answer within 20 s".into()))
+    tokio::time::timeout(std::time::Duration::from_secs(20), run)
+        .await
+        .unwrap_or_else(|_| Err("the sandbox helper did not answer within 20 s".into()))
 }
 
 /// The helper's `main`: sets up the sandbox of the spec in its environment, runs the
 /// command in it, and ends as the command ended (with its exit code, or killed by its
 /// signal). It must run before the program starts any thread.
 pub fn helper_main() -> ! {
-    let mut spec: Spec = match std::env::var(SPEC_VAR).map_err(|e| e.to_string()).and_then(|s| serde_json::from_str(&s).map_err(|e| e.to_string())) {
+    let mut spec: Spec = match std::env::var(SPEC_VAR)
+        .map_err(|e| e.to_string())
+        .and_then(|s| serde_json::from_str(&s).map_err(|e| e.to_string()))
+    {
         Ok(spec) => spec,
         Err(error) => {
             eprintln!("vm0 sandbox: no spec in {SPEC_VAR}: {error}");
@@ -167,7 +190,8 @@ pub fn helper_main() -> ! {
     // The server may have died before the line above, and then no signal comes.
     // SAFETY: getppid has no preconditions.
     let parent = unsafe { libc::getppid() };
-    if std::env::var("VM0_SANDBOX_PARENT").ok().and_then(|p| p.parse::<i32>().ok()) != Some(parent) {
+    if std::env::var("VM0_SANDBOX_PARENT").ok().and_then(|p| p.parse::<i32>().ok()) != Some(parent)
+    {
         std::process::exit(1);
     }
     let status = match execute(&spec) {
@@ -218,7 +242,8 @@ fn become_unprivileged(spec: &mut Spec) -> Result<(), String> {
         }
     }
     fn give(path: &Path) -> Result<(), String> {
-        std::os::unix::fs::lchown(path, Some(NOBODY), Some(NOBODY)).map_err(|e| format!("giving {} to the sandbox user: {e}", path.display()))?;
+        std::os::unix::fs::lchown(path, Some(NOBODY), Some(NOBODY))
+            .map_err(|e| format!("giving {} to the sandbox user: {e}", path.display()))?;
         if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
             for entry in std::fs::read_dir(path).map_err(|e| e.to_string())?.flatten() {
                 give(&entry.path())?;
@@ -228,22 +253,45 @@ fn become_unprivileged(spec: &mut Spec) -> Result<(), String> {
     }
     give(&spec.workdir)?;
     let c = |text: &str| CString::new(text).expect("no NUL in our own paths");
-    let (root, tmp, tmpfs, mode, work) = (c("/"), c("/tmp"), c("tmpfs"), c("mode=1777"), c("/tmp/work"));
+    let (root, tmp, tmpfs, mode, work) =
+        (c("/"), c("/tmp"), c("tmpfs"), c("mode=1777"), c("/tmp/work"));
     // SAFETY: plain system calls on NUL-terminated strings that outlive them, in a helper
     // of one thread.
     unsafe {
         check("a mount namespace", libc::unshare(libc::CLONE_NEWNS))?;
-        check("private mounts", libc::mount(std::ptr::null(), root.as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()))?;
+        check(
+            "private mounts",
+            libc::mount(
+                std::ptr::null(),
+                root.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ),
+        )?;
     }
     // Held open in the new namespace, and mounted through its descriptor: the private
     // /tmp may hide its path.
-    let held = std::fs::File::open(&spec.workdir).map_err(|e| format!("opening the working directory: {e}"))?;
+    let held = std::fs::File::open(&spec.workdir)
+        .map_err(|e| format!("opening the working directory: {e}"))?;
     let workdir = c(&format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&held)));
     // SAFETY: as above.
     unsafe {
-        check("a private /tmp", libc::mount(tmpfs.as_ptr(), tmp.as_ptr(), tmpfs.as_ptr(), 0, mode.as_ptr().cast()))?;
+        check(
+            "a private /tmp",
+            libc::mount(tmpfs.as_ptr(), tmp.as_ptr(), tmpfs.as_ptr(), 0, mode.as_ptr().cast()),
+        )?;
         check("/tmp/work", libc::mkdir(work.as_ptr(), 0o755))?;
-        check("mounting the working directory", libc::mount(workdir.as_ptr(), work.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()))?;
+        check(
+            "mounting the working directory",
+            libc::mount(
+                workdir.as_ptr(),
+                work.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            ),
+        )?;
         check("dropping groups", libc::setgroups(0, std::ptr::null()))?;
         check("the sandbox group", libc::setgid(NOBODY))?;
         check("the sandbox user", libc::setuid(NOBODY))?;
@@ -272,9 +320,19 @@ fn execute(spec: &Spec) -> Result<hakoniwa::ExitStatus, String> {
     // (`local.rs`). The rest of `/dev` is made read-only below.
     let tmpfs = format!("size={},mode=1777", spec.limits.memory_bytes / 2);
     for target in TMPFS {
-        container.mount("tmpfs", target, "tmpfs", MountOptions::NOSUID | MountOptions::NODEV, Some(tmpfs.clone()));
+        container.mount(
+            "tmpfs",
+            target,
+            "tmpfs",
+            MountOptions::NOSUID | MountOptions::NODEV,
+            Some(tmpfs.clone()),
+        );
     }
-    container.devfsmount("/dev").bindmount_rw(workdir, WORKDIR).uidmap(SANDBOX_ID).gidmap(SANDBOX_ID);
+    container
+        .devfsmount("/dev")
+        .bindmount_rw(workdir, WORKDIR)
+        .uidmap(SANDBOX_ID)
+        .gidmap(SANDBOX_ID);
     for (limit, value) in spec.limits.per_process() {
         container.setrlimit(limit, value, value);
     }
@@ -287,8 +345,18 @@ fn execute(spec: &Spec) -> Result<hakoniwa::ExitStatus, String> {
             // bind remount replaces the mount's flags, so MS_NOSUID is given again.
             let dev = c"/dev";
             let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID;
-            if libc::mount(std::ptr::null(), dev.as_ptr(), std::ptr::null(), flags, std::ptr::null()) != 0 {
-                eprintln!("vm0 sandbox: could not make /dev read-only: {}", std::io::Error::last_os_error());
+            if libc::mount(
+                std::ptr::null(),
+                dev.as_ptr(),
+                std::ptr::null(),
+                flags,
+                std::ptr::null(),
+            ) != 0
+            {
+                eprintln!(
+                    "vm0 sandbox: could not make /dev read-only: {}",
+                    std::io::Error::last_os_error()
+                );
                 return 125;
             }
             // A user namespace of its own would let the run mount a tmpfs that no limit
@@ -299,12 +367,18 @@ fn execute(spec: &Spec) -> Result<hakoniwa::ExitStatus, String> {
             }
             let Some((name, args)) = program.split_first() else { return 0 };
             // `exec` looks the program up in the sandbox's own PATH, which hakoniwa set.
-            let error = std::os::unix::process::CommandExt::exec(std::process::Command::new(name).args(args));
+            let error = std::os::unix::process::CommandExt::exec(
+                std::process::Command::new(name).args(args),
+            );
             eprintln!("could not start {name}: {error}");
             127
         })
     };
-    command.current_dir(WORKDIR).stdin(Stdio::inherit()).stdout(Stdio::inherit()).stderr(Stdio::inherit());
+    command
+        .current_dir(WORKDIR)
+        .stdin(Stdio::inherit())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit());
     for (key, value) in &spec.env {
         command.env(key, value);
     }

@@ -20,7 +20,10 @@ use super::local::Job;
 use super::sandbox::Limits;
 use crate::blobs::Blobs;
 use crate::ids;
-use crate::store::{AgentStore, CheckpointRow, FileRow, Kind, NewCheckpoint, NewVersion, Pin, RunRow, RunStore, StorageStore};
+use crate::store::{
+    AgentStore, CheckpointRow, FileRow, Kind, NewCheckpoint, NewVersion, Pin, RunRow, RunStore,
+    StorageStore,
+};
 
 /// How much an agent may print when its configuration does not say.
 const DEFAULT_MAX_OUTPUT: u64 = 64 * 1024 * 1024;
@@ -61,20 +64,34 @@ pub(super) async fn forget(dir: &Path, id: &str) {
 
 impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
     async fn agent_config(&self, run: &RunRow) -> Result<config::LocalConfig, String> {
-        let version = self.store.get_agent_version(&run.agent_id, &run.agent_version_id).await.map_err(|e| e.to_string())?;
+        let version = self
+            .store
+            .get_agent_version(&run.agent_id, &run.agent_version_id)
+            .await
+            .map_err(|e| e.to_string())?;
         let version = version.ok_or("The agent version of this run no longer exists")?;
-        config::check(&version.config.0).map_err(|e| format!("The agent's configuration is invalid: {}", e.message))
+        config::check(&version.config.0)
+            .map_err(|e| format!("The agent's configuration is invalid: {}", e.message))
     }
 
     /// The working directory of the run, ready, and the job that runs the agent in it.
-    pub(super) async fn prepare(&self, run: &RunRow, sample_every: Duration) -> Result<Job, String> {
+    pub(super) async fn prepare(
+        &self,
+        run: &RunRow,
+        sample_every: Duration,
+    ) -> Result<Job, String> {
         let config = self.agent_config(run).await?;
         let workdir = session_dir(self.dir, &run.session_id);
         let start = self.start_point(run).await?;
         let held = tokio::fs::read_to_string(held_checkpoint(self.dir, &run.session_id)).await.ok();
         // From here on the directory holds no checkpoint's state, until the run's own.
         forget(self.dir, &run.session_id).await;
-        if start.is_none() || held != start || !tokio::fs::try_exists(&workdir).await.map_err(io("reading the working directory"))? {
+        if start.is_none()
+            || held != start
+            || !tokio::fs::try_exists(&workdir)
+                .await
+                .map_err(io("reading the working directory"))?
+        {
             self.restore(start.as_deref(), &workdir).await?;
         }
         for (path, content) in &config.files {
@@ -88,15 +105,27 @@ impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
         for folder in NOT_CHECKPOINTED {
             let path = workdir.join(folder);
             if tokio::fs::try_exists(&path).await.unwrap_or(false) {
-                tokio::fs::remove_dir_all(&path).await.map_err(io("clearing the working directory"))?;
+                tokio::fs::remove_dir_all(&path)
+                    .await
+                    .map_err(io("clearing the working directory"))?;
             }
-            tokio::fs::create_dir_all(&path).await.map_err(io("preparing the working directory"))?;
+            tokio::fs::create_dir_all(&path)
+                .await
+                .map_err(io("preparing the working directory"))?;
         }
         for (name, version) in &run.volumes.0 {
-            self.materialize(Kind::Volume, &run.user_id, name, version, &workdir.join("volumes").join(name)).await?;
+            self.materialize(
+                Kind::Volume,
+                &run.user_id,
+                name,
+                version,
+                &workdir.join("volumes").join(name),
+            )
+            .await?;
         }
         if let (Some(name), Some(base)) = (&run.artifact_name, &run.artifact_base) {
-            self.materialize(Kind::Artifact, &run.user_id, name, base, &workdir.join("artifact")).await?;
+            self.materialize(Kind::Artifact, &run.user_id, name, base, &workdir.join("artifact"))
+                .await?;
         }
         let mut env = vec![
             ("PATH".to_string(), "/usr/local/bin:/usr/bin:/bin".to_string()),
@@ -132,7 +161,12 @@ impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
     /// none for a session that has none.
     async fn start_point(&self, run: &RunRow) -> Result<Option<String>, String> {
         match &run.from_checkpoint {
-            Some(id) => match self.store.get_checkpoint(&run.user_id, id).await.map_err(|e| e.to_string())? {
+            Some(id) => match self
+                .store
+                .get_checkpoint(&run.user_id, id)
+                .await
+                .map_err(|e| e.to_string())?
+            {
                 Some(checkpoint) => Ok(Some(checkpoint.id)),
                 None => Err(format!("The checkpoint '{id}' no longer exists")),
             },
@@ -142,7 +176,9 @@ impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
 
     /// Records that the session's directory holds `checkpoint`, which its run just made.
     pub(super) async fn mark(&self, session_id: &str, checkpoint: &str) {
-        if let Err(error) = tokio::fs::write(held_checkpoint(self.dir, session_id), checkpoint).await {
+        if let Err(error) =
+            tokio::fs::write(held_checkpoint(self.dir, session_id), checkpoint).await
+        {
             // The next run of the session restores the checkpoint instead.
             tracing::warn!(session = %session_id, %error, "could not record the checkpoint a working directory holds");
         }
@@ -165,41 +201,93 @@ impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
             }
             for file in self.store.checkpoint_files(checkpoint).await.map_err(|e| e.to_string())? {
                 let path = file.path.as_str();
-                self.blobs.copy_to(&file.hash, &partial.join(path)).await.map_err(|e| format!("restoring {path} of checkpoint {checkpoint}: {e}"))?;
+                self.blobs
+                    .copy_to(&file.hash, &partial.join(path))
+                    .await
+                    .map_err(|e| format!("restoring {path} of checkpoint {checkpoint}: {e}"))?;
             }
         }
         if tokio::fs::try_exists(workdir).await.unwrap_or(false) {
-            tokio::fs::remove_dir_all(workdir).await.map_err(io("clearing the working directory"))?;
+            tokio::fs::remove_dir_all(workdir)
+                .await
+                .map_err(io("clearing the working directory"))?;
         }
         tokio::fs::rename(&partial, workdir).await.map_err(io("placing the working directory"))
     }
 
     /// Copies the files of a version of a volume or artifact into `target`.
-    async fn materialize(&self, kind: Kind, user_id: &str, name: &str, version_id: &str, target: &Path) -> Result<(), String> {
-        let missing = || format!("The {} '{name}' no longer has version '{version_id}'", kind.as_str());
-        let storage = self.store.get_storage_by_name(kind, user_id, name).await.map_err(|e| e.to_string())?.ok_or_else(missing)?;
-        let version = self.store.get_version(&storage.id, version_id).await.map_err(|e| e.to_string())?.ok_or_else(missing)?;
+    async fn materialize(
+        &self,
+        kind: Kind,
+        user_id: &str,
+        name: &str,
+        version_id: &str,
+        target: &Path,
+    ) -> Result<(), String> {
+        let missing =
+            || format!("The {} '{name}' no longer has version '{version_id}'", kind.as_str());
+        let storage = self
+            .store
+            .get_storage_by_name(kind, user_id, name)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(missing)?;
+        let version = self
+            .store
+            .get_version(&storage.id, version_id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(missing)?;
         tokio::fs::create_dir_all(target).await.map_err(|e| e.to_string())?;
         for file in self.store.version_files(version.seq).await.map_err(|e| e.to_string())? {
             let path = file.path.as_str();
-            self.blobs.copy_to(&file.hash, &target.join(path)).await.map_err(|e| format!("copying {name}/{path}: {e}"))?;
+            self.blobs
+                .copy_to(&file.hash, &target.join(path))
+                .await
+                .map_err(|e| format!("copying {name}/{path}: {e}"))?;
         }
         Ok(())
     }
 
     /// After a successful run: the checkpoint of the session's state, and the artifact's
     /// new version.
-    pub(super) async fn complete(&self, run: &RunRow) -> Result<(NewCheckpoint, Option<String>), String> {
+    pub(super) async fn complete(
+        &self,
+        run: &RunRow,
+    ) -> Result<(NewCheckpoint, Option<String>), String> {
         let workdir = session_dir(self.dir, &run.session_id);
-        let row = CheckpointRow { id: ids::new("chk"), session_id: run.session_id.clone(), agent_id: run.agent_id.clone() };
+        let row = CheckpointRow {
+            id: ids::new("chk"),
+            session_id: run.session_id.clone(),
+            agent_id: run.agent_id.clone(),
+        };
         let pin = Pin { holder: run.id.clone(), until: Utc::now() + PIN };
-        let checkpoint = NewCheckpoint { row, files: self.store_files(&workdir, &NOT_CHECKPOINTED, "", &run.user_id, &pin).await? };
+        let checkpoint = NewCheckpoint {
+            row,
+            files: self.store_files(&workdir, &NOT_CHECKPOINTED, "", &run.user_id, &pin).await?,
+        };
         let Some(name) = &run.artifact_name else { return Ok((checkpoint, None)) };
-        let artifact = self.store.get_storage_by_name(Kind::Artifact, &run.user_id, name).await.map_err(|e| e.to_string())?;
-        let artifact = artifact.ok_or_else(|| format!("The artifact '{name}' was deleted during the run"))?;
-        let files = self.store_files(&workdir.join("artifact"), &[], "artifact/", &run.user_id, &pin).await?;
-        let version = NewVersion::of(files, Some(format!("Written by run {}", run.id)), run.id.clone(), ids::now());
-        let committed = self.store.commit_version(&artifact.id, &run.user_id, "", &version).await.map_err(|e| format!("committing the artifact: {e}"))?;
+        let artifact = self
+            .store
+            .get_storage_by_name(Kind::Artifact, &run.user_id, name)
+            .await
+            .map_err(|e| e.to_string())?;
+        let artifact =
+            artifact.ok_or_else(|| format!("The artifact '{name}' was deleted during the run"))?;
+        let files = self
+            .store_files(&workdir.join("artifact"), &[], "artifact/", &run.user_id, &pin)
+            .await?;
+        let version = NewVersion::of(
+            files,
+            Some(format!("Written by run {}", run.id)),
+            run.id.clone(),
+            ids::now(),
+        );
+        let committed = self
+            .store
+            .commit_version(&artifact.id, &run.user_id, "", &version)
+            .await
+            .map_err(|e| format!("committing the artifact: {e}"))?;
         Ok((checkpoint, Some(committed.id)))
     }
 }
@@ -208,23 +296,42 @@ impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
     /// Stores every regular file under `root` (but the top-level folders `skip`) as a
     /// blob, pinned until its version or checkpoint commits; their manifest. `shown` is
     /// `root` as a run's messages name it.
-    async fn store_files(&self, root: &Path, skip: &'static [&'static str], shown: &str, owner: &str, pin: &Pin) -> Result<Vec<FileRow>, String> {
+    async fn store_files(
+        &self,
+        root: &Path,
+        skip: &'static [&'static str],
+        shown: &str,
+        owner: &str,
+        pin: &Pin,
+    ) -> Result<Vec<FileRow>, String> {
         // The run may have replaced the folder with a link to anywhere on the host.
         if std::fs::symlink_metadata(root).is_ok_and(|m| !m.is_dir()) {
             return Err(format!("{shown} is not a folder any more: the run replaced it"));
         }
         let listed = {
             let root = root.to_path_buf();
-            tokio::task::spawn_blocking(move || list_files(&root, skip)).await.map_err(|e| e.to_string())?
+            tokio::task::spawn_blocking(move || list_files(&root, skip))
+                .await
+                .map_err(|e| e.to_string())?
         };
         let mut files = Vec::new();
         for path in listed.map_err(|e| format!("reading {shown}: {e}"))? {
-            let relative = path.strip_prefix(root).expect("listed under the root").to_string_lossy().into_owned();
-            let file_path = relative.parse().map_err(|e| format!("{shown}{relative} cannot be stored: {e}"))?;
-            let (hash, size) = self.blobs.ingest(&path, self.store, owner, pin).await.map_err(|e| format!("storing {shown}{relative}: {e}"))?;
+            let relative = path
+                .strip_prefix(root)
+                .expect("listed under the root")
+                .to_string_lossy()
+                .into_owned();
+            let file_path =
+                relative.parse().map_err(|e| format!("{shown}{relative} cannot be stored: {e}"))?;
+            let (hash, size) = self
+                .blobs
+                .ingest(&path, self.store, owner, pin)
+                .await
+                .map_err(|e| format!("storing {shown}{relative}: {e}"))?;
             files.push(FileRow { path: file_path, size: size as i64, hash });
         }
-        crate::paths::check(files.iter().map(|f| f.path.as_str())).map_err(|e| format!("{shown}{}", e.message))?;
+        crate::paths::check(files.iter().map(|f| f.path.as_str()))
+            .map_err(|e| format!("{shown}{}", e.message))?;
         Ok(files)
     }
 }

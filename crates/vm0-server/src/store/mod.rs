@@ -15,7 +15,9 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sha2::Digest;
 use sqlx::types::Json;
-use vm0_types::{self as types, AgentName, FilePath, LogLevel, LogType, RunEvent, RunStatus, Sha256, StorageName};
+use vm0_types::{
+    self as types, AgentName, FilePath, LogLevel, LogType, RunEvent, RunStatus, Sha256, StorageName,
+};
 
 pub use sql::{redacted, InstanceHold, SqlStore};
 
@@ -175,11 +177,21 @@ pub struct NewVersion {
 impl NewVersion {
     /// The version of `files`, whose id is the SHA-256 of its manifest: the files sorted
     /// by path, each as `path NUL size NUL hash NUL` (paths cannot hold NUL).
-    pub fn of(mut files: Vec<FileRow>, message: Option<String>, created_by: String, created_at: DateTime<Utc>) -> NewVersion {
+    pub fn of(
+        mut files: Vec<FileRow>,
+        message: Option<String>,
+        created_by: String,
+        created_at: DateTime<Utc>,
+    ) -> NewVersion {
         files.sort_by(|a, b| a.path.as_str().cmp(b.path.as_str()));
         let mut hasher = sha2::Sha256::new();
         for file in &files {
-            hasher.update(format!("{}\0{}\0{}\0", file.path.as_str(), file.size, file.hash.as_str()));
+            hasher.update(format!(
+                "{}\0{}\0{}\0",
+                file.path.as_str(),
+                file.size,
+                file.hash.as_str()
+            ));
         }
         NewVersion { id: hex::encode(hasher.finalize()), message, created_by, created_at, files }
     }
@@ -434,61 +446,177 @@ pub trait UserStore {
     fn insert_token(&self, token: &TokenRow) -> impl Future<Output = Result<()>> + Send;
     /// What authentication needs of the token with this hash at `now`, and no more: it is
     /// read on every request.
-    fn token_by_hash(&self, hash: &[u8], now: DateTime<Utc>) -> impl Future<Output = Result<Option<TokenAuth>>> + Send;
+    fn token_by_hash(
+        &self,
+        hash: &[u8],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<TokenAuth>>> + Send;
     fn touch_token(&self, id: &str, at: DateTime<Utc>) -> impl Future<Output = Result<()>> + Send;
     /// Live (unrevoked) tokens only, as `get_token`.
-    fn list_tokens(&self, user_id: &str, page: &Page) -> impl Future<Output = Result<Vec<TokenRow>>> + Send;
-    fn get_token(&self, user_id: &str, id: &str) -> impl Future<Output = Result<Option<TokenRow>>> + Send;
+    fn list_tokens(
+        &self,
+        user_id: &str,
+        page: &Page,
+    ) -> impl Future<Output = Result<Vec<TokenRow>>> + Send;
+    fn get_token(
+        &self,
+        user_id: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<TokenRow>>> + Send;
     /// Revokes a live token; false when there is no such live token.
-    fn revoke_token(&self, user_id: &str, id: &str, at: DateTime<Utc>) -> impl Future<Output = Result<bool>> + Send;
+    fn revoke_token(
+        &self,
+        user_id: &str,
+        id: &str,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool>> + Send;
 }
 
 /// Agents and their versions.
 pub trait AgentStore {
-    fn create_agent(&self, user_id: &str, name: &str, config: &Map<String, Value>, at: DateTime<Utc>) -> impl Future<Output = Result<AgentRow>> + Send;
-    fn list_agents(&self, user_id: &str, name: Option<&str>, page: &Page) -> impl Future<Output = Result<Vec<AgentRow>>> + Send;
-    fn get_agent(&self, user_id: &str, id: &str) -> impl Future<Output = Result<Option<AgentRow>>> + Send;
-    fn get_agent_by_name(&self, user_id: &str, name: &str) -> impl Future<Output = Result<Option<AgentRow>>> + Send;
+    fn create_agent(
+        &self,
+        user_id: &str,
+        name: &str,
+        config: &Map<String, Value>,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<AgentRow>> + Send;
+    fn list_agents(
+        &self,
+        user_id: &str,
+        name: Option<&str>,
+        page: &Page,
+    ) -> impl Future<Output = Result<Vec<AgentRow>>> + Send;
+    fn get_agent(
+        &self,
+        user_id: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<AgentRow>>> + Send;
+    fn get_agent_by_name(
+        &self,
+        user_id: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<AgentRow>>> + Send;
     /// Makes `config` the agent's configuration, with a new version only when it differs.
-    fn update_agent(&self, user_id: &str, id: &str, config: &Map<String, Value>, at: DateTime<Utc>) -> impl Future<Output = Result<Option<AgentRow>>> + Send;
+    fn update_agent(
+        &self,
+        user_id: &str,
+        id: &str,
+        config: &Map<String, Value>,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<AgentRow>>> + Send;
     fn delete_agent(&self, user_id: &str, id: &str) -> impl Future<Output = Result<bool>> + Send;
     /// Newest first; `page.after` is a version number.
-    fn list_agent_versions(&self, agent_id: &str, page: &Page) -> impl Future<Output = Result<Vec<AgentVersionRow>>> + Send;
-    fn get_agent_version(&self, agent_id: &str, version_id: &str) -> impl Future<Output = Result<Option<AgentVersionRow>>> + Send;
-    fn get_agent_version_by_number(&self, agent_id: &str, number: i64) -> impl Future<Output = Result<Option<AgentVersionRow>>> + Send;
+    fn list_agent_versions(
+        &self,
+        agent_id: &str,
+        page: &Page,
+    ) -> impl Future<Output = Result<Vec<AgentVersionRow>>> + Send;
+    fn get_agent_version(
+        &self,
+        agent_id: &str,
+        version_id: &str,
+    ) -> impl Future<Output = Result<Option<AgentVersionRow>>> + Send;
+    fn get_agent_version_by_number(
+        &self,
+        agent_id: &str,
+        number: i64,
+    ) -> impl Future<Output = Result<Option<AgentVersionRow>>> + Send;
 }
 
 /// Volumes and artifacts, their versions and files, upload sessions and blobs.
 pub trait StorageStore {
-    fn create_storage(&self, kind: Kind, user_id: &str, name: &str, at: DateTime<Utc>) -> impl Future<Output = Result<StorageRow>> + Send;
-    fn list_storages(&self, kind: Kind, user_id: &str, page: &Page) -> impl Future<Output = Result<Vec<StorageRow>>> + Send;
-    fn get_storage(&self, kind: Kind, user_id: &str, id: &str) -> impl Future<Output = Result<Option<StorageRow>>> + Send;
-    fn get_storage_by_name(&self, kind: Kind, user_id: &str, name: &str) -> impl Future<Output = Result<Option<StorageRow>>> + Send;
-    fn delete_storage(&self, kind: Kind, user_id: &str, id: &str) -> impl Future<Output = Result<bool>> + Send;
+    fn create_storage(
+        &self,
+        kind: Kind,
+        user_id: &str,
+        name: &str,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<StorageRow>> + Send;
+    fn list_storages(
+        &self,
+        kind: Kind,
+        user_id: &str,
+        page: &Page,
+    ) -> impl Future<Output = Result<Vec<StorageRow>>> + Send;
+    fn get_storage(
+        &self,
+        kind: Kind,
+        user_id: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<StorageRow>>> + Send;
+    fn get_storage_by_name(
+        &self,
+        kind: Kind,
+        user_id: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<StorageRow>>> + Send;
+    fn delete_storage(
+        &self,
+        kind: Kind,
+        user_id: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<bool>> + Send;
     /// Newest first; `page.after` is a version's sequence number.
-    fn list_versions(&self, storage_id: &str, page: &Page) -> impl Future<Output = Result<Vec<VersionRow>>> + Send;
-    fn get_version(&self, storage_id: &str, version_id: &str) -> impl Future<Output = Result<Option<VersionRow>>> + Send;
+    fn list_versions(
+        &self,
+        storage_id: &str,
+        page: &Page,
+    ) -> impl Future<Output = Result<Vec<VersionRow>>> + Send;
+    fn get_version(
+        &self,
+        storage_id: &str,
+        version_id: &str,
+    ) -> impl Future<Output = Result<Option<VersionRow>>> + Send;
     fn version_files(&self, version_seq: i64) -> impl Future<Output = Result<Vec<FileRow>>> + Send;
-    fn create_upload_session(&self, session: &UploadSession, at: DateTime<Utc>) -> impl Future<Output = Result<()>> + Send;
-    fn upload_session(&self, storage_id: &str, id: &str) -> impl Future<Output = Result<Option<UploadSession>>> + Send;
+    fn create_upload_session(
+        &self,
+        session: &UploadSession,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<()>> + Send;
+    fn upload_session(
+        &self,
+        storage_id: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<UploadSession>>> + Send;
     /// Lists a complete blob, pinned by `pin`'s holder when given: a pinned blob is left
     /// alone by the collector, referenced or not, until its holder ends (a run's files,
     /// between their storing and their version's or checkpoint's commit) or the pin's
     /// time runs out.
     /// `owner` holds the blob from then on.
-    fn record_blob(&self, hash: &str, size: i64, at: DateTime<Utc>, owner: &str, pin: Option<&Pin>) -> impl Future<Output = Result<()>> + Send;
+    fn record_blob(
+        &self,
+        hash: &str,
+        size: i64,
+        at: DateTime<Utc>,
+        owner: &str,
+        pin: Option<&Pin>,
+    ) -> impl Future<Output = Result<()>> + Send;
     /// In one transaction: checks that `user_id` holds every file's blob, complete with
     /// its size (`InvalidState` naming the first that is not, in the same words for a blob
     /// that does not exist and one another user holds), then the version (or the existing
     /// one with the same id), its files, the storage's current version, and the end of the
     /// upload session.
-    fn commit_version(&self, storage_id: &str, user_id: &str, session_id: &str, version: &NewVersion) -> impl Future<Output = Result<VersionRow>> + Send;
+    fn commit_version(
+        &self,
+        storage_id: &str,
+        user_id: &str,
+        session_id: &str,
+        version: &NewVersion,
+    ) -> impl Future<Output = Result<VersionRow>> + Send;
     /// Ends the upload sessions and pins expired at `now`, then lists the blobs that no
     /// version, no checkpoint, no open upload session and no pin refers to.
-    fn unreferenced_blobs(&self, now: DateTime<Utc>) -> impl Future<Output = Result<Vec<String>>> + Send;
+    fn unreferenced_blobs(
+        &self,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<String>>> + Send;
     /// Forgets a blob if nothing refers to it or pins it at `now`; true when its file may
     /// go.
-    fn forget_blob(&self, hash: &str, now: DateTime<Utc>) -> impl Future<Output = Result<bool>> + Send;
+    fn forget_blob(
+        &self,
+        hash: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool>> + Send;
 }
 
 /// Runs, their sessions and checkpoints, and what they record.
@@ -505,49 +633,113 @@ pub trait RunStore {
         new_artifact: Option<&StorageRow>,
         first: &Batch,
     ) -> impl Future<Output = Result<()>> + Send;
-    fn get_run(&self, user_id: &str, id: &str) -> impl Future<Output = Result<Option<RunRow>>> + Send;
+    fn get_run(
+        &self,
+        user_id: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<RunRow>>> + Send;
     /// Newest first, by id.
-    fn list_runs(&self, user_id: &str, filter: &RunFilter, page: &Page) -> impl Future<Output = Result<Vec<RunRow>>> + Send;
-    fn get_session(&self, user_id: &str, id: &str) -> impl Future<Output = Result<Option<SessionRow>>> + Send;
-    fn get_checkpoint(&self, user_id: &str, id: &str) -> impl Future<Output = Result<Option<CheckpointRow>>> + Send;
+    fn list_runs(
+        &self,
+        user_id: &str,
+        filter: &RunFilter,
+        page: &Page,
+    ) -> impl Future<Output = Result<Vec<RunRow>>> + Send;
+    fn get_session(
+        &self,
+        user_id: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<SessionRow>>> + Send;
+    fn get_checkpoint(
+        &self,
+        user_id: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<CheckpointRow>>> + Send;
     /// The oldest pending run whose session has no run executing, for the scheduler.
     fn next_pending_run(&self) -> impl Future<Output = Result<Option<RunRow>>> + Send;
     /// pending → running under `lease`: the claim of one instance, which wins over any
     /// other's; false when the run was no longer pending, or another run of its session
     /// started meanwhile.
-    fn start_run(&self, id: &str, at: DateTime<Utc>, lease: &Lease) -> impl Future<Output = Result<bool>> + Send;
+    fn start_run(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+        lease: &Lease,
+    ) -> impl Future<Output = Result<bool>> + Send;
     /// Extends the lease of the runs `ids` that `lease.executor` is running to
     /// `lease.until`.
-    fn renew_leases(&self, lease: &Lease, ids: &[String]) -> impl Future<Output = Result<()>> + Send;
+    fn renew_leases(
+        &self,
+        lease: &Lease,
+        ids: &[String],
+    ) -> impl Future<Output = Result<()>> + Send;
     /// Of the runs `ids` that `executor` executes, those it must stop: cancelled from
     /// another instance, or no longer its own (ended by another, as lost).
-    fn runs_to_stop(&self, executor: &str, ids: &[String]) -> impl Future<Output = Result<Vec<String>>> + Send;
+    fn runs_to_stop(
+        &self,
+        executor: &str,
+        ids: &[String],
+    ) -> impl Future<Output = Result<Vec<String>>> + Send;
     /// Asks the executor of a running run to cancel it; false when it is not running.
     fn request_cancel(&self, id: &str) -> impl Future<Output = Result<bool>> + Send;
     /// Ends, as `end` says, the runs left running by `executor` (a previous process of
     /// this instance) or, when `None`, those whose lease ran out before `now`, and releases
     /// their blob pins; their ids.
-    fn end_lost_runs(&self, executor: Option<&str>, now: DateTime<Utc>, end: &RunEnd) -> impl Future<Output = Result<Vec<String>>> + Send;
+    fn end_lost_runs(
+        &self,
+        executor: Option<&str>,
+        now: DateTime<Utc>,
+        end: &RunEnd,
+    ) -> impl Future<Output = Result<Vec<String>>> + Send;
     /// Ends a run that has not ended yet, with its checkpoint when it records one, and
     /// releases its blob pins; false when it had already ended.
-    fn end_run(&self, id: &str, end: &RunEnd, checkpoint: Option<&NewCheckpoint>) -> impl Future<Output = Result<bool>> + Send;
+    fn end_run(
+        &self,
+        id: &str,
+        end: &RunEnd,
+        checkpoint: Option<&NewCheckpoint>,
+    ) -> impl Future<Output = Result<bool>> + Send;
     /// The files of a checkpoint's manifest.
-    fn checkpoint_files(&self, checkpoint_id: &str) -> impl Future<Output = Result<Vec<FileRow>>> + Send;
+    fn checkpoint_files(
+        &self,
+        checkpoint_id: &str,
+    ) -> impl Future<Output = Result<Vec<FileRow>>> + Send;
     /// The newest checkpoint of a session.
-    fn latest_checkpoint(&self, session_id: &str) -> impl Future<Output = Result<Option<String>>> + Send;
+    fn latest_checkpoint(
+        &self,
+        session_id: &str,
+    ) -> impl Future<Output = Result<Option<String>>> + Send;
     /// Deletes the checkpoints recorded before `before`, and expires the sessions with no
     /// run created or ended since `before` and none still pending or running.
-    fn expire(&self, before: DateTime<Utc>, now: DateTime<Utc>) -> impl Future<Output = Result<Expired>> + Send;
+    fn expire(
+        &self,
+        before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Expired>> + Send;
     /// pending → cancelled; false when the run was no longer pending.
-    fn cancel_pending_run(&self, id: &str, end: &RunEnd) -> impl Future<Output = Result<bool>> + Send;
+    fn cancel_pending_run(
+        &self,
+        id: &str,
+        end: &RunEnd,
+    ) -> impl Future<Output = Result<bool>> + Send;
     /// Where a run's numbering of events, logs and metrics stands.
     fn counters(&self, run_id: &str) -> impl Future<Output = Result<Counters>> + Send;
     /// Writes a batch of events, logs and metrics in one transaction.
     fn append(&self, batch: &Batch) -> impl Future<Output = Result<()>> + Send;
     /// Events after `after`, oldest first, at most `limit`.
-    fn events_after(&self, run_id: &str, after: i64, limit: i64) -> impl Future<Output = Result<Vec<EventRow>>> + Send;
+    fn events_after(
+        &self,
+        run_id: &str,
+        after: i64,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<EventRow>>> + Send;
     /// `page.after` is a log's sequence number, in the query's order.
-    fn list_logs(&self, run_id: &str, query: &LogQuery, page: &Page) -> impl Future<Output = Result<Vec<LogRow>>> + Send;
+    fn list_logs(
+        &self,
+        run_id: &str,
+        query: &LogQuery,
+        page: &Page,
+    ) -> impl Future<Output = Result<Vec<LogRow>>> + Send;
     fn metrics(&self, run_id: &str) -> impl Future<Output = Result<Vec<MetricRow>>> + Send;
 }
 
@@ -561,9 +753,24 @@ pub trait DatabaseStore {
 
 /// Everything the server keeps. Methods that take a `user_id` only ever see that user's
 /// resources: another user's id reads as missing.
-pub trait Store: UserStore + AgentStore + StorageStore + RunStore + DatabaseStore + Clone + Send + Sync + 'static {}
+pub trait Store:
+    UserStore + AgentStore + StorageStore + RunStore + DatabaseStore + Clone + Send + Sync + 'static
+{
+}
 
-impl<T: UserStore + AgentStore + StorageStore + RunStore + DatabaseStore + Clone + Send + Sync + 'static> Store for T {}
+impl<
+        T: UserStore
+            + AgentStore
+            + StorageStore
+            + RunStore
+            + DatabaseStore
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+    > Store for T
+{
+}
 
 #[cfg(test)]
 mod tests {
@@ -572,13 +779,22 @@ mod tests {
     #[test]
     fn an_output_event_stored_without_its_stream_reads_as_standard_output() {
         let row = EventRow { id: 3, event: "output".into(), data: r#"{"content":"hi"}"#.into() };
-        let RunEvent::Output { data, .. } = RunEvent::try_from(row).unwrap() else { panic!("an output event") };
+        let RunEvent::Output { data, .. } = RunEvent::try_from(row).unwrap() else {
+            panic!("an output event")
+        };
         assert_eq!((data.content.as_str(), data.stream), ("hi", types::OutputStream::Stdout));
         // A stored stream is kept, and no other event gains one.
-        let row = EventRow { id: 4, event: "output".into(), data: r#"{"content":"oops","stream":"stderr"}"#.into() };
-        let RunEvent::Output { data, .. } = RunEvent::try_from(row).unwrap() else { panic!("an output event") };
+        let row = EventRow {
+            id: 4,
+            event: "output".into(),
+            data: r#"{"content":"oops","stream":"stderr"}"#.into(),
+        };
+        let RunEvent::Output { data, .. } = RunEvent::try_from(row).unwrap() else {
+            panic!("an output event")
+        };
         assert_eq!(data.stream, types::OutputStream::Stderr);
-        let row = EventRow { id: 5, event: "status".into(), data: r#"{"status":"running"}"#.into() };
+        let row =
+            EventRow { id: 5, event: "status".into(), data: r#"{"status":"running"}"#.into() };
         assert!(matches!(RunEvent::try_from(row).unwrap(), RunEvent::Status { .. }));
     }
 }

@@ -25,8 +25,14 @@ pub(crate) struct Api {
 impl Api {
     /// One call: its status and JSON body, or status 0 when the server did not answer
     /// (it may have been killed on purpose).
-    pub(crate) async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(&self.token);
+    pub(crate) async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request =
+            self.http.request(method, format!("{}{path}", self.url)).bearer_auth(&self.token);
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -42,27 +48,65 @@ impl Api {
     /// Prepare, upload and commit `files`; stops quietly at the first failure (the server
     /// may be killed at any point). Whether the commit succeeded.
     pub(crate) async fn push(&self, volume: &str, files: &[(String, Vec<u8>)]) -> bool {
-        let list: Vec<Value> = files.iter().map(|(p, b)| json!({"path": p, "size": b.len(), "hash": sha(b)})).collect();
-        let (status, prepared) = self.call(reqwest::Method::POST, &format!("/v1/volumes/{volume}/upload"), Some(json!({"files": list}))).await;
+        let list: Vec<Value> = files
+            .iter()
+            .map(|(p, b)| json!({"path": p, "size": b.len(), "hash": sha(b)}))
+            .collect();
+        let (status, prepared) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/v1/volumes/{volume}/upload"),
+                Some(json!({"files": list})),
+            )
+            .await;
         if status != 200 {
             return false;
         }
         for (target, (_, bytes)) in prepared["files"].as_array().unwrap().iter().zip(files) {
-            if self.http.put(target["uploadUrl"].as_str().unwrap()).body(bytes.clone()).send().await.is_err() {
+            if self
+                .http
+                .put(target["uploadUrl"].as_str().unwrap())
+                .body(bytes.clone())
+                .send()
+                .await
+                .is_err()
+            {
                 return false;
             }
         }
         let session = prepared["uploadSessionId"].clone();
-        self.call(reqwest::Method::POST, &format!("/v1/volumes/{volume}/commit"), Some(json!({"uploadSessionId": session}))).await.0 == 200
+        self.call(
+            reqwest::Method::POST,
+            &format!("/v1/volumes/{volume}/commit"),
+            Some(json!({"uploadSessionId": session})),
+        )
+        .await
+        .0 == 200
     }
 
     /// Reads the run's event stream until an event for which `wanted(name, data)` holds,
     /// within `deadline`, and returns its data; panics naming `what` if the stream fails
     /// or closes first.
-    pub(crate) async fn until_event(&self, run: &str, deadline: Duration, what: &str, wanted: impl Fn(&str, &Value) -> bool) -> Value {
+    pub(crate) async fn until_event(
+        &self,
+        run: &str,
+        deadline: Duration,
+        what: &str,
+        wanted: impl Fn(&str, &Value) -> bool,
+    ) -> Value {
         let what = format!("run {run}: {what}");
-        let response = self.http.get(format!("{}/v1/runs/{run}/events", self.url)).bearer_auth(&self.token).send().await.unwrap();
-        assert!(response.status().is_success(), "{what}: the event stream answered {}", response.status());
+        let response = self
+            .http
+            .get(format!("{}/v1/runs/{run}/events", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{what}: the event stream answered {}",
+            response.status()
+        );
         let mut stream = response.bytes_stream();
         let mut text = String::new();
         let found = within(deadline, &what, async {
@@ -70,7 +114,13 @@ impl Api {
                 text.push_str(&String::from_utf8_lossy(&chunk.expect("the event stream reads")));
                 while let Some(end) = text.find("\n\n") {
                     let block: String = text.drain(..end + 2).collect();
-                    let field = |name: &str| block.lines().find_map(|l| l.strip_prefix(&format!("{name}: "))).unwrap_or_default().to_string();
+                    let field = |name: &str| {
+                        block
+                            .lines()
+                            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+                            .unwrap_or_default()
+                            .to_string()
+                    };
                     let data: Value = serde_json::from_str(&field("data")).unwrap_or(Value::Null);
                     if wanted(&field("event"), &data) {
                         return Some(data);
@@ -88,7 +138,11 @@ impl Api {
 pub(crate) const DEADLINE: Duration = Duration::from_secs(30);
 
 /// The output of `future`, or a panic naming `what` if it takes longer than `deadline`.
-pub(crate) async fn within<T>(deadline: Duration, what: &str, future: impl std::future::Future<Output = T>) -> T {
+pub(crate) async fn within<T>(
+    deadline: Duration,
+    what: &str,
+    future: impl std::future::Future<Output = T>,
+) -> T {
     match tokio::time::timeout(deadline, future).await {
         Ok(value) => value,
         Err(_) => panic!("{what}: not within {deadline:?}"),
@@ -117,7 +171,9 @@ pub(crate) async fn backend_args(data_dir: &std::path::Path) -> Vec<String> {
     if let Some(url) = vm0_server::testing::database_url(data_dir).await.unwrap() {
         args.extend(["--database-url".to_string(), url]);
     }
-    if let vm0_server::BlobLocation::S3 { bucket, prefix, endpoint } = vm0_server::testing::blob_store(data_dir).await.unwrap() {
+    if let vm0_server::BlobLocation::S3 { bucket, prefix, endpoint } =
+        vm0_server::testing::blob_store(data_dir).await.unwrap()
+    {
         args.extend(["--blob-store".to_string(), format!("s3://{bucket}/{prefix}")]);
         args.extend(endpoint.map(|e| ["--s3-endpoint".to_string(), e]).into_iter().flatten());
     }
@@ -132,16 +188,29 @@ pub(crate) fn spawn(args: &[String]) -> (Server, Option<String>) {
 
 /// `spawn`, with the server's standard error (its log) going to `stderr`.
 pub(crate) fn spawn_with(args: &[String], stderr: impl Into<Stdio>) -> (Server, Option<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vm0-server")).args(args).stdout(Stdio::piped()).stderr(stderr).spawn().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vm0-server"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
     let (lines, banner) = std::sync::mpsc::channel();
     let stdout = BufReader::new(child.stdout.take().unwrap());
     // Read to the end, so that the server never blocks on a full pipe.
-    std::thread::spawn(move || stdout.lines().map_while(Result::ok).for_each(|line| drop(lines.send(line))));
+    std::thread::spawn(move || {
+        stdout.lines().map_while(Result::ok).for_each(|line| drop(lines.send(line)))
+    });
     let next = |wait: Duration| banner.recv_timeout(wait).ok();
-    let first = next(Duration::from_secs(60)).unwrap_or_else(|| panic!("vm0-server {args:?} printed nothing"));
-    let url = first.strip_prefix("vm0-server listening on ").unwrap_or_else(|| panic!("not the banner: {first}")).to_string();
+    let first = next(Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("vm0-server {args:?} printed nothing"));
+    let url = first
+        .strip_prefix("vm0-server listening on ")
+        .unwrap_or_else(|| panic!("not the banner: {first}"))
+        .to_string();
     // The banner is one write: a token, when there is one, comes with the rest of it.
     let banner: Vec<String> = std::iter::from_fn(|| next(Duration::from_secs(1))).collect();
-    let token = banner.iter().find_map(|l| l.split_whitespace().find(|w| w.starts_with("vm0_live_")).map(str::to_string));
+    let token = banner.iter().find_map(|l| {
+        l.split_whitespace().find(|w| w.starts_with("vm0_live_")).map(str::to_string)
+    });
     (Server { child, url, banner }, token)
 }

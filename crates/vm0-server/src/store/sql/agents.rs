@@ -9,7 +9,13 @@ use crate::ids;
 use crate::store::{AgentRow, AgentStore, AgentVersionRow, Page, Result};
 
 impl AgentStore for SqlStore {
-    async fn create_agent(&self, user_id: &str, name: &str, config: &Map<String, Value>, at: DateTime<Utc>) -> Result<AgentRow> {
+    async fn create_agent(
+        &self,
+        user_id: &str,
+        name: &str,
+        config: &Map<String, Value>,
+        at: DateTime<Utc>,
+    ) -> Result<AgentRow> {
         on_pool!(self, |pool| {
             let (agent_id, version_id) = (ids::new("ag"), ids::new("agv"));
             let mut tx = pool.begin().await?;
@@ -37,7 +43,12 @@ impl AgentStore for SqlStore {
         })
     }
 
-    async fn list_agents(&self, user_id: &str, name: Option<&str>, page: &Page) -> Result<Vec<AgentRow>> {
+    async fn list_agents(
+        &self,
+        user_id: &str,
+        name: Option<&str>,
+        page: &Page,
+    ) -> Result<Vec<AgentRow>> {
         on_pool!(self, |pool| {
             Ok(sqlx::query_as("SELECT * FROM agents WHERE user_id = $1 AND id < $2 AND ($3 IS NULL OR name = $4) ORDER BY id DESC LIMIT $5")
                 .bind(user_id)
@@ -51,27 +62,54 @@ impl AgentStore for SqlStore {
     }
 
     async fn get_agent(&self, user_id: &str, id: &str) -> Result<Option<AgentRow>> {
-        on_pool!(self, |pool| { Ok(sqlx::query_as("SELECT * FROM agents WHERE user_id = $1 AND id = $2").bind(user_id).bind(id).fetch_optional(pool).await?) })
+        on_pool!(self, |pool| {
+            Ok(sqlx::query_as("SELECT * FROM agents WHERE user_id = $1 AND id = $2")
+                .bind(user_id)
+                .bind(id)
+                .fetch_optional(pool)
+                .await?)
+        })
     }
 
     async fn get_agent_by_name(&self, user_id: &str, name: &str) -> Result<Option<AgentRow>> {
         on_pool!(self, |pool| {
-            Ok(sqlx::query_as("SELECT * FROM agents WHERE user_id = $1 AND name = $2").bind(user_id).bind(name).fetch_optional(pool).await?)
+            Ok(sqlx::query_as("SELECT * FROM agents WHERE user_id = $1 AND name = $2")
+                .bind(user_id)
+                .bind(name)
+                .fetch_optional(pool)
+                .await?)
         })
     }
 
-    async fn update_agent(&self, user_id: &str, id: &str, config: &Map<String, Value>, at: DateTime<Utc>) -> Result<Option<AgentRow>> {
+    async fn update_agent(
+        &self,
+        user_id: &str,
+        id: &str,
+        config: &Map<String, Value>,
+        at: DateTime<Utc>,
+    ) -> Result<Option<AgentRow>> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             // Write first, so the transaction holds the write lock from its start.
-            sqlx::query("UPDATE agents SET updated_at = updated_at WHERE id = $1").bind(id).execute(&mut *tx).await?;
-            let Some(current) =
-                sqlx::query_as::<_, AgentRow>("SELECT * FROM agents WHERE user_id = $1 AND id = $2").bind(user_id).bind(id).fetch_optional(&mut *tx).await?
+            sqlx::query("UPDATE agents SET updated_at = updated_at WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            let Some(current) = sqlx::query_as::<_, AgentRow>(
+                "SELECT * FROM agents WHERE user_id = $1 AND id = $2",
+            )
+            .bind(user_id)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
             else {
                 return Ok(None);
             };
             let Json(current_config): Json<Map<String, Value>> =
-                sqlx::query_scalar("SELECT config FROM agent_versions WHERE id = $1").bind(&current.current_version_id).fetch_one(&mut *tx).await?;
+                sqlx::query_scalar("SELECT config FROM agent_versions WHERE id = $1")
+                    .bind(&current.current_version_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
             if current_config == *config {
                 return Ok(Some(current));
             }
@@ -100,12 +138,20 @@ impl AgentStore for SqlStore {
 
     async fn delete_agent(&self, user_id: &str, id: &str) -> Result<bool> {
         on_pool!(self, |pool| {
-            let done = sqlx::query("DELETE FROM agents WHERE user_id = $1 AND id = $2").bind(user_id).bind(id).execute(pool).await?;
+            let done = sqlx::query("DELETE FROM agents WHERE user_id = $1 AND id = $2")
+                .bind(user_id)
+                .bind(id)
+                .execute(pool)
+                .await?;
             Ok(done.rows_affected() == 1)
         })
     }
 
-    async fn list_agent_versions(&self, agent_id: &str, page: &Page) -> Result<Vec<AgentVersionRow>> {
+    async fn list_agent_versions(
+        &self,
+        agent_id: &str,
+        page: &Page,
+    ) -> Result<Vec<AgentVersionRow>> {
         on_pool!(self, |pool| {
             Ok(sqlx::query_as("SELECT * FROM agent_versions WHERE agent_id = $1 AND version_number < $2 ORDER BY version_number DESC LIMIT $3")
                 .bind(agent_id)
@@ -116,19 +162,33 @@ impl AgentStore for SqlStore {
         })
     }
 
-    async fn get_agent_version(&self, agent_id: &str, version_id: &str) -> Result<Option<AgentVersionRow>> {
+    async fn get_agent_version(
+        &self,
+        agent_id: &str,
+        version_id: &str,
+    ) -> Result<Option<AgentVersionRow>> {
         on_pool!(self, |pool| {
-            Ok(sqlx::query_as("SELECT * FROM agent_versions WHERE agent_id = $1 AND id = $2").bind(agent_id).bind(version_id).fetch_optional(pool).await?)
+            Ok(sqlx::query_as("SELECT * FROM agent_versions WHERE agent_id = $1 AND id = $2")
+                .bind(agent_id)
+                .bind(version_id)
+                .fetch_optional(pool)
+                .await?)
         })
     }
 
-    async fn get_agent_version_by_number(&self, agent_id: &str, number: i64) -> Result<Option<AgentVersionRow>> {
+    async fn get_agent_version_by_number(
+        &self,
+        agent_id: &str,
+        number: i64,
+    ) -> Result<Option<AgentVersionRow>> {
         on_pool!(self, |pool| {
-            Ok(sqlx::query_as("SELECT * FROM agent_versions WHERE agent_id = $1 AND version_number = $2")
-                .bind(agent_id)
-                .bind(number)
-                .fetch_optional(pool)
-                .await?)
+            Ok(sqlx::query_as(
+                "SELECT * FROM agent_versions WHERE agent_id = $1 AND version_number = $2",
+            )
+            .bind(agent_id)
+            .bind(number)
+            .fetch_optional(pool)
+            .await?)
         })
     }
 }

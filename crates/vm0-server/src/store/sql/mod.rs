@@ -48,7 +48,11 @@ impl SqlStore {
     pub async fn open(url: &str) -> Result<Self> {
         let pool = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url)?;
-            let pool = PgPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(10)).connect_with(options).await?;
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await?;
             // Instances starting together on an empty database migrate it once: sqlx
             // holds an advisory lock around the migrations.
             sqlx::migrate!("./migrations/postgres").run(&pool).await?;
@@ -89,7 +93,11 @@ impl SqlStore {
         let mut connection = pool.acquire().await?.detach();
         // The database's lock keeps the one key it always had, which instances of earlier
         // versions take; instance ids are locked in a space of two keys.
-        let database = if alone { "SELECT pg_try_advisory_lock($1::TEXT::BIGINT)" } else { "SELECT pg_try_advisory_lock_shared($1::TEXT::BIGINT)" };
+        let database = if alone {
+            "SELECT pg_try_advisory_lock($1::TEXT::BIGINT)"
+        } else {
+            "SELECT pg_try_advisory_lock_shared($1::TEXT::BIGINT)"
+        };
         let refusal = if alone {
             "other vm0-server instances are serving this database: several instances on one database need a shared blob store (--blob-store s3://…)".to_string()
         } else {
@@ -100,7 +108,13 @@ impl SqlStore {
             "another vm0-server has the instance id {instance} (in its data directory's instance-id): each instance needs a data directory of its own. \
              (After its host died, PostgreSQL holds the id until it notices the connection is gone.)"
         );
-        try_for_a_while(&mut connection, "SELECT pg_try_advisory_lock(hashtext('vm0 instance'), hashtext($1))", instance, refusal).await?;
+        try_for_a_while(
+            &mut connection,
+            "SELECT pg_try_advisory_lock(hashtext('vm0 instance'), hashtext($1))",
+            instance,
+            refusal,
+        )
+        .await?;
         Ok(Some(InstanceHold { _connection: connection }))
     }
 
@@ -121,15 +135,21 @@ impl DatabaseStore for SqlStore {
             // connection of its own, which waits `within` for the lock and is closed
             // after, so that an abandoned wait never leaves a pooled one mid-transaction.
             Pool::Sqlite(pool) => {
-                let options = (*pool.connect_options()).clone().busy_timeout(within).create_if_missing(false);
+                let options =
+                    (*pool.connect_options()).clone().busy_timeout(within).create_if_missing(false);
                 let mut connection = sqlx::ConnectOptions::connect(&options).await?;
                 sqlx::query("BEGIN IMMEDIATE").execute(&mut connection).await?;
                 sqlx::query("ROLLBACK").execute(&mut connection).await?;
             }
             Pool::Postgres(pool) => {
-                tokio::time::timeout(within, sqlx::query("SELECT 1 FROM settings LIMIT 1").fetch_optional(pool))
-                    .await
-                    .map_err(|_| StoreError::InvalidState(format!("no answer within {} ms", within.as_millis())))??;
+                tokio::time::timeout(
+                    within,
+                    sqlx::query("SELECT 1 FROM settings LIMIT 1").fetch_optional(pool),
+                )
+                .await
+                .map_err(|_| {
+                    StoreError::InvalidState(format!("no answer within {} ms", within.as_millis()))
+                })??;
             }
         }
         Ok(())
@@ -137,12 +157,25 @@ impl DatabaseStore for SqlStore {
 
     async fn reading(&self) -> Result<DatabaseReading> {
         let (runs_by_status, oldest, pool_size, pool_idle, pool_max) = on_pool!(self, |pool| {
-            let counts: Vec<(String, i64)> = sqlx::query_as("SELECT status, COUNT(*) FROM runs GROUP BY status").fetch_all(pool).await?;
-            let oldest: Option<chrono::DateTime<chrono::Utc>> =
-                sqlx::query_scalar("SELECT created_at FROM runs WHERE status = 'pending' ORDER BY id LIMIT 1").fetch_optional(pool).await?;
-            (counts, oldest, pool.size(), pool.num_idle() as u32, pool.options().get_max_connections())
+            let counts: Vec<(String, i64)> =
+                sqlx::query_as("SELECT status, COUNT(*) FROM runs GROUP BY status")
+                    .fetch_all(pool)
+                    .await?;
+            let oldest: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+                "SELECT created_at FROM runs WHERE status = 'pending' ORDER BY id LIMIT 1",
+            )
+            .fetch_optional(pool)
+            .await?;
+            (
+                counts,
+                oldest,
+                pool.size(),
+                pool.num_idle() as u32,
+                pool.options().get_max_connections(),
+            )
         });
-        let oldest_pending = oldest.map(|at| (chrono::Utc::now() - at).to_std().unwrap_or_default());
+        let oldest_pending =
+            oldest.map(|at| (chrono::Utc::now() - at).to_std().unwrap_or_default());
         Ok(DatabaseReading { runs_by_status, oldest_pending, pool_size, pool_idle, pool_max })
     }
 }
@@ -168,7 +201,12 @@ pub struct InstanceHold {
 
 /// Takes an advisory lock by `sql` of `key`, trying for 10 seconds at most; then
 /// `InvalidState` with `refusal`.
-async fn try_for_a_while(connection: &mut sqlx::PgConnection, sql: &str, key: &str, refusal: String) -> Result<()> {
+async fn try_for_a_while(
+    connection: &mut sqlx::PgConnection,
+    sql: &str,
+    key: &str,
+    refusal: String,
+) -> Result<()> {
     let started = std::time::Instant::now();
     while !sqlx::query_scalar::<_, bool>(sql).bind(key).fetch_one(&mut *connection).await? {
         if started.elapsed() > Duration::from_secs(10) {
@@ -206,7 +244,10 @@ fn id_key(page: &Page) -> &str {
 mod tests {
     #[test]
     fn a_url_is_shown_without_its_password() {
-        assert_eq!(super::redacted("postgres://vm0:s3cr:et@db.internal:5432/vm0?sslmode=require"), "postgres://vm0:***@db.internal:5432/vm0?sslmode=require");
+        assert_eq!(
+            super::redacted("postgres://vm0:s3cr:et@db.internal:5432/vm0?sslmode=require"),
+            "postgres://vm0:***@db.internal:5432/vm0?sslmode=require"
+        );
         assert_eq!(super::redacted("postgres://vm0@db/vm0"), "postgres://vm0@db/vm0");
         assert_eq!(super::redacted("sqlite:///tmp/a@b/vm0.db"), "sqlite:///tmp/a@b/vm0.db");
     }

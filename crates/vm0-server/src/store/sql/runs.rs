@@ -6,8 +6,9 @@ use sqlx::QueryBuilder;
 
 use super::{id_key, SqlStore};
 use crate::store::{
-    Batch, CheckpointRow, Counters, EventRow, Expired, FileRow, Lease, LogQuery, LogRow, MetricRow, NewCheckpoint, Page, Result, RunEnd, RunFilter, RunRow,
-    RunStore, SessionRow, StorageRow, StoreError,
+    Batch, CheckpointRow, Counters, EventRow, Expired, FileRow, Lease, LogQuery, LogRow, MetricRow,
+    NewCheckpoint, Page, Result, RunEnd, RunFilter, RunRow, RunStore, SessionRow, StorageRow,
+    StoreError,
 };
 
 /// Rows a multi-row INSERT takes at most: well under the bound values SQLite (32,766)
@@ -75,7 +76,13 @@ macro_rules! insert_batch {
 }
 
 impl RunStore for SqlStore {
-    async fn create_run(&self, r: &RunRow, session: Option<&SessionRow>, artifact: Option<&StorageRow>, first: &Batch) -> Result<()> {
+    async fn create_run(
+        &self,
+        r: &RunRow,
+        session: Option<&SessionRow>,
+        artifact: Option<&StorageRow>,
+        first: &Batch,
+    ) -> Result<()> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             if session.is_none() {
@@ -86,7 +93,10 @@ impl RunStore for SqlStore {
                     .execute(&mut *tx)
                     .await?;
                 if live.rows_affected() == 0 {
-                    return Err(StoreError::InvalidState(format!("Session '{}' has expired", r.session_id)));
+                    return Err(StoreError::InvalidState(format!(
+                        "Session '{}' has expired",
+                        r.session_id
+                    )));
                 }
             }
             if let Some(s) = session {
@@ -138,7 +148,13 @@ impl RunStore for SqlStore {
     }
 
     async fn get_run(&self, user_id: &str, id: &str) -> Result<Option<RunRow>> {
-        on_pool!(self, |pool| { Ok(sqlx::query_as("SELECT * FROM runs WHERE user_id = $1 AND id = $2").bind(user_id).bind(id).fetch_optional(pool).await?) })
+        on_pool!(self, |pool| {
+            Ok(sqlx::query_as("SELECT * FROM runs WHERE user_id = $1 AND id = $2")
+                .bind(user_id)
+                .bind(id)
+                .fetch_optional(pool)
+                .await?)
+        })
     }
 
     async fn list_runs(&self, user_id: &str, f: &RunFilter, page: &Page) -> Result<Vec<RunRow>> {
@@ -196,7 +212,13 @@ impl RunStore for SqlStore {
             let sql = format!(
                 "UPDATE runs SET status = 'running', started_at = $1, executor = $2, lease_expires_at = $3 WHERE id = $4 AND status = 'pending' AND {SESSION_IDLE}"
             );
-            let done = sqlx::query(&sql).bind(at).bind(&lease.executor).bind(lease.until).bind(id).execute(pool).await?;
+            let done = sqlx::query(&sql)
+                .bind(at)
+                .bind(&lease.executor)
+                .bind(lease.until)
+                .bind(id)
+                .execute(pool)
+                .await?;
             Ok(done.rows_affected() == 1)
         })
     }
@@ -207,7 +229,11 @@ impl RunStore for SqlStore {
         }
         on_pool!(self, |pool| {
             let mut query = QueryBuilder::new("UPDATE runs SET lease_expires_at = ");
-            query.push_bind(lease.until).push(" WHERE status = 'running' AND executor = ").push_bind(&lease.executor).push(" AND ");
+            query
+                .push_bind(lease.until)
+                .push(" WHERE status = 'running' AND executor = ")
+                .push_bind(&lease.executor)
+                .push(" AND ");
             push_id_in(&mut query, ids);
             query.build().execute(pool).await?;
             Ok(())
@@ -229,12 +255,22 @@ impl RunStore for SqlStore {
 
     async fn request_cancel(&self, id: &str) -> Result<bool> {
         on_pool!(self, |pool| {
-            let done = sqlx::query("UPDATE runs SET cancel_requested = TRUE WHERE id = $1 AND status = 'running'").bind(id).execute(pool).await?;
+            let done = sqlx::query(
+                "UPDATE runs SET cancel_requested = TRUE WHERE id = $1 AND status = 'running'",
+            )
+            .bind(id)
+            .execute(pool)
+            .await?;
             Ok(done.rows_affected() == 1)
         })
     }
 
-    async fn end_lost_runs(&self, executor: Option<&str>, now: DateTime<Utc>, end: &RunEnd) -> Result<Vec<String>> {
+    async fn end_lost_runs(
+        &self,
+        executor: Option<&str>,
+        now: DateTime<Utc>,
+        end: &RunEnd,
+    ) -> Result<Vec<String>> {
         // A running run without a lease was started before leases were kept.
         let lost = match executor {
             Some(_) => "executor = $4",
@@ -243,20 +279,31 @@ impl RunStore for SqlStore {
         let sql = format!("UPDATE runs SET status = $1, error = $2, completed_at = $3, secrets = '{{}}' WHERE status = 'running' AND {lost} RETURNING id");
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            let query = sqlx::query_scalar(&sql).bind(end.status.to_string()).bind(&end.error).bind(end.completed_at);
+            let query = sqlx::query_scalar(&sql)
+                .bind(end.status.to_string())
+                .bind(&end.error)
+                .bind(end.completed_at);
             let ended: Vec<String> = match executor {
                 Some(executor) => query.bind(executor).fetch_all(&mut *tx).await?,
                 None => query.bind(now).fetch_all(&mut *tx).await?,
             };
             for id in &ended {
-                sqlx::query("DELETE FROM blob_pins WHERE holder = $1").bind(id).execute(&mut *tx).await?;
+                sqlx::query("DELETE FROM blob_pins WHERE holder = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
             }
             tx.commit().await?;
             Ok(ended)
         })
     }
 
-    async fn end_run(&self, id: &str, end: &RunEnd, checkpoint: Option<&NewCheckpoint>) -> Result<bool> {
+    async fn end_run(
+        &self,
+        id: &str,
+        end: &RunEnd,
+        checkpoint: Option<&NewCheckpoint>,
+    ) -> Result<bool> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             let done = sqlx::query(
@@ -284,14 +331,22 @@ impl RunStore for SqlStore {
                     .execute(&mut *tx)
                     .await?;
                 for rows in c.files.chunks(ROWS_PER_INSERT) {
-                    let mut insert = QueryBuilder::new("INSERT INTO checkpoint_files (checkpoint_id, path, size, hash) ");
+                    let mut insert = QueryBuilder::new(
+                        "INSERT INTO checkpoint_files (checkpoint_id, path, size, hash) ",
+                    );
                     insert.push_values(rows, |mut row, file| {
-                        row.push_bind(&c.row.id).push_bind(file.path.as_str()).push_bind(file.size).push_bind(file.hash.as_str());
+                        row.push_bind(&c.row.id)
+                            .push_bind(file.path.as_str())
+                            .push_bind(file.size)
+                            .push_bind(file.hash.as_str());
                     });
                     insert.build().execute(&mut *tx).await?;
                 }
             }
-            sqlx::query("DELETE FROM blob_pins WHERE holder = $1").bind(id).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM blob_pins WHERE holder = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
             Ok(true)
         })
@@ -308,14 +363,23 @@ impl RunStore for SqlStore {
 
     async fn latest_checkpoint(&self, session_id: &str) -> Result<Option<String>> {
         on_pool!(self, |pool| {
-            Ok(sqlx::query_scalar("SELECT id FROM checkpoints WHERE session_id = $1 ORDER BY id DESC LIMIT 1").bind(session_id).fetch_optional(pool).await?)
+            Ok(sqlx::query_scalar(
+                "SELECT id FROM checkpoints WHERE session_id = $1 ORDER BY id DESC LIMIT 1",
+            )
+            .bind(session_id)
+            .fetch_optional(pool)
+            .await?)
         })
     }
 
     async fn expire(&self, before: DateTime<Utc>, now: DateTime<Utc>) -> Result<Expired> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            let checkpoints = sqlx::query("DELETE FROM checkpoints WHERE created_at < $1").bind(before).execute(&mut *tx).await?.rows_affected();
+            let checkpoints = sqlx::query("DELETE FROM checkpoints WHERE created_at < $1")
+                .bind(before)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
             let sessions = sqlx::query_scalar(
                 "UPDATE sessions SET expired_at = $1
                  WHERE expired_at IS NULL
@@ -380,7 +444,8 @@ impl RunStore for SqlStore {
 
     async fn list_logs(&self, run_id: &str, q: &LogQuery, page: &Page) -> Result<Vec<LogRow>> {
         on_pool!(self, |pool| {
-            let (compare, order, start) = if q.descending { ("<", "DESC", i64::MAX) } else { (">", "ASC", 0) };
+            let (compare, order, start) =
+                if q.descending { ("<", "DESC", i64::MAX) } else { (">", "ASC", 0) };
             let after = page.after.as_deref().and_then(|a| a.parse().ok()).unwrap_or(start);
             let kind = q.kind.map(|k| k.to_string());
             let sql = format!(
@@ -406,6 +471,11 @@ impl RunStore for SqlStore {
     }
 
     async fn metrics(&self, run_id: &str) -> Result<Vec<MetricRow>> {
-        on_pool!(self, |pool| { Ok(sqlx::query_as("SELECT * FROM run_metrics WHERE run_id = $1 ORDER BY seq").bind(run_id).fetch_all(pool).await?) })
+        on_pool!(self, |pool| {
+            Ok(sqlx::query_as("SELECT * FROM run_metrics WHERE run_id = $1 ORDER BY seq")
+                .bind(run_id)
+                .fetch_all(pool)
+                .await?)
+        })
     }
 }

@@ -4,7 +4,10 @@ use chrono::{DateTime, Utc};
 
 use super::{conflict_or, id_key, int_key, SqlStore};
 use crate::ids;
-use crate::store::{FileRow, Kind, NewVersion, Page, Pin, Result, StorageRow, StorageStore, StoreError, UploadSession, VersionRow};
+use crate::store::{
+    FileRow, Kind, NewVersion, Page, Pin, Result, StorageRow, StorageStore, StoreError,
+    UploadSession, VersionRow,
+};
 
 /// An upload session's row, before its files join it.
 #[derive(sqlx::FromRow)]
@@ -24,7 +27,13 @@ struct UploadFileRow {
 }
 
 impl StorageStore for SqlStore {
-    async fn create_storage(&self, kind: Kind, user_id: &str, name: &str, at: DateTime<Utc>) -> Result<StorageRow> {
+    async fn create_storage(
+        &self,
+        kind: Kind,
+        user_id: &str,
+        name: &str,
+        at: DateTime<Utc>,
+    ) -> Result<StorageRow> {
         on_pool!(self, |pool| {
             let id = ids::new(if kind == Kind::Volume { "vol" } else { "art" });
             sqlx::query_as("INSERT INTO storages (id, user_id, kind, name, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING *")
@@ -40,7 +49,12 @@ impl StorageStore for SqlStore {
         })
     }
 
-    async fn list_storages(&self, kind: Kind, user_id: &str, page: &Page) -> Result<Vec<StorageRow>> {
+    async fn list_storages(
+        &self,
+        kind: Kind,
+        user_id: &str,
+        page: &Page,
+    ) -> Result<Vec<StorageRow>> {
         on_pool!(self, |pool| {
             Ok(sqlx::query_as("SELECT * FROM storages WHERE user_id = $1 AND kind = $2 AND id < $3 ORDER BY id DESC LIMIT $4")
                 .bind(user_id)
@@ -54,34 +68,44 @@ impl StorageStore for SqlStore {
 
     async fn get_storage(&self, kind: Kind, user_id: &str, id: &str) -> Result<Option<StorageRow>> {
         on_pool!(self, |pool| {
-            Ok(sqlx::query_as("SELECT * FROM storages WHERE user_id = $1 AND kind = $2 AND id = $3")
-                .bind(user_id)
-                .bind(kind.as_str())
-                .bind(id)
-                .fetch_optional(pool)
-                .await?)
+            Ok(sqlx::query_as(
+                "SELECT * FROM storages WHERE user_id = $1 AND kind = $2 AND id = $3",
+            )
+            .bind(user_id)
+            .bind(kind.as_str())
+            .bind(id)
+            .fetch_optional(pool)
+            .await?)
         })
     }
 
-    async fn get_storage_by_name(&self, kind: Kind, user_id: &str, name: &str) -> Result<Option<StorageRow>> {
+    async fn get_storage_by_name(
+        &self,
+        kind: Kind,
+        user_id: &str,
+        name: &str,
+    ) -> Result<Option<StorageRow>> {
         on_pool!(self, |pool| {
-            Ok(sqlx::query_as("SELECT * FROM storages WHERE user_id = $1 AND kind = $2 AND name = $3")
-                .bind(user_id)
-                .bind(kind.as_str())
-                .bind(name)
-                .fetch_optional(pool)
-                .await?)
+            Ok(sqlx::query_as(
+                "SELECT * FROM storages WHERE user_id = $1 AND kind = $2 AND name = $3",
+            )
+            .bind(user_id)
+            .bind(kind.as_str())
+            .bind(name)
+            .fetch_optional(pool)
+            .await?)
         })
     }
 
     async fn delete_storage(&self, kind: Kind, user_id: &str, id: &str) -> Result<bool> {
         on_pool!(self, |pool| {
-            let done = sqlx::query("DELETE FROM storages WHERE user_id = $1 AND kind = $2 AND id = $3")
-                .bind(user_id)
-                .bind(kind.as_str())
-                .bind(id)
-                .execute(pool)
-                .await?;
+            let done =
+                sqlx::query("DELETE FROM storages WHERE user_id = $1 AND kind = $2 AND id = $3")
+                    .bind(user_id)
+                    .bind(kind.as_str())
+                    .bind(id)
+                    .execute(pool)
+                    .await?;
             Ok(done.rows_affected() == 1)
         })
     }
@@ -109,11 +133,20 @@ impl StorageStore for SqlStore {
 
     async fn version_files(&self, version_seq: i64) -> Result<Vec<FileRow>> {
         on_pool!(self, |pool| {
-            Ok(sqlx::query_as("SELECT path, size, hash FROM version_files WHERE version_seq = $1 ORDER BY path").bind(version_seq).fetch_all(pool).await?)
+            Ok(sqlx::query_as(
+                "SELECT path, size, hash FROM version_files WHERE version_seq = $1 ORDER BY path",
+            )
+            .bind(version_seq)
+            .fetch_all(pool)
+            .await?)
         })
     }
 
-    async fn create_upload_session(&self, session: &UploadSession, at: DateTime<Utc>) -> Result<()> {
+    async fn create_upload_session(
+        &self,
+        session: &UploadSession,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             sqlx::query("INSERT INTO upload_sessions (id, storage_id, message, created_by, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)")
@@ -143,7 +176,11 @@ impl StorageStore for SqlStore {
     async fn upload_session(&self, storage_id: &str, id: &str) -> Result<Option<UploadSession>> {
         on_pool!(self, |pool| {
             let row: Option<SessionRow> =
-                sqlx::query_as("SELECT * FROM upload_sessions WHERE storage_id = $1 AND id = $2").bind(storage_id).bind(id).fetch_optional(pool).await?;
+                sqlx::query_as("SELECT * FROM upload_sessions WHERE storage_id = $1 AND id = $2")
+                    .bind(storage_id)
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await?;
             let Some(row) = row else { return Ok(None) };
             let files: Vec<UploadFileRow> =
                 sqlx::query_as("SELECT path, size, hash, upload_id FROM upload_files WHERE session_id = $1 ORDER BY path").bind(id).fetch_all(pool).await?;
@@ -158,7 +195,14 @@ impl StorageStore for SqlStore {
         })
     }
 
-    async fn record_blob(&self, hash: &str, size: i64, at: DateTime<Utc>, owner: &str, pin: Option<&Pin>) -> Result<()> {
+    async fn record_blob(
+        &self,
+        hash: &str,
+        size: i64,
+        at: DateTime<Utc>,
+        owner: &str,
+        pin: Option<&Pin>,
+    ) -> Result<()> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             if let Some(pin) = pin {
@@ -175,17 +219,32 @@ impl StorageStore for SqlStore {
                 .bind(at)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("INSERT INTO blob_owners (hash, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING").bind(hash).bind(owner).execute(&mut *tx).await?;
+            sqlx::query(
+                "INSERT INTO blob_owners (hash, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(hash)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
             Ok(())
         })
     }
 
-    async fn commit_version(&self, storage_id: &str, user_id: &str, session_id: &str, new: &NewVersion) -> Result<VersionRow> {
+    async fn commit_version(
+        &self,
+        storage_id: &str,
+        user_id: &str,
+        session_id: &str,
+        new: &NewVersion,
+    ) -> Result<VersionRow> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             // Write first, so the transaction holds the write lock from its start.
-            sqlx::query("UPDATE storages SET updated_at = updated_at WHERE id = $1").bind(storage_id).execute(&mut *tx).await?;
+            sqlx::query("UPDATE storages SET updated_at = updated_at WHERE id = $1")
+                .bind(storage_id)
+                .execute(&mut *tx)
+                .await?;
             // The upload session ends first, and must still be live: its files keep their
             // blobs from the collector until this transaction commits the version that
             // refers to them instead. (A commit can outlast its session, reading uploads
@@ -193,9 +252,15 @@ impl StorageStore for SqlStore {
             // session: its pins hold its blobs.
             if !session_id.is_empty() {
                 let ended =
-                    sqlx::query("DELETE FROM upload_sessions WHERE id = $1 AND expires_at >= $2").bind(session_id).bind(Utc::now()).execute(&mut *tx).await?;
+                    sqlx::query("DELETE FROM upload_sessions WHERE id = $1 AND expires_at >= $2")
+                        .bind(session_id)
+                        .bind(Utc::now())
+                        .execute(&mut *tx)
+                        .await?;
                 if ended.rows_affected() == 0 {
-                    return Err(StoreError::InvalidState(format!("Upload session '{session_id}' has expired: prepare the upload again")));
+                    return Err(StoreError::InvalidState(format!(
+                        "Upload session '{session_id}' has expired: prepare the upload again"
+                    )));
                 }
             }
             // Blobs are checked inside the transaction, so the collector cannot remove one
@@ -209,15 +274,27 @@ impl StorageStore for SqlStore {
                         .await?;
                 match size {
                     Some(size) if size == file.size => {}
-                    Some(size) => return Err(StoreError::InvalidState(format!("{} was uploaded with {size} bytes, not {}", file.path.as_str(), file.size))),
-                    None => return Err(StoreError::InvalidState(format!("{} has not been uploaded", file.path.as_str()))),
+                    Some(size) => {
+                        return Err(StoreError::InvalidState(format!(
+                            "{} was uploaded with {size} bytes, not {}",
+                            file.path.as_str(),
+                            file.size
+                        )))
+                    }
+                    None => {
+                        return Err(StoreError::InvalidState(format!(
+                            "{} has not been uploaded",
+                            file.path.as_str()
+                        )))
+                    }
                 }
             }
-            let existing: Option<VersionRow> = sqlx::query_as("SELECT * FROM storage_versions WHERE storage_id = $1 AND id = $2")
-                .bind(storage_id)
-                .bind(&new.id)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let existing: Option<VersionRow> =
+                sqlx::query_as("SELECT * FROM storage_versions WHERE storage_id = $1 AND id = $2")
+                    .bind(storage_id)
+                    .bind(&new.id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             let row = match existing {
                 Some(row) => row,
                 None => {
@@ -262,7 +339,10 @@ impl StorageStore for SqlStore {
 
     async fn unreferenced_blobs(&self, now: DateTime<Utc>) -> Result<Vec<String>> {
         on_pool!(self, |pool| {
-            sqlx::query("DELETE FROM upload_sessions WHERE expires_at < $1").bind(now).execute(pool).await?;
+            sqlx::query("DELETE FROM upload_sessions WHERE expires_at < $1")
+                .bind(now)
+                .execute(pool)
+                .await?;
             sqlx::query("DELETE FROM blob_pins WHERE until < $1").bind(now).execute(pool).await?;
             Ok(sqlx::query_scalar(
                 "SELECT hash FROM blobs b
@@ -294,7 +374,10 @@ impl StorageStore for SqlStore {
             // Whoever held the bytes holds them no more: a later upload of the same bytes by
             // someone else must not become theirs. A blob still referred to keeps its owners.
             if done.rows_affected() == 1 {
-                sqlx::query("DELETE FROM blob_owners WHERE hash = $1").bind(hash).execute(&mut *tx).await?;
+                sqlx::query("DELETE FROM blob_owners WHERE hash = $1")
+                    .bind(hash)
+                    .execute(&mut *tx)
+                    .await?;
             }
             tx.commit().await?;
             Ok(done.rows_affected() == 1)

@@ -9,8 +9,17 @@ use crate::store::{Page, Result, TokenAuth, TokenRow, User, UserStore};
 impl UserStore for SqlStore {
     async fn setting(&self, key: &str, initial: &[u8]) -> Result<Vec<u8>> {
         on_pool!(self, |pool| {
-            sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING").bind(key).bind(initial).execute(pool).await?;
-            Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = $1").bind(key).fetch_one(pool).await?)
+            sqlx::query(
+                "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(key)
+            .bind(initial)
+            .execute(pool)
+            .await?;
+            Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+                .bind(key)
+                .fetch_one(pool)
+                .await?)
         })
     }
 
@@ -19,7 +28,14 @@ impl UserStore for SqlStore {
         // inserts nothing.
         let sql = "INSERT INTO users (id, name, created_at) SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM users)
                    ON CONFLICT (name) DO NOTHING RETURNING id, name";
-        on_pool!(self, |pool| { Ok(sqlx::query_as(sql).bind(ids::new("usr")).bind(name).bind(ids::now()).fetch_optional(pool).await?) })
+        on_pool!(self, |pool| {
+            Ok(sqlx::query_as(sql)
+                .bind(ids::new("usr"))
+                .bind(name)
+                .bind(ids::now())
+                .fetch_optional(pool)
+                .await?)
+        })
     }
 
     async fn ensure_user(&self, name: &str) -> Result<User> {
@@ -30,7 +46,10 @@ impl UserStore for SqlStore {
                 .bind(ids::now())
                 .execute(pool)
                 .await?;
-            Ok(sqlx::query_as("SELECT id, name FROM users WHERE name = $1").bind(name).fetch_one(pool).await?)
+            Ok(sqlx::query_as("SELECT id, name FROM users WHERE name = $1")
+                .bind(name)
+                .fetch_one(pool)
+                .await?)
         })
     }
 
@@ -61,7 +80,11 @@ impl UserStore for SqlStore {
 
     async fn touch_token(&self, id: &str, at: DateTime<Utc>) -> Result<()> {
         on_pool!(self, |pool| {
-            sqlx::query("UPDATE tokens SET last_used_at = $1 WHERE id = $2").bind(at).bind(id).execute(pool).await?;
+            sqlx::query("UPDATE tokens SET last_used_at = $1 WHERE id = $2")
+                .bind(at)
+                .bind(id)
+                .execute(pool)
+                .await?;
             Ok(())
         })
     }
@@ -79,7 +102,13 @@ impl UserStore for SqlStore {
 
     async fn get_token(&self, user_id: &str, id: &str) -> Result<Option<TokenRow>> {
         on_pool!(self, |pool| {
-            Ok(sqlx::query_as("SELECT * FROM tokens WHERE user_id = $1 AND revoked_at IS NULL AND id = $2").bind(user_id).bind(id).fetch_optional(pool).await?)
+            Ok(sqlx::query_as(
+                "SELECT * FROM tokens WHERE user_id = $1 AND revoked_at IS NULL AND id = $2",
+            )
+            .bind(user_id)
+            .bind(id)
+            .fetch_optional(pool)
+            .await?)
         })
     }
 
