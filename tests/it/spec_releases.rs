@@ -47,7 +47,7 @@ fn edit_spec(root: &Path, change: impl FnOnce(&mut Value)) {
     let path = root.join(spec::SPEC_PATH);
     let mut doc = spec::parse(&std::fs::read_to_string(&path).unwrap()).unwrap();
     change(&mut doc);
-    std::fs::write(&path, serde_yaml::to_string(&doc).unwrap()).unwrap();
+    std::fs::write(&path, serde_saphyr::to_string(&doc).unwrap()).unwrap();
 }
 
 /// The version after the latest release, by `bump` (minor or patch) of it.
@@ -108,7 +108,7 @@ fn ci_fails_on_a_breaking_change_without_a_major_version() {
     let entries: Vec<Value> = check.unexcused.iter().map(|c| json!({"rule": c.rule, "pointer": c.pointer, "reason": "No client reads tokenPrefix."})).collect();
     std::fs::write(
         root.join(release::ALLOWLIST),
-        serde_yaml::to_string(&json!({"allowed": entries})).unwrap(),
+        serde_saphyr::to_string(&json!({"allowed": entries})).unwrap(),
     )
     .unwrap();
     assert!(release::check(root).unwrap().passed());
@@ -120,7 +120,7 @@ fn ci_fails_on_a_breaking_change_without_a_major_version() {
         .collect();
     std::fs::write(
         root.join(release::ALLOWLIST),
-        serde_yaml::to_string(&json!({"allowed": entries})).unwrap(),
+        serde_saphyr::to_string(&json!({"allowed": entries})).unwrap(),
     )
     .unwrap();
     let error = release::check(root).err().expect("an entry without a reason is refused");
@@ -226,7 +226,7 @@ fn a_release_writes_its_file_changelog_and_crate_versions() {
     assert!(!entries.is_empty());
     std::fs::write(
         root.join(release::ALLOWLIST),
-        serde_yaml::to_string(&json!({"allowed": entries})).unwrap(),
+        serde_saphyr::to_string(&json!({"allowed": entries})).unwrap(),
     )
     .unwrap();
     release::release(root, "2026-12-03").unwrap();

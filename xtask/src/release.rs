@@ -104,7 +104,7 @@ fn allowlist(root: &Path) -> Result<Allowlist> {
     let path = root.join(ALLOWLIST);
     let Ok(text) = std::fs::read_to_string(&path) else { return Ok(Allowlist::default()) };
     let list: Option<Allowlist> =
-        serde_yaml::from_str(&text).with_context(|| format!("parsing {ALLOWLIST}"))?;
+        serde_saphyr::from_str(&text).with_context(|| format!("parsing {ALLOWLIST}"))?;
     let list = list.unwrap_or_default();
     if let Some(entry) = list.allowed.iter().find(|a| a.reason.trim().is_empty()) {
         bail!("{ALLOWLIST}: the entry for {} at {} gives no reason", entry.rule, entry.pointer);

@@ -45,7 +45,7 @@ pub fn load() -> Result<Value> {
 
 /// Parses YAML into JSON values, keeping the order of keys as written.
 pub fn parse(yaml: &str) -> Result<Value> {
-    Ok(serde_yaml::from_str(yaml)?)
+    Ok(serde_saphyr::from_str(yaml)?)
 }
 
 /// Follows a local reference (`#/components/schemas/Agent`) inside `doc`.
