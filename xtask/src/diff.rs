@@ -1062,7 +1062,7 @@ impl Differ<'_> {
     /// Whether the new `schema`'s `x-since` gives `property` a version later than the old
     /// spec's `info.version`.
     fn added_since_old(&self, schema: &Value, property: &str) -> bool {
-        let version = |v: Option<&str>| v.and_then(|v| v.parse::<crate::release::Version>().ok());
+        let version = |v: Option<&str>| v.and_then(|v| v.parse::<crate::version::Version>().ok());
         let old = version(self.old.pointer("/info/version").and_then(Value::as_str));
         let since = version(crate::spec::since(schema, property));
         matches!((old, since), (Some(old), Some(since)) if since > old)

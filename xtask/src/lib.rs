@@ -17,3 +17,4 @@ pub mod s3;
 pub mod schemathesis;
 pub mod spec;
 pub mod tools;
+pub mod version;

@@ -8,8 +8,8 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use crate::release::Version;
 use crate::spec::{self, deref, pointer, Operation};
+use crate::version::Version;
 
 /// The OpenAPI 3.0 meta-schema (OAI, 2021-09-28, Apache-2.0), as openapi-spec-validator ships it.
 const OAS_30_SCHEMA: &str = include_str!("../schemas/oas-3.0.json");

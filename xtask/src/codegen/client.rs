@@ -7,7 +7,7 @@ use heck::ToSnakeCase;
 use progenitor_impl::{GenerationSettings, Generator, HooksMode, InterfaceStyle, TagStyle};
 use serde_json::Value;
 
-use super::{rust_file, Allow, Generated};
+use super::output::{rust_file, Allow, Generated};
 
 const TYPES_ALLOW: &[Allow] = &[Allow {
     lint: "clippy::derivable_impls",

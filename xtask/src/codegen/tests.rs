@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use quote::{quote, ToTokens};
 use serde_json::Value;
 
-use super::{rust_file, Generated, HEADER};
+use super::output::{rust_file, Generated, HEADER};
 use crate::spec::{self, deref};
 
 /// Where the surface snapshot lives: insta's name for `assert_snapshot!("api_surface", ..)`
@@ -15,7 +15,7 @@ pub(super) const SNAPSHOT_PATH: &str = "tests/it/snapshots/it__surface__api_surf
 
 /// The component list and the surface snapshot, from the spec and the generated Rust.
 pub(super) fn generate(doc: &Value, generated: &[Generated]) -> Result<[Generated; 2]> {
-    let view = super::types_view(doc);
+    let view = super::client::types_view(doc);
     let names: Vec<&String> = view
         .pointer("/components/schemas")
         .and_then(Value::as_object)
