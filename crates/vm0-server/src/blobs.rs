@@ -338,7 +338,8 @@ impl Blobs {
         }
         // The client may PUT to its URL again at any time: what is checked and kept is a
         // copy under a key no URL names, never the upload itself.
-        let copy = prefix.clone().join("verifying").join(crate::ids::new("ver"));
+        let copy =
+            prefix.clone().join("verifying").join(crate::ids::new(crate::ids::Prefix::Verifying));
         bucket.copy(&key, &copy).await?;
         let result = self.keep_if_verified(bucket, prefix, &copy, &file, store, owner).await;
         bucket.delete(&copy).await.ok();
@@ -402,7 +403,7 @@ impl Blobs {
         store: &S,
         owner: &str,
     ) -> Result<(), ApiError> {
-        let temp = self.tmp.join(crate::ids::new("part"));
+        let temp = self.tmp.join(crate::ids::new(crate::ids::Prefix::Partial));
         let mut result = self.write_temp(&temp, hash, size, body).await;
         if result.is_ok() {
             result =
@@ -497,7 +498,7 @@ impl Blobs {
         owner: &str,
         pin: &Pin,
     ) -> Result<(vm0_types::Sha256, u64), StoreError> {
-        let temp = self.tmp.join(crate::ids::new("part"));
+        let temp = self.tmp.join(crate::ids::new(crate::ids::Prefix::Partial));
         let result = async {
             let mut input = tokio::fs::File::open(source).await?;
             let mut output = tokio::fs::File::create(&temp).await?;

@@ -284,7 +284,7 @@ fn hold_data_dir(data_dir: &std::path::Path) -> anyhow::Result<(std::fs::File, S
     let instance = match std::fs::read_to_string(&path) {
         Ok(id) if !id.trim().is_empty() => id.trim().to_string(),
         _ => {
-            let id = ids::new("inst");
+            let id = ids::new(crate::ids::Prefix::Instance);
             std::fs::write(&path, &id).with_context(|| format!("writing {}", path.display()))?;
             id
         }

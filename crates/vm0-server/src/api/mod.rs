@@ -18,7 +18,7 @@ use vm0_types as types;
 use crate::blobs::Blobs;
 use crate::cursor::Scope;
 use crate::metrics::Metrics;
-use crate::runs::Engine;
+use crate::runs::{Engine, RunError};
 use crate::store::{self, Kind, Page, Store, StoreError, UserStore};
 use crate::{ids, secrets};
 
@@ -83,6 +83,28 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::InvalidState(message) => ApiError::invalid_state(message),
             other => ApiError::internal(other),
+        }
+    }
+}
+
+/// Every status an error of the engine's front door can have, decided here and nowhere
+/// else.
+impl From<RunError> for ApiError {
+    fn from(error: RunError) -> Self {
+        let (error, param) = match error {
+            RunError::NotFound { resource, id, param } => {
+                (ApiError::not_found(resource, &id), param)
+            }
+            RunError::MissingParameter { param } => (ApiError::missing_parameter(param), None),
+            RunError::InvalidParameter { param, message } => {
+                (ApiError::invalid_parameter(param, message), None)
+            }
+            RunError::InvalidState { message, param } => (ApiError::invalid_state(message), param),
+            RunError::Store(error) => (error.into(), None),
+        };
+        match param {
+            Some(param) => error.with_param(param),
+            None => error,
         }
     }
 }
@@ -464,7 +486,7 @@ pub async fn issue_token<S: UserStore>(
     let value = secrets::new_token();
     let now = ids::now();
     let row = store::TokenRow {
-        id: ids::new("tok"),
+        id: ids::new(crate::ids::Prefix::Token),
         user_id: user_id.to_string(),
         name: name.to_string(),
         token_prefix: secrets::token_prefix(&value),

@@ -120,7 +120,7 @@ impl<S: Store> App<S> {
             }
             files.push((
                 FileRow { path: file.path, size: file.size, hash: file.hash },
-                ids::new("upf"),
+                ids::new(ids::Prefix::UploadFile),
             ));
         }
         crate::paths::check(files.iter().map(|(f, _)| f.path.as_str())).map_err(|e| {
@@ -128,7 +128,7 @@ impl<S: Store> App<S> {
         })?;
         let expires_at = ids::now() + URL_LIFETIME;
         let session = UploadSession {
-            id: ids::new("upl"),
+            id: ids::new(ids::Prefix::Upload),
             storage_id: row.id,
             message: body.message.map(String::from),
             created_by: p.token_id.clone(),

@@ -413,7 +413,7 @@ impl Feeds {
 }
 
 /// A subscriber's live view of one run's events.
-pub struct Subscription {
+pub(super) struct Subscription {
     run: String,
     generation: u64,
     pub events: broadcast::Receiver<Arc<types::RunEvent>>,
@@ -422,7 +422,7 @@ pub struct Subscription {
 
 impl Subscription {
     /// A fresh subscription to the same run, as after the run's feed was closed.
-    pub fn renew(&self) -> Subscription {
+    pub(super) fn renew(&self) -> Subscription {
         self.feeds.subscribe(&self.run)
     }
 }
@@ -437,6 +437,16 @@ impl Drop for Subscription {
             senders.remove(&self.run);
         }
     }
+}
+
+/// A log entry's metadata of string values.
+pub(super) fn meta<const N: usize>(pairs: [(&str, &str); N]) -> Map<String, Value> {
+    pairs.into_iter().map(|(k, v)| (k.to_string(), Value::String(v.to_string()))).collect()
+}
+
+/// A status change as an event.
+pub(super) fn status_event(status: types::RunStatus) -> EventData {
+    EventData::Status(types::RunStatusData { status })
 }
 
 #[cfg(test)]
@@ -482,5 +492,13 @@ mod tests {
     #[test]
     fn an_empty_secret_masks_nothing() {
         assert_eq!(Masker::new(vec![String::new()]).mask("text"), "text");
+    }
+
+    #[test]
+    fn metadata_is_strings() {
+        assert_eq!(
+            Value::Object(meta([("a", "1"), ("b", "x")])),
+            serde_json::json!({"a": "1", "b": "x"})
+        );
     }
 }

@@ -257,7 +257,7 @@ impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
     ) -> Result<(NewCheckpoint, Option<String>), String> {
         let workdir = session_dir(self.dir, &run.session_id);
         let row = CheckpointRow {
-            id: ids::new("chk"),
+            id: ids::new(ids::Prefix::Checkpoint),
             session_id: run.session_id.clone(),
             agent_id: run.agent_id.clone(),
         };

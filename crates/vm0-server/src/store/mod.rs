@@ -118,6 +118,14 @@ impl Kind {
             Kind::Artifact => "artifact",
         }
     }
+
+    /// The prefix of this kind's ids.
+    pub(crate) fn prefix(self) -> crate::ids::Prefix {
+        match self {
+            Kind::Volume => crate::ids::Prefix::Volume,
+            Kind::Artifact => crate::ids::Prefix::Artifact,
+        }
+    }
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]

@@ -17,7 +17,8 @@ impl AgentStore for SqlStore {
         at: DateTime<Utc>,
     ) -> Result<AgentRow> {
         on_pool!(self, |pool| {
-            let (agent_id, version_id) = (ids::new("ag"), ids::new("agv"));
+            let (agent_id, version_id) =
+                (ids::new(ids::Prefix::Agent), ids::new(ids::Prefix::AgentVersion));
             let mut tx = pool.begin().await?;
             let agent = sqlx::query_as(
                 "INSERT INTO agents (id, user_id, name, current_version_id, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
@@ -113,7 +114,7 @@ impl AgentStore for SqlStore {
             if current_config == *config {
                 return Ok(Some(current));
             }
-            let version_id = ids::new("agv");
+            let version_id = ids::new(ids::Prefix::AgentVersion);
             sqlx::query(
                 "INSERT INTO agent_versions (id, agent_id, version_number, config, created_at)
                  SELECT $1, $2, MAX(version_number) + 1, $3, $4 FROM agent_versions WHERE agent_id = $5",

@@ -35,7 +35,7 @@ impl StorageStore for SqlStore {
         at: DateTime<Utc>,
     ) -> Result<StorageRow> {
         on_pool!(self, |pool| {
-            let id = ids::new(if kind == Kind::Volume { "vol" } else { "art" });
+            let id = ids::new(kind.prefix());
             sqlx::query_as("INSERT INTO storages (id, user_id, kind, name, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING *")
                 .bind(&id)
                 .bind(user_id)

@@ -30,7 +30,7 @@ impl UserStore for SqlStore {
                    ON CONFLICT (name) DO NOTHING RETURNING id, name";
         on_pool!(self, |pool| {
             Ok(sqlx::query_as(sql)
-                .bind(ids::new("usr"))
+                .bind(ids::new(ids::Prefix::User))
                 .bind(name)
                 .bind(ids::now())
                 .fetch_optional(pool)
@@ -41,7 +41,7 @@ impl UserStore for SqlStore {
     async fn ensure_user(&self, name: &str) -> Result<User> {
         on_pool!(self, |pool| {
             sqlx::query("INSERT INTO users (id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
-                .bind(ids::new("usr"))
+                .bind(ids::new(ids::Prefix::User))
                 .bind(name)
                 .bind(ids::now())
                 .execute(pool)

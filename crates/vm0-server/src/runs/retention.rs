@@ -1,0 +1,57 @@
+//! The retention sweep: checkpoints older than the retention are deleted, sessions
+//! unused for as long expire and lose their working directories, and then the blobs
+//! nothing holds any more are collected.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{workdir, Engine};
+use crate::store::{Expired, Store};
+
+/// How often the retention sweep runs.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+impl<S: Store> Engine<S> {
+    /// Deletes the checkpoints older than `retention`, expires the sessions unused for as
+    /// long and removes their working directories, then the blobs nothing holds any more.
+    pub async fn expire(&self, retention: Duration) -> crate::store::Result<Expired> {
+        let now = chrono::Utc::now();
+        let before = now - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+        let expired = self.store.expire(before, now).await?;
+        for session in &expired.sessions {
+            workdir::forget(&self.dir, session).await;
+            let removed = tokio::fs::remove_dir_all(workdir::session_dir(&self.dir, session)).await;
+            match removed {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                    tracing::warn!(
+                        %session,
+                        %error,
+                        "could not remove an expired session's directory"
+                    )
+                }
+                _ => {}
+            }
+        }
+        self.blobs.collect_garbage(&self.store).await;
+        Ok(expired)
+    }
+
+    /// Runs the retention sweep now and then every `SWEEP_EVERY`; runs until the process
+    /// ends.
+    pub async fn sweep(self: Arc<Self>) {
+        loop {
+            match self.expire(self.limits.retention).await {
+                Ok(expired) if expired != Expired::default() => {
+                    tracing::info!(
+                        checkpoints = expired.checkpoints,
+                        sessions = expired.sessions.len(),
+                        "retention: deleted"
+                    )
+                }
+                Ok(_) => {}
+                Err(error) => tracing::error!(%error, "the retention sweep failed"),
+            }
+            tokio::time::sleep(SWEEP_EVERY).await;
+        }
+    }
+}
