@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use crate::error::ApiError;
-use crate::request::Call;
+use crate::request::{Authenticator, Call};
 use crate::reply;
 pub use crate::reply::EventStream;
 /// The VM0 Public API v1, one method per operation of `openapi/v1.yaml`.
@@ -360,6 +360,19 @@ pub trait Vm0Api: Send + Sync + 'static {
         principal: &Self::Principal,
         id: String,
     ) -> impl Future<Output = Result<(), ApiError>> + Send;
+}
+/// What the router's [`Call::authenticate`] needs of an implementation.
+impl<A: Vm0Api> Authenticator for A {
+    type Principal = A::Principal;
+    fn check_token(
+        &self,
+        token: &str,
+    ) -> impl Future<Output = Result<A::Principal, ApiError>> + Send {
+        Vm0Api::authenticate(self, token)
+    }
+    fn user_of(principal: &A::Principal) -> Option<String> {
+        A::user_id(principal)
+    }
 }
 /// The query and header parameters of `listAgents`, validated.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

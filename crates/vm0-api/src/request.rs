@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::future::Future;
 
 use axum::body::Body;
+use axum::extract::rejection::RawPathParamsRejection;
 use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
@@ -13,7 +14,6 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
-use crate::generated::Vm0Api;
 use crate::schemas::{self, Location, Parameter};
 use crate::versions::{self, Omitted, Version};
 use crate::ServedSlot;
@@ -42,12 +42,27 @@ pub struct BodyLimit(pub usize);
 /// The length of a token: `vm0_live_` and 64 hex characters.
 const TOKEN_PREFIX: &str = "vm0_live_";
 
+/// What [`Call::authenticate`] needs of an implementation: its check of a token, and the
+/// user a principal is. Every [`Vm0Api`](crate::Vm0Api) is one, through its
+/// `authenticate` and `user_id` (a blanket implementation beside the trait).
+pub trait Authenticator: Send + Sync {
+    /// Who a valid token belongs to.
+    type Principal: Send + Sync + 'static;
+    /// Checks a bearer token that has the spec's format.
+    fn check_token(
+        &self,
+        token: &str,
+    ) -> impl Future<Output = Result<Self::Principal, ApiError>> + Send;
+    /// The id of the user a principal is, for the access log and [`crate::Served`].
+    fn user_of(principal: &Self::Principal) -> Option<String>;
+}
+
 /// One request, read on demand so that authentication comes before anything else.
 pub struct Call {
     parts: Parts,
     body: Option<Body>,
     /// The path's parameters, or why they could not be decoded.
-    path: Result<HashMap<String, String>, String>,
+    path: Result<HashMap<String, String>, RawPathParamsRejection>,
 }
 
 impl<S: Send + Sync> FromRequest<S> for Call {
@@ -55,10 +70,9 @@ impl<S: Send + Sync> FromRequest<S> for Call {
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
         let (mut parts, body) = request.into_parts();
-        let path = match RawPathParams::from_request_parts(&mut parts, state).await {
-            Ok(params) => Ok(params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
-            Err(rejection) => Err(rejection.body_text()),
-        };
+        let path = RawPathParams::from_request_parts(&mut parts, state)
+            .await
+            .map(|params| params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
         Ok(Call { parts, body: Some(body), path })
     }
 }
@@ -72,7 +86,7 @@ impl Call {
     /// token with `api` and notes the user it belongs to: both for the access log and
     /// [`crate::Served`], whatever the answer. (Not an `async fn`: the future must not
     /// hold `&self`, whose body is not `Sync`.)
-    pub fn authenticate<'a, A: Vm0Api>(
+    pub fn authenticate<'a, A: Authenticator>(
         &'a self,
         api: &'a A,
         op: &'static str,
@@ -81,8 +95,8 @@ impl Call {
         slot.0.lock().expect("not poisoned").operation = Some(op);
         let token = self.bearer_token();
         async move {
-            let principal = api.authenticate(token?).await?;
-            slot.0.lock().expect("not poisoned").user = A::user_id(&principal);
+            let principal = api.check_token(token?).await?;
+            slot.0.lock().expect("not poisoned").user = A::user_of(&principal);
             Ok(principal)
         }
     }
@@ -91,7 +105,7 @@ impl Call {
     /// the version its `api-version` header names. A value that is not a 1.x version is a
     /// 400 naming `api-version`.
     pub(crate) fn omitted(&self, op: &str) -> Result<Omitted, ApiError> {
-        Ok(Omitted::of(op, self.caller_version()?))
+        Ok(Omitted::of(&schemas::operation(op).added, self.caller_version()?))
     }
 
     /// The version the caller's `api-version` header names, if it sends one. An operation
@@ -126,8 +140,10 @@ impl Call {
 
     /// The path parameter `name` of the operation `op`, checked against its schema.
     pub fn path_param(&self, op: &str, name: &str) -> Result<String, ApiError> {
-        let path =
-            self.path.as_ref().map_err(|reason| ApiError::invalid_request(reason.clone()))?;
+        let path = self
+            .path
+            .as_ref()
+            .map_err(|rejection| ApiError::invalid_request(rejection.body_text()))?;
         let value = path.get(name).cloned().ok_or_else(|| ApiError::missing_parameter(name))?;
         let parameter = schemas::operation(op)
             .parameters

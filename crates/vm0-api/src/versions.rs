@@ -12,7 +12,6 @@ use axum::http::HeaderValue;
 use serde_json::Value;
 
 use crate::error::ApiError;
-use crate::schemas;
 
 /// The request header that names the caller's version.
 pub(crate) const HEADER: &str = "api-version";
@@ -98,12 +97,12 @@ pub(crate) struct Added {
 pub(crate) struct Omitted(Vec<&'static [Step]>);
 
 impl Omitted {
-    /// What to leave out of `operation`'s responses for a caller of `version`.
-    pub(crate) fn of(operation: &str, version: Option<Version>) -> Omitted {
+    /// What to leave out, for a caller of `version`, of the responses of an operation
+    /// whose properties were `added` as listed (its schemas' `added`).
+    pub(crate) fn of(added: &'static [Added], version: Option<Version>) -> Omitted {
         let Some(version) = version else { return Omitted::default() };
         Omitted(
-            schemas::operation(operation)
-                .added
+            added
                 .iter()
                 .filter(|added| added.since > version)
                 .map(|added| added.path.as_slice())

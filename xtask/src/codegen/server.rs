@@ -18,22 +18,7 @@ pub(super) fn generate(doc: &Value) -> Result<[Generated; 2]> {
     let trait_methods = ops.iter().map(Op::trait_method);
     let params_structs = ops.iter().filter_map(Op::params_struct);
     let handlers = ops.iter().map(Op::handler);
-
-    // Routes in the spec's order, one per path, each with its methods.
-    let mut routes: Vec<(&str, Vec<TokenStream>)> = Vec::new();
-    for op in &ops {
-        let method = ident(op.method);
-        let handler = ident(&op.fn_name);
-        let call = quote!(#method(#handler::<A>));
-        match routes.iter_mut().find(|(path, _)| *path == op.path) {
-            Some((_, calls)) => calls.push(call),
-            None => routes.push((op.path, vec![call])),
-        }
-    }
-    let routes = routes.iter().map(|(path, calls)| {
-        let (first, rest) = calls.split_first().expect("a route has a method");
-        quote!(.route(#path, axum::routing::#first #(.#rest)*))
-    });
+    let routes = routes(&ops);
 
     let items: syn::File = syn::parse2(quote! {
         use std::future::Future;
@@ -44,7 +29,7 @@ pub(super) fn generate(doc: &Value) -> Result<[Generated; 2]> {
         use axum::response::Response;
 
         use crate::error::ApiError;
-        use crate::request::Call;
+        use crate::request::{Authenticator, Call};
         use crate::reply;
         pub use crate::reply::EventStream;
 
@@ -72,6 +57,19 @@ pub(super) fn generate(doc: &Value) -> Result<[Generated; 2]> {
             }
 
             #(#trait_methods)*
+        }
+
+        /// What the router's [`Call::authenticate`] needs of an implementation.
+        impl<A: Vm0Api> Authenticator for A {
+            type Principal = A::Principal;
+
+            fn check_token(&self, token: &str) -> impl Future<Output = Result<A::Principal, ApiError>> + Send {
+                Vm0Api::authenticate(self, token)
+            }
+
+            fn user_of(principal: &A::Principal) -> Option<String> {
+                A::user_id(principal)
+            }
         }
 
         #(#params_structs)*
@@ -104,6 +102,27 @@ pub(super) fn generate(doc: &Value) -> Result<[Generated; 2]> {
     ])
 }
 
+/// The router's `.route` calls: in the spec's order, one per path, each with its methods.
+fn routes(ops: &[Op<'_>]) -> Vec<TokenStream> {
+    let mut routes: Vec<(&str, Vec<TokenStream>)> = Vec::new();
+    for op in ops {
+        let method = ident(op.method);
+        let handler = ident(&op.fn_name);
+        let call = quote!(#method(#handler::<A>));
+        match routes.iter_mut().find(|(path, _)| *path == op.path) {
+            Some((_, calls)) => calls.push(call),
+            None => routes.push((op.path, vec![call])),
+        }
+    }
+    routes
+        .iter()
+        .map(|(path, calls)| {
+            let (first, rest) = calls.split_first().expect("a route has a method");
+            quote!(.route(#path, axum::routing::#first #(.#rest)*))
+        })
+        .collect()
+}
+
 /// What the generator needs of one operation.
 struct Op<'a> {
     id: String,
@@ -132,21 +151,14 @@ struct Param {
     rust_type: TokenStream,
 }
 
-enum Success {
-    Json(String),
-    Events,
-    Empty,
-}
-
-impl<'a> Op<'a> {
-    fn read(doc: &Value, op: &Operation<'a>) -> Result<Self> {
-        let id = op.id().to_string();
-        let context = || format!("operation {id}");
-        let text = |key: &str| {
-            op.op.get(key).and_then(Value::as_str).unwrap_or_default().trim().to_string()
-        };
-        let docs = format!("{}\n\n{}", text("summary"), text("description"));
-
+impl Param {
+    /// The operation's parameters: those of its path, then the others. Errors name the
+    /// operation, as `context` says it.
+    fn read_all(
+        doc: &Value,
+        op: &Operation<'_>,
+        context: &dyn Fn() -> String,
+    ) -> Result<(Vec<Param>, Vec<Param>)> {
         let mut path_params = Vec::new();
         let mut other_params: Vec<Param> = Vec::new();
         for raw in op.parameters() {
@@ -185,6 +197,25 @@ impl<'a> Op<'a> {
                 other_params.push(parsed);
             }
         }
+        Ok((path_params, other_params))
+    }
+}
+
+enum Success {
+    Json(String),
+    Events,
+    Empty,
+}
+
+impl<'a> Op<'a> {
+    fn read(doc: &Value, op: &Operation<'a>) -> Result<Self> {
+        let id = op.id().to_string();
+        let context = || format!("operation {id}");
+        let text = |key: &str| {
+            op.op.get(key).and_then(Value::as_str).unwrap_or_default().trim().to_string()
+        };
+        let docs = format!("{}\n\n{}", text("summary"), text("description"));
+        let (path_params, other_params) = Param::read_all(doc, op, &context)?;
 
         let body = match op.op.get("requestBody") {
             None => None,
