@@ -23,3 +23,4 @@ mod spec_diff;
 mod spec_releases;
 mod spec_sources;
 mod surface;
+mod tidy;

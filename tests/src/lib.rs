@@ -4,6 +4,7 @@ pub mod conformance;
 pub mod processes;
 pub mod seeds;
 pub mod server;
+pub mod tidy;
 pub mod wait;
 
 // The workspace README's Rust examples, compiled as doctests.

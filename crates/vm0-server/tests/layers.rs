@@ -1,12 +1,15 @@
 //! The server's modules form layers, each using only the ones below it: ids, secrets and
 //! cursors; then the store and the blobs; then the runs engine; then the API; then the
 //! library's routes and the binary. A module that reaches up is a cycle in the making,
-//! so this test reads every `crate::` path in `src/` and fails on one that does.
+//! so this test reads every `crate::` path in `src/` and fails on one that does; and
+//! within a layer, no two files may use each other, directly or through others (the
+//! workspace's tidy rule, `vm0_tests::tidy::cycles`).
 
 use std::path::Path;
 
 /// Each top-level module and its layer; a module may use its own layer and those below.
 const LAYERS: &[(&str, u8)] = &[
+    ("defaults", 0),
     ("ids", 0),
     ("metrics", 0),
     ("paths", 0),
@@ -83,4 +86,14 @@ fn no_module_uses_one_above_it() {
     }
     assert!(violations.is_empty(), "modules reaching up a layer:\n{}", violations.join("\n"));
     assert!(files.len() > 20, "read only {} files", files.len());
+}
+
+#[test]
+fn no_files_use_each_other() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let sources = vm0_tests::tidy::read_sources(root, &[root.join("src")]).unwrap();
+    let cycles = vm0_tests::tidy::cycles(&sources);
+    let report: Vec<String> = cycles.iter().map(ToString::to_string).collect();
+    assert!(cycles.is_empty(), "import cycles between files of src/:\n{}", report.join("\n"));
+    assert!(sources.len() > 20, "read only {} files", sources.len());
 }
