@@ -30,10 +30,40 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::RwLock;
-use vm0_api::ApiError;
 
 use crate::secrets;
 use crate::store::{FileRow, Pin, StorageStore, StoreError, UploadSession};
+
+/// What went wrong in the blob store, independent of HTTP: the API layer decides the
+/// status of each in one place (`From<BlobError> for ApiError`).
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    /// `--blob-store` is not an `s3://BUCKET[/PREFIX]` URL.
+    #[error("{0} is not an s3://BUCKET[/PREFIX] URL")]
+    NotS3Url(String),
+    /// `--blob-store` names no bucket.
+    #[error("{0} names no bucket")]
+    NoBucket(String),
+    /// One of this server's own URLs that it did not sign, or that has expired; `param`
+    /// is its query parameter at fault.
+    #[error("{message}")]
+    BadUrl { param: &'static str, message: &'static str },
+    /// An upload's body is not the file its URL was signed for.
+    #[error("{0}")]
+    BadUpload(String),
+    /// A file uploaded to the bucket is not the one its commit says: its size or SHA-256.
+    #[error("{0}")]
+    Mismatch(String),
+    /// A file of the blob store or of a run's working directory.
+    #[error("file system: {0}")]
+    Io(#[from] std::io::Error),
+    /// The S3 bucket of the blob store.
+    #[error("object store: {0}")]
+    ObjectStore(#[from] object_store::Error),
+    /// The database's list of blobs.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// Where blobs live, as the command line names it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -49,13 +79,11 @@ pub enum Location {
 
 impl Location {
     /// Reads `s3://BUCKET[/PREFIX]`, with the endpoint of `--s3-endpoint`.
-    pub fn parse(url: &str, endpoint: Option<String>) -> Result<Location, String> {
-        let rest = url
-            .strip_prefix("s3://")
-            .ok_or_else(|| format!("{url} is not an s3://BUCKET[/PREFIX] URL"))?;
+    pub fn parse(url: &str, endpoint: Option<String>) -> Result<Location, BlobError> {
+        let rest = url.strip_prefix("s3://").ok_or_else(|| BlobError::NotS3Url(url.to_string()))?;
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
-            return Err(format!("{url} names no bucket"));
+            return Err(BlobError::NoBucket(url.to_string()));
         }
         Ok(Location::S3 {
             bucket: bucket.to_string(),
@@ -112,7 +140,7 @@ impl Blobs {
         key: Vec<u8>,
         public_url: String,
         max_file_size: u64,
-    ) -> Result<Self, StoreError> {
+    ) -> Result<Self, BlobError> {
         let tmp = data_dir.join("tmp");
         if tokio::fs::try_exists(&tmp).await? {
             tokio::fs::remove_dir_all(&tmp).await?;
@@ -160,7 +188,7 @@ impl Blobs {
 
     /// Whether the store answers: its folder can be read, or the bucket answers a request
     /// for a key (that it has no such key is an answer).
-    pub async fn reachable(&self) -> Result<(), StoreError> {
+    pub async fn reachable(&self) -> Result<(), BlobError> {
         match &self.backend {
             Backend::Local { root } => {
                 tokio::fs::metadata(root).await?;
@@ -176,7 +204,7 @@ impl Blobs {
     }
 
     /// Whether the blob `hash` is stored (its bytes, whether or not its row is).
-    pub async fn contains(&self, hash: &str) -> Result<bool, StoreError> {
+    pub async fn contains(&self, hash: &str) -> Result<bool, BlobError> {
         match &self.backend {
             Backend::Local { .. } => {
                 Ok(tokio::fs::try_exists(self.local_path(hash).expect("a local blob has a path"))
@@ -238,7 +266,7 @@ impl Blobs {
         user: &str,
         upload_id: &str,
         expires: DateTime<Utc>,
-    ) -> Result<String, StoreError> {
+    ) -> Result<String, BlobError> {
         match &self.backend {
             Backend::Local { .. } => {
                 Ok(self.local_url(Access::Put, hash, Some(size), Some(user), expires))
@@ -255,7 +283,7 @@ impl Blobs {
         &self,
         hash: &str,
         expires: DateTime<Utc>,
-    ) -> Result<String, StoreError> {
+    ) -> Result<String, BlobError> {
         match &self.backend {
             Backend::Local { .. } => Ok(self.local_url(Access::Get, hash, None, None, expires)),
             Backend::S3 { bucket, prefix } => {
@@ -274,19 +302,19 @@ impl Blobs {
         user: Option<&str>,
         expires: i64,
         signature: &str,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), BlobError> {
         if !secrets::verify(&self.key, &Self::message(access, hash, size, user, expires), signature)
         {
-            return Err(ApiError::invalid_parameter(
-                "signature",
-                "The URL's signature does not match: request a new URL",
-            ));
+            return Err(BlobError::BadUrl {
+                param: "signature",
+                message: "The URL's signature does not match: request a new URL",
+            });
         }
         if Utc::now().timestamp() > expires {
-            return Err(ApiError::invalid_parameter(
-                "expires",
-                "The URL has expired: request a new URL",
-            ));
+            return Err(BlobError::BadUrl {
+                param: "expires",
+                message: "The URL has expired: request a new URL",
+            });
         }
         Ok(())
     }
@@ -301,7 +329,7 @@ impl Blobs {
         session: &UploadSession,
         store: &S,
         owner: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), BlobError> {
         if !matches!(self.backend, Backend::S3 { .. }) {
             return Ok(());
         }
@@ -321,7 +349,7 @@ impl Blobs {
         upload_id: String,
         store: &S,
         owner: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), BlobError> {
         let Backend::S3 { bucket, prefix } = &self.backend else { return Ok(()) };
         let key = staged(prefix, &upload_id);
         let meta = match bucket.head(&key).await {
@@ -331,7 +359,7 @@ impl Blobs {
         };
         let path = file.path.as_str();
         if meta.size != file.size as u64 {
-            return Err(StoreError::InvalidState(format!(
+            return Err(BlobError::Mismatch(format!(
                 "{path} was uploaded with {} bytes, not {}",
                 meta.size, file.size
             )));
@@ -359,7 +387,7 @@ impl Blobs {
         file: &FileRow,
         store: &S,
         owner: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), BlobError> {
         let path = file.path.as_str();
         let (mut hasher, mut size) = (Sha256::new(), 0u64);
         let mut stream = bucket.get(copy).await?.into_stream();
@@ -372,25 +400,25 @@ impl Blobs {
             hasher.update(&chunk);
         }
         if size > file.size as u64 {
-            return Err(StoreError::InvalidState(format!(
+            return Err(BlobError::Mismatch(format!(
                 "{path} was uploaded with more than {} bytes",
                 file.size
             )));
         }
         if size != file.size as u64 {
-            return Err(StoreError::InvalidState(format!(
+            return Err(BlobError::Mismatch(format!(
                 "{path} was uploaded with {size} bytes, not {}",
                 file.size
             )));
         }
         if hex::encode(hasher.finalize()) != file.hash.as_str() {
-            return Err(StoreError::InvalidState(format!(
+            return Err(BlobError::Mismatch(format!(
                 "{path} was uploaded with other bytes than the SHA-256 it was prepared with"
             )));
         }
         let _gate = self.gate.read().await;
         bucket.copy(copy, &blob_key(prefix, file.hash.as_str())).await?;
-        store.record_blob(file.hash.as_str(), file.size, crate::ids::now(), owner, None).await
+        Ok(store.record_blob(file.hash.as_str(), file.size, crate::ids::now(), owner, None).await?)
     }
 
     /// Streams `body` into the blob `hash`, which must be exactly `size` bytes with that
@@ -402,12 +430,11 @@ impl Blobs {
         body: Body,
         store: &S,
         owner: &str,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), BlobError> {
         let temp = self.tmp.join(crate::ids::new(crate::ids::Prefix::Partial));
         let mut result = self.write_temp(&temp, hash, size, body).await;
         if result.is_ok() {
-            result =
-                self.place(&temp, hash, size, store, owner, None).await.map_err(ApiError::from);
+            result = self.place(&temp, hash, size, store, owner, None).await;
         }
         if result.is_err() {
             tokio::fs::remove_file(&temp).await.ok();
@@ -424,7 +451,7 @@ impl Blobs {
         store: &S,
         owner: &str,
         pin: Option<&Pin>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), BlobError> {
         let _gate = self.gate.read().await;
         match &self.backend {
             Backend::Local { .. } => {
@@ -449,7 +476,7 @@ impl Blobs {
                 tokio::fs::remove_file(temp).await.ok();
             }
         }
-        store.record_blob(hash, size as i64, crate::ids::now(), owner, pin).await
+        Ok(store.record_blob(hash, size as i64, crate::ids::now(), owner, pin).await?)
     }
 
     async fn write_temp(
@@ -458,34 +485,33 @@ impl Blobs {
         hash: &str,
         size: u64,
         body: Body,
-    ) -> Result<(), ApiError> {
-        let mut file = tokio::fs::File::create(temp).await.map_err(ApiError::internal)?;
+    ) -> Result<(), BlobError> {
+        let mut file = tokio::fs::File::create(temp).await?;
         let (mut hasher, mut written) = (Sha256::new(), 0u64);
         let mut stream = body.into_data_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| {
-                ApiError::invalid_request(format!("The upload was interrupted: {e}"))
-            })?;
+            let chunk = chunk
+                .map_err(|e| BlobError::BadUpload(format!("The upload was interrupted: {e}")))?;
             written += chunk.len() as u64;
             if written > size {
-                return Err(ApiError::invalid_request(format!(
+                return Err(BlobError::BadUpload(format!(
                     "The upload is larger than the {size} bytes it was prepared for"
                 )));
             }
             hasher.update(&chunk);
-            file.write_all(&chunk).await.map_err(ApiError::internal)?;
+            file.write_all(&chunk).await?;
         }
         if written != size {
-            return Err(ApiError::invalid_request(format!(
+            return Err(BlobError::BadUpload(format!(
                 "The upload has {written} bytes, not the {size} it was prepared for"
             )));
         }
         if hex::encode(hasher.finalize()) != hash {
-            return Err(ApiError::invalid_request(
-                "The upload's SHA-256 is not the hash it was prepared for",
+            return Err(BlobError::BadUpload(
+                "The upload's SHA-256 is not the hash it was prepared for".into(),
             ));
         }
-        file.sync_all().await.map_err(ApiError::internal)?;
+        file.sync_all().await?;
         Ok(())
     }
 
@@ -497,7 +523,7 @@ impl Blobs {
         store: &S,
         owner: &str,
         pin: &Pin,
-    ) -> Result<(vm0_types::Sha256, u64), StoreError> {
+    ) -> Result<(vm0_types::Sha256, u64), BlobError> {
         let temp = self.tmp.join(crate::ids::new(crate::ids::Prefix::Partial));
         let result = async {
             let mut input = tokio::fs::File::open(source).await?;
@@ -515,7 +541,7 @@ impl Blobs {
             output.sync_all().await?;
             let hash = hex::encode(hasher.finalize());
             self.place(&temp, &hash, size, store, owner, Some(pin)).await?;
-            Ok::<_, StoreError>((hash.parse().expect("a SHA-256 in hex"), size))
+            Ok::<_, BlobError>((hash.parse().expect("a SHA-256 in hex"), size))
         }
         .await;
         if result.is_err() {
@@ -525,7 +551,7 @@ impl Blobs {
     }
 
     /// Copies the blob `hash` to `target`, creating its folder.
-    pub async fn copy_to(&self, hash: &str, target: &Path) -> Result<(), StoreError> {
+    pub async fn copy_to(&self, hash: &str, target: &Path) -> Result<(), BlobError> {
         if let Some(folder) = target.parent() {
             tokio::fs::create_dir_all(folder).await?;
         }
@@ -587,11 +613,11 @@ impl Blobs {
             .await
             {
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                other => other.map_err(StoreError::from),
+                other => other.map_err(BlobError::from),
             },
             Backend::S3 { bucket, prefix } => match bucket.delete(&blob_key(prefix, hash)).await {
                 Err(object_store::Error::NotFound { .. }) => Ok(()),
-                other => other.map_err(StoreError::from),
+                other => other.map_err(BlobError::from),
             },
         };
         if let Err(error) = removed {
@@ -620,7 +646,7 @@ async fn sign(
     method: object_store::signer::Method,
     key: &Key,
     expires: DateTime<Utc>,
-) -> Result<String, StoreError> {
+) -> Result<String, BlobError> {
     let lifetime = (expires - Utc::now()).to_std().unwrap_or_default();
     Ok(bucket.signed_url(method, key, lifetime).await?.to_string())
 }

@@ -7,6 +7,7 @@ pub mod api;
 pub mod backup;
 mod blobs;
 mod cursor;
+pub mod defaults;
 mod ids;
 pub mod metrics;
 mod paths;
@@ -112,20 +113,21 @@ impl Config {
     /// The server's defaults over `data_dir`, listening on a free port of 127.0.0.1: the
     /// start of every test's and benchmark's configuration.
     pub fn local(data_dir: &std::path::Path) -> Config {
+        use std::time::Duration;
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             metrics_listen: None,
-            shutdown_grace: std::time::Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(defaults::SHUTDOWN_GRACE_SECONDS),
             data_dir: data_dir.to_path_buf(),
             database_url: None,
             blob_store: BlobLocation::Local,
             secrets_key: None,
             public_url: None,
-            max_file_size: 5 * 1024 * 1024 * 1024,
-            max_body_bytes: vm0_api::MAX_BODY_BYTES,
-            max_concurrent_runs: 4,
-            sample_interval: std::time::Duration::from_secs(1),
-            retention: std::time::Duration::from_secs(30 * 24 * 3600),
+            max_file_size: defaults::MAX_FILE_SIZE,
+            max_body_bytes: defaults::MAX_BODY_BYTES,
+            max_concurrent_runs: defaults::MAX_CONCURRENT_RUNS,
+            sample_interval: Duration::from_millis(defaults::SAMPLE_INTERVAL_MS),
+            retention: Duration::from_secs(defaults::RETENTION_DAYS * 24 * 3600),
             // This program, when it is `vm0-server`; others say which helper they have.
             sandbox: Sandbox::Helper(std::env::current_exe().unwrap_or_default()),
         }
@@ -490,7 +492,32 @@ struct Checks<S: Store> {
 }
 
 /// Whether the database and the blob store answered, or why not.
-type Readiness = (Result<(), String>, Result<(), String>);
+type Readiness = (Health, Health);
+
+/// What one readiness check found. (It is kept for a second and shared, so a failure is
+/// kept as what it said rather than as its error.)
+#[derive(Debug, Clone)]
+enum Health {
+    Answered,
+    Failed(String),
+    Silent,
+}
+
+impl Health {
+    fn is_ok(&self) -> bool {
+        matches!(self, Health::Answered)
+    }
+}
+
+impl std::fmt::Display for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Health::Answered => f.write_str("ok"),
+            Health::Failed(error) => f.write_str(error),
+            Health::Silent => write!(f, "no answer within {} s", READY_TIMEOUT.as_secs()),
+        }
+    }
+}
 
 /// A check's last outcome, reused for `CHECKS_LAST`; callers meanwhile wait for the one
 /// check running.
@@ -528,8 +555,8 @@ impl<S: Store> Checks<S> {
                     tokio::time::timeout(READY_TIMEOUT, self.app.blobs.reachable())
                 );
                 let readiness = (verdict(database), verdict(blobs));
-                if readiness.0.is_err() || readiness.1.is_err() {
-                    tracing::warn!(database = ?readiness.0, blobs = ?readiness.1, "not ready");
+                if !readiness.0.is_ok() || !readiness.1.is_ok() {
+                    tracing::warn!(database = %readiness.0, blobs = %readiness.1, "not ready");
                 }
                 readiness
             })
@@ -561,11 +588,11 @@ impl<S: Store> Checks<S> {
 /// A check's outcome: done, failed saying why, or out of time.
 fn verdict<E: std::fmt::Display>(
     checked: Result<Result<(), E>, tokio::time::error::Elapsed>,
-) -> Result<(), String> {
+) -> Health {
     match checked {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(error)) => Err(error.to_string()),
-        Err(_) => Err(format!("no answer within {} s", READY_TIMEOUT.as_secs())),
+        Ok(Ok(())) => Health::Answered,
+        Ok(Err(error)) => Health::Failed(error.to_string()),
+        Err(_) => Health::Silent,
     }
 }
 
@@ -606,11 +633,12 @@ async fn readiness<S: Store>(State(checks): State<Arc<Checks<S>>>) -> Response {
     let (database, blobs) = checks.readiness().await;
     let draining = checks.app.engine.draining().is_cancelled();
     let ready = database.is_ok() && blobs.is_ok() && !draining;
-    let state = |check: &Result<(), String>| match check {
-        Ok(()) => "ok".to_string(),
-        Err(error) => error.clone(),
-    };
-    let body = serde_json::json!({ "ready": ready, "database": state(&database), "blobStore": state(&blobs), "draining": draining });
+    let body = serde_json::json!({
+        "ready": ready,
+        "database": database.to_string(),
+        "blobStore": blobs.to_string(),
+        "draining": draining
+    });
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, axum::Json(body)).into_response()
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use vm0_server::store::UserStore;
-use vm0_server::{Config, Sandbox};
+use vm0_server::{defaults, Config, Sandbox};
 
 /// mimalloc rather than the system allocator: a request makes many small, short-lived
 /// allocations across the runtime's threads, where glibc's malloc cost GET /v1/agents a
@@ -22,7 +22,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(version, about)]
 struct Cli {
     /// The address to listen on.
-    #[arg(long, global = true, env = "VM0_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(long, global = true, env = "VM0_LISTEN", default_value = defaults::LISTEN)]
     listen: SocketAddr,
     /// Serve GET /metrics on this address of its own (which can stay private) rather than
     /// beside the API [default: beside the API, on --listen].
@@ -30,7 +30,7 @@ struct Cli {
     metrics_listen: Option<SocketAddr>,
     /// How long a drain on SIGTERM or Ctrl-C may take, in seconds: requests in flight
     /// finish, runs go on until shortly before its end and are stopped then.
-    #[arg(long, global = true, env = "VM0_SHUTDOWN_GRACE_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(long, global = true, env = "VM0_SHUTDOWN_GRACE_SECONDS", default_value_t = defaults::SHUTDOWN_GRACE_SECONDS, value_parser = clap::value_parser!(u64).range(1..=3600))]
     shutdown_grace_seconds: u64,
     /// Where the database and the files live [default: the user's data directory, vm0-server].
     #[arg(long, global = true, env = "VM0_DATA_DIR")]
@@ -58,20 +58,20 @@ struct Cli {
     #[arg(long, global = true, env = "VM0_PUBLIC_URL")]
     public_url: Option<String>,
     /// The largest file a volume or artifact may hold, in bytes.
-    #[arg(long, global = true, env = "VM0_MAX_FILE_SIZE", default_value_t = 5 * 1024 * 1024 * 1024)]
+    #[arg(long, global = true, env = "VM0_MAX_FILE_SIZE", default_value_t = defaults::MAX_FILE_SIZE)]
     max_file_size: u64,
     /// The largest JSON request body, in bytes; an upload's file list may be larger, up to
     /// the 16 MB its 10,000 entries need.
-    #[arg(long, global = true, env = "VM0_MAX_BODY_BYTES", default_value_t = vm0_api::MAX_BODY_BYTES)]
+    #[arg(long, global = true, env = "VM0_MAX_BODY_BYTES", default_value_t = defaults::MAX_BODY_BYTES)]
     max_body_bytes: usize,
     /// How many runs execute at once; the others wait, oldest first.
-    #[arg(long, global = true, env = "VM0_MAX_CONCURRENT_RUNS", default_value_t = 4)]
+    #[arg(long, global = true, env = "VM0_MAX_CONCURRENT_RUNS", default_value_t = defaults::MAX_CONCURRENT_RUNS)]
     max_concurrent_runs: usize,
     /// How often a running run's processes are sampled, in milliseconds.
-    #[arg(long, global = true, env = "VM0_SAMPLE_INTERVAL_MS", default_value_t = 1000)]
+    #[arg(long, global = true, env = "VM0_SAMPLE_INTERVAL_MS", default_value_t = defaults::SAMPLE_INTERVAL_MS)]
     sample_interval_ms: u64,
     /// How many days checkpoints are kept, and sessions after their last run.
-    #[arg(long, global = true, env = "VM0_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3650))]
+    #[arg(long, global = true, env = "VM0_RETENTION_DAYS", default_value_t = defaults::RETENTION_DAYS, value_parser = clap::value_parser!(u64).range(1..=3650))]
     retention_days: u64,
     /// Run agents as processes of the server's own user, outside any sandbox, on hosts
     /// that cannot make one (no user namespaces). This gives up every wall around a run:
@@ -82,7 +82,7 @@ struct Cli {
     #[arg(long, global = true, env = "VM0_UNSANDBOXED_RUNS")]
     unsandboxed_runs: bool,
     /// What to log, as a tracing filter: error, warn, info, debug, or per module.
-    #[arg(long, global = true, env = "VM0_LOG", default_value = "info")]
+    #[arg(long, global = true, env = "VM0_LOG", default_value = defaults::LOG)]
     log: String,
     /// How log lines look: human-readable, or one JSON object per line (for a log
     /// collector), with the request id, operation, user id, status and time of each

@@ -15,7 +15,7 @@ use chrono::{Duration, Utc};
 use vm0_api::*;
 use vm0_types as types;
 
-use crate::blobs::Blobs;
+use crate::blobs::{BlobError, Blobs};
 use crate::cursor::Scope;
 use crate::metrics::Metrics;
 use crate::runs::{Engine, RunError};
@@ -82,6 +82,19 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::InvalidState(message) => ApiError::invalid_state(message),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+/// Every status a blob store error can have, decided here and nowhere else.
+impl From<BlobError> for ApiError {
+    fn from(error: BlobError) -> Self {
+        match error {
+            BlobError::BadUrl { param, message } => ApiError::invalid_parameter(param, message),
+            BlobError::BadUpload(message) => ApiError::invalid_request(message),
+            BlobError::Mismatch(message) => ApiError::invalid_state(message),
+            BlobError::Store(error) => error.into(),
             other => ApiError::internal(other),
         }
     }

@@ -110,14 +110,11 @@ fn kill_group(pgid: i32) {
     }
 }
 
-/// The process to start for `job`: the sandbox helper, or the agent's command itself.
-fn command(
-    isolation: &Isolation,
-    job: &Job,
-    status: &Path,
-) -> Result<tokio::process::Command, String> {
+/// The process to start for `job`: the sandbox helper, or the agent's command itself;
+/// `None` when this host refuses runs.
+fn command(isolation: &Isolation, job: &Job, status: &Path) -> Option<tokio::process::Command> {
     match isolation {
-        Isolation::Refused(reason) => Err(reason.clone()),
+        Isolation::Refused(_) => None,
         Isolation::Sandbox(helper) => {
             let home = |(key, value): &(String, String)| {
                 if key == "HOME" {
@@ -134,7 +131,7 @@ fn command(
                 limits: job.limits,
                 status: status.to_path_buf(),
             };
-            Ok(sandbox::helper_command(helper, &spec))
+            Some(sandbox::helper_command(helper, &spec))
         }
         Isolation::Unsandboxed => {
             let mut command = tokio::process::Command::new(&job.command[0]);
@@ -143,7 +140,7 @@ fn command(
                 .current_dir(&job.workdir)
                 .env_clear()
                 .envs(job.env.iter().map(|(k, v)| (k, v)));
-            Ok(command)
+            Some(command)
         }
     }
 }
@@ -155,9 +152,10 @@ async fn run(
     mut cancel: watch::Receiver<bool>,
 ) -> Outcome {
     let status = job.workdir.with_extension("sandbox");
-    let mut command = match command(isolation, &job, &status) {
-        Ok(command) => command,
-        Err(reason) => return Outcome::Failed(reason),
+    let mut command = match (command(isolation, &job, &status), isolation) {
+        (Some(command), _) => command,
+        (None, Isolation::Refused(reason)) => return Outcome::Failed(reason.clone()),
+        (None, _) => unreachable!("only a refusal has no command"),
     };
     command
         .stdin(Stdio::piped())

@@ -94,18 +94,54 @@ pub(crate) fn helper_command(helper: &Path, spec: &Spec) -> tokio::process::Comm
 }
 
 /// How the helper's sandbox went, from its status file (which it then removes).
-pub(crate) fn read_status(path: &Path) -> Result<(), String> {
+pub(crate) fn read_status(path: &Path) -> Result<(), SandboxError> {
     let status = std::fs::read_to_string(path);
     std::fs::remove_file(path).ok();
     match status {
         Ok(status) if status == "ok" => Ok(()),
-        Ok(status) => Err(status.strip_prefix("error: ").unwrap_or(&status).to_string()),
-        Err(_) => Err("the sandbox helper ended without a word".into()),
+        Ok(status) => Err(SandboxError::Reported(
+            status.strip_prefix("error: ").unwrap_or(&status).to_string(),
+        )),
+        Err(_) => Err(SandboxError::Reported("the sandbox helper ended without a word".into())),
     }
 }
 
+/// Why a sandbox could not be made: in the helper, which reports it in its status file,
+/// or when the server probes whether its host can make one.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SandboxError {
+    /// A step of the set-up, named by `what`.
+    #[error("{what}: {source}")]
+    Step { what: String, source: std::io::Error },
+    /// A step of hakoniwa's set-up, named by `what`.
+    #[error("{what}: {source}")]
+    Container { what: &'static str, source: hakoniwa::Error },
+    /// hakoniwa could not start the sandbox's first process.
+    #[error(transparent)]
+    Start(hakoniwa::Error),
+    /// What the helper reported in its status file.
+    #[error("{0}")]
+    Reported(String),
+    /// The helper ended badly after it reported.
+    #[error("the sandbox's set-up failed ({0})")]
+    SetUp(std::process::ExitStatus),
+    /// One of the above, with what the helper printed on its standard error.
+    #[error("{reason} ({said})")]
+    Said { reason: Box<SandboxError>, said: String },
+    #[error("the sandbox helper did not answer within 20 s")]
+    Silent,
+    #[error("the working directory's path is not UTF-8")]
+    NotUtf8,
+}
+
+/// The error of a set-up step named `what`.
+fn step(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SandboxError {
+    let what = what.into();
+    move |source| SandboxError::Step { what, source }
+}
+
 /// Checks that `helper` can make a sandbox on this host, by setting up an empty one.
-pub(crate) async fn probe(helper: &Path, scratch: &Path) -> Result<(), String> {
+pub(crate) async fn probe(helper: &Path, scratch: &Path) -> Result<(), SandboxError> {
     let spec = Spec {
         workdir: scratch.to_path_buf(),
         command: Vec::new(),
@@ -121,7 +157,7 @@ pub(crate) async fn probe(helper: &Path, scratch: &Path) -> Result<(), String> {
         },
         status: scratch.with_extension("status"),
     };
-    std::fs::create_dir_all(scratch).map_err(|e| format!("creating {}: {e}", scratch.display()))?;
+    std::fs::create_dir_all(scratch).map_err(step(format!("creating {}", scratch.display())))?;
     let mut command = helper_command(helper, &spec);
     command
         .stdin(std::process::Stdio::null())
@@ -132,7 +168,7 @@ pub(crate) async fn probe(helper: &Path, scratch: &Path) -> Result<(), String> {
         let output = command
             .output()
             .await
-            .map_err(|e| format!("starting the sandbox helper {}: {e}", helper.display()))?;
+            .map_err(step(format!("starting the sandbox helper {}", helper.display())))?;
         // The helper says how hakoniwa went; what the sandbox's first process does before
         // it would exec the command (the read-only /dev, the closed user namespaces) shows
         // in the exit status.
@@ -140,18 +176,18 @@ pub(crate) async fn probe(helper: &Path, scratch: &Path) -> Result<(), String> {
             if output.status.success() {
                 Ok(())
             } else {
-                Err(format!("the sandbox's set-up failed ({})", output.status))
+                Err(SandboxError::SetUp(output.status))
             }
         });
         std::fs::remove_dir_all(scratch).ok();
         answer.map_err(|reason| match String::from_utf8_lossy(&output.stderr).trim() {
             "" => reason,
-            said => format!("{reason} ({said})"),
+            said => SandboxError::Said { reason: Box::new(reason), said: said.to_string() },
         })
     };
     tokio::time::timeout(std::time::Duration::from_secs(20), run)
         .await
-        .unwrap_or_else(|_| Err("the sandbox helper did not answer within 20 s".into()))
+        .unwrap_or(Err(SandboxError::Silent))
 }
 
 /// The helper's `main`: sets up the sandbox of the spec in its environment, runs the
@@ -232,20 +268,22 @@ const NOBODY: u32 = 65534;
 /// Makes the helper `NOBODY`, with the run's working directory given to it and mounted
 /// where that user can reach it (the server's data directory may be under a directory
 /// only root may enter): in a mount namespace of the helper's own, a private `/tmp`.
-fn become_unprivileged(spec: &mut Spec) -> Result<(), String> {
+fn become_unprivileged(spec: &mut Spec) -> Result<(), SandboxError> {
     use std::ffi::CString;
-    fn check(what: &str, result: libc::c_int) -> Result<(), String> {
+    fn check(what: &str, result: libc::c_int) -> Result<(), SandboxError> {
         if result == 0 {
             Ok(())
         } else {
-            Err(format!("{what}: {}", std::io::Error::last_os_error()))
+            Err(step(what)(std::io::Error::last_os_error()))
         }
     }
-    fn give(path: &Path) -> Result<(), String> {
+    fn give(path: &Path) -> Result<(), SandboxError> {
         std::os::unix::fs::lchown(path, Some(NOBODY), Some(NOBODY))
-            .map_err(|e| format!("giving {} to the sandbox user: {e}", path.display()))?;
+            .map_err(step(format!("giving {} to the sandbox user", path.display())))?;
         if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
-            for entry in std::fs::read_dir(path).map_err(|e| e.to_string())?.flatten() {
+            let entries =
+                std::fs::read_dir(path).map_err(step(format!("reading {}", path.display())))?;
+            for entry in entries.flatten() {
                 give(&entry.path())?;
             }
         }
@@ -272,8 +310,7 @@ fn become_unprivileged(spec: &mut Spec) -> Result<(), String> {
     }
     // Held open in the new namespace, and mounted through its descriptor: the private
     // /tmp may hide its path.
-    let held = std::fs::File::open(&spec.workdir)
-        .map_err(|e| format!("opening the working directory: {e}"))?;
+    let held = std::fs::File::open(&spec.workdir).map_err(step("opening the working directory"))?;
     let workdir = c(&format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&held)));
     // SAFETY: as above.
     unsafe {
@@ -305,11 +342,13 @@ fn become_unprivileged(spec: &mut Spec) -> Result<(), String> {
 }
 
 /// Runs the spec's command in its sandbox, with the helper's standard streams.
-fn execute(spec: &Spec) -> Result<hakoniwa::ExitStatus, String> {
-    let workdir = spec.workdir.to_str().ok_or("the working directory's path is not UTF-8")?;
+fn execute(spec: &Spec) -> Result<hakoniwa::ExitStatus, SandboxError> {
+    let workdir = spec.workdir.to_str().ok_or(SandboxError::NotUtf8)?;
     // A new mount, user and PID namespace, with a /proc of its own.
     let mut container = Container::new();
-    container.rootfs("/").map_err(|e| format!("mounting the system root: {e}"))?;
+    container
+        .rootfs("/")
+        .map_err(|source| SandboxError::Container { what: "mounting the system root", source })?;
     container.unshare(Namespace::Ipc).unshare(Namespace::Uts).hostname("vm0");
     if !spec.network {
         container.unshare(Namespace::Network);
@@ -382,5 +421,5 @@ fn execute(spec: &Spec) -> Result<hakoniwa::ExitStatus, String> {
     for (key, value) in &spec.env {
         command.env(key, value);
     }
-    command.status().map_err(|e| e.to_string())
+    command.status().map_err(SandboxError::Start)
 }

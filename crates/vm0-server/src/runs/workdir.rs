@@ -18,11 +18,11 @@ use chrono::Utc;
 use super::config;
 use super::local::Job;
 use super::sandbox::Limits;
-use crate::blobs::Blobs;
+use crate::blobs::{BlobError, Blobs};
 use crate::ids;
 use crate::store::{
     AgentStore, CheckpointRow, FileRow, Kind, NewCheckpoint, NewVersion, Pin, RunRow, RunStore,
-    StorageStore,
+    StorageStore, StoreError,
 };
 
 /// How much an agent may print when its configuration does not say.
@@ -40,8 +40,50 @@ pub(super) struct Workdir<'a, S> {
     pub dir: &'a Path,
 }
 
-fn io(what: &'static str) -> impl Fn(std::io::Error) -> String {
-    move |e| format!("{what}: {e}")
+/// Why a run's working directory could not be prepared or collected: the run fails
+/// with this as its error.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum WorkdirError {
+    #[error("{what}: {source}")]
+    Io { what: &'static str, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("The agent version of this run no longer exists")]
+    AgentVersionGone,
+    #[error("The agent's configuration is invalid: {0}")]
+    InvalidConfig(String),
+    #[error("The checkpoint '{0}' no longer exists")]
+    CheckpointGone(String),
+    #[error("The {kind} '{name}' no longer has version '{version}'")]
+    VersionGone { kind: &'static str, name: String, version: String },
+    #[error("The artifact '{0}' was deleted during the run")]
+    ArtifactDeleted(String),
+    #[error("{what}: {source}")]
+    Blob { what: String, source: BlobError },
+    #[error("committing the artifact: {0}")]
+    Commit(StoreError),
+    #[error("{0} is not a folder any more: the run replaced it")]
+    Replaced(String),
+    #[error("reading {shown}: {source}")]
+    Reading { shown: String, source: std::io::Error },
+    #[error("{path} cannot be stored: {reason}")]
+    Unstorable { path: String, reason: String },
+    #[error("{0}")]
+    Paths(String),
+    #[error(transparent)]
+    Join(#[from] tokio::task::JoinError),
+}
+
+type Result<T> = std::result::Result<T, WorkdirError>;
+
+/// The error of an I/O step named `what`.
+fn io(what: &'static str) -> impl Fn(std::io::Error) -> WorkdirError {
+    move |source| WorkdirError::Io { what, source }
+}
+
+/// The error of a blob store step named `what`.
+fn blob(what: String) -> impl FnOnce(BlobError) -> WorkdirError {
+    move |source| WorkdirError::Blob { what, source }
 }
 
 /// The directories of a working directory that a checkpoint leaves out.
@@ -63,23 +105,14 @@ pub(super) async fn forget(dir: &Path, id: &str) {
 }
 
 impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
-    async fn agent_config(&self, run: &RunRow) -> Result<config::LocalConfig, String> {
-        let version = self
-            .store
-            .get_agent_version(&run.agent_id, &run.agent_version_id)
-            .await
-            .map_err(|e| e.to_string())?;
-        let version = version.ok_or("The agent version of this run no longer exists")?;
-        config::check(&version.config.0)
-            .map_err(|e| format!("The agent's configuration is invalid: {}", e.message))
+    async fn agent_config(&self, run: &RunRow) -> Result<config::LocalConfig> {
+        let version = self.store.get_agent_version(&run.agent_id, &run.agent_version_id).await?;
+        let version = version.ok_or(WorkdirError::AgentVersionGone)?;
+        config::check(&version.config.0).map_err(|e| WorkdirError::InvalidConfig(e.message))
     }
 
     /// The working directory of the run, ready, and the job that runs the agent in it.
-    pub(super) async fn prepare(
-        &self,
-        run: &RunRow,
-        sample_every: Duration,
-    ) -> Result<Job, String> {
+    pub(super) async fn prepare(&self, run: &RunRow, sample_every: Duration) -> Result<Job> {
         let config = self.agent_config(run).await?;
         let workdir = session_dir(self.dir, &run.session_id);
         let start = self.start_point(run).await?;
@@ -159,18 +192,13 @@ impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
 
     /// The checkpoint the run starts from: the one it names, or its session's latest;
     /// none for a session that has none.
-    async fn start_point(&self, run: &RunRow) -> Result<Option<String>, String> {
+    async fn start_point(&self, run: &RunRow) -> Result<Option<String>> {
         match &run.from_checkpoint {
-            Some(id) => match self
-                .store
-                .get_checkpoint(&run.user_id, id)
-                .await
-                .map_err(|e| e.to_string())?
-            {
+            Some(id) => match self.store.get_checkpoint(&run.user_id, id).await? {
                 Some(checkpoint) => Ok(Some(checkpoint.id)),
-                None => Err(format!("The checkpoint '{id}' no longer exists")),
+                None => Err(WorkdirError::CheckpointGone(id.clone())),
             },
-            None => self.store.latest_checkpoint(&run.session_id).await.map_err(|e| e.to_string()),
+            None => Ok(self.store.latest_checkpoint(&run.session_id).await?),
         }
     }
 
@@ -187,7 +215,7 @@ impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
     /// Makes the session's directory from `checkpoint`, or empty. It is filled under a
     /// temporary name and then takes the place of the old directory, so a restore that
     /// fails leaves no half-made directory behind.
-    async fn restore(&self, checkpoint: Option<&str>, workdir: &Path) -> Result<(), String> {
+    async fn restore(&self, checkpoint: Option<&str>, workdir: &Path) -> Result<()> {
         let partial = workdir.with_extension("partial");
         if tokio::fs::try_exists(&partial).await.unwrap_or(false) {
             tokio::fs::remove_dir_all(&partial).await.map_err(io("clearing a partial restore"))?;
@@ -199,12 +227,12 @@ impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
             if tokio::fs::try_exists(&legacy).await.unwrap_or(false) {
                 copy_dir(legacy, partial.clone()).await.map_err(io("restoring the checkpoint"))?;
             }
-            for file in self.store.checkpoint_files(checkpoint).await.map_err(|e| e.to_string())? {
+            for file in self.store.checkpoint_files(checkpoint).await? {
                 let path = file.path.as_str();
                 self.blobs
                     .copy_to(&file.hash, &partial.join(path))
                     .await
-                    .map_err(|e| format!("restoring {path} of checkpoint {checkpoint}: {e}"))?;
+                    .map_err(blob(format!("restoring {path} of checkpoint {checkpoint}")))?;
             }
         }
         if tokio::fs::try_exists(workdir).await.unwrap_or(false) {
@@ -223,38 +251,29 @@ impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
         name: &str,
         version_id: &str,
         target: &Path,
-    ) -> Result<(), String> {
-        let missing =
-            || format!("The {} '{name}' no longer has version '{version_id}'", kind.as_str());
-        let storage = self
-            .store
-            .get_storage_by_name(kind, user_id, name)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(missing)?;
-        let version = self
-            .store
-            .get_version(&storage.id, version_id)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(missing)?;
-        tokio::fs::create_dir_all(target).await.map_err(|e| e.to_string())?;
-        for file in self.store.version_files(version.seq).await.map_err(|e| e.to_string())? {
+    ) -> Result<()> {
+        let missing = || WorkdirError::VersionGone {
+            kind: kind.as_str(),
+            name: name.to_string(),
+            version: version_id.to_string(),
+        };
+        let storage = self.store.get_storage_by_name(kind, user_id, name).await?;
+        let storage = storage.ok_or_else(missing)?;
+        let version = self.store.get_version(&storage.id, version_id).await?.ok_or_else(missing)?;
+        tokio::fs::create_dir_all(target).await.map_err(io("creating a mounted folder"))?;
+        for file in self.store.version_files(version.seq).await? {
             let path = file.path.as_str();
             self.blobs
                 .copy_to(&file.hash, &target.join(path))
                 .await
-                .map_err(|e| format!("copying {name}/{path}: {e}"))?;
+                .map_err(blob(format!("copying {name}/{path}")))?;
         }
         Ok(())
     }
 
     /// After a successful run: the checkpoint of the session's state, and the artifact's
     /// new version.
-    pub(super) async fn complete(
-        &self,
-        run: &RunRow,
-    ) -> Result<(NewCheckpoint, Option<String>), String> {
+    pub(super) async fn complete(&self, run: &RunRow) -> Result<(NewCheckpoint, Option<String>)> {
         let workdir = session_dir(self.dir, &run.session_id);
         let row = CheckpointRow {
             id: ids::new(ids::Prefix::Checkpoint),
@@ -267,13 +286,8 @@ impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
             files: self.store_files(&workdir, &NOT_CHECKPOINTED, "", &run.user_id, &pin).await?,
         };
         let Some(name) = &run.artifact_name else { return Ok((checkpoint, None)) };
-        let artifact = self
-            .store
-            .get_storage_by_name(Kind::Artifact, &run.user_id, name)
-            .await
-            .map_err(|e| e.to_string())?;
-        let artifact =
-            artifact.ok_or_else(|| format!("The artifact '{name}' was deleted during the run"))?;
+        let artifact = self.store.get_storage_by_name(Kind::Artifact, &run.user_id, name).await?;
+        let artifact = artifact.ok_or_else(|| WorkdirError::ArtifactDeleted(name.clone()))?;
         let files = self
             .store_files(&workdir.join("artifact"), &[], "artifact/", &run.user_id, &pin)
             .await?;
@@ -287,7 +301,7 @@ impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
             .store
             .commit_version(&artifact.id, &run.user_id, "", &version)
             .await
-            .map_err(|e| format!("committing the artifact: {e}"))?;
+            .map_err(WorkdirError::Commit)?;
         Ok((checkpoint, Some(committed.id)))
     }
 }
@@ -303,35 +317,39 @@ impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
         shown: &str,
         owner: &str,
         pin: &Pin,
-    ) -> Result<Vec<FileRow>, String> {
+    ) -> Result<Vec<FileRow>> {
         // The run may have replaced the folder with a link to anywhere on the host.
         if std::fs::symlink_metadata(root).is_ok_and(|m| !m.is_dir()) {
-            return Err(format!("{shown} is not a folder any more: the run replaced it"));
+            return Err(WorkdirError::Replaced(shown.to_string()));
         }
         let listed = {
             let root = root.to_path_buf();
-            tokio::task::spawn_blocking(move || list_files(&root, skip))
-                .await
-                .map_err(|e| e.to_string())?
+            tokio::task::spawn_blocking(move || list_files(&root, skip)).await?
         };
+        let listed =
+            listed.map_err(|source| WorkdirError::Reading { shown: shown.to_string(), source });
         let mut files = Vec::new();
-        for path in listed.map_err(|e| format!("reading {shown}: {e}"))? {
+        for path in listed? {
             let relative = path
                 .strip_prefix(root)
                 .expect("listed under the root")
                 .to_string_lossy()
                 .into_owned();
-            let file_path =
-                relative.parse().map_err(|e| format!("{shown}{relative} cannot be stored: {e}"))?;
+            let file_path = relative.parse().map_err(|e: vm0_types::error::ConversionError| {
+                WorkdirError::Unstorable {
+                    path: format!("{shown}{relative}"),
+                    reason: e.to_string(),
+                }
+            })?;
             let (hash, size) = self
                 .blobs
                 .ingest(&path, self.store, owner, pin)
                 .await
-                .map_err(|e| format!("storing {shown}{relative}: {e}"))?;
+                .map_err(blob(format!("storing {shown}{relative}")))?;
             files.push(FileRow { path: file_path, size: size as i64, hash });
         }
         crate::paths::check(files.iter().map(|f| f.path.as_str()))
-            .map_err(|e| format!("{shown}{}", e.message))?;
+            .map_err(|e| WorkdirError::Paths(format!("{shown}{}", e.message)))?;
         Ok(files)
     }
 }

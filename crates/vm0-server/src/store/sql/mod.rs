@@ -161,11 +161,12 @@ impl DatabaseStore for SqlStore {
                 sqlx::query_as("SELECT status, COUNT(*) FROM runs GROUP BY status")
                     .fetch_all(pool)
                     .await?;
-            let oldest: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
-                "SELECT created_at FROM runs WHERE status = 'pending' ORDER BY id LIMIT 1",
-            )
-            .fetch_optional(pool)
-            .await?;
+            let sql = format!(
+                "SELECT created_at FROM runs WHERE status = {} ORDER BY id LIMIT 1",
+                status(vm0_types::RunStatus::Pending)
+            );
+            let oldest: Option<chrono::DateTime<chrono::Utc>> =
+                sqlx::query_scalar(&sql).fetch_optional(pool).await?;
             (
                 counts,
                 oldest,
@@ -221,6 +222,12 @@ async fn try_for_a_while(
 const DATABASE_LOCK: i64 = 0x76_6d_30;
 
 /// A unique index refused the row: `Conflict`; any other error as it is.
+/// A run status as an SQL literal: statuses are spelt by `RunStatus` alone, in the
+/// queries as in the rows it reads.
+fn status(status: vm0_types::RunStatus) -> String {
+    format!("'{status}'")
+}
+
 fn conflict_or(error: sqlx::Error) -> StoreError {
     match &error {
         sqlx::Error::Database(e) if e.is_unique_violation() => StoreError::Conflict,

@@ -4,7 +4,9 @@ use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use sqlx::QueryBuilder;
 
-use super::{id_key, SqlStore};
+use vm0_types::RunStatus::{Pending, Running};
+
+use super::{id_key, status, SqlStore};
 use crate::store::{
     Batch, CheckpointRow, Counters, EventRow, Expired, FileRow, Lease, LogQuery, LogRow, MetricRow,
     NewCheckpoint, Page, Result, RunEnd, RunFilter, RunRow, RunStore, SessionRow, StorageRow,
@@ -17,7 +19,17 @@ const ROWS_PER_INSERT: usize = 1000;
 
 /// The condition that a run's session has no run executing: a session's runs take turns
 /// in its one working directory.
-const SESSION_IDLE: &str = "NOT EXISTS (SELECT 1 FROM runs r WHERE r.session_id = runs.session_id AND r.status = 'running')";
+fn session_idle() -> String {
+    format!(
+        "NOT EXISTS (SELECT 1 FROM runs r WHERE r.session_id = runs.session_id AND r.status = {})",
+        status(Running)
+    )
+}
+
+/// The condition that a run (as `runs` or `r`) has not ended.
+fn unended(runs: &str) -> String {
+    format!("{runs}.status IN ({}, {})", status(Pending), status(Running))
+}
 
 /// Appends `id IN (…)` of `ids` (not empty) to `query`, for either backend.
 fn push_id_in<'a, DB: sqlx::Database>(query: &mut QueryBuilder<'a, DB>, ids: &'a [String])
@@ -203,14 +215,23 @@ impl RunStore for SqlStore {
 
     async fn next_pending_run(&self) -> Result<Option<RunRow>> {
         on_pool!(self, |pool| {
-            Ok(sqlx::query_as(&format!("SELECT * FROM runs WHERE status = 'pending' AND {SESSION_IDLE} ORDER BY id LIMIT 1")).fetch_optional(pool).await?)
+            let sql = format!(
+                "SELECT * FROM runs WHERE status = {} AND {} ORDER BY id LIMIT 1",
+                status(Pending),
+                session_idle()
+            );
+            Ok(sqlx::query_as(&sql).fetch_optional(pool).await?)
         })
     }
 
     async fn start_run(&self, id: &str, at: DateTime<Utc>, lease: &Lease) -> Result<bool> {
         on_pool!(self, |pool| {
             let sql = format!(
-                "UPDATE runs SET status = 'running', started_at = $1, executor = $2, lease_expires_at = $3 WHERE id = $4 AND status = 'pending' AND {SESSION_IDLE}"
+                "UPDATE runs SET status = {}, started_at = $1, executor = $2, \
+                 lease_expires_at = $3 WHERE id = $4 AND status = {} AND {}",
+                status(Running),
+                status(Pending),
+                session_idle()
             );
             let done = sqlx::query(&sql)
                 .bind(at)
@@ -231,7 +252,7 @@ impl RunStore for SqlStore {
             let mut query = QueryBuilder::new("UPDATE runs SET lease_expires_at = ");
             query
                 .push_bind(lease.until)
-                .push(" WHERE status = 'running' AND executor = ")
+                .push(format!(" WHERE status = {} AND executor = ", status(Running)))
                 .push_bind(&lease.executor)
                 .push(" AND ");
             push_id_in(&mut query, ids);
@@ -246,7 +267,10 @@ impl RunStore for SqlStore {
         }
         on_pool!(self, |pool| {
             // A run about to start here is still pending, with no executor: not one to stop.
-            let mut query = QueryBuilder::new("SELECT id FROM runs WHERE (cancel_requested OR completed_at IS NOT NULL OR executor <> ");
+            let mut query = QueryBuilder::new(
+                "SELECT id FROM runs \
+                 WHERE (cancel_requested OR completed_at IS NOT NULL OR executor <> ",
+            );
             query.push_bind(executor).push(") AND ");
             push_id_in(&mut query, ids);
             Ok(query.build_query_scalar().fetch_all(pool).await?)
@@ -255,12 +279,11 @@ impl RunStore for SqlStore {
 
     async fn request_cancel(&self, id: &str) -> Result<bool> {
         on_pool!(self, |pool| {
-            let done = sqlx::query(
-                "UPDATE runs SET cancel_requested = TRUE WHERE id = $1 AND status = 'running'",
-            )
-            .bind(id)
-            .execute(pool)
-            .await?;
+            let sql = format!(
+                "UPDATE runs SET cancel_requested = TRUE WHERE id = $1 AND status = {}",
+                status(Running)
+            );
+            let done = sqlx::query(&sql).bind(id).execute(pool).await?;
             Ok(done.rows_affected() == 1)
         })
     }
@@ -276,7 +299,11 @@ impl RunStore for SqlStore {
             Some(_) => "executor = $4",
             None => "(lease_expires_at IS NULL OR lease_expires_at < $4)",
         };
-        let sql = format!("UPDATE runs SET status = $1, error = $2, completed_at = $3, secrets = '{{}}' WHERE status = 'running' AND {lost} RETURNING id");
+        let sql = format!(
+            "UPDATE runs SET status = $1, error = $2, completed_at = $3, secrets = '{{}}' \
+             WHERE status = {} AND {lost} RETURNING id",
+            status(Running)
+        );
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             let query = sqlx::query_scalar(&sql)
@@ -306,19 +333,22 @@ impl RunStore for SqlStore {
     ) -> Result<bool> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            let done = sqlx::query(
-                "UPDATE runs SET status = $1, error = $2, execution_time_ms = $3, completed_at = $4, checkpoint_id = $5, artifact_version = $6, secrets = '{}'
-                 WHERE id = $7 AND status IN ('pending', 'running')",
-            )
-            .bind(end.status.to_string())
-            .bind(&end.error)
-            .bind(end.execution_time_ms)
-            .bind(end.completed_at)
-            .bind(&end.checkpoint_id)
-            .bind(&end.artifact_version)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+            let sql = format!(
+                "UPDATE runs SET status = $1, error = $2, execution_time_ms = $3, \
+                 completed_at = $4, checkpoint_id = $5, artifact_version = $6, secrets = '{{}}' \
+                 WHERE id = $7 AND {}",
+                unended("runs")
+            );
+            let done = sqlx::query(&sql)
+                .bind(end.status.to_string())
+                .bind(&end.error)
+                .bind(end.execution_time_ms)
+                .bind(end.completed_at)
+                .bind(&end.checkpoint_id)
+                .bind(&end.artifact_version)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
             if done.rows_affected() == 0 {
                 return Ok(false);
             }
@@ -380,16 +410,16 @@ impl RunStore for SqlStore {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-            let sessions = sqlx::query_scalar(
+            let sql = format!(
                 "UPDATE sessions SET expired_at = $1
                  WHERE expired_at IS NULL
-                   AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.session_id = sessions.id AND (COALESCE(r.completed_at, r.created_at) >= $2 OR r.status IN ('pending', 'running')))
+                   AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.session_id = sessions.id
+                     AND (COALESCE(r.completed_at, r.created_at) >= $2 OR {}))
                  RETURNING id",
-            )
-            .bind(now)
-            .bind(before)
-            .fetch_all(&mut *tx)
-            .await?;
+                unended("r")
+            );
+            let sessions =
+                sqlx::query_scalar(&sql).bind(now).bind(before).fetch_all(&mut *tx).await?;
             tx.commit().await?;
             Ok(Expired { checkpoints, sessions })
         })
@@ -397,7 +427,12 @@ impl RunStore for SqlStore {
 
     async fn cancel_pending_run(&self, id: &str, end: &RunEnd) -> Result<bool> {
         on_pool!(self, |pool| {
-            let done = sqlx::query("UPDATE runs SET status = $1, error = $2, completed_at = $3, secrets = '{}' WHERE id = $4 AND status = 'pending'")
+            let sql = format!(
+                "UPDATE runs SET status = $1, error = $2, completed_at = $3, secrets = '{{}}' \
+                 WHERE id = $4 AND status = {}",
+                status(Pending)
+            );
+            let done = sqlx::query(&sql)
                 .bind(end.status.to_string())
                 .bind(&end.error)
                 .bind(end.completed_at)

@@ -1,0 +1,19 @@
+//! The server's defaults, written once: the command line's options default to them, and
+//! `Config::local`, where every test and benchmark starts, is made of them.
+
+/// The address the server listens on.
+pub const LISTEN: &str = "127.0.0.1:8080";
+/// How long a drain on SIGTERM may take, in seconds.
+pub const SHUTDOWN_GRACE_SECONDS: u64 = 30;
+/// The largest file a volume or artifact may hold, in bytes: 5 GiB.
+pub const MAX_FILE_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+/// The largest JSON request body, in bytes.
+pub const MAX_BODY_BYTES: usize = vm0_api::MAX_BODY_BYTES;
+/// How many runs execute at once.
+pub const MAX_CONCURRENT_RUNS: usize = 4;
+/// How often a running run's processes are sampled, in milliseconds.
+pub const SAMPLE_INTERVAL_MS: u64 = 1000;
+/// How many days checkpoints are kept, and sessions after their last run.
+pub const RETENTION_DAYS: u64 = 30;
+/// What the server logs, as a tracing filter.
+pub const LOG: &str = "info";
