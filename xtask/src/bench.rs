@@ -3,9 +3,9 @@
 //! memory under hostile output and bodies, a 1 GiB transfer, GET /v1/agents and
 //! createAgent on SQLite against PostgreSQL, three instances on PostgreSQL and S3 against
 //! one), then the client's transfer benchmark: the release `push_pull` example pushes and
-//! pulls a 1 GiB directory through a release server, and its peak resident memory comes from `wait4`'s
-//! resource usage for that one process; a plain copy of the same bytes over loopback is
-//! timed beside it.
+//! pulls a 1 GiB directory through a release server, and its peak resident memory comes
+//! from `wait4`'s resource usage for that one process; a plain copy of the same bytes over
+//! loopback is timed beside it.
 
 use std::io::Write;
 use std::process::Command;

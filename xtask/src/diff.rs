@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::spec::{self, escape_pointer, METHODS};
+use crate::version::Version;
 
 /// One change between two specs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -95,6 +96,30 @@ struct Differ<'a> {
 
 fn object(value: &Value, key: &str) -> Map<String, Value> {
     value.get(key).and_then(Value::as_object).cloned().unwrap_or_default()
+}
+
+/// The string at `key`, if it is one.
+fn string_of(value: &Value, key: &str) -> Option<String> {
+    value.get(key).and_then(Value::as_str).map(str::to_string)
+}
+
+/// The boolean at `key`; false when there is none.
+fn flag(value: &Value, key: &str) -> bool {
+    value.get(key).and_then(Value::as_bool).unwrap_or(false)
+}
+
+/// Whether a schema allows no property it does not name.
+fn closed(schema: &Value) -> bool {
+    schema.get("additionalProperties") == Some(&Value::Bool(false))
+}
+
+/// The properties a schema requires.
+fn required_names(schema: &Value) -> BTreeSet<String> {
+    schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default()
 }
 
 fn push_pointer(pointer: &str, segment: &str) -> String {
@@ -665,16 +690,29 @@ impl Differ<'_> {
         }
     }
 
+    /// Compares two schemas past their `$ref`s, keyword by keyword, in the order their
+    /// changes are reported.
     fn schema_resolved(&mut self, place: Place<'_>, old: &Value, new: &Value) {
-        let request = place.direction == Direction::Request;
-        let Place { subject, pointer, .. } = place;
-        let name = &place.name();
-        let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
-        let flag = |v: &Value, k: &str| v.get(k).and_then(Value::as_bool).unwrap_or(false);
+        if self.became_choice(place, old, new) {
+            return;
+        }
+        self.closed_to_unknown(place, old, new);
+        self.type_and_format(place, old, new);
+        self.nullability(place, old, new);
+        self.enumeration(place, old, new);
+        self.bounds(place, old, new);
+        self.unique_items(place, old, new);
+        self.multiple_of(place, old, new);
+        self.pattern(place, old, new);
+        self.properties(place, old, new);
+        self.nested(place, old, new);
+    }
 
-        // A schema made a choice: a request that was valid may match no branch, a response
-        // may lack what every value had. What the branches hold is no longer comparable
-        // with the old schema, so nothing more is reported.
+    /// A schema made a choice: a request that was valid may match no branch, a response
+    /// may lack what every value had. What the branches hold is no longer comparable with
+    /// the old schema, so the caller reports nothing more when this returns true.
+    fn became_choice(&mut self, place: Place<'_>, old: &Value, new: &Value) -> bool {
+        let Place { subject, pointer, .. } = place;
         for (keyword, fragment) in [("oneOf", "one-of"), ("anyOf", "any-of")] {
             if let (None, Some(branches)) =
                 (old.get(keyword), new.get(keyword).and_then(Value::as_array))
@@ -685,31 +723,40 @@ impl Differ<'_> {
                     &format!("{pointer}/{keyword}"),
                     format!(
                         "{} became {} {keyword} of {} schemas.",
-                        capital(name),
+                        capital(&place.name()),
                         if keyword == "anyOf" { "an" } else { "a" },
                         branches.len()
                     ),
                 );
-                return;
+                return true;
             }
         }
-        // A server that refuses unknown properties refuses what clients may have sent.
-        let closed = |v: &Value| v.get("additionalProperties") == Some(&Value::Bool(false));
-        if request
+        false
+    }
+
+    /// A server that refuses unknown properties refuses what clients may have sent.
+    fn closed_to_unknown(&mut self, place: Place<'_>, old: &Value, new: &Value) {
+        if place.direction == Direction::Request
             && !closed(old)
             && closed(new)
-            && (old.get("properties").is_some() || text(old, "type").as_deref() == Some("object"))
+            && (old.get("properties").is_some()
+                || string_of(old, "type").as_deref() == Some("object"))
         {
             self.push(
                 true,
-                format!("{subject}-additional-properties-disallowed"),
-                pointer,
-                format!("{} no longer allows properties it does not name.", capital(name)),
+                format!("{}-additional-properties-disallowed", place.subject),
+                place.pointer,
+                format!("{} no longer allows properties it does not name.", capital(&place.name())),
             );
         }
+    }
 
-        // Type and format: a client may fail on any value of another type.
-        let (old_type, new_type) = (text(old, "type"), text(new, "type"));
+    /// Type and format: a client may fail on any value of another type.
+    fn type_and_format(&mut self, place: Place<'_>, old: &Value, new: &Value) {
+        let request = place.direction == Direction::Request;
+        let Place { subject, pointer, .. } = place;
+        let name = &place.name();
+        let (old_type, new_type) = (string_of(old, "type"), string_of(new, "type"));
         if old_type != new_type {
             // Widened: every value of the old type is one of the new (integer to number, or
             // to any type); narrowed the other way round.
@@ -735,7 +782,7 @@ impl Differ<'_> {
                 ),
             );
         }
-        let (old_format, new_format) = (text(old, "format"), text(new, "format"));
+        let (old_format, new_format) = (string_of(old, "format"), string_of(new, "format"));
         if old_format != new_format {
             // A format added narrows what passes, one removed widens it.
             let narrowed = old_format.is_none();
@@ -756,22 +803,34 @@ impl Differ<'_> {
                 ),
             );
         }
+    }
+
+    fn nullability(&mut self, place: Place<'_>, old: &Value, new: &Value) {
+        let request = place.direction == Direction::Request;
+        let Place { subject, pointer, .. } = place;
         match (flag(old, "nullable"), flag(new, "nullable")) {
             (false, true) => self.push(
                 !request,
                 format!("{subject}-became-nullable"),
                 pointer,
-                format!("{} may now be null.", capital(name)),
+                format!("{} may now be null.", capital(&place.name())),
             ),
             (true, false) => self.push(
                 request,
                 format!("{subject}-became-not-nullable"),
                 pointer,
-                format!("{} may no longer be null.", capital(name)),
+                format!("{} may no longer be null.", capital(&place.name())),
             ),
             _ => {}
         }
-        self.enumeration(place, old, new);
+    }
+
+    /// The bounds on a number, a length or a count of items, and whether they are
+    /// exclusive.
+    fn bounds(&mut self, place: Place<'_>, old: &Value, new: &Value) {
+        let request = place.direction == Direction::Request;
+        let Place { subject, pointer, .. } = place;
+        let name = &place.name();
         for (keyword, fragment, upper) in BOUNDS {
             let number = |v: &Value| v.get(keyword).and_then(Value::as_f64);
             if let Some((tightened, how)) = bound_moved(number(old), number(new), upper) {
@@ -807,6 +866,12 @@ impl Differ<'_> {
                 _ => {}
             }
         }
+    }
+
+    fn unique_items(&mut self, place: Place<'_>, old: &Value, new: &Value) {
+        let request = place.direction == Direction::Request;
+        let Place { subject, pointer, .. } = place;
+        let name = &place.name();
         match (flag(old, "uniqueItems"), flag(new, "uniqueItems")) {
             (false, true) => self.push(
                 request,
@@ -822,6 +887,12 @@ impl Differ<'_> {
             ),
             _ => {}
         }
+    }
+
+    fn multiple_of(&mut self, place: Place<'_>, old: &Value, new: &Value) {
+        let request = place.direction == Direction::Request;
+        let Place { subject, pointer, .. } = place;
+        let name = &place.name();
         let multiple = |v: &Value| v.get("multipleOf").and_then(Value::as_f64);
         match (multiple(old), multiple(new)) {
             (None, Some(m)) => self.push(
@@ -849,7 +920,13 @@ impl Differ<'_> {
             }
             _ => {}
         }
-        match (text(old, "pattern"), text(new, "pattern")) {
+    }
+
+    fn pattern(&mut self, place: Place<'_>, old: &Value, new: &Value) {
+        let request = place.direction == Direction::Request;
+        let Place { subject, pointer, .. } = place;
+        let name = &place.name();
+        match (string_of(old, "pattern"), string_of(new, "pattern")) {
             (None, Some(p)) => self.push(
                 request,
                 format!("{subject}-pattern-added"),
@@ -870,7 +947,12 @@ impl Differ<'_> {
             ),
             _ => {}
         }
-        self.properties(place, old, new);
+    }
+
+    /// The schemas inside: the items of an array, the values of a map, and the branches of
+    /// a composition.
+    fn nested(&mut self, place: Place<'_>, old: &Value, new: &Value) {
+        let pointer = place.pointer;
         if let (Some(old_items), Some(new_items)) = (old.get("items"), new.get("items")) {
             let (items_pointer, items_path) =
                 (format!("{pointer}/items"), format!("{}[]", place.path));
@@ -935,136 +1017,166 @@ impl Differ<'_> {
     }
 
     fn properties(&mut self, place: Place<'_>, old: &Value, new: &Value) {
-        let request = place.direction == Direction::Request;
         let (old_props, new_props) = (object(old, "properties"), object(new, "properties"));
         if old_props.is_empty() && new_props.is_empty() {
             return;
         }
-        let required = |v: &Value| {
-            v.get("required")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter().filter_map(Value::as_str).map(str::to_string).collect::<BTreeSet<_>>()
-                })
-                .unwrap_or_default()
-        };
-        let (old_required, new_required) = (required(old), required(new));
-        let closed = |v: &Value| v.get("additionalProperties") == Some(&Value::Bool(false));
+        let (old_required, new_required) = (required_names(old), required_names(new));
         let props_pointer = format!("{}/properties", place.pointer);
         for property in old_props.keys().filter(|p| !new_props.contains_key(*p)) {
             let (pointer, path) =
                 (push_pointer(&props_pointer, property), child_path(place.path, property));
-            let shown = Place { path: &path, ..place }.name();
-            // "property `x` of the request body", for "The required … was removed."
-            let noun = shown.trim_start_matches("the ");
-            match place.direction {
-                // A server that refuses unknown properties refuses it now.
-                Direction::Request => self.push(
-                    closed(new),
-                    "request-property-removed",
-                    &pointer,
-                    format!("{} was removed.", capital(&shown)),
-                ),
-                Direction::Response if old_required.contains(property) => self.push(
-                    true,
-                    "response-required-property-removed",
-                    &pointer,
-                    format!("The required {} was removed.", noun),
-                ),
-                Direction::Response => self.push(
-                    false,
-                    "response-optional-property-removed",
-                    &pointer,
-                    format!("The optional {} was removed.", noun),
-                ),
-            }
+            let required = old_required.contains(property);
+            self.property_removed(place.child(&pointer, &path), required, closed(new));
         }
         for (property, new_schema) in &new_props {
             let (pointer, path) =
                 (push_pointer(&props_pointer, property), child_path(place.path, property));
-            let shown = Place { path: &path, ..place }.name();
-            // "property `x` of the request body", for "The required … was removed."
-            let noun = shown.trim_start_matches("the ");
+            let at = place.child(&pointer, &path);
+            let required = (old_required.contains(property), new_required.contains(property));
             let Some(old_schema) = old_props.get(property) else {
-                let is_required = new_required.contains(property);
-                match place.direction {
-                    Direction::Request if is_required => {
-                        self.push(true, "new-required-request-property", &pointer, format!("The required {} was added.", noun))
-                    }
-                    Direction::Request => self.push(false, "new-optional-request-property", &pointer, format!("The optional {} was added.", noun)),
-                    // The router leaves such a property out for clients of the old
-                    // version, which do not see it.
-                    Direction::Response if closed(old) && self.added_since_old(new, property) => self.push(
-                        false,
-                        "response-property-added-since",
-                        &pointer,
-                        format!("{} was added, for clients of a later version than the old spec's only (x-since).", capital(&shown)),
-                    ),
-                    // A client generated from a closed schema refuses a property it was
-                    // told cannot be there (typify's `deny_unknown_fields`, for one).
-                    Direction::Response if closed(old) => self.push(
-                        true,
-                        "response-property-added-to-closed-schema",
-                        &pointer,
-                        format!("{} was added to a schema that allowed no other properties.", capital(&shown)),
-                    ),
-                    Direction::Response => self.push(false, "response-property-added", &pointer, format!("{} was added.", capital(&shown))),
-                }
+                self.property_added(at, required.1, old, new, property);
                 continue;
             };
-            match (old_required.contains(property), new_required.contains(property), request) {
-                (false, true, true) => self.push(
-                    true,
-                    "request-property-became-required",
-                    &pointer,
-                    format!("{} became required.", capital(&shown)),
+            self.property_required(at, required);
+            self.property_since(at, old, new, property);
+            self.schema(at, old_schema, new_schema);
+        }
+    }
+
+    /// A property of the old schema that the new one no longer names; `closed` when the
+    /// new schema allows no property it does not name.
+    fn property_removed(&mut self, at: Place<'_>, required: bool, closed: bool) {
+        let shown = at.name();
+        // "property `x` of the request body", for "The required … was removed."
+        let noun = shown.trim_start_matches("the ");
+        match at.direction {
+            // A server that refuses unknown properties refuses it now.
+            Direction::Request => self.push(
+                closed,
+                "request-property-removed",
+                at.pointer,
+                format!("{} was removed.", capital(&shown)),
+            ),
+            Direction::Response if required => self.push(
+                true,
+                "response-required-property-removed",
+                at.pointer,
+                format!("The required {} was removed.", noun),
+            ),
+            Direction::Response => self.push(
+                false,
+                "response-optional-property-removed",
+                at.pointer,
+                format!("The optional {} was removed.", noun),
+            ),
+        }
+    }
+
+    /// A property of the `new` schema that the `old` one did not name.
+    fn property_added(
+        &mut self,
+        at: Place<'_>,
+        required: bool,
+        old: &Value,
+        new: &Value,
+        property: &str,
+    ) {
+        let shown = at.name();
+        // "property `x` of the request body", for "The required … was added."
+        let noun = shown.trim_start_matches("the ");
+        let pointer = at.pointer;
+        match at.direction {
+            Direction::Request if required => self.push(
+                true,
+                "new-required-request-property",
+                pointer,
+                format!("The required {} was added.", noun),
+            ),
+            Direction::Request => self.push(
+                false,
+                "new-optional-request-property",
+                pointer,
+                format!("The optional {} was added.", noun),
+            ),
+            // The router leaves such a property out for clients of the old
+            // version, which do not see it.
+            Direction::Response if closed(old) && self.added_since_old(new, property) => self.push(
+                false,
+                "response-property-added-since",
+                pointer,
+                format!(
+                    "{} was added, for clients of a later version than the old spec's \
+                     only (x-since).",
+                    capital(&shown)
                 ),
-                (true, false, true) => self.push(
-                    false,
-                    "request-property-became-optional",
-                    &pointer,
-                    format!("{} became optional.", capital(&shown)),
+            ),
+            // A client generated from a closed schema refuses a property it was
+            // told cannot be there (typify's `deny_unknown_fields`, for one).
+            Direction::Response if closed(old) => self.push(
+                true,
+                "response-property-added-to-closed-schema",
+                pointer,
+                format!(
+                    "{} was added to a schema that allowed no other properties.",
+                    capital(&shown)
                 ),
-                (true, false, false) => self.push(
-                    true,
-                    "response-property-became-optional",
-                    &pointer,
-                    format!("{} became optional.", capital(&shown)),
-                ),
-                (false, true, false) => self.push(
-                    false,
-                    "response-property-became-required",
-                    &pointer,
-                    format!("{} became required.", capital(&shown)),
-                ),
-                _ => {}
-            }
-            // The router gives a property to the callers its x-since names: with another
-            // version there, a client of a version in between sees a property of its
-            // version vanish, or one it does not know appear.
-            if let (false, old_since, new_since) =
-                (request, crate::spec::since(old, property), crate::spec::since(new, property))
-            {
-                if old_since != new_since {
-                    let (from, to) = (old_since.unwrap_or("none"), new_since.unwrap_or("none"));
-                    self.push(
-                        true,
-                        "response-property-since-changed",
-                        &pointer,
-                        format!("The x-since of {noun} changed from {from} to {to}."),
-                    );
-                }
-            }
-            self.schema(place.child(&pointer, &path), old_schema, new_schema);
+            ),
+            Direction::Response => self.push(
+                false,
+                "response-property-added",
+                pointer,
+                format!("{} was added.", capital(&shown)),
+            ),
+        }
+    }
+
+    /// A property both schemas name that one requires and the other does not; `required`
+    /// is whether the old and the new schema require it. A request property made required
+    /// breaks clients that leave it out; a response property made optional breaks clients
+    /// that count on it.
+    fn property_required(&mut self, at: Place<'_>, (old, new): (bool, bool)) {
+        if old == new {
+            return;
+        }
+        let request = at.direction == Direction::Request;
+        let side = if request { "request" } else { "response" };
+        let became = if new { "required" } else { "optional" };
+        self.push(
+            new == request,
+            format!("{side}-property-became-{became}"),
+            at.pointer,
+            format!("{} became {became}.", capital(&at.name())),
+        );
+    }
+
+    /// The router gives a response property to the callers its x-since names: with another
+    /// version there, a client of a version in between sees a property of its version
+    /// vanish, or one it does not know appear.
+    fn property_since(&mut self, at: Place<'_>, old: &Value, new: &Value, property: &str) {
+        if at.direction == Direction::Request {
+            return;
+        }
+        let (old_since, new_since) = (spec::since(old, property), spec::since(new, property));
+        if old_since != new_since {
+            let shown = at.name();
+            let noun = shown.trim_start_matches("the ");
+            let (from, to) = (old_since.unwrap_or("none"), new_since.unwrap_or("none"));
+            self.push(
+                true,
+                "response-property-since-changed",
+                at.pointer,
+                format!("The x-since of {noun} changed from {from} to {to}."),
+            );
         }
     }
 
     /// Whether the new `schema`'s `x-since` gives `property` a version later than the old
     /// spec's `info.version`.
     fn added_since_old(&self, schema: &Value, property: &str) -> bool {
-        let version = |v: Option<&str>| v.and_then(|v| v.parse::<crate::version::Version>().ok());
+        let version = |v: Option<&str>| v.and_then(|v| v.parse::<Version>().ok());
         let old = version(self.old.pointer("/info/version").and_then(Value::as_str));
-        let since = version(crate::spec::since(schema, property));
+        let since = version(spec::since(schema, property));
         matches!((old, since), (Some(old), Some(since)) if since > old)
     }
 

@@ -28,7 +28,10 @@ pub fn build() -> Result<PathBuf> {
         std::fs::read_to_string(npm.join("node_modules/redoc/bundles/redoc.standalone.js"))
             .context("reading Redoc's standalone bundle")?;
     if !bundle.contains(REDOC_LOGO) {
-        bail!("Redoc's bundle no longer names {REDOC_LOGO}: check what else it loads, then update xtask/src/docs.rs");
+        bail!(
+            "Redoc's bundle no longer names {REDOC_LOGO}: check what else it loads, then update \
+             xtask/src/docs.rs"
+        );
     }
     // An empty image in its place, so that the footer loads nothing.
     let bundle = bundle
@@ -40,6 +43,12 @@ pub fn build() -> Result<PathBuf> {
     let title = doc.pointer("/info/title").and_then(Value::as_str).unwrap_or("API");
     // Inside a script element, `</` would end it: JSON lets `/` be escaped.
     let spec_json = serde_json::to_string(&doc)?.replace("</", "<\\/");
+    // Redoc with every success response open and JSON samples three levels deep.
+    let init = concat!(
+        r#"Redoc.init(JSON.parse(document.getElementById("spec").textContent), "#,
+        r#"{ expandResponses: "200,201,202,204", jsonSampleExpandLevel: 3 }, "#,
+        r#"document.getElementById("redoc"));"#,
+    );
     let page = format!(
         r#"<!DOCTYPE html>
 <html lang="en">
@@ -54,7 +63,7 @@ pub fn build() -> Result<PathBuf> {
 <script id="spec" type="application/json">{spec_json}</script>
 <script>{bundle}</script>
 <script>
-Redoc.init(JSON.parse(document.getElementById("spec").textContent), {{ expandResponses: "200,201,202,204", jsonSampleExpandLevel: 3 }}, document.getElementById("redoc"));
+{init}
 </script>
 </body>
 </html>
@@ -91,7 +100,8 @@ pub fn check(page: &Path) -> Result<bool> {
     let outside = found["outside"].as_array().cloned().unwrap_or_default();
     let errors = found["errors"].as_array().cloned().unwrap_or_default();
     println!(
-        "the portal shows {} of the spec's {} operations; it tried {} requests off the machine; {} script errors",
+        "the portal shows {} of the spec's {} operations; it tried {} requests off the \
+         machine; {} script errors",
         wanted.len() - missing.len(),
         wanted.len(),
         outside.len(),

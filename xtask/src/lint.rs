@@ -176,8 +176,13 @@ impl<'a> Lint<'a> {
                 }
                 match (version.as_str().and_then(|v| v.parse::<Version>().ok()), current) {
                     (Some(v), Some(current)) if v.major == current.major && v <= current => {}
-                    _ => findings
-                        .push((here.clone(), format!("'{name}' must name a version MAJOR.MINOR.PATCH of this major version, no later than info.version"))),
+                    _ => findings.push((
+                        here.clone(),
+                        format!(
+                            "'{name}' must name a version MAJOR.MINOR.PATCH of this major \
+                             version, no later than info.version"
+                        ),
+                    )),
                 }
             }
         });
@@ -202,7 +207,12 @@ impl<'a> Lint<'a> {
             }
         });
         for at in places {
-            self.report("nullable-type", at, "nullable adds null to type only, not to allOf, anyOf, oneOf or $ref beside it; a nullable reference is anyOf it and {type: object, nullable: true, enum: [null]}");
+            self.report(
+                "nullable-type",
+                at,
+                "nullable adds null to type only, not to allOf, anyOf, oneOf or $ref beside it; \
+                 a nullable reference is anyOf it and {type: object, nullable: true, enum: [null]}",
+            );
         }
     }
 
@@ -237,7 +247,13 @@ impl<'a> Lint<'a> {
                     continue;
                 };
                 if text.matches(&format!("\"$ref\":\"{reference}\"")).count() != 1 {
-                    findings.push((here.clone(), format!("{reference} is a branch of {name}, and must be referred to nowhere else")));
+                    findings.push((
+                        here.clone(),
+                        format!(
+                            "{reference} is a branch of {name}, and must be referred to \
+                             nowhere else"
+                        ),
+                    ));
                 }
                 let value = mapping
                     .and_then(|m| m.iter().find(|(_, target)| target.as_str() == Some(reference)))
@@ -252,7 +268,13 @@ impl<'a> Lint<'a> {
                     .and_then(Value::as_array);
                 match (value, tag.map(Vec::as_slice)) {
                     (Some(value), Some([only])) if required && only == value => {}
-                    _ => findings.push((here, format!("{reference} must require {property} with the one value the mapping gives it"))),
+                    _ => findings.push((
+                        here,
+                        format!(
+                            "{reference} must require {property} with the one value the \
+                             mapping gives it"
+                        ),
+                    )),
                 }
             }
         }
@@ -501,7 +523,14 @@ impl<'a> Lint<'a> {
             op.parameters().filter_map(|p| p.get("$ref").and_then(Value::as_str)).collect();
         for name in ["limit", "cursor"] {
             if !refs.contains(format!("#/components/parameters/{name}").as_str()) {
-                self.report("list-envelope", op.pointer(), format!("list operation does not take the '{name}' parameter (#/components/parameters/{name})"));
+                self.report(
+                    "list-envelope",
+                    op.pointer(),
+                    format!(
+                        "list operation does not take the '{name}' parameter \
+                         (#/components/parameters/{name})"
+                    ),
+                );
             }
         }
         let at = pointer(&["paths", op.path, op.method, "responses", "200"]);
@@ -530,7 +559,12 @@ impl<'a> Lint<'a> {
             || !required.contains("data")
             || !required.contains("pagination")
         {
-            self.report("list-envelope", at, "list operation must answer the required envelope {data: array, pagination: Pagination}");
+            self.report(
+                "list-envelope",
+                at,
+                "list operation must answer the required envelope \
+                 {data: array, pagination: Pagination}",
+            );
         }
     }
 
@@ -563,7 +597,14 @@ impl<'a> Lint<'a> {
             for (status, response) in responses {
                 let at = pointer(&["paths", op.path, op.method, "responses", status]);
                 if status == "default" || !status.chars().all(|c| c.is_ascii_digit()) {
-                    self.report("explicit-statuses", &at, format!("status '{status}' is not an explicit status code (progenitor cannot generate `default`)"));
+                    self.report(
+                        "explicit-statuses",
+                        &at,
+                        format!(
+                            "status '{status}' is not an explicit status code (progenitor \
+                             cannot generate `default`)"
+                        ),
+                    );
                 }
                 let resolved = deref(self.doc, response).unwrap_or(response);
                 let at =
@@ -573,7 +614,14 @@ impl<'a> Lint<'a> {
                         .pointer(&format!("/headers/{header}/$ref"))
                         .and_then(Value::as_str);
                     if declared != Some(format!("#/components/headers/{header}").as_str()) {
-                        self.report("response-headers", &at, format!("response does not declare the {header} header (#/components/headers/{header})"));
+                        self.report(
+                            "response-headers",
+                            &at,
+                            format!(
+                                "response does not declare the {header} header \
+                                 (#/components/headers/{header})"
+                            ),
+                        );
                     }
                 }
                 if status.starts_with('4') || status.starts_with('5') {
@@ -586,7 +634,14 @@ impl<'a> Lint<'a> {
                                 == Some(ERROR_SCHEMA)
                     });
                     if !uses_error {
-                        self.report("error-schema", &at, format!("error status {status} must answer application/json with the Error schema ({ERROR_SCHEMA})"));
+                        self.report(
+                            "error-schema",
+                            &at,
+                            format!(
+                                "error status {status} must answer application/json with the \
+                                 Error schema ({ERROR_SCHEMA})"
+                            ),
+                        );
                     }
                 }
             }

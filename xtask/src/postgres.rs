@@ -114,10 +114,13 @@ fn bin_dir() -> Result<PathBuf> {
         return Ok(bin);
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path).find(|dir| dir.join("pg_ctl").exists() && dir.join("initdb").exists()).context(
-        "no PostgreSQL server binaries (initdb, pg_ctl): install PostgreSQL, set VM0_POSTGRES_BIN to their folder, \
-         or set VM0_TEST_DATABASE_URL to a server the tests may create databases on",
-    )
+    std::env::split_paths(&path)
+        .find(|dir| dir.join("pg_ctl").exists() && dir.join("initdb").exists())
+        .context(
+            "no PostgreSQL server binaries (initdb, pg_ctl): install PostgreSQL, set \
+             VM0_POSTGRES_BIN to their folder, or set VM0_TEST_DATABASE_URL to a server the \
+             tests may create databases on",
+        )
 }
 
 fn running_as_root() -> bool {

@@ -118,7 +118,10 @@ impl Check {
                 out.push_str(&format!("not allowed: {change}\n"));
             }
             if !self.unexcused.is_empty() {
-                out.push_str(&format!("raise the major version of info.version, or list each change with a reason in {ALLOWLIST}\n"));
+                out.push_str(&format!(
+                    "raise the major version of info.version, or list each change with a reason \
+                     in {ALLOWLIST}\n"
+                ));
             }
         }
         for entry in &self.unused {
@@ -177,7 +180,9 @@ pub fn release(root: &Path, date: &str) -> Result<Released> {
 
     let changelog = root.join("CHANGELOG.md");
     let before = std::fs::read_to_string(&changelog).unwrap_or_else(|_| {
-        "# Changelog\n\nThe changes to the VM0 Public API v1, release by release, as `cargo xtask release` writes them from `cargo xtask diff`.\n\n".into()
+        "# Changelog\n\nThe changes to the VM0 Public API v1, release by release, as `cargo \
+         xtask release` writes them from `cargo xtask diff`.\n\n"
+            .into()
     });
     let allowed = allowlist(root)?.allowed;
     let reason = |c: &Change| {
@@ -244,7 +249,11 @@ fn set_dependency_versions(manifest: &str, version: &Version) -> Result<String> 
     .expect("the pattern compiles");
     let found = pattern.find_iter(manifest).count();
     if found != PUBLISHED.len() {
-        bail!("expected one `NAME = {{ path = \"…\", version = \"…\" }}` line for each of {}, found {found}", PUBLISHED.join(", "));
+        bail!(
+            "expected one `NAME = {{ path = \"…\", version = \"…\" }}` line for each of {}, \
+             found {found}",
+            PUBLISHED.join(", ")
+        );
     }
     Ok(pattern.replace_all(manifest, format!("${{1}}{version}${{2}}")).into_owned())
 }

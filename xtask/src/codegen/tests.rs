@@ -38,11 +38,18 @@ pub(super) fn generate(doc: &Value, generated: &[Generated]) -> Result<[Generate
         /// The schema of `T` as it is serialized: an `Option` field that is always written
         /// is required and nullable, as the spec's "present and null" fields are.
         fn schema<T: schemars::JsonSchema>() -> schemars::Schema {
-            schemars::generate::SchemaSettings::draft2020_12().for_serialize().into_generator().into_root_schema_for::<T>()
+            schemars::generate::SchemaSettings::draft2020_12()
+                .for_serialize()
+                .into_generator()
+                .into_root_schema_for::<T>()
         }
     })?;
     let description = HEADER.trim_start_matches("//! ");
-    let snapshot = format!("---\nsource: tests/it/surface.rs\ndescription: {description}\nexpression: surface\n---\n{}", surface(doc, generated)?);
+    let snapshot = format!(
+        "---\nsource: tests/it/surface.rs\ndescription: {description}\nexpression: surface\n\
+         ---\n{}",
+        surface(doc, generated)?
+    );
     Ok([
         Generated {
             path: "tests/it/generated_components.rs",
@@ -63,6 +70,12 @@ fn file(generated: &[Generated], path: &str) -> Result<syn::File> {
 /// The API surface as text: every operation as the spec gives it, every method of the
 /// server trait, every client builder, and every type with its fields.
 pub fn surface(doc: &Value, generated: &[Generated]) -> Result<String> {
+    Ok([operations(doc)?, server_trait(generated)?, client_builders(generated)?, types(generated)?]
+        .concat())
+}
+
+/// Every operation: its method, path and id, parameters, body and responses.
+fn operations(doc: &Value) -> Result<String> {
     let mut out = String::from("# Operations (openapi/v1.yaml)\n");
     for op in spec::operations(doc) {
         let responses = op.op["responses"].as_object().context("responses")?;
@@ -100,8 +113,12 @@ pub fn surface(doc: &Value, generated: &[Generated]) -> Result<String> {
             out.push_str(&format!("  -> {status}\n"));
         }
     }
+    Ok(out)
+}
 
-    out.push_str("\n# Server trait (vm0-api)\n\n");
+/// Every method of the `Vm0Api` trait, by its signature.
+fn server_trait(generated: &[Generated]) -> Result<String> {
+    let mut out = String::from("\n# Server trait (vm0-api)\n\n");
     for item in file(generated, "crates/vm0-api/src/generated.rs")?.items {
         let syn::Item::Trait(item) = item else { continue };
         for method in item.items {
@@ -110,8 +127,12 @@ pub fn surface(doc: &Value, generated: &[Generated]) -> Result<String> {
             }
         }
     }
+    Ok(out)
+}
 
-    out.push_str("\n# Client builders (vm0-client)\n\n");
+/// Every builder of the generated client: its setters and what `send` returns.
+fn client_builders(generated: &[Generated]) -> Result<String> {
+    let mut out = String::from("\n# Client builders (vm0-client)\n\n");
     let client = file(generated, "crates/vm0-client/src/generated.rs")?;
     for item in &client.items {
         let syn::Item::Mod(module) = item else { continue };
@@ -140,8 +161,12 @@ pub fn surface(doc: &Value, generated: &[Generated]) -> Result<String> {
             out.push_str(&format!("{name}: {} {}\n", methods.join(", "), send.unwrap_or_default()));
         }
     }
+    Ok(out)
+}
 
-    out.push_str("\n# Types (vm0-types)\n\n");
+/// Every generated type: a struct with its fields, an enum with its variants.
+fn types(generated: &[Generated]) -> Result<String> {
+    let mut out = String::from("\n# Types (vm0-types)\n\n");
     for item in file(generated, "crates/vm0-types/src/generated.rs")?.items {
         match item {
             syn::Item::Struct(s) => {
