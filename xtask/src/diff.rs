@@ -1286,10 +1286,13 @@ pub fn load(source: &str) -> anyhow::Result<Value> {
 }
 
 /// How `cargo xtask diff` prints its changes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
+    /// A line per change: breaking or ok, its rule, its pointer and a message.
     Text,
+    /// An array of the changes, each with `breaking`, `rule`, `pointer` and `message`.
     Json,
+    /// Breaking changes, then the others, as CHANGELOG.md lists them.
     Markdown,
 }
 

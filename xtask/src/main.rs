@@ -1,87 +1,108 @@
-//! `cargo xtask`: see `cargo xtask help`.
+//! `cargo xtask`: see `cargo xtask --help`, and `cargo xtask COMMAND --help` for each command.
 
 #![allow(clippy::print_stdout)] // Printing is what this program is for.
 
 use std::process::ExitCode;
 
 use anyhow::Result;
+use clap::{CommandFactory, Parser, Subcommand};
 use xtask::{
     bench, codegen, diff, docs, lint, portability, postgres, process, release, s3, schemathesis,
     spec, tools,
 };
 
-const HELP: &str = "\
-cargo xtask <command>
+/// The workspace's own tooling: what openapi/v1.yaml generates, its lint, its releases,
+/// and everything CI runs.
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    after_help = "Exit codes: 0 success; 1 a check failed (for `diff`, a breaking change); \
+                  2 an error, printed as `error: …`, or a usage error."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
 
-commands:
-  codegen          regenerate every file that openapi/v1.yaml generates
-  codegen --check  change nothing; fail, with a diff, when a generated file is stale
-  lint             check openapi/v1.yaml: structure, the project's rules, Spectral,
-                   Redocly and openapi-spec-validator (installed into target/lint-tools)
-  diff OLD NEW [--format text|json|markdown]
-                   the changes from one spec to another (each a file, or a git revision
-                   of openapi/v1.yaml), breaking or not; exits 1 when any is breaking,
-                   2 when a spec cannot be read
-  release --check  compare openapi/v1.yaml with its latest release in openapi/released/;
-                   fail on a breaking change that neither a major version nor
-                   openapi/breaking-changes.yaml allows
-  release          release openapi/v1.yaml as its info.version: the release file, a
-                   CHANGELOG.md entry, and the published crates' versions
-  postgres         start a throwaway PostgreSQL in target/postgres and print the
-                   VM0_TEST_DATABASE_URL that runs the tests on it; Enter stops it
-  docs             build the self-contained docs portal, target/docs/index.html (Redoc
-                   and the spec inlined; no request leaves the machine)
-  docs --check     build it, then render it in headless Chromium: every operation shown,
-                   no request off the machine
-  schemathesis     run schemathesis against a fresh reference server
-  portability      generate clients from openapi/v1.json with openapi-python-client and
-                   openapi-generator (rust, typescript-fetch); fail on any warning about
-                   the spec, a body typed Any, or a tsc --strict error; then a journey
-                   through the Python client against a fresh reference server
-  bench            run the benchmarks (pagination depth, 1 GiB through the server,
-                   1 GiB through the client) and print their figures
-  ci               everything CI runs: codegen --check, lint, release --check, fmt --check,
-                   clippy, every test, the end-to-end suites again on PostgreSQL and S3
-                   (s3s-fs, installed into target/s3s-fs), cargo package of the published
-                   crates, portability, schemathesis
-";
+#[derive(Subcommand)]
+enum Command {
+    /// Regenerate every file that openapi/v1.yaml generates.
+    Codegen {
+        /// Change nothing; fail, with a diff, when a generated file is stale.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Check openapi/v1.yaml: structure, the project's rules, Spectral, Redocly and
+    /// openapi-spec-validator (installed into target/lint-tools).
+    Lint,
+    /// The changes from one spec to another, breaking or not; exits 1 when any is
+    /// breaking, 2 when a spec cannot be read.
+    Diff {
+        /// The old spec: a file, or a git revision of openapi/v1.yaml.
+        old: String,
+        /// The new spec: a file, or a git revision of openapi/v1.yaml.
+        new: String,
+        /// How to print the changes.
+        #[arg(long, value_enum, default_value_t = diff::Format::Text)]
+        format: diff::Format,
+    },
+    /// Release openapi/v1.yaml as its info.version: the release file, a CHANGELOG.md
+    /// entry, and the published crates' versions.
+    Release {
+        /// Change nothing: compare openapi/v1.yaml with its latest release in
+        /// openapi/released/; fail on a breaking change that neither a major version nor
+        /// openapi/breaking-changes.yaml allows.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Start a throwaway PostgreSQL in target/postgres and print the VM0_TEST_DATABASE_URL
+    /// that runs the tests on it; Enter stops it.
+    Postgres,
+    /// Build the self-contained docs portal, target/docs/index.html (Redoc and the spec
+    /// inlined; no request leaves the machine).
+    Docs {
+        /// Build it, then render it in headless Chromium: every operation shown, no
+        /// request off the machine.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Run schemathesis against a fresh reference server.
+    Schemathesis,
+    /// Generate clients from openapi/v1.json with openapi-python-client and
+    /// openapi-generator (rust, typescript-fetch); fail on any warning about the spec, a
+    /// body typed Any, or a tsc --strict error; then a journey through the Python client
+    /// against a fresh reference server.
+    Portability,
+    /// Run the benchmarks (pagination depth, 1 GiB through the server, 1 GiB through the
+    /// client) and print their figures.
+    Bench,
+    /// Everything CI runs: codegen --check, lint, release --check, fmt --check,
+    /// clippy, every test, the end-to-end suites again on PostgreSQL and S3 (s3s-fs,
+    /// installed into target/s3s-fs), cargo package of the published crates, docs
+    /// --check, portability, schemathesis.
+    Ci,
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let result = match args.as_slice() {
-        ["codegen"] => codegen::run(false),
-        ["codegen", "--check"] => codegen::run(true),
-        ["lint"] => run_lint(),
-        ["diff", old, new] => run_diff(old, new, diff::Format::Text),
-        ["diff", old, new, "--format", format] | ["diff", "--format", format, old, new] => {
-            match *format {
-                "text" => run_diff(old, new, diff::Format::Text),
-                "json" => run_diff(old, new, diff::Format::Json),
-                "markdown" => run_diff(old, new, diff::Format::Markdown),
-                other => Err(anyhow::anyhow!("unknown format {other}: text, json or markdown")),
-            }
-        }
-        ["release", "--check"] => check_release(),
-        ["release"] => run_release(),
-        ["postgres"] => run_postgres(),
-        ["schemathesis"] => schemathesis::run(),
-        ["portability"] => portability::run(),
-        ["docs"] => docs::build().map(|page| {
+    let result = match Cli::parse().command {
+        Some(Command::Codegen { check }) => codegen::run(check),
+        Some(Command::Lint) => run_lint(),
+        Some(Command::Diff { old, new, format }) => run_diff(&old, &new, format),
+        Some(Command::Release { check: true }) => check_release(),
+        Some(Command::Release { check: false }) => run_release(),
+        Some(Command::Postgres) => run_postgres(),
+        Some(Command::Docs { check: false }) => docs::build().map(|page| {
             println!("{}", page.display());
             true
         }),
-        ["docs", "--check"] => docs::build().and_then(|page| docs::check(&page)),
-        ["bench"] => bench::run(),
-        ["ci"] => ci(),
-        ["help" | "--help" | "-h"] | [] => {
-            print!("{HELP}");
-            Ok(true)
-        }
-        _ => {
-            eprint!("unknown command: {}\n\n{HELP}", args.join(" "));
-            Ok(false)
-        }
+        Some(Command::Docs { check: true }) => docs::build().and_then(|page| docs::check(&page)),
+        Some(Command::Schemathesis) => schemathesis::run(),
+        Some(Command::Portability) => portability::run(),
+        Some(Command::Bench) => bench::run(),
+        Some(Command::Ci) => ci(),
+        // `cargo xtask` alone lists the commands, and is no error.
+        None => Cli::command().print_help().map(|()| true).map_err(Into::into),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -199,7 +220,11 @@ fn check_docs() -> Result<bool> {
     let page = docs::build()?;
     if !std::path::Path::new(docs::CHROMIUM).exists() {
         if std::env::var("CI").as_deref() != Ok("true") {
-            println!("!! SKIPPED: the portal's render check needs Chromium at {} (apt-get install chromium); CI installs it", docs::CHROMIUM);
+            println!(
+                "!! SKIPPED: the portal's render check needs Chromium at {} (apt-get install \
+                 chromium); CI installs it",
+                docs::CHROMIUM
+            );
             return Ok(true);
         }
         println!(
