@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod codegen;
+pub mod deny;
 pub mod diff;
 pub mod docs;
 pub mod lint;

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{CommandFactory, Parser, Subcommand};
 use xtask::{
-    bench, codegen, diff, docs, lint, portability, postgres, process, release, s3, schemathesis,
-    spec, tools,
+    bench, codegen, deny, diff, docs, lint, portability, postgres, process, release, s3,
+    schemathesis, spec, tools,
 };
 
 /// The workspace's own tooling: what openapi/v1.yaml generates, its lint, its releases,
@@ -56,6 +56,10 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Check the dependencies with cargo deny (installed into target/cargo-deny): their
+    /// licenses, banned crates and duplicate versions, and the registries they come from,
+    /// as deny.toml allows.
+    Deny,
     /// Start a throwaway PostgreSQL in target/postgres and print the VM0_TEST_DATABASE_URL
     /// that runs the tests on it; Enter stops it.
     Postgres,
@@ -77,7 +81,7 @@ enum Command {
     /// Run the benchmarks (pagination depth, 1 GiB through the server, 1 GiB through the
     /// client) and print their figures.
     Bench,
-    /// Everything CI runs: codegen --check, lint, release --check, fmt --check,
+    /// Everything CI runs: codegen --check, lint, release --check, fmt --check, deny,
     /// clippy, every test, the end-to-end suites again on PostgreSQL and S3 (s3s-fs,
     /// installed into target/s3s-fs), cargo package of the published crates, docs
     /// --check, portability, schemathesis.
@@ -91,6 +95,7 @@ fn main() -> ExitCode {
         Some(Command::Diff { old, new, format }) => run_diff(&old, &new, format),
         Some(Command::Release { check: true }) => check_release(),
         Some(Command::Release { check: false }) => run_release(),
+        Some(Command::Deny) => deny::check().map(|()| true),
         Some(Command::Postgres) => run_postgres(),
         Some(Command::Docs { check: false }) => docs::build().map(|page| {
             println!("{}", page.display());
@@ -271,6 +276,7 @@ fn ci() -> Result<bool> {
         return Ok(false);
     }
     process::cargo(&["fmt", "--all", "--check"])?;
+    deny::check()?;
     process::cargo(&[
         "clippy",
         "--workspace",

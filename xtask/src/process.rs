@@ -1,7 +1,8 @@
-//! The programs the xtask commands start: cargo, and the reference server.
+//! The programs the xtask commands start: cargo, the tools it installs from crates.io, and
+//! the reference server.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use anyhow::{bail, Context, Result};
@@ -16,6 +17,32 @@ pub fn cargo(args: &[&str]) -> Result<()> {
         bail!("cargo {} failed", args.join(" "));
     }
     Ok(())
+}
+
+/// The binary of `krate` at exactly `version`, installed from crates.io with `cargo install
+/// --locked` (and the `extra` arguments) into `target/KRATE` on first use. Its build goes
+/// in a folder of its own, removed afterwards: hundreds of megabytes that nothing needs
+/// again.
+pub fn install(krate: &str, version: &str, extra: &[&str]) -> Result<PathBuf> {
+    let root = workspace_root().join("target").join(krate);
+    let binary = root.join("bin").join(krate);
+    if binary.exists() {
+        return Ok(binary);
+    }
+    println!("== installing {krate} {version} into target/{krate}");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["install", krate, "--version", &format!("={version}"), "--locked"])
+        .args(extra)
+        .arg("--root")
+        .arg(&root)
+        .env("CARGO_TARGET_DIR", root.join("build"))
+        .status()?;
+    if !status.success() {
+        bail!("installing {krate} failed");
+    }
+    std::fs::remove_dir_all(root.join("build")).ok();
+    Ok(binary)
 }
 
 /// A reference server started on a free port over `data_dir`, with the URL and first

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::process;
 use crate::spec::workspace_root;
 
 const VERSION: &str = "0.14.1";
@@ -29,31 +30,8 @@ impl S3 {
     /// Installs s3s-fs if needed and starts it on a free port of 127.0.0.1, over an empty
     /// bucket.
     pub fn start() -> Result<S3> {
-        let target = workspace_root().join("target");
-        let binary = target.join("s3s-fs/bin/s3s-fs");
-        if !binary.exists() {
-            println!("== installing s3s-fs {VERSION} into target/s3s-fs");
-            let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-                .args([
-                    "install",
-                    "s3s-fs",
-                    "--version",
-                    &format!("={VERSION}"),
-                    "--features",
-                    "binary",
-                    "--locked",
-                    "--root",
-                ])
-                .arg(target.join("s3s-fs"))
-                .env("CARGO_TARGET_DIR", target.join("s3s-fs/build"))
-                .status()?;
-            if !status.success() {
-                bail!("installing s3s-fs failed");
-            }
-            // Its build is 400 MB that nothing needs again.
-            std::fs::remove_dir_all(target.join("s3s-fs/build")).ok();
-        }
-        let root = target.join("s3-test");
+        let binary = process::install("s3s-fs", VERSION, &["--features", "binary"])?;
+        let root = workspace_root().join("target/s3-test");
         if root.exists() {
             std::fs::remove_dir_all(&root)?;
         }
