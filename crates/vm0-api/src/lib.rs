@@ -116,10 +116,16 @@ async fn headers(mut request: Request, next: Next) -> Response {
     let (operation, user) = (served.operation, served.user.as_deref());
     match response.extensions_mut().remove::<error::InternalDetail>() {
         Some(detail) => {
-            tracing::error!(request = %id.0, %method, path = uri.path(), operation, user, status, ms, detail = %detail.0, "answered with an internal error")
+            tracing::error!(
+                request = %id.0, %method, path = uri.path(), operation, user, status, ms,
+                detail = %detail.0, "answered with an internal error"
+            )
         }
         None => {
-            tracing::info!(request = %id.0, %method, path = uri.path(), operation, user, status, ms, "answered")
+            tracing::info!(
+                request = %id.0, %method, path = uri.path(), operation, user, status, ms,
+                "answered"
+            )
         }
     }
     response.extensions_mut().insert(served);

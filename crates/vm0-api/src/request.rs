@@ -309,7 +309,10 @@ async fn read_body(
             return Err(too_large());
         }
         if counter.add(&chunk) > max_values {
-            return Err(ApiError::invalid_request(format!("The request body holds more than this operation's limit of {max_values} JSON values")));
+            return Err(ApiError::invalid_request(format!(
+                "The request body holds more than this operation's limit of {max_values} JSON \
+                 values"
+            )));
         }
         bytes.extend_from_slice(&chunk);
     }

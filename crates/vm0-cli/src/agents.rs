@@ -64,123 +64,146 @@ pub(crate) enum Command {
 
 pub(crate) async fn run(command: Command, client: &Client, json: bool) -> Result<()> {
     match command {
-        Command::List { limit } => {
-            let agents = lookup::collect(client.list_agents().stream(), limit).await?;
-            if json {
-                return output::json(&agents);
-            }
-            let rows = agents
-                .iter()
-                .map(|a| vec![a.name.to_string(), a.id.clone(), output::time(&a.updated_at)])
-                .collect();
-            output::table(&["NAME", "ID", "UPDATED"], rows);
-        }
-        Command::Get { agent, version } => {
-            let agent = find(client, &agent).await?;
-            let version = match version {
-                Some(version) => find_version(client, &agent, &version).await?,
-                None => client
-                    .get_agent_version()
-                    .id(&agent.id)
-                    .version_id(&agent.current_version_id)
-                    .send()
-                    .await
-                    .body()?,
-            };
-            if json {
-                let mut value = serde_json::to_value(&agent)?;
-                value["version"] = serde_json::to_value(&version)?;
-                return output::json(&value);
-            }
-            output::fields(&[
-                ("Name", agent.name.to_string()),
-                ("ID", agent.id.clone()),
-                ("Created", output::time(&agent.created_at)),
-                ("Updated", output::time(&agent.updated_at)),
-                (
-                    "Version",
-                    format!(
-                        "{} ({}){}",
-                        version.version_number,
-                        version.id,
-                        if version.id == agent.current_version_id { ", current" } else { "" }
-                    ),
-                ),
-            ]);
-            println!("Configuration:");
-            println!("{}", serde_json::to_string_pretty(&version.config)?);
-        }
-        Command::Versions { agent, limit } => {
-            let agent = find(client, &agent).await?;
-            let versions =
-                lookup::collect(client.list_agent_versions().id(&agent.id).stream(), limit).await?;
-            if json {
-                return output::json(&versions);
-            }
-            let rows = versions
-                .iter()
-                .map(|v| {
-                    let current = if v.id == agent.current_version_id { "current" } else { "" };
-                    vec![
-                        v.version_number.to_string(),
-                        v.id.clone(),
-                        output::time(&v.created_at),
-                        current.into(),
-                    ]
-                })
-                .collect();
-            output::table(&["VERSION", "ID", "CREATED", ""], rows);
-        }
-        Command::Create { name, config } => {
-            let body = types::CreateAgentRequest {
-                name: crate::parse_arg(&name).context("the agent name")?,
-                config: read_config(&config)?,
-            };
-            let agent = client.create_agent().body(body).send().await.body()?;
-            if json {
-                return output::json(&agent);
-            }
-            println!("Created agent {} ({}), version 1.", agent.name.as_str(), agent.id);
-        }
-        Command::Update { agent, config } => {
-            let agent = find(client, &agent).await?;
-            let body = types::UpdateAgentRequest { config: read_config(&config)? };
-            let agent = client.update_agent().id(&agent.id).body(body).send().await.body()?;
-            if json {
-                return output::json(&agent);
-            }
-            let version = client
-                .get_agent_version()
-                .id(&agent.id)
-                .version_id(&agent.current_version_id)
-                .send()
-                .await
-                .body()?;
-            println!(
-                "Updated agent {}: version {} ({}) is current.",
-                agent.name.as_str(),
-                version.version_number,
-                version.id
-            );
-        }
-        Command::Delete { agent, yes } => {
-            let agent = find(client, &agent).await?;
-            if !yes
-                && !output::confirm(&format!(
-                    "Delete agent {} ({}) and all its versions?",
-                    agent.name.as_str(),
-                    agent.id
-                ))?
-            {
-                bail!("not deleted");
-            }
-            client.delete_agent().id(&agent.id).send().await.body()?;
-            if json {
-                return output::json(&serde_json::json!({ "id": agent.id, "deleted": true }));
-            }
-            println!("Deleted agent {} ({}).", agent.name.as_str(), agent.id);
-        }
+        Command::List { limit } => list(client, limit, json).await,
+        Command::Get { agent, version } => show(client, &agent, version, json).await,
+        Command::Versions { agent, limit } => versions(client, &agent, limit, json).await,
+        Command::Create { name, config } => create(client, &name, &config, json).await,
+        Command::Update { agent, config } => update(client, &agent, &config, json).await,
+        Command::Delete { agent, yes } => delete(client, &agent, yes, json).await,
     }
+}
+
+/// `vm0 agents list`.
+async fn list(client: &Client, limit: Option<usize>, json: bool) -> Result<()> {
+    let agents = lookup::collect(client.list_agents().stream(), limit).await?;
+    if json {
+        return output::json(&agents);
+    }
+    let rows = agents
+        .iter()
+        .map(|a| vec![a.name.to_string(), a.id.clone(), output::time(&a.updated_at)])
+        .collect();
+    output::table(&["NAME", "ID", "UPDATED"], rows);
+    Ok(())
+}
+
+/// `vm0 agents get`: an agent and one version's configuration (its current one by default).
+async fn show(client: &Client, agent: &str, version: Option<String>, json: bool) -> Result<()> {
+    let agent = find(client, agent).await?;
+    let version = match version {
+        Some(version) => find_version(client, &agent, &version).await?,
+        None => client
+            .get_agent_version()
+            .id(&agent.id)
+            .version_id(&agent.current_version_id)
+            .send()
+            .await
+            .body()?,
+    };
+    if json {
+        let mut value = serde_json::to_value(&agent)?;
+        value["version"] = serde_json::to_value(&version)?;
+        return output::json(&value);
+    }
+    output::fields(&[
+        ("Name", agent.name.to_string()),
+        ("ID", agent.id.clone()),
+        ("Created", output::time(&agent.created_at)),
+        ("Updated", output::time(&agent.updated_at)),
+        (
+            "Version",
+            format!(
+                "{} ({}){}",
+                version.version_number,
+                version.id,
+                if version.id == agent.current_version_id { ", current" } else { "" }
+            ),
+        ),
+    ]);
+    println!("Configuration:");
+    println!("{}", serde_json::to_string_pretty(&version.config)?);
+    Ok(())
+}
+
+/// `vm0 agents versions`.
+async fn versions(client: &Client, agent: &str, limit: Option<usize>, json: bool) -> Result<()> {
+    let agent = find(client, agent).await?;
+    let versions =
+        lookup::collect(client.list_agent_versions().id(&agent.id).stream(), limit).await?;
+    if json {
+        return output::json(&versions);
+    }
+    let rows = versions
+        .iter()
+        .map(|v| {
+            let current = if v.id == agent.current_version_id { "current" } else { "" };
+            vec![
+                v.version_number.to_string(),
+                v.id.clone(),
+                output::time(&v.created_at),
+                current.into(),
+            ]
+        })
+        .collect();
+    output::table(&["VERSION", "ID", "CREATED", ""], rows);
+    Ok(())
+}
+
+/// `vm0 agents create`.
+async fn create(client: &Client, name: &str, config: &Path, json: bool) -> Result<()> {
+    let body = types::CreateAgentRequest {
+        name: crate::parse_arg(name).context("the agent name")?,
+        config: read_config(config)?,
+    };
+    let agent = client.create_agent().body(body).send().await.body()?;
+    if json {
+        return output::json(&agent);
+    }
+    println!("Created agent {} ({}), version 1.", agent.name.as_str(), agent.id);
+    Ok(())
+}
+
+/// `vm0 agents update`: a new version, which becomes the current one.
+async fn update(client: &Client, agent: &str, config: &Path, json: bool) -> Result<()> {
+    let agent = find(client, agent).await?;
+    let body = types::UpdateAgentRequest { config: read_config(config)? };
+    let agent = client.update_agent().id(&agent.id).body(body).send().await.body()?;
+    if json {
+        return output::json(&agent);
+    }
+    let version = client
+        .get_agent_version()
+        .id(&agent.id)
+        .version_id(&agent.current_version_id)
+        .send()
+        .await
+        .body()?;
+    println!(
+        "Updated agent {}: version {} ({}) is current.",
+        agent.name.as_str(),
+        version.version_number,
+        version.id
+    );
+    Ok(())
+}
+
+/// `vm0 agents delete`, once confirmed.
+async fn delete(client: &Client, agent: &str, yes: bool, json: bool) -> Result<()> {
+    let agent = find(client, agent).await?;
+    if !yes
+        && !output::confirm(&format!(
+            "Delete agent {} ({}) and all its versions?",
+            agent.name.as_str(),
+            agent.id
+        ))?
+    {
+        bail!("not deleted");
+    }
+    client.delete_agent().id(&agent.id).send().await.body()?;
+    if json {
+        return output::json(&serde_json::json!({ "id": agent.id, "deleted": true }));
+    }
+    println!("Deleted agent {} ({}).", agent.name.as_str(), agent.id);
     Ok(())
 }
 

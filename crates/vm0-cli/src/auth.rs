@@ -68,7 +68,10 @@ async fn login(api_url: Option<String>, token: Option<String>, json: bool) -> Re
     let token = match token {
         Some(token) => token,
         None if std::io::stdin().is_terminal() => {
-            eprintln!("Paste an API token for {api_url} (vm0_live_…); the server prints one on its first start.");
+            eprintln!(
+                "Paste an API token for {api_url} (vm0_live_…); the server prints one on its \
+                 first start."
+            );
             rpassword::prompt_password("Token: ").context("reading the token")?
         }
         None => {
@@ -87,8 +90,9 @@ async fn login(api_url: Option<String>, token: Option<String>, json: bool) -> Re
         .with_context(|| format!("checking the token against {api_url}"))?;
     let path = config::save(&Stored { api_url: client.base_url().to_string(), token })?;
     if json {
+        let base_url = client.base_url();
         output::json(
-            &serde_json::json!({ "apiUrl": client.base_url(), "tokenName": name, "configFile": path }),
+            &serde_json::json!({ "apiUrl": base_url, "tokenName": name, "configFile": path }),
         )?;
     } else {
         let name = name.map(|n| format!(" with the token \"{n}\"")).unwrap_or_default();
@@ -109,7 +113,11 @@ fn setup_token(json: bool) -> Result<()> {
         println!("{token}");
         if std::io::stdout().is_terminal() {
             eprintln!();
-            eprintln!("Store it as the secret VM0_TOKEN of your CI (and VM0_API_URL={}); keep it out of logs.", effective.api_url);
+            eprintln!(
+                "Store it as the secret VM0_TOKEN of your CI (and VM0_API_URL={}); keep it out \
+                 of logs.",
+                effective.api_url
+            );
         }
     }
     Ok(())

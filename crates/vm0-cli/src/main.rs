@@ -24,8 +24,10 @@ use clap::{Parser, Subcommand};
 const AFTER_HELP: &str = "\
 Log in first with `vm0 auth login`; VM0_API_URL and VM0_TOKEN, when set, override the stored login.
 
-Exit codes: 0 success; 1 an error (printed on standard error with its code and request id); 2 a usage error;
-`vm0 run` also exits 3 when the run failed, 4 when it timed out, 5 when it was cancelled and 130 when left running.";
+Exit codes: 0 success; 1 an error (printed on standard error with its code and request id); \
+2 a usage error;
+`vm0 run` also exits 3 when the run failed, 4 when it timed out, 5 when it was cancelled and \
+130 when left running.";
 
 /// Manage VM0 agents, run them, and move their files.
 #[derive(Parser)]
@@ -48,8 +50,15 @@ enum Command {
     Agents(agents::Command),
     /// Run an agent and print its output live until the run ends.
     #[command(
-        override_usage = "vm0 run [OPTIONS] <AGENT> <PROMPT>\n       vm0 run [OPTIONS] --session <ID> <PROMPT>\n       vm0 run [OPTIONS] --checkpoint <ID> <PROMPT>",
-        after_help = "Exit codes: 0 completed, 3 failed, 4 timed out, 5 cancelled, 130 left running (Ctrl-C twice), 1 an error, 2 a usage error."
+        override_usage = concat!(
+            "vm0 run [OPTIONS] <AGENT> <PROMPT>\n",
+            "       vm0 run [OPTIONS] --session <ID> <PROMPT>\n",
+            "       vm0 run [OPTIONS] --checkpoint <ID> <PROMPT>",
+        ),
+        after_help = concat!(
+            "Exit codes: 0 completed, 3 failed, 4 timed out, 5 cancelled, ",
+            "130 left running (Ctrl-C twice), 1 an error, 2 a usage error.",
+        )
     )]
     Run(runs::RunArgs),
     /// List runs, show one, cancel one, print its logs or metrics.
@@ -66,7 +75,10 @@ enum Command {
     Tokens(tokens::Command),
     /// Print a completion script for your shell.
     #[command(
-        after_help = "For example: vm0 completions bash > ~/.local/share/bash-completion/completions/vm0\n         or: vm0 completions zsh > \"${fpath[1]}/_vm0\""
+        after_help = concat!(
+            "For example: vm0 completions bash > ~/.local/share/bash-completion/completions/vm0\n",
+            "         or: vm0 completions zsh > \"${fpath[1]}/_vm0\"",
+        )
     )]
     Completions {
         /// The shell.

@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use futures::StreamExt;
@@ -99,7 +99,11 @@ pub(crate) enum Command {
         #[arg(long, short)]
         follow: bool,
         /// Only entries of this type.
-        #[arg(long = "type", value_name = "TYPE", value_parser = crate::enum_arg::<LogTypeFilter>())]
+        #[arg(
+            long = "type",
+            value_name = "TYPE",
+            value_parser = crate::enum_arg::<LogTypeFilter>()
+        )]
         type_: Option<LogTypeFilter>,
         /// Only entries at or after this time (RFC 3339).
         #[arg(long)]
@@ -113,12 +117,12 @@ pub(crate) enum Command {
 }
 
 /// `KEY=VALUE`, or `KEY` with the value of the environment variable of that name.
-fn key_value(arg: &str) -> Result<(String, String), String> {
+fn key_value(arg: &str) -> Result<(String, String)> {
     match arg.split_once('=') {
-        Some(("", _)) => Err("the key is empty".into()),
+        Some(("", _)) => Err(anyhow!("the key is empty")),
         Some((key, value)) => Ok((key.into(), value.into())),
         None => std::env::var(arg).map(|value| (arg.into(), value)).map_err(|_| {
-            format!("no value: give KEY=VALUE, or set the environment variable {arg}")
+            anyhow!("no value: give KEY=VALUE, or set the environment variable {arg}")
         }),
     }
 }
@@ -163,7 +167,8 @@ fn origin_and_prompt(args: &RunArgs) -> Result<(Origin, String), &'static str> {
     };
     match (origin, args.words.as_slice()) {
         (None, [agent, prompt]) => Ok((Origin::Agent(agent.clone()), prompt.clone())),
-        (None, [_]) => Err("give the agent and the prompt (vm0 run AGENT PROMPT), or continue a session with vm0 run --session ID PROMPT"),
+        (None, [_]) => Err("give the agent and the prompt (vm0 run AGENT PROMPT), or continue a \
+                            session with vm0 run --session ID PROMPT"),
         (Some(origin), [prompt]) => Ok((origin, prompt.clone())),
         (Some(_), _) => Err("--session and --checkpoint say the agent: give only the prompt"),
         (None, _) => unreachable!("clap takes one or two words"),
@@ -289,7 +294,9 @@ async fn follow(client: &Client, run: &RunDetail, json: bool) -> Result<Option<R
     let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
     loop {
         tokio::select! {
-            event = events.next() => match event.context("the event stream ended before the run did")?? {
+            event = events.next() => match event
+                .context("the event stream ended before the run did")??
+            {
                 RunEvent::Output { content, stream, .. } if !json => {
                     if let Some(spinner) = spinner.take() {
                         spinner.finish();
@@ -322,18 +329,25 @@ async fn follow(client: &Client, run: &RunDetail, json: bool) -> Result<Option<R
             },
             _ = interrupts.recv() => {
                 if asking || cancelling {
-                    eprintln!("\nLeft run {} running. Follow it again: vm0 runs logs {} --follow", run.id, run.id);
+                    eprintln!(
+                        "\nLeft run {} running. Follow it again: vm0 runs logs {} --follow",
+                        run.id, run.id
+                    );
                     return Ok(None);
                 }
                 if interactive {
                     asking = true;
                     let answers = answers_tx.clone();
-                    let question = format!("\nCancel run {}? [y/N] (Ctrl-C again to leave it running) ", run.id);
+                    let question = format!(
+                        "\nCancel run {}? [y/N] (Ctrl-C again to leave it running) ",
+                        run.id
+                    );
                     // A thread, not a blocking task: the runtime would wait for it on exit.
                     std::thread::spawn(move || {
                         eprint!("{question}");
                         let mut answer = String::new();
-                        let yes = std::io::stdin().read_line(&mut answer).is_ok() && matches!(answer.trim(), "y" | "Y" | "yes");
+                        let yes = std::io::stdin().read_line(&mut answer).is_ok()
+                            && matches!(answer.trim(), "y" | "Y" | "yes");
                         answers.send(yes).ok();
                     });
                 } else {
@@ -370,112 +384,136 @@ async fn cancel(client: &Client, run_id: &str) -> bool {
 pub(crate) async fn run(command: Command, client: &Client, json: bool) -> Result<()> {
     match command {
         Command::List { agent, status, since, limit } => {
-            let mut request = client.list_runs();
-            if let Some(agent) = agent {
-                request = request.agent_id(crate::agents::find(client, &agent).await?.id);
-            }
-            if let Some(status) = status {
-                request = request.status(status);
-            }
-            if let Some(since) = since {
-                request = request.since(since);
-            }
-            let runs = lookup::collect(request.stream(), Some(limit)).await?;
-            if json {
-                return output::json(&runs);
-            }
-            let rows = runs
-                .iter()
-                .map(|r| {
-                    vec![
-                        r.id.clone(),
-                        r.agent_name.clone(),
-                        r.status.to_string(),
-                        output::time(&r.created_at),
-                        one_line(&r.prompt, 40),
-                    ]
-                })
-                .collect();
-            output::table(&["ID", "AGENT", "STATUS", "CREATED", "PROMPT"], rows);
+            list(client, agent, status, since, limit, json).await
         }
-        Command::Get { run } => {
-            let run = client.get_run().id(&run).send().await.body()?;
-            if json {
-                return output::json(&run);
-            }
-            let mut volumes: Vec<String> =
-                run.volumes.iter().map(|(name, version)| format!("{name}:{version}")).collect();
-            volumes.sort();
-            output::fields(&[
-                ("ID", run.id.clone()),
-                ("Agent", format!("{} ({})", run.agent_name, run.agent_id)),
-                ("Status", run.status.to_string()),
-                ("Prompt", run.prompt.clone()),
-                ("Created", output::time(&run.created_at)),
-                ("Started", output::or_dash(run.started_at.as_ref().map(output::time))),
-                ("Completed", output::or_dash(run.completed_at.as_ref().map(output::time))),
-                (
-                    "Took",
-                    output::or_dash(
-                        run.execution_time_ms.map(|ms| format!("{:.1} s", ms as f64 / 1000.0)),
-                    ),
-                ),
-                ("Error", output::or_dash(run.error.clone())),
-                ("Session", run.session_id.clone()),
-                ("Checkpoint", output::or_dash(run.checkpoint_id.clone())),
-                ("Volumes", if volumes.is_empty() { "-".into() } else { volumes.join(", ") }),
-                (
-                    "Artifact",
-                    output::or_dash(run.artifact_name.as_ref().map(|n| {
-                        format!("{n}:{}", run.artifact_version.as_deref().unwrap_or("-"))
-                    })),
-                ),
-            ]);
-        }
-        Command::Cancel { run } => {
-            let run = client.cancel_run().id(&run).send().await.body()?;
-            if json {
-                return output::json(&run);
-            }
-            println!("Run {} is {}.", run.id, run.status);
-        }
+        Command::Get { run } => show(client, &run, json).await,
+        Command::Cancel { run } => cancel_by_id(client, &run, json).await,
         Command::Logs { run, follow, type_, since } => {
-            logs(client, &run, follow, type_, since, json).await?
+            logs(client, &run, follow, type_, since, json).await
         }
-        Command::Metrics { run } => {
-            let metrics = client.get_run_metrics().id(&run).send().await.body()?;
-            if json {
-                return output::json(&metrics);
-            }
-            let summary = &metrics.summary;
-            output::fields(&[
-                ("Average CPU", format!("{:.1} %", summary.avg_cpu_percent)),
-                ("Peak memory", format!("{:.1} MB", summary.max_memory_used_mb)),
-                (
-                    "Duration",
-                    output::or_dash(
-                        summary.total_duration_ms.map(|ms| format!("{:.1} s", ms as f64 / 1000.0)),
-                    ),
-                ),
-                ("Samples", metrics.data.len().to_string()),
-            ]);
-            if !metrics.data.is_empty() {
-                println!();
-                let rows = metrics
-                    .data
-                    .iter()
-                    .map(|s| {
-                        vec![
-                            output::time(&s.timestamp),
-                            format!("{:.1}", s.cpu_percent),
-                            format!("{:.1}/{:.0}", s.memory_used_mb, s.memory_total_mb),
-                            format!("{:.1}/{:.0}", s.disk_used_mb, s.disk_total_mb),
-                        ]
-                    })
-                    .collect();
-                output::table(&["TIME", "CPU %", "MEMORY MB", "DISK MB"], rows);
-            }
-        }
+        Command::Metrics { run } => metrics(client, &run, json).await,
+    }
+}
+
+/// `vm0 runs list`, filtered by agent, status and creation time.
+async fn list(
+    client: &Client,
+    agent: Option<String>,
+    status: Option<RunStatus>,
+    since: Option<DateTime<Utc>>,
+    limit: usize,
+    json: bool,
+) -> Result<()> {
+    let mut request = client.list_runs();
+    if let Some(agent) = agent {
+        request = request.agent_id(crate::agents::find(client, &agent).await?.id);
+    }
+    if let Some(status) = status {
+        request = request.status(status);
+    }
+    if let Some(since) = since {
+        request = request.since(since);
+    }
+    let runs = lookup::collect(request.stream(), Some(limit)).await?;
+    if json {
+        return output::json(&runs);
+    }
+    let rows = runs
+        .iter()
+        .map(|r| {
+            vec![
+                r.id.clone(),
+                r.agent_name.clone(),
+                r.status.to_string(),
+                output::time(&r.created_at),
+                one_line(&r.prompt, 40),
+            ]
+        })
+        .collect();
+    output::table(&["ID", "AGENT", "STATUS", "CREATED", "PROMPT"], rows);
+    Ok(())
+}
+
+/// `vm0 runs get`: a run's outcome, session, checkpoint, volumes and artifact.
+async fn show(client: &Client, run: &str, json: bool) -> Result<()> {
+    let run = client.get_run().id(run).send().await.body()?;
+    if json {
+        return output::json(&run);
+    }
+    let mut volumes: Vec<String> =
+        run.volumes.iter().map(|(name, version)| format!("{name}:{version}")).collect();
+    volumes.sort();
+    output::fields(&[
+        ("ID", run.id.clone()),
+        ("Agent", format!("{} ({})", run.agent_name, run.agent_id)),
+        ("Status", run.status.to_string()),
+        ("Prompt", run.prompt.clone()),
+        ("Created", output::time(&run.created_at)),
+        ("Started", output::or_dash(run.started_at.as_ref().map(output::time))),
+        ("Completed", output::or_dash(run.completed_at.as_ref().map(output::time))),
+        (
+            "Took",
+            output::or_dash(run.execution_time_ms.map(|ms| format!("{:.1} s", ms as f64 / 1000.0))),
+        ),
+        ("Error", output::or_dash(run.error.clone())),
+        ("Session", run.session_id.clone()),
+        ("Checkpoint", output::or_dash(run.checkpoint_id.clone())),
+        ("Volumes", if volumes.is_empty() { "-".into() } else { volumes.join(", ") }),
+        (
+            "Artifact",
+            output::or_dash(
+                run.artifact_name
+                    .as_ref()
+                    .map(|n| format!("{n}:{}", run.artifact_version.as_deref().unwrap_or("-"))),
+            ),
+        ),
+    ]);
+    Ok(())
+}
+
+/// `vm0 runs cancel`.
+async fn cancel_by_id(client: &Client, run: &str, json: bool) -> Result<()> {
+    let run = client.cancel_run().id(run).send().await.body()?;
+    if json {
+        return output::json(&run);
+    }
+    println!("Run {} is {}.", run.id, run.status);
+    Ok(())
+}
+
+/// `vm0 runs metrics`: a summary, then every sample.
+async fn metrics(client: &Client, run: &str, json: bool) -> Result<()> {
+    let metrics = client.get_run_metrics().id(run).send().await.body()?;
+    if json {
+        return output::json(&metrics);
+    }
+    let summary = &metrics.summary;
+    output::fields(&[
+        ("Average CPU", format!("{:.1} %", summary.avg_cpu_percent)),
+        ("Peak memory", format!("{:.1} MB", summary.max_memory_used_mb)),
+        (
+            "Duration",
+            output::or_dash(
+                summary.total_duration_ms.map(|ms| format!("{:.1} s", ms as f64 / 1000.0)),
+            ),
+        ),
+        ("Samples", metrics.data.len().to_string()),
+    ]);
+    if !metrics.data.is_empty() {
+        println!();
+        let rows = metrics
+            .data
+            .iter()
+            .map(|s| {
+                vec![
+                    output::time(&s.timestamp),
+                    format!("{:.1}", s.cpu_percent),
+                    format!("{:.1}/{:.0}", s.memory_used_mb, s.memory_total_mb),
+                    format!("{:.1}/{:.0}", s.disk_used_mb, s.disk_total_mb),
+                ]
+            })
+            .collect();
+        output::table(&["TIME", "CPU %", "MEMORY MB", "DISK MB"], rows);
     }
     Ok(())
 }

@@ -170,9 +170,16 @@ enum Of {
 // here, does not compile.
 
 impl From<types::Volume> for Item {
-    fn from(
-        types::Volume { id, name, current_version_id, size, file_count, created_at, updated_at }: types::Volume,
-    ) -> Item {
+    fn from(volume: types::Volume) -> Item {
+        let types::Volume {
+            id,
+            name,
+            current_version_id,
+            size,
+            file_count,
+            created_at,
+            updated_at,
+        } = volume;
         Item {
             id,
             name: name.into(),
@@ -187,9 +194,16 @@ impl From<types::Volume> for Item {
 }
 
 impl From<types::Artifact> for Item {
-    fn from(
-        types::Artifact { id, name, current_version_id, size, file_count, created_at, updated_at }: types::Artifact,
-    ) -> Item {
+    fn from(artifact: types::Artifact) -> Item {
+        let types::Artifact {
+            id,
+            name,
+            current_version_id,
+            size,
+            file_count,
+            created_at,
+            updated_at,
+        } = artifact;
         Item {
             id,
             name: name.into(),
@@ -256,9 +270,16 @@ impl From<types::ArtifactDetail> for Item {
 }
 
 impl From<types::VolumeVersion> for Version {
-    fn from(
-        types::VolumeVersion { id, volume_id, size, file_count, message, created_by, created_at }: types::VolumeVersion,
-    ) -> Version {
+    fn from(version: types::VolumeVersion) -> Version {
+        let types::VolumeVersion {
+            id,
+            volume_id,
+            size,
+            file_count,
+            message,
+            created_by,
+            created_at,
+        } = version;
         Version { id, of: Of::Volume(volume_id), size, file_count, message, created_by, created_at }
     }
 }
@@ -288,246 +309,298 @@ impl From<types::ArtifactVersion> for Version {
 }
 
 pub(crate) async fn run(kind: Kind, command: Command, client: &Client, json: bool) -> Result<()> {
-    let noun = kind.noun();
     match command {
-        Command::Create { name } => {
-            let name: types::StorageName =
-                crate::parse_arg(&name).with_context(|| format!("the {noun} name"))?;
-            let item: Item = match kind {
-                Kind::Volume => client
-                    .create_volume()
-                    .body(types::CreateVolumeRequest { name })
-                    .send()
-                    .await
-                    .body()?
-                    .into(),
-                Kind::Artifact => client
-                    .create_artifact()
-                    .body(types::CreateArtifactRequest { name })
-                    .send()
-                    .await
-                    .body()?
-                    .into(),
-            };
-            if json {
-                return output::json(&item);
-            }
-            println!(
-                "Created {noun} {} ({}). Push files to it: vm0 {} push DIR --name {}",
-                item.name,
-                item.id,
-                kind.command(),
-                item.name
-            );
-        }
-        Command::List { limit } => {
-            let items: Vec<Item> = match kind {
-                Kind::Volume => {
-                    lookup::collect(client.list_volumes().stream().map_ok(Item::from), limit)
-                        .await?
-                }
-                Kind::Artifact => {
-                    lookup::collect(client.list_artifacts().stream().map_ok(Item::from), limit)
-                        .await?
-                }
-            };
-            if json {
-                return output::json(&items);
-            }
-            let rows = items
-                .iter()
-                .map(|i| {
-                    vec![
-                        i.name.clone(),
-                        i.id.clone(),
-                        HumanBytes(i.size as u64).to_string(),
-                        i.file_count.to_string(),
-                        output::time(&i.updated_at),
-                    ]
-                })
-                .collect();
-            output::table(&["NAME", "ID", "SIZE", "FILES", "UPDATED"], rows);
-        }
-        Command::Get { name } => {
-            let mut item = find(client, kind, &name).await?;
-            // Found by name, it came from the listing, which leaves out the current version.
-            if item.current_version.is_none() {
-                item = get(client, kind, &item.id).await?;
-            }
-            if json {
-                return output::json(&item);
-            }
-            let current = item.current_version.take().flatten();
-            let tokens = crate::tokens::names(client).await?;
-            output::fields(&[
-                ("Name", item.name.clone()),
-                ("ID", item.id.clone()),
-                ("Size", HumanBytes(item.size as u64).to_string()),
-                ("Files", item.file_count.to_string()),
-                ("Created", output::time(&item.created_at)),
-                ("Updated", output::time(&item.updated_at)),
-                (
-                    "Version",
-                    output::or_dash(current.as_ref().map(|v| {
-                        format!(
-                            "{}, {} by {}",
-                            lookup::short(&v.id),
-                            output::time(&v.created_at),
-                            by(&tokens, v)
-                        )
-                    })),
-                ),
-                ("Message", output::or_dash(current.and_then(|v| v.message))),
-            ]);
-        }
-        Command::Versions { name, limit } => {
-            let item = find(client, kind, &name).await?;
-            let versions: Vec<Version> = match kind {
-                Kind::Volume => {
-                    lookup::collect(
-                        client.list_volume_versions().id(&item.id).stream().map_ok(Version::from),
-                        limit,
-                    )
-                    .await?
-                }
-                Kind::Artifact => {
-                    lookup::collect(
-                        client.list_artifact_versions().id(&item.id).stream().map_ok(Version::from),
-                        limit,
-                    )
-                    .await?
-                }
-            };
-            if json {
-                return output::json(&versions);
-            }
-            let tokens = crate::tokens::names(client).await?;
-            let ids =
-                lookup::abbreviated(&versions.iter().map(|v| v.id.as_str()).collect::<Vec<_>>());
-            let rows = versions
-                .iter()
-                .zip(ids)
-                .map(|(v, id)| {
-                    let current = if item.current_version_id.as_deref() == Some(v.id.as_str()) {
-                        "current"
-                    } else {
-                        ""
-                    };
-                    vec![
-                        id,
-                        HumanBytes(v.size as u64).to_string(),
-                        v.file_count.to_string(),
-                        output::time(&v.created_at),
-                        by(&tokens, v),
-                        output::or_dash(v.message.clone()),
-                        current.into(),
-                    ]
-                })
-                .collect();
-            output::table(&["ID", "SIZE", "FILES", "CREATED", "BY", "MESSAGE", ""], rows);
-        }
-        Command::Push { dir, name, message } => {
-            if !dir.is_dir() {
-                bail!("{} is not a directory", dir.display());
-            }
-            let name = match name {
-                Some(name) => name,
-                None => default_name(&dir).with_context(|| {
-                    format!("{} has no name to push it as: give one with --name", dir.display())
-                })?,
-            };
-            let item = find(client, kind, &name).await.map_err(|e| {
-                match e.downcast_ref::<lookup::NotFound>() {
-                    Some(_) => anyhow::anyhow!(
-                        "there is no {noun} {name:?}: create it first with `vm0 {} create {name}`",
-                        kind.command()
-                    ),
-                    None => e,
-                }
-            })?;
-            let progress = Bar::start(&format!("pushing to {}", item.name));
-            let options = progress.transfer();
-            let version: Version = match kind {
-                Kind::Volume => {
-                    client.push_volume(&item.id, &dir, message.as_deref(), &options).await?.into()
-                }
-                Kind::Artifact => {
-                    client.push_artifact(&item.id, &dir, message.as_deref(), &options).await?.into()
-                }
-            };
-            progress.finish();
-            if json {
-                return output::json(&version);
-            }
-            println!(
-                "Pushed {} ({}) to {noun} {} as version {}.",
-                output::count(version.file_count as usize, "file"),
-                HumanBytes(version.size as u64),
-                item.name,
-                lookup::short(&version.id)
-            );
-        }
+        Command::Create { name } => create(kind, client, &name, json).await,
+        Command::List { limit } => list(kind, client, limit, json).await,
+        Command::Get { name } => show(kind, client, &name, json).await,
+        Command::Versions { name, limit } => versions(kind, client, &name, limit, json).await,
+        Command::Push { dir, name, message } => push(kind, client, dir, name, message, json).await,
         Command::Pull { name, dir, version, force } => {
-            let item = find(client, kind, &name).await?;
-            let dir = dir.unwrap_or_else(|| PathBuf::from(&item.name));
-            if !force && has_entries(&dir)? {
-                bail!("{} is not empty: pull into a new or empty directory, or pass --force to overwrite the files the version has", dir.display());
-            }
-            let version = match version {
-                Some(key) => Some(version_of(client, kind, &item.id, &key).await?),
-                None => None,
-            };
-            let progress = Bar::start(&format!("pulling {}", item.name));
-            let options = progress.transfer();
-            let download = match kind {
-                Kind::Volume => {
-                    client.pull_volume(&item.id, version.as_deref(), &dir, &options).await?
-                }
-                Kind::Artifact => {
-                    client.pull_artifact(&item.id, version.as_deref(), &dir, &options).await?
-                }
-            };
-            progress.finish();
-            let bytes: i64 = download.files.iter().map(|f| f.size).sum();
-            if json {
-                let files: Vec<_> = download
-                    .files
-                    .iter()
-                    .map(|f| serde_json::json!({ "path": f.path, "size": f.size, "hash": f.hash }))
-                    .collect();
-                return output::json(
-                    &serde_json::json!({ "versionId": download.version_id, "dir": dir, "files": files }),
-                );
-            }
-            println!(
-                "Pulled {} ({}) of {noun} {} version {} into {}.",
-                output::count(download.files.len(), "file"),
-                HumanBytes(bytes as u64),
-                item.name,
-                lookup::short(&download.version_id),
-                dir.display()
-            );
+            pull(kind, client, &name, dir, version, force, json).await
         }
-        Command::Delete { name, yes } => {
-            let item = find(client, kind, &name).await?;
-            if !yes
-                && !output::confirm(&format!(
-                    "Delete {noun} {} ({}) and all its versions?",
-                    item.name, item.id
-                ))?
-            {
-                bail!("not deleted");
-            }
-            match kind {
-                Kind::Volume => client.delete_volume().id(&item.id).send().await.body()?,
-                Kind::Artifact => client.delete_artifact().id(&item.id).send().await.body()?,
-            };
-            if json {
-                return output::json(&serde_json::json!({ "id": item.id, "deleted": true }));
-            }
-            println!("Deleted {noun} {} ({}).", item.name, item.id);
-        }
+        Command::Delete { name, yes } => delete(kind, client, &name, yes, json).await,
     }
+}
+
+/// `create`: an empty volume or artifact.
+async fn create(kind: Kind, client: &Client, name: &str, json: bool) -> Result<()> {
+    let noun = kind.noun();
+    let name: types::StorageName =
+        crate::parse_arg(name).with_context(|| format!("the {noun} name"))?;
+    let item: Item = match kind {
+        Kind::Volume => client
+            .create_volume()
+            .body(types::CreateVolumeRequest { name })
+            .send()
+            .await
+            .body()?
+            .into(),
+        Kind::Artifact => client
+            .create_artifact()
+            .body(types::CreateArtifactRequest { name })
+            .send()
+            .await
+            .body()?
+            .into(),
+    };
+    if json {
+        return output::json(&item);
+    }
+    println!(
+        "Created {noun} {} ({}). Push files to it: vm0 {} push DIR --name {}",
+        item.name,
+        item.id,
+        kind.command(),
+        item.name
+    );
+    Ok(())
+}
+
+/// `list`: a table of every volume or artifact, or the first `limit`.
+async fn list(kind: Kind, client: &Client, limit: Option<usize>, json: bool) -> Result<()> {
+    let items: Vec<Item> = match kind {
+        Kind::Volume => {
+            lookup::collect(client.list_volumes().stream().map_ok(Item::from), limit).await?
+        }
+        Kind::Artifact => {
+            lookup::collect(client.list_artifacts().stream().map_ok(Item::from), limit).await?
+        }
+    };
+    if json {
+        return output::json(&items);
+    }
+    let rows = items
+        .iter()
+        .map(|i| {
+            vec![
+                i.name.clone(),
+                i.id.clone(),
+                HumanBytes(i.size as u64).to_string(),
+                i.file_count.to_string(),
+                output::time(&i.updated_at),
+            ]
+        })
+        .collect();
+    output::table(&["NAME", "ID", "SIZE", "FILES", "UPDATED"], rows);
+    Ok(())
+}
+
+/// `get`: one volume or artifact and its current version.
+async fn show(kind: Kind, client: &Client, name: &str, json: bool) -> Result<()> {
+    let mut item = find(client, kind, name).await?;
+    // Found by name, it came from the listing, which leaves out the current version.
+    if item.current_version.is_none() {
+        item = get(client, kind, &item.id).await?;
+    }
+    if json {
+        return output::json(&item);
+    }
+    let current = item.current_version.take().flatten();
+    let tokens = crate::tokens::names(client).await?;
+    output::fields(&[
+        ("Name", item.name.clone()),
+        ("ID", item.id.clone()),
+        ("Size", HumanBytes(item.size as u64).to_string()),
+        ("Files", item.file_count.to_string()),
+        ("Created", output::time(&item.created_at)),
+        ("Updated", output::time(&item.updated_at)),
+        (
+            "Version",
+            output::or_dash(current.as_ref().map(|v| {
+                format!(
+                    "{}, {} by {}",
+                    lookup::short(&v.id),
+                    output::time(&v.created_at),
+                    by(&tokens, v)
+                )
+            })),
+        ),
+        ("Message", output::or_dash(current.and_then(|v| v.message))),
+    ]);
+    Ok(())
+}
+
+/// `versions`: a table of the versions of one volume or artifact.
+async fn versions(
+    kind: Kind,
+    client: &Client,
+    name: &str,
+    limit: Option<usize>,
+    json: bool,
+) -> Result<()> {
+    let item = find(client, kind, name).await?;
+    let versions: Vec<Version> = match kind {
+        Kind::Volume => {
+            lookup::collect(
+                client.list_volume_versions().id(&item.id).stream().map_ok(Version::from),
+                limit,
+            )
+            .await?
+        }
+        Kind::Artifact => {
+            lookup::collect(
+                client.list_artifact_versions().id(&item.id).stream().map_ok(Version::from),
+                limit,
+            )
+            .await?
+        }
+    };
+    if json {
+        return output::json(&versions);
+    }
+    let tokens = crate::tokens::names(client).await?;
+    let ids = lookup::abbreviated(&versions.iter().map(|v| v.id.as_str()).collect::<Vec<_>>());
+    let rows = versions
+        .iter()
+        .zip(ids)
+        .map(|(v, id)| {
+            let current = if item.current_version_id.as_deref() == Some(v.id.as_str()) {
+                "current"
+            } else {
+                ""
+            };
+            vec![
+                id,
+                HumanBytes(v.size as u64).to_string(),
+                v.file_count.to_string(),
+                output::time(&v.created_at),
+                by(&tokens, v),
+                output::or_dash(v.message.clone()),
+                current.into(),
+            ]
+        })
+        .collect();
+    output::table(&["ID", "SIZE", "FILES", "CREATED", "BY", "MESSAGE", ""], rows);
+    Ok(())
+}
+
+/// `push`: a directory's files as a new version.
+async fn push(
+    kind: Kind,
+    client: &Client,
+    dir: PathBuf,
+    name: Option<String>,
+    message: Option<String>,
+    json: bool,
+) -> Result<()> {
+    let noun = kind.noun();
+    if !dir.is_dir() {
+        bail!("{} is not a directory", dir.display());
+    }
+    let name = match name {
+        Some(name) => name,
+        None => default_name(&dir).with_context(|| {
+            format!("{} has no name to push it as: give one with --name", dir.display())
+        })?,
+    };
+    let item = find(client, kind, &name).await.map_err(|e| {
+        match e.downcast_ref::<lookup::NotFound>() {
+            Some(_) => anyhow::anyhow!(
+                "there is no {noun} {name:?}: create it first with `vm0 {} create {name}`",
+                kind.command()
+            ),
+            None => e,
+        }
+    })?;
+    let progress = Bar::start(&format!("pushing to {}", item.name));
+    let options = progress.transfer();
+    let version: Version = match kind {
+        Kind::Volume => {
+            client.push_volume(&item.id, &dir, message.as_deref(), &options).await?.into()
+        }
+        Kind::Artifact => {
+            client.push_artifact(&item.id, &dir, message.as_deref(), &options).await?.into()
+        }
+    };
+    progress.finish();
+    if json {
+        return output::json(&version);
+    }
+    println!(
+        "Pushed {} ({}) to {noun} {} as version {}.",
+        output::count(version.file_count as usize, "file"),
+        HumanBytes(version.size as u64),
+        item.name,
+        lookup::short(&version.id)
+    );
+    Ok(())
+}
+
+/// `pull`: a version's files into a directory.
+async fn pull(
+    kind: Kind,
+    client: &Client,
+    name: &str,
+    dir: Option<PathBuf>,
+    version: Option<String>,
+    force: bool,
+    json: bool,
+) -> Result<()> {
+    let noun = kind.noun();
+    let item = find(client, kind, name).await?;
+    let dir = dir.unwrap_or_else(|| PathBuf::from(&item.name));
+    if !force && has_entries(&dir)? {
+        bail!(
+            "{} is not empty: pull into a new or empty directory, or pass --force to overwrite \
+             the files the version has",
+            dir.display()
+        );
+    }
+    let version = match version {
+        Some(key) => Some(version_of(client, kind, &item.id, &key).await?),
+        None => None,
+    };
+    let progress = Bar::start(&format!("pulling {}", item.name));
+    let options = progress.transfer();
+    let download = match kind {
+        Kind::Volume => client.pull_volume(&item.id, version.as_deref(), &dir, &options).await?,
+        Kind::Artifact => {
+            client.pull_artifact(&item.id, version.as_deref(), &dir, &options).await?
+        }
+    };
+    progress.finish();
+    let bytes: i64 = download.files.iter().map(|f| f.size).sum();
+    if json {
+        let files: Vec<_> = download
+            .files
+            .iter()
+            .map(|f| serde_json::json!({ "path": f.path, "size": f.size, "hash": f.hash }))
+            .collect();
+        return output::json(
+            &serde_json::json!({ "versionId": download.version_id, "dir": dir, "files": files }),
+        );
+    }
+    println!(
+        "Pulled {} ({}) of {noun} {} version {} into {}.",
+        output::count(download.files.len(), "file"),
+        HumanBytes(bytes as u64),
+        item.name,
+        lookup::short(&download.version_id),
+        dir.display()
+    );
+    Ok(())
+}
+
+/// `delete`: a volume or artifact and all its versions, once confirmed.
+async fn delete(kind: Kind, client: &Client, name: &str, yes: bool, json: bool) -> Result<()> {
+    let noun = kind.noun();
+    let item = find(client, kind, name).await?;
+    if !yes
+        && !output::confirm(&format!(
+            "Delete {noun} {} ({}) and all its versions?",
+            item.name, item.id
+        ))?
+    {
+        bail!("not deleted");
+    }
+    match kind {
+        Kind::Volume => client.delete_volume().id(&item.id).send().await.body()?,
+        Kind::Artifact => client.delete_artifact().id(&item.id).send().await.body()?,
+    };
+    if json {
+        return output::json(&serde_json::json!({ "id": item.id, "deleted": true }));
+    }
+    println!("Deleted {noun} {} ({}).", item.name, item.id);
     Ok(())
 }
 
@@ -555,7 +628,8 @@ async fn version_of(client: &Client, kind: Kind, id: &str, key: &str) -> Result<
     lookup::expand("version", key, ids)
 }
 
-/// `version_of` for the volume or artifact named `name`, as `vm0 run --volume NAME:VERSION` takes it.
+/// `version_of` for the volume or artifact named `name`, as `vm0 run --volume NAME:VERSION`
+/// takes it.
 pub(crate) async fn version_named(
     client: &Client,
     kind: Kind,

@@ -1,6 +1,9 @@
 //! Lists your agents, every page of them.
 //!
-//! `VM0_API_URL=http://127.0.0.1:8080 VM0_TOKEN=vm0_live_… cargo run -p vm0-client --example list_agents`
+//! ```sh
+//! VM0_API_URL=http://127.0.0.1:8080 VM0_TOKEN=vm0_live_… \
+//!     cargo run -p vm0-client --example list_agents
+//! ```
 
 #![allow(clippy::print_stdout)] // Printing is what this program is for.
 

@@ -1,7 +1,10 @@
 //! Pushes a directory to a volume (created if missing) and pulls it back into another
 //! directory, with the time of each.
 //!
-//! `VM0_API_URL=… VM0_TOKEN=… cargo run -p vm0-client --example push_pull -- VOLUME FROM_DIR TO_DIR`
+//! ```sh
+//! VM0_API_URL=… VM0_TOKEN=… \
+//!     cargo run -p vm0-client --example push_pull -- VOLUME FROM_DIR TO_DIR
+//! ```
 
 #![allow(clippy::print_stdout)] // Printing is what this program is for.
 

@@ -3,7 +3,7 @@
 
 use std::pin::Pin;
 
-use eventsource_stream::Eventsource;
+use eventsource_stream::{Event, EventStreamError, Eventsource};
 use futures_util::{Stream, StreamExt};
 
 use super::{backoff, error, Client, Error};
@@ -96,7 +96,8 @@ fn parse(id: &str, event: &str, data: &str) -> Result<Option<RunEvent>, Error> {
     }))
 }
 
-type Messages = Pin<Box<dyn Stream<Item = Result<eventsource_stream::Event, String>> + Send>>;
+/// The messages of one connection; an error ends the connection, which is then resumed.
+type Messages = Pin<Box<dyn Stream<Item = Result<Event, EventStreamError<reqwest::Error>>> + Send>>;
 
 struct Follow {
     client: Client,
@@ -120,7 +121,7 @@ async fn connect(client: Client, run_id: String, last_id: u64) -> Result<Message
     if !response.status().is_success() {
         return Err(error::from_response(response).await);
     }
-    Ok(Box::pin(response.bytes_stream().eventsource().map(|r| r.map_err(|e| e.to_string()))))
+    Ok(Box::pin(response.bytes_stream().eventsource()))
 }
 
 impl Follow {
@@ -298,7 +299,10 @@ mod tests {
             (r#"{"data":{"content":"Hello","stream":"stdout"},"event":"output","id":2}"#, "Output"),
             (r#"{"data":{"message":"out of memory"},"event":"error","id":3}"#, "Error"),
             (
-                r#"{"data":{"executionTimeMs":8012,"status":"completed"},"event":"complete","id":4}"#,
+                concat!(
+                    r#"{"data":{"executionTimeMs":8012,"status":"completed"},"#,
+                    r#""event":"complete","id":4}"#
+                ),
                 "Complete",
             ),
             (r#"{"data":{},"event":"heartbeat","id":4}"#, "Heartbeat"),

@@ -172,13 +172,21 @@ impl ClientBuilder {
         match reqwest::Url::parse(&self.base_url) {
             Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {}
             _ => {
-                return Err(Error::Invalid(format!("{:?} is not an API base URL: give an http:// or https:// URL, such as {DEFAULT_BASE_URL}", self.base_url)))
+                return Err(Error::Invalid(format!(
+                    "{:?} is not an API base URL: give an http:// or https:// URL, such as \
+                     {DEFAULT_BASE_URL}",
+                    self.base_url
+                )))
             }
         }
         let authorization = match &self.token {
             Some(token) => {
                 if !is_token(token) {
-                    return Err(Error::Invalid("Malformed API token: expected vm0_live_ followed by 64 lowercase hex characters".into()));
+                    return Err(Error::Invalid(
+                        "Malformed API token: expected vm0_live_ followed by 64 lowercase hex \
+                         characters"
+                            .into(),
+                    ));
                 }
                 let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
                     .expect("a well-formed token is a valid header");
