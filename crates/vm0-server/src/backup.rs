@@ -58,7 +58,10 @@ pub async fn backup(config: &Config, to: &Path) -> anyhow::Result<Manifest> {
         bail!("{} has no database to back up", database.display());
     }
     if config.blob_store != BlobLocation::Local {
-        bail!("this server's blobs are in a bucket: back up the bucket itself (versioning, replication), and the database with it");
+        bail!(
+            "this server's blobs are in a bucket: back up the bucket itself \
+             (versioning, replication), and the database with it"
+        );
     }
     let root = config.data_dir.join("blobs");
     let target = absolute(to)?;
@@ -74,14 +77,25 @@ pub async fn backup(config: &Config, to: &Path) -> anyhow::Result<Manifest> {
             let taken_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
             snapshot_into(&database, &snapshot).await?;
             let hashes = listed_blobs(&snapshot).await?;
-            let (root, snapshot, partial, key) = (root.clone(), snapshot.clone(), partial.clone(), key.clone());
-            let written = tokio::task::spawn_blocking(move || write_archive(&partial, &snapshot, &root, &hashes, key.as_deref(), taken_at)).await??;
+            let (root, snapshot) = (root.clone(), snapshot.clone());
+            let (partial, key) = (partial.clone(), key.clone());
+            let written = tokio::task::spawn_blocking(move || {
+                write_archive(&partial, &snapshot, &root, &hashes, key.as_deref(), taken_at)
+            })
+            .await??;
             match written {
                 Ok(manifest) => return Ok(manifest),
-                Err(BlobGone(hash)) => tracing::info!(%hash, attempt, "a blob of the snapshot was collected meanwhile; taking a new snapshot"),
+                Err(BlobGone(hash)) => tracing::info!(
+                    %hash,
+                    attempt,
+                    "a blob of the snapshot was collected meanwhile; taking a new snapshot"
+                ),
             }
         }
-        bail!("the blobs changed under {ATTEMPTS} snapshots in a row; try again when the server is less busy")
+        bail!(
+            "the blobs changed under {ATTEMPTS} snapshots in a row; \
+             try again when the server is less busy"
+        )
     }
     .await;
     std::fs::remove_file(&snapshot).ok();
@@ -111,7 +125,11 @@ pub async fn restore(config: &Config, from: &Path) -> anyhow::Result<Manifest> {
     let (_lock, _) = crate::hold_data_dir(&config.data_dir)?;
     for file in [database.clone(), sibling(&database, "wal"), sibling(&database, "shm")] {
         if file.exists() {
-            bail!("{} exists: restore into a new data directory, or move the old database and its -wal and -shm files away first", file.display());
+            bail!(
+                "{} exists: restore into a new data directory, \
+                 or move the old database and its -wal and -shm files away first",
+                file.display()
+            );
         }
     }
     let staged = sibling(&database, "restoring");
@@ -165,7 +183,10 @@ async fn check_restored(staged: &Path, root: &Path) -> anyhow::Result<()> {
 fn sqlite_file(config: &Config) -> anyhow::Result<PathBuf> {
     let url = config.database_url();
     if !url.starts_with("sqlite:") {
-        bail!("backup and restore are for the embedded SQLite database; back up PostgreSQL with pg_dump, and the bucket with it");
+        bail!(
+            "backup and restore are for the embedded SQLite database; \
+             back up PostgreSQL with pg_dump, and the bucket with it"
+        );
     }
     Ok(SqliteConnectOptions::from_str(&url)?.get_filename().to_path_buf())
 }
@@ -330,7 +351,11 @@ fn unpack(
                 }
                 match std::fs::read(key_path) {
                     Ok(existing) if existing != key => {
-                        bail!("{} is another key than the backup's: the restored run secrets could not be read", key_path.display())
+                        bail!(
+                            "{} is another key than the backup's: \
+                             the restored run secrets could not be read",
+                            key_path.display()
+                        )
                     }
                     Ok(_) => {}
                     Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
@@ -357,7 +382,10 @@ fn unpack(
                 copy_to(&mut reader, &temp)?;
                 if reader.hex() != hash {
                     std::fs::remove_file(&temp).ok();
-                    bail!("the archive's blob {hash} does not hold its hash's bytes: the backup is damaged");
+                    bail!(
+                        "the archive's blob {hash} does not hold its hash's bytes: \
+                         the backup is damaged"
+                    );
                 }
                 std::fs::rename(&temp, &path)?;
                 sync_folder(&path)?;
@@ -372,7 +400,12 @@ fn unpack(
         bail!("the archive has no database");
     }
     if (manifest.blobs, manifest.blob_bytes) != (blobs, blob_bytes) {
-        bail!("the archive holds {blobs} blobs ({blob_bytes} bytes), and its backup.json says {} ({}): it is incomplete", manifest.blobs, manifest.blob_bytes);
+        bail!(
+            "the archive holds {blobs} blobs ({blob_bytes} bytes), \
+             and its backup.json says {} ({}): it is incomplete",
+            manifest.blobs,
+            manifest.blob_bytes
+        );
     }
     Ok(manifest)
 }

@@ -194,7 +194,8 @@ pub async fn bind(config: Config) -> anyhow::Result<Server> {
         != Some(KEY_CHECK)
     {
         anyhow::bail!(
-            "the secrets key {} is not the one this database's run secrets are sealed with: every instance on one database needs the same key file (--secrets-key)",
+            "the secrets key {} is not the one this database's run secrets are sealed with: \
+             every instance on one database needs the same key file (--secrets-key)",
             key_path.display()
         );
     }
@@ -300,15 +301,25 @@ async fn isolation(config: &Config) -> runs::local::Isolation {
     use runs::local::Isolation;
     match &config.sandbox {
         Sandbox::Unsandboxed => {
-            tracing::warn!("runs execute unsandboxed, as processes of the server's own user that can read and change every user's data (--unsandboxed-runs)");
+            tracing::warn!(
+                "runs execute unsandboxed, as processes of the server's own user \
+                 that can read and change every user's data (--unsandboxed-runs)"
+            );
             Isolation::Unsandboxed
         }
         Sandbox::Helper(helper) => {
             match runs::sandbox::probe(helper, &config.data_dir.join("sandbox-probe")).await {
                 Ok(()) => Isolation::Sandbox(helper.clone()),
                 Err(reason) => {
-                    tracing::error!(%reason, "this host cannot sandbox runs: every run will fail until the server is started where it can, or with --unsandboxed-runs");
-                    Isolation::Refused(format!("This server cannot sandbox runs on its host ({reason}), and it was not started with --unsandboxed-runs"))
+                    tracing::error!(
+                        %reason,
+                        "this host cannot sandbox runs: every run will fail \
+                         until the server is started where it can, or with --unsandboxed-runs"
+                    );
+                    Isolation::Refused(format!(
+                        "This server cannot sandbox runs on its host ({reason}), \
+                         and it was not started with --unsandboxed-runs"
+                    ))
                 }
             }
         }

@@ -30,7 +30,13 @@ struct Cli {
     metrics_listen: Option<SocketAddr>,
     /// How long a drain on SIGTERM or Ctrl-C may take, in seconds: requests in flight
     /// finish, runs go on until shortly before its end and are stopped then.
-    #[arg(long, global = true, env = "VM0_SHUTDOWN_GRACE_SECONDS", default_value_t = defaults::SHUTDOWN_GRACE_SECONDS, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(
+        long,
+        global = true,
+        env = "VM0_SHUTDOWN_GRACE_SECONDS",
+        default_value_t = defaults::SHUTDOWN_GRACE_SECONDS,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
     shutdown_grace_seconds: u64,
     /// Where the database and the files live [default: the user's data directory, vm0-server].
     #[arg(long, global = true, env = "VM0_DATA_DIR")]
@@ -54,24 +60,51 @@ struct Cli {
     /// [default: <data dir>/secrets.key].
     #[arg(long, global = true, env = "VM0_SECRETS_KEY")]
     secrets_key: Option<PathBuf>,
-    /// The base URL clients reach this server at, used in pre-signed URLs [default: http://<listen>].
+    /// The base URL clients reach this server at, used in pre-signed URLs
+    /// [default: http://<listen>].
     #[arg(long, global = true, env = "VM0_PUBLIC_URL")]
     public_url: Option<String>,
     /// The largest file a volume or artifact may hold, in bytes.
-    #[arg(long, global = true, env = "VM0_MAX_FILE_SIZE", default_value_t = defaults::MAX_FILE_SIZE)]
+    #[arg(
+        long,
+        global = true,
+        env = "VM0_MAX_FILE_SIZE",
+        default_value_t = defaults::MAX_FILE_SIZE
+    )]
     max_file_size: u64,
     /// The largest JSON request body, in bytes; an upload's file list may be larger, up to
     /// the 16 MB its 10,000 entries need.
-    #[arg(long, global = true, env = "VM0_MAX_BODY_BYTES", default_value_t = defaults::MAX_BODY_BYTES)]
+    #[arg(
+        long,
+        global = true,
+        env = "VM0_MAX_BODY_BYTES",
+        default_value_t = defaults::MAX_BODY_BYTES
+    )]
     max_body_bytes: usize,
     /// How many runs execute at once; the others wait, oldest first.
-    #[arg(long, global = true, env = "VM0_MAX_CONCURRENT_RUNS", default_value_t = defaults::MAX_CONCURRENT_RUNS)]
+    #[arg(
+        long,
+        global = true,
+        env = "VM0_MAX_CONCURRENT_RUNS",
+        default_value_t = defaults::MAX_CONCURRENT_RUNS
+    )]
     max_concurrent_runs: usize,
     /// How often a running run's processes are sampled, in milliseconds.
-    #[arg(long, global = true, env = "VM0_SAMPLE_INTERVAL_MS", default_value_t = defaults::SAMPLE_INTERVAL_MS)]
+    #[arg(
+        long,
+        global = true,
+        env = "VM0_SAMPLE_INTERVAL_MS",
+        default_value_t = defaults::SAMPLE_INTERVAL_MS
+    )]
     sample_interval_ms: u64,
     /// How many days checkpoints are kept, and sessions after their last run.
-    #[arg(long, global = true, env = "VM0_RETENTION_DAYS", default_value_t = defaults::RETENTION_DAYS, value_parser = clap::value_parser!(u64).range(1..=3650))]
+    #[arg(
+        long,
+        global = true,
+        env = "VM0_RETENTION_DAYS",
+        default_value_t = defaults::RETENTION_DAYS,
+        value_parser = clap::value_parser!(u64).range(1..=3650)
+    )]
     retention_days: u64,
     /// Run agents as processes of the server's own user, outside any sandbox, on hosts
     /// that cannot make one (no user namespaces). This gives up every wall around a run:
@@ -87,7 +120,13 @@ struct Cli {
     /// How log lines look: human-readable, or one JSON object per line (for a log
     /// collector), with the request id, operation, user id, status and time of each
     /// request.
-    #[arg(long, global = true, env = "VM0_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    #[arg(
+        long,
+        global = true,
+        env = "VM0_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Human
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
@@ -150,9 +189,22 @@ fn main() -> anyhow::Result<()> {
     result
 }
 
-async fn serve(cli: Cli) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)?;
-    match cli.log_format {
+/// Sets up logging, reads the configuration, and either runs the subcommand asked for or
+/// serves the API.
+async fn serve(mut cli: Cli) -> anyhow::Result<()> {
+    init_logging(&cli.log, cli.log_format)?;
+    let command = cli.command.take();
+    let config = config(cli)?;
+    match command {
+        Some(command) => run_command(command, &config).await,
+        None => serve_api(config).await,
+    }
+}
+
+/// Logs to stderr with the filter `log`, in the format asked for.
+fn init_logging(log: &str, format: LogFormat) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(log)?;
+    match format {
         LogFormat::Human => {
             let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
             tracing_subscriber::fmt()
@@ -168,13 +220,18 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
             .with_writer(std::io::stderr)
             .init(),
     }
+    Ok(())
+}
+
+/// The server's configuration from the command line and the environment.
+fn config(cli: Cli) -> anyhow::Result<Config> {
     let data_dir = match cli.data_dir {
         Some(dir) => dir,
         None => dirs::data_dir()
             .context("no data directory for this user: pass --data-dir")?
             .join("vm0-server"),
     };
-    let config = Config {
+    Ok(Config {
         listen: cli.listen,
         metrics_listen: cli.metrics_listen,
         shutdown_grace: std::time::Duration::from_secs(cli.shutdown_grace_seconds),
@@ -199,19 +256,21 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
                 std::env::current_exe().context("finding this program, the sandbox helper")?,
             )
         },
-    };
+    })
+}
 
-    match cli.command {
-        Some(Command::Token { command: TokenCommand::Create { user, name, expires_in_days } }) => {
-            let store = vm0_server::open_store(&config).await?;
+/// Runs a subcommand (token, backup, restore) against `config` and prints its outcome.
+async fn run_command(command: Command, config: &Config) -> anyhow::Result<()> {
+    match command {
+        Command::Token { command: TokenCommand::Create { user, name, expires_in_days } } => {
+            let store = vm0_server::open_store(config).await?;
             let user = store.ensure_user(&user).await?;
             let (_, value) =
                 vm0_server::api::issue_token(&store, &user.id, &name, expires_in_days).await?;
             println!("{value}");
-            return Ok(());
         }
-        Some(Command::Backup { to }) => {
-            let manifest = vm0_server::backup::backup(&config, &to).await?;
+        Command::Backup { to } => {
+            let manifest = vm0_server::backup::backup(config, &to).await?;
             let key = if manifest.secrets_key {
                 "and the secrets key"
             } else {
@@ -224,10 +283,9 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
                 manifest.blob_bytes,
                 to.display()
             );
-            return Ok(());
         }
-        Some(Command::Restore { from }) => {
-            let manifest = vm0_server::backup::restore(&config, &from).await?;
+        Command::Restore { from } => {
+            let manifest = vm0_server::backup::restore(config, &from).await?;
             println!(
                 "Restored the database of {} and {} blobs ({} bytes, each checked) into {}",
                 manifest.taken_at,
@@ -235,13 +293,29 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
                 manifest.blob_bytes,
                 config.data_dir.display()
             );
-            return Ok(());
         }
-        None => {}
     }
+    Ok(())
+}
 
+/// Binds the server, prints its banner and serves until SIGINT or SIGTERM.
+async fn serve_api(config: Config) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
     let server = vm0_server::bind(config).await?;
+    let banner = banner(&server, &data_dir);
+    // A closed stdout (`vm0-server | head -1`) must not stop the server.
+    let mut stdout = std::io::stdout();
+    std::io::Write::write_all(&mut stdout, banner.as_bytes())
+        .and_then(|_| std::io::Write::flush(&mut stdout))
+        .ok();
+    server.serve(shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// What the server prints when it starts: where it listens, its data, and the first token
+/// when it made one.
+fn banner(server: &vm0_server::Server, data_dir: &std::path::Path) -> String {
     let mut banner = format!(
         "vm0-server listening on {}\nAPI docs: {}/docs\nData directory: {}\n",
         server.url,
@@ -252,20 +326,16 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         banner.push_str(&format!("Metrics: {url}/metrics\n"));
     }
     if let Some(token) = &server.first_token {
-        banner.push_str(&format!("\nCreated the user 'default' and its first API token, shown this once:\n\n    {token}\n\n"));
+        banner.push_str(&format!(
+            "\nCreated the user 'default' and its first API token, \
+             shown this once:\n\n    {token}\n\n"
+        ));
         banner.push_str(&format!(
             "Try it: curl {}/v1/agents -H \"Authorization: Bearer {token}\"\n",
             server.url
         ));
     }
-    // A closed stdout (`vm0-server | head -1`) must not stop the server.
-    let mut stdout = std::io::stdout();
-    std::io::Write::write_all(&mut stdout, banner.as_bytes())
-        .and_then(|_| std::io::Write::flush(&mut stdout))
-        .ok();
-    server.serve(shutdown_signal()).await?;
-    tracing::info!("stopped");
-    Ok(())
+    banner
 }
 
 /// Completes on SIGINT or SIGTERM, so in-flight requests can finish.

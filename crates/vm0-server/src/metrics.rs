@@ -78,17 +78,27 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<OperationLabels, Histogram>,
+    run: RunMetrics,
+    bytes: Family<DirectionLabels, Counter>,
+    db: DatabaseMetrics,
+    subscribers: Gauge,
+}
+
+/// The metrics of runs: in the database, queued, executing here and ended here.
+struct RunMetrics {
     runs: Family<StatusLabels, Gauge>,
     queue_length: Gauge,
     queue_oldest: Gauge<f64, std::sync::atomic::AtomicU64>,
     queue_wait: Histogram,
     executing: Gauge,
     runs_ended: Family<StatusLabels, Counter>,
-    bytes: Family<DirectionLabels, Counter>,
+}
+
+/// The metrics of the database's connection pool and of its answering a scrape.
+struct DatabaseMetrics {
     pool: Family<StateLabels, Gauge>,
     pool_max: Gauge,
     database_up: Gauge,
-    subscribers: Gauge,
 }
 
 impl Metrics {
@@ -111,76 +121,16 @@ impl Metrics {
                 Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
             }),
         );
-        let runs = add(
-            &mut registry,
-            "runs",
-            "Runs in the database by status, on every instance alike",
-            None,
-            Family::default(),
-        );
-        let queue_length = add(
-            &mut registry,
-            "run_queue_length",
-            "Runs pending in the database, waiting for a slot on some instance",
-            None,
-            Gauge::default(),
-        );
-        let queue_oldest = add(
-            &mut registry,
-            "run_queue_oldest_age",
-            "How long the oldest pending run has waited",
-            Some(Unit::Seconds),
-            Gauge::default(),
-        );
-        let queue_wait = add(
-            &mut registry,
-            "run_queue_wait",
-            "How long the runs this instance started had waited",
-            Some(Unit::Seconds),
-            Histogram::new(exponential_buckets(0.01, 2.0, 18)),
-        );
-        let executing = add(
-            &mut registry,
-            "runs_executing",
-            "Runs executing on this instance",
-            None,
-            Gauge::default(),
-        );
-        let runs_ended = add(
-            &mut registry,
-            "runs_ended",
-            "Runs this instance ended (or found lost), by final status",
-            None,
-            Family::default(),
-        );
+        let run = RunMetrics::register(&mut registry);
         let bytes = add(
             &mut registry,
             "storage_transferred",
-            "File contents through this instance's storage URLs, by direction (S3 transfers go to the bucket)",
+            "File contents through this instance's storage URLs, by direction \
+             (S3 transfers go to the bucket)",
             Some(Unit::Bytes),
             Family::default(),
         );
-        let pool = add(
-            &mut registry,
-            "db_pool_connections",
-            "The database pool's open connections, by state",
-            None,
-            Family::default(),
-        );
-        let pool_max = add(
-            &mut registry,
-            "db_pool_max_connections",
-            "The most connections the database pool opens",
-            None,
-            Gauge::default(),
-        );
-        let database_up = add(
-            &mut registry,
-            "database_up",
-            "Whether the database answered this scrape's queries",
-            None,
-            Gauge::default(),
-        );
+        let db = DatabaseMetrics::register(&mut registry);
         let subscribers = add(
             &mut registry,
             "sse_subscribers",
@@ -191,22 +141,7 @@ impl Metrics {
         let info = Family::<InfoLabels, Gauge>::default();
         info.get_or_create(&InfoLabels { version: env!("CARGO_PKG_VERSION"), database }).set(1);
         registry.register("server_info", "This server's version and database backend", info);
-        Metrics {
-            registry,
-            requests,
-            latency,
-            runs,
-            queue_length,
-            queue_oldest,
-            queue_wait,
-            executing,
-            runs_ended,
-            bytes,
-            pool,
-            pool_max,
-            database_up,
-            subscribers,
-        }
+        Metrics { registry, requests, latency, run, bytes, db, subscribers }
     }
 
     /// One request answered: its operation id (or route), status and time to its head.
@@ -219,18 +154,18 @@ impl Metrics {
 
     /// A run started here after waiting `waited` in the queue.
     pub fn run_started(&self, waited: Duration) {
-        self.queue_wait.observe(waited.as_secs_f64());
-        self.executing.inc();
+        self.run.queue_wait.observe(waited.as_secs_f64());
+        self.run.executing.inc();
     }
 
     /// A run that executed here has finished executing.
     pub fn run_finished(&self) {
-        self.executing.dec();
+        self.run.executing.dec();
     }
 
     /// A run ended by this instance with `status`.
     pub fn run_ended(&self, status: &str) {
-        self.runs_ended.get_or_create(&StatusLabels { status: status.to_string() }).inc();
+        self.run.runs_ended.get_or_create(&StatusLabels { status: status.to_string() }).inc();
     }
 
     /// Bytes of file contents received through a storage URL.
@@ -252,10 +187,10 @@ impl Metrics {
     /// Sets the database's gauges from `reading`, or marks the database down.
     pub fn observe_database(&self, reading: Option<DatabaseReading>) {
         let Some(reading) = reading else {
-            self.database_up.set(0);
+            self.db.database_up.set(0);
             return;
         };
-        self.database_up.set(1);
+        self.db.database_up.set(1);
         // Each status set once, to its count or 0, so that a scrape read meanwhile sees
         // no status emptied; a status no run has any more reads 0, not its last count.
         for status in RUN_STATUSES {
@@ -265,19 +200,19 @@ impl Metrics {
                 .iter()
                 .find(|(s, _)| *s == status)
                 .map_or(0, |(_, count)| *count);
-            self.runs.get_or_create(&StatusLabels { status }).set(count);
+            self.run.runs.get_or_create(&StatusLabels { status }).set(count);
         }
         let pending = reading
             .runs_by_status
             .iter()
             .find(|(status, _)| status == "pending")
             .map_or(0, |(_, count)| *count);
-        self.queue_length.set(pending);
-        self.queue_oldest.set(reading.oldest_pending.unwrap_or_default().as_secs_f64());
+        self.run.queue_length.set(pending);
+        self.run.queue_oldest.set(reading.oldest_pending.unwrap_or_default().as_secs_f64());
         let in_use = reading.pool_size.saturating_sub(reading.pool_idle);
-        self.pool.get_or_create(&StateLabels { state: "idle" }).set(reading.pool_idle.into());
-        self.pool.get_or_create(&StateLabels { state: "in_use" }).set(in_use.into());
-        self.pool_max.set(reading.pool_max.into());
+        self.db.pool.get_or_create(&StateLabels { state: "idle" }).set(reading.pool_idle.into());
+        self.db.pool.get_or_create(&StateLabels { state: "in_use" }).set(in_use.into());
+        self.db.pool_max.set(reading.pool_max.into());
     }
 
     /// Every metric in the text format.
@@ -286,6 +221,83 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
         text
+    }
+}
+
+impl RunMetrics {
+    /// Registers the metrics of runs in `registry`.
+    fn register(registry: &mut Registry) -> RunMetrics {
+        let runs = add(
+            registry,
+            "runs",
+            "Runs in the database by status, on every instance alike",
+            None,
+            Family::default(),
+        );
+        let queue_length = add(
+            registry,
+            "run_queue_length",
+            "Runs pending in the database, waiting for a slot on some instance",
+            None,
+            Gauge::default(),
+        );
+        let queue_oldest = add(
+            registry,
+            "run_queue_oldest_age",
+            "How long the oldest pending run has waited",
+            Some(Unit::Seconds),
+            Gauge::default(),
+        );
+        let queue_wait = add(
+            registry,
+            "run_queue_wait",
+            "How long the runs this instance started had waited",
+            Some(Unit::Seconds),
+            Histogram::new(exponential_buckets(0.01, 2.0, 18)),
+        );
+        let executing = add(
+            registry,
+            "runs_executing",
+            "Runs executing on this instance",
+            None,
+            Gauge::default(),
+        );
+        let runs_ended = add(
+            registry,
+            "runs_ended",
+            "Runs this instance ended (or found lost), by final status",
+            None,
+            Family::default(),
+        );
+        RunMetrics { runs, queue_length, queue_oldest, queue_wait, executing, runs_ended }
+    }
+}
+
+impl DatabaseMetrics {
+    /// Registers the metrics of the database in `registry`.
+    fn register(registry: &mut Registry) -> DatabaseMetrics {
+        let pool = add(
+            registry,
+            "db_pool_connections",
+            "The database pool's open connections, by state",
+            None,
+            Family::default(),
+        );
+        let pool_max = add(
+            registry,
+            "db_pool_max_connections",
+            "The most connections the database pool opens",
+            None,
+            Gauge::default(),
+        );
+        let database_up = add(
+            registry,
+            "database_up",
+            "Whether the database answered this scrape's queries",
+            None,
+            Gauge::default(),
+        );
+        DatabaseMetrics { pool, pool_max, database_up }
     }
 }
 

@@ -145,6 +145,9 @@ fn command(isolation: &Isolation, job: &Job, status: &Path) -> Option<tokio::pro
     }
 }
 
+/// Runs `job` under `isolation` to its end: its process is fed the prompt, its output
+/// read and its processes sampled until it exits, goes past a limit, times out or is
+/// cancelled; then everything it left is stopped and its output read to the end.
 async fn run(
     isolation: &Isolation,
     job: Job,
@@ -152,22 +155,9 @@ async fn run(
     mut cancel: watch::Receiver<bool>,
 ) -> Outcome {
     let status = job.workdir.with_extension("sandbox");
-    let mut command = match (command(isolation, &job, &status), isolation) {
-        (Some(command), _) => command,
-        (None, Isolation::Refused(reason)) => return Outcome::Failed(reason.clone()),
-        (None, _) => unreachable!("only a refusal has no command"),
-    };
-    command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    let mut child = match command.spawn() {
+    let mut child = match start(isolation, &job, &status) {
         Ok(child) => child,
-        Err(error) => {
-            return Outcome::Failed(format!("could not start {}: {error}", job.command[0]))
-        }
+        Err(outcome) => return outcome,
     };
     // The helper, the sandbox's first process and whatever did not leave the group all
     // share the group; what left it dies with the sandbox's first process.
@@ -190,22 +180,7 @@ async fn run(
         over: AtomicBool::new(false),
         spent: Notify::new(),
     });
-    let readers = [
-        tokio::spawn(read_lines(
-            child.stdout.take().expect("stdout is piped"),
-            false,
-            output.clone(),
-            patience.clone(),
-            budget.clone(),
-        )),
-        tokio::spawn(read_lines(
-            child.stderr.take().expect("stderr is piped"),
-            true,
-            output.clone(),
-            patience,
-            budget.clone(),
-        )),
-    ];
+    let readers = read_pipes(&mut child, &output, patience, &budget);
     let (breach, mut breached) = oneshot::channel();
     let sampler = tokio::spawn(sample(
         members,
@@ -217,14 +192,7 @@ async fn run(
     ));
 
     let outcome = tokio::select! {
-        status = child.wait() => match status {
-            Ok(status) => match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
-                (Some(code), _) => Outcome::Exited(code),
-                (None, Some(signal)) => Outcome::Killed(signal),
-                (None, None) => Outcome::Failed("the process ended without a status".into()),
-            },
-            Err(error) => Outcome::Failed(format!("waiting for the process failed: {error}")),
-        },
+        status = child.wait() => exit_outcome(status),
         _ = tokio::time::sleep(job.timeout) => Outcome::TimedOut,
         _ = budget.spent.notified() => Outcome::Failed(output_breach(job.max_output)),
         Ok(reason) = &mut breached => Outcome::Failed(reason),
@@ -234,33 +202,8 @@ async fn run(
     kill_group(pgid);
     child.wait().await.ok();
     sampler.abort();
-    let outcome = match (isolation, outcome) {
-        (Isolation::Sandbox(_), outcome @ (Outcome::Exited(_) | Outcome::Killed(_))) => {
-            match sandbox::read_status(&status) {
-                Ok(()) => limit_signal(outcome, &job.limits),
-                Err(reason) => {
-                    Outcome::Failed(format!("The run's sandbox could not be set up: {reason}"))
-                }
-            }
-        }
-        (_, outcome) => {
-            std::fs::remove_file(&status).ok();
-            outcome
-        }
-    };
-    // A run that ended well may still have been stopped at its file size limit, or gone
-    // past a limit of its working directory, between two samples.
-    let outcome = match outcome {
-        Outcome::Exited(0) => {
-            let workdir = job.workdir.clone();
-            let limits = job.limits;
-            let files = tokio::task::spawn_blocking(move || files_size(&workdir, &limits))
-                .await
-                .unwrap_or_default();
-            files_breach(files, &job.limits).map_or(Outcome::Exited(0), Outcome::Failed)
-        }
-        outcome => outcome,
-    };
+    let outcome = sandbox_outcome(isolation, outcome, &status, &job.limits);
+    let outcome = workdir_outcome(outcome, &job).await;
     // What is left in the pipes is read to the end, however long storing it takes; only a
     // pipe that stays silent gives up, soon when the run was stopped, whose answer waits.
     let idle = if matches!(outcome, Outcome::Exited(_) | Outcome::Killed(_)) {
@@ -276,6 +219,111 @@ async fn run(
     match outcome {
         Outcome::Exited(_) | Outcome::Killed(_) if budget.over.load(Ordering::Relaxed) => {
             Outcome::Failed(output_breach(job.max_output))
+        }
+        outcome => outcome,
+    }
+}
+
+/// Starts the process of `job` in a process group of its own, its standard streams piped;
+/// the outcome instead when it cannot start (or this host refuses runs).
+fn start(
+    isolation: &Isolation,
+    job: &Job,
+    status: &Path,
+) -> Result<tokio::process::Child, Outcome> {
+    let mut command = match (command(isolation, job, status), isolation) {
+        (Some(command), _) => command,
+        (None, Isolation::Refused(reason)) => return Err(Outcome::Failed(reason.clone())),
+        (None, _) => unreachable!("only a refusal has no command"),
+    };
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    command
+        .spawn()
+        .map_err(|error| Outcome::Failed(format!("could not start {}: {error}", job.command[0])))
+}
+
+/// Reads the standard output and error of `child` line by line into `output`, in tasks of
+/// their own, until `patience` lets them stop.
+fn read_pipes(
+    child: &mut tokio::process::Child,
+    output: &mpsc::Sender<Output>,
+    patience: watch::Receiver<Option<Duration>>,
+    budget: &Arc<Budget>,
+) -> [tokio::task::JoinHandle<()>; 2] {
+    [
+        tokio::spawn(read_lines(
+            child.stdout.take().expect("stdout is piped"),
+            false,
+            output.clone(),
+            patience.clone(),
+            budget.clone(),
+        )),
+        tokio::spawn(read_lines(
+            child.stderr.take().expect("stderr is piped"),
+            true,
+            output.clone(),
+            patience,
+            budget.clone(),
+        )),
+    ]
+}
+
+/// How a process that ended with `status` ended: its exit code or the signal that
+/// killed it.
+fn exit_outcome(status: std::io::Result<std::process::ExitStatus>) -> Outcome {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Ok(status) => match (status.code(), status.signal()) {
+            (Some(code), _) => Outcome::Exited(code),
+            (None, Some(signal)) => Outcome::Killed(signal),
+            (None, None) => Outcome::Failed("the process ended without a status".into()),
+        },
+        Err(error) => Outcome::Failed(format!("waiting for the process failed: {error}")),
+    }
+}
+
+/// The outcome of a run whose process ended with `outcome`, with what its sandbox reported
+/// in the file `status`: a sandbox that could not be set up, or a limit the kernel
+/// enforced. Unsandboxed, or stopped before its end, `status` is only removed.
+fn sandbox_outcome(
+    isolation: &Isolation,
+    outcome: Outcome,
+    status: &Path,
+    limits: &Limits,
+) -> Outcome {
+    match (isolation, outcome) {
+        (Isolation::Sandbox(_), outcome @ (Outcome::Exited(_) | Outcome::Killed(_))) => {
+            match sandbox::read_status(status) {
+                Ok(()) => limit_signal(outcome, limits),
+                Err(reason) => {
+                    Outcome::Failed(format!("The run's sandbox could not be set up: {reason}"))
+                }
+            }
+        }
+        (_, outcome) => {
+            std::fs::remove_file(status).ok();
+            outcome
+        }
+    }
+}
+
+/// The outcome of a run that ended with `outcome`: one that ended well may still have been
+/// stopped at its file size limit, or gone past a limit of its working directory, between
+/// two samples.
+async fn workdir_outcome(outcome: Outcome, job: &Job) -> Outcome {
+    match outcome {
+        Outcome::Exited(0) => {
+            let workdir = job.workdir.clone();
+            let limits = job.limits;
+            let files = tokio::task::spawn_blocking(move || files_size(&workdir, &limits))
+                .await
+                .unwrap_or_default();
+            files_breach(files, &job.limits).map_or(Outcome::Exited(0), Outcome::Failed)
         }
         outcome => outcome,
     }
@@ -634,7 +682,11 @@ fn files_breach(files: Files, limits: &Limits) -> Option<String> {
             limits.disk_bytes >> 20
         ))
     } else if files.count > limits.files {
-        Some(format!("The run's working directory held more than its limit of {} files and folders (maxFiles)", limits.files))
+        Some(format!(
+            "The run's working directory held more than its limit of {} files and folders \
+             (maxFiles)",
+            limits.files
+        ))
     } else {
         None
     }

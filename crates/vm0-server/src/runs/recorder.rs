@@ -318,10 +318,19 @@ async fn store_records<S: RunStore>(
             match store.append(&batch).await {
                 Ok(()) => return Some(published),
                 Err(error) if last => {
-                    tracing::error!(%error, entries = batch.len(), "could not store run records; they are lost")
+                    tracing::error!(
+                        %error,
+                        entries = batch.len(),
+                        "could not store run records; they are lost"
+                    )
                 }
                 Err(error) => {
-                    tracing::warn!(%error, entries = batch.len(), ?delay, "could not store run records; trying again")
+                    tracing::warn!(
+                        %error,
+                        entries = batch.len(),
+                        ?delay,
+                        "could not store run records; trying again"
+                    )
                 }
             }
         }

@@ -88,7 +88,7 @@ impl<S: Store> Engine<S> {
             }
             Err(error) => {
                 self.executing.lock().expect("not poisoned").remove(&run.id);
-                Claim::Failed(run, error)
+                Claim::Failed(Box::new(run), error)
             }
         }
     }
@@ -107,7 +107,12 @@ impl<S: Store> Engine<S> {
         };
         match backoff.next() {
             Some(delay) => {
-                tracing::warn!(run = %run.id, %error, ?delay, "could not start a run; trying again");
+                tracing::warn!(
+                    run = %run.id,
+                    %error,
+                    ?delay,
+                    "could not start a run; trying again"
+                );
                 tokio::time::sleep(delay).await;
             }
             None => {
@@ -131,8 +136,8 @@ enum Claim {
     Taken,
     /// The instance began to drain: the run stays pending.
     Drained,
-    /// The store failed.
-    Failed(RunRow, StoreError),
+    /// The store failed. (The run is boxed: it is far larger than the other variants.)
+    Failed(Box<RunRow>, StoreError),
 }
 
 /// A run's place among those executing here, given back when the run's task ends, by

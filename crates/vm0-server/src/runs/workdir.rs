@@ -208,7 +208,11 @@ impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
             tokio::fs::write(held_checkpoint(self.dir, session_id), checkpoint).await
         {
             // The next run of the session restores the checkpoint instead.
-            tracing::warn!(session = %session_id, %error, "could not record the checkpoint a working directory holds");
+            tracing::warn!(
+                session = %session_id,
+                %error,
+                "could not record the checkpoint a working directory holds"
+            );
         }
     }
 

@@ -21,7 +21,9 @@ impl AgentStore for SqlStore {
                 (ids::new(ids::Prefix::Agent), ids::new(ids::Prefix::AgentVersion));
             let mut tx = pool.begin().await?;
             let agent = sqlx::query_as(
-                "INSERT INTO agents (id, user_id, name, current_version_id, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+                "INSERT INTO agents \
+                 (id, user_id, name, current_version_id, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
             )
             .bind(&agent_id)
             .bind(user_id)
@@ -32,13 +34,16 @@ impl AgentStore for SqlStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(conflict_or)?;
-            sqlx::query("INSERT INTO agent_versions (id, agent_id, version_number, config, created_at) VALUES ($1, $2, 1, $3, $4)")
-                .bind(&version_id)
-                .bind(&agent_id)
-                .bind(Json(config))
-                .bind(at)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO agent_versions (id, agent_id, version_number, config, created_at) \
+                 VALUES ($1, $2, 1, $3, $4)",
+            )
+            .bind(&version_id)
+            .bind(&agent_id)
+            .bind(Json(config))
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
             Ok(agent)
         })
@@ -51,14 +56,17 @@ impl AgentStore for SqlStore {
         page: &Page,
     ) -> Result<Vec<AgentRow>> {
         on_pool!(self, |pool| {
-            Ok(sqlx::query_as("SELECT * FROM agents WHERE user_id = $1 AND id < $2 AND ($3 IS NULL OR name = $4) ORDER BY id DESC LIMIT $5")
-                .bind(user_id)
-                .bind(id_key(page))
-                .bind(name)
-                .bind(name)
-                .bind(page.limit)
-                .fetch_all(pool)
-                .await?)
+            Ok(sqlx::query_as(
+                "SELECT * FROM agents WHERE user_id = $1 AND id < $2 \
+                 AND ($3 IS NULL OR name = $4) ORDER BY id DESC LIMIT $5",
+            )
+            .bind(user_id)
+            .bind(id_key(page))
+            .bind(name)
+            .bind(name)
+            .bind(page.limit)
+            .fetch_all(pool)
+            .await?)
         })
     }
 
@@ -117,7 +125,8 @@ impl AgentStore for SqlStore {
             let version_id = ids::new(ids::Prefix::AgentVersion);
             sqlx::query(
                 "INSERT INTO agent_versions (id, agent_id, version_number, config, created_at)
-                 SELECT $1, $2, MAX(version_number) + 1, $3, $4 FROM agent_versions WHERE agent_id = $5",
+                 SELECT $1, $2, MAX(version_number) + 1, $3, $4 \
+                 FROM agent_versions WHERE agent_id = $5",
             )
             .bind(&version_id)
             .bind(id)
@@ -126,12 +135,15 @@ impl AgentStore for SqlStore {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-            let updated = sqlx::query_as("UPDATE agents SET current_version_id = $1, updated_at = $2 WHERE id = $3 RETURNING *")
-                .bind(&version_id)
-                .bind(at)
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await?;
+            let updated = sqlx::query_as(
+                "UPDATE agents SET current_version_id = $1, updated_at = $2 \
+                 WHERE id = $3 RETURNING *",
+            )
+            .bind(&version_id)
+            .bind(at)
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
             tx.commit().await?;
             Ok(Some(updated))
         })
@@ -154,12 +166,15 @@ impl AgentStore for SqlStore {
         page: &Page,
     ) -> Result<Vec<AgentVersionRow>> {
         on_pool!(self, |pool| {
-            Ok(sqlx::query_as("SELECT * FROM agent_versions WHERE agent_id = $1 AND version_number < $2 ORDER BY version_number DESC LIMIT $3")
-                .bind(agent_id)
-                .bind(int_key(page))
-                .bind(page.limit)
-                .fetch_all(pool)
-                .await?)
+            Ok(sqlx::query_as(
+                "SELECT * FROM agent_versions WHERE agent_id = $1 AND version_number < $2 \
+                 ORDER BY version_number DESC LIMIT $3",
+            )
+            .bind(agent_id)
+            .bind(int_key(page))
+            .bind(page.limit)
+            .fetch_all(pool)
+            .await?)
         })
     }
 

@@ -99,14 +99,21 @@ impl SqlStore {
             "SELECT pg_try_advisory_lock_shared($1::TEXT::BIGINT)"
         };
         let refusal = if alone {
-            "other vm0-server instances are serving this database: several instances on one database need a shared blob store (--blob-store s3://…)".to_string()
+            "other vm0-server instances are serving this database: \
+             several instances on one database need a shared blob store (--blob-store s3://…)"
+                .to_string()
         } else {
-            "a vm0-server instance with its blobs in its data directory is serving this database alone".to_string()
+            "a vm0-server instance with its blobs in its data directory \
+             is serving this database alone"
+                .to_string()
         };
         try_for_a_while(&mut connection, database, &DATABASE_LOCK.to_string(), refusal).await?;
         let refusal = format!(
-            "another vm0-server has the instance id {instance} (in its data directory's instance-id): each instance needs a data directory of its own. \
-             (After its host died, PostgreSQL holds the id until it notices the connection is gone.)"
+            "another vm0-server has the instance id {instance} \
+             (in its data directory's instance-id): \
+             each instance needs a data directory of its own. \
+             (After its host died, PostgreSQL holds the id \
+             until it notices the connection is gone.)"
         );
         try_for_a_while(
             &mut connection,

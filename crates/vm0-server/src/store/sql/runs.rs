@@ -51,12 +51,17 @@ macro_rules! insert_batch {
         for rows in batch.events.chunks(ROWS_PER_INSERT) {
             let mut insert = QueryBuilder::new("INSERT INTO run_events (run_id, id, event, data) ");
             insert.push_values(rows, |mut row, (run_id, event)| {
-                row.push_bind(run_id).push_bind(event.id).push_bind(&event.event).push_bind(&event.data);
+                row.push_bind(run_id)
+                    .push_bind(event.id)
+                    .push_bind(&event.event)
+                    .push_bind(&event.data);
             });
             insert.build().execute(&mut *$tx).await?;
         }
         for rows in batch.logs.chunks(ROWS_PER_INSERT) {
-            let mut insert = QueryBuilder::new("INSERT INTO run_logs (run_id, seq, timestamp, type, level, message, metadata) ");
+            let mut insert = QueryBuilder::new(
+                "INSERT INTO run_logs (run_id, seq, timestamp, type, level, message, metadata) ",
+            );
             insert.push_values(rows, |mut row, (run_id, log)| {
                 row.push_bind(run_id)
                     .push_bind(log.seq)
@@ -70,7 +75,8 @@ macro_rules! insert_batch {
         }
         for rows in batch.metrics.chunks(ROWS_PER_INSERT) {
             let mut insert = QueryBuilder::new(
-                "INSERT INTO run_metrics (run_id, seq, timestamp, cpu_percent, memory_used_mb, memory_total_mb, disk_used_mb, disk_total_mb) ",
+                "INSERT INTO run_metrics (run_id, seq, timestamp, cpu_percent, \
+                 memory_used_mb, memory_total_mb, disk_used_mb, disk_total_mb) ",
             );
             insert.push_values(rows, |mut row, (run_id, seq, m)| {
                 row.push_bind(run_id)
@@ -100,10 +106,13 @@ impl RunStore for SqlStore {
             if session.is_none() {
                 // The run continues a session: one the retention sweep has not expired, checked
                 // in this transaction so that the sweep cannot expire it in between.
-                let live = sqlx::query("UPDATE sessions SET expired_at = expired_at WHERE id = $1 AND expired_at IS NULL")
-                    .bind(&r.session_id)
-                    .execute(&mut *tx)
-                    .await?;
+                let live = sqlx::query(
+                    "UPDATE sessions SET expired_at = expired_at \
+                     WHERE id = $1 AND expired_at IS NULL",
+                )
+                .bind(&r.session_id)
+                .execute(&mut *tx)
+                .await?;
                 if live.rows_affected() == 0 {
                     return Err(StoreError::InvalidState(format!(
                         "Session '{}' has expired",
@@ -112,28 +121,35 @@ impl RunStore for SqlStore {
                 }
             }
             if let Some(s) = session {
-                sqlx::query("INSERT INTO sessions (id, user_id, agent_id, created_at) VALUES ($1, $2, $3, $4)")
-                    .bind(&s.id)
-                    .bind(&s.user_id)
-                    .bind(&s.agent_id)
-                    .bind(r.created_at)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "INSERT INTO sessions (id, user_id, agent_id, created_at) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(&s.id)
+                .bind(&s.user_id)
+                .bind(&s.agent_id)
+                .bind(r.created_at)
+                .execute(&mut *tx)
+                .await?;
             }
             if let Some(a) = artifact {
-                sqlx::query("INSERT INTO storages (id, user_id, kind, name, created_at, updated_at) VALUES ($1, $2, 'artifact', $3, $4, $5)")
-                    .bind(&a.id)
-                    .bind(&r.user_id)
-                    .bind(a.name.as_str())
-                    .bind(a.created_at)
-                    .bind(a.updated_at)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(super::conflict_or)?;
+                sqlx::query(
+                    "INSERT INTO storages (id, user_id, kind, name, created_at, updated_at) \
+                     VALUES ($1, $2, 'artifact', $3, $4, $5)",
+                )
+                .bind(&a.id)
+                .bind(&r.user_id)
+                .bind(a.name.as_str())
+                .bind(a.created_at)
+                .bind(a.updated_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(super::conflict_or)?;
             }
             sqlx::query(
-                "INSERT INTO runs (id, user_id, agent_id, agent_name, agent_version_id, session_id, from_checkpoint, status, prompt,
-                                   variables, secrets, volumes, artifact_name, artifact_base, created_at)
+                "INSERT INTO runs (id, user_id, agent_id, agent_name, agent_version_id, session_id,
+                                   from_checkpoint, status, prompt, variables, secrets, volumes,
+                                   artifact_name, artifact_base, created_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
             )
             .bind(&r.id)
@@ -174,7 +190,8 @@ impl RunStore for SqlStore {
             let status = f.status.map(|s| s.to_string());
             Ok(sqlx::query_as(
                 "SELECT * FROM runs WHERE user_id = $1 AND id < $2
-                   AND ($3 IS NULL OR agent_id = $4) AND ($5 IS NULL OR status = $6) AND ($7 IS NULL OR created_at >= $8)
+                   AND ($3 IS NULL OR agent_id = $4) AND ($5 IS NULL OR status = $6)
+                   AND ($7 IS NULL OR created_at >= $8)
                  ORDER BY id DESC LIMIT $9",
             )
             .bind(user_id)
@@ -193,18 +210,23 @@ impl RunStore for SqlStore {
 
     async fn get_session(&self, user_id: &str, id: &str) -> Result<Option<SessionRow>> {
         on_pool!(self, |pool| {
-            Ok(sqlx::query_as("SELECT id, user_id, agent_id, expired_at FROM sessions WHERE user_id = $1 AND id = $2")
-                .bind(user_id)
-                .bind(id)
-                .fetch_optional(pool)
-                .await?)
+            Ok(sqlx::query_as(
+                "SELECT id, user_id, agent_id, expired_at FROM sessions \
+                 WHERE user_id = $1 AND id = $2",
+            )
+            .bind(user_id)
+            .bind(id)
+            .fetch_optional(pool)
+            .await?)
         })
     }
 
     async fn get_checkpoint(&self, user_id: &str, id: &str) -> Result<Option<CheckpointRow>> {
         on_pool!(self, |pool| {
             Ok(sqlx::query_as(
-                "SELECT c.id, c.session_id, s.agent_id FROM checkpoints c JOIN sessions s ON s.id = c.session_id WHERE s.user_id = $1 AND c.id = $2",
+                "SELECT c.id, c.session_id, s.agent_id \
+                 FROM checkpoints c JOIN sessions s ON s.id = c.session_id \
+                 WHERE s.user_id = $1 AND c.id = $2",
             )
             .bind(user_id)
             .bind(id)
@@ -353,13 +375,16 @@ impl RunStore for SqlStore {
                 return Ok(false);
             }
             if let Some(c) = checkpoint {
-                sqlx::query("INSERT INTO checkpoints (id, session_id, run_id, created_at) VALUES ($1, $2, $3, $4)")
-                    .bind(&c.row.id)
-                    .bind(&c.row.session_id)
-                    .bind(id)
-                    .bind(end.completed_at)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "INSERT INTO checkpoints (id, session_id, run_id, created_at) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(&c.row.id)
+                .bind(&c.row.session_id)
+                .bind(id)
+                .bind(end.completed_at)
+                .execute(&mut *tx)
+                .await?;
                 for rows in c.files.chunks(ROWS_PER_INSERT) {
                     let mut insert = QueryBuilder::new(
                         "INSERT INTO checkpoint_files (checkpoint_id, path, size, hash) ",
@@ -384,10 +409,13 @@ impl RunStore for SqlStore {
 
     async fn checkpoint_files(&self, checkpoint_id: &str) -> Result<Vec<FileRow>> {
         on_pool!(self, |pool| {
-            Ok(sqlx::query_as("SELECT path, size, hash FROM checkpoint_files WHERE checkpoint_id = $1 ORDER BY path")
-                .bind(checkpoint_id)
-                .fetch_all(pool)
-                .await?)
+            Ok(sqlx::query_as(
+                "SELECT path, size, hash FROM checkpoint_files \
+                 WHERE checkpoint_id = $1 ORDER BY path",
+            )
+            .bind(checkpoint_id)
+            .fetch_all(pool)
+            .await?)
         })
     }
 
@@ -468,12 +496,15 @@ impl RunStore for SqlStore {
 
     async fn events_after(&self, run_id: &str, after: i64, limit: i64) -> Result<Vec<EventRow>> {
         on_pool!(self, |pool| {
-            Ok(sqlx::query_as("SELECT id, event, data FROM run_events WHERE run_id = $1 AND id > $2 ORDER BY id LIMIT $3")
-                .bind(run_id)
-                .bind(after)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?)
+            Ok(sqlx::query_as(
+                "SELECT id, event, data FROM run_events \
+                 WHERE run_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+            )
+            .bind(run_id)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?)
         })
     }
 
@@ -485,7 +516,8 @@ impl RunStore for SqlStore {
             let kind = q.kind.map(|k| k.to_string());
             let sql = format!(
                 "SELECT * FROM run_logs WHERE run_id = $1 AND seq {compare} $2
-                   AND ($3 IS NULL OR type = $4) AND ($5 IS NULL OR timestamp >= $6) AND ($7 IS NULL OR timestamp < $8)
+                   AND ($3 IS NULL OR type = $4) AND ($5 IS NULL OR timestamp >= $6)
+                   AND ($7 IS NULL OR timestamp < $8)
                    AND seq > $10
                  ORDER BY seq {order} LIMIT $9"
             );

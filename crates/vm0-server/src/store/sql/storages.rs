@@ -26,6 +26,51 @@ struct UploadFileRow {
     upload_id: String,
 }
 
+/// Checks that the blob of `file` was uploaded by the committing user (`size` is its
+/// recorded size, `None` when it was not) with the size the version lists.
+fn uploaded_as_listed(file: &FileRow, size: Option<i64>) -> Result<()> {
+    match size {
+        Some(size) if size == file.size => Ok(()),
+        Some(size) => Err(StoreError::InvalidState(format!(
+            "{} was uploaded with {size} bytes, not {}",
+            file.path.as_str(),
+            file.size
+        ))),
+        None => {
+            Err(StoreError::InvalidState(format!("{} has not been uploaded", file.path.as_str())))
+        }
+    }
+}
+
+/// Checks, in the transaction `tx`, that the blob of every one of `files` was uploaded by
+/// `user_id` with the size the file lists.
+async fn check_uploads<DB>(
+    tx: &mut sqlx::Transaction<'_, DB>,
+    user_id: &str,
+    files: &[FileRow],
+) -> Result<()>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    (i64,): for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    for file in files {
+        let size: Option<i64> = sqlx::query_scalar(
+            "SELECT b.size FROM blobs b \
+             JOIN blob_owners o ON o.hash = b.hash AND o.user_id = $1 \
+             WHERE b.hash = $2",
+        )
+        .bind(user_id)
+        .bind(file.hash.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
+        uploaded_as_listed(file, size)?;
+    }
+    Ok(())
+}
+
 impl StorageStore for SqlStore {
     async fn create_storage(
         &self,
@@ -36,16 +81,19 @@ impl StorageStore for SqlStore {
     ) -> Result<StorageRow> {
         on_pool!(self, |pool| {
             let id = ids::new(kind.prefix());
-            sqlx::query_as("INSERT INTO storages (id, user_id, kind, name, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING *")
-                .bind(&id)
-                .bind(user_id)
-                .bind(kind.as_str())
-                .bind(name)
-                .bind(at)
-                .bind(at)
-                .fetch_one(pool)
-                .await
-                .map_err(conflict_or)
+            sqlx::query_as(
+                "INSERT INTO storages (id, user_id, kind, name, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+            )
+            .bind(&id)
+            .bind(user_id)
+            .bind(kind.as_str())
+            .bind(name)
+            .bind(at)
+            .bind(at)
+            .fetch_one(pool)
+            .await
+            .map_err(conflict_or)
         })
     }
 
@@ -56,13 +104,16 @@ impl StorageStore for SqlStore {
         page: &Page,
     ) -> Result<Vec<StorageRow>> {
         on_pool!(self, |pool| {
-            Ok(sqlx::query_as("SELECT * FROM storages WHERE user_id = $1 AND kind = $2 AND id < $3 ORDER BY id DESC LIMIT $4")
-                .bind(user_id)
-                .bind(kind.as_str())
-                .bind(id_key(page))
-                .bind(page.limit)
-                .fetch_all(pool)
-                .await?)
+            Ok(sqlx::query_as(
+                "SELECT * FROM storages WHERE user_id = $1 AND kind = $2 AND id < $3 \
+                 ORDER BY id DESC LIMIT $4",
+            )
+            .bind(user_id)
+            .bind(kind.as_str())
+            .bind(id_key(page))
+            .bind(page.limit)
+            .fetch_all(pool)
+            .await?)
         })
     }
 
@@ -112,12 +163,15 @@ impl StorageStore for SqlStore {
 
     async fn list_versions(&self, storage_id: &str, page: &Page) -> Result<Vec<VersionRow>> {
         on_pool!(self, |pool| {
-            Ok(sqlx::query_as("SELECT * FROM storage_versions WHERE storage_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3")
-                .bind(storage_id)
-                .bind(int_key(page))
-                .bind(page.limit)
-                .fetch_all(pool)
-                .await?)
+            Ok(sqlx::query_as(
+                "SELECT * FROM storage_versions WHERE storage_id = $1 AND seq < $2 \
+                 ORDER BY seq DESC LIMIT $3",
+            )
+            .bind(storage_id)
+            .bind(int_key(page))
+            .bind(page.limit)
+            .fetch_all(pool)
+            .await?)
         })
     }
 
@@ -149,24 +203,31 @@ impl StorageStore for SqlStore {
     ) -> Result<()> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            sqlx::query("INSERT INTO upload_sessions (id, storage_id, message, created_by, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)")
+            sqlx::query(
+                "INSERT INTO upload_sessions \
+                 (id, storage_id, message, created_by, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&session.id)
+            .bind(&session.storage_id)
+            .bind(&session.message)
+            .bind(&session.created_by)
+            .bind(at)
+            .bind(session.expires_at)
+            .execute(&mut *tx)
+            .await?;
+            for (file, upload_id) in &session.files {
+                sqlx::query(
+                    "INSERT INTO upload_files (session_id, upload_id, path, size, hash) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
                 .bind(&session.id)
-                .bind(&session.storage_id)
-                .bind(&session.message)
-                .bind(&session.created_by)
-                .bind(at)
-                .bind(session.expires_at)
+                .bind(upload_id)
+                .bind(file.path.as_str())
+                .bind(file.size)
+                .bind(file.hash.as_str())
                 .execute(&mut *tx)
                 .await?;
-            for (file, upload_id) in &session.files {
-                sqlx::query("INSERT INTO upload_files (session_id, upload_id, path, size, hash) VALUES ($1, $2, $3, $4, $5)")
-                    .bind(&session.id)
-                    .bind(upload_id)
-                    .bind(file.path.as_str())
-                    .bind(file.size)
-                    .bind(file.hash.as_str())
-                    .execute(&mut *tx)
-                    .await?;
             }
             tx.commit().await?;
             Ok(())
@@ -182,8 +243,13 @@ impl StorageStore for SqlStore {
                     .fetch_optional(pool)
                     .await?;
             let Some(row) = row else { return Ok(None) };
-            let files: Vec<UploadFileRow> =
-                sqlx::query_as("SELECT path, size, hash, upload_id FROM upload_files WHERE session_id = $1 ORDER BY path").bind(id).fetch_all(pool).await?;
+            let files: Vec<UploadFileRow> = sqlx::query_as(
+                "SELECT path, size, hash, upload_id FROM upload_files \
+                 WHERE session_id = $1 ORDER BY path",
+            )
+            .bind(id)
+            .fetch_all(pool)
+            .await?;
             Ok(Some(UploadSession {
                 id: row.id,
                 storage_id: row.storage_id,
@@ -206,19 +272,25 @@ impl StorageStore for SqlStore {
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             if let Some(pin) = pin {
-                sqlx::query("INSERT INTO blob_pins (hash, holder, until) VALUES ($1, $2, $3) ON CONFLICT (hash, holder) DO UPDATE SET until = excluded.until")
-                    .bind(hash)
-                    .bind(&pin.holder)
-                    .bind(pin.until)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            sqlx::query("INSERT INTO blobs (hash, size, created_at) VALUES ($1, $2, $3) ON CONFLICT (hash) DO NOTHING")
+                sqlx::query(
+                    "INSERT INTO blob_pins (hash, holder, until) VALUES ($1, $2, $3) \
+                     ON CONFLICT (hash, holder) DO UPDATE SET until = excluded.until",
+                )
                 .bind(hash)
-                .bind(size)
-                .bind(at)
+                .bind(&pin.holder)
+                .bind(pin.until)
                 .execute(&mut *tx)
                 .await?;
+            }
+            sqlx::query(
+                "INSERT INTO blobs (hash, size, created_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (hash) DO NOTHING",
+            )
+            .bind(hash)
+            .bind(size)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
             sqlx::query(
                 "INSERT INTO blob_owners (hash, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
             )
@@ -265,30 +337,7 @@ impl StorageStore for SqlStore {
             }
             // Blobs are checked inside the transaction, so the collector cannot remove one
             // between this check and the version that refers to it.
-            for file in &new.files {
-                let size: Option<i64> =
-                    sqlx::query_scalar("SELECT b.size FROM blobs b JOIN blob_owners o ON o.hash = b.hash AND o.user_id = $1 WHERE b.hash = $2")
-                        .bind(user_id)
-                        .bind(file.hash.as_str())
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                match size {
-                    Some(size) if size == file.size => {}
-                    Some(size) => {
-                        return Err(StoreError::InvalidState(format!(
-                            "{} was uploaded with {size} bytes, not {}",
-                            file.path.as_str(),
-                            file.size
-                        )))
-                    }
-                    None => {
-                        return Err(StoreError::InvalidState(format!(
-                            "{} has not been uploaded",
-                            file.path.as_str()
-                        )))
-                    }
-                }
-            }
+            check_uploads(&mut tx, user_id, &new.files).await?;
             let existing: Option<VersionRow> =
                 sqlx::query_as("SELECT * FROM storage_versions WHERE storage_id = $1 AND id = $2")
                     .bind(storage_id)
@@ -300,7 +349,8 @@ impl StorageStore for SqlStore {
                 None => {
                     let size: i64 = new.files.iter().map(|f| f.size).sum();
                     let row: VersionRow = sqlx::query_as(
-                        "INSERT INTO storage_versions (storage_id, id, size, file_count, message, created_by, created_at)
+                        "INSERT INTO storage_versions
+                           (storage_id, id, size, file_count, message, created_by, created_at)
                          VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
                     )
                     .bind(storage_id)
@@ -313,25 +363,32 @@ impl StorageStore for SqlStore {
                     .fetch_one(&mut *tx)
                     .await?;
                     for file in &new.files {
-                        sqlx::query("INSERT INTO version_files (version_seq, path, size, hash) VALUES ($1, $2, $3, $4)")
-                            .bind(row.seq)
-                            .bind(file.path.as_str())
-                            .bind(file.size)
-                            .bind(file.hash.as_str())
-                            .execute(&mut *tx)
-                            .await?;
+                        sqlx::query(
+                            "INSERT INTO version_files (version_seq, path, size, hash) \
+                             VALUES ($1, $2, $3, $4)",
+                        )
+                        .bind(row.seq)
+                        .bind(file.path.as_str())
+                        .bind(file.size)
+                        .bind(file.hash.as_str())
+                        .execute(&mut *tx)
+                        .await?;
                     }
                     row
                 }
             };
-            sqlx::query("UPDATE storages SET current_version_id = $1, size = $2, file_count = $3, updated_at = $4 WHERE id = $5")
-                .bind(&row.id)
-                .bind(row.size)
-                .bind(row.file_count)
-                .bind(new.created_at)
-                .bind(storage_id)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE storages \
+                 SET current_version_id = $1, size = $2, file_count = $3, updated_at = $4 \
+                 WHERE id = $5",
+            )
+            .bind(&row.id)
+            .bind(row.size)
+            .bind(row.file_count)
+            .bind(new.created_at)
+            .bind(storage_id)
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
             Ok(row)
         })
@@ -346,7 +403,8 @@ impl StorageStore for SqlStore {
             sqlx::query("DELETE FROM blob_pins WHERE until < $1").bind(now).execute(pool).await?;
             Ok(sqlx::query_scalar(
                 "SELECT hash FROM blobs b
-                 WHERE NOT EXISTS (SELECT 1 FROM blob_pins p WHERE p.hash = b.hash AND p.until >= $1)
+                 WHERE NOT EXISTS (SELECT 1 FROM blob_pins p
+                                   WHERE p.hash = b.hash AND p.until >= $1)
                    AND NOT EXISTS (SELECT 1 FROM version_files f WHERE f.hash = b.hash)
                    AND NOT EXISTS (SELECT 1 FROM upload_files u WHERE u.hash = b.hash)
                    AND NOT EXISTS (SELECT 1 FROM checkpoint_files c WHERE c.hash = b.hash)",

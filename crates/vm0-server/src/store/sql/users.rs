@@ -26,7 +26,8 @@ impl UserStore for SqlStore {
     async fn create_first_user(&self, name: &str) -> Result<Option<User>> {
         // Of two instances inserting at once, the second waits on the unique name and then
         // inserts nothing.
-        let sql = "INSERT INTO users (id, name, created_at) SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM users)
+        let sql = "INSERT INTO users (id, name, created_at) SELECT $1, $2, $3 \
+                   WHERE NOT EXISTS (SELECT 1 FROM users)
                    ON CONFLICT (name) DO NOTHING RETURNING id, name";
         on_pool!(self, |pool| {
             Ok(sqlx::query_as(sql)
@@ -40,12 +41,15 @@ impl UserStore for SqlStore {
 
     async fn ensure_user(&self, name: &str) -> Result<User> {
         on_pool!(self, |pool| {
-            sqlx::query("INSERT INTO users (id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
-                .bind(ids::new(ids::Prefix::User))
-                .bind(name)
-                .bind(ids::now())
-                .execute(pool)
-                .await?;
+            sqlx::query(
+                "INSERT INTO users (id, name, created_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(ids::new(ids::Prefix::User))
+            .bind(name)
+            .bind(ids::now())
+            .execute(pool)
+            .await?;
             Ok(sqlx::query_as("SELECT id, name FROM users WHERE name = $1")
                 .bind(name)
                 .fetch_one(pool)
@@ -55,16 +59,20 @@ impl UserStore for SqlStore {
 
     async fn insert_token(&self, t: &TokenRow) -> Result<()> {
         on_pool!(self, |pool| {
-            sqlx::query("INSERT INTO tokens (id, user_id, name, token_prefix, token_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-                .bind(&t.id)
-                .bind(&t.user_id)
-                .bind(&t.name)
-                .bind(&t.token_prefix)
-                .bind(&t.token_hash)
-                .bind(t.created_at)
-                .bind(t.expires_at)
-                .execute(pool)
-                .await?;
+            sqlx::query(
+                "INSERT INTO tokens \
+                 (id, user_id, name, token_prefix, token_hash, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&t.id)
+            .bind(&t.user_id)
+            .bind(&t.name)
+            .bind(&t.token_prefix)
+            .bind(&t.token_hash)
+            .bind(t.created_at)
+            .bind(t.expires_at)
+            .execute(pool)
+            .await?;
             Ok(())
         })
     }
@@ -73,7 +81,8 @@ impl UserStore for SqlStore {
         on_pool!(self, |pool| {
             // SQLite stores timestamps as RFC 3339 in UTC, all in one form, so they compare as
             // text there; PostgreSQL compares them as timestamps.
-            let sql = "SELECT id, user_id, expires_at <= $1 AS expired, revoked_at IS NOT NULL AS revoked FROM tokens WHERE token_hash = $2";
+            let sql = "SELECT id, user_id, expires_at <= $1 AS expired, \
+                       revoked_at IS NOT NULL AS revoked FROM tokens WHERE token_hash = $2";
             Ok(sqlx::query_as(sql).bind(now).bind(hash).fetch_optional(pool).await?)
         })
     }
@@ -91,12 +100,15 @@ impl UserStore for SqlStore {
 
     async fn list_tokens(&self, user_id: &str, page: &Page) -> Result<Vec<TokenRow>> {
         on_pool!(self, |pool| {
-            Ok(sqlx::query_as("SELECT * FROM tokens WHERE user_id = $1 AND revoked_at IS NULL AND id < $2 ORDER BY id DESC LIMIT $3")
-                .bind(user_id)
-                .bind(id_key(page))
-                .bind(page.limit)
-                .fetch_all(pool)
-                .await?)
+            Ok(sqlx::query_as(
+                "SELECT * FROM tokens WHERE user_id = $1 AND revoked_at IS NULL AND id < $2 \
+                 ORDER BY id DESC LIMIT $3",
+            )
+            .bind(user_id)
+            .bind(id_key(page))
+            .bind(page.limit)
+            .fetch_all(pool)
+            .await?)
         })
     }
 
@@ -114,12 +126,15 @@ impl UserStore for SqlStore {
 
     async fn revoke_token(&self, user_id: &str, id: &str, at: DateTime<Utc>) -> Result<bool> {
         on_pool!(self, |pool| {
-            let done = sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE user_id = $2 AND id = $3 AND revoked_at IS NULL")
-                .bind(at)
-                .bind(user_id)
-                .bind(id)
-                .execute(pool)
-                .await?;
+            let done = sqlx::query(
+                "UPDATE tokens SET revoked_at = $1 \
+                 WHERE user_id = $2 AND id = $3 AND revoked_at IS NULL",
+            )
+            .bind(at)
+            .bind(user_id)
+            .bind(id)
+            .execute(pool)
+            .await?;
             Ok(done.rows_affected() == 1)
         })
     }
