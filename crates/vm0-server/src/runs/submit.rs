@@ -70,18 +70,17 @@ impl<S: Store> Engine<S> {
         let version = self.agent_version(&target.agent, &request.agent_version).await?;
         let volumes = self.volumes(user, &request.volumes).await?;
         let artifact = self.artifact(user, &request).await?;
-        let new_session = match &target.session {
-            Some(_) => None,
-            None => Some(SessionRow {
-                id: ids::new(Prefix::Session),
-                user_id: user.to_string(),
-                agent_id: target.agent.id.clone(),
-                expired_at: None,
-            }),
-        };
-        let session_id = match (&target.session, &new_session) {
-            (Some(id), _) | (None, Some(SessionRow { id, .. })) => id.clone(),
-            (None, None) => unreachable!("a run continues a session or starts one"),
+        let (session_id, new_session) = match target.session {
+            Some(id) => (id, None),
+            None => {
+                let session = SessionRow {
+                    id: ids::new(Prefix::Session),
+                    user_id: user.to_string(),
+                    agent_id: target.agent.id.clone(),
+                    expired_at: None,
+                };
+                (session.id.clone(), Some(session))
+            }
         };
         let row = RunRow {
             id: ids::new(Prefix::Run),
