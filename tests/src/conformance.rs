@@ -16,8 +16,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
+use axum::http::response::Builder;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use futures::StreamExt as _;
@@ -26,6 +27,32 @@ use xtask::spec;
 
 /// What the proxy found wrong, one line per response.
 pub type Violations = Arc<Mutex<Vec<String>>>;
+
+/// What the proxy finds wrong with a response before its body is read, or with one event
+/// of a stream; recorded, after the call, as a violation.
+#[derive(Debug, thiserror::Error)]
+pub enum Drift {
+    #[error("no {0} header")]
+    MissingHeader(&'static str),
+    #[error("a status {status} ({media}) for a request to no operation of the spec")]
+    NoOperation { status: u16, media: String },
+    #[error("{operation} does not document status {status}, only {documented:?}")]
+    UndocumentedStatus { operation: String, status: u16, documented: Vec<u16> },
+    #[error("{operation} documents {documented} for {status}, the server sent {media:?}")]
+    MediaType { operation: String, documented: String, status: u16, media: String },
+    #[error("an event that is not UTF-8")]
+    EventNotUtf8,
+    #[error("the event breaks RunEvent: {errors}; the event: {event}")]
+    EventSchema { errors: String, event: Value },
+    #[error("an event id that is not a number: {0}")]
+    EventId(String),
+    #[error("event data that is not JSON ({error}): {line}")]
+    EventData { error: serde_json::Error, line: String },
+    #[error("an SSE field the spec does not describe: {0}")]
+    EventField(String),
+    #[error("an event with {field} twice: {message:?}")]
+    EventFieldTwice { field: String, message: String },
+}
 
 /// The largest JSON body the proxy checks; the API's are far smaller, and a larger one is
 /// recorded.
@@ -85,7 +112,12 @@ impl Checker {
             .collect();
         // The stream's body is text whose events are each an `x-event-schema`; releases
         // before 1.1.0 gave the event's schema as the body's.
-        let sse = doc.pointer("/paths/~1v1~1runs~1{id}~1events/get/responses/200/content/text~1event-stream/schema").expect("the stream has a schema");
+        let sse = doc
+            .pointer(concat!(
+                "/paths/~1v1~1runs~1{id}~1events/get/responses/200",
+                "/content/text~1event-stream/schema"
+            ))
+            .expect("the stream has a schema");
         let sse = sse.get("x-event-schema").unwrap_or(sse);
         Checker {
             operations,
@@ -167,12 +199,7 @@ async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
         .await;
     let reply = match sent {
         Ok(reply) => reply,
-        Err(error) => {
-            return Response::builder()
-                .status(StatusCode::BAD_GATEWAY)
-                .body(Body::from(format!("the test proxy: {error}")))
-                .unwrap()
-        }
+        Err(error) => return bad_gateway(error),
     };
     let status = reply.status();
     let mut response = Response::builder().status(status);
@@ -186,103 +213,139 @@ async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
     }
     let checker = checker(&parts.headers);
     let expected = expectation(checker, &parts.method, &path, status.as_u16(), reply.headers());
-    let record = {
-        let violations = violations.clone();
-        move |problem: String| violations.lock().unwrap().push(format!("{call}: {problem}"))
-    };
-    let (media, validator) = match expected {
+    let record = Record { call, violations: violations.clone() };
+    match expected {
         Err(problem) => {
-            record(problem);
-            return response.body(Body::from_stream(reply.bytes_stream())).unwrap();
+            record.problem(problem);
+            response.body(Body::from_stream(reply.bytes_stream())).unwrap()
         }
-        Ok(None) => {
-            let body = match reply.bytes().await {
-                Ok(body) => body,
-                Err(error) => {
-                    record(format!("the body could not be read: {error}"));
-                    return Response::builder()
-                        .status(StatusCode::BAD_GATEWAY)
-                        .body(Body::from(format!("the test proxy: {error}")))
-                        .unwrap();
-                }
-            };
-            if !body.is_empty() {
-                record(format!(
-                    "a body where the spec documents none: {}",
-                    String::from_utf8_lossy(&body)
-                ));
-            }
-            return response.body(Body::from(body)).unwrap();
+        Ok(None) => no_body(reply, response, &record).await,
+        Ok(Some((media, _))) if media == "text/event-stream" => {
+            event_stream(reply, response, checker, record)
         }
-        Ok(Some(expected)) => expected,
-    };
-    if media == "text/event-stream" {
-        // Each event is checked once it is whole, so a message cut across chunks (or a
-        // character across two) reads as the client will read it; a stream that breaks,
-        // or ends inside an event, is recorded too.
-        let state = (reply.bytes_stream(), Vec::new(), record);
-        let stream =
-            futures::stream::unfold(state, move |(mut upstream, mut pending, record)| async move {
-                match upstream.next().await {
-                    Some(Ok(bytes)) => {
-                        pending.extend_from_slice(&bytes);
-                        while let Some(end) = event_end(&pending) {
-                            let message: Vec<u8> = pending.drain(..end).collect();
-                            let checked = String::from_utf8(message)
-                                .map_err(|_| "an event that is not UTF-8".to_string())
-                                .and_then(|m| check_event(checker, &m));
-                            if let Err(problem) = checked {
-                                record(problem);
-                            }
-                        }
-                        Some((Ok(bytes), (upstream, pending, record)))
-                    }
-                    Some(Err(error)) => {
-                        record(format!("the stream broke: {error}"));
-                        Some((Err(error), (upstream, pending, record)))
-                    }
-                    None => {
-                        if !pending.iter().all(u8::is_ascii_whitespace) {
-                            record(format!(
-                                "the stream ended inside an event: {:?}",
-                                String::from_utf8_lossy(&pending)
-                            ));
-                        }
-                        None
-                    }
-                }
-            });
-        // Re-streamed, so without a length: the client then reads to the stream's end,
-        // which comes after its last event is checked.
-        let mut response = response.body(Body::from_stream(stream)).unwrap();
-        response.headers_mut().remove(axum::http::header::CONTENT_LENGTH);
-        return response;
+        Ok(Some((_, validator))) => json_body(reply, response, validator, &record).await,
     }
-    let body = match reply.bytes().await {
+}
+
+/// Where the problems of one response go: the proxy's violations, each after its call.
+struct Record {
+    call: String,
+    violations: Violations,
+}
+
+impl Record {
+    fn problem(&self, problem: impl std::fmt::Display) {
+        self.violations.lock().unwrap().push(format!("{}: {problem}", self.call));
+    }
+}
+
+/// The proxy's answer when the server's cannot be had.
+fn bad_gateway(error: reqwest::Error) -> Response {
+    Response::builder()
+        .status(StatusCode::BAD_GATEWAY)
+        .body(Body::from(format!("the test proxy: {error}")))
+        .unwrap()
+}
+
+/// The whole body of `reply`; when it cannot be read, that is recorded, and the proxy's
+/// answer is the error.
+async fn whole_body(reply: reqwest::Response, record: &Record) -> Result<Bytes, Response> {
+    reply.bytes().await.map_err(|error| {
+        record.problem(format!("the body could not be read: {error}"));
+        bad_gateway(error)
+    })
+}
+
+/// A response the spec documents without a body: it must have none.
+async fn no_body(reply: reqwest::Response, response: Builder, record: &Record) -> Response {
+    let body = match whole_body(reply, record).await {
         Ok(body) => body,
-        Err(error) => {
-            record(format!("the body could not be read: {error}"));
-            return Response::builder()
-                .status(StatusCode::BAD_GATEWAY)
-                .body(Body::from(format!("the test proxy: {error}")))
-                .unwrap();
-        }
+        Err(answer) => return answer,
+    };
+    if !body.is_empty() {
+        record.problem(format!(
+            "a body where the spec documents none: {}",
+            String::from_utf8_lossy(&body)
+        ));
+    }
+    response.body(Body::from(body)).unwrap()
+}
+
+/// A stream of events, each checked against `RunEvent` once it is whole, so that a
+/// message cut across chunks (or a character across two) reads as the client will read
+/// it; a stream that breaks, or ends inside an event, is recorded too.
+fn event_stream(
+    reply: reqwest::Response,
+    response: Builder,
+    checker: &'static Checker,
+    record: Record,
+) -> Response {
+    let state = (reply.bytes_stream(), Vec::new(), record);
+    let stream =
+        futures::stream::unfold(state, move |(mut upstream, mut pending, record)| async move {
+            match upstream.next().await {
+                Some(Ok(bytes)) => {
+                    pending.extend_from_slice(&bytes);
+                    while let Some(end) = event_end(&pending) {
+                        let message: Vec<u8> = pending.drain(..end).collect();
+                        let checked = String::from_utf8(message)
+                            .map_err(|_| Drift::EventNotUtf8)
+                            .and_then(|m| check_event(checker, &m));
+                        if let Err(problem) = checked {
+                            record.problem(problem);
+                        }
+                    }
+                    Some((Ok(bytes), (upstream, pending, record)))
+                }
+                Some(Err(error)) => {
+                    record.problem(format!("the stream broke: {error}"));
+                    Some((Err(error), (upstream, pending, record)))
+                }
+                None => {
+                    if !pending.iter().all(u8::is_ascii_whitespace) {
+                        record.problem(format!(
+                            "the stream ended inside an event: {:?}",
+                            String::from_utf8_lossy(&pending)
+                        ));
+                    }
+                    None
+                }
+            }
+        });
+    // Re-streamed, so without a length: the client then reads to the stream's end, which
+    // comes after its last event is checked.
+    let mut response = response.body(Body::from_stream(stream)).unwrap();
+    response.headers_mut().remove(axum::http::header::CONTENT_LENGTH);
+    response
+}
+
+/// A JSON body, checked against `validator`.
+async fn json_body(
+    reply: reqwest::Response,
+    response: Builder,
+    validator: &jsonschema::Validator,
+    record: &Record,
+) -> Response {
+    let body = match whole_body(reply, record).await {
+        Ok(body) => body,
+        Err(answer) => return answer,
     };
     if body.len() > MAX_BODY {
-        record(format!("a body of {} bytes, more than the proxy checks", body.len()));
+        record.problem(format!("a body of {} bytes, more than the proxy checks", body.len()));
         return response.body(Body::from(body)).unwrap();
     }
     match serde_json::from_slice::<Value>(&body) {
-        Err(error) => {
-            record(format!("a body that is not JSON ({error}): {}", String::from_utf8_lossy(&body)))
-        }
+        Err(error) => record.problem(format!(
+            "a body that is not JSON ({error}): {}",
+            String::from_utf8_lossy(&body)
+        )),
         Ok(value) => {
             let errors: Vec<String> = validator
                 .iter_errors(&value)
                 .map(|e| format!("{} at {}", e, e.instance_path()))
                 .collect();
             if !errors.is_empty() {
-                record(format!(
+                record.problem(format!(
                     "the body breaks the schema: {}; the body: {value}",
                     errors.join("; ")
                 ));
@@ -300,7 +363,7 @@ fn expectation(
     path: &str,
     status: u16,
     headers: &HeaderMap,
-) -> Result<Option<(String, &'static jsonschema::Validator)>, String> {
+) -> Result<Option<(String, &'static jsonschema::Validator)>, Drift> {
     let media = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -308,7 +371,7 @@ fn expectation(
         .to_string();
     for name in ["x-request-id", "x-api-version"] {
         if !headers.contains_key(name) {
-            return Err(format!("no {name} header"));
+            return Err(Drift::MissingHeader(name));
         }
     }
     let Some(operation) =
@@ -319,22 +382,23 @@ fn expectation(
             404 | 405 if media.starts_with("application/json") => {
                 Ok(Some(("application/json".into(), &checker.error)))
             }
-            _ => Err(format!(
-                "a status {status} ({media}) for a request to no operation of the spec"
-            )),
+            _ => Err(Drift::NoOperation { status, media }),
         };
     };
     let Some(documented) = operation.responses.get(&status) else {
-        let mut listed: Vec<&u16> = operation.responses.keys().collect();
-        listed.sort();
-        return Err(format!("{} does not document status {status}, only {listed:?}", operation.id));
+        let mut documented: Vec<u16> = operation.responses.keys().copied().collect();
+        documented.sort();
+        let operation = operation.id.clone();
+        return Err(Drift::UndocumentedStatus { operation, status, documented });
     };
     match documented {
         None => Ok(None),
-        Some((documented, _)) if !media.starts_with(documented.as_str()) => Err(format!(
-            "{} documents {documented} for {status}, the server sent {media:?}",
-            operation.id
-        )),
+        Some((documented, _)) if !media.starts_with(documented.as_str()) => Err(Drift::MediaType {
+            operation: operation.id.clone(),
+            documented: documented.clone(),
+            status,
+            media,
+        }),
         Some((documented, validator)) => Ok(Some((documented.clone(), validator))),
     }
 }
@@ -351,7 +415,7 @@ fn event_end(pending: &[u8]) -> Option<usize> {
 }
 
 /// One SSE message against `RunEvent`. Comment lines (`:`) are skipped.
-fn check_event(checker: &Checker, message: &str) -> Result<(), String> {
+fn check_event(checker: &Checker, message: &str) -> Result<(), Drift> {
     let Some(event) = event_object(message)? else { return Ok(()) };
     let errors: Vec<String> = checker
         .event
@@ -360,15 +424,13 @@ fn check_event(checker: &Checker, message: &str) -> Result<(), String> {
         .collect();
     match errors.is_empty() {
         true => Ok(()),
-        false => {
-            Err(format!("the event breaks RunEvent: {}; the event: {event}", errors.join("; ")))
-        }
+        false => Err(Drift::EventSchema { errors: errors.join("; "), event }),
     }
 }
 
 /// One SSE message as the spec's `RunEvent` object: its `id:` (a number), `event:` and
 /// `data:` (JSON) lines; `None` for a message of comments only.
-pub fn event_object(message: &str) -> Result<Option<Value>, String> {
+pub fn event_object(message: &str) -> Result<Option<Value>, Drift> {
     let mut event = serde_json::Map::new();
     for line in message.lines().filter(|l| !l.is_empty() && !l.starts_with(':')) {
         let (field, value) = line
@@ -379,16 +441,17 @@ pub fn event_object(message: &str) -> Result<Option<Value>, String> {
             "id" => value
                 .parse::<u64>()
                 .map(Value::from)
-                .map_err(|_| format!("an event id that is not a number: {line}"))?,
+                .map_err(|_| Drift::EventId(line.to_string()))?,
             "data" => serde_json::from_str(value)
-                .map_err(|e| format!("event data that is not JSON ({e}): {line}"))?,
+                .map_err(|error| Drift::EventData { error, line: line.to_string() })?,
             "event" => Value::from(value),
-            _ => return Err(format!("an SSE field the spec does not describe: {line}")),
+            _ => return Err(Drift::EventField(line.to_string())),
         };
         // Clients join repeated `data:` lines with a line break, which is no longer one
         // line of JSON; the spec's events have each field once.
         if event.insert(field.to_string(), value).is_some() {
-            return Err(format!("an event with {field} twice: {message:?}"));
+            let (field, message) = (field.to_string(), message.to_string());
+            return Err(Drift::EventFieldTwice { field, message });
         }
     }
     Ok((!event.is_empty()).then_some(Value::Object(event)))
