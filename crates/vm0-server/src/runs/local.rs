@@ -110,39 +110,36 @@ fn kill_group(pgid: i32) {
     }
 }
 
-/// The process to start for `job`: the sandbox helper, or the agent's command itself;
-/// `None` when this host refuses runs.
-fn command(isolation: &Isolation, job: &Job, status: &Path) -> Option<tokio::process::Command> {
-    match isolation {
-        Isolation::Refused(_) => None,
-        Isolation::Sandbox(helper) => {
-            let home = |(key, value): &(String, String)| {
-                if key == "HOME" {
-                    (key.clone(), sandbox::WORKDIR.to_string())
-                } else {
-                    (key.clone(), value.clone())
-                }
-            };
-            let spec = Spec {
-                workdir: job.workdir.clone(),
-                command: job.command.clone(),
-                env: job.env.iter().map(home).collect(),
-                network: job.network,
-                limits: job.limits,
-                status: status.to_path_buf(),
-            };
-            Some(sandbox::helper_command(helper, &spec))
+/// The sandbox helper's process for `job`, which reports how its sandbox went in
+/// `status`.
+fn sandboxed(helper: &Path, job: &Job, status: &Path) -> tokio::process::Command {
+    let home = |(key, value): &(String, String)| {
+        if key == "HOME" {
+            (key.clone(), sandbox::WORKDIR.to_string())
+        } else {
+            (key.clone(), value.clone())
         }
-        Isolation::Unsandboxed => {
-            let mut command = tokio::process::Command::new(&job.command[0]);
-            command
-                .args(&job.command[1..])
-                .current_dir(&job.workdir)
-                .env_clear()
-                .envs(job.env.iter().map(|(k, v)| (k, v)));
-            Some(command)
-        }
-    }
+    };
+    let spec = Spec {
+        workdir: job.workdir.clone(),
+        command: job.command.clone(),
+        env: job.env.iter().map(home).collect(),
+        network: job.network,
+        limits: job.limits,
+        status: status.to_path_buf(),
+    };
+    sandbox::helper_command(helper, &spec)
+}
+
+/// The agent's command itself, outside any sandbox.
+fn unsandboxed(job: &Job) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(&job.command[0]);
+    command
+        .args(&job.command[1..])
+        .current_dir(&job.workdir)
+        .env_clear()
+        .envs(job.env.iter().map(|(k, v)| (k, v)));
+    command
 }
 
 /// Runs `job` under `isolation` to its end: its process is fed the prompt, its output
@@ -231,10 +228,10 @@ fn start(
     job: &Job,
     status: &Path,
 ) -> Result<tokio::process::Child, Outcome> {
-    let mut command = match (command(isolation, job, status), isolation) {
-        (Some(command), _) => command,
-        (None, Isolation::Refused(reason)) => return Err(Outcome::Failed(reason.clone())),
-        (None, _) => unreachable!("only a refusal has no command"),
+    let mut command = match isolation {
+        Isolation::Refused(reason) => return Err(Outcome::Failed(reason.clone())),
+        Isolation::Sandbox(helper) => sandboxed(helper, job, status),
+        Isolation::Unsandboxed => unsandboxed(job),
     };
     command
         .stdin(Stdio::piped())
