@@ -40,7 +40,10 @@ fn tiny_values(bytes: usize) -> String {
 async fn bodies_past_the_limits_are_refused_in_the_envelope() {
     let server = TestServer::start().await;
     // 2 MiB of configuration: past the default 1 MiB.
-    let large = json!({"name": "large", "config": {"command": ["true"], "files": {"a": "x".repeat(2 << 20)}}});
+    let large = json!({
+        "name": "large",
+        "config": {"command": ["true"], "files": {"a": "x".repeat(2 << 20)}}
+    });
     let (status, answer) = post(&server, "/v1/agents", serde_json::to_vec(&large).unwrap()).await;
     assert_eq!(status, 400, "{answer}");
     assert!(message(&answer).contains("limit of 1048576 bytes"), "{answer}");
@@ -84,8 +87,11 @@ async fn the_largest_legal_file_list_fits() {
     // 10,000 files, each with a path of 1,024 bytes (in segments of at most 255): about
     // 11 MB.
     let segment = "p".repeat(254);
-    let files: Vec<Value> =
-        (0..10_000).map(|i| json!({"path": format!("{i:05}/{segment}/{segment}/{segment}/{}", "q".repeat(253)), "size": 1, "hash": "0".repeat(64)})).collect();
+    let file = |i| {
+        let path = format!("{i:05}/{segment}/{segment}/{segment}/{}", "q".repeat(253));
+        json!({"path": path, "size": 1, "hash": "0".repeat(64)})
+    };
+    let files: Vec<Value> = (0..10_000).map(file).collect();
     assert_eq!(files[0]["path"].as_str().unwrap().len(), 1024);
     let body = serde_json::to_vec(&json!({"files": files})).unwrap();
     assert!(body.len() > 10_000_000);

@@ -156,7 +156,8 @@ async fn a_dropped_event_stream_resumes_without_losing_or_repeating_an_event() {
                         Err(std::io::Error::other("connection reset")),
                     ]
                 } else {
-                    // The server replays from the id it was given; an old one is skipped by the client.
+                    // The server replays from the id it was given; an old one is skipped by
+                    // the client.
                     vec![
                         Ok(message(3, "output", json!({"content": "two", "stream": "stdout"}))),
                         Ok(message(4, "output", json!({"content": "three", "stream": "stdout"}))),
@@ -205,6 +206,8 @@ async fn a_dropped_event_stream_resumes_without_losing_or_repeating_an_event() {
 
 #[tokio::test]
 async fn a_download_whose_bytes_do_not_match_their_hash_fails_and_leaves_nothing() {
+    // The SHA-256 of "hello", which the blob is not.
+    const HASH: &str = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
     let url_cell = Arc::new(Mutex::new(String::new()));
     let base = url_cell.clone();
     let router = Router::new()
@@ -217,7 +220,7 @@ async fn a_download_whose_bytes_do_not_match_their_hash_fails_and_leaves_nothing
                         "versionId": "v",
                         "files": [{
                             "path": "dir/file.txt", "size": 5,
-                            "hash": "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824",
+                            "hash": HASH,
                             "downloadUrl": format!("{base}/blob"),
                         }],
                         "expiresAt": "2030-01-01T00:00:00Z",
@@ -261,7 +264,12 @@ async fn a_path_that_would_leave_the_target_is_refused() {
         get(|| async {
             axum::Json(json!({
                 "versionId": "v",
-                "files": [{"path": "../escape", "size": 1, "hash": "0".repeat(64), "downloadUrl": "http://127.0.0.1:9/x"}],
+                "files": [{
+                    "path": "../escape",
+                    "size": 1,
+                    "hash": "0".repeat(64),
+                    "downloadUrl": "http://127.0.0.1:9/x"
+                }],
                 "expiresAt": "2030-01-01T00:00:00Z",
             }))
         }),

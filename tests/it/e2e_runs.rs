@@ -137,8 +137,16 @@ async fn a_run_echoes_its_prompt_into_events_and_logs() {
     );
 
     let (messages, _) = events(&server, &run.id, None, None).await;
+    echoed_events(&messages);
+    let logs = echoed_logs(&c, &run.id).await;
+    logs_by_sequence(&c, &run.id, &logs).await;
+}
+
+/// The events of the echo run: both lines on standard output, one on standard error, each
+/// naming its stream, between statuses, with ids that count up.
+fn echoed_events(messages: &[Message]) {
     // Standard output and error are two pipes: order holds within each, not across them.
-    let mut lines = outputs(&messages);
+    let mut lines = outputs(messages);
     lines.sort();
     assert_eq!(
         lines,
@@ -166,8 +174,12 @@ async fn a_run_echoes_its_prompt_into_events_and_logs() {
     assert_eq!(statuses, vec!["pending", "running", "completed"]);
     let last = messages.last().unwrap();
     assert_eq!((last.1.as_str(), last.2["status"].as_str()), ("complete", Some("completed")));
+}
 
-    let logs = c.list_run_logs().id(&run.id).send().await.unwrap().into_inner().data;
+/// The logs of the echo run: each line at its level, naming its stream, with sequences
+/// that count the entries.
+async fn echoed_logs(c: &vm0_client::Client, run_id: &str) -> Vec<types::LogEntry> {
+    let logs = c.list_run_logs().id(run_id).send().await.unwrap().into_inner().data;
     let stream = |name: &str| -> Vec<(String, String)> {
         logs.iter()
             .filter(|l| l.type_ == types::LogType::Agent && l.metadata["stream"] == name)
@@ -198,9 +210,15 @@ async fn a_run_echoes_its_prompt_into_events_and_logs() {
         (1..=logs.len() as u64).collect::<Vec<_>>(),
         "sequences count the entries in order"
     );
+    logs
+}
+
+/// Paging the echo run's `logs` after a sequence, each way, and its errors.
+async fn logs_by_sequence(c: &vm0_client::Client, run_id: &str, logs: &[types::LogEntry]) {
+    let sequences: Vec<u64> = logs.iter().map(|l| l.sequence.get()).collect();
     let after = c
         .list_run_logs()
-        .id(&run.id)
+        .id(run_id)
         .after_sequence(sequences[1])
         .send()
         .await
@@ -210,7 +228,7 @@ async fn a_run_echoes_its_prompt_into_events_and_logs() {
     assert_eq!(after, logs[2..], "afterSequence gives the entries after it");
     let paged: Vec<types::LogEntry> = c
         .list_run_logs()
-        .id(&run.id)
+        .id(run_id)
         .after_sequence(sequences[1])
         .limit(1)
         .stream()
@@ -220,7 +238,7 @@ async fn a_run_echoes_its_prompt_into_events_and_logs() {
     assert_eq!(paged, logs[2..], "pages of one, each cursor with the same afterSequence");
     let paged: Vec<types::LogEntry> = c
         .list_run_logs()
-        .id(&run.id)
+        .id(run_id)
         .after_sequence(sequences[1])
         .order(types::SortOrder::Desc)
         .limit(1)
@@ -233,11 +251,11 @@ async fn a_run_echoes_its_prompt_into_events_and_logs() {
         logs[2..].iter().rev().cloned().collect::<Vec<_>>(),
         "newest first, down to afterSequence"
     );
-    let first = c.list_run_logs().id(&run.id).limit(1).send().await.unwrap().into_inner();
+    let first = c.list_run_logs().id(run_id).limit(1).send().await.unwrap().into_inner();
     let cursor = first.pagination.next_cursor.expect("more than one entry");
     let (status, error) = api_error(
         c.list_run_logs()
-            .id(&run.id)
+            .id(run_id)
             .limit(1)
             .after_sequence(sequences[1])
             .cursor(cursor)
@@ -249,11 +267,11 @@ async fn a_run_echoes_its_prompt_into_events_and_logs() {
         (400, Some("cursor")),
         "a cursor belongs to the query it came from"
     );
-    let (status, error) = api_error(c.list_run_logs().id(&run.id).after_sequence(-1).send().await);
+    let (status, error) = api_error(c.list_run_logs().id(run_id).after_sequence(-1).send().await);
     assert_eq!((status, error.param.as_deref()), (400, Some("afterSequence")));
     let only_system = c
         .list_run_logs()
-        .id(&run.id)
+        .id(run_id)
         .type_(types::LogTypeFilter::System)
         .send()
         .await
@@ -263,7 +281,7 @@ async fn a_run_echoes_its_prompt_into_events_and_logs() {
     assert!(only_system.iter().all(|l| l.type_ == types::LogType::System));
     let newest_first = c
         .list_run_logs()
-        .id(&run.id)
+        .id(run_id)
         .order(types::SortOrder::Desc)
         .limit(1)
         .send()
@@ -444,7 +462,8 @@ async fn secrets_never_appear_in_any_response_event_or_log() {
     shell_agent(&c).await;
     let secret = "s3cr3t-VALUE-0042";
     // The secret whole, on both streams, and cut in two by a line break.
-    let script = "echo \"token=$API_KEY\"; echo \"$API_KEY\" >&2; echo \"$API_KEY\" | cut -c1-9; echo \"$API_KEY\" | cut -c10-; echo \"$LANG_HINT\"; exit 7";
+    let script = "echo \"token=$API_KEY\"; echo \"$API_KEY\" >&2; echo \"$API_KEY\" | cut -c1-9; \
+        echo \"$API_KEY\" | cut -c10-; echo \"$LANG_HINT\"; exit 7";
     let request = body("shell", script)
         .secrets(std::collections::HashMap::from([("API_KEY".to_string(), secret.to_string())]))
         .variables(std::collections::HashMap::from([("LANG_HINT".to_string(), "en".to_string())]));
@@ -834,7 +853,11 @@ async fn a_long_line_is_cut_at_64_kib_and_marked() {
 async fn a_run_past_its_output_limit_fails_naming_it() {
     let server = TestServer::start().await;
     let c = server.client();
-    agent(&c, "chatty", json!({"command": ["sh", "-c", "yes hello | head -c 10000000; echo done"], "maxOutputBytes": 10000})).await;
+    let config = json!({
+        "command": ["sh", "-c", "yes hello | head -c 10000000; echo done"],
+        "maxOutputBytes": 10000
+    });
+    agent(&c, "chatty", config).await;
     let run = wait(&c, &start(&c, body("chatty", "go")).await.id).await;
     assert_eq!(run.status, RunStatus::Failed);
     assert!(
@@ -856,7 +879,11 @@ async fn a_run_past_its_output_limit_fails_naming_it() {
 async fn short_lines_count_what_they_cost_to_store() {
     let server = TestServer::start().await;
     let c = server.client();
-    agent(&c, "blank", json!({"command": ["sh", "-c", "yes '' | head -n 50000; echo done"], "maxOutputBytes": 100000})).await;
+    let config = json!({
+        "command": ["sh", "-c", "yes '' | head -n 50000; echo done"],
+        "maxOutputBytes": 100000
+    });
+    agent(&c, "blank", config).await;
     let run = wait(&c, &start(&c, body("blank", "go")).await.id).await;
     assert_eq!(run.status, RunStatus::Failed, "{run:?}");
     assert!(run.error.as_deref().is_some_and(|e| e.contains("maxOutputBytes")), "{:?}", run.error);

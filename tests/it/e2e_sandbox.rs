@@ -53,17 +53,24 @@ async fn a_run_sees_its_working_directory_and_a_read_only_system_only() {
 
     let port = server.url.rsplit(':').next().unwrap().to_string();
     let script = format!(
-        r#"echo "uid $(id -u) pwd $(pwd) home $HOME"
+        concat!(
+            r#"echo "uid $(id -u) pwd $(pwd) home $HOME"
 echo "root $(ls / | tr '\n' ' ')"
-for path in ../../vm0.db {data}/vm0.db {data}/blobs {other}/mine.txt /proc/1/root{data}; do test -e "$path" && echo "sees $path"; done
+"#,
+            "for path in ../../vm0.db {data}/vm0.db {data}/blobs {other}/mine.txt ",
+            "/proc/1/root{data}; ",
+            r#"do test -e "$path" && echo "sees $path"; done
 echo x > /usr/escape 2>/dev/null && echo "wrote /usr"
 echo x > /etc/escape 2>/dev/null && echo "wrote /etc"
 echo ok > /tmp/scratch && echo "tmp $(cat /tmp/scratch)"
 echo "processes $(ls /proc | grep -c '^[0-9]')"
 (exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null && echo "reached the server"
 echo "hostname $(hostname)"
-echo done"#,
-        other = other_session.display()
+echo done"#
+        ),
+        data = data,
+        other = other_session.display(),
+        port = port,
     );
     let run = run_script(&c, "prober", json!({}), &script).await;
     assert_eq!(run.status, RunStatus::Completed, "{run:?}");
@@ -103,25 +110,52 @@ async fn the_network_is_there_only_when_the_agent_asks_for_it() {
 async fn a_run_past_a_limit_fails_naming_it() {
     let server = TestServer::start().await;
     let c = server.client();
-    let grow = "python3 -c 'import time\na = []\nwhile True:\n    a.append(bytes(range(256)) * 16384); time.sleep(0.05)'";
+    let grow = "python3 -c 'import time\na = []\nwhile True:\n    \
+                a.append(bytes(range(256)) * 16384); time.sleep(0.05)'";
     let cases = [
         ("memory", json!({"maxMemoryMib": 64}), grow.to_string(), "maxMemoryMib"),
-        ("tasks", json!({"maxProcesses": 8}), "for i in $(seq 20); do sleep 30.0424301 & done; wait".to_string(), "maxProcesses"),
+        (
+            "tasks",
+            json!({"maxProcesses": 8}),
+            "for i in $(seq 20); do sleep 30.0424301 & done; wait".to_string(),
+            "maxProcesses",
+        ),
         ("cpu", json!({"maxCpuSeconds": 1}), "while :; do :; done".to_string(), "maxCpuSeconds"),
-        ("file", json!({"maxFileSizeMib": 1}), "head -c 2000000 /dev/zero > big; echo after".to_string(), "maxFileSizeMib"),
+        (
+            "file",
+            json!({"maxFileSizeMib": 1}),
+            "head -c 2000000 /dev/zero > big; echo after".to_string(),
+            "maxFileSizeMib",
+        ),
         // Files in /tmp and /dev/shm are memory, each held to half the limit and counted
         // in it: neither they nor the process alone go past it, together they do.
         (
             "tmpfs",
             json!({"maxMemoryMib": 64}),
-            "head -c 31M /dev/zero > /tmp/a; head -c 31M /dev/zero > /dev/shm/b; exec python3 -c 'import time; x = bytearray(8 << 20); time.sleep(30.0424301)'"
+            "head -c 31M /dev/zero > /tmp/a; head -c 31M /dev/zero > /dev/shm/b; exec python3 -c \
+                'import time; x = bytearray(8 << 20); time.sleep(30.0424301)'"
                 .to_string(),
             "maxMemoryMib",
         ),
         // The working directory's limits hold at the end too, between samples.
-        ("disk", json!({"maxDiskMib": 4}), "head -c 3M /dev/zero > a; head -c 3M /dev/zero > b".to_string(), "maxDiskMib"),
-        ("files", json!({"maxFiles": 100}), "mkdir d; for i in $(seq 300); do : > d/$i; done".to_string(), "maxFiles"),
-        ("lots-of-files", json!({"maxFiles": 100}), "mkdir d; for i in $(seq 300); do : > d/$i; done; sleep 30.0424301".to_string(), "maxFiles"),
+        (
+            "disk",
+            json!({"maxDiskMib": 4}),
+            "head -c 3M /dev/zero > a; head -c 3M /dev/zero > b".to_string(),
+            "maxDiskMib",
+        ),
+        (
+            "files",
+            json!({"maxFiles": 100}),
+            "mkdir d; for i in $(seq 300); do : > d/$i; done".to_string(),
+            "maxFiles",
+        ),
+        (
+            "lots-of-files",
+            json!({"maxFiles": 100}),
+            "mkdir d; for i in $(seq 300); do : > d/$i; done; sleep 30.0424301".to_string(),
+            "maxFiles",
+        ),
     ];
     for (name, limit, script, named) in cases {
         let run = run_script(&c, name, limit, &script).await;
@@ -146,7 +180,10 @@ async fn a_run_past_a_limit_fails_naming_it() {
 async fn dev_is_read_only_but_for_its_devices_and_shm() {
     let server = TestServer::start().await;
     let c = server.client();
-    let script = "echo x 2>/dev/null > /dev/extra && echo 'wrote /dev'; echo x > /dev/null && echo null; echo x > /dev/shm/s && echo shm; df -m /tmp /dev/shm | tail -n 2 | awk '{print $2}'; unshare -r true 2>/dev/null && echo 'made a user namespace'; echo done";
+    let script = "echo x 2>/dev/null > /dev/extra && echo 'wrote /dev'; \
+                  echo x > /dev/null && echo null; echo x > /dev/shm/s && echo shm; \
+                  df -m /tmp /dev/shm | tail -n 2 | awk '{print $2}'; \
+                  unshare -r true 2>/dev/null && echo 'made a user namespace'; echo done";
     let run = run_script(&c, "dev", json!({"maxMemoryMib": 100}), script).await;
     assert_eq!(run.status, RunStatus::Completed, "{run:?}");
     // Each of /tmp and /dev/shm holds half the memory limit.
@@ -164,7 +201,9 @@ async fn a_timeout_kills_what_left_the_process_group_too() {
     )
     .await;
     // A double fork, and a new session: neither is a child of the agent any more.
-    let created = start(&c, body("escaper", "(setsid sh -c 'sleep 30.0424601' &) ; (sh -c 'sleep 30.0424602 &' &); echo started; sleep 30")).await;
+    let escape = "(setsid sh -c 'sleep 30.0424601' &) ; (sh -c 'sleep 30.0424602 &' &); \
+                  echo started; sleep 30";
+    let created = start(&c, body("escaper", escape)).await;
     until_run_event(
         &c,
         &created.id,
@@ -244,7 +283,11 @@ async fn links_a_run_leaves_are_never_followed() {
 
     // An artifact folder replaced by a link to the data directory.
     let loot = c.create_artifact().body_map(|b| b.name("loot")).send().await.unwrap().into_inner();
-    agent(&c, "linker", json!({"command": ["sh", "-c", "eval \"$VM0_PROMPT\""], "files": {"notes.txt": "from the agent"}})).await;
+    let config = json!({
+        "command": ["sh", "-c", "eval \"$VM0_PROMPT\""],
+        "files": {"notes.txt": "from the agent"}
+    });
+    agent(&c, "linker", config).await;
     let request = body("linker", &format!("rm -rf artifact && ln -s {data} artifact"))
         .artifact_name(Some("loot".parse().unwrap()));
     let run = wait(&c, &start(&c, request).await.id).await;

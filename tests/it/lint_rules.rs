@@ -46,7 +46,8 @@ const CASES: &[(&str, Breakage, &str, &str)] = &[
             set(
                 d,
                 "/components/schemas/VolumeDetail/properties/currentVersion",
-                json!({"type": "object", "nullable": true, "allOf": [{"$ref": "#/components/schemas/VolumeVersion"}]}),
+                json!({"type": "object", "nullable": true, "allOf": [{"$ref": "#/components/schemas\
+                    /VolumeVersion"}]}),
             )
         },
         "nullable-type",
@@ -223,7 +224,12 @@ const CASES: &[(&str, Breakage, &str, &str)] = &[
     (
         "an example that does not match its schema",
         |d| {
-            set(d, "/paths/~1v1~1agents~1{id}/get/responses/200/content/application~1json/example/createdAt", json!("yesterday"))
+            set(
+                d,
+                "/paths/~1v1~1agents~1{id}/get/responses/200/content/application~1json/example\
+                /createdAt",
+                json!("yesterday"),
+            )
         },
         "example-valid",
         "#/paths/~1v1~1agents~1{id}/get/responses/200/content/application~1json/example",

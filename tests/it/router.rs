@@ -569,14 +569,29 @@ async fn defaults_and_typed_inputs_reach_the_implementation() {
     let doc = spec::load().unwrap();
     let cases = [
         ("listAgents", "", "ListAgentsParams { limit: 20, cursor: None, name: None }"),
-        ("listAgents", "limit=5&name=my-agent&cursor=abc", "ListAgentsParams { limit: 5, cursor: Some(\"abc\"), name: Some(AgentName(\"my-agent\")) }"),
-        ("listRunLogs", "", "x_1 ListRunLogsParams { limit: 20, cursor: None, type: All, since: None, until: None, order: Asc, after_sequence: None }"),
+        (
+            "listAgents",
+            "limit=5&name=my-agent&cursor=abc",
+            "ListAgentsParams { limit: 5, cursor: \
+            Some(\"abc\"), name: Some(AgentName(\"my-agent\")) }",
+        ),
+        (
+            "listRunLogs",
+            "",
+            "x_1 ListRunLogsParams { limit: 20, cursor: None, type: All, since: \
+            None, until: None, order: Asc, after_sequence: None }",
+        ),
         (
             "listRuns",
             "status=running&since=2024-01-15T00:00:00Z",
-            "ListRunsParams { limit: 20, cursor: None, agent_id: None, status: Some(Running), since: Some(2024-01-15T00:00:00Z) }",
+            "ListRunsParams { limit: 20, cursor: None, agent_id: None, status: Some(Running), \
+                since: Some(2024-01-15T00:00:00Z) }",
         ),
-        ("streamRunEvents", "lastEventId=7", "x_1 StreamRunEventsParams { last_event_id: Some(7), last_event_id_header: None }"),
+        (
+            "streamRunEvents",
+            "lastEventId=7",
+            "x_1 StreamRunEventsParams { last_event_id: Some(7), last_event_id_header: None }",
+        ),
     ];
     for (id, query, expected) in cases {
         let (recorder, app) = app();

@@ -95,10 +95,16 @@ fn shape(root: &Value, schema: &Value, depth: usize) -> Value {
                     Some(Value::Bool(false)) => json!(false),
                     Some(other) => shape(root, other, depth + 1),
                 };
-                json!({ "type": "object", "properties": properties, "required": required, "additionalProperties": additional })
+                json!({
+                    "type": "object",
+                    "properties": properties,
+                    "required": required,
+                    "additionalProperties": additional
+                })
             }
             "array" => {
-                json!({ "type": "array", "items": shape(root, schema.get("items").unwrap_or(&json!({})), depth + 1) })
+                let items = shape(root, schema.get("items").unwrap_or(&json!({})), depth + 1);
+                json!({ "type": "array", "items": items })
             }
             "string" if schema.get("format") == Some(&json!("date-time")) => {
                 json!({ "type": "string", "format": "date-time" })
@@ -181,7 +187,11 @@ fn each_generated_type_has_the_shape_of_its_spec_schema() {
 fn a_difference_names_the_schema_and_the_path() {
     let spec =
         json!({"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]});
-    let derived = json!({"type": "object", "properties": {"a": {"type": ["string", "null"]}}, "required": ["a"]});
+    let derived = json!({
+        "type": "object",
+        "properties": {"a": {"type": ["string", "null"]}},
+        "required": ["a"]
+    });
     let found = difference(&shape(&spec, &spec, 0), &shape(&derived, &derived, 0), "").unwrap();
     assert!(found.starts_with("/properties/a"), "{found}");
 }

@@ -13,6 +13,14 @@ type Mutation = fn(&mut Value);
 const AGENT: &str = "/components/schemas/Agent";
 const CREATE_AGENT: &str = "/components/schemas/CreateAgentRequest";
 const LIST_AGENTS: &str = "/paths/~1v1~1agents/get";
+const AGENT_LABELS: &str = "/paths/~1v1~1agents~1{id}/get/responses/200/content/application~1json\
+                            /schema/properties/labels";
+const EXPIRES_IN_DAYS: &str = "/paths/~1v1~1tokens/post/requestBody/content/application~1json\
+                               /schema/properties/expiresInDays";
+const EXPIRES_MULTIPLE_OF: &str =
+    "/components/schemas/CreateTokenRequest/properties/expiresInDays/multipleOf";
+const UPLOAD_FILES: &str = "/paths/~1v1~1volumes~1{id}~1upload/post/requestBody/content\
+                            /application~1json/schema/properties/files";
 
 fn push(doc: &mut Value, at: &str, value: Value) {
     doc.pointer_mut(at)
@@ -25,11 +33,31 @@ fn push(doc: &mut Value, at: &str, value: Value) {
 /// and a pointer that the rule's change must name (or a prefix of it).
 const CORPUS: &[(&str, Mutation, bool, &str, &str)] = &[
     // Paths and operations.
-    ("a path removed", |d| remove(d, "/paths/~1v1~1tokens~1{id}"), true, "api-path-removed-without-deprecation", "/paths/~1v1~1tokens~1{id}"),
-    ("an operation removed", |d| remove(d, "/paths/~1v1~1tokens~1{id}/delete"), true, "api-removed-without-deprecation", "/paths/~1v1~1tokens~1{id}/delete"),
+    (
+        "a path removed",
+        |d| remove(d, "/paths/~1v1~1tokens~1{id}"),
+        true,
+        "api-path-removed-without-deprecation",
+        "/paths/~1v1~1tokens~1{id}",
+    ),
+    (
+        "an operation removed",
+        |d| remove(d, "/paths/~1v1~1tokens~1{id}/delete"),
+        true,
+        "api-removed-without-deprecation",
+        "/paths/~1v1~1tokens~1{id}/delete",
+    ),
     (
         "a path added",
-        |d| set(d, "/paths/~1v1~1health", json!({"get": {"operationId": "health", "responses": {"200": {"description": "ok"}}}})),
+        |d| {
+            set(
+                d,
+                "/paths/~1v1~1health",
+                json!({
+                    "get": {"operationId": "health", "responses": {"200": {"description": "ok"}}}
+                }),
+            )
+        },
         false,
         "api-path-added",
         "/paths/~1v1~1health",
@@ -65,7 +93,13 @@ const CORPUS: &[(&str, Mutation, bool, &str, &str)] = &[
     ),
     (
         "an error status added",
-        |d| set(d, "/paths/~1v1~1agents/get/responses/429", json!({"$ref": "#/components/responses/BadRequest"})),
+        |d| {
+            set(
+                d,
+                "/paths/~1v1~1agents/get/responses/429",
+                json!({"$ref": "#/components/responses/BadRequest"}),
+            )
+        },
         false,
         "response-non-success-status-added",
         "/paths/~1v1~1agents/get/responses/429",
@@ -73,9 +107,16 @@ const CORPUS: &[(&str, Mutation, bool, &str, &str)] = &[
     (
         "a response media type removed",
         |d| {
-            let media = d.pointer("/paths/~1v1~1agents/get/responses/200/content/application~1json").unwrap().clone();
+            let media = d
+                .pointer("/paths/~1v1~1agents/get/responses/200/content/application~1json")
+                .unwrap()
+                .clone();
             remove(d, "/paths/~1v1~1agents/get/responses/200/content/application~1json");
-            set(d, "/paths/~1v1~1agents/get/responses/200/content/application~1vnd.vm0+json", media);
+            set(
+                d,
+                "/paths/~1v1~1agents/get/responses/200/content/application~1vnd.vm0+json",
+                media,
+            );
         },
         true,
         "response-media-type-removed",
@@ -89,14 +130,22 @@ const CORPUS: &[(&str, Mutation, bool, &str, &str)] = &[
         },
         true,
         "response-required-property-removed",
-        "/paths/~1v1~1agents~1{id}/get/responses/200/content/application~1json/schema/properties/currentVersionId",
+        "/paths/~1v1~1agents~1{id}/get/responses/200/content/application~1json/schema/properties\
+            /currentVersionId",
     ),
     (
         "a required response property made optional",
-        |d| set(d, &format!("{AGENT}/required"), json!(["id", "name", "currentVersionId", "createdAt"])),
+        |d| {
+            set(
+                d,
+                &format!("{AGENT}/required"),
+                json!(["id", "name", "currentVersionId", "createdAt"]),
+            )
+        },
         true,
         "response-property-became-optional",
-        "/paths/~1v1~1agents/get/responses/200/content/application~1json/schema/properties/data/items/properties/updatedAt",
+        "/paths/~1v1~1agents/get/responses/200/content/application~1json/schema/properties/data\
+            /items/properties/updatedAt",
     ),
     (
         "a response property made nullable",
@@ -110,28 +159,31 @@ const CORPUS: &[(&str, Mutation, bool, &str, &str)] = &[
         |d| remove(d, "/components/schemas/Pagination/properties/nextCursor/nullable"),
         false,
         "response-property-became-not-nullable",
-        "/paths/~1v1~1agents/get/responses/200/content/application~1json/schema/properties/pagination/properties/nextCursor",
+        "/paths/~1v1~1agents/get/responses/200/content/application~1json/schema/properties\
+            /pagination/properties/nextCursor",
     ),
     (
         "a response property's type changed",
         |d| set(d, "/components/schemas/Volume/properties/size/type", json!("string")),
         true,
         "response-property-type-changed",
-        "/paths/~1v1~1volumes/get/responses/200/content/application~1json/schema/properties/data/items/properties/size",
+        "/paths/~1v1~1volumes/get/responses/200/content/application~1json/schema/properties/data\
+            /items/properties/size",
     ),
     (
         "a response enum value added",
         |d| push(d, "/components/schemas/RunStatus/enum", json!("paused")),
         true,
         "response-property-enum-value-added",
-        "/paths/~1v1~1runs~1{id}/get/responses/200/content/application~1json/schema/properties/status",
+        "/paths/~1v1~1runs~1{id}/get/responses/200/content/application~1json/schema/properties\
+            /status",
     ),
     (
         "a property added to a closed response schema",
         |d| set(d, &format!("{AGENT}/properties/labels"), json!({"type": "object"})),
         true,
         "response-property-added-to-closed-schema",
-        "/paths/~1v1~1agents~1{id}/get/responses/200/content/application~1json/schema/properties/labels",
+        AGENT_LABELS,
     ),
     (
         "a property added to a closed response schema, for clients of a later version",
@@ -141,7 +193,7 @@ const CORPUS: &[(&str, Mutation, bool, &str, &str)] = &[
         },
         false,
         "response-property-added-since",
-        "/paths/~1v1~1agents~1{id}/get/responses/200/content/application~1json/schema/properties/labels",
+        AGENT_LABELS,
     ),
     (
         "a property added to a closed response schema, marked with a version old clients have",
@@ -151,35 +203,45 @@ const CORPUS: &[(&str, Mutation, bool, &str, &str)] = &[
         },
         true,
         "response-property-added-to-closed-schema",
-        "/paths/~1v1~1agents~1{id}/get/responses/200/content/application~1json/schema/properties/labels",
+        AGENT_LABELS,
     ),
     (
         "a response property's x-since removed, so that older clients get it",
         |d| remove(d, "/components/schemas/LogEntry/x-since/sequence"),
         true,
         "response-property-since-changed",
-        "/paths/~1v1~1runs~1{id}~1logs/get/responses/200/content/application~1json/schema/properties/data/items/properties/sequence",
+        "/paths/~1v1~1runs~1{id}~1logs/get/responses/200/content/application~1json/schema\
+            /properties/data/items/properties/sequence",
     ),
     (
         "an existing response property given an x-since, so that older clients lose it",
         |d| set(d, "/components/schemas/LogEntry/x-since/message", json!("1.1.0")),
         true,
         "response-property-since-changed",
-        "/paths/~1v1~1runs~1{id}~1logs/get/responses/200/content/application~1json/schema/properties/data/items/properties/message",
+        "/paths/~1v1~1runs~1{id}~1logs/get/responses/200/content/application~1json/schema\
+            /properties/data/items/properties/message",
     ),
     (
         "a property added to an event's data, which the stream's x-event-schema describes",
-        |d| set(d, "/components/schemas/RunOutputData/properties/truncated", json!({"type": "boolean"})),
+        |d| {
+            set(
+                d,
+                "/components/schemas/RunOutputData/properties/truncated",
+                json!({"type": "boolean"}),
+            )
+        },
         true,
         "response-property-added-to-closed-schema",
-        "/paths/~1v1~1runs~1{id}~1events/get/responses/200/content/text~1event-stream/schema/x-event-schema/oneOf",
+        "/paths/~1v1~1runs~1{id}~1events/get/responses/200/content/text~1event-stream/schema\
+            /x-event-schema/oneOf",
     ),
     (
         "a response maxLength removed",
         |d| remove(d, "/components/schemas/AgentName/maxLength"),
         true,
         "response-property-max-length-unset",
-        "/paths/~1v1~1agents~1{id}/get/responses/200/content/application~1json/schema/properties/name",
+        "/paths/~1v1~1agents~1{id}/get/responses/200/content/application~1json/schema/properties\
+            /name",
     ),
     (
         "a required response header removed",
@@ -199,7 +261,15 @@ const CORPUS: &[(&str, Mutation, bool, &str, &str)] = &[
         "a request body wrapped in a oneOf",
         |d| {
             let body = d.pointer(CREATE_AGENT).unwrap().clone();
-            set(d, CREATE_AGENT, json!({"oneOf": [body, {"type": "object", "required": ["template"], "properties": {"template": {"type": "string"}}}]}));
+            set(
+                d,
+                CREATE_AGENT,
+                json!({"oneOf": [body, {
+                    "type": "object",
+                    "required": ["template"],
+                    "properties": {"template": {"type": "string"}}
+                }]}),
+            );
         },
         true,
         "request-body-wrapped-in-one-of",
@@ -208,14 +278,28 @@ const CORPUS: &[(&str, Mutation, bool, &str, &str)] = &[
     // Request parameters.
     (
         "a required query parameter added",
-        |d| push(d, &format!("{LIST_AGENTS}/parameters"), json!({"name": "owner", "in": "query", "required": true, "schema": {"type": "string"}})),
+        |d| {
+            push(
+                d,
+                &format!("{LIST_AGENTS}/parameters"),
+                json!({
+                    "name": "owner", "in": "query", "required": true, "schema": {"type": "string"}
+                }),
+            )
+        },
         true,
         "new-required-request-parameter",
         "/paths/~1v1~1agents/get/parameters/3",
     ),
     (
         "an optional query parameter added",
-        |d| push(d, &format!("{LIST_AGENTS}/parameters"), json!({"name": "owner", "in": "query", "schema": {"type": "string"}})),
+        |d| {
+            push(
+                d,
+                &format!("{LIST_AGENTS}/parameters"),
+                json!({"name": "owner", "in": "query", "schema": {"type": "string"}}),
+            )
+        },
         false,
         "new-optional-request-parameter",
         "/paths/~1v1~1agents/get/parameters/3",
@@ -230,7 +314,10 @@ const CORPUS: &[(&str, Mutation, bool, &str, &str)] = &[
     (
         "a query parameter removed",
         |d| {
-            d.pointer_mut(&format!("{LIST_AGENTS}/parameters")).and_then(Value::as_array_mut).unwrap().remove(2);
+            d.pointer_mut(&format!("{LIST_AGENTS}/parameters"))
+                .and_then(Value::as_array_mut)
+                .unwrap()
+                .remove(2);
         },
         true,
         "request-parameter-removed",
@@ -294,14 +381,15 @@ const CORPUS: &[(&str, Mutation, bool, &str, &str)] = &[
         |d| set(d, &format!("{CREATE_AGENT}/properties/description"), json!({"type": "string"})),
         false,
         "new-optional-request-property",
-        "/paths/~1v1~1agents/post/requestBody/content/application~1json/schema/properties/description",
+        "/paths/~1v1~1agents/post/requestBody/content/application~1json/schema/properties\
+            /description",
     ),
     (
         "an optional request property made required",
         |d| push(d, "/components/schemas/CreateTokenRequest/required", json!("expiresInDays")),
         true,
         "request-property-became-required",
-        "/paths/~1v1~1tokens/post/requestBody/content/application~1json/schema/properties/expiresInDays",
+        EXPIRES_IN_DAYS,
     ),
     (
         "a required request property made optional",
@@ -315,11 +403,18 @@ const CORPUS: &[(&str, Mutation, bool, &str, &str)] = &[
         |d| remove(d, "/components/schemas/PrepareUploadRequest/properties/message"),
         true,
         "request-property-removed",
-        "/paths/~1v1~1volumes~1{id}~1upload/post/requestBody/content/application~1json/schema/properties/message",
+        "/paths/~1v1~1volumes~1{id}~1upload/post/requestBody/content/application~1json/schema\
+            /properties/message",
     ),
     (
         "a request pattern added",
-        |d| set(d, "/components/schemas/CreateTokenRequest/properties/name/pattern", json!("^[a-z]+$")),
+        |d| {
+            set(
+                d,
+                "/components/schemas/CreateTokenRequest/properties/name/pattern",
+                json!("^[a-z]+$"),
+            )
+        },
         true,
         "request-property-pattern-added",
         "/paths/~1v1~1tokens/post/requestBody/content/application~1json/schema/properties/name",
@@ -329,28 +424,44 @@ const CORPUS: &[(&str, Mutation, bool, &str, &str)] = &[
         |d| set(d, "/components/schemas/UploadFile/properties/hash", json!({"type": "string"})),
         false,
         "request-property-pattern-removed",
-        "/paths/~1v1~1volumes~1{id}~1upload/post/requestBody/content/application~1json/schema/properties/files/items/properties/hash",
+        "/paths/~1v1~1volumes~1{id}~1upload/post/requestBody/content/application~1json/schema\
+            /properties/files/items/properties/hash",
     ),
     (
         "a request maxItems lowered",
-        |d| set(d, "/components/schemas/PrepareUploadRequest/properties/files/maxItems", json!(100)),
+        |d| {
+            set(d, "/components/schemas/PrepareUploadRequest/properties/files/maxItems", json!(100))
+        },
         true,
         "request-property-max-items-decreased",
-        "/paths/~1v1~1volumes~1{id}~1upload/post/requestBody/content/application~1json/schema/properties/files",
+        UPLOAD_FILES,
     ),
     (
         "a request maxLength raised",
-        |d| set(d, "/components/schemas/PrepareUploadRequest/properties/message/maxLength", json!(5000)),
+        |d| {
+            set(
+                d,
+                "/components/schemas/PrepareUploadRequest/properties/message/maxLength",
+                json!(5000),
+            )
+        },
         false,
         "request-property-max-length-increased",
-        "/paths/~1v1~1volumes~1{id}~1upload/post/requestBody/content/application~1json/schema/properties/message",
+        "/paths/~1v1~1volumes~1{id}~1upload/post/requestBody/content/application~1json/schema\
+            /properties/message",
     ),
     (
         "a request property's integer widened to number",
-        |d| set(d, "/components/schemas/CreateTokenRequest/properties/expiresInDays/type", json!("number")),
+        |d| {
+            set(
+                d,
+                "/components/schemas/CreateTokenRequest/properties/expiresInDays/type",
+                json!("number"),
+            )
+        },
         false,
         "request-property-type-generalized",
-        "/paths/~1v1~1tokens/post/requestBody/content/application~1json/schema/properties/expiresInDays",
+        EXPIRES_IN_DAYS,
     ),
     (
         "a request body made required",
@@ -358,7 +469,10 @@ const CORPUS: &[(&str, Mutation, bool, &str, &str)] = &[
             set(
                 d,
                 "/paths/~1v1~1runs~1{id}~1cancel/post/requestBody",
-                json!({"required": true, "content": {"application/json": {"schema": {"type": "object"}}}}),
+                json!({
+                    "required": true,
+                    "content": {"application/json": {"schema": {"type": "object"}}}
+                }),
             )
         },
         true,
@@ -368,7 +482,10 @@ const CORPUS: &[(&str, Mutation, bool, &str, &str)] = &[
     (
         "a request media type removed",
         |d| {
-            let media = d.pointer("/paths/~1v1~1agents/post/requestBody/content/application~1json").unwrap().clone();
+            let media = d
+                .pointer("/paths/~1v1~1agents/post/requestBody/content/application~1json")
+                .unwrap()
+                .clone();
             remove(d, "/paths/~1v1~1agents/post/requestBody/content/application~1json");
             set(d, "/paths/~1v1~1agents/post/requestBody/content/application~1yaml", media);
         },
@@ -387,7 +504,11 @@ const CORPUS: &[(&str, Mutation, bool, &str, &str)] = &[
     (
         "an operation's security requirement replaced",
         |d| {
-            set(d, "/components/securitySchemes/apiKey", json!({"type": "apiKey", "in": "header", "name": "X-Api-Key"}));
+            set(
+                d,
+                "/components/securitySchemes/apiKey",
+                json!({"type": "apiKey", "in": "header", "name": "X-Api-Key"}),
+            );
             set(d, "/paths/~1v1~1agents/get/security", json!([{"apiKey": []}]));
         },
         true,
@@ -399,35 +520,51 @@ const CORPUS: &[(&str, Mutation, bool, &str, &str)] = &[
         |d| remove(d, &format!("{AGENT}/properties/createdAt/format")),
         true,
         "response-property-format-changed",
-        "/paths/~1v1~1agents~1{id}/get/responses/200/content/application~1json/schema/properties/createdAt",
+        "/paths/~1v1~1agents~1{id}/get/responses/200/content/application~1json/schema/properties\
+            /createdAt",
     ),
     (
         "a request list's items made unique",
-        |d| set(d, "/components/schemas/PrepareUploadRequest/properties/files/uniqueItems", json!(true)),
+        |d| {
+            set(
+                d,
+                "/components/schemas/PrepareUploadRequest/properties/files/uniqueItems",
+                json!(true),
+            )
+        },
         true,
         "request-property-unique-items-set",
-        "/paths/~1v1~1volumes~1{id}~1upload/post/requestBody/content/application~1json/schema/properties/files",
+        UPLOAD_FILES,
     ),
     (
         "a shared pattern changed",
         |d| set(d, "/components/schemas/Sha256/pattern", json!("^[0-9a-f]{40}$")),
         true,
         "response-property-pattern-changed",
-        "/paths/~1v1~1volumes~1{id}~1download/get/responses/200/content/application~1json/schema/properties/files/items/properties/hash",
+        "/paths/~1v1~1volumes~1{id}~1download/get/responses/200/content/application~1json/schema\
+            /properties/files/items/properties/hash",
     ),
     (
         "a response anyOf branch added",
-        |d| push(d, "/components/schemas/VolumeDetail/properties/currentVersion/anyOf", json!({"type": "object", "properties": {"note": {"type": "string"}}})),
+        |d| {
+            push(
+                d,
+                "/components/schemas/VolumeDetail/properties/currentVersion/anyOf",
+                json!({"type": "object", "properties": {"note": {"type": "string"}}}),
+            )
+        },
         true,
         "response-property-any-of-added",
-        "/paths/~1v1~1volumes~1{id}/get/responses/200/content/application~1json/schema/properties/currentVersion/anyOf/2",
+        "/paths/~1v1~1volumes~1{id}/get/responses/200/content/application~1json/schema/properties\
+            /currentVersion/anyOf/2",
     ),
     (
         "a response number narrowed to an integer",
         |d| set(d, "/components/schemas/MetricSample/properties/cpuPercent/type", json!("integer")),
         false,
         "response-property-type-specialized",
-        "/paths/~1v1~1runs~1{id}~1metrics/get/responses/200/content/application~1json/schema/properties/data/items/properties/cpuPercent",
+        "/paths/~1v1~1runs~1{id}~1metrics/get/responses/200/content/application~1json/schema\
+            /properties/data/items/properties/cpuPercent",
     ),
     (
         "a required response header made optional",
@@ -446,7 +583,10 @@ const CORPUS: &[(&str, Mutation, bool, &str, &str)] = &[
     (
         "a header parameter removed",
         |d| {
-            d.pointer_mut("/paths/~1v1~1runs~1{id}~1events/get/parameters").and_then(Value::as_array_mut).unwrap().remove(1);
+            d.pointer_mut("/paths/~1v1~1runs~1{id}~1events/get/parameters")
+                .and_then(Value::as_array_mut)
+                .unwrap()
+                .remove(1);
         },
         false,
         "request-parameter-removed",
@@ -454,21 +594,40 @@ const CORPUS: &[(&str, Mutation, bool, &str, &str)] = &[
     ),
     (
         "a $ref that leads nowhere",
-        |d| set(d, &format!("{AGENT}/properties/name"), json!({"$ref": "#/components/schemas/Missing"})),
+        |d| {
+            set(
+                d,
+                &format!("{AGENT}/properties/name"),
+                json!({"$ref": "#/components/schemas/Missing"}),
+            )
+        },
         true,
         "schema-ref-unresolved",
-        "/paths/~1v1~1agents/get/responses/200/content/application~1json/schema/properties/data/items/properties/name",
+        "/paths/~1v1~1agents/get/responses/200/content/application~1json/schema/properties/data\
+            /items/properties/name",
     ),
     (
         "an operation added to a path",
-        |d| set(d, "/paths/~1v1~1tokens~1{id}/patch", json!({"operationId": "renameToken", "responses": {"200": {"description": "ok"}}})),
+        |d| {
+            set(
+                d,
+                "/paths/~1v1~1tokens~1{id}/patch",
+                json!({"operationId": "renameToken", "responses": {"200": {"description": "ok"}}}),
+            )
+        },
         false,
         "endpoint-added",
         "/paths/~1v1~1tokens~1{id}/patch",
     ),
     (
         "a success status added",
-        |d| set(d, "/paths/~1v1~1agents/post/responses/200", json!({"description": "Already there."})),
+        |d| {
+            set(
+                d,
+                "/paths/~1v1~1agents/post/responses/200",
+                json!({"description": "Already there."}),
+            )
+        },
         false,
         "response-success-status-added",
         "/paths/~1v1~1agents/post/responses/200",
@@ -482,10 +641,16 @@ const CORPUS: &[(&str, Mutation, bool, &str, &str)] = &[
     ),
     (
         "a request maxItems raised",
-        |d| set(d, "/components/schemas/PrepareUploadRequest/properties/files/maxItems", json!(20000)),
+        |d| {
+            set(
+                d,
+                "/components/schemas/PrepareUploadRequest/properties/files/maxItems",
+                json!(20000),
+            )
+        },
         false,
         "request-property-max-items-increased",
-        "/paths/~1v1~1volumes~1{id}~1upload/post/requestBody/content/application~1json/schema/properties/files",
+        UPLOAD_FILES,
     ),
     (
         "a request-only enum widened",
@@ -496,22 +661,39 @@ const CORPUS: &[(&str, Mutation, bool, &str, &str)] = &[
     ),
     (
         "a request property made nullable",
-        |d| set(d, "/components/schemas/CreateTokenRequest/properties/expiresInDays/nullable", json!(true)),
+        |d| {
+            set(
+                d,
+                "/components/schemas/CreateTokenRequest/properties/expiresInDays/nullable",
+                json!(true),
+            )
+        },
         false,
         "request-property-became-nullable",
-        "/paths/~1v1~1tokens/post/requestBody/content/application~1json/schema/properties/expiresInDays",
+        EXPIRES_IN_DAYS,
     ),
     (
         "a property added to an open object",
-        |d| set(d, "/components/schemas/AgentConfig/properties", json!({"image": {"type": "string"}})),
+        |d| {
+            set(
+                d,
+                "/components/schemas/AgentConfig/properties",
+                json!({"image": {"type": "string"}}),
+            )
+        },
         false,
         "response-property-added",
-        "/paths/~1v1~1agents~1{id}~1versions~1{versionId}/get/responses/200/content/application~1json/schema/properties/config/properties/image",
+        "/paths/~1v1~1agents~1{id}~1versions~1{versionId}/get/responses/200/content\
+            /application~1json/schema/properties/config/properties/image",
     ),
     (
         "a security alternative added",
         |d| {
-            set(d, "/components/securitySchemes/apiKey", json!({"type": "apiKey", "in": "header", "name": "X-Api-Key"}));
+            set(
+                d,
+                "/components/securitySchemes/apiKey",
+                json!({"type": "apiKey", "in": "header", "name": "X-Api-Key"}),
+            );
             set(d, "/paths/~1v1~1agents/get/security", json!([{"bearerAuth": []}, {"apiKey": []}]));
         },
         false,
@@ -519,8 +701,26 @@ const CORPUS: &[(&str, Mutation, bool, &str, &str)] = &[
         "/paths/~1v1~1agents/get/security",
     ),
     // Documentation only.
-    ("a description reworded", |d| set(d, "/paths/~1v1~1agents/get/description", json!("Lists your agents.")), false, "", ""),
-    ("an example changed", |d| set(d, "/paths/~1v1~1agents/post/responses/201/content/application~1json/example/name", json!("other")), false, "", ""),
+    (
+        "a description reworded",
+        |d| set(d, "/paths/~1v1~1agents/get/description", json!("Lists your agents.")),
+        false,
+        "",
+        "",
+    ),
+    (
+        "an example changed",
+        |d| {
+            set(
+                d,
+                "/paths/~1v1~1agents/post/responses/201/content/application~1json/example/name",
+                json!("other"),
+            )
+        },
+        false,
+        "",
+        "",
+    ),
 ];
 
 /// Cases that need the old spec changed too: what the old spec had, what the new one
@@ -528,19 +728,19 @@ const CORPUS: &[(&str, Mutation, bool, &str, &str)] = &[
 const PAIRED: &[(&str, Mutation, Mutation, bool, &str, &str)] = &[
     (
         "a request multipleOf the old one no longer divides",
-        |d| set(d, "/components/schemas/CreateTokenRequest/properties/expiresInDays/multipleOf", json!(2)),
-        |d| set(d, "/components/schemas/CreateTokenRequest/properties/expiresInDays/multipleOf", json!(3)),
+        |d| set(d, EXPIRES_MULTIPLE_OF, json!(2)),
+        |d| set(d, EXPIRES_MULTIPLE_OF, json!(3)),
         true,
         "request-property-multiple-of-changed",
-        "/paths/~1v1~1tokens/post/requestBody/content/application~1json/schema/properties/expiresInDays",
+        EXPIRES_IN_DAYS,
     ),
     (
         "a request multipleOf that divides the old one",
-        |d| set(d, "/components/schemas/CreateTokenRequest/properties/expiresInDays/multipleOf", json!(2)),
-        |d| set(d, "/components/schemas/CreateTokenRequest/properties/expiresInDays/multipleOf", json!(1)),
+        |d| set(d, EXPIRES_MULTIPLE_OF, json!(2)),
+        |d| set(d, EXPIRES_MULTIPLE_OF, json!(1)),
         false,
         "request-property-multiple-of-changed",
-        "/paths/~1v1~1tokens/post/requestBody/content/application~1json/schema/properties/expiresInDays",
+        EXPIRES_IN_DAYS,
     ),
     (
         "an anonymous operation made to require a token",
@@ -552,7 +752,13 @@ const PAIRED: &[(&str, Mutation, Mutation, bool, &str, &str)] = &[
     ),
     (
         "an optional request body removed",
-        |d| set(d, "/paths/~1v1~1runs~1{id}~1cancel/post/requestBody", json!({"content": {"application/json": {"schema": {"type": "object"}}}})),
+        |d| {
+            set(
+                d,
+                "/paths/~1v1~1runs~1{id}~1cancel/post/requestBody",
+                json!({"content": {"application/json": {"schema": {"type": "object"}}}}),
+            )
+        },
         |_| {},
         true,
         "request-body-removed",
@@ -560,14 +766,29 @@ const PAIRED: &[(&str, Mutation, Mutation, bool, &str, &str)] = &[
     ),
     (
         "a change inside a recursive schema",
-        |d| set(d, &format!("{AGENT}/properties/parent"), json!({"$ref": "#/components/schemas/Agent"})),
         |d| {
-            set(d, &format!("{AGENT}/properties/parent"), json!({"$ref": "#/components/schemas/Agent"}));
-            set(d, &format!("{AGENT}/required"), json!(["id", "name", "currentVersionId", "createdAt"]));
+            set(
+                d,
+                &format!("{AGENT}/properties/parent"),
+                json!({"$ref": "#/components/schemas/Agent"}),
+            )
+        },
+        |d| {
+            set(
+                d,
+                &format!("{AGENT}/properties/parent"),
+                json!({"$ref": "#/components/schemas/Agent"}),
+            );
+            set(
+                d,
+                &format!("{AGENT}/required"),
+                json!(["id", "name", "currentVersionId", "createdAt"]),
+            );
         },
         true,
         "response-property-became-optional",
-        "/paths/~1v1~1agents~1{id}/get/responses/200/content/application~1json/schema/properties/updatedAt",
+        "/paths/~1v1~1agents~1{id}/get/responses/200/content/application~1json/schema/properties\
+            /updatedAt",
     ),
 ];
 

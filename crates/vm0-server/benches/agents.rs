@@ -69,15 +69,18 @@ async fn bare(
         .await
         .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?
         .ok_or(StatusCode::UNAUTHORIZED)?;
-    let mut data: Vec<Agent> = sqlx::query_as("SELECT * FROM agents WHERE user_id = ? AND id < ? AND (? IS NULL OR name = ?) ORDER BY id DESC LIMIT ?")
-        .bind(&user)
-        .bind("~")
-        .bind(None::<String>)
-        .bind(None::<String>)
-        .bind(21)
-        .fetch_all(&pool)
-        .await
-        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+    let mut data: Vec<Agent> = sqlx::query_as(
+        "SELECT * FROM agents WHERE user_id = ? AND id < ? AND (? IS NULL OR name = ?) \
+         ORDER BY id DESC LIMIT ?",
+    )
+    .bind(&user)
+    .bind("~")
+    .bind(None::<String>)
+    .bind(None::<String>)
+    .bind(21)
+    .fetch_all(&pool)
+    .await
+    .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
     let has_more = data.len() > 20;
     data.truncate(20);
     Ok(axum::Json(AgentList { data, pagination: Pagination { has_more, next_cursor: None } }))
@@ -138,15 +141,27 @@ async fn main() {
         served.push(round(&format!("{url}/v1/agents"), &token).await);
         without.push(round(&format!("{uncounted}/v1/agents"), &uncounted_token).await);
         bare.push(round(&baseline, &token).await);
-        println!("round {}: reference server {:.0} req/s, without request metrics {:.0} req/s, bare axum {:.0} req/s", i + 1, served[i], without[i], bare[i]);
+        println!(
+            "round {}: reference server {:.0} req/s, without request metrics {:.0} req/s, \
+             bare axum {:.0} req/s",
+            i + 1,
+            served[i],
+            without[i],
+            bare[i]
+        );
     }
     let (served, without, bare) =
         (common::median(served), common::median(without), common::median(bare));
     println!(
-        "GET /v1/agents ({AGENTS} agents, {CONNECTIONS} connections): reference server {served:.0} req/s, bare axum {bare:.0} req/s, ratio {:.2}",
+        "GET /v1/agents ({AGENTS} agents, {CONNECTIONS} connections): reference server \
+         {served:.0} req/s, bare axum {bare:.0} req/s, ratio {:.2}",
         served / bare
     );
-    println!("GET /v1/agents with request metrics against without: {served:.0} against {without:.0} req/s, ratio {:.3}", served / without);
+    println!(
+        "GET /v1/agents with request metrics against without: {served:.0} against \
+         {without:.0} req/s, ratio {:.3}",
+        served / without
+    );
 }
 
 /// Starts a server on `config` with `AGENTS` agents, counting requests for /metrics or

@@ -99,6 +99,10 @@ async fn main() {
             );
         }
         let (s, p) = (common::median(on_sqlite), common::median(on_postgres));
-        println!("{what}: SQLite {s:.0} req/s, PostgreSQL {p:.0} req/s (medians of {ROUNDS}); PostgreSQL/SQLite = {:.2}", p / s);
+        println!(
+            "{what}: SQLite {s:.0} req/s, PostgreSQL {p:.0} req/s (medians of {ROUNDS}); \
+             PostgreSQL/SQLite = {:.2}",
+            p / s
+        );
     }
 }

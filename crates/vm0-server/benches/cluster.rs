@@ -124,7 +124,10 @@ async fn main() {
     use vm0_server::testing::{TEST_BLOB_STORE, TEST_DATABASE_URL};
     if std::env::var_os(TEST_DATABASE_URL).is_none() || std::env::var_os(TEST_BLOB_STORE).is_none()
     {
-        println!("cluster: skipped, several instances need {TEST_DATABASE_URL} and {TEST_BLOB_STORE} (cargo xtask bench sets both)");
+        println!(
+            "cluster: skipped, several instances need {TEST_DATABASE_URL} and {TEST_BLOB_STORE} \
+             (cargo xtask bench sets both)"
+        );
         return;
     }
     let shared = tempfile::tempdir().unwrap();
@@ -143,7 +146,8 @@ async fn main() {
             201
         );
     }
-    let body = json!({"name": "sleeper", "config": {"command": ["sh", "-c", "echo started; exec sleep 60"]}});
+    let config = json!({"command": ["sh", "-c", "echo started; exec sleep 60"]});
+    let body = json!({"name": "sleeper", "config": config});
     assert_eq!(
         http.post(format!("{}/v1/agents", instances[0].url))
             .bearer_auth(&token)
@@ -168,7 +172,11 @@ async fn main() {
         );
     }
     let (a, s) = (common::median(alone), common::median(spread));
-    println!("GET /v1/agents: one instance {a:.0} req/s, three round-robin {s:.0} req/s (medians of {ROUNDS}); three/one = {:.2}", s / a);
+    println!(
+        "GET /v1/agents: one instance {a:.0} req/s, three round-robin {s:.0} req/s \
+         (medians of {ROUNDS}); three/one = {:.2}",
+        s / a
+    );
 
     // Each run watched from its executor and from another instance at once, then
     // cancelled, in turn, on the executor and on another instance.
@@ -207,10 +215,15 @@ async fn main() {
     }
     let (h, t) = (millis(&here), millis(&there));
     println!(
-        "createRun to first output: on the executor's stream {h:.0} ms, on another instance's {t:.0} ms (medians of {}); other/executor = {:.2}",
+        "createRun to first output: on the executor's stream {h:.0} ms, on another instance's \
+         {t:.0} ms (medians of {}); other/executor = {:.2}",
         2 * RUNS,
         t / h
     );
     let (h, t) = (millis(&cancel_here), millis(&cancel_there));
-    println!("cancelRun answered: on the executor {h:.1} ms, on another instance {t:.1} ms (medians of {RUNS}); other/executor = {:.2}", t / h);
+    println!(
+        "cancelRun answered: on the executor {h:.1} ms, on another instance {t:.1} ms \
+         (medians of {RUNS}); other/executor = {:.2}",
+        t / h
+    );
 }

@@ -62,36 +62,79 @@ async fn main() {
         .find_map(|l| l.split_whitespace().find(|w| w.starts_with("vm0_live_")).map(str::to_string))
         .unwrap();
     std::thread::spawn(move || lines.for_each(drop));
-    let http = reqwest::Client::new();
-    let post = |path: &str, body: Vec<u8>| {
-        http.post(format!("{url}{path}"))
-            .bearer_auth(&token)
+    let api = Api { http: reqwest::Client::new(), url, token };
+    let started_rss = peak_rss(server.id());
+    let database_before = database_size(data.path());
+    one_long_line(&api).await;
+    let (statuses, slowest) = tiny_value_bodies(&api).await;
+    println!(
+        "8 x 14 MB bodies of tiny values: answered {statuses:?} (0: closed after the answer); \
+         the slowest /healthz took {} ms",
+        slowest.as_millis()
+    );
+
+    let peak = peak_rss(server.id());
+    let growth = database_size(data.path()).saturating_sub(database_before);
+    server.kill().ok();
+    server.wait().ok();
+    println!(
+        "peak RSS: {} MiB (after start-up: {} MiB; target < 256 MiB)",
+        peak / MIB,
+        started_rss / MIB
+    );
+    println!("database growth: {:.1} MiB (target < 64 MiB)", growth as f64 / MIB as f64);
+    assert!(peak < 256 * MIB && growth < 64 * MIB, "past a target");
+    // 0: the server answered 400 before the body was sent and closed the connection, which
+    // the client saw first.
+    assert!(statuses.iter().all(|s| *s == 400 || *s == 0), "every hostile body is refused");
+}
+
+/// The server's address, and the first user's token.
+struct Api {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+}
+
+impl Api {
+    /// `body` posted as JSON to `path`.
+    fn post(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+    ) -> impl std::future::Future<Output = reqwest::Result<reqwest::Response>> {
+        self.http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
             .header("content-type", "application/json")
             .body(body)
             .send()
-    };
-    let started_rss = peak_rss(server.id());
-    let database_before = database_size(data.path());
+    }
+}
 
-    // One 300 MB line, without a newline.
-    let agent = json!({"name": "flood", "config": {"command": ["sh", "-c", "head -c 300000000 /dev/zero | tr '\\0' x"], "maxOutputBytes": 1073741824}});
+/// A run that prints one 300 MB line, without a newline, until it ends.
+async fn one_long_line(api: &Api) {
+    let Api { http, url, token } = api;
+    let command = ["sh", "-c", "head -c 300000000 /dev/zero | tr '\\0' x"];
+    let config = json!({"command": command, "maxOutputBytes": 1073741824});
+    let agent = json!({"name": "flood", "config": config});
     assert_eq!(
-        post("/v1/agents", serde_json::to_vec(&agent).unwrap()).await.unwrap().status(),
+        api.post("/v1/agents", serde_json::to_vec(&agent).unwrap()).await.unwrap().status(),
         201
     );
-    let run: Value =
-        post("/v1/runs", serde_json::to_vec(&json!({"agent": "flood", "prompt": "go"})).unwrap())
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let run: Value = api
+        .post("/v1/runs", serde_json::to_vec(&json!({"agent": "flood", "prompt": "go"})).unwrap())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let id = run["id"].as_str().unwrap().to_string();
     let clock = Instant::now();
     let ended = loop {
         let run: Value = http
             .get(format!("{url}/v1/runs/{id}"))
-            .bearer_auth(&token)
+            .bearer_auth(token)
             .send()
             .await
             .unwrap()
@@ -109,9 +152,14 @@ async fn main() {
         ended["status"],
         clock.elapsed().as_secs_f64()
     );
+}
 
-    // 8 bodies of 14 MB of tiny values in parallel, while /healthz is polled.
-    let volume: Value = post("/v1/volumes", serde_json::to_vec(&json!({"name": "v"})).unwrap())
+/// 8 bodies of 14 MB of tiny values in parallel, while /healthz is polled: their statuses,
+/// and /healthz's slowest answer.
+async fn tiny_value_bodies(api: &Api) -> (Vec<u16>, Duration) {
+    let Api { http, url, .. } = api;
+    let volume: Value = api
+        .post("/v1/volumes", serde_json::to_vec(&json!({"name": "v"})).unwrap())
         .await
         .unwrap()
         .json()
@@ -124,7 +172,7 @@ async fn main() {
         } else {
             (upload.clone(), "files")
         };
-        let send = post(&path, tiny_values(key, 14_000_000));
+        let send = api.post(&path, tiny_values(key, 14_000_000));
         async move { send.await.map(|r| r.status().as_u16()).unwrap_or(0) }
     });
     let probe = async {
@@ -137,21 +185,5 @@ async fn main() {
         }
         slowest
     };
-    let (statuses, slowest) = tokio::join!(futures_util::future::join_all(bodies), probe);
-    println!("8 x 14 MB bodies of tiny values: answered {statuses:?} (0: closed after the answer); the slowest /healthz took {} ms", slowest.as_millis());
-
-    let peak = peak_rss(server.id());
-    let growth = database_size(data.path()).saturating_sub(database_before);
-    server.kill().ok();
-    server.wait().ok();
-    println!(
-        "peak RSS: {} MiB (after start-up: {} MiB; target < 256 MiB)",
-        peak / MIB,
-        started_rss / MIB
-    );
-    println!("database growth: {:.1} MiB (target < 64 MiB)", growth as f64 / MIB as f64);
-    assert!(peak < 256 * MIB && growth < 64 * MIB, "past a target");
-    // 0: the server answered 400 before the body was sent and closed the connection, which
-    // the client saw first.
-    assert!(statuses.iter().all(|s| *s == 400 || *s == 0), "every hostile body is refused");
+    tokio::join!(futures_util::future::join_all(bodies), probe)
 }

@@ -31,16 +31,19 @@ async fn main() {
     let seeded = Instant::now();
     let mut tx = app.store.sqlite().expect("the default store is SQLite").begin().await.unwrap();
     for i in 0..AGENTS {
-        sqlx::query("INSERT INTO agents (id, user_id, name, current_version_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)")
-            .bind(format!("ag_{i:026}"))
-            .bind(&user.id)
-            .bind(format!("agent-{i}"))
-            .bind(format!("agv_{i:026}"))
-            .bind(chrono::Utc::now())
-            .bind(chrono::Utc::now())
-            .execute(&mut *tx)
-            .await
-            .unwrap();
+        sqlx::query(
+            "INSERT INTO agents (id, user_id, name, current_version_id, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(format!("ag_{i:026}"))
+        .bind(&user.id)
+        .bind(format!("agent-{i}"))
+        .bind(format!("agv_{i:026}"))
+        .bind(chrono::Utc::now())
+        .bind(chrono::Utc::now())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     }
     tx.commit().await.unwrap();
     println!("seeded {AGENTS} agents in {:?}", seeded.elapsed());

@@ -163,7 +163,9 @@ async fn main() {
     }
     let (inside, outside) = (median(inside), median(outside));
     println!(
-        "a run printing {LINES} lines, createRun to the complete event, every line checked in events and logs: {inside:.2} s in a sandbox, {outside:.2} s unsandboxed (medians of 3), ratio {:.2}",
+        "a run printing {LINES} lines, createRun to the complete event, every line checked in \
+         events and logs: {inside:.2} s in a sandbox, {outside:.2} s unsandboxed (medians of 3), \
+         ratio {:.2}",
         inside / outside
     );
     let (url, token) = (server.url.clone(), server.token.clone());

@@ -32,7 +32,10 @@ async fn three_instances_serve_one_api() {
     if std::env::var(vm0_server::testing::TEST_DATABASE_URL).is_err()
         || std::env::var(vm0_server::testing::TEST_BLOB_STORE).is_err()
     {
-        return eprintln!("skipped: several instances need PostgreSQL and an S3 bucket (the second pass of cargo xtask ci)");
+        return eprintln!(
+            "skipped: several instances need PostgreSQL and an S3 bucket (the second pass of \
+             cargo xtask ci)"
+        );
     }
     // One database, bucket prefix and secrets key for all three.
     let shared = tempfile::tempdir().unwrap();
@@ -45,11 +48,23 @@ async fn three_instances_serve_one_api() {
         backend[backend.iter().position(|a| a == "--database-url").unwrap() + 1].clone();
     let db = sqlx::PgPool::connect(&database_url).await.unwrap();
 
-    // Started together on an empty database: one first user, whose token one of them shows.
+    let (mut instances, token) = start_together(&backend, &db).await;
+    let apis: Vec<Api> = instances.iter().map(|i| i.api(&token)).collect();
+    agents_round_robin(&apis).await;
+    push_and_pull_across(&instances, &token, &apis[0]).await;
+    a_session_on_each(&apis, &db, &instances).await;
+    strangers_refused(&backend, &instances[0]);
+    cancelled_from_a_third(&apis, &db, &instances, &token).await;
+    killed_runs_end(&mut instances, &apis, &db, &token).await;
+}
+
+/// Three instances started together on an empty database: one first user, whose token
+/// one of them shows.
+async fn start_together(backend: &[String], db: &sqlx::PgPool) -> (Vec<Instance>, String) {
     let starts: Vec<_> = (0..3)
         .map(|_| {
             let dir = tempfile::tempdir().unwrap();
-            let args = instance_args(dir.path(), &backend);
+            let args = instance_args(dir.path(), backend);
             (dir, std::thread::spawn(move || common::spawn(&args)))
         })
         .collect();
@@ -62,12 +77,15 @@ async fn three_instances_serve_one_api() {
         instances.push(Instance { server, dir, id });
     }
     assert_eq!(tokens.len(), 1, "one instance made the first user and showed its token");
-    let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&db).await.unwrap();
+    let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(db).await.unwrap();
     assert_eq!(users, 1);
-    let apis: Vec<Api> = instances.iter().map(|i| i.api(&tokens[0])).collect();
+    (instances, tokens.remove(0))
+}
 
-    // Created, read and listed round-robin; each page of the list from the next instance.
-    let agent = |name: &str| json!({"name": name, "config": {"command": ["sh", "-c", "eval \"$VM0_PROMPT\""], "timeoutSeconds": 120}});
+/// Created, read and listed round-robin; each page of the list from the next instance.
+async fn agents_round_robin(apis: &[Api]) {
+    let config = json!({"command": ["sh", "-c", "eval \"$VM0_PROMPT\""], "timeoutSeconds": 120});
+    let agent = |name: &str| json!({"name": name, "config": config});
     let mut ids = Vec::new();
     for i in 0..7 {
         let (status, created) = apis[i % 3]
@@ -101,10 +119,12 @@ async fn three_instances_serve_one_api() {
         (newest_first, 4),
         "seven agents in four pages from three instances"
     );
+}
 
-    // A directory pushed through one instance and pulled through another: the bytes go
-    // between the client and the bucket.
-    let client = |i: usize| vm0_client::Client::new(&instances[i].server.url, &tokens[0]).unwrap();
+/// A directory pushed through one instance and pulled through another: the bytes go
+/// between the client and the bucket.
+async fn push_and_pull_across(instances: &[Instance], token: &str, api: &Api) {
+    let client = |i: usize| vm0_client::Client::new(&instances[i].server.url, token).unwrap();
     let pushed = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(pushed.path().join("data")).unwrap();
     std::fs::write(pushed.path().join("data/a.txt"), "alpha\n").unwrap();
@@ -114,7 +134,7 @@ async fn three_instances_serve_one_api() {
     )
     .unwrap();
     let (status, volume) =
-        apis[0].call(reqwest::Method::POST, "/v1/volumes", Some(json!({"name": "shared"}))).await;
+        api.call(reqwest::Method::POST, "/v1/volumes", Some(json!({"name": "shared"}))).await;
     assert_eq!(status, 201, "{volume}");
     let volume = volume["id"].as_str().unwrap().to_string();
     let transfer = vm0_client::Transfer::default();
@@ -131,9 +151,11 @@ async fn three_instances_serve_one_api() {
             "{file}"
         );
     }
+}
 
-    // A session continued on each instance in turn starts from its latest checkpoint,
-    // also on an instance whose copy of the session's directory is older.
+/// A session continued on each instance in turn starts from its latest checkpoint, also
+/// on an instance whose copy of the session's directory is older.
+async fn a_session_on_each(apis: &[Api], db: &sqlx::PgPool, instances: &[Instance]) {
     let mut session = None;
     for (turn, i) in [0, 1, 0, 2].into_iter().enumerate() {
         let mut body =
@@ -149,7 +171,7 @@ async fn three_instances_serve_one_api() {
         let output = apis[(i + 1) % 3]
             .until_event(&run, DEADLINE, "its output", |event, _| event == "output")
             .await;
-        let executor = executor_of(&db, &run, &instances).await;
+        let executor = executor_of(db, &run, instances).await;
         eprintln!("session turn {turn} executes on instance {executor}");
         assert_eq!(
             output["content"].as_str().map(str::trim_end),
@@ -162,8 +184,11 @@ async fn three_instances_serve_one_api() {
         assert_eq!(detail["status"], "completed", "{detail}");
         session = Some(detail["sessionId"].as_str().unwrap().to_string());
     }
+}
 
-    // An instance with another secrets key refuses to start on the database.
+/// An instance with another secrets key refuses to start on the database, and so does one
+/// on a copy of a live instance's data directory.
+fn strangers_refused(backend: &[String], live: &Instance) {
     let stranger = tempfile::tempdir().unwrap();
     let without_key: Vec<String> =
         backend.iter().take_while(|a| *a != "--secrets-key").cloned().collect();
@@ -172,14 +197,20 @@ async fn three_instances_serve_one_api() {
     // And so does one on a copy of a live instance's data directory, which would end that
     // instance's runs as its own left over.
     let copy = tempfile::tempdir().unwrap();
-    std::fs::copy(instances[0].dir.path().join("instance-id"), copy.path().join("instance-id"))
-        .unwrap();
-    let stderr = refusal(&instance_args(copy.path(), &backend));
+    std::fs::copy(live.dir.path().join("instance-id"), copy.path().join("instance-id")).unwrap();
+    let stderr = refusal(&instance_args(copy.path(), backend));
     assert!(stderr.contains("has the instance id"), "{stderr}");
+}
 
-    // A run created on one instance, streamed from a second and cancelled from a third.
+/// A run created on one instance, streamed from a second and cancelled from a third.
+async fn cancelled_from_a_third(
+    apis: &[Api],
+    db: &sqlx::PgPool,
+    instances: &[Instance],
+    token: &str,
+) {
     let run = create_run(&apis[0], "echo started; sleep 100").await;
-    let executor = executor_of(&db, &run, &instances).await;
+    let executor = executor_of(db, &run, instances).await;
     eprintln!("run {run} executes on instance {executor}");
     let (streamer, canceller) = ((executor + 1) % 3, (executor + 2) % 3);
     apis[streamer]
@@ -188,7 +219,7 @@ async fn three_instances_serve_one_api() {
         })
         .await;
     let complete = {
-        let api = instances[streamer].api(&tokens[0]);
+        let api = instances[streamer].api(token);
         let run = run.clone();
         tokio::spawn(async move {
             api.until_event(&run, DEADLINE, "its end", |event, _| event == "complete").await
@@ -201,10 +232,17 @@ async fn three_instances_serve_one_api() {
     assert_eq!((status, cancelled["status"].clone()), (200, json!("cancelled")), "{cancelled}");
     let complete = within(DEADLINE, "the complete event", complete).await.unwrap();
     assert_eq!(complete["status"], "cancelled", "{complete}");
+}
 
-    // The executing instance killed: another ends its run as lost.
+/// The executing instance killed: another ends its run as lost.
+async fn killed_runs_end(
+    instances: &mut Vec<Instance>,
+    apis: &[Api],
+    db: &sqlx::PgPool,
+    token: &str,
+) {
     let run = create_run(&apis[1], "echo started; sleep 100").await;
-    let executor = executor_of(&db, &run, &instances).await;
+    let executor = executor_of(db, &run, instances).await;
     let witness = (executor + 1) % 3;
     apis[witness]
         .until_event(&run, DEADLINE, "its output", |event, data| {
@@ -214,7 +252,7 @@ async fn three_instances_serve_one_api() {
     let killed = instances.remove(executor);
     let dir = killed.dir.path().display().to_string();
     drop(killed.server); // SIGKILL
-    let survivors: Vec<Api> = instances.iter().map(|i| i.api(&tokens[0])).collect();
+    let survivors: Vec<Api> = instances.iter().map(|i| i.api(token)).collect();
     let killed_at = Instant::now();
     let ended = within(LOST_WITHIN, "the killed instance's run ending", async {
         loop {
@@ -235,7 +273,7 @@ async fn three_instances_serve_one_api() {
         assert_eq!(running["data"], json!([]), "no run stays running");
     }
     let running: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE status = 'running'")
-        .fetch_one(&db)
+        .fetch_one(db)
         .await
         .unwrap();
     assert_eq!(running, 0, "no run of {dir} stays running");

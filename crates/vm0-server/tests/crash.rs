@@ -42,57 +42,12 @@ async fn a_killed_server_restarts_with_nothing_partial() {
     let (busy, big) =
         (busy["id"].as_str().unwrap().to_string(), big["id"].as_str().unwrap().to_string());
 
-    // Commits in a loop on one volume, each version with files of its own; each
-    // successful commit is announced.
-    let committed = Arc::new(tokio::sync::Notify::new());
-    let mut workers = Vec::new();
-    for worker in 0..4 {
-        let api =
-            Api { http: reqwest::Client::new(), url: api.url.clone(), token: api.token.clone() };
-        let (busy, committed) = (busy.clone(), committed.clone());
-        workers.push(tokio::spawn(async move {
-            for round in 0..10_000u32 {
-                let files: Vec<(String, Vec<u8>)> = (0..3)
-                    .map(|i| {
-                        (
-                            format!("w{worker}/f{i}"),
-                            format!("{worker}-{round}-{i}").repeat(1000).into_bytes(),
-                        )
-                    })
-                    .collect();
-                if api.push(&busy, &files).await {
-                    committed.notify_one();
-                }
-            }
-        }));
-    }
+    let (committed, workers) = commit_in_a_loop(&api, &busy);
 
-    // A large upload, sent slowly, killed halfway; it starts once a commit has completed,
-    // and says when its middle chunk is taken.
-    let content: Vec<u8> =
-        (0..8 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
-    let files =
-        json!({"files": [{"path": "large.bin", "size": content.len(), "hash": sha(&content)}]});
-    let (status, prepared) =
-        api.call(reqwest::Method::POST, &format!("/v1/volumes/{big}/upload"), Some(files)).await;
-    assert_eq!(status, 200);
+    // A large upload, sent slowly, killed halfway; it starts once a commit has completed.
+    let (content, prepared) = prepare_large_upload(&api, &big).await;
     let upload_url = prepared["files"][0]["uploadUrl"].as_str().unwrap().to_string();
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        content.chunks(256 * 1024).map(|c| Ok(c.to_vec())).collect();
-    let middle = chunks.len() / 2;
-    let (halfway, reached) = tokio::sync::oneshot::channel::<()>();
-    let mut halfway = Some(halfway);
-    let slow =
-        futures_util::stream::iter(chunks.into_iter().enumerate()).then(move |(i, chunk)| {
-            let signal = if i == middle { halfway.take() } else { None };
-            async move {
-                tokio::time::sleep(Duration::from_millis(40)).await;
-                if let Some(signal) = signal {
-                    signal.send(()).ok();
-                }
-                chunk
-            }
-        });
+    let (slow, reached) = slowly(&content);
     within(DEADLINE, "a first commit on the busy volume", committed.notified()).await;
     let upload = tokio::spawn({
         let http = api.http.clone();
@@ -133,7 +88,85 @@ async fn a_killed_server_restarts_with_nothing_partial() {
         "partial uploads are gone"
     );
 
-    // Every visible version is complete: every file downloads with its size and hash.
+    let versions = every_version_is_complete(&api, &busy).await;
+    database_is_intact(data.path()).await;
+    retried_and_committed(&api, &big, &content, &prepared).await;
+    eprintln!("{versions} versions survived the kill intact");
+}
+
+/// Four workers that commit in a loop on the volume `busy`, each version with files of its
+/// own; each successful commit is announced.
+fn commit_in_a_loop(
+    api: &Api,
+    busy: &str,
+) -> (Arc<tokio::sync::Notify>, Vec<tokio::task::JoinHandle<()>>) {
+    let committed = Arc::new(tokio::sync::Notify::new());
+    let mut workers = Vec::new();
+    for worker in 0..4 {
+        let api =
+            Api { http: reqwest::Client::new(), url: api.url.clone(), token: api.token.clone() };
+        let (busy, committed) = (busy.to_string(), committed.clone());
+        workers.push(tokio::spawn(async move {
+            for round in 0..10_000u32 {
+                let files: Vec<(String, Vec<u8>)> = (0..3)
+                    .map(|i| {
+                        (
+                            format!("w{worker}/f{i}"),
+                            format!("{worker}-{round}-{i}").repeat(1000).into_bytes(),
+                        )
+                    })
+                    .collect();
+                if api.push(&busy, &files).await {
+                    committed.notify_one();
+                }
+            }
+        }));
+    }
+    (committed, workers)
+}
+
+/// 8 MiB for the volume `big`, and its prepared upload.
+async fn prepare_large_upload(api: &Api, big: &str) -> (Vec<u8>, serde_json::Value) {
+    let content: Vec<u8> =
+        (0..8 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    let files =
+        json!({"files": [{"path": "large.bin", "size": content.len(), "hash": sha(&content)}]});
+    let (status, prepared) =
+        api.call(reqwest::Method::POST, &format!("/v1/volumes/{big}/upload"), Some(files)).await;
+    assert_eq!(status, 200);
+    (content, prepared)
+}
+
+/// `content` as a body sent slowly, in chunks of 256 KiB, and a receiver told when its
+/// middle chunk is taken.
+fn slowly(
+    content: &[u8],
+) -> (
+    impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>>,
+    tokio::sync::oneshot::Receiver<()>,
+) {
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        content.chunks(256 * 1024).map(|c| Ok(c.to_vec())).collect();
+    let middle = chunks.len() / 2;
+    let (halfway, reached) = tokio::sync::oneshot::channel::<()>();
+    let mut halfway = Some(halfway);
+    let slow =
+        futures_util::stream::iter(chunks.into_iter().enumerate()).then(move |(i, chunk)| {
+            let signal = if i == middle { halfway.take() } else { None };
+            async move {
+                tokio::time::sleep(Duration::from_millis(40)).await;
+                if let Some(signal) = signal {
+                    signal.send(()).ok();
+                }
+                chunk
+            }
+        });
+    (slow, reached)
+}
+
+/// Every visible version of `busy` is complete: every file downloads with its size and
+/// hash. How many there are.
+async fn every_version_is_complete(api: &Api, busy: &str) -> usize {
     let mut versions = Vec::new();
     let mut query = String::from("limit=100");
     loop {
@@ -173,23 +206,27 @@ async fn a_killed_server_restarts_with_nothing_partial() {
             assert_eq!(sha(&bytes), file["hash"].as_str().unwrap());
         }
     }
+    versions.len()
+}
 
-    // The database is intact (PostgreSQL's own recovery needs no check of ours).
-    if vm0_server::testing::database_url(data.path()).await.unwrap().is_none() {
-        let pool = sqlx::SqlitePool::connect(&format!(
-            "sqlite://{}",
-            data.path().join("vm0.db").display()
-        ))
-        .await
-        .unwrap();
+/// The database is intact (PostgreSQL's own recovery needs no check of ours).
+async fn database_is_intact(data: &std::path::Path) {
+    if vm0_server::testing::database_url(data).await.unwrap().is_none() {
+        let pool =
+            sqlx::SqlitePool::connect(&format!("sqlite://{}", data.join("vm0.db").display()))
+                .await
+                .unwrap();
         let check: String =
             sqlx::query_scalar("PRAGMA integrity_check").fetch_one(&pool).await.unwrap();
         assert_eq!(check, "ok");
         pool.close().await;
     }
+}
 
-    // The interrupted upload can be retried with the same URL, and committed.
-    let done = api.http.put(&upload_url).body(content.clone()).send().await.unwrap();
+/// The interrupted upload can be retried with the same URL, and committed.
+async fn retried_and_committed(api: &Api, big: &str, content: &[u8], prepared: &serde_json::Value) {
+    let upload_url = prepared["files"][0]["uploadUrl"].as_str().unwrap();
+    let done = api.http.put(upload_url).body(content.to_vec()).send().await.unwrap();
     assert!(done.status().is_success(), "{}", done.status());
     let session = prepared["uploadSessionId"].clone();
     let (status, version) = api
@@ -211,8 +248,7 @@ async fn a_killed_server_restarts_with_nothing_partial() {
         .bytes()
         .await
         .unwrap();
-    assert_eq!(sha(&bytes), sha(&content));
-    eprintln!("{} versions survived the kill intact", versions.len());
+    assert_eq!(sha(&bytes), sha(content));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -68,7 +68,9 @@ async fn scrape(http: &reqwest::Client, url: &str) -> HashMap<String, f64> {
 
 impl Api {
     async fn shell_agent(&self) {
-        let agent = json!({"name": "shell", "config": {"command": ["sh", "-c", "eval \"$VM0_PROMPT\""], "timeoutSeconds": 120}});
+        let config =
+            json!({"command": ["sh", "-c", "eval \"$VM0_PROMPT\""], "timeoutSeconds": 120});
+        let agent = json!({"name": "shell", "config": config});
         assert_eq!(self.call(reqwest::Method::POST, "/v1/agents", Some(agent)).await.0, 201);
     }
 
@@ -108,67 +110,9 @@ async fn metrics_count_a_scripted_workload() {
     // On their own listener, the metrics are not beside the API.
     assert_eq!(http.get(format!("{}/metrics", server.url)).send().await.unwrap().status(), 404);
 
-    for name in ["a", "b", "c"] {
-        assert_eq!(
-            api.call(
-                reqwest::Method::POST,
-                "/v1/agents",
-                Some(json!({"name": name, "config": {"command": ["true"]}}))
-            )
-            .await
-            .0,
-            201
-        );
-    }
-    assert_eq!(
-        api.call(reqwest::Method::GET, "/v1/agents/agt_00000000000000000000000000", None).await.0,
-        404
-    );
-    for _ in 0..2 {
-        assert_eq!(api.call(reqwest::Method::GET, "/v1/agents", None).await.0, 200);
-    }
-    let stranger = Api { token: format!("vm0_live_{}", "0".repeat(64)), ..api.clone_for(&server) };
-    assert_eq!(stranger.call(reqwest::Method::GET, "/v1/agents", None).await.0, 401);
-
-    let volume = api.volume("inputs").await;
-    let content = vec![7u8; 1000];
-    assert!(api.push(&volume, &[("data.bin".to_string(), content.clone())]).await);
-    let (_, download) =
-        api.call(reqwest::Method::GET, &format!("/v1/volumes/{volume}/download"), None).await;
-    let bytes = http
-        .get(download["files"][0]["downloadUrl"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    assert_eq!(bytes.as_ref(), content.as_slice());
-
-    // A run, with its event stream open while it executes.
-    api.shell_agent().await;
-    let run = api.run("sleep 1; echo done").await;
-    let stream = api
-        .http
-        .get(format!("{}/v1/runs/{run}/events", api.url))
-        .bearer_auth(&api.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stream.status(), 200);
-    let mut stream = stream.bytes_stream();
-    stream.next().await.expect("the first event").unwrap();
-    let during = scrape(&http, &metrics_url).await;
-    assert_eq!(during["vm0_sse_subscribers"], 1.0);
-    let mut text = String::new();
-    within(DEADLINE, "the run's complete event", async {
-        while let Some(chunk) = stream.next().await {
-            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-        }
-    })
-    .await;
-    assert!(text.contains("event: complete"), "{text}");
-    drop(stream);
+    agent_calls(&api, &server).await;
+    push_and_download(&api, &http).await;
+    a_streamed_run(&api, &http, &metrics_url).await;
 
     let expected = [
         ("vm0_http_requests_total{operation=\"createAgent\",status=\"201\"}", 4.0),
@@ -189,18 +133,7 @@ async fn metrics_count_a_scripted_workload() {
         ("vm0_sse_subscribers", 0.0),
         ("vm0_database_up", 1.0),
     ];
-    // The stream's end reaches the server a moment after the client's, the run's slot is
-    // given back after its last event, and the database's gauges are read anew each
-    // second: scraped until they settle.
-    let settled = |metrics: &HashMap<String, f64>| {
-        expected.iter().all(|(series, value)| metrics.get(*series) == Some(value))
-    };
-    let mut after = scrape(&http, &metrics_url).await;
-    let deadline = Instant::now() + DEADLINE;
-    while !settled(&after) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        after = scrape(&http, &metrics_url).await;
-    }
+    let after = settled(&http, &metrics_url, &expected).await;
     for (series, value) in expected {
         assert_eq!(after.get(series), Some(&value), "{series}");
     }
@@ -215,6 +148,97 @@ async fn metrics_count_a_scripted_workload() {
     assert!(after["vm0_db_pool_max_connections"] >= 1.0);
     // No label holds an id: the unknown agent's path is counted under its operation.
     assert!(!after.keys().any(|series| series.contains("agt_")), "a label holds an id");
+}
+
+/// Three agents created, a missing one asked for, the list twice, and a stranger's token.
+async fn agent_calls(api: &Api, server: &Server) {
+    for name in ["a", "b", "c"] {
+        assert_eq!(
+            api.call(
+                reqwest::Method::POST,
+                "/v1/agents",
+                Some(json!({"name": name, "config": {"command": ["true"]}}))
+            )
+            .await
+            .0,
+            201
+        );
+    }
+    assert_eq!(
+        api.call(reqwest::Method::GET, "/v1/agents/agt_00000000000000000000000000", None).await.0,
+        404
+    );
+    for _ in 0..2 {
+        assert_eq!(api.call(reqwest::Method::GET, "/v1/agents", None).await.0, 200);
+    }
+    let stranger = Api { token: format!("vm0_live_{}", "0".repeat(64)), ..api.clone_for(server) };
+    assert_eq!(stranger.call(reqwest::Method::GET, "/v1/agents", None).await.0, 401);
+}
+
+/// A volume's version pushed and downloaded: 1000 bytes each way.
+async fn push_and_download(api: &Api, http: &reqwest::Client) {
+    let volume = api.volume("inputs").await;
+    let content = vec![7u8; 1000];
+    assert!(api.push(&volume, &[("data.bin".to_string(), content.clone())]).await);
+    let (_, download) =
+        api.call(reqwest::Method::GET, &format!("/v1/volumes/{volume}/download"), None).await;
+    let bytes = http
+        .get(download["files"][0]["downloadUrl"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(bytes.as_ref(), content.as_slice());
+}
+
+/// A run, with its event stream open while it executes: one subscriber meanwhile.
+async fn a_streamed_run(api: &Api, http: &reqwest::Client, metrics_url: &str) {
+    api.shell_agent().await;
+    let run = api.run("sleep 1; echo done").await;
+    let stream = api
+        .http
+        .get(format!("{}/v1/runs/{run}/events", api.url))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut stream = stream.bytes_stream();
+    stream.next().await.expect("the first event").unwrap();
+    let during = scrape(http, metrics_url).await;
+    assert_eq!(during["vm0_sse_subscribers"], 1.0);
+    let mut text = String::new();
+    within(DEADLINE, "the run's complete event", async {
+        while let Some(chunk) = stream.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        }
+    })
+    .await;
+    assert!(text.contains("event: complete"), "{text}");
+    drop(stream);
+}
+
+/// The metrics once they hold the `expected` values, or at the deadline. The stream's end
+/// reaches the server a moment after the client's, the run's slot is given back after its
+/// last event, and the database's gauges are read anew each second: scraped until they
+/// settle.
+async fn settled(
+    http: &reqwest::Client,
+    metrics_url: &str,
+    expected: &[(&str, f64)],
+) -> HashMap<String, f64> {
+    let settled = |metrics: &HashMap<String, f64>| {
+        expected.iter().all(|(series, value)| metrics.get(*series) == Some(value))
+    };
+    let mut after = scrape(http, metrics_url).await;
+    let deadline = Instant::now() + DEADLINE;
+    while !settled(&after) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = scrape(http, metrics_url).await;
+    }
+    after
 }
 
 impl Api {
@@ -284,7 +308,10 @@ async fn readyz_fails_while_the_database_or_blob_store_cannot_serve() {
                 .execute(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false").as_str())
                 .await
                 .unwrap();
-            admin.execute(format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'").as_str()).await.unwrap();
+            let terminate = format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+            );
+            admin.execute(terminate.as_str()).await.unwrap();
             let body = readiness_turning(&http, &server.url, 503).await;
             assert_ne!(body["database"], "ok", "{body}");
             assert_eq!(
@@ -584,30 +611,7 @@ async fn a_backup_under_write_load_restores_consistent() {
         return;
     }
 
-    // Writers: agents, and versions of volumes with files of their own, without pause;
-    // `written` counts the rounds done.
-    let stop = tokio_util::sync::CancellationToken::new();
-    let (count, mut written) = tokio::sync::watch::channel(0u32);
-    let count = std::sync::Arc::new(count);
-    let mut writers = Vec::new();
-    for worker in 0..3 {
-        let api =
-            Api { http: reqwest::Client::new(), url: api.url.clone(), token: api.token.clone() };
-        let (stop, count) = (stop.clone(), count.clone());
-        writers.push(tokio::spawn(async move {
-            let volume = api.volume(&format!("volume-{worker}")).await;
-            let mut round = 0u32;
-            while !stop.is_cancelled() {
-                let agent = json!({"name": format!("agent-{worker}-{round}"), "config": {"command": ["true"]}});
-                assert_eq!(api.call(reqwest::Method::POST, "/v1/agents", Some(agent)).await.0, 201);
-                let files: Vec<(String, Vec<u8>)> = (0..3).map(|i| (format!("f{i}"), format!("{worker}-{round}-{i}").repeat(500).into_bytes())).collect();
-                assert!(api.push(&volume, &files).await);
-                round += 1;
-                count.send_modify(|n| *n += 1);
-            }
-            round
-        }));
-    }
+    let (stop, mut written, writers) = write_without_pause(&api);
     within(DEADLINE, "3 rounds written", written.wait_for(|n| *n >= 3)).await.unwrap();
     let backup = tokio::task::spawn_blocking({
         let (dir, archive) = (dir.clone(), archive.display().to_string());
@@ -638,9 +642,57 @@ async fn a_backup_under_write_load_restores_consistent() {
         0o600
     );
 
-    // Restored into a new data directory, the server serves every object it lists.
     let restored = tempfile::tempdir().unwrap();
     let target = restored.path().join("data");
+    restored_serves_what_it_lists(&archive, &target, &api, live).await;
+    restore_refuses(&archive, &target, restored.path());
+}
+
+/// Writers, without pause: agents, and versions of volumes with files of their own. What
+/// stops them, the count of rounds done, and the writers, each ending with its rounds.
+fn write_without_pause(
+    api: &Api,
+) -> (
+    tokio_util::sync::CancellationToken,
+    tokio::sync::watch::Receiver<u32>,
+    Vec<tokio::task::JoinHandle<u32>>,
+) {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (count, written) = tokio::sync::watch::channel(0u32);
+    let count = std::sync::Arc::new(count);
+    let mut writers = Vec::new();
+    for worker in 0..3 {
+        let api =
+            Api { http: reqwest::Client::new(), url: api.url.clone(), token: api.token.clone() };
+        let (stop, count) = (stop.clone(), count.clone());
+        writers.push(tokio::spawn(async move {
+            let volume = api.volume(&format!("volume-{worker}")).await;
+            let mut round = 0u32;
+            while !stop.is_cancelled() {
+                let name = format!("agent-{worker}-{round}");
+                let agent = json!({"name": name, "config": {"command": ["true"]}});
+                assert_eq!(api.call(reqwest::Method::POST, "/v1/agents", Some(agent)).await.0, 201);
+                let file =
+                    |i| (format!("f{i}"), format!("{worker}-{round}-{i}").repeat(500).into_bytes());
+                let files: Vec<(String, Vec<u8>)> = (0..3).map(file).collect();
+                assert!(api.push(&volume, &files).await);
+                round += 1;
+                count.send_modify(|n| *n += 1);
+            }
+            round
+        }));
+    }
+    (stop, written, writers)
+}
+
+/// Restored from `archive` into the new data directory `target`, the server serves every
+/// object it lists: no more than the `live` server had when it stopped.
+async fn restored_serves_what_it_lists(
+    archive: &Path,
+    target: &Path,
+    api: &Api,
+    live: (usize, usize, usize),
+) {
     let target_dir = target.display().to_string();
     let output = server_command(&[
         "restore",
@@ -650,9 +702,9 @@ async fn a_backup_under_write_load_restores_consistent() {
         &archive.display().to_string(),
     ]);
     assert!(output.status.success(), "restore: {output:?}");
-    let (server, first) = start(&target, &[]).await;
+    let (server, first) = start(target, &[]).await;
     assert!(first.is_none(), "the restored server made a new first user");
-    let api = Api { url: server.url.clone(), ..api };
+    let api = api.clone_for(&server);
     let (agents, versions, files) = read_everything(&api).await;
     assert!(
         agents >= 3 && versions >= 3 && files == versions * 3,
@@ -664,8 +716,11 @@ async fn a_backup_under_write_load_restores_consistent() {
         (agents, versions, files)
     );
     drop(server);
+}
 
-    // Restore refuses a data directory that has a database, and a damaged archive.
+/// Restore refuses a data directory that has a database, and a damaged archive.
+fn restore_refuses(archive: &Path, target: &Path, scratch: &Path) {
+    let target_dir = target.display().to_string();
     let output = server_command(&[
         "restore",
         "--data-dir",
@@ -679,13 +734,13 @@ async fn a_backup_under_write_load_restores_consistent() {
                 .contains("exists: restore into a new data directory"),
         "{output:?}"
     );
-    let mut bytes = std::fs::read(&archive).unwrap();
+    let mut bytes = std::fs::read(archive).unwrap();
     let at =
         bytes.windows(10).position(|w| w == b"0-0-00-0-0").expect("a file's bytes in the archive");
     bytes[at] ^= 1;
-    let damaged = restored.path().join("damaged.tar");
+    let damaged = scratch.join("damaged.tar");
     std::fs::write(&damaged, bytes).unwrap();
-    let other = restored.path().join("other").display().to_string();
+    let other = scratch.join("other").display().to_string();
     let output = server_command(&[
         "restore",
         "--data-dir",

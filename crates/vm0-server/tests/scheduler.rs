@@ -90,13 +90,18 @@ async fn a_run_that_cannot_start_fails_and_does_not_block_the_queue() {
     // Starting a run made impossible, and possible again, by a trigger.
     let (block, unblock) = match &database_url {
         None => (
-            vec!["CREATE TRIGGER no_start BEFORE UPDATE OF status ON runs WHEN NEW.status = 'running' BEGIN SELECT RAISE(ABORT, 'no start'); END;"],
+            vec![
+                "CREATE TRIGGER no_start BEFORE UPDATE OF status ON runs \
+                 WHEN NEW.status = 'running' BEGIN SELECT RAISE(ABORT, 'no start'); END;",
+            ],
             "DROP TRIGGER no_start",
         ),
         Some(_) => (
             vec![
-                "CREATE FUNCTION no_start() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'no start'; END $$",
-                "CREATE TRIGGER no_start BEFORE UPDATE OF status ON runs FOR EACH ROW WHEN (NEW.status = 'running') EXECUTE FUNCTION no_start()",
+                "CREATE FUNCTION no_start() RETURNS trigger LANGUAGE plpgsql \
+                 AS $$ BEGIN RAISE EXCEPTION 'no start'; END $$",
+                "CREATE TRIGGER no_start BEFORE UPDATE OF status ON runs FOR EACH ROW \
+                 WHEN (NEW.status = 'running') EXECUTE FUNCTION no_start()",
             ],
             "DROP TRIGGER no_start ON runs",
         ),
@@ -122,7 +127,8 @@ async fn a_run_that_cannot_start_fails_and_does_not_block_the_queue() {
     let serving = tokio::spawn(server.serve(async {
         stopped.await.ok();
     }));
-    let agent = json!({"name": "shell", "config": {"command": ["sh", "-c", "eval \"$VM0_PROMPT\""], "timeoutSeconds": 60}});
+    let config = json!({"command": ["sh", "-c", "eval \"$VM0_PROMPT\""], "timeoutSeconds": 60});
+    let agent = json!({"name": "shell", "config": config});
     assert_eq!(api.call(reqwest::Method::POST, "/v1/agents", Some(agent)).await.0, 201);
 
     execute(block).await;
