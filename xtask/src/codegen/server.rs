@@ -47,7 +47,8 @@ pub(super) fn generate(doc: &Value) -> Result<[Generated; 2]> {
             /// Checks a bearer token that has the spec's format (`vm0_live_` and 64
             /// lowercase hex characters), before anything else of the request is read.
             /// An unknown, expired or revoked token is [`ApiError::unauthorized`].
-            fn authenticate(&self, token: &str) -> impl Future<Output = Result<Self::Principal, ApiError>> + Send;
+            fn authenticate(&self, token: &str)
+                -> impl Future<Output = Result<Self::Principal, ApiError>> + Send;
 
             /// The id of the user a principal is, for the access log and
             /// [`crate::Served`]; never a token or other secret. None by default.
@@ -63,7 +64,9 @@ pub(super) fn generate(doc: &Value) -> Result<[Generated; 2]> {
         impl<A: Vm0Api> Authenticator for A {
             type Principal = A::Principal;
 
-            fn check_token(&self, token: &str) -> impl Future<Output = Result<A::Principal, ApiError>> + Send {
+            fn check_token(&self, token: &str)
+                -> impl Future<Output = Result<A::Principal, ApiError>> + Send
+            {
                 Vm0Api::authenticate(self, token)
             }
 
@@ -310,7 +313,8 @@ impl<'a> Op<'a> {
         let inputs = self.inputs().into_iter().map(|(name, ty)| quote!(#name: #ty));
         quote! {
             #(#docs)*
-            fn #name(&self, principal: &Self::Principal, #(#inputs),*) -> impl Future<Output = Result<#output, ApiError>> + Send;
+            fn #name(&self, principal: &Self::Principal, #(#inputs),*)
+                -> impl Future<Output = Result<#output, ApiError>> + Send;
         }
     }
 
@@ -380,7 +384,9 @@ impl<'a> Op<'a> {
         let doc = format!(" `{} {}`: `{}`.", self.method.to_uppercase(), self.path, self.id);
         quote! {
             #[doc = #doc]
-            async fn #name<A: Vm0Api>(State(api): State<Arc<A>>, #mutability call: Call) -> Result<Response, ApiError> {
+            async fn #name<A: Vm0Api>(State(api): State<Arc<A>>, #mutability call: Call)
+                -> Result<Response, ApiError>
+            {
                 let principal = call.authenticate(&*api, #id).await?;
                 #(#steps)*
                 #call_api
