@@ -133,37 +133,32 @@ async fn main() {
     let shared = tempfile::tempdir().unwrap();
     let (instances, token, _dirs) = start(shared.path()).await;
     let http = reqwest::Client::new();
+    seed(&http, &instances, &token).await;
+    let urls: Vec<String> = instances.iter().map(|i| i.url.clone()).collect();
+    lists(&urls, &token).await;
+    watched_and_cancelled(&http, &instances, &urls, &token).await;
+}
+
+/// 20 agents created round-robin, and the agent of the runs, whose run sleeps.
+async fn seed(http: &reqwest::Client, instances: &[Instance], token: &str) {
+    let create = |at: usize, body: serde_json::Value| {
+        http.post(format!("{}/v1/agents", instances[at].url)).bearer_auth(token).json(&body).send()
+    };
     for i in 0..20 {
         let body = json!({"name": format!("seed-{i}"), "config": {"command": ["true"]}});
-        assert_eq!(
-            http.post(format!("{}/v1/agents", instances[i % 3].url))
-                .bearer_auth(&token)
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            201
-        );
+        assert_eq!(create(i % 3, body).await.unwrap().status(), 201);
     }
     let config = json!({"command": ["sh", "-c", "echo started; exec sleep 60"]});
     let body = json!({"name": "sleeper", "config": config});
-    assert_eq!(
-        http.post(format!("{}/v1/agents", instances[0].url))
-            .bearer_auth(&token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        201
-    );
+    assert_eq!(create(0, body).await.unwrap().status(), 201);
+}
 
-    let urls: Vec<String> = instances.iter().map(|i| i.url.clone()).collect();
+/// GET /v1/agents from one instance and round-robin from three, in rounds.
+async fn lists(urls: &[String], token: &str) {
     let (mut alone, mut spread) = (Vec::new(), Vec::new());
     for i in 0..ROUNDS {
-        alone.push(list_round(&urls[..1], &token).await);
-        spread.push(list_round(&urls, &token).await);
+        alone.push(list_round(&urls[..1], token).await);
+        spread.push(list_round(urls, token).await);
         println!(
             "GET /v1/agents round {}: one instance {:.0} req/s, three round-robin {:.0} req/s",
             i + 1,
@@ -177,20 +172,27 @@ async fn main() {
          (medians of {ROUNDS}); three/one = {:.2}",
         s / a
     );
+}
 
-    // Each run watched from its executor and from another instance at once, then
-    // cancelled, in turn, on the executor and on another instance.
+/// Each run watched from its executor and from another instance at once, then
+/// cancelled, in turn, on the executor and on another instance.
+async fn watched_and_cancelled(
+    http: &reqwest::Client,
+    instances: &[Instance],
+    urls: &[String],
+    token: &str,
+) {
     let (mut here, mut there, mut cancel_here, mut cancel_there) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..2 * RUNS {
         let since = Instant::now();
-        let (id, executor) = run(&http, &instances, i % 3, &token).await;
+        let (id, executor) = run(http, instances, i % 3, token).await;
         let other = (executor + 1) % 3;
         let watch = |at: usize| {
             tokio::spawn(first_output(
                 http.clone(),
                 urls[at].clone(),
-                token.clone(),
+                token.to_string(),
                 id.clone(),
                 since,
             ))
@@ -202,7 +204,7 @@ async fn main() {
         let asked = Instant::now();
         let cancelled: serde_json::Value = http
             .post(format!("{}/v1/runs/{id}/cancel", urls[canceller]))
-            .bearer_auth(&token)
+            .bearer_auth(token)
             .send()
             .await
             .unwrap()
