@@ -159,7 +159,19 @@ enum Origin {
 
 /// The origin and the prompt of `vm0 run`'s words: `AGENT PROMPT`, or `PROMPT` alone with
 /// `--session` or `--checkpoint`; a usage error otherwise.
-fn origin_and_prompt(args: &RunArgs) -> Result<(Origin, String), &'static str> {
+/// A `vm0 run` whose words do not fit its options.
+#[derive(Debug, thiserror::Error)]
+enum Usage {
+    #[error(
+        "give the agent and the prompt (vm0 run AGENT PROMPT), or continue a session with vm0 \
+         run --session ID PROMPT"
+    )]
+    NoAgent,
+    #[error("--session and --checkpoint say the agent: give only the prompt")]
+    AgentTwice,
+}
+
+fn origin_and_prompt(args: &RunArgs) -> Result<(Origin, String), Usage> {
     let origin = match (&args.session, &args.checkpoint) {
         (Some(session), _) => Some(Origin::Session(session.clone())),
         (None, Some(checkpoint)) => Some(Origin::Checkpoint(checkpoint.clone())),
@@ -167,10 +179,9 @@ fn origin_and_prompt(args: &RunArgs) -> Result<(Origin, String), &'static str> {
     };
     match (origin, args.words.as_slice()) {
         (None, [agent, prompt]) => Ok((Origin::Agent(agent.clone()), prompt.clone())),
-        (None, [_]) => Err("give the agent and the prompt (vm0 run AGENT PROMPT), or continue a \
-                            session with vm0 run --session ID PROMPT"),
+        (None, [_]) => Err(Usage::NoAgent),
         (Some(origin), [prompt]) => Ok((origin, prompt.clone())),
-        (Some(_), _) => Err("--session and --checkpoint say the agent: give only the prompt"),
+        (Some(_), _) => Err(Usage::AgentTwice),
         (None, _) => unreachable!("clap takes one or two words"),
     }
 }

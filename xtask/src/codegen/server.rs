@@ -8,7 +8,7 @@ use proc_macro2::{Ident, Span, TokenStream};
 use quote::quote;
 use serde_json::{json, Map, Value};
 
-use super::{rust_file, Generated, HEADER};
+use super::output::{bundled_json, rust_file, Generated, HEADER};
 use crate::spec::{self, deref, Operation, EXACTLY_ONE_OF};
 
 /// The generated halves of `vm0-api`: the Rust code and the schemas it validates with.
@@ -485,5 +485,5 @@ fn schemas_json(doc: &Value, ops: &[Op<'_>]) -> Result<String> {
         "definitions": spec::definitions(doc),
         "operations": operations,
     });
-    super::bundled_json(&out)
+    bundled_json(&out)
 }
