@@ -5,6 +5,7 @@
 #![allow(clippy::print_stdout)] // Printing is what this program is for.
 
 pub mod bench;
+pub mod bench_against;
 pub mod codegen;
 pub mod deny;
 pub mod diff;

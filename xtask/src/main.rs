@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{CommandFactory, Parser, Subcommand};
 use xtask::{
-    bench, codegen, deny, diff, docs, lint, portability, postgres, process, release, s3,
-    schemathesis, spec, tools,
+    bench, bench_against, codegen, deny, diff, docs, lint, portability, postgres, process, release,
+    s3, schemathesis, spec, tools,
 };
 
 /// The workspace's own tooling: what openapi/v1.yaml generates, its lint, its releases,
@@ -79,8 +79,24 @@ enum Command {
     /// against a fresh reference server.
     Portability,
     /// Run the benchmarks (pagination depth, 1 GiB through the server, 1 GiB through the
-    /// client) and print their figures.
-    Bench,
+    /// client) and print their figures; with --against, compare some with a revision.
+    Bench {
+        /// Instead: build the server's benchmarks named by --bench at this git revision
+        /// (in target/bench-baseline) and in the working tree, and run them in turns.
+        #[arg(long, value_name = "REV")]
+        against: Option<String>,
+        /// The benchmarks to compare (with --against).
+        #[arg(
+            long = "bench",
+            value_name = "NAME",
+            requires = "against",
+            default_values_t = ["agents".to_string(), "run_output".to_string()]
+        )]
+        benches: Vec<String>,
+        /// How many times each side runs (with --against).
+        #[arg(long, requires = "against", default_value_t = 3)]
+        passes: u32,
+    },
     /// Everything CI runs: codegen --check, lint, release --check, fmt --check, deny,
     /// clippy, every test, the end-to-end suites again on PostgreSQL and S3 (s3s-fs,
     /// installed into target/s3s-fs), cargo package of the published crates, docs
@@ -104,7 +120,10 @@ fn main() -> ExitCode {
         Some(Command::Docs { check: true }) => docs::build().and_then(|page| docs::check(&page)),
         Some(Command::Schemathesis) => schemathesis::run(),
         Some(Command::Portability) => portability::run(),
-        Some(Command::Bench) => bench::run(),
+        Some(Command::Bench { against: None, .. }) => bench::run(),
+        Some(Command::Bench { against: Some(revision), benches, passes }) => {
+            bench_against::run(&revision, &benches, passes)
+        }
         Some(Command::Ci) => ci(),
         // `cargo xtask` alone lists the commands, and is no error.
         None => Cli::command().print_help().map(|()| true).map_err(Into::into),
