@@ -238,8 +238,7 @@ fn config(cli: Cli) -> anyhow::Result<Config> {
         data_dir,
         database_url: cli.database_url,
         blob_store: match cli.blob_store {
-            Some(url) => vm0_server::BlobLocation::parse(&url, cli.s3_endpoint)
-                .map_err(anyhow::Error::msg)?,
+            Some(url) => vm0_server::BlobLocation::parse(&url, cli.s3_endpoint)?,
             None => vm0_server::BlobLocation::Local,
         },
         secrets_key: cli.secrets_key,

@@ -205,7 +205,7 @@ impl Metrics {
         let pending = reading
             .runs_by_status
             .iter()
-            .find(|(status, _)| status == "pending")
+            .find(|(status, _)| *status == vm0_types::RunStatus::Pending.to_string())
             .map_or(0, |(_, count)| *count);
         self.run.queue_length.set(pending);
         self.run.queue_oldest.set(reading.oldest_pending.unwrap_or_default().as_secs_f64());

@@ -18,6 +18,7 @@ use vm0_types as types;
 use crate::blobs::{BlobError, Blobs};
 use crate::cursor::Scope;
 use crate::metrics::Metrics;
+use crate::runs::config::ConfigError;
 use crate::runs::{Engine, RunError};
 use crate::store::{self, Kind, Page, Store, StoreError, UserStore};
 use crate::{ids, secrets};
@@ -100,24 +101,37 @@ impl From<BlobError> for ApiError {
     }
 }
 
+/// Every status an agent configuration's error can have, decided here and nowhere else.
+impl From<ConfigError> for ApiError {
+    fn from(error: ConfigError) -> Self {
+        match error {
+            ConfigError::Schema(answer) => answer,
+            ConfigError::Invalid { param, message } => ApiError::invalid_parameter(param, message),
+        }
+    }
+}
+
 /// Every status an error of the engine's front door can have, decided here and nowhere
 /// else.
 impl From<RunError> for ApiError {
     fn from(error: RunError) -> Self {
-        let (error, param) = match error {
-            RunError::NotFound { resource, id, param } => {
-                (ApiError::not_found(resource, &id), param)
-            }
-            RunError::MissingParameter { param } => (ApiError::missing_parameter(param), None),
-            RunError::InvalidParameter { param, message } => {
-                (ApiError::invalid_parameter(param, message), None)
-            }
-            RunError::InvalidState { message, param } => (ApiError::invalid_state(message), param),
-            RunError::Store(error) => (error.into(), None),
-        };
-        match param {
+        // The field at fault, where the engine knew it.
+        let at = |error: ApiError, param: Option<String>| match param {
             Some(param) => error.with_param(param),
             None => error,
+        };
+        match error {
+            RunError::NotFound { resource, id, param } => {
+                at(ApiError::not_found(resource, &id), param)
+            }
+            RunError::MissingParameter { param } => ApiError::missing_parameter(param),
+            RunError::InvalidParameter { param, message } => {
+                ApiError::invalid_parameter(param, message)
+            }
+            RunError::InvalidState { message, param } => {
+                at(ApiError::invalid_state(message), param)
+            }
+            RunError::Store(error) => error.into(),
         }
     }
 }

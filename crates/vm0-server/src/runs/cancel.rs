@@ -30,11 +30,6 @@ impl<S: Store> Engine<S> {
         self.run(user, id).await
     }
 
-    /// Run `id` of `user`.
-    async fn run(&self, user: &str, id: &str) -> Result<RunRow, RunError> {
-        self.store.get_run(user, id).await?.ok_or_else(|| RunError::not_found("run", id))
-    }
-
     /// Stops `run`, wherever it is, and waits for its end.
     async fn stop(&self, run: &RunRow) -> Result<(), RunError> {
         if run.status == RunStatus::Pending {

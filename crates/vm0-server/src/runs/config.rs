@@ -88,15 +88,42 @@ pub(crate) fn schema() -> &'static Value {
 }
 
 /// Checks an agent's configuration; a violation is a 400 naming `config.<field>`.
-pub(crate) fn check(config: &Map<String, Value>) -> Result<LocalConfig, ApiError> {
+/// Why an agent configuration is not one the local executor can run.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConfigError {
+    /// The configuration breaks its JSON Schema: the checker's answer, which names the
+    /// field and says whether it is missing or invalid.
+    #[error("{}", .0.message)]
+    Schema(ApiError),
+    /// A field the schema allows but the executor cannot use.
+    #[error("{message}")]
+    Invalid { param: String, message: String },
+}
+
+impl ConfigError {
+    fn invalid(param: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid { param: param.into(), message: message.into() }
+    }
+
+    /// The field at fault, when one is.
+    #[cfg(test)]
+    fn param(&self) -> Option<&str> {
+        match self {
+            ConfigError::Schema(answer) => answer.param.as_deref(),
+            ConfigError::Invalid { param, .. } => Some(param),
+        }
+    }
+}
+
+pub(crate) fn check(config: &Map<String, Value>) -> Result<LocalConfig, ConfigError> {
     static VALIDATOR: LazyLock<jsonschema::Validator> =
         LazyLock::new(|| jsonschema::validator_for(schema()).expect("the derived schema compiles"));
     let config = Value::Object(config.clone());
-    vm0_api::check_json(&VALIDATOR, &config, "config")?;
+    vm0_api::check_json(&VALIDATOR, &config, "config").map_err(ConfigError::Schema)?;
     let parsed: LocalConfig = LocalConfig::deserialize(config)
-        .map_err(|e| ApiError::invalid_parameter("config", e.to_string()))?;
+        .map_err(|e| ConfigError::invalid("config", e.to_string()))?;
     if parsed.command[0].is_empty() {
-        return Err(ApiError::invalid_parameter(
+        return Err(ConfigError::invalid(
             "config.command[0]",
             "config.command[0] must name a program",
         ));
@@ -106,7 +133,7 @@ pub(crate) fn check(config: &Map<String, Value>) -> Result<LocalConfig, ApiError
             && !path.starts_with('/')
             && path.split('/').all(|s| !s.is_empty() && s != "." && s != "..");
         if !safe || path.contains('\0') {
-            return Err(ApiError::invalid_parameter(
+            return Err(ConfigError::invalid(
                 format!("config.files.{path}"),
                 "file paths must be relative, without . or .. segments",
             ));
@@ -131,7 +158,7 @@ mod tests {
             let error =
                 check(&config(json!({"command": ["true"], "files": {path: "x"}}))).unwrap_err();
             assert_eq!(
-                error.param.as_deref(),
+                error.param(),
                 Some(format!("config.files.{path}").as_str()),
                 "{path:?} was accepted"
             );
@@ -147,7 +174,7 @@ mod tests {
     #[test]
     fn a_command_names_a_program() {
         assert_eq!(
-            check(&config(json!({"command": [""]}))).unwrap_err().param.as_deref(),
+            check(&config(json!({"command": [""]}))).unwrap_err().param(),
             Some("config.command[0]")
         );
         assert!(check(&config(json!({"command": []}))).is_err());

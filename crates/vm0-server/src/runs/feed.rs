@@ -37,7 +37,7 @@ impl<S: Store> Engine<S> {
         id: &str,
         after: i64,
     ) -> Result<impl Stream<Item = RunEvent> + Send + 'static, RunError> {
-        self.store.get_run(user, id).await?.ok_or_else(|| RunError::not_found("run", id))?;
+        self.run(user, id).await?;
         // Subscribed before anything is read, so that no event falls between the two.
         let live = self.subscribe(id);
         let feed = Feed {

@@ -131,6 +131,11 @@ impl<S: Store> Engine<S> {
         }
     }
 
+    /// Run `id` of `user`: another user's is as missing as one that does not exist.
+    async fn run(&self, user: &str, id: &str) -> Result<RunRow, RunError> {
+        self.store.get_run(user, id).await?.ok_or_else(|| RunError::not_found("run", id))
+    }
+
     fn journal(&self, run: &RunRow) -> Journal {
         self.recorder.journal(&run.id, run.secrets.0.values().cloned().collect())
     }

@@ -8,7 +8,7 @@ use crate::ids;
 use crate::store::{RunEnd, Store};
 
 /// Why a lost instance's run failed.
-pub(super) const LOST_EXECUTOR: &str = "The instance executing the run was lost: its lease ran out";
+const LOST_EXECUTOR: &str = "The instance executing the run was lost: its lease ran out";
 /// Why a run that this instance's previous process left running failed.
 const STOPPED: &str = "The server stopped while the run was running";
 

@@ -116,6 +116,10 @@ pub(crate) enum SandboxError {
     /// A step of hakoniwa's set-up, named by `what`.
     #[error("{what}: {source}")]
     Container { what: &'static str, source: hakoniwa::Error },
+    /// A folder of the working directory could not be listed to give it to the sandbox
+    /// user.
+    #[error(transparent)]
+    Listing(std::io::Error),
     /// hakoniwa could not start the sandbox's first process.
     #[error(transparent)]
     Start(hakoniwa::Error),
@@ -281,8 +285,7 @@ fn become_unprivileged(spec: &mut Spec) -> Result<(), SandboxError> {
         std::os::unix::fs::lchown(path, Some(NOBODY), Some(NOBODY))
             .map_err(step(format!("giving {} to the sandbox user", path.display())))?;
         if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
-            let entries =
-                std::fs::read_dir(path).map_err(step(format!("reading {}", path.display())))?;
+            let entries = std::fs::read_dir(path).map_err(SandboxError::Listing)?;
             for entry in entries.flatten() {
                 give(&entry.path())?;
             }

@@ -45,7 +45,8 @@ impl<S: Store> Engine<S> {
                 }
             };
             match self.claim(run, permit).await {
-                Claim::Started | Claim::Taken => failing = None,
+                Claim::Started => failing = None,
+                Claim::Taken => {}
                 Claim::Drained => return,
                 Claim::Failed(run, error) => self.failed_to_start(&run, error, &mut failing).await,
             }

@@ -16,6 +16,9 @@ use crate::store::{
     Store, StoreError,
 };
 
+/// The version a request asks for when it wants the current one.
+const LATEST: &str = "latest";
+
 /// What a caller asks the engine to run.
 #[derive(Debug, Clone)]
 pub struct RunRequest {
@@ -175,7 +178,7 @@ impl<S: Store> Engine<S> {
         agent: &AgentRow,
         wanted: &str,
     ) -> Result<AgentVersionRow, RunError> {
-        let version = if wanted == "latest" {
+        let version = if wanted == LATEST {
             self.store.get_agent_version(&agent.id, &agent.current_version_id).await?
         } else if let Ok(number) = wanted.parse::<i64>() {
             self.store.get_agent_version_by_number(&agent.id, number).await?
@@ -185,10 +188,7 @@ impl<S: Store> Engine<S> {
         let version = version
             .ok_or_else(|| RunError::not_found("agent version", wanted).at("agentVersion"))?;
         super::config::check(&version.config.0).map_err(|e| {
-            RunError::invalid_state(format!(
-                "Agent version '{}' cannot run here: {}",
-                version.id, e.message
-            ))
+            RunError::invalid_state(format!("Agent version '{}' cannot run here: {e}", version.id))
         })?;
         Ok(version)
     }
@@ -204,7 +204,7 @@ impl<S: Store> Engine<S> {
             let param = format!("volumes.{name}");
             let volume = self.store.get_storage_by_name(Kind::Volume, user, name).await?;
             let volume = volume.ok_or_else(|| RunError::not_found("volume", name).at(&param))?;
-            let resolved = if wanted == "latest" {
+            let resolved = if wanted == LATEST {
                 let none =
                     || RunError::invalid_state(format!("Volume '{name}' has no version yet"));
                 volume.current_version_id.ok_or_else(|| none().at(&param))?
@@ -232,19 +232,19 @@ impl<S: Store> Engine<S> {
                 None => Ok(ArtifactPlan::default()),
             };
         };
-        match self.store.get_storage_by_name(Kind::Artifact, user, name).await? {
-            Some(artifact) => {
-                let base = match wanted {
-                    Some(wanted) => {
-                        let version = self.store.get_version(&artifact.id, wanted).await?;
-                        Some(version.ok_or_else(|| version_gone(wanted))?.id)
-                    }
-                    None => artifact.current_version_id,
-                };
-                Ok(ArtifactPlan { base, new: None })
+        let artifact = self.store.get_storage_by_name(Kind::Artifact, user, name).await?;
+        match (artifact, wanted) {
+            (Some(artifact), Some(wanted)) => {
+                let version = self.store.get_version(&artifact.id, wanted).await?;
+                let base = version.ok_or_else(|| version_gone(wanted))?.id;
+                Ok(ArtifactPlan { base: Some(base), new: None })
             }
-            None if wanted.is_some() => Err(version_gone(wanted.unwrap_or_default())),
-            None => {
+            (Some(artifact), None) => {
+                Ok(ArtifactPlan { base: artifact.current_version_id, new: None })
+            }
+            // A version of an artifact that does not exist.
+            (None, Some(wanted)) => Err(version_gone(wanted)),
+            (None, None) => {
                 let now = ids::now();
                 let new = StorageRow {
                     id: ids::new(Prefix::Artifact),

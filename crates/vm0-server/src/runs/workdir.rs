@@ -46,6 +46,9 @@ pub(super) struct Workdir<'a, S> {
 pub(super) enum WorkdirError {
     #[error("{what}: {source}")]
     Io { what: &'static str, source: std::io::Error },
+    /// The folder a volume or the artifact is copied into could not be made.
+    #[error(transparent)]
+    Mount(std::io::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("The agent version of this run no longer exists")]
@@ -108,7 +111,7 @@ impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
     async fn agent_config(&self, run: &RunRow) -> Result<config::LocalConfig> {
         let version = self.store.get_agent_version(&run.agent_id, &run.agent_version_id).await?;
         let version = version.ok_or(WorkdirError::AgentVersionGone)?;
-        config::check(&version.config.0).map_err(|e| WorkdirError::InvalidConfig(e.message))
+        config::check(&version.config.0).map_err(|e| WorkdirError::InvalidConfig(e.to_string()))
     }
 
     /// The working directory of the run, ready, and the job that runs the agent in it.
@@ -264,7 +267,7 @@ impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
         let storage = self.store.get_storage_by_name(kind, user_id, name).await?;
         let storage = storage.ok_or_else(missing)?;
         let version = self.store.get_version(&storage.id, version_id).await?.ok_or_else(missing)?;
-        tokio::fs::create_dir_all(target).await.map_err(io("creating a mounted folder"))?;
+        tokio::fs::create_dir_all(target).await.map_err(WorkdirError::Mount)?;
         for file in self.store.version_files(version.seq).await? {
             let path = file.path.as_str();
             self.blobs

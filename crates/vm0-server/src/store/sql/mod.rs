@@ -228,13 +228,13 @@ async fn try_for_a_while(
 /// The advisory lock of the database in `hold`: "vm0" in ASCII.
 const DATABASE_LOCK: i64 = 0x76_6d_30;
 
-/// A unique index refused the row: `Conflict`; any other error as it is.
 /// A run status as an SQL literal: statuses are spelt by `RunStatus` alone, in the
 /// queries as in the rows it reads.
 fn status(status: vm0_types::RunStatus) -> String {
     format!("'{status}'")
 }
 
+/// A unique index refused the row: `Conflict`; any other error as it is.
 fn conflict_or(error: sqlx::Error) -> StoreError {
     match &error {
         sqlx::Error::Database(e) if e.is_unique_violation() => StoreError::Conflict,

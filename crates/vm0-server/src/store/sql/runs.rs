@@ -8,9 +8,9 @@ use vm0_types::RunStatus::{Pending, Running};
 
 use super::{id_key, status, SqlStore};
 use crate::store::{
-    Batch, CheckpointRow, Counters, EventRow, Expired, FileRow, Lease, LogQuery, LogRow, MetricRow,
-    NewCheckpoint, Page, Result, RunEnd, RunFilter, RunRow, RunStore, SessionRow, StorageRow,
-    StoreError,
+    Batch, CheckpointRow, Counters, EventRow, Expired, FileRow, Kind, Lease, LogQuery, LogRow,
+    MetricRow, NewCheckpoint, Page, Result, RunEnd, RunFilter, RunRow, RunStore, SessionRow,
+    StorageRow, StoreError,
 };
 
 /// Rows a multi-row INSERT takes at most: well under the bound values SQLite (32,766)
@@ -135,10 +135,11 @@ impl RunStore for SqlStore {
             if let Some(a) = artifact {
                 sqlx::query(
                     "INSERT INTO storages (id, user_id, kind, name, created_at, updated_at) \
-                     VALUES ($1, $2, 'artifact', $3, $4, $5)",
+                     VALUES ($1, $2, $3, $4, $5, $6)",
                 )
                 .bind(&a.id)
                 .bind(&r.user_id)
+                .bind(Kind::Artifact.as_str())
                 .bind(a.name.as_str())
                 .bind(a.created_at)
                 .bind(a.updated_at)
