@@ -20,3 +20,23 @@ fn the_workspace_is_tidy() {
     let report: Vec<String> = violations.iter().map(ToString::to_string).collect();
     assert!(violations.is_empty(), "{} untidy places:\n{}", violations.len(), report.join("\n"));
 }
+
+/// ARCHITECTURE.md's codemap names every hand-written source file, so that a newcomer
+/// finds where anything lives from it (by the file's name in backticks, alone or at the
+/// end of a path).
+#[test]
+fn the_codemap_names_every_source_file() {
+    let root = workspace_root();
+    let map = std::fs::read_to_string(root.join("ARCHITECTURE.md")).expect("ARCHITECTURE.md");
+    let sources = tidy::read_sources(&root, &tidy::source_dirs(&root)).expect("sources read");
+    let unnamed: Vec<String> = sources
+        .iter()
+        .filter(|source| !source.is_generated())
+        .filter(|source| {
+            let name = source.path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            !map.contains(&format!("`{name}`")) && !map.contains(&format!("/{name}`"))
+        })
+        .map(|source| source.path.display().to_string())
+        .collect();
+    assert!(unnamed.is_empty(), "ARCHITECTURE.md does not name:\n{}", unnamed.join("\n"));
+}
