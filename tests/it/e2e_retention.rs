@@ -25,6 +25,19 @@ async fn run(
     within(DEADLINE, "the run ends", c.wait_for_run(&id)).await.unwrap()
 }
 
+/// What the agent of run `id` printed, line by line.
+async fn agent_lines(c: &vm0_client::Client, id: &str) -> Vec<String> {
+    let logs = c
+        .list_run_logs()
+        .id(id)
+        .type_(types::LogTypeFilter::Agent)
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
+    logs.data.into_iter().map(|l| l.message).collect()
+}
+
 fn prompt(text: &str) -> types::builder::CreateRunRequest {
     types::CreateRunRequest::builder().prompt(text)
 }
@@ -105,15 +118,7 @@ async fn a_session_whose_directory_is_gone_continues_from_its_checkpoint() {
         run(&c, prompt("cat deep/er/note").session_id(Some(first.session_id.parse().unwrap())))
             .await;
     assert_eq!(next.status, RunStatus::Completed, "{:?}", next.error);
-    let logs = c
-        .list_run_logs()
-        .id(&next.id)
-        .type_(types::LogTypeFilter::Agent)
-        .send()
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(logs.data.iter().map(|l| l.message.as_str()).collect::<Vec<_>>(), ["remembered"]);
+    assert_eq!(agent_lines(&c, &next.id).await, ["remembered"]);
 }
 
 #[tokio::test]
@@ -159,4 +164,30 @@ async fn sessions_and_checkpoints_go_when_their_retention_is_over() {
         "{}",
         error.message
     );
+}
+
+#[tokio::test]
+async fn a_live_sessions_head_checkpoint_outlives_the_retention() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    shell_agent(&c).await;
+    let first =
+        run(&c, prompt("echo remembered > note").agent(Some("shell".parse().unwrap()))).await;
+    assert_eq!(first.status, RunStatus::Completed);
+    let session: types::CreateRunRequestSessionId = first.session_id.parse().unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // A run that fails records no checkpoint, and keeps the session live.
+    let failed = run(&c, prompt("exit 3").session_id(Some(session.clone()))).await;
+    assert_eq!(failed.status, RunStatus::Failed);
+
+    // A retention over for the first run's checkpoint, not for the session's last run.
+    let (made, used) = (first.completed_at.unwrap(), failed.completed_at.unwrap());
+    let between = made + (used - made) / 2;
+    let retention = (chrono::Utc::now() - between).to_std().unwrap();
+    let expired = server.app.engine.expire(retention).await.unwrap();
+    assert_eq!((expired.checkpoints, expired.sessions.len()), (0, 0), "the head is kept");
+
+    let next = run(&c, prompt("cat note").session_id(Some(session))).await;
+    assert_eq!(next.status, RunStatus::Completed, "{:?}", next.error);
+    assert_eq!(agent_lines(&c, &next.id).await, ["remembered"]);
 }

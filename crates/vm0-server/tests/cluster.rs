@@ -53,6 +53,7 @@ async fn three_instances_serve_one_api() {
     agents_round_robin(&apis).await;
     push_and_pull_across(&instances, &token, &apis[0]).await;
     a_session_on_each(&apis, &db, &instances).await;
+    continuations_at_once(&apis, &db).await;
     strangers_refused(&backend, &instances[0]);
     cancelled_from_a_third(&apis, &db, &instances, &token).await;
     killed_runs_end(&mut instances, &apis, &db, &token).await;
@@ -183,6 +184,50 @@ async fn a_session_on_each(apis: &[Api], db: &sqlx::PgPool, instances: &[Instanc
             apis[i].call(reqwest::Method::GET, &format!("/v1/runs/{run}"), None).await;
         assert_eq!(detail["status"], "completed", "{detail}");
         session = Some(detail["sessionId"].as_str().unwrap().to_string());
+    }
+}
+
+/// Six continuations of one session sent at once to two instances run one after another,
+/// each from the checkpoint of the one before: a counter kept in a file reaches 7, and no
+/// two of the runs were ever running together.
+async fn continuations_at_once(apis: &[Api], db: &sqlx::PgPool) {
+    let count = "n=$(cat counter 2>/dev/null || echo 0); echo $((n + 1)) > counter; cat counter";
+    let first = create_run(&apis[0], count).await;
+    apis[0].until_event(&first, DEADLINE, "its end", |event, _| event == "complete").await;
+    let (_, detail) = apis[0].call(reqwest::Method::GET, &format!("/v1/runs/{first}"), None).await;
+    let session = detail["sessionId"].clone();
+    let body = json!({"sessionId": session, "prompt": count});
+    let created = futures_util::future::join_all((0..6).map(|i| {
+        let body = body.clone();
+        async move { apis[i % 2].call(reqwest::Method::POST, "/v1/runs", Some(body)).await }
+    }))
+    .await;
+    let mut counts = Vec::new();
+    for (status, run) in created {
+        assert_eq!(status, 202, "{run}");
+        let run = run["id"].as_str().unwrap();
+        let output =
+            apis[1].until_event(run, LOST_WITHIN, "its output", |event, _| event == "output").await;
+        apis[1].until_event(run, LOST_WITHIN, "its end", |event, _| event == "complete").await;
+        counts.push(output["content"].as_str().unwrap().trim().to_string());
+    }
+    counts.sort_by_key(|c| c.parse::<u32>().unwrap_or(0));
+    assert_eq!(counts, ["2", "3", "4", "5", "6", "7"], "each continued from the one before");
+    // The database's history of the session: every run completed, none started before the
+    // one before it ended.
+    let history: Vec<(String, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> =
+        sqlx::query_as(
+            "SELECT status, started_at, completed_at FROM runs WHERE session_id = $1 \
+             ORDER BY started_at",
+        )
+        .bind(session.as_str().unwrap())
+        .fetch_all(db)
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 7);
+    assert!(history.iter().all(|(status, ..)| status == "completed"), "{history:?}");
+    for pair in history.windows(2) {
+        assert!(pair[0].2 <= pair[1].1, "two runs of one session overlapped: {history:?}");
     }
 }
 

@@ -70,25 +70,87 @@ impl Api {
     }
 }
 
+/// A reference server serving in this process, with a shell agent, and a way around it
+/// to its database.
+struct Running {
+    api: Api,
+    database_url: Option<String>,
+    sqlite: Option<sqlx::SqlitePool>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    serving: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// A server on `dir`, and on PostgreSQL when the tests are.
+    async fn start(dir: &std::path::Path) -> Running {
+        let database_url = vm0_server::testing::database_url(dir).await.unwrap();
+        let server = vm0_server::bind(vm0_server::Config {
+            sandbox: vm0_server::Sandbox::Helper(env!("CARGO_BIN_EXE_vm0-server").into()),
+            database_url: database_url.clone(),
+            blob_store: vm0_server::testing::blob_store(dir).await.unwrap(),
+            ..vm0_server::Config::local(dir)
+        })
+        .await
+        .expect("the server starts");
+        let api = Api {
+            http: reqwest::Client::new(),
+            url: server.url.clone(),
+            token: server.first_token.clone().expect("a first token"),
+        };
+        let sqlite = server.app.store.sqlite().cloned();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(server.serve(async {
+            stopped.await.ok();
+        }));
+        let config = json!({"command": ["sh", "-c", "eval \"$VM0_PROMPT\""], "timeoutSeconds": 60});
+        let agent = json!({"name": "shell", "config": config});
+        assert_eq!(api.call(reqwest::Method::POST, "/v1/agents", Some(agent)).await.0, 201);
+        Running { api, database_url, sqlite, stop, serving }
+    }
+
+    /// Executes `sql`, with `bind` as its one parameter when given, on the server's
+    /// database behind its back.
+    async fn write(&self, sql: &str, bind: Option<&str>) -> Result<(), sqlx::Error> {
+        match (&self.sqlite, &self.database_url) {
+            (Some(pool), _) => {
+                let query = sqlx::query(sql);
+                let query = match bind {
+                    Some(value) => query.bind(value),
+                    None => query,
+                };
+                query.execute(pool).await.map(drop)
+            }
+            (None, Some(url)) => {
+                let pool = sqlx::PgPool::connect(url).await?;
+                let query = sqlx::query(sql);
+                let query = match bind {
+                    Some(value) => query.bind(value),
+                    None => query,
+                };
+                query.execute(&pool).await.map(drop)
+            }
+            (None, None) => unreachable!("a server is on SQLite or PostgreSQL"),
+        }
+    }
+
+    /// Stops the server, within 30 s.
+    async fn stop(self) {
+        self.stop.send(()).ok();
+        tokio::time::timeout(Duration::from_secs(30), self.serving)
+            .await
+            .expect("the server stops")
+            .unwrap()
+            .unwrap();
+    }
+}
+
 #[tokio::test]
 async fn a_run_that_cannot_start_fails_and_does_not_block_the_queue() {
     let dir = tempfile::tempdir().unwrap();
-    let database_url = vm0_server::testing::database_url(dir.path()).await.unwrap();
-    let server = vm0_server::bind(vm0_server::Config {
-        sandbox: vm0_server::Sandbox::Helper(env!("CARGO_BIN_EXE_vm0-server").into()),
-        database_url: database_url.clone(),
-        blob_store: vm0_server::testing::blob_store(dir.path()).await.unwrap(),
-        ..vm0_server::Config::local(dir.path())
-    })
-    .await
-    .expect("the server starts");
-    let api = Api {
-        http: reqwest::Client::new(),
-        url: server.url.clone(),
-        token: server.first_token.clone().expect("a first token"),
-    };
+    let server = Running::start(dir.path()).await;
+    let api = &server.api;
     // Starting a run made impossible, and possible again, by a trigger.
-    let (block, unblock) = match &database_url {
+    let (block, unblock) = match &server.database_url {
         None => (
             vec![
                 "CREATE TRIGGER no_start BEFORE UPDATE OF status ON runs \
@@ -106,32 +168,10 @@ async fn a_run_that_cannot_start_fails_and_does_not_block_the_queue() {
             "DROP TRIGGER no_start ON runs",
         ),
     };
-    let sqlite = server.app.store.sqlite().cloned();
-    let execute = |statements: Vec<&'static str>| {
-        let (sqlite, database_url) = (sqlite.clone(), database_url.clone());
-        async move {
-            for sql in statements {
-                match (&sqlite, &database_url) {
-                    (Some(pool), _) => sqlx::query(sql).execute(pool).await.map(drop),
-                    (None, Some(url)) => sqlx::query(sql)
-                        .execute(&sqlx::PgPool::connect(url).await.unwrap())
-                        .await
-                        .map(drop),
-                    (None, None) => unreachable!("a server is on SQLite or PostgreSQL"),
-                }
-                .unwrap();
-            }
-        }
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(server.serve(async {
-        stopped.await.ok();
-    }));
-    let config = json!({"command": ["sh", "-c", "eval \"$VM0_PROMPT\""], "timeoutSeconds": 60});
-    let agent = json!({"name": "shell", "config": config});
-    assert_eq!(api.call(reqwest::Method::POST, "/v1/agents", Some(agent)).await.0, 201);
 
-    execute(block).await;
+    for sql in block {
+        server.write(sql, None).await.unwrap();
+    }
     let stuck = api.create_run("echo never").await;
     let run = api.until_complete(&stuck).await;
     assert_eq!(run["status"], "failed", "{run}");
@@ -140,15 +180,54 @@ async fn a_run_that_cannot_start_fails_and_does_not_block_the_queue() {
     assert!(run["completedAt"].is_string(), "{run}");
 
     // With starts possible again, the next run is not held up behind the failed one.
-    execute(vec![unblock]).await;
+    server.write(unblock, None).await.unwrap();
     let next = api.create_run("echo after").await;
     let run = api.until_complete(&next).await;
     assert_eq!(run["status"], "completed", "{run}");
+    server.stop().await;
+}
 
-    stop.send(()).ok();
-    tokio::time::timeout(Duration::from_secs(30), serving)
-        .await
-        .expect("the server stops")
-        .unwrap()
-        .unwrap();
+/// A session runs one run at a time, and the database itself holds it so: a second run of
+/// a session that has one running cannot be written as running, whoever tries.
+#[tokio::test]
+async fn the_database_holds_a_session_to_one_running_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::start(dir.path()).await;
+    let api = &server.api;
+    let first = api.create_run("echo started; sleep 60").await;
+    let (_, run) = api.call(reqwest::Method::GET, &format!("/v1/runs/{first}"), None).await;
+    let body = json!({"sessionId": run["sessionId"], "prompt": "true"});
+    let (status, second) = api.call(reqwest::Method::POST, "/v1/runs", Some(body)).await;
+    assert_eq!(status, 202, "{second}");
+    let second = second["id"].as_str().unwrap().to_string();
+    within_deadline_until_running(api, &first).await;
+
+    // The write the scheduler's claim makes, without its look at the session first.
+    let sql = "UPDATE runs SET status = 'running' WHERE id = $1";
+    let written = server.write(sql, Some(&second)).await;
+    match written {
+        Err(sqlx::Error::Database(error)) => {
+            assert!(error.is_unique_violation(), "refused, but not by the index: {error}")
+        }
+        other => panic!("a second running run of one session was written: {other:?}"),
+    }
+
+    // The second runs once the first has ended.
+    api.call(reqwest::Method::POST, &format!("/v1/runs/{first}/cancel"), None).await;
+    let run = api.until_complete(&second).await;
+    assert_eq!(run["status"], "completed", "{run}");
+    server.stop().await;
+}
+
+/// Waits, within [`DEADLINE`], until `run` is running.
+async fn within_deadline_until_running(api: &Api, run: &str) {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let (_, detail) = api.call(reqwest::Method::GET, &format!("/v1/runs/{run}"), None).await;
+        if detail["status"] == "running" {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "run {run} did not start: {detail}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

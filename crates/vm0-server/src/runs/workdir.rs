@@ -201,7 +201,7 @@ impl<S: AgentStore + StorageStore + RunStore + Sync> Workdir<'_, S> {
                 Some(checkpoint) => Ok(Some(checkpoint.id)),
                 None => Err(WorkdirError::CheckpointGone(id.clone())),
             },
-            None => Ok(self.store.latest_checkpoint(&run.session_id).await?),
+            None => Ok(self.store.head_checkpoint(&run.session_id).await?),
         }
     }
 

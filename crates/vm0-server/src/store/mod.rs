@@ -712,13 +712,15 @@ pub trait RunStore {
         &self,
         checkpoint_id: &str,
     ) -> impl Future<Output = Result<Vec<FileRow>>> + Send;
-    /// The newest checkpoint of a session.
-    fn latest_checkpoint(
+    /// The checkpoint a session continues from: the one its last run to record one
+    /// recorded.
+    fn head_checkpoint(
         &self,
         session_id: &str,
     ) -> impl Future<Output = Result<Option<String>>> + Send;
-    /// Deletes the checkpoints recorded before `before`, and expires the sessions with no
-    /// run created or ended since `before` and none still pending or running.
+    /// Expires the sessions with no run created or ended since `before` and none still
+    /// pending or running, then deletes the checkpoints recorded before `before` but the
+    /// heads of live sessions.
     fn expire(
         &self,
         before: DateTime<Utc>,

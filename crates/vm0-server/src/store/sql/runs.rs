@@ -262,8 +262,15 @@ impl RunStore for SqlStore {
                 .bind(lease.until)
                 .bind(id)
                 .execute(pool)
-                .await?;
-            Ok(done.rows_affected() == 1)
+                .await;
+            match done {
+                Ok(done) => Ok(done.rows_affected() == 1),
+                // Another instance started a run of the session meanwhile, between the look
+                // of `session_idle` and the write: the index that holds a session to one
+                // running run refused this one, which stays pending.
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(false),
+                Err(error) => Err(error.into()),
+            }
         })
     }
 
@@ -386,6 +393,11 @@ impl RunStore for SqlStore {
                 .bind(end.completed_at)
                 .execute(&mut *tx)
                 .await?;
+                sqlx::query("UPDATE sessions SET head_checkpoint_id = $1 WHERE id = $2")
+                    .bind(&c.row.id)
+                    .bind(&c.row.session_id)
+                    .execute(&mut *tx)
+                    .await?;
                 for rows in c.files.chunks(ROWS_PER_INSERT) {
                     let mut insert = QueryBuilder::new(
                         "INSERT INTO checkpoint_files (checkpoint_id, path, size, hash) ",
@@ -420,25 +432,20 @@ impl RunStore for SqlStore {
         })
     }
 
-    async fn latest_checkpoint(&self, session_id: &str) -> Result<Option<String>> {
+    async fn head_checkpoint(&self, session_id: &str) -> Result<Option<String>> {
         on_pool!(self, |pool| {
-            Ok(sqlx::query_scalar(
-                "SELECT id FROM checkpoints WHERE session_id = $1 ORDER BY id DESC LIMIT 1",
-            )
-            .bind(session_id)
-            .fetch_optional(pool)
-            .await?)
+            let head: Option<Option<String>> =
+                sqlx::query_scalar("SELECT head_checkpoint_id FROM sessions WHERE id = $1")
+                    .bind(session_id)
+                    .fetch_optional(pool)
+                    .await?;
+            Ok(head.flatten())
         })
     }
 
     async fn expire(&self, before: DateTime<Utc>, now: DateTime<Utc>) -> Result<Expired> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            let checkpoints = sqlx::query("DELETE FROM checkpoints WHERE created_at < $1")
-                .bind(before)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
             let sql = format!(
                 "UPDATE sessions SET expired_at = $1
                  WHERE expired_at IS NULL
@@ -449,6 +456,17 @@ impl RunStore for SqlStore {
             );
             let sessions =
                 sqlx::query_scalar(&sql).bind(now).bind(before).fetch_all(&mut *tx).await?;
+            // After the sessions expire: a live session keeps its head however old, since
+            // its next run continues from it.
+            let checkpoints = sqlx::query(
+                "DELETE FROM checkpoints WHERE created_at < $1 AND id NOT IN \
+                 (SELECT head_checkpoint_id FROM sessions \
+                  WHERE expired_at IS NULL AND head_checkpoint_id IS NOT NULL)",
+            )
+            .bind(before)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
             tx.commit().await?;
             Ok(Expired { checkpoints, sessions })
         })
