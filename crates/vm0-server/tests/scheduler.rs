@@ -1,6 +1,7 @@
-//! A run whose start keeps failing in the store: the scheduler gives up on it, ends it
-//! `failed`, and goes on to the runs behind it. The failure is a SQLite trigger that
-//! refuses the store's `UPDATE runs SET status = 'running'`.
+//! The scheduler and a run's life against a store that fails: a run whose start keeps
+//! failing is given up and ends `failed` without holding up the runs behind it; a run whose
+//! end cannot be stored for a while still ends as it did; and a session runs one run at a
+//! time by the database's word. The failures are triggers that refuse the store's updates.
 
 use std::time::Duration;
 
@@ -133,6 +134,39 @@ impl Running {
         }
     }
 
+    /// Makes the database refuse every change of a run's status to `status` (a trigger),
+    /// until `allow`.
+    async fn refuse(&self, status: &str) {
+        let statements = match &self.database_url {
+            None => vec![format!(
+                "CREATE TRIGGER no_{status} BEFORE UPDATE OF status ON runs \
+                 WHEN NEW.status = '{status}' BEGIN SELECT RAISE(ABORT, 'no {status}'); END;"
+            )],
+            Some(_) => vec![
+                format!(
+                    "CREATE FUNCTION no_{status}() RETURNS trigger LANGUAGE plpgsql \
+                     AS $$ BEGIN RAISE EXCEPTION 'no {status}'; END $$"
+                ),
+                format!(
+                    "CREATE TRIGGER no_{status} BEFORE UPDATE OF status ON runs FOR EACH ROW \
+                     WHEN (NEW.status = '{status}') EXECUTE FUNCTION no_{status}()"
+                ),
+            ],
+        };
+        for sql in statements {
+            self.write(&sql, None).await.unwrap();
+        }
+    }
+
+    /// Lifts `refuse(status)`.
+    async fn allow(&self, status: &str) {
+        let sql = match &self.database_url {
+            None => format!("DROP TRIGGER no_{status}"),
+            Some(_) => format!("DROP TRIGGER no_{status} ON runs"),
+        };
+        self.write(&sql, None).await.unwrap();
+    }
+
     /// Stops the server, within 30 s.
     async fn stop(self) {
         self.stop.send(()).ok();
@@ -150,28 +184,8 @@ async fn a_run_that_cannot_start_fails_and_does_not_block_the_queue() {
     let server = Running::start(dir.path()).await;
     let api = &server.api;
     // Starting a run made impossible, and possible again, by a trigger.
-    let (block, unblock) = match &server.database_url {
-        None => (
-            vec![
-                "CREATE TRIGGER no_start BEFORE UPDATE OF status ON runs \
-                 WHEN NEW.status = 'running' BEGIN SELECT RAISE(ABORT, 'no start'); END;",
-            ],
-            "DROP TRIGGER no_start",
-        ),
-        Some(_) => (
-            vec![
-                "CREATE FUNCTION no_start() RETURNS trigger LANGUAGE plpgsql \
-                 AS $$ BEGIN RAISE EXCEPTION 'no start'; END $$",
-                "CREATE TRIGGER no_start BEFORE UPDATE OF status ON runs FOR EACH ROW \
-                 WHEN (NEW.status = 'running') EXECUTE FUNCTION no_start()",
-            ],
-            "DROP TRIGGER no_start ON runs",
-        ),
-    };
 
-    for sql in block {
-        server.write(sql, None).await.unwrap();
-    }
+    server.refuse("running").await;
     let stuck = api.create_run("echo never").await;
     let run = api.until_complete(&stuck).await;
     assert_eq!(run["status"], "failed", "{run}");
@@ -180,7 +194,7 @@ async fn a_run_that_cannot_start_fails_and_does_not_block_the_queue() {
     assert!(run["completedAt"].is_string(), "{run}");
 
     // With starts possible again, the next run is not held up behind the failed one.
-    server.write(unblock, None).await.unwrap();
+    server.allow("running").await;
     let next = api.create_run("echo after").await;
     let run = api.until_complete(&next).await;
     assert_eq!(run["status"], "completed", "{run}");
@@ -230,4 +244,22 @@ async fn within_deadline_until_running(api: &Api, run: &str) {
         assert!(std::time::Instant::now() < deadline, "run {run} did not start: {detail}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A run whose end the store refuses for a second still ends as it did, `completed`: its
+/// end is tried again, within the lease that its instance keeps renewing.
+#[tokio::test]
+async fn a_run_whose_end_is_refused_for_a_while_still_ends_as_it_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::start(dir.path()).await;
+    server.refuse("completed").await;
+    let run = server.api.create_run("echo done").await;
+    // The agent is done well before this, and its end has been refused a few times.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, detail) = server.api.call(reqwest::Method::GET, &format!("/v1/runs/{run}"), None).await;
+    assert_eq!(detail["status"], "running", "the end is refused meanwhile: {detail}");
+    server.allow("completed").await;
+    let detail = server.api.until_complete(&run).await;
+    assert_eq!(detail["status"], "completed", "{detail}");
+    server.stop().await;
 }

@@ -17,6 +17,9 @@ use crate::store::{EventData, NewCheckpoint, RunEnd, RunRow, Store};
 
 /// Why a run stopped by a drain's end failed.
 const SHUT_DOWN: &str = "The server shut down before the run finished";
+/// How long a run's end is tried again while the store fails: well within the lease,
+/// which the instance renews meanwhile, so that no other instance ends the run as lost.
+const END_RETRIES_FOR: Duration = Duration::from_secs(15);
 /// Lines of output that may wait between the executor and the recorder.
 const OUTPUT_QUEUE: usize = 1024;
 
@@ -87,15 +90,60 @@ impl<S: Store> Engine<S> {
         };
         // Every line is stored before the run reads as ended.
         journal.flush().await;
-        match self.store.end_run(&run.id, &end, checkpoint.as_ref()).await {
-            Ok(true) => {
-                if let Some(checkpoint) = &checkpoint {
-                    workdir.mark(&run.session_id, &checkpoint.row.id).await;
-                }
-                self.announce_end(&journal, &end).await
+        if self.store_end(&run, &end, checkpoint.as_ref()).await {
+            if let Some(checkpoint) = &checkpoint {
+                workdir.mark(&run.session_id, &checkpoint.row.id).await;
             }
-            Ok(false) => {}
-            Err(error) => tracing::error!(run = %run.id, %error, "could not end a run"),
+            self.announce_end(&journal, &end).await
+        }
+    }
+
+    /// Stores the end of `run`, trying again while the store fails (the lease, renewed
+    /// meanwhile, keeps the run this instance's): whether this end is the run's. False when
+    /// the run had ended otherwise (cancelled, or ended as lost), or the store failed for
+    /// `END_RETRIES_FOR`.
+    async fn store_end(
+        &self,
+        run: &RunRow,
+        end: &RunEnd,
+        checkpoint: Option<&NewCheckpoint>,
+    ) -> bool {
+        let deadline = Instant::now() + END_RETRIES_FOR;
+        let mut delay = Duration::from_millis(50);
+        let mut failed = false;
+        loop {
+            match self.store.end_run(&run.id, end, checkpoint).await {
+                Ok(true) => return true,
+                // A try that failed may have committed all the same, its answer lost: the
+                // end stored is then this one.
+                Ok(false) if failed => return self.ended_as(run, end).await,
+                Ok(false) => return false,
+                Err(error) if Instant::now() + delay < deadline => {
+                    let id = &run.id;
+                    tracing::warn!(run = %id, %error, ?delay, "could not end a run; trying again");
+                    failed = true;
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+                Err(error) => {
+                    tracing::error!(run = %run.id, %error, "could not end a run");
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// Whether the stored end of `run` is `end`.
+    async fn ended_as(&self, run: &RunRow, end: &RunEnd) -> bool {
+        match self.store.get_run(&run.user_id, &run.id).await {
+            Ok(Some(stored)) => {
+                stored.status == end.status && stored.completed_at == Some(end.completed_at)
+            }
+            Ok(None) => false,
+            Err(error) => {
+                tracing::error!(run = %run.id, %error, "could not read a run's end");
+                false
+            }
         }
     }
 
