@@ -184,7 +184,6 @@ async fn a_run_that_cannot_start_fails_and_does_not_block_the_queue() {
     let server = Running::start(dir.path()).await;
     let api = &server.api;
     // Starting a run made impossible, and possible again, by a trigger.
-
     server.refuse("running").await;
     let stuck = api.create_run("echo never").await;
     let run = api.until_complete(&stuck).await;
