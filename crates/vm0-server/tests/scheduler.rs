@@ -134,22 +134,36 @@ impl Running {
         }
     }
 
-    /// Makes the database refuse every change of a run's status to `status` (a trigger),
-    /// until `allow`.
+    /// Makes the database refuse every change of a run's status to `status`, until
+    /// `allow(status)`.
     async fn refuse(&self, status: &str) {
+        let when = format!("NEW.status = '{status}'");
+        self.refuse_on(status, "UPDATE OF status ON runs", Some(&when)).await;
+    }
+
+    /// Lifts `refuse(status)`.
+    async fn allow(&self, status: &str) {
+        self.allow_on(status, "runs").await;
+    }
+
+    /// A trigger `no_NAME` that refuses the statements `on` (such as `INSERT ON run_logs`),
+    /// those whose rows satisfy `when` if given, until `allow_on`.
+    async fn refuse_on(&self, name: &str, on: &str, when: Option<&str>) {
         let statements = match &self.database_url {
             None => vec![format!(
-                "CREATE TRIGGER no_{status} BEFORE UPDATE OF status ON runs \
-                 WHEN NEW.status = '{status}' BEGIN SELECT RAISE(ABORT, 'no {status}'); END;"
+                "CREATE TRIGGER no_{name} BEFORE {on} {} \
+                 BEGIN SELECT RAISE(ABORT, 'no {name}'); END;",
+                when.map(|w| format!("WHEN {w}")).unwrap_or_default()
             )],
             Some(_) => vec![
                 format!(
-                    "CREATE FUNCTION no_{status}() RETURNS trigger LANGUAGE plpgsql \
-                     AS $$ BEGIN RAISE EXCEPTION 'no {status}'; END $$"
+                    "CREATE FUNCTION no_{name}() RETURNS trigger LANGUAGE plpgsql \
+                     AS $$ BEGIN RAISE EXCEPTION 'no {name}'; END $$"
                 ),
                 format!(
-                    "CREATE TRIGGER no_{status} BEFORE UPDATE OF status ON runs FOR EACH ROW \
-                     WHEN (NEW.status = '{status}') EXECUTE FUNCTION no_{status}()"
+                    "CREATE TRIGGER no_{name} BEFORE {on} FOR EACH ROW {} \
+                     EXECUTE FUNCTION no_{name}()",
+                    when.map(|w| format!("WHEN ({w})")).unwrap_or_default()
                 ),
             ],
         };
@@ -158,11 +172,11 @@ impl Running {
         }
     }
 
-    /// Lifts `refuse(status)`.
-    async fn allow(&self, status: &str) {
+    /// Lifts `refuse_on(name, …)`, whose trigger is on `table`.
+    async fn allow_on(&self, name: &str, table: &str) {
         let sql = match &self.database_url {
-            None => format!("DROP TRIGGER no_{status}"),
-            Some(_) => format!("DROP TRIGGER no_{status} ON runs"),
+            None => format!("DROP TRIGGER no_{name}"),
+            Some(_) => format!("DROP TRIGGER no_{name} ON {table}"),
         };
         self.write(&sql, None).await.unwrap();
     }
@@ -260,5 +274,40 @@ async fn a_run_whose_end_is_refused_for_a_while_still_ends_as_it_did() {
     server.allow("completed").await;
     let detail = server.api.until_complete(&run).await;
     assert_eq!(detail["status"], "completed", "{detail}");
+    server.stop().await;
+}
+
+/// A run printing 300 lines while the database refuses what runs record, for 8 s: the run
+/// waits and then completes, its log holds every line once and in order, and its event
+/// stream ends with `complete`.
+#[tokio::test]
+async fn a_run_whose_records_are_refused_for_8_s_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::start(dir.path()).await;
+    // Created first: createRun stores the run's first records itself, and would fail.
+    let run = server.api.create_run("sleep 1; for i in $(seq 1 300); do echo line $i; done").await;
+    server.refuse_on("logs", "INSERT ON run_logs", None).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let (_, detail) = server.api.call(reqwest::Method::GET, &format!("/v1/runs/{run}"), None).await;
+    assert_eq!(detail["status"], "running", "the run waits for its records: {detail}");
+    server.allow_on("logs", "run_logs").await;
+    let detail = server.api.until_complete(&run).await;
+    assert_eq!(detail["status"], "completed", "{detail}");
+    let mut lines = Vec::new();
+    let mut page = format!("/v1/runs/{run}/logs?type=agent&limit=100");
+    loop {
+        let (status, logs) = server.api.call(reqwest::Method::GET, &page, None).await;
+        assert_eq!(status, 200, "{logs}");
+        let messages = logs["data"].as_array().unwrap().iter();
+        lines.extend(messages.map(|l| l["message"].as_str().unwrap().to_string()));
+        match logs["pagination"]["nextCursor"].as_str() {
+            Some(cursor) => {
+                page = format!("/v1/runs/{run}/logs?type=agent&limit=100&cursor={cursor}")
+            }
+            None => break,
+        }
+    }
+    let wanted: Vec<String> = (1..=300).map(|i| format!("line {i}")).collect();
+    assert_eq!(lines, wanted, "every line once, in order");
     server.stop().await;
 }

@@ -25,6 +25,11 @@ const QUEUE: usize = 8192;
 const MAX_BATCH: usize = 4096;
 /// How long the writer waits for more entries after the first of a batch.
 const LINGER: Duration = Duration::from_millis(5);
+/// The first wait before storing a batch again, doubling up to `RETRY_AT_MOST`.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_AT_MOST: Duration = Duration::from_secs(2);
+/// How long the store may refuse records before each try is logged as an error.
+const RETRY_QUIETLY: Duration = Duration::from_secs(30);
 /// Events a live subscriber may fall behind by before it replays from the store.
 const FEED_CAPACITY: usize = 1024;
 
@@ -303,40 +308,40 @@ async fn number<S: RunStore>(
     Some((batch, published))
 }
 
-/// Numbers and stores a batch's records, trying again while the store fails (a busy or
-/// full disk, or numbers another instance took first), so that a passing fault loses
-/// nothing; the runs wait meanwhile, as their channel fills. The events to publish, or
-/// `None` when the records are lost.
+/// Numbers and stores a batch's records, trying again until the store takes them (a
+/// busy or full disk, a database failing over, numbers another instance took first), so
+/// that no fault loses what a run said: the runs wait meanwhile, their channel full and
+/// their output held in their pipes, and memory stays bounded. The events to publish.
 async fn store_records<S: RunStore>(
     store: &S,
     records: &[(Arc<str>, Record)],
-) -> Option<Vec<(Arc<str>, types::RunEvent)>> {
-    const DELAYS_MS: [u64; 7] = [50, 100, 200, 400, 800, 1600, 0];
-    for (attempt, delay) in DELAYS_MS.into_iter().enumerate() {
-        let last = attempt == DELAYS_MS.len() - 1;
+) -> Vec<(Arc<str>, types::RunEvent)> {
+    let mut delay = RETRY_FIRST;
+    let mut failing_since: Option<std::time::Instant> = None;
+    loop {
         if let Some((batch, published)) = number(store, records).await {
             match store.append(&batch).await {
-                Ok(()) => return Some(published),
-                Err(error) if last => {
-                    tracing::error!(
-                        %error,
-                        entries = batch.len(),
-                        "could not store run records; they are lost"
-                    )
+                Ok(()) => {
+                    if let Some(since) = failing_since {
+                        tracing::info!(after = ?since.elapsed(), "run records stored again");
+                    }
+                    return published;
                 }
                 Err(error) => {
-                    tracing::warn!(
-                        %error,
-                        entries = batch.len(),
-                        ?delay,
-                        "could not store run records; trying again"
-                    )
+                    let since = *failing_since.get_or_insert_with(std::time::Instant::now);
+                    let entries = batch.len();
+                    if since.elapsed() < RETRY_QUIETLY {
+                        tracing::warn!(%error, entries, ?delay, "could not store run records")
+                    } else {
+                        let failing = since.elapsed();
+                        tracing::error!(%error, entries, ?failing, "could not store run records")
+                    }
                 }
             }
         }
-        tokio::time::sleep(Duration::from_millis(delay)).await;
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(RETRY_AT_MOST);
     }
-    None
 }
 
 /// The writer: gathers entries into batches, numbers, stores and publishes them.
@@ -367,9 +372,7 @@ async fn write<S: RunStore>(store: S, mut entries: mpsc::Receiver<Entry>, feeds:
             .map(|(run, _)| run.clone())
             .collect();
         if !records.is_empty() {
-            if let Some(published) = store_records(&store, &records).await {
-                feeds.publish(published);
-            }
+            feeds.publish(store_records(&store, &records).await);
         }
         for run in ended {
             feeds.close(&run);
