@@ -67,25 +67,6 @@ async fn scrape(http: &reqwest::Client, url: &str) -> HashMap<String, f64> {
 }
 
 impl Api {
-    async fn shell_agent(&self) {
-        let config =
-            json!({"command": ["sh", "-c", "eval \"$VM0_PROMPT\""], "timeoutSeconds": 120});
-        let agent = json!({"name": "shell", "config": config});
-        assert_eq!(self.call(reqwest::Method::POST, "/v1/agents", Some(agent)).await.0, 201);
-    }
-
-    async fn run(&self, prompt: &str) -> String {
-        let (status, run) = self
-            .call(
-                reqwest::Method::POST,
-                "/v1/runs",
-                Some(json!({"agent": "shell", "prompt": prompt})),
-            )
-            .await;
-        assert_eq!(status, 202, "createRun: {run}");
-        run["id"].as_str().unwrap().to_string()
-    }
-
     async fn volume(&self, name: &str) -> String {
         let (status, volume) =
             self.call(reqwest::Method::POST, "/v1/volumes", Some(json!({ "name": name }))).await;

@@ -5,70 +5,19 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 mod common;
-use common::Api;
+use common::{within, Api};
 
 /// How long a run that cannot start may take to end: the retries take 1.55 s.
 const DEADLINE: Duration = Duration::from_secs(20);
 
-impl Api {
-    /// Creates a run of the shell agent; its id.
-    async fn create_run(&self, prompt: &str) -> String {
-        let (status, run) = self
-            .call(
-                reqwest::Method::POST,
-                "/v1/runs",
-                Some(json!({"agent": "shell", "prompt": prompt})),
-            )
-            .await;
-        assert_eq!(status, 202, "createRun: {run}");
-        run["id"].as_str().unwrap().to_string()
-    }
-
-    /// Follows the run's event stream until its `complete` event, within [`DEADLINE`], and
-    /// returns the run as it then reads; panics with the run if it does not end in time.
-    async fn until_complete(&self, run: &str) -> Value {
-        let response = self
-            .http
-            .get(format!("{}/v1/runs/{run}/events", self.url))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            response.status().is_success(),
-            "run {run}: the event stream answered {}",
-            response.status()
-        );
-        let mut stream = response.bytes_stream();
-        let complete = tokio::time::timeout(DEADLINE, async {
-            let mut text = String::new();
-            while let Some(chunk) = stream.next().await {
-                text.push_str(&String::from_utf8_lossy(&chunk.expect("the event stream reads")));
-                while let Some(end) = text.find("\n\n") {
-                    let block: String = text.drain(..end + 2).collect();
-                    if block.lines().any(|l| l == "event: complete") {
-                        return true;
-                    }
-                }
-            }
-            false
-        })
-        .await;
-        let (_, detail) = self.call(reqwest::Method::GET, &format!("/v1/runs/{run}"), None).await;
-        match complete {
-            Ok(true) => detail,
-            Ok(false) => {
-                panic!("run {run}: the event stream closed before `complete`; the run: {detail}")
-            }
-            Err(_) => {
-                panic!("run {run}: no `complete` event within {DEADLINE:?}; the run: {detail}")
-            }
-        }
-    }
+/// Follows the run's event stream until its `complete` event, within [`DEADLINE`], and
+/// returns the run as it then reads.
+async fn until_complete(api: &Api, run: &str) -> Value {
+    api.until_event(run, DEADLINE, "its complete event", |event, _| event == "complete").await;
+    api.call(reqwest::Method::GET, &format!("/v1/runs/{run}"), None).await.1
 }
 
 /// A reference server serving in this process, with a shell agent, and a way around it
@@ -103,9 +52,7 @@ impl Running {
         let serving = tokio::spawn(server.serve(async {
             stopped.await.ok();
         }));
-        let config = json!({"command": ["sh", "-c", "eval \"$VM0_PROMPT\""], "timeoutSeconds": 60});
-        let agent = json!({"name": "shell", "config": config});
-        assert_eq!(api.call(reqwest::Method::POST, "/v1/agents", Some(agent)).await.0, 201);
+        api.shell_agent().await;
         Running { api, database_url, sqlite, stop, serving }
     }
 
@@ -199,8 +146,8 @@ async fn a_run_that_cannot_start_fails_and_does_not_block_the_queue() {
     let api = &server.api;
     // Starting a run made impossible, and possible again, by a trigger.
     server.refuse("running").await;
-    let stuck = api.create_run("echo never").await;
-    let run = api.until_complete(&stuck).await;
+    let stuck = api.run("echo never").await;
+    let run = until_complete(api, &stuck).await;
     assert_eq!(run["status"], "failed", "{run}");
     let error = run["error"].as_str().unwrap_or_default();
     assert!(error.starts_with("The run could not be started"), "{run}");
@@ -208,8 +155,8 @@ async fn a_run_that_cannot_start_fails_and_does_not_block_the_queue() {
 
     // With starts possible again, the next run is not held up behind the failed one.
     server.allow("running").await;
-    let next = api.create_run("echo after").await;
-    let run = api.until_complete(&next).await;
+    let next = api.run("echo after").await;
+    let run = until_complete(api, &next).await;
     assert_eq!(run["status"], "completed", "{run}");
     server.stop().await;
 }
@@ -221,13 +168,13 @@ async fn the_database_holds_a_session_to_one_running_run() {
     let dir = tempfile::tempdir().unwrap();
     let server = Running::start(dir.path()).await;
     let api = &server.api;
-    let first = api.create_run("echo started; sleep 60").await;
+    let first = api.run("echo started; sleep 60").await;
     let (_, run) = api.call(reqwest::Method::GET, &format!("/v1/runs/{first}"), None).await;
     let body = json!({"sessionId": run["sessionId"], "prompt": "true"});
     let (status, second) = api.call(reqwest::Method::POST, "/v1/runs", Some(body)).await;
     assert_eq!(status, 202, "{second}");
     let second = second["id"].as_str().unwrap().to_string();
-    within_deadline_until_running(api, &first).await;
+    until_running(api, &first).await;
 
     // The write the scheduler's claim makes, without its look at the session first.
     let sql = "UPDATE runs SET status = 'running' WHERE id = $1";
@@ -241,22 +188,24 @@ async fn the_database_holds_a_session_to_one_running_run() {
 
     // The second runs once the first has ended.
     api.call(reqwest::Method::POST, &format!("/v1/runs/{first}/cancel"), None).await;
-    let run = api.until_complete(&second).await;
+    let run = until_complete(api, &second).await;
     assert_eq!(run["status"], "completed", "{run}");
     server.stop().await;
 }
 
 /// Waits, within [`DEADLINE`], until `run` is running.
-async fn within_deadline_until_running(api: &Api, run: &str) {
-    let deadline = std::time::Instant::now() + DEADLINE;
-    loop {
-        let (_, detail) = api.call(reqwest::Method::GET, &format!("/v1/runs/{run}"), None).await;
-        if detail["status"] == "running" {
-            return;
+async fn until_running(api: &Api, run: &str) {
+    within(DEADLINE, &format!("run {run} running"), async {
+        loop {
+            let (_, detail) =
+                api.call(reqwest::Method::GET, &format!("/v1/runs/{run}"), None).await;
+            if detail["status"] == "running" {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(std::time::Instant::now() < deadline, "run {run} did not start: {detail}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 /// A run whose end the store refuses for a second still ends as it did, `completed`: its
@@ -266,13 +215,13 @@ async fn a_run_whose_end_is_refused_for_a_while_still_ends_as_it_did() {
     let dir = tempfile::tempdir().unwrap();
     let server = Running::start(dir.path()).await;
     server.refuse("completed").await;
-    let run = server.api.create_run("echo done").await;
+    let run = server.api.run("echo done").await;
     // The agent is done well before this, and its end has been refused a few times.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (_, detail) = server.api.call(reqwest::Method::GET, &format!("/v1/runs/{run}"), None).await;
     assert_eq!(detail["status"], "running", "the end is refused meanwhile: {detail}");
     server.allow("completed").await;
-    let detail = server.api.until_complete(&run).await;
+    let detail = until_complete(&server.api, &run).await;
     assert_eq!(detail["status"], "completed", "{detail}");
     server.stop().await;
 }
@@ -285,13 +234,13 @@ async fn a_run_whose_records_are_refused_for_8_s_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let server = Running::start(dir.path()).await;
     // Created first: createRun stores the run's first records itself, and would fail.
-    let run = server.api.create_run("sleep 1; for i in $(seq 1 300); do echo line $i; done").await;
+    let run = server.api.run("sleep 1; for i in $(seq 1 300); do echo line $i; done").await;
     server.refuse_on("logs", "INSERT ON run_logs", None).await;
     tokio::time::sleep(Duration::from_secs(8)).await;
     let (_, detail) = server.api.call(reqwest::Method::GET, &format!("/v1/runs/{run}"), None).await;
     assert_eq!(detail["status"], "running", "the run waits for its records: {detail}");
     server.allow_on("logs", "run_logs").await;
-    let detail = server.api.until_complete(&run).await;
+    let detail = until_complete(&server.api, &run).await;
     assert_eq!(detail["status"], "completed", "{detail}");
     let mut lines = Vec::new();
     let mut page = format!("/v1/runs/{run}/logs?type=agent&limit=100");

@@ -84,6 +84,27 @@ impl Api {
         .0 == 200
     }
 
+    /// Creates the agent `shell`, which evaluates its prompt with `sh`.
+    pub(crate) async fn shell_agent(&self) {
+        let config =
+            json!({"command": ["sh", "-c", "eval \"$VM0_PROMPT\""], "timeoutSeconds": 120});
+        let agent = json!({"name": "shell", "config": config});
+        assert_eq!(self.call(reqwest::Method::POST, "/v1/agents", Some(agent)).await.0, 201);
+    }
+
+    /// Creates a run of the agent `shell`; its id.
+    pub(crate) async fn run(&self, prompt: &str) -> String {
+        let (status, run) = self
+            .call(
+                reqwest::Method::POST,
+                "/v1/runs",
+                Some(json!({"agent": "shell", "prompt": prompt})),
+            )
+            .await;
+        assert_eq!(status, 202, "createRun: {run}");
+        run["id"].as_str().unwrap().to_string()
+    }
+
     /// Reads the run's event stream until an event for which `wanted(name, data)` holds,
     /// within `deadline`, and returns its data; panics naming `what` if the stream fails
     /// or closes first.
