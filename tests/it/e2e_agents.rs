@@ -248,6 +248,13 @@ async fn invalid_input_is_a_400_naming_the_parameter() {
         (json!({"config": {}}), "missing_parameter", "name"),
         (json!({"name": "ok", "config": []}), "invalid_parameter", "config"),
         (json!({"name": "ok", "config": {}, "extra": 1}), "invalid_parameter", "extra"),
+        // Past the server's cap (--max-run-processes, 1,024 by default), though the
+        // executor's schema allows it.
+        (
+            json!({"name": "ok", "config": {"command": ["true"], "maxProcesses": 65536}}),
+            "invalid_parameter",
+            "config.maxProcesses",
+        ),
     ] {
         let response = post(body.clone()).await.unwrap();
         let status = response.status().as_u16();

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, TryStreamExt};
 use serde_json::{json, Value};
 use vm0_client::{Paginate, RunEvent};
+use vm0_server::testing;
 use vm0_tests::processes;
 use vm0_tests::server::{api_error, TestServer};
 use vm0_tests::wait::{until_run_event, within, DEADLINE};
@@ -374,6 +375,31 @@ async fn sessions_continue_and_checkpoints_are_snapshots() {
             .await,
     );
     assert_eq!(status, 404);
+}
+
+/// A checkpoint restored elsewhere (a new session from it, in a directory of its own)
+/// keeps an executable's mode, a symbolic link and an empty folder; a link that leads
+/// outside the working directory is left out, and the run's log says so.
+#[tokio::test]
+async fn a_checkpoint_keeps_modes_links_and_empty_folders() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    shell_agent(&c).await;
+    let first = wait(&c, &start(&c, body("shell", testing::SHAPES)).await.id).await;
+    assert_eq!(first.status, RunStatus::Completed, "{first:?}");
+    let logs = c.list_run_logs().id(&first.id).send().await.unwrap().into_inner().data;
+    assert!(
+        logs.iter().any(|l| l.message.contains("outside leads outside the working directory")),
+        "{logs:?}"
+    );
+    let checkpoint: types::CreateRunRequestCheckpointId =
+        first.checkpoint_id.clone().unwrap().parse().unwrap();
+    let request = types::CreateRunRequest::builder()
+        .checkpoint_id(Some(checkpoint))
+        .prompt(testing::SHAPES_KEPT);
+    let restored = wait(&c, &start(&c, request).await.id).await;
+    let (messages, _) = events(&server, &restored.id, None, None).await;
+    assert_eq!(outputs(&messages), vec!["kept"]);
 }
 
 #[tokio::test]
@@ -964,4 +990,39 @@ async fn a_client_of_1_0_0_gets_what_1_0_0_describes() {
     let logs = c.list_run_logs().id(&id).send().await.unwrap().into_inner().data;
     assert!(logs.iter().any(|l| l.stream == Some(types::OutputStream::Stderr)));
     server.stop().await;
+}
+
+/// What a run leaves is held to the server's limits as an upload is: a 50 MiB file in its
+/// artifact on a server whose --max-file-size is 10 MiB fails the run naming the file and
+/// the limit, and the artifact gets no version; three sparse files of 300 MB under
+/// `maxDiskMib: 16` fail the run naming its disk limit, though they take few blocks.
+#[tokio::test]
+async fn what_a_run_leaves_is_held_to_the_servers_file_and_disk_limits() {
+    let server = TestServer::start_with(tempfile::tempdir().unwrap(), |config| {
+        vm0_server::Config { max_file_size: 10 << 20, ..config }
+    })
+    .await;
+    let c = server.client();
+    shell_agent(&c).await;
+    let big = "head -c 52428800 /dev/zero > artifact/big.bin";
+    let request = body("shell", big).artifact_name(Some("large".parse().unwrap()));
+    let run = wait(&c, &start(&c, request).await.id).await;
+    assert_eq!(run.status, RunStatus::Failed);
+    let error = run.error.clone().unwrap_or_default();
+    assert!(error.contains("artifact/big.bin") && error.contains("--max-file-size"), "{error}");
+    let artifacts = c.list_artifacts().send().await.unwrap().into_inner().data;
+    let large = artifacts.iter().find(|a| a.name.as_str() == "large").expect("the artifact");
+    assert!(large.current_version_id.is_none(), "a version was made of it");
+
+    let limited = json!({
+        "command": ["sh", "-c", "eval \"$VM0_PROMPT\""],
+        "timeoutSeconds": 60,
+        "maxDiskMib": 16
+    });
+    agent(&c, "sparse", limited).await;
+    let sparse = "truncate -s 300M a b c; sleep 3";
+    let run = wait(&c, &start(&c, body("sparse", sparse)).await.id).await;
+    assert_eq!(run.status, RunStatus::Failed);
+    let error = run.error.unwrap_or_default();
+    assert!(error.contains("maxDiskMib"), "{error}");
 }

@@ -474,3 +474,30 @@ async fn a_version_no_directory_could_hold_is_refused() {
         assert_eq!((status, error.param.as_deref()), (400, Some(param)), "{}", error.message);
     }
 }
+
+/// A download URL of this server's own lasts no longer than the token that asked for it:
+/// revoked, the URL answers 403 in the error envelope. (An S3 bucket's URLs are signed by
+/// the bucket, and only expire.)
+#[tokio::test]
+async fn a_revoked_tokens_download_url_answers_403() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    let volume = c.create_volume().body_map(|b| b.name("shared")).send().await.unwrap();
+    let volume = volume.into_inner();
+    push(&c, &volume.id, &[("a.txt", b"alpha")], "first").await;
+    let token = c.create_token().body_map(|b| b.name("reader")).send().await.unwrap();
+    let token = token.into_inner();
+    let reader = server.client_with(&token.token.to_string());
+    let download = reader.download_volume().id(&volume.id).send().await.unwrap().into_inner();
+    let url = download.files[0].download_url.clone();
+    if !url.starts_with(&server.url) {
+        return eprintln!("skipped: the blobs are in a bucket, whose URLs only expire");
+    }
+    let http = reqwest::Client::new();
+    assert_eq!(http.get(&url).send().await.unwrap().status(), 200);
+    c.revoke_token().id(&token.id).send().await.unwrap();
+    let refused = http.get(&url).send().await.unwrap();
+    assert_eq!(refused.status(), 403);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_api_key", "{body}");
+}

@@ -74,3 +74,42 @@ async fn a_token_sees_only_its_users_tokens() {
         .all(|t| t.id != created.id));
     server.client_with(&created.token.to_string()).list_agents().send().await.unwrap();
 }
+
+/// An event stream opened with a token ends within 5 s of the token's revocation, though
+/// its run goes on: it is cut as a new request with the token would be refused.
+#[tokio::test]
+async fn a_revoked_tokens_open_event_stream_ends() {
+    use futures::StreamExt;
+    let server = TestServer::start().await;
+    let c = server.client();
+    let created = c.create_token().body_map(|b| b.name("watcher")).send().await.unwrap();
+    let created = created.into_inner();
+    let config = serde_json::json!({"command": ["sh", "-c", "echo started; sleep 60"]});
+    let config = vm0_types::AgentConfig(config.as_object().unwrap().clone());
+    c.create_agent().body_map(|b| b.name("sleeper").config(config)).send().await.unwrap();
+    let request =
+        vm0_types::CreateRunRequest::builder().agent(Some("sleeper".parse().unwrap())).prompt("x");
+    let run = c.create_run().body(request).send().await.unwrap().into_inner();
+    let response = reqwest::Client::new()
+        .get(format!("{}/v1/runs/{}/events", server.url, run.id))
+        .bearer_auth(created.token.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut stream = response.bytes_stream();
+    let mut seen = String::new();
+    while !seen.contains("started") {
+        seen.push_str(&String::from_utf8_lossy(&stream.next().await.unwrap().unwrap()));
+    }
+    c.revoke_token().id(&created.id).send().await.unwrap();
+    let revoked = std::time::Instant::now();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while let Some(Ok(_)) = stream.next().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream was still open 5 s after the revocation");
+    eprintln!("the stream ended {:?} after its token's revocation", revoked.elapsed());
+    let still = c.get_run().id(&run.id).send().await.unwrap().into_inner();
+    assert_eq!(still.status, vm0_types::RunStatus::Running, "the run goes on");
+}

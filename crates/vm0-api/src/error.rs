@@ -50,6 +50,17 @@ impl ApiError {
         )
     }
 
+    /// 403: a pre-signed URL whose token has been revoked or has expired since it was
+    /// made: the URL is authentic, but what it was made for is no longer allowed.
+    pub fn revoked_url(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            ErrorType::AuthenticationError,
+            ErrorCode::InvalidApiKey,
+            message,
+        )
+    }
+
     /// 400 `invalid_parameter`: the value of `param` is invalid.
     pub fn invalid_parameter(param: impl Into<String>, message: impl Into<String>) -> Self {
         Self::invalid_request(message).with_param(param)

@@ -381,8 +381,13 @@ let response = client.get_run()
     /**Cancel a run
 
 Cancels a pending or running run: its processes are stopped and its status becomes
-`cancelled`. A run that has already finished cannot be cancelled (400
-`invalid_state`).
+`cancelled`. The answer is the run as the server holds it once the cancel has taken
+effect: `cancelled`, or the status it ended with if it ended otherwise first (it
+completed, failed or timed out meanwhile). A run whose executing instance is gone
+or does not answer is ended `cancelled` within a second. Only when the run's
+processes have not died after 5 seconds is the answer still `running`; the run then
+ends `cancelled` once they do. A run that has already finished cannot be cancelled
+(400 `invalid_state`).
 
 
 Sends a `POST` request to `/v1/runs/{id}/cancel`

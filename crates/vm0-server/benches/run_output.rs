@@ -1,8 +1,9 @@
 //! A run printing 100,000 lines, end to end: from createRun until the `complete` event
 //! arrives on the run's event stream, read as a client reads it; then every line is
-//! checked in the run's logs. Then the time cancelRun takes to answer `cancelled` for a
-//! run whose process left a `setsid` child holding its output open. Run with `cargo
-//! xtask bench` (or `cargo bench -p vm0-server --bench run_output`).
+//! checked in the run's logs. Then the time from createRun to the first output event of
+//! a one-line run (the median of 30, in a sandbox). Then the time cancelRun takes to
+//! answer `cancelled` for a run whose process left a `setsid` child holding its output
+//! open. Run with `cargo xtask bench` (or `cargo bench -p vm0-server --bench run_output`).
 
 #![allow(clippy::print_stdout)] // Printing is what this program is for.
 
@@ -135,6 +136,26 @@ async fn print_lines(server: &Api) -> f64 {
     elapsed.as_secs_f64()
 }
 
+/// One run of the one-line agent: milliseconds from createRun until its output event
+/// arrives on the run's event stream, opened as soon as createRun answers.
+async fn first_output(server: &Api) -> f64 {
+    let started = Instant::now();
+    let id = server.run("echo").await;
+    let events = server
+        .http
+        .get(format!("{}/v1/runs/{id}/events", server.url))
+        .bearer_auth(&server.token)
+        .send()
+        .await
+        .unwrap();
+    let (mut stream, mut text) = (events.bytes_stream(), String::new());
+    while !text.contains("\nevent: output\n") {
+        let chunk = stream.next().await.expect("the run prints before it ends").unwrap();
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    started.elapsed().as_secs_f64() * 1000.0
+}
+
 fn median(mut times: Vec<f64>) -> f64 {
     times.sort_by(f64::total_cmp);
     times[times.len() / 2]
@@ -167,6 +188,18 @@ async fn main() {
          events and logs: {inside:.2} s in a sandbox, {outside:.2} s unsandboxed (medians of 3), \
          ratio {:.2}",
         inside / outside
+    );
+    server.agent("echo", serde_json::json!(["echo", "hello"])).await;
+    let mut firsts = Vec::new();
+    for _ in 0..30 {
+        firsts.push(first_output(&server).await);
+    }
+    println!(
+        "a one-line run, createRun to its output event on the stream: {:.1} ms in a sandbox \
+         (median of 30; fastest {:.1} ms, slowest {:.1} ms)",
+        median(firsts.clone()),
+        firsts.iter().cloned().fold(f64::INFINITY, f64::min),
+        firsts.iter().cloned().fold(0.0, f64::max)
     );
     let (url, token) = (server.url.clone(), server.token.clone());
 

@@ -245,9 +245,14 @@ async fn snapshot_into(database: &Path, snapshot: &Path) -> anyhow::Result<()> {
 async fn listed_blobs(database: &Path) -> anyhow::Result<Vec<String>> {
     let mut connection =
         SqliteConnectOptions::new().filename(database).read_only(true).connect().await?;
-    Ok(sqlx::query_scalar("SELECT hash FROM blobs ORDER BY hash")
+    let hashes: Vec<String> = sqlx::query_scalar("SELECT hash FROM blobs ORDER BY hash")
         .fetch_all(&mut connection)
-        .await?)
+        .await?;
+    // Each names a file: a database that lists anything else is refused, not followed.
+    if let Some(bad) = hashes.iter().find(|hash| !blobs::is_hash(hash)) {
+        anyhow::bail!("the database lists a blob {bad:?}, which is not a SHA-256 in hex");
+    }
+    Ok(hashes)
 }
 
 /// Writes the archive to `partial`: the snapshot, the blobs (each checked as it is

@@ -14,8 +14,10 @@
 //!   removes what its database does not know.
 //!
 //! Placing a blob (the file or object and its row) and collecting garbage (the row's
-//! removal and the file's) are each done under a gate, shared by writers and exclusive to
-//! the collector, so the collector never removes a blob that a writer has just put back.
+//! removal and the file's) exclude each other through the database, on every instance: a
+//! writer first reserves the blob (a pin the collector respects), which waits while a
+//! collector that has forgotten the blob is still removing its bytes; so no collector
+//! removes bytes that a writer, here or on another instance, has just put back.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,7 +31,6 @@ use object_store::signer::Signer;
 use object_store::{ObjectStore, ObjectStoreExt};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::RwLock;
 
 use crate::secrets;
 use crate::store::{FileRow, Pin, StorageStore, StoreError, UploadSession};
@@ -102,8 +103,6 @@ pub struct Blobs {
     public_url: String,
     /// The largest file accepted, in bytes.
     pub max_file_size: u64,
-    /// Read by writers placing a blob, written by the collector.
-    gate: RwLock<()>,
 }
 
 enum Backend {
@@ -174,7 +173,6 @@ impl Blobs {
             key,
             public_url: public_url.trim_end_matches('/').to_string(),
             max_file_size,
-            gate: RwLock::new(()),
         })
     }
 
@@ -224,36 +222,32 @@ impl Blobs {
         matches!(self.backend, Backend::S3 { .. })
     }
 
-    fn message(
-        access: Access,
-        hash: &str,
-        size: Option<u64>,
-        user: Option<&str>,
-        expires: i64,
-    ) -> String {
-        let size = size.map(|s| s.to_string()).unwrap_or_default();
-        let user = user.map(|u| format!("\n{u}")).unwrap_or_default();
-        format!("{}\n{hash}\n{size}\n{expires}{user}", access.as_str())
+    fn message(access: Access, hash: &str, url: &UrlFor, expires: i64) -> String {
+        let size = url.size.map(|s| s.to_string()).unwrap_or_default();
+        let user = url.user.map(|u| format!("\n{u}")).unwrap_or_default();
+        let token = url.token;
+        format!("{}\n{hash}\n{size}\n{expires}\n{token}{user}", access.as_str())
     }
 
-    /// This server's own URL allowing `access` to the blob `hash` until `expires`; an
-    /// upload URL is for `size` bytes by `user`, who will hold the blob.
+    /// This server's own URL allowing `access` to the blob `hash` until `expires`, as
+    /// `url` says.
     fn local_url(
         &self,
         access: Access,
         hash: &str,
-        size: Option<u64>,
-        user: Option<&str>,
+        url: &UrlFor,
         expires: DateTime<Utc>,
     ) -> String {
         let expires = expires.timestamp();
-        let signature = secrets::sign(&self.key, &Self::message(access, hash, size, user, expires));
-        let size = size.map(|s| format!("&size={s}")).unwrap_or_default();
-        let user = user.map(|u| format!("&user={u}")).unwrap_or_default();
+        let signature = secrets::sign(&self.key, &Self::message(access, hash, url, expires));
+        let size = url.size.map(|s| format!("&size={s}")).unwrap_or_default();
+        let user = url.user.map(|u| format!("&user={u}")).unwrap_or_default();
         format!(
-            "{}/storage/blobs/{hash}?method={}{size}{user}&expires={expires}&signature={signature}",
+            "{}/storage/blobs/{hash}?method={}{size}{user}&token={}&expires={expires}\
+             &signature={signature}",
             self.public_url,
-            access.as_str()
+            access.as_str(),
+            url.token
         )
     }
 
@@ -264,12 +258,14 @@ impl Blobs {
         hash: &str,
         size: u64,
         user: &str,
+        token: &str,
         upload_id: &str,
         expires: DateTime<Utc>,
     ) -> Result<String, BlobError> {
         match &self.backend {
             Backend::Local { .. } => {
-                Ok(self.local_url(Access::Put, hash, Some(size), Some(user), expires))
+                let url = UrlFor { size: Some(size), user: Some(user), token };
+                Ok(self.local_url(Access::Put, hash, &url, expires))
             }
             Backend::S3 { bucket, prefix } => {
                 sign(bucket, object_store::signer::Method::PUT, &staged(prefix, upload_id), expires)
@@ -282,10 +278,14 @@ impl Blobs {
     pub async fn download_url(
         &self,
         hash: &str,
+        token: &str,
         expires: DateTime<Utc>,
     ) -> Result<String, BlobError> {
         match &self.backend {
-            Backend::Local { .. } => Ok(self.local_url(Access::Get, hash, None, None, expires)),
+            Backend::Local { .. } => {
+                let url = UrlFor { size: None, user: None, token };
+                Ok(self.local_url(Access::Get, hash, &url, expires))
+            }
             Backend::S3 { bucket, prefix } => {
                 sign(bucket, object_store::signer::Method::GET, &blob_key(prefix, hash), expires)
                     .await
@@ -298,13 +298,11 @@ impl Blobs {
         &self,
         access: Access,
         hash: &str,
-        size: Option<u64>,
-        user: Option<&str>,
+        url: &UrlFor,
         expires: i64,
         signature: &str,
     ) -> Result<(), BlobError> {
-        if !secrets::verify(&self.key, &Self::message(access, hash, size, user, expires), signature)
-        {
+        if !secrets::verify(&self.key, &Self::message(access, hash, url, expires), signature) {
             return Err(BlobError::BadUrl {
                 param: "signature",
                 message: "The URL's signature does not match: request a new URL",
@@ -416,9 +414,10 @@ impl Blobs {
                 "{path} was uploaded with other bytes than the SHA-256 it was prepared with"
             )));
         }
-        let _gate = self.gate.read().await;
-        bucket.copy(copy, &blob_key(prefix, file.hash.as_str())).await?;
-        Ok(store.record_blob(file.hash.as_str(), file.size, crate::ids::now(), owner, None).await?)
+        let hash = file.hash.as_str();
+        let reserved = self.reserve(store, hash).await?;
+        bucket.copy(copy, &blob_key(prefix, hash)).await?;
+        Ok(store.record_blob(hash, file.size, crate::ids::now(), owner, None, &reserved).await?)
     }
 
     /// Streams `body` into the blob `hash`, which must be exactly `size` bytes with that
@@ -442,7 +441,20 @@ impl Blobs {
         result
     }
 
-    /// Moves a complete temporary file into the blob `hash` and lists it, under the gate.
+    /// Reserves blob `hash` for a write (see `StorageStore::reserve_blob`), waiting while a
+    /// collector removes it; the reservation's holder, for `record_blob`.
+    async fn reserve<S: StorageStore>(&self, store: &S, hash: &str) -> Result<String, BlobError> {
+        let holder = format!("write:{}", crate::ids::new(crate::ids::Prefix::Partial));
+        loop {
+            let until = Utc::now() + RESERVATION;
+            if store.reserve_blob(hash, &holder, until, ABANDONED).await? {
+                return Ok(holder);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Moves a complete temporary file into the blob `hash` and lists it, reserved.
     async fn place<S: StorageStore>(
         &self,
         temp: &Path,
@@ -452,7 +464,7 @@ impl Blobs {
         owner: &str,
         pin: Option<&Pin>,
     ) -> Result<(), BlobError> {
-        let _gate = self.gate.read().await;
+        let reserved = self.reserve(store, hash).await?;
         match &self.backend {
             Backend::Local { .. } => {
                 let path = self.local_path(hash).expect("a local blob has a path");
@@ -476,7 +488,7 @@ impl Blobs {
                 tokio::fs::remove_file(temp).await.ok();
             }
         }
-        Ok(store.record_blob(hash, size as i64, crate::ids::now(), owner, pin).await?)
+        Ok(store.record_blob(hash, size as i64, crate::ids::now(), owner, pin, &reserved).await?)
     }
 
     async fn write_temp(
@@ -576,15 +588,23 @@ impl Blobs {
     /// uploads that no commit settled.
     pub async fn collect_garbage<S: StorageStore>(&self, store: &S) {
         let now = Utc::now();
+        // Removals whose collector died between forgetting a blob and removing its bytes,
+        // each taken over by one collector.
+        match store.abandoned_removals(ABANDONED).await {
+            Ok(hashes) => {
+                for hash in hashes {
+                    self.finish_removal(store, &hash).await;
+                }
+            }
+            Err(error) => tracing::warn!(%error, "could not look for abandoned blob removals"),
+        }
         let hashes = match store.unreferenced_blobs(now).await {
             Ok(hashes) => hashes,
             Err(error) => return tracing::warn!(%error, "blob collection failed"),
         };
         for hash in hashes {
-            // Per blob, so that writers wait for one removal at most.
-            let _gate = self.gate.write().await;
             match store.forget_blob(&hash, now).await {
-                Ok(true) => self.remove(&hash).await,
+                Ok(true) => self.finish_removal(store, &hash).await,
                 Ok(false) => {}
                 Err(error) => {
                     tracing::warn!(%hash, %error, "could not forget an unreferenced blob")
@@ -601,6 +621,20 @@ impl Blobs {
             if let Err(error) = removed {
                 tracing::warn!(%error, "could not remove stale uploads");
             }
+        }
+    }
+
+    /// Removes the bytes of a forgotten blob, then ends its removal, which lets its
+    /// writers go on.
+    async fn finish_removal<S: StorageStore>(&self, store: &S, hash: &str) {
+        // Bounded well within `ABANDONED`, after which another may take the removal over
+        // and a writer put the bytes back: a removal that takes longer is left to them.
+        if tokio::time::timeout(REMOVE_WITHIN, self.remove(hash)).await.is_err() {
+            return tracing::warn!(%hash, "a blob's removal took too long; left to be taken over");
+        }
+        if let Err(error) = store.removed_blob(hash).await {
+            // Taken over as abandoned, ten minutes on.
+            tracing::warn!(%hash, %error, "could not record the end of a blob's removal");
         }
     }
 
@@ -625,6 +659,22 @@ impl Blobs {
         }
     }
 }
+
+/// What one of this server's own URLs is for: an upload's `size` and `user` (who will
+/// hold the blob), and the token that asked for it, whose revocation ends the URL.
+pub struct UrlFor<'a> {
+    pub size: Option<u64>,
+    pub user: Option<&'a str>,
+    pub token: &'a str,
+}
+
+/// How long a writer's reservation of a blob holds at most: longer than any write.
+const RESERVATION: chrono::Duration = chrono::Duration::hours(1);
+/// How old a blob's removal is, by the database's clock, when its collector is taken to
+/// have died: far longer than `REMOVE_WITHIN`.
+const ABANDONED: std::time::Duration = std::time::Duration::from_secs(600);
+/// How long the removal of one blob's file or object may take before it is given up.
+const REMOVE_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The file of the blob `hash` under `root`, the data directory's `blobs/`: in a folder
 /// named by the hash's first two characters.
@@ -668,16 +718,15 @@ mod tests {
         let store = SqlStore::open(&format!("sqlite://{}", dir.path().join("vm0.db").display()))
             .await
             .unwrap();
-        let blobs = Blobs::open(
-            dir.path(),
-            &Location::Local,
-            vec![7; 32],
-            "http://127.0.0.1:1".into(),
-            1 << 20,
-        )
-        .await
-        .unwrap();
+        let blobs = local(dir.path()).await;
         (dir, store, blobs)
+    }
+
+    /// A blob store in `dir`, as an instance over that data directory has.
+    async fn local(dir: &Path) -> Blobs {
+        Blobs::open(dir, &Location::Local, vec![7; 32], "http://127.0.0.1:1".into(), 1 << 20)
+            .await
+            .unwrap()
     }
 
     /// A run stores its artifact's files first and commits their version after: a
@@ -702,6 +751,41 @@ mod tests {
             .commit_version(&artifact.id, &user.id, "", &version)
             .await
             .expect("the version commits with its blob");
+    }
+
+    /// Two instances' blob stores over one database and one place for blobs: a collector
+    /// on one has forgotten a blob and is removing its bytes when a writer on the other
+    /// stores the same bytes again. The writer waits for the removal to end, so the blob
+    /// it lists has its bytes. (A gate in each process kept them apart in one instance
+    /// only: the writer put the bytes back, and the collector removed them after.)
+    #[tokio::test]
+    async fn a_blob_written_again_during_its_removal_elsewhere_keeps_its_bytes() {
+        let (dir, store, collector) = open().await;
+        let writer = local(dir.path()).await;
+        let user = store.ensure_user("someone").await.unwrap();
+        let source = dir.path().join("again.txt");
+        std::fs::write(&source, b"written twice").unwrap();
+        let gone = Pin { holder: "run_1".into(), until: Utc::now() - Duration::seconds(1) };
+        let (hash, _) = writer.ingest(&source, &store, &user.id, &gone).await.unwrap();
+        store.unreferenced_blobs(Utc::now()).await.unwrap();
+        assert!(store.forget_blob(&hash, Utc::now()).await.unwrap(), "the collector forgets it");
+
+        let pin = Pin { holder: "run_2".into(), until: Utc::now() + Duration::hours(1) };
+        let again = {
+            let (store, user, source) = (store.clone(), user.id.clone(), source.clone());
+            tokio::spawn(async move { writer.ingest(&source, &store, &user, &pin).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!again.is_finished(), "the writer waits while the blob is being removed");
+        collector.finish_removal(&store, &hash).await;
+        again.await.unwrap().unwrap();
+        let listed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM blobs WHERE hash = $1")
+            .bind(hash.as_str())
+            .fetch_one(store.sqlite().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(listed, 1, "the blob is listed again");
+        assert!(collector.contains(&hash).await.unwrap(), "the blob listed has its bytes");
     }
 
     #[tokio::test]

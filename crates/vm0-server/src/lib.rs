@@ -6,6 +6,7 @@
 pub mod api;
 pub mod backup;
 mod blobs;
+mod connections;
 mod cursor;
 pub mod defaults;
 mod ids;
@@ -35,6 +36,7 @@ use vm0_api::ApiError;
 
 use crate::api::{Api, App};
 use crate::blobs::{Access, Blobs};
+use crate::connections::{accept, ConnectionLimits};
 use crate::metrics::Metrics;
 use crate::store::{SqlStore, Store, UserStore};
 
@@ -44,6 +46,7 @@ pub const SPEC_YAML: &str = include_str!("../../../openapi/v1.yaml");
 pub const SPEC_JSON: &str = include_str!("../../../openapi/v1.json");
 
 pub use blobs::Location as BlobLocation;
+pub use runs::config::RunCaps;
 pub use runs::sandbox::{helper_main as sandbox_helper_main, HELPER_ARG as SANDBOX_HELPER_ARG};
 
 /// How runs are kept from the host, the server and each other.
@@ -90,6 +93,13 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// How many runs execute at once; the others wait, oldest first.
     pub max_concurrent_runs: usize,
+    /// How long a connection may take to send a request's headers, may pause inside a
+    /// request's body, and may stay idle between requests.
+    pub connection_timeout: std::time::Duration,
+    /// How many connections are served at once; past it, new ones wait to be accepted.
+    pub max_connections: usize,
+    /// The most any one run may be given, whatever its agent's configuration asks.
+    pub run_caps: RunCaps,
     /// How often a running run's processes are sampled.
     pub sample_interval: std::time::Duration,
     /// How long checkpoints are kept, and sessions kept after their last run.
@@ -126,6 +136,9 @@ impl Config {
             max_file_size: defaults::MAX_FILE_SIZE,
             max_body_bytes: defaults::MAX_BODY_BYTES,
             max_concurrent_runs: defaults::MAX_CONCURRENT_RUNS,
+            connection_timeout: Duration::from_secs(defaults::CONNECTION_TIMEOUT_SECONDS),
+            max_connections: defaults::MAX_CONNECTIONS,
+            run_caps: RunCaps::default(),
             sample_interval: Duration::from_millis(defaults::SAMPLE_INTERVAL_MS),
             retention: Duration::from_secs(defaults::RETENTION_DAYS * 24 * 3600),
             // This program, when it is `vm0-server`; others say which helper they have.
@@ -153,6 +166,7 @@ pub struct Server {
     metrics_listener: Option<TcpListener>,
     shutdown_grace: std::time::Duration,
     body_limit: vm0_api::BodyLimit,
+    connections: ConnectionLimits,
     /// Kept while the server serves: this process's lock on its data directory.
     _data_dir_lock: std::fs::File,
     /// And its hold on its PostgreSQL database (see `SqlStore::hold`).
@@ -226,17 +240,16 @@ pub async fn bind(config: Config) -> anyhow::Result<Server> {
     .await
     .with_context(|| format!("opening the blob store {:?}", config.blob_store))?;
 
-    let first_token = if let Some(user) = store.create_first_user("default").await? {
-        let (_, value) = api::issue_token(&store, &user.id, "first token", 365).await?;
-        Some(value)
-    } else {
-        None
+    let first_token = match store.create_first_user("default").await? {
+        Some(user) => Some(api::issue_token(&store, &user.id, "first token", 365).await?.1),
+        None => None,
     };
     let blobs = Arc::new(blobs);
     let limits = runs::Limits {
         concurrency: config.max_concurrent_runs,
         sample_every: config.sample_interval,
         retention: config.retention,
+        caps: config.run_caps,
     };
     let isolation = isolation(&config).await;
     let executor = Arc::new(runs::local::LocalExecutor { isolation });
@@ -264,6 +277,7 @@ pub async fn bind(config: Config) -> anyhow::Result<Server> {
         metrics_listener,
         shutdown_grace: config.shutdown_grace,
         body_limit: vm0_api::BodyLimit(config.max_body_bytes),
+        connections: connections::limits(config.connection_timeout, config.max_connections),
         _data_dir_lock: lock,
         _database_hold: hold,
     })
@@ -360,15 +374,18 @@ impl Server {
             tokio::spawn(engine.clone().keep_leases()),
             tokio::spawn(engine.clone().renew_leases()),
         ];
+        let limits = self.connections;
         let metrics_task = self.metrics_listener.map(|listener| {
             let routes = metrics_routes(self.app.clone());
             tokio::spawn(async move {
-                accept(listener, routes, std::future::pending()).await;
+                accept(listener, routes, std::future::pending(), limits).await;
             })
         });
         let routes = router(self.app, metrics_task.is_none(), self.count_requests)
-            .layer(axum::Extension(self.body_limit));
-        let connections = accept(self.listener, routes, shutdown).await;
+            .layer(axum::Extension(self.body_limit))
+            // A request body that stops coming, frame after frame, ends its request.
+            .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(self.connections.timeout));
+        let connections = accept(self.listener, routes, shutdown, self.connections).await;
 
         let grace = self.shutdown_grace;
         let deadline = tokio::time::Instant::now() + grace;
@@ -400,49 +417,6 @@ impl Server {
         }
         Ok(())
     }
-}
-
-/// The most header lines hyper parses. hyper answers a request past its own limit with a
-/// bare 431 before any service sees it; a higher one lets the router refuse the request
-/// at the API's limit (`vm0_api::MAX_HEADERS`) in the error envelope, with its request id.
-const PARSED_HEADERS: usize = 1024;
-
-/// Serves `routes` on `listener` until `shutdown` completes; then closes the listener
-/// and returns the connections, whose `shutdown` lets them finish the requests in
-/// flight. axum's own `serve`, but with `PARSED_HEADERS`.
-async fn accept(
-    listener: TcpListener,
-    routes: Router,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> hyper_util::server::graceful::GracefulShutdown {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder.http1().max_headers(PARSED_HEADERS);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                // Out of file descriptors, say: wait a moment rather than spin.
-                Err(error) => {
-                    tracing::warn!(%error, "accepting a connection failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
-        let service = hyper_util::service::TowerToHyperService::new(routes.clone());
-        let connection = graceful.watch(
-            builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned(),
-        );
-        tokio::spawn(async move {
-            connection.await.ok();
-        });
-    }
-    drop(listener);
-    graceful
 }
 
 /// Every route of the server: the API, storage, the spec and its docs, the probes, and
@@ -639,17 +613,15 @@ async fn scrape<S: Store>(State(checks): State<Arc<Checks<S>>>) -> Response {
 }
 
 /// `GET /readyz`: 200 when the database and the blob store answer within
-/// `READY_TIMEOUT` and the instance is not draining, 503 otherwise; the body says which.
+/// `READY_TIMEOUT` and the instance is not draining, 503 otherwise. The body says only
+/// that, `{"ready":…}`: the probe is public, and why is for the log (`Checks::readiness`
+/// and the drain say it there), not for anyone who asks (an object store's error names
+/// its endpoint, bucket and prefix).
 async fn readiness<S: Store>(State(checks): State<Arc<Checks<S>>>) -> Response {
     let (database, blobs) = checks.readiness().await;
     let draining = checks.app.engine.draining().is_cancelled();
     let ready = database.is_ok() && blobs.is_ok() && !draining;
-    let body = serde_json::json!({
-        "ready": ready,
-        "database": database.to_string(),
-        "blobStore": blobs.to_string(),
-        "draining": draining
-    });
+    let body = serde_json::json!({ "ready": ready });
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, axum::Json(body)).into_response()
 }
@@ -661,15 +633,17 @@ struct Signed {
     size: Option<u64>,
     /// The user an upload is for.
     user: Option<String>,
+    /// The token that asked for the URL.
+    token: String,
     expires: i64,
     signature: String,
 }
 
-fn signed(
+async fn signed<S: Store>(
     hash: &str,
     query: Option<String>,
     access: Access,
-    blobs: &Blobs,
+    app: &App<S>,
 ) -> Result<Signed, ApiError> {
     if !blobs::is_hash(hash) {
         return Err(ApiError::not_found("blob", hash));
@@ -685,14 +659,15 @@ fn signed(
             format!("This URL is for {}, not {wanted}", signed.method),
         ));
     }
-    blobs.verify(
-        access,
-        hash,
-        signed.size,
-        signed.user.as_deref(),
-        signed.expires,
-        &signed.signature,
-    )?;
+    let url =
+        blobs::UrlFor { size: signed.size, user: signed.user.as_deref(), token: &signed.token };
+    app.blobs.verify(access, hash, &url, signed.expires, &signed.signature)?;
+    // Authentic, and unexpired: still, a URL lasts no longer than the token that asked.
+    if !app.store.token_live(&signed.token, chrono::Utc::now()).await? {
+        return Err(ApiError::revoked_url(
+            "The token this URL was made for has been revoked or has expired: ask for a new URL",
+        ));
+    }
     Ok(signed)
 }
 
@@ -703,7 +678,7 @@ async fn upload_blob<S: Store>(
     RawQuery(query): RawQuery,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let signed = signed(&hash, query, Access::Put, &app.blobs)?;
+    let signed = signed(&hash, query, Access::Put, &app).await?;
     let size = signed.size.ok_or_else(|| {
         ApiError::invalid_parameter("size", "An upload URL carries the file's size")
     })?;
@@ -726,7 +701,7 @@ async fn download_blob<S: Store>(
     Path(hash): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    signed(&hash, query, Access::Get, &app.blobs)?;
+    signed(&hash, query, Access::Get, &app).await?;
     let path = app.blobs.local_path(&hash).ok_or_else(|| ApiError::not_found("blob", &hash))?;
     let file = tokio::fs::File::open(path).await.map_err(|_| ApiError::not_found("blob", &hash))?;
     let length = file.metadata().await.map_err(ApiError::internal)?.len();

@@ -17,6 +17,84 @@ use vm0_server::{defaults, Config, Sandbox};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The operator's caps on every run's limits (`RunCaps`): an agent configuration asking
+/// for more is refused at createAgent and updateAgent, naming the field.
+#[derive(clap::Args)]
+struct RunCapsArgs {
+    /// How long any run may last, in seconds, whatever its agent asks.
+    #[arg(
+        long = "max-run-timeout-seconds",
+        global = true,
+        env = "VM0_MAX_RUN_TIMEOUT_SECONDS",
+        default_value_t = defaults::MAX_RUN_TIMEOUT_SECONDS,
+        value_parser = clap::value_parser!(u64).range(1..),
+    )]
+    timeout_seconds: u64,
+    /// The most output any run may print, in bytes, whatever its agent asks.
+    #[arg(
+        long = "max-run-output-bytes",
+        global = true,
+        env = "VM0_MAX_RUN_OUTPUT_BYTES",
+        default_value_t = defaults::MAX_RUN_OUTPUT_BYTES,
+        value_parser = clap::value_parser!(u64).range(1..),
+    )]
+    output_bytes: u64,
+    /// The most memory any run may hold, in MiB, whatever its agent asks.
+    #[arg(
+        long = "max-run-memory-mib",
+        global = true,
+        env = "VM0_MAX_RUN_MEMORY_MIB",
+        default_value_t = defaults::MAX_RUN_MEMORY_MIB,
+        value_parser = clap::value_parser!(u64).range(1..),
+    )]
+    memory_mib: u64,
+    /// The most processes and threads any run may have at once, whatever its agent asks.
+    #[arg(
+        long = "max-run-processes",
+        global = true,
+        env = "VM0_MAX_RUN_PROCESSES",
+        default_value_t = defaults::MAX_RUN_PROCESSES,
+        value_parser = clap::value_parser!(u64).range(1..),
+    )]
+    processes: u64,
+    /// The most CPU time any run may use, in seconds, whatever its agent asks.
+    #[arg(
+        long = "max-run-cpu-seconds",
+        global = true,
+        env = "VM0_MAX_RUN_CPU_SECONDS",
+        default_value_t = defaults::MAX_RUN_CPU_SECONDS,
+        value_parser = clap::value_parser!(u64).range(1..),
+    )]
+    cpu_seconds: u64,
+    /// The largest file any run may write, in MiB, whatever its agent asks.
+    #[arg(
+        long = "max-run-file-size-mib",
+        global = true,
+        env = "VM0_MAX_RUN_FILE_SIZE_MIB",
+        default_value_t = defaults::MAX_RUN_FILE_SIZE_MIB,
+        value_parser = clap::value_parser!(u64).range(1..),
+    )]
+    file_size_mib: u64,
+    /// The most disk any run's working directory may take, in MiB, whatever its agent asks.
+    #[arg(
+        long = "max-run-disk-mib",
+        global = true,
+        env = "VM0_MAX_RUN_DISK_MIB",
+        default_value_t = defaults::MAX_RUN_DISK_MIB,
+        value_parser = clap::value_parser!(u64).range(1..),
+    )]
+    disk_mib: u64,
+    /// The most files any run's working directory may hold, whatever its agent asks.
+    #[arg(
+        long = "max-run-files",
+        global = true,
+        env = "VM0_MAX_RUN_FILES",
+        default_value_t = defaults::MAX_RUN_FILES,
+        value_parser = clap::value_parser!(u64).range(1..),
+    )]
+    files: u64,
+}
+
 /// The reference server of the VM0 Public API v1, on an embedded SQLite database.
 #[derive(Parser)]
 #[command(version, about)]
@@ -89,6 +167,30 @@ struct Cli {
         default_value_t = defaults::MAX_CONCURRENT_RUNS
     )]
     max_concurrent_runs: usize,
+    /// How long a connection may take to send a request's headers, may pause inside a
+    /// request's body, and may stay idle between requests, in seconds; past it the server
+    /// closes the connection.
+    #[arg(
+        long,
+        global = true,
+        env = "VM0_CONNECTION_TIMEOUT_SECONDS",
+        default_value_t = defaults::CONNECTION_TIMEOUT_SECONDS,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    connection_timeout_seconds: u64,
+    /// How many connections are served at once; past it, new ones wait to be accepted
+    /// (the server raises its file-descriptor limit to the host's hard limit at start, and
+    /// serves fewer if even that leaves too few).
+    #[arg(
+        long,
+        global = true,
+        env = "VM0_MAX_CONNECTIONS",
+        default_value_t = defaults::MAX_CONNECTIONS as u64,
+        value_parser = clap::value_parser!(u64).range(1..=1_000_000)
+    )]
+    max_connections: u64,
+    #[command(flatten)]
+    run_caps: RunCapsArgs,
     /// How often a running run's processes are sampled, in milliseconds.
     #[arg(
         long,
@@ -182,6 +284,9 @@ fn main() -> anyhow::Result<()> {
     if std::env::args_os().nth(1).is_some_and(|arg| arg == vm0_server::SANDBOX_HELPER_ARG) {
         vm0_server::sandbox_helper_main();
     }
+    // The fault suite's fault points, from FAILPOINTS (a test build's only).
+    #[cfg(feature = "failpoints")]
+    let _faults = fail::FailScenario::setup();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let result = runtime.block_on(serve(Cli::parse()));
     // Past the drain's grace, nothing left (a connection, a file operation) holds up the exit.
@@ -246,6 +351,18 @@ fn config(cli: Cli) -> anyhow::Result<Config> {
         max_file_size: cli.max_file_size,
         max_body_bytes: cli.max_body_bytes,
         max_concurrent_runs: cli.max_concurrent_runs,
+        connection_timeout: std::time::Duration::from_secs(cli.connection_timeout_seconds),
+        max_connections: cli.max_connections as usize,
+        run_caps: vm0_server::RunCaps {
+            timeout_seconds: cli.run_caps.timeout_seconds,
+            max_output_bytes: cli.run_caps.output_bytes,
+            max_memory_mib: cli.run_caps.memory_mib,
+            max_processes: cli.run_caps.processes,
+            max_cpu_seconds: cli.run_caps.cpu_seconds,
+            max_file_size_mib: cli.run_caps.file_size_mib,
+            max_disk_mib: cli.run_caps.disk_mib,
+            max_files: cli.run_caps.files,
+        },
         sample_interval: std::time::Duration::from_millis(cli.sample_interval_ms),
         retention: std::time::Duration::from_secs(cli.retention_days * 24 * 3600),
         sandbox: if cli.unsandboxed_runs {

@@ -78,3 +78,16 @@ pub async fn blob_store(data_dir: &Path) -> anyhow::Result<crate::blobs::Locatio
     crate::blobs::Location::parse(&url, std::env::var(TEST_S3_ENDPOINT).ok())
         .map_err(anyhow::Error::msg)
 }
+
+/// A shell script that leaves in a run's working directory what a checkpoint keeps beside
+/// its files' bytes: an executable script (mode 750), a symbolic link to it, an empty
+/// folder (mode 700), and a link that leads outside the directory, which it leaves out.
+pub const SHAPES: &str = "mkdir -p bin empty; printf '#!/bin/sh\\necho tool\\n' > bin/tool; \
+     chmod 750 bin/tool; chmod 700 empty; ln -s bin/tool tool; ln -s /etc outside";
+
+/// A shell script that prints `kept` when the working directory holds what `SHAPES` left
+/// but the link outside, and `lost` otherwise.
+pub const SHAPES_KEPT: &str = "[ \"$(stat -c %a bin/tool)\" = 750 ] && \
+     [ \"$(stat -c %a empty)\" = 700 ] && [ -z \"$(ls -A empty)\" ] && \
+     [ \"$(readlink tool)\" = bin/tool ] && [ \"$(./tool)\" = tool ] && \
+     [ ! -e outside ] && [ ! -L outside ] && echo kept || echo lost";

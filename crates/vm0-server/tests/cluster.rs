@@ -10,6 +10,7 @@ use serde_json::json;
 
 mod common;
 use common::{within, Api, Server, DEADLINE};
+use vm0_server::testing::{SHAPES, SHAPES_KEPT};
 
 /// How long the others may take to end a killed instance's run.
 const LOST_WITHIN: Duration = Duration::from_secs(60);
@@ -53,7 +54,7 @@ async fn three_instances_serve_one_api() {
     agents_round_robin(&apis).await;
     push_and_pull_across(&instances, &token, &apis[0]).await;
     a_session_on_each(&apis, &db, &instances).await;
-    continuations_at_once(&apis, &db).await;
+    common::continuations_at_once(&apis, "agent-0", &db).await;
     strangers_refused(&backend, &instances[0]);
     cancelled_from_a_third(&apis, &db, &instances, &token).await;
     killed_runs_end(&mut instances, &apis, &db, &token).await;
@@ -155,12 +156,15 @@ async fn push_and_pull_across(instances: &[Instance], token: &str, api: &Api) {
 }
 
 /// A session continued on each instance in turn starts from its latest checkpoint, also
-/// on an instance whose copy of the session's directory is older.
+/// on an instance whose copy of the session's directory is older, with its files' modes,
+/// its links and its empty folders.
 async fn a_session_on_each(apis: &[Api], db: &sqlx::PgPool, instances: &[Instance]) {
     let mut session = None;
     for (turn, i) in [0, 1, 0, 2].into_iter().enumerate() {
-        let mut body =
-            json!({"prompt": format!("echo {turn} >> state.txt; tr '\\n' ' ' < state.txt")});
+        let shapes = if turn == 0 { SHAPES } else { SHAPES_KEPT };
+        let prompt =
+            format!("{{ {shapes}; }} > shapes; echo {turn} >> state.txt; tr '\\n' ' ' < state.txt");
+        let mut body = json!({ "prompt": prompt });
         match &session {
             None => body["agent"] = json!("agent-0"),
             Some(id) => body["sessionId"] = json!(id),
@@ -184,50 +188,14 @@ async fn a_session_on_each(apis: &[Api], db: &sqlx::PgPool, instances: &[Instanc
             apis[i].call(reqwest::Method::GET, &format!("/v1/runs/{run}"), None).await;
         assert_eq!(detail["status"], "completed", "{detail}");
         session = Some(detail["sessionId"].as_str().unwrap().to_string());
-    }
-}
-
-/// Six continuations of one session sent at once to two instances run one after another,
-/// each from the checkpoint of the one before: a counter kept in a file reaches 7, and no
-/// two of the runs were ever running together.
-async fn continuations_at_once(apis: &[Api], db: &sqlx::PgPool) {
-    let count = "n=$(cat counter 2>/dev/null || echo 0); echo $((n + 1)) > counter; cat counter";
-    let first = create_run(&apis[0], count).await;
-    apis[0].until_event(&first, DEADLINE, "its end", |event, _| event == "complete").await;
-    let (_, detail) = apis[0].call(reqwest::Method::GET, &format!("/v1/runs/{first}"), None).await;
-    let session = detail["sessionId"].clone();
-    let body = json!({"sessionId": session, "prompt": count});
-    let created = futures_util::future::join_all((0..6).map(|i| {
-        let body = body.clone();
-        async move { apis[i % 2].call(reqwest::Method::POST, "/v1/runs", Some(body)).await }
-    }))
-    .await;
-    let mut counts = Vec::new();
-    for (status, run) in created {
-        assert_eq!(status, 202, "{run}");
-        let run = run["id"].as_str().unwrap();
-        let output =
-            apis[1].until_event(run, LOST_WITHIN, "its output", |event, _| event == "output").await;
-        apis[1].until_event(run, LOST_WITHIN, "its end", |event, _| event == "complete").await;
-        counts.push(output["content"].as_str().unwrap().trim().to_string());
-    }
-    counts.sort_by_key(|c| c.parse::<u32>().unwrap_or(0));
-    assert_eq!(counts, ["2", "3", "4", "5", "6", "7"], "each continued from the one before");
-    // The database's history of the session: every run completed, none started before the
-    // one before it ended.
-    let history: Vec<(String, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> =
-        sqlx::query_as(
-            "SELECT status, started_at, completed_at FROM runs WHERE session_id = $1 \
-             ORDER BY started_at",
-        )
-        .bind(session.as_str().unwrap())
-        .fetch_all(db)
-        .await
-        .unwrap();
-    assert_eq!(history.len(), 7);
-    assert!(history.iter().all(|(status, ..)| status == "completed"), "{history:?}");
-    for pair in history.windows(2) {
-        assert!(pair[0].2 <= pair[1].1, "two runs of one session overlapped: {history:?}");
+        if turn > 0 {
+            let shapes = "cat shapes";
+            let body = json!({"sessionId": session, "prompt": shapes});
+            let (_, run) = apis[i].call(reqwest::Method::POST, "/v1/runs", Some(body)).await;
+            let run = run["id"].as_str().unwrap();
+            let kept = apis[i].until_event(run, DEADLINE, "its output", |e, _| e == "output").await;
+            assert_eq!(kept["content"], "kept", "turn {turn}, on instance {executor}");
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 
 mod common;
-use common::{sha, within, Api, Server, DEADLINE};
+use common::{processes_of, sha, within, Api, Server, DEADLINE};
 
 /// Starts the server binary over `data_dir` on the test's database and blob store, with
 /// one run at a time.
@@ -310,4 +310,39 @@ async fn a_restart_leaves_no_run_running_or_pending() {
     for run in runs["data"].as_array().unwrap() {
         assert!(run["status"] != "running" && run["status"] != "pending", "{run}");
     }
+}
+
+/// An unsandboxed run's processes, the agent's children in the background too, die with
+/// a killed server, within 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsandboxed_run_dies_with_the_server() {
+    let data = tempfile::tempdir().unwrap();
+    let mut args: Vec<String> =
+        ["--listen", "127.0.0.1:0", "--log", "warn", "--unsandboxed-runs", "--data-dir"]
+            .map(String::from)
+            .into();
+    args.push(data.path().display().to_string());
+    args.extend(common::backend_args(data.path()).await);
+    let (server, token) = common::spawn(&args);
+    let api = Api { http: reqwest::Client::new(), url: server.url.clone(), token: token.unwrap() };
+    api.shell_agent().await;
+    let run = api.run("sleep 300 & sleep 301 & echo started; wait").await;
+    api.until_event(&run, DEADLINE, "its first line", |event, data| {
+        event == "output" && data["content"] == "started"
+    })
+    .await;
+    let before = processes_of(&run);
+    assert!(before.len() >= 3, "the agent and its two sleeps: {before:?}");
+    drop(server); // SIGKILL
+    let left = within(Duration::from_secs(5), "the run's processes dying", async {
+        loop {
+            let left = processes_of(&run);
+            if left.is_empty() {
+                return left;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert_eq!(left, Vec::<u32>::new());
 }

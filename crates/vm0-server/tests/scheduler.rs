@@ -10,6 +10,10 @@ use serde_json::{json, Value};
 mod common;
 use common::{within, Api};
 
+/// A run's last event id and log sequence number.
+const RECORDS: &str = "SELECT (SELECT COALESCE(MAX(id), 0) FROM run_events WHERE run_id = $1), \
+                              (SELECT COALESCE(MAX(seq), 0) FROM run_logs WHERE run_id = $1)";
+
 /// How long a run that cannot start may take to end: the retries take 1.55 s.
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -126,6 +130,44 @@ impl Running {
             Some(_) => format!("DROP TRIGGER no_{name} ON {table}"),
         };
         self.write(&sql, None).await.unwrap();
+    }
+
+    /// The last event id and log sequence number the store holds for `run`.
+    async fn records(&self, run: &str) -> (i64, i64) {
+        match (&self.sqlite, &self.database_url) {
+            (Some(pool), _) => sqlx::query_as(RECORDS).bind(run).fetch_one(pool).await.unwrap(),
+            (None, Some(url)) => {
+                let pool = sqlx::PgPool::connect(url).await.unwrap();
+                sqlx::query_as(RECORDS).bind(run).fetch_one(&pool).await.unwrap()
+            }
+            (None, None) => unreachable!("a server is on SQLite or PostgreSQL"),
+        }
+    }
+
+    /// Ends `run` behind the server's back, as another instance would after claiming it
+    /// again: failed, with a new epoch and none of an end's events; what the store held
+    /// for it then (`records`), read in the same transaction.
+    async fn end_elsewhere(&self, run: &str) -> (i64, i64) {
+        const END: &str = "UPDATE runs SET status = 'failed', error = 'Ended elsewhere', \
+                           completed_at = CURRENT_TIMESTAMP, epoch = epoch + 1 WHERE id = $1";
+        match (&self.sqlite, &self.database_url) {
+            (Some(pool), _) => {
+                let mut tx = pool.begin().await.unwrap();
+                sqlx::query(END).bind(run).execute(&mut *tx).await.unwrap();
+                let held = sqlx::query_as(RECORDS).bind(run).fetch_one(&mut *tx).await.unwrap();
+                tx.commit().await.unwrap();
+                held
+            }
+            (None, Some(url)) => {
+                let pool = sqlx::PgPool::connect(url).await.unwrap();
+                let mut tx = pool.begin().await.unwrap();
+                sqlx::query(END).bind(run).execute(&mut *tx).await.unwrap();
+                let held = sqlx::query_as(RECORDS).bind(run).fetch_one(&mut *tx).await.unwrap();
+                tx.commit().await.unwrap();
+                held
+            }
+            (None, None) => unreachable!("a server is on SQLite or PostgreSQL"),
+        }
     }
 
     /// Stops the server, within 30 s.
@@ -258,5 +300,104 @@ async fn a_run_whose_records_are_refused_for_8_s_loses_nothing() {
     }
     let wanted: Vec<String> = (1..=300).map(|i| format!("line {i}")).collect();
     assert_eq!(lines, wanted, "every line once, in order");
+    server.stop().await;
+}
+
+/// Reads the run's event stream to its end, within [`DEADLINE`]: the names of its events
+/// but heartbeats.
+async fn events_to_the_end(api: &Api, run: &str) -> Vec<String> {
+    let response = api
+        .http
+        .get(format!("{}/v1/runs/{run}/events", api.url))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap();
+    let body = within(DEADLINE, "the event stream's end", response.text()).await.unwrap();
+    let names = body.lines().filter_map(|l| l.strip_prefix("event: ")).map(String::from);
+    names.filter(|name| name != "heartbeat").collect()
+}
+
+/// A run ended behind its executor's back, with a new epoch and without the events of an
+/// end (as another instance's claim, or an older version's end, would leave it): its
+/// followers' streams end, live or opened after, with no `complete` event; its executor
+/// stops its agent, and writes nothing more for it, neither the lines the agent was still
+/// printing nor an end of its own.
+#[tokio::test]
+async fn a_run_ended_elsewhere_ends_its_followers_and_takes_nothing_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::start(dir.path()).await;
+    let run = server.api.run("echo started; while true; do echo tick; sleep 0.02; done").await;
+    server
+        .api
+        .until_event(&run, DEADLINE, "its first line", |event, data| {
+            event == "output" && data["content"] == "started"
+        })
+        .await;
+    let live = {
+        let api = server.api.clone();
+        let run = run.clone();
+        tokio::spawn(async move { events_to_the_end(&api, &run).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let at_the_end = server.end_elsewhere(&run).await;
+    let live = within(DEADLINE, "the live stream's end", live).await.unwrap();
+    assert!(!live.contains(&"complete".to_string()), "no end was recorded: {live:?}");
+    let opened_after = events_to_the_end(&server.api, &run).await;
+    assert!(!opened_after.contains(&"complete".to_string()), "{opened_after:?}");
+    // The executor's next looks (every 200 ms) found the run gone and stopped its agent,
+    // whose last lines were refused.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(server.records(&run).await, at_the_end, "nothing written for the run after its end");
+    let (_, detail) = server.api.call(reqwest::Method::GET, &format!("/v1/runs/{run}"), None).await;
+    assert_eq!(
+        (detail["status"].as_str(), detail["error"].as_str()),
+        (Some("failed"), Some("Ended elsewhere"))
+    );
+    server.stop().await;
+}
+
+/// A checkpoint whose id is a host path, put into the database by hand (a crafted backup,
+/// a shared database written by someone else), made its session's head: the session's
+/// next run fails naming it, and nothing of the host is copied.
+#[tokio::test]
+async fn a_checkpoint_id_that_is_a_path_fails_the_run_and_copies_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::start(dir.path()).await;
+    let first = server.api.run("echo one > note").await;
+    let detail = until_complete(&server.api, &first).await;
+    let session = detail["sessionId"].as_str().unwrap().to_string();
+    server
+        .write(
+            &format!(
+                "INSERT INTO checkpoints (id, session_id, run_id, created_at) \
+                 VALUES ('/etc', '{session}', $1, CURRENT_TIMESTAMP)"
+            ),
+            Some(&first),
+        )
+        .await
+        .unwrap();
+    server
+        .write("UPDATE sessions SET head_checkpoint_id = '/etc' WHERE id = $1", Some(&session))
+        .await
+        .unwrap();
+    let (status, run) = server
+        .api
+        .call(
+            reqwest::Method::POST,
+            "/v1/runs",
+            Some(json!({"sessionId": session, "prompt": "ls"})),
+        )
+        .await;
+    assert_eq!(status, 202, "{run}");
+    let detail = until_complete(&server.api, run["id"].as_str().unwrap()).await;
+    assert_eq!(detail["status"], "failed", "{detail}");
+    let error = detail["error"].as_str().unwrap_or_default();
+    assert!(error.contains("checkpoint id as '/etc', which is not one"), "{error}");
+    let workdir = dir.path().join("sessions").join(&session);
+    for copied in ["passwd", "shadow", "hostname"] {
+        assert!(!workdir.join(copied).exists(), "{copied} was copied from the host");
+    }
+    assert!(workdir.join("note").exists(), "the session's folder is as the first run left it");
     server.stop().await;
 }

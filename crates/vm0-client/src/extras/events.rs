@@ -106,6 +106,8 @@ struct Follow {
     messages: Option<Messages>,
     failures: u32,
     done: bool,
+    /// Whether the connection open now has given an event.
+    delivered: bool,
 }
 
 /// Opens the event stream after `last_id`.
@@ -124,6 +126,14 @@ async fn connect(client: Client, run_id: String, last_id: u64) -> Result<Message
     Ok(Box::pin(response.bytes_stream().eventsource()))
 }
 
+/// Whether run `run_id` has ended, as far as a look at it can tell.
+async fn run_ended(client: &Client, run_id: &str) -> bool {
+    let run = client.get_run().id(run_id).send().await;
+    run.is_ok_and(|run| {
+        !matches!(run.into_inner().status, types::RunStatus::Pending | types::RunStatus::Running)
+    })
+}
+
 impl Follow {
     async fn next(mut self) -> Option<(Result<RunEvent, Error>, Self)> {
         loop {
@@ -132,7 +142,10 @@ impl Follow {
             }
             let Some(messages) = self.messages.as_mut() else {
                 match connect(self.client.clone(), self.run_id.clone(), self.last_id).await {
-                    Ok(messages) => self.messages = Some(messages),
+                    Ok(messages) => {
+                        self.messages = Some(messages);
+                        self.delivered = false;
+                    }
                     // Client errors (a missing run, a bad token) are final; others are retried.
                     Err(error)
                         if error.status().is_some_and(|s| s < 500)
@@ -154,6 +167,7 @@ impl Follow {
                     Ok(Some(event)) if event.id() > self.last_id => {
                         self.last_id = event.id();
                         self.failures = 0;
+                        self.delivered = true;
                         self.done = matches!(event, RunEvent::Complete { .. });
                         return Some((Ok(event), self));
                     }
@@ -163,6 +177,12 @@ impl Follow {
                         return Some((Err(error), self));
                     }
                 },
+                // A stream that gave nothing and ended before `complete`: over if the run has
+                // ended (without its `complete` event, which the server's stream ends on
+                // too). One that gave events is resumed first, for what may follow them.
+                None if !self.delivered && run_ended(&self.client, &self.run_id).await => {
+                    return None
+                }
                 // The connection dropped or the stream ended before `complete`: resume.
                 Some(Err(_)) | None => {
                     self.messages = None;
@@ -204,6 +224,7 @@ impl Client {
             messages: None,
             failures: 0,
             done: false,
+            delivered: false,
         };
         Box::pin(futures_util::stream::unfold(follow, Follow::next))
     }

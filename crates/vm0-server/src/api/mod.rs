@@ -222,7 +222,7 @@ impl<S: Store> Vm0Api for Api<S> {
         p: &Principal,
         body: types::CreateAgentRequest,
     ) -> Result<types::Agent, ApiError> {
-        crate::runs::config::check(&body.config.0)?;
+        crate::runs::config::check(&body.config.0, self.0.engine.caps())?;
         match self.0.store.create_agent(&p.user_id, &body.name, &body.config.0, ids::now()).await {
             Ok(row) => Ok(row.into()),
             Err(StoreError::Conflict) => Err(ApiError::already_exists("agent", &body.name)),
@@ -240,7 +240,7 @@ impl<S: Store> Vm0Api for Api<S> {
         id: String,
         body: types::UpdateAgentRequest,
     ) -> Result<types::Agent, ApiError> {
-        crate::runs::config::check(&body.config.0)?;
+        crate::runs::config::check(&body.config.0, self.0.engine.caps())?;
         let row = self.0.store.update_agent(&p.user_id, &id, &body.config.0, ids::now()).await?;
         Ok(row.ok_or_else(|| ApiError::not_found("agent", &id))?.into())
     }

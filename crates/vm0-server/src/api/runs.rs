@@ -13,6 +13,9 @@ fn stamp(time: Option<chrono::DateTime<chrono::Utc>>) -> String {
     time.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)).unwrap_or_default()
 }
 
+/// How often an open event stream looks whether its token is still live.
+const TOKEN_CHECK: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl<S: Store> App<S> {
     pub(super) async fn run_row(&self, p: &Principal, id: &str) -> Result<RunRow, ApiError> {
         self.store.get_run(&p.user_id, id).await?.ok_or_else(|| ApiError::not_found("run", id))
@@ -85,7 +88,21 @@ impl<S: Store> App<S> {
         params: StreamRunEventsParams,
     ) -> Result<EventStream, ApiError> {
         let after = params.last_event_id.or(params.last_event_id_header).unwrap_or(0);
-        Ok(Box::pin(self.engine.events(&p.user_id, id, after).await?))
+        let events = self.engine.events(&p.user_id, id, after).await?;
+        // A stream lasts as long as its run, a day at most: it ends once the token that
+        // opened it is revoked or expires, as a new request with it would be refused.
+        let (store, user, token) = (self.store.clone(), p.user_id.clone(), p.token_id.clone());
+        let revoked = async move {
+            loop {
+                tokio::time::sleep(TOKEN_CHECK).await;
+                match store.get_token(&user, &token).await {
+                    Ok(None) => return,
+                    Ok(Some(live)) if live.expires_at <= chrono::Utc::now() => return,
+                    _ => {}
+                }
+            }
+        };
+        Ok(Box::pin(futures_util::StreamExt::take_until(events, revoked)))
     }
 
     pub(super) async fn run_logs(

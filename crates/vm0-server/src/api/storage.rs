@@ -144,6 +144,7 @@ impl<S: Store> App<S> {
                     file.hash.as_str(),
                     file.size as u64,
                     &p.user_id,
+                    &p.token_id,
                     &upload_id,
                     expires_at,
                 )
@@ -206,7 +207,8 @@ impl<S: Store> App<S> {
         let stored = self.store.version_files(version.seq).await?;
         let mut files = Vec::with_capacity(stored.len());
         for f in stored {
-            let download_url = self.blobs.download_url(f.hash.as_str(), expires_at).await?;
+            let download_url =
+                self.blobs.download_url(f.hash.as_str(), &p.token_id, expires_at).await?;
             files.push(types::DownloadFile {
                 download_url,
                 path: f.path,

@@ -1,23 +1,32 @@
 //! A cancel: a pending run ends at once; a run executing here is stopped through its
 //! switch; a run executing on another instance is stopped by that instance, on a request
-//! through the store that its lease keeper reads.
+//! through the store that its lease keeper reads, and if that instance does not end it
+//! at once (it may be dead, or paused) the cancel ends it in the store itself, under the
+//! epoch of the claim it saw: the executor's writes are refused from then on, and it
+//! stops the run's processes at its next look.
 
 use std::time::{Duration, Instant};
 
 use vm0_types::RunStatus;
 
 use super::{Engine, RunError};
-use crate::store::{RunEnd, RunRow, Store};
+use crate::store::{Ending, RunEnd, RunRow, Store};
 
-/// How long a cancel waits for the run's end to be recorded before it answers.
+/// How long a cancel waits for a run executing here to die before it answers.
 const CANCEL_WAIT: Duration = Duration::from_secs(5);
+/// How long a cancel waits for another instance to end the run it executes, before it
+/// ends the run itself: twice the time that instance takes to look.
+const HANDOFF_WAIT: Duration = Duration::from_millis(500);
 /// How often a cancel made on another instance than the run's executor looks whether the
 /// run has ended.
 const CANCEL_POLL: Duration = Duration::from_millis(50);
+/// Why a run ends when cancelled.
+const CANCELLED: &str = "Cancelled by request";
 
 impl<S: Store> Engine<S> {
     /// Cancels run `id` of `user`, which must not have ended, and answers once its end is
-    /// recorded (or after `CANCEL_WAIT`, when the run will not die): the run as it then is.
+    /// recorded (or after `CANCEL_WAIT`, when a run executing here will not die): the run
+    /// as the store then holds it, `cancelled` unless it ended otherwise first.
     pub async fn cancel(&self, user: &str, id: &str) -> Result<RunRow, RunError> {
         let run = self.run(user, id).await?;
         if run.completed_at.is_some() {
@@ -32,14 +41,11 @@ impl<S: Store> Engine<S> {
 
     /// Stops `run`, wherever it is, and waits for its end.
     async fn stop(&self, run: &RunRow) -> Result<(), RunError> {
-        if run.status == RunStatus::Pending {
-            let end = RunEnd::without_execution(RunStatus::Cancelled, "Cancelled by request");
-            if self.store.cancel_pending_run(&run.id, &end).await? {
-                self.announce_end(&self.journal(run), &end).await;
-                return Ok(());
-            }
-            // The scheduler started it meanwhile: it is executing now.
+        let end = RunEnd::without_execution(RunStatus::Cancelled, CANCELLED);
+        if run.status == RunStatus::Pending && self.end(&run.id, Ending::Pending, &end).await? {
+            return Ok(());
         }
+        // Executing now, here or elsewhere (the scheduler may have started it meanwhile).
         let ended = self.executing.lock().expect("not poisoned").get(&run.id).map(|e| {
             e.cancel.send_replace(true);
             e.ended.clone()
@@ -48,16 +54,23 @@ impl<S: Store> Engine<S> {
             tokio::time::timeout(CANCEL_WAIT, ended.wait_for(|ended| *ended)).await.ok();
             return Ok(());
         }
-        if self.store.request_cancel(&run.id).await? {
-            let deadline = Instant::now() + CANCEL_WAIT;
-            while Instant::now() < deadline {
-                tokio::time::sleep(CANCEL_POLL).await;
-                let now = self.store.get_run(&run.user_id, &run.id).await?;
-                if now.is_none_or(|r| r.completed_at.is_some()) {
-                    break;
-                }
+        if !self.store.request_cancel(&run.id).await? {
+            return Ok(());
+        }
+        let deadline = Instant::now() + HANDOFF_WAIT;
+        loop {
+            tokio::time::sleep(CANCEL_POLL).await;
+            let Some(now) = self.store.get_run(&run.user_id, &run.id).await? else { return Ok(()) };
+            if now.completed_at.is_some() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline && now.status == RunStatus::Running {
+                // Its executor has not ended it: it is gone, or slow. Ended here, under the
+                // epoch of the claim just read, unless it ends otherwise first.
+                let end = RunEnd::without_execution(RunStatus::Cancelled, CANCELLED);
+                self.end(&run.id, Ending::Held(now.epoch), &end).await?;
+                return Ok(());
             }
         }
-        Ok(())
     }
 }

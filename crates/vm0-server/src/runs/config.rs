@@ -79,6 +79,122 @@ pub(crate) struct LocalConfig {
     pub files: BTreeMap<String, String>,
 }
 
+/// The most an agent configuration may ask of each limit of a run on this server, set by
+/// its operator: a configuration past one is refused (400 naming the field), and a
+/// limit it leaves out takes its default or the cap, whichever is lower.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunCaps {
+    pub timeout_seconds: u64,
+    pub max_output_bytes: u64,
+    pub max_memory_mib: u64,
+    pub max_processes: u64,
+    pub max_cpu_seconds: u64,
+    pub max_file_size_mib: u64,
+    pub max_disk_mib: u64,
+    pub max_files: u64,
+}
+
+impl Default for RunCaps {
+    /// What a host can give one run: `defaults.rs`.
+    fn default() -> RunCaps {
+        use crate::defaults as d;
+        RunCaps {
+            timeout_seconds: d::MAX_RUN_TIMEOUT_SECONDS,
+            max_output_bytes: d::MAX_RUN_OUTPUT_BYTES,
+            max_memory_mib: d::MAX_RUN_MEMORY_MIB,
+            max_processes: d::MAX_RUN_PROCESSES,
+            max_cpu_seconds: d::MAX_RUN_CPU_SECONDS,
+            max_file_size_mib: d::MAX_RUN_FILE_SIZE_MIB,
+            max_disk_mib: d::MAX_RUN_DISK_MIB,
+            max_files: d::MAX_RUN_FILES,
+        }
+    }
+}
+
+/// A run's limits, as the caps give them: what its agent's configuration asks, or the
+/// default, within the caps.
+pub(crate) type RunLimits = RunCaps;
+
+/// One limit: `asked`, or `default` within `cap`; past the cap, an error naming the field
+/// and the server option that sets the cap.
+fn limit(
+    asked: Option<u64>,
+    default: u64,
+    cap: u64,
+    field: &str,
+    option: &str,
+) -> Result<u64, ConfigError> {
+    match asked {
+        Some(value) if value > cap => Err(ConfigError::invalid(
+            format!("config.{field}"),
+            format!(
+                "config.{field} is {value}, more than this server allows a run: at most {cap} \
+                 (its --{option})"
+            ),
+        )),
+        Some(value) => Ok(value),
+        None => Ok(default.min(cap)),
+    }
+}
+
+impl LocalConfig {
+    /// The run's limits under `caps`.
+    pub(crate) fn limits(&self, caps: &RunCaps) -> Result<RunLimits, ConfigError> {
+        Ok(RunLimits {
+            timeout_seconds: limit(
+                self.timeout_seconds,
+                3600,
+                caps.timeout_seconds,
+                "timeoutSeconds",
+                "max-run-timeout-seconds",
+            )?,
+            max_output_bytes: limit(
+                self.max_output_bytes,
+                64 << 20,
+                caps.max_output_bytes,
+                "maxOutputBytes",
+                "max-run-output-bytes",
+            )?,
+            max_memory_mib: limit(
+                self.max_memory_mib,
+                2048,
+                caps.max_memory_mib,
+                "maxMemoryMib",
+                "max-run-memory-mib",
+            )?,
+            max_processes: limit(
+                self.max_processes,
+                512,
+                caps.max_processes,
+                "maxProcesses",
+                "max-run-processes",
+            )?,
+            max_cpu_seconds: limit(
+                self.max_cpu_seconds,
+                3600,
+                caps.max_cpu_seconds,
+                "maxCpuSeconds",
+                "max-run-cpu-seconds",
+            )?,
+            max_file_size_mib: limit(
+                self.max_file_size_mib,
+                1024,
+                caps.max_file_size_mib,
+                "maxFileSizeMib",
+                "max-run-file-size-mib",
+            )?,
+            max_disk_mib: limit(
+                self.max_disk_mib,
+                8192,
+                caps.max_disk_mib,
+                "maxDiskMib",
+                "max-run-disk-mib",
+            )?,
+            max_files: limit(self.max_files, 100_000, caps.max_files, "maxFiles", "max-run-files")?,
+        })
+    }
+}
+
 /// The configuration's JSON Schema.
 pub(crate) fn schema() -> &'static Value {
     static SCHEMA: LazyLock<Value> = LazyLock::new(|| {
@@ -115,7 +231,10 @@ impl ConfigError {
     }
 }
 
-pub(crate) fn check(config: &Map<String, Value>) -> Result<LocalConfig, ConfigError> {
+pub(crate) fn check(
+    config: &Map<String, Value>,
+    caps: &RunCaps,
+) -> Result<LocalConfig, ConfigError> {
     static VALIDATOR: LazyLock<jsonschema::Validator> =
         LazyLock::new(|| jsonschema::validator_for(schema()).expect("the derived schema compiles"));
     let config = Value::Object(config.clone());
@@ -139,6 +258,7 @@ pub(crate) fn check(config: &Map<String, Value>) -> Result<LocalConfig, ConfigEr
             ));
         }
     }
+    parsed.limits(caps)?;
     Ok(parsed)
 }
 
@@ -152,11 +272,28 @@ mod tests {
         value.as_object().unwrap().clone()
     }
 
+    fn check_default(config: &Map<String, Value>) -> Result<LocalConfig, ConfigError> {
+        check(config, &RunCaps::default())
+    }
+
+    #[test]
+    fn a_limit_past_the_servers_cap_is_refused_naming_it() {
+        let error = check_default(&config(json!({"command": ["true"], "maxProcesses": 65536})))
+            .unwrap_err();
+        assert_eq!(error.param(), Some("config.maxProcesses"));
+        assert!(error.to_string().contains("at most 1024 (its --max-run-processes)"), "{error}");
+        // A limit left out takes its default, or the cap when that is lower.
+        let caps = RunCaps { max_memory_mib: 1024, ..RunCaps::default() };
+        let parsed = check(&config(json!({"command": ["true"]})), &caps).unwrap();
+        let limits = parsed.limits(&caps).unwrap();
+        assert_eq!((limits.max_memory_mib, limits.max_processes), (1024, 512));
+    }
+
     #[test]
     fn file_paths_stay_inside_the_working_directory() {
         for path in ["/etc/passwd", "../up", "a/../../b", "a//b", "./a", "", "a/./b"] {
-            let error =
-                check(&config(json!({"command": ["true"], "files": {path: "x"}}))).unwrap_err();
+            let error = check_default(&config(json!({"command": ["true"], "files": {path: "x"}})))
+                .unwrap_err();
             assert_eq!(
                 error.param(),
                 Some(format!("config.files.{path}").as_str()),
@@ -165,7 +302,7 @@ mod tests {
         }
         for path in ["a", "a/b/c.txt", ".hidden", "a..b"] {
             assert!(
-                check(&config(json!({"command": ["true"], "files": {path: "x"}}))).is_ok(),
+                check_default(&config(json!({"command": ["true"], "files": {path: "x"}}))).is_ok(),
                 "{path:?} was refused"
             );
         }
@@ -174,10 +311,10 @@ mod tests {
     #[test]
     fn a_command_names_a_program() {
         assert_eq!(
-            check(&config(json!({"command": [""]}))).unwrap_err().param(),
+            check_default(&config(json!({"command": [""]}))).unwrap_err().param(),
             Some("config.command[0]")
         );
-        assert!(check(&config(json!({"command": []}))).is_err());
-        assert!(check(&config(json!({"command": ["sh"], "unknown": 1}))).is_err());
+        assert!(check_default(&config(json!({"command": []}))).is_err());
+        assert!(check_default(&config(json!({"command": ["sh"], "unknown": 1}))).is_err());
     }
 }

@@ -1,24 +1,26 @@
 //! The life of one started run: its secrets unsealed, its working directory prepared,
 //! its agent executed with every line recorded as it comes, its checkpoint and artifact
 //! collected, and its end stored and announced. Every end of a run, here or elsewhere in
-//! the engine, is announced by `announce_end`.
+//! the engine, goes through `end`, which stores it with the run's last words and
+//! announces them.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
-use vm0_types::{self as types, LogLevel, LogType, RunStatus};
+use vm0_types::{LogLevel, LogType, RunEvent, RunStatus};
 
 use super::local::{Job, Outcome, Output};
 use super::recorder::{meta, status_event, Journal};
 use super::{workdir, Engine};
 use crate::ids;
-use crate::store::{EventData, NewCheckpoint, RunEnd, RunRow, Store};
+use crate::store::{Ending, RunEnd, RunRow, Store, StoreError};
 
 /// Why a run stopped by a drain's end failed.
-const SHUT_DOWN: &str = "The server shut down before the run finished";
-/// How long a run's end is tried again while the store fails: well within the lease,
-/// which the instance renews meanwhile, so that no other instance ends the run as lost.
+pub(super) const SHUT_DOWN: &str = "The server shut down before the run finished";
+/// How long a run's end is tried again while the store fails: within the lease the run
+/// has left when its end begins (17 s or more since the last renewal), so that no other
+/// instance ends it as lost meanwhile.
 const END_RETRIES_FOR: Duration = Duration::from_secs(15);
 /// Lines of output that may wait between the executor and the recorder.
 const OUTPUT_QUEUE: usize = 1024;
@@ -45,14 +47,14 @@ impl<S: Store> Engine<S> {
         &self,
         run: RunRow,
         cancelled: watch::Receiver<bool>,
-        halted: &AtomicBool,
+        halted: &OnceLock<&'static str>,
     ) {
         let run = match self.unsealed(run.clone()) {
             Ok(run) => run,
             Err(unreadable) => {
                 let end = RunEnd::without_execution(RunStatus::Failed, &unreadable.to_string());
-                if let Ok(true) = self.store.end_run(&run.id, &end, None).await {
-                    self.announce_end(&self.journal(&run), &end).await;
+                if let Err(error) = self.end(&run.id, Ending::Held(run.epoch), &end).await {
+                    tracing::error!(run = %run.id, %error, "could not fail a run");
                 }
                 return;
             }
@@ -63,7 +65,12 @@ impl<S: Store> Engine<S> {
             meta([("status", &RunStatus::Running.to_string()), ("sessionId", &run.session_id)]);
         journal.log(LogType::System, LogLevel::Info, "Run started", metadata).await;
         let started = Instant::now();
-        let workdir = workdir::Workdir { store: &self.store, blobs: &self.blobs, dir: &self.dir };
+        let workdir = workdir::Workdir {
+            store: &self.store,
+            blobs: &self.blobs,
+            dir: &self.dir,
+            caps: &self.limits.caps,
+        };
         let (outcome, timeout) = match workdir.prepare(&run, self.limits.sample_every).await {
             Ok(job) => {
                 let timeout = job.timeout;
@@ -72,52 +79,88 @@ impl<S: Store> Engine<S> {
             Err(error) => (Outcome::Failed(error.to_string()), Duration::ZERO),
         };
         let elapsed = started.elapsed().as_millis() as i64;
-        let (mut status, mut error) = verdict(outcome, timeout, halted);
-        let (mut checkpoint, mut artifact_version) = (None, None);
-        if status == RunStatus::Completed {
-            match workdir.complete(&run).await {
-                Ok((c, a)) => (checkpoint, artifact_version) = (Some(c), a),
-                Err(failure) => (status, error) = (RunStatus::Failed, Some(failure.to_string())),
-            }
-        }
-        let end = RunEnd {
+        let (status, error) = verdict(outcome, timeout, halted);
+        let mut end = RunEnd {
             status,
-            error: error.map(|e| journal.mask(&e)),
+            error,
             execution_time_ms: Some(elapsed),
             completed_at: ids::now(),
-            checkpoint_id: checkpoint.as_ref().map(|c: &NewCheckpoint| c.row.id.clone()),
-            artifact_version,
+            checkpoint: None,
+            artifact: None,
         };
+        if status == RunStatus::Completed {
+            match workdir.complete(&run).await {
+                Ok(collected) => {
+                    for sentence in &collected.left_out {
+                        let metadata = meta([("checkpoint", &collected.checkpoint.row.id)]);
+                        journal.log(LogType::System, LogLevel::Warn, sentence, metadata).await;
+                    }
+                    (end.checkpoint, end.artifact) =
+                        (Some(collected.checkpoint), collected.artifact)
+                }
+                Err(failure) => {
+                    (end.status, end.error) = (RunStatus::Failed, Some(failure.to_string()))
+                }
+            }
+        }
+        end.error = end.error.map(|e| journal.mask(&e));
         // Every line is stored before the run reads as ended.
         journal.flush().await;
-        if self.store_end(&run, &end, checkpoint.as_ref()).await {
-            if let Some(checkpoint) = &checkpoint {
-                workdir.mark(&run.session_id, &checkpoint.row.id).await;
+        self.ending(&run.id);
+        match self.store_end(&run, end).await {
+            Some(end) => {
+                if let Some(checkpoint) = &end.checkpoint {
+                    workdir.mark(&run.session_id, &checkpoint.row.id).await;
+                }
             }
-            self.announce_end(&journal, &end).await
+            // Its end was stored elsewhere (or not at all): the subscribers here replay
+            // what the store holds.
+            None => self.recorder.ended(&run.id, Vec::new()),
         }
     }
 
-    /// Stores the end of `run`, trying again while the store fails (the lease, renewed
-    /// meanwhile, keeps the run this instance's): whether this end is the run's. False when
-    /// the run had ended otherwise (cancelled, or ended as lost), or the store failed for
-    /// `END_RETRIES_FOR`.
-    async fn store_end(
+    /// Ends run `id` if `ending` holds, with its last words, and announces them: whether
+    /// this end is the run's.
+    pub(super) async fn end(
         &self,
-        run: &RunRow,
+        id: &str,
+        ending: Ending,
         end: &RunEnd,
-        checkpoint: Option<&NewCheckpoint>,
-    ) -> bool {
+    ) -> Result<bool, StoreError> {
+        match self.store.end_run(id, ending, end).await? {
+            Some(events) => {
+                self.announce_end(id, end, events);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Stores the end of `run` under the epoch of its claim, trying again while the store
+    /// fails (within the lease it has, which the last renewal left at 17 s or more): the
+    /// end stored,
+    /// which is `end` or, when its artifact was deleted during the run, a failure. `None`
+    /// when the run had ended otherwise (cancelled, ended as lost or claimed again), or
+    /// the store failed for `END_RETRIES_FOR`.
+    async fn store_end(&self, run: &RunRow, mut end: RunEnd) -> Option<RunEnd> {
         let deadline = Instant::now() + END_RETRIES_FOR;
         let mut delay = Duration::from_millis(50);
         let mut failed = false;
         loop {
-            match self.store.end_run(&run.id, end, checkpoint).await {
-                Ok(true) => return true,
+            match self.end(&run.id, Ending::Held(run.epoch), &end).await {
+                Ok(true) => return Some(end),
                 // A try that failed may have committed all the same, its answer lost: the
-                // end stored is then this one.
-                Ok(false) if failed => return self.ended_as(run, end).await,
-                Ok(false) => return false,
+                // end stored is then this one, whose events subscribers replay.
+                Ok(false) if failed && self.ended_as(run, &end).await => {
+                    self.announce_end(&run.id, &end, Vec::new());
+                    return Some(end);
+                }
+                Ok(false) => return None,
+                Err(StoreError::InvalidState(message)) => {
+                    let elapsed = end.execution_time_ms;
+                    end = RunEnd::without_execution(RunStatus::Failed, &message);
+                    end.execution_time_ms = elapsed;
+                }
                 Err(error) if Instant::now() + delay < deadline => {
                     let id = &run.id;
                     tracing::warn!(run = %id, %error, ?delay, "could not end a run; trying again");
@@ -127,7 +170,7 @@ impl<S: Store> Engine<S> {
                 }
                 Err(error) => {
                     tracing::error!(run = %run.id, %error, "could not end a run");
-                    return false;
+                    return None;
                 }
             }
         }
@@ -170,32 +213,20 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    /// The events and log of an ended run, stored before this returns.
-    pub(super) async fn announce_end(&self, journal: &Journal, end: &RunEnd) {
+    /// The end of a run, stored with its last `events`: counted, and the events given to
+    /// the run's subscribers here, whose feed then closes.
+    pub(super) fn announce_end(&self, id: &str, end: &RunEnd, events: Vec<RunEvent>) {
         self.metrics.run_ended(&end.status.to_string());
-        if let Some(message) = &end.error {
-            journal.event(EventData::Error(types::RunErrorData { message: message.clone() })).await;
-        }
-        journal.event(status_event(end.status)).await;
-        let (level, message) = match &end.error {
-            Some(error) => (LogLevel::Error, format!("Run {}: {error}", end.status)),
-            None => (LogLevel::Info, format!("Run {}", end.status)),
-        };
-        let metadata = meta([("status", &end.status.to_string())]);
-        journal.log(LogType::System, level, &message, metadata).await;
-        let complete =
-            types::RunCompleteData { status: end.status, execution_time_ms: end.execution_time_ms };
-        journal.event(EventData::Complete(complete)).await;
-        journal.flush().await;
+        self.recorder.ended(id, events);
     }
 }
 
 /// A run's status and error from how its agent ended. `timeout` is the run's, and
-/// `halted` whether the drain's end stopped it.
+/// `halted` why the engine stopped it, if it did.
 fn verdict(
     outcome: Outcome,
     timeout: Duration,
-    halted: &AtomicBool,
+    halted: &OnceLock<&'static str>,
 ) -> (RunStatus, Option<String>) {
     match outcome {
         Outcome::Exited(0) => (RunStatus::Completed, None),
@@ -209,8 +240,8 @@ fn verdict(
             RunStatus::Timeout,
             Some(format!("The run exceeded its timeout of {} seconds", timeout.as_secs())),
         ),
-        Outcome::Cancelled if halted.load(Ordering::SeqCst) => {
-            (RunStatus::Failed, Some(SHUT_DOWN.to_string()))
+        Outcome::Cancelled if halted.get().is_some() => {
+            (RunStatus::Failed, halted.get().map(|why| why.to_string()))
         }
         Outcome::Cancelled => (RunStatus::Cancelled, Some("Cancelled by request".to_string())),
         Outcome::Failed(message) => (RunStatus::Failed, Some(message)),
@@ -232,8 +263,8 @@ impl RunEnd {
             error: Some(error.to_string()),
             execution_time_ms: None,
             completed_at: ids::now(),
-            checkpoint_id: None,
-            artifact_version: None,
+            checkpoint: None,
+            artifact: None,
         }
     }
 }

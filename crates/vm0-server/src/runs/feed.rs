@@ -42,7 +42,9 @@ impl<S: Store> Engine<S> {
         let live = self.subscribe(id);
         let feed = Feed {
             store: self.store.clone(),
+            user: user.to_string(),
             run: id.to_string(),
+            ended: false,
             after,
             live,
             replaying: true,
@@ -106,7 +108,11 @@ impl<S: Store> Engine<S> {
 /// One subscriber's position in a run's events.
 struct Feed<S> {
     store: S,
+    user: String,
     run: String,
+    /// The run was seen ended: the store has all its events, and once they are read the
+    /// stream is over, `complete` or not (a run ended without one).
+    ended: bool,
     after: i64,
     live: Subscription,
     /// Reading stored events, until caught up with the store.
@@ -165,12 +171,18 @@ impl<S: RunStore + Send + Sync> Feed<S> {
             }
         };
         if batch.is_empty() {
-            self.replaying = false;
             // Caught up to a `complete` event already sent (a client resuming after the
-            // last event, or a feed closed at the run's end): the stream is over.
-            if self.after > 0 && self.last_sent_was_complete().await {
+            // last event, or a feed closed at the run's end), or with a run seen ended
+            // before this read: the stream is over.
+            if self.ended || (self.after > 0 && self.last_sent_was_complete().await) {
                 return Step::End;
             }
+            // Ended meanwhile: its end's events, stored with it, are read once more.
+            if self.run_ended().await {
+                self.ended = true;
+                return Step::Again;
+            }
+            self.replaying = false;
         }
         for row in batch {
             // Past a row that does not read, too, so that it is not read again.
@@ -184,6 +196,17 @@ impl<S: RunStore + Send + Sync> Feed<S> {
             }
         }
         Step::Again
+    }
+
+    /// Whether the run has ended (a run that cannot be read any more has too).
+    async fn run_ended(&self) -> bool {
+        match self.store.get_run(&self.user, &self.run).await {
+            Ok(run) => run.is_none_or(|run| run.completed_at.is_some()),
+            Err(error) => {
+                tracing::warn!(run = %self.run, %error, "could not read whether a run ended");
+                false
+            }
+        }
     }
 
     /// Whether the stored event numbered `after` is the run's `complete` event.
@@ -201,6 +224,9 @@ impl<S: RunStore + Send + Sync> Feed<S> {
             _ = self.draining.cancelled() => return Step::End,
         };
         match received {
+            // A quiet spell: the run may have ended without a word here (its end's events
+            // lost to this instance's feed), which the store tells.
+            Err(_) if self.run_ended().await => self.replaying = true,
             Err(_) => return Step::Heartbeat,
             Ok(Ok(event)) if event_id(&event) <= self.after => {}
             Ok(Ok(event)) if event_id(&event) == self.after + 1 => {

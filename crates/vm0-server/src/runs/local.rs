@@ -103,6 +103,17 @@ impl Executor for LocalExecutor {
     }
 }
 
+/// Kills a run's process group when dropped.
+struct GroupKiller(i32);
+
+impl Drop for GroupKiller {
+    fn drop(&mut self) {
+        if self.0 > 0 {
+            kill_group(self.0);
+        }
+    }
+}
+
 fn kill_group(pgid: i32) {
     // SAFETY: kill(2) with a negative pid signals the process group; it touches no memory.
     unsafe {
@@ -131,7 +142,7 @@ fn sandboxed(helper: &Path, job: &Job, status: &Path) -> tokio::process::Command
     sandbox::helper_command(helper, &spec)
 }
 
-/// The agent's command itself, outside any sandbox.
+/// The agent's command itself, outside any sandbox, behind a warden (see `warden`).
 fn unsandboxed(job: &Job) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(&job.command[0]);
     command
@@ -139,7 +150,66 @@ fn unsandboxed(job: &Job) -> tokio::process::Command {
         .current_dir(&job.workdir)
         .env_clear()
         .envs(job.env.iter().map(|(k, v)| (k, v)));
+    let server = std::process::id() as libc::pid_t;
+    // SAFETY: `warden` makes only async-signal-safe calls, as code between fork and exec
+    // must.
+    unsafe {
+        command.pre_exec(move || warden(server));
+    }
     command
+}
+
+/// Runs in the run's first process, between fork and exec, once it leads the run's
+/// process group: forks again, and the child goes on to exec the agent while this
+/// process stays behind as the run's warden. The server's death signals the warden
+/// (`PR_SET_PDEATHSIG`), which then kills the whole group, the agent's descendants with
+/// it (a signal to the agent alone would leave them: a sandbox's processes die with its
+/// PID namespace, an unsandboxed run's need this). Otherwise it waits for the agent and
+/// ends as it did, so the server sees the agent's exit.
+fn warden(server: libc::pid_t) -> std::io::Result<()> {
+    extern "C" fn kill_run(_: libc::c_int) {
+        // SAFETY: kill(2) of the caller's own process group touches no memory.
+        unsafe {
+            libc::kill(0, libc::SIGKILL);
+        }
+    }
+    // SAFETY: fork, close_range, signal, prctl, getppid, waitpid, raise and _exit are
+    // async-signal-safe, and the warden calls nothing else before it exits.
+    unsafe {
+        let agent = libc::fork();
+        if agent < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if agent == 0 {
+            return Ok(());
+        }
+        // The warden holds none of the run's files: no pipe of the agent's, nor the one
+        // through which the server learns that the exec happened.
+        if libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) != 0 {
+            for fd in 0..1024 {
+                libc::close(fd);
+            }
+        }
+        libc::signal(libc::SIGTERM, kill_run as extern "C" fn(libc::c_int) as libc::sighandler_t);
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+        // The server may have died before the line above, and then no signal comes.
+        if libc::getppid() != server {
+            kill_run(0);
+        }
+        let mut status = 0;
+        while libc::waitpid(agent, &mut status, 0) < 0 {
+            if *libc::__errno_location() != libc::EINTR {
+                libc::_exit(127);
+            }
+        }
+        if libc::WIFSIGNALED(status) {
+            let signal = libc::WTERMSIG(status);
+            libc::signal(signal, libc::SIG_DFL);
+            libc::raise(signal);
+            libc::_exit(128 + signal);
+        }
+        libc::_exit(libc::WEXITSTATUS(status))
+    }
 }
 
 /// Runs `job` under `isolation` to its end: its process is fed the prompt, its output
@@ -159,6 +229,9 @@ async fn run(
     // The helper, the sandbox's first process and whatever did not leave the group all
     // share the group; what left it dies with the sandbox's first process.
     let pgid = child.id().map(|id| id as i32).unwrap_or_default();
+    // Should this future be dropped before its end (a panic, the runtime's shutdown), the
+    // group goes with it: `kill_on_drop` alone would reach only its first process.
+    let mut group = GroupKiller(pgid);
     let members = match isolation {
         Isolation::Sandbox(_) => Members::Sandbox(pgid),
         _ => Members::Group(pgid),
@@ -198,6 +271,8 @@ async fn run(
     // The run's processes end with it, the ones it left in the background too.
     kill_group(pgid);
     child.wait().await.ok();
+    // Its leader reaped, the group's id may go to another process: not to be signalled.
+    group.0 = 0;
     sampler.abort();
     let outcome = sandbox_outcome(isolation, outcome, &status, &job.limits);
     let outcome = workdir_outcome(outcome, &job).await;
@@ -463,7 +538,7 @@ async fn send_line(
 /// The processes of a run, as the sampler finds them in `/proc`.
 #[derive(Debug, Clone, Copy)]
 enum Members {
-    /// The process group of an unsandboxed run.
+    /// The process group of an unsandboxed run, led by its warden.
     Group(i32),
     /// A sandbox, by its helper's PID: the descendants of the sandbox's first process,
     /// the helper's grandchild (orphans of the sandbox are adopted by that first process,
@@ -591,7 +666,9 @@ fn usage(members: Members) -> (Usage, u64) {
         .collect();
     let mut tmpfs_bytes = 0;
     let chosen: Vec<&Stat> = match members {
-        Members::Group(pgid) => stats.iter().filter(|s| s.group == pgid).collect(),
+        // The group's leader is the run's warden, a copy of the server that shares its
+        // pages: not the run's.
+        Members::Group(pgid) => stats.iter().filter(|s| s.group == pgid && s.pid != pgid).collect(),
         Members::Sandbox(helper) => {
             let mut children: HashMap<i32, Vec<&Stat>> = HashMap::new();
             for stat in &stats {
@@ -632,7 +709,8 @@ fn memory_total_kib() -> u64 {
 /// What the files of a run's working directory take.
 #[derive(Debug, Default, Clone, Copy)]
 struct Files {
-    /// The space they take on disk, in bytes (a small file takes a block).
+    /// The space they take on disk, in bytes (a small file takes a block), or what storing
+    /// them takes (a sparse file counts its every byte).
     space: u64,
     /// The bytes of the largest file.
     largest: u64,
@@ -656,7 +734,9 @@ fn files_size(dir: &Path, limits: &Limits) -> Files {
             }
             let Ok(meta) = entry.metadata() else { continue };
             files.count += 1;
-            files.space += meta.blocks() * 512;
+            // A sparse file takes few blocks here, but its checkpoint or artifact stores
+            // every byte it reads as: it counts as the larger of the two.
+            files.space += (meta.blocks() * 512).max(if meta.is_file() { meta.len() } else { 0 });
             if meta.is_dir() {
                 folders.push(entry.path());
             } else if meta.is_file() {

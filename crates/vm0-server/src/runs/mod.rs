@@ -36,9 +36,8 @@ mod workdir;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -61,16 +60,36 @@ pub(crate) struct Limits {
     pub sample_every: Duration,
     /// Checkpoints older than this are deleted, and sessions unused for this long expire.
     pub retention: Duration,
+    /// The most any one run may be given.
+    pub caps: config::RunCaps,
 }
 
-/// A run executing here: its cancel switch, and a signal that turns true once its end is
-/// recorded.
+/// A run executing here: its cancel switch, a signal that turns true once its end is
+/// recorded, the epoch of its claim and when its lease was last made sure of.
 struct Executing {
     cancel: watch::Sender<bool>,
     ended: watch::Receiver<bool>,
-    /// Set, before the cancel, when the drain's end stops the run: it then fails for that
-    /// reason rather than reads as cancelled by request.
-    halted: Arc<AtomicBool>,
+    /// Set, before the cancel, when the engine stops the run itself (the drain's end, a
+    /// lease it could not renew): the run then fails for that reason rather than reads as
+    /// cancelled by request.
+    halted: Arc<OnceLock<&'static str>>,
+    epoch: i64,
+    /// When the last claim or renewal of the lease that succeeded was sent, by this
+    /// process's monotonic clock: the lease holds at least `LEASE` from then.
+    leased_at: Instant,
+    /// Its end is being stored: its lease is no longer renewed (the end's transaction
+    /// holds the run's row, and the end is tried within the lease it has).
+    ending: bool,
+    /// Its session, which no other run may start in here before this one is gone.
+    session: String,
+}
+
+impl Executing {
+    /// Stops the run, failing it for `why` unless it was stopped already.
+    fn halt(&self, why: &'static str) {
+        self.halted.set(why).ok();
+        self.cancel.send_replace(true);
+    }
 }
 
 /// Where an engine runs: the id of its instance (the executor of the runs it starts,
@@ -137,7 +156,13 @@ impl<S: Store> Engine<S> {
     }
 
     fn journal(&self, run: &RunRow) -> Journal {
-        self.recorder.journal(&run.id, run.secrets.0.values().cloned().collect())
+        self.recorder.journal(&run.id, run.epoch, run.secrets.0.values().cloned().collect())
+    }
+
+    /// The operator's caps on a run's limits, which agent configurations are checked
+    /// against.
+    pub(crate) fn caps(&self) -> &config::RunCaps {
+        &self.limits.caps
     }
 
     /// The signal of this instance's drain (see `drain`).
@@ -176,8 +201,7 @@ impl<S: Store> Engine<S> {
     /// and waits until their ends are recorded.
     pub async fn halt(&self) {
         for run in self.executing.lock().expect("not poisoned").values() {
-            run.halted.store(true, Ordering::SeqCst);
-            run.cancel.send_replace(true);
+            run.halt(execution::SHUT_DOWN);
         }
         self.idle().await;
     }
@@ -187,8 +211,23 @@ impl<S: Store> Engine<S> {
         self.executing.lock().expect("not poisoned").contains_key(run_id)
     }
 
-    /// The ids of the runs executing here.
-    fn executing_here(&self) -> Vec<String> {
-        self.executing.lock().expect("not poisoned").keys().cloned().collect()
+    /// Whether a run of session `id` is executing here.
+    fn session_in_use_here(&self, id: &str) -> bool {
+        self.executing.lock().expect("not poisoned").values().any(|run| run.session == id)
+    }
+
+    /// Marks run `id` as ending (see `Executing::ending`).
+    fn ending(&self, id: &str) {
+        if let Some(run) = self.executing.lock().expect("not poisoned").get_mut(id) {
+            run.ending = true;
+        }
+    }
+
+    /// The runs executing here, each with the epoch of its claim; not those whose claim
+    /// is under way (epoch 0), nor those whose end is being stored.
+    fn held_here(&self) -> Vec<(String, i64)> {
+        let executing = self.executing.lock().expect("not poisoned");
+        let claimed = executing.iter().filter(|(_, run)| run.epoch > 0 && !run.ending);
+        claimed.map(|(id, run)| (id.clone(), run.epoch)).collect()
     }
 }

@@ -34,8 +34,8 @@ const RETRY_QUIETLY: Duration = Duration::from_secs(30);
 const FEED_CAPACITY: usize = 1024;
 
 enum Entry {
-    /// Something a run recorded.
-    Record(Arc<str>, Record),
+    /// Something a run recorded, with the epoch its executor holds it under.
+    Record(Arc<str>, i64, Record),
     /// Answered once everything sent before it is stored.
     Flush(oneshot::Sender<()>),
 }
@@ -62,10 +62,12 @@ impl Recorder {
         Recorder { queue, feeds }
     }
 
-    /// What run `run_id` records, with the values of `secrets` masked.
-    pub(super) fn journal(&self, run_id: &str, secrets: Vec<String>) -> Journal {
+    /// What run `run_id`, executing here under `epoch`, records, with the values of
+    /// `secrets` masked.
+    pub(super) fn journal(&self, run_id: &str, epoch: i64, secrets: Vec<String>) -> Journal {
         Journal {
             run: run_id.into(),
+            epoch,
             secrets: Masker::new(secrets),
             recorder: self.clone(),
             carries: Mutex::default(),
@@ -80,6 +82,15 @@ impl Recorder {
     /// Whether the run has live subscribers here.
     pub(super) fn watched(&self, run_id: &str) -> bool {
         self.feeds.senders.lock().expect("not poisoned").contains_key(run_id)
+    }
+
+    /// The last events of a run that has ended, stored with its end, for this instance's
+    /// subscribers; then its feed closes, and a subscriber that missed some replays them
+    /// from the store.
+    pub(super) fn ended(&self, run_id: &str, events: Vec<types::RunEvent>) {
+        let run: Arc<str> = run_id.into();
+        self.feeds.publish(events.into_iter().map(|e| (run.clone(), e)).collect());
+        self.feeds.close(run_id);
     }
 
     /// Events another instance recorded and stored, for this instance's subscribers; the
@@ -97,6 +108,9 @@ impl Recorder {
 /// One run's pen: everything it writes is masked, numbered and stored in order.
 pub(crate) struct Journal {
     run: Arc<str>,
+    /// The epoch of the claim the run executes under: the store refuses what it records
+    /// once the run has ended or been claimed again.
+    epoch: i64,
     secrets: Masker,
     recorder: Recorder,
     /// The end of what the run printed so far on standard output and on standard error,
@@ -123,7 +137,7 @@ impl Journal {
             }
             other => other,
         };
-        self.send(Entry::Record(self.run.clone(), Record::Event(data))).await;
+        self.send(Entry::Record(self.run.clone(), self.epoch, Record::Event(data))).await;
     }
 
     /// One line the run printed, as an output event and an agent log entry, with its
@@ -161,11 +175,11 @@ impl Journal {
             message: self.secrets.mask(message),
             metadata: sqlx::types::Json(metadata),
         };
-        self.send(Entry::Record(self.run.clone(), Record::Log(row))).await;
+        self.send(Entry::Record(self.run.clone(), self.epoch, Record::Log(row))).await;
     }
 
     pub(crate) async fn metric(&self, sample: MetricRow) {
-        self.send(Entry::Record(self.run.clone(), Record::Metric(sample))).await;
+        self.send(Entry::Record(self.run.clone(), self.epoch, Record::Metric(sample))).await;
     }
 
     /// Returns once everything this journal (and every other) sent so far is stored.
@@ -267,17 +281,20 @@ impl Masker {
     }
 }
 
-/// The records of one batch numbered after what the store holds for each run, read
-/// afresh each time: another instance may have recorded for the same run meanwhile (its
-/// end, as lost). The batch, and the events to publish once it is stored; `None` when the
-/// counters cannot be read.
+/// The records of one batch numbered after what the store holds for each run, read for
+/// each batch. The batch, fenced by each run's epoch, and the events to publish once it
+/// is stored; `None` when the counters cannot be read.
 async fn number<S: RunStore>(
     store: &S,
-    records: &[(Arc<str>, Record)],
+    records: &[(Arc<str>, i64, Record)],
 ) -> Option<(Batch, Vec<(Arc<str>, types::RunEvent)>)> {
     let mut counters: HashMap<Arc<str>, Counters> = HashMap::new();
     let (mut batch, mut published) = (Batch::default(), Vec::new());
-    for (run, record) in records {
+    for (run, epoch, record) in records {
+        let fence = (run.to_string(), *epoch);
+        if !batch.fences.contains(&fence) {
+            batch.fences.push(fence);
+        }
         let count = match counters.get_mut(run) {
             Some(count) => count,
             None => match store.counters(run).await {
@@ -309,23 +326,41 @@ async fn number<S: RunStore>(
 }
 
 /// Numbers and stores a batch's records, trying again until the store takes them (a
-/// busy or full disk, a database failing over, numbers another instance took first), so
+/// busy or full disk, a database failing over), so
 /// that no fault loses what a run said: the runs wait meanwhile, their channel full and
 /// their output held in their pipes, and memory stays bounded. The events to publish.
 async fn store_records<S: RunStore>(
     store: &S,
-    records: &[(Arc<str>, Record)],
+    records: &[(Arc<str>, i64, Record)],
 ) -> Vec<(Arc<str>, types::RunEvent)> {
     let mut delay = RETRY_FIRST;
     let mut failing_since: Option<std::time::Instant> = None;
+    // Numbered once: the fences leave each run one writer, this one, so the numbers stay
+    // right across tries, and a try whose commit went through with its answer lost shows
+    // as the next try's duplicate.
+    let mut numbered = None;
     loop {
-        if let Some((batch, published)) = number(store, records).await {
-            match store.append(&batch).await {
-                Ok(()) => {
+        if numbered.is_none() {
+            numbered = number(store, records).await;
+        }
+        if let Some((batch, published)) = &mut numbered {
+            match store.append(batch).await {
+                Ok(refused) => {
                     if let Some(since) = failing_since {
                         tracing::info!(after = ?since.elapsed(), "run records stored again");
                     }
-                    return published;
+                    // Their executor lost them (ended elsewhere, or claimed again): what
+                    // they said since is not theirs to record, and their executor stops
+                    // them at its next look.
+                    for run in &refused {
+                        tracing::warn!(%run, "refused: records of a run no longer held here");
+                    }
+                    published.retain(|(run, _)| !refused.iter().any(|r| **r == **run));
+                    return std::mem::take(published);
+                }
+                Err(error) if error.is_duplicate() => {
+                    tracing::info!("run records stored by a try whose answer was lost");
+                    return std::mem::take(published);
                 }
                 Err(error) => {
                     let since = *failing_since.get_or_insert_with(std::time::Instant::now);
@@ -362,20 +397,12 @@ async fn write<S: RunStore>(store: S, mut entries: mpsc::Receiver<Entry>, feeds:
         let (mut records, mut flushed) = (Vec::with_capacity(gathered.len()), Vec::new());
         for entry in gathered.drain(..) {
             match entry {
-                Entry::Record(run, record) => records.push((run, record)),
+                Entry::Record(run, epoch, record) => records.push((run, epoch, record)),
                 Entry::Flush(done) => flushed.push(done),
             }
         }
-        let ended: Vec<Arc<str>> = records
-            .iter()
-            .filter(|(_, r)| matches!(r, Record::Event(EventData::Complete(_))))
-            .map(|(run, _)| run.clone())
-            .collect();
         if !records.is_empty() {
             feeds.publish(store_records(&store, &records).await);
-        }
-        for run in ended {
-            feeds.close(&run);
         }
         for done in flushed {
             done.send(()).ok();

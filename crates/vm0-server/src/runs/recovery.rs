@@ -4,8 +4,7 @@
 use vm0_types::RunStatus;
 
 use super::Engine;
-use crate::ids;
-use crate::store::{RunEnd, Store};
+use crate::store::{Ending, RunEnd, Store};
 
 /// Why a lost instance's run failed.
 const LOST_EXECUTOR: &str = "The instance executing the run was lost: its lease ran out";
@@ -30,17 +29,26 @@ impl<S: Store> Engine<S> {
         self.end_runs_of(None, LOST_EXECUTOR).await
     }
 
-    /// Ends the runs `executor` left running or, when `None`, those whose lease ran out.
+    /// Ends the runs `executor` left running or, when `None`, those whose lease ran out
+    /// by the database's clock, each under the epoch it was found with (and, for a lapsed
+    /// lease, only if it has not been renewed meanwhile).
     async fn end_runs_of(&self, executor: Option<&str>, message: &str) {
-        let end = RunEnd::without_execution(RunStatus::Failed, message);
-        match self.store.end_lost_runs(executor, ids::now(), &end).await {
-            Ok(ended) => {
-                for id in ended {
-                    tracing::warn!(run = %id, "{message}");
-                    self.announce_end(&self.recorder.journal(&id, Vec::new()), &end).await;
-                }
+        let lost = match self.store.lost_runs(executor).await {
+            Ok(lost) => lost,
+            Err(error) => {
+                tracing::error!(%error, "could not look for the runs of lost instances");
+                return;
             }
-            Err(error) => tracing::error!(%error, "could not end the runs of lost instances"),
+        };
+        for (id, epoch) in lost {
+            let ending =
+                if executor.is_some() { Ending::Held(epoch) } else { Ending::Lapsed(epoch) };
+            let end = RunEnd::without_execution(RunStatus::Failed, message);
+            match self.end(&id, ending, &end).await {
+                Ok(true) => tracing::warn!(run = %id, "{message}"),
+                Ok(false) => {}
+                Err(error) => tracing::error!(run = %id, %error, "could not end a lost run"),
+            }
         }
     }
 }

@@ -19,8 +19,12 @@ impl<S: Store> Engine<S> {
         let before = now - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
         let expired = self.store.expire(before, now).await?;
         for session in &expired.sessions {
+            if !crate::ids::is(crate::ids::Prefix::Session, session) {
+                tracing::error!(%session, "an expired session's id is not one: its folder is left");
+                continue;
+            }
             workdir::forget(&self.dir, session).await;
-            let removed = tokio::fs::remove_dir_all(workdir::session_dir(&self.dir, session)).await;
+            let removed = workdir::remove_tree(&workdir::session_dir(&self.dir, session)).await;
             match removed {
                 Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
                     tracing::warn!(

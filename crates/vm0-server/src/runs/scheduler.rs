@@ -2,16 +2,15 @@
 //! conditional update so that one instance of several starts it; a run whose start keeps
 //! failing backs off, then fails rather than hold up the queue behind it.
 
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use vm0_types::RunStatus;
 
 use super::{Engine, Executing};
 use crate::ids;
-use crate::store::{RunEnd, RunRow, Store, StoreError};
+use crate::store::{Ending, RunEnd, RunRow, Store, StoreError};
 
 impl<S: Store> Engine<S> {
     /// Starts pending runs, oldest first, as slots free up, until the instance drains.
@@ -29,7 +28,9 @@ impl<S: Store> Engine<S> {
                 return;
             }
             let run = match self.store.next_pending_run().await {
-                Ok(Some(run)) => run,
+                // A run of its session still executing here (cancelled, or ended elsewhere,
+                // its processes not gone yet) keeps it waiting: they share one directory.
+                Ok(Some(run)) if !self.session_in_use_here(&run.session_id) => run,
                 found => {
                     if let Err(error) = found {
                         tracing::error!(%error, "could not read the pending runs");
@@ -58,8 +59,20 @@ impl<S: Store> Engine<S> {
     async fn claim(self: &Arc<Self>, run: RunRow, permit: OwnedSemaphorePermit) -> Claim {
         let (cancel, cancelled) = watch::channel(false);
         let (ended_tx, ended) = watch::channel(false);
-        let halted = Arc::new(AtomicBool::new(false));
-        let executing = Executing { cancel, ended, halted: halted.clone() };
+        let halted = Arc::new(OnceLock::new());
+        // The lease holds from the claim's commit, which is after this.
+        let leased_at = Instant::now();
+        // Placed before the claim, so that a drain beginning meanwhile finds it; its epoch
+        // is set once the claim takes one.
+        let executing = Executing {
+            cancel,
+            ended,
+            halted: halted.clone(),
+            epoch: 0,
+            leased_at,
+            ending: false,
+            session: run.session_id.clone(),
+        };
         self.executing.lock().expect("not poisoned").insert(run.id.clone(), executing);
         // A drain that began while the run was read: it stays pending. (One that begins
         // after this look finds the run among those executing.)
@@ -68,7 +81,12 @@ impl<S: Store> Engine<S> {
             return Claim::Drained;
         }
         match self.store.start_run(&run.id, ids::now(), &self.lease()).await {
-            Ok(true) => {
+            Ok(Some(run)) => {
+                if let Some(executing) =
+                    self.executing.lock().expect("not poisoned").get_mut(&run.id)
+                {
+                    executing.epoch = run.epoch;
+                }
                 self.metrics
                     .run_started((ids::now() - run.created_at).to_std().unwrap_or_default());
                 let slot = Slot {
@@ -83,7 +101,7 @@ impl<S: Store> Engine<S> {
                 });
                 Claim::Started
             }
-            Ok(false) => {
+            Ok(None) => {
                 self.executing.lock().expect("not poisoned").remove(&run.id);
                 Claim::Taken
             }
@@ -120,8 +138,8 @@ impl<S: Store> Engine<S> {
                 // A run that cannot start must not hold up the queue behind it.
                 let message = format!("The run could not be started: {error}");
                 let end = RunEnd::without_execution(RunStatus::Failed, &message);
-                if let Ok(true) = self.store.end_run(&run.id, &end, None).await {
-                    self.announce_end(&self.journal(run), &end).await;
+                if let Err(error) = self.end(&run.id, Ending::Pending, &end).await {
+                    tracing::error!(run = %run.id, %error, "could not fail a run");
                 }
                 *failing = None;
             }

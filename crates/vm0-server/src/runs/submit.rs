@@ -107,6 +107,8 @@ impl<S: Store> Engine<S> {
             created_at: ids::now(),
             started_at: None,
             completed_at: None,
+            epoch: 0,
+            base_checkpoint_id: None,
         };
         let first = first_records(&row);
         match self.store.create_run(&row, new_session.as_ref(), artifact.new.as_ref(), &first).await
@@ -187,7 +189,7 @@ impl<S: Store> Engine<S> {
         };
         let version = version
             .ok_or_else(|| RunError::not_found("agent version", wanted).at("agentVersion"))?;
-        super::config::check(&version.config.0).map_err(|e| {
+        super::config::check(&version.config.0, &self.limits.caps).map_err(|e| {
             RunError::invalid_state(format!("Agent version '{}' cannot run here: {e}", version.id))
         })?;
         Ok(version)
@@ -299,6 +301,6 @@ fn first_records(run: &RunRow) -> Batch {
     Batch {
         events: vec![(run.id.clone(), event)],
         logs: vec![(run.id.clone(), log)],
-        metrics: Vec::new(),
+        ..Batch::default()
     }
 }

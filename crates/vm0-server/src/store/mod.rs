@@ -48,6 +48,13 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+impl StoreError {
+    /// Whether a unique key refused a row: one that is stored already.
+    pub fn is_duplicate(&self) -> bool {
+        matches!(self, StoreError::Database(sqlx::Error::Database(e)) if e.is_unique_violation())
+    }
+}
+
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// A page request: at most `limit` items after the sort key `after`.
@@ -231,6 +238,11 @@ pub struct RunRow {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
+    /// How many times the run was claimed: the epoch its executor holds it under, which
+    /// every write of the executor's must match (see `Ending` and `Batch::fences`).
+    pub epoch: i64,
+    /// The checkpoint the run started from, set by its claim.
+    pub base_checkpoint_id: Option<String>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -250,11 +262,37 @@ pub struct CheckpointRow {
     pub agent_id: String,
 }
 
-/// A checkpoint about to be recorded: its row and the files of its manifest.
+/// A checkpoint about to be recorded: its row and its manifest.
 #[derive(Debug, Clone)]
 pub struct NewCheckpoint {
     pub row: CheckpointRow,
-    pub files: Vec<FileRow>,
+    pub manifest: Manifest,
+}
+
+/// What a checkpoint holds: the working directory's files, with their modes, and its
+/// folders and symbolic links.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Manifest {
+    pub files: Vec<CheckpointFile>,
+    pub entries: Vec<CheckpointEntry>,
+}
+
+/// A file of a checkpoint: its content's blob and its mode (the permission bits).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct CheckpointFile {
+    #[sqlx(flatten)]
+    pub file: FileRow,
+    pub mode: i64,
+}
+
+/// A folder (with its mode) or a symbolic link (with its target, inside the working
+/// directory) of a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct CheckpointEntry {
+    #[sqlx(try_from = "String")]
+    pub path: FilePath,
+    pub mode: Option<i64>,
+    pub target: Option<String>,
 }
 
 /// A hold on a blob by `holder` (a run id) until `until`.
@@ -272,15 +310,66 @@ pub struct Expired {
     pub sessions: Vec<String>,
 }
 
-/// How a run ended.
+/// How a run ended, and what its end records with it, in one transaction: its checkpoint,
+/// its artifact's new version, and its last events and log entry.
 #[derive(Debug, Clone)]
 pub struct RunEnd {
     pub status: RunStatus,
     pub error: Option<String>,
     pub execution_time_ms: Option<i64>,
     pub completed_at: DateTime<Utc>,
-    pub checkpoint_id: Option<String>,
-    pub artifact_version: Option<String>,
+    pub checkpoint: Option<NewCheckpoint>,
+    pub artifact: Option<NewArtifact>,
+}
+
+/// The version a run made of its artifact, committed with its end.
+#[derive(Debug, Clone)]
+pub struct NewArtifact {
+    pub storage_id: String,
+    pub user_id: String,
+    pub version: NewVersion,
+}
+
+impl RunEnd {
+    /// What the run says last, after everything else it recorded: its error, its final
+    /// status, a system log entry saying how it ended, and `complete`.
+    pub fn last_words(&self) -> (Vec<EventData>, LogRow) {
+        let mut events = Vec::new();
+        if let Some(message) = &self.error {
+            events.push(EventData::Error(types::RunErrorData { message: message.clone() }));
+        }
+        events.push(EventData::Status(types::RunStatusData { status: self.status }));
+        events.push(EventData::Complete(types::RunCompleteData {
+            status: self.status,
+            execution_time_ms: self.execution_time_ms,
+        }));
+        let (level, message) = match &self.error {
+            Some(error) => (LogLevel::Error, format!("Run {}: {error}", self.status)),
+            None => (LogLevel::Info, format!("Run {}", self.status)),
+        };
+        let metadata = [("status".to_string(), Value::String(self.status.to_string()))];
+        let log = LogRow {
+            seq: 0,
+            timestamp: self.completed_at,
+            kind: LogType::System,
+            level,
+            message,
+            metadata: Json(metadata.into_iter().collect()),
+        };
+        (events, log)
+    }
+}
+
+/// The condition, checked in the transaction of a run's end, that makes the end the
+/// run's one end: anything else (another end first, a new claim) refuses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// A run still pending: cancelled, or failed to start.
+    Pending,
+    /// A run running under this epoch: its executor's end, or a cancel's.
+    Held(i64),
+    /// A run running under this epoch whose lease ran out by the database's clock.
+    Lapsed(i64),
 }
 
 /// A number the store assigns (a version number, an event id, a log sequence), as the
@@ -413,6 +502,9 @@ pub struct Batch {
     pub logs: Vec<(String, LogRow)>,
     /// Run id, sequence number and sample.
     pub metrics: Vec<(String, i64, MetricRow)>,
+    /// Each run the batch writes for, with the epoch its executor holds it under: the
+    /// rows of a run that is no longer running under that epoch are refused.
+    pub fences: Vec<(String, i64)>,
 }
 
 impl Batch {
@@ -423,14 +515,25 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The batch without the rows of the runs `refused`.
+    pub fn without(&self, refused: &[String]) -> Batch {
+        let kept = |run: &String| !refused.contains(run);
+        Batch {
+            events: self.events.iter().filter(|(run, _)| kept(run)).cloned().collect(),
+            logs: self.logs.iter().filter(|(run, _)| kept(run)).cloned().collect(),
+            metrics: self.metrics.iter().filter(|(run, ..)| kept(run)).cloned().collect(),
+            fences: self.fences.iter().filter(|(run, _)| kept(run)).cloned().collect(),
+        }
+    }
 }
 
-/// An instance's hold on the runs it executes: they are its own until `until`, and then
-/// any instance may end them as lost.
+/// An instance's hold on the runs it executes: they are its own for `length` after each
+/// claim or renewal, by the database's clock, and then any instance may end them as lost.
 #[derive(Debug, Clone)]
 pub struct Lease {
     pub executor: String,
-    pub until: DateTime<Utc>,
+    pub length: std::time::Duration,
 }
 
 /// The last event id, log sequence number and metric sequence number of a run.
@@ -460,6 +563,9 @@ pub trait UserStore {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Option<TokenAuth>>> + Send;
     fn touch_token(&self, id: &str, at: DateTime<Utc>) -> impl Future<Output = Result<()>> + Send;
+    /// Whether token `id` is live at `now`: not revoked, not expired.
+    fn token_live(&self, id: &str, now: DateTime<Utc>)
+        -> impl Future<Output = Result<bool>> + Send;
     /// Live (unrevoked) tokens only, as `get_token`.
     fn list_tokens(
         &self,
@@ -592,6 +698,7 @@ pub trait StorageStore {
     /// between their storing and their version's or checkpoint's commit) or the pin's
     /// time runs out.
     /// `owner` holds the blob from then on.
+    /// Ends the writer's reservation `reserved` (see `reserve_blob`).
     fn record_blob(
         &self,
         hash: &str,
@@ -599,7 +706,28 @@ pub trait StorageStore {
         at: DateTime<Utc>,
         owner: &str,
         pin: Option<&Pin>,
+        reserved: &str,
     ) -> impl Future<Output = Result<()>> + Send;
+    /// Reserves blob `hash` for a writer about to put its bytes, by a pin of `holder`
+    /// until `until`, so that no collector forgets it meanwhile; false while a collector
+    /// is removing it (a removal that began before `stale` was abandoned, and is taken
+    /// over; the age is judged by the database's clock). Reservations and forgets of one
+    /// blob are serialized, on every instance.
+    fn reserve_blob(
+        &self,
+        hash: &str,
+        holder: &str,
+        until: DateTime<Utc>,
+        stale: std::time::Duration,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    /// Takes over the removals that began longer than `stale` ago by the database's clock
+    /// and never ended (their collector died), each for one caller only: their hashes.
+    fn abandoned_removals(
+        &self,
+        stale: std::time::Duration,
+    ) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// Ends the removal of blob `hash`: its writers may go on.
+    fn removed_blob(&self, hash: &str) -> impl Future<Output = Result<()>> + Send;
     /// In one transaction: checks that `user_id` holds every file's blob, complete with
     /// its size (`InvalidState` naming the first that is not, in the same words for a blob
     /// that does not exist and one another user holds), then the version (or the existing
@@ -618,8 +746,8 @@ pub trait StorageStore {
         &self,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Vec<String>>> + Send;
-    /// Forgets a blob if nothing refers to it or pins it at `now`; true when its file may
-    /// go.
+    /// Forgets a blob if nothing refers to it or pins it at `now`, and records its removal
+    /// as begun; true when its file may go, after which `removed_blob` ends the removal.
     fn forget_blob(
         &self,
         hash: &str,
@@ -665,59 +793,53 @@ pub trait RunStore {
     ) -> impl Future<Output = Result<Option<CheckpointRow>>> + Send;
     /// The oldest pending run whose session has no run executing, for the scheduler.
     fn next_pending_run(&self) -> impl Future<Output = Result<Option<RunRow>>> + Send;
-    /// pending → running under `lease`: the claim of one instance, which wins over any
-    /// other's; false when the run was no longer pending, or another run of its session
-    /// started meanwhile.
+    /// pending → running under `lease`, with a new epoch and the checkpoint it starts from
+    /// (the one it names, or its session's head): the claim of one instance, which wins
+    /// over any other's; the run as claimed, or `None` when it was no longer pending or
+    /// another run of its session started meanwhile.
     fn start_run(
         &self,
         id: &str,
         at: DateTime<Utc>,
         lease: &Lease,
-    ) -> impl Future<Output = Result<bool>> + Send;
-    /// Extends the lease of the runs `ids` that `lease.executor` is running to
-    /// `lease.until`.
+    ) -> impl Future<Output = Result<Option<RunRow>>> + Send;
+    /// Extends the lease of the runs `held` (id and epoch) that `lease.executor` is
+    /// running by `lease.length` from the database's now; the ids it extended.
     fn renew_leases(
         &self,
         lease: &Lease,
-        ids: &[String],
-    ) -> impl Future<Output = Result<()>> + Send;
-    /// Of the runs `ids` that `executor` executes, those it must stop: cancelled from
-    /// another instance, or no longer its own (ended by another, as lost).
+        held: &[(String, i64)],
+    ) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// Of the runs `held` (id and epoch), those their executor must stop: cancelled from
+    /// another instance, ended by another, or claimed again.
     fn runs_to_stop(
         &self,
-        executor: &str,
-        ids: &[String],
+        held: &[(String, i64)],
     ) -> impl Future<Output = Result<Vec<String>>> + Send;
     /// Asks the executor of a running run to cancel it; false when it is not running.
     fn request_cancel(&self, id: &str) -> impl Future<Output = Result<bool>> + Send;
-    /// Ends, as `end` says, the runs left running by `executor` (a previous process of
-    /// this instance) or, when `None`, those whose lease ran out before `now`, and releases
-    /// their blob pins; their ids.
-    fn end_lost_runs(
+    /// The running runs (id and epoch) left by `executor` (a previous process of this
+    /// instance) or, when `None`, those whose lease ran out by the database's clock.
+    fn lost_runs(
         &self,
         executor: Option<&str>,
-        now: DateTime<Utc>,
-        end: &RunEnd,
-    ) -> impl Future<Output = Result<Vec<String>>> + Send;
-    /// Ends a run that has not ended yet, with its checkpoint when it records one, and
-    /// releases its blob pins; false when it had already ended.
+    ) -> impl Future<Output = Result<Vec<(String, i64)>>> + Send;
+    /// Ends run `id` if `ending` holds, in one transaction with its checkpoint (the head of
+    /// its session now), its artifact's version, its last words (`RunEnd::last_words`),
+    /// numbered after what it recorded, and the release of its blob pins: the events
+    /// stored, or `None` when `ending` did not hold. An artifact deleted meanwhile is
+    /// `InvalidState`, and nothing is stored.
     fn end_run(
         &self,
         id: &str,
+        ending: Ending,
         end: &RunEnd,
-        checkpoint: Option<&NewCheckpoint>,
-    ) -> impl Future<Output = Result<bool>> + Send;
-    /// The files of a checkpoint's manifest.
-    fn checkpoint_files(
+    ) -> impl Future<Output = Result<Option<Vec<RunEvent>>>> + Send;
+    /// A checkpoint's manifest, its paths in order.
+    fn checkpoint_manifest(
         &self,
         checkpoint_id: &str,
-    ) -> impl Future<Output = Result<Vec<FileRow>>> + Send;
-    /// The checkpoint a session continues from: the one its last run to record one
-    /// recorded.
-    fn head_checkpoint(
-        &self,
-        session_id: &str,
-    ) -> impl Future<Output = Result<Option<String>>> + Send;
+    ) -> impl Future<Output = Result<Manifest>> + Send;
     /// Expires the sessions with no run created or ended since `before` and none still
     /// pending or running, then deletes the checkpoints recorded before `before` but the
     /// heads of live sessions.
@@ -726,16 +848,11 @@ pub trait RunStore {
         before: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Expired>> + Send;
-    /// pending → cancelled; false when the run was no longer pending.
-    fn cancel_pending_run(
-        &self,
-        id: &str,
-        end: &RunEnd,
-    ) -> impl Future<Output = Result<bool>> + Send;
     /// Where a run's numbering of events, logs and metrics stands.
     fn counters(&self, run_id: &str) -> impl Future<Output = Result<Counters>> + Send;
-    /// Writes a batch of events, logs and metrics in one transaction.
-    fn append(&self, batch: &Batch) -> impl Future<Output = Result<()>> + Send;
+    /// Writes a batch of events, logs and metrics in one transaction, but the rows of the
+    /// runs its fences refuse: the ids of those.
+    fn append(&self, batch: &Batch) -> impl Future<Output = Result<Vec<String>>> + Send;
     /// Events after `after`, oldest first, at most `limit`.
     fn events_after(
         &self,

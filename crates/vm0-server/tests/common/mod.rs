@@ -16,6 +16,7 @@ pub(crate) fn sha(bytes: &[u8]) -> String {
 }
 
 /// The API at `url`, as the holder of `token` calls it.
+#[derive(Clone)]
 pub(crate) struct Api {
     pub(crate) http: reqwest::Client,
     pub(crate) url: String,
@@ -209,12 +210,15 @@ pub(crate) fn spawn(args: &[String]) -> (Server, Option<String>) {
 
 /// `spawn`, with the server's standard error (its log) going to `stderr`.
 pub(crate) fn spawn_with(args: &[String], stderr: impl Into<Stdio>) -> (Server, Option<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vm0-server"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vm0-server"));
+    command.args(args).stderr(stderr);
+    spawn_command(command)
+}
+
+/// Starts the server binary as `command` says, and reads its banner as `spawn` does.
+pub(crate) fn spawn_command(mut command: Command) -> (Server, Option<String>) {
+    let args: Vec<_> = command.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+    let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
     let (lines, banner) = std::sync::mpsc::channel();
     let stdout = BufReader::new(child.stdout.take().unwrap());
     // Read to the end, so that the server never blocks on a full pipe.
@@ -234,4 +238,66 @@ pub(crate) fn spawn_with(args: &[String], stderr: impl Into<Stdio>) -> (Server, 
         l.split_whitespace().find(|w| w.starts_with("vm0_live_")).map(str::to_string)
     });
     (Server { child, url, banner }, token)
+}
+
+/// Six continuations of one session of `agent` (which evaluates its prompt with `sh`) sent
+/// at once to the first two of `apis` run one after another, each from the checkpoint of
+/// the one before: a counter kept in a file reaches 7, and no two of the runs were ever
+/// running together, by the database's history (`db`).
+pub(crate) async fn continuations_at_once(apis: &[Api], agent: &str, db: &sqlx::PgPool) {
+    let count = "n=$(cat counter 2>/dev/null || echo 0); echo $((n + 1)) > counter; cat counter";
+    let body = json!({"agent": agent, "prompt": count});
+    let (status, first) = apis[0].call(reqwest::Method::POST, "/v1/runs", Some(body)).await;
+    assert_eq!(status, 202, "{first}");
+    let first = first["id"].as_str().unwrap();
+    apis[0].until_event(first, DEADLINE, "its end", |event, _| event == "complete").await;
+    let (_, detail) = apis[0].call(reqwest::Method::GET, &format!("/v1/runs/{first}"), None).await;
+    let session = detail["sessionId"].clone();
+    let body = json!({"sessionId": session, "prompt": count});
+    let created = futures_util::future::join_all((0..6).map(|i| {
+        let body = body.clone();
+        async move { apis[i % 2].call(reqwest::Method::POST, "/v1/runs", Some(body)).await }
+    }))
+    .await;
+    let mut counts = Vec::new();
+    for (status, run) in created {
+        assert_eq!(status, 202, "{run}");
+        let run = run["id"].as_str().unwrap();
+        let wait = Duration::from_secs(60);
+        let output =
+            apis[1].until_event(run, wait, "its output", |event, _| event == "output").await;
+        apis[1].until_event(run, wait, "its end", |event, _| event == "complete").await;
+        counts.push(output["content"].as_str().unwrap().trim().to_string());
+    }
+    counts.sort_by_key(|c| c.parse::<u32>().unwrap_or(0));
+    assert_eq!(counts, ["2", "3", "4", "5", "6", "7"], "each continued from the one before");
+    // The database's history of the session: every run completed, none started before the
+    // one before it ended.
+    let history: Vec<(String, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> =
+        sqlx::query_as(
+            "SELECT status, started_at, completed_at FROM runs WHERE session_id = $1 \
+             ORDER BY started_at",
+        )
+        .bind(session.as_str().unwrap())
+        .fetch_all(db)
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 7);
+    assert!(history.iter().all(|(status, ..)| status == "completed"), "{history:?}");
+    for pair in history.windows(2) {
+        assert!(pair[0].2 <= pair[1].1, "two runs of one session overlapped: {history:?}");
+    }
+}
+
+/// The processes whose environment holds `VM0_RUN_ID=run`: a run's, wherever they went.
+pub(crate) fn processes_of(run: &str) -> Vec<u32> {
+    let wanted = format!("VM0_RUN_ID={run}");
+    let pids = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok());
+    pids.filter(|pid: &u32| {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        environ.split(|b| *b == 0).any(|var| var == wanted.as_bytes())
+    })
+    .collect()
 }

@@ -30,6 +30,9 @@ use sqlx::{PgPool, SqlitePool};
 use super::{DatabaseStore, Page, Result, StoreError};
 use crate::metrics::DatabaseReading;
 
+/// How long PostgreSQL lets a session sit idle inside a transaction, in milliseconds.
+const IDLE_IN_TRANSACTION: &str = "10000";
+
 /// SQLite or PostgreSQL behind a connection pool.
 #[derive(Clone)]
 pub struct SqlStore {
@@ -47,7 +50,11 @@ impl SqlStore {
     /// `postgres://…`) and runs its migrations.
     pub async fn open(url: &str) -> Result<Self> {
         let pool = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let options = PgConnectOptions::from_str(url)?;
+            // A transaction left open by an instance that was paused or cut off holds its
+            // rows' locks (a run's, which the others need to end it as lost) until
+            // PostgreSQL ends its session: after 10 s idle, well within a lease.
+            let options = PgConnectOptions::from_str(url)?
+                .options([("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION)]);
             let pool = PgPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(10))
@@ -123,6 +130,19 @@ impl SqlStore {
         )
         .await?;
         Ok(Some(InstanceHold { _connection: connection }))
+    }
+
+    /// The database's clock, in milliseconds since 1970, as SQL of this backend: leases
+    /// are set and judged by it alone, never by an instance's clock.
+    fn now_ms(&self) -> &'static str {
+        match &self.pool {
+            Pool::Sqlite(_) => "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
+            Pool::Postgres(_) => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+        }
+    }
+
+    fn is_postgres(&self) -> bool {
+        matches!(self.pool, Pool::Postgres(_))
     }
 
     /// Which backend this is, for logs: `sqlite` or `postgres`.

@@ -4,12 +4,14 @@ use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use sqlx::QueryBuilder;
 
+use vm0_types::RunEvent;
 use vm0_types::RunStatus::{Pending, Running};
 
+use super::storages::commit_in;
 use super::{id_key, status, SqlStore};
 use crate::store::{
-    Batch, CheckpointRow, Counters, EventRow, Expired, FileRow, Kind, Lease, LogQuery, LogRow,
-    MetricRow, NewCheckpoint, Page, Result, RunEnd, RunFilter, RunRow, RunStore, SessionRow,
+    event_row, Batch, CheckpointRow, Counters, Ending, EventRow, Expired, Kind, Lease, LogQuery,
+    LogRow, Manifest, MetricRow, Page, Result, RunEnd, RunFilter, RunRow, RunStore, SessionRow,
     StorageRow, StoreError,
 };
 
@@ -29,6 +31,82 @@ fn session_idle() -> String {
 /// The condition that a run (as `runs` or `r`) has not ended.
 fn unended(runs: &str) -> String {
     format!("{runs}.status IN ({}, {})", status(Pending), status(Running))
+}
+
+/// A run's counters: its last event id, log sequence and metric sequence.
+const COUNTERS: &str = "SELECT (SELECT COALESCE(MAX(id), 0) FROM run_events WHERE run_id = $1),
+        (SELECT COALESCE(MAX(seq), 0) FROM run_logs WHERE run_id = $1),
+        (SELECT COALESCE(MAX(seq), 0) FROM run_metrics WHERE run_id = $1)";
+
+/// Records the checkpoint `c` of run `run`, made at `at`, in the transaction `tx`, of
+/// either backend: its row, its manifest, and its place as its session's head.
+macro_rules! insert_checkpoint {
+    ($tx:ident, $run:expr, $c:expr, $at:expr) => {
+        sqlx::query(
+            "INSERT INTO checkpoints (id, session_id, run_id, created_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&$c.row.id)
+        .bind(&$c.row.session_id)
+        .bind($run)
+        .bind($at)
+        .execute(&mut *$tx)
+        .await?;
+        sqlx::query("UPDATE sessions SET head_checkpoint_id = $1 WHERE id = $2")
+            .bind(&$c.row.id)
+            .bind(&$c.row.session_id)
+            .execute(&mut *$tx)
+            .await?;
+        for rows in $c.manifest.files.chunks(ROWS_PER_INSERT) {
+            let mut insert = QueryBuilder::new(
+                "INSERT INTO checkpoint_files (checkpoint_id, path, size, hash, mode) ",
+            );
+            insert.push_values(rows, |mut row, f| {
+                row.push_bind(&$c.row.id)
+                    .push_bind(f.file.path.as_str())
+                    .push_bind(f.file.size)
+                    .push_bind(f.file.hash.as_str())
+                    .push_bind(f.mode);
+            });
+            insert.build().execute(&mut *$tx).await?;
+        }
+        for rows in $c.manifest.entries.chunks(ROWS_PER_INSERT) {
+            let mut insert = QueryBuilder::new(
+                "INSERT INTO checkpoint_entries (checkpoint_id, path, mode, target) ",
+            );
+            insert.push_values(rows, |mut row, entry| {
+                row.push_bind(&$c.row.id)
+                    .push_bind(entry.path.as_str())
+                    .push_bind(entry.mode)
+                    .push_bind(&entry.target);
+            });
+            insert.build().execute(&mut *$tx).await?;
+        }
+    };
+}
+
+/// Checks the fences of `batch` in the transaction `tx`, of either backend, each by an
+/// update of its run's row that changes nothing but holds the row's lock until the
+/// transaction ends, so that no end or claim of the run commits in between: the runs
+/// whose rows are refused, no longer running under the epoch their writer holds.
+macro_rules! check_fences {
+    ($tx:ident, $batch:expr) => {{
+        let mut fences = $batch.fences.clone();
+        // In one order everywhere, so that two transactions never wait for each other.
+        fences.sort();
+        let sql = format!(
+            "UPDATE runs SET epoch = epoch WHERE id = $1 AND epoch = $2 AND status = {}",
+            status(Running)
+        );
+        let mut refused = Vec::new();
+        for (run, epoch) in fences {
+            let held = sqlx::query(&sql).bind(&run).bind(epoch).execute(&mut *$tx).await?;
+            if held.rows_affected() == 0 {
+                refused.push(run);
+            }
+        }
+        refused
+    }};
 }
 
 /// Appends `id IN (…)` of `ids` (not empty) to `query`, for either backend.
@@ -247,64 +325,89 @@ impl RunStore for SqlStore {
         })
     }
 
-    async fn start_run(&self, id: &str, at: DateTime<Utc>, lease: &Lease) -> Result<bool> {
+    async fn start_run(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+        lease: &Lease,
+    ) -> Result<Option<RunRow>> {
+        let sql = format!(
+            "UPDATE runs SET status = {}, started_at = $1, executor = $2, \
+             lease_until_ms = {} + $3, epoch = epoch + 1, \
+             base_checkpoint_id = COALESCE(from_checkpoint, \
+               (SELECT head_checkpoint_id FROM sessions s WHERE s.id = runs.session_id)) \
+             WHERE id = $4 AND status = {} AND {} RETURNING *",
+            status(Running),
+            self.now_ms(),
+            status(Pending),
+            session_idle()
+        );
         on_pool!(self, |pool| {
-            let sql = format!(
-                "UPDATE runs SET status = {}, started_at = $1, executor = $2, \
-                 lease_expires_at = $3 WHERE id = $4 AND status = {} AND {}",
-                status(Running),
-                status(Pending),
-                session_idle()
-            );
-            let done = sqlx::query(&sql)
+            let claimed = sqlx::query_as(&sql)
                 .bind(at)
                 .bind(&lease.executor)
-                .bind(lease.until)
+                .bind(lease.length.as_millis() as i64)
                 .bind(id)
-                .execute(pool)
+                .fetch_optional(pool)
                 .await;
-            match done {
-                Ok(done) => Ok(done.rows_affected() == 1),
+            match claimed {
+                Ok(run) => Ok(run),
                 // Another instance started a run of the session meanwhile, between the look
                 // of `session_idle` and the write: the index that holds a session to one
                 // running run refused this one, which stays pending.
-                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(false),
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(None),
                 Err(error) => Err(error.into()),
             }
         })
     }
 
-    async fn renew_leases(&self, lease: &Lease, ids: &[String]) -> Result<()> {
-        if ids.is_empty() {
-            return Ok(());
+    async fn renew_leases(&self, lease: &Lease, held: &[(String, i64)]) -> Result<Vec<String>> {
+        // One statement a run, each locking one row: a multi-row update would lock them in
+        // an order of its own, against the recorder's fences in id order.
+        let sql = format!(
+            "UPDATE runs SET lease_until_ms = {} + $1 \
+             WHERE id = $2 AND epoch = $3 AND status = {} AND executor = $4",
+            self.now_ms(),
+            status(Running)
+        );
+        let mut renewed = Vec::new();
+        for (id, epoch) in held {
+            let done = on_pool!(self, |pool| {
+                sqlx::query(&sql)
+                    .bind(lease.length.as_millis() as i64)
+                    .bind(id)
+                    .bind(epoch)
+                    .bind(&lease.executor)
+                    .execute(pool)
+                    .await?
+                    .rows_affected()
+            });
+            if done == 1 {
+                renewed.push(id.clone());
+            }
         }
-        on_pool!(self, |pool| {
-            let mut query = QueryBuilder::new("UPDATE runs SET lease_expires_at = ");
-            query
-                .push_bind(lease.until)
-                .push(format!(" WHERE status = {} AND executor = ", status(Running)))
-                .push_bind(&lease.executor)
-                .push(" AND ");
-            push_id_in(&mut query, ids);
-            query.build().execute(pool).await?;
-            Ok(())
-        })
+        Ok(renewed)
     }
 
-    async fn runs_to_stop(&self, executor: &str, ids: &[String]) -> Result<Vec<String>> {
-        if ids.is_empty() {
+    async fn runs_to_stop(&self, held: &[(String, i64)]) -> Result<Vec<String>> {
+        if held.is_empty() {
             return Ok(Vec::new());
         }
-        on_pool!(self, |pool| {
-            // A run about to start here is still pending, with no executor: not one to stop.
-            let mut query = QueryBuilder::new(
-                "SELECT id FROM runs \
-                 WHERE (cancel_requested OR completed_at IS NOT NULL OR executor <> ",
-            );
-            query.push_bind(executor).push(") AND ");
-            push_id_in(&mut query, ids);
-            Ok(query.build_query_scalar().fetch_all(pool).await?)
-        })
+        let ids: Vec<String> = held.iter().map(|(id, _)| id.clone()).collect();
+        let rows: Vec<(String, i64, String, bool)> = on_pool!(self, |pool| {
+            let mut query =
+                QueryBuilder::new("SELECT id, epoch, status, cancel_requested FROM runs WHERE ");
+            push_id_in(&mut query, &ids);
+            query.build_query_as().fetch_all(pool).await?
+        });
+        let running = Running.to_string();
+        Ok(rows
+            .into_iter()
+            .filter(|(id, epoch, status, cancel)| {
+                *cancel || *status != running || !held.contains(&(id.clone(), *epoch))
+            })
+            .map(|(id, ..)| id)
+            .collect())
     }
 
     async fn request_cancel(&self, id: &str) -> Result<bool> {
@@ -318,128 +421,121 @@ impl RunStore for SqlStore {
         })
     }
 
-    async fn end_lost_runs(
-        &self,
-        executor: Option<&str>,
-        now: DateTime<Utc>,
-        end: &RunEnd,
-    ) -> Result<Vec<String>> {
+    async fn lost_runs(&self, executor: Option<&str>) -> Result<Vec<(String, i64)>> {
         // A running run without a lease was started before leases were kept.
         let lost = match executor {
-            Some(_) => "executor = $4",
-            None => "(lease_expires_at IS NULL OR lease_expires_at < $4)",
+            Some(_) => "executor = $1".to_string(),
+            None => format!("(lease_until_ms IS NULL OR lease_until_ms < {})", self.now_ms()),
         };
-        let sql = format!(
-            "UPDATE runs SET status = $1, error = $2, completed_at = $3, secrets = '{{}}' \
-             WHERE status = {} AND {lost} RETURNING id",
-            status(Running)
-        );
+        let sql =
+            format!("SELECT id, epoch FROM runs WHERE status = {} AND {lost}", status(Running));
         on_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            let query = sqlx::query_scalar(&sql)
-                .bind(end.status.to_string())
-                .bind(&end.error)
-                .bind(end.completed_at);
-            let ended: Vec<String> = match executor {
-                Some(executor) => query.bind(executor).fetch_all(&mut *tx).await?,
-                None => query.bind(now).fetch_all(&mut *tx).await?,
-            };
-            for id in &ended {
-                sqlx::query("DELETE FROM blob_pins WHERE holder = $1")
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-            Ok(ended)
+            let query = sqlx::query_as(&sql);
+            Ok(match executor {
+                Some(executor) => query.bind(executor).fetch_all(pool).await?,
+                None => query.fetch_all(pool).await?,
+            })
         })
     }
 
     async fn end_run(
         &self,
         id: &str,
+        ending: Ending,
         end: &RunEnd,
-        checkpoint: Option<&NewCheckpoint>,
-    ) -> Result<bool> {
+    ) -> Result<Option<Vec<RunEvent>>> {
+        let (state, epoch) = match ending {
+            Ending::Pending => (format!("status = {}", status(Pending)), None),
+            Ending::Held(epoch) => (format!("status = {}", status(Running)), Some(epoch)),
+            Ending::Lapsed(epoch) => (
+                format!(
+                    "status = {} AND (lease_until_ms IS NULL OR lease_until_ms < {})",
+                    status(Running),
+                    self.now_ms()
+                ),
+                Some(epoch),
+            ),
+        };
+        let sql = format!(
+            "UPDATE runs SET status = $1, error = $2, execution_time_ms = $3, \
+             completed_at = $4, checkpoint_id = $5, artifact_version = $6, secrets = '{{}}' \
+             WHERE id = $7 AND {state} AND ($8 IS NULL OR epoch = $8)"
+        );
+        let (words, last_log) = end.last_words();
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            let sql = format!(
-                "UPDATE runs SET status = $1, error = $2, execution_time_ms = $3, \
-                 completed_at = $4, checkpoint_id = $5, artifact_version = $6, secrets = '{{}}' \
-                 WHERE id = $7 AND {}",
-                unended("runs")
-            );
             let done = sqlx::query(&sql)
                 .bind(end.status.to_string())
                 .bind(&end.error)
                 .bind(end.execution_time_ms)
                 .bind(end.completed_at)
-                .bind(&end.checkpoint_id)
-                .bind(&end.artifact_version)
+                .bind(end.checkpoint.as_ref().map(|c| &c.row.id))
+                .bind(end.artifact.as_ref().map(|a| &a.version.id))
                 .bind(id)
+                .bind(epoch)
                 .execute(&mut *tx)
                 .await?;
             if done.rows_affected() == 0 {
-                return Ok(false);
+                return Ok(None);
             }
-            if let Some(c) = checkpoint {
-                sqlx::query(
-                    "INSERT INTO checkpoints (id, session_id, run_id, created_at) \
-                     VALUES ($1, $2, $3, $4)",
+            if let Some(c) = &end.checkpoint {
+                insert_checkpoint!(tx, id, c, end.completed_at);
+            }
+            if let Some(a) = &end.artifact {
+                let live = sqlx::query(
+                    "UPDATE storages SET updated_at = updated_at WHERE id = $1 AND user_id = $2",
                 )
-                .bind(&c.row.id)
-                .bind(&c.row.session_id)
-                .bind(id)
-                .bind(end.completed_at)
+                .bind(&a.storage_id)
+                .bind(&a.user_id)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query("UPDATE sessions SET head_checkpoint_id = $1 WHERE id = $2")
-                    .bind(&c.row.id)
-                    .bind(&c.row.session_id)
-                    .execute(&mut *tx)
-                    .await?;
-                for rows in c.files.chunks(ROWS_PER_INSERT) {
-                    let mut insert = QueryBuilder::new(
-                        "INSERT INTO checkpoint_files (checkpoint_id, path, size, hash) ",
-                    );
-                    insert.push_values(rows, |mut row, file| {
-                        row.push_bind(&c.row.id)
-                            .push_bind(file.path.as_str())
-                            .push_bind(file.size)
-                            .push_bind(file.hash.as_str());
-                    });
-                    insert.build().execute(&mut *tx).await?;
+                if live.rows_affected() == 0 {
+                    return Err(StoreError::InvalidState(
+                        "The run's artifact was deleted during the run".to_string(),
+                    ));
                 }
+                commit_in!(tx, &a.storage_id, &a.user_id, &a.version);
             }
+            // Numbered after everything the run recorded: the lock on its row, which the
+            // update above took, keeps any other writer out until this commits.
+            let (event, log, _): (i64, i64, i64) =
+                sqlx::query_as(COUNTERS).bind(id).fetch_one(&mut *tx).await?;
+            let events: Vec<RunEvent> =
+                words.into_iter().zip(event + 1..).map(|(data, n)| data.numbered(n)).collect();
+            let last = Batch {
+                events: events.iter().map(|e| (id.to_string(), event_row(e))).collect(),
+                logs: vec![(id.to_string(), LogRow { seq: log + 1, ..last_log })],
+                ..Batch::default()
+            };
+            insert_batch!(tx, &last);
             sqlx::query("DELETE FROM blob_pins WHERE holder = $1")
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
+            // The fault suite kills an instance here, in the middle of a run's end.
+            fail::fail_point!("end-run-commit");
             tx.commit().await?;
-            Ok(true)
+            Ok(Some(events))
         })
     }
 
-    async fn checkpoint_files(&self, checkpoint_id: &str) -> Result<Vec<FileRow>> {
+    async fn checkpoint_manifest(&self, checkpoint_id: &str) -> Result<Manifest> {
         on_pool!(self, |pool| {
-            Ok(sqlx::query_as(
-                "SELECT path, size, hash FROM checkpoint_files \
+            let files = sqlx::query_as(
+                "SELECT path, size, hash, mode FROM checkpoint_files \
                  WHERE checkpoint_id = $1 ORDER BY path",
             )
             .bind(checkpoint_id)
             .fetch_all(pool)
-            .await?)
-        })
-    }
-
-    async fn head_checkpoint(&self, session_id: &str) -> Result<Option<String>> {
-        on_pool!(self, |pool| {
-            let head: Option<Option<String>> =
-                sqlx::query_scalar("SELECT head_checkpoint_id FROM sessions WHERE id = $1")
-                    .bind(session_id)
-                    .fetch_optional(pool)
-                    .await?;
-            Ok(head.flatten())
+            .await?;
+            let entries = sqlx::query_as(
+                "SELECT path, mode, target FROM checkpoint_entries \
+                 WHERE checkpoint_id = $1 ORDER BY path",
+            )
+            .bind(checkpoint_id)
+            .fetch_all(pool)
+            .await?;
+            Ok(Manifest { files, entries })
         })
     }
 
@@ -472,44 +568,25 @@ impl RunStore for SqlStore {
         })
     }
 
-    async fn cancel_pending_run(&self, id: &str, end: &RunEnd) -> Result<bool> {
-        on_pool!(self, |pool| {
-            let sql = format!(
-                "UPDATE runs SET status = $1, error = $2, completed_at = $3, secrets = '{{}}' \
-                 WHERE id = $4 AND status = {}",
-                status(Pending)
-            );
-            let done = sqlx::query(&sql)
-                .bind(end.status.to_string())
-                .bind(&end.error)
-                .bind(end.completed_at)
-                .bind(id)
-                .execute(pool)
-                .await?;
-            Ok(done.rows_affected() == 1)
-        })
-    }
-
     async fn counters(&self, run_id: &str) -> Result<Counters> {
         on_pool!(self, |pool| {
-            let (event, log, metric): (i64, i64, i64) = sqlx::query_as(
-                "SELECT (SELECT COALESCE(MAX(id), 0) FROM run_events WHERE run_id = $1),
-                        (SELECT COALESCE(MAX(seq), 0) FROM run_logs WHERE run_id = $1),
-                        (SELECT COALESCE(MAX(seq), 0) FROM run_metrics WHERE run_id = $1)",
-            )
-            .bind(run_id)
-            .fetch_one(pool)
-            .await?;
+            let (event, log, metric): (i64, i64, i64) =
+                sqlx::query_as(COUNTERS).bind(run_id).fetch_one(pool).await?;
             Ok(Counters { event, log, metric })
         })
     }
 
-    async fn append(&self, batch: &Batch) -> Result<()> {
+    async fn append(&self, batch: &Batch) -> Result<Vec<String>> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            insert_batch!(tx, batch);
+            let refused = check_fences!(tx, batch);
+            if refused.is_empty() {
+                insert_batch!(tx, batch);
+            } else {
+                insert_batch!(tx, &batch.without(&refused));
+            }
             tx.commit().await?;
-            Ok(())
+            Ok(refused)
         })
     }
 

@@ -44,7 +44,7 @@ fn uploaded_as_listed(file: &FileRow, size: Option<i64>) -> Result<()> {
 
 /// Checks, in the transaction `tx`, that the blob of every one of `files` was uploaded by
 /// `user_id` with the size the file lists.
-async fn check_uploads<DB>(
+pub(super) async fn check_uploads<DB>(
     tx: &mut sqlx::Transaction<'_, DB>,
     user_id: &str,
     files: &[FileRow],
@@ -70,6 +70,77 @@ where
     }
     Ok(())
 }
+
+/// Commits the version `new` of storage `storage_id` by `user_id` in the transaction `tx`,
+/// of either backend: checks its blobs, stores it (or finds the same one stored before),
+/// and makes it the storage's current version; the version's row. A run's end commits
+/// its artifact's version this way, in the transaction that ends the run.
+macro_rules! commit_in {
+    ($tx:ident, $storage_id:expr, $user_id:expr, $new:expr) => {{
+        let (storage_id, user_id, new): (&str, &str, &$crate::store::NewVersion) =
+            ($storage_id, $user_id, $new);
+        // Blobs are checked inside the transaction, so the collector cannot remove one
+        // between this check and the version that refers to it.
+        $crate::store::sql::storages::check_uploads(&mut $tx, user_id, &new.files).await?;
+        let existing: Option<$crate::store::VersionRow> =
+            sqlx::query_as("SELECT * FROM storage_versions WHERE storage_id = $1 AND id = $2")
+                .bind(storage_id)
+                .bind(&new.id)
+                .fetch_optional(&mut *$tx)
+                .await?;
+        let row = match existing {
+            Some(row) => row,
+            None => {
+                let size: i64 = new.files.iter().map(|f| f.size).sum();
+                let row: $crate::store::VersionRow = sqlx::query_as(
+                    "INSERT INTO storage_versions
+                       (storage_id, id, size, file_count, message, created_by, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
+                )
+                .bind(storage_id)
+                .bind(&new.id)
+                .bind(size)
+                .bind(new.files.len() as i64)
+                .bind(&new.message)
+                .bind(&new.created_by)
+                .bind(new.created_at)
+                .fetch_one(&mut *$tx)
+                .await?;
+                for file in &new.files {
+                    sqlx::query(
+                        "INSERT INTO version_files (version_seq, path, size, hash) \
+                         VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(row.seq)
+                    .bind(file.path.as_str())
+                    .bind(file.size)
+                    .bind(file.hash.as_str())
+                    .execute(&mut *$tx)
+                    .await?;
+                }
+                row
+            }
+        };
+        sqlx::query(
+            "UPDATE storages \
+             SET current_version_id = $1, size = $2, file_count = $3, updated_at = $4 \
+             WHERE id = $5",
+        )
+        .bind(&row.id)
+        .bind(row.size)
+        .bind(row.file_count)
+        .bind(new.created_at)
+        .bind(storage_id)
+        .execute(&mut *$tx)
+        .await?;
+        row
+    }};
+}
+pub(super) use commit_in;
+
+/// The lock, on PostgreSQL, that serializes the reservations and forgets of one blob
+/// across instances: a transaction's advisory lock, in a key space of the blobs' own.
+const BLOB_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('vm0 blob'), hashtext($1))";
 
 impl StorageStore for SqlStore {
     async fn create_storage(
@@ -268,9 +339,15 @@ impl StorageStore for SqlStore {
         at: DateTime<Utc>,
         owner: &str,
         pin: Option<&Pin>,
+        reserved: &str,
     ) -> Result<()> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
+            sqlx::query("DELETE FROM blob_pins WHERE hash = $1 AND holder = $2")
+                .bind(hash)
+                .bind(reserved)
+                .execute(&mut *tx)
+                .await?;
             if let Some(pin) = pin {
                 sqlx::query(
                     "INSERT INTO blob_pins (hash, holder, until) VALUES ($1, $2, $3) \
@@ -335,60 +412,7 @@ impl StorageStore for SqlStore {
                     )));
                 }
             }
-            // Blobs are checked inside the transaction, so the collector cannot remove one
-            // between this check and the version that refers to it.
-            check_uploads(&mut tx, user_id, &new.files).await?;
-            let existing: Option<VersionRow> =
-                sqlx::query_as("SELECT * FROM storage_versions WHERE storage_id = $1 AND id = $2")
-                    .bind(storage_id)
-                    .bind(&new.id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            let row = match existing {
-                Some(row) => row,
-                None => {
-                    let size: i64 = new.files.iter().map(|f| f.size).sum();
-                    let row: VersionRow = sqlx::query_as(
-                        "INSERT INTO storage_versions
-                           (storage_id, id, size, file_count, message, created_by, created_at)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
-                    )
-                    .bind(storage_id)
-                    .bind(&new.id)
-                    .bind(size)
-                    .bind(new.files.len() as i64)
-                    .bind(&new.message)
-                    .bind(&new.created_by)
-                    .bind(new.created_at)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    for file in &new.files {
-                        sqlx::query(
-                            "INSERT INTO version_files (version_seq, path, size, hash) \
-                             VALUES ($1, $2, $3, $4)",
-                        )
-                        .bind(row.seq)
-                        .bind(file.path.as_str())
-                        .bind(file.size)
-                        .bind(file.hash.as_str())
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    row
-                }
-            };
-            sqlx::query(
-                "UPDATE storages \
-                 SET current_version_id = $1, size = $2, file_count = $3, updated_at = $4 \
-                 WHERE id = $5",
-            )
-            .bind(&row.id)
-            .bind(row.size)
-            .bind(row.file_count)
-            .bind(new.created_at)
-            .bind(storage_id)
-            .execute(&mut *tx)
-            .await?;
+            let row = commit_in!(tx, storage_id, user_id, new);
             tx.commit().await?;
             Ok(row)
         })
@@ -415,9 +439,76 @@ impl StorageStore for SqlStore {
         })
     }
 
-    async fn forget_blob(&self, hash: &str, now: DateTime<Utc>) -> Result<bool> {
+    async fn reserve_blob(
+        &self,
+        hash: &str,
+        holder: &str,
+        until: DateTime<Utc>,
+        stale: std::time::Duration,
+    ) -> Result<bool> {
+        let postgres = self.is_postgres();
+        let sql = format!(
+            "DELETE FROM blob_removals WHERE hash = $1 AND since_ms < {} - $2",
+            self.now_ms()
+        );
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
+            if postgres {
+                sqlx::query(BLOB_LOCK).bind(hash).execute(&mut *tx).await?;
+            }
+            // A write first, which on SQLite takes the database's one write lock.
+            sqlx::query(&sql).bind(hash).bind(stale.as_millis() as i64).execute(&mut *tx).await?;
+            let removing: Option<i32> =
+                sqlx::query_scalar("SELECT 1 FROM blob_removals WHERE hash = $1")
+                    .bind(hash)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if removing.is_some() {
+                return Ok(false);
+            }
+            sqlx::query("INSERT INTO blob_pins (hash, holder, until) VALUES ($1, $2, $3)")
+                .bind(hash)
+                .bind(holder)
+                .bind(until)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    async fn abandoned_removals(&self, stale: std::time::Duration) -> Result<Vec<String>> {
+        let now = self.now_ms();
+        let sql = format!(
+            "UPDATE blob_removals SET since_ms = {now} WHERE since_ms < {now} - $1 RETURNING hash"
+        );
+        on_pool!(self, |pool| {
+            Ok(sqlx::query_scalar(&sql).bind(stale.as_millis() as i64).fetch_all(pool).await?)
+        })
+    }
+
+    async fn removed_blob(&self, hash: &str) -> Result<()> {
+        on_pool!(self, |pool| {
+            sqlx::query("DELETE FROM blob_removals WHERE hash = $1")
+                .bind(hash)
+                .execute(pool)
+                .await?;
+            Ok(())
+        })
+    }
+
+    async fn forget_blob(&self, hash: &str, now: DateTime<Utc>) -> Result<bool> {
+        let postgres = self.is_postgres();
+        let removal = format!(
+            "INSERT INTO blob_removals (hash, since_ms) VALUES ($1, {0}) \
+             ON CONFLICT (hash) DO UPDATE SET since_ms = {0}",
+            self.now_ms()
+        );
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            if postgres {
+                sqlx::query(BLOB_LOCK).bind(hash).execute(&mut *tx).await?;
+            }
             let done = sqlx::query(
                 "DELETE FROM blobs WHERE hash = $1
                    AND NOT EXISTS (SELECT 1 FROM blob_pins WHERE hash = $1 AND until >= $2)
@@ -436,6 +527,8 @@ impl StorageStore for SqlStore {
                     .bind(hash)
                     .execute(&mut *tx)
                     .await?;
+                // Its writers wait until the file or object is gone.
+                sqlx::query(&removal).bind(hash).execute(&mut *tx).await?;
             }
             tx.commit().await?;
             Ok(done.rows_affected() == 1)

@@ -112,6 +112,19 @@ impl UserStore for SqlStore {
         })
     }
 
+    async fn token_live(&self, id: &str, now: DateTime<Utc>) -> Result<bool> {
+        on_pool!(self, |pool| {
+            let live: Option<i32> = sqlx::query_scalar(
+                "SELECT 1 FROM tokens WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2",
+            )
+            .bind(id)
+            .bind(now)
+            .fetch_optional(pool)
+            .await?;
+            Ok(live.is_some())
+        })
+    }
+
     async fn get_token(&self, user_id: &str, id: &str) -> Result<Option<TokenRow>> {
         on_pool!(self, |pool| {
             Ok(sqlx::query_as(
