@@ -120,6 +120,14 @@ async fn a_run_past_a_limit_fails_naming_it() {
             "for i in $(seq 20); do sleep 30.0424301 & done; wait".to_string(),
             "maxProcesses",
         ),
+        // A fork bomb at the largest maxProcesses a server allows by default: held by the
+        // kernel (a control group's pids.max) where the host lets the server make one.
+        (
+            "bomb",
+            json!({"maxProcesses": 1024}),
+            "bomb() { bomb | bomb & }; bomb; sleep 30.0424301".to_string(),
+            "maxProcesses",
+        ),
         ("cpu", json!({"maxCpuSeconds": 1}), "while :; do :; done".to_string(), "maxCpuSeconds"),
         (
             "file",

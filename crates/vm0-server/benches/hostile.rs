@@ -3,8 +3,11 @@
 //! 7 million tiny values, half to createAgent and half to an upload's file list, while
 //! /healthz is polled. It prints the server's peak resident memory (VmHWM, against the
 //! same figure after start-up), the database's growth and /healthz's slowest answer, and
-//! fails past the targets: 256 MiB and 64 MiB. Run with `cargo xtask bench` (or `cargo
-//! bench -p vm0-server --bench hostile`).
+//! fails past the targets: 256 MiB and 64 MiB. Then issue 35's runs: a fork bomb at the
+//! largest `maxProcesses` the server allows, timed from createRun to the run's end while
+//! /healthz is polled (targets 5 s and 500 ms), and five runs whose 8 processes each take
+//! 100 MB for 50 ms under `maxMemoryMib: 64` (every one must fail naming it). Run with
+//! `cargo xtask bench` (or `cargo bench -p vm0-server --bench hostile`).
 
 #![allow(clippy::print_stdout)] // Printing is what this program is for.
 
@@ -75,6 +78,17 @@ async fn main() {
 
     let peak = peak_rss(server.id());
     let growth = database_size(data.path()).saturating_sub(database_before);
+    let (bomb, stopped, slowest) = fork_bomb(&api).await;
+    println!(
+        "fork bomb under maxProcesses 1024: the run ended {} in {:.2} s (target 5 s), {}; \
+         the slowest /healthz took {} ms meanwhile (target 500 ms)",
+        bomb["status"],
+        stopped.as_secs_f64(),
+        bomb["error"],
+        slowest.as_millis()
+    );
+    let bursts = memory_bursts(&api).await;
+    println!("8 x 100 MB for 50 ms under maxMemoryMib 64, 5 runs: {bursts:?}");
     server.kill().ok();
     server.wait().ok();
     println!(
@@ -87,6 +101,12 @@ async fn main() {
     // 0: the server answered 400 before the body was sent and closed the connection, which
     // the client saw first.
     assert!(statuses.iter().all(|s| *s == 400 || *s == 0), "every hostile body is refused");
+    assert!(
+        stopped < Duration::from_secs(5) && slowest < Duration::from_millis(500),
+        "the fork bomb went past a target"
+    );
+    assert!(bomb["error"].as_str().is_some_and(|e| e.contains("maxProcesses")), "{bomb}");
+    assert!(bursts.iter().all(|e| e.contains("maxMemoryMib")), "a burst got through");
 }
 
 /// The server's address, and the first user's token.
@@ -110,48 +130,83 @@ impl Api {
             .body(body)
             .send()
     }
+
+    /// Makes the agent `name` of `config`, runs it, and answers the run as it ended and
+    /// how long after createRun the server said so.
+    async fn run_to_end(&self, name: &str, config: Value) -> (Value, Duration) {
+        let agent = json!({"name": name, "config": config});
+        let made = self.post("/v1/agents", serde_json::to_vec(&agent).unwrap()).await.unwrap();
+        assert_eq!(made.status(), 201);
+        let body = serde_json::to_vec(&json!({"agent": name, "prompt": "go"})).unwrap();
+        let clock = Instant::now();
+        let run: Value = self.post("/v1/runs", body).await.unwrap().json().await.unwrap();
+        let id = run["id"].as_str().unwrap().to_string();
+        loop {
+            let run: Value = self
+                .http
+                .get(format!("{}/v1/runs/{id}", self.url))
+                .bearer_auth(&self.token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if !matches!(run["status"].as_str(), Some("pending" | "running")) {
+                return (run, clock.elapsed());
+            }
+            assert!(clock.elapsed() < Duration::from_secs(120), "the run did not end: {run}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// A run that prints one 300 MB line, without a newline, until it ends.
 async fn one_long_line(api: &Api) {
-    let Api { http, url, token } = api;
     let command = ["sh", "-c", "head -c 300000000 /dev/zero | tr '\\0' x"];
     let config = json!({"command": command, "maxOutputBytes": 1073741824});
-    let agent = json!({"name": "flood", "config": config});
-    assert_eq!(
-        api.post("/v1/agents", serde_json::to_vec(&agent).unwrap()).await.unwrap().status(),
-        201
-    );
-    let run: Value = api
-        .post("/v1/runs", serde_json::to_vec(&json!({"agent": "flood", "prompt": "go"})).unwrap())
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = run["id"].as_str().unwrap().to_string();
     let clock = Instant::now();
-    let ended = loop {
-        let run: Value = http
-            .get(format!("{url}/v1/runs/{id}"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if !matches!(run["status"].as_str(), Some("pending" | "running")) {
-            break run;
-        }
-        assert!(clock.elapsed() < Duration::from_secs(120), "the flood run did not end: {run}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let (ended, _) = api.run_to_end("flood", config).await;
     println!(
         "300 MB line: the run ended {} in {:.1} s",
         ended["status"],
         clock.elapsed().as_secs_f64()
     );
+}
+
+/// A fork bomb under the largest `maxProcesses` the server allows by default, while
+/// /healthz is polled: the run as it ended, how long after createRun, and /healthz's
+/// slowest answer meanwhile.
+async fn fork_bomb(api: &Api) -> (Value, Duration, Duration) {
+    let command = ["bash", "-c", "bomb() { bomb | bomb & }; bomb; sleep 30"];
+    let config = json!({"command": command, "maxProcesses": 1024, "timeoutSeconds": 60});
+    let clock = Instant::now();
+    let (ended, slowest) = tokio::join!(api.run_to_end("bomb", config), async {
+        let mut slowest = Duration::ZERO;
+        while clock.elapsed() < Duration::from_secs(6) {
+            let asked = Instant::now();
+            api.http.get(format!("{}/healthz", api.url)).send().await.unwrap();
+            slowest = slowest.max(asked.elapsed());
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        slowest
+    });
+    let (ended, stopped) = ended;
+    (ended, stopped, slowest)
+}
+
+/// Five runs whose 8 processes each take 100 MB for 50 ms under `maxMemoryMib: 64`: the
+/// error each ended with (the status, when none).
+async fn memory_bursts(api: &Api) -> Vec<String> {
+    let burst = "for i in $(seq 8); do python3 -c 'import time; x = b\"x\" * (100 << 20); \
+                 time.sleep(0.05)' & done; wait";
+    let config = json!({"command": ["bash", "-c", burst], "maxMemoryMib": 64});
+    let mut errors = Vec::new();
+    for i in 0..5 {
+        let (ended, _) = api.run_to_end(&format!("burst-{i}"), config.clone()).await;
+        errors.push(ended["error"].as_str().unwrap_or(ended["status"].as_str().unwrap()).into());
+    }
+    errors
 }
 
 /// 8 bodies of 14 MB of tiny values in parallel, while /healthz is polled: their statuses,

@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use vm0_api::ApiError;
 
 /// The most header lines hyper parses. hyper answers a request past its own limit with a
 /// bare 431 before any service sees it; a higher one lets the router refuse the request
@@ -125,15 +127,18 @@ pub(crate) async fn accept(
             // hyper's header timeout starts with a request's first byte: a connection that
             // never sends one is closed here, and at once when the server stops accepting
             // (the drain waits for every watcher, this one's too).
-            let mut byte = [0u8];
-            let first_byte = tokio::select! {
-                peeked = tokio::time::timeout(limits.timeout, stream.peek(&mut byte)) => peeked,
+            let head = tokio::select! {
+                head = tokio::time::timeout(limits.timeout, first_head(&stream)) => head,
                 _ = stopping.cancelled() => return,
             };
-            if matches!(first_byte, Ok(Ok(1))) {
-                let connection =
-                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                watcher.watch(connection.into_owned()).await.ok();
+            match head {
+                Ok(Ok(None)) => {
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(connection.into_owned()).await.ok();
+                }
+                Ok(Ok(Some(error))) => refuse(stream, error).await,
+                _ => {}
             }
             drop(slot);
         });
@@ -141,4 +146,122 @@ pub(crate) async fn accept(
     drop(listener);
     stopping.cancel();
     graceful
+}
+
+/// The most bytes of a connection's first request head that are checked before hyper reads
+/// it; a longer head goes to hyper as it is, which answers past its own limit with a bare
+/// 431.
+const CHECKED_HEAD: usize = 16 * 1024;
+
+/// Waits for the connection's first request head, without reading it (hyper reads it next,
+/// from the socket), and answers why it is malformed, if it is: hyper answers a head it
+/// cannot parse with a bare 400, outside the API's error envelope. (A later request on a
+/// kept-alive connection still gets hyper's: its head is read by hyper alone.) Fails when
+/// the connection ends first.
+async fn first_head(stream: &tokio::net::TcpStream) -> std::io::Result<Option<ApiError>> {
+    let mut buffer = vec![0u8; CHECKED_HEAD];
+    let mut pause = Duration::from_millis(1);
+    let mut seen = 0;
+    loop {
+        let peeked = stream.peek(&mut buffer).await?;
+        if peeked == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let head = &buffer[..peeked];
+        if head.windows(4).any(|w| w == b"\r\n\r\n") || peeked == CHECKED_HEAD {
+            return Ok(malformed(head));
+        }
+        // Peeking again at once would find the same bytes: the head is still arriving, and
+        // the next look waits a little longer each time nothing came (the caller's timeout
+        // ends a head that never does).
+        pause = if peeked > seen { Duration::from_millis(1) } else { (pause * 2).min(PEEK_PAUSE) };
+        seen = peeked;
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// The longest wait between two looks at a head still arriving.
+const PEEK_PAUSE: Duration = Duration::from_millis(100);
+
+/// Why the request head `head` is malformed, as the API's error, if it is: its request
+/// line, a header line (obsolete line folding among them), or its `Content-Length`.
+fn malformed(head: &[u8]) -> Option<ApiError> {
+    let mut headers = [httparse::EMPTY_HEADER; PARSED_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(head) {
+        Err(error) => {
+            let what = match error {
+                httparse::Error::Token | httparse::Error::Version => {
+                    "its request line or a header line"
+                }
+                httparse::Error::HeaderName | httparse::Error::HeaderValue => "a header line",
+                httparse::Error::NewLine | httparse::Error::Status => "its line endings",
+                httparse::Error::TooManyHeaders => return None,
+            };
+            Some(ApiError::invalid_request(format!(
+                "The request is not valid HTTP/1.1: {what} is malformed ({error}); header \
+                 lines may not be folded onto the next line"
+            )))
+        }
+        // Too long to check here: hyper reads it.
+        Ok(httparse::Status::Partial) => None,
+        Ok(httparse::Status::Complete(_)) => {
+            let lengths: Vec<&[u8]> = request
+                .headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .map(|h| h.value)
+                .collect();
+            let number =
+                |v: &[u8]| !v.is_empty() && v.iter().all(u8::is_ascii_digit) && v.len() < 20;
+            let bad =
+                lengths.iter().any(|v| !number(v)) || lengths.windows(2).any(|w| w[0] != w[1]);
+            bad.then(|| {
+                ApiError::invalid_parameter(
+                    "Content-Length",
+                    "Content-Length must be one decimal number of bytes (given once, or \
+                     the same each time)",
+                )
+            })
+        }
+    }
+}
+
+/// Answers `error` in the API's envelope, and closes the connection: after a malformed
+/// head, nothing more it sends can be framed.
+async fn refuse(mut stream: tokio::net::TcpStream, error: ApiError) {
+    tracing::info!(%error, "refused a malformed request");
+    let body = serde_json::to_vec(&error.body()).expect("the envelope serializes");
+    let head = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         connection: close\r\n\r\n",
+        body.len()
+    );
+    let answer = async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(&body).await?;
+        stream.shutdown().await
+    };
+    tokio::time::timeout(Duration::from_secs(5), answer).await.ok();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_heads_are_named() {
+        let param = |head: &[u8]| malformed(head).map(|e| (e.status.as_u16(), e.param));
+        assert_eq!(param(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"), None);
+        assert_eq!(param(b"GARBAGE\r\n\r\n"), Some((400, None)));
+        assert_eq!(param(b"GET / HTTP/1.1\r\nX-A: a\r\n  folded\r\n\r\n"), Some((400, None)));
+        for length in ["abc", "-1", "+5", "", "99999999999999999999"] {
+            let head = format!("POST / HTTP/1.1\r\nContent-Length: {length}\r\n\r\n");
+            assert_eq!(param(head.as_bytes()), Some((400, Some("Content-Length".into()))));
+        }
+        let twice = b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n";
+        assert_eq!(param(twice), Some((400, Some("Content-Length".into()))));
+        let same = b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n";
+        assert_eq!(param(same), None);
+    }
 }

@@ -251,8 +251,7 @@ pub async fn bind(config: Config) -> anyhow::Result<Server> {
         retention: config.retention,
         caps: config.run_caps,
     };
-    let isolation = isolation(&config).await;
-    let executor = Arc::new(runs::local::LocalExecutor { isolation });
+    let executor = Arc::new(executor(&config, &instance).await);
     let host = runs::Host { instance, dir: config.data_dir.clone(), sealer };
     let metrics = Arc::new(Metrics::new(store.backend()));
     let engine = Arc::new(runs::Engine::new(
@@ -336,6 +335,44 @@ async fn isolation(config: &Config) -> runs::local::Isolation {
                     ))
                 }
             }
+        }
+    }
+}
+
+/// The local executor: runs isolated as `isolation` decides, in control groups where the
+/// host has them.
+async fn executor(config: &Config, instance: &str) -> runs::local::LocalExecutor {
+    let isolation = isolation(config).await;
+    let groups = control_groups(&isolation, instance);
+    runs::local::LocalExecutor { isolation, groups }
+}
+
+/// Where the kernel will hold each run's processes and memory (`runs/cgroup.rs`), said in
+/// the log either way.
+fn control_groups(
+    isolation: &runs::local::Isolation,
+    instance: &str,
+) -> Option<runs::cgroup::Hierarchy> {
+    if matches!(isolation, runs::local::Isolation::Refused(_)) {
+        return None;
+    }
+    match runs::cgroup::Hierarchy::find(instance) {
+        Ok(groups) => {
+            tracing::info!(
+                "the kernel holds each run's processes and memory, in {}",
+                groups.describe()
+            );
+            Some(groups)
+        }
+        Err(reason) => {
+            tracing::warn!(
+                %reason,
+                "no control group can be made here: a run's processes and memory are held \
+                 only by per-process limits (RLIMIT_NPROC, RLIMIT_DATA, twice the run's) and \
+                 by the sampler, which a fork bomb outruns; run the server with cgroup v2 \
+                 delegated to it (systemd Delegate=yes) or as root with cgroup v1"
+            );
+            None
         }
     }
 }

@@ -781,3 +781,47 @@ async fn silent_connections_are_closed_after_the_timeout() {
     eprintln!("22 silent connections closed by the server within {closed:?}");
     assert!(closed >= Duration::from_secs(2), "not before the timeout: {closed:?}");
 }
+
+/// A malformed request head (a bad request line, obsolete line folding, a bad
+/// `Content-Length`) is answered 400 in the API's error envelope, and the connection
+/// closed; a good request on a connection of its own still gets its answer.
+#[tokio::test]
+async fn malformed_http_is_answered_in_the_envelope() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let data = tempfile::tempdir().unwrap();
+    let (server, _) = start(data.path(), &[]).await;
+    let address = server.url.trim_start_matches("http://").to_string();
+    let cases: [(&str, &[u8], Option<&str>); 6] = [
+        ("a bad request line", b"GARBAGE\r\n\r\n", None),
+        ("a bad version", b"GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n", None),
+        ("a folded header", b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n", None),
+        (
+            "a Content-Length that is no number",
+            b"POST /v1/agents HTTP/1.1\r\nHost: x\r\nContent-Length: 1e3\r\n\r\n",
+            Some("Content-Length"),
+        ),
+        (
+            "two different Content-Lengths",
+            b"POST /v1/agents HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+            Some("Content-Length"),
+        ),
+        ("a good request", b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", None),
+    ];
+    for (what, request, param) in cases {
+        let mut connection = tokio::net::TcpStream::connect(&address).await.unwrap();
+        connection.write_all(request).await.unwrap();
+        let mut answer = Vec::new();
+        within(Duration::from_secs(10), what, connection.read_to_end(&mut answer)).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_else(|| panic!("{answer}"));
+        if what == "a good request" {
+            assert!(head.starts_with("HTTP/1.1 200"), "{what}: {answer}");
+            continue;
+        }
+        assert!(head.starts_with("HTTP/1.1 400"), "{what}: {answer}");
+        assert!(head.to_ascii_lowercase().contains("content-type: application/json"), "{answer}");
+        let body: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(body["error"]["type"], "invalid_request_error", "{what}: {body}");
+        assert_eq!(body["error"]["param"].as_str(), param, "{what}: {body}");
+    }
+}

@@ -1,11 +1,13 @@
 //! The executor interface, and the local executor: the agent's command runs in a sandbox
 //! of its own (`sandbox.rs`), or, where the server was told to run without, as a
 //! process group of the server's user; either way in the session's working directory,
-//! with a clean environment. Its output is read line by line, its processes sampled from
-//! `/proc` against the run's limits, and a timeout or a cancel kills all of them.
+//! with a clean environment. Its output is read line by line, its processes held by the
+//! kernel in a control group of their own where the host allows (`cgroup.rs`) and sampled
+//! from `/proc` against the run's limits, and a timeout or a cancel kills all of them.
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::Stdio;
@@ -16,6 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
+use super::cgroup::{self, Breach, Events, Hierarchy, RunGroup};
 use super::sandbox::{self, Limits, Spec};
 use crate::store::MetricRow;
 
@@ -90,6 +93,17 @@ pub(crate) enum Isolation {
 /// The default executor.
 pub(crate) struct LocalExecutor {
     pub isolation: Isolation,
+    /// Where the kernel holds each run's processes and memory, when it can (see
+    /// `cgroup.rs`).
+    pub groups: Option<Hierarchy>,
+}
+
+impl Drop for LocalExecutor {
+    fn drop(&mut self) {
+        if let Some(groups) = &self.groups {
+            groups.remove();
+        }
+    }
 }
 
 impl Executor for LocalExecutor {
@@ -99,7 +113,7 @@ impl Executor for LocalExecutor {
         output: mpsc::Sender<Output>,
         cancel: watch::Receiver<bool>,
     ) -> Pin<Box<dyn Future<Output = Outcome> + Send + '_>> {
-        Box::pin(run(&self.isolation, job, output, cancel))
+        Box::pin(run(&self.isolation, self.groups.as_ref(), job, output, cancel))
     }
 }
 
@@ -123,7 +137,12 @@ fn kill_group(pgid: i32) {
 
 /// The sandbox helper's process for `job`, which reports how its sandbox went in
 /// `status`.
-fn sandboxed(helper: &Path, job: &Job, status: &Path) -> tokio::process::Command {
+fn sandboxed(
+    helper: &Path,
+    job: &Job,
+    status: &Path,
+    group: Vec<RawFd>,
+) -> tokio::process::Command {
     let home = |(key, value): &(String, String)| {
         if key == "HOME" {
             (key.clone(), sandbox::WORKDIR.to_string())
@@ -139,11 +158,17 @@ fn sandboxed(helper: &Path, job: &Job, status: &Path) -> tokio::process::Command
         limits: job.limits,
         status: status.to_path_buf(),
     };
-    sandbox::helper_command(helper, &spec)
+    let mut command = sandbox::helper_command(helper, &spec);
+    // SAFETY: `cgroup::join` only calls write(2), as code between fork and exec must.
+    unsafe {
+        command.pre_exec(move || cgroup::join(&group));
+    }
+    command
 }
 
-/// The agent's command itself, outside any sandbox, behind a warden (see `warden`).
-fn unsandboxed(job: &Job) -> tokio::process::Command {
+/// The agent's command itself, outside any sandbox, behind a warden (see `warden`), both
+/// in the run's control group when it has one.
+fn unsandboxed(job: &Job, group: Vec<RawFd>) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(&job.command[0]);
     command
         .args(&job.command[1..])
@@ -151,10 +176,13 @@ fn unsandboxed(job: &Job) -> tokio::process::Command {
         .env_clear()
         .envs(job.env.iter().map(|(k, v)| (k, v)));
     let server = std::process::id() as libc::pid_t;
-    // SAFETY: `warden` makes only async-signal-safe calls, as code between fork and exec
-    // must.
+    // SAFETY: `cgroup::join` and `warden` make only async-signal-safe calls, as code
+    // between fork and exec must.
     unsafe {
-        command.pre_exec(move || warden(server));
+        command.pre_exec(move || {
+            cgroup::join(&group)?;
+            warden(server)
+        });
     }
     command
 }
@@ -217,12 +245,16 @@ fn warden(server: libc::pid_t) -> std::io::Result<()> {
 /// cancelled; then everything it left is stopped and its output read to the end.
 async fn run(
     isolation: &Isolation,
+    groups: Option<&Hierarchy>,
     job: Job,
     output: mpsc::Sender<Output>,
     mut cancel: watch::Receiver<bool>,
 ) -> Outcome {
     let status = job.workdir.with_extension("sandbox");
-    let mut child = match start(isolation, &job, &status) {
+    let group = groups.and_then(|groups| run_group(groups, &job));
+    let events = group.as_ref().map(RunGroup::events);
+    let procs = group.as_ref().map(RunGroup::procs).unwrap_or_default();
+    let mut child = match start(isolation, &job, &status, procs) {
         Ok(child) => child,
         Err(outcome) => return outcome,
     };
@@ -254,6 +286,7 @@ async fn run(
     let (breach, mut breached) = oneshot::channel();
     let sampler = tokio::spawn(sample(
         members,
+        events.clone(),
         job.workdir.clone(),
         job.sample_every,
         job.limits,
@@ -274,6 +307,9 @@ async fn run(
     // Its leader reaped, the group's id may go to another process: not to be signalled.
     group.0 = 0;
     sampler.abort();
+    let outcome = kernel_outcome(outcome, events.as_ref(), &job.limits);
+    // Removing the group waits (a little) for its last processes to be gone.
+    tokio::task::spawn_blocking(move || drop(group)).await.ok();
     let outcome = sandbox_outcome(isolation, outcome, &status, &job.limits);
     let outcome = workdir_outcome(outcome, &job).await;
     // What is left in the pipes is read to the end, however long storing it takes; only a
@@ -302,11 +338,12 @@ fn start(
     isolation: &Isolation,
     job: &Job,
     status: &Path,
+    group: Vec<RawFd>,
 ) -> Result<tokio::process::Child, Outcome> {
     let mut command = match isolation {
         Isolation::Refused(reason) => return Err(Outcome::Failed(reason.clone())),
-        Isolation::Sandbox(helper) => sandboxed(helper, job, status),
-        Isolation::Unsandboxed => unsandboxed(job),
+        Isolation::Sandbox(helper) => sandboxed(helper, job, status, group),
+        Isolation::Unsandboxed => unsandboxed(job, group),
     };
     command
         .stdin(Stdio::piped())
@@ -357,6 +394,60 @@ fn exit_outcome(status: std::io::Result<std::process::ExitStatus>) -> Outcome {
         },
         Err(error) => Outcome::Failed(format!("waiting for the process failed: {error}")),
     }
+}
+
+/// The run's control group, named as its working directory: the kernel holds its
+/// processes and threads to the run's limit, with room for the sandbox's helper and
+/// hakoniwa's process (or the warden) besides, and its memory to the run's limit with
+/// room for those two. Without one (an error, logged), the run is held by per-process
+/// limits and the sampler, as on a host without control groups.
+fn run_group(groups: &Hierarchy, job: &Job) -> Option<RunGroup> {
+    let name = job.workdir.file_name()?.to_str()?;
+    let tasks = job.limits.tasks.saturating_add(HELPERS);
+    let memory = job.limits.memory_bytes.saturating_add(HELPERS_MEMORY);
+    groups
+        .make(name, tasks, memory)
+        .inspect_err(|error| tracing::error!(%error, "could not make the run's control group"))
+        .ok()
+}
+
+/// The processes of a run that are not the run's: the sandbox's helper and hakoniwa's
+/// process, or an unsandboxed run's warden.
+const HELPERS: u64 = 2;
+/// The memory they may take besides the run's.
+const HELPERS_MEMORY: u64 = 8 << 20;
+
+/// The outcome of a run that ended with `outcome`, once its control group's events are
+/// read: a process the kernel refused it, or one it killed for memory, is the run going
+/// past that limit (it may have exited, a shell, or been killed, its first process).
+fn kernel_outcome(outcome: Outcome, events: Option<&Events>, limits: &Limits) -> Outcome {
+    match (events.and_then(Events::breach), outcome) {
+        (Some(breach), Outcome::Exited(_) | Outcome::Killed(_)) => {
+            Outcome::Failed(breach_reason(breach, limits))
+        }
+        (_, outcome) => outcome,
+    }
+}
+
+fn breach_reason(breach: Breach, limits: &Limits) -> String {
+    match breach {
+        Breach::Memory => memory_breach(limits),
+        Breach::Processes => processes_breach(limits),
+    }
+}
+
+fn memory_breach(limits: &Limits) -> String {
+    format!(
+        "The run used more than its limit of {} MiB of memory (maxMemoryMib)",
+        limits.memory_bytes >> 20
+    )
+}
+
+fn processes_breach(limits: &Limits) -> String {
+    format!(
+        "The run had more than its limit of {} processes and threads (maxProcesses)",
+        limits.tasks
+    )
 }
 
 /// The outcome of a run whose process ended with `outcome`, with what its sandbox reported
@@ -564,6 +655,7 @@ struct Usage {
 /// run must stop as soon as its processes together go past one of `limits`.
 async fn sample(
     members: Members,
+    events: Option<Events>,
     workdir: PathBuf,
     every: Duration,
     limits: Limits,
@@ -582,22 +674,21 @@ async fn sample(
         tokio::time::sleep(every).await;
         // /proc and the working directory are read off the runtime's threads.
         let workdir = workdir.clone();
+        let events = events.clone();
         let usage = tokio::task::spawn_blocking(move || {
-            (usage(members), files_size(&workdir, &limits), disk_total(&workdir))
+            // The kernel's events first: they are what holds under a fork bomb.
+            let held = events.as_ref().and_then(Events::breach);
+            (held, usage(members), files_size(&workdir, &limits), disk_total(&workdir))
         })
         .await;
-        let Ok(((usage, tmpfs_bytes), files, disk_total)) = usage else { return };
+        let Ok((held, (usage, tmpfs_bytes), files, disk_total)) = usage else { return };
         let memory = usage.pages * page_size + tmpfs_bytes;
-        let over = if memory > limits.memory_bytes {
-            Some(format!(
-                "The run used more than its limit of {} MiB of memory (maxMemoryMib)",
-                limits.memory_bytes >> 20
-            ))
+        let over = if let Some(held) = held {
+            Some(breach_reason(held, &limits))
+        } else if memory > limits.memory_bytes {
+            Some(memory_breach(&limits))
         } else if usage.tasks > limits.tasks {
-            Some(format!(
-                "The run had more than its limit of {} processes and threads (maxProcesses)",
-                limits.tasks
-            ))
+            Some(processes_breach(&limits))
         } else if usage.total_ticks > limits.cpu_seconds * ticks_per_second {
             Some(cpu_breach(&limits))
         } else {

@@ -20,6 +20,7 @@
 //! `error.rs` holds `RunError`, the front door's one error.
 
 mod cancel;
+pub(crate) mod cgroup;
 pub(crate) mod config;
 mod error;
 mod execution;
