@@ -501,3 +501,41 @@ async fn a_revoked_tokens_download_url_answers_403() {
     let body: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(body["error"]["code"], "invalid_api_key", "{body}");
 }
+
+/// A commit replayed after its answer was lost, several at once or later, answers the
+/// version the first made, and the volume has that one version; the session is still no
+/// session of another volume.
+#[tokio::test]
+async fn a_replayed_commit_answers_the_version_it_made() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    let volume = c.create_volume().body_map(|b| b.name("replayed")).send().await.unwrap();
+    let other = c.create_volume().body_map(|b| b.name("other")).send().await.unwrap();
+    let prepared = c
+        .prepare_volume_upload()
+        .id(&volume.id)
+        .body_map(|b| b.files(vec![upload_file("f", b"once")]))
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
+    let put = reqwest::Client::new().put(&prepared.files[0].upload_url).body("once");
+    assert!(put.send().await.unwrap().status().is_success());
+    let session =
+        prepared.upload_session_id.parse::<types::CommitUploadRequestUploadSessionId>().unwrap();
+    let commit = |id: String| {
+        let (c, session) = (&c, session.clone());
+        async move {
+            c.commit_volume_upload().id(id).body_map(|b| b.upload_session_id(session)).send().await
+        }
+    };
+    let answers = futures::future::join_all((0..4).map(|_| commit(volume.id.clone()))).await;
+    let made: Vec<types::VolumeVersion> =
+        answers.into_iter().map(|a| a.unwrap().into_inner()).collect();
+    assert!(made.iter().all(|v| *v == made[0]), "{made:#?}");
+    assert_eq!(commit(volume.id.clone()).await.unwrap().into_inner(), made[0], "later");
+    let versions = c.list_volume_versions().id(&volume.id).send().await.unwrap().into_inner();
+    assert_eq!(versions.data.len(), 1);
+    let (status, error) = api_error(commit(other.id.clone()).await);
+    assert_eq!((status, error.param.as_deref()), (400, Some("uploadSessionId")));
+}

@@ -243,7 +243,8 @@ pub trait Vm0Api: Send + Sync + 'static {
     /// and hash, and makes them the volume's new current version. The version id is the
     /// SHA-256 of the version's manifest, so committing content identical to an existing
     /// version returns that version. A missing or mismatched file is a 400
-    /// `invalid_state` naming it.
+    /// `invalid_state` naming it. A session commits once: committing it again, for a day
+    /// after (a retry whose first answer was lost), answers the version it made.
     fn commit_volume_upload(
         &self,
         principal: &Self::Principal,
@@ -317,7 +318,8 @@ pub trait Vm0Api: Send + Sync + 'static {
     /// and hash, and makes them the artifact's new current version. The version id is
     /// the SHA-256 of the version's manifest, so committing content identical to an
     /// existing version returns that version. A missing or mismatched file is a 400
-    /// `invalid_state` naming it.
+    /// `invalid_state` naming it. A session commits once: committing it again, for a day
+    /// after (a retry whose first answer was lost), answers the version it made.
     fn commit_artifact_upload(
         &self,
         principal: &Self::Principal,

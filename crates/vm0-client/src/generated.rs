@@ -612,7 +612,8 @@ Checks that every file of the upload session was uploaded with the declared size
 and hash, and makes them the volume's new current version. The version id is the
 SHA-256 of the version's manifest, so committing content identical to an existing
 version returns that version. A missing or mismatched file is a 400
-`invalid_state` naming it.
+`invalid_state` naming it. A session commits once: committing it again, for a day
+after (a retry whose first answer was lost), answers the version it made.
 
 
 Sends a `POST` request to `/v1/volumes/{id}/commit`
@@ -766,7 +767,8 @@ Checks that every file of the upload session was uploaded with the declared size
 and hash, and makes them the artifact's new current version. The version id is
 the SHA-256 of the version's manifest, so committing content identical to an
 existing version returns that version. A missing or mismatched file is a 400
-`invalid_state` naming it.
+`invalid_state` naming it. A session commits once: committing it again, for a day
+after (a retry whose first answer was lost), answers the version it made.
 
 
 Sends a `POST` request to `/v1/artifacts/{id}/commit`

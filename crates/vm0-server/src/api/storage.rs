@@ -163,12 +163,16 @@ impl<S: Store> App<S> {
     ) -> Result<VersionRow, ApiError> {
         let row = self.storage(kind, p, id).await?;
         let session_id = body.upload_session_id.to_string();
-        let session = self.store.upload_session(&row.id, &session_id).await?.ok_or_else(|| {
-            ApiError::invalid_parameter(
+        let Some(session) = self.store.upload_session(&row.id, &session_id).await? else {
+            // A commit replayed after its answer was lost answers the version it made.
+            if let Some(made) = self.store.committed_upload(&row.id, &session_id).await? {
+                return Ok(made);
+            }
+            return Err(ApiError::invalid_parameter(
                 "uploadSessionId",
                 format!("No such upload session for this {}: '{session_id}'", kind.as_str()),
-            )
-        })?;
+            ));
+        };
         if session.expires_at < Utc::now() {
             return Err(ApiError::invalid_state(format!(
                 "Upload session '{session_id}' has expired: prepare the upload again"

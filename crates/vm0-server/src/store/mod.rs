@@ -693,6 +693,13 @@ pub trait StorageStore {
         storage_id: &str,
         id: &str,
     ) -> impl Future<Output = Result<Option<UploadSession>>> + Send;
+    /// The version that the upload session `id` of the storage made when it committed,
+    /// for a day after.
+    fn committed_upload(
+        &self,
+        storage_id: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<VersionRow>>> + Send;
     /// Lists a complete blob, pinned by `pin`'s holder when given: a pinned blob is left
     /// alone by the collector, referenced or not, until its holder ends (a run's files,
     /// between their storing and their version's or checkpoint's commit) or the pin's
@@ -732,7 +739,8 @@ pub trait StorageStore {
     /// its size (`InvalidState` naming the first that is not, in the same words for a blob
     /// that does not exist and one another user holds), then the version (or the existing
     /// one with the same id), its files, the storage's current version, and the end of the
-    /// upload session.
+    /// upload session, which is kept as having made the version. A commit of a session that
+    /// already committed answers the version it made.
     fn commit_version(
         &self,
         storage_id: &str,

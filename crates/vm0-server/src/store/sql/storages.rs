@@ -75,6 +75,14 @@ where
 /// of either backend: checks its blobs, stores it (or finds the same one stored before),
 /// and makes it the storage's current version; the version's row. A run's end commits
 /// its artifact's version this way, in the transaction that ends the run.
+/// The version an upload session made, by its storage and id.
+const COMMITTED_VERSION: &str = "SELECT v.* FROM committed_uploads c \
+     JOIN storage_versions v ON v.seq = c.version_seq \
+     WHERE c.storage_id = $1 AND c.session_id = $2";
+
+/// How long a committed upload session answers a replayed commit with its version.
+const COMMITS_KEPT: chrono::Duration = chrono::Duration::hours(24);
+
 macro_rules! commit_in {
     ($tx:ident, $storage_id:expr, $user_id:expr, $new:expr) => {{
         let (storage_id, user_id, new): (&str, &str, &$crate::store::NewVersion) =
@@ -305,6 +313,16 @@ impl StorageStore for SqlStore {
         })
     }
 
+    async fn committed_upload(&self, storage_id: &str, id: &str) -> Result<Option<VersionRow>> {
+        on_pool!(self, |pool| {
+            Ok(sqlx::query_as(COMMITTED_VERSION)
+                .bind(storage_id)
+                .bind(id)
+                .fetch_optional(pool)
+                .await?)
+        })
+    }
+
     async fn upload_session(&self, storage_id: &str, id: &str) -> Result<Option<UploadSession>> {
         on_pool!(self, |pool| {
             let row: Option<SessionRow> =
@@ -407,12 +425,33 @@ impl StorageStore for SqlStore {
                         .execute(&mut *tx)
                         .await?;
                 if ended.rows_affected() == 0 {
-                    return Err(StoreError::InvalidState(format!(
-                        "Upload session '{session_id}' has expired: prepare the upload again"
-                    )));
+                    // The same commit, replayed while the first ran: the storage's row
+                    // held them one after the other, and the first is done.
+                    let made: Option<VersionRow> = sqlx::query_as(COMMITTED_VERSION)
+                        .bind(storage_id)
+                        .bind(session_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    return made.ok_or_else(|| {
+                        StoreError::InvalidState(format!(
+                            "Upload session '{session_id}' has expired: prepare the upload again"
+                        ))
+                    });
                 }
             }
             let row = commit_in!(tx, storage_id, user_id, new);
+            if !session_id.is_empty() {
+                sqlx::query(
+                    "INSERT INTO committed_uploads (session_id, storage_id, version_seq, \
+                     committed_at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(session_id)
+                .bind(storage_id)
+                .bind(row.seq)
+                .bind(Utc::now())
+                .execute(&mut *tx)
+                .await?;
+            }
             tx.commit().await?;
             Ok(row)
         })
@@ -425,6 +464,10 @@ impl StorageStore for SqlStore {
                 .execute(pool)
                 .await?;
             sqlx::query("DELETE FROM blob_pins WHERE until < $1").bind(now).execute(pool).await?;
+            sqlx::query("DELETE FROM committed_uploads WHERE committed_at < $1")
+                .bind(now - COMMITS_KEPT)
+                .execute(pool)
+                .await?;
             Ok(sqlx::query_scalar(
                 "SELECT hash FROM blobs b
                  WHERE NOT EXISTS (SELECT 1 FROM blob_pins p
