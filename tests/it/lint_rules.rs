@@ -79,9 +79,21 @@ const CASES: &[(&str, Breakage, &str, &str)] = &[
     ),
     (
         "x-since naming a version after info.version",
-        |d| set(d, "/components/schemas/LogEntry/x-since/sequence", json!("1.2.0")),
+        |d| set(d, "/components/schemas/LogEntry/x-since/sequence", json!("1.9.0")),
         "since",
         "#/components/schemas/LogEntry/x-since",
+    ),
+    (
+        "x-since on an enumeration the router does not rewrite",
+        |d| set(d, "/components/schemas/RunStatus/x-since", json!({"cancelled": "1.2.0"})),
+        "since",
+        "#/components/schemas/RunStatus/x-since",
+    ),
+    (
+        "an error code added later without a fallback",
+        |d| set(d, "/components/schemas/ErrorCode/x-fallback", json!({})),
+        "since",
+        "#/components/schemas/ErrorCode/x-since",
     ),
     (
         "a snake_case property",

@@ -197,7 +197,7 @@ fn breaking_values(schema: &Value) -> Vec<(Value, String)> {
             }
             if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
                 let regex = regex::Regex::new(pattern).unwrap();
-                let candidate = ["Bad_Name!", "../escape", "/absolute"]
+                let candidate = ["Bad_Name!", "../escape", "/absolute", "tab\there"]
                     .into_iter()
                     .find(|c| !regex.is_match(c))
                     .unwrap();

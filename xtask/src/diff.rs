@@ -1002,8 +1002,21 @@ impl Differ<'_> {
                     );
                 }
                 // A client that maps the enumeration to a type of its own fails on a value
-                // it does not know.
+                // it does not know, unless the router sends it an older value instead
+                // (x-since and x-fallback, on the error envelope's enumerations).
                 for value in new_values.difference(&old_values) {
+                    if !request && self.falls_back(new, value, &old_values) {
+                        self.push(
+                            false,
+                            format!("{subject}-enum-value-added-since"),
+                            pointer,
+                            format!(
+                                "The value {value} was added to {name}, for clients of a later \
+                                 version than the old spec's only (x-since, x-fallback)."
+                            ),
+                        );
+                        continue;
+                    }
                     self.push(
                         !request,
                         format!("{subject}-enum-value-added"),
@@ -1169,6 +1182,18 @@ impl Differ<'_> {
                 format!("The x-since of {noun} changed from {from} to {to}."),
             );
         }
+    }
+
+    /// Whether clients of the old spec never see the enumeration value `quoted` (JSON, as
+    /// `enumeration` compares values) of the new `schema`: it is added since a later
+    /// version, and falls back for older clients to a value they know.
+    fn falls_back(&self, schema: &Value, quoted: &str, old_values: &BTreeSet<String>) -> bool {
+        let Ok(Value::String(value)) = serde_json::from_str::<Value>(quoted) else {
+            return false;
+        };
+        let fallback = schema.get(spec::FALLBACK).and_then(|f| f.get(&value));
+        self.added_since_old(schema, &value)
+            && fallback.is_some_and(|f| old_values.contains(&f.to_string()))
     }
 
     /// Whether the new `schema`'s `x-since` gives `property` a version later than the old

@@ -169,10 +169,29 @@ impl<'a> Lint<'a> {
                 findings.push((here, format!("{} maps property names to versions", spec::SINCE)));
                 return;
             };
+            let enumeration = value.get("enum").and_then(Value::as_array);
             for (name, version) in entries {
-                if value.pointer(&format!("/properties/{}", spec::escape_pointer(name))).is_none() {
-                    findings
-                        .push((here.clone(), format!("'{name}' is not a property of this schema")));
+                match enumeration {
+                    Some(values) => findings.extend(
+                        enum_since(
+                            at,
+                            values,
+                            value.get(spec::FALLBACK),
+                            |v| entries.contains_key(v),
+                            name,
+                        )
+                        .map(|message| (here.clone(), message)),
+                    ),
+                    None if value
+                        .pointer(&format!("/properties/{}", spec::escape_pointer(name)))
+                        .is_none() =>
+                    {
+                        findings.push((
+                            here.clone(),
+                            format!("'{name}' is not a property of this schema"),
+                        ));
+                    }
+                    None => {}
                 }
                 match (version.as_str().and_then(|v| v.parse::<Version>().ok()), current) {
                     (Some(v), Some(current)) if v.major == current.major && v <= current => {}
@@ -685,5 +704,35 @@ fn walk(value: &Value, at: &mut Vec<String>, visit: &mut dyn FnMut(&[String], &V
             }
         }
         _ => {}
+    }
+}
+
+/// What is wrong with the `x-since` entry `name` of the enumeration at `at` whose values
+/// are `values` and whose `x-fallback` is `fallback`: the router rewrites only the error
+/// envelope's enumerations, and only into a value that older clients know.
+fn enum_since(
+    at: &[String],
+    values: &[Value],
+    fallback: Option<&Value>,
+    added: impl Fn(&str) -> bool,
+    name: &str,
+) -> Option<String> {
+    let schema = at.last().map(String::as_str).unwrap_or_default();
+    if !spec::ENVELOPE_ENUMS.contains(&schema) {
+        return Some(format!(
+            "x-since on an enumeration is read only for {}",
+            spec::ENVELOPE_ENUMS.join(" and ")
+        ));
+    }
+    if !values.iter().any(|v| v.as_str() == Some(name)) {
+        return Some(format!("'{name}' is not a value of this enumeration"));
+    }
+    let older = fallback.and_then(|f| f.get(name)).and_then(Value::as_str);
+    match older {
+        Some(older) if values.iter().any(|v| v.as_str() == Some(older)) && !added(older) => None,
+        _ => Some(format!(
+            "'{name}' needs an x-fallback: a value of this enumeration that clients of \
+             earlier versions know"
+        )),
     }
 }

@@ -22,6 +22,17 @@ pub const EXACTLY_ONE_OF: &str = "x-exactly-one-of";
 /// checks each entry, and the breaking-change detector lets such an addition pass.
 pub const SINCE: &str = "x-since";
 
+/// The extension of the error envelope's enumerations (`ErrorType`, `ErrorCode`) that
+/// gives, for each value added after the first version (named in the schema's `x-since`),
+/// the older value the router sends instead to a client of an earlier `api-version`
+/// (`x-fallback: {idempotency_key_in_use: invalid_state}`), so that a client whose
+/// enumeration is closed keeps reading the errors it is sent.
+pub const FALLBACK: &str = "x-fallback";
+
+/// The enumerations whose values may carry `x-since` and `x-fallback`: the router rewrites
+/// the values of these, in error envelopes, and no others.
+pub const ENVELOPE_ENUMS: [&str; 2] = ["ErrorType", "ErrorCode"];
+
 /// The HTTP methods an OpenAPI path item can hold, in the order the spec writes them.
 pub const METHODS: [&str; 8] =
     ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
@@ -145,6 +156,28 @@ pub fn json_schema(doc: &Value, schema: &Value) -> Value {
 pub fn definitions(doc: &Value) -> Map<String, Value> {
     let schemas = doc.pointer("/components/schemas").and_then(Value::as_object);
     schemas.into_iter().flatten().map(|(name, schema)| (name.clone(), translate(schema))).collect()
+}
+
+/// The values of the error envelope's enumerations added after the first version, each
+/// with the version it was added in and the value older clients get instead:
+/// `{"ErrorCode": {"idempotency_key_in_use": {"since": "1.2.0", "fallback": "invalid_state"}}}`.
+pub fn fallbacks(doc: &Value) -> Value {
+    let mut out = Map::new();
+    for name in ENVELOPE_ENUMS {
+        let Some(schema) = doc.pointer(&format!("/components/schemas/{name}")) else { continue };
+        let since = schema.get(SINCE).and_then(Value::as_object).cloned().unwrap_or_default();
+        let values: Map<String, Value> = since
+            .iter()
+            .map(|(value, version)| {
+                let fallback = schema.get(FALLBACK).and_then(|f| f.get(value)).cloned();
+                (value.clone(), serde_json::json!({ "since": version, "fallback": fallback }))
+            })
+            .collect();
+        if !values.is_empty() {
+            out.insert(name.to_string(), Value::Object(values));
+        }
+    }
+    Value::Object(out)
 }
 
 /// One OpenAPI 3.0 schema as JSON Schema draft 4, its component `$ref`s pointing into

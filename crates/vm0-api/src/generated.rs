@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use crate::error::ApiError;
+use crate::idempotency;
 use crate::request::{Authenticator, Call};
 use crate::reply;
 pub use crate::reply::EventStream;
@@ -30,6 +31,12 @@ pub trait Vm0Api: Send + Sync + 'static {
     /// [`crate::Served`]; never a token or other secret. None by default.
     fn user_id(principal: &Self::Principal) -> Option<String> {
         let _ = principal;
+        None
+    }
+    /// Where the router keeps each user's `Idempotency-Key`s and their answers
+    /// (see [`crate::idempotency`]); keys need a [`Vm0Api::user_id`] too. None by
+    /// default: keys are checked, and not kept.
+    fn keys(&self) -> Option<&dyn crate::idempotency::KeyStore> {
         None
     }
     /// List agents
@@ -596,8 +603,18 @@ async fn create_agent<A: Vm0Api>(
     let principal = call.authenticate(&*api, "createAgent").await?;
     let omitted = call.omitted("createAgent")?;
     let body = call.json_body("createAgent").await?;
-    let output = api.create_agent(&principal, body).await?;
-    Ok(reply::json(StatusCode::CREATED, &output, &omitted))
+    let once = match call.once(&*api, &principal, &body).await? {
+        idempotency::Start::Run(once) => once,
+        idempotency::Start::Answer(answer) => return Ok(answer),
+    };
+    let answer = {
+        let api = api.clone();
+        async move {
+            let output = api.create_agent(&principal, body).await?;
+            Ok(reply::json(StatusCode::CREATED, &output, &omitted))
+        }
+    };
+    idempotency::run(api, once, answer).await
 }
 /// `GET /v1/agents/{id}`: `getAgent`.
 async fn get_agent<A: Vm0Api>(
@@ -630,8 +647,18 @@ async fn delete_agent<A: Vm0Api>(
     let principal = call.authenticate(&*api, "deleteAgent").await?;
     call.caller_version()?;
     let id = call.path_param("deleteAgent", "id")?;
-    api.delete_agent(&principal, id).await?;
-    Ok(reply::empty(StatusCode::NO_CONTENT))
+    let once = match call.once(&*api, &principal, &()).await? {
+        idempotency::Start::Run(once) => once,
+        idempotency::Start::Answer(answer) => return Ok(answer),
+    };
+    let answer = {
+        let api = api.clone();
+        async move {
+            api.delete_agent(&principal, id).await?;
+            Ok(reply::empty(StatusCode::NO_CONTENT))
+        }
+    };
+    idempotency::run(api, once, answer).await
 }
 /// `GET /v1/agents/{id}/versions`: `listAgentVersions`.
 async fn list_agent_versions<A: Vm0Api>(
@@ -676,8 +703,18 @@ async fn create_run<A: Vm0Api>(
     let principal = call.authenticate(&*api, "createRun").await?;
     let omitted = call.omitted("createRun")?;
     let body = call.json_body("createRun").await?;
-    let output = api.create_run(&principal, body).await?;
-    Ok(reply::json(StatusCode::ACCEPTED, &output, &omitted))
+    let once = match call.once(&*api, &principal, &body).await? {
+        idempotency::Start::Run(once) => once,
+        idempotency::Start::Answer(answer) => return Ok(answer),
+    };
+    let answer = {
+        let api = api.clone();
+        async move {
+            let output = api.create_run(&principal, body).await?;
+            Ok(reply::json(StatusCode::ACCEPTED, &output, &omitted))
+        }
+    };
+    idempotency::run(api, once, answer).await
 }
 /// `GET /v1/runs/{id}`: `getRun`.
 async fn get_run<A: Vm0Api>(
@@ -698,8 +735,18 @@ async fn cancel_run<A: Vm0Api>(
     let principal = call.authenticate(&*api, "cancelRun").await?;
     let omitted = call.omitted("cancelRun")?;
     let id = call.path_param("cancelRun", "id")?;
-    let output = api.cancel_run(&principal, id).await?;
-    Ok(reply::json(StatusCode::OK, &output, &omitted))
+    let once = match call.once(&*api, &principal, &()).await? {
+        idempotency::Start::Run(once) => once,
+        idempotency::Start::Answer(answer) => return Ok(answer),
+    };
+    let answer = {
+        let api = api.clone();
+        async move {
+            let output = api.cancel_run(&principal, id).await?;
+            Ok(reply::json(StatusCode::OK, &output, &omitted))
+        }
+    };
+    idempotency::run(api, once, answer).await
 }
 /// `GET /v1/runs/{id}/events`: `streamRunEvents`.
 async fn stream_run_events<A: Vm0Api>(
@@ -755,8 +802,18 @@ async fn create_volume<A: Vm0Api>(
     let principal = call.authenticate(&*api, "createVolume").await?;
     let omitted = call.omitted("createVolume")?;
     let body = call.json_body("createVolume").await?;
-    let output = api.create_volume(&principal, body).await?;
-    Ok(reply::json(StatusCode::CREATED, &output, &omitted))
+    let once = match call.once(&*api, &principal, &body).await? {
+        idempotency::Start::Run(once) => once,
+        idempotency::Start::Answer(answer) => return Ok(answer),
+    };
+    let answer = {
+        let api = api.clone();
+        async move {
+            let output = api.create_volume(&principal, body).await?;
+            Ok(reply::json(StatusCode::CREATED, &output, &omitted))
+        }
+    };
+    idempotency::run(api, once, answer).await
 }
 /// `GET /v1/volumes/{id}`: `getVolume`.
 async fn get_volume<A: Vm0Api>(
@@ -777,8 +834,18 @@ async fn delete_volume<A: Vm0Api>(
     let principal = call.authenticate(&*api, "deleteVolume").await?;
     call.caller_version()?;
     let id = call.path_param("deleteVolume", "id")?;
-    api.delete_volume(&principal, id).await?;
-    Ok(reply::empty(StatusCode::NO_CONTENT))
+    let once = match call.once(&*api, &principal, &()).await? {
+        idempotency::Start::Run(once) => once,
+        idempotency::Start::Answer(answer) => return Ok(answer),
+    };
+    let answer = {
+        let api = api.clone();
+        async move {
+            api.delete_volume(&principal, id).await?;
+            Ok(reply::empty(StatusCode::NO_CONTENT))
+        }
+    };
+    idempotency::run(api, once, answer).await
 }
 /// `GET /v1/volumes/{id}/versions`: `listVolumeVersions`.
 async fn list_volume_versions<A: Vm0Api>(
@@ -801,8 +868,18 @@ async fn prepare_volume_upload<A: Vm0Api>(
     let omitted = call.omitted("prepareVolumeUpload")?;
     let id = call.path_param("prepareVolumeUpload", "id")?;
     let body = call.json_body("prepareVolumeUpload").await?;
-    let output = api.prepare_volume_upload(&principal, id, body).await?;
-    Ok(reply::json(StatusCode::OK, &output, &omitted))
+    let once = match call.once(&*api, &principal, &body).await? {
+        idempotency::Start::Run(once) => once,
+        idempotency::Start::Answer(answer) => return Ok(answer),
+    };
+    let answer = {
+        let api = api.clone();
+        async move {
+            let output = api.prepare_volume_upload(&principal, id, body).await?;
+            Ok(reply::json(StatusCode::OK, &output, &omitted))
+        }
+    };
+    idempotency::run(api, once, answer).await
 }
 /// `POST /v1/volumes/{id}/commit`: `commitVolumeUpload`.
 async fn commit_volume_upload<A: Vm0Api>(
@@ -813,8 +890,18 @@ async fn commit_volume_upload<A: Vm0Api>(
     let omitted = call.omitted("commitVolumeUpload")?;
     let id = call.path_param("commitVolumeUpload", "id")?;
     let body = call.json_body("commitVolumeUpload").await?;
-    let output = api.commit_volume_upload(&principal, id, body).await?;
-    Ok(reply::json(StatusCode::OK, &output, &omitted))
+    let once = match call.once(&*api, &principal, &body).await? {
+        idempotency::Start::Run(once) => once,
+        idempotency::Start::Answer(answer) => return Ok(answer),
+    };
+    let answer = {
+        let api = api.clone();
+        async move {
+            let output = api.commit_volume_upload(&principal, id, body).await?;
+            Ok(reply::json(StatusCode::OK, &output, &omitted))
+        }
+    };
+    idempotency::run(api, once, answer).await
 }
 /// `GET /v1/volumes/{id}/download`: `downloadVolume`.
 async fn download_volume<A: Vm0Api>(
@@ -847,8 +934,18 @@ async fn create_artifact<A: Vm0Api>(
     let principal = call.authenticate(&*api, "createArtifact").await?;
     let omitted = call.omitted("createArtifact")?;
     let body = call.json_body("createArtifact").await?;
-    let output = api.create_artifact(&principal, body).await?;
-    Ok(reply::json(StatusCode::CREATED, &output, &omitted))
+    let once = match call.once(&*api, &principal, &body).await? {
+        idempotency::Start::Run(once) => once,
+        idempotency::Start::Answer(answer) => return Ok(answer),
+    };
+    let answer = {
+        let api = api.clone();
+        async move {
+            let output = api.create_artifact(&principal, body).await?;
+            Ok(reply::json(StatusCode::CREATED, &output, &omitted))
+        }
+    };
+    idempotency::run(api, once, answer).await
 }
 /// `GET /v1/artifacts/{id}`: `getArtifact`.
 async fn get_artifact<A: Vm0Api>(
@@ -869,8 +966,18 @@ async fn delete_artifact<A: Vm0Api>(
     let principal = call.authenticate(&*api, "deleteArtifact").await?;
     call.caller_version()?;
     let id = call.path_param("deleteArtifact", "id")?;
-    api.delete_artifact(&principal, id).await?;
-    Ok(reply::empty(StatusCode::NO_CONTENT))
+    let once = match call.once(&*api, &principal, &()).await? {
+        idempotency::Start::Run(once) => once,
+        idempotency::Start::Answer(answer) => return Ok(answer),
+    };
+    let answer = {
+        let api = api.clone();
+        async move {
+            api.delete_artifact(&principal, id).await?;
+            Ok(reply::empty(StatusCode::NO_CONTENT))
+        }
+    };
+    idempotency::run(api, once, answer).await
 }
 /// `GET /v1/artifacts/{id}/versions`: `listArtifactVersions`.
 async fn list_artifact_versions<A: Vm0Api>(
@@ -893,8 +1000,18 @@ async fn prepare_artifact_upload<A: Vm0Api>(
     let omitted = call.omitted("prepareArtifactUpload")?;
     let id = call.path_param("prepareArtifactUpload", "id")?;
     let body = call.json_body("prepareArtifactUpload").await?;
-    let output = api.prepare_artifact_upload(&principal, id, body).await?;
-    Ok(reply::json(StatusCode::OK, &output, &omitted))
+    let once = match call.once(&*api, &principal, &body).await? {
+        idempotency::Start::Run(once) => once,
+        idempotency::Start::Answer(answer) => return Ok(answer),
+    };
+    let answer = {
+        let api = api.clone();
+        async move {
+            let output = api.prepare_artifact_upload(&principal, id, body).await?;
+            Ok(reply::json(StatusCode::OK, &output, &omitted))
+        }
+    };
+    idempotency::run(api, once, answer).await
 }
 /// `POST /v1/artifacts/{id}/commit`: `commitArtifactUpload`.
 async fn commit_artifact_upload<A: Vm0Api>(
@@ -905,8 +1022,18 @@ async fn commit_artifact_upload<A: Vm0Api>(
     let omitted = call.omitted("commitArtifactUpload")?;
     let id = call.path_param("commitArtifactUpload", "id")?;
     let body = call.json_body("commitArtifactUpload").await?;
-    let output = api.commit_artifact_upload(&principal, id, body).await?;
-    Ok(reply::json(StatusCode::OK, &output, &omitted))
+    let once = match call.once(&*api, &principal, &body).await? {
+        idempotency::Start::Run(once) => once,
+        idempotency::Start::Answer(answer) => return Ok(answer),
+    };
+    let answer = {
+        let api = api.clone();
+        async move {
+            let output = api.commit_artifact_upload(&principal, id, body).await?;
+            Ok(reply::json(StatusCode::OK, &output, &omitted))
+        }
+    };
+    idempotency::run(api, once, answer).await
 }
 /// `GET /v1/artifacts/{id}/download`: `downloadArtifact`.
 async fn download_artifact<A: Vm0Api>(
@@ -939,8 +1066,18 @@ async fn create_token<A: Vm0Api>(
     let principal = call.authenticate(&*api, "createToken").await?;
     let omitted = call.omitted("createToken")?;
     let body = call.json_body("createToken").await?;
-    let output = api.create_token(&principal, body).await?;
-    Ok(reply::json(StatusCode::CREATED, &output, &omitted))
+    let once = match call.once(&*api, &principal, &body).await? {
+        idempotency::Start::Run(once) => once,
+        idempotency::Start::Answer(answer) => return Ok(answer),
+    };
+    let answer = {
+        let api = api.clone();
+        async move {
+            let output = api.create_token(&principal, body).await?;
+            Ok(reply::json(StatusCode::CREATED, &output, &omitted))
+        }
+    };
+    idempotency::run(api, once, answer).await
 }
 /// `GET /v1/tokens/{id}`: `getToken`.
 async fn get_token<A: Vm0Api>(
@@ -961,6 +1098,16 @@ async fn revoke_token<A: Vm0Api>(
     let principal = call.authenticate(&*api, "revokeToken").await?;
     call.caller_version()?;
     let id = call.path_param("revokeToken", "id")?;
-    api.revoke_token(&principal, id).await?;
-    Ok(reply::empty(StatusCode::NO_CONTENT))
+    let once = match call.once(&*api, &principal, &()).await? {
+        idempotency::Start::Run(once) => once,
+        idempotency::Start::Answer(answer) => return Ok(answer),
+    };
+    let answer = {
+        let api = api.clone();
+        async move {
+            api.revoke_token(&principal, id).await?;
+            Ok(reply::empty(StatusCode::NO_CONTENT))
+        }
+    };
+    idempotency::run(api, once, answer).await
 }

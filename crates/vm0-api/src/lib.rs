@@ -12,6 +12,7 @@
 mod error;
 #[rustfmt::skip] // Written by `cargo xtask codegen`, which formats it itself.
 mod generated;
+pub mod idempotency;
 mod reply;
 mod request;
 mod schemas;
@@ -97,6 +98,7 @@ async fn headers(mut request: Request, next: Next) -> Response {
     request.extensions_mut().insert(id.clone());
     request.extensions_mut().insert(slot.clone());
     let (method, uri) = (request.method().clone(), request.uri().clone());
+    let version = versions::Version::of_caller(request.headers().get(versions::HEADER));
     let started = std::time::Instant::now();
     let mut response = if request.headers().len() > MAX_HEADERS {
         let message = format!(
@@ -129,10 +131,36 @@ async fn headers(mut request: Request, next: Next) -> Response {
         }
     }
     response.extensions_mut().insert(served);
+    if let (true, Ok(Some(version))) = (response.status().is_client_error(), version) {
+        response = for_version(response, version).await;
+    }
     let headers = response.headers_mut();
     headers.insert("x-request-id", HeaderValue::from_str(&id.0).expect("request ids are ASCII"));
     headers.insert("x-api-version", HeaderValue::from_static(API_VERSION));
     response
+}
+
+/// The error `response` as a caller of `version` may read it (see
+/// [`schemas::downgrade_error`]).
+async fn for_version(response: Response, version: versions::Version) -> Response {
+    if !schemas::has_later_errors(version) {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    // Error envelopes are small; one that is not is left as it is.
+    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
+        return ApiError::internal("an error answer too large to read").into_response();
+    };
+    let mut value: serde_json::Value = match serde_json::from_slice(&bytes) {
+        Ok(value) => value,
+        Err(_) => return Response::from_parts(parts, axum::body::Body::from(bytes)),
+    };
+    if !schemas::downgrade_error(&mut value, version) {
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
+    }
+    let body = serde_json::to_vec(&value).expect("JSON serializes");
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(body))
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {

@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
+use crate::idempotency;
 use crate::schemas::{self, Location, Parameter};
 use crate::versions::{self, Omitted, Version};
 use crate::ServedSlot;
@@ -99,6 +100,25 @@ impl Call {
             slot.0.lock().expect("not poisoned").user = A::user_of(&principal);
             Ok(principal)
         }
+    }
+
+    /// Begins this request under its `Idempotency-Key`, checked (a 400 naming the header),
+    /// with the fingerprint of its method, path, `api-version` and `body`: see
+    /// [`crate::idempotency`]. (Not an `async fn`, as [`Call::authenticate`].)
+    pub fn once<'a, A: crate::Vm0Api, B: serde::Serialize>(
+        &self,
+        api: &'a A,
+        principal: &A::Principal,
+        body: &B,
+    ) -> impl Future<Output = Result<idempotency::Start, ApiError>> + Send + 'a {
+        // A caller of a version before the header's knows nothing of it, nor of its answers.
+        let key = match self.caller_version() {
+            Ok(Some(version)) if version < idempotency::since() => Ok(None),
+            _ => idempotency::key_of(&self.parts.headers),
+        };
+        let (parts, user) = (&self.parts, A::user_id(principal));
+        let fingerprint = idempotency::fingerprint(&parts.method, &parts.uri, &parts.headers, body);
+        async move { idempotency::start(api.keys(), user, key?, fingerprint).await }
     }
 
     /// What to leave out of `op`'s response for this caller: the properties added after

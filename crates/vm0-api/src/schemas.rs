@@ -49,8 +49,42 @@ pub(crate) struct OperationSchemas {
 #[derive(Deserialize)]
 struct RawDocument {
     definitions: Map<String, Value>,
+    #[serde(default)]
+    fallbacks: HashMap<String, HashMap<String, RawFallback>>,
     operations: HashMap<String, RawOperation>,
 }
+
+/// A value of an error envelope's enumeration added after the first version.
+#[derive(Deserialize)]
+struct RawFallback {
+    since: String,
+    fallback: String,
+}
+
+/// A value added to an error envelope's enumeration (`ErrorType`, `ErrorCode`) after the
+/// first version: callers of an older `api-version` get `fallback` instead.
+pub(crate) struct Fallback {
+    pub since: Version,
+    pub fallback: String,
+}
+
+/// The error envelope's values added after the first version, by the field of the
+/// envelope's `error` object they are values of (`type`, `code`), then by value.
+pub(crate) static FALLBACKS: LazyLock<HashMap<&'static str, HashMap<String, Fallback>>> =
+    LazyLock::new(|| {
+        let raw: RawDocument = serde_json::from_str(include_str!("generated.json"))
+            .expect("generated.json is well-formed");
+        let mut out = HashMap::new();
+        for (field, schema) in [("type", "ErrorType"), ("code", "ErrorCode")] {
+            let values = raw.fallbacks.get(schema).into_iter().flatten().map(|(value, f)| {
+                let since = Version::parse(&f.since)
+                    .unwrap_or_else(|| panic!("generated.json: {:?} is not a version", f.since));
+                (value.clone(), Fallback { since, fallback: f.fallback.clone() })
+            });
+            out.insert(field, values.collect());
+        }
+        out
+    });
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -130,6 +164,27 @@ static OPERATIONS: LazyLock<HashMap<String, OperationSchemas>> = LazyLock::new(|
         })
         .collect()
 });
+
+/// Whether an error type or code was added after `version`.
+pub(crate) fn has_later_errors(version: Version) -> bool {
+    FALLBACKS.values().flat_map(|values| values.values()).any(|f| f.since > version)
+}
+
+/// Rewrites the error envelope `body` for a caller of `version`: a `type` or `code` added
+/// after it becomes the older value the spec gives it (`x-fallback`), which the caller's
+/// closed enumeration knows.
+pub(crate) fn downgrade_error(body: &mut Value, version: Version) -> bool {
+    let mut changed = false;
+    for (field, values) in FALLBACKS.iter() {
+        let Some(slot) = body.pointer_mut(&format!("/error/{field}")) else { continue };
+        let later = slot.as_str().and_then(|v| values.get(v)).filter(|f| f.since > version);
+        if let Some(fallback) = later {
+            *slot = Value::String(fallback.fallback.clone());
+            changed = true;
+        }
+    }
+    changed
+}
 
 /// The largest `maxItems` of the properties of the object `schema` (a `$ref` into
 /// `definitions`, or inline).
@@ -246,5 +301,27 @@ fn type_name(kind: &TypeKind) -> String {
         TypeKind::Multiple(types) => {
             types.iter().map(|t| name(&t)).collect::<Vec<_>>().join(" or ")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_error_added_later_falls_back_for_older_callers() {
+        let error =
+            |code: &str| serde_json::json!({"error": {"type": "conflict_error", "code": code}});
+        let old = crate::versions::Version::parse("1.1.0").unwrap();
+        let mut body = error("idempotency_key_in_use");
+        assert!(super::downgrade_error(&mut body, old));
+        assert_eq!(body, error("invalid_state"));
+        let mut body = error("idempotency_key_in_use");
+        assert!(!super::downgrade_error(
+            &mut body,
+            crate::versions::Version::parse("1.2.0").unwrap()
+        ));
+        let mut body = error("resource_already_exists");
+        assert!(!super::downgrade_error(&mut body, old));
+        assert!(super::has_later_errors(old));
+        assert!(!super::has_later_errors(crate::versions::Version::parse("1.2.0").unwrap()));
     }
 }

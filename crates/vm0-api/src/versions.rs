@@ -150,6 +150,7 @@ fn remove(value: &mut Value, path: &[Step]) {
 
 #[cfg(test)]
 mod tests {
+
     use super::*;
     use serde_json::json;
 

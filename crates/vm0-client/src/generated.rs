@@ -115,13 +115,39 @@ that refuses unknown properties keeps working. Without the header, a response ha
 property. An `api-version` that is not a 1.x version is rejected with
 `invalid_parameter` and `param: "api-version"`, by every operation. (The
 `X-API-Version` response header names the major version, `v1`, and nothing more.)
+An error `type` or `code` added after the caller's version arrives as the older one
+its schema's `x-fallback` names.
 
 | Version | Added |
 |---|---|
 | 1.1.0 | `stream` of the `output` event; `sequence` and `stream` of a log entry; `afterSequence` of `listRunLogs` |
+| 1.2.0 | the `Idempotency-Key` header on every POST and DELETE, with `Idempotent-Replayed`, 409 `idempotency_key_in_use` and 422 `idempotency_key_reused` |
+
+## Retries and Idempotency-Key
+
+A client that loses an answer (a timeout, a proxy's reset, a server's restart) cannot
+tell whether its request took effect. A GET or PUT can simply be sent again. A POST or
+DELETE sent again with the same `Idempotency-Key` header (1 to 255 printable ASCII
+characters; a fresh UUID v4 per call is the usual choice) takes effect once: the
+server keeps, for each user and key, the request's fingerprint (its method, path,
+`api-version` and body) and, once the operation has begun, its first answer, for 24
+hours by default. Then:
+
+- the same key and the same request answer that first answer again, byte for byte,
+  with `Idempotent-Replayed: true`;
+- the same key with another request is 422 `idempotency_key_reused`, `param:
+  "Idempotency-Key"`: a new request needs a new key;
+- the same key while its first request is still executing is 409
+  `idempotency_key_in_use` with `Retry-After`: wait, and send it again;
+- a request refused before it began (a 400 for its input, a 401), and one whose answer
+  was a 5xx, keep nothing: sent again, it runs afresh.
+
+A key is read from callers that send no `api-version` or 1.2.0 or later. The key holds
+across every instance that serves one database. `vm0-client` sends a fresh key with
+every POST and DELETE (or the one set on the call's builder) and retries them with it.
 
 
-Version: 1.1.0*/
+Version: 1.2.0*/
 pub struct Client {
     pub(crate) baseurl: String,
     pub(crate) client: reqwest::Client,
@@ -163,7 +189,7 @@ impl Client {
 }
 impl ClientInfo<crate::Settings> for Client {
     fn api_version() -> &'static str {
-        "1.1.0"
+        "1.2.0"
     }
     fn baseurl(&self) -> &str {
         self.baseurl.as_str()
@@ -210,8 +236,12 @@ Creates an agent with its first version (version 1) holding `config`.
 
 Sends a `POST` request to `/v1/agents`
 
+Arguments:
+- `idempotency_key`: Makes a retry of this request safe: 1 to 255 printable ASCII characters (a UUID v4 is a good one), bare or in the draft standard's quoted form. The same key with the same request answers the first answer again, with `Idempotent-Replayed: true`; see Retries and Idempotency-Key.
+- `body`
 ```ignore
 let response = client.create_agent()
+    .idempotency_key(idempotency_key)
     .body(body)
     .send()
     .await;
@@ -266,9 +296,11 @@ Sends a `DELETE` request to `/v1/agents/{id}`
 
 Arguments:
 - `id`: Agent ID.
+- `idempotency_key`: Makes a retry of this request safe: 1 to 255 printable ASCII characters (a UUID v4 is a good one), bare or in the draft standard's quoted form. The same key with the same request answers the first answer again, with `Idempotent-Replayed: true`; see Retries and Idempotency-Key.
 ```ignore
 let response = client.delete_agent()
     .id(id)
+    .idempotency_key(idempotency_key)
     .send()
     .await;
 ```*/
@@ -352,8 +384,12 @@ its latest state), or a checkpoint (a new session started from that snapshot).
 
 Sends a `POST` request to `/v1/runs`
 
+Arguments:
+- `idempotency_key`: Makes a retry of this request safe: 1 to 255 printable ASCII characters (a UUID v4 is a good one), bare or in the draft standard's quoted form. The same key with the same request answers the first answer again, with `Idempotent-Replayed: true`; see Retries and Idempotency-Key.
+- `body`
 ```ignore
 let response = client.create_run()
+    .idempotency_key(idempotency_key)
     .body(body)
     .send()
     .await;
@@ -394,9 +430,11 @@ Sends a `POST` request to `/v1/runs/{id}/cancel`
 
 Arguments:
 - `id`: Run ID.
+- `idempotency_key`: Makes a retry of this request safe: 1 to 255 printable ASCII characters (a UUID v4 is a good one), bare or in the draft standard's quoted form. The same key with the same request answers the first answer again, with `Idempotent-Replayed: true`; see Retries and Idempotency-Key.
 ```ignore
 let response = client.cancel_run()
     .id(id)
+    .idempotency_key(idempotency_key)
     .send()
     .await;
 ```*/
@@ -520,8 +558,12 @@ Creates an empty volume; push files to it with `prepareVolumeUpload` and `commit
 
 Sends a `POST` request to `/v1/volumes`
 
+Arguments:
+- `idempotency_key`: Makes a retry of this request safe: 1 to 255 printable ASCII characters (a UUID v4 is a good one), bare or in the draft standard's quoted form. The same key with the same request answers the first answer again, with `Idempotent-Replayed: true`; see Retries and Idempotency-Key.
+- `body`
 ```ignore
 let response = client.create_volume()
+    .idempotency_key(idempotency_key)
     .body(body)
     .send()
     .await;
@@ -554,9 +596,11 @@ Sends a `DELETE` request to `/v1/volumes/{id}`
 
 Arguments:
 - `id`: Volume ID.
+- `idempotency_key`: Makes a retry of this request safe: 1 to 255 printable ASCII characters (a UUID v4 is a good one), bare or in the draft standard's quoted form. The same key with the same request answers the first answer again, with `Idempotent-Replayed: true`; see Retries and Idempotency-Key.
 ```ignore
 let response = client.delete_volume()
     .id(id)
+    .idempotency_key(idempotency_key)
     .send()
     .await;
 ```*/
@@ -595,10 +639,12 @@ Sends a `POST` request to `/v1/volumes/{id}/upload`
 
 Arguments:
 - `id`: Volume ID.
+- `idempotency_key`: Makes a retry of this request safe: 1 to 255 printable ASCII characters (a UUID v4 is a good one), bare or in the draft standard's quoted form. The same key with the same request answers the first answer again, with `Idempotent-Replayed: true`; see Retries and Idempotency-Key.
 - `body`
 ```ignore
 let response = client.prepare_volume_upload()
     .id(id)
+    .idempotency_key(idempotency_key)
     .body(body)
     .send()
     .await;
@@ -620,10 +666,12 @@ Sends a `POST` request to `/v1/volumes/{id}/commit`
 
 Arguments:
 - `id`: Volume ID.
+- `idempotency_key`: Makes a retry of this request safe: 1 to 255 printable ASCII characters (a UUID v4 is a good one), bare or in the draft standard's quoted form. The same key with the same request answers the first answer again, with `Idempotent-Replayed: true`; see Retries and Idempotency-Key.
 - `body`
 ```ignore
 let response = client.commit_volume_upload()
     .id(id)
+    .idempotency_key(idempotency_key)
     .body(body)
     .send()
     .await;
@@ -675,8 +723,12 @@ Creates an empty artifact. Runs that name it in `artifactName` add versions to i
 
 Sends a `POST` request to `/v1/artifacts`
 
+Arguments:
+- `idempotency_key`: Makes a retry of this request safe: 1 to 255 printable ASCII characters (a UUID v4 is a good one), bare or in the draft standard's quoted form. The same key with the same request answers the first answer again, with `Idempotent-Replayed: true`; see Retries and Idempotency-Key.
+- `body`
 ```ignore
 let response = client.create_artifact()
+    .idempotency_key(idempotency_key)
     .body(body)
     .send()
     .await;
@@ -709,9 +761,11 @@ Sends a `DELETE` request to `/v1/artifacts/{id}`
 
 Arguments:
 - `id`: Artifact ID.
+- `idempotency_key`: Makes a retry of this request safe: 1 to 255 printable ASCII characters (a UUID v4 is a good one), bare or in the draft standard's quoted form. The same key with the same request answers the first answer again, with `Idempotent-Replayed: true`; see Retries and Idempotency-Key.
 ```ignore
 let response = client.delete_artifact()
     .id(id)
+    .idempotency_key(idempotency_key)
     .send()
     .await;
 ```*/
@@ -750,10 +804,12 @@ Sends a `POST` request to `/v1/artifacts/{id}/upload`
 
 Arguments:
 - `id`: Artifact ID.
+- `idempotency_key`: Makes a retry of this request safe: 1 to 255 printable ASCII characters (a UUID v4 is a good one), bare or in the draft standard's quoted form. The same key with the same request answers the first answer again, with `Idempotent-Replayed: true`; see Retries and Idempotency-Key.
 - `body`
 ```ignore
 let response = client.prepare_artifact_upload()
     .id(id)
+    .idempotency_key(idempotency_key)
     .body(body)
     .send()
     .await;
@@ -775,10 +831,12 @@ Sends a `POST` request to `/v1/artifacts/{id}/commit`
 
 Arguments:
 - `id`: Artifact ID.
+- `idempotency_key`: Makes a retry of this request safe: 1 to 255 printable ASCII characters (a UUID v4 is a good one), bare or in the draft standard's quoted form. The same key with the same request answers the first answer again, with `Idempotent-Replayed: true`; see Retries and Idempotency-Key.
 - `body`
 ```ignore
 let response = client.commit_artifact_upload()
     .id(id)
+    .idempotency_key(idempotency_key)
     .body(body)
     .send()
     .await;
@@ -830,8 +888,12 @@ Creates an API token for your user. The response holds the full token value in `
 
 Sends a `POST` request to `/v1/tokens`
 
+Arguments:
+- `idempotency_key`: Makes a retry of this request safe: 1 to 255 printable ASCII characters (a UUID v4 is a good one), bare or in the draft standard's quoted form. The same key with the same request answers the first answer again, with `Idempotent-Replayed: true`; see Retries and Idempotency-Key.
+- `body`
 ```ignore
 let response = client.create_token()
+    .idempotency_key(idempotency_key)
     .body(body)
     .send()
     .await;
@@ -864,9 +926,11 @@ Sends a `DELETE` request to `/v1/tokens/{id}`
 
 Arguments:
 - `id`: Token ID.
+- `idempotency_key`: Makes a retry of this request safe: 1 to 255 printable ASCII characters (a UUID v4 is a good one), bare or in the draft standard's quoted form. The same key with the same request answers the first answer again, with `Idempotent-Replayed: true`; see Retries and Idempotency-Key.
 ```ignore
 let response = client.revoke_token()
     .id(id)
+    .idempotency_key(idempotency_key)
     .send()
     .await;
 ```*/
@@ -1007,14 +1071,29 @@ pub mod builder {
     #[derive(Debug, Clone)]
     pub struct CreateAgent<'a> {
         client: &'a super::Client,
+        idempotency_key: Result<Option<types::CreateAgentIdempotencyKey>, String>,
         body: Result<types::builder::CreateAgentRequest, String>,
     }
     impl<'a> CreateAgent<'a> {
         pub fn new(client: &'a super::Client) -> Self {
             Self {
                 client: client,
+                idempotency_key: Ok(None),
                 body: Ok(::std::default::Default::default()),
             }
+        }
+        pub fn idempotency_key<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::CreateAgentIdempotencyKey>,
+        {
+            self.idempotency_key = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `CreateAgentIdempotencyKey` for idempotency_key failed"
+                        .to_string()
+                });
+            self
         }
         pub fn body<V>(mut self, value: V) -> Self
         where
@@ -1044,14 +1123,15 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<types::Agent>, Error<types::Error>> {
-            let Self { client, body } = self;
+            let Self { client, idempotency_key, body } = self;
+            let idempotency_key = idempotency_key.map_err(Error::InvalidRequest)?;
             let body = body
                 .and_then(|v| {
                     types::CreateAgentRequest::try_from(v).map_err(|e| e.to_string())
                 })
                 .map_err(Error::InvalidRequest)?;
             let url = format!("{}/v1/agents", client.baseurl,);
-            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(2usize);
             header_map
                 .append(
                     ::reqwest::header::HeaderName::from_static("api-version"),
@@ -1059,6 +1139,9 @@ pub mod builder {
                         super::Client::api_version(),
                     ),
                 );
+            if let Some(value) = idempotency_key {
+                header_map.append("Idempotency-Key", value.to_string().try_into()?);
+            }
             #[allow(unused_mut)]
             let mut request = client
                 .client
@@ -1094,6 +1177,13 @@ pub mod builder {
                     )
                 }
                 409u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                422u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -1340,12 +1430,14 @@ pub mod builder {
     pub struct DeleteAgent<'a> {
         client: &'a super::Client,
         id: Result<::std::string::String, String>,
+        idempotency_key: Result<Option<types::DeleteAgentIdempotencyKey>, String>,
     }
     impl<'a> DeleteAgent<'a> {
         pub fn new(client: &'a super::Client) -> Self {
             Self {
                 client: client,
                 id: Err("id was not initialized".to_string()),
+                idempotency_key: Ok(None),
             }
         }
         pub fn id<V>(mut self, value: V) -> Self
@@ -1360,14 +1452,28 @@ pub mod builder {
                 });
             self
         }
+        pub fn idempotency_key<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::DeleteAgentIdempotencyKey>,
+        {
+            self.idempotency_key = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `DeleteAgentIdempotencyKey` for idempotency_key failed"
+                        .to_string()
+                });
+            self
+        }
         ///Sends a `DELETE` request to `/v1/agents/{id}`
         pub async fn send(self) -> Result<ResponseValue<()>, Error<types::Error>> {
-            let Self { client, id } = self;
+            let Self { client, id, idempotency_key } = self;
             let id = id.map_err(Error::InvalidRequest)?;
+            let idempotency_key = idempotency_key.map_err(Error::InvalidRequest)?;
             let url = format!(
                 "{}/v1/agents/{}", client.baseurl, encode_path(& id.to_string()),
             );
-            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(2usize);
             header_map
                 .append(
                     ::reqwest::header::HeaderName::from_static("api-version"),
@@ -1375,6 +1481,9 @@ pub mod builder {
                         super::Client::api_version(),
                     ),
                 );
+            if let Some(value) = idempotency_key {
+                header_map.append("Idempotency-Key", value.to_string().try_into()?);
+            }
             #[allow(unused_mut)]
             let mut request = client
                 .client
@@ -1409,6 +1518,20 @@ pub mod builder {
                     )
                 }
                 404u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                409u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                422u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -1824,14 +1947,29 @@ pub mod builder {
     #[derive(Debug, Clone)]
     pub struct CreateRun<'a> {
         client: &'a super::Client,
+        idempotency_key: Result<Option<types::CreateRunIdempotencyKey>, String>,
         body: Result<types::builder::CreateRunRequest, String>,
     }
     impl<'a> CreateRun<'a> {
         pub fn new(client: &'a super::Client) -> Self {
             Self {
                 client: client,
+                idempotency_key: Ok(None),
                 body: Ok(::std::default::Default::default()),
             }
+        }
+        pub fn idempotency_key<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::CreateRunIdempotencyKey>,
+        {
+            self.idempotency_key = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `CreateRunIdempotencyKey` for idempotency_key failed"
+                        .to_string()
+                });
+            self
         }
         pub fn body<V>(mut self, value: V) -> Self
         where
@@ -1861,14 +1999,15 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<types::RunDetail>, Error<types::Error>> {
-            let Self { client, body } = self;
+            let Self { client, idempotency_key, body } = self;
+            let idempotency_key = idempotency_key.map_err(Error::InvalidRequest)?;
             let body = body
                 .and_then(|v| {
                     types::CreateRunRequest::try_from(v).map_err(|e| e.to_string())
                 })
                 .map_err(Error::InvalidRequest)?;
             let url = format!("{}/v1/runs", client.baseurl,);
-            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(2usize);
             header_map
                 .append(
                     ::reqwest::header::HeaderName::from_static("api-version"),
@@ -1876,6 +2015,9 @@ pub mod builder {
                         super::Client::api_version(),
                     ),
                 );
+            if let Some(value) = idempotency_key {
+                header_map.append("Idempotency-Key", value.to_string().try_into()?);
+            }
             #[allow(unused_mut)]
             let mut request = client
                 .client
@@ -1911,6 +2053,20 @@ pub mod builder {
                     )
                 }
                 404u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                409u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                422u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -2030,12 +2186,14 @@ pub mod builder {
     pub struct CancelRun<'a> {
         client: &'a super::Client,
         id: Result<::std::string::String, String>,
+        idempotency_key: Result<Option<types::CancelRunIdempotencyKey>, String>,
     }
     impl<'a> CancelRun<'a> {
         pub fn new(client: &'a super::Client) -> Self {
             Self {
                 client: client,
                 id: Err("id was not initialized".to_string()),
+                idempotency_key: Ok(None),
             }
         }
         pub fn id<V>(mut self, value: V) -> Self
@@ -2050,16 +2208,30 @@ pub mod builder {
                 });
             self
         }
+        pub fn idempotency_key<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::CancelRunIdempotencyKey>,
+        {
+            self.idempotency_key = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `CancelRunIdempotencyKey` for idempotency_key failed"
+                        .to_string()
+                });
+            self
+        }
         ///Sends a `POST` request to `/v1/runs/{id}/cancel`
         pub async fn send(
             self,
         ) -> Result<ResponseValue<types::RunDetail>, Error<types::Error>> {
-            let Self { client, id } = self;
+            let Self { client, id, idempotency_key } = self;
             let id = id.map_err(Error::InvalidRequest)?;
+            let idempotency_key = idempotency_key.map_err(Error::InvalidRequest)?;
             let url = format!(
                 "{}/v1/runs/{}/cancel", client.baseurl, encode_path(& id.to_string()),
             );
-            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(2usize);
             header_map
                 .append(
                     ::reqwest::header::HeaderName::from_static("api-version"),
@@ -2067,6 +2239,9 @@ pub mod builder {
                         super::Client::api_version(),
                     ),
                 );
+            if let Some(value) = idempotency_key {
+                header_map.append("Idempotency-Key", value.to_string().try_into()?);
+            }
             #[allow(unused_mut)]
             let mut request = client
                 .client
@@ -2101,6 +2276,20 @@ pub mod builder {
                     )
                 }
                 404u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                409u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                422u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -2650,14 +2839,29 @@ pub mod builder {
     #[derive(Debug, Clone)]
     pub struct CreateVolume<'a> {
         client: &'a super::Client,
+        idempotency_key: Result<Option<types::CreateVolumeIdempotencyKey>, String>,
         body: Result<types::builder::CreateVolumeRequest, String>,
     }
     impl<'a> CreateVolume<'a> {
         pub fn new(client: &'a super::Client) -> Self {
             Self {
                 client: client,
+                idempotency_key: Ok(None),
                 body: Ok(::std::default::Default::default()),
             }
+        }
+        pub fn idempotency_key<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::CreateVolumeIdempotencyKey>,
+        {
+            self.idempotency_key = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `CreateVolumeIdempotencyKey` for idempotency_key failed"
+                        .to_string()
+                });
+            self
         }
         pub fn body<V>(mut self, value: V) -> Self
         where
@@ -2687,14 +2891,15 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<types::Volume>, Error<types::Error>> {
-            let Self { client, body } = self;
+            let Self { client, idempotency_key, body } = self;
+            let idempotency_key = idempotency_key.map_err(Error::InvalidRequest)?;
             let body = body
                 .and_then(|v| {
                     types::CreateVolumeRequest::try_from(v).map_err(|e| e.to_string())
                 })
                 .map_err(Error::InvalidRequest)?;
             let url = format!("{}/v1/volumes", client.baseurl,);
-            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(2usize);
             header_map
                 .append(
                     ::reqwest::header::HeaderName::from_static("api-version"),
@@ -2702,6 +2907,9 @@ pub mod builder {
                         super::Client::api_version(),
                     ),
                 );
+            if let Some(value) = idempotency_key {
+                header_map.append("Idempotency-Key", value.to_string().try_into()?);
+            }
             #[allow(unused_mut)]
             let mut request = client
                 .client
@@ -2737,6 +2945,13 @@ pub mod builder {
                     )
                 }
                 409u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                422u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -2856,12 +3071,14 @@ pub mod builder {
     pub struct DeleteVolume<'a> {
         client: &'a super::Client,
         id: Result<::std::string::String, String>,
+        idempotency_key: Result<Option<types::DeleteVolumeIdempotencyKey>, String>,
     }
     impl<'a> DeleteVolume<'a> {
         pub fn new(client: &'a super::Client) -> Self {
             Self {
                 client: client,
                 id: Err("id was not initialized".to_string()),
+                idempotency_key: Ok(None),
             }
         }
         pub fn id<V>(mut self, value: V) -> Self
@@ -2876,14 +3093,28 @@ pub mod builder {
                 });
             self
         }
+        pub fn idempotency_key<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::DeleteVolumeIdempotencyKey>,
+        {
+            self.idempotency_key = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `DeleteVolumeIdempotencyKey` for idempotency_key failed"
+                        .to_string()
+                });
+            self
+        }
         ///Sends a `DELETE` request to `/v1/volumes/{id}`
         pub async fn send(self) -> Result<ResponseValue<()>, Error<types::Error>> {
-            let Self { client, id } = self;
+            let Self { client, id, idempotency_key } = self;
             let id = id.map_err(Error::InvalidRequest)?;
+            let idempotency_key = idempotency_key.map_err(Error::InvalidRequest)?;
             let url = format!(
                 "{}/v1/volumes/{}", client.baseurl, encode_path(& id.to_string()),
             );
-            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(2usize);
             header_map
                 .append(
                     ::reqwest::header::HeaderName::from_static("api-version"),
@@ -2891,6 +3122,9 @@ pub mod builder {
                         super::Client::api_version(),
                     ),
                 );
+            if let Some(value) = idempotency_key {
+                header_map.append("Idempotency-Key", value.to_string().try_into()?);
+            }
             #[allow(unused_mut)]
             let mut request = client
                 .client
@@ -2925,6 +3159,20 @@ pub mod builder {
                     )
                 }
                 404u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                409u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                422u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -3079,6 +3327,10 @@ pub mod builder {
     pub struct PrepareVolumeUpload<'a> {
         client: &'a super::Client,
         id: Result<::std::string::String, String>,
+        idempotency_key: Result<
+            Option<types::PrepareVolumeUploadIdempotencyKey>,
+            String,
+        >,
         body: Result<types::builder::PrepareUploadRequest, String>,
     }
     impl<'a> PrepareVolumeUpload<'a> {
@@ -3086,6 +3338,7 @@ pub mod builder {
             Self {
                 client: client,
                 id: Err("id was not initialized".to_string()),
+                idempotency_key: Ok(None),
                 body: Ok(::std::default::Default::default()),
             }
         }
@@ -3097,6 +3350,19 @@ pub mod builder {
                 .try_into()
                 .map_err(|_| {
                     "conversion to `:: std :: string :: String` for id failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn idempotency_key<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::PrepareVolumeUploadIdempotencyKey>,
+        {
+            self.idempotency_key = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `PrepareVolumeUploadIdempotencyKey` for idempotency_key failed"
                         .to_string()
                 });
             self
@@ -3131,8 +3397,9 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<types::PrepareUploadResponse>, Error<types::Error>> {
-            let Self { client, id, body } = self;
+            let Self { client, id, idempotency_key, body } = self;
             let id = id.map_err(Error::InvalidRequest)?;
+            let idempotency_key = idempotency_key.map_err(Error::InvalidRequest)?;
             let body = body
                 .and_then(|v| {
                     types::PrepareUploadRequest::try_from(v).map_err(|e| e.to_string())
@@ -3141,7 +3408,7 @@ pub mod builder {
             let url = format!(
                 "{}/v1/volumes/{}/upload", client.baseurl, encode_path(& id.to_string()),
             );
-            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(2usize);
             header_map
                 .append(
                     ::reqwest::header::HeaderName::from_static("api-version"),
@@ -3149,6 +3416,9 @@ pub mod builder {
                         super::Client::api_version(),
                     ),
                 );
+            if let Some(value) = idempotency_key {
+                header_map.append("Idempotency-Key", value.to_string().try_into()?);
+            }
             #[allow(unused_mut)]
             let mut request = client
                 .client
@@ -3190,6 +3460,20 @@ pub mod builder {
                         ),
                     )
                 }
+                409u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                422u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
                 500u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -3208,6 +3492,7 @@ pub mod builder {
     pub struct CommitVolumeUpload<'a> {
         client: &'a super::Client,
         id: Result<::std::string::String, String>,
+        idempotency_key: Result<Option<types::CommitVolumeUploadIdempotencyKey>, String>,
         body: Result<types::builder::CommitUploadRequest, String>,
     }
     impl<'a> CommitVolumeUpload<'a> {
@@ -3215,6 +3500,7 @@ pub mod builder {
             Self {
                 client: client,
                 id: Err("id was not initialized".to_string()),
+                idempotency_key: Ok(None),
                 body: Ok(::std::default::Default::default()),
             }
         }
@@ -3226,6 +3512,19 @@ pub mod builder {
                 .try_into()
                 .map_err(|_| {
                     "conversion to `:: std :: string :: String` for id failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn idempotency_key<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::CommitVolumeUploadIdempotencyKey>,
+        {
+            self.idempotency_key = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `CommitVolumeUploadIdempotencyKey` for idempotency_key failed"
                         .to_string()
                 });
             self
@@ -3258,8 +3557,9 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<types::VolumeVersion>, Error<types::Error>> {
-            let Self { client, id, body } = self;
+            let Self { client, id, idempotency_key, body } = self;
             let id = id.map_err(Error::InvalidRequest)?;
+            let idempotency_key = idempotency_key.map_err(Error::InvalidRequest)?;
             let body = body
                 .and_then(|v| {
                     types::CommitUploadRequest::try_from(v).map_err(|e| e.to_string())
@@ -3268,7 +3568,7 @@ pub mod builder {
             let url = format!(
                 "{}/v1/volumes/{}/commit", client.baseurl, encode_path(& id.to_string()),
             );
-            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(2usize);
             header_map
                 .append(
                     ::reqwest::header::HeaderName::from_static("api-version"),
@@ -3276,6 +3576,9 @@ pub mod builder {
                         super::Client::api_version(),
                     ),
                 );
+            if let Some(value) = idempotency_key {
+                header_map.append("Idempotency-Key", value.to_string().try_into()?);
+            }
             #[allow(unused_mut)]
             let mut request = client
                 .client
@@ -3311,6 +3614,20 @@ pub mod builder {
                     )
                 }
                 404u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                409u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                422u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -3551,14 +3868,29 @@ pub mod builder {
     #[derive(Debug, Clone)]
     pub struct CreateArtifact<'a> {
         client: &'a super::Client,
+        idempotency_key: Result<Option<types::CreateArtifactIdempotencyKey>, String>,
         body: Result<types::builder::CreateArtifactRequest, String>,
     }
     impl<'a> CreateArtifact<'a> {
         pub fn new(client: &'a super::Client) -> Self {
             Self {
                 client: client,
+                idempotency_key: Ok(None),
                 body: Ok(::std::default::Default::default()),
             }
+        }
+        pub fn idempotency_key<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::CreateArtifactIdempotencyKey>,
+        {
+            self.idempotency_key = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `CreateArtifactIdempotencyKey` for idempotency_key failed"
+                        .to_string()
+                });
+            self
         }
         pub fn body<V>(mut self, value: V) -> Self
         where
@@ -3590,14 +3922,15 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<types::Artifact>, Error<types::Error>> {
-            let Self { client, body } = self;
+            let Self { client, idempotency_key, body } = self;
+            let idempotency_key = idempotency_key.map_err(Error::InvalidRequest)?;
             let body = body
                 .and_then(|v| {
                     types::CreateArtifactRequest::try_from(v).map_err(|e| e.to_string())
                 })
                 .map_err(Error::InvalidRequest)?;
             let url = format!("{}/v1/artifacts", client.baseurl,);
-            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(2usize);
             header_map
                 .append(
                     ::reqwest::header::HeaderName::from_static("api-version"),
@@ -3605,6 +3938,9 @@ pub mod builder {
                         super::Client::api_version(),
                     ),
                 );
+            if let Some(value) = idempotency_key {
+                header_map.append("Idempotency-Key", value.to_string().try_into()?);
+            }
             #[allow(unused_mut)]
             let mut request = client
                 .client
@@ -3640,6 +3976,13 @@ pub mod builder {
                     )
                 }
                 409u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                422u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -3759,12 +4102,14 @@ pub mod builder {
     pub struct DeleteArtifact<'a> {
         client: &'a super::Client,
         id: Result<::std::string::String, String>,
+        idempotency_key: Result<Option<types::DeleteArtifactIdempotencyKey>, String>,
     }
     impl<'a> DeleteArtifact<'a> {
         pub fn new(client: &'a super::Client) -> Self {
             Self {
                 client: client,
                 id: Err("id was not initialized".to_string()),
+                idempotency_key: Ok(None),
             }
         }
         pub fn id<V>(mut self, value: V) -> Self
@@ -3779,14 +4124,28 @@ pub mod builder {
                 });
             self
         }
+        pub fn idempotency_key<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::DeleteArtifactIdempotencyKey>,
+        {
+            self.idempotency_key = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `DeleteArtifactIdempotencyKey` for idempotency_key failed"
+                        .to_string()
+                });
+            self
+        }
         ///Sends a `DELETE` request to `/v1/artifacts/{id}`
         pub async fn send(self) -> Result<ResponseValue<()>, Error<types::Error>> {
-            let Self { client, id } = self;
+            let Self { client, id, idempotency_key } = self;
             let id = id.map_err(Error::InvalidRequest)?;
+            let idempotency_key = idempotency_key.map_err(Error::InvalidRequest)?;
             let url = format!(
                 "{}/v1/artifacts/{}", client.baseurl, encode_path(& id.to_string()),
             );
-            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(2usize);
             header_map
                 .append(
                     ::reqwest::header::HeaderName::from_static("api-version"),
@@ -3794,6 +4153,9 @@ pub mod builder {
                         super::Client::api_version(),
                     ),
                 );
+            if let Some(value) = idempotency_key {
+                header_map.append("Idempotency-Key", value.to_string().try_into()?);
+            }
             #[allow(unused_mut)]
             let mut request = client
                 .client
@@ -3828,6 +4190,20 @@ pub mod builder {
                     )
                 }
                 404u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                409u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                422u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -3982,6 +4358,10 @@ pub mod builder {
     pub struct PrepareArtifactUpload<'a> {
         client: &'a super::Client,
         id: Result<::std::string::String, String>,
+        idempotency_key: Result<
+            Option<types::PrepareArtifactUploadIdempotencyKey>,
+            String,
+        >,
         body: Result<types::builder::PrepareUploadRequest, String>,
     }
     impl<'a> PrepareArtifactUpload<'a> {
@@ -3989,6 +4369,7 @@ pub mod builder {
             Self {
                 client: client,
                 id: Err("id was not initialized".to_string()),
+                idempotency_key: Ok(None),
                 body: Ok(::std::default::Default::default()),
             }
         }
@@ -4000,6 +4381,19 @@ pub mod builder {
                 .try_into()
                 .map_err(|_| {
                     "conversion to `:: std :: string :: String` for id failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn idempotency_key<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::PrepareArtifactUploadIdempotencyKey>,
+        {
+            self.idempotency_key = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `PrepareArtifactUploadIdempotencyKey` for idempotency_key failed"
                         .to_string()
                 });
             self
@@ -4034,8 +4428,9 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<types::PrepareUploadResponse>, Error<types::Error>> {
-            let Self { client, id, body } = self;
+            let Self { client, id, idempotency_key, body } = self;
             let id = id.map_err(Error::InvalidRequest)?;
+            let idempotency_key = idempotency_key.map_err(Error::InvalidRequest)?;
             let body = body
                 .and_then(|v| {
                     types::PrepareUploadRequest::try_from(v).map_err(|e| e.to_string())
@@ -4045,7 +4440,7 @@ pub mod builder {
                 "{}/v1/artifacts/{}/upload", client.baseurl, encode_path(& id
                 .to_string()),
             );
-            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(2usize);
             header_map
                 .append(
                     ::reqwest::header::HeaderName::from_static("api-version"),
@@ -4053,6 +4448,9 @@ pub mod builder {
                         super::Client::api_version(),
                     ),
                 );
+            if let Some(value) = idempotency_key {
+                header_map.append("Idempotency-Key", value.to_string().try_into()?);
+            }
             #[allow(unused_mut)]
             let mut request = client
                 .client
@@ -4094,6 +4492,20 @@ pub mod builder {
                         ),
                     )
                 }
+                409u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                422u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
                 500u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -4112,6 +4524,10 @@ pub mod builder {
     pub struct CommitArtifactUpload<'a> {
         client: &'a super::Client,
         id: Result<::std::string::String, String>,
+        idempotency_key: Result<
+            Option<types::CommitArtifactUploadIdempotencyKey>,
+            String,
+        >,
         body: Result<types::builder::CommitUploadRequest, String>,
     }
     impl<'a> CommitArtifactUpload<'a> {
@@ -4119,6 +4535,7 @@ pub mod builder {
             Self {
                 client: client,
                 id: Err("id was not initialized".to_string()),
+                idempotency_key: Ok(None),
                 body: Ok(::std::default::Default::default()),
             }
         }
@@ -4130,6 +4547,19 @@ pub mod builder {
                 .try_into()
                 .map_err(|_| {
                     "conversion to `:: std :: string :: String` for id failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn idempotency_key<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::CommitArtifactUploadIdempotencyKey>,
+        {
+            self.idempotency_key = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `CommitArtifactUploadIdempotencyKey` for idempotency_key failed"
                         .to_string()
                 });
             self
@@ -4162,8 +4592,9 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<types::ArtifactVersion>, Error<types::Error>> {
-            let Self { client, id, body } = self;
+            let Self { client, id, idempotency_key, body } = self;
             let id = id.map_err(Error::InvalidRequest)?;
+            let idempotency_key = idempotency_key.map_err(Error::InvalidRequest)?;
             let body = body
                 .and_then(|v| {
                     types::CommitUploadRequest::try_from(v).map_err(|e| e.to_string())
@@ -4173,7 +4604,7 @@ pub mod builder {
                 "{}/v1/artifacts/{}/commit", client.baseurl, encode_path(& id
                 .to_string()),
             );
-            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(2usize);
             header_map
                 .append(
                     ::reqwest::header::HeaderName::from_static("api-version"),
@@ -4181,6 +4612,9 @@ pub mod builder {
                         super::Client::api_version(),
                     ),
                 );
+            if let Some(value) = idempotency_key {
+                header_map.append("Idempotency-Key", value.to_string().try_into()?);
+            }
             #[allow(unused_mut)]
             let mut request = client
                 .client
@@ -4216,6 +4650,20 @@ pub mod builder {
                     )
                 }
                 404u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                409u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                422u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -4456,14 +4904,29 @@ pub mod builder {
     #[derive(Debug, Clone)]
     pub struct CreateToken<'a> {
         client: &'a super::Client,
+        idempotency_key: Result<Option<types::CreateTokenIdempotencyKey>, String>,
         body: Result<types::builder::CreateTokenRequest, String>,
     }
     impl<'a> CreateToken<'a> {
         pub fn new(client: &'a super::Client) -> Self {
             Self {
                 client: client,
+                idempotency_key: Ok(None),
                 body: Ok(::std::default::Default::default()),
             }
+        }
+        pub fn idempotency_key<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::CreateTokenIdempotencyKey>,
+        {
+            self.idempotency_key = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `CreateTokenIdempotencyKey` for idempotency_key failed"
+                        .to_string()
+                });
+            self
         }
         pub fn body<V>(mut self, value: V) -> Self
         where
@@ -4493,14 +4956,15 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<types::CreatedToken>, Error<types::Error>> {
-            let Self { client, body } = self;
+            let Self { client, idempotency_key, body } = self;
+            let idempotency_key = idempotency_key.map_err(Error::InvalidRequest)?;
             let body = body
                 .and_then(|v| {
                     types::CreateTokenRequest::try_from(v).map_err(|e| e.to_string())
                 })
                 .map_err(Error::InvalidRequest)?;
             let url = format!("{}/v1/tokens", client.baseurl,);
-            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(2usize);
             header_map
                 .append(
                     ::reqwest::header::HeaderName::from_static("api-version"),
@@ -4508,6 +4972,9 @@ pub mod builder {
                         super::Client::api_version(),
                     ),
                 );
+            if let Some(value) = idempotency_key {
+                header_map.append("Idempotency-Key", value.to_string().try_into()?);
+            }
             #[allow(unused_mut)]
             let mut request = client
                 .client
@@ -4536,6 +5003,20 @@ pub mod builder {
                     )
                 }
                 401u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                409u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                422u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -4655,12 +5136,14 @@ pub mod builder {
     pub struct RevokeToken<'a> {
         client: &'a super::Client,
         id: Result<::std::string::String, String>,
+        idempotency_key: Result<Option<types::RevokeTokenIdempotencyKey>, String>,
     }
     impl<'a> RevokeToken<'a> {
         pub fn new(client: &'a super::Client) -> Self {
             Self {
                 client: client,
                 id: Err("id was not initialized".to_string()),
+                idempotency_key: Ok(None),
             }
         }
         pub fn id<V>(mut self, value: V) -> Self
@@ -4675,14 +5158,28 @@ pub mod builder {
                 });
             self
         }
+        pub fn idempotency_key<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::RevokeTokenIdempotencyKey>,
+        {
+            self.idempotency_key = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `RevokeTokenIdempotencyKey` for idempotency_key failed"
+                        .to_string()
+                });
+            self
+        }
         ///Sends a `DELETE` request to `/v1/tokens/{id}`
         pub async fn send(self) -> Result<ResponseValue<()>, Error<types::Error>> {
-            let Self { client, id } = self;
+            let Self { client, id, idempotency_key } = self;
             let id = id.map_err(Error::InvalidRequest)?;
+            let idempotency_key = idempotency_key.map_err(Error::InvalidRequest)?;
             let url = format!(
                 "{}/v1/tokens/{}", client.baseurl, encode_path(& id.to_string()),
             );
-            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(2usize);
             header_map
                 .append(
                     ::reqwest::header::HeaderName::from_static("api-version"),
@@ -4690,6 +5187,9 @@ pub mod builder {
                         super::Client::api_version(),
                     ),
                 );
+            if let Some(value) = idempotency_key {
+                header_map.append("Idempotency-Key", value.to_string().try_into()?);
+            }
             #[allow(unused_mut)]
             let mut request = client
                 .client
@@ -4724,6 +5224,20 @@ pub mod builder {
                     )
                 }
                 404u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                409u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                422u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,

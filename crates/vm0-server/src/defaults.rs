@@ -20,6 +20,8 @@ pub const MAX_CONNECTIONS: usize = 4096;
 pub const SAMPLE_INTERVAL_MS: u64 = 1000;
 /// How many days checkpoints are kept, and sessions after their last run.
 pub const RETENTION_DAYS: u64 = 30;
+/// How many hours an Idempotency-Key and its answer are kept.
+pub const IDEMPOTENCY_HOURS: u64 = 24;
 /// What the server logs, as a tracing filter.
 pub const LOG: &str = "info";
 /// The most each run may be given, whatever its agent asks (`RunCaps`): its timeout in

@@ -104,6 +104,8 @@ pub struct Config {
     pub sample_interval: std::time::Duration,
     /// How long checkpoints are kept, and sessions kept after their last run.
     pub retention: std::time::Duration,
+    /// How long an Idempotency-Key and its answer are kept.
+    pub idempotency: std::time::Duration,
     pub sandbox: Sandbox,
 }
 
@@ -141,6 +143,7 @@ impl Config {
             run_caps: RunCaps::default(),
             sample_interval: Duration::from_millis(defaults::SAMPLE_INTERVAL_MS),
             retention: Duration::from_secs(defaults::RETENTION_DAYS * 24 * 3600),
+            idempotency: Duration::from_secs(defaults::IDEMPOTENCY_HOURS * 3600),
             // This program, when it is `vm0-server`; others say which helper they have.
             sandbox: Sandbox::Helper(std::env::current_exe().unwrap_or_default()),
         }
@@ -249,6 +252,7 @@ pub async fn bind(config: Config) -> anyhow::Result<Server> {
         concurrency: config.max_concurrent_runs,
         sample_every: config.sample_interval,
         retention: config.retention,
+        idempotency: config.idempotency,
         caps: config.run_caps,
     };
     let executor = Arc::new(executor(&config, &instance).await);

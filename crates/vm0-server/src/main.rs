@@ -208,6 +208,16 @@ struct Cli {
         value_parser = clap::value_parser!(u64).range(1..=3650)
     )]
     retention_days: u64,
+    /// How many hours a user's Idempotency-Key and the answer to its request are kept: a
+    /// retry within them answers that answer again, and runs nothing.
+    #[arg(
+        long,
+        global = true,
+        env = "VM0_IDEMPOTENCY_HOURS",
+        default_value_t = defaults::IDEMPOTENCY_HOURS,
+        value_parser = clap::value_parser!(u64).range(1..=720)
+    )]
+    idempotency_hours: u64,
     /// Run agents as processes of the server's own user, outside any sandbox, on hosts
     /// that cannot make one (no user namespaces). This gives up every wall around a run:
     /// it can read and change every user's files and runs, the database with the run
@@ -365,6 +375,7 @@ fn config(cli: Cli) -> anyhow::Result<Config> {
         },
         sample_interval: std::time::Duration::from_millis(cli.sample_interval_ms),
         retention: std::time::Duration::from_secs(cli.retention_days * 24 * 3600),
+        idempotency: std::time::Duration::from_secs(cli.idempotency_hours * 3600),
         sandbox: if cli.unsandboxed_runs {
             Sandbox::Unsandboxed
         } else {

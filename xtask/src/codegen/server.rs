@@ -29,6 +29,7 @@ pub(super) fn generate(doc: &Value) -> Result<[Generated; 2]> {
         use axum::response::Response;
 
         use crate::error::ApiError;
+        use crate::idempotency;
         use crate::request::{Authenticator, Call};
         use crate::reply;
         pub use crate::reply::EventStream;
@@ -54,6 +55,13 @@ pub(super) fn generate(doc: &Value) -> Result<[Generated; 2]> {
             /// [`crate::Served`]; never a token or other secret. None by default.
             fn user_id(principal: &Self::Principal) -> Option<String> {
                 let _ = principal;
+                None
+            }
+
+            /// Where the router keeps each user's `Idempotency-Key`s and their answers
+            /// (see [`crate::idempotency`]); keys need a [`Vm0Api::user_id`] too. None by
+            /// default: keys are checked, and not kept.
+            fn keys(&self) -> Option<&dyn crate::idempotency::KeyStore> {
                 None
             }
 
@@ -140,7 +148,13 @@ struct Op<'a> {
     exactly_one_of: Vec<String>,
     /// The success response's properties added after the first version.
     added: Vec<spec::Added>,
+    /// Whether it takes an `Idempotency-Key`, which the router reads itself.
+    idempotent: bool,
 }
+
+/// The header parameter that the router reads for every operation that declares it,
+/// rather than pass it to the implementation.
+const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 
 struct Param {
     name: String,
@@ -168,6 +182,9 @@ impl Param {
             let param = deref(doc, raw).with_context(context)?;
             let name = param["name"].as_str().with_context(context)?.to_string();
             let location = param["in"].as_str().with_context(context)?.to_string();
+            if location == "header" && name == IDEMPOTENCY_KEY {
+                continue;
+            }
             let schema = param.get("schema").with_context(context)?;
             let resolved = deref(doc, schema).with_context(context)?;
             let mut field = name.to_snake_case();
@@ -219,6 +236,9 @@ impl<'a> Op<'a> {
         };
         let docs = format!("{}\n\n{}", text("summary"), text("description"));
         let (path_params, other_params) = Param::read_all(doc, op, &context)?;
+        let idempotent = op.parameters().any(|raw| {
+            deref(doc, raw).is_some_and(|p| p["in"] == "header" && p["name"] == IDEMPOTENCY_KEY)
+        });
 
         let body = match op.op.get("requestBody") {
             None => None,
@@ -273,6 +293,7 @@ impl<'a> Op<'a> {
             success: (status, success),
             exactly_one_of,
             added,
+            idempotent,
         })
     }
 
@@ -382,6 +403,31 @@ impl<'a> Op<'a> {
         };
         let mutability = if self.body.is_some() { quote!(mut) } else { quote!() };
         let doc = format!(" `{} {}`: `{}`.", self.method.to_uppercase(), self.path, self.id);
+        if self.idempotent {
+            // The input is checked first: a request refused for it keeps no key.
+            let body = if self.body.is_some() { quote!(&body) } else { quote!(&()) };
+            return quote! {
+                #[doc = #doc]
+                async fn #name<A: Vm0Api>(State(api): State<Arc<A>>, #mutability call: Call)
+                    -> Result<Response, ApiError>
+                {
+                    let principal = call.authenticate(&*api, #id).await?;
+                    #(#steps)*
+                    let once = match call.once(&*api, &principal, #body).await? {
+                        idempotency::Start::Run(once) => once,
+                        idempotency::Start::Answer(answer) => return Ok(answer),
+                    };
+                    let answer = {
+                        let api = api.clone();
+                        async move {
+                            #call_api
+                            Ok(#reply)
+                        }
+                    };
+                    idempotency::run(api, once, answer).await
+                }
+            };
+        }
         quote! {
             #[doc = #doc]
             async fn #name<A: Vm0Api>(State(api): State<Arc<A>>, #mutability call: Call)
@@ -483,6 +529,7 @@ fn schemas_json(doc: &Value, ops: &[Op<'_>]) -> Result<String> {
     let out = json!({
         "$comment": HEADER.trim_start_matches("//! "),
         "definitions": spec::definitions(doc),
+        "fallbacks": spec::fallbacks(doc),
         "operations": operations,
     });
     bundled_json(&out)

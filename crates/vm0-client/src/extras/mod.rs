@@ -242,34 +242,51 @@ impl progenitor_client::ClientHooks<Settings> for crate::RawClient {
     }
 }
 
-/// Sends `request`, retrying up to `retries` times: connection errors always (the server
-/// never saw the request), and for idempotent methods timeouts, 429 and 5xx, after an
-/// exponential backoff with jitter or the `Retry-After` the server asked for.
+/// The request header that makes a POST or DELETE safe to send again.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// Sends `request`, retrying up to `retries` times, after an exponential backoff with
+/// jitter or the `Retry-After` the server asked for. A POST or DELETE carries an
+/// `Idempotency-Key` (a fresh UUID v4, unless the call's builder set one), the same on
+/// every try, so the server runs it once however often it is sent. What is retried:
+/// connection errors always (the server never saw the request); for GET, HEAD, PUT and
+/// OPTIONS timeouts, 429 and 5xx; for a request with a key, any error of the connection
+/// (an answer lost on the way included), 409 `idempotency_key_in_use` (which says
+/// `Retry-After`), 429, 502, 503 and 504, but not a 500, after which the operation may have
+/// taken effect and is not kept under the key.
 pub(crate) async fn send_with_retries(
     client: &reqwest::Client,
-    request: reqwest::Request,
+    mut request: reqwest::Request,
     retries: u32,
 ) -> reqwest::Result<reqwest::Response> {
     use reqwest::Method;
-    let idempotent = matches!(
-        *request.method(),
-        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
-    );
+    let idempotent =
+        matches!(*request.method(), Method::GET | Method::HEAD | Method::PUT | Method::OPTIONS);
+    let keyed = matches!(*request.method(), Method::POST | Method::DELETE);
+    if keyed && !request.headers().contains_key(IDEMPOTENCY_KEY) {
+        let key = uuid::Uuid::new_v4().to_string();
+        request.headers_mut().insert(IDEMPOTENCY_KEY, key.parse().expect("a UUID is a header"));
+    }
+    let retried = |response: &reqwest::Response| {
+        let status = response.status().as_u16();
+        (idempotent && (status == 429 || response.status().is_server_error()))
+            || (keyed && (matches!(status, 429 | 502..=504) || in_use(response)))
+    };
     let mut attempt = 0;
     loop {
         // The last attempt, and a request whose body cannot be replayed, go as they are.
         let copy = if attempt < retries { request.try_clone() } else { None };
         let Some(copy) = copy else { return client.execute(request).await };
         let wait = match client.execute(copy).await {
-            Ok(response)
-                if idempotent
-                    && (response.status().as_u16() == 429
-                        || response.status().is_server_error()) =>
-            {
+            Ok(response) if retried(&response) => {
                 retry_after(&response).unwrap_or_else(|| backoff(attempt))
             }
             Ok(response) => return Ok(response),
-            Err(error) if error.is_connect() || (idempotent && error.is_timeout()) => {
+            Err(error)
+                if error.is_connect()
+                    || (idempotent && error.is_timeout())
+                    || (keyed && !error.is_builder()) =>
+            {
                 backoff(attempt)
             }
             Err(error) => return Err(error),
@@ -284,6 +301,13 @@ pub(crate) fn backoff(attempt: u32) -> Duration {
     let ceiling =
         Duration::from_millis(250).saturating_mul(1 << attempt.min(5)).min(Duration::from_secs(8));
     ceiling.mul_f64(rand::rng().random_range(0.5..=1.0))
+}
+
+/// Whether `response` says that the first request with its key is still executing: a 409
+/// with `Retry-After`, which the API sends for `idempotency_key_in_use` only.
+fn in_use(response: &reqwest::Response) -> bool {
+    response.status() == reqwest::StatusCode::CONFLICT
+        && response.headers().contains_key(reqwest::header::RETRY_AFTER)
 }
 
 /// The delay a `Retry-After` header in seconds asks for, up to a minute.

@@ -5,6 +5,7 @@
 //! turns rows into the generated types.
 
 mod convert;
+mod keys;
 mod runs;
 mod storage;
 
@@ -199,6 +200,10 @@ impl<S: Store> Vm0Api for Api<S> {
 
     fn user_id(principal: &Principal) -> Option<String> {
         Some(principal.user_id.clone())
+    }
+
+    fn keys(&self) -> Option<&dyn vm0_api::idempotency::KeyStore> {
+        Some(&*self.0)
     }
 
     async fn list_agents(

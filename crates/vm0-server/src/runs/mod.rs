@@ -53,14 +53,16 @@ use crate::store::{RunRow, Store};
 use local::Executor;
 use recorder::{Journal, Recorder};
 
-/// How many runs execute at once, how often they are sampled, and how long sessions and
-/// checkpoints are kept.
+/// How many runs execute at once, how often they are sampled, and how long sessions,
+/// checkpoints and Idempotency-Keys are kept.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     pub concurrency: usize,
     pub sample_every: Duration,
     /// Checkpoints older than this are deleted, and sessions unused for this long expire.
     pub retention: Duration,
+    /// Idempotency-Keys older than this are deleted with the retention sweep.
+    pub idempotency: Duration,
     /// The most any one run may be given.
     pub caps: config::RunCaps,
 }
@@ -100,6 +102,19 @@ pub(crate) struct Host {
     pub instance: String,
     pub dir: PathBuf,
     pub sealer: Sealer,
+}
+
+impl<S> Engine<S> {
+    /// The key that seals what the database must not hold in clear: run secrets, and the
+    /// answers kept for Idempotency-Keys (a new token among them).
+    pub(crate) fn sealer(&self) -> &Sealer {
+        &self.sealer
+    }
+
+    /// How long Idempotency-Keys and their answers are kept.
+    pub(crate) fn key_lifetime(&self) -> Duration {
+        self.limits.idempotency
+    }
 }
 
 /// The engine's state, shared by the scheduler, the runs and the API.

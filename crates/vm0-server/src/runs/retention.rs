@@ -1,6 +1,6 @@
-//! The retention sweep: checkpoints older than the retention are deleted, sessions
-//! unused for as long expire and lose their working directories, and then the blobs
-//! nothing holds any more are collected.
+//! The retention sweep: Idempotency-Keys past their hours are deleted, checkpoints older
+//! than the retention are deleted, sessions unused for as long expire and lose their
+//! working directories, and then the blobs nothing holds any more are collected.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +44,12 @@ impl<S: Store> Engine<S> {
     /// ends.
     pub async fn sweep(self: Arc<Self>) {
         loop {
+            let keys = self.limits.idempotency.as_millis() as i64;
+            match self.store.expire_keys(keys).await {
+                Ok(0) => {}
+                Ok(keys) => tracing::info!(keys, "retention: deleted expired Idempotency-Keys"),
+                Err(error) => tracing::error!(%error, "deleting expired Idempotency-Keys failed"),
+            }
             match self.expire(self.limits.retention).await {
                 Ok(expired) if expired != Expired::default() => {
                     tracing::info!(

@@ -878,6 +878,48 @@ pub trait RunStore {
     fn metrics(&self, run_id: &str) -> impl Future<Output = Result<Vec<MetricRow>>> + Send;
 }
 
+/// A user's Idempotency-Key as the store holds it: the fingerprint of the request that took
+/// it, and its answer once it has one (its status, kept headers as JSON, sealed body).
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct KeyRow {
+    pub fingerprint: String,
+    pub status: Option<i64>,
+    pub headers: Option<String>,
+    pub body: Option<String>,
+}
+
+/// Idempotency-Keys, per user, shared by every instance on the database.
+pub trait KeyStore {
+    /// Takes `key` for a request of `fingerprint`, held for `lock_ms` while it executes,
+    /// unless another request holds it (the row of that request, then). A key older than
+    /// `lifetime_ms`, or whose lock has passed without an answer, is free again.
+    fn take_key(
+        &self,
+        user_id: &str,
+        key: &str,
+        fingerprint: &str,
+        lock_ms: i64,
+        lifetime_ms: i64,
+    ) -> impl Future<Output = Result<Option<KeyRow>>> + Send;
+    /// Keeps `(status, headers, body)` as the answer of the key's request of `fingerprint`.
+    fn keep_answer(
+        &self,
+        user_id: &str,
+        key: &str,
+        fingerprint: &str,
+        answer: (i64, &str, &str),
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Frees the key of a request of `fingerprint` that keeps no answer.
+    fn free_key(
+        &self,
+        user_id: &str,
+        key: &str,
+        fingerprint: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Deletes the keys older than `lifetime_ms`, and says how many.
+    fn expire_keys(&self, lifetime_ms: i64) -> impl Future<Output = Result<u64>> + Send;
+}
+
 /// What operating the database needs, beside the resources.
 pub trait DatabaseStore {
     /// Whether the database can serve requests within `within` (for readiness).
@@ -889,7 +931,16 @@ pub trait DatabaseStore {
 /// Everything the server keeps. Methods that take a `user_id` only ever see that user's
 /// resources: another user's id reads as missing.
 pub trait Store:
-    UserStore + AgentStore + StorageStore + RunStore + DatabaseStore + Clone + Send + Sync + 'static
+    UserStore
+    + AgentStore
+    + StorageStore
+    + RunStore
+    + KeyStore
+    + DatabaseStore
+    + Clone
+    + Send
+    + Sync
+    + 'static
 {
 }
 
@@ -898,6 +949,7 @@ impl<
             + AgentStore
             + StorageStore
             + RunStore
+            + KeyStore
             + DatabaseStore
             + Clone
             + Send

@@ -16,6 +16,7 @@ macro_rules! on_pool {
 }
 
 mod agents;
+mod keys;
 mod runs;
 mod storages;
 mod users;
