@@ -55,9 +55,56 @@ async fn three_instances_serve_one_api() {
     push_and_pull_across(&instances, &token, &apis[0]).await;
     a_session_on_each(&apis, &db, &instances).await;
     common::continuations_at_once(&apis, "agent-0", &db).await;
+    one_key_on_two_instances(&apis, &db).await;
     strangers_refused(&backend, &instances[0]);
     cancelled_from_a_third(&apis, &db, &instances, &token).await;
     killed_runs_end(&mut instances, &apis, &db, &token).await;
+}
+
+/// An Idempotency-Key used on one instance is replayed by another, byte for byte; ten
+/// createRun requests with one key sent at once to two instances make one run, and each
+/// answer is that run or 409 `idempotency_key_in_use`.
+async fn one_key_on_two_instances(apis: &[Api], db: &sqlx::PgPool) {
+    let send = |api: &Api, path: &str, key: &str, body: &serde_json::Value| {
+        let request = api.http.post(format!("{}{path}", api.url)).bearer_auth(&api.token);
+        request.header("Idempotency-Key", key).json(body).send()
+    };
+    let agent = json!({"name": "keyed", "config": {"command": ["sh", "-c", "sleep 1"]}});
+    let first = send(&apis[0], "/v1/agents", "agent-key", &agent).await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first = first.bytes().await.unwrap();
+    let again = send(&apis[1], "/v1/agents", "agent-key", &agent).await.unwrap();
+    let replayed = again.headers().get("idempotent-replayed").cloned();
+    assert_eq!((again.status().as_u16(), replayed), (201, Some("true".parse().unwrap())));
+    assert_eq!(again.bytes().await.unwrap(), first, "the first answer, from another instance");
+
+    let run = json!({"agent": "keyed", "prompt": "once"});
+    let answers = futures_util::future::join_all((0..10).map(|i| {
+        let request = send(&apis[i % 2], "/v1/runs", "run-key", &run);
+        async move {
+            let response = request.await.unwrap();
+            (response.status().as_u16(), response.json::<serde_json::Value>().await.unwrap())
+        }
+    }))
+    .await;
+    let mut made = std::collections::BTreeSet::new();
+    for (status, body) in &answers {
+        match status {
+            202 => {
+                made.insert(body["id"].as_str().unwrap().to_string());
+            }
+            409 => assert_eq!(body["error"]["code"], "idempotency_key_in_use", "{body}"),
+            _ => panic!("{status}: {body}"),
+        }
+    }
+    assert_eq!(made.len(), 1, "{answers:?}");
+    let runs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE prompt = 'once'")
+        .fetch_one(db)
+        .await
+        .unwrap();
+    let in_use = answers.iter().filter(|(status, _)| *status == 409).count();
+    eprintln!("one key on two instances: {runs} run from 10 requests, {in_use} answered 409");
+    assert_eq!(runs, 1);
 }
 
 /// Three instances started together on an empty database: one first user, whose token
