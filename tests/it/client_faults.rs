@@ -347,42 +347,6 @@ async fn a_pull_never_writes_through_a_symbolic_link() {
     assert_eq!(std::fs::read(target.path().join("sub").join("inner.txt")).unwrap(), b"inner");
 }
 
-/// A TCP proxy to `upstream` that forwards the first connection's request and then closes
-/// that connection without its answer (the answer lost on the way back: a timeout, a
-/// proxy's reset); later connections pass both ways. Its base URL.
-async fn swallowing_first_answer(upstream: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let upstream = upstream.trim_start_matches("http://").to_string();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        let mut first = true;
-        while let Ok((mut client, _)) = listener.accept().await {
-            let mut server = tokio::net::TcpStream::connect(&upstream).await.unwrap();
-            if !std::mem::take(&mut first) {
-                tokio::spawn(async move {
-                    tokio::io::copy_bidirectional(&mut client, &mut server).await.ok();
-                });
-                continue;
-            }
-            tokio::spawn(async move {
-                let (mut from_client, _to_client) = client.split();
-                let (mut from_server, mut to_server) = server.split();
-                let forward = tokio::io::copy(&mut from_client, &mut to_server);
-                // The answer's first bytes arrive: the request took effect. Then both
-                // connections close, the answer unsent.
-                let mut answer = [0u8; 1];
-                tokio::select! {
-                    _ = forward => {}
-                    _ = from_server.read(&mut answer) => {}
-                }
-                to_server.shutdown().await.ok();
-            });
-        }
-    });
-    url
-}
-
 /// createRun through a proxy that loses its first answer: the client sends it again under
 /// the same Idempotency-Key, the server answers the first answer, and one run exists.
 #[tokio::test]
@@ -392,12 +356,10 @@ async fn a_create_run_whose_answer_was_lost_starts_one_run() {
     let config =
         vm0_client::types::AgentConfig(json!({"command": ["true"]}).as_object().unwrap().clone());
     direct.create_agent().body_map(|b| b.name("once").config(config)).send().await.unwrap();
-    let proxied = Client::builder()
-        .base_url(&swallowing_first_answer(&server.url).await)
-        .token(&server.token)
-        .retries(3)
-        .build()
-        .unwrap();
+    let (proxy, swallowed) =
+        vm0_tests::proxy::swallowing_answer(&server.url, "POST /v1/runs ").await;
+    let proxied =
+        Client::builder().base_url(&proxy).token(&server.token).retries(3).build().unwrap();
     let created = proxied
         .create_run()
         .body_map(|b| b.agent(Some("once".parse().unwrap())).prompt("go"))
@@ -409,6 +371,7 @@ async fn a_create_run_whose_answer_was_lost_starts_one_run() {
         Some("true"),
         "the retry got the first answer"
     );
+    assert!(swallowed.happened());
     let runs = direct.list_runs().send().await.unwrap().into_inner().data;
     assert_eq!(runs.len(), 1, "{runs:?}");
     assert_eq!(runs[0].id, created.into_inner().id);

@@ -289,7 +289,7 @@ const CORPUS: &[(&str, Mutation, bool, &str, &str)] = &[
         },
         true,
         "new-required-request-parameter",
-        "/paths/~1v1~1agents/get/parameters/3",
+        "/paths/~1v1~1agents/get/parameters/4",
     ),
     (
         "an optional query parameter added",
@@ -302,7 +302,7 @@ const CORPUS: &[(&str, Mutation, bool, &str, &str)] = &[
         },
         false,
         "new-optional-request-parameter",
-        "/paths/~1v1~1agents/get/parameters/3",
+        "/paths/~1v1~1agents/get/parameters/4",
     ),
     (
         "an optional query parameter made required",

@@ -2,6 +2,7 @@
 
 pub mod conformance;
 pub mod processes;
+pub mod proxy;
 pub mod seeds;
 pub mod server;
 pub mod tidy;

@@ -21,7 +21,7 @@ struct Env {
     token: String,
     config: tempfile::TempDir,
     _data: tempfile::TempDir,
-    _runtime: tokio::runtime::Runtime,
+    runtime: tokio::runtime::Runtime,
 }
 
 /// What a `vm0` invocation did.
@@ -101,14 +101,7 @@ impl Env {
         let token = server.first_token.clone().unwrap();
         let (url, violations) = runtime.block_on(vm0_tests::conformance::start(server.url.clone()));
         runtime.spawn(server.serve(std::future::pending()));
-        Env {
-            url,
-            violations,
-            token,
-            config: tempfile::tempdir().unwrap(),
-            _data: data,
-            _runtime: runtime,
-        }
+        Env { url, violations, token, config: tempfile::tempdir().unwrap(), _data: data, runtime }
     }
 
     /// A fresh server, logged in to with its first token.
@@ -837,4 +830,24 @@ fn help_reads_well() {
         all.push_str(&format!("$ vm0 {}\n{}\n", args.join(" "), env.ok(&args)));
     }
     insta::assert_snapshot!("help", all);
+}
+
+/// `vm0 run --detach` through a proxy that loses the answer to its createRun: the client
+/// sends it again under the same Idempotency-Key, the command exits 0 with the run's id,
+/// and exactly one run exists.
+#[test]
+fn run_detach_survives_a_lost_answer_and_starts_one_run() {
+    let env = Env::logged_in();
+    let dir = tempfile::tempdir().unwrap();
+    env.agent("once", "echo once", dir.path());
+    let (proxy, swallowed) =
+        env.runtime.block_on(vm0_tests::proxy::swallowing_answer(&env.url, "POST /v1/runs "));
+    let mut command = env.command(&["run", "once", "go", "--detach"]);
+    let out: Out = output(command.env("VM0_API_URL", &proxy).env("VM0_TOKEN", &env.token));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(swallowed.happened(), "the proxy lost the createRun answer");
+    let runs = env.json(&["runs", "list"]);
+    let runs = runs.as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["id"].as_str(), Some(out.stdout.trim()));
 }

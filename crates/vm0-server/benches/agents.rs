@@ -5,7 +5,9 @@
 //! with the same agents. Each round drives one of them with 32 connections for a few
 //! seconds; rounds alternate, three each, and the figures are ratios of the medians,
 //! since these machines are too noisy for absolute numbers. The servers run with their
-//! default settings, their info log formatted as in production (into a sink). Run with
+//! default settings, their info log formatted as in production (into a sink). Then
+//! createAgent with an Idempotency-Key against createAgent without, rounds alternating on
+//! the reference server, as the cost of a key. Run with
 //! `cargo xtask bench` (or `cargo bench -p vm0-server --bench agents`).
 
 #![allow(clippy::print_stdout)] // Printing is what this program is for.
@@ -162,6 +164,47 @@ async fn main() {
          {without:.0} req/s, ratio {:.3}",
         served / without
     );
+
+    let (mut keyed, mut plain) = (Vec::new(), Vec::new());
+    for i in 0..ROUNDS {
+        keyed.push(creates(&url, &token, true).await);
+        plain.push(creates(&url, &token, false).await);
+        println!(
+            "round {}: createAgent with an Idempotency-Key {:.0} req/s, without {:.0} req/s",
+            i + 1,
+            keyed[i],
+            plain[i]
+        );
+    }
+    let (keyed, plain) = (common::median(keyed), common::median(plain));
+    println!(
+        "POST /v1/agents ({CONNECTIONS} connections) with an Idempotency-Key against without: \
+         {keyed:.0} against {plain:.0} req/s, cost {:.2}x (target at most 1.15x)",
+        plain / keyed
+    );
+}
+
+/// createAgent calls per second that `CONNECTIONS` clients get from the server at `url`,
+/// each with a name of its own, and with a fresh `Idempotency-Key` each when `keyed`.
+async fn creates(url: &str, token: &str, keyed: bool) -> f64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let (url, token) = (format!("{url}/v1/agents"), token.to_string());
+    common::round(
+        CONNECTIONS,
+        Arc::new(move |http| {
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let body =
+                serde_json::json!({"name": format!("made-{n}"), "config": {"command": ["true"]}});
+            let request = http.post(&url).bearer_auth(&token).json(&body);
+            if keyed {
+                request.header("Idempotency-Key", format!("bench-key-{n}"))
+            } else {
+                request
+            }
+        }),
+        |status, _| assert_eq!(status, 201),
+    )
+    .await
 }
 
 /// Starts a server on `config` with `AGENTS` agents, counting requests for /metrics or

@@ -16,8 +16,9 @@ const TYPES_ALLOW: &[Allow] = &[Allow {
 
 /// The generated halves of `vm0-types` and `vm0-client`.
 pub(super) fn generate(doc: &Value) -> Result<[Generated; 2]> {
-    let spec: openapiv3::OpenAPI = serde_json::from_value(without_header_twins(&types_view(doc)))
-        .context("reading the spec as OpenAPI 3.0")?;
+    let view = without_api_version(&without_header_twins(&types_view(doc)));
+    let spec: openapiv3::OpenAPI =
+        serde_json::from_value(view).context("reading the spec as OpenAPI 3.0")?;
     let mut settings = GenerationSettings::default();
     // The client carries the extras' settings (retries), and the extras implement the
     // hooks that use them: every generated operation goes through them.
@@ -92,6 +93,32 @@ fn without_header_twins(doc: &Value) -> Value {
                     || !rust_name(p).is_some_and(|n| query_names.contains(&n))
             });
         }
+    }
+    doc
+}
+
+/// The spec without its `api-version` header parameter: progenitor's client sends its
+/// own on every request, and a builder method for it as well would make two ways to
+/// say one thing.
+fn without_api_version(doc: &Value) -> Value {
+    const REFERENCE: &str = "#/components/parameters/ApiVersion";
+    let mut doc = doc.clone();
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else { return doc };
+    for item in paths.values_mut() {
+        for method in crate::spec::METHODS {
+            if let Some(params) = item
+                .get_mut(method)
+                .and_then(|op| op.get_mut("parameters"))
+                .and_then(Value::as_array_mut)
+            {
+                params.retain(|p| p.get("$ref").and_then(Value::as_str) != Some(REFERENCE));
+            }
+        }
+    }
+    if let Some(parameters) =
+        doc.pointer_mut("/components/parameters").and_then(Value::as_object_mut)
+    {
+        parameters.remove("ApiVersion");
     }
     doc
 }

@@ -152,9 +152,13 @@ struct Op<'a> {
     idempotent: bool,
 }
 
-/// The header parameter that the router reads for every operation that declares it,
-/// rather than pass it to the implementation.
+/// The header parameter that makes an operation retry-safe, which the router reads itself.
 const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+
+/// The header parameters that the router reads for every operation that declares them,
+/// rather than pass them to the implementation: the caller's `api-version` (see
+/// `vm0-api/src/versions.rs`) and the `Idempotency-Key`.
+const ROUTER_HEADERS: [&str; 2] = ["api-version", IDEMPOTENCY_KEY];
 
 struct Param {
     name: String,
@@ -182,7 +186,7 @@ impl Param {
             let param = deref(doc, raw).with_context(context)?;
             let name = param["name"].as_str().with_context(context)?.to_string();
             let location = param["in"].as_str().with_context(context)?.to_string();
-            if location == "header" && name == IDEMPOTENCY_KEY {
+            if location == "header" && ROUTER_HEADERS.contains(&name.as_str()) {
                 continue;
             }
             let schema = param.get("schema").with_context(context)?;

@@ -250,10 +250,10 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// `Idempotency-Key` (a fresh UUID v4, unless the call's builder set one), the same on
 /// every try, so the server runs it once however often it is sent. What is retried:
 /// connection errors always (the server never saw the request); for GET, HEAD, PUT and
-/// OPTIONS timeouts, 429 and 5xx; for a request with a key, any error of the connection
-/// (an answer lost on the way included), 409 `idempotency_key_in_use` (which says
-/// `Retry-After`), 429, 502, 503 and 504, but not a 500, after which the operation may have
-/// taken effect and is not kept under the key.
+/// OPTIONS any error of the connection (a timeout, an answer lost on the way), 429 and
+/// 5xx; for a request with a key, any error of the connection, 409
+/// `idempotency_key_in_use` (which says `Retry-After`), 429, 502, 503 and 504, but not a
+/// 500, after which the operation may have taken effect and is not kept under the key.
 pub(crate) async fn send_with_retries(
     client: &reqwest::Client,
     mut request: reqwest::Request,
@@ -282,11 +282,7 @@ pub(crate) async fn send_with_retries(
                 retry_after(&response).unwrap_or_else(|| backoff(attempt))
             }
             Ok(response) => return Ok(response),
-            Err(error)
-                if error.is_connect()
-                    || (idempotent && error.is_timeout())
-                    || (keyed && !error.is_builder()) =>
-            {
+            Err(error) if error.is_connect() || ((idempotent || keyed) && !error.is_builder()) => {
                 backoff(attempt)
             }
             Err(error) => return Err(error),

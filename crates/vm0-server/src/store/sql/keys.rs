@@ -24,15 +24,17 @@ impl KeyStore for SqlStore {
              locked_until_ms) VALUES ($1, $2, $3, {now}, {now} + $4) ON CONFLICT DO NOTHING"
         );
         on_pool!(self, |pool| {
-            sqlx::query(&free).bind(user_id).bind(key).bind(lifetime_ms).execute(pool).await?;
-            let taken = sqlx::query(&take)
-                .bind(user_id)
-                .bind(key)
-                .bind(fingerprint)
-                .bind(lock_ms)
-                .execute(pool)
-                .await?;
-            if taken.rows_affected() == 1 {
+            // One write for a fresh key, the common case; freeing comes only after a
+            // conflict, and then the key is taken again if it was freed.
+            let take =
+                || sqlx::query(&take).bind(user_id).bind(key).bind(fingerprint).bind(lock_ms);
+            if take().execute(pool).await?.rows_affected() == 1 {
+                return Ok(None);
+            }
+            let freed = sqlx::query(&free).bind(user_id).bind(key).bind(lifetime_ms);
+            if freed.execute(pool).await?.rows_affected() > 0
+                && take().execute(pool).await?.rows_affected() == 1
+            {
                 return Ok(None);
             }
             let held: Option<KeyRow> = sqlx::query_as(
