@@ -268,7 +268,7 @@ pub async fn bind(config: Config) -> anyhow::Result<Server> {
     ));
     engine.recover().await;
     blobs.collect_garbage(&store).await;
-    let app = Arc::new(App::new(store, blobs, key, engine, metrics));
+    let app = Arc::new(App::new(store, blobs, key, engine, metrics, alone));
     Ok(Server {
         addr,
         url,

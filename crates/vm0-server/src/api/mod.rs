@@ -43,18 +43,25 @@ pub struct App<S: Store> {
     /// busy token costs one write a second, not one for every request that read the old
     /// value meanwhile; cleared as the second turns, so it holds one second's tokens.
     touched: Mutex<(i64, HashSet<String>)>,
+    /// The Idempotency-Keys this instance holds, and the writer of their answers.
+    keys: keys::Keys,
 }
 
 impl<S: Store> App<S> {
-    /// The state over its parts.
+    /// The state over its parts; `alone` when this instance is the only one on its
+    /// database, which lets it take Idempotency-Keys in memory (see `keys.rs`).
     pub fn new(
         store: S,
         blobs: Arc<Blobs>,
         key: Vec<u8>,
         engine: Arc<Engine<S>>,
         metrics: Arc<Metrics>,
+        alone: bool,
     ) -> App<S> {
-        App { store, blobs, key, engine, metrics, touched: Mutex::new((0, HashSet::new())) }
+        let lifetime = engine.key_lifetime().as_millis() as i64;
+        let keys = keys::Keys::new(store.clone(), alone, lifetime);
+        let touched = Mutex::new((0, HashSet::new()));
+        App { store, blobs, key, engine, metrics, touched, keys }
     }
 
     /// Whether `lastUsedAt` of `token_id` is due a write at `now` (to the second), marking

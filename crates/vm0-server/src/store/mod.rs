@@ -888,6 +888,19 @@ pub struct KeyRow {
     pub body: Option<String>,
 }
 
+/// The answer of a key's request, to keep.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeptAnswer {
+    pub user_id: String,
+    pub key: String,
+    pub fingerprint: String,
+    pub status: i64,
+    /// The kept headers, as JSON.
+    pub headers: String,
+    /// The body, sealed.
+    pub body: String,
+}
+
 /// Idempotency-Keys, per user, shared by every instance on the database.
 pub trait KeyStore {
     /// Takes `key` for a request of `fingerprint`, held for `lock_ms` while it executes,
@@ -901,13 +914,20 @@ pub trait KeyStore {
         lock_ms: i64,
         lifetime_ms: i64,
     ) -> impl Future<Output = Result<Option<KeyRow>>> + Send;
-    /// Keeps `(status, headers, body)` as the answer of the key's request of `fingerprint`.
-    fn keep_answer(
+    /// The answer kept for `key`, unless older than `lifetime_ms`: for an instance alone on
+    /// its database, which takes keys in its memory.
+    fn answered_key(
         &self,
         user_id: &str,
         key: &str,
-        fingerprint: &str,
-        answer: (i64, &str, &str),
+        lifetime_ms: i64,
+    ) -> impl Future<Output = Result<Option<KeyRow>>> + Send;
+    /// Keeps each of `answers` in one transaction: over the row its request took, or a new
+    /// one (an instance alone takes keys in memory), or one older than `lifetime_ms`.
+    fn keep_answers(
+        &self,
+        answers: &[KeptAnswer],
+        lifetime_ms: i64,
     ) -> impl Future<Output = Result<()>> + Send;
     /// Frees the key of a request of `fingerprint` that keeps no answer.
     fn free_key(

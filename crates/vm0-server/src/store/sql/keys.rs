@@ -1,7 +1,7 @@
 //! Idempotency-Keys and their answers, per user (see `vm0_api::idempotency`).
 
 use super::SqlStore;
-use crate::store::{KeyRow, KeyStore, Result};
+use crate::store::{KeptAnswer, KeyRow, KeyStore, Result};
 
 impl KeyStore for SqlStore {
     async fn take_key(
@@ -55,28 +55,57 @@ impl KeyStore for SqlStore {
         })
     }
 
-    async fn keep_answer(
+    async fn answered_key(
         &self,
         user_id: &str,
         key: &str,
-        fingerprint: &str,
-        answer: (i64, &str, &str),
-    ) -> Result<()> {
-        let (status, headers, body) = answer;
+        lifetime_ms: i64,
+    ) -> Result<Option<KeyRow>> {
+        let sql = format!(
+            "SELECT fingerprint, status, headers, body FROM idempotency_keys \
+             WHERE user_id = $1 AND key = $2 AND status IS NOT NULL \
+             AND created_ms >= {} - $3",
+            self.now_ms()
+        );
         on_pool!(self, |pool| {
-            sqlx::query(
-                "UPDATE idempotency_keys SET status = $4, headers = $5, body = $6, \
-                 locked_until_ms = NULL \
-                 WHERE user_id = $1 AND key = $2 AND fingerprint = $3 AND status IS NULL",
-            )
-            .bind(user_id)
-            .bind(key)
-            .bind(fingerprint)
-            .bind(status)
-            .bind(headers)
-            .bind(body)
-            .execute(pool)
-            .await?;
+            Ok(sqlx::query_as(&sql)
+                .bind(user_id)
+                .bind(key)
+                .bind(lifetime_ms)
+                .fetch_optional(pool)
+                .await?)
+        })
+    }
+
+    async fn keep_answers(&self, answers: &[KeptAnswer], lifetime_ms: i64) -> Result<()> {
+        let now = self.now_ms();
+        // A row the request took (no status yet) or one past its lifetime is replaced; an
+        // answer kept by another request of the key stays.
+        let sql = format!(
+            "INSERT INTO idempotency_keys (user_id, key, fingerprint, created_ms, status, \
+             headers, body) VALUES ($1, $2, $3, {now}, $4, $5, $6) \
+             ON CONFLICT (user_id, key) DO UPDATE SET fingerprint = excluded.fingerprint, \
+             created_ms = excluded.created_ms, locked_until_ms = NULL, \
+             status = excluded.status, headers = excluded.headers, body = excluded.body \
+             WHERE (idempotency_keys.status IS NULL \
+                    AND idempotency_keys.fingerprint = excluded.fingerprint) \
+                OR idempotency_keys.created_ms < {now} - $7"
+        );
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            for answer in answers {
+                sqlx::query(&sql)
+                    .bind(&answer.user_id)
+                    .bind(&answer.key)
+                    .bind(&answer.fingerprint)
+                    .bind(answer.status)
+                    .bind(&answer.headers)
+                    .bind(&answer.body)
+                    .bind(lifetime_ms)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
             Ok(())
         })
     }
