@@ -110,6 +110,10 @@ async fn a_post_that_got_a_500_is_not_retried_and_the_error_says_everything() {
         (500, "internal_error", Some("req_fault"))
     );
     assert!(error.to_string().contains("req_fault"), "{error}");
+    // The key the POST carried, a fresh UUID v4, to send again with a retry.
+    let key = api.idempotency_key.as_deref().expect("a POST carries a key");
+    assert_eq!(key.parse::<uuid::Uuid>().map(|k| k.get_version_num()), Ok(4), "{key}");
+    assert!(error.to_string().contains(key), "{error}");
 }
 
 #[tokio::test]

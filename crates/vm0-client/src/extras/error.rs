@@ -50,6 +50,9 @@ pub struct ApiError {
     pub param: Option<String>,
     /// The response's `X-Request-Id`.
     pub request_id: Option<String>,
+    /// The `Idempotency-Key` the request carried (every POST and DELETE has one), to send
+    /// again with a retry of the same request, or to quote when asking for support.
+    pub idempotency_key: Option<String>,
 }
 
 impl Error {
@@ -91,6 +94,9 @@ impl fmt::Display for Error {
                 if let Some(id) = &e.request_id {
                     write!(f, " [request id: {id}]")?;
                 }
+                if let Some(key) = &e.idempotency_key {
+                    write!(f, " [Idempotency-Key: {key}]")?;
+                }
                 Ok(())
             }
             Error::Transport { message, request_id: Some(id) } => {
@@ -117,6 +123,12 @@ fn request_id(headers: &reqwest::header::HeaderMap) -> Option<String> {
     headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
+/// The key of the request, which the client notes on its response (see
+/// `send_with_retries`).
+fn idempotency_key(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    headers.get(super::IDEMPOTENCY_KEY).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
 impl From<progenitor_client::Error<crate::types::Error>> for Error {
     fn from(error: progenitor_client::Error<crate::types::Error>) -> Self {
         use progenitor_client::Error as Raw;
@@ -124,6 +136,7 @@ impl From<progenitor_client::Error<crate::types::Error>> for Error {
             Raw::ErrorResponse(response) => {
                 let (status, request_id) =
                     (response.status().as_u16(), request_id(response.headers()));
+                let idempotency_key = idempotency_key(response.headers());
                 let detail = response.into_inner().error;
                 Error::Api(ApiError {
                     status,
@@ -132,6 +145,7 @@ impl From<progenitor_client::Error<crate::types::Error>> for Error {
                     message: detail.message,
                     param: detail.param,
                     request_id,
+                    idempotency_key,
                 })
             }
             Raw::UnexpectedResponse(response) => Error::Transport {
@@ -171,6 +185,7 @@ pub(crate) fn transport_message(error: &reqwest::Error) -> String {
 /// (storage URLs, the event stream).
 pub(crate) async fn from_response(response: reqwest::Response) -> Error {
     let (status, request_id) = (response.status().as_u16(), request_id(response.headers()));
+    let idempotency_key = idempotency_key(response.headers());
     let text = response.text().await.unwrap_or_default();
     match serde_json::from_str::<crate::types::Error>(&text) {
         Ok(envelope) => Error::Api(ApiError {
@@ -180,6 +195,7 @@ pub(crate) async fn from_response(response: reqwest::Response) -> Error {
             message: envelope.error.message,
             param: envelope.error.param,
             request_id,
+            idempotency_key,
         }),
         Err(_) => Error::Transport {
             message: format!("HTTP {status}: {}", text.chars().take(200).collect::<String>()),

@@ -267,6 +267,8 @@ pub(crate) async fn send_with_retries(
         let key = uuid::Uuid::new_v4().to_string();
         request.headers_mut().insert(IDEMPOTENCY_KEY, key.parse().expect("a UUID is a header"));
     }
+    let key = request.headers().get(IDEMPOTENCY_KEY).cloned();
+    let key = key.as_ref();
     let retried = |response: &reqwest::Response| {
         let status = response.status().as_u16();
         (idempotent && (status == 429 || response.status().is_server_error()))
@@ -276,12 +278,14 @@ pub(crate) async fn send_with_retries(
     loop {
         // The last attempt, and a request whose body cannot be replayed, go as they are.
         let copy = if attempt < retries { request.try_clone() } else { None };
-        let Some(copy) = copy else { return client.execute(request).await };
+        let Some(copy) = copy else {
+            return client.execute(request).await.map(|r| noted(r, key));
+        };
         let wait = match client.execute(copy).await {
             Ok(response) if retried(&response) => {
                 retry_after(&response).unwrap_or_else(|| backoff(attempt))
             }
-            Ok(response) => return Ok(response),
+            Ok(response) => return Ok(noted(response, key)),
             Err(error) if error.is_connect() || ((idempotent || keyed) && !error.is_builder()) => {
                 backoff(attempt)
             }
@@ -297,6 +301,15 @@ pub(crate) fn backoff(attempt: u32) -> Duration {
     let ceiling =
         Duration::from_millis(250).saturating_mul(1 << attempt.min(5)).min(Duration::from_secs(8));
     ceiling.mul_f64(rand::rng().random_range(0.5..=1.0))
+}
+
+/// `response` with the request's `key` noted on it, for the typed error to read (the
+/// server's answer does not say it).
+fn noted(mut response: reqwest::Response, key: Option<&HeaderValue>) -> reqwest::Response {
+    if let Some(key) = key {
+        response.headers_mut().insert(IDEMPOTENCY_KEY, key.clone());
+    }
+    response
 }
 
 /// Whether `response` says that the first request with its key is still executing: a 409
