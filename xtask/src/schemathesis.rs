@@ -43,7 +43,7 @@ pub fn run() -> Result<bool> {
         let status = Command::new(venv.join("bin/st"))
             .args([
                 "--config-file",
-                "xtask/schemathesis.toml",
+                "xtask/schemathesis/config.toml",
                 "run",
                 "openapi/v1.yaml",
                 "--url",
@@ -52,6 +52,10 @@ pub fn run() -> Result<bool> {
             .args(["--header", &format!("Authorization: Bearer {}", server.token)])
             .args(["--checks", "all", "--max-examples", "50", "--seed", "1", "--no-color"])
             .args(scope)
+            .env("SCHEMATHESIS_HOOKS", "hooks")
+            .env("PYTHONPATH", root.join("xtask/schemathesis"))
+            .env("VM0_URL", &server.url)
+            .env("VM0_TOKEN", &server.token)
             .current_dir(&root)
             .status()
             .context("running schemathesis")?;
