@@ -9,11 +9,13 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use vm0_api::{ApiError, EventStream, Vm0Api};
+use vm0_api::{ApiError, ETag, EventStream, Tagged, Vm0Api};
 use vm0_api::{
-    DownloadArtifactParams, DownloadVolumeParams, ListAgentVersionsParams, ListAgentsParams,
-    ListArtifactVersionsParams, ListArtifactsParams, ListRunLogsParams, ListRunsParams,
-    ListTokensParams, ListVolumeVersionsParams, ListVolumesParams, StreamRunEventsParams,
+    CommitArtifactUploadParams, CommitVolumeUploadParams, DeleteAgentParams, DeleteArtifactParams,
+    DeleteVolumeParams, DownloadArtifactParams, DownloadVolumeParams, ListAgentVersionsParams,
+    ListAgentsParams, ListArtifactVersionsParams, ListArtifactsParams, ListRunLogsParams,
+    ListRunsParams, ListTokensParams, ListVolumeVersionsParams, ListVolumesParams,
+    RevokeTokenParams, StreamRunEventsParams, UpdateAgentParams,
 };
 use vm0_types::*;
 use xtask::spec;
@@ -67,6 +69,16 @@ impl Recorder {
         Ok(example(op))
     }
 
+    /// `reach`, tagged as the spec's `ETag` example.
+    fn reach_tagged<T: DeserializeOwned>(
+        &self,
+        op: &'static str,
+        inputs: String,
+    ) -> Result<Tagged<T>, ApiError> {
+        let body = self.reach(op, inputs)?;
+        Ok(Tagged { body, etag: ETag::of_revision("3q2bn8d7yq0c5xvh4k1m") })
+    }
+
     fn reach_empty(&self, op: &'static str, inputs: String) -> Result<(), ApiError> {
         self.calls.lock().unwrap().push((op, inputs));
         Ok(())
@@ -98,19 +110,25 @@ impl Vm0Api for Recorder {
     ) -> Result<Agent, ApiError> {
         self.reach("createAgent", format!("{body:?}"))
     }
-    async fn get_agent(&self, _: &&'static str, id: String) -> Result<Agent, ApiError> {
-        self.reach("getAgent", id)
+    async fn get_agent(&self, _: &&'static str, id: String) -> Result<Tagged<Agent>, ApiError> {
+        self.reach_tagged("getAgent", id)
     }
     async fn update_agent(
         &self,
         _: &&'static str,
         id: String,
+        params: UpdateAgentParams,
         body: UpdateAgentRequest,
-    ) -> Result<Agent, ApiError> {
-        self.reach("updateAgent", format!("{id} {body:?}"))
+    ) -> Result<Tagged<Agent>, ApiError> {
+        self.reach_tagged("updateAgent", format!("{id} {params:?} {body:?}"))
     }
-    async fn delete_agent(&self, _: &&'static str, id: String) -> Result<(), ApiError> {
-        self.reach_empty("deleteAgent", id)
+    async fn delete_agent(
+        &self,
+        _: &&'static str,
+        id: String,
+        params: DeleteAgentParams,
+    ) -> Result<(), ApiError> {
+        self.reach_empty("deleteAgent", format!("{id} {params:?}"))
     }
     async fn list_agent_versions(
         &self,
@@ -125,8 +143,8 @@ impl Vm0Api for Recorder {
         _: &&'static str,
         id: String,
         version_id: String,
-    ) -> Result<AgentVersionDetail, ApiError> {
-        self.reach("getAgentVersion", format!("{id} {version_id}"))
+    ) -> Result<Tagged<AgentVersionDetail>, ApiError> {
+        self.reach_tagged("getAgentVersion", format!("{id} {version_id}"))
     }
     async fn list_runs(
         &self,
@@ -142,8 +160,8 @@ impl Vm0Api for Recorder {
     ) -> Result<RunDetail, ApiError> {
         self.reach("createRun", format!("{body:?}"))
     }
-    async fn get_run(&self, _: &&'static str, id: String) -> Result<RunDetail, ApiError> {
-        self.reach("getRun", id)
+    async fn get_run(&self, _: &&'static str, id: String) -> Result<Tagged<RunDetail>, ApiError> {
+        self.reach_tagged("getRun", id)
     }
     async fn cancel_run(&self, _: &&'static str, id: String) -> Result<RunDetail, ApiError> {
         self.reach("cancelRun", id)
@@ -182,11 +200,20 @@ impl Vm0Api for Recorder {
     ) -> Result<Volume, ApiError> {
         self.reach("createVolume", format!("{body:?}"))
     }
-    async fn get_volume(&self, _: &&'static str, id: String) -> Result<VolumeDetail, ApiError> {
-        self.reach("getVolume", id)
+    async fn get_volume(
+        &self,
+        _: &&'static str,
+        id: String,
+    ) -> Result<Tagged<VolumeDetail>, ApiError> {
+        self.reach_tagged("getVolume", id)
     }
-    async fn delete_volume(&self, _: &&'static str, id: String) -> Result<(), ApiError> {
-        self.reach_empty("deleteVolume", id)
+    async fn delete_volume(
+        &self,
+        _: &&'static str,
+        id: String,
+        params: DeleteVolumeParams,
+    ) -> Result<(), ApiError> {
+        self.reach_empty("deleteVolume", format!("{id} {params:?}"))
     }
     async fn list_volume_versions(
         &self,
@@ -208,9 +235,10 @@ impl Vm0Api for Recorder {
         &self,
         _: &&'static str,
         id: String,
+        params: CommitVolumeUploadParams,
         body: CommitUploadRequest,
     ) -> Result<VolumeVersion, ApiError> {
-        self.reach("commitVolumeUpload", format!("{id} {body:?}"))
+        self.reach("commitVolumeUpload", format!("{id} {params:?} {body:?}"))
     }
     async fn download_volume(
         &self,
@@ -234,11 +262,20 @@ impl Vm0Api for Recorder {
     ) -> Result<Artifact, ApiError> {
         self.reach("createArtifact", format!("{body:?}"))
     }
-    async fn get_artifact(&self, _: &&'static str, id: String) -> Result<ArtifactDetail, ApiError> {
-        self.reach("getArtifact", id)
+    async fn get_artifact(
+        &self,
+        _: &&'static str,
+        id: String,
+    ) -> Result<Tagged<ArtifactDetail>, ApiError> {
+        self.reach_tagged("getArtifact", id)
     }
-    async fn delete_artifact(&self, _: &&'static str, id: String) -> Result<(), ApiError> {
-        self.reach_empty("deleteArtifact", id)
+    async fn delete_artifact(
+        &self,
+        _: &&'static str,
+        id: String,
+        params: DeleteArtifactParams,
+    ) -> Result<(), ApiError> {
+        self.reach_empty("deleteArtifact", format!("{id} {params:?}"))
     }
     async fn list_artifact_versions(
         &self,
@@ -260,9 +297,10 @@ impl Vm0Api for Recorder {
         &self,
         _: &&'static str,
         id: String,
+        params: CommitArtifactUploadParams,
         body: CommitUploadRequest,
     ) -> Result<ArtifactVersion, ApiError> {
-        self.reach("commitArtifactUpload", format!("{id} {body:?}"))
+        self.reach("commitArtifactUpload", format!("{id} {params:?} {body:?}"))
     }
     async fn download_artifact(
         &self,
@@ -286,10 +324,15 @@ impl Vm0Api for Recorder {
     ) -> Result<CreatedToken, ApiError> {
         self.reach("createToken", format!("{body:?}"))
     }
-    async fn get_token(&self, _: &&'static str, id: String) -> Result<Token, ApiError> {
-        self.reach("getToken", id)
+    async fn get_token(&self, _: &&'static str, id: String) -> Result<Tagged<Token>, ApiError> {
+        self.reach_tagged("getToken", id)
     }
-    async fn revoke_token(&self, _: &&'static str, id: String) -> Result<(), ApiError> {
-        self.reach_empty("revokeToken", id)
+    async fn revoke_token(
+        &self,
+        _: &&'static str,
+        id: String,
+        params: RevokeTokenParams,
+    ) -> Result<(), ApiError> {
+        self.reach_empty("revokeToken", format!("{id} {params:?}"))
     }
 }

@@ -153,18 +153,35 @@ impl<'a> Lint<'a> {
 
     /// Each `x-since` entry names a property of its schema and a version of the spec's
     /// major version no later than `info.version`: the router leaves the property out of
-    /// responses to clients of earlier versions.
+    /// responses to clients of earlier versions. On a header parameter, `x-since` is that
+    /// version alone: the router does not read the header from clients of earlier ones.
     fn since(&mut self) {
         let current = self
             .doc
             .pointer("/info/version")
             .and_then(Value::as_str)
             .and_then(|v| v.parse::<Version>().ok());
+        let known = |version: &Value| match (version.as_str().map(str::parse::<Version>), current) {
+            (Some(Ok(v)), Some(current)) => v.major == current.major && v <= current,
+            _ => false,
+        };
         let mut findings = Vec::new();
         walk(self.doc, &mut Vec::new(), &mut |at, value| {
             let Some(since) = value.get(spec::SINCE) else { return };
             let here =
                 pointer(&at.iter().map(String::as_str).chain([spec::SINCE]).collect::<Vec<_>>());
+            if value.get("in").is_some() {
+                if value["in"] != "header" || !known(since) {
+                    findings.push((
+                        here,
+                        "on a parameter, x-since is allowed on a header only, and names a \
+                         version MAJOR.MINOR.PATCH of this major version, no later than \
+                         info.version"
+                            .to_string(),
+                    ));
+                }
+                return;
+            }
             let Some(entries) = since.as_object() else {
                 findings.push((here, format!("{} maps property names to versions", spec::SINCE)));
                 return;
@@ -193,15 +210,14 @@ impl<'a> Lint<'a> {
                     }
                     None => {}
                 }
-                match (version.as_str().and_then(|v| v.parse::<Version>().ok()), current) {
-                    (Some(v), Some(current)) if v.major == current.major && v <= current => {}
-                    _ => findings.push((
+                if !known(version) {
+                    findings.push((
                         here.clone(),
                         format!(
                             "'{name}' must name a version MAJOR.MINOR.PATCH of this major \
                              version, no later than info.version"
                         ),
-                    )),
+                    ));
                 }
             }
         });

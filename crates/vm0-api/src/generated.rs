@@ -62,7 +62,7 @@ pub trait Vm0Api: Send + Sync + 'static {
         &self,
         principal: &Self::Principal,
         id: String,
-    ) -> impl Future<Output = Result<vm0_types::Agent, ApiError>> + Send;
+    ) -> impl Future<Output = Result<crate::Tagged<vm0_types::Agent>, ApiError>> + Send;
     /// Update an agent
     ///
     /// Replaces the agent's configuration. A new version is created, and becomes the
@@ -72,8 +72,9 @@ pub trait Vm0Api: Send + Sync + 'static {
         &self,
         principal: &Self::Principal,
         id: String,
+        params: UpdateAgentParams,
         body: vm0_types::UpdateAgentRequest,
-    ) -> impl Future<Output = Result<vm0_types::Agent, ApiError>> + Send;
+    ) -> impl Future<Output = Result<crate::Tagged<vm0_types::Agent>, ApiError>> + Send;
     /// Delete an agent
     ///
     /// Deletes the agent and all its versions. Runs of the agent are kept.
@@ -81,6 +82,7 @@ pub trait Vm0Api: Send + Sync + 'static {
         &self,
         principal: &Self::Principal,
         id: String,
+        params: DeleteAgentParams,
     ) -> impl Future<Output = Result<(), ApiError>> + Send;
     /// List agent versions
     ///
@@ -99,7 +101,9 @@ pub trait Vm0Api: Send + Sync + 'static {
         principal: &Self::Principal,
         id: String,
         version_id: String,
-    ) -> impl Future<Output = Result<vm0_types::AgentVersionDetail, ApiError>> + Send;
+    ) -> impl Future<
+        Output = Result<crate::Tagged<vm0_types::AgentVersionDetail>, ApiError>,
+    > + Send;
     /// List runs
     ///
     /// Returns a paginated list of your runs, newest first.
@@ -128,7 +132,9 @@ pub trait Vm0Api: Send + Sync + 'static {
         &self,
         principal: &Self::Principal,
         id: String,
-    ) -> impl Future<Output = Result<vm0_types::RunDetail, ApiError>> + Send;
+    ) -> impl Future<
+        Output = Result<crate::Tagged<vm0_types::RunDetail>, ApiError>,
+    > + Send;
     /// Cancel a run
     ///
     /// Cancels a pending or running run: its processes are stopped and its status becomes
@@ -215,7 +221,9 @@ pub trait Vm0Api: Send + Sync + 'static {
         &self,
         principal: &Self::Principal,
         id: String,
-    ) -> impl Future<Output = Result<vm0_types::VolumeDetail, ApiError>> + Send;
+    ) -> impl Future<
+        Output = Result<crate::Tagged<vm0_types::VolumeDetail>, ApiError>,
+    > + Send;
     /// Delete a volume
     ///
     /// Deletes the volume and all its versions; files no other version holds are removed.
@@ -223,6 +231,7 @@ pub trait Vm0Api: Send + Sync + 'static {
         &self,
         principal: &Self::Principal,
         id: String,
+        params: DeleteVolumeParams,
     ) -> impl Future<Output = Result<(), ApiError>> + Send;
     /// List volume versions
     ///
@@ -256,6 +265,7 @@ pub trait Vm0Api: Send + Sync + 'static {
         &self,
         principal: &Self::Principal,
         id: String,
+        params: CommitVolumeUploadParams,
         body: vm0_types::CommitUploadRequest,
     ) -> impl Future<Output = Result<vm0_types::VolumeVersion, ApiError>> + Send;
     /// Download a volume
@@ -290,7 +300,9 @@ pub trait Vm0Api: Send + Sync + 'static {
         &self,
         principal: &Self::Principal,
         id: String,
-    ) -> impl Future<Output = Result<vm0_types::ArtifactDetail, ApiError>> + Send;
+    ) -> impl Future<
+        Output = Result<crate::Tagged<vm0_types::ArtifactDetail>, ApiError>,
+    > + Send;
     /// Delete an artifact
     ///
     /// Deletes the artifact and all its versions; files no other version holds are removed.
@@ -298,6 +310,7 @@ pub trait Vm0Api: Send + Sync + 'static {
         &self,
         principal: &Self::Principal,
         id: String,
+        params: DeleteArtifactParams,
     ) -> impl Future<Output = Result<(), ApiError>> + Send;
     /// List artifact versions
     ///
@@ -331,6 +344,7 @@ pub trait Vm0Api: Send + Sync + 'static {
         &self,
         principal: &Self::Principal,
         id: String,
+        params: CommitArtifactUploadParams,
         body: vm0_types::CommitUploadRequest,
     ) -> impl Future<Output = Result<vm0_types::ArtifactVersion, ApiError>> + Send;
     /// Download an artifact
@@ -365,7 +379,7 @@ pub trait Vm0Api: Send + Sync + 'static {
         &self,
         principal: &Self::Principal,
         id: String,
-    ) -> impl Future<Output = Result<vm0_types::Token, ApiError>> + Send;
+    ) -> impl Future<Output = Result<crate::Tagged<vm0_types::Token>, ApiError>> + Send;
     /// Revoke a token
     ///
     /// Revokes the token; requests made with it fail from now on. A token may revoke itself.
@@ -373,6 +387,7 @@ pub trait Vm0Api: Send + Sync + 'static {
         &self,
         principal: &Self::Principal,
         id: String,
+        params: RevokeTokenParams,
     ) -> impl Future<Output = Result<(), ApiError>> + Send;
 }
 /// What the router's [`Call::authenticate`] needs of an implementation.
@@ -397,6 +412,20 @@ pub struct ListAgentsParams {
     pub cursor: Option<String>,
     /// Filter by agent name (exact match).
     pub name: Option<vm0_types::AgentName>,
+}
+/// The query and header parameters of `updateAgent`, validated.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct UpdateAgentParams {
+    /// Write only if the resource's current `ETag` is one of these strong tags, or it exists (`*`); otherwise 412 `precondition_failed` and nothing changes. See Conditional writes.
+    #[serde(rename = "If-Match")]
+    pub if_match: Option<crate::IfMatch>,
+}
+/// The query and header parameters of `deleteAgent`, validated.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DeleteAgentParams {
+    /// Write only if the resource's current `ETag` is one of these strong tags, or it exists (`*`); otherwise 412 `precondition_failed` and nothing changes. See Conditional writes.
+    #[serde(rename = "If-Match")]
+    pub if_match: Option<crate::IfMatch>,
 }
 /// The query and header parameters of `listAgentVersions`, validated.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -458,6 +487,13 @@ pub struct ListVolumesParams {
     /// Pagination cursor, the `nextCursor` of the previous page.
     pub cursor: Option<String>,
 }
+/// The query and header parameters of `deleteVolume`, validated.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DeleteVolumeParams {
+    /// Write only if the resource's current `ETag` is one of these strong tags, or it exists (`*`); otherwise 412 `precondition_failed` and nothing changes. See Conditional writes.
+    #[serde(rename = "If-Match")]
+    pub if_match: Option<crate::IfMatch>,
+}
 /// The query and header parameters of `listVolumeVersions`, validated.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ListVolumeVersionsParams {
@@ -465,6 +501,13 @@ pub struct ListVolumeVersionsParams {
     pub limit: i64,
     /// Pagination cursor, the `nextCursor` of the previous page.
     pub cursor: Option<String>,
+}
+/// The query and header parameters of `commitVolumeUpload`, validated.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CommitVolumeUploadParams {
+    /// Write only if the resource's current `ETag` is one of these strong tags, or it exists (`*`); otherwise 412 `precondition_failed` and nothing changes. See Conditional writes.
+    #[serde(rename = "If-Match")]
+    pub if_match: Option<crate::IfMatch>,
 }
 /// The query and header parameters of `downloadVolume`, validated.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -481,6 +524,13 @@ pub struct ListArtifactsParams {
     /// Pagination cursor, the `nextCursor` of the previous page.
     pub cursor: Option<String>,
 }
+/// The query and header parameters of `deleteArtifact`, validated.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DeleteArtifactParams {
+    /// Write only if the resource's current `ETag` is one of these strong tags, or it exists (`*`); otherwise 412 `precondition_failed` and nothing changes. See Conditional writes.
+    #[serde(rename = "If-Match")]
+    pub if_match: Option<crate::IfMatch>,
+}
 /// The query and header parameters of `listArtifactVersions`, validated.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ListArtifactVersionsParams {
@@ -488,6 +538,13 @@ pub struct ListArtifactVersionsParams {
     pub limit: i64,
     /// Pagination cursor, the `nextCursor` of the previous page.
     pub cursor: Option<String>,
+}
+/// The query and header parameters of `commitArtifactUpload`, validated.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CommitArtifactUploadParams {
+    /// Write only if the resource's current `ETag` is one of these strong tags, or it exists (`*`); otherwise 412 `precondition_failed` and nothing changes. See Conditional writes.
+    #[serde(rename = "If-Match")]
+    pub if_match: Option<crate::IfMatch>,
 }
 /// The query and header parameters of `downloadArtifact`, validated.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -503,6 +560,13 @@ pub struct ListTokensParams {
     pub limit: i64,
     /// Pagination cursor, the `nextCursor` of the previous page.
     pub cursor: Option<String>,
+}
+/// The query and header parameters of `revokeToken`, validated.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RevokeTokenParams {
+    /// Write only if the resource's current `ETag` is one of these strong tags, or it exists (`*`); otherwise 412 `precondition_failed` and nothing changes. See Conditional writes.
+    #[serde(rename = "If-Match")]
+    pub if_match: Option<crate::IfMatch>,
 }
 /// Every operation's route over `api`, without the fallbacks and layers that
 /// [`crate::finish`] adds: for servers that merge routes of their own first.
@@ -625,7 +689,7 @@ async fn get_agent<A: Vm0Api>(
     let omitted = call.omitted("getAgent")?;
     let id = call.path_param("getAgent", "id")?;
     let output = api.get_agent(&principal, id).await?;
-    Ok(reply::json(StatusCode::OK, &output, &omitted))
+    Ok(reply::tagged(StatusCode::OK, &output, &omitted))
 }
 /// `PUT /v1/agents/{id}`: `updateAgent`.
 async fn update_agent<A: Vm0Api>(
@@ -635,9 +699,20 @@ async fn update_agent<A: Vm0Api>(
     let principal = call.authenticate(&*api, "updateAgent").await?;
     let omitted = call.omitted("updateAgent")?;
     let id = call.path_param("updateAgent", "id")?;
+    let params = call.params("updateAgent")?;
     let body = call.json_body("updateAgent").await?;
-    let output = api.update_agent(&principal, id, body).await?;
-    Ok(reply::json(StatusCode::OK, &output, &omitted))
+    let once = match call.once(&*api, &principal, &body).await? {
+        idempotency::Start::Run(once) => once,
+        idempotency::Start::Answer(answer) => return Ok(answer),
+    };
+    let answer = {
+        let api = api.clone();
+        async move {
+            let output = api.update_agent(&principal, id, params, body).await?;
+            Ok(reply::tagged(StatusCode::OK, &output, &omitted))
+        }
+    };
+    idempotency::run(api, once, answer).await
 }
 /// `DELETE /v1/agents/{id}`: `deleteAgent`.
 async fn delete_agent<A: Vm0Api>(
@@ -647,6 +722,7 @@ async fn delete_agent<A: Vm0Api>(
     let principal = call.authenticate(&*api, "deleteAgent").await?;
     call.caller_version()?;
     let id = call.path_param("deleteAgent", "id")?;
+    let params = call.params("deleteAgent")?;
     let once = match call.once(&*api, &principal, &()).await? {
         idempotency::Start::Run(once) => once,
         idempotency::Start::Answer(answer) => return Ok(answer),
@@ -654,7 +730,7 @@ async fn delete_agent<A: Vm0Api>(
     let answer = {
         let api = api.clone();
         async move {
-            api.delete_agent(&principal, id).await?;
+            api.delete_agent(&principal, id, params).await?;
             Ok(reply::empty(StatusCode::NO_CONTENT))
         }
     };
@@ -682,7 +758,7 @@ async fn get_agent_version<A: Vm0Api>(
     let id = call.path_param("getAgentVersion", "id")?;
     let version_id = call.path_param("getAgentVersion", "versionId")?;
     let output = api.get_agent_version(&principal, id, version_id).await?;
-    Ok(reply::json(StatusCode::OK, &output, &omitted))
+    Ok(reply::tagged(StatusCode::OK, &output, &omitted))
 }
 /// `GET /v1/runs`: `listRuns`.
 async fn list_runs<A: Vm0Api>(
@@ -725,7 +801,7 @@ async fn get_run<A: Vm0Api>(
     let omitted = call.omitted("getRun")?;
     let id = call.path_param("getRun", "id")?;
     let output = api.get_run(&principal, id).await?;
-    Ok(reply::json(StatusCode::OK, &output, &omitted))
+    Ok(reply::tagged(StatusCode::OK, &output, &omitted))
 }
 /// `POST /v1/runs/{id}/cancel`: `cancelRun`.
 async fn cancel_run<A: Vm0Api>(
@@ -824,7 +900,7 @@ async fn get_volume<A: Vm0Api>(
     let omitted = call.omitted("getVolume")?;
     let id = call.path_param("getVolume", "id")?;
     let output = api.get_volume(&principal, id).await?;
-    Ok(reply::json(StatusCode::OK, &output, &omitted))
+    Ok(reply::tagged(StatusCode::OK, &output, &omitted))
 }
 /// `DELETE /v1/volumes/{id}`: `deleteVolume`.
 async fn delete_volume<A: Vm0Api>(
@@ -834,6 +910,7 @@ async fn delete_volume<A: Vm0Api>(
     let principal = call.authenticate(&*api, "deleteVolume").await?;
     call.caller_version()?;
     let id = call.path_param("deleteVolume", "id")?;
+    let params = call.params("deleteVolume")?;
     let once = match call.once(&*api, &principal, &()).await? {
         idempotency::Start::Run(once) => once,
         idempotency::Start::Answer(answer) => return Ok(answer),
@@ -841,7 +918,7 @@ async fn delete_volume<A: Vm0Api>(
     let answer = {
         let api = api.clone();
         async move {
-            api.delete_volume(&principal, id).await?;
+            api.delete_volume(&principal, id, params).await?;
             Ok(reply::empty(StatusCode::NO_CONTENT))
         }
     };
@@ -889,6 +966,7 @@ async fn commit_volume_upload<A: Vm0Api>(
     let principal = call.authenticate(&*api, "commitVolumeUpload").await?;
     let omitted = call.omitted("commitVolumeUpload")?;
     let id = call.path_param("commitVolumeUpload", "id")?;
+    let params = call.params("commitVolumeUpload")?;
     let body = call.json_body("commitVolumeUpload").await?;
     let once = match call.once(&*api, &principal, &body).await? {
         idempotency::Start::Run(once) => once,
@@ -897,7 +975,7 @@ async fn commit_volume_upload<A: Vm0Api>(
     let answer = {
         let api = api.clone();
         async move {
-            let output = api.commit_volume_upload(&principal, id, body).await?;
+            let output = api.commit_volume_upload(&principal, id, params, body).await?;
             Ok(reply::json(StatusCode::OK, &output, &omitted))
         }
     };
@@ -956,7 +1034,7 @@ async fn get_artifact<A: Vm0Api>(
     let omitted = call.omitted("getArtifact")?;
     let id = call.path_param("getArtifact", "id")?;
     let output = api.get_artifact(&principal, id).await?;
-    Ok(reply::json(StatusCode::OK, &output, &omitted))
+    Ok(reply::tagged(StatusCode::OK, &output, &omitted))
 }
 /// `DELETE /v1/artifacts/{id}`: `deleteArtifact`.
 async fn delete_artifact<A: Vm0Api>(
@@ -966,6 +1044,7 @@ async fn delete_artifact<A: Vm0Api>(
     let principal = call.authenticate(&*api, "deleteArtifact").await?;
     call.caller_version()?;
     let id = call.path_param("deleteArtifact", "id")?;
+    let params = call.params("deleteArtifact")?;
     let once = match call.once(&*api, &principal, &()).await? {
         idempotency::Start::Run(once) => once,
         idempotency::Start::Answer(answer) => return Ok(answer),
@@ -973,7 +1052,7 @@ async fn delete_artifact<A: Vm0Api>(
     let answer = {
         let api = api.clone();
         async move {
-            api.delete_artifact(&principal, id).await?;
+            api.delete_artifact(&principal, id, params).await?;
             Ok(reply::empty(StatusCode::NO_CONTENT))
         }
     };
@@ -1021,6 +1100,7 @@ async fn commit_artifact_upload<A: Vm0Api>(
     let principal = call.authenticate(&*api, "commitArtifactUpload").await?;
     let omitted = call.omitted("commitArtifactUpload")?;
     let id = call.path_param("commitArtifactUpload", "id")?;
+    let params = call.params("commitArtifactUpload")?;
     let body = call.json_body("commitArtifactUpload").await?;
     let once = match call.once(&*api, &principal, &body).await? {
         idempotency::Start::Run(once) => once,
@@ -1029,7 +1109,7 @@ async fn commit_artifact_upload<A: Vm0Api>(
     let answer = {
         let api = api.clone();
         async move {
-            let output = api.commit_artifact_upload(&principal, id, body).await?;
+            let output = api.commit_artifact_upload(&principal, id, params, body).await?;
             Ok(reply::json(StatusCode::OK, &output, &omitted))
         }
     };
@@ -1088,7 +1168,7 @@ async fn get_token<A: Vm0Api>(
     let omitted = call.omitted("getToken")?;
     let id = call.path_param("getToken", "id")?;
     let output = api.get_token(&principal, id).await?;
-    Ok(reply::json(StatusCode::OK, &output, &omitted))
+    Ok(reply::tagged(StatusCode::OK, &output, &omitted))
 }
 /// `DELETE /v1/tokens/{id}`: `revokeToken`.
 async fn revoke_token<A: Vm0Api>(
@@ -1098,6 +1178,7 @@ async fn revoke_token<A: Vm0Api>(
     let principal = call.authenticate(&*api, "revokeToken").await?;
     call.caller_version()?;
     let id = call.path_param("revokeToken", "id")?;
+    let params = call.params("revokeToken")?;
     let once = match call.once(&*api, &principal, &()).await? {
         idempotency::Start::Run(once) => once,
         idempotency::Start::Answer(answer) => return Ok(answer),
@@ -1105,7 +1186,7 @@ async fn revoke_token<A: Vm0Api>(
     let answer = {
         let api = api.clone();
         async move {
-            api.revoke_token(&principal, id).await?;
+            api.revoke_token(&principal, id, params).await?;
             Ok(reply::empty(StatusCode::NO_CONTENT))
         }
     };

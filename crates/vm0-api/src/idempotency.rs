@@ -50,7 +50,9 @@ pub trait KeyStore: Send + Sync {
         key: &'a str,
         fingerprint: &'a str,
     ) -> StoreFuture<'a, Result<Begun, ApiError>>;
-    /// Keeps `answer` as the answer of the key's request of `fingerprint`.
+    /// Keeps `answer` as the answer of the key's request of `fingerprint`. It may return
+    /// before the answer is durable, if until then [`KeyStore::begin`] answers the key
+    /// as held (in use, or with this answer): the request is answered when it returns.
     fn finish<'a>(
         &'a self,
         user: &'a str,

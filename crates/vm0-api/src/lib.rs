@@ -9,6 +9,7 @@
 //! `generated.rs` and `generated.json` are written by `cargo xtask codegen`; the rest of
 //! this crate is the hand-written runtime they call.
 
+mod conditions;
 mod error;
 #[rustfmt::skip] // Written by `cargo xtask codegen`, which formats it itself.
 mod generated;
@@ -25,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 
+pub use conditions::{ETag, IfMatch, Tagged, IF_MATCH};
 pub use error::ApiError;
 pub use generated::*;
 pub use reply::EventLines;

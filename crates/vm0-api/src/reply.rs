@@ -59,6 +59,19 @@ pub(crate) fn json<T: Serialize>(status: StatusCode, body: &T, omitted: &Omitted
     }
 }
 
+/// A JSON body with `status` and its resource's `ETag`, without the `omitted` properties.
+pub(crate) fn tagged<T: Serialize>(
+    status: StatusCode,
+    output: &crate::Tagged<T>,
+    omitted: &Omitted,
+) -> Response {
+    let mut response = json(status, &output.body, omitted);
+    if let Ok(value) = output.etag.as_str().parse() {
+        response.headers_mut().insert(axum::http::header::ETAG, value);
+    }
+    response
+}
+
 /// No body, with `status` (204).
 pub(crate) fn empty(status: StatusCode) -> Response {
     status.into_response()

@@ -204,9 +204,14 @@ impl Call {
             }
         }
         let mut values = Map::new();
+        let caller = self.caller_version()?;
         for parameter in declared {
+            // A caller of a version before a header's knows nothing of it.
+            let unknown =
+                matches!((parameter.since, caller), (Some(since), Some(caller)) if caller < since);
             let given = match parameter.location {
                 Location::Query => raw.get(parameter.name.as_str()).map(|v| v.to_string()),
+                _ if unknown => None,
                 _ => match self.parts.headers.get(&parameter.name) {
                     Some(v) => Some(
                         v.to_str()

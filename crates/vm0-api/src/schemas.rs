@@ -31,6 +31,9 @@ pub(crate) struct Parameter {
     pub scalar: String,
     pub default: Option<Value>,
     pub validator: Validator,
+    /// The version that added it, for a header added after the first: the router does
+    /// not read it from callers of earlier versions.
+    pub since: Option<Version>,
 }
 
 /// The compiled request schemas of one operation.
@@ -112,6 +115,8 @@ struct RawParameter {
     scalar: String,
     default: Option<Value>,
     schema: Value,
+    #[serde(default)]
+    since: Option<String>,
 }
 
 static OPERATIONS: LazyLock<HashMap<String, OperationSchemas>> = LazyLock::new(|| {
@@ -140,6 +145,10 @@ static OPERATIONS: LazyLock<HashMap<String, OperationSchemas>> = LazyLock::new(|
                     scalar: p.scalar.clone(),
                     default: p.default.clone(),
                     validator: compile(&p.schema),
+                    since: p.since.as_deref().map(|since| {
+                        Version::parse(since)
+                            .unwrap_or_else(|| panic!("generated.json: {since:?} is not a version"))
+                    }),
                 })
                 .collect();
             let max_items = op.body.as_ref().and_then(|body| longest_list(&raw.definitions, body));
@@ -322,6 +331,11 @@ mod tests {
         let mut body = error("resource_already_exists");
         assert!(!super::downgrade_error(&mut body, old));
         assert!(super::has_later_errors(old));
-        assert!(!super::has_later_errors(crate::versions::Version::parse("1.2.0").unwrap()));
+        let v1_2 = crate::versions::Version::parse("1.2.0").unwrap();
+        assert!(super::has_later_errors(v1_2), "precondition_failed came in 1.3.0");
+        let mut body = error("precondition_failed");
+        assert!(super::downgrade_error(&mut body, v1_2));
+        assert_eq!(body, error("invalid_state"));
+        assert!(!super::has_later_errors(crate::versions::Version::parse("1.3.0").unwrap()));
     }
 }

@@ -55,6 +55,7 @@ The API uses standard HTTP status codes and returns structured error responses:
 | `invalid_request_error` | 405 | The method is not allowed on this path; the `Allow` header lists the methods that are |
 | `not_found_error` | 404 | Requested resource doesn't exist |
 | `conflict_error` | 409 | Resource conflict (e.g., duplicate name) |
+| `conflict_error` | 412 | An `If-Match` precondition failed: the resource changed |
 | `api_error` | 500 | Internal server error |
 
 | Code | Status | Description |
@@ -65,6 +66,7 @@ The API uses standard HTTP status codes and returns structured error responses:
 | `invalid_state` | 400 | Resource is in an invalid state for the requested operation |
 | `resource_not_found` | 404 | The requested resource doesn't exist |
 | `resource_already_exists` | 409 | A resource with this name already exists |
+| `precondition_failed` | 412 | The resource changed since the `If-Match` ETag was read |
 | `internal_error` | 500 | Something went wrong on our side; the request id helps us find it |
 
 When one parameter is at fault, `param` names it.
@@ -122,12 +124,14 @@ its schema's `x-fallback` names.
 |---|---|
 | 1.1.0 | `stream` of the `output` event; `sequence` and `stream` of a log entry; `afterSequence` of `listRunLogs` |
 | 1.2.0 | the `Idempotency-Key` header on every POST and DELETE, with `Idempotent-Replayed`, 409 `idempotency_key_in_use` and 422 `idempotency_key_reused` |
+| 1.3.0 | `ETag` on single-resource answers; `If-Match` on `updateAgent`, the deletes and the upload commits, with 412 `precondition_failed`; `Idempotency-Key` on `updateAgent` |
 
 ## Retries and Idempotency-Key
 
 A client that loses an answer (a timeout, a proxy's reset, a server's restart) cannot
-tell whether its request took effect. A GET or PUT can simply be sent again. A POST or
-DELETE sent again with the same `Idempotency-Key` header (1 to 255 printable ASCII
+tell whether its request took effect. A GET can simply be sent again, and so can a PUT
+without `If-Match`. A POST, PUT or DELETE sent again with the same `Idempotency-Key`
+header (1 to 255 printable ASCII
 characters; a fresh UUID v4 per call is the usual choice) takes effect once: the
 server keeps, for each user and key, the request's fingerprint (its method, path,
 `api-version` and body) and, once the operation has begun, its first answer, for 24
@@ -142,12 +146,30 @@ hours by default. Then:
 - a request refused before it began (a 400 for its input, a 401), and one whose answer
   was a 5xx, keep nothing: sent again, it runs afresh.
 
-A key is read from callers that send no `api-version` or 1.2.0 or later. The key holds
-across every instance that serves one database. `vm0-client` sends a fresh key with
-every POST and DELETE (or the one set on the call's builder) and retries them with it.
+A key is read from callers that send no `api-version` or 1.2.0 or later. `updateAgent`,
+the only PUT, takes one since 1.3.0: sent again without it, a conditional update would
+find its own write and fail. The key holds across every instance that
+serves one database. `vm0-client` sends a fresh key with every POST, PUT and DELETE
+(or the one set on the call's builder) and retries them with it.
+
+## Conditional writes: ETag and If-Match
+
+A key makes one client's retry safe; it does not stop two people from overwriting each
+other. Every answer that is one agent, agent version, run, volume, artifact or token
+carries an `ETag`: an opaque, strong tag of that resource as it stands, which changes
+whenever its representation (without `api-version`) does. `updateAgent`, the deletes
+and the upload commits take `If-Match`: one or more ETags, or `*`. The write happens
+only if the resource's current ETag is one of them (`*`: if it exists); otherwise it
+is 412 `precondition_failed`, `param: "If-Match"`, and nothing changes. The check and
+the write are one step, so of two writers who read the same ETag exactly one wins.
+Read the resource again, merge, and write with its new ETag. Weak tags (`W/"..."`)
+never match. A resource that does not exist is 404 whatever `If-Match` says; a
+replayed request (same `Idempotency-Key`, or an upload session already committed)
+answers its first answer without checking again. `If-Match` is read from callers that
+send no `api-version` or 1.3.0 or later.
 
 
-Version: 1.2.0*/
+Version: 1.3.0*/
 pub struct Client {
     pub(crate) baseurl: String,
     pub(crate) client: reqwest::Client,
@@ -189,7 +211,7 @@ impl Client {
 }
 impl ClientInfo<crate::Settings> for Client {
     fn api_version() -> &'static str {
-        "1.2.0"
+        "1.3.0"
     }
     fn baseurl(&self) -> &str {
         self.baseurl.as_str()
@@ -277,10 +299,14 @@ Sends a `PUT` request to `/v1/agents/{id}`
 
 Arguments:
 - `id`: Agent ID.
+- `idempotency_key`: Makes a retry of this request safe: 1 to 255 printable ASCII characters (a UUID v4 is a good one), bare or in the draft standard's quoted form. The same key with the same request answers the first answer again, with `Idempotent-Replayed: true`; see Retries and Idempotency-Key.
+- `if_match`: Write only if the resource's current `ETag` is one of these strong tags, or it exists (`*`); otherwise 412 `precondition_failed` and nothing changes. See Conditional writes.
 - `body`
 ```ignore
 let response = client.update_agent()
     .id(id)
+    .idempotency_key(idempotency_key)
+    .if_match(if_match)
     .body(body)
     .send()
     .await;
@@ -297,10 +323,12 @@ Sends a `DELETE` request to `/v1/agents/{id}`
 Arguments:
 - `id`: Agent ID.
 - `idempotency_key`: Makes a retry of this request safe: 1 to 255 printable ASCII characters (a UUID v4 is a good one), bare or in the draft standard's quoted form. The same key with the same request answers the first answer again, with `Idempotent-Replayed: true`; see Retries and Idempotency-Key.
+- `if_match`: Write only if the resource's current `ETag` is one of these strong tags, or it exists (`*`); otherwise 412 `precondition_failed` and nothing changes. See Conditional writes.
 ```ignore
 let response = client.delete_agent()
     .id(id)
     .idempotency_key(idempotency_key)
+    .if_match(if_match)
     .send()
     .await;
 ```*/
@@ -597,10 +625,12 @@ Sends a `DELETE` request to `/v1/volumes/{id}`
 Arguments:
 - `id`: Volume ID.
 - `idempotency_key`: Makes a retry of this request safe: 1 to 255 printable ASCII characters (a UUID v4 is a good one), bare or in the draft standard's quoted form. The same key with the same request answers the first answer again, with `Idempotent-Replayed: true`; see Retries and Idempotency-Key.
+- `if_match`: Write only if the resource's current `ETag` is one of these strong tags, or it exists (`*`); otherwise 412 `precondition_failed` and nothing changes. See Conditional writes.
 ```ignore
 let response = client.delete_volume()
     .id(id)
     .idempotency_key(idempotency_key)
+    .if_match(if_match)
     .send()
     .await;
 ```*/
@@ -667,11 +697,13 @@ Sends a `POST` request to `/v1/volumes/{id}/commit`
 Arguments:
 - `id`: Volume ID.
 - `idempotency_key`: Makes a retry of this request safe: 1 to 255 printable ASCII characters (a UUID v4 is a good one), bare or in the draft standard's quoted form. The same key with the same request answers the first answer again, with `Idempotent-Replayed: true`; see Retries and Idempotency-Key.
+- `if_match`: Write only if the resource's current `ETag` is one of these strong tags, or it exists (`*`); otherwise 412 `precondition_failed` and nothing changes. See Conditional writes.
 - `body`
 ```ignore
 let response = client.commit_volume_upload()
     .id(id)
     .idempotency_key(idempotency_key)
+    .if_match(if_match)
     .body(body)
     .send()
     .await;
@@ -762,10 +794,12 @@ Sends a `DELETE` request to `/v1/artifacts/{id}`
 Arguments:
 - `id`: Artifact ID.
 - `idempotency_key`: Makes a retry of this request safe: 1 to 255 printable ASCII characters (a UUID v4 is a good one), bare or in the draft standard's quoted form. The same key with the same request answers the first answer again, with `Idempotent-Replayed: true`; see Retries and Idempotency-Key.
+- `if_match`: Write only if the resource's current `ETag` is one of these strong tags, or it exists (`*`); otherwise 412 `precondition_failed` and nothing changes. See Conditional writes.
 ```ignore
 let response = client.delete_artifact()
     .id(id)
     .idempotency_key(idempotency_key)
+    .if_match(if_match)
     .send()
     .await;
 ```*/
@@ -832,11 +866,13 @@ Sends a `POST` request to `/v1/artifacts/{id}/commit`
 Arguments:
 - `id`: Artifact ID.
 - `idempotency_key`: Makes a retry of this request safe: 1 to 255 printable ASCII characters (a UUID v4 is a good one), bare or in the draft standard's quoted form. The same key with the same request answers the first answer again, with `Idempotent-Replayed: true`; see Retries and Idempotency-Key.
+- `if_match`: Write only if the resource's current `ETag` is one of these strong tags, or it exists (`*`); otherwise 412 `precondition_failed` and nothing changes. See Conditional writes.
 - `body`
 ```ignore
 let response = client.commit_artifact_upload()
     .id(id)
     .idempotency_key(idempotency_key)
+    .if_match(if_match)
     .body(body)
     .send()
     .await;
@@ -927,10 +963,12 @@ Sends a `DELETE` request to `/v1/tokens/{id}`
 Arguments:
 - `id`: Token ID.
 - `idempotency_key`: Makes a retry of this request safe: 1 to 255 printable ASCII characters (a UUID v4 is a good one), bare or in the draft standard's quoted form. The same key with the same request answers the first answer again, with `Idempotent-Replayed: true`; see Retries and Idempotency-Key.
+- `if_match`: Write only if the resource's current `ETag` is one of these strong tags, or it exists (`*`); otherwise 412 `precondition_failed` and nothing changes. See Conditional writes.
 ```ignore
 let response = client.revoke_token()
     .id(id)
     .idempotency_key(idempotency_key)
+    .if_match(if_match)
     .send()
     .await;
 ```*/
@@ -1303,6 +1341,8 @@ pub mod builder {
     pub struct UpdateAgent<'a> {
         client: &'a super::Client,
         id: Result<::std::string::String, String>,
+        idempotency_key: Result<Option<types::UpdateAgentIdempotencyKey>, String>,
+        if_match: Result<Option<types::UpdateAgentIfMatch>, String>,
         body: Result<types::builder::UpdateAgentRequest, String>,
     }
     impl<'a> UpdateAgent<'a> {
@@ -1310,6 +1350,8 @@ pub mod builder {
             Self {
                 client: client,
                 id: Err("id was not initialized".to_string()),
+                idempotency_key: Ok(None),
+                if_match: Ok(None),
                 body: Ok(::std::default::Default::default()),
             }
         }
@@ -1322,6 +1364,31 @@ pub mod builder {
                 .map_err(|_| {
                     "conversion to `:: std :: string :: String` for id failed"
                         .to_string()
+                });
+            self
+        }
+        pub fn idempotency_key<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::UpdateAgentIdempotencyKey>,
+        {
+            self.idempotency_key = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `UpdateAgentIdempotencyKey` for idempotency_key failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn if_match<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::UpdateAgentIfMatch>,
+        {
+            self.if_match = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `UpdateAgentIfMatch` for if_match failed".to_string()
                 });
             self
         }
@@ -1353,8 +1420,10 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<types::Agent>, Error<types::Error>> {
-            let Self { client, id, body } = self;
+            let Self { client, id, idempotency_key, if_match, body } = self;
             let id = id.map_err(Error::InvalidRequest)?;
+            let idempotency_key = idempotency_key.map_err(Error::InvalidRequest)?;
+            let if_match = if_match.map_err(Error::InvalidRequest)?;
             let body = body
                 .and_then(|v| {
                     types::UpdateAgentRequest::try_from(v).map_err(|e| e.to_string())
@@ -1363,7 +1432,7 @@ pub mod builder {
             let url = format!(
                 "{}/v1/agents/{}", client.baseurl, encode_path(& id.to_string()),
             );
-            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(3usize);
             header_map
                 .append(
                     ::reqwest::header::HeaderName::from_static("api-version"),
@@ -1371,6 +1440,12 @@ pub mod builder {
                         super::Client::api_version(),
                     ),
                 );
+            if let Some(value) = idempotency_key {
+                header_map.append("Idempotency-Key", value.to_string().try_into()?);
+            }
+            if let Some(value) = if_match {
+                header_map.append("If-Match", value.to_string().try_into()?);
+            }
             #[allow(unused_mut)]
             let mut request = client
                 .client
@@ -1412,6 +1487,27 @@ pub mod builder {
                         ),
                     )
                 }
+                409u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                412u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                422u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
                 500u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -1431,6 +1527,7 @@ pub mod builder {
         client: &'a super::Client,
         id: Result<::std::string::String, String>,
         idempotency_key: Result<Option<types::DeleteAgentIdempotencyKey>, String>,
+        if_match: Result<Option<types::DeleteAgentIfMatch>, String>,
     }
     impl<'a> DeleteAgent<'a> {
         pub fn new(client: &'a super::Client) -> Self {
@@ -1438,6 +1535,7 @@ pub mod builder {
                 client: client,
                 id: Err("id was not initialized".to_string()),
                 idempotency_key: Ok(None),
+                if_match: Ok(None),
             }
         }
         pub fn id<V>(mut self, value: V) -> Self
@@ -1465,15 +1563,28 @@ pub mod builder {
                 });
             self
         }
+        pub fn if_match<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::DeleteAgentIfMatch>,
+        {
+            self.if_match = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `DeleteAgentIfMatch` for if_match failed".to_string()
+                });
+            self
+        }
         ///Sends a `DELETE` request to `/v1/agents/{id}`
         pub async fn send(self) -> Result<ResponseValue<()>, Error<types::Error>> {
-            let Self { client, id, idempotency_key } = self;
+            let Self { client, id, idempotency_key, if_match } = self;
             let id = id.map_err(Error::InvalidRequest)?;
             let idempotency_key = idempotency_key.map_err(Error::InvalidRequest)?;
+            let if_match = if_match.map_err(Error::InvalidRequest)?;
             let url = format!(
                 "{}/v1/agents/{}", client.baseurl, encode_path(& id.to_string()),
             );
-            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(2usize);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(3usize);
             header_map
                 .append(
                     ::reqwest::header::HeaderName::from_static("api-version"),
@@ -1483,6 +1594,9 @@ pub mod builder {
                 );
             if let Some(value) = idempotency_key {
                 header_map.append("Idempotency-Key", value.to_string().try_into()?);
+            }
+            if let Some(value) = if_match {
+                header_map.append("If-Match", value.to_string().try_into()?);
             }
             #[allow(unused_mut)]
             let mut request = client
@@ -1525,6 +1639,13 @@ pub mod builder {
                     )
                 }
                 409u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                412u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -3072,6 +3193,7 @@ pub mod builder {
         client: &'a super::Client,
         id: Result<::std::string::String, String>,
         idempotency_key: Result<Option<types::DeleteVolumeIdempotencyKey>, String>,
+        if_match: Result<Option<types::DeleteVolumeIfMatch>, String>,
     }
     impl<'a> DeleteVolume<'a> {
         pub fn new(client: &'a super::Client) -> Self {
@@ -3079,6 +3201,7 @@ pub mod builder {
                 client: client,
                 id: Err("id was not initialized".to_string()),
                 idempotency_key: Ok(None),
+                if_match: Ok(None),
             }
         }
         pub fn id<V>(mut self, value: V) -> Self
@@ -3106,15 +3229,28 @@ pub mod builder {
                 });
             self
         }
+        pub fn if_match<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::DeleteVolumeIfMatch>,
+        {
+            self.if_match = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `DeleteVolumeIfMatch` for if_match failed".to_string()
+                });
+            self
+        }
         ///Sends a `DELETE` request to `/v1/volumes/{id}`
         pub async fn send(self) -> Result<ResponseValue<()>, Error<types::Error>> {
-            let Self { client, id, idempotency_key } = self;
+            let Self { client, id, idempotency_key, if_match } = self;
             let id = id.map_err(Error::InvalidRequest)?;
             let idempotency_key = idempotency_key.map_err(Error::InvalidRequest)?;
+            let if_match = if_match.map_err(Error::InvalidRequest)?;
             let url = format!(
                 "{}/v1/volumes/{}", client.baseurl, encode_path(& id.to_string()),
             );
-            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(2usize);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(3usize);
             header_map
                 .append(
                     ::reqwest::header::HeaderName::from_static("api-version"),
@@ -3124,6 +3260,9 @@ pub mod builder {
                 );
             if let Some(value) = idempotency_key {
                 header_map.append("Idempotency-Key", value.to_string().try_into()?);
+            }
+            if let Some(value) = if_match {
+                header_map.append("If-Match", value.to_string().try_into()?);
             }
             #[allow(unused_mut)]
             let mut request = client
@@ -3166,6 +3305,13 @@ pub mod builder {
                     )
                 }
                 409u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                412u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -3493,6 +3639,7 @@ pub mod builder {
         client: &'a super::Client,
         id: Result<::std::string::String, String>,
         idempotency_key: Result<Option<types::CommitVolumeUploadIdempotencyKey>, String>,
+        if_match: Result<Option<types::CommitVolumeUploadIfMatch>, String>,
         body: Result<types::builder::CommitUploadRequest, String>,
     }
     impl<'a> CommitVolumeUpload<'a> {
@@ -3501,6 +3648,7 @@ pub mod builder {
                 client: client,
                 id: Err("id was not initialized".to_string()),
                 idempotency_key: Ok(None),
+                if_match: Ok(None),
                 body: Ok(::std::default::Default::default()),
             }
         }
@@ -3525,6 +3673,19 @@ pub mod builder {
                 .map(Some)
                 .map_err(|_| {
                     "conversion to `CommitVolumeUploadIdempotencyKey` for idempotency_key failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn if_match<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::CommitVolumeUploadIfMatch>,
+        {
+            self.if_match = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `CommitVolumeUploadIfMatch` for if_match failed"
                         .to_string()
                 });
             self
@@ -3557,9 +3718,10 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<types::VolumeVersion>, Error<types::Error>> {
-            let Self { client, id, idempotency_key, body } = self;
+            let Self { client, id, idempotency_key, if_match, body } = self;
             let id = id.map_err(Error::InvalidRequest)?;
             let idempotency_key = idempotency_key.map_err(Error::InvalidRequest)?;
+            let if_match = if_match.map_err(Error::InvalidRequest)?;
             let body = body
                 .and_then(|v| {
                     types::CommitUploadRequest::try_from(v).map_err(|e| e.to_string())
@@ -3568,7 +3730,7 @@ pub mod builder {
             let url = format!(
                 "{}/v1/volumes/{}/commit", client.baseurl, encode_path(& id.to_string()),
             );
-            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(2usize);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(3usize);
             header_map
                 .append(
                     ::reqwest::header::HeaderName::from_static("api-version"),
@@ -3578,6 +3740,9 @@ pub mod builder {
                 );
             if let Some(value) = idempotency_key {
                 header_map.append("Idempotency-Key", value.to_string().try_into()?);
+            }
+            if let Some(value) = if_match {
+                header_map.append("If-Match", value.to_string().try_into()?);
             }
             #[allow(unused_mut)]
             let mut request = client
@@ -3621,6 +3786,13 @@ pub mod builder {
                     )
                 }
                 409u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                412u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -4103,6 +4275,7 @@ pub mod builder {
         client: &'a super::Client,
         id: Result<::std::string::String, String>,
         idempotency_key: Result<Option<types::DeleteArtifactIdempotencyKey>, String>,
+        if_match: Result<Option<types::DeleteArtifactIfMatch>, String>,
     }
     impl<'a> DeleteArtifact<'a> {
         pub fn new(client: &'a super::Client) -> Self {
@@ -4110,6 +4283,7 @@ pub mod builder {
                 client: client,
                 id: Err("id was not initialized".to_string()),
                 idempotency_key: Ok(None),
+                if_match: Ok(None),
             }
         }
         pub fn id<V>(mut self, value: V) -> Self
@@ -4137,15 +4311,29 @@ pub mod builder {
                 });
             self
         }
+        pub fn if_match<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::DeleteArtifactIfMatch>,
+        {
+            self.if_match = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `DeleteArtifactIfMatch` for if_match failed"
+                        .to_string()
+                });
+            self
+        }
         ///Sends a `DELETE` request to `/v1/artifacts/{id}`
         pub async fn send(self) -> Result<ResponseValue<()>, Error<types::Error>> {
-            let Self { client, id, idempotency_key } = self;
+            let Self { client, id, idempotency_key, if_match } = self;
             let id = id.map_err(Error::InvalidRequest)?;
             let idempotency_key = idempotency_key.map_err(Error::InvalidRequest)?;
+            let if_match = if_match.map_err(Error::InvalidRequest)?;
             let url = format!(
                 "{}/v1/artifacts/{}", client.baseurl, encode_path(& id.to_string()),
             );
-            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(2usize);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(3usize);
             header_map
                 .append(
                     ::reqwest::header::HeaderName::from_static("api-version"),
@@ -4155,6 +4343,9 @@ pub mod builder {
                 );
             if let Some(value) = idempotency_key {
                 header_map.append("Idempotency-Key", value.to_string().try_into()?);
+            }
+            if let Some(value) = if_match {
+                header_map.append("If-Match", value.to_string().try_into()?);
             }
             #[allow(unused_mut)]
             let mut request = client
@@ -4197,6 +4388,13 @@ pub mod builder {
                     )
                 }
                 409u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                412u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -4528,6 +4726,7 @@ pub mod builder {
             Option<types::CommitArtifactUploadIdempotencyKey>,
             String,
         >,
+        if_match: Result<Option<types::CommitArtifactUploadIfMatch>, String>,
         body: Result<types::builder::CommitUploadRequest, String>,
     }
     impl<'a> CommitArtifactUpload<'a> {
@@ -4536,6 +4735,7 @@ pub mod builder {
                 client: client,
                 id: Err("id was not initialized".to_string()),
                 idempotency_key: Ok(None),
+                if_match: Ok(None),
                 body: Ok(::std::default::Default::default()),
             }
         }
@@ -4560,6 +4760,19 @@ pub mod builder {
                 .map(Some)
                 .map_err(|_| {
                     "conversion to `CommitArtifactUploadIdempotencyKey` for idempotency_key failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn if_match<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::CommitArtifactUploadIfMatch>,
+        {
+            self.if_match = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `CommitArtifactUploadIfMatch` for if_match failed"
                         .to_string()
                 });
             self
@@ -4592,9 +4805,10 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<types::ArtifactVersion>, Error<types::Error>> {
-            let Self { client, id, idempotency_key, body } = self;
+            let Self { client, id, idempotency_key, if_match, body } = self;
             let id = id.map_err(Error::InvalidRequest)?;
             let idempotency_key = idempotency_key.map_err(Error::InvalidRequest)?;
+            let if_match = if_match.map_err(Error::InvalidRequest)?;
             let body = body
                 .and_then(|v| {
                     types::CommitUploadRequest::try_from(v).map_err(|e| e.to_string())
@@ -4604,7 +4818,7 @@ pub mod builder {
                 "{}/v1/artifacts/{}/commit", client.baseurl, encode_path(& id
                 .to_string()),
             );
-            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(2usize);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(3usize);
             header_map
                 .append(
                     ::reqwest::header::HeaderName::from_static("api-version"),
@@ -4614,6 +4828,9 @@ pub mod builder {
                 );
             if let Some(value) = idempotency_key {
                 header_map.append("Idempotency-Key", value.to_string().try_into()?);
+            }
+            if let Some(value) = if_match {
+                header_map.append("If-Match", value.to_string().try_into()?);
             }
             #[allow(unused_mut)]
             let mut request = client
@@ -4657,6 +4874,13 @@ pub mod builder {
                     )
                 }
                 409u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                412u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -5137,6 +5361,7 @@ pub mod builder {
         client: &'a super::Client,
         id: Result<::std::string::String, String>,
         idempotency_key: Result<Option<types::RevokeTokenIdempotencyKey>, String>,
+        if_match: Result<Option<types::RevokeTokenIfMatch>, String>,
     }
     impl<'a> RevokeToken<'a> {
         pub fn new(client: &'a super::Client) -> Self {
@@ -5144,6 +5369,7 @@ pub mod builder {
                 client: client,
                 id: Err("id was not initialized".to_string()),
                 idempotency_key: Ok(None),
+                if_match: Ok(None),
             }
         }
         pub fn id<V>(mut self, value: V) -> Self
@@ -5171,15 +5397,28 @@ pub mod builder {
                 });
             self
         }
+        pub fn if_match<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::RevokeTokenIfMatch>,
+        {
+            self.if_match = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `RevokeTokenIfMatch` for if_match failed".to_string()
+                });
+            self
+        }
         ///Sends a `DELETE` request to `/v1/tokens/{id}`
         pub async fn send(self) -> Result<ResponseValue<()>, Error<types::Error>> {
-            let Self { client, id, idempotency_key } = self;
+            let Self { client, id, idempotency_key, if_match } = self;
             let id = id.map_err(Error::InvalidRequest)?;
             let idempotency_key = idempotency_key.map_err(Error::InvalidRequest)?;
+            let if_match = if_match.map_err(Error::InvalidRequest)?;
             let url = format!(
                 "{}/v1/tokens/{}", client.baseurl, encode_path(& id.to_string()),
             );
-            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(2usize);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(3usize);
             header_map
                 .append(
                     ::reqwest::header::HeaderName::from_static("api-version"),
@@ -5189,6 +5428,9 @@ pub mod builder {
                 );
             if let Some(value) = idempotency_key {
                 header_map.append("Idempotency-Key", value.to_string().try_into()?);
+            }
+            if let Some(value) = if_match {
+                header_map.append("If-Match", value.to_string().try_into()?);
             }
             #[allow(unused_mut)]
             let mut request = client
@@ -5231,6 +5473,13 @@ pub mod builder {
                     )
                 }
                 409u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                412u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,

@@ -748,7 +748,7 @@ mod tests {
             FileRow { path: "report.txt".parse().unwrap(), size: size as i64, hash: hash.clone() };
         let version = NewVersion::of(vec![file], None, "run_1".into(), Utc::now());
         store
-            .commit_version(&artifact.id, &user.id, "", &version)
+            .commit_version(&artifact.id, &user.id, "", &version, None)
             .await
             .expect("the version commits with its blob");
     }

@@ -422,6 +422,7 @@ impl Server {
                 accept(listener, routes, std::future::pending(), limits).await;
             })
         });
+        let app = self.app.clone();
         let routes = router(self.app, metrics_task.is_none(), self.count_requests)
             .layer(axum::Extension(self.body_limit))
             // A request body that stops coming, frame after frame, ends its request.
@@ -438,6 +439,8 @@ impl Server {
         let mut connections = tokio::spawn(connections.shutdown());
         let finished = async {
             (&mut connections).await.ok();
+            // The answers of the last keyed requests, kept before the process goes.
+            app.flush_keys().await;
             engine.idle().await;
         };
         if tokio::time::timeout_at(deadline - HALT_MARGIN.min(grace / 2), finished).await.is_err() {

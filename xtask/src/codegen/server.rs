@@ -150,6 +150,8 @@ struct Op<'a> {
     added: Vec<spec::Added>,
     /// Whether it takes an `Idempotency-Key`, which the router reads itself.
     idempotent: bool,
+    /// Whether its success response carries an `ETag`.
+    tagged: bool,
 }
 
 /// The header parameter that makes an operation retry-safe, which the router reads itself.
@@ -159,6 +161,13 @@ const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 /// rather than pass them to the implementation: the caller's `api-version` (see
 /// `vm0-api/src/versions.rs`) and the `Idempotency-Key`.
 const ROUTER_HEADERS: [&str; 2] = ["api-version", IDEMPOTENCY_KEY];
+
+/// Header parameters that the router reads as a type of `vm0-api` rather than as text:
+/// its schema's pattern checked first, then parsed.
+const TYPED_HEADERS: [(&str, &str); 1] = [("If-Match", "IfMatch")];
+
+/// The response header that makes an operation answer a [`vm0_api::Tagged`] body.
+const ETAG: &str = "ETag";
 
 struct Param {
     name: String,
@@ -170,6 +179,9 @@ struct Param {
     default: Option<Value>,
     scalar: &'static str,
     rust_type: TokenStream,
+    /// The version that added the header (`x-since`): callers of earlier ones do not
+    /// send it, as far as the router is concerned.
+    since: Option<String>,
 }
 
 impl Param {
@@ -210,7 +222,14 @@ impl Param {
                     Some("boolean") => "boolean",
                     _ => "string",
                 },
-                rust_type: rust_type(schema)?,
+                rust_type: match TYPED_HEADERS.iter().find(|(header, _)| *header == name) {
+                    Some((_, typed)) if location == "header" => {
+                        let typed = ident(typed);
+                        quote!(crate::#typed)
+                    }
+                    _ => rust_type(schema)?,
+                },
+                since: param.get(spec::SINCE).and_then(Value::as_str).map(str::to_string),
                 name,
                 field,
                 location,
@@ -275,6 +294,7 @@ impl<'a> Op<'a> {
         let body_schema = body_schema.map(|schema| schema.get("x-event-schema").unwrap_or(schema));
         let added =
             body_schema.map(|schema| spec::added_properties(doc, schema)).unwrap_or_default();
+        let tagged = response.get("headers").and_then(|h| h.get(ETAG)).is_some();
         let success = match content.map(|c| c.iter().next()) {
             None | Some(None) => Success::Empty,
             Some(Some((media, _))) if media == "text/event-stream" => Success::Events,
@@ -298,6 +318,7 @@ impl<'a> Op<'a> {
             exactly_one_of,
             added,
             idempotent,
+            tagged,
         })
     }
 
@@ -307,6 +328,10 @@ impl<'a> Op<'a> {
 
     fn output_type(&self) -> TokenStream {
         match &self.success.1 {
+            Success::Json(name) if self.tagged => {
+                let name = ident(name);
+                quote!(crate::Tagged<vm0_types::#name>)
+            }
             Success::Json(name) => {
                 let name = ident(name);
                 quote!(vm0_types::#name)
@@ -396,6 +421,10 @@ impl<'a> Op<'a> {
         let status = status_const(self.success.0);
         let call_api = quote!(api.#name(&principal, #(#args),*).await?);
         let (call_api, reply) = match self.success.1 {
+            Success::Json(_) if self.tagged => (
+                quote!(let output = #call_api;),
+                quote!(reply::tagged(StatusCode::#status, &output, &omitted)),
+            ),
             Success::Json(_) => (
                 quote!(let output = #call_api;),
                 quote!(reply::json(StatusCode::#status, &output, &omitted)),
@@ -514,6 +543,7 @@ fn schemas_json(doc: &Value, ops: &[Op<'_>]) -> Result<String> {
                     "scalar": p.scalar,
                     "default": p.default,
                     "schema": p.schema,
+                    "since": p.since,
                 })
             })
             .collect();

@@ -50,7 +50,7 @@ pub struct ApiError {
     pub param: Option<String>,
     /// The response's `X-Request-Id`.
     pub request_id: Option<String>,
-    /// The `Idempotency-Key` the request carried (every POST and DELETE has one), to send
+    /// The `Idempotency-Key` the request carried (every POST, PUT and DELETE has one), to send
     /// again with a retry of the same request, or to quote when asking for support.
     pub idempotency_key: Option<String>,
 }

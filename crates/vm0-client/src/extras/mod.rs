@@ -242,14 +242,15 @@ impl progenitor_client::ClientHooks<Settings> for crate::RawClient {
     }
 }
 
-/// The request header that makes a POST or DELETE safe to send again.
+/// The request header that makes a POST, PUT or DELETE safe to send again.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Sends `request`, retrying up to `retries` times, after an exponential backoff with
-/// jitter or the `Retry-After` the server asked for. A POST or DELETE carries an
+/// jitter or the `Retry-After` the server asked for. A POST, PUT or DELETE carries an
 /// `Idempotency-Key` (a fresh UUID v4, unless the call's builder set one), the same on
-/// every try, so the server runs it once however often it is sent. What is retried:
-/// connection errors always (the server never saw the request); for GET, HEAD, PUT and
+/// every try, so the server runs it once however often it is sent (a PUT with `If-Match`
+/// sent again without one would find its own write, and fail). What is retried:
+/// connection errors always (the server never saw the request); for GET, HEAD and
 /// OPTIONS any error of the connection (a timeout, an answer lost on the way), 429 and
 /// 5xx; for a request with a key, any error of the connection, 409
 /// `idempotency_key_in_use` (which says `Retry-After`), 429, 502, 503 and 504, but not a
@@ -260,9 +261,8 @@ pub(crate) async fn send_with_retries(
     retries: u32,
 ) -> reqwest::Result<reqwest::Response> {
     use reqwest::Method;
-    let idempotent =
-        matches!(*request.method(), Method::GET | Method::HEAD | Method::PUT | Method::OPTIONS);
-    let keyed = matches!(*request.method(), Method::POST | Method::DELETE);
+    let idempotent = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let keyed = matches!(*request.method(), Method::POST | Method::PUT | Method::DELETE);
     if keyed && !request.headers().contains_key(IDEMPOTENCY_KEY) {
         let key = uuid::Uuid::new_v4().to_string();
         request.headers_mut().insert(IDEMPOTENCY_KEY, key.parse().expect("a UUID is a header"));

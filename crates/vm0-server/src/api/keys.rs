@@ -6,8 +6,15 @@
 //! (a key taken in the database would guard only against a concurrent duplicate as well:
 //! a crash between the operation's commit and its answer's loses the answer either way),
 //! where instances that share the database take them with a row. Answers are kept by one
-//! writer that commits every answer waiting in one transaction before their requests are
-//! answered: group commit, as the run recorder stores output.
+//! writer that commits every answer waiting in one transaction (group commit, as the run
+//! recorder stores output). A request is answered as soon as its answer is queued, not
+//! kept: until it is, this instance holds the key in memory with the answer, and replays
+//! it from there; another instance finds the key's row held, and answers 409 in use. So
+//! a retry never runs the operation again, and the writer's commits are not the
+//! request's: they come after it, as many answers in each as are waiting. (A crash between
+//! the operation's commit and the answer's loses the answer, as it did when the request
+//! waited: the operation and its answer are two commits either way.) The queue is
+//! bounded: when the writer falls behind, requests wait for room in it.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -19,7 +26,7 @@ use vm0_api::idempotency::{Begun, KeyStore, StoreFuture, StoredAnswer};
 use vm0_api::ApiError;
 
 use super::App;
-use crate::store::{KeptAnswer, Store, StoreError};
+use crate::store::{KeptAnswer, Store};
 
 /// How long a key stays held by a request that has not answered: past it, its instance is
 /// taken to have died, and a retry runs the operation again.
@@ -27,45 +34,89 @@ const LOCK_MS: i64 = 120_000;
 /// The most answers one transaction keeps.
 const BATCH: usize = 256;
 
-/// How keeping a batch of answers went: the store's error, shared by the batch's
-/// requests, when it failed; `None` when the writer stopped.
-type Kept = Result<(), Option<Arc<StoreError>>>;
+/// A key this instance holds in memory, by `(user, key)`.
+enum Held {
+    /// Its request, of this fingerprint, is executing (taken in memory: alone only).
+    Running(String),
+    /// Its request, of this fingerprint, answered this, which the writer has yet to keep.
+    Keeping(String, StoredAnswer),
+}
+
+type Taken = Arc<Mutex<HashMap<(String, String), Held>>>;
+
+/// What the writer is given: an answer to keep, or a request to say when every answer
+/// before it is kept.
+enum ToWrite {
+    Answer(KeptAnswer),
+    Flush(oneshot::Sender<()>),
+}
 
 /// The keys this instance holds, and its writer of answers.
 pub(crate) struct Keys {
     /// Whether this instance is alone on its database: then it takes keys in memory.
     alone: bool,
-    /// The keys taken in memory: `(user, key)` to the request's fingerprint.
-    taken: Mutex<HashMap<(String, String), String>>,
-    writer: mpsc::Sender<(KeptAnswer, oneshot::Sender<Kept>)>,
+    taken: Taken,
+    writer: mpsc::Sender<ToWrite>,
 }
 
 impl Keys {
     /// Keys over `store`, with the writer's task started; `lifetime_ms` as the engine's.
     pub(crate) fn new<S: Store>(store: S, alone: bool, lifetime_ms: i64) -> Keys {
         let (writer, answers) = mpsc::channel(4 * BATCH);
-        tokio::spawn(keep_answers(store, answers, lifetime_ms));
-        Keys { alone, taken: Mutex::new(HashMap::new()), writer }
+        let taken = Taken::default();
+        tokio::spawn(keep_answers(store, answers, taken.clone(), lifetime_ms));
+        Keys { alone, taken, writer }
     }
 
-    fn taken(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), String>> {
+    fn taken(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Held>> {
         self.taken.lock().expect("not poisoned")
+    }
+
+    /// Returns once every answer queued before the call is kept (or failed to be): for a
+    /// drain, after the requests in flight have answered.
+    pub(crate) async fn flush(&self) {
+        let (done, flushed) = oneshot::channel();
+        if self.writer.send(ToWrite::Flush(done)).await.is_ok() {
+            flushed.await.ok();
+        }
     }
 }
 
 /// Keeps the answers that `answers` brings, each batch of those waiting in one
-/// transaction, and tells each request how it went.
+/// transaction, then lets go of their keys in `taken`.
 async fn keep_answers<S: Store>(
     store: S,
-    mut answers: mpsc::Receiver<(KeptAnswer, oneshot::Sender<Kept>)>,
+    mut answers: mpsc::Receiver<ToWrite>,
+    taken: Taken,
     lifetime_ms: i64,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     while answers.recv_many(&mut batch, BATCH).await > 0 {
-        let (kept, waiting): (Vec<KeptAnswer>, Vec<_>) = batch.drain(..).unzip();
-        let result = store.keep_answers(&kept, lifetime_ms).await.map_err(|e| Some(Arc::new(e)));
-        for waiter in waiting {
-            waiter.send(result.clone()).ok();
+        let mut flushes = Vec::new();
+        let kept: Vec<KeptAnswer> = batch
+            .drain(..)
+            .filter_map(|item| match item {
+                ToWrite::Answer(answer) => Some(answer),
+                ToWrite::Flush(done) => {
+                    flushes.push(done);
+                    None
+                }
+            })
+            .collect();
+        if !kept.is_empty() {
+            if let Err(error) = store.keep_answers(&kept, lifetime_ms).await {
+                // Their requests were answered; a retry runs afresh (alone) or finds the
+                // key's row held until it expires (shared), as after a crash.
+                let answers = kept.len();
+                tracing::error!(%error, answers, "Idempotency-Key answers were not kept");
+            }
+            let mut held = taken.lock().expect("not poisoned");
+            for answer in kept {
+                held.remove(&(answer.user_id, answer.key));
+            }
+        }
+        for done in flushes {
+            done.send(()).ok();
         }
     }
 }
@@ -103,10 +154,9 @@ impl<S: Store> App<S> {
         // Taken before the answers are read: a request that answered let go of the key
         // only once its answer was kept, so the read below finds it.
         match self.keys.taken().entry(id.clone()) {
-            Entry::Occupied(taken) if taken.get() == fingerprint => return Ok(Begun::InUse),
-            Entry::Occupied(_) => return Ok(Begun::Reused),
+            Entry::Occupied(held) => return Ok(begun_in_memory(held.get(), fingerprint)),
             Entry::Vacant(free) => {
-                free.insert(fingerprint.to_string());
+                free.insert(Held::Running(fingerprint.to_string()));
             }
         }
         let answered = match self.store.answered_key(user, key, lifetime).await {
@@ -126,6 +176,15 @@ impl<S: Store> App<S> {
     }
 }
 
+/// What a key held in memory means for a request of `fingerprint`.
+fn begun_in_memory(held: &Held, fingerprint: &str) -> Begun {
+    match held {
+        Held::Running(taken) if taken == fingerprint => Begun::InUse,
+        Held::Keeping(taken, answer) if taken == fingerprint => Begun::Answered(answer.clone()),
+        _ => Begun::Reused,
+    }
+}
+
 impl<S: Store> KeyStore for App<S> {
     fn begin<'a>(
         &'a self,
@@ -137,6 +196,11 @@ impl<S: Store> KeyStore for App<S> {
             let lifetime = self.engine.key_lifetime().as_millis() as i64;
             if self.keys.alone {
                 return self.take_alone(user, key, fingerprint, lifetime).await;
+            }
+            // An answer of this instance's that the writer has yet to keep.
+            let id = (user.to_string(), key.to_string());
+            if let Some(held) = self.keys.taken().get(&id) {
+                return Ok(begun_in_memory(held, fingerprint));
             }
             match self.store.take_key(user, key, fingerprint, LOCK_MS, lifetime).await? {
                 None => Ok(Begun::Fresh),
@@ -162,17 +226,14 @@ impl<S: Store> KeyStore for App<S> {
                 headers: serde_json::to_string(&answer.headers).expect("headers serialize"),
                 body: self.engine.sealer().seal(&body),
             };
-            let (done, kept_yet) = oneshot::channel();
-            let sent = self.keys.writer.send((kept, done)).await;
-            let result = match sent {
-                Ok(()) => kept_yet.await.unwrap_or(Err(None)),
-                Err(_) => Err(None),
-            };
-            self.keys.taken().remove(&(user.to_string(), key.to_string()));
-            result.map_err(|error| match error {
-                Some(error) => ApiError::internal(format!("keeping an answer: {error}")),
-                None => ApiError::internal("the writer of answers stopped"),
-            })
+            let id = (user.to_string(), key.to_string());
+            self.keys.taken().insert(id.clone(), Held::Keeping(fingerprint.to_string(), answer));
+            // Waits only for room in the queue; the writer lets go of the key once kept.
+            if self.keys.writer.send(ToWrite::Answer(kept)).await.is_err() {
+                self.keys.taken().remove(&id);
+                return Err(ApiError::internal("the writer of answers stopped"));
+            }
+            Ok(())
         })
     }
 

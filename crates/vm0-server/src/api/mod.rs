@@ -21,7 +21,9 @@ use crate::cursor::Scope;
 use crate::metrics::Metrics;
 use crate::runs::config::ConfigError;
 use crate::runs::{Engine, RunError};
-use crate::store::{self, Kind, Page, Store, StoreError, UserStore};
+use crate::store::{
+    self, AgentRow, Kind, Page, StorageRow, Store, StoreError, TokenRow, UserStore,
+};
 use crate::{ids, secrets};
 
 /// Who a request acts for.
@@ -86,11 +88,50 @@ impl<S: Store> Clone for Api<S> {
     }
 }
 
+/// An agent's tag: its current version, which every update that changes it replaces with
+/// a new one (and nothing else of it changes).
+fn agent_tag(row: &AgentRow) -> ETag {
+    ETag::of_revision(&row.current_version_id)
+}
+
+/// A volume's or artifact's tag. Its current version alone would not do: versions are
+/// named by their content, so committing A, then B, then A again would give the first
+/// tag back with another `updatedAt`.
+pub(super) fn storage_tag(row: &StorageRow) -> ETag {
+    ETag::of_body(&(&row.id, &row.current_version_id, row.updated_at))
+}
+
+/// A token's tag: its id. What a write acts on never changes (`lastUsedAt` does, as the
+/// token is used, and a revocation by the token itself must not fail for it).
+fn token_tag(row: &TokenRow) -> ETag {
+    ETag::of_revision(&row.id)
+}
+
+/// What the store checks, for a conditional write: that the row's tag (by `tag`) meets
+/// `if_match`. None without one; `.as_deref()` is the store's [`store::Condition`].
+fn holding<'a, R: 'a>(if_match: Option<&'a IfMatch>, tag: fn(&R) -> ETag) -> Option<Holds<'a, R>> {
+    if_match
+        .map(move |condition| Box::new(move |row: &R| condition.matches(&tag(row))) as Holds<'a, R>)
+}
+
+/// A condition on a row, owned: see [`holding`].
+type Holds<'a, R> = Box<dyn Fn(&R) -> bool + Send + Sync + 'a>;
+
+/// A store error of a conditional write on a `what` ("agent"): its precondition failed,
+/// or the error as every other.
+fn changed(what: &str, error: StoreError) -> ApiError {
+    match error {
+        StoreError::Changed => ApiError::precondition_failed(what),
+        other => other.into(),
+    }
+}
+
 /// Every status a store error can have, decided here and nowhere else.
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::InvalidState(message) => ApiError::invalid_state(message),
+            StoreError::Changed => ApiError::precondition_failed("resource"),
             other => ApiError::internal(other),
         }
     }
@@ -177,6 +218,11 @@ impl<S: Store> App<S> {
         Listing { scope: Scope::new(&self.key, name, parts), limit }
     }
 
+    /// Returns once every Idempotency-Key answer given so far is kept: for a drain.
+    pub async fn flush_keys(&self) {
+        self.keys.flush().await;
+    }
+
     async fn agent(&self, p: &Principal, id: &str) -> Result<store::AgentRow, ApiError> {
         self.store.get_agent(&p.user_id, id).await?.ok_or_else(|| ApiError::not_found("agent", id))
     }
@@ -242,25 +288,41 @@ impl<S: Store> Vm0Api for Api<S> {
         }
     }
 
-    async fn get_agent(&self, p: &Principal, id: String) -> Result<types::Agent, ApiError> {
-        Ok(self.0.agent(p, &id).await?.into())
+    async fn get_agent(&self, p: &Principal, id: String) -> Result<Tagged<types::Agent>, ApiError> {
+        let row = self.0.agent(p, &id).await?;
+        Ok(Tagged { etag: agent_tag(&row), body: row.into() })
     }
 
     async fn update_agent(
         &self,
         p: &Principal,
         id: String,
+        params: UpdateAgentParams,
         body: types::UpdateAgentRequest,
-    ) -> Result<types::Agent, ApiError> {
+    ) -> Result<Tagged<types::Agent>, ApiError> {
         crate::runs::config::check(&body.config.0, self.0.engine.caps())?;
-        let row = self.0.store.update_agent(&p.user_id, &id, &body.config.0, ids::now()).await?;
-        Ok(row.ok_or_else(|| ApiError::not_found("agent", &id))?.into())
+        let holds = holding(params.if_match.as_ref(), agent_tag);
+        let row = self
+            .0
+            .store
+            .update_agent(&p.user_id, &id, &body.config.0, ids::now(), holds.as_deref())
+            .await
+            .map_err(|e| changed("agent", e))?
+            .ok_or_else(|| ApiError::not_found("agent", &id))?;
+        Ok(Tagged { etag: agent_tag(&row), body: row.into() })
     }
 
-    async fn delete_agent(&self, p: &Principal, id: String) -> Result<(), ApiError> {
-        match self.0.store.delete_agent(&p.user_id, &id).await? {
-            true => Ok(()),
-            false => Err(ApiError::not_found("agent", &id)),
+    async fn delete_agent(
+        &self,
+        p: &Principal,
+        id: String,
+        params: DeleteAgentParams,
+    ) -> Result<(), ApiError> {
+        let holds = holding(params.if_match.as_ref(), agent_tag);
+        match self.0.store.delete_agent(&p.user_id, &id, holds.as_deref()).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(ApiError::not_found("agent", &id)),
+            Err(e) => Err(changed("agent", e)),
         }
     }
 
@@ -286,10 +348,12 @@ impl<S: Store> Vm0Api for Api<S> {
         p: &Principal,
         id: String,
         version_id: String,
-    ) -> Result<types::AgentVersionDetail, ApiError> {
+    ) -> Result<Tagged<types::AgentVersionDetail>, ApiError> {
         let agent = self.0.agent(p, &id).await?;
         let row = self.0.store.get_agent_version(&agent.id, &version_id).await?;
-        Ok(row.ok_or_else(|| ApiError::not_found("agent version", &version_id))?.into())
+        let row = row.ok_or_else(|| ApiError::not_found("agent version", &version_id))?;
+        // A version never changes.
+        Ok(Tagged { etag: ETag::of_revision(&row.id), body: row.into() })
     }
 
     async fn list_runs(
@@ -308,8 +372,15 @@ impl<S: Store> Vm0Api for Api<S> {
         self.0.create_run(p, body).await
     }
 
-    async fn get_run(&self, p: &Principal, id: String) -> Result<types::RunDetail, ApiError> {
-        Ok((&self.0.run_row(p, &id).await?).into())
+    async fn get_run(
+        &self,
+        p: &Principal,
+        id: String,
+    ) -> Result<Tagged<types::RunDetail>, ApiError> {
+        // A run changes in many ways as it goes (its status, times, output), and no write
+        // of the API is conditional on it: its tag is its whole representation's.
+        let body: types::RunDetail = (&self.0.run_row(p, &id).await?).into();
+        Ok(Tagged { etag: ETag::of_body(&body), body })
     }
 
     async fn cancel_run(&self, p: &Principal, id: String) -> Result<types::RunDetail, ApiError> {
@@ -360,12 +431,22 @@ impl<S: Store> Vm0Api for Api<S> {
         Ok(self.0.create_storage(Kind::Volume, p, &body.name).await?.into())
     }
 
-    async fn get_volume(&self, p: &Principal, id: String) -> Result<types::VolumeDetail, ApiError> {
-        Ok(self.0.get_storage(Kind::Volume, p, &id).await?.into())
+    async fn get_volume(
+        &self,
+        p: &Principal,
+        id: String,
+    ) -> Result<Tagged<types::VolumeDetail>, ApiError> {
+        let detail = self.0.get_storage(Kind::Volume, p, &id).await?;
+        Ok(Tagged { etag: storage_tag(&detail.0), body: detail.into() })
     }
 
-    async fn delete_volume(&self, p: &Principal, id: String) -> Result<(), ApiError> {
-        self.0.delete_storage(Kind::Volume, p, &id).await
+    async fn delete_volume(
+        &self,
+        p: &Principal,
+        id: String,
+        params: DeleteVolumeParams,
+    ) -> Result<(), ApiError> {
+        self.0.delete_storage(Kind::Volume, p, &id, params.if_match.as_ref()).await
     }
 
     async fn list_volume_versions(
@@ -394,9 +475,11 @@ impl<S: Store> Vm0Api for Api<S> {
         &self,
         p: &Principal,
         id: String,
+        params: CommitVolumeUploadParams,
         body: types::CommitUploadRequest,
     ) -> Result<types::VolumeVersion, ApiError> {
-        Ok(self.0.commit_upload(Kind::Volume, p, &id, body).await?.into())
+        let if_match = params.if_match.as_ref();
+        Ok(self.0.commit_upload(Kind::Volume, p, &id, if_match, body).await?.into())
     }
 
     async fn download_volume(
@@ -430,12 +513,18 @@ impl<S: Store> Vm0Api for Api<S> {
         &self,
         p: &Principal,
         id: String,
-    ) -> Result<types::ArtifactDetail, ApiError> {
-        Ok(self.0.get_storage(Kind::Artifact, p, &id).await?.into())
+    ) -> Result<Tagged<types::ArtifactDetail>, ApiError> {
+        let detail = self.0.get_storage(Kind::Artifact, p, &id).await?;
+        Ok(Tagged { etag: storage_tag(&detail.0), body: detail.into() })
     }
 
-    async fn delete_artifact(&self, p: &Principal, id: String) -> Result<(), ApiError> {
-        self.0.delete_storage(Kind::Artifact, p, &id).await
+    async fn delete_artifact(
+        &self,
+        p: &Principal,
+        id: String,
+        params: DeleteArtifactParams,
+    ) -> Result<(), ApiError> {
+        self.0.delete_storage(Kind::Artifact, p, &id, params.if_match.as_ref()).await
     }
 
     async fn list_artifact_versions(
@@ -464,9 +553,11 @@ impl<S: Store> Vm0Api for Api<S> {
         &self,
         p: &Principal,
         id: String,
+        params: CommitArtifactUploadParams,
         body: types::CommitUploadRequest,
     ) -> Result<types::ArtifactVersion, ApiError> {
-        Ok(self.0.commit_upload(Kind::Artifact, p, &id, body).await?.into())
+        let if_match = params.if_match.as_ref();
+        Ok(self.0.commit_upload(Kind::Artifact, p, &id, if_match, body).await?.into())
     }
 
     async fn download_artifact(
@@ -502,15 +593,23 @@ impl<S: Store> Vm0Api for Api<S> {
         Ok(convert::created_token(row, value))
     }
 
-    async fn get_token(&self, p: &Principal, id: String) -> Result<types::Token, ApiError> {
+    async fn get_token(&self, p: &Principal, id: String) -> Result<Tagged<types::Token>, ApiError> {
         let row = self.0.store.get_token(&p.user_id, &id).await?;
-        Ok(row.ok_or_else(|| ApiError::not_found("token", &id))?.into())
+        let row = row.ok_or_else(|| ApiError::not_found("token", &id))?;
+        Ok(Tagged { etag: token_tag(&row), body: row.into() })
     }
 
-    async fn revoke_token(&self, p: &Principal, id: String) -> Result<(), ApiError> {
-        match self.0.store.revoke_token(&p.user_id, &id, ids::now()).await? {
-            true => Ok(()),
-            false => Err(ApiError::not_found("token", &id)),
+    async fn revoke_token(
+        &self,
+        p: &Principal,
+        id: String,
+        params: RevokeTokenParams,
+    ) -> Result<(), ApiError> {
+        let holds = holding(params.if_match.as_ref(), token_tag);
+        match self.0.store.revoke_token(&p.user_id, &id, ids::now(), holds.as_deref()).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(ApiError::not_found("token", &id)),
+            Err(e) => Err(changed("token", e)),
         }
     }
 }

@@ -4,10 +4,10 @@
 use std::collections::HashSet;
 
 use chrono::{Duration, Utc};
-use vm0_api::ApiError;
+use vm0_api::{ApiError, IfMatch};
 use vm0_types as types;
 
-use super::{App, Principal};
+use super::{storage_tag, App, Principal};
 use crate::ids;
 use crate::store::{
     FileRow, Kind, NewVersion, StorageRow, Store, StoreError, UploadSession, VersionRow,
@@ -71,8 +71,11 @@ impl<S: Store> App<S> {
         kind: Kind,
         p: &Principal,
         id: &str,
+        if_match: Option<&IfMatch>,
     ) -> Result<(), ApiError> {
-        if !self.store.delete_storage(kind, &p.user_id, id).await? {
+        let holds = super::holding(if_match, storage_tag);
+        let deleted = self.store.delete_storage(kind, &p.user_id, id, holds.as_deref()).await;
+        if !deleted.map_err(|e| super::changed(kind.as_str(), e))? {
             return Err(ApiError::not_found(kind.as_str(), id));
         }
         self.blobs.collect_garbage(&self.store).await;
@@ -159,6 +162,7 @@ impl<S: Store> App<S> {
         kind: Kind,
         p: &Principal,
         id: &str,
+        if_match: Option<&IfMatch>,
         body: types::CommitUploadRequest,
     ) -> Result<VersionRow, ApiError> {
         let row = self.storage(kind, p, id).await?;
@@ -186,7 +190,12 @@ impl<S: Store> App<S> {
             session.created_by,
             ids::now(),
         );
-        Ok(self.store.commit_version(&row.id, &p.user_id, &session_id, &version).await?)
+        // Checked where the version is committed, with the row locked: the commit of
+        // another session may have come first.
+        let holds = super::holding(if_match, storage_tag);
+        let committed =
+            self.store.commit_version(&row.id, &p.user_id, &session_id, &version, holds.as_deref());
+        committed.await.map_err(|e| super::changed(kind.as_str(), e))
     }
 
     pub(super) async fn download(

@@ -28,6 +28,9 @@ pub enum StoreError {
     /// A unique name is taken.
     #[error("the name is taken")]
     Conflict,
+    /// A conditional write's condition no longer held when the write took its row.
+    #[error("the resource changed")]
+    Changed,
     /// The request cannot be done in the resource's present state; the message says why.
     #[error("{0}")]
     InvalidState(String),
@@ -56,6 +59,12 @@ impl StoreError {
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// What a conditional write asks of its row (an `If-Match`, answered from the row): the
+/// store checks it after it has locked the row and before it writes, and fails with
+/// [`StoreError::Changed`] if it does not hold, so the check and the write are one step.
+/// `None` writes unconditionally.
+pub type Condition<'a, R> = Option<&'a (dyn Fn(&R) -> bool + Send + Sync)>;
 
 /// A page request: at most `limit` items after the sort key `after`.
 #[derive(Debug, Clone)]
@@ -583,6 +592,7 @@ pub trait UserStore {
         user_id: &str,
         id: &str,
         at: DateTime<Utc>,
+        condition: Condition<'_, TokenRow>,
     ) -> impl Future<Output = Result<bool>> + Send;
 }
 
@@ -618,8 +628,14 @@ pub trait AgentStore {
         id: &str,
         config: &Map<String, Value>,
         at: DateTime<Utc>,
+        condition: Condition<'_, AgentRow>,
     ) -> impl Future<Output = Result<Option<AgentRow>>> + Send;
-    fn delete_agent(&self, user_id: &str, id: &str) -> impl Future<Output = Result<bool>> + Send;
+    fn delete_agent(
+        &self,
+        user_id: &str,
+        id: &str,
+        condition: Condition<'_, AgentRow>,
+    ) -> impl Future<Output = Result<bool>> + Send;
     /// Newest first; `page.after` is a version number.
     fn list_agent_versions(
         &self,
@@ -670,6 +686,7 @@ pub trait StorageStore {
         kind: Kind,
         user_id: &str,
         id: &str,
+        condition: Condition<'_, StorageRow>,
     ) -> impl Future<Output = Result<bool>> + Send;
     /// Newest first; `page.after` is a version's sequence number.
     fn list_versions(
@@ -747,6 +764,7 @@ pub trait StorageStore {
         user_id: &str,
         session_id: &str,
         version: &NewVersion,
+        condition: Condition<'_, StorageRow>,
     ) -> impl Future<Output = Result<VersionRow>> + Send;
     /// Ends the upload sessions and pins expired at `now`, then lists the blobs that no
     /// version, no checkpoint, no open upload session and no pin refers to.

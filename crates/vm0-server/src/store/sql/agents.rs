@@ -4,9 +4,9 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sqlx::types::Json;
 
-use super::{conflict_or, id_key, int_key, SqlStore};
+use super::{conflict_or, holds, id_key, int_key, SqlStore};
 use crate::ids;
-use crate::store::{AgentRow, AgentStore, AgentVersionRow, Page, Result};
+use crate::store::{AgentRow, AgentStore, AgentVersionRow, Condition, Page, Result};
 
 impl AgentStore for SqlStore {
     async fn create_agent(
@@ -96,6 +96,7 @@ impl AgentStore for SqlStore {
         id: &str,
         config: &Map<String, Value>,
         at: DateTime<Utc>,
+        condition: Condition<'_, AgentRow>,
     ) -> Result<Option<AgentRow>> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
@@ -114,6 +115,7 @@ impl AgentStore for SqlStore {
             else {
                 return Ok(None);
             };
+            holds(condition, &current)?;
             let Json(current_config): Json<Map<String, Value>> =
                 sqlx::query_scalar("SELECT config FROM agent_versions WHERE id = $1")
                     .bind(&current.current_version_id)
@@ -149,13 +151,28 @@ impl AgentStore for SqlStore {
         })
     }
 
-    async fn delete_agent(&self, user_id: &str, id: &str) -> Result<bool> {
+    async fn delete_agent(
+        &self,
+        user_id: &str,
+        id: &str,
+        condition: Condition<'_, AgentRow>,
+    ) -> Result<bool> {
         on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            lock_and_check!(
+                tx,
+                "agents",
+                "SELECT * FROM agents WHERE user_id = $1 AND id = $2",
+                user_id,
+                id,
+                condition
+            );
             let done = sqlx::query("DELETE FROM agents WHERE user_id = $1 AND id = $2")
                 .bind(user_id)
                 .bind(id)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?;
+            tx.commit().await?;
             Ok(done.rows_affected() == 1)
         })
     }

@@ -15,6 +15,27 @@ macro_rules! on_pool {
     };
 }
 
+/// The first step of a conditional write in the transaction `tx`: locks the row `id` of
+/// `table` (with a write that changes nothing, so SQLite's transaction holds the write
+/// lock and PostgreSQL's the row's), reads it with `select` (bound to `user_id` and `id`),
+/// and checks `condition` on it. Returns `Ok(None)` from the enclosing function when there
+/// is no such row, and [`StoreError::Changed`] when the condition does not hold. Nothing
+/// is done without a condition.
+macro_rules! lock_and_check {
+    ($tx:ident, $table:literal, $select:literal, $user_id:expr, $id:expr, $condition:expr) => {
+        if $condition.is_some() {
+            sqlx::query(concat!("UPDATE ", $table, " SET id = id WHERE id = $1"))
+                .bind($id)
+                .execute(&mut *$tx)
+                .await?;
+            let current =
+                sqlx::query_as($select).bind($user_id).bind($id).fetch_optional(&mut *$tx).await?;
+            let Some(current) = current else { return Ok(false) };
+            $crate::store::sql::holds($condition, &current)?;
+        }
+    };
+}
+
 mod agents;
 mod keys;
 mod runs;
@@ -28,7 +49,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
-use super::{DatabaseStore, Page, Result, StoreError};
+use super::{Condition, DatabaseStore, Page, Result, StoreError};
 use crate::metrics::DatabaseReading;
 
 /// How long PostgreSQL lets a session sit idle inside a transaction, in milliseconds.
@@ -253,6 +274,14 @@ const DATABASE_LOCK: i64 = 0x76_6d_30;
 /// queries as in the rows it reads.
 fn status(status: vm0_types::RunStatus) -> String {
     format!("'{status}'")
+}
+
+/// Ok when a conditional write may go on with `row`, which it has locked.
+pub(super) fn holds<R>(condition: Condition<'_, R>, row: &R) -> Result<()> {
+    match condition {
+        Some(holds) if !holds(row) => Err(StoreError::Changed),
+        _ => Ok(()),
+    }
 }
 
 /// A unique index refused the row: `Conflict`; any other error as it is.

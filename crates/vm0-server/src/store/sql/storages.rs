@@ -2,10 +2,10 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{conflict_or, id_key, int_key, SqlStore};
+use super::{conflict_or, holds, id_key, int_key, SqlStore};
 use crate::ids;
 use crate::store::{
-    FileRow, Kind, NewVersion, Page, Pin, Result, StorageRow, StorageStore, StoreError,
+    Condition, FileRow, Kind, NewVersion, Page, Pin, Result, StorageRow, StorageStore, StoreError,
     UploadSession, VersionRow,
 };
 
@@ -227,15 +227,31 @@ impl StorageStore for SqlStore {
         })
     }
 
-    async fn delete_storage(&self, kind: Kind, user_id: &str, id: &str) -> Result<bool> {
+    async fn delete_storage(
+        &self,
+        kind: Kind,
+        user_id: &str,
+        id: &str,
+        condition: Condition<'_, StorageRow>,
+    ) -> Result<bool> {
         on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            lock_and_check!(
+                tx,
+                "storages",
+                "SELECT * FROM storages WHERE user_id = $1 AND id = $2",
+                user_id,
+                id,
+                condition
+            );
             let done =
                 sqlx::query("DELETE FROM storages WHERE user_id = $1 AND kind = $2 AND id = $3")
                     .bind(user_id)
                     .bind(kind.as_str())
                     .bind(id)
-                    .execute(pool)
+                    .execute(&mut *tx)
                     .await?;
+            tx.commit().await?;
             Ok(done.rows_affected() == 1)
         })
     }
@@ -404,6 +420,7 @@ impl StorageStore for SqlStore {
         user_id: &str,
         session_id: &str,
         new: &NewVersion,
+        condition: Condition<'_, StorageRow>,
     ) -> Result<VersionRow> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
@@ -438,6 +455,13 @@ impl StorageStore for SqlStore {
                         ))
                     });
                 }
+            }
+            if condition.is_some() {
+                let current: StorageRow = sqlx::query_as("SELECT * FROM storages WHERE id = $1")
+                    .bind(storage_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                holds(condition, &current)?;
             }
             let row = commit_in!(tx, storage_id, user_id, new);
             if !session_id.is_empty() {

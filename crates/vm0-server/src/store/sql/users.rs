@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 
 use super::{id_key, SqlStore};
 use crate::ids;
-use crate::store::{Page, Result, TokenAuth, TokenRow, User, UserStore};
+use crate::store::{Condition, Page, Result, TokenAuth, TokenRow, User, UserStore};
 
 impl UserStore for SqlStore {
     async fn setting(&self, key: &str, initial: &[u8]) -> Result<Vec<u8>> {
@@ -137,8 +137,23 @@ impl UserStore for SqlStore {
         })
     }
 
-    async fn revoke_token(&self, user_id: &str, id: &str, at: DateTime<Utc>) -> Result<bool> {
+    async fn revoke_token(
+        &self,
+        user_id: &str,
+        id: &str,
+        at: DateTime<Utc>,
+        condition: Condition<'_, TokenRow>,
+    ) -> Result<bool> {
         on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            lock_and_check!(
+                tx,
+                "tokens",
+                "SELECT * FROM tokens WHERE user_id = $1 AND id = $2 AND revoked_at IS NULL",
+                user_id,
+                id,
+                condition
+            );
             let done = sqlx::query(
                 "UPDATE tokens SET revoked_at = $1 \
                  WHERE user_id = $2 AND id = $3 AND revoked_at IS NULL",
@@ -146,8 +161,9 @@ impl UserStore for SqlStore {
             .bind(at)
             .bind(user_id)
             .bind(id)
-            .execute(pool)
+            .execute(&mut *tx)
             .await?;
+            tx.commit().await?;
             Ok(done.rows_affected() == 1)
         })
     }
