@@ -65,28 +65,10 @@ impl Sealer {
     /// The sealer whose key is the file `path`: 32 bytes, made on first use.
     pub(crate) fn open(path: &std::path::Path) -> std::io::Result<Sealer> {
         use chacha20poly1305::KeyInit;
-        use std::io::{Read, Write};
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut key = [0u8; 32];
-        match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
-            Ok(mut file) => {
-                rand::rng().fill_bytes(&mut key);
-                file.write_all(&key)?;
-                file.sync_all()?;
-            }
-            // Made before, or by another server starting at the same moment.
-            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
-                let mut file = std::fs::File::open(path)?;
-                file.read_exact(&mut key)?;
-                if file.read(&mut [0])? != 0 {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        "a secrets key is 32 bytes, and this file is longer",
-                    ));
-                }
-            }
-            Err(error) => return Err(error),
-        }
+        let key = match read_key(path) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => make_key(path)?,
+            read => read?,
+        };
         Ok(Sealer { cipher: chacha20poly1305::ChaCha20Poly1305::new(&key.into()) })
     }
 
@@ -119,9 +101,66 @@ impl Sealer {
     }
 }
 
+/// The key in the file `path`, which must be 32 bytes.
+fn read_key(path: &std::path::Path) -> std::io::Result<[u8; 32]> {
+    use std::io::Read;
+    let mut key = [0u8; 32];
+    let mut file = std::fs::File::open(path)?;
+    file.read_exact(&mut key)?;
+    if file.read(&mut [0])? != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "a secrets key is 32 bytes, and this file is longer",
+        ));
+    }
+    Ok(key)
+}
+
+/// A new key at `path`, or the one another server starting at the same moment made
+/// there. The key is written whole under another name, then linked to `path`, so a
+/// server never reads a key file that is still being written (which a file created at
+/// `path` and then written would let it do).
+fn make_key(path: &std::path::Path) -> std::io::Result<[u8; 32]> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut key = [0u8; 32];
+    rand::rng().fill_bytes(&mut key);
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let draft = path.with_file_name(format!(".{name}.{:016x}", rand::rng().next_u64()));
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&draft)?;
+    let written = file.write_all(&key).and_then(|()| file.sync_all());
+    let linked = written.and_then(|()| std::fs::hard_link(&draft, path));
+    std::fs::remove_file(&draft).ok();
+    match linked {
+        Ok(()) => Ok(key),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => read_key(path),
+        Err(error) => Err(error),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Sealer;
+
+    /// Servers that start at the same moment over one data directory end with one key:
+    /// none reads the file while another is still writing it.
+    #[test]
+    fn servers_starting_together_share_one_key() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let key = dir.path().join("secrets.key");
+            let sealers: Vec<Sealer> = std::thread::scope(|scope| {
+                let opening: Vec<_> =
+                    (0..8).map(|_| scope.spawn(|| Sealer::open(&key).unwrap())).collect();
+                opening.into_iter().map(|thread| thread.join().unwrap()).collect()
+            });
+            let sealed = sealers[0].seal("one key");
+            assert!(sealers.iter().all(|s| s.unseal(&sealed).as_deref() == Some("one key")));
+            let files = std::fs::read_dir(dir.path()).unwrap().count();
+            assert_eq!(files, 1, "no draft is left behind");
+        }
+    }
 
     #[test]
     fn a_sealed_value_opens_only_under_its_key() {
