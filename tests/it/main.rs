@@ -7,6 +7,7 @@ mod drift;
 mod e2e_agents;
 mod e2e_client;
 mod e2e_conditional;
+mod e2e_fairness;
 mod e2e_idempotency;
 mod e2e_retention;
 mod e2e_runs;

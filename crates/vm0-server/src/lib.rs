@@ -91,8 +91,12 @@ pub struct Config {
     /// The largest JSON request body, in bytes (an upload's file list may be larger, as
     /// its 10,000 entries need).
     pub max_body_bytes: usize,
-    /// How many runs execute at once; the others wait, oldest first.
+    /// How many runs execute at once; the others wait, the user with the fewest runs
+    /// executing first, then oldest first.
     pub max_concurrent_runs: usize,
+    /// How many runs of one user execute at once, on every instance together; 0 for no
+    /// cap. The user's other runs wait, however many slots are free.
+    pub max_running_runs_per_user: usize,
     /// How long a connection may take to send a request's headers, may pause inside a
     /// request's body, and may stay idle between requests.
     pub connection_timeout: std::time::Duration,
@@ -138,6 +142,7 @@ impl Config {
             max_file_size: defaults::MAX_FILE_SIZE,
             max_body_bytes: defaults::MAX_BODY_BYTES,
             max_concurrent_runs: defaults::MAX_CONCURRENT_RUNS,
+            max_running_runs_per_user: 0,
             connection_timeout: Duration::from_secs(defaults::CONNECTION_TIMEOUT_SECONDS),
             max_connections: defaults::MAX_CONNECTIONS,
             run_caps: RunCaps::default(),
@@ -199,23 +204,7 @@ pub async fn bind(config: Config) -> anyhow::Result<Server> {
         .setting("signing_key", &secrets::new_key())
         .await
         .context("reading the signing key")?;
-    let key_path = config.secrets_key_path();
-    let sealer = secrets::Sealer::open(&key_path).with_context(|| {
-        format!("opening the key that seals run secrets, {}", key_path.display())
-    })?;
-    let check = store
-        .setting("secrets_key_check", sealer.seal(KEY_CHECK).as_bytes())
-        .await
-        .context("reading the secrets key check")?;
-    if std::str::from_utf8(&check).ok().and_then(|check| sealer.unseal(check)).as_deref()
-        != Some(KEY_CHECK)
-    {
-        anyhow::bail!(
-            "the secrets key {} is not the one this database's run secrets are sealed with: \
-             every instance on one database needs the same key file (--secrets-key)",
-            key_path.display()
-        );
-    }
+    let sealer = open_sealer(&config, &store).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
@@ -250,6 +239,7 @@ pub async fn bind(config: Config) -> anyhow::Result<Server> {
     let blobs = Arc::new(blobs);
     let limits = runs::Limits {
         concurrency: config.max_concurrent_runs,
+        running_per_user: config.max_running_runs_per_user,
         sample_every: config.sample_interval,
         retention: config.retention,
         idempotency: config.idempotency,
@@ -284,6 +274,29 @@ pub async fn bind(config: Config) -> anyhow::Result<Server> {
         _data_dir_lock: lock,
         _database_hold: hold,
     })
+}
+
+/// The sealer of run secrets, its key read (or made) from `--secrets-key`, and checked
+/// against the one the database's secrets are sealed with.
+async fn open_sealer<S: Store>(config: &Config, store: &S) -> anyhow::Result<secrets::Sealer> {
+    let key_path = config.secrets_key_path();
+    let sealer = secrets::Sealer::open(&key_path).with_context(|| {
+        format!("opening the key that seals run secrets, {}", key_path.display())
+    })?;
+    let check = store
+        .setting("secrets_key_check", sealer.seal(KEY_CHECK).as_bytes())
+        .await
+        .context("reading the secrets key check")?;
+    if std::str::from_utf8(&check).ok().and_then(|check| sealer.unseal(check)).as_deref()
+        != Some(KEY_CHECK)
+    {
+        anyhow::bail!(
+            "the secrets key {} is not the one this database's run secrets are sealed with: \
+             every instance on one database needs the same key file (--secrets-key)",
+            key_path.display()
+        );
+    }
+    Ok(sealer)
 }
 
 /// Makes this process the only server on `data_dir` until it ends (a lock on

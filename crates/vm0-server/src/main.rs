@@ -159,7 +159,8 @@ struct Cli {
         default_value_t = defaults::MAX_BODY_BYTES
     )]
     max_body_bytes: usize,
-    /// How many runs execute at once; the others wait, oldest first.
+    /// How many runs execute at once; the others wait, the user with the fewest runs
+    /// executing first, then oldest first.
     #[arg(
         long,
         global = true,
@@ -167,6 +168,10 @@ struct Cli {
         default_value_t = defaults::MAX_CONCURRENT_RUNS
     )]
     max_concurrent_runs: usize,
+    /// How many runs of one user execute at once, on every instance together (0: no cap);
+    /// the user's other runs wait, however many slots are free.
+    #[arg(long, global = true, env = "VM0_MAX_RUNNING_RUNS_PER_USER", default_value_t = 0)]
+    max_running_runs_per_user: usize,
     /// How long a connection may take to send a request's headers, may pause inside a
     /// request's body, and may stay idle between requests, in seconds; past it the server
     /// closes the connection.
@@ -361,6 +366,7 @@ fn config(cli: Cli) -> anyhow::Result<Config> {
         max_file_size: cli.max_file_size,
         max_body_bytes: cli.max_body_bytes,
         max_concurrent_runs: cli.max_concurrent_runs,
+        max_running_runs_per_user: cli.max_running_runs_per_user,
         connection_timeout: std::time::Duration::from_secs(cli.connection_timeout_seconds),
         max_connections: cli.max_connections as usize,
         run_caps: vm0_server::RunCaps {

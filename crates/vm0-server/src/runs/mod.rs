@@ -4,7 +4,8 @@
 //! Behind it, one file for each thing the engine does:
 //!
 //! - `submit.rs`: a run's submission, all of it (`RunRequest`);
-//! - `scheduler.rs`: the FIFO queue of pending runs under a concurrency limit;
+//! - `scheduler.rs`: the queue of pending runs under a concurrency limit, fair between
+//!   users;
 //! - `execution.rs`: the life of one started run, and the record of its end;
 //! - `cancel.rs`: a cancel, here or through the store on another instance;
 //! - `feed.rs`: a run's events for one subscriber, replayed from the store then live, and
@@ -58,6 +59,8 @@ use recorder::{Journal, Recorder};
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     pub concurrency: usize,
+    /// How many runs of one user execute at once, on every instance; 0 for no cap.
+    pub running_per_user: usize,
     pub sample_every: Duration,
     /// Checkpoints older than this are deleted, and sessions unused for this long expire.
     pub retention: Duration,

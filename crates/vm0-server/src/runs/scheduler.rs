@@ -1,6 +1,8 @@
-//! The scheduler: pending runs start oldest first as slots free up, each claimed by a
-//! conditional update so that one instance of several starts it; a run whose start keeps
-//! failing backs off, then fails rather than hold up the queue behind it.
+//! The scheduler: pending runs start as slots free up, each claimed by a conditional
+//! update so that one instance of several starts it; a run whose start keeps failing
+//! backs off, then fails rather than hold up the queue behind it. A free slot goes to the
+//! user with the fewest runs executing on every instance, oldest run first within a user
+//! (the store's `next_pending_run`): one user's thousand runs wait behind another's one.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -13,7 +15,8 @@ use crate::ids;
 use crate::store::{Ending, RunEnd, RunRow, Store, StoreError};
 
 impl<S: Store> Engine<S> {
-    /// Starts pending runs, oldest first, as slots free up, until the instance drains.
+    /// Starts pending runs, fairly between users, as slots free up, until the instance
+    /// drains.
     pub async fn schedule(self: Arc<Self>) {
         // The run at the head of the queue whose start keeps failing, and its backoff.
         let mut failing: Option<(String, Backoff)> = None;
@@ -27,7 +30,11 @@ impl<S: Store> Engine<S> {
             if self.draining.is_cancelled() {
                 return;
             }
-            let run = match self.store.next_pending_run().await {
+            let cap = match self.limits.running_per_user {
+                0 => None,
+                cap => Some(cap as i64),
+            };
+            let run = match self.store.next_pending_run(cap).await {
                 // A run of its session still executing here (cancelled, or ended elsewhere,
                 // its processes not gone yet) keeps it waiting: they share one directory.
                 Ok(Some(run)) if !self.session_in_use_here(&run.session_id) => run,

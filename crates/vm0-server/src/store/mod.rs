@@ -817,8 +817,15 @@ pub trait RunStore {
         user_id: &str,
         id: &str,
     ) -> impl Future<Output = Result<Option<CheckpointRow>>> + Send;
-    /// The oldest pending run whose session has no run executing, for the scheduler.
-    fn next_pending_run(&self) -> impl Future<Output = Result<Option<RunRow>>> + Send;
+    /// The run to start next, for the scheduler: of the users with a pending run whose
+    /// session has no run executing (and, with `running_cap`, fewer runs executing than
+    /// it), the one with the fewest runs executing on every instance, then the oldest
+    /// such run; that user's oldest such run. So a user who floods the queue waits behind
+    /// the others, not they behind them.
+    fn next_pending_run(
+        &self,
+        running_cap: Option<i64>,
+    ) -> impl Future<Output = Result<Option<RunRow>>> + Send;
     /// pending → running under `lease`, with a new epoch and the checkpoint it starts from
     /// (the one it names, or its session's head): the claim of one instance, which wins
     /// over any other's; the run as claimed, or `None` when it was no longer pending or

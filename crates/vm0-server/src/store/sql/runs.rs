@@ -314,14 +314,25 @@ impl RunStore for SqlStore {
         })
     }
 
-    async fn next_pending_run(&self) -> Result<Option<RunRow>> {
+    async fn next_pending_run(&self, running_cap: Option<i64>) -> Result<Option<RunRow>> {
+        // Each user's oldest startable run, and how many runs each user has executing:
+        // the head of the user with the fewest goes first, the oldest head on a tie.
+        let sql = format!(
+            "WITH busy AS (SELECT user_id, COUNT(*) AS running FROM runs \
+                           WHERE status = {running} GROUP BY user_id), \
+                  heads AS (SELECT user_id, MIN(id) AS id FROM runs \
+                            WHERE status = {pending} AND {idle} GROUP BY user_id) \
+             SELECT runs.* FROM heads \
+             JOIN runs ON runs.id = heads.id \
+             LEFT JOIN busy ON busy.user_id = heads.user_id \
+             WHERE $1 IS NULL OR COALESCE(busy.running, 0) < $1 \
+             ORDER BY COALESCE(busy.running, 0), heads.id LIMIT 1",
+            running = status(Running),
+            pending = status(Pending),
+            idle = session_idle()
+        );
         on_pool!(self, |pool| {
-            let sql = format!(
-                "SELECT * FROM runs WHERE status = {} AND {} ORDER BY id LIMIT 1",
-                status(Pending),
-                session_idle()
-            );
-            Ok(sqlx::query_as(&sql).fetch_optional(pool).await?)
+            Ok(sqlx::query_as(&sql).bind(running_cap).fetch_optional(pool).await?)
         })
     }
 
