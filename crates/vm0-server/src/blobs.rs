@@ -103,6 +103,8 @@ pub struct Blobs {
     public_url: String,
     /// The largest file accepted, in bytes.
     pub max_file_size: u64,
+    /// Wakes the collector of [`Blobs::collect_in_background`].
+    collect: tokio::sync::Notify,
 }
 
 enum Backend {
@@ -173,7 +175,30 @@ impl Blobs {
             key,
             public_url: public_url.trim_end_matches('/').to_string(),
             max_file_size,
+            collect: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Collects garbage in the background whenever [`Blobs::collect_soon`] asks, one
+    /// collection at a time, until the process ends.
+    pub fn collect_in_background<S: StorageStore + Send + Sync + 'static>(
+        self: &Arc<Self>,
+        store: S,
+    ) {
+        let blobs = self.clone();
+        tokio::spawn(async move {
+            loop {
+                blobs.collect.notified().await;
+                blobs.collect_garbage(&store).await;
+            }
+        });
+    }
+
+    /// Asks the background collector for a collection, soon: a request that let go of
+    /// blobs (a deleted volume) answers without scanning them. Asks made while one runs
+    /// make one more.
+    pub fn collect_soon(&self) {
+        self.collect.notify_one();
     }
 
     /// Where the blob `hash` lives on disk, for the local backend's download route.

@@ -258,6 +258,7 @@ pub async fn bind(config: Config) -> anyhow::Result<Server> {
     ));
     engine.recover().await;
     blobs.collect_garbage(&store).await;
+    blobs.collect_in_background(store.clone());
     let app = Arc::new(App::new(store, blobs, key, engine, metrics, alone));
     Ok(Server {
         addr,

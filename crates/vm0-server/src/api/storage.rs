@@ -78,7 +78,7 @@ impl<S: Store> App<S> {
         if !deleted.map_err(|e| super::changed(kind.as_str(), e))? {
             return Err(ApiError::not_found(kind.as_str(), id));
         }
-        self.blobs.collect_garbage(&self.store).await;
+        self.blobs.collect_soon();
         Ok(())
     }
 
