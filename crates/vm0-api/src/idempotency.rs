@@ -122,7 +122,9 @@ pub fn key_of(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_string()))
 }
 
-/// The fingerprint of a request: its method, path and query, `api-version`, and body.
+/// The fingerprint of a request: its method, path and query, `api-version`, body, and
+/// `If-Match` if it has one (a write retried with a fresh tag after a 412 is another
+/// request, not a replay of the 412).
 pub fn fingerprint<B: serde::Serialize>(
     method: &Method,
     uri: &axum::http::Uri,
@@ -139,6 +141,12 @@ pub fn fingerprint<B: serde::Serialize>(
     ] {
         hash.update((part.len() as u64).to_be_bytes());
         hash.update(part);
+    }
+    // Only when sent, so that the fingerprints of requests without one stay as they were.
+    if let Some(condition) = headers.get(crate::IF_MATCH) {
+        hash.update(b"If-Match");
+        hash.update((condition.len() as u64).to_be_bytes());
+        hash.update(condition.as_bytes());
     }
     format!("{:x}", hash.finalize())
 }
@@ -315,5 +323,9 @@ mod tests {
         let mut versioned = HeaderMap::new();
         versioned.insert("api-version", HeaderValue::from_static("1.1.0"));
         assert_ne!(one, fingerprint(&post, &uri, &versioned, &serde_json::json!({"name": "a"})));
+        let mut conditional = HeaderMap::new();
+        conditional.insert("if-match", HeaderValue::from_static("\"agv_1\""));
+        let tagged = fingerprint(&post, &uri, &conditional, &serde_json::json!({"name": "a"}));
+        assert_ne!(one, tagged, "a retry with a fresh tag is another request");
     }
 }

@@ -453,8 +453,6 @@ impl Server {
         let mut connections = tokio::spawn(connections.shutdown());
         let finished = async {
             (&mut connections).await.ok();
-            // The answers of the last keyed requests, kept before the process goes.
-            app.flush_keys().await;
             engine.idle().await;
         };
         if tokio::time::timeout_at(deadline - HALT_MARGIN.min(grace / 2), finished).await.is_err() {
@@ -468,6 +466,11 @@ impl Server {
             if tokio::time::timeout_at(deadline, rest).await.is_err() {
                 tracing::warn!("the grace period ended: closing the connections still open");
             }
+        }
+        // The answers of the last keyed requests, kept before the process goes, whether
+        // the requests finished in time or not.
+        if tokio::time::timeout_at(deadline, app.flush_keys()).await.is_err() {
+            tracing::warn!("the grace period ended: some Idempotency-Key answers were not kept");
         }
         connections.abort();
         for task in tasks.iter().chain(&metrics_task) {

@@ -14,7 +14,8 @@
 //! request's: they come after it, as many answers in each as are waiting. (A crash between
 //! the operation's commit and the answer's loses the answer, as it did when the request
 //! waited: the operation and its answer are two commits either way.) The queue is
-//! bounded: when the writer falls behind, requests wait for room in it.
+//! bounded, in answers and in bytes: when the writer falls behind, requests wait for
+//! room in it.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -33,6 +34,9 @@ use crate::store::{KeptAnswer, Store};
 const LOCK_MS: i64 = 120_000;
 /// The most answers one transaction keeps.
 const BATCH: usize = 256;
+/// The most bytes the answers waiting for the writer may hold, each counted twice (as
+/// kept in memory for replays, and sealed for the writer).
+const QUEUED_BYTES: usize = 64 << 20;
 
 /// A key this instance holds in memory, by `(user, key)`.
 enum Held {
@@ -47,7 +51,8 @@ type Taken = Arc<Mutex<HashMap<(String, String), Held>>>;
 /// What the writer is given: an answer to keep, or a request to say when every answer
 /// before it is kept.
 enum ToWrite {
-    Answer(KeptAnswer),
+    /// An answer, with its share of [`QUEUED_BYTES`], given back once it is kept.
+    Answer(KeptAnswer, tokio::sync::OwnedSemaphorePermit),
     Flush(oneshot::Sender<()>),
 }
 
@@ -57,6 +62,8 @@ pub(crate) struct Keys {
     alone: bool,
     taken: Taken,
     writer: mpsc::Sender<ToWrite>,
+    /// What is left of [`QUEUED_BYTES`].
+    room: Arc<tokio::sync::Semaphore>,
 }
 
 impl Keys {
@@ -65,7 +72,8 @@ impl Keys {
         let (writer, answers) = mpsc::channel(4 * BATCH);
         let taken = Taken::default();
         tokio::spawn(keep_answers(store, answers, taken.clone(), lifetime_ms));
-        Keys { alone, taken, writer }
+        let room = Arc::new(tokio::sync::Semaphore::new(QUEUED_BYTES));
+        Keys { alone, taken, writer, room }
     }
 
     fn taken(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Held>> {
@@ -92,11 +100,14 @@ async fn keep_answers<S: Store>(
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     while answers.recv_many(&mut batch, BATCH).await > 0 {
-        let mut flushes = Vec::new();
+        let (mut flushes, mut room) = (Vec::new(), Vec::new());
         let kept: Vec<KeptAnswer> = batch
             .drain(..)
             .filter_map(|item| match item {
-                ToWrite::Answer(answer) => Some(answer),
+                ToWrite::Answer(answer, bytes) => {
+                    room.push(bytes);
+                    Some(answer)
+                }
                 ToWrite::Flush(done) => {
                     flushes.push(done);
                     None
@@ -115,6 +126,7 @@ async fn keep_answers<S: Store>(
                 held.remove(&(answer.user_id, answer.key));
             }
         }
+        drop(room);
         for done in flushes {
             done.send(()).ok();
         }
@@ -227,9 +239,12 @@ impl<S: Store> KeyStore for App<S> {
                 body: self.engine.sealer().seal(&body),
             };
             let id = (user.to_string(), key.to_string());
-            self.keys.taken().insert(id.clone(), Held::Keeping(fingerprint.to_string(), answer));
             // Waits only for room in the queue; the writer lets go of the key once kept.
-            if self.keys.writer.send(ToWrite::Answer(kept)).await.is_err() {
+            let bytes = (answer.body.len() + kept.body.len()).clamp(1, QUEUED_BYTES);
+            let room = self.keys.room.clone().acquire_many_owned(bytes as u32).await;
+            let room = room.map_err(|_| ApiError::internal("the writer of answers stopped"))?;
+            self.keys.taken().insert(id.clone(), Held::Keeping(fingerprint.to_string(), answer));
+            if self.keys.writer.send(ToWrite::Answer(kept, room)).await.is_err() {
                 self.keys.taken().remove(&id);
                 return Err(ApiError::internal("the writer of answers stopped"));
             }

@@ -30,11 +30,7 @@ impl<S: Store> Engine<S> {
             if self.draining.is_cancelled() {
                 return;
             }
-            let cap = match self.limits.running_per_user {
-                0 => None,
-                cap => Some(cap as i64),
-            };
-            let run = match self.store.next_pending_run(cap).await {
+            let run = match self.store.next_pending_run(self.running_cap()).await {
                 // A run of its session still executing here (cancelled, or ended elsewhere,
                 // its processes not gone yet) keeps it waiting: they share one directory.
                 Ok(Some(run)) if !self.session_in_use_here(&run.session_id) => run,
@@ -87,7 +83,7 @@ impl<S: Store> Engine<S> {
             self.executing.lock().expect("not poisoned").remove(&run.id);
             return Claim::Drained;
         }
-        match self.store.start_run(&run.id, ids::now(), &self.lease()).await {
+        match self.store.start_run(&run.id, ids::now(), &self.lease(), self.running_cap()).await {
             Ok(Some(run)) => {
                 if let Some(executing) =
                     self.executing.lock().expect("not poisoned").get_mut(&run.id)
@@ -116,6 +112,14 @@ impl<S: Store> Engine<S> {
                 self.executing.lock().expect("not poisoned").remove(&run.id);
                 Claim::Failed(Box::new(run), error)
             }
+        }
+    }
+
+    /// How many runs of one user may execute at once, on every instance; `None`: no cap.
+    fn running_cap(&self) -> Option<i64> {
+        match self.limits.running_per_user {
+            0 => None,
+            cap => Some(cap as i64),
         }
     }
 

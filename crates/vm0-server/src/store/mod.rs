@@ -828,13 +828,15 @@ pub trait RunStore {
     ) -> impl Future<Output = Result<Option<RunRow>>> + Send;
     /// pending → running under `lease`, with a new epoch and the checkpoint it starts from
     /// (the one it names, or its session's head): the claim of one instance, which wins
-    /// over any other's; the run as claimed, or `None` when it was no longer pending or
-    /// another run of its session started meanwhile.
+    /// over any other's; the run as claimed, or `None` when it was no longer pending,
+    /// another run of its session started meanwhile, or (with `running_cap`) its user has
+    /// that many runs executing, on every instance: the cap is checked in the claim.
     fn start_run(
         &self,
         id: &str,
         at: DateTime<Utc>,
         lease: &Lease,
+        running_cap: Option<i64>,
     ) -> impl Future<Output = Result<Option<RunRow>>> + Send;
     /// Extends the lease of the runs `held` (id and epoch) that `lease.executor` is
     /// running by `lease.length` from the database's now; the ids it extended.

@@ -161,7 +161,7 @@ impl AgentStore for SqlStore {
             let mut tx = pool.begin().await?;
             lock_and_check!(
                 tx,
-                "agents",
+                "UPDATE agents SET updated_at = updated_at WHERE user_id = $1 AND id = $2",
                 "SELECT * FROM agents WHERE user_id = $1 AND id = $2",
                 user_id,
                 id,

@@ -15,19 +15,16 @@ macro_rules! on_pool {
     };
 }
 
-/// The first step of a conditional write in the transaction `tx`: locks the row `id` of
-/// `table` (with a write that changes nothing, so SQLite's transaction holds the write
-/// lock and PostgreSQL's the row's), reads it with `select` (bound to `user_id` and `id`),
-/// and checks `condition` on it. Returns `Ok(None)` from the enclosing function when there
-/// is no such row, and [`StoreError::Changed`] when the condition does not hold. Nothing
-/// is done without a condition.
+/// The first step of a conditional write in the transaction `tx`: locks the user's row
+/// `id` with `lock`, a write that changes nothing (so SQLite's transaction holds the write
+/// lock and PostgreSQL's the row's), reads it with `select`, both bound to `user_id` and
+/// `id`, and checks `condition` on it. Returns `Ok(false)` from the enclosing function
+/// when there is no such row, and fails with [`StoreError::Changed`] when the condition
+/// does not hold. Nothing is done without a condition.
 macro_rules! lock_and_check {
-    ($tx:ident, $table:literal, $select:literal, $user_id:expr, $id:expr, $condition:expr) => {
+    ($tx:ident, $lock:literal, $select:expr, $user_id:expr, $id:expr, $condition:expr) => {
         if $condition.is_some() {
-            sqlx::query(concat!("UPDATE ", $table, " SET id = id WHERE id = $1"))
-                .bind($id)
-                .execute(&mut *$tx)
-                .await?;
+            sqlx::query($lock).bind($user_id).bind($id).execute(&mut *$tx).await?;
             let current =
                 sqlx::query_as($select).bind($user_id).bind($id).fetch_optional(&mut *$tx).await?;
             let Some(current) = current else { return Ok(false) };

@@ -8,7 +8,7 @@ use vm0_types::RunEvent;
 use vm0_types::RunStatus::{Pending, Running};
 
 use super::storages::commit_in;
-use super::{id_key, status, SqlStore};
+use super::{id_key, status, Pool, SqlStore};
 use crate::store::{
     event_row, Batch, CheckpointRow, Counters, Ending, EventRow, Expired, Kind, Lease, LogQuery,
     LogRow, Manifest, MetricRow, Page, Result, RunEnd, RunFilter, RunRow, RunStore, SessionRow,
@@ -18,6 +18,12 @@ use crate::store::{
 /// Rows a multi-row INSERT takes at most: well under the bound values SQLite (32,766)
 /// and PostgreSQL (65,535) take for the widest table (8 columns).
 const ROWS_PER_INSERT: usize = 1000;
+
+/// The lock, on PostgreSQL, that serializes the claims of one user's runs across
+/// instances while a cap on their running runs holds: a transaction's advisory lock on
+/// the user of the run `$1`, in a key space of its own.
+const USER_CLAIM_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('vm0 user claims'), \
+     hashtext((SELECT user_id FROM runs WHERE id = $1)))";
 
 /// The condition that a run's session has no run executing: a session's runs take turns
 /// in its one working directory.
@@ -341,26 +347,42 @@ impl RunStore for SqlStore {
         id: &str,
         at: DateTime<Utc>,
         lease: &Lease,
+        running_cap: Option<i64>,
     ) -> Result<Option<RunRow>> {
         let sql = format!(
-            "UPDATE runs SET status = {}, started_at = $1, executor = $2, \
+            "UPDATE runs SET status = {running}, started_at = $1, executor = $2, \
              lease_until_ms = {} + $3, epoch = epoch + 1, \
              base_checkpoint_id = COALESCE(from_checkpoint, \
                (SELECT head_checkpoint_id FROM sessions s WHERE s.id = runs.session_id)) \
-             WHERE id = $4 AND status = {} AND {} RETURNING *",
-            status(Running),
+             WHERE id = $4 AND status = {} AND {} \
+             AND ($5 IS NULL OR (SELECT COUNT(*) FROM runs mine \
+                  WHERE mine.user_id = runs.user_id AND mine.status = {running}) < $5) \
+             RETURNING *",
             self.now_ms(),
             status(Pending),
-            session_idle()
+            session_idle(),
+            running = status(Running),
         );
+        let postgres = matches!(self.pool, Pool::Postgres(_));
         on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            if postgres && running_cap.is_some() {
+                // SQLite runs one writer at a time; on PostgreSQL, two instances claiming
+                // runs of one user at once would each count the other's claim out.
+                sqlx::query(USER_CLAIM_LOCK).bind(id).execute(&mut *tx).await?;
+            }
             let claimed = sqlx::query_as(&sql)
                 .bind(at)
                 .bind(&lease.executor)
                 .bind(lease.length.as_millis() as i64)
                 .bind(id)
-                .fetch_optional(pool)
+                .bind(running_cap)
+                .fetch_optional(&mut *tx)
                 .await;
+            let claimed = match claimed {
+                Ok(run) => tx.commit().await.map(|()| run),
+                Err(error) => Err(error),
+            };
             match claimed {
                 Ok(run) => Ok(run),
                 // Another instance started a run of the session meanwhile, between the look

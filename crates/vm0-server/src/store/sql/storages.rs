@@ -236,10 +236,15 @@ impl StorageStore for SqlStore {
     ) -> Result<bool> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
+            // Of its kind only: a volume's id given for an artifact is 404, whatever the tag.
+            let select = format!(
+                "SELECT * FROM storages WHERE user_id = $1 AND id = $2 AND kind = '{}'",
+                kind.as_str()
+            );
             lock_and_check!(
                 tx,
-                "storages",
-                "SELECT * FROM storages WHERE user_id = $1 AND id = $2",
+                "UPDATE storages SET updated_at = updated_at WHERE user_id = $1 AND id = $2",
+                &select,
                 user_id,
                 id,
                 condition

@@ -148,7 +148,7 @@ impl UserStore for SqlStore {
             let mut tx = pool.begin().await?;
             lock_and_check!(
                 tx,
-                "tokens",
+                "UPDATE tokens SET revoked_at = revoked_at WHERE user_id = $1 AND id = $2",
                 "SELECT * FROM tokens WHERE user_id = $1 AND id = $2 AND revoked_at IS NULL",
                 user_id,
                 id,
