@@ -134,7 +134,7 @@ without `If-Match`. A POST, PUT or DELETE sent again with the same `Idempotency-
 header (1 to 255 printable ASCII
 characters; a fresh UUID v4 per call is the usual choice) takes effect once: the
 server keeps, for each user and key, the request's fingerprint (its method, path,
-`api-version` and body) and, once the operation has begun, its first answer, for 24
+`api-version`, body and `If-Match`) and, once the operation has begun, its first answer, for 24
 hours by default. Then:
 
 - the same key and the same request answer that first answer again, byte for byte,
@@ -155,13 +155,15 @@ serves one database. `vm0-client` sends a fresh key with every POST, PUT and DEL
 ## Conditional writes: ETag and If-Match
 
 A key makes one client's retry safe; it does not stop two people from overwriting each
-other. Every answer that is one agent, agent version, run, volume, artifact or token
-carries an `ETag`: an opaque, strong tag of that resource as it stands, which changes
-whenever its representation (without `api-version`) does. `updateAgent`, the deletes
-and the upload commits take `If-Match`: one or more ETags, or `*`. The write happens
-only if the resource's current ETag is one of them (`*`: if it exists); otherwise it
-is 412 `precondition_failed`, `param: "If-Match"`, and nothing changes. The check and
-the write are one step, so of two writers who read the same ETag exactly one wins.
+other. The reads of one resource (`getAgent`, `getAgentVersion`, `getRun`, `getVolume`,
+`getArtifact`, `getToken`) and `updateAgent` answer an `ETag`: an opaque, strong tag
+of that resource as it stands, which changes whenever the resource does (a token's
+tag stays as it is while its `lastUsedAt` moves: using a token does not change what a
+write acts on). `updateAgent`, the deletes and the upload commits take `If-Match`:
+one or more ETags, or `*`. The write happens only if the resource's current ETag is
+one of them (`*`: if it exists); otherwise it is 412 `precondition_failed`, `param:
+"If-Match"`, and nothing changes. The check and the write are one step, so of two
+writers who read the same ETag exactly one wins.
 Read the resource again, merge, and write with its new ETag. Weak tags (`W/"..."`)
 never match. A resource that does not exist is 404 whatever `If-Match` says; a
 replayed request (same `Idempotency-Key`, or an upload session already committed)
@@ -169,7 +171,7 @@ answers its first answer without checking again. `If-Match` is read from callers
 send no `api-version` or 1.3.0 or later.
 
 
-Version: 1.3.0*/
+Version: 1.3.1*/
 pub struct Client {
     pub(crate) baseurl: String,
     pub(crate) client: reqwest::Client,
@@ -211,7 +213,7 @@ impl Client {
 }
 impl ClientInfo<crate::Settings> for Client {
     fn api_version() -> &'static str {
-        "1.3.0"
+        "1.3.1"
     }
     fn baseurl(&self) -> &str {
         self.baseurl.as_str()
