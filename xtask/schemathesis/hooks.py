@@ -15,8 +15,10 @@ that does not exist instead (a 404, which deleteToken documents).
 A valid api-version is sent as the spec's own version. An answer to an older one leaves
 out what was added since, as the spec says, so the current schema cannot judge it: the
 checking proxy of the end-to-end tests (`tests/src/conformance.rs`) judges each against
-its own release. And schemathesis 4.32's coverage phase draws this header as the integer
-0 in cases it calls valid. An api-version drawn to break the schema is sent as drawn.
+its own release. And schemathesis 4.32's coverage phase draws a header as the integer 0 in
+cases it calls valid: an api-version or If-Match so drawn is sent as a valid one (an
+If-Match of a tag no resource has, answered 412). A header drawn to break the schema is
+sent as drawn.
 """
 
 import json
@@ -31,6 +33,8 @@ from schemathesis.generation import GenerationMode
 from schemathesis.core.parameters import ParameterLocation
 
 VALID_KEY = re.compile(r"[ -~]{1,257}")
+TAG = r'(W/)?"[!#-~]*"'
+VALID_IF_MATCH = re.compile(rf"\*|{TAG}([ \t]*,[ \t]*{TAG})*")
 TOKENS_PATH = "/v1/tokens/{id}"
 
 
@@ -69,6 +73,9 @@ def before_call(context, case, **kwargs):
                 headers[name] = str(uuid.uuid4())
         if name.lower() == "api-version" and headers_are_valid(case):
             headers[name] = SPEC_VERSION
+        if name.lower() == "if-match" and headers_are_valid(case):
+            if not VALID_IF_MATCH.fullmatch(str(value)):
+                headers[name] = '"schemathesis"'
     if case.method.upper() == "DELETE" and case.path == TOKENS_PATH:
         if (case.path_parameters or {}).get("id") in OWN_TOKEN_IDS:
             case.path_parameters["id"] = "tok_" + uuid.uuid4().hex[:8]
