@@ -9,6 +9,8 @@ use serde_json::{json, Value};
 use vm0_tests::server::{api_error, http_client, TestServer};
 use vm0_types as types;
 
+use crate::e2e_runs::agent;
+
 fn etag<T>(response: &ResponseValue<T>) -> String {
     let tag = response.headers().get("etag").expect("an ETag header");
     tag.to_str().unwrap().to_string()
@@ -30,13 +32,7 @@ fn assert_precondition_failed(status: u16, error: &types::ErrorDetail) {
 async fn a_stale_if_match_is_412_and_the_current_etag_writes() {
     let server = TestServer::start().await;
     let c = server.client();
-    let agent = c
-        .create_agent()
-        .body_map(|b| b.name("tagged").config(config("one")))
-        .send()
-        .await
-        .unwrap()
-        .into_inner();
+    let agent = agent(&c, "tagged", json!({"command": ["echo", "one"]})).await;
     let read = c.get_agent().id(&agent.id).send().await.unwrap();
     let first = etag(&read);
     let update = |word: &'static str, tag: &str| {
@@ -132,13 +128,7 @@ async fn if_match_is_checked_and_read_only_from_callers_that_know_it() {
 async fn of_writers_who_read_one_etag_exactly_one_wins() {
     let server = TestServer::start().await;
     let c = server.client();
-    let agent = c
-        .create_agent()
-        .body_map(|b| b.name("raced").config(config("start")))
-        .send()
-        .await
-        .unwrap()
-        .into_inner();
+    let agent = agent(&c, "raced", json!({"command": ["echo", "start"]})).await;
     let tag = etag(&c.get_agent().id(&agent.id).send().await.unwrap());
     let words: Vec<String> = (0..10).map(|i| format!("writer-{i}")).collect();
     let writes = words.iter().map(|word| {

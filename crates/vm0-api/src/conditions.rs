@@ -104,15 +104,6 @@ impl IfMatch {
             IfMatch::Tags(tags) => tags.contains(&current.0),
         }
     }
-
-    /// Ok when a resource tagged `current` meets the condition; the 412 otherwise, in
-    /// which `what` names the resource ("agent").
-    pub fn check(&self, what: &str, current: &ETag) -> Result<(), ApiError> {
-        match self.matches(current) {
-            true => Ok(()),
-            false => Err(ApiError::precondition_failed(what)),
-        }
-    }
 }
 
 impl ApiError {
@@ -181,7 +172,7 @@ mod tests {
         assert!(IfMatch::parse(r#""agv_1", "agv_2""#).unwrap().matches(&current));
         assert!(!IfMatch::parse(r#"W/"agv_2""#).unwrap().matches(&current));
         assert!(!IfMatch::parse(r#""agv_1""#).unwrap().matches(&current));
-        let error = IfMatch::parse(r#""agv_1""#).unwrap().check("agent", &current).unwrap_err();
+        let error = ApiError::precondition_failed("agent");
         assert_eq!((error.status.as_u16(), error.param.as_deref()), (412, Some("If-Match")));
     }
 
