@@ -1,5 +1,5 @@
 //! Checkpoints hold only what runs changed, sessions survive the loss of their working
-//! directory, and both go once their retention is over.
+//! directory, and both go once their retention is over, as do ended runs' logs.
 
 use std::path::Path;
 use std::time::Duration;
@@ -190,4 +190,33 @@ async fn a_live_sessions_head_checkpoint_outlives_the_retention() {
     let next = run(&c, prompt("cat note").session_id(Some(session))).await;
     assert_eq!(next.status, RunStatus::Completed, "{:?}", next.error);
     assert_eq!(agent_lines(&c, &next.id).await, ["remembered"]);
+}
+
+/// An ended run's logs, events and metrics go once their retention is over; the run stays,
+/// saying when they went, and following it still ends.
+#[tokio::test]
+async fn an_ended_runs_logs_go_when_their_retention_is_over() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    shell_agent(&c).await;
+    let done = run(&c, prompt("echo one; echo two").agent(Some("shell".parse().unwrap()))).await;
+    let kept = server.app.engine.expire(Duration::from_secs(3600)).await.unwrap();
+    assert_eq!(kept.logs, 0);
+    assert_eq!(agent_lines(&c, &done.id).await, ["one", "two"]);
+    let run_now = c.get_run().id(&done.id).send().await.unwrap().into_inner();
+    assert_eq!(run_now.logs_expired_at, None);
+
+    let expired = server.app.engine.expire(Duration::ZERO).await.unwrap();
+    assert_eq!(expired.logs, 1, "one ended run's logs");
+    let run_now = c.get_run().id(&done.id).send().await.unwrap().into_inner();
+    assert!(run_now.logs_expired_at.is_some(), "{run_now:?}");
+    assert_eq!((run_now.status, run_now.completed_at), (RunStatus::Completed, done.completed_at));
+    let logs = c.list_run_logs().id(&done.id).send().await.unwrap().into_inner();
+    assert!(logs.data.is_empty(), "{:?}", logs.data);
+    let metrics = c.get_run_metrics().id(&done.id).send().await.unwrap().into_inner();
+    assert!(metrics.data.is_empty(), "{:?}", metrics.data);
+    let followed = within(DEADLINE, "following the run", c.wait_for_run(&done.id)).await.unwrap();
+    assert_eq!(followed.status, RunStatus::Completed);
+    let again = server.app.engine.expire(Duration::ZERO).await.unwrap();
+    assert_eq!(again.logs, 0, "each run's logs go once");
 }

@@ -96,13 +96,13 @@ const CORPUS: &[(&str, Mutation, bool, &str, &str)] = &[
         |d| {
             set(
                 d,
-                "/paths/~1v1~1agents/get/responses/429",
+                "/paths/~1v1~1agents/get/responses/403",
                 json!({"$ref": "#/components/responses/BadRequest"}),
             )
         },
         false,
         "response-non-success-status-added",
-        "/paths/~1v1~1agents/get/responses/429",
+        "/paths/~1v1~1agents/get/responses/403",
     ),
     (
         "a response media type removed",

@@ -120,6 +120,7 @@ impl ApiError {
             ),
             param: Some(IF_MATCH.to_string()),
             internal: None,
+            retry_after: None,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The API's errors, rendered in the spec's envelope:
 //! `{"error": {"type", "code", "message", "param"?}}`.
 
-use axum::http::StatusCode;
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use vm0_types::{ErrorCode, ErrorDetail, ErrorType};
 
@@ -22,16 +23,20 @@ pub struct ApiError {
     pub param: Option<String>,
     /// What went wrong inside the server, for the log only; never sent to the client.
     pub internal: Option<String>,
+    /// The seconds the client should wait before trying again (`Retry-After`), when the
+    /// error says so.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
-    fn new(
+    pub(crate) fn new(
         status: StatusCode,
         kind: ErrorType,
         code: ErrorCode,
         message: impl Into<String>,
     ) -> Self {
-        ApiError { status, kind, code, message: message.into(), param: None, internal: None }
+        let message = message.into();
+        ApiError { status, kind, code, message, param: None, internal: None, retry_after: None }
     }
 
     /// Names the parameter at fault.
@@ -164,6 +169,11 @@ impl IntoResponse for ApiError {
     /// the request (see `finish`), which carries the request id.
     fn into_response(self) -> Response {
         let mut response = (self.status, axum::Json(self.body())).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        // The code, for a server's layers that count answers by it (refusals, say).
+        response.extensions_mut().insert(self.code);
         if let Some(detail) = self.internal {
             response.extensions_mut().insert(InternalDetail(detail));
         }

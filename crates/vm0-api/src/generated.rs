@@ -39,6 +39,11 @@ pub trait Vm0Api: Send + Sync + 'static {
     fn keys(&self) -> Option<&dyn crate::idempotency::KeyStore> {
         None
     }
+    /// What counts each token's requests against its rate limit (see
+    /// [`crate::limits`]). None by default: no limit, and no RateLimit fields.
+    fn limiter(&self) -> Option<&dyn crate::limits::Limiter> {
+        None
+    }
     /// List agents
     ///
     /// Returns a paginated list of your agents, newest first.
@@ -401,6 +406,9 @@ impl<A: Vm0Api> Authenticator for A {
     }
     fn user_of(principal: &A::Principal) -> Option<String> {
         A::user_id(principal)
+    }
+    fn limiter(&self) -> Option<&dyn crate::limits::Limiter> {
+        Vm0Api::limiter(self)
     }
 }
 /// The query and header parameters of `listAgents`, validated.

@@ -196,8 +196,8 @@ pub async fn start(
 }
 
 impl Once {
-    /// Keeps `answer` for the key (a 5xx, or one too large, lets the key go instead), and
-    /// answers it.
+    /// Keeps `answer` for the key (a 5xx, a 429, or one too large, lets the key go
+    /// instead), and answers it.
     pub async fn finish(self, store: Option<&dyn KeyStore>, answer: Response) -> Response {
         let Some(store) = store else { return answer };
         let (parts, body) = answer.into_parts();
@@ -211,7 +211,10 @@ impl Once {
                     .into_response();
             }
         };
-        let keep = body.len() <= MAX_STORED_BODY && !parts.status.is_server_error();
+        // A 429 did nothing: a retry once the caller has waited must run afresh.
+        let keep = body.len() <= MAX_STORED_BODY
+            && !parts.status.is_server_error()
+            && parts.status != StatusCode::TOO_MANY_REQUESTS;
         let kept = if keep {
             let headers = KEPT_HEADERS
                 .iter()
@@ -279,9 +282,7 @@ fn in_use() -> Response {
             ),
         )
     };
-    let mut response = error.into_response();
-    response.headers_mut().insert("retry-after", HeaderValue::from(IN_USE_RETRY_AFTER));
-    response
+    ApiError { retry_after: Some(IN_USE_RETRY_AFTER), ..error }.into_response()
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ mod error;
 #[rustfmt::skip] // Written by `cargo xtask codegen`, which formats it itself.
 mod generated;
 pub mod idempotency;
+pub mod limits;
 mod reply;
 mod request;
 mod schemas;
@@ -68,6 +69,8 @@ pub struct Served {
     pub operation: Option<&'static str>,
     /// The user's id, as [`Vm0Api::user_id`] gives it, when the token was valid.
     pub user: Option<String>,
+    /// Where the token stands in its rate limit, when the implementation limits it.
+    pub quota: Option<limits::Quota>,
 }
 
 /// Where the handler of a request notes what it [`Served`], in the request's extensions.
@@ -131,6 +134,9 @@ async fn headers(mut request: Request, next: Next) -> Response {
                 "answered"
             )
         }
+    }
+    if let Some(quota) = &served.quota {
+        quota.write(response.headers_mut());
     }
     response.extensions_mut().insert(served);
     if let (true, Ok(Some(version))) = (response.status().is_client_error(), version) {

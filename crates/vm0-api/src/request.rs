@@ -54,6 +54,8 @@ pub trait Authenticator: Send + Sync {
         &self,
         token: &str,
     ) -> impl Future<Output = Result<Self::Principal, ApiError>> + Send;
+    /// What counts each token's requests, if anything does.
+    fn limiter(&self) -> Option<&dyn crate::limits::Limiter>;
     /// The id of the user a principal is, for the access log and [`crate::Served`].
     fn user_of(principal: &Self::Principal) -> Option<String>;
 }
@@ -85,7 +87,8 @@ impl Call {
 
     /// Notes that this request calls the operation `op`, then authenticates its bearer
     /// token with `api` and notes the user it belongs to: both for the access log and
-    /// [`crate::Served`], whatever the answer. (Not an `async fn`: the future must not
+    /// [`crate::Served`], whatever the answer. Then charges the request to the token's
+    /// rate limit, if `api` has one: past it, 429. (Not an `async fn`: the future must not
     /// hold `&self`, whose body is not `Sync`.)
     pub fn authenticate<'a, A: Authenticator>(
         &'a self,
@@ -96,8 +99,16 @@ impl Call {
         slot.0.lock().expect("not poisoned").operation = Some(op);
         let token = self.bearer_token();
         async move {
-            let principal = api.check_token(token?).await?;
+            let token = token?;
+            let principal = api.check_token(token).await?;
             slot.0.lock().expect("not poisoned").user = A::user_of(&principal);
+            if let Some(limiter) = api.limiter() {
+                let charge = limiter.charge(token).await;
+                slot.0.lock().expect("not poisoned").quota = Some(charge.quota);
+                if !charge.admitted {
+                    return Err(ApiError::rate_limited(&charge.quota));
+                }
+            }
             Ok(principal)
         }
     }

@@ -336,6 +336,13 @@ mod tests {
         let mut body = error("precondition_failed");
         assert!(super::downgrade_error(&mut body, v1_2));
         assert_eq!(body, error("invalid_state"));
-        assert!(!super::has_later_errors(crate::versions::Version::parse("1.3.0").unwrap()));
+        let v1_3 = crate::versions::Version::parse("1.3.0").unwrap();
+        assert!(super::has_later_errors(v1_3), "rate limits came in 1.4.0");
+        let limited =
+            |kind: &str, code: &str| serde_json::json!({"error": {"type": kind, "code": code}});
+        let mut body = limited("rate_limit_error", "rate_limit_exceeded");
+        assert!(super::downgrade_error(&mut body, v1_3));
+        assert_eq!(body, limited("invalid_request_error", "invalid_state"), "type and code");
+        assert!(!super::has_later_errors(crate::versions::Version::parse("1.4.0").unwrap()));
     }
 }

@@ -59,7 +59,8 @@ pub(crate) fn time(value: &chrono::DateTime<chrono::Utc>) -> String {
 }
 
 /// Prints an error the way every command does: what was being done and what went wrong on
-/// one line, then the API's error code, status, parameter and request id when it gave them.
+/// one line, then the API's error code, status, parameter and request id when it gave them,
+/// and when to try again when the server said (a rate limit, a queue full).
 pub(crate) fn error(error: &anyhow::Error) {
     let mut parts = Vec::new();
     let mut api = None;
@@ -88,6 +89,16 @@ pub(crate) fn error(error: &anyhow::Error) {
             details.push(format!("request id: {id}"));
         }
         eprintln!("  {}", details.join(", "));
+        if let Some(wait) = api.retry_after {
+            let when = chrono::Utc::now() + wait;
+            eprintln!("  try again in {} s (at {})", wait.as_secs(), time(&when));
+        }
+        if let Some(limit) = api.rate_limit.filter(|limit| limit.remaining == 0) {
+            eprintln!(
+                "  this token may make {} requests every {} s; the next window begins in {} s",
+                limit.limit, limit.window_secs, limit.reset_secs
+            );
+        }
     }
 }
 

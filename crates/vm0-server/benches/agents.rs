@@ -2,13 +2,14 @@
 //! two SQL queries (the token by its hash, then a page of agents) on the same database
 //! file, with the same pool; and the server as it serves (requests counted and timed for
 //! /metrics) against the same server without that, each on a data directory of its own
-//! with the same agents. Each round drives one of them with 32 connections for a few
-//! seconds; rounds alternate, three each, and the figures are ratios of the medians,
-//! since these machines are too noisy for absolute numbers. The servers run with their
-//! default settings, their info log formatted as in production (into a sink). Then
-//! createAgent with an Idempotency-Key against createAgent without, rounds alternating on
-//! the reference server, as the cost of a key. Run with
-//! `cargo xtask bench` (or `cargo bench -p vm0-server --bench agents`).
+//! with the same agents, and against the same server without its rate limiter (the others
+//! count every request against a limit they never reach). Each round drives one of them
+//! with 32 connections for a few seconds; rounds alternate, three each, and the figures
+//! are ratios of the medians, since these machines are too noisy for absolute numbers. The
+//! servers run with their default settings, their info log formatted as in production
+//! (into a sink). Then createAgent with an Idempotency-Key against createAgent without,
+//! rounds alternating on the reference server, as the cost of a key. Run with `cargo xtask
+//! bench` (or `cargo bench -p vm0-server --bench agents`).
 
 #![allow(clippy::print_stdout)] // Printing is what this program is for.
 
@@ -113,11 +114,24 @@ async fn main() {
         .with_ansi(false)
         .init();
     let data = tempfile::tempdir().unwrap();
+    // Every request counted against a rate limit it never reaches, so that the limiter's
+    // cost is measured and the floods below are served.
     let config = vm0_server::Config {
         sandbox: vm0_server::Sandbox::Helper(env!("CARGO_BIN_EXE_vm0-server").into()),
+        rate_limit: u32::MAX,
         ..vm0_server::Config::local(data.path())
     };
     let (url, token) = serve_with_agents(config.clone(), true).await;
+    let unlimited_data = tempfile::tempdir().unwrap();
+    let (unlimited, unlimited_token) = serve_with_agents(
+        vm0_server::Config {
+            data_dir: unlimited_data.path().to_path_buf(),
+            rate_limit: 0,
+            ..config.clone()
+        },
+        true,
+    )
+    .await;
     let uncounted_data = tempfile::tempdir().unwrap();
     let (uncounted, uncounted_token) = serve_with_agents(
         vm0_server::Config { data_dir: uncounted_data.path().to_path_buf(), ..config.clone() },
@@ -140,21 +154,25 @@ async fn main() {
     });
 
     let (mut served, mut without, mut bare) = (Vec::new(), Vec::new(), Vec::new());
+    let mut unlimited_rounds = Vec::new();
     for i in 0..ROUNDS {
         served.push(round(&format!("{url}/v1/agents"), &token).await);
         without.push(round(&format!("{uncounted}/v1/agents"), &uncounted_token).await);
+        unlimited_rounds.push(round(&format!("{unlimited}/v1/agents"), &unlimited_token).await);
         bare.push(round(&baseline, &token).await);
         println!(
             "round {}: reference server {:.0} req/s, without request metrics {:.0} req/s, \
-             bare axum {:.0} req/s",
+             without the rate limiter {:.0} req/s, bare axum {:.0} req/s",
             i + 1,
             served[i],
             without[i],
+            unlimited_rounds[i],
             bare[i]
         );
     }
     let (served, without, bare) =
         (common::median(served), common::median(without), common::median(bare));
+    let unlimited = common::median(unlimited_rounds);
     println!(
         "GET /v1/agents ({AGENTS} agents, {CONNECTIONS} connections): reference server \
          {served:.0} req/s, bare axum {bare:.0} req/s, ratio {:.2}",
@@ -165,17 +183,27 @@ async fn main() {
          {without:.0} req/s, ratio {:.3}",
         served / without
     );
+    println!(
+        "GET /v1/agents with the rate limiter (every request counted) against without: \
+         {served:.0} against {unlimited:.0} req/s, ratio {:.3} (target at least 0.9)",
+        served / unlimited
+    );
 
+    key_costs(&url, &token).await;
+}
+
+/// createAgent with a fresh `Idempotency-Key` against without, on the server at `url`.
+async fn key_costs(url: &str, token: &str) {
     // The disk's fsyncs are the noisiest part of this machine: more rounds, each pair's
     // cost taken side by side, in turns of which goes first, and the median of the costs.
     let (mut keyed, mut plain, mut costs) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..CREATE_ROUNDS {
         let (with, without) = if i % 2 == 0 {
-            let with = creates(&url, &token, true).await;
-            (with, creates(&url, &token, false).await)
+            let with = creates(url, token, true).await;
+            (with, creates(url, token, false).await)
         } else {
-            let without = creates(&url, &token, false).await;
-            (creates(&url, &token, true).await, without)
+            let without = creates(url, token, false).await;
+            (creates(url, token, true).await, without)
         };
         println!(
             "round {}: createAgent with an Idempotency-Key {with:.0} req/s, without \

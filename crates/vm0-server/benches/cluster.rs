@@ -45,6 +45,8 @@ async fn start(shared: &std::path::Path) -> (Vec<Instance>, String, Vec<tempfile
             blob_store: blob_store.clone(),
             secrets_key: Some(shared.join("secrets.key")),
             sandbox: vm0_server::Sandbox::Unsandboxed,
+            // The instances' throughput, which one token's flood measures.
+            rate_limit: 0,
             ..vm0_server::Config::local(dir.path())
         };
         let server = vm0_server::bind(config).await.unwrap();

@@ -19,6 +19,8 @@ async fn main() {
     let config = vm0_server::Config {
         max_concurrent_runs: 1,
         sandbox: vm0_server::Sandbox::Helper(env!("CARGO_BIN_EXE_vm0-server").into()),
+        // Deep pages, read as fast as one token can.
+        rate_limit: 0,
         ..vm0_server::Config::local(data.path())
     };
     let server = vm0_server::bind(config).await.unwrap();

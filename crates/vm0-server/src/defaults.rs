@@ -11,6 +11,11 @@ pub const MAX_FILE_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 pub const MAX_BODY_BYTES: usize = vm0_api::MAX_BODY_BYTES;
 /// How many runs execute at once.
 pub const MAX_CONCURRENT_RUNS: usize = 4;
+/// How many runs of one user may wait to start at once; past it, createRun is 429.
+pub const MAX_PENDING_RUNS_PER_USER: u32 = 1000;
+/// How many requests a token may make a minute: 100 a second, as Stripe allows; 0 for
+/// no limit.
+pub const RATE_LIMIT: u32 = 6000;
 /// How long a connection may take over a request's headers, pause in its body, or stay
 /// idle between requests, in seconds.
 pub const CONNECTION_TIMEOUT_SECONDS: u64 = 30;

@@ -97,6 +97,12 @@ pub struct Config {
     /// How many runs of one user execute at once, on every instance together; 0 for no
     /// cap. The user's other runs wait, however many slots are free.
     pub max_running_runs_per_user: usize,
+    /// How many runs of one user may wait to start; past it, createRun is 429
+    /// `too_many_pending_runs`. 0 for no cap.
+    pub max_pending_runs_per_user: u32,
+    /// How many requests each token may make a minute, on every instance together; past
+    /// it, 429 `rate_limit_exceeded`. 0 for no limit.
+    pub rate_limit: u32,
     /// How long a connection may take to send a request's headers, may pause inside a
     /// request's body, and may stay idle between requests.
     pub connection_timeout: std::time::Duration,
@@ -143,6 +149,8 @@ impl Config {
             max_body_bytes: defaults::MAX_BODY_BYTES,
             max_concurrent_runs: defaults::MAX_CONCURRENT_RUNS,
             max_running_runs_per_user: 0,
+            max_pending_runs_per_user: defaults::MAX_PENDING_RUNS_PER_USER,
+            rate_limit: defaults::RATE_LIMIT,
             connection_timeout: Duration::from_secs(defaults::CONNECTION_TIMEOUT_SECONDS),
             max_connections: defaults::MAX_CONNECTIONS,
             run_caps: RunCaps::default(),
@@ -240,6 +248,7 @@ pub async fn bind(config: Config) -> anyhow::Result<Server> {
     let limits = runs::Limits {
         concurrency: config.max_concurrent_runs,
         running_per_user: config.max_running_runs_per_user,
+        pending_per_user: config.max_pending_runs_per_user,
         sample_every: config.sample_interval,
         retention: config.retention,
         idempotency: config.idempotency,
@@ -259,7 +268,7 @@ pub async fn bind(config: Config) -> anyhow::Result<Server> {
     engine.recover().await;
     blobs.collect_garbage(&store).await;
     blobs.collect_in_background(store.clone());
-    let app = Arc::new(App::new(store, blobs, key, engine, metrics, alone));
+    let app = Arc::new(App::new(store, blobs, key, engine, metrics, (alone, config.rate_limit)));
     Ok(Server {
         addr,
         url,
@@ -659,6 +668,11 @@ async fn count_request(
             None => std::borrow::Cow::Owned(route.unwrap_or_else(|| "unmatched".to_string())),
         };
     metrics.answered(operation, response.status().as_u16(), started.elapsed());
+    if response.status() == axum::http::StatusCode::TOO_MANY_REQUESTS {
+        if let Some(code) = response.extensions().get::<vm0_types::ErrorCode>() {
+            metrics.refused(*code);
+        }
+    }
     response
 }
 

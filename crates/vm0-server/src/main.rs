@@ -172,6 +172,20 @@ struct Cli {
     /// the user's other runs wait, however many slots are free.
     #[arg(long, global = true, env = "VM0_MAX_RUNNING_RUNS_PER_USER", default_value_t = 0)]
     max_running_runs_per_user: usize,
+    /// How many runs of one user may wait to start at once (0: no cap); past it, createRun
+    /// answers 429 too_many_pending_runs.
+    #[arg(
+        long,
+        global = true,
+        env = "VM0_MAX_PENDING_RUNS_PER_USER",
+        default_value_t = defaults::MAX_PENDING_RUNS_PER_USER
+    )]
+    max_pending_runs_per_user: u32,
+    /// How many requests each token may make a minute, on every instance together (0: no
+    /// limit); every answer says where the token stands (RateLimit-Policy, RateLimit), and
+    /// past it the answer is 429 rate_limit_exceeded with Retry-After.
+    #[arg(long, global = true, env = "VM0_RATE_LIMIT", default_value_t = defaults::RATE_LIMIT)]
+    rate_limit: u32,
     /// How long a connection may take to send a request's headers, may pause inside a
     /// request's body, and may stay idle between requests, in seconds; past it the server
     /// closes the connection.
@@ -367,6 +381,8 @@ fn config(cli: Cli) -> anyhow::Result<Config> {
         max_body_bytes: cli.max_body_bytes,
         max_concurrent_runs: cli.max_concurrent_runs,
         max_running_runs_per_user: cli.max_running_runs_per_user,
+        max_pending_runs_per_user: cli.max_pending_runs_per_user,
+        rate_limit: cli.rate_limit,
         connection_timeout: std::time::Duration::from_secs(cli.connection_timeout_seconds),
         max_connections: cli.max_connections as usize,
         run_caps: vm0_server::RunCaps {

@@ -32,6 +32,11 @@ struct OperationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabels {
     status: String,
 }
@@ -82,6 +87,7 @@ pub struct Metrics {
     bytes: Family<DirectionLabels, Counter>,
     db: DatabaseMetrics,
     subscribers: Gauge,
+    refusals: Family<ReasonLabels, Counter>,
 }
 
 /// The metrics of runs: in the database, queued, executing here and ended here.
@@ -138,10 +144,18 @@ impl Metrics {
             None,
             Gauge::default(),
         );
+        let refusals = add(
+            &mut registry,
+            "requests_refused",
+            "Requests refused with 429, by reason (the error code: rate_limit_exceeded, \
+             too_many_pending_runs)",
+            None,
+            Family::default(),
+        );
         let info = Family::<InfoLabels, Gauge>::default();
         info.get_or_create(&InfoLabels { version: env!("CARGO_PKG_VERSION"), database }).set(1);
         registry.register("server_info", "This server's version and database backend", info);
-        Metrics { registry, requests, latency, run, bytes, db, subscribers }
+        Metrics { registry, requests, latency, run, bytes, db, subscribers, refusals }
     }
 
     /// One request answered: its operation id (or route), status and time to its head.
@@ -150,6 +164,11 @@ impl Metrics {
             .get_or_create(&OperationLabels { operation: operation.clone() })
             .observe(took.as_secs_f64());
         self.requests.get_or_create(&RequestLabels { operation, status }).inc();
+    }
+
+    /// A request refused for `reason` (429: a rate limit, a cap on waiting runs).
+    pub fn refused(&self, reason: vm0_types::ErrorCode) {
+        self.refusals.get_or_create(&ReasonLabels { reason: reason.to_string() }).inc();
     }
 
     /// A run started here after waiting `waited` in the queue.

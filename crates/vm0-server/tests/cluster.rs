@@ -49,7 +49,7 @@ async fn three_instances_serve_one_api() {
         backend[backend.iter().position(|a| a == "--database-url").unwrap() + 1].clone();
     let db = sqlx::PgPool::connect(&database_url).await.unwrap();
 
-    let (mut instances, token) = start_together(&backend, &db).await;
+    let (mut instances, token) = start_together(3, &backend, &db).await;
     let apis: Vec<Api> = instances.iter().map(|i| i.api(&token)).collect();
     agents_round_robin(&apis).await;
     push_and_pull_across(&instances, &token, &apis[0]).await;
@@ -59,6 +59,52 @@ async fn three_instances_serve_one_api() {
     strangers_refused(&backend, &instances[0]);
     cancelled_from_a_third(&apis, &db, &instances, &token).await;
     killed_runs_end(&mut instances, &apis, &db, &token).await;
+}
+
+/// Two instances with `--rate-limit 100`: one token's 180 requests in one window, sent to
+/// both in turn, are answered 200 no more than 100 times between them (and no fewer than
+/// 96: each instance may hold up to a chunk it reserved and did not use), each refusal a
+/// 429 `rate_limit_exceeded` with `Retry-After`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_share_one_rate_limit() {
+    if std::env::var(vm0_server::testing::TEST_DATABASE_URL).is_err()
+        || std::env::var(vm0_server::testing::TEST_BLOB_STORE).is_err()
+    {
+        return eprintln!("skipped: several instances need PostgreSQL and an S3 bucket");
+    }
+    let shared = tempfile::tempdir().unwrap();
+    let mut backend = common::backend_args(shared.path()).await;
+    backend.extend(["--rate-limit", "100", "--secrets-key"].map(String::from));
+    backend.push(shared.path().join("secrets.key").display().to_string());
+    let url = backend[backend.iter().position(|a| a == "--database-url").unwrap() + 1].clone();
+    let db = sqlx::PgPool::connect(&url).await.unwrap();
+    let (instances, token) = start_together(2, &backend, &db).await;
+    let apis: Vec<Api> = instances.iter().map(|i| i.api(&token)).collect();
+    let get = |api: &Api| api.http.get(format!("{}/v1/agents", api.url)).bearer_auth(&api.token);
+    // Started far enough from the window's end for 180 requests to fall in one.
+    let first = get(&apis[0]).send().await.unwrap();
+    let state = first.headers()["ratelimit"].to_str().unwrap().to_string();
+    let t: u64 = state.rsplit("t=").next().unwrap().parse().unwrap();
+    if t < 20 {
+        tokio::time::sleep(Duration::from_secs(t + 1)).await;
+    }
+    let (mut answered, mut refused) = (0, 0);
+    for i in 0..180 {
+        let response = get(&apis[i % 2]).send().await.unwrap();
+        assert!(response.headers().contains_key("ratelimit-policy"));
+        match response.status().as_u16() {
+            200 => answered += 1,
+            429 => {
+                assert!(response.headers().contains_key("retry-after"));
+                let body: serde_json::Value = response.json().await.unwrap();
+                assert_eq!(body["error"]["code"], "rate_limit_exceeded", "{body}");
+                refused += 1;
+            }
+            other => panic!("answered {other}"),
+        }
+    }
+    eprintln!("one token's 180 requests on two instances: {answered} answered, {refused} refused");
+    assert!((96..=100).contains(&answered), "{answered} of 180 answered under a quota of 100");
 }
 
 /// An Idempotency-Key used on one instance is replayed by another, byte for byte; ten
@@ -109,8 +155,12 @@ async fn one_key_on_two_instances(apis: &[Api], db: &sqlx::PgPool) {
 
 /// Three instances started together on an empty database: one first user, whose token
 /// one of them shows.
-async fn start_together(backend: &[String], db: &sqlx::PgPool) -> (Vec<Instance>, String) {
-    let starts: Vec<_> = (0..3)
+async fn start_together(
+    count: usize,
+    backend: &[String],
+    db: &sqlx::PgPool,
+) -> (Vec<Instance>, String) {
+    let starts: Vec<_> = (0..count)
         .map(|_| {
             let dir = tempfile::tempdir().unwrap();
             let args = instance_args(dir.path(), backend);

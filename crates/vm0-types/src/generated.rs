@@ -2667,6 +2667,10 @@ pub enum ErrorCode {
     IdempotencyKeyInUse,
     #[serde(rename = "precondition_failed")]
     PreconditionFailed,
+    #[serde(rename = "rate_limit_exceeded")]
+    RateLimitExceeded,
+    #[serde(rename = "too_many_pending_runs")]
+    TooManyPendingRuns,
 }
 impl ::std::fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
@@ -2681,6 +2685,8 @@ impl ::std::fmt::Display for ErrorCode {
             Self::IdempotencyKeyReused => f.write_str("idempotency_key_reused"),
             Self::IdempotencyKeyInUse => f.write_str("idempotency_key_in_use"),
             Self::PreconditionFailed => f.write_str("precondition_failed"),
+            Self::RateLimitExceeded => f.write_str("rate_limit_exceeded"),
+            Self::TooManyPendingRuns => f.write_str("too_many_pending_runs"),
         }
     }
 }
@@ -2700,6 +2706,8 @@ impl ::std::str::FromStr for ErrorCode {
             "idempotency_key_reused" => Ok(Self::IdempotencyKeyReused),
             "idempotency_key_in_use" => Ok(Self::IdempotencyKeyInUse),
             "precondition_failed" => Ok(Self::PreconditionFailed),
+            "rate_limit_exceeded" => Ok(Self::RateLimitExceeded),
+            "too_many_pending_runs" => Ok(Self::TooManyPendingRuns),
             _ => Err("invalid value".into()),
         }
     }
@@ -2770,6 +2778,8 @@ pub enum ErrorType {
     ConflictError,
     #[serde(rename = "api_error")]
     ApiError,
+    #[serde(rename = "rate_limit_error")]
+    RateLimitError,
 }
 impl ::std::fmt::Display for ErrorType {
     fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
@@ -2779,6 +2789,7 @@ impl ::std::fmt::Display for ErrorType {
             Self::NotFoundError => f.write_str("not_found_error"),
             Self::ConflictError => f.write_str("conflict_error"),
             Self::ApiError => f.write_str("api_error"),
+            Self::RateLimitError => f.write_str("rate_limit_error"),
         }
     }
 }
@@ -2793,6 +2804,7 @@ impl ::std::str::FromStr for ErrorType {
             "not_found_error" => Ok(Self::NotFoundError),
             "conflict_error" => Ok(Self::ConflictError),
             "api_error" => Ok(Self::ApiError),
+            "rate_limit_error" => Ok(Self::RateLimitError),
             _ => Err("invalid value".into()),
         }
     }
@@ -4429,6 +4441,14 @@ pub struct RunDetail {
     pub execution_time_ms: ::std::option::Option<i64>,
     ///Unique run identifier (prefix `run_`).
     pub id: ::std::string::String,
+    ///When the run's logs, events and metrics were deleted, its retention past (see Rate limits); null while they are kept.
+    #[serde(
+        rename = "logsExpiredAt",
+        deserialize_with = "::std::option::Option::deserialize"
+    )]
+    pub logs_expired_at: ::std::option::Option<
+        ::chrono::DateTime<::chrono::offset::Utc>,
+    >,
     ///The prompt the run executes.
     pub prompt: ::std::string::String,
     ///The session (prefix `sess_`) the run belongs to.
@@ -8109,6 +8129,10 @@ pub mod builder {
             ::std::string::String,
         >,
         id: ::std::result::Result<::std::string::String, ::std::string::String>,
+        logs_expired_at: ::std::result::Result<
+            ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
+            ::std::string::String,
+        >,
         prompt: ::std::result::Result<::std::string::String, ::std::string::String>,
         session_id: ::std::result::Result<::std::string::String, ::std::string::String>,
         started_at: ::std::result::Result<
@@ -8138,6 +8162,9 @@ pub mod builder {
                     "no value supplied for execution_time_ms".to_string(),
                 ),
                 id: Err("no value supplied for id".to_string()),
+                logs_expired_at: Err(
+                    "no value supplied for logs_expired_at".to_string(),
+                ),
                 prompt: Err("no value supplied for prompt".to_string()),
                 session_id: Err("no value supplied for session_id".to_string()),
                 started_at: Err("no value supplied for started_at".to_string()),
@@ -8265,6 +8292,20 @@ pub mod builder {
                 .map_err(|e| format!("error converting supplied value for id: {e}"));
             self
         }
+        pub fn logs_expired_at<T>(mut self, value: T) -> Self
+        where
+            T: ::std::convert::TryInto<
+                ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
+            >,
+            T::Error: ::std::fmt::Display,
+        {
+            self.logs_expired_at = value
+                .try_into()
+                .map_err(|e| {
+                    format!("error converting supplied value for logs_expired_at: {e}")
+                });
+            self
+        }
         pub fn prompt<T>(mut self, value: T) -> Self
         where
             T: ::std::convert::TryInto<::std::string::String>,
@@ -8342,6 +8383,7 @@ pub mod builder {
                 error: value.error?,
                 execution_time_ms: value.execution_time_ms?,
                 id: value.id?,
+                logs_expired_at: value.logs_expired_at?,
                 prompt: value.prompt?,
                 session_id: value.session_id?,
                 started_at: value.started_at?,
@@ -8363,6 +8405,7 @@ pub mod builder {
                 error: Ok(value.error),
                 execution_time_ms: Ok(value.execution_time_ms),
                 id: Ok(value.id),
+                logs_expired_at: Ok(value.logs_expired_at),
                 prompt: Ok(value.prompt),
                 session_id: Ok(value.session_id),
                 started_at: Ok(value.started_at),

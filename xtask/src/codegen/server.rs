@@ -19,6 +19,7 @@ pub(super) fn generate(doc: &Value) -> Result<[Generated; 2]> {
     let params_structs = ops.iter().filter_map(Op::params_struct);
     let handlers = ops.iter().map(Op::handler);
     let routes = routes(&ops);
+    let provided = provided_methods();
 
     let items: syn::File = syn::parse2(quote! {
         use std::future::Future;
@@ -51,19 +52,7 @@ pub(super) fn generate(doc: &Value) -> Result<[Generated; 2]> {
             fn authenticate(&self, token: &str)
                 -> impl Future<Output = Result<Self::Principal, ApiError>> + Send;
 
-            /// The id of the user a principal is, for the access log and
-            /// [`crate::Served`]; never a token or other secret. None by default.
-            fn user_id(principal: &Self::Principal) -> Option<String> {
-                let _ = principal;
-                None
-            }
-
-            /// Where the router keeps each user's `Idempotency-Key`s and their answers
-            /// (see [`crate::idempotency`]); keys need a [`Vm0Api::user_id`] too. None by
-            /// default: keys are checked, and not kept.
-            fn keys(&self) -> Option<&dyn crate::idempotency::KeyStore> {
-                None
-            }
+            #provided
 
             #(#trait_methods)*
         }
@@ -80,6 +69,10 @@ pub(super) fn generate(doc: &Value) -> Result<[Generated; 2]> {
 
             fn user_of(principal: &A::Principal) -> Option<String> {
                 A::user_id(principal)
+            }
+
+            fn limiter(&self) -> Option<&dyn crate::limits::Limiter> {
+                Vm0Api::limiter(self)
             }
         }
 
@@ -567,4 +560,30 @@ fn schemas_json(doc: &Value, ops: &[Op<'_>]) -> Result<String> {
         "operations": operations,
     });
     bundled_json(&out)
+}
+
+/// The methods of `Vm0Api` that an implementation may leave as they are: the user a
+/// principal is, where Idempotency-Keys are kept, and what counts rate limits.
+fn provided_methods() -> TokenStream {
+    quote! {
+        /// The id of the user a principal is, for the access log and
+        /// [`crate::Served`]; never a token or other secret. None by default.
+        fn user_id(principal: &Self::Principal) -> Option<String> {
+            let _ = principal;
+            None
+        }
+
+        /// Where the router keeps each user's `Idempotency-Key`s and their answers
+        /// (see [`crate::idempotency`]); keys need a [`Vm0Api::user_id`] too. None by
+        /// default: keys are checked, and not kept.
+        fn keys(&self) -> Option<&dyn crate::idempotency::KeyStore> {
+            None
+        }
+
+        /// What counts each token's requests against its rate limit (see
+        /// [`crate::limits`]). None by default: no limit, and no RateLimit fields.
+        fn limiter(&self) -> Option<&dyn crate::limits::Limiter> {
+            None
+        }
+    }
 }

@@ -7,8 +7,9 @@ use crate::types::{ErrorCode, ErrorType};
 /// What went wrong with a call.
 #[derive(Debug)]
 pub enum Error {
-    /// The API answered with an error in its envelope.
-    Api(ApiError),
+    /// The API answered with an error in its envelope (boxed: it is most of the size of
+    /// every `Result` the client returns, and the rarer case).
+    Api(Box<ApiError>),
     /// The request did not get an answer: connection, timeout, or an unreadable response.
     Transport {
         /// What went wrong.
@@ -53,6 +54,66 @@ pub struct ApiError {
     /// The `Idempotency-Key` the request carried (every POST, PUT and DELETE has one), to send
     /// again with a retry of the same request, or to quote when asking for support.
     pub idempotency_key: Option<String>,
+    /// How long the server asks the caller to wait before sending the request again
+    /// (`Retry-After`): with a 429, and with 409 `idempotency_key_in_use`.
+    pub retry_after: Option<std::time::Duration>,
+    /// Where the token stood in its rate limit after this request (the RateLimit fields),
+    /// when the server limits it.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A token's rate limit as an answer's `RateLimit-Policy` and `RateLimit` fields say it
+/// (IETF httpapi RateLimit fields, draft 10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// The requests a window allows (`q`).
+    pub limit: u64,
+    /// The window's length in seconds (`w`).
+    pub window_secs: u64,
+    /// The requests left in this window (`r`).
+    pub remaining: u64,
+    /// The seconds until the next window begins (`t`).
+    pub reset_secs: u64,
+}
+
+impl RateLimit {
+    /// The fields of `headers`, when both are there and say what the draft defines.
+    pub fn of(headers: &reqwest::header::HeaderMap) -> Option<RateLimit> {
+        let (q, w) =
+            (param(headers, "ratelimit-policy", "q")?, param(headers, "ratelimit-policy", "w")?);
+        let (r, t) = (param(headers, "ratelimit", "r")?, param(headers, "ratelimit", "t")?);
+        Some(RateLimit { limit: q, window_secs: w, remaining: r, reset_secs: t })
+    }
+}
+
+/// The integer parameter `name` of the first policy in the structured field `field` (a
+/// list of items, RFC 9651), parsed by `sfv`.
+fn param(headers: &reqwest::header::HeaderMap, field: &str, name: &str) -> Option<u64> {
+    let list: sfv::List = sfv::Parser::new(headers.get(field)?.as_bytes()).parse().ok()?;
+    let sfv::ListEntry::Item(item) = list.first()? else { return None };
+    let value = item.params.iter().find(|(key, _)| key.as_str() == name)?.1.as_integer()?;
+    u64::try_from(i64::from(value)).ok()
+}
+
+impl ApiError {
+    /// The error an answer of `status` with `headers` says in its envelope's `detail`.
+    fn of(
+        status: u16,
+        headers: &reqwest::header::HeaderMap,
+        detail: crate::types::ErrorDetail,
+    ) -> ApiError {
+        ApiError {
+            status,
+            kind: detail.type_,
+            code: detail.code,
+            message: detail.message,
+            param: detail.param,
+            request_id: request_id(headers),
+            idempotency_key: idempotency_key(headers),
+            retry_after: super::retry_after_in(headers),
+            rate_limit: RateLimit::of(headers),
+        }
+    }
 }
 
 impl Error {
@@ -97,6 +158,9 @@ impl fmt::Display for Error {
                 if let Some(key) = &e.idempotency_key {
                     write!(f, " [Idempotency-Key: {key}]")?;
                 }
+                if let Some(wait) = e.retry_after {
+                    write!(f, " [retry after {} s]", wait.as_secs())?;
+                }
                 Ok(())
             }
             Error::Transport { message, request_id: Some(id) } => {
@@ -134,19 +198,8 @@ impl From<progenitor_client::Error<crate::types::Error>> for Error {
         use progenitor_client::Error as Raw;
         match error {
             Raw::ErrorResponse(response) => {
-                let (status, request_id) =
-                    (response.status().as_u16(), request_id(response.headers()));
-                let idempotency_key = idempotency_key(response.headers());
-                let detail = response.into_inner().error;
-                Error::Api(ApiError {
-                    status,
-                    kind: detail.type_,
-                    code: detail.code,
-                    message: detail.message,
-                    param: detail.param,
-                    request_id,
-                    idempotency_key,
-                })
+                let (status, headers) = (response.status().as_u16(), response.headers().clone());
+                Error::Api(Box::new(ApiError::of(status, &headers, response.into_inner().error)))
             }
             Raw::UnexpectedResponse(response) => Error::Transport {
                 message: format!("unexpected response: HTTP {}", response.status()),
@@ -184,22 +237,13 @@ pub(crate) fn transport_message(error: &reqwest::Error) -> String {
 /// An error response read from its body, for calls made outside the generated client
 /// (storage URLs, the event stream).
 pub(crate) async fn from_response(response: reqwest::Response) -> Error {
-    let (status, request_id) = (response.status().as_u16(), request_id(response.headers()));
-    let idempotency_key = idempotency_key(response.headers());
+    let (status, headers) = (response.status().as_u16(), response.headers().clone());
     let text = response.text().await.unwrap_or_default();
     match serde_json::from_str::<crate::types::Error>(&text) {
-        Ok(envelope) => Error::Api(ApiError {
-            status,
-            kind: envelope.error.type_,
-            code: envelope.error.code,
-            message: envelope.error.message,
-            param: envelope.error.param,
-            request_id,
-            idempotency_key,
-        }),
+        Ok(envelope) => Error::Api(Box::new(ApiError::of(status, &headers, envelope.error))),
         Err(_) => Error::Transport {
             message: format!("HTTP {status}: {}", text.chars().take(200).collect::<String>()),
-            request_id,
+            request_id: request_id(&headers),
         },
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use rand::Rng;
 use reqwest::header::{HeaderValue, AUTHORIZATION};
 
-pub use error::{ApiError, Error, Reply};
+pub use error::{ApiError, Error, RateLimit, Reply};
 pub use events::RunEvent;
 pub use pages::Paginate;
 pub use transfer::{Progress, Transfer};
@@ -321,7 +321,13 @@ fn in_use(response: &reqwest::Response) -> bool {
 
 /// The delay a `Retry-After` header in seconds asks for, up to a minute.
 fn retry_after(response: &reqwest::Response) -> Option<Duration> {
+    retry_after_in(response.headers()).map(|wait| wait.min(Duration::from_secs(60)))
+}
+
+/// The delay the `Retry-After` header of `headers` asks for, in seconds (the API never
+/// sends the date form).
+pub(crate) fn retry_after_in(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let seconds: u64 =
-        response.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
-    Some(Duration::from_secs(seconds.min(60)))
+        headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(seconds))
 }

@@ -160,6 +160,7 @@ impl From<&RunRow> for types::RunDetail {
             artifact_name: r.artifact_name.clone(),
             artifact_version: r.artifact_version.clone(),
             volumes: r.volumes.0.clone(),
+            logs_expired_at: r.logs_expired_at,
         }
     }
 }

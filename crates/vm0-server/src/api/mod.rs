@@ -6,6 +6,7 @@
 
 mod convert;
 mod keys;
+mod limits;
 mod runs;
 mod storage;
 
@@ -47,23 +48,29 @@ pub struct App<S: Store> {
     touched: Mutex<(i64, HashSet<String>)>,
     /// The Idempotency-Keys this instance holds, and the writer of their answers.
     keys: keys::Keys,
+    /// Each token's rate limit; none when requests are not limited.
+    limiter: Option<limits::RateLimiter<S>>,
 }
 
 impl<S: Store> App<S> {
     /// The state over its parts; `alone` when this instance is the only one on its
-    /// database, which lets it take Idempotency-Keys in memory (see `keys.rs`).
+    /// database, which lets it take Idempotency-Keys and count rate limits in memory (see
+    /// `keys.rs`, `limits.rs`); `rate_limit` the requests a token may make a minute (0
+    /// for no limit).
     pub fn new(
         store: S,
         blobs: Arc<Blobs>,
         key: Vec<u8>,
         engine: Arc<Engine<S>>,
         metrics: Arc<Metrics>,
-        alone: bool,
+        (alone, rate_limit): (bool, u32),
     ) -> App<S> {
         let lifetime = engine.key_lifetime().as_millis() as i64;
         let keys = keys::Keys::new(store.clone(), alone, lifetime);
         let touched = Mutex::new((0, HashSet::new()));
-        App { store, blobs, key, engine, metrics, touched, keys }
+        let shared = (!alone).then(|| store.clone());
+        let limiter = (rate_limit > 0).then(|| limits::RateLimiter::new(rate_limit, shared));
+        App { store, blobs, key, engine, metrics, touched, keys, limiter }
     }
 
     /// Whether `lastUsedAt` of `token_id` is due a write at `now` (to the second), marking
@@ -162,6 +169,10 @@ impl From<ConfigError> for ApiError {
 
 /// Every status an error of the engine's front door can have, decided here and nowhere
 /// else.
+/// The seconds a user with too many runs waiting is told to wait: about what a short run
+/// takes, since any run of theirs that starts makes room.
+const PENDING_RETRY_AFTER_SECS: u64 = 10;
+
 impl From<RunError> for ApiError {
     fn from(error: RunError) -> Self {
         // The field at fault, where the engine knew it.
@@ -179,6 +190,9 @@ impl From<RunError> for ApiError {
             }
             RunError::InvalidState { message, param } => {
                 at(ApiError::invalid_state(message), param)
+            }
+            RunError::TooManyPending { cap } => {
+                ApiError::too_many_pending_runs(cap, PENDING_RETRY_AFTER_SECS)
             }
             RunError::Store(error) => error.into(),
         }
@@ -257,6 +271,10 @@ impl<S: Store> Vm0Api for Api<S> {
 
     fn keys(&self) -> Option<&dyn vm0_api::idempotency::KeyStore> {
         Some(&*self.0)
+    }
+
+    fn limiter(&self) -> Option<&dyn vm0_api::limits::Limiter> {
+        self.0.limiter.as_ref().map(|limiter| limiter as &dyn vm0_api::limits::Limiter)
     }
 
     async fn list_agents(

@@ -20,6 +20,9 @@ pub enum RunError {
     /// What the request names is not in a state that allows it.
     #[error("{message}")]
     InvalidState { message: String, param: Option<String> },
+    /// The user has as many runs waiting to start as the server allows.
+    #[error("{cap} runs are waiting already")]
+    TooManyPending { cap: u32 },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -61,6 +61,8 @@ pub(crate) struct Limits {
     pub concurrency: usize,
     /// How many runs of one user execute at once, on every instance; 0 for no cap.
     pub running_per_user: usize,
+    /// How many runs of one user may wait to start; 0 for no cap.
+    pub pending_per_user: u32,
     pub sample_every: Duration,
     /// Checkpoints older than this are deleted, and sessions unused for this long expire.
     pub retention: Duration,

@@ -1,6 +1,7 @@
 //! The retention sweep: Idempotency-Keys past their hours are deleted, checkpoints older
 //! than the retention are deleted, sessions unused for as long expire and lose their
-//! working directories, and then the blobs nothing holds any more are collected.
+//! working directories, the logs, events and metrics of runs that ended as long ago are
+//! deleted (the runs stay), and then the blobs nothing holds any more are collected.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +56,7 @@ impl<S: Store> Engine<S> {
                     tracing::info!(
                         checkpoints = expired.checkpoints,
                         sessions = expired.sessions.len(),
+                        run_logs = expired.logs,
                         "retention: deleted"
                     )
                 }

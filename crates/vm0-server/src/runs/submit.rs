@@ -109,11 +109,14 @@ impl<S: Store> Engine<S> {
             completed_at: None,
             epoch: 0,
             base_checkpoint_id: None,
+            logs_expired_at: None,
         };
         let first = first_records(&row);
-        match self.store.create_run(&row, new_session.as_ref(), artifact.new.as_ref(), &first).await
-        {
+        let (session, new_artifact) = (new_session.as_ref(), artifact.new.as_ref());
+        let cap = self.limits.pending_per_user;
+        match self.store.create_run(&row, session, new_artifact, &first, cap).await {
             Ok(()) => {}
+            Err(StoreError::TooMany) => return Err(RunError::TooManyPending { cap }),
             // Another request made the artifact meanwhile: this one tries again with it.
             Err(StoreError::Conflict) => return Box::pin(self.submit(request)).await,
             Err(other) => return Err(other.into()),

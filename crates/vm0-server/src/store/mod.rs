@@ -34,6 +34,9 @@ pub enum StoreError {
     /// The request cannot be done in the resource's present state; the message says why.
     #[error("{0}")]
     InvalidState(String),
+    /// The user has as many of what the write would add as allowed (runs waiting).
+    #[error("too many")]
+    TooMany,
     /// The database failed, or holds something it should not.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
@@ -252,6 +255,8 @@ pub struct RunRow {
     pub epoch: i64,
     /// The checkpoint the run started from, set by its claim.
     pub base_checkpoint_id: Option<String>,
+    /// When the retention deleted the run's logs, events and metrics, after it ended.
+    pub logs_expired_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -315,6 +320,8 @@ pub struct Pin {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Expired {
     pub checkpoints: u64,
+    /// The ended runs whose logs, events and metrics were deleted.
+    pub logs: u64,
     /// The sessions now expired, whose working directories may go.
     pub sessions: Vec<String>,
 }
@@ -553,6 +560,17 @@ pub struct Counters {
     pub metric: i64,
 }
 
+/// What a token's rate window holds, after a reservation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reserved {
+    /// The requests counted in it, on every instance, this reservation's among them.
+    pub used: i64,
+    /// When it began, in milliseconds of the database's clock.
+    pub window_start_ms: i64,
+    /// The database's clock at the reservation, in milliseconds.
+    pub now_ms: i64,
+}
+
 /// Users, their tokens, and the server's settings.
 pub trait UserStore {
     /// The server's setting `key`, set to `initial` when it has none yet; of instances
@@ -586,6 +604,16 @@ pub trait UserStore {
         user_id: &str,
         id: &str,
     ) -> impl Future<Output = Result<Option<TokenRow>>> + Send;
+    /// Adds `count` requests to the token with this hash (hex) in its rate window of
+    /// `window_ms` that holds the database's clock now: what the window holds with them.
+    fn reserve_requests(
+        &self,
+        token_hash: &str,
+        window_ms: i64,
+        count: u32,
+    ) -> impl Future<Output = Result<Reserved>> + Send;
+    /// Deletes the rate windows that began before `before_ms`.
+    fn forget_rate_windows(&self, before_ms: i64) -> impl Future<Output = Result<u64>> + Send;
     /// Revokes a live token; false when there is no such live token.
     fn revoke_token(
         &self,
@@ -787,13 +815,17 @@ pub trait RunStore {
     /// one transaction: a run that cannot be stored leaves nothing behind. A run that
     /// continues an expired session is `InvalidState`.
     /// `first` holds the run's first records, stored with it so that they come before
-    /// anything its executor (which may be another instance) records.
+    /// anything its executor (which may be another instance) records. With a
+    /// `pending_cap` (not 0), a user who has that many runs pending already gets
+    /// `TooMany`, counted under a lock on the user's row so that requests at once on
+    /// several instances cannot pass it together.
     fn create_run(
         &self,
         run: &RunRow,
         new_session: Option<&SessionRow>,
         new_artifact: Option<&StorageRow>,
         first: &Batch,
+        pending_cap: u32,
     ) -> impl Future<Output = Result<()>> + Send;
     fn get_run(
         &self,
@@ -877,7 +909,8 @@ pub trait RunStore {
     ) -> impl Future<Output = Result<Manifest>> + Send;
     /// Expires the sessions with no run created or ended since `before` and none still
     /// pending or running, then deletes the checkpoints recorded before `before` but the
-    /// heads of live sessions.
+    /// heads of live sessions, then the logs, events and metrics of the runs that ended
+    /// before `before` (the runs stay, marked with `now`).
     fn expire(
         &self,
         before: DateTime<Utc>,

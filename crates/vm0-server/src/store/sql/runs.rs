@@ -115,12 +115,15 @@ macro_rules! check_fences {
     }};
 }
 
-/// Appends `id IN (…)` of `ids` (not empty) to `query`, for either backend.
-fn push_id_in<'a, DB: sqlx::Database>(query: &mut QueryBuilder<'a, DB>, ids: &'a [String])
-where
+/// Appends `column IN (…)` of `ids` (not empty) to `query`, for either backend.
+fn push_in<'a, DB: sqlx::Database>(
+    query: &mut QueryBuilder<'a, DB>,
+    column: &str,
+    ids: &'a [String],
+) where
     &'a String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
 {
-    query.push("id IN (");
+    query.push(column).push(" IN (");
     let mut list = query.separated(", ");
     for id in ids {
         list.push_bind(id);
@@ -177,6 +180,47 @@ macro_rules! insert_batch {
     };
 }
 
+/// How many runs' logs one transaction of the retention deletes.
+const LOGS_EXPIRED_AT_ONCE: i64 = 100;
+
+impl SqlStore {
+    /// Deletes the logs, events and metrics of the runs that ended before `before`, a
+    /// hundred runs to a transaction, marking each run with `now`; how many runs.
+    async fn expire_logs(&self, before: DateTime<Utc>, now: DateTime<Utc>) -> Result<u64> {
+        let mark = format!(
+            "UPDATE runs SET logs_expired_at = $1 WHERE id IN (SELECT id FROM runs \
+             WHERE logs_expired_at IS NULL AND completed_at < $2 AND NOT ({}) LIMIT $3) \
+             RETURNING id",
+            unended("runs")
+        );
+        let mut expired = 0;
+        loop {
+            let done: u64 = on_pool!(self, |pool| {
+                let mut tx = pool.begin().await?;
+                let ids: Vec<String> = sqlx::query_scalar(&mark)
+                    .bind(now)
+                    .bind(before)
+                    .bind(LOGS_EXPIRED_AT_ONCE)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                if !ids.is_empty() {
+                    for table in ["run_logs", "run_events", "run_metrics"] {
+                        let mut delete = QueryBuilder::new(format!("DELETE FROM {table} WHERE "));
+                        push_in(&mut delete, "run_id", &ids);
+                        delete.build().execute(&mut *tx).await?;
+                    }
+                }
+                tx.commit().await?;
+                Ok::<u64, StoreError>(ids.len() as u64)
+            })?;
+            expired += done;
+            if done < LOGS_EXPIRED_AT_ONCE as u64 {
+                return Ok(expired);
+            }
+        }
+    }
+}
+
 impl RunStore for SqlStore {
     async fn create_run(
         &self,
@@ -184,9 +228,27 @@ impl RunStore for SqlStore {
         session: Option<&SessionRow>,
         artifact: Option<&StorageRow>,
         first: &Batch,
+        pending_cap: u32,
     ) -> Result<()> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
+            if pending_cap > 0 {
+                // The write lock first (on SQLite, the database's), then the count it holds.
+                sqlx::query("UPDATE users SET name = name WHERE id = $1")
+                    .bind(&r.user_id)
+                    .execute(&mut *tx)
+                    .await?;
+                let pending: i64 = sqlx::query_scalar(&format!(
+                    "SELECT COUNT(*) FROM runs WHERE user_id = $1 AND status = {}",
+                    status(Pending)
+                ))
+                .bind(&r.user_id)
+                .fetch_one(&mut *tx)
+                .await?;
+                if pending >= i64::from(pending_cap) {
+                    return Err(StoreError::TooMany);
+                }
+            }
             if session.is_none() {
                 // The run continues a session: one the retention sweep has not expired, checked
                 // in this transaction so that the sweep cannot expire it in between.
@@ -430,7 +492,7 @@ impl RunStore for SqlStore {
         let rows: Vec<(String, i64, String, bool)> = on_pool!(self, |pool| {
             let mut query =
                 QueryBuilder::new("SELECT id, epoch, status, cancel_requested FROM runs WHERE ");
-            push_id_in(&mut query, &ids);
+            push_in(&mut query, "id", &ids);
             query.build_query_as().fetch_all(pool).await?
         });
         let running = Running.to_string();
@@ -597,7 +659,8 @@ impl RunStore for SqlStore {
             .await?
             .rows_affected();
             tx.commit().await?;
-            Ok(Expired { checkpoints, sessions })
+            let logs = self.expire_logs(before, now).await?;
+            Ok(Expired { checkpoints, sessions, logs })
         })
     }
 

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 
 use super::{id_key, SqlStore};
 use crate::ids;
-use crate::store::{Condition, Page, Result, TokenAuth, TokenRow, User, UserStore};
+use crate::store::{Condition, Page, Reserved, Result, TokenAuth, TokenRow, User, UserStore};
 
 impl UserStore for SqlStore {
     async fn setting(&self, key: &str, initial: &[u8]) -> Result<Vec<u8>> {
@@ -134,6 +134,39 @@ impl UserStore for SqlStore {
             .bind(id)
             .fetch_optional(pool)
             .await?)
+        })
+    }
+
+    async fn reserve_requests(
+        &self,
+        token_hash: &str,
+        window_ms: i64,
+        count: u32,
+    ) -> Result<Reserved> {
+        // The clock read once, so that the window and the time within it agree.
+        let sql = format!(
+            "WITH clock AS (SELECT {} AS now_ms) \
+             INSERT INTO rate_windows (token_hash, window_ms, used) \
+             SELECT $1, now_ms - now_ms % $2, $3 FROM clock WHERE true \
+             ON CONFLICT (token_hash, window_ms) DO UPDATE SET used = rate_windows.used + $3 \
+             RETURNING used, window_ms, (SELECT now_ms FROM clock)",
+            self.now_ms()
+        );
+        on_pool!(self, |pool| {
+            let (used, window_start_ms, now_ms): (i64, i64, i64) = sqlx::query_as(&sql)
+                .bind(token_hash)
+                .bind(window_ms)
+                .bind(i64::from(count))
+                .fetch_one(pool)
+                .await?;
+            Ok(Reserved { used, window_start_ms, now_ms })
+        })
+    }
+
+    async fn forget_rate_windows(&self, before_ms: i64) -> Result<u64> {
+        on_pool!(self, |pool| {
+            let sql = "DELETE FROM rate_windows WHERE window_ms < $1";
+            Ok(sqlx::query(sql).bind(before_ms).execute(pool).await?.rows_affected())
         })
     }
 
