@@ -172,7 +172,9 @@ impl IntoResponse for ApiError {
         if let Some(seconds) = self.retry_after {
             response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds));
         }
-        // The code, for a server's layers that count answers by it (refusals, say).
+        // The type and code, for the router's downgrade of later errors for older callers,
+        // and for a server's layers that count answers by them (refusals, say).
+        response.extensions_mut().insert(self.kind);
         response.extensions_mut().insert(self.code);
         if let Some(detail) = self.internal {
             response.extensions_mut().insert(InternalDetail(detail));

@@ -140,7 +140,15 @@ async fn headers(mut request: Request, next: Next) -> Response {
     }
     response.extensions_mut().insert(served);
     if let (true, Ok(Some(version))) = (response.status().is_client_error(), version) {
-        response = for_version(response, version).await;
+        let (kind, code) = (response.extensions().get(), response.extensions().get());
+        let later = match (kind, code) {
+            (Some(kind), Some(code)) => schemas::is_later_error(kind, code, version),
+            // Not an ApiError (a replayed answer): its body says.
+            _ => schemas::has_later_errors(version),
+        };
+        if later {
+            response = for_version(response, version).await;
+        }
     }
     let headers = response.headers_mut();
     headers.insert("x-request-id", HeaderValue::from_str(&id.0).expect("request ids are ASCII"));
@@ -155,9 +163,9 @@ async fn for_version(response: Response, version: versions::Version) -> Response
         return response;
     }
     let (mut parts, body) = response.into_parts();
-    // Error envelopes are small; one that is not is left as it is.
-    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
-        return ApiError::internal("an error answer too large to read").into_response();
+    // An error answer is whole in memory already (JSON, or a kept answer's bytes).
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return ApiError::internal("an error answer could not be read").into_response();
     };
     let mut value: serde_json::Value = match serde_json::from_slice(&bytes) {
         Ok(value) => value,

@@ -42,11 +42,12 @@ impl Quota {
 
 /// What a [`Limiter`] says of one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Charge {
-    /// Where the token stands after it.
-    pub quota: Quota,
-    /// Whether the request may go on: false past the quota.
-    pub admitted: bool,
+pub enum Charge {
+    /// The request may go on; where the token stands after it, unless the limiter could
+    /// not count it.
+    Admitted(Option<Quota>),
+    /// The token is past its quota: where it stands.
+    Refused(Quota),
 }
 
 /// Counts each token's requests against its quota, for an implementation that limits

@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 
 use crate::error::ApiError;
 use crate::idempotency;
+use crate::limits::Charge;
 use crate::schemas::{self, Location, Parameter};
 use crate::versions::{self, Omitted, Version};
 use crate::ServedSlot;
@@ -104,9 +105,13 @@ impl Call {
             slot.0.lock().expect("not poisoned").user = A::user_of(&principal);
             if let Some(limiter) = api.limiter() {
                 let charge = limiter.charge(token).await;
-                slot.0.lock().expect("not poisoned").quota = Some(charge.quota);
-                if !charge.admitted {
-                    return Err(ApiError::rate_limited(&charge.quota));
+                let quota = match charge {
+                    Charge::Admitted(quota) => quota,
+                    Charge::Refused(quota) => Some(quota),
+                };
+                slot.0.lock().expect("not poisoned").quota = quota;
+                if let Charge::Refused(quota) = charge {
+                    return Err(ApiError::rate_limited(&quota));
                 }
             }
             Ok(principal)

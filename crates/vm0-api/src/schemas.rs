@@ -9,6 +9,7 @@ use jsonschema::error::{TypeKind, ValidationErrorKind};
 use jsonschema::{ValidationError, Validator};
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use vm0_types::{ErrorCode, ErrorType};
 
 use crate::error::ApiError;
 use crate::versions::{Added, Step, Version};
@@ -179,6 +180,15 @@ pub(crate) fn has_later_errors(version: Version) -> bool {
     FALLBACKS.values().flat_map(|values| values.values()).any(|f| f.since > version)
 }
 
+/// Whether an error of `kind` and `code` reads otherwise for a caller of `version`: either
+/// was added after it.
+pub(crate) fn is_later_error(kind: &ErrorType, code: &ErrorCode, version: Version) -> bool {
+    [("type", kind.to_string()), ("code", code.to_string())].iter().any(|(field, value)| {
+        let values = FALLBACKS.get(*field);
+        values.and_then(|v| v.get(value.as_str())).is_some_and(|f| f.since > version)
+    })
+}
+
 /// Rewrites the error envelope `body` for a caller of `version`: a `type` or `code` added
 /// after it becomes the older value the spec gives it (`x-fallback`), which the caller's
 /// closed enumeration knows.
@@ -235,6 +245,23 @@ pub(crate) fn check(
     }
 }
 
+/// The longest name of a client's (a property, a path into its body) an error repeats.
+const LONGEST_NAME: usize = 200;
+
+/// `name`, cut at [`LONGEST_NAME`] bytes with an ellipsis: an error names what is at
+/// fault, and need not repeat a name of any length a client sends.
+fn shortened(mut name: String) -> String {
+    if name.len() > LONGEST_NAME {
+        let mut end = LONGEST_NAME;
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name.truncate(end);
+        name.push('…');
+    }
+    name
+}
+
 fn describe(error: &ValidationError<'_>, base: Option<&str>) -> ApiError {
     let mut param = base.map(str::to_string).unwrap_or_default();
     for segment in error.instance_path().to_string().split('/').skip(1) {
@@ -248,6 +275,7 @@ fn describe(error: &ValidationError<'_>, base: Option<&str>) -> ApiError {
             param.push_str(&segment);
         }
     }
+    let param = shortened(param);
     let join =
         |name: &str| if param.is_empty() { name.to_string() } else { format!("{param}.{name}") };
     let subject = if param.is_empty() { "the request body".to_string() } else { param.clone() };
@@ -256,7 +284,7 @@ fn describe(error: &ValidationError<'_>, base: Option<&str>) -> ApiError {
             return ApiError::missing_parameter(join(property.as_str().unwrap_or_default()));
         }
         ValidationErrorKind::AdditionalProperties { unexpected } => {
-            let name = join(unexpected.first().map(String::as_str).unwrap_or_default());
+            let name = shortened(join(unexpected.first().map(String::as_str).unwrap_or_default()));
             return ApiError::invalid_parameter(name.clone(), format!("Unknown parameter: {name}"));
         }
         ValidationErrorKind::Type { kind } => format!("{subject} must be {}", type_name(kind)),

@@ -49,7 +49,12 @@ pub(crate) fn client() -> Result<Client> {
     let Some(token) = effective.token else {
         bail!("not logged in to {}: run `vm0 auth login`, or set VM0_TOKEN", effective.api_url);
     };
-    Client::new(&effective.api_url, &token)
+    // A wait of more than a few seconds is said, with when to try again, rather than
+    // waited out in silence.
+    let client = Client::builder().base_url(&effective.api_url).token(&token);
+    client
+        .longest_wait(std::time::Duration::from_secs(5))
+        .build()
         .with_context(|| format!("the token from {}", effective.source))
 }
 

@@ -90,13 +90,16 @@ pub(crate) fn error(error: &anyhow::Error) {
         }
         eprintln!("  {}", details.join(", "));
         if let Some(wait) = api.retry_after {
-            let when = chrono::Utc::now() + wait;
-            eprintln!("  try again in {} s (at {})", wait.as_secs(), time(&when));
+            let delta = chrono::TimeDelta::from_std(wait).ok();
+            match delta.and_then(|delta| chrono::Utc::now().checked_add_signed(delta)) {
+                Some(when) => eprintln!("  try again in {} s (at {})", wait.as_secs(), time(&when)),
+                None => eprintln!("  try again in {} s", wait.as_secs()),
+            }
         }
         if let Some(limit) = api.rate_limit.filter(|limit| limit.remaining == 0) {
             eprintln!(
-                "  this token may make {} requests every {} s; the next window begins in {} s",
-                limit.limit, limit.window_secs, limit.reset_secs
+                "  this token may make {} requests every {} s",
+                limit.limit, limit.window_secs
             );
         }
     }

@@ -29,6 +29,7 @@ pub struct Settings {
     authorization: Option<HeaderValue>,
     timeout: Option<Duration>,
     retries: u32,
+    longest_wait: Duration,
 }
 
 impl fmt::Debug for Settings {
@@ -38,6 +39,7 @@ impl fmt::Debug for Settings {
             .field("authorization", &token)
             .field("timeout", &self.timeout)
             .field("retries", &self.retries)
+            .field("longest_wait", &self.longest_wait)
             .finish()
     }
 }
@@ -118,6 +120,7 @@ pub struct ClientBuilder {
     token: Option<String>,
     timeout: Option<Duration>,
     retries: u32,
+    longest_wait: Duration,
     http: Option<reqwest::Client>,
 }
 
@@ -128,6 +131,7 @@ impl Default for ClientBuilder {
             token: None,
             timeout: Some(Duration::from_secs(30)),
             retries: 2,
+            longest_wait: Duration::from_secs(60),
             http: None,
         }
     }
@@ -157,6 +161,15 @@ impl ClientBuilder {
     /// idempotent requests 429 and 5xx answers too.
     pub fn retries(mut self, retries: u32) -> Self {
         self.retries = retries;
+        self
+    }
+
+    /// The longest `Retry-After` a retry waits out (default 60 s). An answer that asks for
+    /// longer (a rate limit whose window ends later, say) is returned as the call's error
+    /// instead, its `retry_after` saying when to try again: a program that must not pause
+    /// for long, such as a command line, sets a few seconds.
+    pub fn longest_wait(mut self, longest_wait: Duration) -> Self {
+        self.longest_wait = longest_wait;
         self
     }
 
@@ -203,7 +216,8 @@ impl ClientBuilder {
                 .build()
                 .map_err(Error::from)?,
         };
-        let settings = Settings { authorization, timeout: self.timeout, retries: self.retries };
+        let (timeout, retries, longest_wait) = (self.timeout, self.retries, self.longest_wait);
+        let settings = Settings { authorization, timeout, retries, longest_wait };
         Ok(Client { raw: crate::RawClient::new_with_client(&self.base_url, http, settings) })
     }
 }
@@ -238,7 +252,8 @@ impl progenitor_client::ClientHooks<Settings> for crate::RawClient {
         _: &progenitor_client::OperationInfo,
     ) -> reqwest::Result<reqwest::Response> {
         use progenitor_client::ClientInfo;
-        send_with_retries(self.client(), request, self.inner().retries).await
+        let settings = self.inner();
+        send_with_retries(self.client(), request, settings.retries, settings.longest_wait).await
     }
 }
 
@@ -246,7 +261,8 @@ impl progenitor_client::ClientHooks<Settings> for crate::RawClient {
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Sends `request`, retrying up to `retries` times, after an exponential backoff with
-/// jitter or the `Retry-After` the server asked for. A POST, PUT or DELETE carries an
+/// jitter or the `Retry-After` the server asked for (an answer that asks for more than
+/// `longest_wait` is returned as it is). A POST, PUT or DELETE carries an
 /// `Idempotency-Key` (a fresh UUID v4, unless the call's builder set one), the same on
 /// every try, so the server runs it once however often it is sent (a PUT with `If-Match`
 /// sent again without one would find its own write, and fail). What is retried:
@@ -259,6 +275,7 @@ pub(crate) async fn send_with_retries(
     client: &reqwest::Client,
     mut request: reqwest::Request,
     retries: u32,
+    longest_wait: Duration,
 ) -> reqwest::Result<reqwest::Response> {
     use reqwest::Method;
     let idempotent = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
@@ -282,9 +299,11 @@ pub(crate) async fn send_with_retries(
             return client.execute(request).await.map(|r| noted(r, key));
         };
         let wait = match client.execute(copy).await {
-            Ok(response) if retried(&response) => {
-                retry_after(&response).unwrap_or_else(|| backoff(attempt))
-            }
+            Ok(response) if retried(&response) => match retry_after_in(response.headers()) {
+                Some(asked) if asked > longest_wait => return Ok(noted(response, key)),
+                Some(asked) => asked,
+                None => backoff(attempt),
+            },
             Ok(response) => return Ok(noted(response, key)),
             Err(error) if error.is_connect() || ((idempotent || keyed) && !error.is_builder()) => {
                 backoff(attempt)
@@ -317,11 +336,6 @@ fn noted(mut response: reqwest::Response, key: Option<&HeaderValue>) -> reqwest:
 fn in_use(response: &reqwest::Response) -> bool {
     response.status() == reqwest::StatusCode::CONFLICT
         && response.headers().contains_key(reqwest::header::RETRY_AFTER)
-}
-
-/// The delay a `Retry-After` header in seconds asks for, up to a minute.
-fn retry_after(response: &reqwest::Response) -> Option<Duration> {
-    retry_after_in(response.headers()).map(|wait| wait.min(Duration::from_secs(60)))
 }
 
 /// The delay the `Retry-After` header of `headers` asks for, in seconds (the API never

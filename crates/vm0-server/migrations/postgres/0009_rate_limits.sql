@@ -10,3 +10,4 @@ CREATE TABLE rate_windows (
 CREATE INDEX runs_pending_by_user ON runs (user_id) WHERE status = 'pending';
 
 ALTER TABLE runs ADD COLUMN logs_expired_at TIMESTAMPTZ;
+CREATE INDEX runs_with_logs_by_end ON runs (completed_at) WHERE logs_expired_at IS NULL;

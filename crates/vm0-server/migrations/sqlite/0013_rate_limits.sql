@@ -12,5 +12,7 @@ CREATE TABLE rate_windows (
 -- A user's pending runs, counted by each createRun against the pending cap.
 CREATE INDEX runs_pending_by_user ON runs (user_id) WHERE status = 'pending';
 
--- When the retention deleted an ended run's logs, events and metrics.
+-- When the retention deleted an ended run's logs, events and metrics; the runs whose
+-- logs are kept, by their end, for the retention to find the next hundred.
 ALTER TABLE runs ADD COLUMN logs_expired_at TEXT;
+CREATE INDEX runs_with_logs_by_end ON runs (completed_at) WHERE logs_expired_at IS NULL;

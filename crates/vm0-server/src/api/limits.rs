@@ -7,8 +7,9 @@
 //! admit from what they hold: a token's requests on every instance add up to its quota at
 //! most, and fall short of it by no more than what the instances reserved and did not use
 //! (under a chunk each). Costs: one upsert per chunk of a token's requests, and while the
-//! database is away requests are admitted rather than refused: the limit protects the
-//! service and must not be what takes it down.
+//! database is away (or slow past 2 s) requests are admitted uncounted, without RateLimit
+//! fields, rather than refused: the limit protects the service and must not be what takes
+//! it down.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -25,6 +26,8 @@ use crate::store::{Reserved, Store};
 const WINDOW: Duration = Duration::from_secs(60);
 /// How many tokens' windows are kept before those that ended are dropped.
 const KEPT_WINDOWS: usize = 4096;
+/// How long a reservation may take before the request is admitted uncounted.
+const RESERVE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The rate limiter of one instance.
 pub(crate) struct RateLimiter<S: Store> {
@@ -70,6 +73,19 @@ impl<S: Store> RateLimiter<S> {
         RateLimiter { quota, shared, windows, forgotten: AtomicI64::new(0) }
     }
 
+    /// The window of the token with this `hash`, made if new, locked. (One dropped from the
+    /// map between its lookup and its lock is looked up again.)
+    async fn locked(&self, hash: &[u8]) -> tokio::sync::OwnedMutexGuard<Window> {
+        loop {
+            let window = self.window(hash.to_vec());
+            let locked = window.clone().lock_owned().await;
+            let windows = self.windows.lock().expect("not poisoned");
+            if windows.get(hash).is_some_and(|current| Arc::ptr_eq(current, &window)) {
+                return locked;
+            }
+        }
+    }
+
     /// The window of the token with this `hash`, made if new.
     fn window(&self, hash: Vec<u8>) -> Arc<tokio::sync::Mutex<Window>> {
         let mut windows = self.windows.lock().expect("not poisoned");
@@ -95,8 +111,12 @@ impl<S: Store> RateLimiter<S> {
         if admitted {
             window.used += 1;
         }
-        let remaining = self.quota - window.used;
-        Charge { quota: self.quota_of(remaining, window.reset_secs(now)), admitted }
+        let quota = self.quota_of(self.quota - window.used, window.reset_secs(now));
+        if admitted {
+            Charge::Admitted(Some(quota))
+        } else {
+            Charge::Refused(quota)
+        }
     }
 
     /// Charges a request to `window`, reserving more from the shared `store` when what
@@ -110,16 +130,21 @@ impl<S: Store> RateLimiter<S> {
         if window.used >= window.granted && !spent {
             let chunk = (self.quota / 50).max(1);
             let window_ms = WINDOW.as_millis() as i64;
-            match store.reserve_requests(&hex::encode(hash), window_ms, chunk).await {
-                Ok(reserved) => {
+            let key = hex::encode(hash);
+            let reserve = store.reserve_requests(&key, window_ms, chunk);
+            match tokio::time::timeout(RESERVE_TIMEOUT, reserve).await {
+                Ok(Ok(reserved)) => {
                     now = Instant::now();
                     self.take(window, reserved, chunk, now);
                     self.forget_before(store, reserved.window_start_ms);
                 }
-                Err(error) => {
+                failed => {
+                    let error = match failed {
+                        Ok(Err(error)) => error.to_string(),
+                        _ => format!("no answer within {RESERVE_TIMEOUT:?}"),
+                    };
                     tracing::warn!(%error, "could not count a request against its rate limit");
-                    let quota = self.quota_of(self.quota, window.reset_secs(now));
-                    return Charge { quota, admitted: true };
+                    return Charge::Admitted(None);
                 }
             }
         }
@@ -128,7 +153,12 @@ impl<S: Store> RateLimiter<S> {
             window.used += 1;
         }
         let remaining = (self.quota - window.counted) + (window.granted - window.used);
-        Charge { quota: self.quota_of(remaining, window.reset_secs(now)), admitted }
+        let quota = self.quota_of(remaining, window.reset_secs(now));
+        if admitted {
+            Charge::Admitted(Some(quota))
+        } else {
+            Charge::Refused(quota)
+        }
     }
 
     /// Adds to `window` what a reservation of `chunk` requests got: of them, those the
@@ -170,8 +200,7 @@ impl<S: Store> Limiter for RateLimiter<S> {
     fn charge<'a>(&'a self, token: &'a str) -> StoreFuture<'a, Charge> {
         Box::pin(async move {
             let hash = secrets::token_hash(token);
-            let window = self.window(hash.clone());
-            let mut window = window.lock().await;
+            let mut window = self.locked(&hash).await;
             match &self.shared {
                 None => self.charge_alone(&mut window, Instant::now()),
                 Some(store) => self.charge_shared(store, &hash, &mut window).await,
@@ -213,11 +242,14 @@ mod tests {
         let mut window = Window::default();
         let now = Instant::now();
         let charges: Vec<(bool, u32)> = (0..5)
-            .map(|_| limiter.charge_alone(&mut window, now))
-            .map(|c| (c.admitted, c.quota.remaining))
+            .map(|_| match limiter.charge_alone(&mut window, now) {
+                Charge::Admitted(quota) => (true, quota.unwrap().remaining),
+                Charge::Refused(quota) => (false, quota.remaining),
+            })
             .collect();
         assert_eq!(charges, [(true, 2), (true, 1), (true, 0), (false, 0), (false, 0)]);
         let later = window.ends.unwrap();
-        assert!(limiter.charge_alone(&mut window, later).admitted, "the next window");
+        let next = limiter.charge_alone(&mut window, later);
+        assert!(matches!(next, Charge::Admitted(Some(q)) if q.remaining == 2), "{next:?}");
     }
 }

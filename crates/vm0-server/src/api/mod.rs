@@ -167,12 +167,12 @@ impl From<ConfigError> for ApiError {
     }
 }
 
-/// Every status an error of the engine's front door can have, decided here and nowhere
-/// else.
 /// The seconds a user with too many runs waiting is told to wait: about what a short run
 /// takes, since any run of theirs that starts makes room.
 const PENDING_RETRY_AFTER_SECS: u64 = 10;
 
+/// Every status an error of the engine's front door can have, decided here and nowhere
+/// else.
 impl From<RunError> for ApiError {
     fn from(error: RunError) -> Self {
         // The field at fault, where the engine knew it.

@@ -188,9 +188,11 @@ impl SqlStore {
     /// hundred runs to a transaction, marking each run with `now`; how many runs.
     async fn expire_logs(&self, before: DateTime<Utc>, now: DateTime<Utc>) -> Result<u64> {
         let mark = format!(
-            "UPDATE runs SET logs_expired_at = $1 WHERE id IN (SELECT id FROM runs \
-             WHERE logs_expired_at IS NULL AND completed_at < $2 AND NOT ({}) LIMIT $3) \
-             RETURNING id",
+            // The outer condition again: of instances sweeping at once, PostgreSQL rechecks
+            // it on a row another just marked, where it would not run the subquery again.
+            "UPDATE runs SET logs_expired_at = $1 WHERE logs_expired_at IS NULL AND id IN \
+             (SELECT id FROM runs WHERE logs_expired_at IS NULL AND completed_at < $2 \
+             AND NOT ({}) LIMIT $3) RETURNING id",
             unended("runs")
         );
         let mut expired = 0;
