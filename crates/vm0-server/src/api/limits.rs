@@ -49,10 +49,10 @@ struct Window {
     start_ms: i64,
     /// The requests admitted here in it.
     used: u32,
-    /// The requests reserved for this instance in it (shared only).
+    /// The requests reserved for this instance in it (alone: the whole quota).
     granted: u32,
-    /// What the database's row held at the last reservation, up to the quota (shared
-    /// only).
+    /// What the database's row held at the last reservation, up to the quota (alone: the
+    /// whole quota, all of it this instance's).
     counted: u32,
 }
 
@@ -105,18 +105,12 @@ impl<S: Store> RateLimiter<S> {
             let wall = chrono::Utc::now().timestamp_millis();
             let into = wall.rem_euclid(WINDOW.as_millis() as i64);
             let left = Duration::from_millis((WINDOW.as_millis() as i64 - into) as u64);
-            *window = Window { ends: Some(now + left), start_ms: wall - into, ..Window::default() };
+            // The whole quota is this instance's, and counted as such.
+            let (granted, counted) = (self.quota, self.quota);
+            let start_ms = wall - into;
+            *window = Window { ends: Some(now + left), start_ms, used: 0, granted, counted };
         }
-        let admitted = window.used < self.quota;
-        if admitted {
-            window.used += 1;
-        }
-        let quota = self.quota_of(self.quota - window.used, window.reset_secs(now));
-        if admitted {
-            Charge::Admitted(Some(quota))
-        } else {
-            Charge::Refused(quota)
-        }
+        self.admit(window, now)
     }
 
     /// Charges a request to `window`, reserving more from the shared `store` when what
@@ -148,6 +142,13 @@ impl<S: Store> RateLimiter<S> {
                 }
             }
         }
+        self.admit(window, now)
+    }
+
+    /// Admits a request if `window` holds one granted to this instance and not used yet.
+    /// What is left: the quota's room beyond what has been counted, and what this instance
+    /// holds unused.
+    fn admit(&self, window: &mut Window, now: Instant) -> Charge {
         let admitted = window.used < window.granted;
         if admitted {
             window.used += 1;
