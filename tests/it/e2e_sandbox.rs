@@ -181,6 +181,37 @@ async fn a_run_past_a_limit_fails_naming_it() {
     processes::until_gone(&["30.0424301"]).await;
 }
 
+/// Where the host let the server make control groups (its runs' folder `vm0-runs` is
+/// there), every process of a sandbox is born in its run's group: the helper joins it
+/// before it makes the sandbox.
+#[tokio::test]
+async fn a_sandbox_is_born_in_its_runs_control_group() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    let run = run_script(&c, "groups", json!({}), "cat /proc/self/cgroup").await;
+    assert_eq!(run.status, RunStatus::Completed, "{run:?}");
+    let printed = printed(&c, &run.id).await;
+    let held = |controller: &str| {
+        let line = printed.iter().find(|l| l.split(':').nth(1) == Some(controller));
+        line.is_some_and(|l| l.contains("/vm0-runs/"))
+    };
+    let hierarchies = ["/sys/fs/cgroup/pids", "/sys/fs/cgroup/memory", "/sys/fs/cgroup"];
+    let made = |root: &str| holds_folder(std::path::Path::new(root), "vm0-runs", 4);
+    match (made(hierarchies[0]), made(hierarchies[1]), made(hierarchies[2])) {
+        (true, true, _) => assert!(held("pids") && held("memory"), "{printed:?}"),
+        (false, false, true) => assert!(held(""), "{printed:?}"),
+        _ => eprintln!("SKIPPED: this host gives the server no control groups"),
+    }
+}
+
+/// Whether `root` or a folder within `depth` levels below it holds a folder `name`.
+fn holds_folder(root: &std::path::Path, name: &str, depth: usize) -> bool {
+    let folders = std::fs::read_dir(root).into_iter().flatten().flatten();
+    folders.filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).any(|entry| {
+        entry.file_name() == name || (depth > 1 && holds_folder(&entry.path(), name, depth - 1))
+    })
+}
+
 /// Only `/tmp` and `/dev/shm` can be written outside the working directory: the rest
 /// of `/dev` is read-only, and no user namespace can be made for a tmpfs of the run's
 /// own, so no file is held in memory that no limit counts.

@@ -36,7 +36,8 @@ pub(crate) struct RunGroup {
     hierarchy: Hierarchy,
     name: String,
     /// `cgroup.procs` of each of the run's folders, open to write: a process that writes
-    /// `0` there joins the group, which the run's first process does before it execs.
+    /// `0` there joins the group, which an unsandboxed run's first process does before it
+    /// execs (a sandbox's helper opens them itself, see `procs_files`).
     procs: Vec<std::fs::File>,
 }
 
@@ -160,6 +161,12 @@ impl RunGroup {
         self.procs.iter().map(AsRawFd::as_raw_fd).collect()
     }
 
+    /// The run's `cgroup.procs` files, for the sandbox's helper to join the group by
+    /// writing `0` to each (see [`join_files`]) before it makes the sandbox.
+    pub(crate) fn procs_files(&self) -> Vec<PathBuf> {
+        self.hierarchy.folders(&self.name).into_iter().map(|f| f.join("cgroup.procs")).collect()
+    }
+
     /// Where the kernel counts what it refused the run.
     pub(crate) fn events(&self) -> Events {
         let name = &self.name;
@@ -257,6 +264,11 @@ pub(crate) fn join(procs: &[RawFd]) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Makes the calling process join the groups whose `cgroup.procs` files are `files`.
+pub(crate) fn join_files(files: &[PathBuf]) -> Result<(), CgroupError> {
+    files.iter().try_for_each(|file| write(file, "0"))
 }
 
 fn write(path: &Path, value: &str) -> Result<(), CgroupError> {

@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::Stdio;
@@ -141,7 +140,7 @@ fn sandboxed(
     helper: &Path,
     job: &Job,
     status: &Path,
-    group: Vec<RawFd>,
+    group: Option<&RunGroup>,
 ) -> tokio::process::Command {
     let home = |(key, value): &(String, String)| {
         if key == "HOME" {
@@ -157,18 +156,15 @@ fn sandboxed(
         network: job.network,
         limits: job.limits,
         status: status.to_path_buf(),
+        groups: group.map(RunGroup::procs_files).unwrap_or_default(),
     };
-    let mut command = sandbox::helper_command(helper, &spec);
-    // SAFETY: `cgroup::join` only calls write(2), as code between fork and exec must.
-    unsafe {
-        command.pre_exec(move || cgroup::join(&group));
-    }
-    command
+    sandbox::helper_command(helper, &spec)
 }
 
 /// The agent's command itself, outside any sandbox, behind a warden (see `warden`), both
 /// in the run's control group when it has one.
-fn unsandboxed(job: &Job, group: Vec<RawFd>) -> tokio::process::Command {
+fn unsandboxed(job: &Job, group: Option<&RunGroup>) -> tokio::process::Command {
+    let group = group.map(RunGroup::procs).unwrap_or_default();
     let mut command = tokio::process::Command::new(&job.command[0]);
     command
         .args(&job.command[1..])
@@ -253,8 +249,7 @@ async fn run(
     let status = job.workdir.with_extension("sandbox");
     let group = groups.and_then(|groups| run_group(groups, &job));
     let events = group.as_ref().map(RunGroup::events);
-    let procs = group.as_ref().map(RunGroup::procs).unwrap_or_default();
-    let mut child = match start(isolation, &job, &status, procs) {
+    let mut child = match start(isolation, &job, &status, group.as_ref()) {
         Ok(child) => child,
         Err(outcome) => return outcome,
     };
@@ -338,7 +333,7 @@ fn start(
     isolation: &Isolation,
     job: &Job,
     status: &Path,
-    group: Vec<RawFd>,
+    group: Option<&RunGroup>,
 ) -> Result<tokio::process::Child, Outcome> {
     let mut command = match isolation {
         Isolation::Refused(reason) => return Err(Outcome::Failed(reason.clone())),
