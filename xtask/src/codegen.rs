@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use crate::spec::{self, workspace_root};
 
 mod client;
+mod mcp;
 mod output;
 mod server;
 mod tests;
@@ -25,6 +26,7 @@ pub fn generate() -> Result<Vec<Generated>> {
     let mut files = vec![Generated { path: "openapi/v1.json", contents: bundled_json(&doc)? }];
     files.extend(client::generate(&doc)?);
     files.extend(server::generate(&doc)?);
+    files.push(mcp::generate(&doc)?);
     let for_tests = tests::generate(&doc, &files)?;
     files.extend(for_tests);
     Ok(files)

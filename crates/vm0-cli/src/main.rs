@@ -10,6 +10,7 @@ mod agents;
 mod auth;
 mod config;
 mod lookup;
+mod mcp;
 mod output;
 mod runs;
 mod storage;
@@ -73,6 +74,8 @@ enum Command {
     /// List, create and revoke API tokens.
     #[command(subcommand)]
     Tokens(tokens::Command),
+    /// Serve the API as MCP tools over stdio, for an AI assistant to call.
+    Mcp(mcp::McpArgs),
     /// Print a completion script for your shell.
     #[command(
         after_help = concat!(
@@ -174,6 +177,7 @@ async fn dispatch(command: Command, json: bool) -> anyhow::Result<ExitCode> {
             storage::run(storage::Kind::Artifact, command, &client, json).await?
         }
         Command::Tokens(command) => tokens::run(command, &client, json).await?,
+        Command::Mcp(args) => mcp::serve(args, client).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -822,6 +822,7 @@ fn help_reads_well() {
         &["artifacts"],
         &["tokens"],
         &["tokens", "create"],
+        &["mcp"],
     ];
     let mut all = String::new();
     for group in groups {

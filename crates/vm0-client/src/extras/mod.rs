@@ -3,6 +3,7 @@
 //! transfers.
 #![deny(missing_docs)]
 
+mod call;
 mod error;
 mod events;
 mod pages;

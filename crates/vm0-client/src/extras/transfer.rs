@@ -105,6 +105,7 @@ enum Kind {
 }
 
 /// A local file to push.
+#[derive(Clone)]
 struct Local {
     path: PathBuf,
     relative: String,
@@ -205,12 +206,14 @@ impl Client {
 
         let meter =
             Arc::new(Meter::new(locals.iter().map(|l| l.size).sum(), locals.len(), options));
-        let jobs: Vec<(String, &Local)> = prepared
+        // Owned, not borrowed from `locals`: a future holding borrows through the stream's
+        // closure is not `Send` (rust-lang/rust#102211), and an MCP server's tasks must be.
+        let jobs: Vec<(String, Local)> = prepared
             .files
             .iter()
             .map(|target| {
                 let local = locals.iter().find(|l| l.relative == target.path.as_str());
-                local.map(|l| (target.upload_url.clone(), l)).ok_or_else(|| {
+                local.map(|l| (target.upload_url.clone(), l.clone())).ok_or_else(|| {
                     Error::Invalid(format!(
                         "the server asked for {}, which was not offered",
                         target.path.as_str()
@@ -261,7 +264,7 @@ impl Client {
         let targets = download
             .files
             .iter()
-            .map(|f| inside(dir, f.path.as_str()).map(|t| (f, t)))
+            .map(|f| inside(dir, f.path.as_str()).map(|t| (f.clone(), t)))
             .collect::<Result<Vec<_>, _>>()?;
         // The directory exists afterwards even when the version has no files.
         tokio::fs::create_dir_all(dir).await.map_err(|e| Error::io(dir, e))?;
@@ -279,7 +282,7 @@ impl Client {
                         ".{}.vm0-partial",
                         target.file_name().expect("a file name").to_string_lossy()
                     ));
-                    let result = download_one(self, file, &partial, &meter).await;
+                    let result = download_one(self, &file, &partial, &meter).await;
                     match result {
                         Ok(()) => tokio::fs::rename(&partial, &target)
                             .await
