@@ -6,14 +6,13 @@ use chrono::{Duration, Utc};
 use vm0_server::api::App;
 use vm0_server::store::{SqlStore, TokenRow, UserStore};
 
-/// This package's sandbox helper, which cargo builds beside the test binaries' folder.
+/// This package's sandbox helper, which cargo builds beside this package's binaries, the
+/// folder above the test binaries' `deps`.
 pub fn sandbox_helper() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let target = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test binaries live in <target>/<profile>/deps");
-    target.join("vm0-test-sandbox")
+    let exe = std::env::current_exe().expect("the program's path");
+    let folder = exe.parent().expect("a program lives in a folder");
+    let folder = if folder.ends_with("deps") { folder.parent().unwrap_or(folder) } else { folder };
+    folder.join("vm0-test-sandbox")
 }
 
 /// A running server; it stops when dropped. Its `url` is a proxy that checks every
@@ -163,6 +162,12 @@ impl TestServer {
         self.assert_conformance();
         let dir = tempfile::tempdir().unwrap();
         std::mem::replace(&mut self.data_dir, dir)
+    }
+
+    /// Every response since the last call that broke the spec, one line each, taken (so
+    /// that they no longer fail the server's stop).
+    pub fn take_violations(&self) -> Vec<String> {
+        std::mem::take(&mut *self.violations.lock().expect("not poisoned"))
     }
 
     /// Panics with every response so far that broke the spec.

@@ -10,11 +10,13 @@ use crate::spec::{self, workspace_root};
 mod client;
 mod mcp;
 mod output;
+mod samples;
 mod server;
 mod tests;
 
 pub use client::types_view;
 pub use output::{bundled_json, rust_file, Allow, Generated, HEADER};
+pub use samples::{Kind as SampleKind, FOLDER as SAMPLES, KINDS as SAMPLE_KINDS};
 pub use tests::surface;
 
 /// The command that regenerates every generated file.
@@ -23,7 +25,9 @@ pub const COMMAND: &str = "cargo xtask codegen";
 /// Every generated file, from the spec at the workspace root.
 pub fn generate() -> Result<Vec<Generated>> {
     let doc = spec::load()?;
-    let mut files = vec![Generated { path: "openapi/v1.json", contents: bundled_json(&doc)? }];
+    let published = samples::with_code_samples(&doc, &workspace_root())?;
+    let mut files =
+        vec![Generated { path: "openapi/v1.json", contents: bundled_json(&published)? }];
     files.extend(client::generate(&doc)?);
     files.extend(server::generate(&doc)?);
     files.push(mcp::generate(&doc)?);

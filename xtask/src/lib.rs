@@ -16,6 +16,7 @@ pub mod postgres;
 pub mod process;
 pub mod release;
 pub mod s3;
+pub mod samples;
 pub mod schemathesis;
 pub mod spec;
 pub mod tools;

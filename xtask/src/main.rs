@@ -8,7 +8,7 @@ use anyhow::Result;
 use clap::{CommandFactory, Parser, Subcommand};
 use xtask::{
     bench, bench_against, codegen, deny, diff, docs, lint, portability, postgres, process, release,
-    s3, schemathesis, spec, tools,
+    s3, samples, schemathesis, spec, tools,
 };
 
 /// The workspace's own tooling: what openapi/v1.yaml generates, its lint, its releases,
@@ -73,6 +73,9 @@ enum Command {
     },
     /// Run schemathesis against a fresh reference server.
     Schemathesis,
+    /// Run every sample of samples/ (curl, Python, TypeScript, Rust, the CLI) against a
+    /// fresh reference server, each answer checked against the spec; name each that fails.
+    Samples,
     /// Generate clients from openapi/v1.json with openapi-python-client and
     /// openapi-generator (rust, typescript-fetch); fail on any warning about the spec, a
     /// body typed Any, or a tsc --strict error; then a journey through the Python client
@@ -99,7 +102,7 @@ enum Command {
     },
     /// Everything CI runs: codegen --check, lint, release --check, fmt --check, deny,
     /// clippy, every test, the end-to-end suites again on PostgreSQL and S3 (s3s-fs,
-    /// installed into target/s3s-fs), cargo package of the published crates, docs
+    /// installed into target/s3s-fs), cargo package of the published crates, samples, docs
     /// --check, portability, schemathesis.
     Ci,
 }
@@ -119,6 +122,7 @@ fn main() -> ExitCode {
         }),
         Some(Command::Docs { check: true }) => docs::build().and_then(|page| docs::check(&page)),
         Some(Command::Schemathesis) => schemathesis::run(),
+        Some(Command::Samples) => samples::run(),
         Some(Command::Portability) => portability::run(),
         Some(Command::Bench { against: None, .. }) => bench::run(),
         Some(Command::Bench { against: Some(revision), benches, passes }) => {
@@ -318,6 +322,10 @@ fn ci() -> Result<bool> {
         package.extend(["-p", name]);
     }
     process::cargo(&package)?;
+    println!("== cargo xtask samples");
+    if !samples::run()? {
+        return Ok(false);
+    }
     println!("== cargo xtask docs --check");
     if !check_docs()? {
         return Ok(false);

@@ -1,0 +1,14 @@
+//! Cancel a pending or running run.
+#![allow(clippy::print_stdout)] // Printing the answer is what a sample is for.
+
+use vm0_client::{Client, Reply};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let client = Client::from_env()?; // VM0_API_URL and VM0_TOKEN
+    let run_id = std::env::var("VM0_RUN_ID").map_err(|_| "VM0_RUN_ID is not set")?;
+
+    let run = client.cancel_run().id(&run_id).send().await.body()?;
+    println!("{}", serde_json::to_string_pretty(&run)?);
+    Ok(())
+}

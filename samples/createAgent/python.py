@@ -1,0 +1,33 @@
+#!/usr/bin/env python3
+# Create an agent named $VM0_AGENT_NAME whose runs echo their prompt into the artifact file answer.txt.
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+
+api_url = os.environ["VM0_API_URL"]
+token = os.environ["VM0_TOKEN"]
+agent_name = os.environ["VM0_AGENT_NAME"]
+
+payload = {
+    "name": agent_name,
+    "config": {
+        "command": ["tee", "artifact/answer.txt"],
+        "timeoutSeconds": 60,
+    },
+}
+request = urllib.request.Request(
+    f"{api_url}/v1/agents",
+    data=json.dumps(payload).encode(),
+    headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    method="POST",
+)
+try:
+    with urllib.request.urlopen(request) as response:
+        answer = json.load(response)
+except urllib.error.HTTPError as error:
+    print(error.read().decode(), file=sys.stderr)
+    sys.exit(1)
+
+print(json.dumps(answer, indent=2))

@@ -1,0 +1,31 @@
+// Get one version of an agent, with the configuration it holds.
+function env(name: string): string {
+  const value = process.env[name];
+  if (value === undefined || value === "") {
+    console.error(`${name} is not set`);
+    process.exit(1);
+  }
+  return value;
+}
+
+async function main(): Promise<void> {
+  const apiUrl = env("VM0_API_URL");
+  const token = env("VM0_TOKEN");
+  const agentId = env("VM0_AGENT_ID");
+  const agentVersionId = env("VM0_AGENT_VERSION_ID");
+
+  const response = await fetch(`${apiUrl}/v1/agents/${agentId}/versions/${agentVersionId}`, {
+    headers: { Authorization: `Bearer ${token}` },
+  });
+  const text = await response.text();
+  if (!response.ok) {
+    console.error(text);
+    process.exit(1);
+  }
+  console.log(JSON.stringify(JSON.parse(text), null, 2));
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exit(1);
+});

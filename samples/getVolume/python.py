@@ -1,0 +1,24 @@
+#!/usr/bin/env python3
+# Get a volume and its current version.
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+
+api_url = os.environ["VM0_API_URL"]
+token = os.environ["VM0_TOKEN"]
+volume_id = os.environ["VM0_VOLUME_ID"]
+
+request = urllib.request.Request(
+    f"{api_url}/v1/volumes/{volume_id}",
+    headers={"Authorization": f"Bearer {token}"},
+)
+try:
+    with urllib.request.urlopen(request) as response:
+        answer = json.load(response)
+except urllib.error.HTTPError as error:
+    print(error.read().decode(), file=sys.stderr)
+    sys.exit(1)
+
+print(json.dumps(answer, indent=2))

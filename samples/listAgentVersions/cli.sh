@@ -1,0 +1,6 @@
+#!/bin/sh
+# List an agent's versions, newest first: the first page, 10 at most.
+# vm0 reads VM0_API_URL and VM0_TOKEN (or the login of `vm0 auth login`).
+set -eu
+
+vm0 agents versions "$VM0_AGENT_ID" --limit 10 --json

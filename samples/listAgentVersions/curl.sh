@@ -1,0 +1,6 @@
+#!/bin/sh
+# List an agent's versions, newest first: the first page, 10 at most.
+set -eu
+
+curl -sS --fail-with-body -w '\n' "$VM0_API_URL/v1/agents/$VM0_AGENT_ID/versions?limit=10" \
+  -H "Authorization: Bearer $VM0_TOKEN"

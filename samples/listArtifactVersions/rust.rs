@@ -1,0 +1,14 @@
+//! List an artifact's versions, newest first: the first page, 10 at most.
+#![allow(clippy::print_stdout)] // Printing the answer is what a sample is for.
+
+use vm0_client::{Client, Reply};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let client = Client::from_env()?; // VM0_API_URL and VM0_TOKEN
+    let artifact_id = std::env::var("VM0_ARTIFACT_ID").map_err(|_| "VM0_ARTIFACT_ID is not set")?;
+
+    let page = client.list_artifact_versions().id(&artifact_id).limit(10u64).send().await.body()?;
+    println!("{}", serde_json::to_string_pretty(&page)?);
+    Ok(())
+}

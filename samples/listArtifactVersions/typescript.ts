@@ -1,0 +1,30 @@
+// List an artifact's versions, newest first: the first page, 10 at most.
+function env(name: string): string {
+  const value = process.env[name];
+  if (value === undefined || value === "") {
+    console.error(`${name} is not set`);
+    process.exit(1);
+  }
+  return value;
+}
+
+async function main(): Promise<void> {
+  const apiUrl = env("VM0_API_URL");
+  const token = env("VM0_TOKEN");
+  const artifactId = env("VM0_ARTIFACT_ID");
+
+  const response = await fetch(`${apiUrl}/v1/artifacts/${artifactId}/versions?limit=10`, {
+    headers: { Authorization: `Bearer ${token}` },
+  });
+  const text = await response.text();
+  if (!response.ok) {
+    console.error(text);
+    process.exit(1);
+  }
+  console.log(JSON.stringify(JSON.parse(text), null, 2));
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exit(1);
+});

@@ -1,0 +1,6 @@
+#!/bin/sh
+# List your artifacts: the first page, 10 at most.
+set -eu
+
+curl -sS --fail-with-body -w '\n' "$VM0_API_URL/v1/artifacts?limit=10" \
+  -H "Authorization: Bearer $VM0_TOKEN"
