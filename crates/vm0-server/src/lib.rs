@@ -12,6 +12,7 @@ pub mod defaults;
 mod ids;
 pub mod metrics;
 mod paths;
+mod portal;
 mod runs;
 mod secrets;
 pub mod store;
@@ -31,7 +32,6 @@ use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
 use tokio::net::TcpListener;
-use utoipa_swagger_ui::SwaggerUi;
 use vm0_api::ApiError;
 
 use crate::api::{Api, App};
@@ -489,14 +489,34 @@ impl Server {
     }
 }
 
+/// The spec as JSON at `/openapi.json`, and the portal (`portal.rs`) at `/docs`, made
+/// once.
+fn docs(spec: serde_json::Value) -> Router {
+    // Bytes, which each answer shares rather than copies.
+    let page = axum::body::Bytes::from(portal::page(&spec, portal::REDOC));
+    let json = axum::body::Bytes::from(serde_json::to_vec(&spec).expect("JSON serializes"));
+    let html = move || {
+        let page = page.clone();
+        async move { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page) }
+    };
+    let json = move || {
+        let json = json.clone();
+        async move { ([(header::CONTENT_TYPE, "application/json")], json) }
+    };
+    Router::new()
+        .route("/docs", get(html.clone()))
+        .route("/docs/", get(html))
+        .route("/openapi.json", get(json))
+}
+
 /// Every route of the server: the API, storage, the spec and its docs, the probes, and
 /// `/metrics` when `with_metrics` (rather than on a listener of its own); requests are
 /// counted and timed when `count_requests`.
 pub fn router<S: Store>(app: Arc<App<S>>, with_metrics: bool, count_requests: bool) -> Router {
     let mut spec: serde_json::Value =
         serde_json::from_str(SPEC_JSON).expect("openapi/v1.json is JSON");
-    // Swagger UI's "Try it out" calls the first server: this one, whatever its address,
-    // rather than production.
+    // A portal that reads the served spec tries requests on its first server: this one,
+    // whatever its address, rather than production.
     let this_server =
         serde_json::json!({ "url": "/", "description": "The server these docs are served by." });
     spec["servers"].as_array_mut().expect("the spec lists servers").insert(0, this_server);
@@ -512,7 +532,7 @@ pub fn router<S: Store>(app: Arc<App<S>>, with_metrics: bool, count_requests: bo
         )
         .route("/storage/blobs/{hash}", get(download_blob::<S>).put(upload_blob::<S>))
         .with_state(app.clone())
-        .merge(SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", spec));
+        .merge(docs(spec));
     let checks = Arc::new(Checks::new(app.clone()));
     extra =
         extra.merge(Router::new().route("/readyz", get(readiness::<S>)).with_state(checks.clone()));
