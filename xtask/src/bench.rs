@@ -23,7 +23,7 @@ fn bench_bytes() -> u64 {
 
 /// Every benchmark, in release builds; their figures go to standard output.
 pub fn run() -> Result<bool> {
-    for name in ["pagination", "agents", "run_output", "hostile", "transfer"] {
+    for name in ["pagination", "agents", "run_output", "hostile", "transfer", "streams"] {
         cargo(&["bench", "--quiet", "--locked", "-p", "vm0-server", "--bench", name])?;
     }
     // SQLite against PostgreSQL, on a throwaway cluster unless one is named.

@@ -58,6 +58,22 @@ async fn start(shared: &std::path::Path) -> (Vec<Instance>, String, Vec<tempfile
     (instances, token.expect("the first instance made the first user"), dirs)
 }
 
+/// One instance alone on a database of its own, with its blobs on its disk, as
+/// `benches/backends.rs` starts its PostgreSQL one: the baseline of the cluster's lists,
+/// measured in the same run. Its URL and token.
+async fn alone(dir: &std::path::Path) -> (String, String) {
+    let config = vm0_server::Config {
+        database_url: vm0_server::testing::database_url(dir).await.unwrap(),
+        sandbox: vm0_server::Sandbox::Unsandboxed,
+        rate_limit: 0,
+        ..vm0_server::Config::local(dir)
+    };
+    let server = vm0_server::bind(config).await.unwrap();
+    let (url, token) = (server.url.clone(), server.first_token.clone().unwrap());
+    tokio::spawn(server.serve(std::future::pending()));
+    (url, token)
+}
+
 /// Requests per second that 32 clients get listing agents from `urls`, in turn.
 async fn list_round(urls: &[String], token: &str) -> f64 {
     let next = AtomicUsize::new(0);
@@ -137,7 +153,10 @@ async fn main() {
     let http = reqwest::Client::new();
     seed(&http, &instances, &token).await;
     let urls: Vec<String> = instances.iter().map(|i| i.url.clone()).collect();
-    lists(&urls, &token).await;
+    let alone_dir = tempfile::tempdir().unwrap();
+    let baseline = alone(alone_dir.path()).await;
+    seed_alone(&http, &baseline).await;
+    lists(&urls, &token, &baseline).await;
     watched_and_cancelled(&http, &instances, &urls, &token).await;
 }
 
@@ -155,24 +174,39 @@ async fn seed(http: &reqwest::Client, instances: &[Instance], token: &str) {
     assert_eq!(create(0, body).await.unwrap().status(), 201);
 }
 
-/// GET /v1/agents from one instance and round-robin from three, in rounds.
-async fn lists(urls: &[String], token: &str) {
-    let (mut alone, mut spread) = (Vec::new(), Vec::new());
+/// The same 21 agents on the instance alone.
+async fn seed_alone(http: &reqwest::Client, (url, token): &(String, String)) {
+    for i in 0..21 {
+        let body = json!({"name": format!("seed-{i}"), "config": {"command": ["true"]}});
+        let created = http.post(format!("{url}/v1/agents")).bearer_auth(token).json(&body);
+        assert_eq!(created.send().await.unwrap().status(), 201);
+    }
+}
+
+/// GET /v1/agents from one instance of the three and round-robin from three, in rounds,
+/// beside the same from `baseline`, an instance alone on its own database.
+async fn lists(urls: &[String], token: &str, baseline: &(String, String)) {
+    let (mut one, mut spread, mut alone) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..ROUNDS {
-        alone.push(list_round(&urls[..1], token).await);
+        alone.push(list_round(std::slice::from_ref(&baseline.0), &baseline.1).await);
+        one.push(list_round(&urls[..1], token).await);
         spread.push(list_round(urls, token).await);
         println!(
-            "GET /v1/agents round {}: one instance {:.0} req/s, three round-robin {:.0} req/s",
+            "GET /v1/agents round {}: an instance alone {:.0} req/s, one of three {:.0} req/s, \
+             three round-robin {:.0} req/s",
             i + 1,
             alone[i],
+            one[i],
             spread[i]
         );
     }
-    let (a, s) = (common::median(alone), common::median(spread));
+    let (a, o, s) = (common::median(alone), common::median(one), common::median(spread));
     println!(
-        "GET /v1/agents: one instance {a:.0} req/s, three round-robin {s:.0} req/s \
-         (medians of {ROUNDS}); three/one = {:.2}",
-        s / a
+        "GET /v1/agents: an instance alone on its own database (as benches/backends.rs) \
+         {a:.0} req/s, one of three {o:.0} req/s, three round-robin {s:.0} req/s (medians of \
+         {ROUNDS}); one of three/alone = {:.2}, three/one = {:.2}",
+        o / a,
+        s / o
     );
 }
 

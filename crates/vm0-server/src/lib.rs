@@ -437,6 +437,7 @@ impl Server {
             tokio::spawn(engine.clone().sweep()),
             tokio::spawn(engine.clone().keep_leases()),
             tokio::spawn(engine.clone().renew_leases()),
+            tokio::spawn(engine.clone().listen()),
         ];
         let limits = self.connections;
         let metrics_task = self.metrics_listener.map(|listener| {

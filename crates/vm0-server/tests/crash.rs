@@ -279,7 +279,13 @@ async fn a_restart_leaves_no_run_running_or_pending() {
     })
     .await;
     let address = server.url.trim_start_matches("http://").to_string();
-    assert_eq!(running("sleep 30.042450").len(), 2, "both background processes run");
+    // "started" may come before both background shells have exec'd their sleep.
+    within(DEADLINE, "both background processes running", async {
+        while running("sleep 30.042450").len() < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
     drop(server); // SIGKILL
                   // Nothing of the run outlives the server.
     let gone =

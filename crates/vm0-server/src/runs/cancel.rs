@@ -18,7 +18,8 @@ const CANCEL_WAIT: Duration = Duration::from_secs(5);
 /// ends the run itself: twice the time that instance takes to look.
 const HANDOFF_WAIT: Duration = Duration::from_millis(500);
 /// How often a cancel made on another instance than the run's executor looks whether the
-/// run has ended.
+/// run has ended, while no signal can say so (`signals.rs`); with signals it looks at each
+/// of the run's events signals, its end's among them.
 const CANCEL_POLL: Duration = Duration::from_millis(50);
 /// Why a run ends when cancelled.
 const CANCELLED: &str = "Cancelled by request";
@@ -54,12 +55,18 @@ impl<S: Store> Engine<S> {
             tokio::time::timeout(CANCEL_WAIT, ended.wait_for(|ended| *ended)).await.ok();
             return Ok(());
         }
+        // Listening before the request, so that no signal of its end comes unheard.
+        let mut signalled = self.signals.events();
         if !self.store.request_cancel(&run.id).await? {
             return Ok(());
         }
         let deadline = Instant::now() + HANDOFF_WAIT;
         loop {
-            tokio::time::sleep(CANCEL_POLL).await;
+            let wait = match self.signals.live() {
+                true => deadline.saturating_duration_since(Instant::now()).max(CANCEL_POLL),
+                false => CANCEL_POLL,
+            };
+            super::signals::run_events(&mut signalled, &run.id, wait).await;
             let Some(now) = self.store.get_run(&run.user_id, &run.id).await? else { return Ok(()) };
             if now.completed_at.is_some() {
                 return Ok(());

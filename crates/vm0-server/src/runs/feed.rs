@@ -22,9 +22,6 @@ use crate::store::{event_id, positive, RunStore, Store};
 const HEARTBEAT: Duration = Duration::from_secs(15);
 /// Stored events read at once when a stream replays.
 const REPLAY_BATCH: i64 = 500;
-/// How often the events of a run executing on another instance are read from the store
-/// for the subscribers here.
-const RELAY_EVERY: Duration = Duration::from_millis(250);
 /// Events relayed at most per read.
 const RELAYED_AT_ONCE: i64 = 1000;
 
@@ -69,9 +66,11 @@ impl<S: Store> Engine<S> {
     }
 
     /// Publishes to this instance's subscribers of `run` the events stored after now,
-    /// read every `RELAY_EVERY`, until the run ends, executes here, or has no subscriber
+    /// read as its executor signals them (or, while signals cannot come, every
+    /// `signals::FALLBACK_EVERY`), until the run ends, executes here, or has no subscriber
     /// here any more.
     async fn relay(self: Arc<Self>, run: String) {
+        let mut signalled = self.signals.events();
         let mut after = match self.store.counters(&run).await {
             Ok(counters) => counters.event,
             Err(error) => {
@@ -80,7 +79,7 @@ impl<S: Store> Engine<S> {
             }
         };
         loop {
-            tokio::time::sleep(RELAY_EVERY).await;
+            super::signals::run_events(&mut signalled, &run, self.signals.patience()).await;
             {
                 // Decided under the lock `subscribe` takes after subscribing, so that a new
                 // subscriber either keeps this relay going or starts the next.

@@ -29,7 +29,8 @@ const LOOK_TIMEOUT: Duration = Duration::from_secs(2);
 /// may end it and start the next run of its session.
 const STOP_BEFORE: Duration = Duration::from_secs(3);
 /// How often an instance looks whether one of its runs was cancelled elsewhere (or ended
-/// as lost): well within the second a cancel may take.
+/// as lost), while no signal can say so (`signals.rs`): well within the second a cancel
+/// may take.
 const WATCH_EVERY: Duration = Duration::from_millis(200);
 
 /// Why a run whose lease its executor could not renew failed.
@@ -46,8 +47,9 @@ impl<S: Store> Engine<S> {
     }
 
     /// Stops this instance's runs that were cancelled on another instance, ended or
-    /// claimed elsewhere, or whose lease is about to run out, every `WATCH_EVERY`, and
-    /// ends the runs of lost instances every `RENEW_EVERY`; runs until the process ends.
+    /// claimed elsewhere (at their stop signal, or every `WATCH_EVERY` while signals
+    /// cannot come), or whose lease is about to run out (every `WATCH_EVERY`), and ends
+    /// the runs of lost instances every `RENEW_EVERY`; runs until the process ends.
     pub async fn keep_leases(self: Arc<Self>) {
         // On a timer of its own, so that no look at a store that does not answer delays
         // it; in this task, so that the server's end, which aborts the task, ends it too.
@@ -65,7 +67,9 @@ impl<S: Store> Engine<S> {
                     looked_for_lost = Some(Instant::now());
                     tokio::time::timeout(LOOK_TIMEOUT, self.end_lost()).await.ok();
                 }
-                tokio::time::sleep(WATCH_EVERY).await;
+                // At a stop signal; without signals, soon.
+                let wait = if self.signals.live() { RENEW_EVERY } else { WATCH_EVERY };
+                self.signals.stop_within(wait).await;
             }
         };
         tokio::join!(unleased, store);

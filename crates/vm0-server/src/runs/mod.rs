@@ -33,6 +33,7 @@ mod recovery;
 mod retention;
 pub(crate) mod sandbox;
 mod scheduler;
+mod signals;
 mod submit;
 mod workdir;
 
@@ -134,6 +135,8 @@ pub struct Engine<S> {
     executing: Mutex<HashMap<String, Executing>>,
     /// The runs executing elsewhere whose events a task relays to subscribers here.
     relays: Mutex<HashSet<String>>,
+    /// What the other instances sharing the database signal (`signals.rs`).
+    signals: signals::Signals,
     instance: String,
     dir: PathBuf,
     sealer: Sealer,
@@ -163,6 +166,7 @@ impl<S: Store> Engine<S> {
             slots: Arc::new(Semaphore::new(limits.concurrency.max(1))),
             executing: Mutex::default(),
             relays: Mutex::default(),
+            signals: signals::Signals::default(),
             instance: host.instance,
             dir: host.dir,
             sealer: host.sealer,

@@ -1006,6 +1006,49 @@ pub trait DatabaseStore {
     fn ping(&self, within: std::time::Duration) -> impl Future<Output = Result<()>> + Send;
     /// Runs by status, the oldest pending run's age and the pool's use (for metrics).
     fn reading(&self) -> impl Future<Output = Result<DatabaseReading>> + Send;
+    /// What the instances sharing the database tell each other as they commit (see
+    /// [`Signal`]), on a connection of its own; `None` where no other instance can share
+    /// it (SQLite).
+    fn listen(&self) -> impl Future<Output = Result<Option<Listener>>> + Send;
+}
+
+/// What one instance tells the others through the database, each sent in the transaction
+/// that makes it true, so that it arrives once that commits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signal {
+    /// Run `0` has new events.
+    Events(String),
+    /// Run `0` was asked to stop (cancelled), or ended: its executor should look.
+    Stop(String),
+    /// The connection was lost and made again: signals sent meanwhile are lost, and every
+    /// waiter should look for itself.
+    Missed,
+}
+
+/// The channels of the signals, and their payload: the run's id.
+pub(crate) const EVENTS_CHANNEL: &str = "vm0_run_events";
+pub(crate) const STOP_CHANNEL: &str = "vm0_run_stop";
+
+/// The signals as they arrive, from PostgreSQL's LISTEN.
+pub struct Listener(sqlx::postgres::PgListener);
+
+impl Listener {
+    pub(crate) async fn start(pool: &sqlx::PgPool) -> Result<Listener> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+        listener.listen_all([EVENTS_CHANNEL, STOP_CHANNEL]).await?;
+        Ok(Listener(listener))
+    }
+
+    /// The next signal; [`Signal::Missed`] after the connection was lost (it is made
+    /// again at the next call), an error when it cannot be made.
+    pub async fn next(&mut self) -> Result<Signal> {
+        let Some(notification) = self.0.try_recv().await? else { return Ok(Signal::Missed) };
+        let run = notification.payload().to_string();
+        Ok(match notification.channel() {
+            EVENTS_CHANNEL => Signal::Events(run),
+            _ => Signal::Stop(run),
+        })
+    }
 }
 
 /// Everything the server keeps. Methods that take a `user_id` only ever see that user's

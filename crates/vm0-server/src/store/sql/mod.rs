@@ -33,6 +33,23 @@ macro_rules! lock_and_check {
     };
 }
 
+/// Signals the runs `runs` on `channel` in the transaction `tx` (see `Signal`), delivered
+/// when it commits; on PostgreSQL only, since an SQLite database has one instance, which
+/// needs none.
+macro_rules! signal {
+    ($self:ident, $tx:expr, $channel:expr, $runs:expr) => {
+        if $self.is_postgres() {
+            for run in $runs {
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind($channel)
+                    .bind(run)
+                    .execute(&mut *$tx)
+                    .await?;
+            }
+        }
+    };
+}
+
 mod agents;
 mod keys;
 mod runs;
@@ -46,7 +63,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
-use super::{Condition, DatabaseStore, Page, Result, StoreError};
+use super::{Condition, DatabaseStore, Listener, Page, Result, StoreError};
 use crate::metrics::DatabaseReading;
 
 /// How long PostgreSQL lets a session sit idle inside a transaction, in milliseconds.
@@ -199,6 +216,13 @@ impl DatabaseStore for SqlStore {
             }
         }
         Ok(())
+    }
+
+    async fn listen(&self) -> Result<Option<Listener>> {
+        match &self.pool {
+            Pool::Sqlite(_) => Ok(None),
+            Pool::Postgres(pool) => Listener::start(pool).await.map(Some),
+        }
     }
 
     async fn reading(&self) -> Result<DatabaseReading> {

@@ -12,7 +12,7 @@ use super::{id_key, status, Pool, SqlStore};
 use crate::store::{
     event_row, Batch, CheckpointRow, Counters, Ending, EventRow, Expired, Kind, Lease, LogQuery,
     LogRow, Manifest, MetricRow, Page, Result, RunEnd, RunFilter, RunRow, RunStore, SessionRow,
-    StorageRow, StoreError,
+    StorageRow, StoreError, EVENTS_CHANNEL, STOP_CHANNEL,
 };
 
 /// Rows a multi-row INSERT takes at most: well under the bound values SQLite (32,766)
@@ -513,7 +513,12 @@ impl RunStore for SqlStore {
                 "UPDATE runs SET cancel_requested = TRUE WHERE id = $1 AND status = {}",
                 status(Running)
             );
-            let done = sqlx::query(&sql).bind(id).execute(pool).await?;
+            let mut tx = pool.begin().await?;
+            let done = sqlx::query(&sql).bind(id).execute(&mut *tx).await?;
+            if done.rows_affected() == 1 {
+                signal!(self, tx, STOP_CHANNEL, [id]);
+            }
+            tx.commit().await?;
             Ok(done.rows_affected() == 1)
         })
     }
@@ -609,6 +614,10 @@ impl RunStore for SqlStore {
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
+            // Its subscribers elsewhere read its last events, and its executor, if another
+            // instance ended it, stops it.
+            signal!(self, tx, EVENTS_CHANNEL, [id]);
+            signal!(self, tx, STOP_CHANNEL, [id]);
             // The fault suite kills an instance here, in the middle of a run's end.
             fail::fail_point!("end-run-commit");
             tx.commit().await?;
@@ -683,6 +692,11 @@ impl RunStore for SqlStore {
             } else {
                 insert_batch!(tx, &batch.without(&refused));
             }
+            // The runs with new events, each once, for their subscribers elsewhere.
+            let mut runs: Vec<&str> = batch.events.iter().map(|(run, _)| run.as_str()).collect();
+            runs.dedup();
+            runs.retain(|run| !refused.iter().any(|r| r == run));
+            signal!(self, tx, EVENTS_CHANNEL, runs);
             tx.commit().await?;
             Ok(refused)
         })
