@@ -574,6 +574,47 @@ async fn a_subscriber_that_reconnects_gets_every_event_exactly_once() {
     assert!(tail.starts_with(&format!("id: {}\nevent: complete\n", ids.len())), "{tail}");
 }
 
+/// A stream sends a heartbeat after 15 s without an event, counted from its last event
+/// (the timer is set once per stream and moved on as it sends), and none before.
+#[tokio::test]
+async fn a_quiet_stream_gets_a_heartbeat_15_s_after_its_last_event() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    shell_agent(&c).await;
+    let run = start(&c, body("shell", "echo first; sleep 8; echo second; sleep 60")).await;
+    let response = reqwest::Client::new()
+        .get(format!("{}/v1/runs/{}/events", server.url, run.id))
+        .bearer_auth(&server.token)
+        .send()
+        .await
+        .unwrap();
+    let mut stream = response.bytes_stream();
+    let (mut text, mut seen) = (String::new(), Vec::new());
+    let read = async {
+        while let Some(chunk) = stream.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            while let Some(end) = text.find("\n\n") {
+                let block: String = text.drain(..end + 2).collect();
+                let event = block.lines().find_map(|l| l.strip_prefix("event: ")).unwrap();
+                seen.push((event.to_string(), block.contains("second"), Instant::now()));
+                if event == "heartbeat" {
+                    return;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(40), read).await.expect("a heartbeat within 40 s");
+    let second = seen.iter().position(|(_, second, _)| *second).expect("the second line");
+    let (heartbeat, at) = (seen.len() - 1, seen.last().unwrap().2);
+    assert_eq!(heartbeat, second + 1, "nothing else after the second line: {seen:?}");
+    let quiet = at - seen[second].2;
+    assert!(
+        quiet >= Duration::from_millis(14_500) && quiet < Duration::from_secs(17),
+        "the heartbeat came {quiet:?} after the last event"
+    );
+    c.cancel_run().id(&run.id).send().await.unwrap();
+}
+
 #[tokio::test]
 async fn metrics_are_sampled_and_summarised() {
     let server = TestServer::start().await;

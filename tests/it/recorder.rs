@@ -9,7 +9,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use vm0_api::{ApiError, ETag, EventStream, Tagged, Vm0Api};
+use vm0_api::{ApiError, ETag, EventStream, SentEvent, Tagged, Vm0Api};
 use vm0_api::{
     CommitArtifactUploadParams, CommitVolumeUploadParams, DeleteAgentParams, DeleteArtifactParams,
     DeleteVolumeParams, DownloadArtifactParams, DownloadVolumeParams, ListAgentVersionsParams,
@@ -173,7 +173,7 @@ impl Vm0Api for Recorder {
         params: StreamRunEventsParams,
     ) -> Result<EventStream, ApiError> {
         let stream: String = self.reach("streamRunEvents", format!("{id} {params:?}"))?;
-        Ok(Box::pin(futures::stream::iter(events(&stream))))
+        Ok(Box::pin(futures::stream::iter(events(&stream).into_iter().map(SentEvent::new))))
     }
     async fn list_run_logs(
         &self,

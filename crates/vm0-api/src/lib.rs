@@ -30,7 +30,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 pub use conditions::{ETag, IfMatch, Tagged, IF_MATCH};
 pub use error::ApiError;
 pub use generated::*;
-pub use reply::EventLines;
+pub use reply::{EventLines, SentEvent};
 pub use request::{is_token, BodyLimit, Call, MAX_BODY_BYTES};
 
 /// Checks `value` against a JSON Schema of the implementation's own (such as an

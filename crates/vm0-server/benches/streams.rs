@@ -2,7 +2,8 @@
 //! process of its own so that its memory is its alone): the server's resident memory per
 //! idle stream, and the delivery latency of each output line to every subscriber, from the
 //! moment the agent wrote it (the line is the agent's clock in nanoseconds) to the moment
-//! the subscriber read it. `VM0_BENCH_STREAMS` sets how many (default 10,000). Run with
+//! the subscriber read it. `VM0_BENCH_STREAMS` sets how many (default 10,000);
+//! `VM0_BENCH_SERVER` names another vm0-server binary to measure (a baseline's). Run with
 //! `cargo xtask bench` (or `cargo bench -p vm0-server --bench streams`).
 
 #![allow(clippy::print_stdout)] // Printing is what this program is for.
@@ -12,10 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::StreamExt;
-
 /// How long the agent stays silent first: the streams open and sit idle meanwhile.
-const SILENT_SECS: u64 = 45;
+const SILENT_SECS: u64 = 20;
 /// How long the latencies are gathered, once the agent prints.
 const MEASURED: Duration = Duration::from_secs(5);
 
@@ -36,7 +35,10 @@ impl Drop for Server {
 /// Starts the server over `data`, serving `streams` connections and a few more.
 fn start(data: &std::path::Path, streams: usize) -> Server {
     let connections = (streams + 64).to_string();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vm0-server"))
+    // Another build of the server, to compare it with this one under the same subscribers.
+    let binary = std::env::var("VM0_BENCH_SERVER").ok().filter(|path| !path.is_empty());
+    let binary = binary.unwrap_or_else(|| env!("CARGO_BIN_EXE_vm0-server").to_string());
+    let mut child = Command::new(binary)
         .args(["--listen", "127.0.0.1:0", "--log", "warn", "--rate-limit", "0"])
         .args(["--max-connections", &connections])
         .args(["--unsandboxed-runs", "--data-dir"])
@@ -81,44 +83,69 @@ fn raise_file_limit() {
     }
 }
 
-/// One subscriber: reads the run's events, and once `measuring` is set records each
-/// output line's latency in `latencies`.
+/// One subscriber: sends `request` to `address`, reads the run's events, and once
+/// `measuring` is set records each output line's latency in `latencies`. HTTP by hand on a
+/// socket, a task and a read for each message: the subscribers share the machine's two
+/// cores with the server, and a full client's connection task and body channel doubled
+/// what each message cost them.
 async fn subscribe(
-    http: reqwest::Client,
-    url: String,
+    address: String,
+    request: Arc<[u8]>,
     opened: Arc<tokio::sync::Semaphore>,
     measuring: Arc<std::sync::atomic::AtomicBool>,
     latencies: Arc<Mutex<Vec<f64>>>,
 ) {
-    let response = http.get(url).send().await.unwrap();
-    assert_eq!(response.status(), 200);
-    opened.add_permits(1);
-    let (mut stream, mut text) = (response.bytes_stream(), String::new());
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+    socket.set_nodelay(true).unwrap();
+    socket.write_all(&request).await.unwrap();
+    let (mut pending, mut buffer, mut head) = (Vec::new(), vec![0u8; 4096], true);
     let mut mine = Vec::new();
-    while let Some(Ok(chunk)) = stream.next().await {
+    loop {
+        let n = socket.read(&mut buffer).await.unwrap();
+        if n == 0 {
+            break;
+        }
         let read = now_ns();
-        text.push_str(std::str::from_utf8(&chunk).unwrap());
-        while let Some(end) = text.find("\n\n") {
-            let message: String = text.drain(..end + 2).collect();
-            if !message.contains("event: output") {
-                continue;
+        pending.extend_from_slice(&buffer[..n]);
+        if head {
+            let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+            assert!(pending.starts_with(b"HTTP/1.1 200 "), "{}", String::from_utf8_lossy(&pending));
+            pending.drain(..end + 4);
+            head = false;
+            opened.add_permits(1);
+        }
+        // Each message is one chunk of the chunked body: the chunks' sizes and line ends
+        // fall between messages, where they change nothing that is read here.
+        while let Some(end) = pending.windows(2).position(|w| w == b"\n\n") {
+            if let Some(written) = clock_of(&pending[..end]) {
+                if measuring.load(std::sync::atomic::Ordering::Relaxed) {
+                    mine.push(read.saturating_sub(written) as f64 / 1e6);
+                }
             }
-            let data = message.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
-            let data: serde_json::Value = serde_json::from_str(data).unwrap();
-            let written: u128 = data["content"].as_str().unwrap().trim().parse().unwrap();
-            if measuring.load(std::sync::atomic::Ordering::Relaxed) {
-                mine.push(read.saturating_sub(written) as f64 / 1e6);
-            }
+            pending.drain(..end + 2);
         }
     }
     latencies.lock().unwrap().extend(mine);
+}
+
+/// The agent's clock an output message carries, in nanoseconds: its content's digits. Read
+/// by hand rather than as JSON, since the subscribers share the machine with the server.
+fn clock_of(message: &[u8]) -> Option<u128> {
+    let message = std::str::from_utf8(message).unwrap();
+    if !message.contains("\nevent: output\n") {
+        return None;
+    }
+    let content = &message[message.find("\"content\":\"")? + 11..];
+    let digits = content.find(|c: char| !c.is_ascii_digit()).unwrap_or(content.len());
+    Some(content[..digits].parse().unwrap())
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     raise_file_limit();
     let streams: usize =
@@ -126,27 +153,7 @@ async fn main() {
     let data = tempfile::tempdir().unwrap();
     let server = start(data.path(), streams);
     let http = reqwest::Client::new();
-    let script = format!("sleep {SILENT_SECS}; while :; do date +%s%N; sleep 0.2; done");
-    let agent = serde_json::json!({"name": "clock", "config": {"command": ["sh", "-c", script]}});
-    let created = http
-        .post(format!("{}/v1/agents", server.url))
-        .bearer_auth(&server.token)
-        .json(&agent)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
-    let run: serde_json::Value = http
-        .post(format!("{}/v1/runs", server.url))
-        .bearer_auth(&server.token)
-        .json(&serde_json::json!({"agent": "clock", "prompt": "go"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = run["id"].as_str().unwrap().to_string();
+    let id = start_clock(&http, &server).await;
     // Settled: the run started, the first connections' memory taken.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = resident_kib(server.child.id());
@@ -156,16 +163,26 @@ async fn main() {
     let latencies = Arc::new(Mutex::new(Vec::new()));
     let started = std::time::Instant::now();
     let mut tasks = Vec::new();
-    let events = format!("{}/v1/runs/{id}/events", server.url);
-    // One client for every subscriber: each stream holds a connection of its own.
-    let subscriber = authed(&server.token);
-    for _ in 0..streams {
-        let (opened, measuring, latencies) = (opened.clone(), measuring.clone(), latencies.clone());
-        let task = subscribe(subscriber.clone(), events.clone(), opened, measuring, latencies);
+    let address = server.url.trim_start_matches("http://").to_string();
+    let request: Arc<[u8]> = format!(
+        "GET /v1/runs/{id}/events HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {}\r\n\
+         Accept: text/event-stream\r\nConnection: close\r\n\r\n",
+        server.token
+    )
+    .into_bytes()
+    .into();
+    let batch: usize =
+        std::env::var("VM0_BENCH_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(streams);
+    for count in 0..streams {
+        let (open, measuring, latencies) = (opened.clone(), measuring.clone(), latencies.clone());
+        let task = subscribe(address.clone(), request.clone(), open, measuring, latencies);
         tasks.push(tokio::spawn(task));
+        if (count + 1) % batch == 0 || count + 1 == streams {
+            opened.acquire_many((count + 1) as u32).await.unwrap().forget();
+            opened.add_permits(count + 1);
+        }
     }
-    let all = opened.acquire_many(streams as u32).await.unwrap();
-    all.forget();
+    opened.acquire_many(streams as u32).await.unwrap().forget();
     let opening = started.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle = resident_kib(server.child.id());
@@ -183,9 +200,11 @@ async fn main() {
     let silent_until = started + Duration::from_secs(SILENT_SECS);
     tokio::time::sleep_until(silent_until.into()).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let (server_before, own_before) = (cpu_ticks(server.child.id()), cpu_ticks(std::process::id()));
     measuring.store(true, std::sync::atomic::Ordering::Relaxed);
     tokio::time::sleep(MEASURED).await;
     measuring.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (server_after, own_after) = (cpu_ticks(server.child.id()), cpu_ticks(std::process::id()));
     let cancelled = http
         .post(format!("{}/v1/runs/{id}/cancel", server.url))
         .bearer_auth(&server.token)
@@ -209,12 +228,62 @@ async fn main() {
         percentile(&all, 0.99),
         all[all.len() - 1]
     );
+    print_cpu((server_before, server_after), (own_before, own_after), all.len());
 }
 
-/// A client with the bearer token on every request, which keeps no idle connection.
-fn authed(token: &str) -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    let value = format!("Bearer {token}").parse().unwrap();
-    headers.insert(reqwest::header::AUTHORIZATION, value);
-    reqwest::Client::builder().default_headers(headers).pool_max_idle_per_host(0).build().unwrap()
+/// A process's CPU time so far, in clock ticks: in user space, and in the kernel.
+fn cpu_ticks(pid: u32) -> (u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command's name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    (fields[11].parse().unwrap(), fields[12].parse().unwrap())
+}
+
+/// Creates the agent that prints its clock after a silence, and runs it: the run's id.
+async fn start_clock(http: &reqwest::Client, server: &Server) -> String {
+    let script = format!("sleep {SILENT_SECS}; while :; do date +%s%N; sleep 0.2; done");
+    let agent = serde_json::json!({"name": "clock", "config": {"command": ["sh", "-c", script]}});
+    let created = http
+        .post(format!("{}/v1/agents", server.url))
+        .bearer_auth(&server.token)
+        .json(&agent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let run: serde_json::Value = http
+        .post(format!("{}/v1/runs", server.url))
+        .bearer_auth(&server.token)
+        .json(&serde_json::json!({"agent": "clock", "prompt": "go"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    run["id"].as_str().unwrap().to_string()
+}
+
+/// The CPU time of the server and of the subscribers between two readings (user, kernel),
+/// over `deliveries`.
+fn print_cpu(server: ((u64, u64), (u64, u64)), own: ((u64, u64), (u64, u64)), deliveries: usize) {
+    // Where the time goes: the cores are shared, and a write to a loopback socket also runs
+    // the receiving side's TCP in the writer's system call.
+    // SAFETY: sysconf reads a constant of the system.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let ms = |ticks: u64| ticks as f64 * 1000.0 / ticks_per_second;
+    let (user, kernel) = (server.1 .0 - server.0 .0, server.1 .1 - server.0 .1);
+    let own = (own.1 .0 + own.1 .1) - (own.0 .0 + own.0 .1);
+    let per = |ticks: u64| ms(ticks) * 1000.0 / deliveries as f64;
+    println!(
+        "CPU meanwhile: the server {:.0} ms ({:.0} ms in the kernel), {:.1} µs a delivery \
+         ({:.1} µs in the kernel); the subscribers {:.0} ms, {:.1} µs a delivery; {} cores",
+        ms(user + kernel),
+        ms(kernel),
+        per(user + kernel),
+        per(kernel),
+        ms(own),
+        per(own),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -73,13 +73,15 @@ pub(crate) async fn accept(
 ) -> hyper_util::server::graceful::GracefulShutdown {
     // HTTP/1 only: the automatic choice of version reads a connection's first bytes with
     // no timeout at all, so a connection that never sends one would stay open forever.
-    // (Behind a proxy that speaks HTTP/2 to clients, as in deploy/, nothing changes.)
-    let mut builder =
-        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
+    // (Behind a proxy that speaks HTTP/2 to clients, as in deploy/, nothing changes.) And
+    // hyper's own HTTP/1 server rather than hyper-util's automatic one told to speak only
+    // HTTP/1, which still reads the first 24 bytes on their own to look for HTTP/2's
+    // preface: hyper's read buffer then grows to 16 KiB at the next read and keeps it for
+    // the connection's life, twice what an idle event stream needs (BENCHMARKS.md).
+    let mut builder = hyper::server::conn::http1::Builder::new();
     // The header timeout runs from a connection's start and again whenever it waits for
     // its next request, so it also ends idle keep-alive connections.
     builder
-        .http1()
         .max_headers(PARSED_HEADERS)
         .timer(TokioTimer::new())
         .header_read_timeout(limits.timeout);
@@ -133,9 +135,8 @@ pub(crate) async fn accept(
             };
             match head {
                 Ok(Ok(None)) => {
-                    let connection =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    watcher.watch(connection.into_owned()).await.ok();
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    watcher.watch(connection).await.ok();
                 }
                 Ok(Ok(Some(error))) => refuse(stream, error).await,
                 _ => {}
@@ -152,6 +153,10 @@ pub(crate) async fn accept(
 /// it; a longer head goes to hyper as it is, which answers past its own limit with a bare
 /// 431.
 const CHECKED_HEAD: usize = 16 * 1024;
+/// The bytes looked at first, which hold most heads: a connection that sends a longer
+/// one gets a look at `CHECKED_HEAD` bytes. Ten thousand streams opened at once would
+/// otherwise each take 16 KiB for that moment, which the allocator keeps (BENCHMARKS.md).
+const FIRST_LOOK: usize = 2 * 1024;
 
 /// Waits for the connection's first request head, without reading it (hyper reads it next,
 /// from the socket), and answers why it is malformed, if it is: hyper answers a head it
@@ -159,7 +164,7 @@ const CHECKED_HEAD: usize = 16 * 1024;
 /// kept-alive connection still gets hyper's: its head is read by hyper alone.) Fails when
 /// the connection ends first.
 async fn first_head(stream: &tokio::net::TcpStream) -> std::io::Result<Option<ApiError>> {
-    let mut buffer = vec![0u8; CHECKED_HEAD];
+    let mut buffer = vec![0u8; FIRST_LOOK];
     let mut pause = Duration::from_millis(1);
     let mut seen = 0;
     loop {
@@ -170,6 +175,10 @@ async fn first_head(stream: &tokio::net::TcpStream) -> std::io::Result<Option<Ap
         let head = &buffer[..peeked];
         if head.windows(4).any(|w| w == b"\r\n\r\n") || peeked == CHECKED_HEAD {
             return Ok(malformed(head));
+        }
+        if peeked == buffer.len() {
+            buffer.resize(CHECKED_HEAD, 0);
+            continue;
         }
         // Peeking again at once would find the same bytes: the head is still arriving, and
         // the next look waits a little longer each time nothing came (the caller's timeout

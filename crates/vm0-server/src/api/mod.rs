@@ -9,6 +9,7 @@ mod keys;
 mod limits;
 mod runs;
 mod storage;
+mod tokens_held;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -50,6 +51,8 @@ pub struct App<S: Store> {
     keys: keys::Keys,
     /// Each token's rate limit; none when requests are not limited.
     limiter: Option<limits::RateLimiter<S>>,
+    /// The tokens that hold event streams open, looked up until revoked or expired.
+    tokens_held: Arc<tokens_held::TokensHeld<S>>,
 }
 
 impl<S: Store> App<S> {
@@ -70,7 +73,8 @@ impl<S: Store> App<S> {
         let touched = Mutex::new((0, HashSet::new()));
         let shared = (!alone).then(|| store.clone());
         let limiter = (rate_limit > 0).then(|| limits::RateLimiter::new(rate_limit, shared));
-        App { store, blobs, key, engine, metrics, touched, keys, limiter }
+        let tokens_held = tokens_held::TokensHeld::new(store.clone());
+        App { store, blobs, key, engine, metrics, touched, keys, limiter, tokens_held }
     }
 
     /// Whether `lastUsedAt` of `token_id` is due a write at `now` (to the second), marking

@@ -1,6 +1,10 @@
 //! The run operations of the API: each translates between the generated types and the
 //! engine's (`RunRequest`, `RunRow`) or reads the store for the lists.
 
+use std::future::Future;
+use std::task::Poll;
+
+use futures_util::Stream;
 use vm0_api::{ApiError, EventStream, ListRunLogsParams, ListRunsParams, StreamRunEventsParams};
 use vm0_types as types;
 
@@ -12,9 +16,6 @@ use crate::store::{LogQuery, RunFilter, RunRow, Store};
 fn stamp(time: Option<chrono::DateTime<chrono::Utc>>) -> String {
     time.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)).unwrap_or_default()
 }
-
-/// How often an open event stream looks whether its token is still live.
-const TOKEN_CHECK: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl<S: Store> App<S> {
     pub(super) async fn run_row(&self, p: &Principal, id: &str) -> Result<RunRow, ApiError> {
@@ -89,20 +90,14 @@ impl<S: Store> App<S> {
     ) -> Result<EventStream, ApiError> {
         let after = params.last_event_id.or(params.last_event_id_header).unwrap_or(0);
         let events = self.engine.events(&p.user_id, id, after).await?;
-        // A stream lasts as long as its run, a day at most: it ends once the token that
-        // opened it is revoked or expires, as a new request with it would be refused.
-        let (store, user, token) = (self.store.clone(), p.user_id.clone(), p.token_id.clone());
-        let revoked = async move {
-            loop {
-                tokio::time::sleep(TOKEN_CHECK).await;
-                match store.get_token(&user, &token).await {
-                    Ok(None) => return,
-                    Ok(Some(live)) if live.expires_at <= chrono::Utc::now() => return,
-                    _ => {}
-                }
-            }
-        };
-        Ok(Box::pin(futures_util::StreamExt::take_until(events, revoked)))
+        let revoked = self.tokens_held.until_dead(&p.user_id, &p.token_id);
+        // The token is looked at only when no event is ready: `take_until` would look before
+        // each event, and ten thousand streams on one token would crowd its lock.
+        let (mut events, mut revoked) = (Box::pin(events), Box::pin(revoked));
+        Ok(Box::pin(futures_util::stream::poll_fn(move |cx| match events.as_mut().poll_next(cx) {
+            Poll::Pending if revoked.as_mut().poll(cx).is_ready() => Poll::Ready(None),
+            polled => polled,
+        })))
     }
 
     pub(super) async fn run_logs(

@@ -5,12 +5,15 @@
 //! its subscribers here.
 
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::Stream;
 use tokio::sync::broadcast::error::RecvError;
-use tokio_util::sync::CancellationToken;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use vm0_api::SentEvent;
 use vm0_types::{self as types, RunEvent};
 
 use super::recorder::Subscription;
@@ -33,7 +36,7 @@ impl<S: Store> Engine<S> {
         user: &str,
         id: &str,
         after: i64,
-    ) -> Result<impl Stream<Item = RunEvent> + Send + 'static, RunError> {
+    ) -> Result<impl Stream<Item = Arc<SentEvent>> + Send + 'static, RunError> {
         self.run(user, id).await?;
         // Subscribed before anything is read, so that no event falls between the two.
         let live = self.subscribe(id);
@@ -47,6 +50,9 @@ impl<S: Store> Engine<S> {
             replaying: true,
             buffer: VecDeque::new(),
             done: false,
+            quiet: Box::pin(tokio::time::sleep(HEARTBEAT)),
+            last_sent: Instant::now(),
+            drained: Box::pin(self.draining.clone().cancelled_owned()),
             draining: self.draining.clone(),
             _counted: self.metrics.subscribed(),
         };
@@ -116,11 +122,18 @@ struct Feed<S> {
     live: Subscription,
     /// Reading stored events, until caught up with the store.
     replaying: bool,
-    buffer: VecDeque<RunEvent>,
+    buffer: VecDeque<Arc<SentEvent>>,
     done: bool,
+    /// Ends a heartbeat's time after `last_sent`, or earlier, when it is set again. One
+    /// timer for the stream's life and one wait for the drain, looked at only when no event
+    /// is ready: ten thousand streams that each set a new timer and a new wait for every
+    /// event they send crowd the runtime's timer wheel and the drain token's lock.
+    quiet: Pin<Box<Sleep>>,
+    last_sent: Instant,
     /// The instance's drain, which ends the stream: its client resumes with
     /// `Last-Event-ID`, on another instance or after the restart.
     draining: CancellationToken,
+    drained: Pin<Box<WaitForCancellationFutureOwned>>,
     _counted: SubscriberGuard,
 }
 
@@ -137,14 +150,15 @@ enum Step {
 impl<S: RunStore + Send + Sync> Feed<S> {
     /// The next event: stored ones first, then live ones as they come, a heartbeat after
     /// each quiet spell, and the end after `complete`.
-    async fn next(mut self) -> Option<(RunEvent, Self)> {
+    async fn next(mut self) -> Option<(Arc<SentEvent>, Self)> {
         loop {
             if let Some(event) = self.buffer.pop_front() {
-                self.after = event_id(&event);
-                self.done = matches!(event, RunEvent::Complete { .. });
+                self.after = event_id(event.event());
+                self.done = matches!(event.event(), RunEvent::Complete { .. });
+                self.sent();
                 return Some((event, self));
             }
-            if self.done || self.draining.is_cancelled() {
+            if self.done || (self.replaying && self.draining.is_cancelled()) {
                 return None;
             }
             let step = if self.replaying { self.replay().await } else { self.listen().await };
@@ -154,10 +168,16 @@ impl<S: RunStore + Send + Sync> Feed<S> {
                 Step::Heartbeat => {
                     let id = positive(self.after);
                     let heartbeat = RunEvent::Heartbeat { id, data: types::RunHeartbeatData {} };
-                    return Some((heartbeat, self));
+                    self.sent();
+                    return Some((SentEvent::new(heartbeat), self));
                 }
             }
         }
+    }
+
+    /// Something was sent: the next heartbeat is due after a quiet spell from now.
+    fn sent(&mut self) {
+        self.last_sent = Instant::now();
     }
 
     /// Reads the next stored events into the buffer; once caught up, the feed goes live.
@@ -187,7 +207,7 @@ impl<S: RunStore + Send + Sync> Feed<S> {
             // Past a row that does not read, too, so that it is not read again.
             self.after = self.after.max(row.id);
             match RunEvent::try_from(row) {
-                Ok(event) => self.buffer.push_back(event),
+                Ok(event) => self.buffer.push_back(SentEvent::new(event)),
                 Err(error) => {
                     let run = &self.run;
                     tracing::error!(%run, %error, "a stored run event does not read as a RunEvent")
@@ -219,17 +239,27 @@ impl<S: RunStore + Send + Sync> Feed<S> {
     /// Waits for the next live event, up to a heartbeat's time.
     async fn listen(&mut self) -> Step {
         let received = tokio::select! {
-            received = tokio::time::timeout(HEARTBEAT, self.live.events.recv()) => received,
-            _ = self.draining.cancelled() => return Step::End,
+            biased;
+            received = self.live.events.recv() => Ok(received),
+            _ = &mut self.drained => return Step::End,
+            _ = &mut self.quiet => Err(()),
         };
         match received {
+            // Something was sent meanwhile: the quiet spell starts from then.
+            Err(()) if self.last_sent.elapsed() < HEARTBEAT => {
+                let due = self.last_sent + HEARTBEAT;
+                self.quiet.as_mut().reset(due);
+            }
             // A quiet spell: the run may have ended without a word here (its end's events
             // lost to this instance's feed), which the store tells.
-            Err(_) if self.run_ended().await => self.replaying = true,
-            Err(_) => return Step::Heartbeat,
-            Ok(Ok(event)) if event_id(&event) <= self.after => {}
-            Ok(Ok(event)) if event_id(&event) == self.after + 1 => {
-                self.buffer.push_back((*event).clone())
+            Err(()) if self.run_ended().await => {
+                self.replaying = true;
+                self.sent();
+            }
+            Err(()) => return Step::Heartbeat,
+            Ok(Ok(event)) if event_id(event.event()) <= self.after => {}
+            Ok(Ok(event)) if event_id(event.event()) == self.after + 1 => {
+                self.buffer.push_back(event)
             }
             // A gap, or this subscriber fell behind: the store has the rest.
             Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => self.replaying = true,

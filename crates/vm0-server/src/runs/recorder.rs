@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 use tokio::sync::{broadcast, mpsc, oneshot};
+use vm0_api::SentEvent;
 use vm0_types::{self as types, LogLevel, LogType};
 
 use crate::ids;
@@ -404,7 +405,7 @@ async fn write<S: RunStore>(store: S, mut entries: mpsc::Receiver<Entry>, feeds:
 }
 
 /// One run's live events.
-type Feed = broadcast::Sender<Arc<types::RunEvent>>;
+type Feed = broadcast::Sender<Arc<SentEvent>>;
 
 /// The live subscribers of each run. Each run's channel has a generation, so that a
 /// subscription only ever removes the channel it belongs to.
@@ -433,7 +434,7 @@ impl Feeds {
         let senders = self.senders.lock().expect("not poisoned");
         for (run, event) in events {
             if let Some((_, sender)) = senders.get(&*run) {
-                sender.send(Arc::new(event)).ok();
+                sender.send(SentEvent::new(event)).ok();
             }
         }
     }
@@ -448,7 +449,7 @@ impl Feeds {
 pub(super) struct Subscription {
     run: String,
     generation: u64,
-    pub events: broadcast::Receiver<Arc<types::RunEvent>>,
+    pub events: broadcast::Receiver<Arc<SentEvent>>,
     feeds: Arc<Feeds>,
 }
 
