@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::task::Poll;
 
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use vm0_api::{ApiError, EventStream, ListRunLogsParams, ListRunsParams, StreamRunEventsParams};
 use vm0_types as types;
 
@@ -94,10 +94,13 @@ impl<S: Store> App<S> {
         // The token is looked at only when no event is ready: `take_until` would look before
         // each event, and ten thousand streams on one token would crowd its lock.
         let (mut events, mut revoked) = (Box::pin(events), Box::pin(revoked));
-        Ok(Box::pin(futures_util::stream::poll_fn(move |cx| match events.as_mut().poll_next(cx) {
-            Poll::Pending if revoked.as_mut().poll(cx).is_ready() => Poll::Ready(None),
-            polled => polled,
-        })))
+        Ok(Box::pin(
+            futures_util::stream::poll_fn(move |cx| match events.as_mut().poll_next(cx) {
+                Poll::Pending if revoked.as_mut().poll(cx).is_ready() => Poll::Ready(None),
+                polled => polled,
+            })
+            .fuse(),
+        ))
     }
 
     pub(super) async fn run_logs(

@@ -9,12 +9,15 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::Store;
 
 /// How often a token that holds streams open is looked up.
 const TOKEN_CHECK: Duration = Duration::from_secs(3);
+/// Tokens looked up at once.
+const LOOKUPS_AT_ONCE: usize = 8;
 
 /// A user's token, by the user's id and the token's.
 type Key = (String, String);
@@ -79,6 +82,7 @@ impl<S: Store> TokensHeld<S> {
     /// Looks up each held token every `TOKEN_CHECK`, ending the streams of those revoked
     /// or expired, until no token is held.
     async fn look(self: Arc<Self>) {
+        let _looking = Looking(&self);
         loop {
             tokio::time::sleep(TOKEN_CHECK).await;
             let keys: Vec<Key> = {
@@ -89,21 +93,44 @@ impl<S: Store> TokensHeld<S> {
                 }
                 held.tokens.keys().cloned().collect()
             };
-            for key in keys {
-                let dead = match self.store.get_token(&key.0, &key.1).await {
-                    Ok(None) => true,
-                    Ok(Some(live)) => live.expires_at <= chrono::Utc::now(),
-                    // The database away: the streams go on, and the next look tells.
-                    Err(_) => false,
+            // At once, a few at a time, each within a look's time: one slow answer (the
+            // pool waiting, the database away) holds back no other token's revocation.
+            let store = &self.store;
+            let lookups = futures_util::stream::iter(keys).map(|key| async move {
+                let lookup = store.get_token(&key.0, &key.1);
+                let dead = match tokio::time::timeout(TOKEN_CHECK, lookup).await {
+                    Ok(Ok(None)) => true,
+                    Ok(Ok(Some(live))) => live.expires_at <= chrono::Utc::now(),
+                    // The database slow or away: the streams go on, and the next look tells.
+                    Ok(Err(_)) | Err(_) => false,
                 };
-                if dead {
-                    if let Some(holders) =
-                        self.held.lock().expect("not poisoned").tokens.remove(&key)
-                    {
-                        holders.dead.cancel();
-                    }
+                (key, dead)
+            });
+            let mut lookups = lookups.buffer_unordered(LOOKUPS_AT_ONCE);
+            while let Some((key, dead)) = lookups.next().await {
+                if !dead {
+                    continue;
+                }
+                let removed = self.held.lock().expect("not poisoned").tokens.remove(&key);
+                // Woken outside the lock, which each ending stream's hold takes.
+                if let Some(holders) = removed {
+                    holders.dead.cancel();
                 }
             }
+        }
+    }
+}
+
+/// Marks the look stopped should it panic, so that the next stream starts another. (It
+/// ends otherwise only when it marks itself stopped, under the lock that `until_dead`
+/// checks the mark under.)
+struct Looking<'a, S>(&'a TokensHeld<S>);
+
+impl<S> Drop for Looking<'_, S> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let mut held = self.0.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            held.looking = false;
         }
     }
 }
