@@ -1,6 +1,7 @@
 //! Tokens and authentication end to end.
 
 use vm0_tests::server::{api_error, TestServer};
+use vm0_tests::wait::{within, DEADLINE};
 
 #[tokio::test]
 async fn a_token_is_shown_once_works_and_stops_when_revoked() {
@@ -99,9 +100,13 @@ async fn a_revoked_tokens_open_event_streams_end() {
             assert_eq!(response.status(), 200);
             let mut stream = response.bytes_stream();
             let mut seen = String::new();
-            while !seen.contains("started") {
-                seen.push_str(&String::from_utf8_lossy(&stream.next().await.unwrap().unwrap()));
-            }
+            let started = async {
+                while !seen.contains("started") {
+                    let chunk = stream.next().await.unwrap().unwrap();
+                    seen.push_str(&String::from_utf8_lossy(&chunk));
+                }
+            };
+            within(DEADLINE, "the run's first line on a stream", started).await;
             stream
         }
     };

@@ -171,18 +171,19 @@ async fn main() {
     )
     .into_bytes()
     .into();
-    let batch: usize =
-        std::env::var("VM0_BENCH_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(streams);
-    for count in 0..streams {
+    let batch = std::env::var("VM0_BENCH_BATCH").ok().and_then(|v| v.parse().ok());
+    let batch: usize = batch.filter(|&batch| batch > 0).unwrap_or(streams);
+    // Each batch is open before the next starts opening.
+    let mut open_so_far = 0;
+    for count in 1..=streams {
         let (open, measuring, latencies) = (opened.clone(), measuring.clone(), latencies.clone());
         let task = subscribe(address.clone(), request.clone(), open, measuring, latencies);
         tasks.push(tokio::spawn(task));
-        if (count + 1) % batch == 0 || count + 1 == streams {
-            opened.acquire_many((count + 1) as u32).await.unwrap().forget();
-            opened.add_permits(count + 1);
+        if count % batch == 0 || count == streams {
+            opened.acquire_many((count - open_so_far) as u32).await.unwrap().forget();
+            open_so_far = count;
         }
     }
-    opened.acquire_many(streams as u32).await.unwrap().forget();
     let opening = started.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle = resident_kib(server.child.id());
